@@ -1,0 +1,767 @@
+//! Bus configuration: the `[bus]` table of a TOML file, then the environment.
+//!
+//! Layering, lowest to highest: built-in defaults, the file, then `BUS_BACKEND`
+//! and `NATS_URL`. Every error names the key (or variable) and the file, and
+//! the line when the file has one; unknown keys under `[bus]` are errors, so a
+//! typo never silently falls back to a default. Other top-level tables are left
+//! alone: an application may keep its own settings in the same file.
+//!
+//! Why `toml` + `serde_path_to_error` and not the `config` crate: the `config`
+//! crate folds key case and loses line numbers and key paths for unknown
+//! fields, and these errors are the whole user experience of a config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{ConsumerDefaults, StreamSettings};
+use crate::subject::{SubjectLayout, token_problem};
+
+/// Environment variable that overrides `bus.backend`.
+pub const ENV_BACKEND: &str = "BUS_BACKEND";
+/// Environment variable that overrides `bus.nats.url`.
+pub const ENV_NATS_URL: &str = "NATS_URL";
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {file}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{origin}: line {line}: invalid TOML: {message}")]
+    Syntax {
+        /// The file (or `<string>`).
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key under `[bus]` that this version does not know.
+    #[error("{origin}{}: unknown key `{key}`{}", line_suffix(*.line), expected_suffix(.expected))]
+    UnknownKey {
+        /// The file.
+        origin: String,
+        /// Full dotted key, e.g. `bus.nats.jetsream`.
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// The keys allowed there.
+        expected: String,
+    },
+    /// A key has a value of the wrong type or out of range.
+    #[error("{origin}{}: key `{key}`: {message}", line_suffix(*.line))]
+    InvalidValue {
+        /// The file, or `environment` for overrides.
+        origin: String,
+        /// Full dotted key, e.g. `bus.nats.url`.
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file has no `[bus]` table.
+    #[error("{origin}: no [bus] table")]
+    MissingBusTable {
+        /// The file.
+        origin: String,
+    },
+    /// An environment override is invalid.
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(": line {l}")).unwrap_or_default()
+}
+
+fn expected_suffix(expected: &str) -> String {
+    if expected.is_empty() {
+        String::new()
+    } else {
+        format!(" (expected one of {expected})")
+    }
+}
+
+/// Which backend the bus runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The bundled NATS-protocol server, started in-process (the default).
+    #[default]
+    Embedded,
+    /// An external NATS server or cluster.
+    Nats,
+    /// In-process memory (tests; nothing persists).
+    Memory,
+}
+
+impl Backend {
+    /// The name used in files and `BUS_BACKEND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Nats => "nats",
+            Backend::Memory => "memory",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "embedded" => Some(Backend::Embedded),
+            "nats" => Some(Backend::Nats),
+            "memory" => Some(Backend::Memory),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[bus.nats]`: the NATS connection (also used by the embedded backend, which
+/// connects the NATS adapter to the bundled server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL, or several separated by commas (a cluster's seed list).
+    pub url: String,
+    /// JetStream mode (persistence, durable consumers, replay). `false` is core
+    /// NATS: at-most-once publish and live subscribe only.
+    pub jetstream: bool,
+    /// Name of the event stream.
+    pub stream_name: String,
+    /// Name of the dead-letter stream (default `<stream_name>-dlq`).
+    pub dead_letter_stream: Option<String>,
+    /// Opt-in: update an existing stream whose settings differ from `[bus.stream]`
+    /// instead of reporting the difference as an error.
+    pub update_stream: bool,
+    /// Connection name shown by the server's monitoring.
+    pub client_name: Option<String>,
+    /// Give up connecting after this long, e.g. `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of a request (publish acknowledgement, API call), e.g. `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            jetstream: true,
+            stream_name: "angzarr-events".to_owned(),
+            dead_letter_stream: None,
+            update_stream: false,
+            client_name: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The dead-letter stream name.
+    pub fn dead_letter_stream_name(&self) -> String {
+        self.dead_letter_stream
+            .clone()
+            .unwrap_or_else(|| format!("{}-dlq", self.stream_name))
+    }
+
+    /// The URLs in `url`, split on commas and trimmed.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// `[bus.embedded]`: the bundled server started in-process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Address to bind (loopback unless you mean to expose it).
+    pub host: String,
+    /// Client port; 0 picks a free port.
+    pub port: u16,
+    /// Monitoring HTTP port (`/varz`, `/jsz`, `/healthz`); absent = off.
+    pub http_port: Option<u16>,
+    /// Where streams are stored.
+    pub data_dir: PathBuf,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 4222,
+            http_port: None,
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[bus.memory]`: the in-process backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Events buffered per live subscription before it starts losing them
+    /// (at-most-once, like a core NATS slow consumer).
+    pub subscriber_buffer: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            subscriber_buffer: 4096,
+        }
+    }
+}
+
+/// The whole `[bus]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Which backend to run on.
+    pub backend: Backend,
+    /// First token(s) of every subject.
+    pub subject_prefix: String,
+    /// Stream limits and behaviour.
+    pub stream: StreamSettings,
+    /// Defaults for durable consumers.
+    pub consumer: ConsumerDefaults,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// Bundled server.
+    pub embedded: EmbeddedConfig,
+    /// In-process backend.
+    pub memory: MemoryConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            backend: Backend::default(),
+            subject_prefix: crate::subject::DEFAULT_PREFIX.to_owned(),
+            stream: StreamSettings::default(),
+            consumer: ConsumerDefaults::default(),
+            nats: NatsConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FileShape {
+    bus: Option<toml::Value>,
+}
+
+impl BusConfig {
+    /// Loads `path`, then applies `BUS_BACKEND` / `NATS_URL` from the process environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// Defaults plus the process environment, for running without a file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut c = BusConfig::default();
+        c.apply_env(|k| std::env::var(k).ok())?;
+        Ok(c)
+    }
+
+    /// Loads `path` with an explicit environment lookup (tests pass a map).
+    pub fn load_with_env(
+        path: impl AsRef<Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut c = Self::parse(&text, &path.display().to_string())?;
+        c.apply_env(env)?;
+        Ok(c)
+    }
+
+    /// Parses TOML text; `origin` names it in errors (a file path or `<string>`).
+    /// No environment overrides are applied.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let shape: FileShape = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            line: line_of(e.span()).unwrap_or(1),
+            message: e.message().trim().to_owned(),
+        })?;
+        let Some(bus) = shape.bus else {
+            return Err(ConfigError::MissingBusTable {
+                origin: origin.to_owned(),
+            });
+        };
+        // Re-serialize the [bus] table so that errors carry spans within it;
+        // then map them back by looking the key up in the original text.
+        let bus_text = toml::to_string(&bus).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            line: 1,
+            message: e.to_string(),
+        })?;
+        let de = toml::Deserializer::parse(&bus_text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            line: 1,
+            message: e.message().trim().to_owned(),
+        })?;
+        let config: BusConfig = serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let message = inner.message().trim().to_owned();
+            let parent = if path == "." || path.is_empty() {
+                "bus".to_owned()
+            } else {
+                format!("bus.{path}")
+            };
+            if let Some((field, expected)) = unknown_field(&message) {
+                // serde_path_to_error already ends the path with the field.
+                let key = if parent.rsplit('.').next() == Some(field.as_str()) {
+                    parent
+                } else {
+                    format!("{parent}.{field}")
+                };
+                ConfigError::UnknownKey {
+                    origin: origin.to_owned(),
+                    line: find_key_line(text, &key),
+                    key,
+                    expected,
+                }
+            } else {
+                ConfigError::InvalidValue {
+                    origin: origin.to_owned(),
+                    line: find_key_line(text, &parent),
+                    key: parent,
+                    message,
+                }
+            }
+        })?;
+        config.validate(origin, |key| find_key_line(text, key))?;
+        Ok(config)
+    }
+
+    /// Applies `BUS_BACKEND` and `NATS_URL` from `env`, then re-validates them.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(value) = env(ENV_BACKEND).filter(|v| !v.trim().is_empty()) {
+            self.backend = Backend::parse(&value).ok_or_else(|| ConfigError::Env {
+                var: ENV_BACKEND,
+                value: value.clone(),
+                message: "unknown backend; expected one of embedded, nats, memory".to_owned(),
+            })?;
+        }
+        if let Some(value) = env(ENV_NATS_URL).filter(|v| !v.trim().is_empty()) {
+            check_urls(&value).map_err(|message| ConfigError::Env {
+                var: ENV_NATS_URL,
+                value: value.clone(),
+                message,
+            })?;
+            self.nats.url = value;
+        }
+        Ok(())
+    }
+
+    /// The subject layout for `subject_prefix` (validated at load time).
+    pub fn layout(&self) -> Result<SubjectLayout, crate::BusError> {
+        SubjectLayout::new(&self.subject_prefix)
+    }
+
+    /// Checks values serde cannot: prefix, URLs, names, ranges.
+    fn validate(
+        &self,
+        origin: &str,
+        line: impl Fn(&str) -> Option<usize>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::InvalidValue {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            line: line(key),
+            message,
+        };
+        if let Err(e) = SubjectLayout::new(&self.subject_prefix) {
+            return Err(invalid("bus.subject_prefix", e.to_string()));
+        }
+        check_urls(&self.nats.url).map_err(|m| invalid("bus.nats.url", m))?;
+        if let Some(problem) = stream_name_problem(&self.nats.stream_name) {
+            return Err(invalid("bus.nats.stream_name", problem.to_owned()));
+        }
+        if let Some(dlq) = &self.nats.dead_letter_stream {
+            if let Some(problem) = stream_name_problem(dlq) {
+                return Err(invalid("bus.nats.dead_letter_stream", problem.to_owned()));
+            }
+            if *dlq == self.nats.stream_name {
+                return Err(invalid(
+                    "bus.nats.dead_letter_stream",
+                    "must differ from bus.nats.stream_name".to_owned(),
+                ));
+            }
+        }
+        if self.nats.connect_timeout.is_zero() {
+            return Err(invalid("bus.nats.connect_timeout", "must be positive".into()));
+        }
+        if self.nats.request_timeout.is_zero() {
+            return Err(invalid("bus.nats.request_timeout", "must be positive".into()));
+        }
+        if self.stream.max_msg_size == 0 {
+            return Err(invalid("bus.stream.max_msg_size", "must be positive".into()));
+        }
+        if !(1..=5).contains(&self.stream.replicas) {
+            return Err(invalid(
+                "bus.stream.replicas",
+                "must be between 1 and 5".into(),
+            ));
+        }
+        if self.consumer.max_deliver == 0 {
+            return Err(invalid("bus.consumer.max_deliver", "must be at least 1".into()));
+        }
+        if self.consumer.max_ack_pending == 0 {
+            return Err(invalid(
+                "bus.consumer.max_ack_pending",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.consumer.ack_wait.is_zero() {
+            return Err(invalid("bus.consumer.ack_wait", "must be positive".into()));
+        }
+        if self.consumer.backoff.iter().any(Duration::is_zero) {
+            return Err(invalid(
+                "bus.consumer.backoff",
+                "delays must be positive".into(),
+            ));
+        }
+        if self.embedded.host.trim().is_empty() {
+            return Err(invalid("bus.embedded.host", "must not be empty".into()));
+        }
+        if self.embedded.data_dir.as_os_str().is_empty() {
+            return Err(invalid("bus.embedded.data_dir", "must not be empty".into()));
+        }
+        if self.memory.subscriber_buffer == 0 {
+            return Err(invalid(
+                "bus.memory.subscriber_buffer",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why `name` cannot be a JetStream stream name, or `None`.
+pub fn stream_name_problem(name: &str) -> Option<&'static str> {
+    if let Some(p) = token_problem(name) {
+        return Some(p);
+    }
+    if name.contains(['/', '\\']) {
+        return Some("must not contain '/' or '\\'");
+    }
+    if name.len() > 255 {
+        return Some("must be at most 255 bytes");
+    }
+    None
+}
+
+/// Checks a URL or comma-separated URL list: each must have a scheme among
+/// nats, tls, ws, wss (or none: `host:port`), a host, and a valid port.
+fn check_urls(value: &str) -> Result<(), String> {
+    let urls: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err("no URL given".to_owned());
+    }
+    for u in urls {
+        let with_scheme = if u.contains("://") {
+            u.to_owned()
+        } else {
+            format!("nats://{u}")
+        };
+        let parsed = url::Url::parse(&with_scheme).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "nats" | "tls" | "ws" | "wss") {
+            return Err(format!(
+                "invalid URL {u:?}: scheme {:?} is not one of nats, tls, ws, wss",
+                parsed.scheme()
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("invalid URL {u:?}: no host"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses serde's "unknown field `x`, expected one of `a`, `b`" message.
+fn unknown_field(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    let field = rest[..end].to_owned();
+    let expected = rest[end + 1..]
+        .trim_start_matches(',')
+        .trim()
+        .trim_start_matches("expected one of ")
+        .trim_start_matches("expected ")
+        .to_owned();
+    Some((field, expected))
+}
+
+/// Best-effort 1-based line of a dotted key such as `bus.nats.url` in TOML text:
+/// the line assigning the last token inside the right table (or the table header
+/// itself for a table key).
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let tokens: Vec<&str> = key.split('.').collect();
+    let (last, parents) = tokens.split_last()?;
+    let mut table: Vec<String> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            let name = header.split(']').next().unwrap_or("").trim();
+            table = name.split('.').map(|t| t.trim().trim_matches('"').to_owned()).collect();
+            if table.iter().map(String::as_str).eq(tokens.iter().copied()) {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
+        let mut full: Vec<String> = table.clone();
+        full.extend(lhs.split('.').map(|t| t.trim().trim_matches('"').to_owned()));
+        if full.len() == tokens.len()
+            && full.iter().map(String::as_str).eq(tokens.iter().copied())
+        {
+            return Some(i + 1);
+        }
+        // An inline table `nats = { url = ... }` holding the key.
+        if full.len() < tokens.len()
+            && full.iter().map(String::as_str).eq(parents[..full.len().min(parents.len())].iter().copied())
+            && line.contains(&format!("{last}"))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Human-readable duration, for messages and `--json` output.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_bus_table_gives_the_documented_defaults() {
+        let c = BusConfig::parse("[bus]\n", "t.toml").unwrap();
+        assert_eq!(c, BusConfig::default());
+        assert_eq!(c.backend, Backend::Embedded);
+        assert_eq!(c.subject_prefix, "angzarr");
+        assert_eq!(c.nats.stream_name, "angzarr-events");
+        assert_eq!(c.nats.dead_letter_stream_name(), "angzarr-events-dlq");
+    }
+
+    #[test]
+    fn full_file_is_read_with_durations_and_enums() {
+        let c = BusConfig::parse(
+            r#"
+[bus]
+backend = "nats"
+subject_prefix = "acme.prod"
+
+[bus.stream]
+max_msgs = 10
+max_age = "7d"
+duplicate_window = "30s"
+discard = "new"
+storage = "memory"
+replicas = 3
+
+[bus.consumer]
+ack_wait = "10s"
+max_deliver = 3
+backoff = ["1s", "5s"]
+
+[bus.nats]
+url = "nats://a:4222, nats://b:4222"
+jetstream = false
+stream_name = "orders"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Nats);
+        assert_eq!(c.stream.max_age, Duration::from_secs(7 * 86400));
+        assert_eq!(c.stream.duplicate_window, Duration::from_secs(30));
+        assert_eq!(c.stream.discard, crate::Discard::New);
+        assert_eq!(
+            c.consumer.backoff,
+            vec![Duration::from_secs(1), Duration::from_secs(5)]
+        );
+        assert_eq!(c.nats.urls(), vec!["nats://a:4222", "nats://b:4222"]);
+        assert!(!c.nats.jetstream);
+    }
+
+    #[test]
+    fn unknown_backend_names_the_key_file_and_line() {
+        let err = BusConfig::parse("[bus]\nbackend = \"kafka\"\n", "my.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::InvalidValue { ref key, .. } if key == "bus.backend"), "{text}");
+        assert!(text.contains("my.toml"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("kafka"), "{text}");
+    }
+
+    #[test]
+    fn unknown_key_names_the_full_key_and_line() {
+        let err = BusConfig::parse("[bus]\n\n[bus.nats]\njetsream = true\n", "my.toml")
+            .unwrap_err();
+        let text = err.to_string();
+        match &err {
+            ConfigError::UnknownKey { key, line, .. } => {
+                assert_eq!(key, "bus.nats.jetsream");
+                assert_eq!(*line, Some(4));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(text.contains("my.toml"), "{text}");
+        assert!(text.contains("jetstream"), "lists the expected keys: {text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err =
+            BusConfig::parse("[bus.nats]\njetstream = \"yes\"\n", "my.toml").unwrap_err();
+        match &err {
+            ConfigError::InvalidValue { key, line, .. } => {
+                assert_eq!(key, "bus.nats.jetstream");
+                assert_eq!(*line, Some(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = BusConfig::parse("[bus.stream]\nmax_age = \"soon\"\n", "my.toml").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "bus.stream.max_age"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_url_names_the_key() {
+        for url in ["http://x:4222", "nats://", "nats://host:99999", ""] {
+            let text = format!("[bus.nats]\nurl = {url:?}\n");
+            let err = BusConfig::parse(&text, "my.toml").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key, line: Some(2), .. } if key == "bus.nats.url"),
+                "{url}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = BusConfig::parse("[bus]\nbackend = \n", "my.toml").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_bus_table_is_an_error() {
+        let err = BusConfig::parse("[app]\nx = 1\n", "my.toml").unwrap_err();
+        assert!(matches!(err, ConfigError::MissingBusTable { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_top_level_tables_are_left_to_the_application() {
+        let c = BusConfig::parse("[app]\nx = 1\n[bus]\nbackend = \"memory\"\n", "t").unwrap();
+        assert_eq!(c.backend, Backend::Memory);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.toml");
+        std::fs::write(&path, "[bus]\nbackend = \"memory\"\n[bus.nats]\nurl = \"nats://a:1\"\n")
+            .unwrap();
+        let c = BusConfig::load_with_env(&path, |k| match k {
+            ENV_BACKEND => Some("nats".into()),
+            ENV_NATS_URL => Some("nats://b:2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.backend, Backend::Nats);
+        assert_eq!(c.nats.url, "nats://b:2");
+        let c = BusConfig::load_with_env(&path, no_env).unwrap();
+        assert_eq!(c.backend, Backend::Memory);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let mut c = BusConfig::default();
+        let err = c
+            .apply_env(|k| (k == ENV_BACKEND).then(|| "kafka".to_owned()))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Env { var: ENV_BACKEND, .. }), "{err}");
+        let err = c
+            .apply_env(|k| (k == ENV_NATS_URL).then(|| "http://x".to_owned()))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Env { var: ENV_NATS_URL, .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let err = BusConfig::load_with_env("/nonexistent/bus.toml", no_env).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/bus.toml"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        for (text, key) in [
+            ("[bus.stream]\nreplicas = 7\n", "bus.stream.replicas"),
+            ("[bus.consumer]\nmax_deliver = 0\n", "bus.consumer.max_deliver"),
+            ("[bus.nats]\nstream_name = \"a.b\"\n", "bus.nats.stream_name"),
+            ("[bus]\nsubject_prefix = \"a..b\"\n", "bus.subject_prefix"),
+            ("[bus.stream]\nreplicas = -1\n", "bus.stream.replicas"),
+        ] {
+            let err = BusConfig::parse(text, "t").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+    }
+}

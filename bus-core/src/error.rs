@@ -1,0 +1,138 @@
+//! The one error type every `Bus` operation returns, with kinds callers match on.
+
+use std::time::Duration;
+
+/// Result of every bus operation.
+pub type Result<T, E = BusError> = std::result::Result<T, E>;
+
+/// What kind of name a [`BusError::InvalidName`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// The subject prefix (`angzarr` by default).
+    SubjectPrefix,
+    /// An aggregate type such as `player`.
+    AggregateType,
+    /// An event type such as `FundsDeposited`.
+    EventType,
+    /// A durable consumer name.
+    ConsumerName,
+    /// A stream name.
+    StreamName,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::SubjectPrefix => "subject prefix",
+            NameKind::AggregateType => "aggregate type",
+            NameKind::EventType => "event type",
+            NameKind::ConsumerName => "consumer name",
+            NameKind::StreamName => "stream name",
+        })
+    }
+}
+
+/// Every way a bus operation can fail. Match on the variant, not on the text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The backend cannot be reached or has gone away (connection refused,
+    /// lost connection, server shutting down).
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+
+    /// An operation did not complete in time.
+    #[error("timed out after {after:?} while {operation}")]
+    Timeout {
+        /// What was being done, e.g. "waiting for the publish acknowledgement".
+        operation: String,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// A name that must be a single subject token is not one.
+    #[error("invalid {kind} {token:?}: {reason}")]
+    InvalidName {
+        /// Which name was bad.
+        kind: NameKind,
+        /// The offending value, verbatim.
+        token: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A subscription or consumer filter is malformed or outside the bus namespace.
+    #[error("invalid filter {filter:?}: {reason}")]
+    InvalidFilter {
+        /// The offending filter, verbatim.
+        filter: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// An event envelope or argument is invalid (bad event id, empty aggregate id,
+    /// a batch mixing aggregates, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The encoded event is larger than the bus accepts.
+    #[error("payload too large: {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Encoded size of the rejected event.
+        size: usize,
+        /// The configured maximum.
+        limit: usize,
+    },
+
+    /// A stream limit with discard policy `new` refused the event.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+
+    /// A named thing does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound {
+        /// "consumer", "stream", ...
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+
+    /// The request conflicts with existing state (for example a consumer that
+    /// exists with a different filter).
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    /// Bytes could not be decoded into an envelope or into the requested message type.
+    #[error("decode error: {0}")]
+    Decode(String),
+
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
+    /// The backend cannot do this in its current mode (e.g. durable consumers on
+    /// core NATS without JetStream).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// The bus, subscription or consumer was closed.
+    #[error("closed: {0}")]
+    Closed(String),
+
+    /// Any other backend failure, with its message.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+impl BusError {
+    /// True for failures that may succeed when retried (unavailable, timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Unavailable(_) | BusError::Timeout { .. })
+    }
+}
+
+impl From<prost::DecodeError> for BusError {
+    fn from(e: prost::DecodeError) -> Self {
+        BusError::Decode(e.to_string())
+    }
+}
