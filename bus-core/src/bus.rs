@@ -356,7 +356,9 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("name", &self.name).finish()
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -427,13 +427,22 @@ impl BusConfig {
             }
         }
         if self.nats.connect_timeout.is_zero() {
-            return Err(invalid("bus.nats.connect_timeout", "must be positive".into()));
+            return Err(invalid(
+                "bus.nats.connect_timeout",
+                "must be positive".into(),
+            ));
         }
         if self.nats.request_timeout.is_zero() {
-            return Err(invalid("bus.nats.request_timeout", "must be positive".into()));
+            return Err(invalid(
+                "bus.nats.request_timeout",
+                "must be positive".into(),
+            ));
         }
         if self.stream.max_msg_size == 0 {
-            return Err(invalid("bus.stream.max_msg_size", "must be positive".into()));
+            return Err(invalid(
+                "bus.stream.max_msg_size",
+                "must be positive".into(),
+            ));
         }
         if !(1..=5).contains(&self.stream.replicas) {
             return Err(invalid(
@@ -442,7 +451,10 @@ impl BusConfig {
             ));
         }
         if self.consumer.max_deliver == 0 {
-            return Err(invalid("bus.consumer.max_deliver", "must be at least 1".into()));
+            return Err(invalid(
+                "bus.consumer.max_deliver",
+                "must be at least 1".into(),
+            ));
         }
         if self.consumer.max_ack_pending == 0 {
             return Err(invalid(
@@ -506,7 +518,8 @@ fn check_urls(value: &str) -> Result<(), String> {
         } else {
             format!("nats://{u}")
         };
-        let parsed = url::Url::parse(&with_scheme).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
+        let parsed =
+            url::Url::parse(&with_scheme).map_err(|e| format!("invalid URL {u:?}: {e}"))?;
         if !matches!(parsed.scheme(), "nats" | "tls" | "ws" | "wss") {
             return Err(format!(
                 "invalid URL {u:?}: scheme {:?} is not one of nats, tls, ws, wss",
@@ -539,14 +552,17 @@ fn unknown_field(message: &str) -> Option<(String, String)> {
 /// itself for a table key).
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     let tokens: Vec<&str> = key.split('.').collect();
-    let (last, parents) = tokens.split_last()?;
+    let last = tokens.last()?;
     let mut table: Vec<String> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(header) = line.strip_prefix('[') {
             let header = header.trim_start_matches('[');
             let name = header.split(']').next().unwrap_or("").trim();
-            table = name.split('.').map(|t| t.trim().trim_matches('"').to_owned()).collect();
+            table = name
+                .split('.')
+                .map(|t| t.trim().trim_matches('"').to_owned())
+                .collect();
             if table.iter().map(String::as_str).eq(tokens.iter().copied()) {
                 return Some(i + 1);
             }
@@ -556,16 +572,21 @@ fn find_key_line(text: &str, key: &str) -> Option<usize> {
             continue;
         };
         let mut full: Vec<String> = table.clone();
-        full.extend(lhs.split('.').map(|t| t.trim().trim_matches('"').to_owned()));
-        if full.len() == tokens.len()
-            && full.iter().map(String::as_str).eq(tokens.iter().copied())
+        full.extend(
+            lhs.split('.')
+                .map(|t| t.trim().trim_matches('"').to_owned()),
+        );
+        if full.len() == tokens.len() && full.iter().map(String::as_str).eq(tokens.iter().copied())
         {
             return Some(i + 1);
         }
         // An inline table `nats = { url = ... }` holding the key.
         if full.len() < tokens.len()
-            && full.iter().map(String::as_str).eq(parents[..full.len().min(parents.len())].iter().copied())
-            && line.contains(&format!("{last}"))
+            && full
+                .iter()
+                .map(String::as_str)
+                .eq(tokens[..full.len()].iter().copied())
+            && line.contains(&format!("{last} "))
         {
             return Some(i + 1);
         }
@@ -641,7 +662,10 @@ stream_name = "orders"
     fn unknown_backend_names_the_key_file_and_line() {
         let err = BusConfig::parse("[bus]\nbackend = \"kafka\"\n", "my.toml").unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, ConfigError::InvalidValue { ref key, .. } if key == "bus.backend"), "{text}");
+        assert!(
+            matches!(err, ConfigError::InvalidValue { ref key, .. } if key == "bus.backend"),
+            "{text}"
+        );
         assert!(text.contains("my.toml"), "{text}");
         assert!(text.contains("line 2"), "{text}");
         assert!(text.contains("kafka"), "{text}");
@@ -649,8 +673,8 @@ stream_name = "orders"
 
     #[test]
     fn unknown_key_names_the_full_key_and_line() {
-        let err = BusConfig::parse("[bus]\n\n[bus.nats]\njetsream = true\n", "my.toml")
-            .unwrap_err();
+        let err =
+            BusConfig::parse("[bus]\n\n[bus.nats]\njetsream = true\n", "my.toml").unwrap_err();
         let text = err.to_string();
         match &err {
             ConfigError::UnknownKey { key, line, .. } => {
@@ -660,13 +684,15 @@ stream_name = "orders"
             other => panic!("{other:?}"),
         }
         assert!(text.contains("my.toml"), "{text}");
-        assert!(text.contains("jetstream"), "lists the expected keys: {text}");
+        assert!(
+            text.contains("jetstream"),
+            "lists the expected keys: {text}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err =
-            BusConfig::parse("[bus.nats]\njetstream = \"yes\"\n", "my.toml").unwrap_err();
+        let err = BusConfig::parse("[bus.nats]\njetstream = \"yes\"\n", "my.toml").unwrap_err();
         match &err {
             ConfigError::InvalidValue { key, line, .. } => {
                 assert_eq!(key, "bus.nats.jetstream");
@@ -715,8 +741,11 @@ stream_name = "orders"
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bus.toml");
-        std::fs::write(&path, "[bus]\nbackend = \"memory\"\n[bus.nats]\nurl = \"nats://a:1\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[bus]\nbackend = \"memory\"\n[bus.nats]\nurl = \"nats://a:1\"\n",
+        )
+        .unwrap();
         let c = BusConfig::load_with_env(&path, |k| match k {
             ENV_BACKEND => Some("nats".into()),
             ENV_NATS_URL => Some("nats://b:2".into()),
@@ -735,11 +764,29 @@ stream_name = "orders"
         let err = c
             .apply_env(|k| (k == ENV_BACKEND).then(|| "kafka".to_owned()))
             .unwrap_err();
-        assert!(matches!(err, ConfigError::Env { var: ENV_BACKEND, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Env {
+                    var: ENV_BACKEND,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = c
             .apply_env(|k| (k == ENV_NATS_URL).then(|| "http://x".to_owned()))
             .unwrap_err();
-        assert!(matches!(err, ConfigError::Env { var: ENV_NATS_URL, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Env {
+                    var: ENV_NATS_URL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -752,8 +799,14 @@ stream_name = "orders"
     fn out_of_range_values_name_the_key() {
         for (text, key) in [
             ("[bus.stream]\nreplicas = 7\n", "bus.stream.replicas"),
-            ("[bus.consumer]\nmax_deliver = 0\n", "bus.consumer.max_deliver"),
-            ("[bus.nats]\nstream_name = \"a.b\"\n", "bus.nats.stream_name"),
+            (
+                "[bus.consumer]\nmax_deliver = 0\n",
+                "bus.consumer.max_deliver",
+            ),
+            (
+                "[bus.nats]\nstream_name = \"a.b\"\n",
+                "bus.nats.stream_name",
+            ),
             ("[bus]\nsubject_prefix = \"a..b\"\n", "bus.subject_prefix"),
             ("[bus.stream]\nreplicas = -1\n", "bus.stream.replicas"),
         ] {

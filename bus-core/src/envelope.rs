@@ -78,9 +78,10 @@ impl EventEnvelope {
 
     /// Decodes the payload as `M`, checking that the type URL names `M`.
     pub fn decode_payload<M: Message + Name + Default>(&self) -> Result<M> {
-        let any = self.payload.as_ref().ok_or_else(|| {
-            BusError::Decode(format!("event {} has no payload", self.event_id))
-        })?;
+        let any = self
+            .payload
+            .as_ref()
+            .ok_or_else(|| BusError::Decode(format!("event {} has no payload", self.event_id)))?;
         let expected = M::type_url();
         if any.type_url != expected {
             return Err(BusError::Decode(format!(
@@ -156,10 +157,16 @@ mod tests {
 
     #[test]
     fn typed_payload_roundtrips_and_wrong_type_is_a_decode_error() {
-        let msg = prost_types::Timestamp { seconds: 7, nanos: 9 };
+        let msg = prost_types::Timestamp {
+            seconds: 7,
+            nanos: 9,
+        };
         let e = EventEnvelope::from_message("clock", "c1", 3, &msg);
         assert_eq!(e.event_type, "Timestamp");
-        assert_eq!(e.payload_type_url(), "type.googleapis.com/google.protobuf.Timestamp");
+        assert_eq!(
+            e.payload_type_url(),
+            "type.googleapis.com/google.protobuf.Timestamp"
+        );
         assert_eq!(e.decode_payload::<prost_types::Timestamp>().unwrap(), msg);
         assert!(matches!(
             e.decode_payload::<prost_types::Duration>(),

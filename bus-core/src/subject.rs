@@ -338,7 +338,11 @@ mod tests {
         ] {
             match l.event_subject(agg, ev) {
                 Err(BusError::InvalidName { token, kind, .. }) => {
-                    let expected = if token_problem(agg).is_some() { agg } else { ev };
+                    let expected = if token_problem(agg).is_some() {
+                        agg
+                    } else {
+                        ev
+                    };
                     assert_eq!(token, expected);
                     let expected_kind = if token_problem(agg).is_some() {
                         NameKind::AggregateType
