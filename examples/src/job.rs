@@ -1,0 +1,371 @@
+//! The main job: generate load, stop and resume a projector, drain, verify.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bus::{Bus, BusError, ConsumerConfig, ConsumerDefaults, StartPosition};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::splitmix;
+use crate::projector::{self, PlayerDirectory, Projection, TableStats};
+use crate::service::{CommandService, ServiceError};
+
+/// Durable name of the projector on every event.
+pub const TABLE_PROJECTOR: &str = "table-stats";
+/// Durable name of the projector on player events.
+pub const PLAYER_PROJECTOR: &str = "player-directory";
+
+/// How much load to generate.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Players registered.
+    pub players: usize,
+    /// Hands played.
+    pub hands: usize,
+    /// Seed of the deterministic load.
+    pub seed: u64,
+    /// Consumer defaults (ack wait, max deliver, ...).
+    pub consumer: ConsumerDefaults,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            players: 200,
+            hands: 1500,
+            seed: 7,
+            consumer: ConsumerDefaults::default(),
+        }
+    }
+}
+
+/// What the job reports while it runs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Load is being generated.
+    Load {
+        /// Commands executed so far.
+        commands: u64,
+        /// Events published so far.
+        events: u64,
+        /// Since the load started.
+        elapsed: Duration,
+        /// Hands done / all.
+        hands_done: usize,
+        /// Hands in all.
+        hands_total: usize,
+    },
+    /// The table projector was stopped (as if its process died).
+    ProjectorStopped {
+        /// Its ack floor at the stop.
+        ack_floor: u64,
+        /// Deliveries it had handled.
+        handled: u64,
+    },
+    /// The table projector bound again and is resuming.
+    ProjectorResumed {
+        /// First position it will receive.
+        from_position: u64,
+        /// Events waiting for it.
+        pending: u64,
+    },
+    /// Waiting for projectors to catch up.
+    Draining {
+        /// Events still pending over both projectors.
+        pending: u64,
+    },
+}
+
+/// The outcome.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Backend name.
+    pub backend: &'static str,
+    /// Commands executed (accepted).
+    pub commands: u64,
+    /// Commands the domain refused (on purpose: overdrawn bets).
+    pub rejected: u64,
+    /// Events published.
+    pub events: u64,
+    /// Load generation time.
+    pub load_time: Duration,
+    /// Where the table projector resumed.
+    pub resumed_from: u64,
+    /// Table projector model equals a rebuild from full replay.
+    pub table_matches: bool,
+    /// Player directory equals a rebuild from replay of player events.
+    pub directory_matches: bool,
+    /// Events in the table projector's model.
+    pub table_events: u64,
+    /// Events in the player directory's model.
+    pub directory_events: u64,
+    /// Dead letters (should be 0).
+    pub dead_letters: usize,
+    /// Sum of balances in the read model.
+    pub total_balance: i64,
+    /// Players in the directory.
+    pub players: usize,
+}
+
+impl Summary {
+    /// True when both read models match their rebuilds and nothing was dead-lettered.
+    pub fn ok(&self) -> bool {
+        self.table_matches && self.directory_matches && self.dead_letters == 0
+    }
+
+    /// Events per second during load.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.load_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The job failed (as opposed to finishing with a mismatch, which is a
+/// [`Summary`] whose `ok()` is false).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A projector task panicked or was cancelled.
+    #[error("projector task failed: {0}")]
+    Task(String),
+    /// The projectors did not catch up in time.
+    #[error("projectors still had {pending} events pending after {waited:?}")]
+    NotDrained {
+        /// Events left.
+        pending: u64,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// Counts accepted and refused commands; a bus failure ends the job.
+#[derive(Default)]
+struct Tally {
+    commands: u64,
+    rejected: u64,
+}
+
+impl Tally {
+    fn count(&mut self, result: Result<(), ServiceError>) -> Result<(), JobError> {
+        match result {
+            Ok(()) => self.commands += 1,
+            Err(ServiceError::Rejected(_)) => self.rejected += 1,
+            Err(ServiceError::Bus(e)) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+/// Deterministic random numbers for reproducible load.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = splitmix(self.0);
+        self.0 % bound.max(1)
+    }
+}
+
+struct Running<P> {
+    model: Arc<Mutex<P>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<u64, BusError>>,
+}
+
+async fn start<P: Projection>(
+    bus: &dyn Bus,
+    config: ConsumerConfig,
+    model: Arc<Mutex<P>>,
+) -> Result<Running<P>, BusError> {
+    let consumer = bus.consumer(config).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(projector::run(consumer, Arc::clone(&model), stop_rx));
+    Ok(Running { model, stop, task })
+}
+
+async fn halt<P>(r: Running<P>) -> Result<(Arc<Mutex<P>>, u64), JobError> {
+    // A send error means the task already ended; its result says why.
+    let _ = r.stop.send(true);
+    let handled = r.task.await.map_err(|e| JobError::Task(e.to_string()))??;
+    Ok((r.model, handled))
+}
+
+fn snapshot<P: Clone>(m: &Arc<Mutex<P>>) -> P {
+    match m.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Runs the whole job on `bus`.
+pub async fn run(
+    bus: Arc<dyn Bus>,
+    options: &JobOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Summary, JobError> {
+    let layout = bus.layout().clone();
+    let table_cfg = ConsumerConfig::with_defaults(
+        TABLE_PROJECTOR,
+        layout.filter(&format!("{}.events.*.>", layout.prefix()))?,
+        &options.consumer,
+    )
+    .start(StartPosition::Beginning);
+    let players_cfg = ConsumerConfig::with_defaults(
+        PLAYER_PROJECTOR,
+        layout.filter(&format!("{}.events.player.>", layout.prefix()))?,
+        &options.consumer,
+    )
+    .start(StartPosition::Beginning);
+
+    let table = start(
+        &*bus,
+        table_cfg.clone(),
+        Arc::new(Mutex::new(TableStats::default())),
+    )
+    .await?;
+    let directory = start(
+        &*bus,
+        players_cfg,
+        Arc::new(Mutex::new(PlayerDirectory::default())),
+    )
+    .await?;
+    let mut table = Some(table);
+    let mut parked: Option<Arc<Mutex<TableStats>>> = None;
+
+    let mut service = CommandService::rebuild(Arc::clone(&bus)).await?;
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut rng = Rng(options.seed);
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let player_ids: Vec<String> = (0..options.players)
+        .map(|i| format!("p{i:05}-{}", &run_id[..8]))
+        .collect();
+
+    for (i, p) in player_ids.iter().enumerate() {
+        let cause = uuid::Uuid::new_v4().to_string();
+        tally.count(service.register(p, &format!("Player {i}"), &cause).await)?;
+        tally.count(service.deposit(p, 500, &cause).await)?;
+    }
+
+    let mut resumed_from = 0;
+    for h in 0..options.hands {
+        let hand = format!("h{h:06}-{}", &run_id[..8]);
+        let cause = uuid::Uuid::new_v4().to_string();
+        let seats = 2 + rng.below(5) as usize;
+        let mut seated: Vec<String> = Vec::with_capacity(seats);
+        while seated.len() < seats.min(player_ids.len()) {
+            let p = &player_ids[rng.below(player_ids.len() as u64) as usize];
+            if !seated.contains(p) {
+                seated.push(p.clone());
+            }
+        }
+        tally.count(
+            service
+                .deal(&hand, &seated, rng.below(u64::MAX), &cause)
+                .await,
+        )?;
+        for p in &seated {
+            let balance = service.player(p).map_or(0, |s| s.balance);
+            if balance < 20 {
+                tally.count(service.deposit(p, 200, &cause).await)?;
+            }
+            // One bet in ten asks for more than the player has: the domain refuses it.
+            let amount = if rng.below(10) == 0 {
+                balance + 1_000
+            } else {
+                1 + rng.below(20) as i64
+            };
+            tally.count(service.bet(&hand, p, amount, &cause).await)?;
+        }
+        let winner = seated[rng.below(seated.len() as u64) as usize].clone();
+        tally.count(service.win(&hand, &winner, &cause).await)?;
+
+        progress(Progress::Load {
+            commands: tally.commands,
+            events: service.published(),
+            elapsed: started.elapsed(),
+            hands_done: h + 1,
+            hands_total: options.hands,
+        });
+
+        if h + 1 == options.hands / 2 {
+            if let Some(running) = table.take() {
+                // Stop it as if its process died between two batches. Its
+                // model stays (a real projector keeps it in its own store);
+                // the bus keeps its position.
+                let (model, handled) = halt(running).await?;
+                let info = bus.consumer_info(TABLE_PROJECTOR).await?;
+                progress(Progress::ProjectorStopped {
+                    ack_floor: info.ack_floor,
+                    handled,
+                });
+                parked = Some(model);
+            }
+        }
+    }
+    let load_time = started.elapsed();
+
+    // Resume the table projector where the bus says it stopped.
+    if let Some(model) = parked.take() {
+        let info = bus.consumer_info(TABLE_PROJECTOR).await?;
+        resumed_from = info.ack_floor + 1;
+        progress(Progress::ProjectorResumed {
+            from_position: resumed_from,
+            pending: info.num_pending + info.num_ack_pending,
+        });
+        table = Some(start(&*bus, table_cfg, model).await?);
+    }
+    let Some(table) = table else {
+        return Err(JobError::Task("table projector missing".to_owned()));
+    };
+
+    // Drain: wait until neither consumer has anything pending.
+    let drain_start = Instant::now();
+    let limit = Duration::from_secs(300);
+    loop {
+        let a = bus.consumer_info(TABLE_PROJECTOR).await?;
+        let b = bus.consumer_info(PLAYER_PROJECTOR).await?;
+        let pending = a.num_pending + a.num_ack_pending + b.num_pending + b.num_ack_pending;
+        progress(Progress::Draining { pending });
+        if pending == 0 {
+            break;
+        }
+        if drain_start.elapsed() > limit {
+            return Err(JobError::NotDrained {
+                pending,
+                waited: limit,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (table_model, _) = halt(table).await?;
+    let (directory_model, _) = halt(directory).await?;
+
+    let table_now = snapshot(&table_model);
+    let directory_now = snapshot(&directory_model);
+    let table_rebuilt: TableStats = projector::rebuild(&*bus, &layout.all()).await?;
+    let directory_rebuilt: PlayerDirectory = projector::rebuild(
+        &*bus,
+        &layout.filter(&format!("{}.events.player.>", layout.prefix()))?,
+    )
+    .await?;
+    let dead_letters = bus.dead_letters(None).await?.len();
+
+    Ok(Summary {
+        backend: bus.backend(),
+        commands: tally.commands,
+        rejected: tally.rejected,
+        events: service.published(),
+        load_time,
+        resumed_from,
+        table_matches: table_now == table_rebuilt,
+        directory_matches: directory_now == directory_rebuilt,
+        table_events: table_now.events,
+        directory_events: directory_now.events,
+        dead_letters,
+        total_balance: table_now.balances.values().sum(),
+        players: directory_now.names.len(),
+    })
+}

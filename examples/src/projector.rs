@@ -1,0 +1,168 @@
+//! Read models and the loop that feeds them from a durable consumer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::{Bus, BusError, Consumer, EventEnvelope, Filter, StartPosition};
+use tokio::sync::watch;
+
+use crate::domain::Event;
+
+/// Something built by folding events. Must ignore an event it has already
+/// applied (delivery is at-least-once).
+pub trait Projection: Send + 'static {
+    /// Applies one event; returns false when it was already applied.
+    fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError>;
+}
+
+/// Tracks the last sequence applied per aggregate, so redeliveries are no-ops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versions(HashMap<(String, String), u64>);
+
+impl Versions {
+    /// True (and records it) when `e` is the next unseen event of its aggregate.
+    pub fn advance(&mut self, e: &EventEnvelope) -> bool {
+        let v = self
+            .0
+            .entry((e.aggregate_type.clone(), e.aggregate_id.clone()))
+            .or_insert(0);
+        if e.sequence <= *v {
+            return false;
+        }
+        *v = e.sequence;
+        true
+    }
+}
+
+/// Balances and hand statistics, from every event (`angzarr.events.*.>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Chips per player.
+    pub balances: BTreeMap<String, i64>,
+    /// Hands dealt to each player.
+    pub hands_played: BTreeMap<String, u64>,
+    /// Hands won by each player.
+    pub hands_won: BTreeMap<String, u64>,
+    /// Sum of all pots won.
+    pub chips_won: i64,
+    /// Events applied.
+    pub events: u64,
+    versions: Versions,
+}
+
+impl Projection for TableStats {
+    fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError> {
+        let Some(event) = Event::from_envelope(envelope)? else {
+            return Ok(false);
+        };
+        if !self.versions.advance(envelope) {
+            return Ok(false);
+        }
+        match event {
+            Event::PlayerRegistered(e) => {
+                self.balances.entry(e.player_id).or_insert(0);
+            }
+            Event::FundsDeposited(e) => {
+                self.balances.insert(e.player_id, e.balance_after);
+            }
+            Event::FundsWithdrawn(e) => {
+                self.balances.insert(e.player_id, e.balance_after);
+            }
+            Event::CardsDealt(e) => {
+                for p in e.player_ids {
+                    *self.hands_played.entry(p).or_insert(0) += 1;
+                }
+            }
+            Event::BetPlaced(_) => {}
+            Event::HandWon(e) => {
+                *self.hands_won.entry(e.player_id).or_insert(0) += 1;
+                self.chips_won += e.pot;
+            }
+        }
+        self.events += 1;
+        Ok(true)
+    }
+}
+
+/// Player directory, from player events only (`angzarr.events.player.>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlayerDirectory {
+    /// Names by player id.
+    pub names: BTreeMap<String, String>,
+    /// All chips ever deposited.
+    pub deposited: i64,
+    /// All chips ever withdrawn.
+    pub withdrawn: i64,
+    /// Events applied.
+    pub events: u64,
+    versions: Versions,
+}
+
+impl Projection for PlayerDirectory {
+    fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError> {
+        let Some(event) = Event::from_envelope(envelope)? else {
+            return Ok(false);
+        };
+        if !self.versions.advance(envelope) {
+            return Ok(false);
+        }
+        match event {
+            Event::PlayerRegistered(e) => {
+                self.names.insert(e.player_id, e.name);
+            }
+            Event::FundsDeposited(e) => self.deposited += e.amount,
+            Event::FundsWithdrawn(e) => self.withdrawn += e.amount,
+            _ => {}
+        }
+        self.events += 1;
+        Ok(true)
+    }
+}
+
+/// Feeds `model` from `consumer` until `stop` turns true. Each delivery is
+/// applied, then acked; one that cannot be decoded is terminated (it goes to
+/// the dead-letter store with the reason) rather than retried forever.
+/// Returns how many deliveries it handled.
+pub async fn run<P: Projection>(
+    mut consumer: Consumer,
+    model: Arc<Mutex<P>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<u64, BusError> {
+    let mut handled = 0;
+    while !*stop.borrow() {
+        let batch = tokio::select! {
+            batch = consumer.fetch(256, Duration::from_millis(100)) => batch?,
+            _ = stop.changed() => break,
+        };
+        for delivery in batch {
+            let applied = match model.lock() {
+                Ok(mut m) => m.apply(delivery.envelope()),
+                Err(poisoned) => poisoned.into_inner().apply(delivery.envelope()),
+            };
+            match applied {
+                Ok(_) => delivery.ack().await?,
+                Err(e) => {
+                    delivery
+                        .term(format!("projector cannot apply: {e}"))
+                        .await?
+                }
+            }
+            handled += 1;
+        }
+    }
+    Ok(handled)
+}
+
+/// Folds a fresh model from a full replay of `filter`.
+pub async fn rebuild<P: Projection + Default>(
+    bus: &dyn Bus,
+    filter: &Filter,
+) -> Result<P, BusError> {
+    let mut model = P::default();
+    let mut replay = bus.replay(filter, StartPosition::Beginning).await?;
+    while let Some(stored) = replay.next().await {
+        model.apply(&stored?.envelope)?;
+    }
+    Ok(model)
+}
