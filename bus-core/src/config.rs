@@ -164,6 +164,26 @@ pub struct NatsConfig {
     /// Timeout of a request (publish acknowledgement, API call), e.g. `"5s"`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A publish whose acknowledgement timed out (lost connection, leader
+    /// change) is sent again this many times with the same `Nats-Msg-Id`, so
+    /// the retry cannot store the event twice. 0 = report the timeout at once.
+    pub publish_retries: u32,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password (with `user`).
+    pub password: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT + nkey seed) for decentralized auth.
+    pub credentials_file: Option<PathBuf>,
+    /// Require TLS even for `nats://` URLs.
+    pub tls_required: bool,
+    /// PEM file of the CA that signed the server certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -177,6 +197,15 @@ impl Default for NatsConfig {
             client_name: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            publish_retries: 2,
+            user: None,
+            password: None,
+            token: None,
+            credentials_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -436,6 +465,41 @@ impl BusConfig {
             return Err(invalid(
                 "bus.nats.request_timeout",
                 "must be positive".into(),
+            ));
+        }
+        match (&self.nats.user, &self.nats.password) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "bus.nats.password",
+                    "is required with bus.nats.user".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "bus.nats.user",
+                    "is required with bus.nats.password".into(),
+                ));
+            }
+            _ => {}
+        }
+        let auth_methods = [
+            self.nats.user.is_some(),
+            self.nats.token.is_some(),
+            self.nats.credentials_file.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        if auth_methods > 1 {
+            return Err(invalid(
+                "bus.nats.token",
+                "set only one of user/password, token and credentials_file".into(),
+            ));
+        }
+        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+            return Err(invalid(
+                "bus.nats.tls_key_file",
+                "tls_cert_file and tls_key_file go together".into(),
             ));
         }
         if self.stream.max_msg_size == 0 {

@@ -41,6 +41,11 @@ pub enum BusError {
     #[error("bus unavailable: {0}")]
     Unavailable(String),
 
+    /// The backend refused our credentials or permissions (wrong password,
+    /// token or creds file; a subject the user may not use).
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+
     /// An operation did not complete in time.
     #[error("timed out after {after:?} while {operation}")]
     Timeout {

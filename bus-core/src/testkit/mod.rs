@@ -52,8 +52,9 @@ pub trait Harness: Send + Sync {
     /// Each call is isolated from every earlier one.
     async fn open(&self, stream: StreamSettings) -> Arc<dyn Bus>;
 
-    /// The bus most recently opened, shut down and opened again on the same
-    /// storage (a process restart). Only persistent backends implement this;
+    /// The bus most recently opened, shut down in an orderly way and opened
+    /// again on the same storage (a process restart; crash recovery has its
+    /// own tests per backend). Only persistent backends implement this;
     /// the default panics, and [`persistence_suite!`] is only for backends that do.
     async fn reopen(&self) -> Arc<dyn Bus> {
         panic!("this backend does not persist; do not run persistence_suite! on it")
@@ -116,6 +117,9 @@ macro_rules! contract_suite {
             max_msgs_discard_new_refuses_with_limit_reached,
             max_age_expires_old_events,
             typed_payload_roundtrips_through_the_bus,
+            live_roundtrip_preserves_exact_bytes_and_metadata,
+            live_filters_follow_nats_wildcard_semantics,
+            bad_publish_input_is_a_clear_error,
         );
     };
 }
@@ -131,6 +135,23 @@ macro_rules! persistence_suite {
             consumer_position_survives_a_restart,
             unacked_events_are_redelivered_after_a_restart,
             dedup_survives_a_restart,
+        );
+    };
+}
+
+/// Expands to the live-only scenarios, for a backend without a log (core
+/// NATS): publish and live subscribe work, everything needing a log is
+/// `Unsupported`.
+#[macro_export]
+macro_rules! core_contract_suite {
+    ($make:expr) => {
+        $crate::__contract_tests!($make;
+            live_roundtrip_preserves_exact_bytes_and_metadata,
+            live_filters_follow_nats_wildcard_semantics,
+            live_subscription_sees_only_new_matching_events,
+            live_subscriptions_fan_out_to_every_subscriber,
+            bad_publish_input_is_a_clear_error,
+            persistence_operations_are_unsupported_without_a_log,
         );
     };
 }

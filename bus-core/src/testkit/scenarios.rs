@@ -1323,3 +1323,141 @@ pub async fn dedup_survives_a_restart(h: &impl Harness) {
     assert!(again.duplicate);
     assert_eq!(again.position, first.position);
 }
+
+// ---------------------------------------------------------------- live-only (core NATS)
+
+/// Every envelope field comes back exactly through a live subscription.
+pub async fn live_roundtrip_preserves_exact_bytes_and_metadata(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    let mut live = bus.subscribe(&all()).await.expect("subscribe");
+    let mut e = event("player", "p-42", 7, "PlayerRegistered");
+    e.payload = Some(prost_types::Any {
+        type_url: "type.googleapis.com/poker.PlayerRegistered".into(),
+        value: (0..=255u8).collect(),
+    });
+    e.correlation_id = "corr-1".into();
+    e.causation_id = "cmd-9".into();
+    e.metadata.insert(
+        "traceparent".into(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    );
+    e.metadata.insert("tenant".into(), "ünïcødé".into());
+    bus.publish(e.clone()).await.expect("publish");
+    let got = tokio::time::timeout(t.patience, live.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("decodes");
+    assert_eq!(got.envelope, e);
+    assert_eq!(got.subject, "angzarr.events.player.PlayerRegistered");
+}
+
+/// Live subscriptions apply NATS wildcard semantics.
+pub async fn live_filters_follow_nats_wildcard_semantics(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    let mut players = bus
+        .subscribe(&filter("angzarr.events.player.*"))
+        .await
+        .expect("subscribe");
+    let mut hands = bus
+        .subscribe(&filter("angzarr.events.hand.>"))
+        .await
+        .expect("subscribe");
+    let mut deposits = bus
+        .subscribe(&filter("angzarr.events.*.FundsDeposited"))
+        .await
+        .expect("subscribe");
+    publish_poker_mix(&*bus).await;
+    for (sub, expected) in [
+        (&mut players, vec!["PlayerRegistered", "FundsDeposited"]),
+        (&mut hands, vec!["CardsDealt", "HandWon"]),
+        (&mut deposits, vec!["FundsDeposited", "FundsDeposited"]),
+    ] {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            let e = tokio::time::timeout(t.patience, sub.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("ok");
+            got.push(e.envelope.event_type);
+        }
+        assert_eq!(got, expected);
+        let extra = tokio::time::timeout(t.quiet, sub.next()).await;
+        assert!(extra.is_err(), "unexpected extra event {extra:?}");
+    }
+}
+
+/// Bad names, ids, filters and sizes are refused before anything is sent.
+pub async fn bad_publish_input_is_a_clear_error(h: &impl Harness) {
+    let bus = h
+        .open(StreamSettings {
+            max_msg_size: 4096,
+            ..settings()
+        })
+        .await;
+    let e = event("pla.yer", "id", 1, "X");
+    assert!(matches!(
+        bus.publish(e).await,
+        Err(BusError::InvalidName {
+            kind: NameKind::AggregateType,
+            ..
+        })
+    ));
+    let mut e = deposit("p", 1);
+    e.event_id = "nope".into();
+    assert!(matches!(
+        bus.publish(e).await,
+        Err(BusError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        bus.publish_batch(vec![deposit("a", 1), deposit("b", 1)])
+            .await,
+        Err(BusError::InvalidArgument(_))
+    ));
+    let mut big = deposit("p", 1);
+    if let Some(any) = big.payload.as_mut() {
+        any.value = vec![1; 8000];
+    }
+    assert!(matches!(
+        bus.publish(big).await,
+        Err(BusError::PayloadTooLarge { limit: 4096, .. })
+    ));
+    assert!(matches!(
+        bus.subscribe(&filter("other.>")).await,
+        Err(BusError::InvalidFilter { .. })
+    ));
+}
+
+/// Without a log (core NATS), operations that need one say so.
+pub async fn persistence_operations_are_unsupported_without_a_log(h: &impl Harness) {
+    let bus = h.open(settings()).await;
+    let unsupported = |r: Result<(), BusError>, what: &str| match r {
+        Err(BusError::Unsupported(m)) => {
+            assert!(m.to_lowercase().contains("jetstream"), "{what}: {m}")
+        }
+        other => panic!("{what}: expected Unsupported, got {other:?}"),
+    };
+    unsupported(
+        bus.consumer(ConsumerConfig::new("c", all()))
+            .await
+            .map(|_| ()),
+        "consumer",
+    );
+    unsupported(
+        bus.replay(&all(), StartPosition::Beginning)
+            .await
+            .map(|_| ()),
+        "replay",
+    );
+    unsupported(bus.dead_letters(None).await.map(|_| ()), "dead_letters");
+    unsupported(bus.stream_info().await.map(|_| ()), "stream_info");
+    unsupported(bus.consumer_info("c").await.map(|_| ()), "consumer_info");
+    let r = bus
+        .publish(deposit("p", 1))
+        .await
+        .expect("publishing still works");
+    assert!(!r.duplicate);
+}
