@@ -1,11 +1,428 @@
-//! # bus-nats: the Bus on an external NATS server or cluster (not built yet)
+//! # bus-nats: the Bus on a NATS server or cluster, via async-nats
 //!
-//! Purpose: implement `bus_core::Bus` on async-nats, in core mode (at-most-once
-//! publish and live subscribe) and JetStream mode (stream created or checked
-//! from configuration, PubAck-confirmed publish with `Nats-Msg-Id`, durable
-//! pull consumers with max deliver, backoff and a dead-letter stream, replay).
-//! It must pass the `bus_core::testkit` contract suite against a real
-//! nats-server.
+//! Two modes, chosen by `[bus.nats] jetstream`:
+//! - **core** (`false`): publish and live subscribe over core NATS,
+//!   at-most-once; receipts carry position 0. Durable consumers, replay,
+//!   dead letters and stream info return [`BusError::Unsupported`].
+//! - **JetStream** (`true`): at connect the event stream (`stream_name`, on
+//!   `<prefix>.events.>`) and the dead-letter stream (on
+//!   `<prefix>.deadletter.>`) are created, or checked against `[bus.stream]`
+//!   (a difference is a `Conflict` listing it unless `update_stream = true`).
+//!   Publishes wait for the PubAck, carry `Nats-Msg-Id` = event id, and are
+//!   retried on ack timeouts with the same id. Durable consumers are JetStream
+//!   pull consumers; replays are ordered consumers bounded by the head seen at
+//!   their start.
 //!
-//! Status: an empty crate. The work is tracked by the "bus-nats" issue; until
-//! it lands, `bus::open` reports this backend as unavailable.
+//! ## Layout
+//! - `wire`: envelope <-> NATS message (body, headers), dead-letter headers.
+//! - `streams`: the stream configuration we want, and create/check/update.
+//! - `consumer`: durable consumer configuration, the pull loop behind a
+//!   `Consumer` handle, acks, and dead-lettering.
+//! - `replay`: bounded ordered reads for replays and dead letters.
+//! - `errors`: async-nats errors -> `BusError`.
+//!
+//! ## Dead letters on JetStream
+//! The server knows only "stop after max_deliver". To dead-letter *every*
+//! exhausted event, even one whose last attempt timed out while no handle was
+//! alive, the JetStream consumer gets `max_deliver + 1`: a nak (or term) on the
+//! last allowed attempt publishes the event to the dead-letter stream and
+//! terminates it; a delivery beyond the limit (the last attempt timed out) is
+//! never handed to the caller but dead-lettered and terminated by whichever
+//! handle receives it. Dead-letter messages carry `Nats-Msg-Id =
+//! dlq.<consumer>.<position>`, so a retry after a crash between the two steps
+//! stores one dead letter.
+
+mod consumer;
+mod errors;
+mod replay;
+mod streams;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_trait::async_trait;
+use bus_core::config::NatsConfig;
+use bus_core::{
+    Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
+    Filter, LiveEvent, Receipt, Replay, Result, StartPosition, StreamInfo, StreamSettings,
+    SubjectLayout, Subscription, validate_batch,
+};
+use futures::StreamExt;
+use prost::Message;
+
+/// The token after the prefix for dead-letter subjects.
+pub const DEAD_LETTER_TOKEN: &str = "deadletter";
+
+/// A bus on NATS. Cheap to clone.
+#[derive(Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("url", &self.inner.config.url)
+            .field("jetstream", &self.inner.js.is_some())
+            .field("stream", &self.inner.config.stream_name)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub client: async_nats::Client,
+    pub js: Option<jetstream::Context>,
+    pub layout: SubjectLayout,
+    pub config: NatsConfig,
+    pub stream: StreamSettings,
+    pub dead_letter_stream: String,
+    pub backend_name: &'static str,
+}
+
+impl Inner {
+    pub fn js(&self, operation: &str) -> Result<&jetstream::Context> {
+        self.js.as_ref().ok_or_else(|| {
+            BusError::Unsupported(format!(
+                "{operation} requires JetStream (set [bus.nats] jetstream = true)"
+            ))
+        })
+    }
+
+    /// `<prefix>.deadletter.<consumer>`.
+    pub fn dead_letter_subject(&self, consumer: &str) -> String {
+        format!("{}.{DEAD_LETTER_TOKEN}.{consumer}", self.layout.prefix())
+    }
+}
+
+impl NatsBus {
+    /// Connects with `[bus.nats]` (honouring `connect_timeout`) and, in
+    /// JetStream mode, creates or checks the streams.
+    pub async fn connect(config: &BusConfig) -> Result<Self> {
+        Self::connect_named(config, "nats").await
+    }
+
+    /// Like [`NatsBus::connect`], reporting `backend_name` from [`Bus::backend`]
+    /// (the embedded backend connects through this crate too).
+    pub async fn connect_named(config: &BusConfig, backend_name: &'static str) -> Result<Self> {
+        let layout = config.layout()?;
+        let nats = &config.nats;
+        let client = connect_client(nats).await?;
+        let js = if nats.jetstream {
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(nats.request_timeout);
+            Some(js)
+        } else {
+            None
+        };
+        let inner = Inner {
+            client,
+            js,
+            layout,
+            config: nats.clone(),
+            stream: config.stream.clone(),
+            dead_letter_stream: nats.dead_letter_stream_name(),
+            backend_name,
+        };
+        if let Some(js) = &inner.js {
+            streams::ensure(js, &streams::events(&inner), nats.update_stream).await?;
+            streams::ensure(js, &streams::dead_letters(&inner), nats.update_stream).await?;
+        }
+        Ok(NatsBus {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The underlying client (for health checks and advanced use).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    async fn publish_checked(&self, subject: String, envelope: &EventEnvelope) -> Result<Receipt> {
+        let body = wire::encode(envelope);
+        let inner = &self.inner;
+        let headers = wire::event_headers(envelope, inner.stream.duplicate_window > Duration::ZERO);
+        let Some(js) = &inner.js else {
+            inner
+                .client
+                .publish_with_headers(subject.clone(), headers, body)
+                .await
+                .map_err(|e| errors::classify(&format!("publishing to {subject}"), e))?;
+            return Ok(Receipt {
+                position: 0,
+                duplicate: false,
+            });
+        };
+        let mut attempt = 0;
+        loop {
+            let result = match js
+                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => {
+                    return Ok(Receipt {
+                        position: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Err(e)
+                    if attempt < inner.config.publish_retries && errors::publish_retryable(&e) =>
+                {
+                    attempt += 1;
+                    tracing::warn!(%subject, attempt, error = %e, "publish not acknowledged; retrying with the same Nats-Msg-Id");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    return Err(self.size_aware(
+                        errors::publish(&subject, inner.config.request_timeout, &e),
+                        envelope,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Fills in sizes for a payload error the server reported without them.
+    fn size_aware(&self, e: BusError, envelope: &EventEnvelope) -> BusError {
+        match e {
+            BusError::PayloadTooLarge { size: 0, .. } => BusError::PayloadTooLarge {
+                size: envelope.encoded_len(),
+                limit: self.inner.stream.max_msg_size,
+            },
+            other => other,
+        }
+    }
+
+    fn check_size(&self, envelope: &EventEnvelope) -> Result<()> {
+        let size = envelope.encoded_len();
+        let limit = self.inner.stream.max_msg_size;
+        if size > limit {
+            return Err(BusError::PayloadTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    fn subject_of(&self, envelope: &EventEnvelope) -> Result<String> {
+        envelope.validate()?;
+        self.check_size(envelope)?;
+        self.inner
+            .layout
+            .event_subject(&envelope.aggregate_type, &envelope.event_type)
+    }
+}
+
+/// Connects the client, naming the URL in every failure.
+async fn connect_client(nats: &NatsConfig) -> Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(nats.connect_timeout)
+        .request_timeout(Some(nats.request_timeout))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("NATS connection lost; reconnecting")
+                }
+                async_nats::Event::Connected => tracing::info!("NATS connection (re)established"),
+                other => tracing::debug!(event = %other, "NATS client event"),
+            }
+        });
+    if let Some(name) = &nats.client_name {
+        options = options.name(name);
+    }
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.clone());
+    }
+    if let Some(creds) = &nats.credentials_file {
+        options = options.credentials_file(creds).await.map_err(|e| {
+            BusError::Config(bus_core::ConfigError::InvalidValue {
+                origin: "configuration".to_owned(),
+                key: "bus.nats.credentials_file".to_owned(),
+                line: None,
+                message: format!("cannot use {}: {e}", creds.display()),
+            })
+        })?;
+    }
+    if nats.tls_required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &nats.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let urls = nats.urls();
+    let mut addrs = Vec::with_capacity(urls.len());
+    for u in &urls {
+        let addr: async_nats::ServerAddr = u.parse().map_err(|e| {
+            BusError::Config(bus_core::ConfigError::InvalidValue {
+                origin: "configuration".to_owned(),
+                key: "bus.nats.url".to_owned(),
+                line: None,
+                message: format!("invalid URL {u:?}: {e}"),
+            })
+        })?;
+        addrs.push(addr);
+    }
+    let url_text = urls.join(",");
+    // async-nats applies connection_timeout per attempt; bound the whole call too.
+    let connect = options.connect(addrs);
+    match tokio::time::timeout(nats.connect_timeout + Duration::from_millis(250), connect).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    Err(BusError::Unauthorized(format!(
+                        "NATS server at {url_text} rejected the credentials: {text}"
+                    )))
+                }
+                _ => Err(BusError::Unavailable(format!(
+                    "cannot connect to NATS at {url_text}: {text}"
+                ))),
+            }
+        }
+        Err(_) => Err(BusError::Unavailable(format!(
+            "cannot connect to NATS at {url_text}: no connection within {:?} (bus.nats.connect_timeout)",
+            nats.connect_timeout
+        ))),
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    fn backend(&self) -> &'static str {
+        self.inner.backend_name
+    }
+
+    fn layout(&self) -> &SubjectLayout {
+        &self.inner.layout
+    }
+
+    async fn publish(&self, event: EventEnvelope) -> Result<Receipt> {
+        let subject = self.subject_of(&event)?;
+        self.publish_checked(subject, &event).await
+    }
+
+    async fn publish_batch(&self, events: Vec<EventEnvelope>) -> Result<Vec<Receipt>> {
+        validate_batch(&events)?;
+        let mut subjects = Vec::with_capacity(events.len());
+        for e in &events {
+            subjects.push(self.subject_of(e)?);
+        }
+        let Some(js) = &self.inner.js else {
+            let mut receipts = Vec::with_capacity(events.len());
+            for (subject, e) in subjects.into_iter().zip(&events) {
+                receipts.push(self.publish_checked(subject, e).await?);
+            }
+            return Ok(receipts);
+        };
+        // Pipeline: send every publish (the server stores them in this order),
+        // then collect the acknowledgements; retry only the ones that failed.
+        let dedup = self.inner.stream.duplicate_window > Duration::ZERO;
+        let mut pending = Vec::with_capacity(events.len());
+        for (subject, e) in subjects.iter().zip(&events) {
+            let sent = js
+                .publish_with_headers(
+                    subject.clone(),
+                    wire::event_headers(e, dedup),
+                    wire::encode(e),
+                )
+                .await;
+            pending.push(sent);
+        }
+        let mut receipts = Vec::with_capacity(events.len());
+        for ((sent, subject), e) in pending.into_iter().zip(subjects).zip(&events) {
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(err) => Err(err),
+            };
+            let receipt = match acked {
+                Ok(ack) => Receipt {
+                    position: ack.sequence,
+                    duplicate: ack.duplicate,
+                },
+                Err(err) if errors::publish_retryable(&err) => {
+                    self.publish_checked(subject, e).await?
+                }
+                Err(err) => {
+                    return Err(self.size_aware(
+                        errors::publish(&subject, self.inner.config.request_timeout, &err),
+                        e,
+                    ));
+                }
+            };
+            receipts.push(receipt);
+        }
+        Ok(receipts)
+    }
+
+    async fn subscribe(&self, filter: &Filter) -> Result<Subscription> {
+        let filter = self.inner.layout.filter(filter.as_str())?;
+        let subscriber = self
+            .inner
+            .client
+            .subscribe(filter.as_str().to_owned())
+            .await
+            .map_err(|e| errors::classify(&format!("subscribing to {filter}"), e))?;
+        let stream = subscriber.map(|m| {
+            let subject = m.subject.to_string();
+            let envelope = wire::decode(&subject, &m.payload)?;
+            Ok(LiveEvent { subject, envelope })
+        });
+        Ok(Subscription::new(stream.boxed()))
+    }
+
+    async fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        self.inner.js("a durable consumer")?;
+        config.validate(&self.inner.layout)?;
+        consumer::open(Arc::clone(&self.inner), config).await
+    }
+
+    async fn consumer_info(&self, name: &str) -> Result<ConsumerInfo> {
+        self.inner.js("consumer info")?;
+        consumer::info(&self.inner, name).await
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<()> {
+        self.inner.js("deleting a consumer")?;
+        consumer::delete(&self.inner, name).await
+    }
+
+    async fn replay(&self, filter: &Filter, from: StartPosition) -> Result<Replay> {
+        self.inner.js("replay")?;
+        let filter = self.inner.layout.filter(filter.as_str())?;
+        replay::events(Arc::clone(&self.inner), filter, from).await
+    }
+
+    async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.inner.js("reading dead letters")?;
+        replay::dead_letters(&self.inner, consumer).await
+    }
+
+    async fn stream_info(&self) -> Result<StreamInfo> {
+        let js = self.inner.js("stream info")?;
+        let name = &self.inner.config.stream_name;
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| errors::classify(&format!("reading stream {name}"), e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| errors::classify(&format!("reading stream {name}"), e))?;
+        Ok(StreamInfo {
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            first_position: info.state.first_sequence,
+            last_position: info.state.last_sequence,
+        })
+    }
+}

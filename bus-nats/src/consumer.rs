@@ -1,0 +1,580 @@
+//! Durable consumers on JetStream pull consumers.
+//!
+//! A handle owns one inbox subscription and at most one outstanding pull
+//! request. `next()` asks the server for one message at a time and `fetch(n)`
+//! for up to n, so the server never counts as delivered more than the caller
+//! asked for (consumer counts stay exact and handles sharing a consumer split
+//! the work). Messages that arrive after a caller stopped waiting stay in the
+//! handle's buffer for the next call: nothing is lost when a `next()` future
+//! is dropped.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
+use async_nats::{StatusCode, Subscriber};
+use async_trait::async_trait;
+use bus_core::{
+    Acker, BusError, Consumer, ConsumerBackend, ConsumerConfig, ConsumerInfo, Delivery, Result,
+    StartPosition, StoredEvent,
+};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::{Inner, errors, wire};
+
+/// How long one pull request of `next()` waits on the server before it is renewed.
+const NEXT_EXPIRES: Duration = Duration::from_secs(5);
+/// Slack after a pull request's expiry before we stop waiting for its end marker.
+const EXPIRY_GRACE: Duration = Duration::from_secs(1);
+
+fn stream_handle_error(inner: &Inner, e: impl std::fmt::Display) -> BusError {
+    errors::classify(&format!("using stream {}", inner.config.stream_name), e)
+}
+
+async fn stream(inner: &Inner) -> Result<async_nats::jetstream::stream::Stream<()>> {
+    let js = inner.js("a durable consumer")?;
+    js.get_stream_no_info(&inner.config.stream_name)
+        .await
+        .map_err(|e| stream_handle_error(inner, e))
+}
+
+fn not_found(name: &str) -> BusError {
+    BusError::NotFound {
+        what: "consumer",
+        name: name.to_owned(),
+    }
+}
+
+fn is_not_found(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    text.contains("10014") || text.to_lowercase().contains("consumer not found")
+}
+
+/// The server-side configuration for `cfg`. The server gets one more delivery
+/// than the caller allows: that extra delivery is how a handle learns that the
+/// last allowed attempt timed out (see the crate docs).
+fn server_config(cfg: &ConsumerConfig) -> pull::Config {
+    let filters: Vec<String> = cfg.filters.iter().map(|f| f.as_str().to_owned()).collect();
+    let (filter_subject, filter_subjects) = if filters.len() == 1 {
+        (filters[0].clone(), Vec::new())
+    } else {
+        (String::new(), filters)
+    };
+    let mut backoff = cfg.backoff.clone();
+    backoff.truncate(cfg.max_deliver as usize);
+    pull::Config {
+        durable_name: Some(cfg.name.clone()),
+        name: Some(cfg.name.clone()),
+        deliver_policy: deliver_policy(cfg.start),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        max_deliver: i64::from(cfg.max_deliver) + 1,
+        filter_subject,
+        filter_subjects,
+        max_ack_pending: i64::try_from(cfg.max_ack_pending).unwrap_or(i64::MAX),
+        backoff,
+        ..Default::default()
+    }
+}
+
+fn deliver_policy(start: StartPosition) -> DeliverPolicy {
+    match start {
+        StartPosition::Beginning | StartPosition::Position(0) => DeliverPolicy::All,
+        StartPosition::Position(p) => DeliverPolicy::ByStartSequence { start_sequence: p },
+        StartPosition::Time(t) => DeliverPolicy::ByStartTime {
+            start_time: wire::offset_time(t),
+        },
+        StartPosition::New => DeliverPolicy::New,
+    }
+}
+
+fn filters_of(c: &consumer::Config) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = c.filter_subjects.iter().cloned().collect();
+    if !c.filter_subject.is_empty() {
+        set.insert(c.filter_subject.clone());
+    }
+    set
+}
+
+/// Creates the durable consumer or binds to it, then returns a handle.
+pub async fn open(inner: Arc<Inner>, cfg: ConsumerConfig) -> Result<Consumer> {
+    let stream = stream(&inner).await?;
+    let want = server_config(&cfg);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match stream.consumer_info(&cfg.name).await {
+            Ok(info) => {
+                let have = info.config;
+                let want_filters: BTreeSet<String> =
+                    cfg.filters.iter().map(|f| f.as_str().to_owned()).collect();
+                if filters_of(&have) != want_filters {
+                    return Err(BusError::Conflict(format!(
+                        "consumer {} exists with filters {:?}, not {:?}; delete it or use another name",
+                        cfg.name,
+                        filters_of(&have),
+                        want_filters
+                    )));
+                }
+                let same = have.max_deliver == want.max_deliver
+                    && have.backoff == want.backoff
+                    && have.max_ack_pending == want.max_ack_pending
+                    && (!want.backoff.is_empty() || have.ack_wait == want.ack_wait);
+                if !same {
+                    let mut updated = pull::Config::try_from_consumer_config(have)
+                        .map_err(|e| BusError::Backend(format!("consumer {}: {e}", cfg.name)))?;
+                    updated.ack_wait = want.ack_wait;
+                    updated.max_deliver = want.max_deliver;
+                    updated.backoff = want.backoff.clone();
+                    updated.max_ack_pending = want.max_ack_pending;
+                    stream.update_consumer(updated).await.map_err(|e| {
+                        errors::classify(&format!("updating consumer {}", cfg.name), e)
+                    })?;
+                }
+                break;
+            }
+            Err(e) if is_not_found(&e) => match stream.create_consumer_strict(want.clone()).await {
+                Ok(_) => break,
+                // Another handle created it meanwhile: bind to it.
+                Err(e) if e.to_string().contains("10148") && attempts < 3 => continue,
+                Err(e)
+                    if e.to_string().to_lowercase().contains("already exists") && attempts < 3 =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(errors::classify(
+                        &format!("creating consumer {}", cfg.name),
+                        e,
+                    ));
+                }
+            },
+            Err(e) => {
+                return Err(errors::classify(
+                    &format!("reading consumer {}", cfg.name),
+                    e,
+                ));
+            }
+        }
+    }
+    let inbox = inner.client.new_inbox();
+    let sub = inner
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| errors::classify(&format!("subscribing for consumer {}", cfg.name), e))?;
+    let name = cfg.name.clone();
+    let handle = NatsConsumer {
+        next_subject: format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            inner.config.stream_name, cfg.name
+        ),
+        settings: Arc::new(cfg),
+        inner,
+        inbox,
+        sub,
+        buffer: VecDeque::new(),
+        pull: None,
+    };
+    Ok(Consumer::new(name, Box::new(handle)))
+}
+
+/// Consumer state as the contract reports it.
+pub async fn info(inner: &Inner, name: &str) -> Result<ConsumerInfo> {
+    let stream = stream(inner).await?;
+    let info = stream.consumer_info(name).await.map_err(|e| {
+        if is_not_found(&e) {
+            not_found(name)
+        } else {
+            errors::classify(&format!("reading consumer {name}"), e)
+        }
+    })?;
+    let dead_lettered = dead_letter_count(inner, name).await?;
+    Ok(ConsumerInfo {
+        name: info.name,
+        filters: filters_of(&info.config).into_iter().collect(),
+        num_pending: info.num_pending,
+        num_ack_pending: info.num_ack_pending as u64,
+        num_redelivered: info.num_redelivered as u64,
+        delivered: info.delivered.stream_sequence,
+        ack_floor: info.ack_floor.stream_sequence,
+        dead_lettered,
+    })
+}
+
+async fn dead_letter_count(inner: &Inner, consumer: &str) -> Result<u64> {
+    let js = inner.js("reading dead letters")?;
+    let dlq = js
+        .get_stream_no_info(&inner.dead_letter_stream)
+        .await
+        .map_err(|e| errors::classify("reading the dead-letter stream", e))?;
+    let subject = inner.dead_letter_subject(consumer);
+    let mut info = dlq
+        .info_with_subjects(&subject)
+        .await
+        .map_err(|e| errors::classify("reading the dead-letter stream", e))?;
+    let mut count = 0;
+    while let Some(entry) = info.next().await {
+        let (_, n) = entry.map_err(|e| errors::classify("reading the dead-letter stream", e))?;
+        count += n as u64;
+    }
+    Ok(count)
+}
+
+/// Deletes a durable consumer.
+pub async fn delete(inner: &Inner, name: &str) -> Result<()> {
+    let stream = stream(inner).await?;
+    stream.delete_consumer(name).await.map_err(|e| {
+        if is_not_found(&e) {
+            not_found(name)
+        } else {
+            errors::classify(&format!("deleting consumer {name}"), e)
+        }
+    })?;
+    Ok(())
+}
+
+/// One outstanding pull request.
+struct Pull {
+    remaining: usize,
+    ends_at: Instant,
+}
+
+struct NatsConsumer {
+    inner: Arc<Inner>,
+    settings: Arc<ConsumerConfig>,
+    next_subject: String,
+    inbox: String,
+    sub: Subscriber,
+    buffer: VecDeque<async_nats::Message>,
+    pull: Option<Pull>,
+}
+
+impl NatsConsumer {
+    async fn request(&mut self, batch: usize, expires: Duration, no_wait: bool) -> Result<()> {
+        let expires = expires.max(Duration::from_millis(10));
+        let body = serde_json::json!({
+            "batch": batch,
+            "expires": u64::try_from(expires.as_nanos()).unwrap_or(u64::MAX),
+            "no_wait": no_wait,
+        });
+        self.inner
+            .client
+            .publish_with_reply(
+                self.next_subject.clone(),
+                self.inbox.clone(),
+                Bytes::from(body.to_string()),
+            )
+            .await
+            .map_err(|e| {
+                errors::classify(&format!("pulling from consumer {}", self.settings.name), e)
+            })?;
+        self.pull = Some(Pull {
+            remaining: batch,
+            ends_at: Instant::now() + expires + EXPIRY_GRACE,
+        });
+        Ok(())
+    }
+
+    /// Waits for one message or status on the inbox until `deadline`; returns
+    /// false on timeout.
+    async fn receive(&mut self, deadline: Instant) -> Result<bool> {
+        let deadline = match &self.pull {
+            Some(p) => deadline.min(p.ends_at),
+            None => deadline,
+        };
+        match tokio::time::timeout_at(deadline, self.sub.next()).await {
+            Err(_) => {
+                if self
+                    .pull
+                    .as_ref()
+                    .is_some_and(|p| Instant::now() >= p.ends_at)
+                {
+                    self.pull = None;
+                }
+                Ok(false)
+            }
+            Ok(None) => Err(BusError::Closed(format!(
+                "consumer {}: subscription closed",
+                self.settings.name
+            ))),
+            Ok(Some(m)) => {
+                self.absorb(m).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes every message already waiting on the inbox without blocking.
+    async fn drain_ready(&mut self) -> Result<()> {
+        while let Some(next) = self.sub.next().now_or_never() {
+            match next {
+                Some(m) => self.absorb(m).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn absorb(&mut self, m: async_nats::Message) -> Result<()> {
+        match m.status {
+            None | Some(StatusCode::OK) => {
+                if let Some(p) = self.pull.as_mut() {
+                    p.remaining = p.remaining.saturating_sub(1);
+                    if p.remaining == 0 {
+                        self.pull = None;
+                    }
+                }
+                self.buffer.push_back(m);
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => self.pull = None,
+            Some(StatusCode::NO_RESPONDERS) => {
+                self.pull = None;
+                // Either the consumer is gone or JetStream is (re)starting.
+                match info(&self.inner, &self.settings.name).await {
+                    Err(e @ BusError::NotFound { .. }) => return Err(e),
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            Some(status) => {
+                self.pull = None;
+                let description = m.description.unwrap_or_default();
+                if description.to_lowercase().contains("consumer deleted") {
+                    return Err(not_found(&self.settings.name));
+                }
+                tracing::debug!(consumer = %self.settings.name, %status, %description, "pull request ended");
+            }
+        }
+        Ok(())
+    }
+
+    /// The next buffered message as a delivery, dead-lettering deliveries
+    /// beyond the caller's max_deliver on the way.
+    async fn pop(&mut self) -> Result<Option<Delivery>> {
+        while let Some(m) = self.buffer.pop_front() {
+            let Some(reply) = m.reply.clone() else {
+                continue;
+            };
+            let js_message = async_nats::jetstream::Message {
+                message: m,
+                context: match self.inner.js("a durable consumer") {
+                    Ok(js) => js.clone(),
+                    Err(e) => return Err(e),
+                },
+            };
+            let (position, delivered, stored_at) = match js_message.info() {
+                Ok(i) => (
+                    i.stream_sequence,
+                    i.delivered,
+                    wire::system_time(i.published),
+                ),
+                Err(e) => {
+                    tracing::warn!(consumer = %self.settings.name, error = %e, "message without JetStream metadata skipped");
+                    continue;
+                }
+            };
+            let m = js_message.message;
+            let subject = m.subject.to_string();
+            let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+            let acker = NatsAcker {
+                inner: Arc::clone(&self.inner),
+                settings: Arc::clone(&self.settings),
+                reply: reply.to_string(),
+                subject: subject.clone(),
+                body: m.payload.clone(),
+                position,
+                stored_at,
+                attempt,
+            };
+            if attempt > self.settings.max_deliver {
+                let reason = format!(
+                    "not acknowledged within the ack wait on any of {} deliveries",
+                    self.settings.max_deliver
+                );
+                acker
+                    .dead_letter(self.settings.max_deliver, &reason)
+                    .await?;
+                continue;
+            }
+            let envelope = match wire::decode(&subject, &m.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    // No handler can process bytes that are not an envelope.
+                    acker.dead_letter(attempt, &e.to_string()).await?;
+                    continue;
+                }
+            };
+            let event = StoredEvent {
+                position,
+                subject,
+                stored_at,
+                envelope,
+            };
+            return Ok(Some(Delivery::new(event, attempt, Box::new(acker))));
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl ConsumerBackend for NatsConsumer {
+    async fn next(&mut self) -> Result<Delivery> {
+        loop {
+            if let Some(d) = self.pop().await? {
+                return Ok(d);
+            }
+            if self.pull.is_none() {
+                self.request(1, NEXT_EXPIRES, false).await?;
+            }
+            let far = Instant::now() + NEXT_EXPIRES + EXPIRY_GRACE;
+            self.receive(far).await?;
+        }
+    }
+
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            self.drain_ready().await?;
+            while out.len() < max {
+                match self.pop().await? {
+                    Some(d) => out.push(d),
+                    None => break,
+                }
+            }
+            if out.len() == max || (!out.is_empty() && self.buffer.is_empty()) {
+                return Ok(out);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(out);
+            }
+            if self.pull.is_none() {
+                self.request(max - out.len(), deadline - now, true).await?;
+            }
+            if !self.receive(deadline).await? && Instant::now() >= deadline {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn info(&self) -> Result<ConsumerInfo> {
+        info(&self.inner, &self.settings.name).await
+    }
+}
+
+impl Drop for NatsConsumer {
+    fn drop(&mut self) {
+        // Messages still buffered are redelivered after their ack wait; tell
+        // the server now instead, so another handle gets them at once.
+        for m in self.buffer.drain(..) {
+            if let Some(reply) = m.reply {
+                let client = self.inner.client.clone();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct NatsAcker {
+    inner: Arc<Inner>,
+    settings: Arc<ConsumerConfig>,
+    reply: String,
+    subject: String,
+    body: Bytes,
+    position: u64,
+    stored_at: SystemTime,
+    attempt: u32,
+}
+
+impl NatsAcker {
+    /// Sends an ack-kind and waits for the server to confirm it.
+    async fn send(&self, body: Bytes, what: &str) -> Result<()> {
+        self.inner
+            .client
+            .request(self.reply.clone(), body)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                errors::classify(
+                    &format!(
+                        "{what} position {} for consumer {}",
+                        self.position, self.settings.name
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// Stores the event in the dead-letter stream, then terminates it.
+    async fn dead_letter(&self, attempts: u32, reason: &str) -> Result<()> {
+        let js = self.inner.js("dead-lettering")?;
+        let event = StoredEvent {
+            position: self.position,
+            subject: self.subject.clone(),
+            stored_at: self.stored_at,
+            envelope: Default::default(),
+        };
+        let headers = wire::dead_letter_headers(&event, &self.settings.name, attempts, reason);
+        let subject = self.inner.dead_letter_subject(&self.settings.name);
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, self.body.clone())
+            .await
+            .map_err(|e| errors::publish(&subject, self.inner.config.request_timeout, &e))?;
+        ack.await
+            .map_err(|e| errors::publish(&subject, self.inner.config.request_timeout, &e))?;
+        tracing::warn!(consumer = %self.settings.name, position = self.position, attempts, %reason, "event dead-lettered");
+        self.send(Bytes::from_static(b"+TERM"), "terminating").await
+    }
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(&self) -> Result<()> {
+        self.send(Bytes::from_static(b"+ACK"), "acknowledging")
+            .await
+    }
+
+    async fn nak(&self, delay: Option<Duration>, reason: Option<String>) -> Result<()> {
+        if self.attempt >= self.settings.max_deliver {
+            let reason = reason.unwrap_or_else(|| {
+                format!(
+                    "negatively acknowledged on the last of {} deliveries",
+                    self.settings.max_deliver
+                )
+            });
+            return self.dead_letter(self.attempt, &reason).await;
+        }
+        let delay = delay.or_else(|| {
+            (!self.settings.backoff.is_empty())
+                .then(|| self.settings.redelivery_delay(self.attempt))
+        });
+        let body = match delay {
+            Some(d) if !d.is_zero() => Bytes::from(format!(
+                "-NAK {{\"delay\": {}}}",
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+            )),
+            _ => Bytes::from_static(b"-NAK"),
+        };
+        self.send(body, "negatively acknowledging").await
+    }
+
+    async fn term(&self, reason: String) -> Result<()> {
+        self.dead_letter(self.attempt, &reason).await
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        self.send(Bytes::from_static(b"+WPI"), "extending").await
+    }
+}
