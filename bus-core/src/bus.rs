@@ -376,8 +376,9 @@ impl Consumer {
         &self.name
     }
 
-    /// Waits for the next delivery. Cancel-safe: dropping the future loses no
-    /// event (an event handed out is only counted as delivered once returned).
+    /// Waits for the next delivery, asking the backend for one event at a
+    /// time (consumer counts stay exact; use [`Consumer::fetch`] for
+    /// throughput). Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Result<Delivery> {
         self.inner.next().await
     }
@@ -462,8 +463,9 @@ impl Stream for Replay {
 ///   stored, replayed and first-delivered in that order;
 /// - an event id stored inside the duplicate window is not stored again: the
 ///   receipt has `duplicate: true` and the first position;
-/// - a failed batch may have stored a prefix of its events: retrying the whole
-///   batch is safe because event ids deduplicate.
+/// - a failed batch may have stored some of its events (memory: a prefix;
+///   NATS pipelines the batch, so any subset): retrying the whole batch is
+///   safe because event ids deduplicate.
 #[async_trait]
 pub trait Bus: Send + Sync {
     /// Short backend name for logs: "memory", "nats", "embedded".

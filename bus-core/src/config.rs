@@ -881,4 +881,26 @@ stream_name = "orders"
             );
         }
     }
+
+    #[test]
+    fn incomplete_or_conflicting_credentials_name_the_key() {
+        for (text, key) in [
+            ("[bus.nats]\nuser = \"a\"\n", "bus.nats.password"),
+            ("[bus.nats]\npassword = \"a\"\n", "bus.nats.user"),
+            (
+                "[bus.nats]\nuser = \"a\"\npassword = \"b\"\ntoken = \"t\"\n",
+                "bus.nats.token",
+            ),
+            (
+                "[bus.nats]\ntls_cert_file = \"c.pem\"\n",
+                "bus.nats.tls_key_file",
+            ),
+        ] {
+            let err = BusConfig::parse(text, "t").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+    }
 }

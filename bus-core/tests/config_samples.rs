@@ -24,7 +24,7 @@ fn every_sample_file_loads() {
             count += 1;
         }
     }
-    assert!(count >= 5, "expected the five samples, found {count}");
+    assert!(count >= 6, "expected the six samples, found {count}");
 }
 
 #[test]
@@ -78,4 +78,13 @@ fn environment_overrides_a_sample() {
     .expect("loads");
     assert_eq!(c.backend, Backend::Nats);
     assert_eq!(c.nats.url, "nats://nats.internal:4222");
+}
+
+#[test]
+fn secure_sample_sets_credentials_and_mutual_tls() {
+    let c = sample("nats-secure.toml");
+    assert_eq!(c.nats.user.as_deref(), Some("poker"));
+    assert!(c.nats.tls_required);
+    assert!(c.nats.tls_cert_file.is_some() && c.nats.tls_key_file.is_some());
+    assert_eq!(c.nats.publish_retries, 3);
 }

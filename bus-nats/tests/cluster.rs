@@ -3,8 +3,6 @@
 //! is consumed afterwards, and no event the consumer acknowledged is delivered
 //! to it again.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +10,7 @@ use std::time::{Duration, Instant};
 use bus_core::testkit::{deposit, filter};
 use bus_core::{Backend, Bus, BusConfig, ConsumerConfig, StartPosition};
 use bus_nats::NatsBus;
-use support::NatsCluster;
+use nats_test_server::NatsCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_mid_publish_loses_no_acknowledged_event() {

@@ -1,14 +1,12 @@
 //! The live-only contract scenarios on a real nats-server 2.15.1 without
 //! JetStream (`[bus.nats] jetstream = false`).
 
-mod support;
-
 use std::sync::Arc;
 
 use bus_core::testkit::Harness;
 use bus_core::{Backend, Bus, BusConfig, StreamSettings};
 use bus_nats::NatsBus;
-use support::{NatsServer, ServerOptions};
+use nats_test_server::{NatsServer, ServerOptions};
 use tokio::sync::Mutex;
 
 #[derive(Default)]

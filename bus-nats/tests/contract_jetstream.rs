@@ -2,14 +2,12 @@
 //! a fresh server (own port, own store directory) per scenario, and for the
 //! persistence scenarios the same server stopped and restarted on its store.
 
-mod support;
-
 use std::sync::Arc;
 
 use bus_core::testkit::Harness;
 use bus_core::{Backend, Bus, BusConfig, StreamSettings};
 use bus_nats::NatsBus;
-use support::NatsServer;
+use nats_test_server::NatsServer;
 use tokio::sync::Mutex;
 
 #[derive(Default)]

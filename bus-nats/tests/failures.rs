@@ -1,8 +1,6 @@
 //! What users see when NATS is unreachable, restarts under load, refuses
 //! credentials, or holds a stream with other settings.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use bus_core::testkit::{deposit, filter};
 use bus_core::{Backend, Bus, BusConfig, BusError, ConsumerConfig, StartPosition};
 use bus_nats::NatsBus;
-use support::{NatsServer, ServerOptions, free_port};
+use nats_test_server::{NatsServer, ServerOptions, free_port};
 
 fn config(url: &str) -> BusConfig {
     let mut c = BusConfig {

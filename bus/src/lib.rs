@@ -21,8 +21,8 @@ pub use bus_core::*;
 
 /// Opens the backend `config.backend` names.
 ///
-/// `memory` is available now. `nats` and `embedded` return
-/// [`BusError::Unsupported`] until their crates are implemented (see the
+/// `memory` and `nats` are available. `embedded` returns
+/// [`BusError::Unsupported`] until the bundled server is implemented (see the
 /// project's issues); the error says which setting to change.
 pub async fn open(config: &BusConfig) -> Result<Arc<dyn Bus>> {
     let layout = config.layout()?;
@@ -32,14 +32,11 @@ pub async fn open(config: &BusConfig) -> Result<Arc<dyn Bus>> {
             config.stream.clone(),
             config.memory.clone(),
         ))),
-        Backend::Nats => Err(BusError::Unsupported(
-            "backend \"nats\" is not implemented yet in this build; \
-             set [bus] backend = \"memory\" (or BUS_BACKEND=memory)"
-                .to_owned(),
-        )),
+        Backend::Nats => Ok(Arc::new(bus_nats::NatsBus::connect(config).await?)),
         Backend::Embedded => Err(BusError::Unsupported(
             "backend \"embedded\" (the bundled server) is not implemented yet in this build; \
-             set [bus] backend = \"memory\" (or BUS_BACKEND=memory)"
+             set [bus] backend = \"memory\", or \"nats\" with a NATS server's URL \
+             (BUS_BACKEND / NATS_URL)"
                 .to_owned(),
         )),
     }

@@ -1,5 +1,6 @@
-//! The facade opens the configured backend, and reports the ones not built yet
-//! as unsupported rather than silently substituting another.
+//! The facade opens the configured backend (file, then BUS_BACKEND / NATS_URL),
+//! and reports the ones not built yet as unsupported rather than silently
+//! substituting another.
 
 use bus::{Backend, BusConfig, BusError};
 
@@ -20,7 +21,7 @@ async fn memory_backend_opens_and_publishes() {
 
 #[tokio::test]
 async fn unbuilt_backends_say_so_instead_of_falling_back() {
-    for backend in [Backend::Nats, Backend::Embedded] {
+    for backend in [Backend::Embedded] {
         let config = BusConfig {
             backend,
             ..BusConfig::default()
@@ -47,4 +48,26 @@ async fn subject_prefix_from_config_shapes_subjects() {
             .await,
         Err(BusError::InvalidFilter { .. })
     ));
+}
+
+#[tokio::test]
+async fn nats_backend_opens_from_file_with_environment_overrides() {
+    let server = nats_test_server::NatsServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bus.toml");
+    std::fs::write(&path, "[bus]\nbackend = \"memory\"\n").expect("write");
+    let url = server.url();
+    let config = BusConfig::load_with_env(&path, |k| match k {
+        "BUS_BACKEND" => Some("nats".to_owned()),
+        "NATS_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .expect("config");
+    let bus = bus::open(&config).await.expect("nats opens");
+    assert_eq!(bus.backend(), "nats");
+    let r = bus
+        .publish(bus_core::testkit::deposit("p1", 1))
+        .await
+        .expect("publish");
+    assert_eq!((r.position, r.duplicate), (1, false));
 }

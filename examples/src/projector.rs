@@ -121,7 +121,7 @@ impl Projection for PlayerDirectory {
 }
 
 /// Feeds `model` from `consumer` until `stop` turns true. Each delivery is
-/// applied, then acked; one that cannot be decoded is terminated (it goes to
+/// applied in order, then the batch is acked; one that cannot be decoded is terminated (it goes to
 /// the dead-letter store with the reason) rather than retried forever.
 /// Returns how many deliveries it handled.
 pub async fn run<P: Projection>(
@@ -135,13 +135,16 @@ pub async fn run<P: Projection>(
             batch = consumer.fetch(256, Duration::from_millis(100)) => batch?,
             _ = stop.changed() => break,
         };
-        for delivery in batch {
+        // Apply in delivery order; then confirm the batch's acks together
+        // (one round trip for the batch instead of one per event).
+        let mut applied_ok = Vec::with_capacity(batch.len());
+        for delivery in &batch {
             let applied = match model.lock() {
                 Ok(mut m) => m.apply(delivery.envelope()),
                 Err(poisoned) => poisoned.into_inner().apply(delivery.envelope()),
             };
             match applied {
-                Ok(_) => delivery.ack().await?,
+                Ok(_) => applied_ok.push(delivery),
                 Err(e) => {
                     delivery
                         .term(format!("projector cannot apply: {e}"))
@@ -149,6 +152,9 @@ pub async fn run<P: Projection>(
                 }
             }
             handled += 1;
+        }
+        for ack in futures::future::join_all(applied_ok.iter().map(|d| d.ack())).await {
+            ack?;
         }
     }
     Ok(handled)

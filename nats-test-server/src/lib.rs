@@ -1,7 +1,9 @@
-//! Test fixture: real `nats-server` processes (a single node or a JetStream
-//! cluster) on 127.0.0.1, for the integration tests in `bus-nats/tests/`.
+//! # nats-test-server: real `nats-server` processes for tests and benchmarks
 //!
-//! Include it from a test file with `mod support;`.
+//! Starts nats-server 2.15.1 (the reference server) as a single node or a
+//! JetStream cluster on 127.0.0.1, for integration tests and side-by-side
+//! benchmarks of any crate in the workspace (dev-dependency only; never
+//! shipped).
 //!
 //! * [`nats_server_bin`] finds the binary (`$NATS_SERVER_BIN`, else
 //!   `nats-server` on `PATH`) and panics when it is missing: tests that need
@@ -16,7 +18,6 @@
 //!
 //! Every process is killed when its fixture is dropped (also on panic).
 //! Waits are bounded and panic with the server's log when they run out.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

@@ -1,8 +1,6 @@
-//! Proves the `support` fixture against the real nats-server: single node,
+//! Proves the fixture against the real nats-server: single node,
 //! kill -9 and restart on the same port and store, a three-node JetStream
 //! cluster surviving the loss of a node, and auth options.
-
-mod support;
 
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -10,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, ToServerAddrs};
 use futures::StreamExt;
-use support::{NatsCluster, NatsServer, ServerOptions, http_get};
+use nats_test_server::{NatsCluster, NatsServer, ServerOptions, http_get};
 
 /// Await `fut` for at most `secs` seconds; panic naming `what` otherwise.
 async fn within<T>(secs: u64, what: &str, fut: impl IntoFuture<Output = T>) -> T {
