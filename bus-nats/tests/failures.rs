@@ -195,3 +195,53 @@ async fn server_restart_mid_run_loses_no_acknowledged_event() {
         "stored once each ({errors} publish errors during the restart)"
     );
 }
+
+/// Two processes (two connections) bound to one durable consumer split the
+/// events between them, each event going to exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_share_one_durable_consumer() {
+    let server = NatsServer::start().await;
+    let c = config(&server.url());
+    let a = NatsBus::connect(&c).await.expect("first process");
+    let b = NatsBus::connect(&c).await.expect("second process");
+    let total = 200;
+    for i in 0..total {
+        a.publish(deposit("p", i + 1)).await.expect("publish");
+    }
+    let cfg =
+        ConsumerConfig::new("shared", filter("angzarr.events.>")).ack_wait(Duration::from_secs(30));
+    let mut handles = Vec::new();
+    for bus in [a, b] {
+        let mut consumer = bus.consumer(cfg.clone()).await.expect("bind");
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = consumer
+                    .fetch(10, Duration::from_millis(500))
+                    .await
+                    .expect("fetch");
+                if batch.is_empty() {
+                    break;
+                }
+                for d in batch {
+                    d.ack().await.expect("ack");
+                    got.push(d.event.position);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            got
+        }));
+    }
+    let mut per_process = Vec::new();
+    for h in handles {
+        per_process.push(h.await.expect("worker"));
+    }
+    let all: BTreeSet<u64> = per_process.iter().flatten().copied().collect();
+    let count: usize = per_process.iter().map(Vec::len).sum();
+    assert_eq!(count, total as usize, "an event went to both processes");
+    assert_eq!(all.len(), total as usize);
+    assert!(
+        per_process.iter().all(|p| !p.is_empty()),
+        "one process got nothing"
+    );
+}
