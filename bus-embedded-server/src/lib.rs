@@ -1,10 +1,37 @@
-//! # bus-embedded-server: a NATS-protocol server with JetStream, in Rust (not built yet)
+//! # bus-embedded-server: a NATS-protocol server in Rust
 //!
-//! Purpose: a server any NATS client connects to unchanged (core protocol,
-//! JetStream, KV, object store) that persists streams to a crash-safe file
-//! store and starts inside any tokio program (the bus's zero-setup default),
-//! plus a drop-in standalone binary taking nats-server's flags and config.
+//! Part 1 (this crate so far): the core NATS protocol, as a library that
+//! starts inside any tokio program ([`start`] returns a [`ServerHandle`]) and
+//! as the `angzarr-nats-server` binary.
 //!
-//! Status: an empty crate. The work is tracked by the "bus-embedded-server"
-//! issues; until they land, `bus::open` reports `backend = "embedded"` as
-//! unavailable.
+//! ## Layout
+//! - [`parser`]: client protocol bytes -> [`parser::ClientOp`]; resumable,
+//!   zero-copy, limits checked before allocating. Knows nothing else.
+//! - [`sublist`]: the subscription index (trie with `*`/`>`), matching and
+//!   queue groups, with a generation number for callers' caches.
+//! - `client`: one connection: read loop, dispatch, per-connection outbound
+//!   buffer and writer; slow-consumer and stale-connection handling.
+//! - [`server`]: configuration, accept loop, shared state, shutdown.
+//! - [`cli`]: nats-server's command-line flags, Go style (`-p`, `--port=`,
+//!   `-DV`); [`conf`]: nats-server's configuration file format and the keys
+//!   we support (others are warnings naming key and line). Both only parse.
+//! - `monitor`: the HTTP monitoring endpoints (`/varz`, `/connz`, `/subsz`,
+//!   `/healthz`, `/metrics`); reads counters, never blocks the data path.
+//!
+//! ## Invariants
+//! - Publishing never waits on another connection's socket: it appends to
+//!   that connection's buffer; only the owner's writer task writes.
+//! - A connection that cannot keep up (pending bytes over `max_pending`, or a
+//!   write past `write_deadline`) is closed alone; others are unaffected.
+//! - Nothing from the network is trusted for sizes: the parser rejects a
+//!   declared size over `max_payload` before reading the payload.
+
+pub mod cli;
+mod client;
+pub mod conf;
+mod monitor;
+pub mod parser;
+pub mod server;
+pub mod sublist;
+
+pub use server::{ServerConfig, ServerError, ServerHandle, Stats, VERSION, start};

@@ -1,0 +1,365 @@
+//! `nats-bench`: a NATS benchmark command, like `nats bench`.
+//!
+//! * `nats-bench run --url nats://127.0.0.1:4222` runs the workloads against
+//!   one server.
+//! * `nats-bench compare --ours-cmd "<server> -p {port}"` starts nats-server
+//!   (the reference) and our server on free ports, runs the same workloads
+//!   against both, alternating, and prints medians and ratios, start-up time
+//!   and idle memory.
+
+mod report;
+mod servers;
+mod workloads;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use report::{Comparison, LatencyRow, ServerSummary, ThroughputRow};
+use servers::{Server, ServerCommand};
+use workloads::{Outcome, Workload};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How long a started server idles before its resident memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// Messages of the untimed warm-up run on each server in `compare`.
+const WARMUP_MSGS: u64 = 20_000;
+/// Largest accepted payload (nats-server's default max_payload).
+const MAX_SIZE: usize = 1 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "nats-bench",
+    version,
+    about = "Benchmark NATS servers (like `nats bench`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the workloads against one server.
+    Run(RunArgs),
+    /// Start nats-server and our server, run the workloads against both, compare.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct WorkloadArgs {
+    /// Workloads to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "pub,pubsub,fanout,queue,reqrep"
+    )]
+    workload: Vec<Workload>,
+    /// Payload sizes in bytes (comma-separated; `k`/`KiB` suffixes allowed).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "16,1024,65536")]
+    sizes: Vec<usize>,
+    /// Messages per publish workload [default: 200k for <= 256 B, 100k for
+    /// <= 4 KiB, 40k for <= 16 KiB, else 10k].
+    #[arg(long)]
+    msgs: Option<u64>,
+    /// Requests per reqrep run.
+    #[arg(long, default_value_t = 5_000)]
+    requests: u64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+impl WorkloadArgs {
+    fn count(&self, workload: Workload, size: usize) -> u64 {
+        match workload {
+            Workload::Reqrep => self.requests,
+            _ => self.msgs.unwrap_or_else(|| workloads::default_msgs(size)),
+        }
+    }
+
+    /// The (workload, size) pairs, in the order given.
+    fn plan(&self) -> Vec<(Workload, usize)> {
+        let mut plan = Vec::new();
+        for &workload in &self.workload {
+            for &size in &self.sizes {
+                if !plan.contains(&(workload, size)) {
+                    plan.push((workload, size));
+                }
+            }
+        }
+        plan
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    #[command(flatten)]
+    workloads: WorkloadArgs,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Command line that starts our server; `{port}` is replaced by the port
+    /// (split on whitespace, quotes group words; not run through a shell).
+    #[arg(long)]
+    ours_cmd: String,
+    /// The reference nats-server binary (looked up on PATH); started as
+    /// `<reference> -a 127.0.0.1 -p <port>`.
+    #[arg(long, default_value = "nats-server")]
+    reference: String,
+    /// Runs of each workload on each server; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    repeats: u64,
+    /// Starts of each server for the start-up time median.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    starts: u64,
+    #[command(flatten)]
+    workloads: WorkloadArgs,
+}
+
+/// Parses a payload size: `16`, `1024`, `1k`, `64KiB`, `1M`.
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = text[digits.len()..].to_ascii_lowercase();
+    let scale = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("unknown size unit in `{text}`")),
+    };
+    let size = digits
+        .trim()
+        .parse::<usize>()
+        .map_err(|err| format!("invalid size `{text}`: {err}"))?
+        .checked_mul(scale)
+        .ok_or_else(|| format!("size `{text}` too large"))?;
+    if size > MAX_SIZE {
+        return Err(format!("size `{text}` exceeds {MAX_SIZE} bytes"));
+    }
+    Ok(size)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // On Ctrl-C the command's future is dropped, which kills started servers.
+    let result = tokio::select! {
+        result = execute(cli.command) => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nats-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Compare(args) => compare(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let mut outcomes = Vec::new();
+    for (workload, size) in args.workloads.plan() {
+        let count = args.workloads.count(workload, size);
+        let outcome = workloads::run(&args.url, workload, size, count).await?;
+        eprintln!("{}", progress("", workload, size, &outcome));
+        outcomes.push(outcome);
+    }
+    if args.workloads.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        print!("{}", report::run_text(&outcomes));
+    }
+    Ok(())
+}
+
+/// One line per run on stderr, so that long comparisons show progress.
+fn progress(server: &str, workload: Workload, size: usize, outcome: &Outcome) -> String {
+    let result = match outcome {
+        Outcome::Throughput(t) => format!(
+            "{} msgs/s, {} lost",
+            report::fmt_count(t.msgs_per_sec),
+            t.lost
+        ),
+        Outcome::Latency(l) => format!(
+            "p50 {:.1} µs, p99 {:.1} µs, {} failed",
+            l.percentiles.p50_us, l.percentiles.p99_us, l.failed
+        ),
+    };
+    format!(
+        "{server}{} {}: {result}",
+        workload.name(),
+        report::fmt_size(size)
+    )
+}
+
+/// The two servers of a comparison: index 0 is the reference, 1 is ours.
+const NAMES: [&str; 2] = ["reference", "ours"];
+
+/// Alternates which server goes first.
+fn order(round: u64) -> [usize; 2] {
+    if round % 2 == 0 { [0, 1] } else { [1, 0] }
+}
+
+async fn compare(args: CompareArgs) -> Result<()> {
+    let began = Instant::now();
+    let commands = [
+        ServerCommand::nats_server(&args.reference)?,
+        ServerCommand::parse(&args.ours_cmd)?,
+    ];
+
+    // Start-up time: spawn until the port accepts TCP connections.
+    let mut startups: [Vec<f64>; 2] = Default::default();
+    for round in 0..args.starts {
+        for side in order(round) {
+            let (server, ready) = Server::start(NAMES[side], &commands[side]).await?;
+            drop(server);
+            startups[side].push(ready.as_secs_f64() * 1000.0);
+        }
+    }
+
+    let (reference, _) = Server::start(NAMES[0], &commands[0]).await?;
+    let (ours, _) = Server::start(NAMES[1], &commands[1]).await?;
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let idle_rss = [reference.rss_mib()?, ours.rss_mib()?];
+    let urls = [reference.url(), ours.url()];
+
+    for side in [0, 1] {
+        workloads::run(&urls[side], Workload::Pubsub, 16, WARMUP_MSGS).await?;
+    }
+
+    let mut throughput = Vec::new();
+    let mut latency = Vec::new();
+    let mut round = 0;
+    for (workload, size) in args.workloads.plan() {
+        let count = args.workloads.count(workload, size);
+        let mut outcomes: [Vec<Outcome>; 2] = Default::default();
+        for _ in 0..args.repeats {
+            for side in order(round) {
+                let outcome = workloads::run(&urls[side], workload, size, count).await?;
+                let label = format!("[{}] ", NAMES[side]);
+                eprintln!("{}", progress(&label, workload, size, &outcome));
+                outcomes[side].push(outcome);
+            }
+            round += 1;
+        }
+        let [reference_runs, ours_runs] = outcomes;
+        if workload == Workload::Reqrep {
+            let pick = |runs: Vec<Outcome>| -> Vec<_> {
+                runs.into_iter()
+                    .filter_map(|outcome| match outcome {
+                        Outcome::Latency(l) => Some(l),
+                        Outcome::Throughput(_) => None,
+                    })
+                    .collect()
+            };
+            latency.extend(LatencyRow::new(&pick(reference_runs), &pick(ours_runs)));
+        } else {
+            let pick = |runs: Vec<Outcome>| -> Vec<_> {
+                runs.into_iter()
+                    .filter_map(|outcome| match outcome {
+                        Outcome::Throughput(t) => Some(t),
+                        Outcome::Latency(_) => None,
+                    })
+                    .collect()
+            };
+            throughput.extend(ThroughputRow::new(&pick(reference_runs), &pick(ours_runs)));
+        }
+    }
+
+    let servers = [&reference, &ours];
+    let summary = |side: usize| -> Result<ServerSummary> {
+        Ok(ServerSummary {
+            name: NAMES[side].to_string(),
+            command: commands[side].to_string(),
+            startup_ms: report::median(&startups[side]),
+            startup_samples_ms: startups[side].clone(),
+            idle_rss_mib: idle_rss[side],
+            peak_rss_mib: servers[side].peak_rss_mib()?,
+        })
+    };
+    let comparison = Comparison {
+        repeats: usize::try_from(args.repeats)?,
+        reference: summary(0)?,
+        ours: summary(1)?,
+        throughput,
+        latency,
+        elapsed_secs: began.elapsed().as_secs_f64(),
+    };
+    drop(reference);
+    drop(ours);
+    if args.workloads.json {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
+    } else {
+        print!("{}", report::compare_text(&comparison));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("16"), Ok(16));
+        assert_eq!(parse_size(" 1024 "), Ok(1024));
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12x").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("2M").is_err());
+    }
+
+    #[test]
+    fn cli_parses_lists() {
+        let cli = Cli::try_parse_from([
+            "nats-bench",
+            "run",
+            "--workload",
+            "pub,reqrep",
+            "--sizes",
+            "16,1k",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            args.workloads.plan(),
+            [
+                (Workload::Pub, 16),
+                (Workload::Pub, 1024),
+                (Workload::Reqrep, 16),
+                (Workload::Reqrep, 1024)
+            ]
+        );
+        assert_eq!(args.workloads.count(Workload::Pub, 16), 200_000);
+        assert_eq!(args.workloads.count(Workload::Reqrep, 16), 5_000);
+    }
+
+    #[test]
+    fn order_alternates() {
+        assert_eq!(order(0), [0, 1]);
+        assert_eq!(order(1), [1, 0]);
+    }
+}

@@ -1,0 +1,423 @@
+//! `angzarr-nats-server`: the bundled server as a standalone binary that
+//! takes nats-server's flags and configuration file, and logs the lines test
+//! harnesses wait for ("Listening for client connections on", "Server is
+//! ready").
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use bus_embedded_server::cli::{self, Cli, SignalCommand};
+use bus_embedded_server::conf;
+use bus_embedded_server::{ServerConfig, VERSION, start};
+
+/// A logger writing nats-server's line format to stderr or the log file.
+struct Log {
+    file: Option<std::fs::File>,
+    debug: bool,
+}
+
+impl Log {
+    fn line(&mut self, level: &str, text: &str) {
+        if level == "DBG" && !self.debug {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let line = format!(
+            "[{}] {} [{level}] {text}\n",
+            std::process::id(),
+            timestamp(now)
+        );
+        match &mut self.file {
+            Some(f) => {
+                let _ = f.write_all(line.as_bytes());
+            }
+            None => eprint!("{line}"),
+        }
+    }
+}
+
+fn timestamp(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        since_epoch.subsec_micros()
+    )
+}
+
+fn fail(text: &str) -> ExitCode {
+    eprintln!("nats-server: {text}");
+    ExitCode::from(1)
+}
+
+fn port(value: i32, what: &str) -> Result<u16, String> {
+    match value {
+        -1 | 0 => Ok(0),
+        p if (1..=65535).contains(&p) => Ok(p as u16),
+        p => Err(format!("invalid {what} {p}")),
+    }
+}
+
+/// What the command line and configuration file ask for.
+struct Settings {
+    config: ServerConfig,
+    warnings: Vec<String>,
+    log_file: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    ports_dir: Option<PathBuf>,
+}
+
+/// Flags over the configuration file over defaults.
+fn build(cli: &Cli) -> Result<Settings, String> {
+    let mut config = ServerConfig::default();
+    let mut warnings = Vec::new();
+    let mut log_file = None;
+    let mut pid_file = None;
+    let mut ports_dir = None;
+    if let Some(path) = &cli.config {
+        let root = conf::parse_file(path).map_err(|e| e.to_string())?;
+        let (c, warns) = conf::server_conf(&root).map_err(|e| e.to_string())?;
+        for w in warns {
+            warnings.push(format!(
+                "{}:{}: {} ({})",
+                path.display(),
+                w.line,
+                w.key,
+                w.message
+            ));
+        }
+        if let Some(h) = c.host {
+            config.host = h;
+        }
+        if let Some(p) = c.port {
+            config.port = port(p, "port")?;
+        }
+        if let Some(n) = c.server_name {
+            config.server_name = n;
+        }
+        if let Some(p) = c.http_port {
+            config.http_port = Some(port(p, "http port")?);
+        }
+        if let Some(v) = c.max_payload {
+            config.max_payload = v as usize;
+        }
+        if let Some(v) = c.max_connections {
+            config.max_connections = v as usize;
+        }
+        if let Some(v) = c.max_control_line {
+            config.max_control_line = v as usize;
+        }
+        if let Some(v) = c.max_pending {
+            config.max_pending = v as usize;
+        }
+        if let Some(v) = c.write_deadline {
+            config.write_deadline = v;
+        }
+        if let Some(v) = c.ping_interval {
+            config.ping_interval = v;
+        }
+        if let Some(v) = c.ping_max {
+            config.ping_max = v;
+        }
+        log_file = c.log_file;
+        pid_file = c.pid_file;
+        ports_dir = c.ports_file_dir;
+        if c.jetstream.as_ref().is_some_and(|j| j.enabled) {
+            warnings.push(
+                "jetstream: not available in this version of the server (core NATS only)"
+                    .to_owned(),
+            );
+        }
+        if c.authorization.is_some() {
+            return Err(
+                "authorization: not supported yet by this server; refusing to start without it"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(a) = &cli.addr {
+        config.host.clone_from(a);
+    }
+    if let Some(p) = cli.port {
+        config.port = port(p, "port")?;
+    }
+    if let Some(n) = &cli.server_name {
+        config.server_name.clone_from(n);
+    }
+    if let Some(p) = cli.http_port {
+        config.http_port = Some(port(p, "http port")?);
+    }
+    if cli.log_file.is_some() {
+        log_file.clone_from(&cli.log_file);
+    }
+    if cli.pid_file.is_some() {
+        pid_file.clone_from(&cli.pid_file);
+    }
+    if cli.ports_file_dir.is_some() {
+        ports_dir.clone_from(&cli.ports_file_dir);
+    }
+    if cli.jetstream {
+        warnings.push(
+            "-js: JetStream is not available in this version of the server (core NATS only)"
+                .to_owned(),
+        );
+    }
+    if cli.user.is_some() || cli.pass.is_some() || cli.auth.is_some() {
+        return Err("--user/--pass/--auth: authentication is not supported yet by this server; refusing to start open".to_owned());
+    }
+    for flag in &cli.unsupported {
+        warnings.push(format!(
+            "flag -{} is not supported by this server and is ignored",
+            flag.name
+        ));
+    }
+    Ok(Settings {
+        config,
+        warnings,
+        log_file,
+        pid_file,
+        ports_dir,
+    })
+}
+
+fn send_signal(request: &str) -> ExitCode {
+    let parsed = match cli::parse_signal(request) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let signal = match parsed.command {
+        SignalCommand::Ldm => "USR2",
+        SignalCommand::Stop | SignalCommand::Term => "TERM",
+        SignalCommand::Quit => "INT",
+        SignalCommand::Reopen => "USR1",
+        SignalCommand::Reload => "HUP",
+    };
+    let Some(pid) = parsed.pid else {
+        return fail("--signal needs a pid: --signal <command>=<pid>");
+    };
+    let pid = if Path::new(&pid).is_file() {
+        std::fs::read_to_string(&pid)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    } else {
+        pid
+    };
+    if pid.parse::<u32>().is_err() {
+        return fail(&format!("invalid pid {pid:?}"));
+    }
+    match std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(&pid)
+        .status()
+    {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => fail(&format!("could not signal process {pid}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            if e.shows_usage() {
+                eprintln!("{}", cli::usage());
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if cli.help || cli.help_tls {
+        println!("{}", cli::usage());
+        return ExitCode::SUCCESS;
+    }
+    if cli.version {
+        println!(
+            "nats-server: v{VERSION} (angzarr-nats-server {})",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(signal) = &cli.signal {
+        return send_signal(signal);
+    }
+    let Settings {
+        config,
+        warnings,
+        log_file,
+        pid_file,
+        ports_dir,
+    } = match build(&cli) {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    if cli.test_config {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        let path = cli
+            .config
+            .as_deref()
+            .map(Path::display)
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        println!("nats-server: configuration file {path} test is successful");
+        return ExitCode::SUCCESS;
+    }
+    let file = match &log_file {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Some(f),
+            Err(e) => return fail(&format!("cannot open log file {}: {e}", p.display())),
+        },
+        None => None,
+    };
+    let mut log = Log {
+        file,
+        debug: cli.debug || cli.trace,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(run(config, warnings, pid_file, ports_dir, &mut log))
+}
+
+async fn run(
+    config: ServerConfig,
+    warnings: Vec<String>,
+    pid_file: Option<PathBuf>,
+    ports_dir: Option<PathBuf>,
+    log: &mut Log,
+) -> ExitCode {
+    log.line("INF", "Starting nats-server");
+    log.line(
+        "INF",
+        &format!(
+            "  Version:  {VERSION} (angzarr-nats-server {})",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    log.line("INF", "  Git:      [not set]");
+    for w in &warnings {
+        log.line("WRN", w);
+    }
+    let server = match start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            log.line("ERR", &e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    log.line("INF", &format!("  Name:     {}", server.server_id()));
+    log.line("INF", &format!("  ID:       {}", server.server_id()));
+    if let Some(p) = server.monitor_port() {
+        log.line(
+            "INF",
+            &format!("Starting http monitor on {}:{p}", server.addr().ip()),
+        );
+    }
+    log.line(
+        "INF",
+        &format!("Listening for client connections on {}", server.addr()),
+    );
+    if let Some(path) = &pid_file {
+        if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
+            log.line(
+                "ERR",
+                &format!("cannot write pid file {}: {e}", path.display()),
+            );
+        }
+    }
+    if let Some(dir) = &ports_dir {
+        let exe = std::env::args()
+            .next()
+            .and_then(|a| {
+                Path::new(&a)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "nats-server".to_owned());
+        let monitoring: Vec<String> = server
+            .monitor_port()
+            .map(|p| format!("http://{}:{p}", server.addr().ip()))
+            .into_iter()
+            .collect();
+        let ports = serde_json::json!({ "nats": [server.client_url()], "monitoring": monitoring });
+        let path = dir.join(format!("{exe}_{}.ports", std::process::id()));
+        if let Err(e) = std::fs::write(&path, ports.to_string()) {
+            log.line(
+                "ERR",
+                &format!("cannot write ports file {}: {e}", path.display()),
+            );
+        }
+    }
+    log.line("INF", "Server is ready");
+    let outcome = wait_for_signal().await;
+    match outcome {
+        Stop::LameDuck => {
+            log.line("INF", "Entering lame duck mode, stop accepting new clients");
+            server.lame_duck(Duration::from_secs(30)).await;
+        }
+        Stop::Now => {
+            log.line("INF", "Initiating Shutdown...");
+            server.shutdown(Duration::from_secs(10)).await;
+        }
+    }
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    log.line("INF", "Server Exiting..");
+    ExitCode::SUCCESS
+}
+
+enum Stop {
+    Now,
+    LameDuck,
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return Stop::Now;
+    };
+    tokio::select! {
+        _ = term.recv() => Stop::Now,
+        _ = int.recv() => Stop::Now,
+        _ = usr2.recv() => Stop::LameDuck,
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> Stop {
+    let _ = tokio::signal::ctrl_c().await;
+    Stop::Now
+}

@@ -1,0 +1,744 @@
+//! One client connection: its outbound buffer (shared with every publisher
+//! that delivers to it), its read loop (parse, dispatch), and its writer.
+//!
+//! Delivery never waits on a socket: a publisher appends `MSG`/`HMSG` bytes to
+//! the subscriber's buffer under a short lock and wakes its writer only when
+//! the buffer goes from empty to non-empty; the writer sends everything
+//! accumulated in one write. A buffer over `max_pending`, or a write that
+//! misses `write_deadline`, closes that connection as a slow consumer and no
+//! other.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+
+use crate::parser::{ClientOp, Parser};
+use crate::server::Shared;
+use crate::sublist::{self, Matches, Subscriber, Subscription};
+
+/// A subscription of a client.
+pub type Sub = Subscription<Client>;
+
+/// Outcome of appending a message to a connection's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Queued.
+    Ok,
+    /// Queued, but the connection has more than half its max_pending
+    /// waiting: the producer should stall briefly.
+    Stall,
+    /// Not queued: the connection is closed (or was just closed as a slow consumer).
+    Dropped,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it.
+    ClientClosed,
+    /// Protocol error.
+    ProtocolError,
+    /// Outbound buffer over max_pending or write deadline missed.
+    SlowConsumer,
+    /// No PONG to our PINGs.
+    StaleConnection,
+    /// Server shutting down.
+    ServerShutdown,
+    /// A write failed.
+    WriteError,
+}
+
+struct Outbound {
+    buf: BytesMut,
+    closed: bool,
+}
+
+/// The part of a connection other tasks see.
+pub struct Client {
+    pub(crate) id: u64,
+    out: Mutex<Outbound>,
+    wake: Notify,
+    /// Signalled by the writer after each write (fast-producer stalls wait on it).
+    drained: Notify,
+    /// Set when the connection must end (slow consumer, fatal error).
+    pub(crate) closing: Notify,
+    close_reason: Mutex<Option<CloseReason>>,
+    echo: AtomicBool,
+    headers: AtomicBool,
+    max_pending: usize,
+    pub(crate) in_msgs: AtomicU64,
+    pub(crate) in_bytes: AtomicU64,
+    pub(crate) out_msgs: AtomicU64,
+    pub(crate) out_bytes: AtomicU64,
+    pub(crate) name: Mutex<String>,
+    pub(crate) lang: Mutex<String>,
+    pub(crate) version: Mutex<String>,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) started: std::time::SystemTime,
+    pub(crate) subs: AtomicU64,
+}
+
+impl Subscriber for Client {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Client {
+    pub(crate) fn new(id: u64, max_pending: usize, addr: std::net::SocketAddr) -> Self {
+        Client {
+            id,
+            out: Mutex::new(Outbound {
+                buf: BytesMut::with_capacity(8192),
+                closed: false,
+            }),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            closing: Notify::new(),
+            close_reason: Mutex::new(None),
+            echo: AtomicBool::new(true),
+            headers: AtomicBool::new(false),
+            max_pending,
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            out_msgs: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
+            name: Mutex::new(String::new()),
+            lang: Mutex::new(String::new()),
+            version: Mutex::new(String::new()),
+            addr,
+            started: std::time::SystemTime::now(),
+            subs: AtomicU64::new(0),
+        }
+    }
+
+    /// Pending outbound bytes.
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.out).buf.len()
+    }
+
+    pub(crate) fn name_text(&self) -> String {
+        lock(&self.name).clone()
+    }
+
+    pub(crate) fn lang_text(&self) -> String {
+        lock(&self.lang).clone()
+    }
+
+    pub(crate) fn version_text(&self) -> String {
+        lock(&self.version).clone()
+    }
+
+    /// Appends raw protocol bytes (INFO, PONG, +OK, -ERR...).
+    pub(crate) fn send(&self, bytes: &[u8]) {
+        let mut out = lock(&self.out);
+        if out.closed {
+            return;
+        }
+        let was_empty = out.buf.is_empty();
+        out.buf.extend_from_slice(bytes);
+        drop(out);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Appends a message for `sid`.
+    pub(crate) fn deliver(
+        &self,
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload: &[u8],
+    ) -> Delivered {
+        // A client that did not negotiate headers gets the body only.
+        let (header_len, payload) = match header_len {
+            Some(h) if !self.headers.load(Ordering::Relaxed) => {
+                (None, &payload[h.min(payload.len())..])
+            }
+            other => (other, payload),
+        };
+        let mut out = lock(&self.out);
+        if out.closed {
+            return Delivered::Dropped;
+        }
+        let was_empty = out.buf.is_empty();
+        let buf = &mut out.buf;
+        buf.reserve(subject.len() + sid.len() + reply.map_or(0, <[u8]>::len) + payload.len() + 48);
+        let mut num = itoa::Buffer::new();
+        if let Some(h) = header_len {
+            buf.put_slice(b"HMSG ");
+            buf.put_slice(subject);
+            buf.put_u8(b' ');
+            buf.put_slice(sid);
+            buf.put_u8(b' ');
+            if let Some(r) = reply {
+                buf.put_slice(r);
+                buf.put_u8(b' ');
+            }
+            buf.put_slice(num.format(h).as_bytes());
+            buf.put_u8(b' ');
+        } else {
+            buf.put_slice(b"MSG ");
+            buf.put_slice(subject);
+            buf.put_u8(b' ');
+            buf.put_slice(sid);
+            buf.put_u8(b' ');
+            if let Some(r) = reply {
+                buf.put_slice(r);
+                buf.put_u8(b' ');
+            }
+        }
+        buf.put_slice(num.format(payload.len()).as_bytes());
+        buf.put_slice(b"\r\n");
+        buf.put_slice(payload);
+        buf.put_slice(b"\r\n");
+        let pending = buf.len();
+        if pending > self.max_pending {
+            out.closed = true;
+            drop(out);
+            self.mark_closing(CloseReason::SlowConsumer);
+            return Delivered::Dropped;
+        }
+        drop(out);
+        self.out_msgs.fetch_add(1, Ordering::Relaxed);
+        self.out_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        if pending > self.max_pending / 2 {
+            Delivered::Stall
+        } else {
+            Delivered::Ok
+        }
+    }
+
+    /// Waits (at most `limit`) until this client's pending output is back
+    /// under half of max_pending: how a fast producer is slowed down for a
+    /// consumer that is keeping up, just more slowly.
+    async fn wait_drained(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let drained = self.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                {
+                    let out = lock(&self.out);
+                    if out.closed || out.buf.len() <= self.max_pending / 2 {
+                        return;
+                    }
+                }
+                drained.await;
+            }
+        })
+        .await;
+    }
+
+    /// Ends the connection for `reason` (first reason wins).
+    pub(crate) fn mark_closing(&self, reason: CloseReason) {
+        {
+            let mut r = lock(&self.close_reason);
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.closing.notify_one();
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        *lock(&self.close_reason)
+    }
+
+    /// Stops accepting output; the writer flushes what is there and exits.
+    fn close_outbound(&self) {
+        lock(&self.out).closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Writes the client's outbound bytes until it is closed and drained.
+async fn writer(client: Arc<Client>, mut socket: OwnedWriteHalf, deadline: Duration) {
+    loop {
+        let chunk = {
+            let mut out = lock(&client.out);
+            if out.buf.is_empty() {
+                if out.closed {
+                    break;
+                }
+                None
+            } else {
+                Some(out.buf.split().freeze())
+            }
+        };
+        let Some(chunk) = chunk else {
+            client.wake.notified().await;
+            continue;
+        };
+        match tokio::time::timeout(deadline, socket.write_all(&chunk)).await {
+            Ok(Ok(())) => client.drained.notify_waiters(),
+            Ok(Err(_)) => {
+                client.mark_closing(CloseReason::WriteError);
+                lock(&client.out).closed = true;
+                return;
+            }
+            Err(_) => {
+                client.mark_closing(CloseReason::SlowConsumer);
+                lock(&client.out).closed = true;
+                return;
+            }
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct Connect {
+    verbose: bool,
+    pedantic: bool,
+    echo: Option<bool>,
+    headers: bool,
+    no_responders: bool,
+    name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
+}
+
+impl Default for Connect {
+    fn default() -> Self {
+        // nats-server treats a CONNECT without "verbose" as verbose.
+        Connect {
+            verbose: true,
+            pedantic: false,
+            echo: None,
+            headers: false,
+            no_responders: false,
+            name: None,
+            lang: None,
+            version: None,
+        }
+    }
+}
+
+/// Per-connection state owned by the read loop.
+struct Session {
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    parser: Parser,
+    subs: FxHashMap<Bytes, Arc<Sub>>,
+    cache: FxHashMap<Bytes, (u64, Arc<Matches<Client>>)>,
+    verbose: bool,
+    pedantic: bool,
+    no_responders: bool,
+    echo: bool,
+    pings_out: u32,
+    /// Connections that asked this producer to slow down in the current read.
+    stalls: Vec<Arc<Client>>,
+}
+
+const CACHE_MAX: usize = 4096;
+/// Longest a producer is held back per read for slower consumers.
+const STALL_BUDGET: Duration = Duration::from_millis(10);
+/// When the first server PING goes out (nats-server: 2 s).
+const FIRST_PING: Duration = Duration::from_secs(2);
+
+impl Session {
+    fn err(&self, text: &str) {
+        let mut line = Vec::with_capacity(text.len() + 10);
+        line.extend_from_slice(b"-ERR '");
+        line.extend_from_slice(text.as_bytes());
+        line.extend_from_slice(b"'\r\n");
+        self.client.send(&line);
+    }
+
+    fn ok(&self) {
+        if self.verbose {
+            self.client.send(b"+OK\r\n");
+        }
+    }
+
+    fn matches(&mut self, subject: &Bytes, text: &str) -> Arc<Matches<Client>> {
+        let generation = self.shared.sublist.generation();
+        if let Some((g, m)) = self.cache.get(subject) {
+            if *g == generation {
+                return Arc::clone(m);
+            }
+        }
+        let m = Arc::new(self.shared.sublist.matches(text));
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(subject.clone(), (generation, Arc::clone(&m)));
+        m
+    }
+
+    /// Handles one op; `Err` ends the connection.
+    fn handle(&mut self, op: ClientOp) -> Result<(), CloseReason> {
+        match op {
+            ClientOp::Pub {
+                subject,
+                reply,
+                header_len,
+                payload,
+            } => {
+                if header_len.is_some() && !self.client.headers.load(Ordering::Relaxed) {
+                    // HPUB without headers negotiated: nats-server closes.
+                    return Err(CloseReason::ProtocolError);
+                }
+                self.publish(subject, reply, header_len, payload)
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => {
+                self.subscribe(subject, queue, sid);
+                Ok(())
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.unsubscribe(&sid, max);
+                self.ok();
+                Ok(())
+            }
+            ClientOp::Ping => {
+                self.client.send(b"PONG\r\n");
+                Ok(())
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Ok(())
+            }
+            ClientOp::Connect(json) => self.connect(&json),
+            ClientOp::Info => Ok(()),
+        }
+    }
+
+    fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let c: Connect = match serde_json::from_slice(json) {
+            Ok(c) => c,
+            // nats-server closes without an -ERR.
+            Err(_) => return Err(CloseReason::ProtocolError),
+        };
+        if c.no_responders && !c.headers {
+            self.err("no responders requires headers support");
+            return Err(CloseReason::ProtocolError);
+        }
+        self.verbose = c.verbose;
+        self.pedantic = c.pedantic;
+        self.no_responders = c.no_responders;
+        self.echo = c.echo.unwrap_or(true);
+        self.client.echo.store(self.echo, Ordering::Relaxed);
+        self.client.headers.store(c.headers, Ordering::Relaxed);
+        *lock(&self.client.name) = c.name.unwrap_or_default();
+        *lock(&self.client.lang) = c.lang.unwrap_or_default();
+        *lock(&self.client.version) = c.version.unwrap_or_default();
+        self.ok();
+        Ok(())
+    }
+
+    fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
+        let Ok(text) = std::str::from_utf8(&subject) else {
+            self.err("Invalid Subject");
+            return;
+        };
+        if !sublist::valid_filter(text) {
+            self.err("Invalid Subject");
+            return;
+        }
+        let queue = match &queue {
+            Some(q) => match std::str::from_utf8(q) {
+                Ok(q) if !q.is_empty() => Some(q.into()),
+                _ => {
+                    self.err("Invalid Subject");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if self.subs.contains_key(&sid) {
+            // nats-server ignores a duplicate sid.
+            self.ok();
+            return;
+        }
+        let sub = Arc::new(Subscription {
+            client: Arc::clone(&self.client),
+            subject: text.into(),
+            queue,
+            sid: sid.clone(),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        });
+        self.shared.sublist.insert(Arc::clone(&sub));
+        self.client.subs.fetch_add(1, Ordering::Relaxed);
+        self.subs.insert(sid, sub);
+        self.ok();
+    }
+
+    fn unsubscribe(&mut self, sid: &Bytes, max: Option<u64>) {
+        let Some(sub) = self.subs.get(sid).cloned() else {
+            return;
+        };
+        match max {
+            Some(m) if m > 0 && sub.delivered.load(Ordering::Relaxed) < m => {
+                sub.max.store(m, Ordering::Relaxed);
+            }
+            _ => {
+                self.subs.remove(sid);
+                if self.shared.sublist.remove(&sub) {
+                    self.client.subs.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        let Ok(text) = std::str::from_utf8(&subject) else {
+            self.err("Invalid Publish Subject");
+            return Ok(());
+        };
+        if !sublist::valid_literal(text) {
+            // nats-server refuses it with or without pedantic, and goes on.
+            self.err("Invalid Publish Subject");
+            self.ok();
+            return Ok(());
+        }
+        // Per-connection counters only (no shared cache line on the hot
+        // path); /varz adds them up.
+        self.client.in_msgs.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .in_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        // nats-server acknowledges a verbose PUB before delivering it.
+        self.ok();
+        let matches = self.matches(&subject, text);
+        let reply_ref = reply.as_deref();
+        let mut delivered = 0u64;
+        for sub in &matches.plain {
+            if !self.echo && sub.client.id == self.client.id {
+                continue;
+            }
+            if !sub.take_delivery() {
+                continue;
+            }
+            if self.note(
+                &sub.client,
+                sub.client
+                    .deliver(&subject, &sub.sid, reply_ref, header_len, &payload),
+            ) {
+                delivered += 1;
+            }
+            if sub.exhausted() {
+                self.expire(sub);
+            }
+        }
+        for group in &matches.groups {
+            let start = self.shared.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                let sub = &group[(start + i) % group.len()];
+                if sub.exhausted() || (!self.echo && sub.client.id == self.client.id) {
+                    continue;
+                }
+                if !sub.take_delivery() {
+                    continue;
+                }
+                let outcome = sub
+                    .client
+                    .deliver(&subject, &sub.sid, reply_ref, header_len, &payload);
+                let ok = self.note(&sub.client, outcome);
+                if sub.exhausted() {
+                    self.expire(sub);
+                }
+                if ok {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        if delivered == 0
+            && self.no_responders
+            && let Some(reply) = &reply
+        {
+            self.no_responders_status(&subject, reply);
+        }
+        Ok(())
+    }
+
+    /// Tells the publisher no one is listening: an HMSG with status 503 on the
+    /// reply subject, to this connection's subscriptions matching it.
+    fn no_responders_status(&mut self, subject: &[u8], reply: &Bytes) {
+        let Ok(text) = std::str::from_utf8(reply) else {
+            return;
+        };
+        if !sublist::valid_literal(text) {
+            return;
+        }
+        let matches = self.matches(reply, text);
+        let mut status = Vec::with_capacity(48 + subject.len());
+        status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        status.extend_from_slice(subject);
+        status.extend_from_slice(b"\r\n\r\n");
+        for sub in matches.plain.iter().chain(matches.groups.iter().flatten()) {
+            if sub.client.id == self.client.id {
+                sub.client
+                    .deliver(reply, &sub.sid, None, Some(status.len()), &status);
+                break;
+            }
+        }
+    }
+
+    /// Records a delivery outcome; true when the message was queued.
+    fn note(&mut self, client: &Arc<Client>, outcome: Delivered) -> bool {
+        match outcome {
+            Delivered::Ok => true,
+            Delivered::Stall => {
+                if !self.stalls.iter().any(|c| c.id == client.id) {
+                    self.stalls.push(Arc::clone(client));
+                }
+                true
+            }
+            Delivered::Dropped => false,
+        }
+    }
+
+    /// Slows this producer down for the consumers that asked for it, at most
+    /// STALL_BUDGET per read (as nats-server does), so a slower consumer is
+    /// not cut off by a burst while a stuck one still reaches max_pending.
+    async fn stall(&mut self) {
+        if self.stalls.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + STALL_BUDGET;
+        for client in std::mem::take(&mut self.stalls) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            client.wait_drained(left).await;
+        }
+    }
+
+    fn expire(&self, sub: &Arc<Sub>) {
+        if self.shared.sublist.remove(sub) {
+            sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            self.shared.sublist.remove(&sub);
+        }
+    }
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer_half) = stream.into_split();
+    let cfg = shared.config.clone();
+    let writer_task = tokio::spawn(writer(Arc::clone(&client), writer_half, cfg.write_deadline));
+    client.send(&shared.info_for(client.id, client.addr));
+    let mut session = Session {
+        shared: Arc::clone(&shared),
+        client: Arc::clone(&client),
+        parser: Parser::new(cfg.max_control_line, cfg.max_payload),
+        subs: FxHashMap::default(),
+        cache: FxHashMap::default(),
+        verbose: false,
+        pedantic: false,
+        no_responders: false,
+        echo: true,
+        pings_out: 0,
+        stalls: Vec::new(),
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut shutdown = shared.shutdown.subscribe();
+    // Like nats-server: a first PING soon after connect (it measures the
+    // round trip), then one per ping_interval unless the client was active.
+    let first_ping = cfg.ping_interval.min(FIRST_PING);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
+    let mut rtt_measured = false;
+    let mut last_in = tokio::time::Instant::now();
+    let reason = 'conn: loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => break CloseReason::ClientClosed,
+                    Ok(_) => last_in = tokio::time::Instant::now(),
+                }
+                loop {
+                    match session.parser.parse(&mut buf) {
+                        Ok(Some(op)) => {
+                            if let Err(reason) = session.handle(op) {
+                                break 'conn reason;
+                            }
+                        }
+                        Ok(None) => {
+                            session.stall().await;
+                            break;
+                        }
+                        Err(e) => {
+                            if let Some(text) = e.err_text() {
+                                session.err(text);
+                            }
+                            break 'conn CloseReason::ProtocolError;
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if rtt_measured && last_in.elapsed() < cfg.ping_interval {
+                    continue;
+                }
+                if session.pings_out >= cfg.ping_max {
+                    session.err("Stale Connection");
+                    break CloseReason::StaleConnection;
+                }
+                rtt_measured = true;
+                session.pings_out += 1;
+                client.send(b"PING\r\n");
+            }
+            _ = client.closing.notified() => {
+                break client.close_reason().unwrap_or(CloseReason::ProtocolError);
+            }
+            _ = shutdown.changed() => break CloseReason::ServerShutdown,
+        }
+    };
+    if reason == CloseReason::SlowConsumer {
+        shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cid = client.id, "slow consumer detected; connection closed");
+    }
+    client.mark_closing(reason);
+    session.cleanup();
+    client.close_outbound();
+    let _ = writer_task.await;
+    shared.remove_client(client.id);
+}

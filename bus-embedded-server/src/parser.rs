@@ -1,0 +1,511 @@
+//! The client-side protocol parser: bytes in, [`ClientOp`]s out.
+//!
+//! Resumable: [`Parser::parse`] takes what is buffered and returns
+//! `Ok(None)` when an op is incomplete (read more, call again); nothing is
+//! consumed until a whole op is there, so input may be split at any byte.
+//! Limits are checked before anything is allocated: a control line longer
+//! than `max_control_line` or a declared size over `max_payload` is an error
+//! at once, whatever the rest of the input.
+//! Zero-copy: subjects, sids and payloads are slices of the read buffer.
+
+use bytes::{Bytes, BytesMut};
+
+/// One operation sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    /// `CONNECT {json}`.
+    Connect(Bytes),
+    /// `PUB` or `HPUB`. For HPUB, `payload` holds headers then body and
+    /// `header_len` says where the body starts.
+    Pub {
+        /// Subject published to.
+        subject: Bytes,
+        /// Reply subject, if any.
+        reply: Option<Bytes>,
+        /// `Some(n)` for HPUB: the first n bytes of `payload` are headers.
+        header_len: Option<usize>,
+        /// Headers (HPUB) and body.
+        payload: Bytes,
+    },
+    /// `SUB subject [queue] sid`.
+    Sub {
+        /// Subject or wildcard filter.
+        subject: Bytes,
+        /// Queue group.
+        queue: Option<Bytes>,
+        /// Subscription id, opaque.
+        sid: Bytes,
+    },
+    /// `UNSUB sid [max]`.
+    Unsub {
+        /// Subscription id.
+        sid: Bytes,
+        /// Auto-unsubscribe after this many deliveries in total.
+        max: Option<u64>,
+    },
+    /// `PING`.
+    Ping,
+    /// `PONG`.
+    Pong,
+    /// `INFO {json}` (clients may send it; ignored).
+    Info,
+}
+
+/// Why the input is not valid protocol. Every one closes the connection;
+/// [`ProtoError::err_text`] is the `-ERR` nats-server sends first, if any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    /// A control line longer than the limit (sent whole or split).
+    #[error("maximum control line exceeded")]
+    MaxControlLine,
+    /// A declared size larger than max_payload.
+    #[error("Maximum Payload Violation")]
+    MaxPayload,
+    /// An op we do not know, an op without its arguments, or a payload not
+    /// followed by CRLF.
+    #[error("Unknown Protocol Operation")]
+    Unknown,
+    /// Arguments that do not parse (wrong count, a size that is not a
+    /// number or overflows). nats-server closes without an `-ERR`.
+    #[error("malformed arguments")]
+    Malformed,
+}
+
+impl ProtoError {
+    /// The `-ERR` text sent before closing, when nats-server sends one.
+    pub fn err_text(&self) -> Option<&'static str> {
+        match self {
+            ProtoError::MaxControlLine => Some("maximum control line exceeded"),
+            ProtoError::MaxPayload => Some("Maximum Payload Violation"),
+            ProtoError::Unknown => Some("Unknown Protocol Operation"),
+            ProtoError::Malformed => None,
+        }
+    }
+}
+
+/// A size a message declared before its payload arrived.
+#[derive(Debug, Clone)]
+struct Awaiting {
+    /// Bytes of the control line including its line ending.
+    line_len: usize,
+    /// Payload bytes expected (headers + body).
+    size: usize,
+}
+
+/// Parser state for one connection.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    max_control_line: usize,
+    max_payload: usize,
+    awaiting: Option<Awaiting>,
+}
+
+fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+}
+
+/// Splits `line` on runs of spaces and tabs into at most `N` fields; returns
+/// how many there were (more than N is reported as N + 1).
+fn fields<const N: usize>(line: &[u8]) -> ([(usize, usize); N], usize) {
+    let mut out = [(0, 0); N];
+    let mut count = 0;
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        let start = i;
+        while i < line.len() && line[i] != b' ' && line[i] != b'\t' {
+            i += 1;
+        }
+        if count == N {
+            return (out, N + 1);
+        }
+        out[count] = (start, i);
+        count += 1;
+    }
+    (out, count)
+}
+
+fn number(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+impl Parser {
+    /// A parser with these limits.
+    pub fn new(max_control_line: usize, max_payload: usize) -> Self {
+        Parser {
+            max_control_line,
+            max_payload,
+            awaiting: None,
+        }
+    }
+
+    /// Changes the payload limit (it can differ per account later).
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.max_payload = max_payload;
+    }
+
+    /// The next complete op in `buf`, consuming it; `Ok(None)` when more
+    /// input is needed.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtoError> {
+        if let Some(a) = &self.awaiting {
+            let need = a.line_len + a.size + 2;
+            if buf.len() < need {
+                return Ok(None);
+            }
+            let a = a.clone();
+            self.awaiting = None;
+            return self.finish_message(buf, &a).map(Some);
+        }
+        let Some(nl) = memchr::memchr(b'\n', buf) else {
+            if buf.len() > self.max_control_line {
+                return Err(ProtoError::MaxControlLine);
+            }
+            return Ok(None);
+        };
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if line_end > self.max_control_line {
+            return Err(ProtoError::MaxControlLine);
+        }
+        let line = &buf[..line_end];
+        let op_end = line
+            .iter()
+            .position(|&b| b == b' ' || b == b'\t')
+            .unwrap_or(line.len());
+        let op = &line[..op_end];
+        let args_start = op_end;
+        if eq_ignore_case(op, b"PUB") || eq_ignore_case(op, b"HPUB") {
+            let headers = op.len() == 4;
+            let args = &line[args_start..];
+            let (f, n) = fields::<4>(args);
+            let size_field = |i: usize| &args[f[i].0..f[i].1];
+            let (size, _header_len) = if headers {
+                if n == 0 {
+                    return Err(ProtoError::Unknown);
+                }
+                if !(n == 3 || n == 4) {
+                    return Err(ProtoError::Malformed);
+                }
+                let h = number(size_field(n - 2)).ok_or(ProtoError::Malformed)?;
+                let t = number(size_field(n - 1)).ok_or(ProtoError::Malformed)?;
+                if h > t {
+                    return Err(ProtoError::Malformed);
+                }
+                (t, Some(h))
+            } else {
+                if n == 0 {
+                    return Err(ProtoError::Unknown);
+                }
+                if !(n == 2 || n == 3) {
+                    return Err(ProtoError::Malformed);
+                }
+                (
+                    number(size_field(n - 1)).ok_or(ProtoError::Malformed)?,
+                    None,
+                )
+            };
+            if size > self.max_payload as u64 {
+                return Err(ProtoError::MaxPayload);
+            }
+            let awaiting = Awaiting {
+                line_len: nl + 1,
+                size: size as usize,
+            };
+            if buf.len() < awaiting.line_len + awaiting.size + 2 {
+                self.awaiting = Some(awaiting);
+                return Ok(None);
+            }
+            return self.finish_message(buf, &awaiting).map(Some);
+        }
+        let result = if eq_ignore_case(op, b"PING") {
+            ClientOp::Ping
+        } else if eq_ignore_case(op, b"PONG") {
+            ClientOp::Pong
+        } else if eq_ignore_case(op, b"SUB") {
+            let line = buf.split_to(nl + 1).freeze();
+            let args = &line[args_start..line_end];
+            let (f, n) = fields::<3>(args);
+            let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
+            return match n {
+                0 => Err(ProtoError::Unknown),
+                2 => Ok(Some(ClientOp::Sub {
+                    subject: at(0),
+                    queue: None,
+                    sid: at(1),
+                })),
+                3 => Ok(Some(ClientOp::Sub {
+                    subject: at(0),
+                    queue: Some(at(1)),
+                    sid: at(2),
+                })),
+                _ => Err(ProtoError::Malformed),
+            };
+        } else if eq_ignore_case(op, b"UNSUB") {
+            let line = buf.split_to(nl + 1).freeze();
+            let args = &line[args_start..line_end];
+            let (f, n) = fields::<2>(args);
+            let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
+            return match n {
+                0 => Err(ProtoError::Unknown),
+                1 => Ok(Some(ClientOp::Unsub {
+                    sid: at(0),
+                    max: None,
+                })),
+                // nats-server ignores a max that is not a number.
+                2 => Ok(Some(ClientOp::Unsub {
+                    sid: at(0),
+                    max: number(&at(1)),
+                })),
+                _ => Err(ProtoError::Malformed),
+            };
+        } else if eq_ignore_case(op, b"CONNECT") {
+            let line = buf.split_to(nl + 1).freeze();
+            let json = line.slice(args_start..line_end);
+            let trimmed_start = json
+                .iter()
+                .position(|b| *b != b' ' && *b != b'\t')
+                .unwrap_or(json.len());
+            return Ok(Some(ClientOp::Connect(json.slice(trimmed_start..))));
+        } else if eq_ignore_case(op, b"INFO") {
+            ClientOp::Info
+        } else {
+            return Err(ProtoError::Unknown);
+        };
+        let _ = buf.split_to(nl + 1);
+        Ok(Some(result))
+    }
+
+    /// Cuts a PUB/HPUB whose line and payload are all buffered.
+    fn finish_message(&mut self, buf: &mut BytesMut, a: &Awaiting) -> Result<ClientOp, ProtoError> {
+        let chunk = buf.split_to(a.line_len + a.size + 2).freeze();
+        if &chunk[a.line_len + a.size..] != b"\r\n" {
+            return Err(ProtoError::Unknown);
+        }
+        let line_len = if a.line_len >= 2 && chunk[a.line_len - 2] == b'\r' {
+            a.line_len - 2
+        } else {
+            a.line_len - 1
+        };
+        let line = &chunk[..line_len];
+        let op_end = line
+            .iter()
+            .position(|&b| b == b' ' || b == b'\t')
+            .unwrap_or(line.len());
+        let headers = op_end == 4;
+        let args = &line[op_end..];
+        let (f, n) = fields::<4>(args);
+        let at = |i: usize| chunk.slice(op_end + f[i].0..op_end + f[i].1);
+        let payload = chunk.slice(a.line_len..a.line_len + a.size);
+        if headers {
+            let header_len = number(&at(n - 2)).ok_or(ProtoError::Malformed)? as usize;
+            Ok(ClientOp::Pub {
+                subject: at(0),
+                reply: (n == 4).then(|| at(1)),
+                header_len: Some(header_len),
+                payload,
+            })
+        } else {
+            Ok(ClientOp::Pub {
+                subject: at(0),
+                reply: (n == 3).then(|| at(1)),
+                header_len: None,
+                payload,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8], splits: &[usize]) -> Result<Vec<ClientOp>, ProtoError> {
+        let mut p = Parser::new(4096, 1024 * 1024);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &s in splits.iter().chain(std::iter::once(&input.len())) {
+            buf.extend_from_slice(&input[last..s]);
+            last = s;
+            while let Some(op) = p.parse(&mut buf)? {
+                out.push(op);
+            }
+        }
+        assert!(
+            buf.is_empty(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        Ok(out)
+    }
+
+    const SAMPLE: &[u8] =
+        b"CONNECT {\"verbose\":false}\r\nPING\r\npong\r\nsub foo.* 1\r\nSUB\tbar  q1 22\r\n\
+PUB foo.x 5\r\nhello\r\npub foo.y reply.1 0\r\n\r\nHPUB h.1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n\
+HPUB h.2 r.2 12 12\r\nNATS/1.0\r\n\r\n\r\nUNSUB 1\r\nunsub 22 10\r\nPUB bin 4\r\n\r\n\r\n\r\n";
+
+    fn expected() -> Vec<ClientOp> {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        vec![
+            ClientOp::Connect(b("{\"verbose\":false}")),
+            ClientOp::Ping,
+            ClientOp::Pong,
+            ClientOp::Sub {
+                subject: b("foo.*"),
+                queue: None,
+                sid: b("1"),
+            },
+            ClientOp::Sub {
+                subject: b("bar"),
+                queue: Some(b("q1")),
+                sid: b("22"),
+            },
+            ClientOp::Pub {
+                subject: b("foo.x"),
+                reply: None,
+                header_len: None,
+                payload: b("hello"),
+            },
+            ClientOp::Pub {
+                subject: b("foo.y"),
+                reply: Some(b("reply.1")),
+                header_len: None,
+                payload: b(""),
+            },
+            ClientOp::Pub {
+                subject: b("h.1"),
+                reply: None,
+                header_len: Some(12),
+                payload: b("NATS/1.0\r\n\r\nhi"),
+            },
+            ClientOp::Pub {
+                subject: b("h.2"),
+                reply: Some(b("r.2")),
+                header_len: Some(12),
+                payload: b("NATS/1.0\r\n\r\n"),
+            },
+            ClientOp::Unsub {
+                sid: b("1"),
+                max: None,
+            },
+            ClientOp::Unsub {
+                sid: b("22"),
+                max: Some(10),
+            },
+            ClientOp::Pub {
+                subject: b("bin"),
+                reply: None,
+                header_len: None,
+                payload: b("\r\n\r\n"),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_op_parses_whole() {
+        assert_eq!(parse_all(SAMPLE, &[]).unwrap(), expected());
+    }
+
+    #[test]
+    fn every_op_parses_when_split_at_every_byte() {
+        for split in 0..=SAMPLE.len() {
+            assert_eq!(
+                parse_all(SAMPLE, &[split]).unwrap(),
+                expected(),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_op_parses_one_byte_at_a_time() {
+        let splits: Vec<usize> = (1..SAMPLE.len()).collect();
+        assert_eq!(parse_all(SAMPLE, &splits).unwrap(), expected());
+    }
+
+    #[test]
+    fn oversized_control_line_is_rejected_whole_or_split() {
+        let long = format!("SUB {} 1\r\n", "a".repeat(5000));
+        assert_eq!(
+            parse_all(long.as_bytes(), &[]),
+            Err(ProtoError::MaxControlLine)
+        );
+        // Without the newline yet: rejected as soon as the limit is passed.
+        let mut p = Parser::new(4096, 1024);
+        let mut buf = BytesMut::from(&long.as_bytes()[..4200]);
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::MaxControlLine));
+    }
+
+    #[test]
+    fn payload_over_the_limit_is_rejected_before_it_arrives() {
+        let mut p = Parser::new(4096, 1024);
+        let mut buf = BytesMut::from(&b"PUB foo 1025\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::MaxPayload));
+        // Sizes that overflow: nats-server closes without an -ERR.
+        let mut buf = BytesMut::from(&b"PUB foo 99999999999999999999999\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::Malformed));
+        let mut buf = BytesMut::from(&b"HPUB foo 10 18446744073709551615\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::Malformed));
+    }
+
+    #[test]
+    fn malformed_ops_are_unknown_protocol_operations() {
+        for bad in [
+            &b"FOO\r\n"[..],
+            b"PUB\r\n",
+            b"PUB a b c d\r\n",
+            b"PUB foo x\r\n",
+            b"SUB foo\r\n",
+            b"SUB a b c d\r\n",
+            b"UNSUB\r\n",
+            b"HPUB foo 10 5\r\n",
+            b"PUB foo 3\r\nabcXY",
+        ] {
+            assert!(
+                parse_all(bad, &[]).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x1234_5678_u64;
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            for _ in 0..(seed % 64) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pick = (seed >> 33) as usize;
+                let atoms: [&[u8]; 12] = [
+                    b"PUB ", b"HPUB ", b"SUB ", b"\r\n", b" ", b"1", b"99", b"foo", b"\t",
+                    b"UNSUB ", b"\n", b"\xff",
+                ];
+                input.extend_from_slice(atoms[pick % atoms.len()]);
+            }
+            let mut p = Parser::new(64, 128);
+            let mut buf = BytesMut::from(&input[..]);
+            while let Ok(Some(_)) = p.parse(&mut buf) {}
+        }
+    }
+}

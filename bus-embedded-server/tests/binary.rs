@@ -1,0 +1,193 @@
+//! The standalone binary behaves the way test harnesses drive nats-server:
+//! flags, config file, the log lines they wait for, the ports file, signals.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], dir: &tempfile::TempDir) -> Running {
+    let log = dir.path().join("server.log");
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.push("-l".to_owned());
+    all.push(log.display().to_string());
+    let child = Command::new(BIN)
+        .args(&all)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    Running { child, log }
+}
+
+fn wait_for(path: &PathBuf, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn random_port_ports_file_ready_line_and_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_text = dir.path().display().to_string();
+    let mut server = spawn(
+        &[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-m",
+            "-1",
+            "--ports_file_dir",
+            &dir_text,
+        ],
+        &dir,
+    );
+    let log = wait_for(&server.log, "Server is ready");
+    assert!(
+        log.contains("Listening for client connections on 127.0.0.1:"),
+        "{log}"
+    );
+    let ports_file = dir
+        .path()
+        .join(format!("angzarr-nats-server_{}.ports", server.child.id()));
+    let ports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_file).expect("ports file"))
+            .expect("json");
+    let url = ports["nats"][0].as_str().expect("nats url").to_owned();
+    assert!(
+        ports["monitoring"][0]
+            .as_str()
+            .is_some_and(|m| m.starts_with("http://127.0.0.1:")),
+        "{ports}"
+    );
+    let client = async_nats::connect(url).await.expect("connect");
+    client.flush().await.expect("flush");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(wait_exit(&mut server.child).success());
+    assert!(
+        std::fs::read_to_string(&server.log)
+            .unwrap_or_default()
+            .contains("Server Exiting")
+    );
+}
+
+#[tokio::test]
+async fn config_file_is_read_and_unsupported_keys_are_warnings_with_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        "# a comment\nlisten: 127.0.0.1:-1\nserver_name: \"conf-test\"\nmax_payload: 64KB\nfrobnicate: true\n",
+    )
+    .expect("write conf");
+    let conf_text = conf.display().to_string();
+    let _server = spawn(&["-c", &conf_text], &dir);
+    let log = wait_for(&_server.log, "Server is ready");
+    assert!(
+        log.contains("frobnicate"),
+        "unsupported key not reported: {log}"
+    );
+    assert!(log.contains(":5"), "line of the unsupported key: {log}");
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("Listening for client connections on ").nth(1))
+        .expect("listening line")
+        .trim()
+        .to_owned();
+    let client = async_nats::connect(format!("nats://{addr}"))
+        .await
+        .expect("connect");
+    assert_eq!(client.server_info().max_payload, 64 * 1024);
+    assert_eq!(client.server_info().server_name, "conf-test");
+}
+
+#[test]
+fn test_flag_checks_a_config_and_names_the_bad_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.conf");
+    std::fs::write(&good, "port: 4333\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["-t", "-c"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "port: 4333\nhttp {\n  port: \"unterminated\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["-t", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.conf:3") || stderr.contains("bad.conf:2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_flag_is_an_error_naming_it() {
+    let out = Command::new(BIN).arg("--bogus").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -bogus"));
+}
+
+#[tokio::test]
+async fn signal_ldm_puts_the_server_in_lame_duck_mode_and_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = spawn(&["-p", "-1"], &dir);
+    wait_for(&server.log, "Server is ready");
+    let out = Command::new(BIN)
+        .arg("--signal")
+        .arg(format!("ldm={}", server.child.id()))
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_exit(&mut server.child).success());
+    assert!(
+        std::fs::read_to_string(&server.log)
+            .unwrap_or_default()
+            .contains("lame duck")
+    );
+}

@@ -1,0 +1,137 @@
+//! Limits and misbehaving clients: each closes the offending connection with
+//! nats-server's error text and leaves the others alone.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bus_embedded_server::{ServerConfig, start};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                out.extend_from_slice(b"<closed>");
+                break;
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn connection_over_max_connections_is_refused_with_the_nats_error() {
+    let server = start(ServerConfig {
+        port: 0,
+        max_connections: 2,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let _a = async_nats::connect(server.client_url())
+        .await
+        .expect("first");
+    let _b = async_nats::connect(server.client_url())
+        .await
+        .expect("second");
+    let mut third = TcpStream::connect(server.addr()).await.expect("tcp");
+    let said = read_until_closed(&mut third, Duration::from_secs(3)).await;
+    assert!(said.starts_with("INFO "), "{said}");
+    assert!(
+        said.contains("-ERR 'maximum connections exceeded'\r\n"),
+        "{said}"
+    );
+    assert!(said.ends_with("<closed>"), "{said}");
+}
+
+#[tokio::test]
+async fn client_that_never_answers_pings_is_closed_as_stale() {
+    let server = start(ServerConfig {
+        port: 0,
+        ping_interval: Duration::from_millis(200),
+        ping_max: 2,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let mut s = TcpStream::connect(server.addr()).await.expect("tcp");
+    s.write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .await
+        .expect("connect");
+    let said = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(said.matches("PING\r\n").count(), 2, "{said}");
+    assert!(
+        said.contains("-ERR 'Stale Connection'\r\n<closed>"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_that_stops_reading_is_closed_and_others_keep_receiving() {
+    let server = start(ServerConfig {
+        port: 0,
+        max_pending: 256 * 1024,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    // A raw subscriber that never reads.
+    let mut stuck = TcpStream::connect(server.addr()).await.expect("tcp");
+    stuck
+        .write_all(b"CONNECT {\"verbose\":false}\r\nSUB load 1\r\nPING\r\n")
+        .await
+        .expect("sub");
+    let healthy = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    let mut sub = healthy.subscribe("load").await.expect("sub");
+    healthy.flush().await.expect("flush");
+    let publisher = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let total = 20_000;
+    let body = Bytes::from(vec![b'x'; 512]);
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                Ok(Some(_)) => got += 1,
+                _ => break,
+            }
+        }
+        got
+    });
+    for _ in 0..total {
+        publisher
+            .publish("load", body.clone())
+            .await
+            .expect("publish");
+    }
+    publisher.flush().await.expect("flush");
+    let got = receiver.await.expect("receiver");
+    assert_eq!(got, total, "the healthy subscriber lost messages");
+    assert_eq!(server.stats().slow_consumers.load(Ordering::Relaxed), 1);
+    // The stuck connection was closed by the server.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut closed = false;
+    for _ in 0..200 {
+        match tokio::time::timeout(Duration::from_secs(2), stuck.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "slow consumer still connected");
+}
