@@ -472,8 +472,15 @@ impl ConsumerBackend for NatsConsumer {
 
 impl Drop for NatsConsumer {
     fn drop(&mut self) {
-        // Messages still buffered are redelivered after their ack wait; tell
-        // the server now instead, so another handle gets them at once.
+        // Messages buffered here, or already waiting on the inbox, would be
+        // redelivered only after their ack wait; nak them now so another
+        // handle gets them at once. (Any still in flight when the handle goes
+        // away are redelivered after the ack wait, as JetStream does.)
+        while let Some(Some(m)) = self.sub.next().now_or_never() {
+            if m.status.is_none() || m.status == Some(StatusCode::OK) {
+                self.buffer.push_back(m);
+            }
+        }
         for m in self.buffer.drain(..) {
             if let Some(reply) = m.reply {
                 let client = self.inner.client.clone();

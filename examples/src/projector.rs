@@ -1,6 +1,6 @@
 //! Read models and the loop that feeds them from a durable consumer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,22 +16,18 @@ pub trait Projection: Send + 'static {
     fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError>;
 }
 
-/// Tracks the last sequence applied per aggregate, so redeliveries are no-ops.
+/// Event ids already applied. Delivery is at-least-once and a redelivery
+/// may come after later events, so the models below are built to be
+/// independent of order (sums and counts of amounts, not "balance after"),
+/// and skip an event they have seen. (A production projector would keep this
+/// in its own store, e.g. per aggregate a set of applied sequences.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Versions(HashMap<(String, String), u64>);
+pub struct Applied(HashSet<String>);
 
-impl Versions {
-    /// True (and records it) when `e` is the next unseen event of its aggregate.
-    pub fn advance(&mut self, e: &EventEnvelope) -> bool {
-        let v = self
-            .0
-            .entry((e.aggregate_type.clone(), e.aggregate_id.clone()))
-            .or_insert(0);
-        if e.sequence <= *v {
-            return false;
-        }
-        *v = e.sequence;
-        true
+impl Applied {
+    /// True (and records it) the first time `e` is seen.
+    pub fn first_time(&mut self, e: &EventEnvelope) -> bool {
+        self.0.insert(e.event_id.clone())
     }
 }
 
@@ -48,7 +44,7 @@ pub struct TableStats {
     pub chips_won: i64,
     /// Events applied.
     pub events: u64,
-    versions: Versions,
+    applied: Applied,
 }
 
 impl Projection for TableStats {
@@ -56,7 +52,7 @@ impl Projection for TableStats {
         let Some(event) = Event::from_envelope(envelope)? else {
             return Ok(false);
         };
-        if !self.versions.advance(envelope) {
+        if !self.applied.first_time(envelope) {
             return Ok(false);
         }
         match event {
@@ -64,10 +60,10 @@ impl Projection for TableStats {
                 self.balances.entry(e.player_id).or_insert(0);
             }
             Event::FundsDeposited(e) => {
-                self.balances.insert(e.player_id, e.balance_after);
+                *self.balances.entry(e.player_id).or_insert(0) += e.amount;
             }
             Event::FundsWithdrawn(e) => {
-                self.balances.insert(e.player_id, e.balance_after);
+                *self.balances.entry(e.player_id).or_insert(0) -= e.amount;
             }
             Event::CardsDealt(e) => {
                 for p in e.player_ids {
@@ -96,7 +92,7 @@ pub struct PlayerDirectory {
     pub withdrawn: i64,
     /// Events applied.
     pub events: u64,
-    versions: Versions,
+    applied: Applied,
 }
 
 impl Projection for PlayerDirectory {
@@ -104,7 +100,7 @@ impl Projection for PlayerDirectory {
         let Some(event) = Event::from_envelope(envelope)? else {
             return Ok(false);
         };
-        if !self.versions.advance(envelope) {
+        if !self.applied.first_time(envelope) {
             return Ok(false);
         }
         match event {
