@@ -344,6 +344,12 @@ pub trait ConsumerBackend: Send {
     async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
     /// Current consumer state.
     async fn info(&self) -> Result<ConsumerInfo>;
+    /// Stops pulling and hands back at once whatever reached this handle but
+    /// was not returned, so other handles get it without waiting for the ack
+    /// wait. The default has nothing to hand back.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A handle on a durable consumer. Several handles with one name (in one
@@ -391,6 +397,14 @@ impl Consumer {
     /// Current consumer state.
     pub async fn info(&self) -> Result<ConsumerInfo> {
         self.inner.info().await
+    }
+
+    /// Closes the handle gracefully: events that reached it but were not
+    /// returned go back to the consumer at once (instead of after the ack
+    /// wait). Deliveries already returned keep their ack handles. Dropping a
+    /// handle without `close` is safe too, only slower to hand back.
+    pub async fn close(mut self) -> Result<()> {
+        self.inner.close().await
     }
 }
 

@@ -468,6 +468,33 @@ impl ConsumerBackend for NatsConsumer {
     async fn info(&self) -> Result<ConsumerInfo> {
         info(&self.inner, &self.settings.name).await
     }
+
+    async fn close(&mut self) -> Result<()> {
+        // Let the outstanding pull request end (it is bounded by its
+        // expiry), so nothing is still on its way to this handle...
+        while self.pull.is_some() {
+            let ends_at = self.pull.as_ref().map_or_else(Instant::now, |p| p.ends_at);
+            if !self.receive(ends_at).await? {
+                break;
+            }
+        }
+        self.drain_ready().await?;
+        // ...then give back everything it holds.
+        for m in self.buffer.drain(..) {
+            if let Some(reply) = m.reply {
+                self.inner
+                    .client
+                    .publish(reply, Bytes::from_static(b"-NAK"))
+                    .await
+                    .map_err(|e| errors::classify("returning undelivered events", e))?;
+            }
+        }
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| errors::classify("returning undelivered events", e))
+    }
 }
 
 impl Drop for NatsConsumer {

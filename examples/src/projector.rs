@@ -126,11 +126,11 @@ pub async fn run<P: Projection>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<u64, BusError> {
     let mut handled = 0;
-    while !*stop.borrow() {
-        let batch = tokio::select! {
-            batch = consumer.fetch(256, Duration::from_millis(100)) => batch?,
-            _ = stop.changed() => break,
-        };
+    // The stop flag is checked between fetches (each waits at most 100 ms),
+    // so no fetch is cut off mid-way; then the handle is closed, handing
+    // back at once anything that reached it unreturned.
+    while !*stop.borrow_and_update() {
+        let batch = consumer.fetch(256, Duration::from_millis(100)).await?;
         // Apply in delivery order; then confirm the batch's acks together
         // (one round trip for the batch instead of one per event).
         let mut applied_ok = Vec::with_capacity(batch.len());
@@ -153,6 +153,7 @@ pub async fn run<P: Projection>(
             ack?;
         }
     }
+    consumer.close().await?;
     Ok(handled)
 }
 
