@@ -51,6 +51,52 @@ if ! nats_server_ok; then
 fi
 nats-server --version
 
+# bus-embedded-server's tests/compat_other_clients.rs runs nats-py and nats.js
+# scripts against our server (and nats-server). They never skip, so a failed
+# install is an error here.
+echo "== nats-py (bus-embedded-server/tests/clients/python/requirements.txt)"
+PY_CLIENT_REQUIREMENTS=bus-embedded-server/tests/clients/python/requirements.txt
+py_client_ok=false
+for attempt in 1 2; do
+  if PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    python3 -m pip install --quiet -r "$PY_CLIENT_REQUIREMENTS"; then
+    py_client_ok=true
+    break
+  fi
+  echo "pip install -r ${PY_CLIENT_REQUIREMENTS} failed (attempt ${attempt} of 2)" >&2
+  if [ "$attempt" = 1 ]; then sleep 3; fi
+done
+if ! $py_client_ok || ! python3 -c 'import nats' 2>/dev/null; then
+  echo "error: could not install nats-py for python3" >&2
+  echo "       (python3 -m pip install -r ${PY_CLIENT_REQUIREMENTS});" >&2
+  echo "       bus-embedded-server's compat_other_clients tests need it and are never skipped." >&2
+  exit 1
+fi
+python3 -c 'import importlib.metadata; print("nats-py", importlib.metadata.version("nats-py"))'
+
+echo "== nats.js (npm ci in bus-embedded-server/tests/clients/node)"
+NODE_CLIENT_DIR=bus-embedded-server/tests/clients/node
+node_client_ok=false
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  for attempt in 1 2; do
+    if npm ci --prefix "$NODE_CLIENT_DIR" --no-audit --no-fund --loglevel=error; then
+      node_client_ok=true
+      break
+    fi
+    echo "npm ci --prefix ${NODE_CLIENT_DIR} failed (attempt ${attempt} of 2)" >&2
+    if [ "$attempt" = 1 ]; then sleep 3; fi
+  done
+fi
+if ! $node_client_ok || [ ! -f "$NODE_CLIENT_DIR/node_modules/@nats-io/transport-node/package.json" ]; then
+  echo "error: could not install the nats.js client (@nats-io/transport-node)" >&2
+  echo "       (npm ci --prefix ${NODE_CLIENT_DIR} --no-audit --no-fund; needs node and npm," >&2
+  echo "       found: node $(node --version 2>/dev/null || echo none), npm $(npm --version 2>/dev/null || echo none));" >&2
+  echo "       bus-embedded-server's compat_other_clients tests need it and are never skipped." >&2
+  exit 1
+fi
+echo "node $(node --version), @nats-io/transport-node" \
+  "$(node -p 'require(process.argv[1]).version' "$PWD/$NODE_CLIENT_DIR/node_modules/@nats-io/transport-node/package.json")"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
