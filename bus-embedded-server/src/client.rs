@@ -30,11 +30,17 @@ pub type Sub = Subscription<Client>;
 /// Outcome of appending a message to a connection's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {
-    /// Queued.
-    Ok,
+    /// Queued; `wake` when the buffer was empty (the writer must be woken).
+    Ok {
+        /// The writer needs a wake-up.
+        wake: bool,
+    },
     /// Queued, but the connection has more than half its max_pending
     /// waiting: the producer should stall briefly.
-    Stall,
+    Stall {
+        /// The writer needs a wake-up.
+        wake: bool,
+    },
     /// Not queued: the connection is closed (or was just closed as a slow consumer).
     Dropped,
 }
@@ -220,13 +226,12 @@ impl Client {
         self.out_msgs.fetch_add(1, Ordering::Relaxed);
         self.out_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        // The caller wakes the writer once per read batch (see
+        // `Session::flush`), so a burst goes out in few writes.
         if pending > self.max_pending / 2 {
-            Delivered::Stall
+            Delivered::Stall { wake: was_empty }
         } else {
-            Delivered::Ok
+            Delivered::Ok { wake: was_empty }
         }
     }
 
@@ -352,6 +357,8 @@ struct Session {
     pings_out: u32,
     /// Connections that asked this producer to slow down in the current read.
     stalls: Vec<Arc<Client>>,
+    /// Connections whose writers must be woken at the end of this read.
+    wakes: Vec<Arc<Client>>,
 }
 
 const CACHE_MAX: usize = 4096;
@@ -604,8 +611,10 @@ impl Session {
         status.extend_from_slice(b"\r\n\r\n");
         for sub in matches.plain.iter().chain(matches.groups.iter().flatten()) {
             if sub.client.id == self.client.id {
-                sub.client
-                    .deliver(reply, &sub.sid, None, Some(status.len()), &status);
+                let outcome =
+                    sub.client
+                        .deliver(reply, &sub.sid, None, Some(status.len()), &status);
+                self.note(&Arc::clone(&sub.client), outcome);
                 break;
             }
         }
@@ -614,14 +623,29 @@ impl Session {
     /// Records a delivery outcome; true when the message was queued.
     fn note(&mut self, client: &Arc<Client>, outcome: Delivered) -> bool {
         match outcome {
-            Delivered::Ok => true,
-            Delivered::Stall => {
+            Delivered::Ok { wake } => {
+                if wake {
+                    self.wakes.push(Arc::clone(client));
+                }
+                true
+            }
+            Delivered::Stall { wake } => {
+                if wake {
+                    self.wakes.push(Arc::clone(client));
+                }
                 if !self.stalls.iter().any(|c| c.id == client.id) {
                     self.stalls.push(Arc::clone(client));
                 }
                 true
             }
             Delivered::Dropped => false,
+        }
+    }
+
+    /// Wakes the writers of every connection this read delivered to.
+    fn flush(&mut self) {
+        for client in self.wakes.drain(..) {
+            client.wake.notify_one();
         }
     }
 
@@ -674,6 +698,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         echo: true,
         pings_out: 0,
         stalls: Vec::new(),
+        wakes: Vec::new(),
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut shutdown = shared.shutdown.subscribe();
@@ -702,6 +727,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
                             }
                         }
                         Ok(None) => {
+                            session.flush();
                             session.stall().await;
                             break;
                         }
@@ -732,6 +758,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
             _ = shutdown.changed() => break CloseReason::ServerShutdown,
         }
     };
+    // Deliveries made before the connection ended still go out.
+    session.flush();
     if reason == CloseReason::SlowConsumer {
         shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(cid = client.id, "slow consumer detected; connection closed");
