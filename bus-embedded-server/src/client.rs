@@ -359,6 +359,8 @@ struct Session {
     stalls: Vec<Arc<Client>>,
     /// Connections whose writers must be woken at the end of this read.
     wakes: Vec<Arc<Client>>,
+    /// CONNECT received (nats-server sends no PING before it).
+    connected: bool,
 }
 
 const CACHE_MAX: usize = 4096;
@@ -449,6 +451,7 @@ impl Session {
             self.err("no responders requires headers support");
             return Err(CloseReason::ProtocolError);
         }
+        self.connected = true;
         self.verbose = c.verbose;
         self.pedantic = c.pedantic;
         self.no_responders = c.no_responders;
@@ -699,6 +702,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         pings_out: 0,
         stalls: Vec::new(),
         wakes: Vec::new(),
+        connected: false,
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut shutdown = shared.shutdown.subscribe();
@@ -741,7 +745,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
                 }
             }
             _ = ping.tick() => {
-                if rtt_measured && last_in.elapsed() < cfg.ping_interval {
+                if !session.connected || (rtt_measured && last_in.elapsed() < cfg.ping_interval) {
                     continue;
                 }
                 if session.pings_out >= cfg.ping_max {

@@ -78,7 +78,7 @@ async fn client_that_never_answers_pings_is_closed_as_stale() {
 async fn subscriber_that_stops_reading_is_closed_and_others_keep_receiving() {
     let server = start(ServerConfig {
         port: 0,
-        max_pending: 256 * 1024,
+        max_pending: 2 * 1024 * 1024,
         ..ServerConfig::default()
     })
     .await
@@ -134,4 +134,19 @@ async fn subscriber_that_stops_reading_is_closed_and_others_keep_receiving() {
         }
     }
     assert!(closed, "slow consumer still connected");
+}
+
+#[tokio::test]
+async fn no_ping_before_connect_like_nats_server() {
+    let server = start(ServerConfig {
+        port: 0,
+        ping_interval: Duration::from_millis(100),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let mut s = TcpStream::connect(server.addr()).await.expect("tcp");
+    let said = read_until_closed(&mut s, Duration::from_millis(600)).await;
+    assert!(said.starts_with("INFO "), "{said}");
+    assert!(!said.contains("PING"), "pinged before CONNECT: {said}");
 }
