@@ -172,7 +172,11 @@ impl Parser {
             return self.finish_message(buf, &a).map(Some);
         }
         let Some(nl) = memchr::memchr(b'\n', buf) else {
-            if buf.len() > self.max_control_line {
+            // A trailing '\r' may be the first half of the line ending, which
+            // does not count toward the limit (found by the fuzzer: a line of
+            // exactly max_control_line bytes split between '\r' and '\n').
+            let line = buf.strip_suffix(b"\r").unwrap_or(buf);
+            if line.len() > self.max_control_line {
                 return Err(ProtoError::MaxControlLine);
             }
             return Ok(None);
@@ -452,6 +456,34 @@ HPUB h.2 r.2 12 12\r\nNATS/1.0\r\n\r\n\r\nUNSUB 1\r\nunsub 22 10\r\nPUB bin 4\r\
         let mut p = Parser::new(4096, 1024);
         let mut buf = BytesMut::from(&long.as_bytes()[..4200]);
         assert_eq!(p.parse(&mut buf), Err(ProtoError::MaxControlLine));
+    }
+
+    #[test]
+    fn control_line_of_exactly_the_limit_is_accepted_however_it_is_split() {
+        let line = format!("SUB {} 1\r\n", "a".repeat(64 - 6));
+        assert_eq!(line.len() - 2, 64);
+        for split in 0..=line.len() {
+            let mut p = Parser::new(64, 1024);
+            let mut buf = BytesMut::from(&line.as_bytes()[..split]);
+            let first = p.parse(&mut buf);
+            assert!(
+                matches!(first, Ok(None) | Ok(Some(_))),
+                "split {split}: {first:?}"
+            );
+            buf.extend_from_slice(&line.as_bytes()[split..]);
+            if first == Ok(None) {
+                assert!(
+                    matches!(p.parse(&mut buf), Ok(Some(ClientOp::Sub { .. }))),
+                    "split {split}"
+                );
+            }
+        }
+        let too_long = format!("SUB {} 1\r", "a".repeat(64 - 5));
+        let mut p = Parser::new(64, 1024);
+        assert_eq!(
+            p.parse(&mut BytesMut::from(too_long.as_bytes())),
+            Err(ProtoError::MaxControlLine)
+        );
     }
 
     #[test]
