@@ -150,3 +150,70 @@ async fn no_ping_before_connect_like_nats_server() {
     assert!(said.starts_with("INFO "), "{said}");
     assert!(!said.contains("PING"), "pinged before CONNECT: {said}");
 }
+
+/// A subscriber flooded with messages still gets its PONG promptly: the
+/// PONG is queued behind data already pending, never behind data that keeps
+/// arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pong_is_not_starved_by_a_flood_of_outbound_messages() {
+    let server = start(ServerConfig {
+        port: 0,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let mut sub = TcpStream::connect(server.addr()).await.expect("tcp");
+    sub.write_all(b"CONNECT {\"verbose\":false}\r\nSUB flood 1\r\nPING\r\n")
+        .await
+        .expect("sub");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("PONG") {
+        let n = sub.read(&mut buf).await.expect("read");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let publisher = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    let flooding = tokio::spawn(async move {
+        let body = Bytes::from(vec![b'x'; 256]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            for _ in 0..1000 {
+                if publisher.publish("flood", body.clone()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = publisher.flush().await;
+        }
+    });
+    // Let the flood build up, then ask.
+    let mut received = 0usize;
+    let warmup = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < warmup {
+        received += sub.read(&mut buf).await.expect("read");
+    }
+    sub.write_all(b"PING\r\n").await.expect("ping");
+    let asked = tokio::time::Instant::now();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut answered = None;
+    while asked.elapsed() < Duration::from_secs(10) {
+        let n = sub.read(&mut buf).await.expect("read");
+        received += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.windows(6).any(|w| w == b"PONG\r\n") {
+            answered = Some(asked.elapsed());
+            break;
+        }
+        let keep = tail.len().saturating_sub(8);
+        tail.drain(..keep);
+    }
+    flooding.abort();
+    assert!(
+        received > 100_000,
+        "no flood reached the subscriber ({received} bytes)"
+    );
+    let answered = answered.expect("no PONG within 10 s while flooded");
+    // Not a speed goal: only that the PONG is not starved by the ongoing flood.
+    assert!(answered < Duration::from_secs(5), "PONG after {answered:?}");
+}
