@@ -361,6 +361,47 @@ struct Session {
     wakes: Vec<Arc<Client>>,
     /// CONNECT received (nats-server sends no PING before it).
     connected: bool,
+    /// `-V`: log each op.
+    trace: bool,
+}
+
+/// Logs one received op the way nats-server traces (`<<- [OP args]`),
+/// payloads left out.
+fn trace_op(cid: u64, addr: std::net::SocketAddr, op: &ClientOp) {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let line = match op {
+        ClientOp::Pub {
+            subject,
+            reply,
+            header_len,
+            payload,
+        } => {
+            let verb = if header_len.is_some() { "HPUB" } else { "PUB" };
+            let reply = reply
+                .as_ref()
+                .map(|r| format!(" {}", text(r)))
+                .unwrap_or_default();
+            let hdr = header_len.map(|h| format!(" {h}")).unwrap_or_default();
+            format!("{verb} {}{reply}{hdr} {}", text(subject), payload.len())
+        }
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => match queue {
+            Some(q) => format!("SUB {} {} {}", text(subject), text(q), text(sid)),
+            None => format!("SUB {} {}", text(subject), text(sid)),
+        },
+        ClientOp::Unsub { sid, max } => match max {
+            Some(m) => format!("UNSUB {} {m}", text(sid)),
+            None => format!("UNSUB {}", text(sid)),
+        },
+        ClientOp::Connect(json) => format!("CONNECT {}", text(json)),
+        ClientOp::Ping => "PING".to_owned(),
+        ClientOp::Pong => "PONG".to_owned(),
+        ClientOp::Info => "INFO".to_owned(),
+    };
+    tracing::trace!("{addr} - cid:{cid} - <<- [{line}]");
 }
 
 const CACHE_MAX: usize = 4096;
@@ -402,6 +443,9 @@ impl Session {
 
     /// Handles one op; `Err` ends the connection.
     fn handle(&mut self, op: ClientOp) -> Result<(), CloseReason> {
+        if self.trace {
+            trace_op(self.client.id, self.client.addr, &op);
+        }
         match op {
             ClientOp::Pub {
                 subject,
@@ -703,7 +747,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         stalls: Vec::new(),
         wakes: Vec::new(),
         connected: false,
+        trace: cfg.trace,
     };
+    if cfg.debug {
+        tracing::debug!(
+            "{} - cid:{} - Client connection created",
+            client.addr,
+            client.id
+        );
+    }
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut shutdown = shared.shutdown.subscribe();
     // Like nats-server: a first PING soon after connect (it measures the
@@ -764,6 +816,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
     };
     // Deliveries made before the connection ended still go out.
     session.flush();
+    if cfg.debug {
+        tracing::debug!(
+            "{} - cid:{} - Client connection closed: {reason:?}",
+            client.addr,
+            client.id
+        );
+    }
     if reason == CloseReason::SlowConsumer {
         shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(cid = client.id, "slow consumer detected; connection closed");

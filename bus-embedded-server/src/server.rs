@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub ping_max: u32,
     /// Monitoring HTTP port (`/varz` ...); `None` = off, `Some(0)` = a free port.
     pub http_port: Option<u16>,
+    /// Log connection lifecycle at debug level (`-D`).
+    pub debug: bool,
+    /// Log every protocol op received and control reply sent at trace level (`-V`).
+    pub trace: bool,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             http_port: None,
+            debug: false,
+            trace: false,
         }
     }
 }

@@ -191,3 +191,24 @@ async fn signal_ldm_puts_the_server_in_lame_duck_mode_and_it_exits() {
             .contains("lame duck")
     );
 }
+
+#[tokio::test]
+async fn dv_logs_connections_and_protocol_ops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = spawn(&["-p", "-1", "-DV"], &dir);
+    let log = wait_for(&server.log, "Server is ready");
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("Listening for client connections on ").nth(1))
+        .expect("listening line")
+        .trim()
+        .to_owned();
+    let client = async_nats::connect(format!("nats://{addr}"))
+        .await
+        .expect("connect");
+    let _sub = client.subscribe("traced.subject").await.expect("sub");
+    client.flush().await.expect("flush");
+    let log = wait_for(&server.log, "<<- [SUB traced.subject");
+    assert!(log.contains("Client connection created"), "{log}");
+    assert!(log.contains("<<- [CONNECT {"), "{log}");
+}

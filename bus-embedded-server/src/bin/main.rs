@@ -135,6 +135,8 @@ fn build(cli: &Cli) -> Result<Settings, String> {
         if let Some(v) = c.ping_max {
             config.ping_max = v;
         }
+        config.debug = c.debug.unwrap_or(false);
+        config.trace = c.trace.unwrap_or(false);
         log_file = c.log_file;
         pid_file = c.pid_file;
         ports_dir = c.ports_file_dir;
@@ -150,6 +152,12 @@ fn build(cli: &Cli) -> Result<Settings, String> {
                     .to_owned(),
             );
         }
+    }
+    if cli.is_set("debug") {
+        config.debug = cli.debug;
+    }
+    if cli.is_set("trace") {
+        config.trace = cli.trace;
     }
     if let Some(a) = &cli.addr {
         config.host.clone_from(a);
@@ -293,8 +301,39 @@ fn main() -> ExitCode {
     };
     let mut log = Log {
         file,
-        debug: cli.debug || cli.trace,
+        debug: config.debug || config.trace,
     };
+    {
+        // The server's own events (slow consumers at warn; with -D / -V
+        // also connection and protocol traces), to the same place.
+        let level = if config.trace {
+            "trace"
+        } else if config.debug {
+            "debug"
+        } else {
+            "warn"
+        };
+        let filter = tracing_subscriber::EnvFilter::new(format!("bus_embedded_server={level}"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(false);
+        let _ = match log_file.clone() {
+            Some(path) => builder
+                .with_writer(move || -> Box<dyn std::io::Write> {
+                    match std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                    {
+                        Ok(f) => Box::new(f),
+                        Err(_) => Box::new(std::io::stderr()),
+                    }
+                })
+                .try_init(),
+            None => builder.with_writer(std::io::stderr).try_init(),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
