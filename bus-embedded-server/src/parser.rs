@@ -201,10 +201,13 @@ impl Parser {
             let args = &line[args_start..];
             let (f, n) = fields::<4>(args);
             let size_field = |i: usize| &args[f[i].0..f[i].1];
-            let (size, _header_len) = if headers {
-                if n == 0 {
-                    return Err(ProtoError::Unknown);
-                }
+            // The total size (HPUB: headers + body, checked to hold the
+            // headers); `finish_message` re-reads the fields once the
+            // payload is there.
+            if n == 0 {
+                return Err(ProtoError::Unknown);
+            }
+            let size = if headers {
                 if !(n == 3 || n == 4) {
                     return Err(ProtoError::Malformed);
                 }
@@ -213,18 +216,12 @@ impl Parser {
                 if h > t {
                     return Err(ProtoError::Malformed);
                 }
-                (t, Some(h))
+                t
             } else {
-                if n == 0 {
-                    return Err(ProtoError::Unknown);
-                }
                 if !(n == 2 || n == 3) {
                     return Err(ProtoError::Malformed);
                 }
-                (
-                    number(size_field(n - 1)).ok_or(ProtoError::Malformed)?,
-                    None,
-                )
+                number(size_field(n - 1)).ok_or(ProtoError::Malformed)?
             };
             if size > self.max_payload as u64 {
                 return Err(ProtoError::MaxPayload);
