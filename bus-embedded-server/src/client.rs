@@ -58,6 +58,10 @@ pub enum CloseReason {
     StaleConnection,
     /// Server shutting down.
     ServerShutdown,
+    /// Bad or missing credentials.
+    AuthorizationViolation,
+    /// No CONNECT within the auth timeout.
+    AuthenticationTimeout,
     /// A write failed.
     WriteError,
 }
@@ -325,6 +329,9 @@ struct Connect {
     name: Option<String>,
     lang: Option<String>,
     version: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
+    auth_token: Option<String>,
 }
 
 impl Default for Connect {
@@ -339,6 +346,9 @@ impl Default for Connect {
             name: None,
             lang: None,
             version: None,
+            user: None,
+            pass: None,
+            auth_token: None,
         }
     }
 }
@@ -446,6 +456,14 @@ impl Session {
         if self.trace {
             trace_op(self.client.id, self.client.addr, &op);
         }
+        if self.shared.config.auth.is_some()
+            && !self.connected
+            && !matches!(op, ClientOp::Connect(_))
+        {
+            // With auth, the first op must be CONNECT (nats-server).
+            self.err("Authorization Violation");
+            return Err(CloseReason::AuthorizationViolation);
+        }
         match op {
             ClientOp::Pub {
                 subject,
@@ -491,6 +509,16 @@ impl Session {
             // nats-server closes without an -ERR.
             Err(_) => return Err(CloseReason::ProtocolError),
         };
+        if let Some(auth) = &self.shared.config.auth
+            && !auth.allows(
+                c.user.as_deref(),
+                c.pass.as_deref(),
+                c.auth_token.as_deref(),
+            )
+        {
+            self.err("Authorization Violation");
+            return Err(CloseReason::AuthorizationViolation);
+        }
         if c.no_responders && !c.headers {
             self.err("no responders requires headers support");
             return Err(CloseReason::ProtocolError);
@@ -765,6 +793,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
     let mut rtt_measured = false;
     let mut last_in = tokio::time::Instant::now();
+    let auth_deadline = tokio::time::Instant::now() + cfg.auth_timeout;
+    let auth_required = cfg.auth.is_some();
     let reason = 'conn: loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
@@ -812,6 +842,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
                 break client.close_reason().unwrap_or(CloseReason::ProtocolError);
             }
             _ = shutdown.changed() => break CloseReason::ServerShutdown,
+            _ = tokio::time::sleep_until(auth_deadline), if auth_required && !session.connected => {
+                session.err("Authentication Timeout");
+                break CloseReason::AuthenticationTimeout;
+            }
         }
     };
     // Deliveries made before the connection ended still go out.

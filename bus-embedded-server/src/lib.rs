@@ -34,4 +34,4 @@ pub mod parser;
 pub mod server;
 pub mod sublist;
 
-pub use server::{ServerConfig, ServerError, ServerHandle, Stats, VERSION, start};
+pub use server::{Auth, ServerConfig, ServerError, ServerHandle, Stats, User, VERSION, start};

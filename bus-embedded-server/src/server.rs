@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub ping_max: u32,
     /// Monitoring HTTP port (`/varz` ...); `None` = off, `Some(0)` = a free port.
     pub http_port: Option<u16>,
+    /// Who may connect; `None` = anyone.
+    pub auth: Option<Auth>,
+    /// With auth: a connection must send a valid CONNECT within this.
+    pub auth_timeout: Duration,
     /// Log connection lifecycle at debug level (`-D`).
     pub debug: bool,
     /// Log every protocol op received and control reply sent at trace level (`-V`).
@@ -63,9 +67,70 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             http_port: None,
+            auth: None,
+            auth_timeout: Duration::from_secs(2),
             debug: false,
             trace: false,
         }
+    }
+}
+
+/// Client authentication, as nats-server's `--auth` / `--user` `--pass` and
+/// `authorization { token | user/password | users [...] }`. Secrets may be
+/// plain text or bcrypt hashes (`$2a$...`, `$2b$...`, `$2y$...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// One token every client presents (`auth_token`).
+    Token(String),
+    /// Named users with passwords.
+    Users(Vec<User>),
+}
+
+/// One user of [`Auth::Users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Password, plain or a bcrypt hash.
+    pub password: String,
+}
+
+impl Auth {
+    /// True when any secret is stored in plain text (nats-server warns).
+    pub fn has_plain_secrets(&self) -> bool {
+        match self {
+            Auth::Token(t) => !is_bcrypt(t),
+            Auth::Users(users) => users.iter().any(|u| !is_bcrypt(&u.password)),
+        }
+    }
+
+    /// Checks CONNECT's credentials.
+    pub fn allows(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
+        match self {
+            Auth::Token(expected) => token.is_some_and(|t| secret_matches(t, expected)),
+            Auth::Users(users) => match (user, pass) {
+                (Some(user), Some(pass)) => users
+                    .iter()
+                    .find(|u| u.name == user)
+                    .is_some_and(|u| secret_matches(pass, &u.password)),
+                _ => false,
+            },
+        }
+    }
+}
+
+fn is_bcrypt(secret: &str) -> bool {
+    secret.starts_with("$2a$") || secret.starts_with("$2b$") || secret.starts_with("$2y$")
+}
+
+/// Compares a presented secret with a stored one: bcrypt when stored as a
+/// hash, otherwise in constant time.
+fn secret_matches(given: &str, stored: &str) -> bool {
+    if is_bcrypt(stored) {
+        bcrypt::verify(given, stored).unwrap_or(false)
+    } else {
+        use subtle::ConstantTimeEq;
+        given.len() == stored.len() && bool::from(given.as_bytes().ct_eq(stored.as_bytes()))
     }
 }
 
@@ -134,6 +199,10 @@ impl Shared {
             "client_id": client_id,
             "client_ip": addr.ip().to_string(),
         });
+        let mut info = info;
+        if self.config.auth.is_some() {
+            info["auth_required"] = serde_json::Value::Bool(true);
+        }
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(info.to_string().as_bytes());
         line.extend_from_slice(b"\r\n");

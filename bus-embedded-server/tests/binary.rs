@@ -212,3 +212,86 @@ async fn dv_logs_connections_and_protocol_ops() {
     assert!(log.contains("Client connection created"), "{log}");
     assert!(log.contains("<<- [CONNECT {"), "{log}");
 }
+
+#[tokio::test]
+async fn user_and_pass_flags_require_credentials_and_warn_about_plain_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = spawn(&["-p", "-1", "--user", "app", "--pass", "s3cret"], &dir);
+    let log = wait_for(&server.log, "Server is ready");
+    assert!(log.contains("Plaintext passwords detected"), "{log}");
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("Listening for client connections on ").nth(1))
+        .expect("listening line")
+        .trim()
+        .to_owned();
+    let url = format!("nats://{addr}");
+    let err = async_nats::ConnectOptions::new()
+        .connect(&url)
+        .await
+        .expect_err("no credentials");
+    assert_eq!(
+        err.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation
+    );
+    async_nats::ConnectOptions::with_user_and_password("app".into(), "s3cret".into())
+        .connect(&url)
+        .await
+        .expect("credentials");
+}
+
+#[tokio::test]
+async fn authorization_block_with_users_is_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("auth.conf");
+    std::fs::write(
+        &conf,
+        "listen: 127.0.0.1:-1\nauthorization {\n  users: [\n    {user: alice, password: a1}\n    {user: bob, password: b2}\n  ]\n  timeout: 1\n}\n",
+    )
+    .expect("write");
+    let conf_text = conf.display().to_string();
+    let server = spawn(&["-c", &conf_text], &dir);
+    let log = wait_for(&server.log, "Server is ready");
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("Listening for client connections on ").nth(1))
+        .expect("listening line")
+        .trim()
+        .to_owned();
+    let url = format!("nats://{addr}");
+    for (user, pass, ok) in [
+        ("alice", "a1", true),
+        ("bob", "b2", true),
+        ("bob", "a1", false),
+    ] {
+        let r = async_nats::ConnectOptions::with_user_and_password(user.into(), pass.into())
+            .connect(&url)
+            .await;
+        assert_eq!(r.is_ok(), ok, "{user}/{pass}");
+    }
+}
+
+#[test]
+fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("perms.conf");
+    std::fs::write(
+        &conf,
+        "listen: 127.0.0.1:-1\nauthorization {\n  users: [ {user: a, password: b, permissions: {publish: \"x\"}} ]\n}\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "started without enforcing permissions"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("permissions") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bus_embedded_server::cli::{self, Cli, SignalCommand};
 use bus_embedded_server::conf;
-use bus_embedded_server::{ServerConfig, VERSION, start};
+use bus_embedded_server::{Auth, ServerConfig, User, VERSION, start};
 
 /// A logger writing nats-server's line format to stderr or the log file.
 struct Log {
@@ -83,6 +83,77 @@ struct Settings {
     ports_dir: Option<PathBuf>,
 }
 
+/// Reads `authorization { token | user, password | users [...], timeout }`.
+fn authorization(
+    block: &conf::Located,
+    path: &Path,
+) -> Result<(Option<Auth>, Option<Duration>), String> {
+    let text = |key: &str| block.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let bad = |what: &str| format!("{}: authorization: {what}", path.display());
+    // Anything we cannot enforce (permissions, nkeys, ...) must stop the
+    // start: running with less protection than configured is never right.
+    let refuse = |entry: &conf::Located, allowed: &[&str], at: &str| -> Result<(), String> {
+        for (key, value) in entry.as_map().unwrap_or_default() {
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(key)) {
+                return Err(bad(&format!(
+                    "line {}: {at}{key} is not supported yet by this server; refusing to start",
+                    value.line
+                )));
+            }
+        }
+        Ok(())
+    };
+    refuse(
+        block,
+        &["token", "user", "password", "pass", "users", "timeout"],
+        "",
+    )?;
+    let timeout = match block.get("timeout") {
+        Some(t) => Some(conf::as_duration(t).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let token = text("token");
+    let user = text("user");
+    let password = text("password").or_else(|| text("pass"));
+    let mut users = Vec::new();
+    if let Some(list) = block.get("users") {
+        let items = list
+            .as_array()
+            .ok_or_else(|| bad("users must be an array"))?;
+        for item in items {
+            refuse(item, &["user", "password", "pass"], "users: ")?;
+            let name = item
+                .get("user")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad(&format!("line {}: a user needs `user`", item.line)))?;
+            let pass = item
+                .get("password")
+                .or_else(|| item.get("pass"))
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad(&format!("line {}: user {name} needs `password`", item.line)))?;
+            users.push(User {
+                name: name.to_owned(),
+                password: pass.to_owned(),
+            });
+        }
+    }
+    if let (Some(u), Some(p)) = (&user, &password) {
+        users.push(User {
+            name: u.clone(),
+            password: p.clone(),
+        });
+    } else if user.is_some() || password.is_some() {
+        return Err(bad("user and password go together"));
+    }
+    let auth = match (token, users.is_empty()) {
+        (Some(_), false) => return Err(bad("use either a token or users, not both")),
+        (Some(t), true) => Some(Auth::Token(t)),
+        (None, false) => Some(Auth::Users(users)),
+        (None, true) => None,
+    };
+    Ok((auth, timeout))
+}
+
 /// Flags over the configuration file over defaults.
 fn build(cli: &Cli) -> Result<Settings, String> {
     let mut config = ServerConfig::default();
@@ -146,11 +217,12 @@ fn build(cli: &Cli) -> Result<Settings, String> {
                     .to_owned(),
             );
         }
-        if c.authorization.is_some() {
-            return Err(
-                "authorization: not supported yet by this server; refusing to start without it"
-                    .to_owned(),
-            );
+        if let Some(block) = &c.authorization {
+            let (auth, timeout) = authorization(block, path)?;
+            config.auth = auth;
+            if let Some(t) = timeout {
+                config.auth_timeout = t;
+            }
         }
     }
     if cli.is_set("debug") {
@@ -186,8 +258,18 @@ fn build(cli: &Cli) -> Result<Settings, String> {
                 .to_owned(),
         );
     }
-    if cli.user.is_some() || cli.pass.is_some() || cli.auth.is_some() {
-        return Err("--user/--pass/--auth: authentication is not supported yet by this server; refusing to start open".to_owned());
+    match (&cli.user, &cli.pass, &cli.auth) {
+        (Some(user), Some(pass), None) => {
+            config.auth = Some(Auth::Users(vec![User {
+                name: user.clone(),
+                password: pass.clone(),
+            }]));
+        }
+        (None, None, Some(token)) => config.auth = Some(Auth::Token(token.clone())),
+        (None, None, None) => {}
+        _ => {
+            return Err("use either --user with --pass, or --auth (a token)".to_owned());
+        }
     }
     for flag in &cli.unsupported {
         warnings.push(format!(
@@ -360,6 +442,9 @@ async fn run(
         ),
     );
     log.line("INF", "  Git:      [not set]");
+    if config.auth.as_ref().is_some_and(Auth::has_plain_secrets) {
+        log.line("WRN", "Plaintext passwords detected, use nkeys or bcrypt");
+    }
     for w in &warnings {
         log.line("WRN", w);
     }
