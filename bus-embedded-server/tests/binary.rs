@@ -48,6 +48,15 @@ fn wait_for(path: &PathBuf, needle: &str) -> String {
     }
 }
 
+/// The `host:port` from the "Listening for client connections on" line.
+fn listening_addr(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split("Listening for client connections on ").nth(1))
+        .expect("listening line")
+        .trim()
+        .to_owned()
+}
+
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -127,12 +136,7 @@ async fn config_file_is_read_and_unsupported_keys_are_warnings_with_lines() {
         "unsupported key not reported: {log}"
     );
     assert!(log.contains(":5"), "line of the unsupported key: {log}");
-    let addr = log
-        .lines()
-        .find_map(|l| l.split("Listening for client connections on ").nth(1))
-        .expect("listening line")
-        .trim()
-        .to_owned();
+    let addr = listening_addr(&log);
     let client = async_nats::connect(format!("nats://{addr}"))
         .await
         .expect("connect");
@@ -197,12 +201,7 @@ async fn dv_logs_connections_and_protocol_ops() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = spawn(&["-p", "-1", "-DV"], &dir);
     let log = wait_for(&server.log, "Server is ready");
-    let addr = log
-        .lines()
-        .find_map(|l| l.split("Listening for client connections on ").nth(1))
-        .expect("listening line")
-        .trim()
-        .to_owned();
+    let addr = listening_addr(&log);
     let client = async_nats::connect(format!("nats://{addr}"))
         .await
         .expect("connect");
@@ -219,12 +218,7 @@ async fn user_and_pass_flags_require_credentials_and_warn_about_plain_text() {
     let server = spawn(&["-p", "-1", "--user", "app", "--pass", "s3cret"], &dir);
     let log = wait_for(&server.log, "Server is ready");
     assert!(log.contains("Plaintext passwords detected"), "{log}");
-    let addr = log
-        .lines()
-        .find_map(|l| l.split("Listening for client connections on ").nth(1))
-        .expect("listening line")
-        .trim()
-        .to_owned();
+    let addr = listening_addr(&log);
     let url = format!("nats://{addr}");
     let err = async_nats::ConnectOptions::new()
         .connect(&url)
@@ -252,12 +246,7 @@ async fn authorization_block_with_users_is_enforced() {
     let conf_text = conf.display().to_string();
     let server = spawn(&["-c", &conf_text], &dir);
     let log = wait_for(&server.log, "Server is ready");
-    let addr = log
-        .lines()
-        .find_map(|l| l.split("Listening for client connections on ").nth(1))
-        .expect("listening line")
-        .trim()
-        .to_owned();
+    let addr = listening_addr(&log);
     let url = format!("nats://{addr}");
     for (user, pass, ok) in [
         ("alice", "a1", true),

@@ -25,9 +25,13 @@ pub trait Projection: Send + 'static {
 pub struct Applied(HashSet<String>);
 
 impl Applied {
-    /// True (and records it) the first time `e` is seen.
-    pub fn first_time(&mut self, e: &EventEnvelope) -> bool {
-        self.0.insert(e.event_id.clone())
+    /// The decoded event the first time its id is seen; `None` for a repeat
+    /// or an event type this service does not know.
+    pub fn new_event(&mut self, e: &EventEnvelope) -> Result<Option<Event>, BusError> {
+        let Some(event) = Event::from_envelope(e)? else {
+            return Ok(None);
+        };
+        Ok(self.0.insert(e.event_id.clone()).then_some(event))
     }
 }
 
@@ -49,12 +53,9 @@ pub struct TableStats {
 
 impl Projection for TableStats {
     fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError> {
-        let Some(event) = Event::from_envelope(envelope)? else {
+        let Some(event) = self.applied.new_event(envelope)? else {
             return Ok(false);
         };
-        if !self.applied.first_time(envelope) {
-            return Ok(false);
-        }
         match event {
             Event::PlayerRegistered(e) => {
                 self.balances.entry(e.player_id).or_insert(0);
@@ -97,12 +98,9 @@ pub struct PlayerDirectory {
 
 impl Projection for PlayerDirectory {
     fn apply(&mut self, envelope: &EventEnvelope) -> Result<bool, BusError> {
-        let Some(event) = Event::from_envelope(envelope)? else {
+        let Some(event) = self.applied.new_event(envelope)? else {
             return Ok(false);
         };
-        if !self.applied.first_time(envelope) {
-            return Ok(false);
-        }
         match event {
             Event::PlayerRegistered(e) => {
                 self.names.insert(e.player_id, e.name);
