@@ -192,28 +192,22 @@ impl Client {
         let buf = &mut out.buf;
         buf.reserve(subject.len() + sid.len() + reply.map_or(0, <[u8]>::len) + payload.len() + 48);
         let mut num = itoa::Buffer::new();
+        buf.put_slice(if header_len.is_some() {
+            b"HMSG "
+        } else {
+            b"MSG "
+        });
+        buf.put_slice(subject);
+        buf.put_u8(b' ');
+        buf.put_slice(sid);
+        buf.put_u8(b' ');
+        if let Some(r) = reply {
+            buf.put_slice(r);
+            buf.put_u8(b' ');
+        }
         if let Some(h) = header_len {
-            buf.put_slice(b"HMSG ");
-            buf.put_slice(subject);
-            buf.put_u8(b' ');
-            buf.put_slice(sid);
-            buf.put_u8(b' ');
-            if let Some(r) = reply {
-                buf.put_slice(r);
-                buf.put_u8(b' ');
-            }
             buf.put_slice(num.format(h).as_bytes());
             buf.put_u8(b' ');
-        } else {
-            buf.put_slice(b"MSG ");
-            buf.put_slice(subject);
-            buf.put_u8(b' ');
-            buf.put_slice(sid);
-            buf.put_u8(b' ');
-            if let Some(r) = reply {
-                buf.put_slice(r);
-                buf.put_u8(b' ');
-            }
         }
         buf.put_slice(num.format(payload.len()).as_bytes());
         buf.put_slice(b"\r\n");
