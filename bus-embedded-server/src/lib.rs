@@ -29,6 +29,7 @@
 pub mod cli;
 mod client;
 pub mod conf;
+pub mod jetstream;
 mod monitor;
 pub mod parser;
 pub mod server;

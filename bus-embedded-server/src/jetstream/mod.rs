@@ -1,0 +1,3 @@
+//! JetStream: streams, consumers and their storage.
+
+pub mod store;

@@ -1,0 +1,280 @@
+//! Message storage for one stream: the [`Store`] trait and its two
+//! implementations, [`mem::MemStore`] (storage `memory`) and
+//! [`file::FileStore`] (storage `file`, the crash-safe segmented log).
+//!
+//! A store only stores: sequence numbers, subjects, headers, payloads and
+//! timestamps. Stream semantics (limits policy, dedup, expected-sequence
+//! checks, retention by interest) live in `jetstream::stream`, which calls
+//! these primitives under the stream's lock.
+//!
+//! Durability contract: [`Store::append`] makes a record readable at once
+//! but durable only after the [`SyncJob`] returned by a later
+//! [`Store::take_sync`] has run and its result was reported back with
+//! [`Store::synced`]. The stream acknowledges a publish only when its
+//! sequence is `<=` the store's [`Store::durable_seq`]. A failed sync poisons
+//! the store: every later `append` fails with [`StoreError::Poisoned`].
+
+pub mod mem;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMsg {
+    /// Stream sequence (first is 1).
+    pub seq: u64,
+    /// The subject it was published to.
+    pub subject: Arc<str>,
+    /// NATS header block (`NATS/1.0\r\n...\r\n\r\n`), empty when none.
+    pub hdr: Bytes,
+    /// Payload.
+    pub data: Bytes,
+    /// Store time, Unix nanoseconds.
+    pub ts: i64,
+}
+
+impl StoredMsg {
+    /// Bytes this message counts against max_bytes (nats-server's formula
+    /// for the memory store: subject + headers + payload + 16).
+    pub fn size(&self) -> u64 {
+        msg_size(self.subject.len(), self.hdr.len(), self.data.len())
+    }
+}
+
+/// Accounting size of a message (see [`StoredMsg::size`]).
+pub fn msg_size(subject: usize, hdr: usize, data: usize) -> u64 {
+    (subject + hdr + data + 16) as u64
+}
+
+/// Counts and bounds of a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreState {
+    /// Messages present.
+    pub msgs: u64,
+    /// Sum of [`StoredMsg::size`] of the messages present.
+    pub bytes: u64,
+    /// Lowest sequence present (`last_seq + 1` when empty).
+    pub first_seq: u64,
+    /// Its timestamp (0 when empty).
+    pub first_ts: i64,
+    /// Highest sequence ever assigned (survives purges and deletes).
+    pub last_seq: u64,
+    /// Its timestamp (0 when none).
+    pub last_ts: i64,
+    /// Sequences between first and last that are gone (interior deletes).
+    pub num_deleted: u64,
+    /// Distinct subjects present.
+    pub num_subjects: u64,
+}
+
+/// Which messages a read considers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SubjectFilter {
+    /// Every message.
+    #[default]
+    All,
+    /// Messages whose subject matches any of these NATS filters
+    /// (`*` and `>` wildcards).
+    Any(Vec<String>),
+}
+
+impl SubjectFilter {
+    /// From a consumer's `filter_subject` / `filter_subjects`, where empty
+    /// or `>` means all.
+    pub fn from_filters<I: IntoIterator<Item = S>, S: AsRef<str>>(filters: I) -> Self {
+        let list: Vec<String> = filters
+            .into_iter()
+            .map(|f| f.as_ref().to_owned())
+            .filter(|f| !f.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|f| f == ">") {
+            SubjectFilter::All
+        } else {
+            SubjectFilter::Any(list)
+        }
+    }
+
+    /// True when `subject` (a literal) passes.
+    pub fn matches(&self, subject: &str) -> bool {
+        match self {
+            SubjectFilter::All => true,
+            SubjectFilter::Any(list) => list.iter().any(|f| subject_matches(f, subject)),
+        }
+    }
+}
+
+/// NATS matching of a literal subject against a filter.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A purge request (STREAM.PURGE body): everything matching `filter`,
+/// or only below sequence `seq` (exclusive), or all but the newest `keep`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Only subjects matching this filter.
+    pub filter: Option<String>,
+    /// Only sequences below this.
+    pub seq: Option<u64>,
+    /// Keep this many of the newest (matching) messages.
+    pub keep: Option<u64>,
+}
+
+/// A record the file store found damaged when opening (reported in logs and /jsz).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// Segment file name.
+    pub segment: String,
+    /// Byte offset of the damaged record in it.
+    pub offset: u64,
+    /// Bytes skipped.
+    pub len: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// What opening a file store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Messages recovered.
+    pub msgs: u64,
+    /// Bytes cut from a torn tail (an incomplete last record).
+    pub truncated_bytes: u64,
+    /// Damaged records skipped in the middle of the log.
+    pub corrupt: Vec<CorruptRecord>,
+    /// True when an index file was missing or bad and was rebuilt from the log.
+    pub index_rebuilt: bool,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An earlier write or fsync failed; the store refuses to acknowledge
+    /// anything until the stream is reopened.
+    #[error("store is poisoned after a failed write: {0}")]
+    Poisoned(String),
+    /// Disk I/O failed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store's files are damaged beyond what recovery can repair.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Over the store's byte or message capacity.
+    #[error("insufficient storage resources available")]
+    Full,
+}
+
+/// Work that makes appended records durable; runs without the stream lock.
+pub struct SyncJob {
+    /// Highest sequence this job makes durable.
+    pub upto: u64,
+    /// Writes buffered bytes (if any) and fsyncs; run on a blocking thread.
+    pub run: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
+}
+
+impl std::fmt::Debug for SyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncJob").field("upto", &self.upto).finish()
+    }
+}
+
+/// Storage of one stream's messages.
+///
+/// All methods are called with the stream's lock held, so they take
+/// `&mut self` freely; none may block on anything but local disk I/O.
+pub trait Store: Send {
+    /// Appends a message with the next sequence and returns it. Readable at
+    /// once; durable after a sync (see the module docs).
+    fn append(
+        &mut self,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+        ts: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Hands out the work to make everything appended so far durable, or
+    /// `None` when there is nothing to sync (or the store needs no sync).
+    fn take_sync(&mut self) -> Option<SyncJob>;
+
+    /// Reports the outcome of a [`SyncJob`]: on success everything up to
+    /// `upto` is durable; on failure the store is poisoned.
+    fn synced(&mut self, upto: u64, result: std::io::Result<()>);
+
+    /// Highest sequence known durable (memory store: the last appended).
+    fn durable_seq(&self) -> u64;
+
+    /// Why the store is poisoned, if it is.
+    fn poisoned(&self) -> Option<String>;
+
+    /// The message with this sequence, if present.
+    fn get(&mut self, seq: u64) -> Result<Option<StoredMsg>, StoreError>;
+
+    /// The first message with sequence `>= start` passing `filter`.
+    fn next_from(
+        &mut self,
+        start: u64,
+        filter: &SubjectFilter,
+    ) -> Result<Option<StoredMsg>, StoreError>;
+
+    /// The newest message whose subject matches `filter` (may have wildcards).
+    fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError>;
+
+    /// Sequence of the newest message on this literal subject.
+    fn last_seq_of_subject(&self, subject: &str) -> Option<u64>;
+
+    /// Number of messages on this literal subject.
+    fn subject_count(&self, subject: &str) -> u64;
+
+    /// Sequences present for one literal subject, oldest first.
+    fn subject_seqs(&self, subject: &str) -> Vec<u64>;
+
+    /// For each subject matching `filter`: its message count (sorted by subject).
+    fn subjects(&self, filter: &str) -> Vec<(String, u64)>;
+
+    /// For deliver policy last_per_subject: the newest sequence of every
+    /// subject passing `filter`, ascending.
+    fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64>;
+
+    /// Messages with sequence `>= start` passing `filter`.
+    fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64;
+
+    /// The first sequence whose timestamp is `>= ts` (`last_seq + 1` if none).
+    fn seq_for_time(&self, ts: i64) -> u64;
+
+    /// Removes one message (`erase` also overwrites its bytes on disk).
+    /// Returns false when it was not present.
+    fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError>;
+
+    /// Removes messages per [`Purge`]; returns how many.
+    fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError>;
+
+    /// Counts and bounds.
+    fn state(&self) -> StoreState;
+
+    /// Interior deleted sequences (for STREAM.INFO deleted_details), ascending.
+    fn deleted(&self) -> Vec<u64>;
+
+    /// Damaged records found when the store was opened (file store only).
+    fn corrupt_records(&self) -> Vec<CorruptRecord> {
+        Vec::new()
+    }
+
+    /// Flushes everything and syncs; called at shutdown. Errors are logged by the caller.
+    fn close(&mut self) -> Result<(), StoreError>;
+
+    /// Deletes the store's data for good (stream delete).
+    fn destroy(&mut self) -> Result<(), StoreError>;
+}
