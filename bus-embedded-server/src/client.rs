@@ -137,6 +137,11 @@ impl Client {
         }
     }
 
+    /// Wakes the writer (after deliveries made outside a read loop).
+    pub(crate) fn wake_writer(&self) {
+        self.wake.notify_one();
+    }
+
     /// Pending outbound bytes.
     pub(crate) fn pending(&self) -> usize {
         lock(&self.out).buf.len()
@@ -330,10 +335,11 @@ struct Connect {
 
 impl Default for Connect {
     fn default() -> Self {
-        // nats-server treats a CONNECT without "verbose" as verbose.
+        // nats-server treats a CONNECT without "verbose" or "pedantic" as
+        // verbose and pedantic.
         Connect {
             verbose: true,
-            pedantic: false,
+            pedantic: true,
             echo: None,
             headers: false,
             no_responders: false,
@@ -598,10 +604,18 @@ impl Session {
             return Ok(());
         };
         if !sublist::valid_literal(text) {
-            // nats-server refuses it with or without pedantic, and goes on.
-            self.err("Invalid Publish Subject");
-            self.ok();
-            return Ok(());
+            // nats-server: in pedantic mode (the default when CONNECT does
+            // not say) an -ERR; either way a malformed subject (empty
+            // tokens) is dropped, while one whose only fault is a wildcard
+            // token is still delivered (clients put filters in JetStream
+            // API subjects).
+            if self.pedantic {
+                self.err("Invalid Publish Subject");
+            }
+            if text.is_empty() || text.split('.').any(str::is_empty) {
+                self.ok();
+                return Ok(());
+            }
         }
         // Per-connection counters only (no shared cache line on the hot
         // path); /varz adds them up.
@@ -653,6 +667,18 @@ impl Session {
                     delivered += 1;
                     break;
                 }
+            }
+        }
+        if let Some(js) = &self.shared.jetstream {
+            let (hdr, data) = match header_len {
+                Some(h) if h <= payload.len() => (&payload[..h], &payload[h..]),
+                _ => (&b""[..], &payload[..]),
+            };
+            let reply_text = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok());
+            // JetStream's replies go out through the router, which wakes
+            // writers itself.
+            if js.on_publish(text, reply_text, hdr, data) {
+                delivered += 1;
             }
         }
         if delivered == 0

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub debug: bool,
     /// Log every protocol op received and control reply sent at trace level (`-V`).
     pub trace: bool,
+    /// JetStream (`-js`, `jetstream {}`); `None` = off.
+    pub jetstream: Option<crate::jetstream::JetStreamConfig>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             auth_timeout: Duration::from_secs(2),
             debug: false,
             trace: false,
+            jetstream: None,
         }
     }
 }
@@ -146,6 +149,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// JetStream could not be opened (store directory, recovery).
+    #[error(transparent)]
+    JetStream(#[from] crate::jetstream::JetStreamError),
 }
 
 /// Server-wide counters. Traffic counters here hold closed connections'
@@ -181,6 +187,73 @@ pub(crate) struct Shared {
     port: u16,
     monitor_port: Option<u16>,
     pub started: SystemTime,
+    /// The JetStream engine, when enabled.
+    pub jetstream: Option<Arc<crate::jetstream::JetStream>>,
+}
+
+impl crate::jetstream::Router for Shared {
+    fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
+        self.route_as(subject, subject, reply, hdr, data)
+    }
+
+    fn route_as(
+        &self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        let matches = self.sublist.matches(to);
+        let joined: Vec<u8>;
+        let (header_len, body): (Option<usize>, &[u8]) = if hdr.is_empty() {
+            (None, data)
+        } else {
+            joined = [hdr, data].concat();
+            (Some(hdr.len()), &joined[..])
+        };
+        let reply = reply.map(str::as_bytes);
+        let mut delivered = 0;
+        let deliver = |sub: &Arc<crate::client::Sub>| -> bool {
+            if !sub.take_delivery() {
+                return false;
+            }
+            let outcome = sub
+                .client
+                .deliver(subject.as_bytes(), &sub.sid, reply, header_len, body);
+            if sub.exhausted() && self.sublist.remove(sub) {
+                sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+            }
+            match outcome {
+                client::Delivered::Ok { wake } | client::Delivered::Stall { wake } => {
+                    if wake {
+                        sub.client.wake_writer();
+                    }
+                    true
+                }
+                client::Delivered::Dropped => false,
+            }
+        };
+        for sub in &matches.plain {
+            if deliver(sub) {
+                delivered += 1;
+            }
+        }
+        for group in &matches.groups {
+            let start = self.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                if deliver(&group[(start + i) % group.len()]) {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    fn has_interest(&self, subject: &str) -> bool {
+        !self.sublist.matches(subject).is_empty()
+    }
 }
 
 impl Shared {
@@ -202,6 +275,9 @@ impl Shared {
         let mut info = info;
         if self.config.auth.is_some() {
             info["auth_required"] = serde_json::Value::Bool(true);
+        }
+        if self.jetstream.is_some() {
+            info["jetstream"] = serde_json::Value::Bool(true);
         }
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(info.to_string().as_bytes());
@@ -371,6 +447,14 @@ impl ServerHandle {
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shared.shutdown.send(true);
         let _ = tokio::time::timeout(grace, self.accept).await;
+        if let Some(js) = &self.shared.jetstream {
+            js.shutdown();
+        }
+    }
+
+    /// The JetStream engine, when enabled.
+    pub fn jetstream(&self) -> Option<&Arc<crate::jetstream::JetStream>> {
+        self.shared.jetstream.as_ref()
     }
 }
 
@@ -412,6 +496,12 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     };
     let (shutdown, _) = watch::channel(false);
     let (accepting, _) = watch::channel(true);
+    let jetstream = match &config.jetstream {
+        Some(js) => {
+            Some(crate::jetstream::JetStream::open(js.clone()).map_err(ServerError::JetStream)?)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         config,
         server_id,
@@ -426,7 +516,12 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         port: addr.port(),
         monitor_port: monitor.as_ref().map(|(_, p)| *p),
         started: SystemTime::now(),
+        jetstream,
     });
+    if let Some(js) = &shared.jetstream {
+        let router: Arc<dyn crate::jetstream::Router> = Arc::clone(&shared) as _;
+        js.set_router(Arc::downgrade(&router));
+    }
     if let Some((listener, _)) = monitor {
         tokio::spawn(crate::monitor::serve(Arc::clone(&shared), listener));
     }

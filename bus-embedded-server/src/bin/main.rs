@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bus_embedded_server::cli::{self, Cli, SignalCommand};
 use bus_embedded_server::conf;
+use bus_embedded_server::jetstream::{JetStreamConfig, SyncPolicy};
 use bus_embedded_server::{Auth, ServerConfig, User, VERSION, start};
 
 /// A logger writing nats-server's line format to stderr or the log file.
@@ -211,11 +212,22 @@ fn build(cli: &Cli) -> Result<Settings, String> {
         log_file = c.log_file;
         pid_file = c.pid_file;
         ports_dir = c.ports_file_dir;
-        if c.jetstream.as_ref().is_some_and(|j| j.enabled) {
-            warnings.push(
-                "jetstream: not available in this version of the server (core NATS only)"
-                    .to_owned(),
-            );
+        if let Some(j) = c.jetstream.as_ref().filter(|j| j.enabled) {
+            let mut js = JetStreamConfig::default();
+            if let Some(d) = &j.store_dir {
+                js.store_dir.clone_from(d);
+            }
+            if let Some(m) = j.max_memory_store {
+                js.max_memory = i64::try_from(m).unwrap_or(i64::MAX);
+            }
+            if let Some(m) = j.max_file_store {
+                js.max_store = i64::try_from(m).unwrap_or(i64::MAX);
+            }
+            js.sync = match j.sync_interval {
+                Some(conf::SyncInterval::Every(d)) => SyncPolicy::Interval(d),
+                _ => SyncPolicy::Always,
+            };
+            config.jetstream = Some(js);
         }
         if let Some(block) = &c.authorization {
             let (auth, timeout) = authorization(block, path)?;
@@ -252,11 +264,19 @@ fn build(cli: &Cli) -> Result<Settings, String> {
     if cli.ports_file_dir.is_some() {
         ports_dir.clone_from(&cli.ports_file_dir);
     }
-    if cli.jetstream {
-        warnings.push(
-            "-js: JetStream is not available in this version of the server (core NATS only)"
-                .to_owned(),
-        );
+    if cli.is_set("jetstream") {
+        if cli.jetstream {
+            config
+                .jetstream
+                .get_or_insert_with(JetStreamConfig::default);
+        } else {
+            config.jetstream = None;
+        }
+    }
+    if let Some(dir) = &cli.store_dir
+        && let Some(js) = config.jetstream.as_mut()
+    {
+        js.store_dir.clone_from(dir);
     }
     match (&cli.user, &cli.pass, &cli.auth) {
         (Some(user), Some(pass), None) => {
@@ -448,6 +468,7 @@ async fn run(
     for w in &warnings {
         log.line("WRN", w);
     }
+    let js_settings = config.jetstream.clone();
     let server = match start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -457,6 +478,25 @@ async fn run(
     };
     log.line("INF", &format!("  Name:     {}", server.server_id()));
     log.line("INF", &format!("  ID:       {}", server.server_id()));
+    if let Some(js) = &js_settings {
+        log.line("INF", "Starting JetStream");
+        log.line(
+            "INF",
+            &format!("  Store Directory: \"{}\"", js.store_dir.display()),
+        );
+        match js.sync {
+            SyncPolicy::Always => log.line(
+                "INF",
+                "  Sync: always (a publish is acknowledged only after fsync; group commit)",
+            ),
+            SyncPolicy::Interval(d) => log.line(
+                "WRN",
+                &format!(
+                    "  Sync: every {d:?}: a power loss can lose up to {d:?} of acknowledged messages"
+                ),
+            ),
+        }
+    }
     if let Some(p) = server.monitor_port() {
         log.line(
             "INF",

@@ -1,3 +1,391 @@
-//! JetStream: streams, consumers and their storage.
+//! JetStream: persistent streams and consumers over the NATS protocol,
+//! answering nats-server's `$JS.API.>` requests so that unchanged clients
+//! (async-nats, nats.py, nats.js) work.
+//!
+//! ## Layout
+//! - [`store`]: message storage per stream (memory and the crash-safe file
+//!   store). Knows nothing about NATS.
+//! - [`stream`]: one stream: publish checks (dedup, expected sequences,
+//!   rollups, limits), retention, group-commit acknowledgement.
+//! - [`consumer`]: one consumer: pull requests, push delivery, acks,
+//!   redelivery, state persistence.
+//! - [`api`]: the `$JS.API.*` request handlers and their JSON.
+//! - [`types`], [`errors`], [`headers`]: JSON shapes, nats-server's error
+//!   codes, NATS header blocks.
+//!
+//! ## Invariants
+//! - A publish to a stream is acknowledged only once its sequence is
+//!   durable in the store (fsynced, for the file store in `always` mode).
+//! - Consumers deliver only durable messages, so nothing a client saw can
+//!   vanish in a crash.
+//! - Lock order: consumer state, then stream state. Nothing holds the
+//!   stream lock while taking a consumer lock.
+//! - The JetStream layer never writes to sockets: it hands messages to the
+//!   server's router, which appends them to connections' buffers.
 
+pub mod api;
+pub mod consumer;
+pub mod errors;
+pub mod headers;
 pub mod store;
+pub mod stream;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+pub use store::file::SyncPolicy;
+
+use stream::Stream;
+
+/// Delivers messages into the core server (implemented by the server).
+pub trait Router: Send + Sync {
+    /// Publishes a message to every matching subscription; returns how many
+    /// received it.
+    fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize;
+    /// Delivers to the subscriptions matching `to` a message that shows
+    /// `subject` (how consumers deliver a stored message to an inbox).
+    fn route_as(
+        &self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize;
+    /// True when some subscription matches `subject`.
+    fn has_interest(&self, subject: &str) -> bool;
+}
+
+/// JetStream settings (nats-server's `jetstream {}` block).
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Where file streams live (`<store_dir>/jetstream/...`).
+    pub store_dir: PathBuf,
+    /// Memory storage limit in bytes (-1 unlimited).
+    pub max_memory: i64,
+    /// File storage limit in bytes (-1 unlimited).
+    pub max_store: i64,
+    /// When file stores fsync (default: before every acknowledgement).
+    pub sync: SyncPolicy,
+    /// Segment size of the file store.
+    pub segment_bytes: u64,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            store_dir: std::env::temp_dir().join("nats"),
+            max_memory: -1,
+            max_store: -1,
+            sync: SyncPolicy::Always,
+            segment_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors opening JetStream.
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    /// The store directory could not be used.
+    #[error("JetStream store directory {dir}: {source}")]
+    StoreDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stream's data could not be recovered.
+    #[error("stream {stream} could not be recovered: {reason}")]
+    Recovery {
+        /// Stream name.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters of the JetStream API.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// Requests handled.
+    pub total: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+}
+
+/// The JetStream engine of one server (one account).
+pub struct JetStream {
+    pub(crate) config: JetStreamConfig,
+    pub(crate) streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    router: OnceLock<Weak<dyn Router>>,
+    pub(crate) api_stats: ApiStats,
+    /// Serialises stream create/update/delete (subject overlap checks).
+    pub(crate) admin: Mutex<()>,
+    pub(crate) self_ref: OnceLock<Weak<JetStream>>,
+}
+
+impl std::fmt::Debug for JetStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStream")
+            .field("store_dir", &self.config.store_dir)
+            .finish()
+    }
+}
+
+impl JetStream {
+    /// Opens JetStream: creates the store directory and recovers every
+    /// stream and consumer found there. Must run inside a tokio runtime.
+    pub fn open(config: JetStreamConfig) -> Result<Arc<JetStream>, JetStreamError> {
+        let dir = config.streams_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| JetStreamError::StoreDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let js = Arc::new(JetStream {
+            config,
+            streams: RwLock::new(BTreeMap::new()),
+            router: OnceLock::new(),
+            api_stats: ApiStats::default(),
+            admin: Mutex::new(()),
+            self_ref: OnceLock::new(),
+        });
+        let _ = js.self_ref.set(Arc::downgrade(&js));
+        js.recover()?;
+        Ok(js)
+    }
+
+    /// Connects the engine to the server's router (once).
+    pub fn set_router(&self, router: Weak<dyn Router>) {
+        let _ = self.router.set(router);
+    }
+
+    pub(crate) fn router(&self) -> Option<Arc<dyn Router>> {
+        self.router.get().and_then(Weak::upgrade)
+    }
+
+    /// Sends a message through the router (no-op before it is set).
+    pub(crate) fn send(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        match self.router() {
+            Some(r) => r.route(subject, reply, hdr, data),
+            None => 0,
+        }
+    }
+
+    /// Delivers a stored message (showing its own subject) to `to`.
+    pub(crate) fn deliver(
+        &self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        match self.router() {
+            Some(r) => r.route_as(to, subject, reply, hdr, data),
+            None => 0,
+        }
+    }
+
+    /// Streams by name.
+    pub fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        read(&self.streams).get(name).cloned()
+    }
+
+    /// Every stream, by name.
+    pub fn all_streams(&self) -> Vec<Arc<Stream>> {
+        read(&self.streams).values().cloned().collect()
+    }
+
+    /// The stream capturing a literal subject.
+    pub fn stream_for_subject(&self, subject: &str) -> Option<Arc<Stream>> {
+        read(&self.streams)
+            .values()
+            .find(|s| s.captures(subject))
+            .cloned()
+    }
+
+    /// Called for every message published by a client. Returns true when
+    /// JetStream handled it as a request (API call, ack, stream publish),
+    /// which counts as a responder for no-responders purposes.
+    pub fn on_publish(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> bool {
+        if let Some(rest) = subject.strip_prefix("$JS.") {
+            if let Some(api) = rest.strip_prefix("API.") {
+                return api::handle(self, api, reply, hdr, data);
+            }
+            if let Some(ack) = rest.strip_prefix("ACK.") {
+                return self.on_ack(ack, reply, data);
+            }
+            if let Some(fc) = rest.strip_prefix("FC.") {
+                // Flow-control replies: the consumer resumes on any answer.
+                return self.on_flow_control(fc);
+            }
+        }
+        match self.stream_for_subject(subject) {
+            Some(stream) => {
+                stream.publish(self, subject, reply, hdr, data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn on_ack(&self, tokens: &str, reply: Option<&str>, data: &[u8]) -> bool {
+        let parts: Vec<&str> = tokens.split('.').collect();
+        // <stream>.<consumer>.<dc>.<sseq>.<dseq>.<ts>.<pending>, or the
+        // newer form with <domain>.<account hash> in front (and a token after).
+        let (stream, consumer, nums) = match parts.len() {
+            7 => (parts[0], parts[1], &parts[2..]),
+            9 | 10 => (parts[2], parts[3], &parts[4..]),
+            _ => return false,
+        };
+        let Some(s) = self.stream(stream) else {
+            return false;
+        };
+        let Some(c) = s.consumer(consumer) else {
+            return false;
+        };
+        let (Some(sseq), Some(dseq)) = (
+            nums.get(1).and_then(|t| t.parse::<u64>().ok()),
+            nums.get(2).and_then(|t| t.parse::<u64>().ok()),
+        ) else {
+            return false;
+        };
+        c.on_ack(self, &s, sseq, dseq, data, reply);
+        true
+    }
+
+    fn on_flow_control(&self, tokens: &str) -> bool {
+        let mut parts = tokens.split('.');
+        let (Some(stream), Some(consumer)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        if let Some(c) = self.stream(stream).and_then(|s| s.consumer(consumer)) {
+            c.on_flow_control_reply();
+            return true;
+        }
+        false
+    }
+
+    /// Bytes stored in memory and file streams.
+    pub fn usage(&self) -> (u64, u64) {
+        let mut mem = 0;
+        let mut file = 0;
+        for s in self.all_streams() {
+            let (storage, bytes) = s.usage();
+            match storage {
+                types::StorageType::Memory => mem += bytes,
+                types::StorageType::File => file += bytes,
+            }
+        }
+        (mem, file)
+    }
+
+    /// Number of consumers over all streams.
+    pub fn consumer_count(&self) -> usize {
+        self.all_streams().iter().map(|s| s.consumer_count()).sum()
+    }
+
+    /// Stops every stream: flushes and closes stores, persists consumer state.
+    pub fn shutdown(&self) {
+        for s in self.all_streams() {
+            s.shutdown();
+        }
+    }
+
+    fn recover(self: &Arc<Self>) -> Result<(), JetStreamError> {
+        let dir = self.config.streams_dir();
+        let entries = std::fs::read_dir(&dir).map_err(|source| JetStreamError::StoreDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            match Stream::recover(self, &d) {
+                Ok(Some(stream)) => {
+                    write(&self.streams).insert(stream.name.clone(), stream);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(JetStreamError::Recovery {
+                        stream: d
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn weak(&self) -> Weak<JetStream> {
+        self.self_ref.get().cloned().unwrap_or_default()
+    }
+}
+
+impl JetStreamConfig {
+    /// `<store_dir>/jetstream/$G/streams`.
+    pub fn streams_dir(&self) -> PathBuf {
+        self.store_dir.join("jetstream").join("$G").join("streams")
+    }
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    match l.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Writes a file atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = std::fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Duration from nanoseconds (negative = zero).
+pub(crate) fn nanos(n: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,994 @@
+//! `$JS.API.*` handlers: parse the request, act on streams and consumers,
+//! answer with nats-server's JSON shapes and error codes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::consumer::Consumer;
+use super::errors::ApiError;
+use super::headers::HeaderBuilder;
+use super::store::{Purge, StoredMsg, subject_matches};
+use super::stream::Stream;
+use super::types::{
+    AckPolicy, ConsumerConfig, DeliverPolicy, Retention, StreamConfig, StreamStateJson, now_nanos,
+    rfc3339,
+};
+use super::{JetStream, lock, write};
+use crate::sublist;
+
+const API_PREFIX: &str = "io.nats.jetstream.api.v1.";
+
+/// Handles `$JS.API.<api>`; false when the subject is not an API we serve
+/// (the publisher then gets no-responders, as from nats-server).
+pub(crate) fn handle(
+    js: &JetStream,
+    api: &str,
+    reply: Option<&str>,
+    hdr: &[u8],
+    data: &[u8],
+) -> bool {
+    let _ = hdr;
+    let tokens: Vec<&str> = api.split('.').collect();
+    // DIRECT.GET is answered with messages, not JSON.
+    if tokens.len() >= 3 && tokens[0] == "DIRECT" && tokens[1] == "GET" {
+        return direct_get(js, &tokens[2..], reply, data);
+    }
+    let Some(reply) = reply else {
+        // nats-server ignores API requests without a reply subject.
+        return true;
+    };
+    let (kind, result) = match tokens.as_slice() {
+        ["INFO"] => ("account_info_response", account_info(js)),
+        ["STREAM", "CREATE", name] => ("stream_create_response", stream_create(js, name, data)),
+        ["STREAM", "UPDATE", name] => ("stream_update_response", stream_update(js, name, data)),
+        ["STREAM", "INFO", name] => ("stream_info_response", stream_info(js, name, data)),
+        ["STREAM", "DELETE", name] => ("stream_delete_response", stream_delete(js, name)),
+        ["STREAM", "PURGE", name] => ("stream_purge_response", stream_purge(js, name, data)),
+        ["STREAM", "NAMES"] => ("stream_names_response", stream_names(js, data, false)),
+        ["STREAM", "LIST"] => ("stream_list_response", stream_names(js, data, true)),
+        ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", msg_get(js, name, data)),
+        ["STREAM", "MSG", "DELETE", name] => {
+            ("stream_msg_delete_response", msg_delete(js, name, data))
+        }
+        ["CONSUMER", "CREATE", stream] => (
+            "consumer_create_response",
+            consumer_create(js, stream, None, None, data, false),
+        ),
+        ["CONSUMER", "CREATE", stream, name] => (
+            "consumer_create_response",
+            consumer_create(js, stream, Some(name), None, data, false),
+        ),
+        ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
+            "consumer_create_response",
+            consumer_create(js, stream, Some(name), Some(filter.join(".")), data, false),
+        ),
+        ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
+            "consumer_create_response",
+            consumer_create(js, stream, Some(name), None, data, true),
+        ),
+        ["CONSUMER", "INFO", stream, name] => {
+            ("consumer_info_response", consumer_info(js, stream, name))
+        }
+        ["CONSUMER", "DELETE", stream, name] => (
+            "consumer_delete_response",
+            consumer_delete(js, stream, name),
+        ),
+        ["CONSUMER", "NAMES", stream] => (
+            "consumer_names_response",
+            consumer_names(js, stream, data, false),
+        ),
+        ["CONSUMER", "LIST", stream] => (
+            "consumer_list_response",
+            consumer_names(js, stream, data, true),
+        ),
+        ["CONSUMER", "MSG", "NEXT", stream, name] => {
+            js.api_stats.total.fetch_add(1, Ordering::Relaxed);
+            match js.stream(stream).and_then(|s| s.consumer(name)) {
+                Some(c) => c.pull(js, reply, data),
+                None => {
+                    let h = HeaderBuilder::status(404, "No Messages").build();
+                    js.send(reply, None, &h, b"");
+                }
+            }
+            return true;
+        }
+        _ => return false,
+    };
+    js.api_stats.total.fetch_add(1, Ordering::Relaxed);
+    let mut body = match result {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => serde_json::Map::new(),
+        Err((err, extra)) => {
+            js.api_stats.errors.fetch_add(1, Ordering::Relaxed);
+            let mut map = serde_json::Map::new();
+            map.insert("error".into(), json!(err));
+            if let Value::Object(extra) = extra {
+                map.extend(extra);
+            }
+            map
+        }
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("type".into(), Value::String(format!("{API_PREFIX}{kind}")));
+    out.append(&mut body);
+    let bytes = Value::Object(out).to_string();
+    js.send(reply, None, b"", bytes.as_bytes());
+    true
+}
+
+type ApiResult = Result<Value, (ApiError, Value)>;
+
+fn err(e: ApiError) -> (ApiError, Value) {
+    (e, Value::Null)
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(data: &[u8]) -> Result<T, (ApiError, Value)> {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(data).map_err(|e| err(ApiError::invalid_json(e)))
+}
+
+fn account_info(js: &JetStream) -> ApiResult {
+    let (mem, file) = js.usage();
+    Ok(json!({
+        "memory": mem,
+        "storage": file,
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "streams": js.all_streams().len(),
+        "consumers": js.consumer_count(),
+        "limits": {
+            "max_memory": js.config.max_memory,
+            "max_storage": js.config.max_store,
+            "max_streams": -1,
+            "max_consumers": -1,
+            "max_ack_pending": -1,
+            "memory_max_stream_bytes": -1,
+            "storage_max_stream_bytes": -1,
+            "max_bytes_required": false,
+        },
+        "api": {
+            "total": js.api_stats.total.load(Ordering::Relaxed),
+            "errors": js.api_stats.errors.load(Ordering::Relaxed),
+        },
+    }))
+}
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid_config("stream name is required"));
+    }
+    if name.contains(['/', '\\']) {
+        return Err(ApiError::stream_name_path_separators());
+    }
+    if name.contains(['.', '*', '>']) || name.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid_config("invalid stream name"));
+    }
+    Ok(())
+}
+
+/// True when some subject matches both filters.
+pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(p), Some(q)) if p == "*" || q == "*" || p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// True when every subject matching `sub` also matches `sup`.
+pub(crate) fn filter_subset(sub: &str, sup: &str) -> bool {
+    let mut x = sub.split('.');
+    let mut y = sup.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (_, Some(">")) => return true,
+            (Some(">"), _) => return false,
+            (Some("*"), Some("*")) => {}
+            (Some("*"), Some(_)) => return false,
+            (Some(p), Some(q)) if q == "*" || p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn check_stream_config(
+    js: &JetStream,
+    cfg: &StreamConfig,
+    existing: Option<&str>,
+) -> Result<(), ApiError> {
+    valid_name(&cfg.name)?;
+    if cfg.num_replicas < 0 {
+        return Err(ApiError::replicas_negative());
+    }
+    if cfg.num_replicas > 1 {
+        return Err(ApiError::replicas_not_supported());
+    }
+    if cfg.mirror.is_some() || cfg.sources.is_some() {
+        return Err(ApiError::invalid_config(
+            "mirrors and sources are not supported by this server",
+        ));
+    }
+    if cfg.republish.is_some() || cfg.subject_transform.is_some() {
+        return Err(ApiError::invalid_config(
+            "republish and subject transforms are not supported by this server",
+        ));
+    }
+    if cfg.max_age < 0 {
+        return Err(ApiError::invalid_config("max age needs to be >= 0"));
+    }
+    if cfg.duplicate_window < 0 {
+        return Err(ApiError::invalid_config(
+            "duplicates window needs to be >= 0",
+        ));
+    }
+    if cfg.max_age > 0 && cfg.duplicate_window > cfg.max_age {
+        return Err(ApiError::invalid_config(
+            "duplicates window can not be larger then max age",
+        ));
+    }
+    for (i, s) in cfg.subjects.iter().enumerate() {
+        if !sublist::valid_filter(s) {
+            return Err(ApiError::invalid_config(format!("invalid subject: {s:?}")));
+        }
+        if filters_overlap(s, "$JS.API.>") || filters_overlap(s, "$JS.ACK.>") {
+            return Err(ApiError::invalid_config(
+                "subjects that overlap with jetstream api require no-ack to be true",
+            ));
+        }
+        if cfg.subjects[..i].iter().any(|o| filters_overlap(o, s)) {
+            return Err(ApiError::invalid_config("duplicate subjects detected"));
+        }
+    }
+    for other in js.all_streams() {
+        if Some(other.name.as_str()) == existing || other.name == cfg.name {
+            continue;
+        }
+        let theirs = other.config().subjects;
+        if cfg
+            .subjects
+            .iter()
+            .any(|s| theirs.iter().any(|t| filters_overlap(s, t)))
+        {
+            return Err(ApiError::subjects_overlap());
+        }
+    }
+    Ok(())
+}
+
+fn stream_info_value(stream: &Stream, subjects_filter: Option<&str>, deleted: bool) -> Value {
+    let cfg = stream.config();
+    let st = stream.state();
+    let subjects = subjects_filter.filter(|f| !f.is_empty()).map(|f| {
+        stream
+            .subjects(f)
+            .into_iter()
+            .collect::<BTreeMap<String, u64>>()
+    });
+    let total = subjects.as_ref().map_or(0, BTreeMap::len);
+    let state = StreamStateJson {
+        messages: st.msgs,
+        bytes: st.bytes,
+        first_seq: if st.msgs == 0 && st.last_seq == 0 {
+            0
+        } else {
+            st.first_seq
+        },
+        first_ts: rfc3339(st.first_ts),
+        last_seq: st.last_seq,
+        last_ts: rfc3339(st.last_ts),
+        subjects,
+        num_subjects: st.num_subjects,
+        deleted: deleted.then(|| stream.deleted()).filter(|d| !d.is_empty()),
+        num_deleted: st.num_deleted,
+        consumer_count: stream.consumer_count() as u64,
+    };
+    let mut v = json!({
+        "config": cfg,
+        "created": rfc3339(stream.created),
+        "state": state,
+        "ts": rfc3339(now_nanos()),
+    });
+    if subjects_filter.is_some_and(|f| !f.is_empty())
+        && let Value::Object(m) = &mut v
+    {
+        m.insert("total".into(), json!(total));
+        m.insert("offset".into(), json!(0));
+        m.insert("limit".into(), json!(100_000));
+    }
+    v
+}
+
+fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let mut cfg: StreamConfig = parse_required(data)?;
+    if cfg.name.is_empty() {
+        cfg.name = name.to_owned();
+    }
+    if cfg.name != name {
+        return Err(err(ApiError::stream_mismatch()));
+    }
+    cfg.normalize();
+    let _admin = lock(&js.admin);
+    if let Some(existing) = js.stream(name) {
+        if existing.config() == cfg {
+            return Ok(stream_info_value(&existing, None, false));
+        }
+        return Err(err(ApiError::stream_name_exist()));
+    }
+    check_stream_config(js, &cfg, None).map_err(err)?;
+    let stream = Stream::create(js, cfg).map_err(err)?;
+    write(&js.streams).insert(name.to_owned(), Arc::clone(&stream));
+    let mut v = stream_info_value(&stream, None, false);
+    if let Value::Object(m) = &mut v {
+        m.insert("did_create".into(), json!(true));
+    }
+    Ok(v)
+}
+
+fn parse_required<T: for<'de> Deserialize<'de>>(data: &[u8]) -> Result<T, (ApiError, Value)> {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(err(ApiError::invalid_json("unexpected end of JSON input")));
+    }
+    serde_json::from_slice(data).map_err(|e| err(ApiError::invalid_json(e)))
+}
+
+fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let mut cfg: StreamConfig = parse_required(data)?;
+    if cfg.name.is_empty() {
+        cfg.name = name.to_owned();
+    }
+    if cfg.name != name {
+        return Err(err(ApiError::stream_mismatch()));
+    }
+    cfg.normalize();
+    let _admin = lock(&js.admin);
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let old = stream.config();
+    check_stream_config(js, &cfg, Some(name)).map_err(err)?;
+    if old.storage != cfg.storage {
+        return Err(err(ApiError::update_failed(
+            "stream configuration update can not change storage type",
+        )));
+    }
+    if old.retention != cfg.retention {
+        return Err(err(ApiError::update_failed(
+            "stream configuration update can not change retention policy",
+        )));
+    }
+    if old.sealed && !cfg.sealed {
+        return Err(err(ApiError::update_failed(
+            "stream configuration update can not unseal a sealed stream",
+        )));
+    }
+    if old.deny_delete && !cfg.deny_delete {
+        return Err(err(ApiError::update_failed(
+            "stream configuration update can not cancel deny message deletes",
+        )));
+    }
+    if old.deny_purge && !cfg.deny_purge {
+        return Err(err(ApiError::update_failed(
+            "stream configuration update can not cancel deny purge",
+        )));
+    }
+    stream.update_config(cfg).map_err(err)?;
+    Ok(stream_info_value(&stream, None, false))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct InfoRequest {
+    deleted_details: bool,
+    subjects_filter: Option<String>,
+}
+
+fn stream_info(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let paging = json!({"total": 0, "offset": 0, "limit": 0});
+    let req: InfoRequest = parse(data).map_err(|(e, _)| (e, paging.clone()))?;
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| (ApiError::stream_not_found(), paging.clone()))?;
+    let mut v = stream_info_value(&stream, req.subjects_filter.as_deref(), req.deleted_details);
+    if let Value::Object(m) = &mut v
+        && !m.contains_key("total")
+    {
+        m.insert("total".into(), json!(0));
+        m.insert("offset".into(), json!(0));
+        m.insert("limit".into(), json!(0));
+    }
+    Ok(v)
+}
+
+fn stream_delete(js: &JetStream, name: &str) -> ApiResult {
+    let _admin = lock(&js.admin);
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    write(&js.streams).remove(name);
+    stream.destroy().map_err(err)?;
+    Ok(json!({"success": true}))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PurgeRequest {
+    filter: Option<String>,
+    seq: Option<u64>,
+    keep: Option<u64>,
+}
+
+fn stream_purge(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let req: PurgeRequest = parse(data)?;
+    let cfg = stream.config();
+    if cfg.deny_purge {
+        return Err(err(ApiError::purge_failed("stream purge not permitted")));
+    }
+    if cfg.sealed {
+        return Err(err(ApiError::stream_sealed()));
+    }
+    if req.seq.is_some() && req.keep.is_some() {
+        return Err(err(ApiError::bad_request()));
+    }
+    let purged = stream
+        .purge(&Purge {
+            filter: req.filter.filter(|f| !f.is_empty()),
+            seq: req.seq.filter(|s| *s > 0),
+            keep: req.keep.filter(|k| *k > 0),
+        })
+        .map_err(err)?;
+    Ok(json!({"success": true, "purged": purged}))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ListRequest {
+    offset: usize,
+    subject: Option<String>,
+}
+
+fn stream_names(js: &JetStream, data: &[u8], list: bool) -> ApiResult {
+    let req: ListRequest = parse(data)?;
+    let limit = if list { 256 } else { 1024 };
+    let streams: Vec<Arc<Stream>> = js
+        .all_streams()
+        .into_iter()
+        .filter(|s| match req.subject.as_deref().filter(|f| !f.is_empty()) {
+            Some(f) => s.config().subjects.iter().any(|x| filters_overlap(x, f)),
+            None => true,
+        })
+        .collect();
+    let total = streams.len();
+    let page: Vec<&Arc<Stream>> = streams.iter().skip(req.offset).take(limit).collect();
+    let items: Vec<Value> = if list {
+        page.iter()
+            .map(|s| stream_info_value(s, None, false))
+            .collect()
+    } else {
+        page.iter().map(|s| json!(s.name)).collect()
+    };
+    Ok(json!({
+        "total": total,
+        "offset": req.offset,
+        "limit": limit,
+        "streams": items,
+    }))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct MsgGetRequest {
+    seq: Option<u64>,
+    last_by_subj: Option<String>,
+    next_by_subj: Option<String>,
+}
+
+fn lookup(stream: &Stream, req: &MsgGetRequest) -> Result<Option<StoredMsg>, ApiError> {
+    match (
+        req.seq,
+        req.last_by_subj.as_deref(),
+        req.next_by_subj.as_deref(),
+    ) {
+        (Some(seq), None, None) if seq > 0 => stream.get_msg(seq),
+        (None, Some(subj), None) if !subj.is_empty() => stream.last_by_subject(subj),
+        (seq, None, Some(subj)) if !subj.is_empty() => {
+            stream.next_by_subject(subj, seq.unwrap_or(0).max(1))
+        }
+        _ => Err(ApiError::bad_request()),
+    }
+}
+
+fn msg_get(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let req: MsgGetRequest = parse_required(data)?;
+    let msg = lookup(&stream, &req)
+        .map_err(err)?
+        .ok_or_else(|| err(ApiError::no_message_found()))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut m = serde_json::Map::new();
+    m.insert("subject".into(), json!(msg.subject.as_ref()));
+    m.insert("seq".into(), json!(msg.seq));
+    if !msg.hdr.is_empty() {
+        m.insert("hdrs".into(), json!(b64.encode(&msg.hdr)));
+    }
+    if !msg.data.is_empty() {
+        m.insert("data".into(), json!(b64.encode(&msg.data)));
+    }
+    m.insert("time".into(), json!(rfc3339(msg.ts)));
+    Ok(json!({"message": Value::Object(m)}))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct MsgDeleteRequest {
+    seq: u64,
+    no_erase: bool,
+}
+
+fn msg_delete(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    let stream = js
+        .stream(name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let req: MsgDeleteRequest = parse_required(data)?;
+    let cfg = stream.config();
+    if cfg.deny_delete {
+        return Err(err(ApiError::msg_delete_failed(
+            "message delete not permitted",
+        )));
+    }
+    if cfg.sealed {
+        return Err(err(ApiError::stream_sealed()));
+    }
+    if req.seq == 0 {
+        return Err(err(ApiError::bad_request()));
+    }
+    if !stream.delete_msg(req.seq, !req.no_erase).map_err(err)? {
+        return Err(err(ApiError::msg_delete_failed("no message found")));
+    }
+    Ok(json!({"success": true}))
+}
+
+fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8]) -> bool {
+    let Some(stream) = js.stream(tokens[0]) else {
+        return false;
+    };
+    if !stream.config().allow_direct {
+        return false;
+    }
+    let Some(reply) = reply else {
+        return true;
+    };
+    let req = if tokens.len() > 1 {
+        if !data.iter().all(u8::is_ascii_whitespace) {
+            let h = HeaderBuilder::status(408, "Bad Request").build();
+            js.send(reply, None, &h, b"");
+            return true;
+        }
+        MsgGetRequest {
+            last_by_subj: Some(tokens[1..].join(".")),
+            ..MsgGetRequest::default()
+        }
+    } else {
+        match serde_json::from_slice::<MsgGetRequest>(data) {
+            Ok(r) => r,
+            Err(_) => {
+                let h = HeaderBuilder::status(408, "Bad Request").build();
+                js.send(reply, None, &h, b"");
+                return true;
+            }
+        }
+    };
+    match lookup(&stream, &req) {
+        Ok(Some(msg)) => {
+            let h = HeaderBuilder::new()
+                .extend_from(&msg.hdr)
+                .add("Nats-Stream", &stream.name)
+                .add("Nats-Subject", &msg.subject)
+                .add("Nats-Sequence", msg.seq)
+                .add("Nats-Time-Stamp", rfc3339(msg.ts))
+                .build();
+            js.send(reply, None, &h, &msg.data);
+        }
+        Ok(None) => {
+            let h = HeaderBuilder::status(404, "Message Not Found").build();
+            js.send(reply, None, &h, b"");
+        }
+        Err(_) => {
+            let h = HeaderBuilder::status(408, "Bad Request").build();
+            js.send(reply, None, &h, b"");
+        }
+    }
+    true
+}
+
+#[derive(Deserialize)]
+struct CreateConsumerRequest {
+    #[serde(default)]
+    stream_name: String,
+    config: Option<ConsumerConfig>,
+    #[serde(default)]
+    action: String,
+}
+
+fn valid_consumer_name(name: &str) -> Result<(), ApiError> {
+    if name.contains(['/', '\\']) {
+        return Err(ApiError::consumer_name_path_separators());
+    }
+    if name.is_empty() || name.contains(['.', '*', '>']) || name.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_durable_name());
+    }
+    if name.len() > 255 {
+        return Err(ApiError::consumer_name_too_long(255));
+    }
+    Ok(())
+}
+
+fn consumer_create(
+    js: &JetStream,
+    stream_name: &str,
+    subject_name: Option<&str>,
+    subject_filter: Option<String>,
+    data: &[u8],
+    legacy_durable: bool,
+) -> ApiResult {
+    let req: CreateConsumerRequest = parse_required(data)?;
+    let stream = js
+        .stream(stream_name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    if !req.stream_name.is_empty() && req.stream_name != stream_name {
+        return Err(err(ApiError::stream_mismatch()));
+    }
+    let mut cfg = req
+        .config
+        .ok_or_else(|| err(ApiError::consumer_config_required()))?;
+    // Names: subject, durable_name, name must agree.
+    if let (Some(d), Some(n)) = (&cfg.durable_name, &cfg.name)
+        && !d.is_empty()
+        && !n.is_empty()
+        && d != n
+    {
+        return Err(err(ApiError::durable_name_mismatch()));
+    }
+    if legacy_durable {
+        match cfg.durable_name.as_deref() {
+            None | Some("") => return Err(err(ApiError::durable_name_not_set())),
+            Some(d) if Some(d) != subject_name => {
+                return Err(err(ApiError::durable_name_not_match_subject()));
+            }
+            _ => {}
+        }
+    }
+    if let Some(sn) = subject_name {
+        let body_name = cfg
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| cfg.durable_name.clone().filter(|n| !n.is_empty()));
+        match body_name {
+            Some(b) if b != sn => return Err(err(ApiError::durable_name_not_match_subject())),
+            _ => {}
+        }
+        if cfg.name.as_deref().is_none_or(str::is_empty) {
+            cfg.name = Some(sn.to_owned());
+        }
+    }
+    if let Some(f) = &subject_filter {
+        if !cfg.filter_subjects.is_empty() {
+            return Err(err(ApiError::multiple_filters_not_allowed()));
+        }
+        if !cfg.filter_subject.is_empty() && cfg.filter_subject != *f {
+            return Err(err(ApiError::filter_subject_mismatch()));
+        }
+        cfg.filter_subject = f.clone();
+    }
+    if subject_name.is_none() && cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty()) {
+        // CONSUMER.CREATE.<stream> with a durable: allowed by newer servers
+        // when the name is in the body.
+    }
+    let durable = cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty());
+    let name = cfg
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| cfg.durable_name.clone().filter(|n| !n.is_empty()))
+        .unwrap_or_else(ephemeral_name);
+    valid_consumer_name(&name).map_err(err)?;
+    if durable && cfg.name.is_none() {
+        cfg.name = Some(name.clone());
+    }
+    check_consumer_config(&stream, &mut cfg, durable).map_err(err)?;
+    cfg.normalize(durable);
+
+    if let Some(existing) = stream.consumer(&name) {
+        let old = existing.config();
+        if old == cfg {
+            return Ok(json!(existing.info()));
+        }
+        if req.action == "create" {
+            return Err(err(ApiError::consumer_already_exists()));
+        }
+        check_update(&old, &cfg).map_err(err)?;
+        existing.update_config(cfg).map_err(err)?;
+        return Ok(json!(existing.info()));
+    }
+    if req.action == "update" {
+        return Err(err(ApiError::consumer_does_not_exist()));
+    }
+    let scfg = stream.config();
+    if scfg.max_consumers > 0 && stream.consumer_count() as i64 >= scfg.max_consumers {
+        return Err(err(ApiError::max_consumers()));
+    }
+    if scfg.retention == Retention::WorkQueue {
+        let mine = cfg.filters();
+        for other in stream.consumers() {
+            let theirs = other.config().filters();
+            if mine.is_empty() || theirs.is_empty() {
+                return Err(err(ApiError::wq_multiple_unfiltered()));
+            }
+            if mine
+                .iter()
+                .any(|a| theirs.iter().any(|b| filters_overlap(a, b)))
+            {
+                return Err(err(ApiError::wq_not_unique()));
+            }
+        }
+    }
+    let consumer = Consumer::create(js, &stream, name, cfg, durable).map_err(err)?;
+    stream.add_consumer(Arc::clone(&consumer));
+    Ok(json!(consumer.info()))
+}
+
+fn ephemeral_name() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    u[..8].to_owned()
+}
+
+fn check_consumer_config(
+    stream: &Stream,
+    cfg: &mut ConsumerConfig,
+    durable: bool,
+) -> Result<(), ApiError> {
+    let _ = durable;
+    let scfg = stream.config();
+    if !cfg.filter_subject.is_empty() && !cfg.filter_subjects.is_empty() {
+        return Err(ApiError::duplicate_filter_subjects());
+    }
+    if cfg.filter_subjects.iter().any(String::is_empty) {
+        return Err(ApiError::empty_filter());
+    }
+    for (i, f) in cfg.filter_subjects.iter().enumerate() {
+        if cfg.filter_subjects[..i]
+            .iter()
+            .any(|o| filters_overlap(o, f))
+        {
+            return Err(ApiError::overlapping_filters());
+        }
+    }
+    for f in cfg.filters() {
+        if !sublist::valid_filter(&f) {
+            return Err(ApiError::filter_not_subset());
+        }
+        if !scfg
+            .subjects
+            .iter()
+            .any(|s| filter_subset(&f, s) || filters_overlap(&f, s))
+        {
+            return Err(ApiError::filter_not_subset());
+        }
+    }
+    if cfg.is_push() {
+        let ds = cfg.deliver_subject.as_deref().unwrap_or("");
+        if !sublist::valid_filter(ds) {
+            return Err(ApiError::invalid_deliver_subject());
+        }
+        if ds.contains(['*', '>']) {
+            return Err(ApiError::deliver_to_wildcards());
+        }
+        if cfg.max_waiting != 0 {
+            return Err(ApiError::push_max_waiting());
+        }
+        if scfg.subjects.iter().any(|s| subject_matches(s, ds)) {
+            return Err(ApiError::consumer_create(
+                "consumer deliver subject forms a cycle",
+            ));
+        }
+    } else {
+        if cfg.flow_control {
+            return Err(ApiError::fc_requires_push());
+        }
+        if cfg.idle_heartbeat != 0 {
+            return Err(ApiError::hb_requires_push());
+        }
+        if cfg.max_waiting < 0 {
+            return Err(ApiError::consumer_create(
+                "consumer max waiting needs to be positive",
+            ));
+        }
+    }
+    if cfg.flow_control && cfg.idle_heartbeat == 0 {
+        return Err(ApiError::fc_needs_heartbeats());
+    }
+    if cfg.idle_heartbeat > 0 && cfg.idle_heartbeat < 100_000_000 {
+        return Err(ApiError::small_heartbeat());
+    }
+    if cfg.ack_policy == AckPolicy::None && cfg.max_ack_pending > 0 {
+        return Err(ApiError::max_pending_ack_policy_required());
+    }
+    if cfg.ack_wait < 0 {
+        return Err(ApiError::consumer_create(
+            "consumer ack wait needs to be positive",
+        ));
+    }
+    if cfg.backoff.iter().any(|b| *b <= 0) {
+        return Err(ApiError::consumer_create(
+            "consumer backoff needs to be positive",
+        ));
+    }
+    if !cfg.backoff.is_empty()
+        && cfg.max_deliver > 0
+        && cfg.max_deliver as usize <= cfg.backoff.len()
+    {
+        return Err(ApiError::max_deliver_backoff());
+    }
+    if cfg.num_replicas > 1 {
+        return Err(ApiError::replicas_not_supported());
+    }
+    match cfg.deliver_policy {
+        DeliverPolicy::ByStartSequence => {
+            if cfg.opt_start_time.is_some() {
+                return Err(ApiError::invalid_policy(
+                    "consumer delivery policy is deliver by start sequence, but optional start time is also set",
+                ));
+            }
+        }
+        DeliverPolicy::ByStartTime => {
+            if cfg.opt_start_seq.is_some() {
+                return Err(ApiError::invalid_policy(
+                    "consumer delivery policy is deliver by start time, but optional start sequence is also set",
+                ));
+            }
+        }
+        other => {
+            if cfg.opt_start_seq.is_some() {
+                return Err(ApiError::invalid_policy(format!(
+                    "consumer delivery policy is deliver {}, but optional start sequence is also set",
+                    policy_name(other)
+                )));
+            }
+            if cfg.opt_start_time.is_some() {
+                return Err(ApiError::invalid_policy(format!(
+                    "consumer delivery policy is deliver {}, but optional start time is also set",
+                    policy_name(other)
+                )));
+            }
+        }
+    }
+    if scfg.retention == Retention::WorkQueue {
+        if cfg.ack_policy != AckPolicy::Explicit {
+            return Err(ApiError::wq_requires_explicit_ack());
+        }
+        if cfg.deliver_policy != DeliverPolicy::All {
+            return Err(ApiError::wq_not_deliver_all());
+        }
+    }
+    Ok(())
+}
+
+fn policy_name(p: DeliverPolicy) -> &'static str {
+    match p {
+        DeliverPolicy::All => "all",
+        DeliverPolicy::Last => "last",
+        DeliverPolicy::New => "new",
+        DeliverPolicy::LastPerSubject => "last per subject",
+        DeliverPolicy::ByStartSequence => "by start sequence",
+        DeliverPolicy::ByStartTime => "by start time",
+    }
+}
+
+fn check_update(old: &ConsumerConfig, new: &ConsumerConfig) -> Result<(), ApiError> {
+    let fixed = |what: &str| {
+        Err(ApiError::consumer_create(format!(
+            "consumer {what} can not be updated"
+        )))
+    };
+    if old.deliver_policy != new.deliver_policy {
+        return fixed("deliver policy");
+    }
+    if old.opt_start_seq != new.opt_start_seq {
+        return fixed("start sequence");
+    }
+    if old.opt_start_time != new.opt_start_time {
+        return fixed("start time");
+    }
+    if old.ack_policy != new.ack_policy {
+        return fixed("ack policy");
+    }
+    if old.replay_policy != new.replay_policy {
+        return fixed("replay policy");
+    }
+    if old.is_push() != new.is_push() {
+        return fixed("push or pull mode");
+    }
+    if old.mem_storage != new.mem_storage {
+        return fixed("storage");
+    }
+    Ok(())
+}
+
+fn consumer_info(js: &JetStream, stream: &str, name: &str) -> ApiResult {
+    let s = js
+        .stream(stream)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let c = s
+        .consumer(name)
+        .ok_or_else(|| err(ApiError::consumer_not_found()))?;
+    Ok(json!(c.info()))
+}
+
+fn consumer_delete(js: &JetStream, stream: &str, name: &str) -> ApiResult {
+    let s = js
+        .stream(stream)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let c = s
+        .remove_consumer(name)
+        .ok_or_else(|| err(ApiError::consumer_not_found()))?;
+    c.stop(true);
+    Ok(json!({"success": true}))
+}
+
+fn consumer_names(js: &JetStream, stream: &str, data: &[u8], list: bool) -> ApiResult {
+    let req: ListRequest = parse(data)?;
+    let s = js
+        .stream(stream)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let limit = if list { 256 } else { 1024 };
+    let all = s.consumers();
+    let total = all.len();
+    let items: Vec<Value> = all
+        .iter()
+        .skip(req.offset)
+        .take(limit)
+        .map(|c| if list { json!(c.info()) } else { json!(c.name) })
+        .collect();
+    Ok(json!({
+        "total": total,
+        "offset": req.offset,
+        "limit": limit,
+        "consumers": items,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_and_subset_follow_nats_wildcards() {
+        assert!(filters_overlap("a.*", "a.b"));
+        assert!(filters_overlap("a.>", "a.b.c"));
+        assert!(filters_overlap("*.b", "a.*"));
+        assert!(!filters_overlap("a.b", "a.c"));
+        assert!(!filters_overlap("a.*", "a.b.c"));
+        assert!(filter_subset("a.b", "a.*"));
+        assert!(filter_subset("a.b.c", "a.>"));
+        assert!(!filter_subset("a.*", "a.b"));
+        assert!(!filter_subset("a.>", "a.*"));
+    }
+}

@@ -1,0 +1,1166 @@
+//! One consumer: its position in the stream, the messages awaiting
+//! acknowledgement, waiting pull requests or a push target, redelivery,
+//! flow control and heartbeats, and its persisted state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::headers::HeaderBuilder;
+use super::store::{StoredMsg, SubjectFilter};
+use super::stream::Stream;
+use super::types::{
+    AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, SequencePair, StorageType,
+    now_nanos, rfc3339,
+};
+use super::{JetStream, atomic_write, lock, nanos, read, write};
+
+/// Persisted consumer definition (`obs/<name>/meta.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ConsumerMeta {
+    pub name: String,
+    pub config: ConsumerConfig,
+    pub created: i64,
+}
+
+/// Persisted consumer position (`obs/<name>/state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ConsumerStateFile {
+    delivered_consumer_seq: u64,
+    delivered_stream_seq: u64,
+    ack_floor_consumer_seq: u64,
+    ack_floor_stream_seq: u64,
+    next_sseq: u64,
+    /// (stream seq, consumer seq, delivered at, deliveries)
+    pending: Vec<(u64, u64, i64, u64)>,
+    /// last-per-subject sequences still to deliver
+    lps: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    dseq: u64,
+    ts: i64,
+    deadline: Instant,
+    deliveries: u64,
+}
+
+#[derive(Debug)]
+struct PullRequest {
+    reply: String,
+    batch: u64,
+    /// Bytes the request may still receive (`None` = no limit).
+    max_bytes: Option<u64>,
+    expires: Option<Instant>,
+    no_wait: bool,
+    heartbeat: Option<Duration>,
+    next_hb: Option<Instant>,
+    delivered: u64,
+}
+
+/// Body of a pull request (`CONSUMER.MSG.NEXT`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PullBody {
+    batch: i64,
+    expires: i64,
+    max_bytes: i64,
+    no_wait: bool,
+    idle_heartbeat: i64,
+}
+
+enum Source {
+    Redeliver,
+    LastPerSubject,
+    Fresh,
+}
+
+struct CState {
+    config: ConsumerConfig,
+    filter: SubjectFilter,
+    next_sseq: u64,
+    dseq: u64,
+    delivered_sseq: u64,
+    floor: (u64, u64),
+    pending: BTreeMap<u64, Pending>,
+    timers: BTreeSet<(Instant, u64)>,
+    redeliver: BTreeSet<u64>,
+    lps: VecDeque<u64>,
+    waiting: VecDeque<PullRequest>,
+    last_active: Instant,
+    dirty: bool,
+    last_persist: Instant,
+    ack_replies: Vec<String>,
+    fc_outstanding: Option<String>,
+    fc_counter: u64,
+    since_fc_msgs: u64,
+    since_fc_bytes: u64,
+    last_push: Instant,
+    push_bound: bool,
+    no_interest_since: Option<Instant>,
+}
+
+/// A consumer.
+pub struct Consumer {
+    /// Name.
+    pub name: String,
+    /// Its stream's name.
+    pub stream_name: String,
+    /// Creation time, Unix nanoseconds.
+    pub created: i64,
+    /// Durable (survives restarts, no inactivity deletion unless configured).
+    pub durable: bool,
+    state: Mutex<CState>,
+    filter: RwLock<SubjectFilter>,
+    wake: Arc<Notify>,
+    closed: AtomicBool,
+    dir: Option<PathBuf>,
+    stream: Weak<Stream>,
+    js: Weak<JetStream>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Flow control: a request after this many messages or bytes...
+const FC_MSGS: u64 = 1024;
+const FC_BYTES: u64 = 1024 * 1024;
+/// ...and no more than twice that in flight without a reply.
+const FC_STALL_FACTOR: u64 = 2;
+
+impl Consumer {
+    /// Creates a consumer (config validated and normalised) positioned per
+    /// its deliver policy, persists it when durable on a file stream, and
+    /// starts its task.
+    pub(crate) fn create(
+        js: &JetStream,
+        stream: &Arc<Stream>,
+        name: String,
+        config: ConsumerConfig,
+        durable: bool,
+    ) -> Result<Arc<Consumer>, super::errors::ApiError> {
+        let filter = SubjectFilter::from_filters(config.filters());
+        let (next_sseq, lps) = {
+            let mut inner = lock(&stream.inner);
+            let st = inner.store.state();
+            match config.deliver_policy {
+                DeliverPolicy::All => (st.first_seq.max(1), VecDeque::new()),
+                DeliverPolicy::New => (st.last_seq + 1, VecDeque::new()),
+                DeliverPolicy::Last => {
+                    let last = match &filter {
+                        SubjectFilter::All => (st.msgs > 0).then_some(st.last_seq),
+                        SubjectFilter::Any(list) => list
+                            .iter()
+                            .filter_map(|f| inner.store.last_by_subject(f).ok().flatten())
+                            .map(|m| m.seq)
+                            .max(),
+                    };
+                    (last.unwrap_or(st.last_seq + 1), VecDeque::new())
+                }
+                DeliverPolicy::ByStartSequence => {
+                    let Some(seq) = config.opt_start_seq.filter(|s| *s > 0) else {
+                        return Err(super::errors::ApiError::invalid_policy(
+                            "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
+                        ));
+                    };
+                    (seq, VecDeque::new())
+                }
+                DeliverPolicy::ByStartTime => {
+                    let Some(ts) = config
+                        .opt_start_time
+                        .as_deref()
+                        .and_then(super::types::parse_rfc3339)
+                    else {
+                        return Err(super::errors::ApiError::invalid_policy(
+                            "consumer delivery policy is deliver by start time, but optional start time is not set",
+                        ));
+                    };
+                    (inner.store.seq_for_time(ts), VecDeque::new())
+                }
+                DeliverPolicy::LastPerSubject => {
+                    let seqs = inner.store.last_seqs_per_subject(&filter);
+                    (st.last_seq + 1, seqs.into_iter().collect())
+                }
+            }
+        };
+        let start = lps.front().copied().unwrap_or(next_sseq);
+        let created = now_nanos();
+        let dir = (durable && !config.mem_storage && stream.config().storage == StorageType::File)
+            .then(|| stream.dir.as_ref().map(|d| d.join("obs").join(&name)))
+            .flatten();
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                super::errors::ApiError::consumer_create(format!("consumer directory: {e}"))
+            })?;
+            let meta = ConsumerMeta {
+                name: name.clone(),
+                config: config.clone(),
+                created,
+            };
+            let bytes = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
+            atomic_write(&dir.join("meta.json"), &bytes).map_err(|e| {
+                super::errors::ApiError::consumer_create(format!("consumer metadata: {e}"))
+            })?;
+        }
+        let c = Consumer::assemble(
+            js,
+            stream,
+            name,
+            config,
+            durable,
+            created,
+            dir,
+            ConsumerStateFile {
+                delivered_stream_seq: start.saturating_sub(1),
+                ack_floor_stream_seq: start.saturating_sub(1),
+                next_sseq,
+                lps: lps.into_iter().collect(),
+                ..ConsumerStateFile::default()
+            },
+        );
+        if let Some(dir) = &c.dir {
+            // The starting position is durable from the start.
+            let snapshot = c.snapshot();
+            if let Ok(bytes) = serde_json::to_vec(&snapshot) {
+                let _ = atomic_write(&dir.join("state.json"), &bytes);
+            }
+        }
+        Ok(c)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        js: &JetStream,
+        stream: &Arc<Stream>,
+        name: String,
+        config: ConsumerConfig,
+        durable: bool,
+        created: i64,
+        dir: Option<PathBuf>,
+        saved: ConsumerStateFile,
+    ) -> Arc<Consumer> {
+        let filter = SubjectFilter::from_filters(config.filters());
+        let now = Instant::now();
+        let ack_wait = nanos(config.ack_wait);
+        let mut pending = BTreeMap::new();
+        let mut timers = BTreeSet::new();
+        for (sseq, dseq, ts, deliveries) in saved.pending {
+            let deadline = now + ack_wait;
+            pending.insert(
+                sseq,
+                Pending {
+                    dseq,
+                    ts,
+                    deadline,
+                    deliveries,
+                },
+            );
+            timers.insert((deadline, sseq));
+        }
+        let c = Arc::new(Consumer {
+            name,
+            stream_name: stream.name.clone(),
+            created,
+            durable,
+            state: Mutex::new(CState {
+                config,
+                filter: filter.clone(),
+                next_sseq: saved.next_sseq.max(1),
+                dseq: saved.delivered_consumer_seq,
+                delivered_sseq: saved.delivered_stream_seq,
+                floor: (saved.ack_floor_consumer_seq, saved.ack_floor_stream_seq),
+                pending,
+                timers,
+                redeliver: BTreeSet::new(),
+                lps: saved.lps.into_iter().collect(),
+                waiting: VecDeque::new(),
+                last_active: now,
+                dirty: false,
+                last_persist: now,
+                ack_replies: Vec::new(),
+                fc_outstanding: None,
+                fc_counter: 0,
+                since_fc_msgs: 0,
+                since_fc_bytes: 0,
+                last_push: now,
+                push_bound: false,
+                no_interest_since: None,
+            }),
+            filter: RwLock::new(filter),
+            wake: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
+            dir,
+            stream: Arc::downgrade(stream),
+            js: js.weak(),
+        });
+        tokio::spawn(run(Arc::downgrade(&c), Arc::clone(&c.wake)));
+        c.signal();
+        c
+    }
+
+    /// Reopens a durable consumer from its directory.
+    pub(crate) fn recover(
+        js: &JetStream,
+        stream: &Arc<Stream>,
+        dir: &Path,
+    ) -> Result<Option<Arc<Consumer>>, String> {
+        let meta_path = dir.join("meta.json");
+        let bytes = match std::fs::read(&meta_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let meta: ConsumerMeta =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        let saved = match std::fs::read(dir.join("state.json")) {
+            Ok(b) => match serde_json::from_slice::<ConsumerStateFile>(&b) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(
+                        consumer = %meta.name,
+                        "state file unreadable ({e}); restarting from the stream's first message (at-least-once)"
+                    );
+                    ConsumerStateFile::default()
+                }
+            },
+            Err(_) => ConsumerStateFile::default(),
+        };
+        Ok(Some(Consumer::assemble(
+            js,
+            stream,
+            meta.name,
+            meta.config,
+            true,
+            meta.created,
+            Some(dir.to_owned()),
+            saved,
+        )))
+    }
+
+    /// The consumer's subject filter.
+    pub fn filter(&self) -> SubjectFilter {
+        read(&self.filter).clone()
+    }
+
+    /// Current configuration.
+    pub fn config(&self) -> ConsumerConfig {
+        lock(&self.state).config.clone()
+    }
+
+    /// Wakes the consumer's task (new messages, a pull request...).
+    pub fn signal(&self) {
+        self.wake.notify_one();
+    }
+
+    /// True when `seq` was delivered and acknowledged (or needs no ack).
+    pub fn has_acked(&self, seq: u64) -> bool {
+        let st = lock(&self.state);
+        seq <= st.floor.1 || (seq <= st.delivered_sseq && !st.pending.contains_key(&seq))
+    }
+
+    /// Applies an updated configuration (validated by the API layer).
+    pub(crate) fn update_config(
+        &self,
+        config: ConsumerConfig,
+    ) -> Result<(), super::errors::ApiError> {
+        if let Some(dir) = &self.dir {
+            let meta = ConsumerMeta {
+                name: self.name.clone(),
+                config: config.clone(),
+                created: self.created,
+            };
+            let bytes = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
+            atomic_write(&dir.join("meta.json"), &bytes)
+                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
+        }
+        let filter = SubjectFilter::from_filters(config.filters());
+        *write(&self.filter) = filter.clone();
+        let mut st = lock(&self.state);
+        st.config = config;
+        st.filter = filter;
+        drop(st);
+        self.signal();
+        Ok(())
+    }
+
+    /// Info as CONSUMER.INFO returns it.
+    pub fn info(&self) -> ConsumerInfoJson {
+        let stream = self.stream.upgrade();
+        let st = lock(&self.state);
+        let num_pending = stream.as_ref().map_or(0, |s| pending_count(s, &st));
+        ConsumerInfoJson {
+            stream_name: self.stream_name.clone(),
+            name: self.name.clone(),
+            created: rfc3339(self.created),
+            config: st.config.clone(),
+            delivered: SequencePair {
+                consumer_seq: st.dseq,
+                stream_seq: st.delivered_sseq,
+                last_active: None,
+            },
+            ack_floor: SequencePair {
+                consumer_seq: st.floor.0,
+                stream_seq: st.floor.1,
+                last_active: None,
+            },
+            num_ack_pending: st.pending.len() as u64,
+            num_redelivered: st.pending.values().filter(|p| p.deliveries > 1).count() as u64,
+            num_waiting: st.waiting.len() as u64,
+            num_pending,
+            push_bound: st.config.is_push() && st.push_bound,
+            ts: rfc3339(now_nanos()),
+        }
+    }
+
+    /// A pull request arrived (`CONSUMER.MSG.NEXT` or `+NXT`).
+    pub(crate) fn pull(&self, js: &JetStream, reply: &str, body: &[u8]) {
+        let Some(stream) = self.stream.upgrade() else {
+            return;
+        };
+        let text = std::str::from_utf8(body).unwrap_or("").trim();
+        let req = if text.is_empty() {
+            PullBody {
+                batch: 1,
+                ..PullBody::default()
+            }
+        } else if let Ok(n) = text.parse::<i64>() {
+            PullBody {
+                batch: n,
+                ..PullBody::default()
+            }
+        } else {
+            match serde_json::from_str::<PullBody>(text) {
+                Ok(b) => b,
+                Err(_) => {
+                    status(js, reply, 400, "Bad Request");
+                    return;
+                }
+            }
+        };
+        let mut st = lock(&self.state);
+        if st.config.is_push() {
+            drop(st);
+            status(js, reply, 409, "Consumer is push based");
+            return;
+        }
+        let batch = if req.batch <= 0 { 1 } else { req.batch as u64 };
+        if st.config.max_batch > 0 && batch > st.config.max_batch as u64 {
+            let text = format!("Exceeded MaxRequestBatch of {}", st.config.max_batch);
+            drop(st);
+            status(js, reply, 409, &text);
+            return;
+        }
+        if st.config.max_expires > 0 && req.expires > st.config.max_expires {
+            let text = format!(
+                "Exceeded MaxRequestExpires of {}",
+                go_duration(nanos(st.config.max_expires))
+            );
+            drop(st);
+            status(js, reply, 409, &text);
+            return;
+        }
+        if st.config.max_bytes > 0 && req.max_bytes > st.config.max_bytes {
+            let text = format!("Exceeded MaxRequestMaxBytes of {}", st.config.max_bytes);
+            drop(st);
+            status(js, reply, 409, &text);
+            return;
+        }
+        if req.idle_heartbeat > 0 && req.expires > 0 && req.idle_heartbeat * 2 > req.expires {
+            drop(st);
+            status(js, reply, 409, "Bad Request - heartbeat value too large");
+            return;
+        }
+        let max_waiting = usize::try_from(st.config.max_waiting).unwrap_or(512).max(1);
+        // A request on the same reply subject replaces the old one.
+        st.waiting.retain(|w| w.reply != reply);
+        if st.waiting.len() >= max_waiting {
+            drop(st);
+            status(js, reply, 409, "Exceeded MaxWaiting");
+            return;
+        }
+        let now = Instant::now();
+        let heartbeat = (req.idle_heartbeat > 0).then(|| nanos(req.idle_heartbeat));
+        st.waiting.push_back(PullRequest {
+            reply: reply.to_owned(),
+            batch,
+            max_bytes: u64::try_from(req.max_bytes).ok().filter(|b| *b > 0),
+            expires: (req.expires > 0).then(|| now + nanos(req.expires)),
+            no_wait: req.no_wait,
+            heartbeat,
+            next_hb: heartbeat.map(|h| now + h),
+            delivered: 0,
+        });
+        st.last_active = now;
+        let acked = self.pump(js, &stream, &mut st);
+        drop(st);
+        stream.on_acked(&acked);
+        self.signal();
+    }
+
+    /// An ack (`$JS.ACK...`) for stream sequence `sseq`.
+    pub(crate) fn on_ack(
+        &self,
+        js: &JetStream,
+        stream: &Arc<Stream>,
+        sseq: u64,
+        _dseq: u64,
+        body: &[u8],
+        reply: Option<&str>,
+    ) {
+        let text = std::str::from_utf8(body).unwrap_or("");
+        let (kind, rest) = match text.find(|c: char| c.is_whitespace() || c == '{') {
+            Some(i) => (&text[..i], text[i..].trim()),
+            None => (text, ""),
+        };
+        let mut acked = Vec::new();
+        let mut next_pull = None;
+        {
+            let mut st = lock(&self.state);
+            match kind {
+                "" | "+ACK" => st.ack(sseq, &mut acked),
+                "+NXT" => {
+                    st.ack(sseq, &mut acked);
+                    next_pull = reply.map(|r| (r.to_owned(), rest.to_owned()));
+                }
+                "-NAK" => {
+                    let delay = serde_json::from_str::<serde_json::Value>(rest)
+                        .ok()
+                        .and_then(|v| v.get("delay").and_then(serde_json::Value::as_i64))
+                        .filter(|d| *d > 0);
+                    st.nak(sseq, delay.map(nanos));
+                }
+                "+WPI" => {
+                    let wait = st.ack_wait_for(st.pending.get(&sseq).map_or(1, |p| p.deliveries));
+                    if let Some(p) = st.pending.get_mut(&sseq) {
+                        let old = p.deadline;
+                        p.deadline = Instant::now() + wait;
+                        let new = p.deadline;
+                        st.timers.remove(&(old, sseq));
+                        st.timers.insert((new, sseq));
+                    }
+                }
+                "+TERM" if st.pending.contains_key(&sseq) => {
+                    st.remove_pending(sseq);
+                    st.update_floor();
+                    st.dirty = true;
+                    acked.push(sseq);
+                }
+                _ => {}
+            }
+            if let Some(r) = reply
+                && next_pull.is_none()
+            {
+                if self.dir.is_some() && st.dirty {
+                    st.ack_replies.push(r.to_owned());
+                } else {
+                    js.send(r, None, b"", b"");
+                }
+            }
+        }
+        stream.on_acked(&acked);
+        if let Some((reply, body)) = next_pull {
+            self.pull(js, &reply, body.as_bytes());
+        }
+        self.signal();
+    }
+
+    /// The client answered a flow-control request.
+    pub(crate) fn on_flow_control_reply(&self) {
+        let mut st = lock(&self.state);
+        st.fc_outstanding = None;
+        st.since_fc_msgs = 0;
+        st.since_fc_bytes = 0;
+        drop(st);
+        self.signal();
+    }
+
+    /// The stream was purged: skip what is gone.
+    pub(crate) fn on_purge(&self, stream: &Stream) {
+        let first = stream.state().first_seq;
+        let mut st = lock(&self.state);
+        if st.next_sseq < first {
+            st.next_sseq = first;
+        }
+        let gone: Vec<u64> = st.pending.range(..first).map(|(s, _)| *s).collect();
+        for s in gone {
+            st.remove_pending(s);
+        }
+        st.lps.retain(|s| *s >= first);
+        if st.delivered_sseq < first.saturating_sub(1) {
+            st.delivered_sseq = first.saturating_sub(1);
+        }
+        st.update_floor();
+        st.dirty = true;
+        drop(st);
+        self.signal();
+    }
+
+    /// Stops the consumer; with `deleted`, tells waiting pulls and removes its files.
+    pub(crate) fn stop(&self, deleted: bool) {
+        self.closed.store(true, Ordering::SeqCst);
+        if deleted {
+            let waiting: Vec<String> = lock(&self.state)
+                .waiting
+                .drain(..)
+                .map(|w| w.reply)
+                .collect();
+            if let Some(js) = self.js.upgrade() {
+                for r in waiting {
+                    status(&js, &r, 409, "Consumer Deleted");
+                }
+            }
+            if let Some(dir) = &self.dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        self.signal();
+    }
+
+    /// Server shutdown: persists the state.
+    pub(crate) fn shutdown(&self) {
+        self.persist_now();
+        self.stop(false);
+    }
+
+    fn snapshot(&self) -> ConsumerStateFile {
+        let st = lock(&self.state);
+        ConsumerStateFile {
+            delivered_consumer_seq: st.dseq,
+            delivered_stream_seq: st.delivered_sseq,
+            ack_floor_consumer_seq: st.floor.0,
+            ack_floor_stream_seq: st.floor.1,
+            next_sseq: st.next_sseq,
+            pending: st
+                .pending
+                .iter()
+                .map(|(s, p)| (*s, p.dseq, p.ts, p.deliveries))
+                .collect(),
+            lps: st.lps.iter().copied().collect(),
+        }
+    }
+
+    fn persist_now(&self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let snap = self.snapshot();
+        if let Ok(bytes) = serde_json::to_vec(&snap) {
+            if let Err(e) = atomic_write(&dir.join("state.json"), &bytes) {
+                tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
+            }
+        }
+    }
+
+    /// Delivers whatever can be delivered now. Returns sequences that count
+    /// as acknowledged by delivery (ack none) for retention.
+    fn pump(&self, js: &JetStream, stream: &Stream, st: &mut CState) -> Vec<u64> {
+        let mut acked = Vec::new();
+        if self.closed.load(Ordering::SeqCst) {
+            return acked;
+        }
+        let visible = stream.visible_seq();
+        let push = st.config.is_push();
+        let deliver_subject = st.config.deliver_subject.clone().unwrap_or_default();
+        if push {
+            let bound = js
+                .router()
+                .is_some_and(|r| r.has_interest(&deliver_subject));
+            st.push_bound = bound;
+            if !bound {
+                return acked;
+            }
+        }
+        let mut remaining: Option<u64> = None;
+        let mut exhausted = false;
+        let now = Instant::now();
+        loop {
+            if push {
+                if st.config.flow_control
+                    && st.fc_outstanding.is_some()
+                    && (st.since_fc_msgs >= FC_MSGS * FC_STALL_FACTOR
+                        || st.since_fc_bytes >= FC_BYTES * FC_STALL_FACTOR)
+                {
+                    break;
+                }
+            } else if st.waiting.is_empty() {
+                break;
+            }
+            if st.config.ack_policy != AckPolicy::None
+                && st.config.max_ack_pending > 0
+                && st.pending.len() >= st.config.max_ack_pending as usize
+                && st.redeliver.is_empty()
+            {
+                exhausted = true;
+                break;
+            }
+            let Some((msg, source)) = st.next_msg(stream, visible) else {
+                exhausted = true;
+                break;
+            };
+            let size = msg.size();
+            if !push
+                && let Some(req) = st.waiting.front()
+                && req.max_bytes.is_some_and(|left| size > left)
+            {
+                st.unread(&msg, source);
+                if let Some(req) = st.waiting.pop_front() {
+                    if req.delivered == 0 {
+                        status(js, &req.reply, 409, "Message Size Exceeds MaxBytes");
+                    }
+                }
+                continue;
+            }
+            // Delivery.
+            st.dseq += 1;
+            let dseq = st.dseq;
+            let deliveries = st.pending.get(&msg.seq).map_or(1, |p| p.deliveries + 1);
+            if !matches!(source, Source::Redeliver) {
+                let left = match remaining {
+                    Some(r) => r,
+                    None => pending_count_after(stream, st, &msg),
+                };
+                remaining = Some(left.saturating_sub(if remaining.is_some() { 1 } else { 0 }));
+                if st.delivered_sseq < msg.seq {
+                    st.delivered_sseq = msg.seq;
+                }
+            }
+            let pending_after = remaining.unwrap_or(0);
+            let ack_reply = format!(
+                "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
+                self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
+            );
+            let (hdr, data): (Vec<u8>, &[u8]) = if st.config.headers_only {
+                let h = HeaderBuilder::new()
+                    .extend_from(&msg.hdr)
+                    .add("Nats-Msg-Size", msg.data.len())
+                    .build();
+                (h, b"")
+            } else {
+                (msg.hdr.to_vec(), &msg.data)
+            };
+            let target = if push {
+                deliver_subject.clone()
+            } else {
+                st.waiting
+                    .front()
+                    .map(|r| r.reply.clone())
+                    .unwrap_or_default()
+            };
+            js.deliver(&target, &msg.subject, Some(&ack_reply), &hdr, data);
+            if st.config.ack_policy == AckPolicy::None {
+                st.update_floor();
+                acked.push(msg.seq);
+            } else {
+                let wait = st.ack_wait_for(deliveries);
+                let deadline = now + wait;
+                if let Some(old) = st.pending.get(&msg.seq).map(|p| p.deadline) {
+                    st.timers.remove(&(old, msg.seq));
+                }
+                st.pending.insert(
+                    msg.seq,
+                    Pending {
+                        dseq,
+                        ts: now_nanos(),
+                        deadline,
+                        deliveries,
+                    },
+                );
+                st.timers.insert((deadline, msg.seq));
+            }
+            st.dirty = true;
+            if push {
+                st.last_push = now;
+                st.since_fc_msgs += 1;
+                st.since_fc_bytes += size;
+                if st.config.flow_control
+                    && st.fc_outstanding.is_none()
+                    && (st.since_fc_msgs >= FC_MSGS || st.since_fc_bytes >= FC_BYTES)
+                {
+                    self.send_flow_control(js, st, &deliver_subject);
+                }
+            } else if let Some(req) = st.waiting.front_mut() {
+                req.batch -= 1;
+                req.delivered += 1;
+                if let Some(left) = req.max_bytes.as_mut() {
+                    *left = left.saturating_sub(size);
+                }
+                if let Some(h) = req.heartbeat {
+                    req.next_hb = Some(now + h);
+                }
+                if req.batch == 0 {
+                    st.waiting.pop_front();
+                }
+            }
+        }
+        if push
+            && st.config.flow_control
+            && st.fc_outstanding.is_none()
+            && st.since_fc_msgs > 0
+            && exhausted
+        {
+            self.send_flow_control(js, st, &deliver_subject);
+        }
+        if !push && exhausted {
+            // no_wait requests end when nothing more can be delivered now.
+            let mut keep = VecDeque::new();
+            for req in st.waiting.drain(..) {
+                if req.no_wait {
+                    if req.delivered == 0 {
+                        status(js, &req.reply, 404, "No Messages");
+                    } else {
+                        let h = HeaderBuilder::status(408, "Request Timeout")
+                            .add("Nats-Pending-Messages", req.batch)
+                            .add("Nats-Pending-Bytes", req.max_bytes.unwrap_or(0))
+                            .build();
+                        js.send(&req.reply, None, &h, b"");
+                    }
+                } else {
+                    keep.push_back(req);
+                }
+            }
+            st.waiting = keep;
+        }
+        acked
+    }
+
+    fn send_flow_control(&self, js: &JetStream, st: &mut CState, deliver_subject: &str) {
+        st.fc_counter += 1;
+        let reply = format!(
+            "$JS.FC.{}.{}.{}",
+            self.stream_name, self.name, st.fc_counter
+        );
+        let h = HeaderBuilder::status(100, "FlowControl Request").build();
+        js.send(deliver_subject, Some(&reply), &h, b"");
+        st.fc_outstanding = Some(reply);
+    }
+
+    /// Timers: ack timeouts, expired pulls, heartbeats, inactivity.
+    /// Returns the next time something is due and whether to delete the consumer.
+    fn tick(&self, js: &JetStream, stream: &Arc<Stream>) -> (Instant, bool) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let mut advisories = Vec::new();
+        // Ack timeouts.
+        while let Some(&(at, seq)) = st.timers.first() {
+            if at > now {
+                break;
+            }
+            st.timers.remove(&(at, seq));
+            let Some(p) = st.pending.get(&seq).cloned() else {
+                continue;
+            };
+            if p.deadline != at {
+                continue;
+            }
+            if st.config.max_deliver > 0 && p.deliveries >= st.config.max_deliver as u64 {
+                // Out of attempts: no more redeliveries (nats-server keeps
+                // it pending-free and sends an advisory).
+                st.pending.remove(&seq);
+                st.update_floor();
+                st.dirty = true;
+                advisories.push((seq, p.deliveries));
+            } else {
+                st.redeliver.insert(seq);
+            }
+        }
+        // Expired pull requests and pull heartbeats.
+        let mut expired = Vec::new();
+        st.waiting.retain(|w| {
+            if w.expires.is_some_and(|e| e <= now) {
+                expired.push((w.reply.clone(), w.batch, w.max_bytes.unwrap_or(0)));
+                false
+            } else {
+                true
+            }
+        });
+        for (reply, batch, bytes) in expired {
+            let h = HeaderBuilder::status(408, "Request Timeout")
+                .add("Nats-Pending-Messages", batch)
+                .add("Nats-Pending-Bytes", bytes)
+                .build();
+            js.send(&reply, None, &h, b"");
+        }
+        for w in st.waiting.iter_mut() {
+            if let (Some(h), Some(at)) = (w.heartbeat, w.next_hb)
+                && at <= now
+            {
+                let hb = HeaderBuilder::status(100, "Idle Heartbeat").build();
+                js.send(&w.reply, None, &hb, b"");
+                w.next_hb = Some(now + h);
+            }
+        }
+        let acked = self.pump(js, stream, &mut st);
+        // Push idle heartbeats.
+        let push = st.config.is_push();
+        if push && st.config.idle_heartbeat > 0 {
+            let every = nanos(st.config.idle_heartbeat);
+            if now.duration_since(st.last_push) >= every {
+                let mut h = HeaderBuilder::status(100, "Idle Heartbeat")
+                    .add("Nats-Last-Consumer", st.dseq)
+                    .add("Nats-Last-Stream", st.delivered_sseq);
+                if let Some(fc) = &st.fc_outstanding {
+                    h = h.add("Nats-Consumer-Stalled", fc);
+                }
+                let subject = st.config.deliver_subject.clone().unwrap_or_default();
+                js.send(&subject, None, &h.build(), b"");
+                st.last_push = now;
+            }
+        }
+        // Inactivity.
+        let mut delete = false;
+        if st.config.inactive_threshold > 0 {
+            let threshold = nanos(st.config.inactive_threshold);
+            if push {
+                if st.push_bound {
+                    st.no_interest_since = None;
+                } else {
+                    let since = *st.no_interest_since.get_or_insert(now);
+                    delete = now.duration_since(since) >= threshold;
+                }
+            } else if st.waiting.is_empty() && now.duration_since(st.last_active) >= threshold {
+                delete = true;
+            }
+        }
+        // Next wake-up.
+        let mut next = now + Duration::from_millis(500);
+        if let Some(&(at, _)) = st.timers.first() {
+            next = next.min(at);
+        }
+        for w in &st.waiting {
+            if let Some(e) = w.expires {
+                next = next.min(e);
+            }
+            if let Some(h) = w.next_hb {
+                next = next.min(h);
+            }
+        }
+        if push && st.config.idle_heartbeat > 0 {
+            next = next.min(st.last_push + nanos(st.config.idle_heartbeat));
+        }
+        let persist = self.dir.is_some()
+            && st.dirty
+            && (!st.ack_replies.is_empty()
+                || now.duration_since(st.last_persist) >= Duration::from_millis(20));
+        let replies = if persist {
+            st.dirty = false;
+            st.last_persist = now;
+            std::mem::take(&mut st.ack_replies)
+        } else {
+            if st.dirty && self.dir.is_some() {
+                next = next.min(st.last_persist + Duration::from_millis(20));
+            }
+            Vec::new()
+        };
+        drop(st);
+        if persist {
+            self.persist_now();
+            for r in replies {
+                js.send(&r, None, b"", b"");
+            }
+        }
+        stream.on_acked(&acked);
+        for (seq, deliveries) in advisories {
+            let subject = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+                self.stream_name, self.name
+            );
+            let body = serde_json::json!({
+                "type": "io.nats.jetstream.advisory.v1.max_deliver",
+                "stream": self.stream_name,
+                "consumer": self.name,
+                "stream_seq": seq,
+                "deliveries": deliveries,
+                "timestamp": rfc3339(now_nanos()),
+            });
+            js.send(&subject, None, b"", body.to_string().as_bytes());
+        }
+        (next, delete)
+    }
+}
+
+impl CState {
+    fn ack_wait_for(&self, deliveries: u64) -> Duration {
+        if !self.config.backoff.is_empty() {
+            let i = usize::try_from(deliveries.saturating_sub(1))
+                .unwrap_or(usize::MAX)
+                .min(self.config.backoff.len() - 1);
+            return nanos(self.config.backoff[i]);
+        }
+        let w = nanos(self.config.ack_wait);
+        if w.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            w
+        }
+    }
+
+    fn remove_pending(&mut self, seq: u64) {
+        if let Some(p) = self.pending.remove(&seq) {
+            self.timers.remove(&(p.deadline, seq));
+        }
+        self.redeliver.remove(&seq);
+    }
+
+    fn ack(&mut self, seq: u64, acked: &mut Vec<u64>) {
+        match self.config.ack_policy {
+            AckPolicy::None => {}
+            AckPolicy::Explicit => {
+                if self.pending.contains_key(&seq) {
+                    self.remove_pending(seq);
+                    acked.push(seq);
+                }
+            }
+            AckPolicy::All => {
+                let below: Vec<u64> = self.pending.range(..=seq).map(|(s, _)| *s).collect();
+                for s in below {
+                    self.remove_pending(s);
+                    acked.push(s);
+                }
+            }
+        }
+        self.update_floor();
+        self.dirty = true;
+    }
+
+    fn nak(&mut self, seq: u64, delay: Option<Duration>) {
+        let Some(p) = self.pending.get(&seq).cloned() else {
+            return;
+        };
+        self.timers.remove(&(p.deadline, seq));
+        match delay {
+            Some(d) => {
+                let at = Instant::now() + d;
+                if let Some(p) = self.pending.get_mut(&seq) {
+                    p.deadline = at;
+                }
+                self.timers.insert((at, seq));
+            }
+            None => {
+                self.redeliver.insert(seq);
+            }
+        }
+    }
+
+    fn update_floor(&mut self) {
+        match self.pending.iter().next() {
+            Some((sseq, p)) => {
+                self.floor = (p.dseq.saturating_sub(1), sseq.saturating_sub(1));
+            }
+            None => {
+                self.floor = (self.dseq, self.delivered_sseq);
+            }
+        }
+    }
+
+    fn next_msg(&mut self, stream: &Stream, visible: u64) -> Option<(StoredMsg, Source)> {
+        while let Some(seq) = self.redeliver.pop_first() {
+            match stream.get_msg(seq) {
+                Ok(Some(m)) => return Some((m, Source::Redeliver)),
+                _ => {
+                    self.remove_pending(seq);
+                    self.update_floor();
+                }
+            }
+        }
+        while let Some(&seq) = self.lps.front() {
+            if seq > visible {
+                return None;
+            }
+            self.lps.pop_front();
+            if let Ok(Some(m)) = stream.get_msg(seq) {
+                return Some((m, Source::LastPerSubject));
+            }
+        }
+        let m = {
+            let mut inner = lock(&stream.inner);
+            inner
+                .store
+                .next_from(self.next_sseq, &self.filter)
+                .ok()
+                .flatten()
+        }?;
+        if m.seq > visible {
+            return None;
+        }
+        self.next_sseq = m.seq + 1;
+        Some((m, Source::Fresh))
+    }
+
+    fn unread(&mut self, msg: &StoredMsg, source: Source) {
+        match source {
+            Source::Redeliver => {
+                self.redeliver.insert(msg.seq);
+            }
+            Source::LastPerSubject => self.lps.push_front(msg.seq),
+            Source::Fresh => self.next_sseq = msg.seq,
+        }
+    }
+}
+
+/// Messages still to deliver.
+fn pending_count(stream: &Stream, st: &CState) -> u64 {
+    let inner = lock(&stream.inner);
+    inner.store.num_pending(st.next_sseq, &st.filter) + st.lps.len() as u64
+}
+
+/// Messages still to deliver after `msg` (just taken).
+fn pending_count_after(stream: &Stream, st: &CState, _msg: &StoredMsg) -> u64 {
+    pending_count(stream, st)
+}
+
+/// Sends a status-only message (`NATS/1.0 <code> <text>`).
+fn status(js: &JetStream, subject: &str, code: u16, text: &str) {
+    let h = HeaderBuilder::status(code, text).build();
+    js.send(subject, None, &h, b"");
+}
+
+/// Go's duration format for the few messages that print one.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The consumer's task: timers and deliveries of new messages.
+async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let Some(c) = consumer.upgrade() else {
+            return;
+        };
+        if c.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let (Some(js), Some(stream)) = (c.js.upgrade(), c.stream.upgrade()) else {
+            return;
+        };
+        let (at, delete) = c.tick(&js, &stream);
+        if delete {
+            tracing::debug!(stream = %stream.name, consumer = %c.name, "deleting inactive consumer");
+            stream.remove_consumer(&c.name);
+            c.stop(true);
+            return;
+        }
+        next = at;
+    }
+}

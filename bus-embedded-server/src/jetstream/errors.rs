@@ -1,0 +1,213 @@
+//! JetStream API errors: nats-server's HTTP-like `code`, its `err_code`
+//! and description, as clients match on them.
+
+use serde::Serialize;
+
+/// One API error (`"error": {...}` in a response).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// HTTP-like status.
+    pub code: u16,
+    /// nats-server's error code (10xxx).
+    pub err_code: u32,
+    /// Human text.
+    pub description: String,
+}
+
+macro_rules! api_errors {
+    ($($name:ident => $code:expr, $err:expr, $text:expr;)*) => {
+        impl ApiError {
+            $(
+                #[doc = $text]
+                pub fn $name() -> Self {
+                    ApiError { code: $code, err_code: $err, description: $text.to_owned() }
+                }
+            )*
+        }
+    };
+}
+
+api_errors! {
+    bad_request => 400, 10003, "bad request";
+    stream_not_found => 404, 10059, "stream not found";
+    consumer_not_found => 404, 10014, "consumer not found";
+    no_message_found => 404, 10037, "no message found";
+    stream_name_exist => 400, 10058, "stream name already in use with a different configuration";
+    subjects_overlap => 400, 10065, "subjects overlap with an existing stream";
+    expected_stream_mismatch => 400, 10060, "expected stream does not match";
+    consumer_already_exists => 400, 10148, "consumer already exists";
+    consumer_does_not_exist => 400, 10149, "consumer does not exist";
+    consumer_name_exist => 400, 10013, "consumer name already in use";
+    message_too_large => 400, 10054, "message size exceeds maximum allowed";
+    header_too_large => 400, 10097, "header size exceeds maximum allowed of 64k";
+    not_enabled => 503, 10076, "JetStream not enabled";
+    stream_mismatch => 400, 10056, "stream name in subject does not match request";
+    max_streams => 400, 10027, "maximum number of streams reached";
+    max_consumers => 400, 10026, "maximum consumers limit reached";
+    replicas_not_supported => 500, 10074, "replicas > 1 not supported in non-clustered mode";
+    storage_exceeded => 500, 10047, "insufficient storage resources available";
+    memory_exceeded => 500, 10028, "insufficient memory resources available";
+    stream_sealed => 400, 10109, "invalid operation on sealed stream";
+    consumer_config_required => 400, 10078, "consumer config required";
+    deliver_to_wildcards => 400, 10079, "consumer deliver subject has wildcards";
+    push_max_waiting => 400, 10080, "consumer in push mode can not set max waiting";
+    max_pending_ack_policy_required => 400, 10082, "consumer requires ack policy for max ack pending";
+    small_heartbeat => 400, 10083, "consumer idle heartbeat needs to be >= 100ms";
+    pull_requires_ack => 400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream";
+    hb_requires_push => 400, 10088, "consumer idle heartbeat requires a push based consumer";
+    fc_requires_push => 400, 10089, "consumer flow control requires a push based consumer";
+    filter_not_subset => 400, 10093, "consumer filter subject is not a valid subset of the interest subjects";
+    wq_requires_explicit_ack => 400, 10098, "workqueue stream requires explicit ack";
+    wq_multiple_unfiltered => 400, 10099, "multiple non-filtered consumers not allowed on workqueue stream";
+    wq_not_unique => 400, 10100, "filtered consumer not unique on workqueue stream";
+    wq_not_deliver_all => 400, 10101, "consumer must be deliver all on workqueue stream";
+    bad_durable_name => 400, 10103, "durable name can not contain '.', '*', '>'";
+    fc_needs_heartbeats => 400, 10108, "consumer with flow control also needs heartbeats";
+    invalid_deliver_subject => 400, 10112, "invalid push consumer deliver subject";
+    max_deliver_backoff => 400, 10116, "max deliver is required to be > length of backoff values";
+    consumer_name_path_separators => 400, 10127, "Consumer name can not contain path separators";
+    stream_name_path_separators => 400, 10128, "Stream name can not contain path separators";
+    filter_subject_mismatch => 400, 10131, "Consumer create request did not match filtered subject from create subject";
+    durable_name_mismatch => 400, 10132, "Consumer Durable and Name have to be equal if both are provided";
+    replicas_negative => 400, 10133, "replicas count cannot be negative";
+    duplicate_filter_subjects => 400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified";
+    multiple_filters_not_allowed => 400, 10137, "consumer with multiple subject filters cannot use subject based API";
+    overlapping_filters => 400, 10138, "consumer subject filters cannot overlap";
+    empty_filter => 400, 10139, "consumer filter in FilterSubjects cannot be empty";
+    ephemeral_with_durable => 400, 10020, "consumer expected to be ephemeral but a durable name was set in request";
+    durable_name_not_in_subject => 400, 10016, "consumer expected to be durable but no durable name set in subject";
+    durable_name_not_match_subject => 400, 10017, "consumer name in subject does not match durable name in request";
+    durable_name_not_set => 400, 10018, "consumer expected to be durable but a durable name was not set";
+    msg_ttl_invalid => 400, 10165, "invalid per-message TTL";
+    msg_ttl_disabled => 400, 10166, "per-message TTL is disabled";
+    not_empty_request => 400, 10038, "expected an empty request payload";
+}
+
+impl ApiError {
+    /// `invalid JSON: <detail>` (10025).
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10025,
+            description: format!("invalid JSON: {detail}"),
+        }
+    }
+
+    /// `wrong last sequence: <seq>` (10071).
+    pub fn wrong_last_sequence(seq: u64) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10071,
+            description: format!("wrong last sequence: {seq}"),
+        }
+    }
+
+    /// `wrong last msg ID: <id>` (10070).
+    pub fn wrong_last_msg_id(id: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10070,
+            description: format!("wrong last msg ID: {id}"),
+        }
+    }
+
+    /// A stream configuration problem (10052).
+    pub fn invalid_config(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10052,
+            description: text.into(),
+        }
+    }
+
+    /// Storing failed (10077), e.g. limits with discard new, or a poisoned store.
+    pub fn store_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 503,
+            err_code: 10077,
+            description: text.into(),
+        }
+    }
+
+    /// A stream update that is not allowed (10069).
+    pub fn update_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10069,
+            description: text.into(),
+        }
+    }
+
+    /// A consumer creation problem (10012).
+    pub fn consumer_create(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10012,
+            description: text.into(),
+        }
+    }
+
+    /// A deliver policy problem (10094).
+    pub fn invalid_policy(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10094,
+            description: text.into(),
+        }
+    }
+
+    /// Generic stream failure (10051).
+    pub fn stream_general(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10051,
+            description: text.into(),
+        }
+    }
+
+    /// Message delete failure (10057).
+    pub fn msg_delete_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10057,
+            description: text.into(),
+        }
+    }
+
+    /// Purge failure (10110).
+    pub fn purge_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10110,
+            description: text.into(),
+        }
+    }
+
+    /// Rollup failure (10111).
+    pub fn rollup_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10111,
+            description: text.into(),
+        }
+    }
+
+    /// Stream deletion failure (10050).
+    pub fn delete_failed(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10050,
+            description: text.into(),
+        }
+    }
+
+    /// `sequence <n> not found`? No: nats-server answers a missing sequence
+    /// with 10037; this is the consumer-name length error (10102).
+    pub fn consumer_name_too_long(max: usize) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10102,
+            description: format!("consumer name is too long, maximum allowed is {max}"),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! NATS message header blocks (`NATS/1.0[ status[ text]]\r\nK: V\r\n...\r\n\r\n`):
+//! reading single values and building status and data headers.
+
+/// The value of header `name` in a header block (first occurrence;
+/// names compare case-sensitively first, then case-insensitively).
+pub fn get<'a>(hdr: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(hdr).ok()?;
+    let mut lines = text.split("\r\n");
+    lines.next()?; // NATS/1.0 line
+    let mut loose = None;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim();
+        if k == name {
+            return Some(v.trim());
+        }
+        if loose.is_none() && k.eq_ignore_ascii_case(name) {
+            loose = Some(v.trim());
+        }
+    }
+    loose
+}
+
+/// A header block's status code (`NATS/1.0 404 ...`), if any.
+pub fn status(hdr: &[u8]) -> Option<u16> {
+    let line = hdr.split(|b| *b == b'\r').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let rest = text.strip_prefix("NATS/1.0")?.trim_start();
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Builds a header block.
+#[derive(Debug, Clone)]
+pub struct HeaderBuilder {
+    buf: Vec<u8>,
+}
+
+impl HeaderBuilder {
+    /// `NATS/1.0` with no status.
+    pub fn new() -> Self {
+        HeaderBuilder {
+            buf: b"NATS/1.0\r\n".to_vec(),
+        }
+    }
+
+    /// `NATS/1.0 <code> <text>`.
+    pub fn status(code: u16, text: &str) -> Self {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"NATS/1.0 ");
+        buf.extend_from_slice(code.to_string().as_bytes());
+        if !text.is_empty() {
+            buf.push(b' ');
+            buf.extend_from_slice(text.as_bytes());
+        }
+        buf.extend_from_slice(b"\r\n");
+        HeaderBuilder { buf }
+    }
+
+    /// Adds `name: value`.
+    pub fn add(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value.to_string().as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends the header lines (not the version line, not the final blank
+    /// line) of an existing block.
+    pub fn extend_from(mut self, hdr: &[u8]) -> Self {
+        if hdr.is_empty() {
+            return self;
+        }
+        let start = hdr
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(hdr.len(), |p| p + 2);
+        let mut body = &hdr[start.min(hdr.len())..];
+        while body.ends_with(b"\r\n") {
+            body = &body[..body.len() - 2];
+        }
+        if !body.is_empty() {
+            self.buf.extend_from_slice(body);
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self
+    }
+
+    /// The finished block (ends with the blank line).
+    pub fn build(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf
+    }
+}
+
+impl Default for HeaderBuilder {
+    fn default() -> Self {
+        HeaderBuilder::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_values_and_status() {
+        let h = b"NATS/1.0 408 Request Timeout\r\nNats-Msg-Id: abc\r\nkv-operation: DEL\r\n\r\n";
+        assert_eq!(get(h, "Nats-Msg-Id"), Some("abc"));
+        assert_eq!(get(h, "KV-Operation"), Some("DEL"));
+        assert_eq!(get(h, "Missing"), None);
+        assert_eq!(status(h), Some(408));
+        assert_eq!(status(b"NATS/1.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn builds_blocks_and_merges_existing_headers() {
+        let h = HeaderBuilder::new()
+            .add("Nats-Stream", "S")
+            .extend_from(b"NATS/1.0\r\nA: 1\r\n\r\n")
+            .build();
+        assert_eq!(h, b"NATS/1.0\r\nNats-Stream: S\r\nA: 1\r\n\r\n".to_vec());
+        let s = HeaderBuilder::status(404, "No Messages").build();
+        assert_eq!(s, b"NATS/1.0 404 No Messages\r\n\r\n".to_vec());
+    }
+}

@@ -1,0 +1,862 @@
+//! One stream: its configuration, its store, publish checks, limits and
+//! retention, and the group-commit loop that acknowledges publishes once
+//! they are durable.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::consumer::Consumer;
+use super::errors::ApiError;
+use super::headers;
+use super::store::mem::MemStore;
+use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter, subject_matches};
+use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
+use super::{JetStream, atomic_write, lock, read, write};
+
+/// What is written to `meta.json` of a stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StreamMeta {
+    pub config: StreamConfig,
+    pub created: i64,
+}
+
+/// A publish waiting for its sequence to become durable before its ack.
+struct PendingAck {
+    seq: u64,
+    reply: String,
+    body: Vec<u8>,
+}
+
+pub(crate) struct StreamInner {
+    pub config: StreamConfig,
+    pub store: Box<dyn Store>,
+    dedup: HashMap<String, u64>,
+    dedup_order: VecDeque<(i64, String)>,
+    last_msg_id: Option<String>,
+    pending_acks: VecDeque<PendingAck>,
+    /// Per-message TTL expiries: (expiry time, seq).
+    ttls: BTreeMap<(i64, u64), ()>,
+    last_expiry_check: i64,
+}
+
+/// A stream.
+pub struct Stream {
+    /// Name.
+    pub name: String,
+    /// Creation time, Unix nanoseconds.
+    pub created: i64,
+    pub(crate) inner: Mutex<StreamInner>,
+    consumers: RwLock<BTreeMap<String, Arc<Consumer>>>,
+    subjects: RwLock<Vec<String>>,
+    sync_wake: Arc<Notify>,
+    pub(crate) dir: Option<PathBuf>,
+    js: Weak<JetStream>,
+    closed: AtomicBool,
+    storage: StorageType,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("name", &self.name).finish()
+    }
+}
+
+/// Outcome of storing one message.
+enum Stored {
+    New(u64),
+    Duplicate(u64),
+}
+
+fn open_store(
+    js: &JetStream,
+    config: &StreamConfig,
+    dir: Option<&Path>,
+) -> Result<Box<dyn Store>, String> {
+    match (config.storage, dir) {
+        (StorageType::File, Some(dir)) => {
+            let (store, report) = super::store::file::FileStore::open(
+                &dir.join("msgs"),
+                super::store::file::FileStoreConfig {
+                    segment_bytes: js.config.segment_bytes,
+                    sync: js.config.sync,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if report.truncated_bytes > 0 {
+                tracing::warn!(
+                    stream = %config.name,
+                    bytes = report.truncated_bytes,
+                    "cut a torn tail from the stream's last segment"
+                );
+            }
+            for c in &report.corrupt {
+                tracing::error!(
+                    stream = %config.name,
+                    segment = %c.segment,
+                    offset = c.offset,
+                    len = c.len,
+                    reason = %c.reason,
+                    "skipped a corrupt record"
+                );
+            }
+            if report.index_rebuilt {
+                tracing::info!(stream = %config.name, "rebuilt the stream's index from its log");
+            }
+            Ok(Box::new(store))
+        }
+        _ => {
+            let mut m = MemStore::new();
+            if config.first_seq > 1 {
+                let _ = m.purge(&Purge {
+                    seq: Some(config.first_seq),
+                    ..Purge::default()
+                });
+            }
+            Ok(Box::new(m))
+        }
+    }
+}
+
+impl Stream {
+    /// Creates a new stream (config already validated and normalised).
+    pub(crate) fn create(js: &JetStream, config: StreamConfig) -> Result<Arc<Stream>, ApiError> {
+        let created = now_nanos();
+        let dir = match config.storage {
+            StorageType::File => {
+                let d = js.config.streams_dir().join(&config.name);
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
+                let meta = StreamMeta {
+                    config: config.clone(),
+                    created,
+                };
+                let bytes = serde_json::to_vec_pretty(&meta)
+                    .map_err(|e| ApiError::stream_general(e.to_string()))?;
+                atomic_write(&d.join("meta.json"), &bytes)
+                    .map_err(|e| ApiError::stream_general(format!("stream metadata: {e}")))?;
+                Some(d)
+            }
+            StorageType::Memory => None,
+        };
+        let store = open_store(js, &config, dir.as_deref()).map_err(ApiError::stream_general)?;
+        Ok(Stream::assemble(js, config, created, store, dir))
+    }
+
+    fn assemble(
+        js: &JetStream,
+        config: StreamConfig,
+        created: i64,
+        store: Box<dyn Store>,
+        dir: Option<PathBuf>,
+    ) -> Arc<Stream> {
+        let storage = config.storage;
+        let stream = Arc::new(Stream {
+            name: config.name.clone(),
+            created,
+            subjects: RwLock::new(config.subjects.clone()),
+            inner: Mutex::new(StreamInner {
+                config,
+                store,
+                dedup: HashMap::new(),
+                dedup_order: VecDeque::new(),
+                last_msg_id: None,
+                pending_acks: VecDeque::new(),
+                ttls: BTreeMap::new(),
+                last_expiry_check: 0,
+            }),
+            consumers: RwLock::new(BTreeMap::new()),
+            sync_wake: Arc::new(Notify::new()),
+            dir,
+            js: js.weak(),
+            closed: AtomicBool::new(false),
+            storage,
+        });
+        stream.rebuild_dedup();
+        tokio::spawn(flusher(
+            Arc::downgrade(&stream),
+            Arc::clone(&stream.sync_wake),
+        ));
+        stream
+    }
+
+    /// Reopens a stream from its directory; `Ok(None)` when the directory
+    /// holds no stream metadata (left alone, never deleted).
+    pub(crate) fn recover(js: &JetStream, dir: &Path) -> Result<Option<Arc<Stream>>, String> {
+        let meta_path = dir.join("meta.json");
+        let bytes = match std::fs::read(&meta_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), "directory without meta.json in the store; ignored");
+                return Ok(None);
+            }
+            Err(e) => return Err(format!("{}: {e}", meta_path.display())),
+        };
+        let meta: StreamMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not valid stream metadata: {e}", meta_path.display()))?;
+        let store = open_store(js, &meta.config, Some(dir))?;
+        let stream = Stream::assemble(js, meta.config, meta.created, store, Some(dir.to_owned()));
+        let obs = dir.join("obs");
+        if let Ok(entries) = std::fs::read_dir(&obs) {
+            let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            dirs.sort();
+            for d in dirs {
+                match Consumer::recover(js, &stream, &d) {
+                    Ok(Some(c)) => {
+                        write(&stream.consumers).insert(c.name.clone(), c);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
+                    }
+                }
+            }
+        }
+        Ok(Some(stream))
+    }
+
+    /// True when this stream captures the literal `subject`.
+    pub fn captures(&self, subject: &str) -> bool {
+        read(&self.subjects)
+            .iter()
+            .any(|f| subject_matches(f, subject))
+    }
+
+    /// Current configuration.
+    pub fn config(&self) -> StreamConfig {
+        lock(&self.inner).config.clone()
+    }
+
+    /// Store state.
+    pub fn state(&self) -> StoreState {
+        lock(&self.inner).store.state()
+    }
+
+    /// Storage type and bytes used.
+    pub fn usage(&self) -> (StorageType, u64) {
+        (self.storage, self.state().bytes)
+    }
+
+    /// A consumer by name.
+    pub fn consumer(&self, name: &str) -> Option<Arc<Consumer>> {
+        read(&self.consumers).get(name).cloned()
+    }
+
+    /// All consumers.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        read(&self.consumers).values().cloned().collect()
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> usize {
+        read(&self.consumers).len()
+    }
+
+    pub(crate) fn add_consumer(&self, c: Arc<Consumer>) {
+        write(&self.consumers).insert(c.name.clone(), c);
+    }
+
+    pub(crate) fn remove_consumer(&self, name: &str) -> Option<Arc<Consumer>> {
+        write(&self.consumers).remove(name)
+    }
+
+    /// The highest sequence consumers may deliver (durable).
+    pub fn visible_seq(&self) -> u64 {
+        lock(&self.inner).store.durable_seq()
+    }
+
+    /// Damaged records found when the store opened.
+    pub fn corrupt_records(&self) -> Vec<super::store::CorruptRecord> {
+        lock(&self.inner).store.corrupt_records()
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.inner).store.poisoned()
+    }
+
+    /// Applies a new configuration (validated by the API layer).
+    pub(crate) fn update_config(&self, config: StreamConfig) -> Result<(), ApiError> {
+        if let Some(dir) = &self.dir {
+            let meta = StreamMeta {
+                config: config.clone(),
+                created: self.created,
+            };
+            let bytes = serde_json::to_vec_pretty(&meta)
+                .map_err(|e| ApiError::update_failed(e.to_string()))?;
+            atomic_write(&dir.join("meta.json"), &bytes)
+                .map_err(|e| ApiError::update_failed(format!("stream metadata: {e}")))?;
+        }
+        *write(&self.subjects) = config.subjects.clone();
+        let mut inner = lock(&self.inner);
+        inner.config = config;
+        let _ = inner.enforce_limits(None);
+        drop(inner);
+        self.sync_wake.notify_one();
+        Ok(())
+    }
+
+    /// Stores a client's publish and arranges its acknowledgement.
+    pub(crate) fn publish(
+        &self,
+        js: &JetStream,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) {
+        let interest = self.interest_checker();
+        let mut inner = lock(&self.inner);
+        let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
+        let no_ack = inner.config.no_ack;
+        let memory = self.storage == StorageType::Memory;
+        match outcome {
+            Err(err) => {
+                drop(inner);
+                if let Some(reply) = reply {
+                    let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                    js.send(reply, None, b"", body.to_string().as_bytes());
+                }
+            }
+            Ok(stored) => {
+                let (seq, dup) = match stored {
+                    Stored::New(s) => (s, false),
+                    Stored::Duplicate(s) => (s, true),
+                };
+                let body = if dup {
+                    format!(
+                        "{{\"stream\":{},\"seq\":{seq},\"duplicate\":true}}",
+                        json_str(&self.name)
+                    )
+                } else {
+                    format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
+                };
+                match reply {
+                    Some(reply) if !no_ack => {
+                        if memory
+                            || seq <= inner.store.durable_seq() && inner.pending_acks.is_empty()
+                        {
+                            drop(inner);
+                            js.send(reply, None, b"", body.as_bytes());
+                        } else {
+                            inner.pending_acks.push_back(PendingAck {
+                                seq,
+                                reply: reply.to_owned(),
+                                body: body.into_bytes(),
+                            });
+                            drop(inner);
+                        }
+                    }
+                    _ => drop(inner),
+                }
+                if memory {
+                    self.signal_consumers();
+                } else {
+                    self.sync_wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// A closure telling whether some consumer is interested in a subject
+    /// (interest and work-queue retention).
+    fn interest_checker(&self) -> Vec<SubjectFilter> {
+        read(&self.consumers).values().map(|c| c.filter()).collect()
+    }
+
+    /// Wakes every consumer (new messages are visible).
+    pub(crate) fn signal_consumers(&self) {
+        for c in read(&self.consumers).values() {
+            c.signal();
+        }
+    }
+
+    /// Sends the acks whose sequences are durable (or errors, if the store
+    /// is poisoned).
+    fn release_acks(&self, js: &JetStream) {
+        let mut out = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            let durable = inner.store.durable_seq();
+            let poisoned = inner.store.poisoned();
+            while let Some(p) = inner.pending_acks.front() {
+                if p.seq <= durable {
+                    if let Some(p) = inner.pending_acks.pop_front() {
+                        out.push((p.reply, p.body));
+                    }
+                } else if let Some(reason) = &poisoned {
+                    if let Some(p) = inner.pending_acks.pop_front() {
+                        let err = ApiError::store_failed(reason.clone());
+                        let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                        out.push((p.reply, body.to_string().into_bytes()));
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+        for (reply, body) in out {
+            js.send(&reply, None, b"", &body);
+        }
+    }
+
+    /// Removes messages over max_age and past their TTL.
+    fn expire(&self) {
+        let now = now_nanos();
+        let mut inner = lock(&self.inner);
+        if now - inner.last_expiry_check < 100_000_000 {
+            return;
+        }
+        inner.last_expiry_check = now;
+        let max_age = inner.config.max_age;
+        if max_age > 0 {
+            let cutoff = now - max_age;
+            loop {
+                let first = inner.store.state().first_seq;
+                match inner.store.get(first) {
+                    Ok(Some(m)) if m.ts <= cutoff => {
+                        let _ = inner.store.remove(first, false);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        while let Some((&(at, seq), ())) = inner.ttls.first_key_value() {
+            if at > now {
+                break;
+            }
+            inner.ttls.remove(&(at, seq));
+            let _ = inner.store.remove(seq, false);
+        }
+    }
+
+    fn rebuild_dedup(&self) {
+        let mut inner = lock(&self.inner);
+        let window = inner.config.duplicate_window;
+        let now = now_nanos();
+        let from = inner.store.seq_for_time(now - window);
+        let mut seq = from;
+        let allow_ttl = inner.config.allow_msg_ttl;
+        while let Ok(Some(m)) = inner.store.next_from(seq, &SubjectFilter::All) {
+            seq = m.seq + 1;
+            if !m.hdr.is_empty()
+                && let Some(id) = headers::get(&m.hdr, "Nats-Msg-Id")
+            {
+                let id = id.to_owned();
+                inner.dedup.insert(id.clone(), m.seq);
+                inner.dedup_order.push_back((m.ts, id));
+            }
+        }
+        let last_seq = inner.store.state().last_seq;
+        if let Ok(Some(last)) = inner.store.get(last_seq) {
+            inner.last_msg_id = headers::get(&last.hdr, "Nats-Msg-Id").map(str::to_owned);
+        }
+        if allow_ttl {
+            let mut seq = 0;
+            while let Ok(Some(m)) = inner.store.next_from(seq, &SubjectFilter::All) {
+                seq = m.seq + 1;
+                if let Some(ttl) = headers::get(&m.hdr, "Nats-TTL")
+                    .and_then(parse_ttl)
+                    .flatten()
+                {
+                    inner.ttls.insert((m.ts + ttl, m.seq), ());
+                }
+            }
+        }
+    }
+
+    /// Message by sequence.
+    pub fn get_msg(&self, seq: u64) -> Result<Option<StoredMsg>, ApiError> {
+        lock(&self.inner)
+            .store
+            .get(seq)
+            .map_err(|e| ApiError::stream_general(e.to_string()))
+    }
+
+    /// Newest message on a subject (wildcards allowed).
+    pub fn last_by_subject(&self, subject: &str) -> Result<Option<StoredMsg>, ApiError> {
+        lock(&self.inner)
+            .store
+            .last_by_subject(subject)
+            .map_err(|e| ApiError::stream_general(e.to_string()))
+    }
+
+    /// First message at or after `seq` matching `subject`.
+    pub fn next_by_subject(&self, subject: &str, seq: u64) -> Result<Option<StoredMsg>, ApiError> {
+        let filter = SubjectFilter::from_filters([subject]);
+        lock(&self.inner)
+            .store
+            .next_from(seq, &filter)
+            .map_err(|e| ApiError::stream_general(e.to_string()))
+    }
+
+    /// Deletes one message.
+    pub(crate) fn delete_msg(&self, seq: u64, erase: bool) -> Result<bool, ApiError> {
+        let mut inner = lock(&self.inner);
+        let r = inner
+            .store
+            .remove(seq, erase)
+            .map_err(|e| ApiError::msg_delete_failed(e.to_string()));
+        drop(inner);
+        self.sync_wake.notify_one();
+        r
+    }
+
+    /// Purges per the request; returns the number removed.
+    pub(crate) fn purge(&self, purge: &Purge) -> Result<u64, ApiError> {
+        let mut inner = lock(&self.inner);
+        let n = inner
+            .store
+            .purge(purge)
+            .map_err(|e| ApiError::purge_failed(e.to_string()))?;
+        if purge.filter.is_none() && purge.seq.is_none() && purge.keep.is_none() {
+            inner.dedup.clear();
+            inner.dedup_order.clear();
+        }
+        drop(inner);
+        for c in self.consumers() {
+            c.on_purge(self);
+        }
+        self.sync_wake.notify_one();
+        Ok(n)
+    }
+
+    /// Removes acknowledged messages under interest / work-queue retention.
+    pub(crate) fn on_acked(&self, seqs: &[u64]) {
+        let retention = lock(&self.inner).config.retention;
+        if retention == Retention::Limits || seqs.is_empty() {
+            return;
+        }
+        let consumers = self.consumers();
+        let mut doomed = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            for &seq in seqs {
+                let Ok(Some(m)) = inner.store.get(seq) else {
+                    continue;
+                };
+                doomed.push((seq, m.subject));
+            }
+        }
+        let doomed: Vec<u64> = doomed
+            .into_iter()
+            .filter(|(seq, subject)| {
+                consumers
+                    .iter()
+                    .filter(|c| c.filter().matches(subject))
+                    .all(|c| c.has_acked(*seq))
+            })
+            .map(|(seq, _)| seq)
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        for seq in doomed {
+            let _ = inner.store.remove(seq, false);
+        }
+        drop(inner);
+        self.sync_wake.notify_one();
+    }
+
+    /// Stops the stream (server shutdown): final sync, acks, consumer state.
+    pub(crate) fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for c in self.consumers() {
+            c.shutdown();
+        }
+        let mut inner = lock(&self.inner);
+        if let Err(e) = inner.store.close() {
+            tracing::error!(stream = %self.name, "closing the store failed: {e}");
+        }
+        self.sync_wake.notify_one();
+    }
+
+    /// Deletes the stream and its data.
+    pub(crate) fn destroy(&self) -> Result<(), ApiError> {
+        self.closed.store(true, Ordering::SeqCst);
+        for c in self.consumers() {
+            c.stop(true);
+        }
+        write(&self.consumers).clear();
+        let mut inner = lock(&self.inner);
+        // Failed publishes still waiting get nothing (as on nats-server).
+        inner.pending_acks.clear();
+        inner
+            .store
+            .destroy()
+            .map_err(|e| ApiError::delete_failed(e.to_string()))?;
+        drop(inner);
+        if let Some(dir) = &self.dir {
+            std::fs::remove_dir_all(dir).map_err(|e| ApiError::delete_failed(e.to_string()))?;
+        }
+        self.sync_wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Per-subject counts for STREAM.INFO.
+    pub fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
+        lock(&self.inner).store.subjects(filter)
+    }
+
+    /// Interior deletes for STREAM.INFO.
+    pub fn deleted(&self) -> Vec<u64> {
+        lock(&self.inner).store.deleted()
+    }
+}
+
+impl StreamInner {
+    fn store_msg(
+        &mut self,
+        stream: &str,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+        interest: &[SubjectFilter],
+    ) -> Result<Stored, ApiError> {
+        let cfg = self.config.clone();
+        let cfg = &cfg;
+        if cfg.sealed {
+            return Err(ApiError::stream_sealed());
+        }
+        if let Some(reason) = self.store.poisoned() {
+            return Err(ApiError::store_failed(reason));
+        }
+        if hdr.len() > 64 * 1024 {
+            return Err(ApiError::header_too_large());
+        }
+        if cfg.max_msg_size >= 0 && (hdr.len() + data.len()) as i64 > cfg.max_msg_size {
+            return Err(ApiError::message_too_large());
+        }
+        let now = now_nanos();
+        let mut msg_id = None;
+        let mut rollup = None;
+        let mut ttl = None;
+        if !hdr.is_empty() {
+            if let Some(expected) = headers::get(hdr, "Nats-Expected-Stream")
+                && expected != stream
+            {
+                return Err(ApiError::expected_stream_mismatch());
+            }
+            if let Some(id) = headers::get(hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
+                self.prune_dedup(now);
+                if let Some(&seq) = self.dedup.get(id) {
+                    return Ok(Stored::Duplicate(seq));
+                }
+                msg_id = Some(id.to_owned());
+            }
+            let last = self.store.state().last_seq;
+            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Sequence") {
+                let expected: u64 = v.parse().map_err(|_| ApiError::wrong_last_sequence(last))?;
+                if expected != last {
+                    return Err(ApiError::wrong_last_sequence(last));
+                }
+            }
+            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Subject-Sequence") {
+                let on_subject = self.store.last_seq_of_subject(subject).unwrap_or(0);
+                let expected: u64 = v
+                    .parse()
+                    .map_err(|_| ApiError::wrong_last_sequence(on_subject))?;
+                if expected != on_subject {
+                    return Err(ApiError::wrong_last_sequence(on_subject));
+                }
+            }
+            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Msg-Id") {
+                let last_id = self.last_msg_id.as_deref().unwrap_or("");
+                if v != last_id {
+                    return Err(ApiError::wrong_last_msg_id(last_id));
+                }
+            }
+            if let Some(v) = headers::get(hdr, "Nats-Rollup") {
+                if !cfg.allow_rollup_hdrs || cfg.deny_purge {
+                    return Err(ApiError::rollup_failed("rollup not permitted"));
+                }
+                match v {
+                    "sub" => rollup = Some(false),
+                    "all" => rollup = Some(true),
+                    other => {
+                        return Err(ApiError::rollup_failed(format!(
+                            "rollup value invalid: {other:?}"
+                        )));
+                    }
+                }
+            }
+            if let Some(v) = headers::get(hdr, "Nats-TTL") {
+                if !cfg.allow_msg_ttl {
+                    return Err(ApiError::msg_ttl_disabled());
+                }
+                ttl = parse_ttl(v).ok_or_else(ApiError::msg_ttl_invalid)?;
+            }
+        }
+        // Discard new: refuse rather than evict.
+        let size = super::store::msg_size(subject.len(), hdr.len(), data.len());
+        if cfg.discard == DiscardPolicy::New {
+            let st = self.store.state();
+            if cfg.max_msgs > 0 && st.msgs >= cfg.max_msgs as u64 {
+                return Err(ApiError::store_failed("maximum messages exceeded"));
+            }
+            if cfg.max_bytes > 0 && st.bytes + size > cfg.max_bytes as u64 {
+                return Err(ApiError::store_failed("maximum bytes exceeded"));
+            }
+            if cfg.discard_new_per_subject
+                && cfg.max_msgs_per_subject > 0
+                && self.store.subject_count(subject) >= cfg.max_msgs_per_subject as u64
+            {
+                return Err(ApiError::store_failed(
+                    "maximum messages per subject exceeded",
+                ));
+            }
+        }
+        let retention = cfg.retention;
+        let seq = self
+            .store
+            .append(subject, hdr, data, now)
+            .map_err(|e| ApiError::store_failed(e.to_string()))?;
+        if let Some(id) = msg_id.clone() {
+            self.dedup.insert(id.clone(), seq);
+            self.dedup_order.push_back((now, id));
+        }
+        self.last_msg_id = msg_id;
+        if let Some(ttl) = ttl {
+            self.ttls.insert((now + ttl, seq), ());
+        }
+        match rollup {
+            Some(false) => {
+                let _ = self.store.purge(&Purge {
+                    filter: Some(subject.to_owned()),
+                    seq: Some(seq),
+                    keep: None,
+                });
+            }
+            Some(true) => {
+                let _ = self.store.purge(&Purge {
+                    filter: None,
+                    seq: Some(seq),
+                    keep: None,
+                });
+            }
+            None => {}
+        }
+        if retention != Retention::Limits && !interest.iter().any(|f| f.matches(subject)) {
+            // Nobody to deliver to: nothing is kept (nats-server's behaviour).
+            let _ = self.store.remove(seq, false);
+        }
+        self.enforce_limits(Some(subject))
+            .map_err(|e| ApiError::store_failed(e.to_string()))?;
+        Ok(Stored::New(seq))
+    }
+
+    fn prune_dedup(&mut self, now: i64) {
+        let cutoff = now - self.config.duplicate_window;
+        while let Some((ts, _)) = self.dedup_order.front() {
+            if *ts > cutoff {
+                break;
+            }
+            if let Some((_, id)) = self.dedup_order.pop_front() {
+                self.dedup.remove(&id);
+            }
+        }
+    }
+
+    /// Discard-old limits after an append (or a config update).
+    fn enforce_limits(&mut self, subject: Option<&str>) -> Result<(), super::store::StoreError> {
+        let cfg = self.config.clone();
+        if cfg.max_msgs_per_subject > 0
+            && let Some(subject) = subject
+        {
+            let limit = cfg.max_msgs_per_subject as u64;
+            let seqs = self.store.subject_seqs(subject);
+            if seqs.len() as u64 > limit {
+                let excess = seqs.len() - limit as usize;
+                for seq in &seqs[..excess] {
+                    self.store.remove(*seq, false)?;
+                }
+            }
+        }
+        if cfg.discard == DiscardPolicy::Old {
+            loop {
+                let st = self.store.state();
+                let over_msgs = cfg.max_msgs > 0 && st.msgs > cfg.max_msgs as u64;
+                let over_bytes = cfg.max_bytes > 0 && st.bytes > cfg.max_bytes as u64;
+                if !(over_msgs || over_bytes) || st.msgs == 0 {
+                    break;
+                }
+                if !self.store.remove(st.first_seq, false)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Nats-TTL`: `never`, a Go duration (`1s`, `500ms`, `1h2m`) or seconds.
+/// `Some(None)` = never expires.
+fn parse_ttl(v: &str) -> Option<Option<i64>> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("never") || v == "-1" {
+        return Some(None);
+    }
+    if let Ok(secs) = v.parse::<i64>() {
+        return if secs > 0 {
+            Some(Some(secs.saturating_mul(1_000_000_000)))
+        } else {
+            None
+        };
+    }
+    let d = humantime::parse_duration(v).ok()?;
+    if d < Duration::from_secs(1) {
+        return None;
+    }
+    Some(Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+}
+
+/// A JSON string literal.
+pub(crate) fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// Group commit: runs sync jobs one at a time, then acknowledges what
+/// became durable and wakes consumers; also expires old messages.
+async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let Some(s) = stream.upgrade() else {
+            return;
+        };
+        let Some(js) = s.js.upgrade() else {
+            return;
+        };
+        if s.is_closed() {
+            s.release_acks(&js);
+            return;
+        }
+        s.expire();
+        let job = lock(&s.inner).store.take_sync();
+        if let Some(job) = job {
+            let upto = job.upto;
+            let result = match tokio::task::spawn_blocking(job.run).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            if let Err(e) = &result {
+                tracing::error!(stream = %s.name, "write or fsync failed; the stream stops acknowledging: {e}");
+            }
+            lock(&s.inner).store.synced(upto, result);
+        }
+        s.release_acks(&js);
+        s.signal_consumers();
+    }
+}
