@@ -14,6 +14,7 @@
 //! sequence is `<=` the store's [`Store::durable_seq`]. A failed sync poisons
 //! the store: every later `append` fails with [`StoreError::Poisoned`].
 
+pub mod file;
 pub mod mem;
 
 use std::sync::Arc;
