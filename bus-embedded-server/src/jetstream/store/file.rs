@@ -1591,6 +1591,28 @@ mod tests {
     }
 
     #[test]
+    fn crash_without_close_keeps_everything_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 400);
+        fill(&mut s, 30);
+        assert!(s.remove(5, false).unwrap());
+        sync(&mut s);
+        let durable = s.durable_seq();
+        assert_eq!(durable, 30);
+        // Appended but never handed to a sync job: never acknowledged.
+        fill(&mut s, 3);
+        drop(s);
+        let (mut s, report) = open(tmp.path(), 400);
+        assert!(report.corrupt.is_empty());
+        assert_eq!(s.state().last_seq, 30);
+        assert_eq!(s.get(5).unwrap(), None);
+        for seq in (1..=30).filter(|&q| q != 5) {
+            check_msg(&mut s, seq);
+        }
+        assert_eq!(s.append("a", b"", b"", 1).unwrap(), 31);
+    }
+
+    #[test]
     fn shared_scenarios_pass_on_mem_and_file() {
         run_all(&mut || Box::new(MemStore::new()) as Box<dyn Store>);
         let mut dirs = Vec::new();
