@@ -514,4 +514,11 @@ pub trait Bus: Send + Sync {
 
     /// State of the event stream.
     async fn stream_info(&self) -> Result<StreamInfo>;
+
+    /// Releases what the bus owns (connections; the bundled server of the
+    /// embedded backend, shut down cleanly). Handles already taken may stop
+    /// working. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -19,11 +19,14 @@ use std::sync::Arc;
 
 pub use bus_core::*;
 
+mod embedded;
+pub use embedded::EmbeddedBus;
+
 /// Opens the backend `config.backend` names.
 ///
-/// `memory` and `nats` are available. `embedded` returns
-/// [`BusError::Unsupported`] until the bundled server is implemented (see the
-/// project's issues); the error says which setting to change.
+/// `embedded` (the default) starts the bundled server in this process (see
+/// [`EmbeddedBus`]); `nats` connects to an external server; `memory` keeps
+/// everything in this process.
 pub async fn open(config: &BusConfig) -> Result<Arc<dyn Bus>> {
     let layout = config.layout()?;
     match config.backend {
@@ -33,12 +36,7 @@ pub async fn open(config: &BusConfig) -> Result<Arc<dyn Bus>> {
             config.memory.clone(),
         ))),
         Backend::Nats => Ok(Arc::new(bus_nats::NatsBus::connect(config).await?)),
-        Backend::Embedded => Err(BusError::Unsupported(
-            "backend \"embedded\" (the bundled server) is not implemented yet in this build; \
-             set [bus] backend = \"memory\", or \"nats\" with a NATS server's URL \
-             (BUS_BACKEND / NATS_URL)"
-                .to_owned(),
-        )),
+        Backend::Embedded => Ok(embedded::boxed(EmbeddedBus::start(config).await?)),
     }
 }
 

@@ -1,6 +1,5 @@
-//! The facade opens the configured backend (file, then BUS_BACKEND / NATS_URL),
-//! and reports the ones not built yet as unsupported rather than silently
-//! substituting another.
+//! The facade opens the configured backend (file, then BUS_BACKEND / NATS_URL):
+//! memory, an external NATS server, or the bundled server (embedded).
 
 use bus::{Backend, BusConfig, BusError};
 
@@ -20,17 +19,36 @@ async fn memory_backend_opens_and_publishes() {
 }
 
 #[tokio::test]
-async fn unbuilt_backends_say_so_instead_of_falling_back() {
-    for backend in [Backend::Embedded] {
-        let config = BusConfig {
-            backend,
-            ..BusConfig::default()
-        };
-        match bus::open(&config).await {
-            Err(BusError::Unsupported(msg)) => assert!(msg.contains(backend.as_str()), "{msg}"),
-            Err(other) => panic!("{backend}: unexpected error {other}"),
-            Ok(_) => panic!("{backend}: opened although it is not built"),
-        }
+async fn embedded_backend_starts_the_bundled_server_and_keeps_events_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BusConfig::default();
+    assert_eq!(config.backend, Backend::Embedded, "embedded is the default");
+    config.embedded.port = 0;
+    config.embedded.data_dir = dir.path().join("data");
+    let bus = bus::open(&config).await.expect("embedded opens");
+    assert_eq!(bus.backend(), "embedded");
+    for n in 1..=3 {
+        bus.publish(bus_core::testkit::deposit("p1", n))
+            .await
+            .expect("publish");
+    }
+    bus.close().await.expect("close");
+    let bus = bus::open(&config).await.expect("embedded reopens");
+    assert_eq!(bus.stream_info().await.expect("info").messages, 3);
+    bus.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn embedded_backend_on_a_taken_port_says_how_to_share_the_server() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BusConfig::default();
+    config.embedded.port = taken.local_addr().expect("addr").port();
+    config.embedded.data_dir = dir.path().join("data");
+    match bus::open(&config).await {
+        Err(BusError::Unavailable(msg)) => assert!(msg.contains("backend = \"nats\""), "{msg}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("opened on a port that is in use"),
     }
 }
 

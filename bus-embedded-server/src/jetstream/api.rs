@@ -131,7 +131,10 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(data: &[u8]) -> Result<T, (ApiE
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(data).map_err(|e| err(ApiError::invalid_json(e)))
+    // async-nats sends `null` for "no options".
+    serde_json::from_slice::<Option<T>>(data)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| err(ApiError::invalid_json(e)))
 }
 
 fn account_info(js: &JetStream) -> ApiResult {
@@ -268,16 +271,30 @@ fn check_stream_config(
     Ok(())
 }
 
+/// Subjects per page of STREAM.INFO (nats-server's limit).
+const SUBJECTS_PAGE: usize = 100_000;
+
 fn stream_info_value(stream: &Stream, subjects_filter: Option<&str>, deleted: bool) -> Value {
+    stream_info_page(stream, subjects_filter, 0, deleted)
+}
+
+fn stream_info_page(
+    stream: &Stream,
+    subjects_filter: Option<&str>,
+    offset: usize,
+    deleted: bool,
+) -> Value {
     let cfg = stream.config();
     let st = stream.state();
+    let mut total = 0;
     let subjects = subjects_filter.filter(|f| !f.is_empty()).map(|f| {
-        stream
-            .subjects(f)
-            .into_iter()
+        let all = stream.subjects(f);
+        total = all.len();
+        all.into_iter()
+            .skip(offset)
+            .take(SUBJECTS_PAGE)
             .collect::<BTreeMap<String, u64>>()
     });
-    let total = subjects.as_ref().map_or(0, BTreeMap::len);
     let state = StreamStateJson {
         messages: st.msgs,
         bytes: st.bytes,
@@ -305,8 +322,8 @@ fn stream_info_value(stream: &Stream, subjects_filter: Option<&str>, deleted: bo
         && let Value::Object(m) = &mut v
     {
         m.insert("total".into(), json!(total));
-        m.insert("offset".into(), json!(0));
-        m.insert("limit".into(), json!(100_000));
+        m.insert("offset".into(), json!(offset));
+        m.insert("limit".into(), json!(SUBJECTS_PAGE));
     }
     v
 }
@@ -393,6 +410,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
 struct InfoRequest {
     deleted_details: bool,
     subjects_filter: Option<String>,
+    offset: usize,
 }
 
 fn stream_info(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
@@ -401,7 +419,12 @@ fn stream_info(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let stream = js
         .stream(name)
         .ok_or_else(|| (ApiError::stream_not_found(), paging.clone()))?;
-    let mut v = stream_info_value(&stream, req.subjects_filter.as_deref(), req.deleted_details);
+    let mut v = stream_info_page(
+        &stream,
+        req.subjects_filter.as_deref(),
+        req.offset,
+        req.deleted_details,
+    );
     if let Value::Object(m) = &mut v
         && !m.contains_key("total")
     {

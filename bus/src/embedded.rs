@@ -1,0 +1,139 @@
+//! The `embedded` backend: the bundled NATS server with JetStream, started
+//! inside this process, and the NATS adapter connected to it.
+//!
+//! The server binds `[bus.embedded] host:port` (loopback and 4222 by
+//! default; port 0 picks a free one) and stores streams under `data_dir`.
+//! Other processes on the machine share it by configuring
+//! `backend = "nats"` with its URL. The server stops when the bus is closed
+//! ([`Bus::close`]) or dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bus_core::{
+    Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
+    Filter, Receipt, Replay, Result, StartPosition, StreamInfo, SubjectLayout, Subscription,
+};
+use bus_embedded_server::jetstream::JetStreamConfig;
+use bus_embedded_server::{ServerConfig, ServerHandle};
+use tokio::sync::Mutex;
+
+/// A [`NatsBus`](bus_nats::NatsBus) on a server this process runs.
+pub struct EmbeddedBus {
+    inner: bus_nats::NatsBus,
+    server: Mutex<Option<ServerHandle>>,
+    url: String,
+}
+
+impl EmbeddedBus {
+    /// Starts the bundled server per `config.embedded` and connects to it.
+    pub async fn start(config: &BusConfig) -> Result<EmbeddedBus> {
+        let e = &config.embedded;
+        std::fs::create_dir_all(&e.data_dir).map_err(|err| {
+            BusError::Unavailable(format!(
+                "[bus.embedded] data_dir = {:?}: cannot create it: {err}",
+                e.data_dir.display().to_string()
+            ))
+        })?;
+        let server_config = ServerConfig {
+            host: e.host.clone(),
+            port: e.port,
+            http_port: e.http_port,
+            jetstream: Some(JetStreamConfig {
+                store_dir: e.data_dir.clone(),
+                ..JetStreamConfig::default()
+            }),
+            ..ServerConfig::default()
+        };
+        let server = bus_embedded_server::start(server_config)
+            .await
+            .map_err(|err| {
+                BusError::Unavailable(format!(
+                    "the embedded server could not start ({err}); if another process already runs \
+                 it on this port, configure backend = \"nats\" with its URL, or set \
+                 [bus.embedded] port = 0 for a free port"
+                ))
+            })?;
+        let url = server.client_url();
+        let mut nats_config = config.clone();
+        nats_config.nats.url = url.clone();
+        nats_config.nats.jetstream = true;
+        let inner = match bus_nats::NatsBus::connect(&nats_config).await {
+            Ok(b) => b,
+            Err(err) => {
+                server.shutdown(Duration::from_secs(2)).await;
+                return Err(err);
+            }
+        };
+        Ok(EmbeddedBus {
+            inner,
+            server: Mutex::new(Some(server)),
+            url,
+        })
+    }
+
+    /// The URL other processes use to share this server (`backend = "nats"`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for EmbeddedBus {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.get_mut().take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(server.shutdown(Duration::from_secs(2)));
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+    fn layout(&self) -> &SubjectLayout {
+        self.inner.layout()
+    }
+    async fn publish(&self, event: EventEnvelope) -> Result<Receipt> {
+        self.inner.publish(event).await
+    }
+    async fn publish_batch(&self, events: Vec<EventEnvelope>) -> Result<Vec<Receipt>> {
+        self.inner.publish_batch(events).await
+    }
+    async fn subscribe(&self, filter: &Filter) -> Result<Subscription> {
+        self.inner.subscribe(filter).await
+    }
+    async fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        self.inner.consumer(config).await
+    }
+    async fn consumer_info(&self, name: &str) -> Result<ConsumerInfo> {
+        self.inner.consumer_info(name).await
+    }
+    async fn delete_consumer(&self, name: &str) -> Result<()> {
+        self.inner.delete_consumer(name).await
+    }
+    async fn replay(&self, filter: &Filter, from: StartPosition) -> Result<Replay> {
+        self.inner.replay(filter, from).await
+    }
+    async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(consumer).await
+    }
+    async fn stream_info(&self) -> Result<StreamInfo> {
+        self.inner.stream_info().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await?;
+        if let Some(server) = self.server.lock().await.take() {
+            server.shutdown(Duration::from_secs(5)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the type usable behind `Arc<dyn Bus>`.
+pub(crate) fn boxed(bus: EmbeddedBus) -> Arc<dyn Bus> {
+    Arc::new(bus)
+}
