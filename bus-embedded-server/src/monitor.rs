@@ -1,5 +1,5 @@
-//! The monitoring HTTP server (`-m`): `/varz`, `/connz`, `/subsz`,
-//! `/healthz` with nats-server's field names for the fields we have, and
+//! The monitoring HTTP server (`-m`): `/varz`, `/connz`, `/subsz`, `/jsz`,
+//! `/healthz` (503 when a JetStream store refuses writes) with nats-server's field names for the fields we have, and
 //! `/metrics` with the same figures in Prometheus text format.
 
 use std::convert::Infallible;
@@ -45,15 +45,63 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().trim_end_matches('/');
+    let query = req.uri().query().unwrap_or("");
+    let flag = |name: &str| {
+        query.split('&').any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+            k == name && matches!(v, "true" | "1" | "")
+        })
+    };
     let (status, content_type, body) = match path {
+        "/jsz" => match &shared.jetstream {
+            Some(js) => {
+                let opts = crate::jetstream::jsz::JszOptions {
+                    streams: flag("streams") || flag("accounts"),
+                    consumers: flag("consumers"),
+                    config: flag("config"),
+                };
+                (
+                    StatusCode::OK,
+                    "application/json",
+                    pretty(&js.jsz(&shared.server_id, opts)),
+                )
+            }
+            None => (
+                StatusCode::OK,
+                "application/json",
+                pretty(&json!({
+                    "server_id": shared.server_id,
+                    "now": rfc3339(SystemTime::now()),
+                    "disabled": true,
+                })),
+            ),
+        },
         "/varz" => (StatusCode::OK, "application/json", pretty(&varz(&shared))),
         "/connz" => (StatusCode::OK, "application/json", pretty(&connz(&shared))),
         "/subsz" => (StatusCode::OK, "application/json", pretty(&subsz(&shared))),
-        "/healthz" => (
-            StatusCode::OK,
-            "application/json",
-            pretty(&json!({"status": "ok"})),
-        ),
+        "/healthz" => {
+            let problems = shared
+                .jetstream
+                .as_ref()
+                .map(|js| js.health_problems())
+                .unwrap_or_default();
+            if problems.is_empty() {
+                (
+                    StatusCode::OK,
+                    "application/json",
+                    pretty(&json!({"status": "ok"})),
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    pretty(&json!({
+                        "status": "unavailable",
+                        "error": problems.join("; "),
+                    })),
+                )
+            }
+        }
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -62,7 +110,7 @@ async fn handle(
         "" => (
             StatusCode::OK,
             "text/plain",
-            "varz connz subsz healthz metrics\n".to_owned(),
+            "varz connz subsz jsz healthz metrics\n".to_owned(),
         ),
         _ => (
             StatusCode::NOT_FOUND,
@@ -278,6 +326,9 @@ fn metrics(s: &Shared) -> String {
     ] {
         let value = &v[name];
         out.push_str(&format!("# HELP nats_varz_{name} {help}\n# TYPE nats_varz_{name} {kind}\nnats_varz_{name} {value}\n"));
+    }
+    if let Some(js) = &s.jetstream {
+        out.push_str(&js.metrics());
     }
     out
 }

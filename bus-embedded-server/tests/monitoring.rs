@@ -90,3 +90,93 @@ async fn varz_connz_subsz_healthz_and_metrics_report_traffic() {
     let (status, _) = get(port, "/nope").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn jsz_reports_streams_consumers_and_their_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(ServerConfig {
+        port: 0,
+        http_port: Some(0),
+        jetstream: Some(bus_embedded_server::jetstream::JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..Default::default()
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let port = server.monitor_port().expect("monitoring on");
+    let client = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    for i in 0..10 {
+        js.publish(format!("orders.{i}"), Bytes::from_static(b"x"))
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("billing".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    use futures::StreamExt;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(4)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut n = 0;
+    while let Some(m) = batch.next().await {
+        let m = m.expect("message");
+        n += 1;
+        if n <= 3 {
+            m.double_ack().await.expect("ack");
+        }
+    }
+    assert_eq!(n, 4);
+
+    let (status, body) = get(port, "/jsz?streams=true&consumers=true").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["streams"], 1);
+    assert_eq!(v["consumers"], 1);
+    assert_eq!(v["messages"], 10);
+    let s = &v["account_details"][0]["stream_detail"][0];
+    assert_eq!(s["name"], "ORDERS");
+    assert_eq!(s["state"]["last_seq"], 10);
+    let c = &s["consumer_detail"][0];
+    assert_eq!(c["name"], "billing");
+    assert_eq!(c["delivered"]["stream_seq"], 4);
+    assert_eq!(c["ack_floor"]["stream_seq"], 3);
+    assert_eq!(c["num_ack_pending"], 1);
+    assert_eq!(c["num_pending"], 6);
+
+    let (status, body) = get(port, "/healthz").await;
+    assert_eq!((status, body.contains("ok")), (200, true));
+    let (_, metrics) = get(port, "/metrics").await;
+    assert!(
+        metrics.contains("nats_jetstream_stream_messages{stream=\"ORDERS\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "nats_jetstream_consumer_num_pending{stream=\"ORDERS\",consumer=\"billing\"} 6"
+        ),
+        "{metrics}"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}

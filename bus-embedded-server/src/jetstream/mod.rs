@@ -27,6 +27,7 @@ pub mod api;
 pub mod consumer;
 pub mod errors;
 pub mod headers;
+pub mod jsz;
 pub mod store;
 pub mod stream;
 pub mod types;
