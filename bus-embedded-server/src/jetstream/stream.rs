@@ -34,7 +34,8 @@ struct PendingAck {
 }
 
 pub(crate) struct StreamInner {
-    pub config: StreamConfig,
+    /// Shared so the publish path reads it without copying.
+    pub config: Arc<StreamConfig>,
     pub store: Box<dyn Store>,
     dedup: HashMap<String, u64>,
     dedup_order: VecDeque<(i64, String)>,
@@ -59,6 +60,8 @@ pub struct Stream {
     js: Weak<JetStream>,
     closed: AtomicBool,
     storage: StorageType,
+    /// Fixed at creation (updates may not change it).
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Stream {
@@ -160,8 +163,9 @@ impl Stream {
             name: config.name.clone(),
             created,
             subjects: RwLock::new(config.subjects.clone()),
+            retention: config.retention,
             inner: Mutex::new(StreamInner {
-                config,
+                config: Arc::new(config),
                 store,
                 dedup: HashMap::new(),
                 dedup_order: VecDeque::new(),
@@ -229,7 +233,7 @@ impl Stream {
 
     /// Current configuration.
     pub fn config(&self) -> StreamConfig {
-        lock(&self.inner).config.clone()
+        StreamConfig::clone(&lock(&self.inner).config)
     }
 
     /// Store state.
@@ -294,7 +298,7 @@ impl Stream {
         }
         *write(&self.subjects) = config.subjects.clone();
         let mut inner = lock(&self.inner);
-        inner.config = config;
+        inner.config = Arc::new(config);
         let _ = inner.enforce_limits(None);
         drop(inner);
         self.sync_wake.notify_one();
@@ -310,7 +314,11 @@ impl Stream {
         hdr: &[u8],
         data: &[u8],
     ) {
-        let interest = self.interest_checker();
+        let interest = if self.retention == Retention::Limits {
+            Vec::new()
+        } else {
+            self.interest_checker()
+        };
         let mut inner = lock(&self.inner);
         let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
         let no_ack = inner.config.no_ack;
@@ -528,8 +536,7 @@ impl Stream {
 
     /// Removes acknowledged messages under interest / work-queue retention.
     pub(crate) fn on_acked(&self, seqs: &[u64]) {
-        let retention = lock(&self.inner).config.retention;
-        if retention == Retention::Limits || seqs.is_empty() {
+        if self.retention == Retention::Limits || seqs.is_empty() {
             return;
         }
         let consumers = self.consumers();
@@ -623,8 +630,8 @@ impl StreamInner {
         data: &[u8],
         interest: &[SubjectFilter],
     ) -> Result<Stored, ApiError> {
-        let cfg = self.config.clone();
-        let cfg = &cfg;
+        let cfg = Arc::clone(&self.config);
+        let cfg = &*cfg;
         if cfg.sealed {
             return Err(ApiError::stream_sealed());
         }
@@ -698,7 +705,10 @@ impl StreamInner {
             }
         }
         // Discard new: refuse rather than evict.
-        let size = super::store::msg_size(subject.len(), hdr.len(), data.len());
+        let size = match cfg.storage {
+            StorageType::File => super::store::file_msg_size(subject.len(), hdr.len(), data.len()),
+            StorageType::Memory => super::store::msg_size(subject.len(), hdr.len(), data.len()),
+        };
         if cfg.discard == DiscardPolicy::New {
             let st = self.store.state();
             if cfg.max_msgs > 0 && st.msgs >= cfg.max_msgs as u64 {
@@ -769,7 +779,7 @@ impl StreamInner {
 
     /// Discard-old limits after an append (or a config update).
     fn enforce_limits(&mut self, subject: Option<&str>) -> Result<(), super::store::StoreError> {
-        let cfg = self.config.clone();
+        let cfg = Arc::clone(&self.config);
         if cfg.max_msgs_per_subject > 0
             && let Some(subject) = subject
         {
