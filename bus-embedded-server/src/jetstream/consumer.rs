@@ -104,6 +104,9 @@ struct CState {
     last_push: Instant,
     push_bound: bool,
     no_interest_since: Option<Instant>,
+    /// Unix nanoseconds of the last delivery and ack (0 = none yet).
+    last_delivered: i64,
+    last_acked: i64,
 }
 
 /// A consumer.
@@ -150,7 +153,7 @@ impl Consumer {
         config: ConsumerConfig,
         durable: bool,
     ) -> Result<Arc<Consumer>, super::errors::ApiError> {
-        let filter = SubjectFilter::from_filters(config.filters());
+        let filter = effective_filter(stream, &config);
         let (next_sseq, lps) = {
             let mut inner = lock(&stream.inner);
             let st = inner.store.state();
@@ -251,7 +254,7 @@ impl Consumer {
         dir: Option<PathBuf>,
         saved: ConsumerStateFile,
     ) -> Arc<Consumer> {
-        let filter = SubjectFilter::from_filters(config.filters());
+        let filter = effective_filter(stream, &config);
         let now = Instant::now();
         let ack_wait = nanos(config.ack_wait);
         let mut pending = BTreeMap::new();
@@ -297,6 +300,8 @@ impl Consumer {
                 last_push: now,
                 push_bound: false,
                 no_interest_since: None,
+                last_delivered: 0,
+                last_acked: 0,
             }),
             filter: RwLock::new(filter),
             wake: Arc::new(Notify::new()),
@@ -349,6 +354,14 @@ impl Consumer {
         )))
     }
 
+    /// Recomputes the effective filter after the stream's subjects changed.
+    pub(crate) fn refresh_filter(&self, stream: &Stream) {
+        let config = self.config();
+        let filter = effective_filter(stream, &config);
+        *write(&self.filter) = filter.clone();
+        lock(&self.state).filter = filter;
+    }
+
     /// The consumer's subject filter.
     pub fn filter(&self) -> SubjectFilter {
         read(&self.filter).clone()
@@ -386,7 +399,10 @@ impl Consumer {
             atomic_write(&dir.join("meta.json"), &bytes)
                 .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
         }
-        let filter = SubjectFilter::from_filters(config.filters());
+        let filter = match self.stream.upgrade() {
+            Some(stream) => effective_filter(&stream, &config),
+            None => SubjectFilter::from_filters(config.filters()),
+        };
         *write(&self.filter) = filter.clone();
         let mut st = lock(&self.state);
         st.config = config;
@@ -409,16 +425,26 @@ impl Consumer {
             delivered: SequencePair {
                 consumer_seq: st.dseq,
                 stream_seq: st.delivered_sseq,
-                last_active: None,
+                last_active: (st.last_delivered > 0).then(|| rfc3339(st.last_delivered)),
             },
             ack_floor: SequencePair {
                 consumer_seq: st.floor.0,
                 stream_seq: st.floor.1,
-                last_active: None,
+                last_active: (st.last_acked > 0).then(|| rfc3339(st.last_acked)),
             },
             num_ack_pending: st.pending.len() as u64,
             num_redelivered: st.pending.values().filter(|p| p.deliveries > 1).count() as u64,
-            num_waiting: st.waiting.len() as u64,
+            // Like nats-server, requests whose requester went away do not count.
+            num_waiting: st
+                .waiting
+                .iter()
+                .filter(|w| {
+                    self.js
+                        .upgrade()
+                        .and_then(|js| js.router())
+                        .is_none_or(|r| r.has_interest(&w.reply))
+                })
+                .count() as u64,
             num_pending,
             push_bound: st.config.is_push() && st.push_bound,
             ts: rfc3339(now_nanos()),
@@ -444,8 +470,8 @@ impl Consumer {
         } else {
             match serde_json::from_str::<PullBody>(text) {
                 Ok(b) => b,
-                Err(_) => {
-                    status(js, reply, 400, "Bad Request");
+                Err(e) => {
+                    status(js, reply, 400, &format!("Bad Request - {e}"));
                     return;
                 }
             }
@@ -480,7 +506,7 @@ impl Consumer {
         }
         if req.idle_heartbeat > 0 && req.expires > 0 && req.idle_heartbeat * 2 > req.expires {
             drop(st);
-            status(js, reply, 409, "Bad Request - heartbeat value too large");
+            status(js, reply, 400, "Bad Request - heartbeat value too large");
             return;
         }
         let max_waiting = usize::try_from(st.config.max_waiting).unwrap_or(512).max(1);
@@ -710,38 +736,46 @@ impl Consumer {
                 exhausted = true;
                 break;
             };
-            let size = msg.size();
-            if !push
-                && let Some(req) = st.waiting.front()
-                && req.max_bytes.is_some_and(|left| size > left)
-            {
-                st.unread(&msg, source);
-                if let Some(req) = st.waiting.pop_front() {
-                    if req.delivered == 0 {
-                        status(js, &req.reply, 409, "Message Size Exceeds MaxBytes");
-                    }
-                }
-                continue;
-            }
-            // Delivery.
-            st.dseq += 1;
-            let dseq = st.dseq;
+            let dseq = st.dseq + 1;
             let deliveries = st.pending.get(&msg.seq).map_or(1, |p| p.deliveries + 1);
-            if !matches!(source, Source::Redeliver) {
-                let left = match remaining {
-                    Some(r) => r,
+            let next_remaining = if matches!(source, Source::Redeliver) {
+                remaining
+            } else {
+                Some(match remaining {
+                    Some(r) => r.saturating_sub(1),
                     None => pending_count_after(stream, st, &msg),
-                };
-                remaining = Some(left.saturating_sub(if remaining.is_some() { 1 } else { 0 }));
-                if st.delivered_sseq < msg.seq {
-                    st.delivered_sseq = msg.seq;
-                }
-            }
-            let pending_after = remaining.unwrap_or(0);
+                })
+            };
+            let pending_after = next_remaining.unwrap_or(0);
             let ack_reply = format!(
                 "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
                 self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
             );
+            // A pull's max_bytes counts what goes out: subject, reply,
+            // headers and payload (as nats-server counts it).
+            let wire = (msg.subject.len() + ack_reply.len() + msg.hdr.len() + msg.data.len()) as u64;
+            if !push
+                && let Some(req) = st.waiting.front()
+                && req.max_bytes.is_some_and(|left| wire > left)
+            {
+                st.unread(&msg, source);
+                if let Some(req) = st.waiting.pop_front() {
+                    let h = HeaderBuilder::status(409, "Message Size Exceeds MaxBytes")
+                        .add("Nats-Pending-Messages", req.batch)
+                        .add("Nats-Pending-Bytes", req.max_bytes.unwrap_or(0))
+                        .build();
+                    js.send(&req.reply, None, &h, b"");
+                }
+                continue;
+            }
+            let size = wire;
+            // Delivery.
+            st.dseq = dseq;
+            st.last_delivered = now_nanos();
+            remaining = next_remaining;
+            if !matches!(source, Source::Redeliver) && st.delivered_sseq < msg.seq {
+                st.delivered_sseq = msg.seq;
+            }
             let (hdr, data): (Vec<u8>, &[u8]) = if st.config.headers_only {
                 let h = HeaderBuilder::new()
                     .extend_from(&msg.hdr)
@@ -818,7 +852,9 @@ impl Consumer {
             let mut keep = VecDeque::new();
             for req in st.waiting.drain(..) {
                 if req.no_wait {
-                    if req.delivered == 0 {
+                    // nats-server: 404 for a plain no_wait request (also
+                    // after some messages), 408 when it also had an expiry.
+                    if req.expires.is_none() {
                         status(js, &req.reply, 404, "No Messages");
                     } else {
                         let h = HeaderBuilder::status(408, "Request Timeout")
@@ -893,11 +929,15 @@ impl Consumer {
                 .build();
             js.send(&reply, None, &h, b"");
         }
+        let (dseq, sseq) = (st.dseq, st.delivered_sseq);
         for w in st.waiting.iter_mut() {
             if let (Some(h), Some(at)) = (w.heartbeat, w.next_hb)
                 && at <= now
             {
-                let hb = HeaderBuilder::status(100, "Idle Heartbeat").build();
+                let hb = HeaderBuilder::status(100, "Idle Heartbeat")
+                    .add("Nats-Last-Consumer", dseq)
+                    .add("Nats-Last-Stream", sseq)
+                    .build();
                 js.send(&w.reply, None, &hb, b"");
                 w.next_hb = Some(now + h);
             }
@@ -1033,6 +1073,7 @@ impl CState {
         }
         self.update_floor();
         self.dirty = true;
+        self.last_acked = now_nanos();
     }
 
     fn nak(&mut self, seq: u64, delay: Option<Duration>) {
@@ -1040,6 +1081,15 @@ impl CState {
             return;
         };
         self.timers.remove(&(p.deadline, seq));
+        // Out of attempts: no immediate redelivery; expire it now so the
+        // ack-timeout path drops it from pending and sends the advisory.
+        let exhausted =
+            self.config.max_deliver > 0 && p.deliveries >= self.config.max_deliver as u64;
+        let delay = if exhausted {
+            Some(Duration::ZERO)
+        } else {
+            delay
+        };
         match delay {
             Some(d) => {
                 let at = Instant::now() + d;
@@ -1108,6 +1158,23 @@ impl CState {
             Source::Fresh => self.next_sseq = msg.seq,
         }
     }
+}
+
+/// The consumer's filter, or `All` when it covers every subject the stream
+/// captures (reads then skip the per-subject index).
+fn effective_filter(stream: &Stream, config: &ConsumerConfig) -> SubjectFilter {
+    let filter = SubjectFilter::from_filters(config.filters());
+    if let SubjectFilter::Any(list) = &filter {
+        let subjects = stream.config().subjects;
+        if !subjects.is_empty()
+            && subjects
+                .iter()
+                .all(|s| list.iter().any(|f| super::api::filter_subset(s, f)))
+        {
+            return SubjectFilter::All;
+        }
+    }
+    filter
 }
 
 /// Messages still to deliver.

@@ -301,6 +301,9 @@ impl Stream {
         inner.config = Arc::new(config);
         let _ = inner.enforce_limits(None);
         drop(inner);
+        for c in self.consumers() {
+            c.refresh_filter(self);
+        }
         self.sync_wake.notify_one();
         Ok(())
     }
