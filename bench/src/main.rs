@@ -5,19 +5,22 @@
 //! * `nats-bench compare --ours-cmd "<server> -p {port}"` starts nats-server
 //!   (the reference) and our server on free ports, runs the same workloads
 //!   against both, alternating, and prints medians and ratios, start-up time
-//!   and idle memory.
+//!   and idle memory. With a JetStream workload (`--workload js-pub,...`)
+//!   both servers get JetStream on fresh store directories.
 
+mod jetstream;
 mod report;
 mod servers;
 mod workloads;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use report::{Comparison, LatencyRow, ServerSummary, ThroughputRow};
-use servers::{Server, ServerCommand};
+use servers::{ReferenceMode, STORE_DIR_PLACEHOLDER, Server, ServerCommand};
 use workloads::{Outcome, Workload};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +30,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// Messages of the untimed warm-up run on each server in `compare`.
 const WARMUP_MSGS: u64 = 20_000;
+/// Messages of the untimed JetStream warm-up (js-pub) in `compare`.
+const JS_WARMUP_MSGS: u64 = 2_000;
 /// Largest accepted payload (nats-server's default max_payload).
 const MAX_SIZE: usize = 1 << 20;
 
@@ -51,7 +56,8 @@ enum Command {
 
 #[derive(Args)]
 struct WorkloadArgs {
-    /// Workloads to run (comma-separated).
+    /// Workloads to run (comma-separated). The JetStream ones (js-*, kv-*)
+    /// run only when asked for.
     #[arg(
         long,
         value_enum,
@@ -59,16 +65,19 @@ struct WorkloadArgs {
         default_value = "pub,pubsub,fanout,queue,reqrep"
     )]
     workload: Vec<Workload>,
-    /// Payload sizes in bytes (comma-separated; `k`/`KiB` suffixes allowed).
-    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "16,1024,65536")]
-    sizes: Vec<usize>,
-    /// Messages per publish workload [default: 200k for <= 256 B, 100k for
-    /// <= 4 KiB, 40k for <= 16 KiB, else 10k].
+    /// Payload sizes in bytes (comma-separated; `k`/`KiB` suffixes allowed)
+    /// [default: 16,1024,65536 for the core workloads, 128 for JetStream].
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Option<Vec<usize>>,
+    /// Messages per throughput run [default: core 200k for <= 256 B, 100k
+    /// for <= 4 KiB, 40k for <= 16 KiB, else 10k; JetStream 50k for <= 1
+    /// KiB, 20k for <= 16 KiB, else 5k].
     #[arg(long)]
     msgs: Option<u64>,
-    /// Requests per reqrep run.
-    #[arg(long, default_value_t = 5_000)]
-    requests: u64,
+    /// Operations per latency run (reqrep, js-pub-sync, kv-get) [default:
+    /// 5000, js-pub-sync 2000].
+    #[arg(long)]
+    requests: Option<u64>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -76,17 +85,25 @@ struct WorkloadArgs {
 
 impl WorkloadArgs {
     fn count(&self, workload: Workload, size: usize) -> u64 {
-        match workload {
-            Workload::Reqrep => self.requests,
-            _ => self.msgs.unwrap_or_else(|| workloads::default_msgs(size)),
-        }
+        let given = if workload.is_latency() {
+            self.requests
+        } else {
+            self.msgs
+        };
+        given.unwrap_or_else(|| workload.default_count(size))
+    }
+
+    /// Whether any workload needs JetStream.
+    fn jetstream(&self) -> bool {
+        self.workload.iter().any(|w| w.is_jetstream())
     }
 
     /// The (workload, size) pairs, in the order given.
     fn plan(&self) -> Vec<(Workload, usize)> {
         let mut plan = Vec::new();
         for &workload in &self.workload {
-            for &size in &self.sizes {
+            let sizes = self.sizes.as_deref().unwrap_or(workload.default_sizes());
+            for &size in sizes {
                 if !plan.contains(&(workload, size)) {
                     plan.push((workload, size));
                 }
@@ -105,16 +122,41 @@ struct RunArgs {
     workloads: WorkloadArgs,
 }
 
+/// When the reference nats-server fsyncs its JetStream file store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReferenceSync {
+    /// nats-server's default (`sync_interval: 2m`): publishes are
+    /// acknowledged before they are on disk.
+    Default,
+    /// `sync_interval: always`: every write is fsynced before the ack.
+    Always,
+}
+
 #[derive(Args)]
 struct CompareArgs {
     /// Command line that starts our server; `{port}` is replaced by the port
-    /// (split on whitespace, quotes group words; not run through a shell).
+    /// and `{store_dir}` by a fresh, empty directory (one per start, removed
+    /// afterwards) for a JetStream store (split on whitespace, quotes group
+    /// words; not run through a shell).
     #[arg(long)]
     ours_cmd: String,
     /// The reference nats-server binary (looked up on PATH); started as
-    /// `<reference> -a 127.0.0.1 -p <port>`.
+    /// `<reference> -a 127.0.0.1 -p <port>`, with `-js -sd <fresh dir>` in
+    /// front when a JetStream workload is asked for.
     #[arg(long, default_value = "nats-server")]
     reference: String,
+    /// JetStream fsync policy of the reference: `always` starts it with a
+    /// generated config file (`listen: 127.0.0.1:<port>`, `jetstream {
+    /// store_dir: "<fresh dir>", sync_interval: always }`) for a
+    /// like-for-like durability comparison with a server that fsyncs before
+    /// acknowledging.
+    #[arg(long, value_enum, default_value = "default")]
+    reference_sync: ReferenceSync,
+    /// Where the servers' fresh store directories (and config files) are
+    /// created; should be on the disk under test, not a tmpfs [default: the
+    /// system temporary directory].
+    #[arg(long)]
+    store_root: Option<PathBuf>,
     /// Runs of each workload on each server; medians are reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeats: u64,
@@ -176,8 +218,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut outcomes = Vec::new();
     for (workload, size) in args.workloads.plan() {
         let count = args.workloads.count(workload, size);
-        let outcome = workloads::run(&args.url, workload, size, count).await?;
-        eprintln!("{}", progress("", workload, size, &outcome));
+        let outcome = run_once(&args.url, "", workload, size, count).await;
         outcomes.push(outcome);
     }
     if args.workloads.json {
@@ -186,6 +227,25 @@ async fn run(args: RunArgs) -> Result<()> {
         print!("{}", report::run_text(&outcomes));
     }
     Ok(())
+}
+
+/// Runs a workload once, printing a progress line; a run that fails with an
+/// error is reported on stderr and counted as all lost (or failed).
+async fn run_once(url: &str, label: &str, workload: Workload, size: usize, count: u64) -> Outcome {
+    match workloads::run(url, workload, size, count).await {
+        Ok(outcome) => {
+            eprintln!("{}", progress(label, workload, size, &outcome));
+            outcome
+        }
+        Err(err) => {
+            eprintln!(
+                "{label}{} {}: FAILED: {err}",
+                workload.name(),
+                report::fmt_size(size)
+            );
+            Outcome::failed(workload, size, count)
+        }
+    }
 }
 
 /// One line per run on stderr, so that long comparisons show progress.
@@ -216,31 +276,61 @@ fn order(round: u64) -> [usize; 2] {
     if round % 2 == 0 { [0, 1] } else { [1, 0] }
 }
 
+/// How to start the reference for the requested workloads.
+fn reference_mode(jetstream: bool, sync: ReferenceSync) -> ReferenceMode {
+    match (jetstream, sync) {
+        (false, _) => ReferenceMode::Core,
+        (true, ReferenceSync::Default) => ReferenceMode::JetStream,
+        (true, ReferenceSync::Always) => ReferenceMode::JetStreamSyncAlways,
+    }
+}
+
 async fn compare(args: CompareArgs) -> Result<()> {
     let began = Instant::now();
+    let jetstream = args.workloads.jetstream() || args.reference_sync == ReferenceSync::Always;
+    let mode = reference_mode(jetstream, args.reference_sync);
     let commands = [
-        ServerCommand::nats_server(&args.reference)?,
+        ServerCommand::nats_server(&args.reference, mode)?,
         ServerCommand::parse(&args.ours_cmd)?,
     ];
+    if jetstream && !commands[1].uses_store_dir() {
+        eprintln!(
+            "note: --ours-cmd has no {STORE_DIR_PLACEHOLDER}: our server keeps its JetStream \
+             store wherever its command line puts it"
+        );
+    }
+    let scratch_root = args.store_root.clone().unwrap_or_else(std::env::temp_dir);
 
     // Start-up time: spawn until the port accepts TCP connections.
     let mut startups: [Vec<f64>; 2] = Default::default();
     for round in 0..args.starts {
         for side in order(round) {
-            let (server, ready) = Server::start(NAMES[side], &commands[side]).await?;
+            let (server, ready) =
+                Server::start(NAMES[side], &commands[side], &scratch_root).await?;
             drop(server);
             startups[side].push(ready.as_secs_f64() * 1000.0);
         }
     }
 
-    let (reference, _) = Server::start(NAMES[0], &commands[0]).await?;
-    let (ours, _) = Server::start(NAMES[1], &commands[1]).await?;
+    let (reference, _) = Server::start(NAMES[0], &commands[0], &scratch_root).await?;
+    let (ours, _) = Server::start(NAMES[1], &commands[1], &scratch_root).await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let idle_rss = [reference.rss_mib()?, ours.rss_mib()?];
     let urls = [reference.url(), ours.url()];
 
     for side in [0, 1] {
         workloads::run(&urls[side], Workload::Pubsub, 16, WARMUP_MSGS).await?;
+        if args.workloads.jetstream() {
+            let label = format!("[{}] warm-up ", NAMES[side]);
+            run_once(
+                &urls[side],
+                &label,
+                Workload::JsPub,
+                jetstream::DEFAULT_SIZE,
+                JS_WARMUP_MSGS,
+            )
+            .await;
+        }
     }
 
     let mut throughput = Vec::new();
@@ -251,15 +341,14 @@ async fn compare(args: CompareArgs) -> Result<()> {
         let mut outcomes: [Vec<Outcome>; 2] = Default::default();
         for _ in 0..args.repeats {
             for side in order(round) {
-                let outcome = workloads::run(&urls[side], workload, size, count).await?;
                 let label = format!("[{}] ", NAMES[side]);
-                eprintln!("{}", progress(&label, workload, size, &outcome));
+                let outcome = run_once(&urls[side], &label, workload, size, count).await;
                 outcomes[side].push(outcome);
             }
             round += 1;
         }
         let [reference_runs, ours_runs] = outcomes;
-        if workload == Workload::Reqrep {
+        if workload.is_latency() {
             let pick = |runs: Vec<Outcome>| -> Vec<_> {
                 runs.into_iter()
                     .filter_map(|outcome| match outcome {
@@ -355,6 +444,113 @@ mod tests {
         );
         assert_eq!(args.workloads.count(Workload::Pub, 16), 200_000);
         assert_eq!(args.workloads.count(Workload::Reqrep, 16), 5_000);
+        assert!(!args.workloads.jetstream());
+    }
+
+    #[test]
+    fn jetstream_workloads_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "nats-bench",
+            "run",
+            "--workload",
+            "js-pub,js-pub-sync,js-fetch,js-fetch-ack,js-ordered,kv-put,kv-get,pub",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        let args = args.workloads;
+        assert!(args.jetstream());
+        assert_eq!(
+            args.plan(),
+            [
+                (Workload::JsPub, 128),
+                (Workload::JsPubSync, 128),
+                (Workload::JsFetch, 128),
+                (Workload::JsFetchAck, 128),
+                (Workload::JsOrdered, 128),
+                (Workload::KvPut, 128),
+                (Workload::KvGet, 128),
+                (Workload::Pub, 16),
+                (Workload::Pub, 1024),
+                (Workload::Pub, 65_536),
+            ]
+        );
+        assert_eq!(args.count(Workload::JsPub, 128), 50_000);
+        assert_eq!(args.count(Workload::JsPubSync, 128), 2_000);
+        assert_eq!(args.count(Workload::KvGet, 128), 5_000);
+        assert_eq!(args.count(Workload::KvPut, 128), 50_000);
+        assert_eq!(args.count(Workload::Pub, 16), 200_000);
+    }
+
+    #[test]
+    fn counts_and_sizes_apply_to_all() {
+        let cli = Cli::try_parse_from([
+            "nats-bench",
+            "run",
+            "--workload",
+            "js-fetch,kv-get,reqrep",
+            "--sizes",
+            "1k",
+            "--msgs",
+            "300",
+            "--requests",
+            "40",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        let args = args.workloads;
+        assert_eq!(
+            args.plan(),
+            [
+                (Workload::JsFetch, 1024),
+                (Workload::KvGet, 1024),
+                (Workload::Reqrep, 1024)
+            ]
+        );
+        assert_eq!(args.count(Workload::JsFetch, 1024), 300);
+        assert_eq!(args.count(Workload::KvGet, 1024), 40);
+        assert_eq!(args.count(Workload::Reqrep, 1024), 40);
+    }
+
+    #[test]
+    fn reference_sync_parses() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["nats-bench", "compare", "--ours-cmd", "x -p {port}"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Compare(args)) => Ok((args.reference_sync, args.store_root)),
+                Ok(Command::Run(_)) => panic!("expected compare"),
+                Err(err) => Err(err.kind()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok((ReferenceSync::Default, None)));
+        assert_eq!(
+            parse(&["--reference-sync", "always", "--store-root", "/data"]),
+            Ok((ReferenceSync::Always, Some(PathBuf::from("/data"))))
+        );
+        assert_eq!(
+            parse(&["--reference-sync", "sometimes"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
+
+    #[test]
+    fn reference_modes_follow_the_options() {
+        assert_eq!(
+            reference_mode(false, ReferenceSync::Default),
+            ReferenceMode::Core
+        );
+        assert_eq!(
+            reference_mode(true, ReferenceSync::Default),
+            ReferenceMode::JetStream
+        );
+        assert_eq!(
+            reference_mode(true, ReferenceSync::Always),
+            ReferenceMode::JetStreamSyncAlways
+        );
     }
 
     #[test]

@@ -35,9 +35,11 @@ pub struct ThroughputRow {
     pub ours_lost: u64,
 }
 
-/// Request/reply latency on both servers (per-percentile medians).
+/// A latency workload (reqrep, js-pub-sync, kv-get) on both servers
+/// (per-percentile medians).
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyRow {
+    pub workload: Workload,
     pub size: usize,
     pub requests: u64,
     pub reference: Percentiles,
@@ -46,7 +48,7 @@ pub struct LatencyRow {
     pub p50_ratio: f64,
     pub p99_ratio: f64,
     pub p999_ratio: f64,
-    /// Requests without a reply over all repeats.
+    /// Operations that failed or were not done over all repeats.
     pub reference_failed: u64,
     pub ours_failed: u64,
 }
@@ -94,6 +96,7 @@ impl LatencyRow {
         let reference_summary = summary(reference);
         let ours_summary = summary(ours);
         Some(LatencyRow {
+            workload: first.workload,
             size: first.size,
             requests: first.requests,
             p50_ratio: ratio(reference_summary.p50_us, ours_summary.p50_us),
@@ -249,6 +252,7 @@ pub fn run_text(outcomes: &[Outcome]) -> String {
                 format!("{:.1}", t.mib_per_sec),
             ]),
             Outcome::Latency(l) => latency.push(vec![
+                l.workload.name().to_string(),
                 fmt_size(l.size),
                 fmt_count(l.requests as f64),
                 fmt_count(l.failed as f64),
@@ -273,10 +277,10 @@ pub fn run_text(outcomes: &[Outcome]) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str("reqrep latency (µs)\n");
+        out.push_str("latency (µs)\n");
         out.push_str(&render_table(
             &[
-                "size", "requests", "failed", "p50", "p99", "p999", "mean", "max",
+                "workload", "size", "requests", "failed", "p50", "p99", "p999", "mean", "max",
             ],
             &latency,
         ));
@@ -352,7 +356,7 @@ pub fn compare_text(comparison: &Comparison) -> String {
     }
     if !comparison.latency.is_empty() {
         out.push_str(&format!(
-            "\nreqrep latency (µs, median of {} runs; ratio = reference/ours, > 1 = ours faster)\n",
+            "\nlatency (µs, median of {} runs; ratio = reference/ours, > 1 = ours faster)\n",
             comparison.repeats
         ));
         let rows: Vec<Vec<String>> = comparison
@@ -360,6 +364,7 @@ pub fn compare_text(comparison: &Comparison) -> String {
             .iter()
             .map(|row| {
                 vec![
+                    row.workload.name().to_string(),
                     fmt_size(row.size),
                     fmt_us(row.reference.p50_us),
                     fmt_us(row.ours.p50_us),
@@ -376,6 +381,7 @@ pub fn compare_text(comparison: &Comparison) -> String {
             .collect();
         out.push_str(&render_table(
             &[
+                "workload",
                 "size",
                 "ref p50",
                 "ours p50",

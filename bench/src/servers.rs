@@ -1,6 +1,7 @@
-//! Server processes for `compare`: spawn on a free 127.0.0.1 port, wait
+//! Server processes for `compare`: spawn on a free 127.0.0.1 port (with a
+//! fresh scratch directory for a JetStream store and config file), wait
 //! until the port accepts TCP connections, read the resident memory, and
-//! kill the whole process group on drop.
+//! kill the whole process group (and remove the scratch directory) on drop.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,16 +16,46 @@ use crate::Result;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Placeholder for the port in a server command line.
 pub const PORT_PLACEHOLDER: &str = "{port}";
+/// Placeholder for a fresh, empty JetStream store directory (one per start).
+pub const STORE_DIR_PLACEHOLDER: &str = "{store_dir}";
+/// Placeholder for the path of the generated config file.
+const CONFIG_PLACEHOLDER: &str = "{config}";
 /// Attempts at starting with a fresh port when the picked one was taken
 /// between picking it and the server binding it.
 const START_ATTEMPTS: usize = 3;
 
+/// How the reference nats-server is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferenceMode {
+    /// Core NATS only: `-a 127.0.0.1 -p <port>`.
+    Core,
+    /// JetStream with its default `sync_interval` (2 minutes: publishes are
+    /// acknowledged before they are fsynced):
+    /// `-js -sd <store_dir> -a 127.0.0.1 -p <port>`.
+    JetStream,
+    /// JetStream fsyncing every write: `-c <config>` with
+    /// [`SYNC_ALWAYS_CONFIG`].
+    JetStreamSyncAlways,
+}
+
+/// The config file of [`ReferenceMode::JetStreamSyncAlways`].
+pub const SYNC_ALWAYS_CONFIG: &str = "listen: \"127.0.0.1:{port}\"
+jetstream {
+  store_dir: \"{store_dir}\"
+  sync_interval: always
+}
+";
+
 /// A server command line: a program and its arguments, where
-/// [`PORT_PLACEHOLDER`] stands for the port to listen on.
+/// [`PORT_PLACEHOLDER`] stands for the port to listen on and
+/// [`STORE_DIR_PLACEHOLDER`] for a fresh store directory.
 #[derive(Clone, Debug)]
 pub struct ServerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// A config file written (placeholders replaced) before each start;
+    /// [`CONFIG_PLACEHOLDER`] in `args` is replaced by its path.
+    pub config: Option<String>,
 }
 
 impl ServerCommand {
@@ -41,27 +72,64 @@ impl ServerCommand {
         Ok(ServerCommand {
             program: resolve_program(&program)?,
             args,
+            config: None,
         })
     }
 
-    /// `nats-server -a 127.0.0.1 -p {port}` with the given binary.
-    pub fn nats_server(binary: &str) -> Result<Self> {
+    /// nats-server started in `mode` with the given binary.
+    pub fn nats_server(binary: &str, mode: ReferenceMode) -> Result<Self> {
+        let (args, config): (&[&str], _) = match mode {
+            ReferenceMode::Core => (&["-a", "127.0.0.1", "-p", PORT_PLACEHOLDER], None),
+            ReferenceMode::JetStream => (
+                &[
+                    "-js",
+                    "-sd",
+                    STORE_DIR_PLACEHOLDER,
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    PORT_PLACEHOLDER,
+                ],
+                None,
+            ),
+            ReferenceMode::JetStreamSyncAlways => {
+                (&["-c", CONFIG_PLACEHOLDER], Some(SYNC_ALWAYS_CONFIG))
+            }
+        };
         Ok(ServerCommand {
             program: resolve_program(binary)?,
-            args: ["-a", "127.0.0.1", "-p", PORT_PLACEHOLDER]
-                .map(String::from)
-                .to_vec(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            config: config.map(String::from),
         })
     }
 
-    fn command(&self, port: u16) -> Command {
+    /// Whether the command line or config file names a store directory.
+    pub fn uses_store_dir(&self) -> bool {
+        self.args
+            .iter()
+            .chain(&self.config)
+            .any(|text| text.contains(STORE_DIR_PLACEHOLDER))
+    }
+
+    fn command(&self, places: &Places) -> Command {
         let mut command = Command::new(&self.program);
-        command.args(
-            self.args
-                .iter()
-                .map(|arg| arg.replace(PORT_PLACEHOLDER, &port.to_string())),
-        );
+        command.args(self.args.iter().map(|arg| places.substitute(arg)));
         command
+    }
+}
+
+/// What the placeholders of one start stand for.
+struct Places {
+    port: u16,
+    store_dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Places {
+    fn substitute(&self, text: &str) -> String {
+        text.replace(PORT_PLACEHOLDER, &self.port.to_string())
+            .replace(STORE_DIR_PLACEHOLDER, &self.store_dir.to_string_lossy())
+            .replace(CONFIG_PLACEHOLDER, &self.config.to_string_lossy())
     }
 }
 
@@ -70,6 +138,10 @@ impl std::fmt::Display for ServerCommand {
         write!(f, "{}", self.program.display())?;
         for arg in &self.args {
             write!(f, " {arg}")?;
+        }
+        if let Some(config) = &self.config {
+            let text: Vec<&str> = config.lines().map(str::trim).collect();
+            write!(f, " ({CONFIG_PLACEHOLDER}: {})", text.join(" "))?;
         }
         Ok(())
     }
@@ -145,23 +217,32 @@ fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-/// A running server process, killed (with its process group) on drop.
+/// A running server process, killed (with its process group) on drop, when
+/// its scratch directory is removed too.
 pub struct Server {
     name: String,
     port: u16,
     child: Child,
     spawned: Instant,
     log: PathBuf,
+    scratch: PathBuf,
 }
 
 impl Server {
-    /// Spawns `command` on a free port and waits until the port accepts TCP
-    /// connections. Returns the server and the time from spawn to ready.
-    pub async fn start(name: &str, command: &ServerCommand) -> Result<(Server, Duration)> {
+    /// Spawns `command` on a free port, with a fresh scratch directory
+    /// under `scratch_root` (holding `store/`, the store directory, and
+    /// `server.conf`, the config file, if any), and waits until the port
+    /// accepts TCP connections. Returns the server and the time from spawn
+    /// to ready.
+    pub async fn start(
+        name: &str,
+        command: &ServerCommand,
+        scratch_root: &Path,
+    ) -> Result<(Server, Duration)> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            let mut server = Server::spawn(name, command, port)?;
+            let mut server = Server::spawn(name, command, port, scratch_root)?;
             match server.wait_ready().await {
                 Ok(ready) => return Ok((server, ready)),
                 // An exit may mean the port was taken meanwhile: try another
@@ -174,16 +255,35 @@ impl Server {
         Err(last_error.unwrap_or_else(|| "server did not start".into()))
     }
 
-    fn spawn(name: &str, command: &ServerCommand, port: u16) -> Result<Server> {
+    fn spawn(
+        name: &str,
+        command: &ServerCommand,
+        port: u16,
+        scratch_root: &Path,
+    ) -> Result<Server> {
         let log = std::env::temp_dir().join(format!(
             "nats-bench-{}-{name}-{port}.log",
             std::process::id()
         ));
+        let scratch = scratch_root.join(format!("nats-bench-{}-{name}-{port}", std::process::id()));
+        // A leftover from a killed run must not be reused.
+        let _ = std::fs::remove_dir_all(&scratch);
+        let places = Places {
+            port,
+            store_dir: scratch.join("store"),
+            config: scratch.join("server.conf"),
+        };
+        std::fs::create_dir_all(&places.store_dir)
+            .map_err(|err| format!("creating {}: {err}", places.store_dir.display()))?;
+        if let Some(config) = &command.config {
+            std::fs::write(&places.config, places.substitute(config))
+                .map_err(|err| format!("writing {}: {err}", places.config.display()))?;
+        }
         let out = File::create(&log)?;
         let err = out.try_clone()?;
         let spawned = Instant::now();
         let child = command
-            .command(port)
+            .command(&places)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -198,6 +298,7 @@ impl Server {
             child,
             spawned,
             log,
+            scratch,
         })
     }
 
@@ -268,6 +369,7 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -301,12 +403,67 @@ mod tests {
     fn command_line_needs_a_port() {
         assert!(ServerCommand::parse("/bin/true -p 4222").is_err());
         let command = ServerCommand::parse("/bin/true --listen 127.0.0.1:{port}").unwrap();
-        let args: Vec<String> = command
-            .command(4333)
+        assert!(!command.uses_store_dir());
+        let args = args_of(&command, &places());
+        assert_eq!(args, ["--listen", "127.0.0.1:4333"]);
+    }
+
+    fn places() -> Places {
+        Places {
+            port: 4333,
+            store_dir: PathBuf::from("/tmp/x/store"),
+            config: PathBuf::from("/tmp/x/server.conf"),
+        }
+    }
+
+    fn args_of(command: &ServerCommand, places: &Places) -> Vec<String> {
+        command
+            .command(places)
             .get_args()
             .map(|arg| arg.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(args, ["--listen", "127.0.0.1:4333"]);
+            .collect()
+    }
+
+    #[test]
+    fn store_dir_is_replaced() {
+        let command = ServerCommand::parse("/bin/true -js -sd {store_dir} -p {port}").unwrap();
+        assert!(command.uses_store_dir());
+        assert_eq!(
+            args_of(&command, &places()),
+            ["-js", "-sd", "/tmp/x/store", "-p", "4333"]
+        );
+    }
+
+    #[test]
+    fn reference_modes() {
+        let core = ServerCommand::nats_server("/bin/true", ReferenceMode::Core).unwrap();
+        assert_eq!(args_of(&core, &places()), ["-a", "127.0.0.1", "-p", "4333"]);
+        assert!(core.config.is_none());
+        let js = ServerCommand::nats_server("/bin/true", ReferenceMode::JetStream).unwrap();
+        assert_eq!(
+            args_of(&js, &places()),
+            [
+                "-js",
+                "-sd",
+                "/tmp/x/store",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "4333"
+            ]
+        );
+        let always =
+            ServerCommand::nats_server("/bin/true", ReferenceMode::JetStreamSyncAlways).unwrap();
+        assert!(always.uses_store_dir());
+        assert_eq!(args_of(&always, &places()), ["-c", "/tmp/x/server.conf"]);
+        let config = places().substitute(always.config.as_deref().unwrap());
+        assert_eq!(
+            config,
+            "listen: \"127.0.0.1:4333\"\njetstream {\n  store_dir: \"/tmp/x/store\"\n  sync_interval: always\n}\n"
+        );
+        assert!(always.to_string().ends_with(
+            "-c {config} ({config}: listen: \"127.0.0.1:{port}\" jetstream { store_dir: \"{store_dir}\" sync_interval: always })"
+        ));
     }
 
     #[test]

@@ -24,25 +24,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long subscribers may go without receiving anything, once the publisher
 /// is done, before the missing messages are counted as lost.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a round trip through the server (see [`sync`]) may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may wait for its reply.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long all requests of one reqrep run may take together.
-const REQREP_DEADLINE: Duration = Duration::from_secs(60);
+pub const REQREP_DEADLINE: Duration = Duration::from_secs(60);
 /// Subscribers in the fanout workload and members of the queue group.
 pub const FANOUT_SUBSCRIBERS: usize = 4;
 /// Requests sent before the measured ones (connection and cache warm-up).
-const REQREP_WARMUP: u64 = 100;
+pub const REQREP_WARMUP: u64 = 100;
 /// Largest latency the histogram can hold (1 minute, in nanoseconds).
-const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// Bytes published between two explicit flushes.
 const FLUSH_BYTES: usize = 1 << 20;
 
 /// One benchmark workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// One publisher, no subscribers.
     Pub,
@@ -54,6 +54,20 @@ pub enum Workload {
     Queue,
     /// Sequential request/reply latency (one requester, one responder).
     Reqrep,
+    /// JetStream publish to a file stream, many acknowledgements in flight.
+    JsPub,
+    /// JetStream publish latency, one publish awaited at a time.
+    JsPubSync,
+    /// Pull consumer (ack policy none) reading pre-published messages.
+    JsFetch,
+    /// Pull consumer (ack policy explicit) reading and acking each message.
+    JsFetchAck,
+    /// Ordered consumer replaying pre-published messages.
+    JsOrdered,
+    /// Key-value puts, many in flight.
+    KvPut,
+    /// Key-value get latency, one get at a time.
+    KvGet,
 }
 
 impl Workload {
@@ -64,6 +78,54 @@ impl Workload {
             Workload::Fanout => "fanout",
             Workload::Queue => "queue",
             Workload::Reqrep => "reqrep",
+            Workload::JsPub => "js-pub",
+            Workload::JsPubSync => "js-pub-sync",
+            Workload::JsFetch => "js-fetch",
+            Workload::JsFetchAck => "js-fetch-ack",
+            Workload::JsOrdered => "js-ordered",
+            Workload::KvPut => "kv-put",
+            Workload::KvGet => "kv-get",
+        }
+    }
+
+    /// Whether the workload needs JetStream on the server.
+    pub fn is_jetstream(self) -> bool {
+        !matches!(
+            self,
+            Workload::Pub
+                | Workload::Pubsub
+                | Workload::Fanout
+                | Workload::Queue
+                | Workload::Reqrep
+        )
+    }
+
+    /// Whether the workload measures latency percentiles (one operation at
+    /// a time) rather than throughput.
+    pub fn is_latency(self) -> bool {
+        matches!(
+            self,
+            Workload::Reqrep | Workload::JsPubSync | Workload::KvGet
+        )
+    }
+
+    /// The operations of one run when none are given: requests for the
+    /// latency workloads, messages otherwise.
+    pub fn default_count(self, size: usize) -> u64 {
+        match self {
+            Workload::Reqrep | Workload::KvGet => 5_000,
+            Workload::JsPubSync => 2_000,
+            w if w.is_jetstream() => crate::jetstream::default_msgs(size),
+            _ => default_msgs(size),
+        }
+    }
+
+    /// Payload sizes used when `--sizes` is not given.
+    pub fn default_sizes(self) -> &'static [usize] {
+        if self.is_jetstream() {
+            &[crate::jetstream::DEFAULT_SIZE]
+        } else {
+            &[16, 1024, 65_536]
         }
     }
 }
@@ -127,9 +189,31 @@ pub enum Outcome {
     Latency(Latency),
 }
 
+impl Outcome {
+    /// A run that failed with an error: nothing received, every operation
+    /// counted as lost or failed.
+    pub fn failed(workload: Workload, size: usize, count: u64) -> Outcome {
+        if workload.is_latency() {
+            Outcome::Latency(Latency {
+                workload,
+                size,
+                requests: count,
+                completed: 0,
+                failed: count,
+                percentiles: Percentiles::default(),
+            })
+        } else {
+            Outcome::Throughput(throughput(workload, size, count, count, 0, Duration::ZERO))
+        }
+    }
+}
+
 /// Runs `workload` once against `url` with `size`-byte payloads: `msgs`
-/// messages for the publish workloads, `msgs` requests for reqrep.
+/// messages for the publish workloads, `msgs` requests for the latency ones.
 pub async fn run(url: &str, workload: Workload, size: usize, msgs: u64) -> Result<Outcome> {
+    if workload.is_jetstream() {
+        return crate::jetstream::run(url, workload, size, msgs).await;
+    }
     let subject = unique_subject(workload);
     let payload = Bytes::from(vec![b'x'; size]);
     let outcome = match workload {
@@ -144,6 +228,7 @@ pub async fn run(url: &str, workload: Workload, size: usize, msgs: u64) -> Resul
             Outcome::Throughput(fan(url, workload, subject, payload, msgs, Group::Queue).await?)
         }
         Workload::Reqrep => Outcome::Latency(request_reply(url, subject, payload, msgs).await?),
+        _ => return Err(format!("{} is not a core workload", workload.name()).into()),
     };
     Ok(outcome)
 }
@@ -158,7 +243,7 @@ fn unique_subject(workload: Workload) -> Subject {
     ))
 }
 
-async fn connect(url: &str, subscription_capacity: usize) -> Result<Client> {
+pub async fn connect(url: &str, subscription_capacity: usize) -> Result<Client> {
     let options = ConnectOptions::new()
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
@@ -387,7 +472,7 @@ async fn wait_for(progress: &AtomicU64, expected: u64, idle: Duration) {
     }
 }
 
-fn throughput(
+pub fn throughput(
     workload: Workload,
     size: usize,
     sent: u64,

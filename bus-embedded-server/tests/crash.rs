@@ -1,0 +1,913 @@
+//! Crash tests against the real binary (Durability section of the
+//! reliability checklist): the server is run as a child process on a store
+//! directory, killed with SIGKILL (`Child::kill`) at random moments, and
+//! restarted on the same directory; the client is async-nats.
+//!
+//! Every random choice comes from a SplitMix64 generator seeded from the
+//! cycle number; the seed is printed so a failure can be replayed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures::StreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// SplitMix64: small, deterministic, good enough to pick delays.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// A server child process; SIGKILLed when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// SIGKILL (`Child::kill` sends SIGKILL on unix) and reap.
+    fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Starts the binary on `store` without waiting for it; its log goes to `log`.
+fn spawn(store: &Path, log: &Path) -> Child {
+    let _ = std::fs::remove_file(log);
+    Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+        .arg(store)
+        .arg("-l")
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the server binary")
+}
+
+/// Starts the binary on `store` and waits for "Server is ready".
+fn start(store: &Path, log: &Path) -> Server {
+    let mut child = spawn(store, log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("Server is ready") {
+            let addr = text
+                .lines()
+                .find_map(|l| l.split("Listening for client connections on ").nth(1))
+                .expect("listening line")
+                .trim()
+                .to_owned();
+            return Server {
+                child,
+                log: log.to_owned(),
+                url: format!("nats://{addr}"),
+            };
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("the server exited ({status}) before it was ready; log:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server was not ready in time; log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts the binary on `store` and expects it to exit without becoming
+/// ready; returns its exit status and log.
+fn start_expecting_failure(store: &Path, log: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = spawn(store, log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return (status, std::fs::read_to_string(log).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("Server is ready") || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started (or hung) instead of refusing to start; log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+async fn connect(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .max_reconnects(1)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .expect("connect")
+}
+
+fn context(client: async_nats::Client) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .ack_timeout(Duration::from_secs(5))
+        .build(client)
+}
+
+async fn create_file_stream(js: &jetstream::Context, name: &str, subjects: &str) {
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+}
+
+/// Every message of a stream, in delivery order: (stream sequence, payload),
+/// read by an ephemeral pull consumer (ack none).
+async fn read_all(js: &jetstream::Context, name: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut stream = js.get_stream(name).await.expect("get stream");
+    let expected = stream.info().await.expect("stream info").state.messages;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("create reader consumer");
+    let mut out = Vec::new();
+    while (out.len() as u64) < expected {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1000)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .expect("pull");
+        let before = out.len();
+        while let Some(m) = batch.next().await {
+            let m = m.expect("message");
+            let seq = m.info().expect("info").stream_sequence;
+            out.push((seq, m.payload.to_vec()));
+        }
+        assert!(
+            out.len() > before,
+            "the reader stalled after {} of {expected} messages",
+            out.len()
+        );
+    }
+    out
+}
+
+fn segments(store: &Path, stream: &str) -> Vec<PathBuf> {
+    let dir = store
+        .join("jetstream")
+        .join("$G")
+        .join("streams")
+        .join(stream)
+        .join("msgs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stream_dir(store: &Path, stream: &str) -> PathBuf {
+    store
+        .join("jetstream")
+        .join("$G")
+        .join("streams")
+        .join(stream)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Acknowledged publishes survive SIGKILL
+// ---------------------------------------------------------------------------
+
+const CYCLES: u64 = 50;
+const PUBLISHERS: u64 = 4;
+const WINDOW: usize = 32;
+/// Payload size: large enough that the 8 MiB segments roll over a few times
+/// during the test, so kills also land around segment creation.
+const PAYLOAD: usize = 1000;
+
+/// `<id>` padded with dots to `PAYLOAD` bytes.
+fn crash_payload(id: u64) -> bytes::Bytes {
+    let mut p = id.to_string().into_bytes();
+    p.resize(PAYLOAD, b'.');
+    p.into()
+}
+
+fn crash_payload_id(payload: &[u8]) -> Option<u64> {
+    let digits = payload.iter().take_while(|b| b.is_ascii_digit()).count();
+    if payload.len() != PAYLOAD || payload[digits..].iter().any(|b| *b != b'.') {
+        return None;
+    }
+    std::str::from_utf8(&payload[..digits]).ok()?.parse().ok()
+}
+
+/// (publisher, message id, stream sequence) of every PubAck received.
+type Acks = Arc<Mutex<Vec<(u64, u64, u64)>>>;
+
+/// Publishes in windows of `WINDOW` until the connection fails or `stop`.
+async fn publisher(
+    js: jetstream::Context,
+    task: u64,
+    ids: Arc<AtomicU64>,
+    acks: Acks,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut inflight = Vec::with_capacity(WINDOW);
+        for _ in 0..WINDOW {
+            let id = ids.fetch_add(1, Ordering::SeqCst);
+            let publish = PublishMessage::build()
+                .message_id(format!("m-{id}"))
+                .payload(crash_payload(id));
+            match js.send_publish(format!("crash.{task}"), publish).await {
+                Ok(f) => inflight.push((id, f)),
+                Err(_) => break,
+            }
+        }
+        if inflight.is_empty() {
+            return;
+        }
+        for (id, f) in inflight {
+            match f.await {
+                Ok(ack) => {
+                    assert!(!ack.duplicate, "fresh message id m-{id} acked as duplicate");
+                    acks.lock().expect("acks").push((task, id, ack.sequence));
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_publishes_survive_sigkill_at_random_moments() {
+    let began = Instant::now();
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let ids = Arc::new(AtomicU64::new(0));
+    // id -> acknowledged stream sequence, over all cycles.
+    let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+    // Per publisher, (id, seq) in the order its acks were received.
+    let mut per_task: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut kills = 0u64;
+    let mut startup_kills = 0u64;
+    for cycle in 0..CYCLES {
+        let seed = 0xC0FF_EE00_0000_0000 ^ cycle;
+        let mut rng = Rng::new(seed);
+        let delay = rng.range(5, 150);
+        let log = logs.path().join(format!("cycle-{cycle}.log"));
+        // Every fifth cycle, one extra kill while the server starts
+        // (recovering the store), before it is ready.
+        if cycle % 5 == 4 {
+            let early = rng.range(0, 30);
+            let mut child = spawn(store.path(), &log);
+            tokio::time::sleep(Duration::from_millis(early)).await;
+            let _ = child.kill();
+            let _ = child.wait();
+            startup_kills += 1;
+        }
+        let mut server = start(store.path(), &log);
+        let client = connect(&server.url).await;
+        let js = context(client.clone());
+        if cycle == 0 {
+            create_file_stream(&js, "CRASH", "crash.>").await;
+        }
+        let acks: Acks = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..PUBLISHERS)
+            .map(|t| {
+                tokio::spawn(publisher(
+                    js.clone(),
+                    t,
+                    Arc::clone(&ids),
+                    Arc::clone(&acks),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.sigkill();
+        kills += 1;
+        // Acks the server sent before it died may still be in the socket.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.store(true, Ordering::SeqCst);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        drop(js);
+        drop(client);
+        let got = std::mem::take(&mut *acks.lock().expect("acks"));
+        eprintln!(
+            "cycle {cycle:2}: seed {seed:#018x}, kill after {delay:3} ms, {:5} acked",
+            got.len()
+        );
+        for (task, id, seq) in got {
+            per_task.entry(task).or_default().push((id, seq));
+            assert!(acked.insert(id, seq).is_none(), "m-{id} acknowledged twice");
+        }
+    }
+    // The same sequence must never have been acknowledged for two messages.
+    let mut by_seq: HashMap<u64, u64> = HashMap::new();
+    for (&id, &seq) in &acked {
+        if let Some(other) = by_seq.insert(seq, id) {
+            panic!("sequence {seq} acknowledged for both m-{other} and m-{id}");
+        }
+    }
+
+    // One publisher's messages go out in order on one connection: their
+    // sequences follow the order of their ids.
+    for (task, list) in &per_task {
+        for w in list.windows(2) {
+            assert!(
+                w[0].0 < w[1].0 && w[0].1 < w[1].1,
+                "publisher {task}: m-{} got seq {} but the later m-{} got seq {}",
+                w[0].0,
+                w[0].1,
+                w[1].0,
+                w[1].1
+            );
+        }
+    }
+
+    let log = logs.path().join("final.log");
+    let server = start(store.path(), &log);
+    let client = connect(&server.url).await;
+    let js = context(client.clone());
+    let messages = read_all(&js, "CRASH").await;
+    let mut found: HashMap<u64, u64> = HashMap::new();
+    let mut last_seq = 0;
+    for (seq, payload) in &messages {
+        assert!(
+            *seq > last_seq,
+            "stream sequences not strictly increasing: {seq} after {last_seq}"
+        );
+        last_seq = *seq;
+        let id = crash_payload_id(payload).unwrap_or_else(|| {
+            panic!(
+                "seq {seq}: damaged payload {:?}",
+                String::from_utf8_lossy(payload)
+            )
+        });
+        if let Some(first) = found.insert(id, *seq) {
+            panic!("m-{id} stored twice: sequences {first} and {seq}");
+        }
+    }
+    let mut missing = Vec::new();
+    for (&id, &seq) in &acked {
+        match found.get(&id) {
+            Some(&s) => assert_eq!(s, seq, "m-{id} acknowledged as {seq} but stored at {s}"),
+            None => missing.push((id, seq)),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. (id, seq) {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // Dedup survives the restarts: re-publishing acknowledged ids is
+    // answered as a duplicate with the original sequence.
+    for (&id, &seq) in acked.iter().rev().take(20) {
+        let ack = js
+            .send_publish(
+                "crash.0",
+                PublishMessage::build()
+                    .message_id(format!("m-{id}"))
+                    .payload(crash_payload(id)),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        assert!(
+            ack.duplicate,
+            "m-{id} re-published after restarts was stored again"
+        );
+        assert_eq!(ack.sequence, seq);
+    }
+    let unacked_kept = messages.len() - acked.len();
+    let segment_files = segments(store.path(), "CRASH").len();
+    eprintln!(
+        "{CYCLES} cycles, {kills} kills while publishing + {startup_kills} during startup, \
+         {} acknowledged messages all present once, {unacked_kept} unacknowledged kept, \
+         {} ids attempted, {segment_files} segment files, {:.1} s",
+        acked.len(),
+        ids.load(Ordering::SeqCst),
+        began.elapsed().as_secs_f64()
+    );
+    assert!(
+        acked.len() as u64 >= CYCLES,
+        "too few acknowledged publishes ({}) for the test to mean anything",
+        acked.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Consumer acks survive SIGKILL
+// ---------------------------------------------------------------------------
+
+const CONSUMER_MSGS: u64 = 200;
+const DELIVERED_FIRST: usize = 150;
+
+/// Stream `C` with `CONSUMER_MSGS` messages (payload = index) and a durable
+/// explicit-ack pull consumer `dur` (short ack wait so redeliveries after
+/// the restart come quickly).
+async fn consumer_setup(js: &jetstream::Context) -> consumer::PullConsumer {
+    create_file_stream(js, "C", "c.>").await;
+    for i in 0..CONSUMER_MSGS {
+        js.publish("c.x", i.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    js.get_stream("C")
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("dur".to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .expect("create durable consumer")
+}
+
+fn index_of(m: &jetstream::Message) -> u64 {
+    std::str::from_utf8(&m.payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("payload is an index")
+}
+
+/// After the restart: every message the durable consumer delivers (acking
+/// each), until every index in `must` was seen and nothing new came for a
+/// while (longer than the ack wait, so pending ones had their chance).
+async fn drain_after_restart(js: &jetstream::Context, must: &BTreeSet<u64>) -> Vec<u64> {
+    let consumer: consumer::PullConsumer = js
+        .get_stream("C")
+        .await
+        .expect("stream")
+        .get_consumer("dur")
+        .await
+        .expect("the durable consumer survived the restart");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut quiet_since = Instant::now();
+    loop {
+        let mut batch = consumer
+            .batch()
+            .max_messages(500)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .expect("pull");
+        let mut got = false;
+        while let Some(m) = batch.next().await {
+            let m = m.expect("message");
+            seen.push(index_of(&m));
+            m.ack().await.expect("ack");
+            got = true;
+        }
+        if got {
+            quiet_since = Instant::now();
+        }
+        let all = must.iter().all(|i| seen.contains(i));
+        if all && quiet_since.elapsed() > Duration::from_millis(2500) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every unacknowledged message came back: missing {:?}",
+            must.iter()
+                .filter(|i| !seen.contains(i))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_consumer_messages_are_not_redelivered_after_sigkill() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut server = start(store.path(), &logs.path().join("1.log"));
+    let client = connect(&server.url).await;
+    let js = context(client.clone());
+    let consumer = consumer_setup(&js).await;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(DELIVERED_FIRST)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut delivered = Vec::new();
+    while let Some(m) = batch.next().await {
+        delivered.push(m.expect("message"));
+    }
+    assert_eq!(delivered.len(), DELIVERED_FIRST);
+    // Double-ack two of every three delivered messages, four at a time;
+    // SIGKILL once 60 confirmations are in, with more acks in flight.
+    let to_ack: Vec<jetstream::Message> = delivered
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, m)| m)
+        .collect();
+    let attempted: BTreeSet<u64> = to_ack.iter().map(index_of).collect();
+    let confirmed: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let acker = {
+        let confirmed = Arc::clone(&confirmed);
+        tokio::spawn(async move {
+            futures::stream::iter(to_ack)
+                .for_each_concurrent(4, |m| {
+                    let confirmed = Arc::clone(&confirmed);
+                    async move {
+                        if m.double_ack().await.is_ok() {
+                            confirmed.lock().expect("confirmed").insert(index_of(&m));
+                        }
+                    }
+                })
+                .await;
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while confirmed.lock().expect("confirmed").len() < 60 {
+        assert!(Instant::now() < deadline, "double acks are not confirmed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.sigkill();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    acker.abort();
+    let _ = acker.await;
+    drop(js);
+    drop(client);
+    let confirmed = confirmed.lock().expect("confirmed").clone();
+
+    let server = start(store.path(), &logs.path().join("2.log"));
+    let client = connect(&server.url).await;
+    let js = context(client.clone());
+    let must: BTreeSet<u64> = (0..CONSUMER_MSGS)
+        .filter(|i| !attempted.contains(i))
+        .collect();
+    let seen = drain_after_restart(&js, &must).await;
+    let back: Vec<u64> = seen
+        .iter()
+        .copied()
+        .filter(|i| confirmed.contains(i))
+        .collect();
+    let unconfirmed_back = seen
+        .iter()
+        .filter(|i| attempted.contains(i) && !confirmed.contains(i))
+        .count();
+    eprintln!(
+        "double ack: {} confirmed before SIGKILL, {} attempted, {} never acked; after restart \
+         {} delivered ({} of the unconfirmed attempts)",
+        confirmed.len(),
+        attempted.len(),
+        must.len(),
+        seen.len(),
+        unconfirmed_back
+    );
+    assert!(
+        back.is_empty(),
+        "messages whose double ack was confirmed were redelivered: {back:?}"
+    );
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_acked_consumer_messages_lose_nothing_unacked_after_sigkill() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut server = start(store.path(), &logs.path().join("1.log"));
+    let client = connect(&server.url).await;
+    let js = context(client.clone());
+    let consumer = consumer_setup(&js).await;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(DELIVERED_FIRST)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut acked = BTreeSet::new();
+    let mut i = 0;
+    while let Some(m) = batch.next().await {
+        let m = m.expect("message");
+        if i % 3 != 0 {
+            m.ack().await.expect("ack");
+            acked.insert(index_of(&m));
+        }
+        i += 1;
+    }
+    assert_eq!(i, DELIVERED_FIRST);
+    client.flush().await.expect("flush");
+    // Most acks are persisted by now (<= 20 ms); the last ones may not be.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    server.sigkill();
+    drop(js);
+    drop(client);
+
+    let server = start(store.path(), &logs.path().join("2.log"));
+    let client = connect(&server.url).await;
+    let js = context(client.clone());
+    let must: BTreeSet<u64> = (0..CONSUMER_MSGS).filter(|i| !acked.contains(i)).collect();
+    let seen = drain_after_restart(&js, &must).await;
+    let back = seen.iter().filter(|i| acked.contains(i)).count();
+    eprintln!(
+        "plain ack: {} acked (fire and forget) before SIGKILL, {} of them redelivered after \
+         restart (allowed: at-least-once); all {} unacked delivered",
+        acked.len(),
+        back,
+        must.len()
+    );
+    drop(server);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Damaged segment files
+// ---------------------------------------------------------------------------
+
+/// Publishes `n` messages to `subject` with payload `tag-<i>-` padded to 64
+/// bytes; returns the acknowledged sequences.
+async fn publish_padded(js: &jetstream::Context, subject: &str, from: u64, n: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in from..from + n {
+        seqs.push(
+            js.publish(subject.to_owned(), padded(i).into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack")
+                .sequence,
+        );
+    }
+    seqs
+}
+
+fn padded(i: u64) -> Vec<u8> {
+    let mut p = format!("msg-{i:06}-").into_bytes();
+    p.resize(64, b'x');
+    p
+}
+
+fn padded_index(payload: &[u8]) -> u64 {
+    assert_eq!(payload.len(), 64, "payload {payload:?}");
+    assert!(
+        payload[11..].iter().all(|b| *b == b'x'),
+        "payload {payload:?}"
+    );
+    std::str::from_utf8(&payload[4..10])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("payload {payload:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tail_after_sigkill_mid_write_recovers() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut server = start(store.path(), &logs.path().join("0.log"));
+    let mut expected = {
+        let client = connect(&server.url).await;
+        let js = context(client);
+        create_file_stream(&js, "T", "t.>").await;
+        publish_padded(&js, "t.a", 1, 100).await
+    };
+    assert_eq!(expected, (1..=100).collect::<Vec<_>>());
+    // A record here is 44 bytes of framing + 3 (subject) + 64 (payload) =
+    // 111 bytes: cut into its checksum, its payload, its header, leaving
+    // one byte of it.
+    for (round, cut) in [1u64, 4, 30, 70, 110].into_iter().enumerate() {
+        server.sigkill();
+        let last = segments(store.path(), "T").pop().expect("a segment file");
+        let len = std::fs::metadata(&last).expect("metadata").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .expect("open segment")
+            .set_len(len - cut)
+            .expect("truncate");
+        let lost = expected.pop().expect("a message to lose");
+        server = start(
+            store.path(),
+            &logs.path().join(format!("{}.log", round + 1)),
+        );
+        assert!(
+            server.log_text().contains("torn tail"),
+            "cut {cut}: the log does not report the torn tail:\n{}",
+            server.log_text()
+        );
+        let client = connect(&server.url).await;
+        let js = context(client);
+        let info = js
+            .get_stream("T")
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .clone();
+        assert_eq!(info.state.messages, expected.len() as u64, "cut {cut}");
+        assert_eq!(info.state.last_sequence, lost - 1, "cut {cut}");
+        let all = read_all(&js, "T").await;
+        let seqs: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, expected, "cut {cut}");
+        for (seq, payload) in &all {
+            assert_eq!(padded_index(payload), *seq, "cut {cut}");
+        }
+        // New publishes continue at the next sequence.
+        let next = publish_padded(&js, "t.a", lost, 1).await;
+        assert_eq!(next, vec![lost], "cut {cut}");
+        eprintln!(
+            "cut {cut:3} bytes off the last record: {} messages recovered, next publish got seq {lost}",
+            expected.len()
+        );
+        expected.extend(next);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_bit_mid_segment_is_reported_and_later_messages_kept() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut server = start(store.path(), &logs.path().join("0.log"));
+    {
+        let client = connect(&server.url).await;
+        let js = context(client);
+        create_file_stream(&js, "F", "f.>").await;
+        publish_padded(&js, "f.a", 1, 100).await;
+    }
+    server.sigkill();
+    let segs = segments(store.path(), "F");
+    assert_eq!(segs.len(), 1, "expected one segment: {segs:?}");
+    let mut bytes = std::fs::read(&segs[0]).expect("read segment");
+    let damaged = 50u64;
+    let needle = format!("msg-{damaged:06}-");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("the payload of message 50 in the segment");
+    bytes[at + 20] ^= 0x04; // a bit in the padding of its payload
+    std::fs::write(&segs[0], &bytes).expect("write segment");
+
+    let server = start(store.path(), &logs.path().join("1.log"));
+    let log = server.log_text();
+    assert!(
+        log.contains("corrupt"),
+        "the log does not mention the corrupt record:\n{log}"
+    );
+    let client = connect(&server.url).await;
+    let js = context(client);
+    let mut stream = js.get_stream("F").await.expect("stream");
+    let info = stream.info().await.expect("info").clone();
+    assert_eq!(info.state.messages, 99);
+    assert_eq!(info.state.last_sequence, 100);
+    let all = read_all(&js, "F").await;
+    let seqs: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
+    let want: Vec<u64> = (1..=100).filter(|s| *s != damaged).collect();
+    assert_eq!(seqs, want);
+    for (seq, payload) in &all {
+        assert_eq!(padded_index(payload), *seq);
+    }
+    assert!(
+        stream.get_raw_message(damaged).await.is_err(),
+        "the damaged message is served"
+    );
+    let next = publish_padded(&js, "f.a", 101, 1).await;
+    assert_eq!(next, vec![101]);
+    eprintln!(
+        "bit flip at byte {} of the segment (message {damaged}): 99 messages kept, log line: {}",
+        at + 20,
+        log.lines()
+            .find(|l| l.contains("corrupt"))
+            .unwrap_or_default()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Damaged stream metadata
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_stream_metadata_refuses_start_and_keeps_the_stream_directory() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut server = start(store.path(), &logs.path().join("0.log"));
+    {
+        let client = connect(&server.url).await;
+        let js = context(client);
+        create_file_stream(&js, "M", "m.>").await;
+        publish_padded(&js, "m.a", 1, 10).await;
+    }
+    server.sigkill();
+    let dir = stream_dir(store.path(), "M");
+    let meta = dir.join("meta.json");
+    let good = std::fs::read(&meta).expect("meta.json");
+    let sizes = |segs: &[PathBuf]| -> Vec<(PathBuf, u64)> {
+        segs.iter()
+            .map(|p| (p.clone(), std::fs::metadata(p).expect("segment").len()))
+            .collect()
+    };
+    let before = sizes(&segments(store.path(), "M"));
+    assert!(!before.is_empty());
+
+    for (what, damage) in [
+        ("garbage", b"{\"config\": {not json".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+    ] {
+        std::fs::write(&meta, &damage).expect("damage meta.json");
+        let (status, log) =
+            start_expecting_failure(store.path(), &logs.path().join(format!("{what}.log")));
+        assert!(!status.success(), "{what}: exit status {status}");
+        assert!(
+            log.contains(&meta.display().to_string()),
+            "{what}: the error does not name {}:\n{log}",
+            meta.display()
+        );
+        assert!(dir.is_dir(), "{what}: the stream directory was removed");
+        assert_eq!(
+            sizes(&segments(store.path(), "M")),
+            before,
+            "{what}: segment files changed"
+        );
+        assert_eq!(
+            std::fs::read(&meta).expect("meta.json"),
+            damage,
+            "{what}: meta.json was rewritten"
+        );
+        eprintln!(
+            "{what} meta.json: {status}: {}",
+            log.lines()
+                .find(|l| l.contains("meta.json"))
+                .unwrap_or_default()
+        );
+    }
+
+    // Repairing the file brings everything back.
+    std::fs::write(&meta, &good).expect("restore meta.json");
+    let server = start(store.path(), &logs.path().join("restored.log"));
+    let client = connect(&server.url).await;
+    let js = context(client);
+    let all = read_all(&js, "M").await;
+    assert_eq!(all.len(), 10);
+    for (seq, payload) in &all {
+        assert_eq!(padded_index(payload), *seq);
+    }
+}
