@@ -38,10 +38,6 @@ pub(crate) fn handle(
     if tokens.len() >= 3 && tokens[0] == "DIRECT" && tokens[1] == "GET" {
         return direct_get(js, &tokens[2..], reply, data);
     }
-    let Some(reply) = reply else {
-        // nats-server ignores API requests without a reply subject.
-        return true;
-    };
     let (kind, result) = match tokens.as_slice() {
         ["INFO"] => ("account_info_response", account_info(js)),
         ["STREAM", "CREATE", name] => ("stream_create_response", stream_create(js, name, data)),
@@ -87,17 +83,24 @@ pub(crate) fn handle(
             consumer_names(js, stream, data, true),
         ),
         ["CONSUMER", "MSG", "NEXT", stream, name] => {
+            // nats-server listens per consumer: a pull on a missing one
+            // gets no responders.
+            let Some(c) = js.stream(stream).and_then(|s| s.consumer(name)) else {
+                return false;
+            };
             js.api_stats.total.fetch_add(1, Ordering::Relaxed);
-            match js.stream(stream).and_then(|s| s.consumer(name)) {
-                Some(c) => c.pull(js, reply, data),
-                None => {
-                    let h = HeaderBuilder::status(404, "No Messages").build();
-                    js.send(reply, None, &h, b"");
-                }
+            if let Some(reply) = reply {
+                c.pull(js, reply, data);
             }
             return true;
         }
-        _ => return false,
+        // nats-server answers nothing to an unknown API subject (its
+        // `$JS.API.>` subscription takes it).
+        _ => return true,
+    };
+    // Requests without a reply are acted on, unanswered (as nats-server does).
+    let Some(reply) = reply else {
+        return true;
     };
     js.api_stats.total.fetch_add(1, Ordering::Relaxed);
     let mut body = match result {
@@ -173,6 +176,11 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     if name.contains(['.', '*', '>']) || name.chars().any(char::is_whitespace) {
         return Err(ApiError::invalid_config("invalid stream name"));
     }
+    if name.len() > 255 {
+        return Err(ApiError::invalid_config(
+            "stream name is too long, maximum allowed is 255",
+        ));
+    }
     Ok(())
 }
 
@@ -230,11 +238,16 @@ fn check_stream_config(
         ));
     }
     if cfg.max_age < 0 {
-        return Err(ApiError::invalid_config("max age needs to be >= 0"));
+        return Err(ApiError::invalid_config("max age can not be negative"));
     }
     if cfg.duplicate_window < 0 {
         return Err(ApiError::invalid_config(
-            "duplicates window needs to be >= 0",
+            "duplicates window can not be negative",
+        ));
+    }
+    if cfg.allow_rollup_hdrs && cfg.deny_purge {
+        return Err(ApiError::invalid_config(
+            "roll-ups require the purge permission",
         ));
     }
     if cfg.max_age > 0 && cfg.duplicate_window > cfg.max_age {
@@ -244,15 +257,23 @@ fn check_stream_config(
     }
     for (i, s) in cfg.subjects.iter().enumerate() {
         if !sublist::valid_filter(s) {
-            return Err(ApiError::invalid_config(format!("invalid subject: {s:?}")));
+            return Err(ApiError::invalid_config("invalid subject"));
         }
-        if filters_overlap(s, "$JS.API.>") || filters_overlap(s, "$JS.ACK.>") {
+        if s == ">" {
+            return Err(ApiError::invalid_config(
+                "capturing all subjects requires no-ack to be true",
+            ));
+        }
+        // nats-server refuses anything that could capture `$JS.` subjects.
+        if filters_overlap(s, "$JS.>") {
             return Err(ApiError::invalid_config(
                 "subjects that overlap with jetstream api require no-ack to be true",
             ));
         }
-        if cfg.subjects[..i].iter().any(|o| filters_overlap(o, s)) {
-            return Err(ApiError::invalid_config("duplicate subjects detected"));
+        if let Some(o) = cfg.subjects[..i].iter().find(|o| filters_overlap(o, s)) {
+            return Err(ApiError::invalid_config(format!(
+                "subject {o:?} overlaps with {s:?}"
+            )));
         }
     }
     for other in js.all_streams() {
@@ -295,6 +316,8 @@ fn stream_info_page(
             .take(SUBJECTS_PAGE)
             .collect::<BTreeMap<String, u64>>()
     });
+    // No matching subject: nats-server shows neither subjects nor paging.
+    let subjects = subjects.filter(|m| !m.is_empty());
     let state = StreamStateJson {
         messages: st.msgs,
         bytes: st.bytes,
@@ -318,7 +341,7 @@ fn stream_info_page(
         "state": state,
         "ts": rfc3339(now_nanos()),
     });
-    if subjects_filter.is_some_and(|f| !f.is_empty())
+    if total > 0
         && let Value::Object(m) = &mut v
     {
         m.insert("total".into(), json!(total));
@@ -329,10 +352,13 @@ fn stream_info_page(
 }
 
 fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
-    let mut cfg: StreamConfig = parse_required(data)?;
-    if cfg.name.is_empty() {
-        cfg.name = name.to_owned();
-    }
+    // An empty body or `null` is an empty config: its (empty) name does not
+    // match the subject (nats-server does not take the name from the subject).
+    let mut cfg: StreamConfig = if data.trim_ascii() == b"null" {
+        StreamConfig::default()
+    } else {
+        parse(data)?
+    };
     if cfg.name != name {
         return Err(err(ApiError::stream_mismatch()));
     }
@@ -340,7 +366,11 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let _admin = lock(&js.admin);
     if let Some(existing) = js.stream(name) {
         if existing.config() == cfg {
-            return Ok(stream_info_value(&existing, None, false));
+            let mut v = stream_info_value(&existing, None, false);
+            if let Value::Object(m) = &mut v {
+                m.insert("did_create".into(), json!(true));
+            }
+            return Ok(v);
         }
         return Err(err(ApiError::stream_name_exist()));
     }
@@ -354,17 +384,21 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     Ok(v)
 }
 
-fn parse_required<T: for<'de> Deserialize<'de>>(data: &[u8]) -> Result<T, (ApiError, Value)> {
+/// Parses a request whose empty body is a bad request (10003), as
+/// nats-server answers.
+fn parse_typed<T: for<'de> Deserialize<'de>>(data: &[u8]) -> Result<T, (ApiError, Value)> {
     if data.iter().all(u8::is_ascii_whitespace) {
-        return Err(err(ApiError::invalid_json("unexpected end of JSON input")));
+        return Err(err(ApiError::bad_request()));
     }
     serde_json::from_slice(data).map_err(|e| err(ApiError::invalid_json(e)))
 }
 
 fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
-    let mut cfg: StreamConfig = parse_required(data)?;
+    let mut cfg: StreamConfig = parse(data)?;
     if cfg.name.is_empty() {
-        cfg.name = name.to_owned();
+        return Err(err(ApiError::invalid_config(
+            "stream name is required and can not contain '.', '*', '>', '\\', '/'",
+        )));
     }
     if cfg.name != name {
         return Err(err(ApiError::stream_mismatch()));
@@ -375,32 +409,42 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         .stream(name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
     let old = stream.config();
-    check_stream_config(js, &cfg, Some(name)).map_err(err)?;
+    if cfg.num_replicas > 1 {
+        return Err(err(ApiError::replicas_not_supported()));
+    }
     if old.storage != cfg.storage {
-        return Err(err(ApiError::update_failed(
+        return Err(err(ApiError::invalid_config(
             "stream configuration update can not change storage type",
         )));
     }
+    // nats-server refuses (10052) only changes to or from work-queue; a
+    // limits <-> interest change is not supported here yet and refused too.
     if old.retention != cfg.retention {
-        return Err(err(ApiError::update_failed(
-            "stream configuration update can not change retention policy",
-        )));
+        let text = if old.retention == Retention::WorkQueue || cfg.retention == Retention::WorkQueue
+        {
+            "stream configuration update can not change retention policy to/from workqueue"
+        } else {
+            "stream configuration update can not change retention policy"
+        };
+        return Err(err(ApiError::invalid_config(text)));
     }
     if old.sealed && !cfg.sealed {
-        return Err(err(ApiError::update_failed(
+        return Err(err(ApiError::invalid_config(
             "stream configuration update can not unseal a sealed stream",
         )));
     }
     if old.deny_delete && !cfg.deny_delete {
-        return Err(err(ApiError::update_failed(
+        return Err(err(ApiError::invalid_config(
             "stream configuration update can not cancel deny message deletes",
         )));
     }
     if old.deny_purge && !cfg.deny_purge {
-        return Err(err(ApiError::update_failed(
+        return Err(err(ApiError::invalid_config(
             "stream configuration update can not cancel deny purge",
         )));
     }
+    // After the immutable fields, as nats-server orders its checks.
+    check_stream_config(js, &cfg, Some(name)).map_err(err)?;
     stream.update_config(cfg).map_err(err)?;
     Ok(stream_info_value(&stream, None, false))
 }
@@ -454,6 +498,10 @@ struct PurgeRequest {
 }
 
 fn stream_purge(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
+    stream_purge_inner(js, name, data).map_err(|(e, _)| (e, json!({"purged": 0})))
+}
+
+fn stream_purge_inner(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let stream = js
         .stream(name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
@@ -481,12 +529,21 @@ fn stream_purge(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct ListRequest {
-    offset: usize,
+    offset: i64,
     subject: Option<String>,
 }
 
+/// Error extras of paged responses (nats-server always sends the paging
+/// fields, and a null or empty list).
+fn paged_error(e: (ApiError, Value), key: &str, items: Value) -> (ApiError, Value) {
+    (
+        e.0,
+        json!({"total": 0, "offset": 0, "limit": 0, key: items}),
+    )
+}
+
 fn stream_names(js: &JetStream, data: &[u8], list: bool) -> ApiResult {
-    let req: ListRequest = parse(data)?;
+    let req: ListRequest = parse(data).map_err(|e| paged_error(e, "streams", Value::Null))?;
     let limit = if list { 256 } else { 1024 };
     let streams: Vec<Arc<Stream>> = js
         .all_streams()
@@ -497,7 +554,8 @@ fn stream_names(js: &JetStream, data: &[u8], list: bool) -> ApiResult {
         })
         .collect();
     let total = streams.len();
-    let page: Vec<&Arc<Stream>> = streams.iter().skip(req.offset).take(limit).collect();
+    let offset = usize::try_from(req.offset).unwrap_or(0).min(total);
+    let page: Vec<&Arc<Stream>> = streams.iter().skip(offset).take(limit).collect();
     let items: Vec<Value> = if list {
         page.iter()
             .map(|s| stream_info_value(s, None, false))
@@ -507,9 +565,10 @@ fn stream_names(js: &JetStream, data: &[u8], list: bool) -> ApiResult {
     };
     Ok(json!({
         "total": total,
-        "offset": req.offset,
+        "offset": offset,
         "limit": limit,
-        "streams": items,
+        // Go's nil slice: an empty page of names is null.
+        "streams": if items.is_empty() && !list { Value::Null } else { json!(items) },
     }))
 }
 
@@ -540,7 +599,7 @@ fn msg_get(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let stream = js
         .stream(name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
-    let req: MsgGetRequest = parse_required(data)?;
+    let req: MsgGetRequest = parse_typed(data)?;
     let msg = lookup(&stream, &req)
         .map_err(err)?
         .ok_or_else(|| err(ApiError::no_message_found()))?;
@@ -569,7 +628,7 @@ fn msg_delete(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let stream = js
         .stream(name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
-    let req: MsgDeleteRequest = parse_required(data)?;
+    let req: MsgDeleteRequest = parse_typed(data)?;
     let cfg = stream.config();
     if cfg.deny_delete {
         return Err(err(ApiError::msg_delete_failed(
@@ -579,10 +638,10 @@ fn msg_delete(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     if cfg.sealed {
         return Err(err(ApiError::stream_sealed()));
     }
-    if req.seq == 0 {
-        return Err(err(ApiError::bad_request()));
+    if req.seq > stream.state().last_seq {
+        return Err(err(ApiError::msg_delete_failed("stream store EOF")));
     }
-    if !stream.delete_msg(req.seq, !req.no_erase).map_err(err)? {
+    if req.seq == 0 || !stream.delete_msg(req.seq, !req.no_erase).map_err(err)? {
         return Err(err(ApiError::msg_delete_failed("no message found")));
     }
     Ok(json!({"success": true}))
@@ -611,8 +670,13 @@ fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8])
     } else {
         match serde_json::from_slice::<MsgGetRequest>(data) {
             Ok(r) => r,
+            Err(_) if data.iter().all(u8::is_ascii_whitespace) => {
+                let h = HeaderBuilder::status(408, "Empty Request").build();
+                js.send(reply, None, &h, b"");
+                return true;
+            }
             Err(_) => {
-                let h = HeaderBuilder::status(408, "Bad Request").build();
+                let h = HeaderBuilder::status(408, "Malformed Request").build();
                 js.send(reply, None, &h, b"");
                 return true;
             }
@@ -634,14 +698,14 @@ fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8])
             js.send(reply, None, &h, b"");
         }
         Err(_) => {
-            let h = HeaderBuilder::status(408, "Bad Request").build();
+            let h = HeaderBuilder::status(408, "Empty Request").build();
             js.send(reply, None, &h, b"");
         }
     }
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct CreateConsumerRequest {
     #[serde(default)]
     stream_name: String,
@@ -671,23 +735,27 @@ fn consumer_create(
     data: &[u8],
     legacy_durable: bool,
 ) -> ApiResult {
-    let req: CreateConsumerRequest = parse_required(data)?;
+    // An empty body is an empty request (its stream name then mismatches).
+    let req: CreateConsumerRequest = parse(data)?;
+    if !matches!(req.action.as_str(), "" | "create" | "update") {
+        return Err(err(ApiError::invalid_json(format!(
+            "unknown consumer action {:?}",
+            req.action
+        ))));
+    }
+    // nats-server requires the body's stream_name (empty does not match).
+    if req.stream_name != stream_name {
+        return Err(err(ApiError::stream_mismatch()));
+    }
     let stream = js
         .stream(stream_name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
-    if !req.stream_name.is_empty() && req.stream_name != stream_name {
-        return Err(err(ApiError::stream_mismatch()));
-    }
-    let mut cfg = req
-        .config
-        .ok_or_else(|| err(ApiError::consumer_config_required()))?;
-    // Names: subject, durable_name, name must agree.
-    if let (Some(d), Some(n)) = (&cfg.durable_name, &cfg.name)
-        && !d.is_empty()
-        && !n.is_empty()
-        && d != n
-    {
-        return Err(err(ApiError::durable_name_mismatch()));
+    // No config: nats-server creates a consumer with the defaults.
+    let mut cfg = req.config.unwrap_or_default();
+    // A durable name wins over `name` (nats-server names the consumer
+    // after the durable when both are given).
+    if let Some(d) = cfg.durable_name.clone().filter(|d| !d.is_empty()) {
+        cfg.name = Some(d);
     }
     if legacy_durable {
         match cfg.durable_name.as_deref() {
@@ -716,14 +784,13 @@ fn consumer_create(
         if !cfg.filter_subjects.is_empty() {
             return Err(err(ApiError::multiple_filters_not_allowed()));
         }
-        if !cfg.filter_subject.is_empty() && cfg.filter_subject != *f {
+        if cfg.filter_subject != *f {
             return Err(err(ApiError::filter_subject_mismatch()));
         }
         cfg.filter_subject = f.clone();
     }
     if subject_name.is_none() && cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty()) {
-        // CONSUMER.CREATE.<stream> with a durable: allowed by newer servers
-        // when the name is in the body.
+        return Err(err(ApiError::ephemeral_with_durable()));
     }
     let durable = cfg.durable_name.as_deref().is_some_and(|d| !d.is_empty());
     let name = cfg
@@ -762,12 +829,13 @@ fn consumer_create(
         let mine = cfg.filters();
         for other in stream.consumers() {
             let theirs = other.config().filters();
-            if mine.is_empty() || theirs.is_empty() {
+            if mine.is_empty() {
                 return Err(err(ApiError::wq_multiple_unfiltered()));
             }
-            if mine
-                .iter()
-                .any(|a| theirs.iter().any(|b| filters_overlap(a, b)))
+            if theirs.is_empty()
+                || mine
+                    .iter()
+                    .any(|a| theirs.iter().any(|b| filters_overlap(a, b)))
             {
                 return Err(err(ApiError::wq_not_unique()));
             }
@@ -804,15 +872,10 @@ fn check_consumer_config(
             return Err(ApiError::overlapping_filters());
         }
     }
+    // Like nats-server (2.10+), a valid filter need not match the stream's
+    // subjects.
     for f in cfg.filters() {
         if !sublist::valid_filter(&f) {
-            return Err(ApiError::filter_not_subset());
-        }
-        if !scfg
-            .subjects
-            .iter()
-            .any(|s| filter_subset(&f, s) || filters_overlap(&f, s))
-        {
             return Err(ApiError::filter_not_subset());
         }
     }
@@ -828,9 +891,7 @@ fn check_consumer_config(
             return Err(ApiError::push_max_waiting());
         }
         if scfg.subjects.iter().any(|s| subject_matches(s, ds)) {
-            return Err(ApiError::consumer_create(
-                "consumer deliver subject forms a cycle",
-            ));
+            return Err(ApiError::deliver_cycle());
         }
     } else {
         if cfg.flow_control {
@@ -839,20 +900,12 @@ fn check_consumer_config(
         if cfg.idle_heartbeat != 0 {
             return Err(ApiError::hb_requires_push());
         }
-        if cfg.max_waiting < 0 {
-            return Err(ApiError::consumer_create(
-                "consumer max waiting needs to be positive",
-            ));
-        }
     }
     if cfg.flow_control && cfg.idle_heartbeat == 0 {
         return Err(ApiError::fc_needs_heartbeats());
     }
     if cfg.idle_heartbeat > 0 && cfg.idle_heartbeat < 100_000_000 {
         return Err(ApiError::small_heartbeat());
-    }
-    if cfg.ack_policy == AckPolicy::None && cfg.max_ack_pending > 0 {
-        return Err(ApiError::max_pending_ack_policy_required());
     }
     if cfg.ack_wait < 0 {
         return Err(ApiError::consumer_create(
@@ -866,12 +919,17 @@ fn check_consumer_config(
     }
     if !cfg.backoff.is_empty()
         && cfg.max_deliver > 0
-        && cfg.max_deliver as usize <= cfg.backoff.len()
+        && (cfg.max_deliver as usize) < cfg.backoff.len()
     {
         return Err(ApiError::max_deliver_backoff());
     }
     if cfg.num_replicas > 1 {
         return Err(ApiError::replicas_not_supported());
+    }
+    if cfg.deliver_policy == DeliverPolicy::LastPerSubject && cfg.filters().is_empty() {
+        return Err(ApiError::invalid_policy(
+            "consumer delivery policy is deliver last per subject, but optional filter subject is not set",
+        ));
     }
     match cfg.deliver_policy {
         DeliverPolicy::ByStartSequence => {
@@ -905,7 +963,11 @@ fn check_consumer_config(
     }
     if scfg.retention == Retention::WorkQueue {
         if cfg.ack_policy != AckPolicy::Explicit {
-            return Err(ApiError::wq_requires_explicit_ack());
+            return Err(if cfg.is_push() {
+                ApiError::wq_requires_explicit_ack()
+            } else {
+                ApiError::pull_requires_ack()
+            });
         }
         if cfg.deliver_policy != DeliverPolicy::All {
             return Err(ApiError::wq_not_deliver_all());
@@ -928,7 +990,7 @@ fn policy_name(p: DeliverPolicy) -> &'static str {
 fn check_update(old: &ConsumerConfig, new: &ConsumerConfig) -> Result<(), ApiError> {
     let fixed = |what: &str| {
         Err(ApiError::consumer_create(format!(
-            "consumer {what} can not be updated"
+            "{what} can not be updated"
         )))
     };
     if old.deliver_policy != new.deliver_policy {
@@ -947,7 +1009,11 @@ fn check_update(old: &ConsumerConfig, new: &ConsumerConfig) -> Result<(), ApiErr
         return fixed("replay policy");
     }
     if old.is_push() != new.is_push() {
-        return fixed("push or pull mode");
+        return Err(ApiError::consumer_create(if new.is_push() {
+            "can not update pull consumer to push based"
+        } else {
+            "can not update push consumer to pull based"
+        }));
     }
     if old.mem_storage != new.mem_storage {
         return fixed("storage");
@@ -977,22 +1043,23 @@ fn consumer_delete(js: &JetStream, stream: &str, name: &str) -> ApiResult {
 }
 
 fn consumer_names(js: &JetStream, stream: &str, data: &[u8], list: bool) -> ApiResult {
-    let req: ListRequest = parse(data)?;
+    let req: ListRequest = parse(data).map_err(|e| paged_error(e, "consumers", json!([])))?;
     let s = js
         .stream(stream)
-        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+        .ok_or_else(|| paged_error(err(ApiError::stream_not_found()), "consumers", json!([])))?;
     let limit = if list { 256 } else { 1024 };
     let all = s.consumers();
     let total = all.len();
+    let offset = usize::try_from(req.offset).unwrap_or(0).min(total);
     let items: Vec<Value> = all
         .iter()
-        .skip(req.offset)
+        .skip(offset)
         .take(limit)
         .map(|c| if list { json!(c.info()) } else { json!(c.name) })
         .collect();
     Ok(json!({
         "total": total,
-        "offset": req.offset,
+        "offset": offset,
         "limit": limit,
         "consumers": items,
     }))

@@ -657,7 +657,7 @@ impl Consumer {
 
     /// Server shutdown: persists the state.
     pub(crate) fn shutdown(&self) {
-        self.persist_now();
+        let _ = self.persist_now();
         self.stop(false);
     }
 
@@ -678,14 +678,20 @@ impl Consumer {
         }
     }
 
-    fn persist_now(&self) {
+    /// Writes the state file; false when it could not be written.
+    fn persist_now(&self) -> bool {
         let Some(dir) = &self.dir else {
-            return;
+            return true;
         };
         let snap = self.snapshot();
-        if let Ok(bytes) = serde_json::to_vec(&snap) {
-            if let Err(e) = atomic_write(&dir.join("state.json"), &bytes) {
+        let written = serde_json::to_vec(&snap)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| atomic_write(&dir.join("state.json"), &bytes));
+        match written {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
+                false
             }
         }
     }
@@ -753,7 +759,8 @@ impl Consumer {
             );
             // A pull's max_bytes counts what goes out: subject, reply,
             // headers and payload (as nats-server counts it).
-            let wire = (msg.subject.len() + ack_reply.len() + msg.hdr.len() + msg.data.len()) as u64;
+            let wire =
+                (msg.subject.len() + ack_reply.len() + msg.hdr.len() + msg.data.len()) as u64;
             if !push
                 && let Some(req) = st.waiting.front()
                 && req.max_bytes.is_some_and(|left| wire > left)
@@ -851,18 +858,11 @@ impl Consumer {
             // no_wait requests end when nothing more can be delivered now.
             let mut keep = VecDeque::new();
             for req in st.waiting.drain(..) {
-                if req.no_wait {
-                    // nats-server: 404 for a plain no_wait request (also
-                    // after some messages), 408 when it also had an expiry.
-                    if req.expires.is_none() {
-                        status(js, &req.reply, 404, "No Messages");
-                    } else {
-                        let h = HeaderBuilder::status(408, "Request Timeout")
-                            .add("Nats-Pending-Messages", req.batch)
-                            .add("Nats-Pending-Bytes", req.max_bytes.unwrap_or(0))
-                            .build();
-                        js.send(&req.reply, None, &h, b"");
-                    }
+                // nats-server: a no_wait request ends with 404 (also after
+                // some messages); with an expiry it waits for it like any
+                // other (408 then).
+                if req.no_wait && req.expires.is_none() {
+                    status(js, &req.reply, 404, "No Messages");
                 } else {
                     keep.push_back(req);
                 }
@@ -1006,9 +1006,14 @@ impl Consumer {
         };
         drop(st);
         if persist {
-            self.persist_now();
-            for r in replies {
-                js.send(&r, None, b"", b"");
+            if self.persist_now() {
+                for r in replies {
+                    js.send(&r, None, b"", b"");
+                }
+            } else {
+                // Not on disk: no confirmation (the client's ack request
+                // times out), and the state is written again later.
+                lock(&self.state).dirty = true;
             }
         }
         stream.on_acked(&acked);

@@ -63,6 +63,7 @@ api_errors! {
     wq_not_deliver_all => 400, 10101, "consumer must be deliver all on workqueue stream";
     bad_durable_name => 400, 10103, "durable name can not contain '.', '*', '>'";
     fc_needs_heartbeats => 400, 10108, "consumer with flow control also needs heartbeats";
+    deliver_cycle => 400, 10081, "consumer deliver subject forms a cycle";
     invalid_deliver_subject => 400, 10112, "invalid push consumer deliver subject";
     max_deliver_backoff => 400, 10116, "max deliver is required to be > length of backoff values";
     consumer_name_path_separators => 400, 10127, "Consumer name can not contain path separators";

@@ -386,6 +386,13 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// fsyncs a directory (so entries created or removed in it are durable).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// Duration from nanoseconds (negative = zero).
 pub(crate) fn nanos(n: i64) -> Duration {
     Duration::from_nanos(u64::try_from(n).unwrap_or(0))

@@ -135,6 +135,8 @@ impl Stream {
                 let d = js.config.streams_dir().join(&config.name);
                 std::fs::create_dir_all(&d)
                     .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
+                // The new directory's entry must be durable too.
+                super::sync_dir(&js.config.streams_dir());
                 let meta = StreamMeta {
                     config: config.clone(),
                     created,
@@ -603,7 +605,14 @@ impl Stream {
             .map_err(|e| ApiError::delete_failed(e.to_string()))?;
         drop(inner);
         if let Some(dir) = &self.dir {
+            // meta.json goes first: a crash midway leaves no stream rather
+            // than an empty one (the leftover directory is ignored at start).
+            let _ = std::fs::remove_file(dir.join("meta.json"));
+            super::sync_dir(dir);
             std::fs::remove_dir_all(dir).map_err(|e| ApiError::delete_failed(e.to_string()))?;
+            if let Some(parent) = dir.parent() {
+                super::sync_dir(parent);
+            }
         }
         self.sync_wake.notify_one();
         Ok(())

@@ -132,8 +132,7 @@ pub struct StreamConfig {
     pub allow_rollup_hdrs: bool,
     /// Consumer defaults.
     pub consumer_limits: serde_json::Value,
-    /// Nats-TTL honoured.
-    #[serde(skip_serializing_if = "is_false")]
+    /// Nats-TTL honoured (always shown, as nats-server does).
     pub allow_msg_ttl: bool,
     /// First sequence of a new stream.
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -210,7 +209,8 @@ impl StreamConfig {
             &mut self.max_msgs_per_subject,
             &mut self.max_msg_size,
         ] {
-            if *v == 0 {
+            // nats-server shows any value <= 0 as -1 (unlimited).
+            if *v <= 0 {
                 *v = -1;
             }
         }
@@ -451,7 +451,7 @@ impl ConsumerConfig {
         if self.max_deliver == 0 {
             self.max_deliver = -1;
         }
-        if !self.is_push() && self.max_waiting == 0 {
+        if !self.is_push() && self.max_waiting <= 0 {
             self.max_waiting = 512;
         }
         if !durable && self.inactive_threshold == 0 {

@@ -34,7 +34,7 @@ use bytes::Bytes;
 
 use super::{
     CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
-    SyncJob, msg_size, subject_matches,
+    SyncJob, file_msg_size, subject_matches,
 };
 
 const SEGMENT_SUFFIX: &str = ".log";
@@ -397,7 +397,7 @@ impl FileStore {
                     );
                 }
                 let subject = self.intern(rec.subject);
-                let size = msg_size(rec.subject.len(), rec.hdr.len(), rec.data.len());
+                let size = file_msg_size(rec.subject.len(), rec.hdr.len(), rec.data.len());
                 self.insert_entry(
                     rec.seq,
                     Entry {
@@ -854,7 +854,7 @@ impl Store for FileStore {
         let (seg, off, len) =
             self.push_record(RecordKind::Msg, seq, ts, subject.as_bytes(), hdr, data)?;
         let subject = self.intern(subject);
-        let size = msg_size(subject.len(), hdr.len(), data.len());
+        let size = file_msg_size(subject.len(), hdr.len(), data.len());
         self.insert_entry(
             seq,
             Entry {
