@@ -1,6 +1,8 @@
 //! nats-py and nats.js, unchanged, against our server: the core scenarios of
-//! `compat_async_nats.rs`, run by the scripts in `tests/clients/` (see their
-//! headers for the scenario list).
+//! `compat_async_nats.rs` (`compat.py`, `compat.mjs`) and the JetStream + KV
+//! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), run
+//! by the scripts in `tests/clients/` (see their headers for the scenario
+//! list).
 //!
 //! Each script also runs against the reference nats-server, which proves the
 //! scripts themselves. The client libraries are installed by
@@ -14,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bus_embedded_server::jetstream::JetStreamConfig;
 use bus_embedded_server::{ServerConfig, start};
 use nats_test_server::{NatsServer, ServerOptions};
 
-/// A whole script run (8 scenarios, each bounded by 30 s inside the script).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A whole script run (up to 8 scenarios, each bounded by 30 s inside the
+/// script; the longest take well under a second each).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 /// The scripts exit with this when their client library is not installed.
 const EXIT_NOT_INSTALLED: i32 = 3;
 const INSTALL_HINT: &str = "run `bash scripts/test.sh`, which installs the client libraries";
@@ -41,19 +45,21 @@ impl Client {
         }
     }
 
-    fn command(self, url: &str) -> Command {
+    /// Runs `script` (`compat` or `jetstream`) of this client against `url`.
+    fn command(self, script: Script, url: &str) -> Command {
         let dir = clients_dir();
+        let script = script.file_stem();
         let mut cmd = match self {
             Client::Python => {
                 let mut cmd = Command::new("python3");
-                cmd.arg(dir.join("python/compat.py"))
+                cmd.arg(dir.join(format!("python/{script}.py")))
                     .env("PYTHONDONTWRITEBYTECODE", "1")
                     .env("PYTHONUNBUFFERED", "1");
                 cmd
             }
             Client::Node => {
                 let mut cmd = Command::new("node");
-                cmd.arg(dir.join("node/compat.mjs"));
+                cmd.arg(dir.join(format!("node/{script}.mjs")));
                 cmd
             }
         };
@@ -118,16 +124,26 @@ impl Client {
                         .unwrap_or_else(|| panic!("{} has no {pointer}", path.display()))
                         .to_owned()
                 };
-                let locked = version(
-                    &node_dir.join("package-lock.json"),
-                    "/packages/node_modules~1@nats-io~1transport-node/version",
-                );
-                let installed = version(&installed, "/version");
-                assert_eq!(
-                    installed, locked,
-                    "node_modules has @nats-io/transport-node {installed}, package-lock.json \
-                     locks {locked}: {INSTALL_HINT}"
-                );
+                for package in ["transport-node", "jetstream", "kv"] {
+                    let installed =
+                        node_dir.join(format!("node_modules/@nats-io/{package}/package.json"));
+                    assert!(
+                        installed.is_file(),
+                        "{} is missing: @nats-io/{package} is not installed; {INSTALL_HINT} \
+                         (npm ci --prefix bus-embedded-server/tests/clients/node)",
+                        installed.display()
+                    );
+                    let locked = version(
+                        &node_dir.join("package-lock.json"),
+                        &format!("/packages/node_modules~1@nats-io~1{package}/version"),
+                    );
+                    let installed = version(&installed, "/version");
+                    assert_eq!(
+                        installed, locked,
+                        "node_modules has @nats-io/{package} {installed}, package-lock.json \
+                         locks {locked}: {INSTALL_HINT}"
+                    );
+                }
                 let out = Command::new("node")
                     .arg("--version")
                     .stdin(Stdio::null())
@@ -137,6 +153,22 @@ impl Client {
                     });
                 assert!(out.status.success(), "node --version failed");
             }
+        }
+    }
+}
+
+/// Which script of a client: the core scenarios or the JetStream ones.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    Core,
+    JetStream,
+}
+
+impl Script {
+    fn file_stem(self) -> &'static str {
+        match self {
+            Script::Core => "compat",
+            Script::JetStream => "jetstream",
         }
     }
 }
@@ -187,9 +219,9 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
 
 /// Runs the client's script against `url` and asserts that every scenario
 /// passed.
-async fn run_script(client: Client, url: String, server: &str) {
+async fn run_script(client: Client, script: Script, url: String, server: &str) {
     client.assert_installed();
-    let cmd = client.command(&url);
+    let cmd = client.command(script, &url);
     let shown = format!("{cmd:?}");
     let run = tokio::task::spawn_blocking(move || run_with_timeout(cmd, SCRIPT_TIMEOUT))
         .await
@@ -218,38 +250,71 @@ async fn run_script(client: Client, url: String, server: &str) {
     println!("{report}");
 }
 
-async fn against_our_server(client: Client) {
+async fn against_our_server(client: Client, script: Script) {
+    let store = tempfile::tempdir().expect("JetStream store dir");
+    let jetstream = match script {
+        Script::Core => None,
+        Script::JetStream => Some(JetStreamConfig {
+            store_dir: store.path().to_path_buf(),
+            ..JetStreamConfig::default()
+        }),
+    };
     let server = start(ServerConfig {
         port: 0,
+        jetstream,
         ..ServerConfig::default()
     })
     .await
     .expect("our server starts");
-    run_script(client, server.client_url(), "our server").await;
+    run_script(client, script, server.client_url(), "our server").await;
     server.shutdown(Duration::from_secs(2)).await;
 }
 
-async fn against_nats_server(client: Client) {
-    let reference = NatsServer::start_with(ServerOptions::core()).await;
-    run_script(client, reference.url(), "nats-server").await;
+async fn against_nats_server(client: Client, script: Script) {
+    let options = match script {
+        Script::Core => ServerOptions::core(),
+        Script::JetStream => ServerOptions::default(),
+    };
+    let reference = NatsServer::start_with(options).await;
+    run_script(client, script, reference.url(), "nats-server").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_py_core_scenarios_pass_against_our_server() {
-    against_our_server(Client::Python).await;
+    against_our_server(Client::Python, Script::Core).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_core_scenarios_pass_against_our_server() {
-    against_our_server(Client::Node).await;
+    against_our_server(Client::Node, Script::Core).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_py_scenarios_pass_against_nats_server() {
-    against_nats_server(Client::Python).await;
+    against_nats_server(Client::Python, Script::Core).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_scenarios_pass_against_nats_server() {
-    against_nats_server(Client::Node).await;
+    against_nats_server(Client::Node, Script::Core).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_jetstream_and_kv_scenarios_pass_against_our_server() {
+    against_our_server(Client::Python, Script::JetStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_jetstream_and_kv_scenarios_pass_against_our_server() {
+    against_our_server(Client::Node, Script::JetStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_jetstream_and_kv_scenarios_pass_against_nats_server() {
+    against_nats_server(Client::Python, Script::JetStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_jetstream_and_kv_scenarios_pass_against_nats_server() {
+    against_nats_server(Client::Node, Script::JetStream).await;
 }

@@ -1,0 +1,384 @@
+// nats.js v3 JetStream and KV (@nats-io/jetstream, @nats-io/kv), unchanged,
+// against a NATS server with JetStream (the JavaScript twin of
+// tests/compat_jetstream.rs and tests/clients/python/jetstream.py).
+//
+// Usage: node jetstream.mjs nats://127.0.0.1:PORT
+//
+// Scenarios: publish_ack (PubAck stream/seq, msgID duplicate, expected last
+// sequence conflict), pull_fetch_ack (fetch, ackAck, nak redelivery, consumer
+// info counters), consumer_info (pending, filter, list, delete), ordered_consume
+// (ordered pull consumer replaying 2000 messages in order, then a live one),
+// push_consume (durable push consumer with acks, and an ordered push consumer),
+// kv (put/get/create/update conflicts, history, keys, delete, purge, watch with
+// live updates).
+//
+// Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
+// is `N passed, N failed` and the exit code is 0 only when every scenario
+// passed. Every wait is bounded. Run by tests/compat_other_clients.rs against
+// our server and against the reference nats-server.
+
+let nats;
+let js;
+let kvlib;
+try {
+  nats = await import("@nats-io/transport-node");
+  js = await import("@nats-io/jetstream");
+  kvlib = await import("@nats-io/kv");
+} catch (e) {
+  // The Rust test looks for this marker.
+  console.error(
+    `nats.js (@nats-io/transport-node, @nats-io/jetstream, @nats-io/kv) is not installed ` +
+      `(${e.message}); run \`bash scripts/test.sh\`, which runs \`npm ci\` in ` +
+      "bus-embedded-server/tests/clients/node",
+  );
+  process.exit(3);
+}
+const { connect } = nats;
+const { jetstream, jetstreamManager, AckPolicy, JetStreamApiError } = js;
+const { Kvm } = kvlib;
+
+const MSG_TIMEOUT = 5000;
+const SCENARIO_TIMEOUT = 30000;
+
+class AssertionFailed extends Error {}
+
+function check(cond, msg) {
+  if (!cond) {
+    throw new AssertionFailed(msg);
+  }
+}
+
+async function within(ms, promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new AssertionFailed(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The next value of an async iterator, bounded. */
+async function nextOf(it, what) {
+  const r = await within(MSG_TIMEOUT, it.next(), what);
+  check(!r.done, `${what}: iterator ended`);
+  return r.value;
+}
+
+class Conns {
+  constructor(url) {
+    this.url = url;
+    this.conns = [];
+    this.errors = [];
+  }
+
+  async connect(name) {
+    const nc = await connect({ servers: this.url, name, timeout: 5000, reconnect: false });
+    this.conns.push(nc);
+    (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "error" || s.type === "disconnect" || s.type === "slowConsumer") {
+          this.errors.push(`${name}: ${s.type}`);
+        }
+      }
+    })().catch((e) => this.errors.push(`${name}: status iterator: ${e}`));
+    return nc;
+  }
+
+  async close() {
+    for (const nc of this.conns) {
+      if (!nc.isClosed()) {
+        await within(5000, nc.close(), "close").catch(() => {});
+      }
+    }
+  }
+}
+
+async function expectApiError(promise, errCode, what) {
+  try {
+    await promise;
+  } catch (e) {
+    check(e instanceof JetStreamApiError, `${what}: ${e.name}: ${e.message}`);
+    check(e.code === errCode, `${what}: err_code ${e.code}, expected ${errCode} (${e.message})`);
+    return;
+  }
+  throw new AssertionFailed(`${what}: succeeded`);
+}
+
+async function publishAck(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_PUB", subjects: ["jspub.>"] });
+  const client = jetstream(nc);
+  for (const expected of [1, 2, 3]) {
+    const pa = await client.publish(`jspub.${expected}`, "x");
+    check(pa.stream === "JS_PUB", `stream ${pa.stream}`);
+    check(pa.seq === expected, `seq ${pa.seq}, expected ${expected}`);
+    check(!pa.duplicate, "not a duplicate");
+  }
+  const first = await client.publish("jspub.d", "d", { msgID: "id-1" });
+  const again = await client.publish("jspub.d", "d", { msgID: "id-1" });
+  check(first.seq === 4 && again.seq === 4, `dedup seqs ${first.seq} ${again.seq}`);
+  check(again.duplicate, "second publish flagged duplicate");
+  await expectApiError(
+    client.publish("jspub.e", "e", { expect: { lastSequence: 1 } }),
+    10071,
+    "expected last sequence 1",
+  );
+  const ok = await client.publish("jspub.e", "e", { expect: { lastSequence: 4 } });
+  check(ok.seq === 5, `seq ${ok.seq}`);
+  const si = await jsm.streams.info("JS_PUB");
+  check(si.state.messages === 5, `messages ${si.state.messages}`);
+}
+
+async function pullFetchAck(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_PULL", subjects: ["jspull"] });
+  const client = jetstream(nc);
+  for (let i = 0; i < 10; i++) {
+    await client.publish("jspull", `${i}`);
+  }
+  await jsm.consumers.add("JS_PULL", { durable_name: "worker", ack_policy: AckPolicy.Explicit });
+  const consumer = await client.consumers.get("JS_PULL", "worker");
+  const got = [];
+  for await (const m of await consumer.fetch({ max_messages: 4, expires: 2000 })) {
+    got.push(m);
+  }
+  check(got.map((m) => m.string()).join(",") === "0,1,2,3", `first batch ${got.map((m) => m.string())}`);
+  check(got[0].info.streamSequence === 1 && got[0].info.deliveryCount === 1, "delivery info");
+  check(got[0].info.pending === 9, `pending ${got[0].info.pending}`);
+  for (const m of got) {
+    check(await within(MSG_TIMEOUT, m.ackAck(), "ackAck"), "ack confirmed");
+  }
+  let ci = await consumer.info();
+  check(ci.num_ack_pending === 0, `num_ack_pending ${ci.num_ack_pending}`);
+  check(ci.num_pending === 6, `num_pending ${ci.num_pending}`);
+  check(ci.ack_floor.stream_seq === 4, `ack floor ${JSON.stringify(ci.ack_floor)}`);
+
+  // More than is left: the fetch ends at its expiry with what is left.
+  const rest = [];
+  for await (const m of await consumer.fetch({ max_messages: 100, expires: 1000 })) {
+    rest.push(m);
+  }
+  check(rest.length === 6, `rest ${rest.length}`);
+  rest[0].nak();
+  for (const m of rest.slice(1)) {
+    await within(MSG_TIMEOUT, m.ackAck(), "ackAck");
+  }
+  const again = await within(MSG_TIMEOUT, consumer.next({ expires: 2000 }), "redelivery");
+  check(again !== null, "nak'd message redelivered");
+  check(again.info.streamSequence === 5 && again.info.deliveryCount === 2, `redelivery ${JSON.stringify(again.info)}`);
+  await within(MSG_TIMEOUT, again.ackAck(), "ackAck");
+  const none = await within(MSG_TIMEOUT, consumer.next({ expires: 1000 }), "empty next");
+  check(none === null, "nothing left");
+  ci = await consumer.info();
+  check(ci.ack_floor.stream_seq === 10, `final ack floor ${JSON.stringify(ci.ack_floor)}`);
+}
+
+async function consumerInfo(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_CI", subjects: ["jsci.>"] });
+  const client = jetstream(nc);
+  for (let i = 0; i < 3; i++) {
+    await client.publish("jsci.a", `${i}`);
+  }
+  await client.publish("jsci.b", "b");
+  const ci = await jsm.consumers.add("JS_CI", {
+    durable_name: "a",
+    ack_policy: AckPolicy.Explicit,
+    filter_subject: "jsci.a",
+  });
+  check(ci.name === "a" && ci.stream_name === "JS_CI", `names ${ci.name} ${ci.stream_name}`);
+  check(ci.num_pending === 3, `num_pending ${ci.num_pending}`);
+  check(ci.config.filter_subject === "jsci.a", `filter ${ci.config.filter_subject}`);
+  const listed = await jsm.consumers.list("JS_CI").next();
+  check(listed.length === 1 && listed[0].name === "a", `list ${JSON.stringify(listed.map((i) => i.name))}`);
+  check(await jsm.consumers.delete("JS_CI", "a"), "deleted");
+  await expectApiError(jsm.consumers.info("JS_CI", "a"), 10014, "info of a deleted consumer");
+  await expectApiError(jsm.streams.info("JS_NOPE"), 10059, "info of a missing stream");
+}
+
+async function orderedConsume(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_ORD", subjects: ["jsord.*"] });
+  const client = jetstream(nc);
+  const n = 2000;
+  const acks = [];
+  for (let i = 0; i < n; i++) {
+    acks.push(client.publish("jsord.a", `${i}`));
+  }
+  await within(MSG_TIMEOUT * 2, Promise.all(acks), "publish acks");
+  await client.publish("jsord.b", "other subject");
+  const ordered = await client.consumers.get("JS_ORD", { filter_subjects: ["jsord.a"] });
+  const msgs = await ordered.consume();
+  const it = msgs[Symbol.asyncIterator]();
+  for (let i = 0; i < n; i++) {
+    const m = await nextOf(it, `ordered message ${i}`);
+    check(m.string() === `${i}`, `message ${i}: ${m.string()}`);
+    check(m.info.streamSequence === i + 1, `seq ${m.info.streamSequence}`);
+  }
+  await client.publish("jsord.a", "live");
+  const m = await nextOf(it, "live message");
+  check(m.string() === "live", `live ${m.string()}`);
+  // close() waits for the iterator to be consumed to its end: just stop.
+  msgs.stop();
+  return `${n} in order`;
+}
+
+async function pushConsume(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_PUSH", subjects: ["jspush"] });
+  const client = jetstream(nc);
+  for (let i = 0; i < 20; i++) {
+    await client.publish("jspush", `${i}`);
+  }
+  await jsm.consumers.add("JS_PUSH", {
+    durable_name: "pusher",
+    deliver_subject: nc.options.inboxPrefix ? `${nc.options.inboxPrefix}.push` : "push.deliver.js",
+    ack_policy: AckPolicy.Explicit,
+  });
+  const consumer = await client.consumers.getPushConsumer("JS_PUSH", "pusher");
+  const msgs = await consumer.consume();
+  const it = msgs[Symbol.asyncIterator]();
+  for (let i = 0; i < 20; i++) {
+    const m = await nextOf(it, `push message ${i}`);
+    check(m.string() === `${i}`, `message ${i}: ${m.string()}`);
+    await within(MSG_TIMEOUT, m.ackAck(), "ackAck");
+  }
+  await client.publish("jspush", "live");
+  const live = await nextOf(it, "live push message");
+  check(live.string() === "live", `live ${live.string()}`);
+  await within(MSG_TIMEOUT, live.ackAck(), "ackAck");
+  const ci = await jsm.consumers.info("JS_PUSH", "pusher");
+  check(ci.ack_floor.stream_seq === 21, `ack floor ${JSON.stringify(ci.ack_floor)}`);
+  msgs.stop();
+
+  // An ordered push consumer.
+  const ordered = await client.consumers.getPushConsumer("JS_PUSH");
+  const omsgs = await ordered.consume();
+  const oit = omsgs[Symbol.asyncIterator]();
+  for (let i = 0; i < 20; i++) {
+    const m = await nextOf(oit, `ordered push message ${i}`);
+    check(m.string() === `${i}`, `ordered push ${i}: ${m.string()}`);
+  }
+  const m = await nextOf(oit, "ordered push live");
+  check(m.string() === "live", `ordered push live ${m.string()}`);
+  omsgs.stop();
+}
+
+async function kv(c) {
+  const nc = await c.connect("js");
+  const kvm = new Kvm(nc);
+  const b = await kvm.create("JSKV", { history: 5 });
+  const r1 = await b.put("color", "red");
+  check(r1 === 1, `revision ${r1}`);
+  let e = await b.get("color");
+  check(e !== null && e.string() === "red" && e.revision === 1, `get ${e && e.string()}`);
+  check((await b.get("missing")) === null, "missing key");
+  let failed = false;
+  try {
+    await b.create("color", "green");
+  } catch {
+    failed = true;
+  }
+  check(failed, "create over an existing key succeeded");
+  const r2 = await b.update("color", "blue", r1);
+  check(r2 === 2, `update revision ${r2}`);
+  failed = false;
+  try {
+    await b.update("color", "pink", r1);
+  } catch {
+    failed = true;
+  }
+  check(failed, "update at a stale revision succeeded");
+  await b.put("size", "L");
+
+  const hist = [];
+  for await (const h of await b.history({ key: "color" })) {
+    hist.push(h.string());
+  }
+  check(hist.join(",") === "red,blue", `history ${hist}`);
+  const keys = [];
+  for await (const k of await b.keys()) {
+    keys.push(k);
+  }
+  check(keys.sort().join(",") === "color,size", `keys ${keys}`);
+
+  const w = await b.watch({ key: ">" });
+  const wit = w[Symbol.asyncIterator]();
+  const initial = [];
+  for (let i = 0; i < 2; i++) {
+    const x = await nextOf(wit, "initial watch entry");
+    initial.push(`${x.key}=${x.string()}`);
+  }
+  check(initial.sort().join(",") === "color=blue,size=L", `initial ${initial}`);
+  await b.put("color", "black");
+  await b.delete("size");
+  let x = await nextOf(wit, "live put");
+  check(x.key === "color" && x.string() === "black" && x.operation === "PUT", `live put ${x.key} ${x.operation}`);
+  x = await nextOf(wit, "live delete");
+  check(x.key === "size" && x.operation === "DEL", `live delete ${x.key} ${x.operation}`);
+  w.stop();
+
+  e = await b.get("size");
+  check(e === null || e.operation === "DEL", "deleted key reads as deleted");
+  await b.purge("color");
+  const after = [];
+  for await (const h of await b.history({ key: "color" })) {
+    after.push(h.operation);
+  }
+  check(after.join(",") === "PURGE", `history after purge ${after}`);
+  const status = await b.status();
+  check(status.bucket === "JSKV" && status.history === 5, `status ${status.bucket} ${status.history}`);
+  check(await b.destroy(), "bucket destroyed");
+}
+
+const SCENARIOS = [
+  ["publish_ack", publishAck],
+  ["pull_fetch_ack", pullFetchAck],
+  ["consumer_info", consumerInfo],
+  ["ordered_consume", orderedConsume],
+  ["push_consume", pushConsume],
+  ["kv", kv],
+];
+
+async function run(url) {
+  let passed = 0;
+  let failed = 0;
+  for (const [name, scenario] of SCENARIOS) {
+    const c = new Conns(url);
+    try {
+      const note = await within(SCENARIO_TIMEOUT, scenario(c), "scenario");
+      check(c.errors.length === 0, `asynchronous errors: ${c.errors.join("; ")}`);
+      passed++;
+      console.log(`ok ${name}${note ? ` (${note})` : ""}`);
+    } catch (e) {
+      failed++;
+      let reason = e instanceof AssertionFailed ? e.message : `${e.name}: ${e.message}`;
+      if (c.errors.length && !reason.includes("asynchronous errors")) {
+        reason += ` (asynchronous errors: ${c.errors.join("; ")})`;
+      }
+      console.log(`FAIL ${name}: ${reason}`);
+      if (!(e instanceof AssertionFailed)) {
+        console.error(e);
+      }
+    } finally {
+      await c.close();
+    }
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed === 0;
+}
+
+if (process.argv.length !== 3) {
+  console.error(`usage: node ${process.argv[1]} nats://HOST:PORT`);
+  process.exit(2);
+}
+const ok = await run(process.argv[2]);
+process.exit(ok ? 0 : 1);
