@@ -997,7 +997,7 @@ impl Store for FileStore {
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
-            SubjectFilter::All => self.index.range(start..).count() as u64,
+            SubjectFilter::All => super::count_from(&self.index, start),
             SubjectFilter::Any(_) => self
                 .by_subject
                 .iter()
@@ -1626,7 +1626,13 @@ mod tests {
 
     fn observe(s: &mut dyn Store) -> String {
         let st = s.state();
-        let mut out = format!("{st:?} deleted={:?}\n", s.deleted());
+        // Each store counts bytes with nats-server's formula for its kind
+        // (the file store adds record framing), so bytes are not compared.
+        let shown = StoreState {
+            bytes: 0,
+            ..st.clone()
+        };
+        let mut out = format!("{shown:?} deleted={:?}\n", s.deleted());
         for f in [
             SubjectFilter::All,
             SubjectFilter::Any(vec!["k.1".into()]),

@@ -179,7 +179,7 @@ impl Store for MemStore {
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
-            SubjectFilter::All => self.msgs.range(start..).count() as u64,
+            SubjectFilter::All => super::count_from(&self.msgs, start),
             SubjectFilter::Any(_) => self
                 .by_subject
                 .iter()

@@ -114,6 +114,30 @@ impl SubjectFilter {
     }
 }
 
+/// Keys `>= start` in a sequence index, without walking it when the
+/// sequences are dense (the common case) and from the shorter end otherwise.
+pub fn count_from<V>(index: &std::collections::BTreeMap<u64, V>, start: u64) -> u64 {
+    let (Some((&first, _)), Some((&last, _))) = (index.first_key_value(), index.last_key_value())
+    else {
+        return 0;
+    };
+    let len = index.len() as u64;
+    if start <= first {
+        return len;
+    }
+    if start > last {
+        return 0;
+    }
+    if len == last - first + 1 {
+        return last - start + 1;
+    }
+    if last - start < start - first {
+        index.range(start..).count() as u64
+    } else {
+        len - index.range(..start).count() as u64
+    }
+}
+
 /// NATS matching of a literal subject against a filter.
 pub fn subject_matches(filter: &str, subject: &str) -> bool {
     let mut f = filter.split('.');
@@ -286,4 +310,31 @@ pub trait Store: Send {
 
     /// Deletes the store's data for good (stream delete).
     fn destroy(&mut self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_from_matches_a_walk_for_dense_and_sparse_indexes() {
+        let dense: std::collections::BTreeMap<u64, ()> = (5..=20).map(|s| (s, ())).collect();
+        let mut sparse = dense.clone();
+        for s in [6, 11, 12, 19] {
+            sparse.remove(&s);
+        }
+        for index in [&dense, &sparse] {
+            for start in 0..25 {
+                assert_eq!(
+                    count_from(index, start),
+                    index.range(start..).count() as u64,
+                    "start {start}"
+                );
+            }
+        }
+        assert_eq!(
+            count_from(&std::collections::BTreeMap::<u64, ()>::new(), 3),
+            0
+        );
+    }
 }
