@@ -70,6 +70,13 @@ pub enum Progress {
         /// Events waiting for it.
         pending: u64,
     },
+    /// The stream already held events (an earlier run on the same data):
+    /// the projectors' read models live in memory, so they start over from
+    /// the beginning of the stream.
+    History {
+        /// Events already in the stream.
+        events: u64,
+    },
     /// Waiting for projectors to catch up.
     Draining {
         /// Events still pending over both projectors.
@@ -218,6 +225,20 @@ pub async fn run(
         &options.consumer,
     )
     .start(StartPosition::Beginning);
+
+    // The read models below are in memory: a durable position left by an
+    // earlier process would skip the events they need, so the projectors
+    // start over (a real projector keeps its model and position together).
+    let history = bus.stream_info().await?.messages;
+    if history > 0 {
+        progress(Progress::History { events: history });
+    }
+    for name in [TABLE_PROJECTOR, PLAYER_PROJECTOR] {
+        match bus.delete_consumer(name).await {
+            Ok(()) | Err(BusError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 
     let table = start(
         &*bus,

@@ -49,7 +49,11 @@ async fn job_on_the_embedded_default_survives_a_restart() {
     assert_eq!(after.last_position, before.last_position);
     for old in positions {
         let now = bus.consumer_info(&old.name).await.expect("consumer info");
-        assert_eq!(now.ack_floor, old.ack_floor, "{} kept its position", old.name);
+        assert_eq!(
+            now.ack_floor, old.ack_floor,
+            "{} kept its position",
+            old.name
+        );
         assert_eq!(now.num_pending, 0, "{} has nothing left", old.name);
     }
     bus.close().await.expect("close");

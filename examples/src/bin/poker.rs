@@ -122,6 +122,13 @@ async fn main() -> ExitCode {
                     job::TABLE_PROJECTOR
                 );
             }
+            Progress::History { events } => {
+                let _ = writeln!(
+                    out,
+                    "the stream already holds {events} events from earlier runs; \
+                     the projectors' read models are in memory, so they start from the beginning"
+                );
+            }
             Progress::Draining { pending } => {
                 if last_print.elapsed() >= Duration::from_millis(500) {
                     last_print = Instant::now();
