@@ -882,3 +882,178 @@ async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
         s.signal_consumers();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::jetstream::store::{CorruptRecord, Purge, StoreError, SyncJob};
+    use crate::jetstream::{JetStreamConfig, Router};
+
+    /// A memory store whose syncs fail like a disk that returns EIO.
+    struct FailingDisk {
+        inner: MemStore,
+        durable: u64,
+        poisoned: Option<String>,
+    }
+
+    impl Store for FailingDisk {
+        fn append(&mut self, s: &str, h: &[u8], d: &[u8], ts: i64) -> Result<u64, StoreError> {
+            if let Some(p) = &self.poisoned {
+                return Err(StoreError::Poisoned(p.clone()));
+            }
+            self.inner.append(s, h, d, ts)
+        }
+        fn take_sync(&mut self) -> Option<SyncJob> {
+            let upto = self.inner.state().last_seq;
+            (upto > self.durable && self.poisoned.is_none()).then(|| SyncJob {
+                upto,
+                run: Box::new(|| Err(std::io::Error::other("fsync: input/output error"))),
+            })
+        }
+        fn synced(&mut self, upto: u64, result: std::io::Result<()>) {
+            match result {
+                Ok(()) => self.durable = upto,
+                Err(e) => self.poisoned = Some(e.to_string()),
+            }
+        }
+        fn durable_seq(&self) -> u64 {
+            self.durable
+        }
+        fn poisoned(&self) -> Option<String> {
+            self.poisoned.clone()
+        }
+        fn get(&mut self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
+            self.inner.get(seq)
+        }
+        fn next_from(
+            &mut self,
+            s: u64,
+            f: &SubjectFilter,
+        ) -> Result<Option<StoredMsg>, StoreError> {
+            self.inner.next_from(s, f)
+        }
+        fn last_by_subject(&mut self, f: &str) -> Result<Option<StoredMsg>, StoreError> {
+            self.inner.last_by_subject(f)
+        }
+        fn last_seq_of_subject(&self, s: &str) -> Option<u64> {
+            self.inner.last_seq_of_subject(s)
+        }
+        fn subject_count(&self, s: &str) -> u64 {
+            self.inner.subject_count(s)
+        }
+        fn subject_seqs(&self, s: &str) -> Vec<u64> {
+            self.inner.subject_seqs(s)
+        }
+        fn subjects(&self, f: &str) -> Vec<(String, u64)> {
+            self.inner.subjects(f)
+        }
+        fn last_seqs_per_subject(&self, f: &SubjectFilter) -> Vec<u64> {
+            self.inner.last_seqs_per_subject(f)
+        }
+        fn num_pending(&self, s: u64, f: &SubjectFilter) -> u64 {
+            self.inner.num_pending(s, f)
+        }
+        fn seq_for_time(&self, ts: i64) -> u64 {
+            self.inner.seq_for_time(ts)
+        }
+        fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
+            self.inner.remove(seq, erase)
+        }
+        fn purge(&mut self, p: &Purge) -> Result<u64, StoreError> {
+            self.inner.purge(p)
+        }
+        fn state(&self) -> StoreState {
+            self.inner.state()
+        }
+        fn deleted(&self) -> Vec<u64> {
+            self.inner.deleted()
+        }
+        fn corrupt_records(&self) -> Vec<CorruptRecord> {
+            Vec::new()
+        }
+        fn close(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn destroy(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Captured(StdMutex<Vec<(String, String)>>);
+
+    impl Router for Captured {
+        fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
+            self.route_as(subject, subject, reply, hdr, data)
+        }
+        fn route_as(&self, to: &str, _: &str, _: Option<&str>, _: &[u8], data: &[u8]) -> usize {
+            if let Ok(mut v) = self.0.lock() {
+                v.push((to.to_owned(), String::from_utf8_lossy(data).into_owned()));
+            }
+            1
+        }
+        fn has_interest(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_poisons_the_stream_instead_of_acknowledging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        let mut config = StreamConfig {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            ..StreamConfig::default()
+        };
+        config.normalize();
+        let store = FailingDisk {
+            inner: MemStore::new(),
+            durable: 0,
+            poisoned: None,
+        };
+        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
+        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+
+        stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let first = loop {
+            let got = router_msgs(&captured);
+            if let Some((_, body)) = got.iter().find(|(to, _)| to == "reply.1") {
+                break body.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no reply: {got:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let v: serde_json::Value = serde_json::from_str(&first).expect("json");
+        assert_eq!(v["error"]["err_code"], 10077, "{first}");
+        assert!(first.contains("input/output error"), "{first}");
+        assert!(
+            v.get("seq").is_some_and(|s| s == 0),
+            "not acknowledged: {first}"
+        );
+
+        stream.publish(&js, "s.a", Some("reply.2"), b"", b"two");
+        let second = router_msgs(&captured)
+            .into_iter()
+            .find(|(to, _)| to == "reply.2")
+            .map(|(_, b)| b)
+            .expect("refused at once");
+        assert!(second.contains("10077"), "{second}");
+        assert_eq!(stream.visible_seq(), 0, "consumers see nothing undurable");
+        assert_eq!(js.health_problems().len(), 1);
+    }
+
+    fn router_msgs(router: &Captured) -> Vec<(String, String)> {
+        router.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
