@@ -89,3 +89,34 @@ async fn nats_backend_opens_from_file_with_environment_overrides() {
         .expect("publish");
     assert_eq!((r.position, r.duplicate), (1, false));
 }
+
+#[tokio::test]
+async fn a_second_process_shares_the_embedded_server_through_the_nats_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut owner_config = BusConfig::default();
+    owner_config.embedded.port = port;
+    owner_config.embedded.data_dir = dir.path().join("data");
+    let owner = bus::open(&owner_config).await.expect("embedded opens");
+
+    // What a second process configures: backend nats, the owner's URL.
+    let guest_config = BusConfig::parse(
+        &format!(
+            "[bus]\nbackend = \"nats\"\n[bus.nats]\nurl = \"nats://127.0.0.1:{port}\"\njetstream = true\n"
+        ),
+        "guest.toml",
+    )
+    .expect("config");
+    let guest = bus::open(&guest_config).await.expect("nats backend joins");
+    let receipt = guest
+        .publish(bus_core::testkit::deposit("shared", 1))
+        .await
+        .expect("publish through the shared server");
+    assert_eq!(receipt.position, 1);
+    assert_eq!(owner.stream_info().await.expect("info").messages, 1);
+    guest.close().await.expect("close guest");
+    owner.close().await.expect("close owner");
+}
