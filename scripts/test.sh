@@ -97,6 +97,21 @@ fi
 echo "node $(node --version), @nats-io/transport-node" \
   "$(node -p 'require(process.argv[1]).version' "$PWD/$NODE_CLIENT_DIR/node_modules/@nats-io/transport-node/package.json")"
 
+# The Helm chart's tests (helm lint via helm-sdkpy, manifests rendered for each
+# backend and validated with kubernetes-validate). helm/tests/run.sh installs
+# its two pip packages and fails (never skips) without them. Its counts join
+# the closing total; a failure fails this script after the cargo steps.
+echo "== helm chart (helm/tests/run.sh)"
+chart_log=$(mktemp)
+trap 'rm -f "$chart_log"' EXIT
+chart_status=0
+bash helm/tests/run.sh 2>&1 | tee "$chart_log" || chart_status=$?
+read -r chart_passed chart_failed < <(awk '/^chart: [0-9]+ passed, [0-9]+ failed$/ { p = $2; f = $4 }
+  END { print p + 0, f + 0 }' "$chart_log")
+if [ "$chart_status" != 0 ] && [ "${chart_failed:-0}" = 0 ]; then
+  chart_failed=1 # it failed before counting (e.g. an install error)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -105,7 +120,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$chart_log"' EXIT
 status=0
 # Default targets: libraries, binaries, integration tests, examples and doc
 # tests; benchmarks are not tests (run them with cargo bench / nats-bench).
@@ -115,6 +130,12 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
   } END { print p + 0, f + 0 }' "$log")
+passed=$((${passed:-0} + ${chart_passed:-0}))
+failed=$((${failed:-0} + ${chart_failed:-0}))
+if [ "$status" = 0 ] && [ "$chart_status" != 0 ]; then
+  echo "error: the Helm chart tests failed (see \"== helm chart\" above)" >&2
+  status=$chart_status
+fi
 echo
-echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

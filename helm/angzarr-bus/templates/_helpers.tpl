@@ -1,0 +1,136 @@
+{{/*
+Names.
+*/}}
+{{- define "angzarr-bus.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "angzarr-bus.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "angzarr-bus.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The bundled server's StatefulSet and client Service. */}}
+{{- define "angzarr-bus.server.fullname" -}}
+{{- printf "%s-server" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "angzarr-bus.server.headless" -}}
+{{- printf "%s-server-headless" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "angzarr-bus.app.fullname" -}}
+{{- printf "%s-app" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "angzarr-bus.config.fullname" -}}
+{{- printf "%s-config" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels. Call with (dict "ctx" $ "component" "server").
+*/}}
+{{- define "angzarr-bus.labels" -}}
+helm.sh/chart: {{ include "angzarr-bus.chart" .ctx }}
+{{ include "angzarr-bus.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: angzarr-bus
+{{- end }}
+
+{{- define "angzarr-bus.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "angzarr-bus.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chosen backend, checked: nats, memory or embedded.
+*/}}
+{{- define "angzarr-bus.backend" -}}
+{{- $backend := .Values.bus.backend | toString -}}
+{{- if not (has $backend (list "nats" "memory" "embedded")) -}}
+{{- fail (printf "bus.backend must be one of nats, memory, embedded (got %q)" $backend) -}}
+{{- end -}}
+{{- $backend -}}
+{{- end }}
+
+{{/*
+"true" when the bundled server is deployed: bus.backend nats and
+bus.nats.enabled true. Empty otherwise (so `if` reads it as false).
+*/}}
+{{- define "angzarr-bus.server.enabled" -}}
+{{- if and (eq (include "angzarr-bus.backend" .) "nats") .Values.bus.nats.enabled -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
+The URL the app connects to with backend nats: the bundled server's client
+Service, or bus.nats.url (required then). Empty for the other backends.
+*/}}
+{{- define "angzarr-bus.natsUrl" -}}
+{{- if include "angzarr-bus.server.enabled" . -}}
+{{- printf "nats://%s.%s.svc:%d" (include "angzarr-bus.server.fullname" .) .Release.Namespace (int .Values.server.clientPort) -}}
+{{- else if eq (include "angzarr-bus.backend" .) "nats" -}}
+{{- $url := .Values.bus.nats.url | toString | trim -}}
+{{- if not $url -}}
+{{- fail "bus.nats.url is required when bus.backend is nats and bus.nats.enabled is false (the URL of the existing NATS server)" -}}
+{{- end -}}
+{{- range splitList "," $url -}}
+{{- $seed := trim . -}}
+{{- if not (regexMatch "^(nats|tls|ws|wss)://[^\\s]+$" $seed) -}}
+{{- fail (printf "bus.nats.url: %q is not a nats://, tls://, ws:// or wss:// URL" $seed) -}}
+{{- end -}}
+{{- end -}}
+{{- $url -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Image reference. Call with (dict "image" .Values.server.image "ctx" $).
+*/}}
+{{- define "angzarr-bus.image" -}}
+{{- printf "%s:%s" .image.repository (toString (default .ctx.Chart.AppVersion .image.tag)) -}}
+{{- end }}
+
+{{/*
+Resource presets: requests and limits by size. Call with
+(dict "preset" .Values.server.resourcesPreset "resources" .Values.server.resources "what" "server").
+Explicit resources win; "none" renders nothing.
+*/}}
+{{- define "angzarr-bus.resources" -}}
+{{- $presets := dict
+  "nano"    (dict "requests" (dict "cpu" "100m" "memory" "128Mi")  "limits" (dict "cpu" "150m" "memory" "192Mi"))
+  "micro"   (dict "requests" (dict "cpu" "250m" "memory" "256Mi")  "limits" (dict "cpu" "375m" "memory" "384Mi"))
+  "small"   (dict "requests" (dict "cpu" "500m" "memory" "512Mi")  "limits" (dict "cpu" "750m" "memory" "768Mi"))
+  "medium"  (dict "requests" (dict "cpu" "500m" "memory" "1024Mi") "limits" (dict "cpu" "750m" "memory" "1536Mi"))
+  "large"   (dict "requests" (dict "cpu" "1"    "memory" "2048Mi") "limits" (dict "cpu" "1500m" "memory" "3072Mi"))
+  "xlarge"  (dict "requests" (dict "cpu" "1"    "memory" "3072Mi") "limits" (dict "cpu" "3"    "memory" "6144Mi"))
+  "2xlarge" (dict "requests" (dict "cpu" "1"    "memory" "3072Mi") "limits" (dict "cpu" "6"    "memory" "12288Mi"))
+-}}
+{{- if .resources -}}
+{{- toYaml .resources -}}
+{{- else -}}
+{{- $preset := .preset | toString -}}
+{{- if hasKey $presets $preset -}}
+{{- toYaml (get $presets $preset) -}}
+{{- else if ne $preset "none" -}}
+{{- fail (printf "%s.resourcesPreset must be one of nano, micro, small, medium, large, xlarge, 2xlarge, none (got %q)" .what $preset) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

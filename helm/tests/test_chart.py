@@ -1,0 +1,568 @@
+#!/usr/bin/env python3
+"""Tests of the angzarr-bus Helm chart (helm/angzarr-bus).
+
+Run with helm/tests/run.sh, which installs what this needs:
+  helm-sdkpy           Helm's own Go code (lint, install) through cffi
+  kubernetes-validate  the Kubernetes OpenAPI schemas, to validate manifests
+
+What is checked:
+  * `helm lint` (Helm's linter, via helm_sdkpy.Lint) passes on the chart, and
+    reports an error on a deliberately broken copy (so the lint can fail).
+  * The chart is rendered by Helm's own engine for several value sets. helm-sdkpy
+    has no `helm template` / dry-run entry point, so each value set is
+    *installed* with helm_sdkpy.Install against a stub Kubernetes API server
+    that this file runs on 127.0.0.1 (discovery documents, accepts every
+    create, stores nothing). Helm renders, validates the values against
+    values.schema.json, and returns the release with its rendered manifest;
+    the stub also records the objects Helm sent, which must be the same set.
+  * Every rendered manifest validates against Kubernetes 1.33's schemas with
+    kubernetes-validate in strict mode (unknown fields are errors).
+  * Content: the StatefulSet exists only when the bundled server is enabled;
+    BUS_BACKEND / NATS_URL of the app; the ConfigMap's bus.toml parses
+    (tomllib) with the expected keys and values; /healthz probes on the
+    monitoring port; resource presets and explicit resources; bad values
+    (missing url, unknown backend, unknown preset) are refused.
+
+Prints one line per test and a closing `chart: N passed, N failed`; exits 1
+when any test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import tomllib
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CHART = HERE.parent / "angzarr-bus"
+KUBE_VERSION = "1.33.0"
+NAMESPACE = "bus-test"
+
+# Helm keeps caches and repository config under these, and client-go a
+# discovery cache under $HOME/.kube: point them all at a temporary directory
+# (before helm_sdkpy loads its library, which reads the environment then).
+_helm_home = tempfile.mkdtemp(prefix="helm-home-")
+atexit.register(shutil.rmtree, _helm_home, True)
+os.environ["HOME"] = _helm_home
+for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+    os.environ[var] = os.path.join(_helm_home, var.lower())
+os.environ["KUBECACHEDIR"] = os.path.join(_helm_home, "kube-cache")
+
+import helm_sdkpy  # noqa: E402  (after the environment above)
+import kubernetes_validate  # noqa: E402
+
+# The presets as documented in values.yaml / helm/README.md.
+PRESETS = {
+    "nano": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "150m", "memory": "192Mi"}),
+    "micro": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "375m", "memory": "384Mi"}),
+    "small": ({"cpu": "500m", "memory": "512Mi"}, {"cpu": "750m", "memory": "768Mi"}),
+    "medium": ({"cpu": "500m", "memory": "1024Mi"}, {"cpu": "750m", "memory": "1536Mi"}),
+    "large": ({"cpu": "1", "memory": "2048Mi"}, {"cpu": "1500m", "memory": "3072Mi"}),
+    "xlarge": ({"cpu": "1", "memory": "3072Mi"}, {"cpu": "3", "memory": "6144Mi"}),
+    "2xlarge": ({"cpu": "1", "memory": "3072Mi"}, {"cpu": "6", "memory": "12288Mi"}),
+}
+
+
+# --------------------------------------------------------------------------
+# A stub Kubernetes API server on loopback: enough for `helm install` to
+# render and "apply" a release. It stores nothing and records what it got.
+# --------------------------------------------------------------------------
+
+RESOURCES = {
+    "v1": [
+        ("configmaps", "ConfigMap"),
+        ("services", "Service"),
+        ("secrets", "Secret"),
+        ("serviceaccounts", "ServiceAccount"),
+        ("persistentvolumeclaims", "PersistentVolumeClaim"),
+        ("pods", "Pod"),
+    ],
+    "apps/v1": [("deployments", "Deployment"), ("statefulsets", "StatefulSet")],
+    "batch/v1": [("jobs", "Job")],
+    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget")],
+}
+
+
+class StubApi(BaseHTTPRequestHandler):
+    created: list[dict] = []  # objects Helm created (JSON bodies), all releases
+    lock = threading.Lock()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, code: int, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _not_found(self) -> None:
+        self._send(
+            404,
+            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404},
+        )
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0]
+        if self.command == "GET":
+            major, minor, _ = KUBE_VERSION.split(".")
+            if path == "/version":
+                return self._send(200, {"major": major, "minor": minor, "gitVersion": f"v{KUBE_VERSION}"})
+            if path == "/api":
+                return self._send(200, {"kind": "APIVersions", "versions": ["v1"]})
+            if path == "/apis":
+                groups = []
+                for gv in RESOURCES:
+                    if "/" in gv:
+                        group, version = gv.split("/")
+                        entry = {"groupVersion": gv, "version": version}
+                        groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+                return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+            for gv, resources in RESOURCES.items():
+                if path == ("/api/v1" if gv == "v1" else f"/apis/{gv}"):
+                    return self._send(
+                        200,
+                        {
+                            "kind": "APIResourceList",
+                            "apiVersion": "v1",
+                            "groupVersion": gv,
+                            "resources": [
+                                {
+                                    "name": plural,
+                                    "singularName": kind.lower(),
+                                    "namespaced": True,
+                                    "kind": kind,
+                                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                                }
+                                for plural, kind in resources
+                            ],
+                        },
+                    )
+            return self._not_found()  # nothing exists yet
+        if self.command in ("POST", "PUT", "PATCH"):
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                # Helm's release record (a Secret, sent as protobuf): accept it.
+                obj = {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release", "namespace": NAMESPACE}}
+            else:
+                if self.command == "POST":
+                    with self.lock:
+                        self.created.append(obj)
+            return self._send(201 if self.command == "POST" else 200, obj)
+        if self.command == "DELETE":
+            return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        return self._not_found()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+def start_stub() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stub", "cluster": {"server": f"http://{host}:{port}"}}],
+        "users": [{"name": "stub", "user": {"token": "stub"}}],
+        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": NAMESPACE}}],
+        "current-context": "stub",
+    }
+    path = os.path.join(_helm_home, "kubeconfig.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(kubeconfig, f)
+    return server, path
+
+
+STUB, KUBECONFIG = start_stub()
+CONFIG = helm_sdkpy.Configuration(namespace=NAMESPACE, kubeconfig=KUBECONFIG)
+_release_counter = 0
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+
+class Rendered:
+    def __init__(self, release: str, docs: list[dict]):
+        self.release = release
+        self.docs = docs
+
+    def kinds(self) -> list[str]:
+        return sorted(d["kind"] for d in self.docs)
+
+    def all(self, kind: str) -> list[dict]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, name_suffix: str | None = None) -> dict:
+        found = [d for d in self.all(kind) if name_suffix is None or d["metadata"]["name"].endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {kind} *{name_suffix or ''}, got {[d['metadata']['name'] for d in found]}"
+        return found[0]
+
+    def bus_toml(self) -> dict:
+        cm = self.one("ConfigMap", "-config")
+        return tomllib.loads(cm["data"]["bus.toml"])
+
+    def app_container(self) -> dict:
+        workloads = self.all("Deployment") + self.all("Job")
+        assert len(workloads) == 1, f"expected one app workload, got {self.kinds()}"
+        containers = workloads[0]["spec"]["template"]["spec"]["containers"]
+        assert [c["name"] for c in containers] == ["poker"], containers
+        return containers[0]
+
+    def app_env(self) -> dict:
+        return {e["name"]: e.get("value") for e in self.app_container().get("env", [])}
+
+    def server_container(self) -> dict:
+        sts = self.one("StatefulSet")
+        containers = sts["spec"]["template"]["spec"]["containers"]
+        assert [c["name"] for c in containers] == ["server"], containers
+        return containers[0]
+
+
+def render(values: dict | None = None) -> Rendered:
+    """helm install <release> helm/angzarr-bus (values) against the stub API."""
+    global _release_counter
+    _release_counter += 1
+    release = f"r{_release_counter}"
+    before = len(StubApi.created)
+    result = asyncio.run(
+        helm_sdkpy.Install(CONFIG).run(release, str(CHART), values=values or {}, wait=False, timeout=60)
+    )
+    assert result.get("info", {}).get("status") == "deployed", result.get("info")
+    docs = [d for d in yaml.safe_load_all(result["manifest"]) if d]
+    # What Helm sent to the API server is what it rendered.
+    sent = [
+        o
+        for o in StubApi.created[before:]
+        if o.get("metadata", {}).get("annotations", {}).get("meta.helm.sh/release-name") == release
+    ]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in sent) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    ), "objects created differ from the release manifest"
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} is not a valid Kubernetes {KUBE_VERSION} object: {e}") from e
+        assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]
+    return Rendered(release, docs)
+
+
+def render_fails(values: dict) -> str:
+    """Installing with these values must fail; returns Helm's message."""
+    try:
+        render(values)
+    except helm_sdkpy.HelmError as e:
+        return str(e)
+    raise AssertionError(f"install with {values} succeeded; it should have been refused")
+
+
+def fullname(r: Rendered) -> str:
+    return f"{r.release}-angzarr-bus"
+
+
+# --------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------
+
+
+def test_lint_passes():
+    result = asyncio.run(helm_sdkpy.Lint(CONFIG).run(str(CHART)))
+    assert result["TotalChartsLinted"] == 1, result
+    assert not result.get("Errors"), result
+    # Severity: 0 unknown, 1 info, 2 warning, 3 error. Infos allowed (e.g. no icon).
+    bad = [m for m in result.get("Messages") or [] if m["Severity"] >= 2]
+    assert not bad, f"lint warnings/errors: {bad}"
+
+
+def test_lint_catches_a_broken_chart():
+    with tempfile.TemporaryDirectory() as tmp:
+        broken = Path(tmp) / "angzarr-bus"
+        shutil.copytree(CHART, broken)
+        t = broken / "templates" / "configmap.yaml"
+        t.write_text(t.read_text() + "\n{{- if .Values.bus.backend }}\n")  # unclosed action
+        result = asyncio.run(helm_sdkpy.Lint(CONFIG).run(str(broken)))
+    errors = [m for m in result.get("Messages") or [] if m["Severity"] >= 3]
+    assert errors or result.get("Errors"), f"lint accepted a broken template: {result}"
+
+
+def test_bundled_server_defaults():
+    r = render()
+    name = fullname(r)
+    assert r.kinds() == ["ConfigMap", "Deployment", "Service", "Service", "StatefulSet"], r.kinds()
+
+    # StatefulSet: the bundled server with JetStream on a volume.
+    sts = r.one("StatefulSet")
+    assert sts["metadata"]["name"] == f"{name}-server"
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["serviceName"] == f"{name}-server-headless"
+    c = r.server_container()
+    assert c["image"] == "angzarr/bus:0.1.0", c["image"]
+    assert c["command"] == ["/usr/local/bin/angzarr-nats-server"]
+    args = c["args"]
+    for flag, value in (("-a", "0.0.0.0"), ("-p", "4222"), ("-m", "8222"), ("-sd", "/data"), ("-n", "$(POD_NAME)")):
+        assert flag in args and args[args.index(flag) + 1] == value, (flag, args)
+    assert "-js" in args, args
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"client": 4222, "monitor": 8222}, ports
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/healthz", (probe, get)
+        assert ports[get["port"]] == 8222, (probe, get)
+    assert {"name": "data", "mountPath": "/data"} in c["volumeMounts"]
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "volumes" not in pod, "persistence on: /data comes from the volumeClaimTemplate"
+    (vct,) = sts["spec"]["volumeClaimTemplates"]
+    assert vct["metadata"]["name"] == "data"
+    assert vct["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert vct["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in vct["spec"], "empty storageClass uses the cluster default"
+    req, lim = PRESETS["small"]
+    assert c["resources"] == {"requests": req, "limits": lim}, c["resources"]
+
+    # Services: headless for the pods, client for the app; both select the server pods.
+    headless = r.one("Service", "-server-headless")
+    client = r.one("Service", "-server")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert "clusterIP" not in client["spec"]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    for svc in (headless, client):
+        assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items()), svc["spec"]["selector"]
+        assert {(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
+            ("client", 4222, "client"),
+            ("monitor", 8222, "monitor"),
+        }
+    assert sts["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    # The app points at the client Service.
+    url = f"nats://{name}-server.{NAMESPACE}.svc:4222"
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "nats", env
+    assert env["NATS_URL"] == url, env
+    app = r.app_container()
+    assert app["image"] == "angzarr/bus:0.1.0"
+    req, lim = PRESETS["micro"]
+    assert app["resources"] == {"requests": req, "limits": lim}, app["resources"]
+    assert {"name": "bus-config", "mountPath": "/etc/angzarr", "readOnly": True} in app["volumeMounts"]
+    dep = r.one("Deployment")
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["bus-config"]["configMap"]["name"] == f"{name}-config"
+    assert "--config" in app["args"] and app["args"][app["args"].index("--config") + 1] == "/etc/angzarr/bus.toml"
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    # The TOML.
+    bus = r.bus_toml()["bus"]
+    assert bus["backend"] == "nats"
+    assert bus["subject_prefix"] == "angzarr"
+    assert bus["nats"]["url"] == url
+    assert bus["nats"]["jetstream"] is True
+    assert bus["nats"]["stream_name"] == "angzarr-events"
+    assert bus["nats"]["connect_timeout"] == "5s" and bus["nats"]["publish_retries"] == 2
+    assert bus["stream"] == {
+        "max_msgs": 0,
+        "max_bytes": 0,
+        "max_age": "7d",
+        "max_msg_size": 1048576,
+        "duplicate_window": "2m",
+        "discard": "old",
+        "storage": "file",
+        "replicas": 1,
+    }, bus["stream"]
+    assert bus["consumer"] == {
+        "ack_wait": "30s",
+        "max_deliver": 5,
+        "backoff": ["1s", "5s", "30s"],
+        "max_ack_pending": 1000,
+    }, bus["consumer"]
+    assert "memory" not in bus and "embedded" not in bus
+
+
+def test_bundled_server_overrides():
+    r = render(
+        {
+            "bus": {
+                "subjectPrefix": "shop",
+                "nats": {"jetstream": False, "streamName": "orders", "clientName": "poker-k8s"},
+                "stream": {"maxAge": "30d", "maxBytes": 10737418240, "storage": "memory"},
+                "consumer": {"backoff": [], "maxAckPending": 1},
+            },
+            "server": {
+                "image": {"repository": "registry.local/angzarr", "tag": "dev"},
+                "persistence": {"size": "50Gi", "storageClass": "fast-ssd"},
+                "resourcesPreset": "large",
+                "terminationGracePeriodSeconds": 120,
+                "extraArgs": ["-D"],
+            },
+            "app": {"resources": {"requests": {"cpu": "2", "memory": "1Gi"}}, "resourcesPreset": "nano"},
+        }
+    )
+    c = r.server_container()
+    assert c["image"] == "registry.local/angzarr:dev"
+    assert c["args"][-1] == "-D"
+    sts = r.one("StatefulSet")
+    assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+    (vct,) = sts["spec"]["volumeClaimTemplates"]
+    assert vct["spec"]["storageClassName"] == "fast-ssd"
+    assert vct["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    req, lim = PRESETS["large"]
+    assert c["resources"] == {"requests": req, "limits": lim}
+    # Explicit resources replace the preset entirely.
+    assert r.app_container()["resources"] == {"requests": {"cpu": "2", "memory": "1Gi"}}
+    bus = r.bus_toml()["bus"]
+    assert bus["subject_prefix"] == "shop"
+    assert bus["nats"]["jetstream"] is False
+    assert bus["nats"]["stream_name"] == "orders"
+    assert bus["nats"]["client_name"] == "poker-k8s"
+    assert bus["stream"]["max_age"] == "30d"
+    assert bus["stream"]["max_bytes"] == 10737418240
+    assert bus["stream"]["storage"] == "memory"
+    assert bus["consumer"]["backoff"] == [] and bus["consumer"]["max_ack_pending"] == 1
+
+
+def test_bundled_server_without_persistence():
+    r = render({"server": {"persistence": {"enabled": False}, "resourcesPreset": "none"}})
+    sts = r.one("StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert vols["data"] == {"name": "data", "emptyDir": {}}
+    assert "resources" not in r.server_container()
+    r = render({"server": {"persistence": {"storageClass": "-"}}})
+    (vct,) = r.one("StatefulSet")["spec"]["volumeClaimTemplates"]
+    assert vct["spec"]["storageClassName"] == "", vct["spec"]
+
+
+def test_existing_nats():
+    url = "nats://nats-0.nats:4222,nats://nats-1.nats:4222"
+    r = render({"bus": {"nats": {"enabled": False, "url": url, "streamName": "poker-events", "jetstream": True}}})
+    assert r.kinds() == ["ConfigMap", "Deployment"], r.kinds()
+    assert not r.all("StatefulSet") and not r.all("Service")
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "nats" and env["NATS_URL"] == url, env
+    bus = r.bus_toml()["bus"]
+    assert bus["backend"] == "nats"
+    assert bus["nats"]["url"] == url
+    assert bus["nats"]["stream_name"] == "poker-events"
+    assert bus["nats"]["jetstream"] is True
+
+
+def test_existing_nats_requires_url():
+    msg = render_fails({"bus": {"nats": {"enabled": False, "url": ""}}})
+    assert "bus.nats.url is required" in msg, msg
+    msg = render_fails({"bus": {"nats": {"enabled": False, "url": "http://nats:4222"}}})
+    assert "not a nats://" in msg, msg
+
+
+def test_memory_backend():
+    # bus.nats.enabled stays true (the default): memory deploys no server anyway.
+    r = render({"bus": {"backend": "memory", "memory": {"subscriberBuffer": 128}}, "app": {"kind": "Job"}})
+    assert r.kinds() == ["ConfigMap", "Job"], r.kinds()
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "memory", env
+    assert "NATS_URL" not in env, env
+    job = r.one("Job")
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    assert r.app_container()["command"] == ["/usr/local/bin/poker"]
+    bus = r.bus_toml()["bus"]
+    assert bus["backend"] == "memory"
+    assert "nats" not in bus, bus
+    assert bus["memory"] == {"subscriber_buffer": 128}
+
+
+def test_embedded_backend():
+    r = render({"bus": {"backend": "embedded"}})
+    assert r.kinds() == ["ConfigMap", "Deployment"], r.kinds()
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "embedded" and "NATS_URL" not in env, env
+    bus = r.bus_toml()["bus"]
+    assert bus["backend"] == "embedded"
+    assert bus["embedded"]["data_dir"] == "/var/lib/angzarr/data"
+    assert bus["embedded"]["host"] == "127.0.0.1"
+    mounts = {m["name"]: m["mountPath"] for m in r.app_container()["volumeMounts"]}
+    assert mounts["embedded-data"] == "/var/lib/angzarr/data"
+
+
+def test_app_disabled_deploys_only_the_server():
+    r = render({"app": {"enabled": False}})
+    assert r.kinds() == ["ConfigMap", "Service", "Service", "StatefulSet"], r.kinds()
+
+
+def test_deployment_idles_after_a_successful_run():
+    r = render({"app": {"args": ["--hands", "10"]}})
+    c = r.app_container()
+    assert c["command"] == ["/bin/sh", "-c"]
+    script, argv0, *rest = c["args"]
+    assert '/usr/local/bin/poker "$@"' in script and "exit" in script and "sleep infinity" in script
+    assert rest == ["--config", "/etc/angzarr/bus.toml", "--hands", "10"], rest
+    r = render({"app": {"idleAfterRun": False}})
+    c = r.app_container()
+    assert c["command"] == ["/usr/local/bin/poker"]
+    assert c["args"][:2] == ["--config", "/etc/angzarr/bus.toml"]
+
+
+def test_every_preset():
+    for preset, (req, lim) in PRESETS.items():
+        r = render({"server": {"resourcesPreset": preset}, "app": {"resourcesPreset": preset}})
+        for c in (r.server_container(), r.app_container()):
+            assert c["resources"] == {"requests": req, "limits": lim}, (preset, c["name"], c["resources"])
+
+
+def test_bad_values_are_refused():
+    msg = render_fails({"bus": {"backend": "kafka"}})
+    assert "backend" in msg, msg
+    msg = render_fails({"server": {"resourcesPreset": "huge"}})
+    assert "resourcesPreset" in msg, msg
+    msg = render_fails({"app": {"kind": "CronJob"}})
+    assert "kind" in msg, msg
+
+
+def test_config_changes_roll_the_app():
+    a = render()
+    b = render({"bus": {"nats": {"streamName": "other"}}})
+    ann = lambda r: r.one("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]  # noqa: E731
+    assert ann(a) != ann(b)
+
+
+TESTS = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]
+
+
+def main() -> int:
+    passed = failed = 0
+    for test in TESTS:
+        try:
+            test()
+        except Exception:  # noqa: BLE001  (report and go on)
+            failed += 1
+            print(f"FAIL {test.__name__}")
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"ok   {test.__name__}")
+    STUB.shutdown()
+    print(f"chart: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
