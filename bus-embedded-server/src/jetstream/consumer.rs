@@ -885,7 +885,7 @@ impl Consumer {
 
     /// Timers: ack timeouts, expired pulls, heartbeats, inactivity.
     /// Returns the next time something is due and whether to delete the consumer.
-    fn tick(&self, js: &JetStream, stream: &Arc<Stream>) -> (Instant, bool) {
+    fn tick(&self, js: &JetStream, stream: &Arc<Stream>) -> (Instant, bool, Option<Vec<String>>) {
         let now = Instant::now();
         let mut st = lock(&self.state);
         let mut advisories = Vec::new();
@@ -1005,17 +1005,8 @@ impl Consumer {
             Vec::new()
         };
         drop(st);
-        if persist {
-            if self.persist_now() {
-                for r in replies {
-                    js.send(&r, None, b"", b"");
-                }
-            } else {
-                // Not on disk: no confirmation (the client's ack request
-                // times out), and the state is written again later.
-                lock(&self.state).dirty = true;
-            }
-        }
+        // The state file is written by the caller off the async workers.
+        let persist = persist.then_some(replies);
         stream.on_acked(&acked);
         for (seq, deliveries) in advisories {
             let subject = format!(
@@ -1032,7 +1023,7 @@ impl Consumer {
             });
             js.send(&subject, None, b"", body.to_string().as_bytes());
         }
-        (next, delete)
+        (next, delete, persist)
     }
 }
 
@@ -1226,7 +1217,25 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
         let (Some(js), Some(stream)) = (c.js.upgrade(), c.stream.upgrade()) else {
             return;
         };
-        let (at, delete) = c.tick(&js, &stream);
+        let (at, delete, persist) = c.tick(&js, &stream);
+        if let Some(replies) = persist {
+            // fsync on a blocking thread: never stall the connections'
+            // tasks that share this worker.
+            let writer = Arc::clone(&c);
+            let written = tokio::task::spawn_blocking(move || writer.persist_now())
+                .await
+                .unwrap_or(false);
+            if written {
+                for r in replies {
+                    js.send(&r, None, b"", b"");
+                }
+            } else {
+                // Not on disk: no confirmation (the client's ack request
+                // times out), and the state is written again later.
+                lock(&c.state).dirty = true;
+                c.signal();
+            }
+        }
         if delete {
             tracing::debug!(stream = %stream.name, consumer = %c.name, "deleting inactive consumer");
             stream.remove_consumer(&c.name);
