@@ -237,6 +237,11 @@ fn check_stream_config(
             "republish and subject transforms are not supported by this server",
         ));
     }
+    if cfg.first_seq > 1 {
+        return Err(ApiError::invalid_config(
+            "first_seq is not supported by this server",
+        ));
+    }
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
     }

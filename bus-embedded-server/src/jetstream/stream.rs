@@ -113,16 +113,7 @@ fn open_store(
             }
             Ok(Box::new(store))
         }
-        _ => {
-            let mut m = MemStore::new();
-            if config.first_seq > 1 {
-                let _ = m.purge(&Purge {
-                    seq: Some(config.first_seq),
-                    ..Purge::default()
-                });
-            }
-            Ok(Box::new(m))
-        }
+        _ => Ok(Box::new(MemStore::new())),
     }
 }
 
