@@ -260,7 +260,10 @@ fn check_stream_config(
             "duplicates window can not be larger then max age",
         ));
     }
-    for (i, s) in cfg.subjects.iter().enumerate() {
+    // Overlap checks in O(wildcards x subjects): literals only collide with
+    // an equal literal (a hash lookup), so thousands of subjects stay cheap.
+    let mut seen = SubjectSet::default();
+    for s in &cfg.subjects {
         if !sublist::valid_filter(s) {
             return Err(ApiError::invalid_config("invalid subject"));
         }
@@ -275,26 +278,61 @@ fn check_stream_config(
                 "subjects that overlap with jetstream api require no-ack to be true",
             ));
         }
-        if let Some(o) = cfg.subjects[..i].iter().find(|o| filters_overlap(o, s)) {
+        if let Some(o) = seen.overlap(s) {
             return Err(ApiError::invalid_config(format!(
                 "subject {o:?} overlaps with {s:?}"
             )));
         }
+        seen.insert(s);
     }
     for other in js.all_streams() {
         if Some(other.name.as_str()) == existing || other.name == cfg.name {
             continue;
         }
         let theirs = other.config().subjects;
-        if cfg
-            .subjects
-            .iter()
-            .any(|s| theirs.iter().any(|t| filters_overlap(s, t)))
-        {
+        let mut set = SubjectSet::default();
+        for t in &theirs {
+            set.insert(t);
+        }
+        if cfg.subjects.iter().any(|s| set.overlap(s).is_some()) {
             return Err(ApiError::subjects_overlap());
         }
     }
     Ok(())
+}
+
+/// Subjects and filters, for overlap checks that stay linear in the number
+/// of literal subjects.
+#[derive(Default)]
+struct SubjectSet<'a> {
+    literals: std::collections::HashSet<&'a str>,
+    wildcards: Vec<&'a str>,
+}
+
+impl<'a> SubjectSet<'a> {
+    fn insert(&mut self, s: &'a str) {
+        if s.split('.').any(|t| t == "*" || t == ">") {
+            self.wildcards.push(s);
+        } else {
+            self.literals.insert(s);
+        }
+    }
+
+    /// A member some subject matching `s` would also match.
+    fn overlap(&self, s: &str) -> Option<&'a str> {
+        let wild = s.split('.').any(|t| t == "*" || t == ">");
+        if !wild {
+            if let Some(l) = self.literals.get(s) {
+                return Some(l);
+            }
+        } else if let Some(l) = self.literals.iter().find(|l| filters_overlap(l, s)) {
+            return Some(l);
+        }
+        self.wildcards
+            .iter()
+            .find(|w| filters_overlap(w, s))
+            .copied()
+    }
 }
 
 /// Subjects per page of STREAM.INFO (nats-server's limit).

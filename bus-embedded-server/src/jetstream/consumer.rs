@@ -260,7 +260,7 @@ impl Consumer {
         let mut pending = BTreeMap::new();
         let mut timers = BTreeSet::new();
         for (sseq, dseq, ts, deliveries) in saved.pending {
-            let deadline = now + ack_wait;
+            let deadline = later(now, ack_wait);
             pending.insert(
                 sseq,
                 Pending {
@@ -504,7 +504,10 @@ impl Consumer {
             status(js, reply, 409, &text);
             return;
         }
-        if req.idle_heartbeat > 0 && req.expires > 0 && req.idle_heartbeat * 2 > req.expires {
+        if req.idle_heartbeat > 0
+            && req.expires > 0
+            && req.idle_heartbeat.saturating_mul(2) > req.expires
+        {
             drop(st);
             status(js, reply, 400, "Bad Request - heartbeat value too large");
             return;
@@ -523,10 +526,10 @@ impl Consumer {
             reply: reply.to_owned(),
             batch,
             max_bytes: u64::try_from(req.max_bytes).ok().filter(|b| *b > 0),
-            expires: (req.expires > 0).then(|| now + nanos(req.expires)),
+            expires: (req.expires > 0).then(|| later(now, nanos(req.expires))),
             no_wait: req.no_wait,
             heartbeat,
-            next_hb: heartbeat.map(|h| now + h),
+            next_hb: heartbeat.map(|h| later(now, h)),
             delivered: 0,
         });
         st.last_active = now;
@@ -572,7 +575,7 @@ impl Consumer {
                     let wait = st.ack_wait_for(st.pending.get(&sseq).map_or(1, |p| p.deliveries));
                     if let Some(p) = st.pending.get_mut(&sseq) {
                         let old = p.deadline;
-                        p.deadline = Instant::now() + wait;
+                        p.deadline = later(Instant::now(), wait);
                         let new = p.deadline;
                         st.timers.remove(&(old, sseq));
                         st.timers.insert((new, sseq));
@@ -806,7 +809,7 @@ impl Consumer {
                 acked.push(msg.seq);
             } else {
                 let wait = st.ack_wait_for(deliveries);
-                let deadline = now + wait;
+                let deadline = later(now, wait);
                 if let Some(old) = st.pending.get(&msg.seq).map(|p| p.deadline) {
                     st.timers.remove(&(old, msg.seq));
                 }
@@ -839,7 +842,7 @@ impl Consumer {
                     *left = left.saturating_sub(size);
                 }
                 if let Some(h) = req.heartbeat {
-                    req.next_hb = Some(now + h);
+                    req.next_hb = Some(later(now, h));
                 }
                 if req.batch == 0 {
                     st.waiting.pop_front();
@@ -939,7 +942,7 @@ impl Consumer {
                     .add("Nats-Last-Stream", sseq)
                     .build();
                 js.send(&w.reply, None, &hb, b"");
-                w.next_hb = Some(now + h);
+                w.next_hb = Some(later(now, h));
             }
         }
         let acked = self.pump(js, stream, &mut st);
@@ -988,7 +991,7 @@ impl Consumer {
             }
         }
         if push && st.config.idle_heartbeat > 0 {
-            next = next.min(st.last_push + nanos(st.config.idle_heartbeat));
+            next = next.min(later(st.last_push, nanos(st.config.idle_heartbeat)));
         }
         let persist = self.dir.is_some()
             && st.dirty
@@ -1088,7 +1091,7 @@ impl CState {
         };
         match delay {
             Some(d) => {
-                let at = Instant::now() + d;
+                let at = later(Instant::now(), d);
                 if let Some(p) = self.pending.get_mut(&seq) {
                     p.deadline = at;
                 }
@@ -1182,6 +1185,13 @@ fn pending_count(stream: &Stream, st: &CState) -> u64 {
 /// Messages still to deliver after `msg` (just taken).
 fn pending_count_after(stream: &Stream, st: &CState, _msg: &StoredMsg) -> u64 {
     pending_count(stream, st)
+}
+
+/// `now + d`, with absurd durations (from configs or requests) capped at
+/// ten years instead of overflowing.
+fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    now + d.min(FAR)
 }
 
 /// Sends a status-only message (`NATS/1.0 <code> <text>`).

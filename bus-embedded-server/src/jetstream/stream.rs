@@ -468,7 +468,7 @@ impl Stream {
                     .and_then(parse_ttl)
                     .flatten()
                 {
-                    inner.ttls.insert((m.ts + ttl, m.seq), ());
+                    inner.ttls.insert((m.ts.saturating_add(ttl), m.seq), ());
                 }
             }
         }
@@ -740,7 +740,7 @@ impl StreamInner {
         }
         self.last_msg_id = msg_id;
         if let Some(ttl) = ttl {
-            self.ttls.insert((now + ttl, seq), ());
+            self.ttls.insert((now.saturating_add(ttl), seq), ());
         }
         match rollup {
             Some(false) => {
