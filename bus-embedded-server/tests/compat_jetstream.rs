@@ -1169,7 +1169,7 @@ async fn push_consumer_with_deliver_group_splits_work(t: &mut Target) {
         .expect("queue push consumer");
     let mut one = consumer.messages().await.expect("member one");
     let c2 = t.client().await;
-    let js2 = jetstream::new(c2);
+    let js2 = jetstream::new(c2.clone());
     let consumer2: consumer::PushConsumer = js2
         .get_stream("QPUSH")
         .await
@@ -1178,6 +1178,9 @@ async fn push_consumer_with_deliver_group_splits_work(t: &mut Target) {
         .await
         .expect("same consumer");
     let mut two = consumer2.messages().await.expect("member two");
+    // Both members' subscriptions are registered before anything is sent.
+    c.flush().await.expect("flush one");
+    c2.flush().await.expect("flush two");
     fill(&js, "qpush", 60).await;
     let mut seen = BTreeSet::new();
     let mut counts = [0usize; 2];
