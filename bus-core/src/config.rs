@@ -1,7 +1,10 @@
 //! Bus configuration: the `[bus]` table of a TOML file, then the environment.
 //!
-//! Layering, lowest to highest: built-in defaults, the file, then `BUS_BACKEND`
-//! and `NATS_URL`. Every error names the key (or variable) and the file, and
+//! Layering, lowest to highest: built-in defaults, the file, then `BUS_BACKEND`,
+//! `NATS_URL` and the credential variables `NATS_USER`, `NATS_PASSWORD`,
+//! `NATS_TOKEN`, `NATS_CREDS` (so secrets can come from the environment, e.g.
+//! a Kubernetes Secret, and stay out of the file). A variable set to an empty
+//! (or all-blank) value counts as unset, as for `BUS_BACKEND` / `NATS_URL`. Every error names the key (or variable) and the file, and
 //! the line when the file has one; unknown keys under `[bus]` are errors, so a
 //! typo never silently falls back to a default. Other top-level tables are left
 //! alone: an application may keep its own settings in the same file.
@@ -22,6 +25,17 @@ use crate::subject::{SubjectLayout, token_problem};
 pub const ENV_BACKEND: &str = "BUS_BACKEND";
 /// Environment variable that overrides `bus.nats.url`.
 pub const ENV_NATS_URL: &str = "NATS_URL";
+/// Environment variable that overrides `bus.nats.user`.
+pub const ENV_NATS_USER: &str = "NATS_USER";
+/// Environment variable that overrides `bus.nats.password`.
+pub const ENV_NATS_PASSWORD: &str = "NATS_PASSWORD";
+/// Environment variable that overrides `bus.nats.token`.
+pub const ENV_NATS_TOKEN: &str = "NATS_TOKEN";
+/// Environment variable that overrides `bus.nats.credentials_file` (a path).
+pub const ENV_NATS_CREDS: &str = "NATS_CREDS";
+
+/// What [`ConfigError::Env`] shows instead of a secret's value.
+const HIDDEN: &str = "<hidden>";
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +254,34 @@ pub struct EmbeddedConfig {
     pub http_port: Option<u16>,
     /// Where streams are stored.
     pub data_dir: PathBuf,
+    /// PEM server certificate: with `tls_key_file`, the server requires TLS
+    /// and the in-process NATS adapter connects with TLS (trusting
+    /// `tls_ca_file`, or `[bus.nats] tls_ca_file` when set). The certificate
+    /// must name `host` (e.g. SAN `127.0.0.1`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA: the one client certificates must chain to (with
+    /// `tls_verify`), and the one the in-process adapter trusts for the
+    /// server certificate unless `[bus.nats] tls_ca_file` says otherwise.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by `tls_ca_file` (mutual TLS); the
+    /// in-process adapter presents `[bus.nats] tls_cert_file` / `tls_key_file`.
+    pub tls_verify: bool,
+    /// User name every client must present (with `password`); the in-process
+    /// adapter connects with it, other processes sharing the server need it too.
+    pub user: Option<String>,
+    /// Password of `user`, in plain text (the in-process adapter sends it).
+    pub password: Option<String>,
+    /// Token every client must present (instead of `user`/`password`).
+    pub token: Option<String>,
+}
+
+impl EmbeddedConfig {
+    /// True when the bundled server is configured for TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
 }
 
 impl Default for EmbeddedConfig {
@@ -249,6 +291,13 @@ impl Default for EmbeddedConfig {
             port: 4222,
             http_port: None,
             data_dir: PathBuf::from("./data"),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_verify: false,
+            user: None,
+            password: None,
+            token: None,
         }
     }
 }
@@ -400,7 +449,15 @@ impl BusConfig {
         Ok(config)
     }
 
-    /// Applies `BUS_BACKEND` and `NATS_URL` from `env`, then re-validates them.
+    /// Applies `BUS_BACKEND`, `NATS_URL`, `NATS_USER`, `NATS_PASSWORD`,
+    /// `NATS_TOKEN` and `NATS_CREDS` from `env`, then re-validates them.
+    ///
+    /// Empty values count as unset. The credential variables replace the
+    /// file's `[bus.nats]` authentication: `NATS_USER` / `NATS_PASSWORD`
+    /// (either may complete the other from the file) clear `token` and
+    /// `credentials_file`, `NATS_TOKEN` clears the others, and so does
+    /// `NATS_CREDS`. Setting variables of two methods is an error naming
+    /// them; error messages never show a password or token.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(value) = env(ENV_BACKEND).filter(|v| !v.trim().is_empty()) {
             self.backend = Backend::parse(&value).ok_or_else(|| ConfigError::Env {
@@ -416,6 +473,85 @@ impl BusConfig {
                 message,
             })?;
             self.nats.url = value;
+        }
+        self.apply_credentials_env(env)
+    }
+
+    fn apply_credentials_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let get = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+        let user = get(ENV_NATS_USER);
+        let password = get(ENV_NATS_PASSWORD);
+        let token = get(ENV_NATS_TOKEN);
+        let creds = get(ENV_NATS_CREDS);
+        let mut methods: Vec<&'static str> = Vec::new();
+        if user.is_some() || password.is_some() {
+            methods.push(if user.is_some() {
+                ENV_NATS_USER
+            } else {
+                ENV_NATS_PASSWORD
+            });
+        }
+        if token.is_some() {
+            methods.push(ENV_NATS_TOKEN);
+        }
+        if creds.is_some() {
+            methods.push(ENV_NATS_CREDS);
+        }
+        if methods.len() > 1 {
+            return Err(ConfigError::Env {
+                var: methods[1],
+                value: if methods[1] == ENV_NATS_CREDS {
+                    creds.unwrap_or_default()
+                } else {
+                    HIDDEN.to_owned()
+                },
+                message: format!(
+                    "conflicts with {}: set only one of NATS_USER/NATS_PASSWORD, NATS_TOKEN \
+                     and NATS_CREDS",
+                    methods[0]
+                ),
+            });
+        }
+        let nats = &mut self.nats;
+        if user.is_some() || password.is_some() {
+            nats.token = None;
+            nats.credentials_file = None;
+            if let Some(u) = user {
+                nats.user = Some(u);
+            }
+            if let Some(p) = password {
+                nats.password = Some(p);
+            }
+            match (&nats.user, &nats.password) {
+                (Some(u), None) => {
+                    return Err(ConfigError::Env {
+                        var: ENV_NATS_USER,
+                        value: u.clone(),
+                        message: "needs a password: set NATS_PASSWORD or bus.nats.password".into(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Env {
+                        var: ENV_NATS_PASSWORD,
+                        value: HIDDEN.to_owned(),
+                        message: "needs a user: set NATS_USER or bus.nats.user".into(),
+                    });
+                }
+                _ => {}
+            }
+        } else if let Some(t) = token {
+            nats.user = None;
+            nats.password = None;
+            nats.credentials_file = None;
+            nats.token = Some(t);
+        } else if let Some(c) = creds {
+            nats.user = None;
+            nats.password = None;
+            nats.token = None;
+            nats.credentials_file = Some(PathBuf::from(c));
         }
         Ok(())
     }
@@ -541,6 +677,76 @@ impl BusConfig {
         if self.embedded.data_dir.as_os_str().is_empty() {
             return Err(invalid("bus.embedded.data_dir", "must not be empty".into()));
         }
+        if self.embedded.tls_cert_file.is_some() != self.embedded.tls_key_file.is_some() {
+            return Err(invalid(
+                "bus.embedded.tls_key_file",
+                "tls_cert_file and tls_key_file go together".into(),
+            ));
+        }
+        if (self.embedded.tls_ca_file.is_some() || self.embedded.tls_verify)
+            && !self.embedded.tls_enabled()
+        {
+            return Err(invalid(
+                "bus.embedded.tls_cert_file",
+                "is required with tls_ca_file / tls_verify (the server's certificate)".into(),
+            ));
+        }
+        if self.embedded.tls_verify {
+            if self.embedded.tls_ca_file.is_none() {
+                return Err(invalid(
+                    "bus.embedded.tls_ca_file",
+                    "is required with tls_verify (the CA client certificates must chain to)".into(),
+                ));
+            }
+            if self.backend == Backend::Embedded && self.nats.tls_cert_file.is_none() {
+                return Err(invalid(
+                    "bus.nats.tls_cert_file",
+                    "is required with bus.embedded.tls_verify: the in-process connection \
+                     must present a client certificate (with bus.nats.tls_key_file)"
+                        .into(),
+                ));
+            }
+        }
+        match (&self.embedded.user, &self.embedded.password) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "bus.embedded.password",
+                    "is required with bus.embedded.user".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "bus.embedded.user",
+                    "is required with bus.embedded.password".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.embedded.user.is_some() && self.embedded.token.is_some() {
+            return Err(invalid(
+                "bus.embedded.token",
+                "set only one of user/password and token".into(),
+            ));
+        }
+        for (key, secret) in [
+            ("bus.embedded.user", &self.embedded.user),
+            ("bus.embedded.password", &self.embedded.password),
+            ("bus.embedded.token", &self.embedded.token),
+        ] {
+            if let Some(s) = secret {
+                if s.is_empty() {
+                    return Err(invalid(key, "must not be empty".into()));
+                }
+                if key != "bus.embedded.user" && looks_like_bcrypt(s) {
+                    return Err(invalid(
+                        key,
+                        "must be plain text, not a bcrypt hash: the in-process connection \
+                         presents it to the server"
+                            .into(),
+                    ));
+                }
+            }
+        }
         if self.memory.subscriber_buffer == 0 {
             return Err(invalid(
                 "bus.memory.subscriber_buffer",
@@ -549,6 +755,11 @@ impl BusConfig {
         }
         Ok(())
     }
+}
+
+/// A bcrypt hash as the server would read it (`$2a$`, `$2b$`, `$2y$`).
+fn looks_like_bcrypt(s: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p))
 }
 
 /// Why `name` cannot be a JetStream stream name, or `None`.
@@ -853,6 +1064,138 @@ stream_name = "orders"
         );
     }
 
+    fn env_map<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn credential_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.toml");
+        std::fs::write(
+            &path,
+            "[bus]\nbackend = \"nats\"\n[bus.nats]\ntoken = \"file-token\"\n",
+        )
+        .unwrap();
+        // User and password replace the file's token.
+        let c = BusConfig::load_with_env(
+            &path,
+            env_map(&[(ENV_NATS_USER, "app"), (ENV_NATS_PASSWORD, "s3cret")]),
+        )
+        .unwrap();
+        assert_eq!(c.nats.user.as_deref(), Some("app"));
+        assert_eq!(c.nats.password.as_deref(), Some("s3cret"));
+        assert_eq!(c.nats.token, None);
+        // A token replaces the file's token.
+        let c = BusConfig::load_with_env(&path, env_map(&[(ENV_NATS_TOKEN, "env-token")])).unwrap();
+        assert_eq!(c.nats.token.as_deref(), Some("env-token"));
+        // A .creds path replaces the token.
+        let c =
+            BusConfig::load_with_env(&path, env_map(&[(ENV_NATS_CREDS, "/run/nats/app.creds")]))
+                .unwrap();
+        assert_eq!(
+            c.nats.credentials_file.as_deref(),
+            Some(Path::new("/run/nats/app.creds"))
+        );
+        assert_eq!(c.nats.token, None);
+        // Without variables the file's token stays.
+        let c = BusConfig::load_with_env(&path, no_env).unwrap();
+        assert_eq!(c.nats.token.as_deref(), Some("file-token"));
+    }
+
+    #[test]
+    fn password_variable_completes_the_user_from_the_file() {
+        let mut c = BusConfig::parse(
+            "[bus.nats]\nuser = \"app\"\npassword = \"from-file\"\n",
+            "t",
+        )
+        .unwrap();
+        c.apply_env(env_map(&[(ENV_NATS_PASSWORD, "from-secret")]))
+            .unwrap();
+        assert_eq!(c.nats.user.as_deref(), Some("app"));
+        assert_eq!(c.nats.password.as_deref(), Some("from-secret"));
+    }
+
+    #[test]
+    fn empty_credential_variables_count_as_unset() {
+        let mut c = BusConfig::parse("[bus.nats]\ntoken = \"t\"\n", "t").unwrap();
+        c.apply_env(env_map(&[
+            (ENV_NATS_USER, ""),
+            (ENV_NATS_PASSWORD, "  "),
+            (ENV_NATS_TOKEN, ""),
+            (ENV_NATS_CREDS, ""),
+        ]))
+        .unwrap();
+        assert_eq!(c.nats.token.as_deref(), Some("t"));
+        assert_eq!(c.nats.user, None);
+    }
+
+    #[test]
+    fn incomplete_or_conflicting_credential_variables_name_the_variable_and_hide_secrets() {
+        for (pairs, var) in [
+            (&[(ENV_NATS_USER, "app")][..], ENV_NATS_USER),
+            (&[(ENV_NATS_PASSWORD, "pw-secret")][..], ENV_NATS_PASSWORD),
+            (
+                &[
+                    (ENV_NATS_USER, "app"),
+                    (ENV_NATS_PASSWORD, "pw-secret"),
+                    (ENV_NATS_TOKEN, "tok-secret"),
+                ][..],
+                ENV_NATS_TOKEN,
+            ),
+            (
+                &[(ENV_NATS_TOKEN, "tok-secret"), (ENV_NATS_CREDS, "/x.creds")][..],
+                ENV_NATS_CREDS,
+            ),
+        ] {
+            let mut c = BusConfig::default();
+            let err = c.apply_env(env_map(pairs)).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Env { var: v, .. } if *v == var),
+                "{pairs:?}: {text}"
+            );
+            assert!(
+                !text.contains("pw-secret") && !text.contains("tok-secret"),
+                "leaks a secret: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_credentials_parse_and_are_checked() {
+        let c =
+            BusConfig::parse("[bus.embedded]\nuser = \"app\"\npassword = \"pw\"\n", "t").unwrap();
+        assert_eq!(c.embedded.user.as_deref(), Some("app"));
+        assert_eq!(c.embedded.password.as_deref(), Some("pw"));
+        let c = BusConfig::parse("[bus.embedded]\ntoken = \"tok\"\n", "t").unwrap();
+        assert_eq!(c.embedded.token.as_deref(), Some("tok"));
+        for (text, key) in [
+            ("[bus.embedded]\nuser = \"a\"\n", "bus.embedded.password"),
+            ("[bus.embedded]\npassword = \"a\"\n", "bus.embedded.user"),
+            (
+                "[bus.embedded]\nuser = \"a\"\npassword = \"b\"\ntoken = \"t\"\n",
+                "bus.embedded.token",
+            ),
+            (
+                "[bus.embedded]\nuser = \"a\"\npassword = \"$2a$11$abcdefghijklmnopqrstuv\"\n",
+                "bus.embedded.password",
+            ),
+            ("[bus.embedded]\ntoken = \"\"\n", "bus.embedded.token"),
+        ] {
+            let err = BusConfig::parse(text, "t").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn missing_file_is_an_io_error_naming_it() {
         let err = BusConfig::load_with_env("/nonexistent/bus.toml", no_env).unwrap_err();
@@ -883,6 +1226,20 @@ stream_name = "orders"
     }
 
     #[test]
+    fn embedded_tls_settings_parse() {
+        let c = BusConfig::parse(
+            "[bus.embedded]\ntls_cert_file = \"s.pem\"\ntls_key_file = \"s-key.pem\"\n\
+             tls_ca_file = \"ca.pem\"\ntls_verify = true\n\
+             [bus.nats]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"c-key.pem\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert!(c.embedded.tls_enabled() && c.embedded.tls_verify);
+        assert_eq!(c.embedded.tls_ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert!(!BusConfig::default().embedded.tls_enabled());
+    }
+
+    #[test]
     fn incomplete_or_conflicting_credentials_name_the_key() {
         for (text, key) in [
             ("[bus.nats]\nuser = \"a\"\n", "bus.nats.password"),
@@ -894,6 +1251,22 @@ stream_name = "orders"
             (
                 "[bus.nats]\ntls_cert_file = \"c.pem\"\n",
                 "bus.nats.tls_key_file",
+            ),
+            (
+                "[bus.embedded]\ntls_cert_file = \"c.pem\"\n",
+                "bus.embedded.tls_key_file",
+            ),
+            (
+                "[bus.embedded]\ntls_verify = true\n",
+                "bus.embedded.tls_cert_file",
+            ),
+            (
+                "[bus.embedded]\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_verify = true\n",
+                "bus.embedded.tls_ca_file",
+            ),
+            (
+                "[bus.embedded]\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_ca_file = \"ca\"\ntls_verify = true\n",
+                "bus.nats.tls_cert_file",
             ),
         ] {
             let err = BusConfig::parse(text, "t").unwrap_err();

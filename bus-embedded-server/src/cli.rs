@@ -18,7 +18,7 @@
 //!   is given (even `=false`) overriding the previous ones and the
 //!   configuration file.
 //!
-//! nats-server flags this server does not implement (TLS, clustering,
+//! nats-server flags this server does not implement (clustering,
 //! syslog, ...) are parsed with their proper arity and listed in
 //! [`Cli::unsupported`] so the caller can warn or refuse.
 
@@ -48,6 +48,16 @@ pub struct Cli {
     pub pass: Option<String>,
     /// `--auth`: token.
     pub auth: Option<String>,
+    /// `--tls`: TLS on, clients not verified.
+    pub tls: bool,
+    /// `--tlscert`: server certificate (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// `--tlskey`: its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `--tlsverify`: TLS on, client certificates required and verified.
+    pub tls_verify: bool,
+    /// `--tlscacert`: the CA client certificates must chain to.
+    pub tls_ca_cert: Option<PathBuf>,
     /// `-l`, `--log`.
     pub log_file: Option<PathBuf>,
     /// `-T`, `--logtime` (nats-server's default is true).
@@ -177,6 +187,11 @@ enum Target {
     User,
     Pass,
     Auth,
+    Tls,
+    TlsCert,
+    TlsKey,
+    TlsVerify,
+    TlsCaCert,
     Help,
     Version,
     HelpTls,
@@ -251,11 +266,11 @@ const FLAGS: &[FlagSpec] = &[
     spec(&["user"], Kind::Str, Target::User),
     spec(&["pass"], Kind::Str, Target::Pass),
     spec(&["auth"], Kind::Str, Target::Auth),
-    spec(&["tls"], Kind::Bool, Target::Unsupported("tls")),
-    spec(&["tlscert"], Kind::Str, Target::Unsupported("tlscert")),
-    spec(&["tlskey"], Kind::Str, Target::Unsupported("tlskey")),
-    spec(&["tlsverify"], Kind::Bool, Target::Unsupported("tlsverify")),
-    spec(&["tlscacert"], Kind::Str, Target::Unsupported("tlscacert")),
+    spec(&["tls"], Kind::Bool, Target::Tls),
+    spec(&["tlscert"], Kind::Str, Target::TlsCert),
+    spec(&["tlskey"], Kind::Str, Target::TlsKey),
+    spec(&["tlsverify"], Kind::Bool, Target::TlsVerify),
+    spec(&["tlscacert"], Kind::Str, Target::TlsCaCert),
     spec(&["routes"], Kind::Str, Target::Unsupported("routes")),
     spec(&["cluster"], Kind::Str, Target::Unsupported("cluster")),
     spec(
@@ -494,6 +509,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, CliErr
                 cli.auth = Some(value);
                 cli.mark("auth");
             }
+            Target::Tls => {
+                cli.tls = on;
+                cli.mark("tls");
+            }
+            Target::TlsCert => {
+                cli.tls_cert = Some(PathBuf::from(value));
+                cli.mark("tls_cert");
+            }
+            Target::TlsKey => {
+                cli.tls_key = Some(PathBuf::from(value));
+                cli.mark("tls_key");
+            }
+            Target::TlsVerify => {
+                cli.tls_verify = on;
+                cli.mark("tls_verify");
+            }
+            Target::TlsCaCert => {
+                cli.tls_ca_cert = Some(PathBuf::from(value));
+                cli.mark("tls_ca_cert");
+            }
             Target::Help => {
                 cli.help = on;
                 cli.mark("help");
@@ -645,6 +680,16 @@ Authorization:
         --pass <password>            Require this password from clients
         --auth <token>               Require this token from clients
 
+TLS:
+        --tls                        Enable TLS, do not verify clients
+        --tlscert <file>             Server certificate file
+        --tlskey <file>              Private key for server certificate
+        --tlsverify                  Enable TLS, verify client certificates
+        --tlscacert <file>           Client certificate CA for verification
+                                     (any TLS flag replaces the configuration
+                                     file's tls block, keeping its timeout and
+                                     handshake_first)
+
 Other:
     -h, --help                       Print this text
     -v, --version                    Print the version
@@ -653,10 +698,9 @@ Flags take one or two dashes; give values as -flag value or -flag=value;
 switches accept -flag=true or -flag=false.
 Also recognised for compatibility with nats-server, but not acted on:
 -ms/--https_port, --client_advertise, --logtime_utc, -s/--syslog,
--r/--remote_syslog, --log_size_limit, --max_traced_msg_len, --tls, --tlscert,
---tlskey, --tlsverify, --tlscacert, --routes, --cluster, --cluster_name,
---no_advertise, --cluster_advertise, --connect_retries, --cluster_listen,
---profile, --help_tls.
+-r/--remote_syslog, --log_size_limit, --max_traced_msg_len, --routes,
+--cluster, --cluster_name, --no_advertise, --cluster_advertise,
+--connect_retries, --cluster_listen, --profile, --help_tls.
 ";
 
 #[cfg(test)]
@@ -1037,9 +1081,6 @@ mod tests {
     #[test]
     fn unsupported_flags_are_collected() {
         let cli = ok(&[
-            "--tls",
-            "--tlscert",
-            "c.pem",
             "-ms",
             "8443",
             "--cluster",
@@ -1066,11 +1107,6 @@ mod tests {
             "3",
             "--cluster_listen",
             "l",
-            "--tlskey",
-            "k",
-            "--tlsverify",
-            "--tlscacert",
-            "ca",
             "-p",
             "1",
         ]);
@@ -1078,8 +1114,6 @@ mod tests {
         assert_eq!(
             names,
             [
-                "tls",
-                "tlscert",
                 "https_port",
                 "cluster",
                 "routes",
@@ -1095,14 +1129,11 @@ mod tests {
                 "cluster_advertise",
                 "connect_retries",
                 "cluster_listen",
-                "tlskey",
-                "tlsverify",
-                "tlscacert",
             ]
         );
-        assert_eq!(cli.unsupported[0].value, "true");
-        assert_eq!(cli.unsupported[2].value, "8443");
-        assert_eq!(cli.unsupported[7].value, "false");
+        assert_eq!(cli.unsupported[0].value, "8443");
+        assert_eq!(cli.unsupported[3].value, "true");
+        assert_eq!(cli.unsupported[5].value, "false");
         assert_eq!(cli.port, Some(1));
         assert_eq!(
             err(&["-ms", "x"]).to_string(),
@@ -1112,6 +1143,32 @@ mod tests {
             err(&["--log_size_limit", "1MB"]).to_string(),
             "invalid value \"1MB\" for flag -log_size_limit: parse error"
         );
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = ok(&[
+            "--tlsverify",
+            "--tlscert",
+            "c.pem",
+            "-tlskey=k.pem",
+            "--tlscacert",
+            "ca.pem",
+        ]);
+        assert!(cli.tls_verify && !cli.tls);
+        assert_eq!(cli.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(cli.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(
+            cli.tls_ca_cert.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(
+            cli.set_flags,
+            ["tls_verify", "tls_cert", "tls_key", "tls_ca_cert"]
+        );
+        assert!(cli.unsupported.is_empty());
+        let cli = ok(&["--tls=false"]);
+        assert!(!cli.tls && cli.is_set("tls"));
     }
 
     #[test]

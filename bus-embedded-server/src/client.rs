@@ -15,9 +15,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use crate::parser::{ClientOp, Parser};
@@ -64,6 +63,8 @@ pub enum CloseReason {
     AuthenticationTimeout,
     /// A write failed.
     WriteError,
+    /// The TLS handshake failed or timed out.
+    TlsHandshakeFailure,
 }
 
 struct Outbound {
@@ -94,6 +95,12 @@ pub struct Client {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) started: std::time::SystemTime,
     pub(crate) subs: AtomicU64,
+    /// The connection's permissions, once CONNECT authenticated a user that
+    /// has some: deliveries consult them (reply tracking for
+    /// allow_responses, deny filter for wildcard subscriptions).
+    pub(crate) rules: std::sync::OnceLock<Arc<crate::auth::Rules>>,
+    /// The connection's account, once CONNECT put it in one other than `$G`.
+    pub(crate) account: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Subscriber for Client {
@@ -134,6 +141,8 @@ impl Client {
             addr,
             started: std::time::SystemTime::now(),
             subs: AtomicU64::new(0),
+            rules: std::sync::OnceLock::new(),
+            account: std::sync::OnceLock::new(),
         }
     }
 
@@ -153,6 +162,13 @@ impl Client {
 
     pub(crate) fn lang_text(&self) -> String {
         lock(&self.lang).clone()
+    }
+
+    /// The connection's account name (`$G` unless CONNECT chose another).
+    pub(crate) fn account_name(&self) -> &str {
+        self.account
+            .get()
+            .map_or(crate::account::GLOBAL, |a| a.as_ref())
     }
 
     pub(crate) fn version_text(&self) -> String {
@@ -189,6 +205,14 @@ impl Client {
             }
             other => (other, payload),
         };
+        if let Some(rules) = self.rules.get() {
+            if rules.withholds(subject) {
+                return Delivered::Dropped;
+            }
+            if let (Some(responses), Some(reply)) = (&rules.responses, reply) {
+                responses.track(reply);
+            }
+        }
         let mut out = lock(&self.out);
         if out.closed {
             return Delivered::Dropped;
@@ -283,7 +307,9 @@ impl Client {
 }
 
 /// Writes the client's outbound bytes until it is closed and drained.
-async fn writer(client: Arc<Client>, mut socket: OwnedWriteHalf, deadline: Duration) {
+/// `socket` is a TCP write half or one of a TLS stream (which must be
+/// flushed for its records to leave; a no-op on TCP).
+async fn writer<W: AsyncWrite + Unpin>(client: Arc<Client>, mut socket: W, deadline: Duration) {
     loop {
         let chunk = {
             let mut out = lock(&client.out);
@@ -300,7 +326,11 @@ async fn writer(client: Arc<Client>, mut socket: OwnedWriteHalf, deadline: Durat
             client.wake.notified().await;
             continue;
         };
-        match tokio::time::timeout(deadline, socket.write_all(&chunk)).await {
+        let write = async {
+            socket.write_all(&chunk).await?;
+            socket.flush().await
+        };
+        match tokio::time::timeout(deadline, write).await {
             Ok(Ok(())) => client.drained.notify_waiters(),
             Ok(Err(_)) => {
                 client.mark_closing(CloseReason::WriteError);
@@ -331,6 +361,8 @@ struct Connect {
     user: Option<String>,
     pass: Option<String>,
     auth_token: Option<String>,
+    nkey: Option<String>,
+    sig: Option<String>,
 }
 
 impl Default for Connect {
@@ -349,6 +381,8 @@ impl Default for Connect {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
         }
     }
 }
@@ -357,6 +391,9 @@ impl Default for Connect {
 struct Session {
     shared: Arc<Shared>,
     client: Arc<Client>,
+    /// The connection's account: its subscriptions and publishes live there
+    /// (`$G` until CONNECT authenticates a user of another).
+    account: Arc<crate::account::Account>,
     parser: Parser,
     subs: FxHashMap<Bytes, Arc<Sub>>,
     cache: FxHashMap<Bytes, (u64, Arc<Matches<Client>>)>,
@@ -371,6 +408,13 @@ struct Session {
     wakes: Vec<Arc<Client>>,
     /// CONNECT received (nats-server sends no PING before it).
     connected: bool,
+    /// The nonce sent in INFO (nkey users sign it).
+    nonce: Option<String>,
+    /// The user's permissions; `None` = unrestricted (the fast path).
+    rules: Option<Arc<crate::auth::Rules>>,
+    /// Publish decisions by subject (allow/deny lists only; responses are
+    /// never cached).
+    pub_cache: FxHashMap<Bytes, bool>,
     /// `-V`: log each op.
     trace: bool,
 }
@@ -415,6 +459,8 @@ fn trace_op(cid: u64, addr: std::net::SocketAddr, op: &ClientOp) {
 }
 
 const CACHE_MAX: usize = 4096;
+/// Most publish permission decisions remembered per connection.
+const PERM_CACHE_MAX: usize = 1024;
 /// Longest a producer is held back per read for slower consumers.
 const STALL_BUDGET: Duration = Duration::from_millis(10);
 /// When the first server PING goes out (nats-server: 2 s).
@@ -436,13 +482,13 @@ impl Session {
     }
 
     fn matches(&mut self, subject: &Bytes, text: &str) -> Arc<Matches<Client>> {
-        let generation = self.shared.sublist.generation();
+        let generation = self.account.sublist.generation();
         if let Some((g, m)) = self.cache.get(subject) {
             if *g == generation {
                 return Arc::clone(m);
             }
         }
-        let m = Arc::new(self.shared.sublist.matches(text));
+        let m = Arc::new(self.account.sublist.matches(text));
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
         }
@@ -509,15 +555,32 @@ impl Session {
             // nats-server closes without an -ERR.
             Err(_) => return Err(CloseReason::ProtocolError),
         };
-        if let Some(auth) = &self.shared.config.auth
-            && !auth.allows(
-                c.user.as_deref(),
-                c.pass.as_deref(),
-                c.auth_token.as_deref(),
-            )
-        {
-            self.err("Authorization Violation");
-            return Err(CloseReason::AuthorizationViolation);
+        if let Some(auth) = &self.shared.config.auth {
+            let creds = crate::server::Credentials {
+                user: c.user.as_deref(),
+                pass: c.pass.as_deref(),
+                token: c.auth_token.as_deref(),
+                nkey: c.nkey.as_deref(),
+                sig: c.sig.as_deref(),
+            };
+            match auth.authenticate_account(&creds, self.nonce.as_deref()) {
+                Some((perms, account)) if !self.connected => {
+                    if let Some(perms) = perms {
+                        let rules = Arc::new(crate::auth::Rules::new(perms));
+                        let _ = self.client.rules.set(Arc::clone(&rules));
+                        self.rules = Some(rules);
+                    }
+                    if let Some(account) = account.and_then(|a| self.shared.accounts.get(a)) {
+                        let _ = self.client.account.set(Arc::clone(&account.name));
+                        self.account = Arc::clone(account);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.err("Authorization Violation");
+                    return Err(CloseReason::AuthorizationViolation);
+                }
+            }
         }
         if c.no_responders && !c.headers {
             self.err("no responders requires headers support");
@@ -542,6 +605,20 @@ impl Session {
             self.err("Invalid Subject");
             return;
         };
+        // nats-server checks permissions before the subject's form.
+        if let Some(rules) = &self.rules {
+            let q = queue.as_deref().map(String::from_utf8_lossy);
+            if !rules.may_subscribe(text, q.as_deref()) {
+                let text = match &q {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to \"{text}\" using queue \"{q}\""
+                    ),
+                    None => format!("Permissions Violation for Subscription to \"{text}\""),
+                };
+                self.err(&text);
+                return;
+            }
+        }
         if !sublist::valid_filter(text) {
             self.err("Invalid Subject");
             return;
@@ -569,7 +646,7 @@ impl Session {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         });
-        self.shared.sublist.insert(Arc::clone(&sub));
+        self.account.sublist.insert(Arc::clone(&sub));
         self.client.subs.fetch_add(1, Ordering::Relaxed);
         self.subs.insert(sid, sub);
         self.ok();
@@ -585,7 +662,7 @@ impl Session {
             }
             _ => {
                 self.subs.remove(sid);
-                if self.shared.sublist.remove(&sub) {
+                if self.account.sublist.remove(&sub) {
                     self.client.subs.fetch_sub(1, Ordering::Relaxed);
                 }
             }
@@ -603,6 +680,7 @@ impl Session {
             self.err("Invalid Publish Subject");
             return Ok(());
         };
+        let mut malformed = false;
         if !sublist::valid_literal(text) {
             // nats-server: in pedantic mode (the default when CONNECT does
             // not say) an -ERR; either way a malformed subject (empty
@@ -612,10 +690,16 @@ impl Session {
             if self.pedantic {
                 self.err("Invalid Publish Subject");
             }
-            if text.is_empty() || text.split('.').any(str::is_empty) {
-                self.ok();
-                return Ok(());
-            }
+            malformed = text.is_empty() || text.split('.').any(str::is_empty);
+        }
+        if self.rules.is_some() && !self.may_publish(&subject, text) {
+            // Dropped; the connection stays open (nats-server).
+            self.err(&format!("Permissions Violation for Publish to \"{text}\""));
+            return Ok(());
+        }
+        if malformed {
+            self.ok();
+            return Ok(());
         }
         // Per-connection counters only (no shared cache line on the hot
         // path); /varz adds them up.
@@ -669,7 +753,12 @@ impl Session {
                 }
             }
         }
-        if let Some(js) = &self.shared.jetstream {
+        if self.account.routes.get().is_some() {
+            delivered += self.cross_account(text, &subject, reply.as_ref(), header_len, &payload);
+        } else if self.account.exports_services && subject.starts_with(b"_R_.") {
+            delivered += self.service_reply(&subject, reply.as_ref(), header_len, &payload);
+        }
+        if let Some(js) = &self.account.jetstream {
             let (hdr, data) = match header_len {
                 Some(h) if h <= payload.len() => (&payload[..h], &payload[h..]),
                 _ => (&b""[..], &payload[..]),
@@ -680,6 +769,19 @@ impl Session {
             if js.on_publish(text, reply_text, hdr, data) {
                 delivered += 1;
             }
+        } else if self.account.jetstream_refused
+            && let Some(api) = text.strip_prefix("$JS.API.")
+        {
+            // nats-server's `$JS.API.>` responder takes every request here,
+            // answering the APIs it knows.
+            delivered += 1;
+            if let Some(reply) = &reply
+                && let Some(answer) = crate::jetstream::api::not_enabled_for_account(api)
+            {
+                let reply = Bytes::clone(reply);
+                let account = Arc::clone(&self.account);
+                self.deliver_in(&account, &reply, None, None, answer.as_bytes());
+            }
         }
         if delivered == 0
             && self.no_responders
@@ -688,6 +790,149 @@ impl Session {
             self.no_responders_status(&subject, reply);
         }
         Ok(())
+    }
+
+    /// Imports and exports of this account for one publish: stream exports
+    /// to importing accounts, service imports to exporting ones, and
+    /// replies of this account's services to their requesters.
+    fn cross_account(
+        &mut self,
+        text: &str,
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        header_len: Option<usize>,
+        payload: &Bytes,
+    ) -> u64 {
+        let account = Arc::clone(&self.account);
+        let Some(routes) = account.routes.get() else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for route in &routes.streams_out {
+            if let (Some(mapped), Some(target)) = (route.map(text), route.target.upgrade()) {
+                delivered += self.deliver_in(
+                    &target,
+                    mapped.as_bytes(),
+                    reply.map(|r| &r[..]),
+                    header_len,
+                    payload,
+                );
+            }
+        }
+        for route in &routes.services_in {
+            let (Some(mapped), Some(exporter)) = (route.map(text), route.target.upgrade()) else {
+                continue;
+            };
+            let reply = reply.map(|r| exporter.reply_for(&self.account, r, route));
+            let info = format!(
+                "Nats-Request-Info: {{\"acc\":\"{}\",\"rtt\":0}}",
+                self.account.name
+            );
+            let (hl, body) = crate::account::with_header(header_len, payload, &info);
+            delivered += self.deliver_in(
+                &exporter,
+                mapped.as_bytes(),
+                reply.as_deref(),
+                Some(hl),
+                &body,
+            );
+            // The first matching import takes the request.
+            break;
+        }
+        if self.account.exports_services && subject.starts_with(b"_R_.") {
+            delivered += self.service_reply(subject, reply, header_len, payload);
+        }
+        delivered
+    }
+
+    /// A reply published by this account's service on a generated `_R_.`
+    /// subject: delivered to the requester's reply subject in its account.
+    fn service_reply(
+        &mut self,
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        header_len: Option<usize>,
+        payload: &Bytes,
+    ) -> u64 {
+        let Some((target, to)) = self.account.take_reply(subject) else {
+            return 0;
+        };
+        self.deliver_in(&target, &to, reply.map(|r| &r[..]), header_len, payload)
+    }
+
+    /// Delivers a message to the subscribers of `account` matching `subject`
+    /// (one member per queue group); how many got it.
+    fn deliver_in(
+        &mut self,
+        account: &crate::account::Account,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload: &[u8],
+    ) -> u64 {
+        let Ok(text) = std::str::from_utf8(subject) else {
+            return 0;
+        };
+        let matches = account.sublist.matches(text);
+        let mut delivered = 0;
+        for sub in &matches.plain {
+            if !sub.take_delivery() {
+                continue;
+            }
+            let outcome = sub
+                .client
+                .deliver(subject, &sub.sid, reply, header_len, payload);
+            if self.note(&sub.client, outcome) {
+                delivered += 1;
+            }
+            if sub.exhausted() && account.sublist.remove(sub) {
+                sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        for group in &matches.groups {
+            let start = account.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                let sub = &group[(start + i) % group.len()];
+                if sub.exhausted() || !sub.take_delivery() {
+                    continue;
+                }
+                let outcome = sub
+                    .client
+                    .deliver(subject, &sub.sid, reply, header_len, payload);
+                let ok = self.note(&sub.client, outcome);
+                if sub.exhausted() && account.sublist.remove(sub) {
+                    sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+                }
+                if ok {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// The publish permission check, cached per subject; a subject the
+    /// lists refuse may still be a reply this user may answer.
+    fn may_publish(&mut self, subject: &Bytes, text: &str) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        if !rules.restricts_publish() {
+            return true;
+        }
+        let allowed = match self.pub_cache.get(subject) {
+            Some(allowed) => *allowed,
+            None => {
+                let allowed = rules.may_publish(text);
+                if self.pub_cache.len() >= PERM_CACHE_MAX {
+                    self.pub_cache.clear();
+                }
+                self.pub_cache.insert(subject.clone(), allowed);
+                allowed
+            }
+        };
+        allowed || rules.may_respond(subject)
     }
 
     /// Tells the publisher no one is listening: an HMSG with status 503 on the
@@ -762,14 +1007,14 @@ impl Session {
     }
 
     fn expire(&self, sub: &Arc<Sub>) {
-        if self.shared.sublist.remove(sub) {
+        if self.account.sublist.remove(sub) {
             sub.client.subs.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     fn cleanup(&mut self) {
         for (_, sub) in self.subs.drain() {
-            self.shared.sublist.remove(&sub);
+            self.account.sublist.remove(&sub);
         }
     }
 }
@@ -777,13 +1022,158 @@ impl Session {
 /// Runs one connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer_half) = stream.into_split();
+    let nonce = shared
+        .config
+        .auth
+        .as_ref()
+        .is_some_and(crate::server::Auth::needs_nonce)
+        .then(crate::auth::new_nonce);
+    let Some(acceptor) = shared.tls.clone() else {
+        // Plain TCP: owned halves, no lock between reader and writer.
+        let (reader, writer_half) = stream.into_split();
+        return run(shared, client, reader, writer_half, nonce, false).await;
+    };
+    let handshake_first = shared
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.handshake_first);
+    match tls_handshake(&shared, &client, stream, &acceptor, nonce.as_deref()).await {
+        Some(tls) => {
+            let (reader, writer_half) = tokio::io::split(tls);
+            run(shared, client, reader, writer_half, nonce, !handshake_first).await;
+        }
+        None => {
+            client.mark_closing(CloseReason::TlsHandshakeFailure);
+            client.close_outbound();
+            shared.remove_client(client.id);
+        }
+    }
+}
+
+/// The content type of a TLS handshake record (a ClientHello starts with it).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake, as nats-server does it: unless `handshake_first`,
+/// INFO goes out in plain text first and the client must then start the
+/// handshake. A failure or a handshake longer than the TLS timeout closes
+/// the connection without a word (nats-server sends nothing either).
+async fn tls_handshake(
+    shared: &Shared,
+    client: &Client,
+    mut stream: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    nonce: Option<&str>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let (timeout, handshake_first) = shared
+        .config
+        .tls
+        .as_ref()
+        .map_or((crate::tls::DEFAULT_TLS_TIMEOUT, false), |t| {
+            (t.timeout, t.handshake_first)
+        });
+    let debug = shared.config.debug;
+    let (addr, cid) = (client.addr, client.id);
+    if debug {
+        tracing::debug!("{addr} - cid:{cid} - Client connection created");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    if !handshake_first {
+        let info = shared.info_with_nonce(cid, addr, nonce);
+        match tokio::time::timeout_at(deadline, stream.write_all(&info)).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
+    if debug {
+        tracing::debug!("{addr} - cid:{cid} - Starting TLS client connection handshake");
+    }
+    let mut shutdown = shared.shutdown.subscribe();
+    let handshake = async {
+        // Like Go's TLS stack, give up without a reply (no TLS alert) when
+        // the first record is not a handshake: a plain-text client (its
+        // CONNECT) just sees the connection closed, as with nats-server.
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "tls: first record does not look like a TLS handshake",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        acceptor.accept(stream).await
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout_at(deadline, handshake) => r,
+        _ = shutdown.changed() => return None,
+    };
+    match outcome {
+        Ok(Ok(tls)) => {
+            if debug {
+                let (_, conn) = tls.get_ref();
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake complete");
+                tracing::debug!(
+                    "{addr} - cid:{cid} - TLS version {}, cipher suite {}",
+                    conn.protocol_version()
+                        .map(|v| format!("{v:?}").replace("TLSv1_", "1."))
+                        .unwrap_or_default(),
+                    conn.negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite()))
+                        .unwrap_or_default()
+                );
+            }
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            if crate::tls::is_client_cert_error(&e) {
+                tracing::error!("{addr} - cid:{cid} - TLS handshake error: {e}");
+            } else if debug {
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake error: {e}");
+            }
+            if debug {
+                tracing::debug!(
+                    "{addr} - cid:{cid} - Client connection closed: TLS Handshake Failure"
+                );
+            }
+            None
+        }
+        Err(_) => {
+            if debug {
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake timeout");
+                tracing::debug!(
+                    "{addr} - cid:{cid} - Client connection closed: TLS Handshake Failure"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Runs one connection (plain or TLS) to its end; `info_sent` when the TLS
+/// upgrade already sent INFO in plain text.
+async fn run<R, W>(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    mut reader: R,
+    writer_half: W,
+    nonce: Option<String>,
+    info_sent: bool,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let cfg = shared.config.clone();
     let writer_task = tokio::spawn(writer(Arc::clone(&client), writer_half, cfg.write_deadline));
-    client.send(&shared.info_for(client.id, client.addr));
+    if !info_sent {
+        client.send(&shared.info_with_nonce(client.id, client.addr, nonce.as_deref()));
+    }
     let mut session = Session {
         shared: Arc::clone(&shared),
         client: Arc::clone(&client),
+        account: Arc::clone(&shared.global),
         parser: Parser::new(cfg.max_control_line, cfg.max_payload),
         subs: FxHashMap::default(),
         cache: FxHashMap::default(),
@@ -795,9 +1185,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         stalls: Vec::new(),
         wakes: Vec::new(),
         connected: false,
+        nonce,
+        rules: None,
+        pub_cache: FxHashMap::default(),
         trace: cfg.trace,
     };
-    if cfg.debug {
+    // (With TLS, logged before the handshake.)
+    if cfg.debug && shared.tls.is_none() {
         tracing::debug!(
             "{} - cid:{} - Client connection created",
             client.addr,

@@ -1176,6 +1176,10 @@ pub struct ServerConf {
     pub jetstream: Option<JetStreamConf>,
     /// The raw `authorization` block.
     pub authorization: Option<Located>,
+    /// The raw `accounts` block (read by [`crate::account::accounts_from_conf`]).
+    pub accounts: Option<Located>,
+    /// The `tls` block.
+    pub tls: Option<TlsConf>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
 }
@@ -1191,6 +1195,39 @@ pub struct JetStreamConf {
     pub strict: Option<bool>,
     pub sync_interval: Option<SyncInterval>,
 }
+
+/// The `tls { }` block (client connections).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsConf {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub verify: bool,
+    /// Handshake timeout: seconds (integer or fractional) or a duration string.
+    pub timeout: Option<Duration>,
+    pub handshake_first: bool,
+}
+
+/// `tls { }` keys nats-server knows that this server does not implement.
+/// They refuse the start: running with different security than configured
+/// is never right.
+const KNOWN_UNSUPPORTED_TLS: &[&str] = &[
+    "ca_certs_match",
+    "cert_match",
+    "cert_match_by",
+    "cert_match_skip_invalid",
+    "cert_store",
+    "certs",
+    "cipher_suites",
+    "connection_rate_limit",
+    "curve_preferences",
+    "insecure",
+    "min_version",
+    "ocsp_peer",
+    "pinned_certs",
+    "verify_and_map",
+    "verify_cert_and_check_known_urls",
+];
 
 /// `jetstream { sync_interval: ... }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1212,7 +1249,6 @@ pub struct Warning {
 
 /// Top-level keys nats-server 2.15.1 knows but this server does not act on.
 const KNOWN_UNSUPPORTED: &[&str] = &[
-    "accounts",
     "allow_non_tls",
     "client_advertise",
     "cluster",
@@ -1259,7 +1295,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "syslog",
     "system",
     "system_account",
-    "tls",
     "trace_headers",
     "trace_verbose",
     "trusted",
@@ -1470,6 +1505,62 @@ impl Reader {
         }
     }
 
+    /// `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first }`;
+    /// unknown keys are errors, as in nats-server ("error parsing tls config").
+    fn tls(&mut self, value: &Located) -> Result<TlsConf, ConfError> {
+        let Value::Map(entries) = &value.value else {
+            return self.wrong_type("tls", value, "a map");
+        };
+        let mut t = TlsConf::default();
+        for (k, v) in entries {
+            let name = format!("tls.{k}");
+            match k.to_ascii_lowercase().as_str() {
+                "cert_file" => t.cert_file = Some(self.path(&name, v)?),
+                "key_file" => t.key_file = Some(self.path(&name, v)?),
+                "ca_file" => t.ca_file = Some(self.path(&name, v)?),
+                "verify" => t.verify = self.boolean(&name, v)?,
+                "timeout" => {
+                    t.timeout = Some(match v.value {
+                        Value::Float(f) if f.is_finite() && f >= 0.0 => Duration::from_secs_f64(f),
+                        Value::Integer(i) if i >= 0 => Duration::from_secs(i.unsigned_abs()),
+                        _ => duration_of(&name, v)?,
+                    });
+                }
+                "handshake_first" | "first" => {
+                    t.handshake_first = match &v.value {
+                        Value::Bool(b) => *b,
+                        // nats-server: a duration means "handshake first, or
+                        // plain INFO after this long" (not implemented).
+                        _ => {
+                            return self.invalid(
+                                &name,
+                                v,
+                                "only true or false is supported by this server \
+                                 (a fallback delay is not)",
+                            );
+                        }
+                    };
+                }
+                lower if KNOWN_UNSUPPORTED_TLS.contains(&lower) => {
+                    return self.invalid(
+                        &name,
+                        v,
+                        format!("{k} is not supported yet by this server; refusing to start"),
+                    );
+                }
+                _ if v.used_as_variable => {}
+                _ => {
+                    return self.invalid(
+                        &name,
+                        v,
+                        format!("error parsing tls config, unknown field \"{k}\""),
+                    );
+                }
+            }
+        }
+        Ok(t)
+    }
+
     fn jetstream(&mut self, value: &Located) -> Result<JetStreamConf, ConfError> {
         let key = "jetstream";
         match &value.value {
@@ -1611,8 +1702,13 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "server_tags" => c.server_tags = r.tags(k, v)?,
             "jetstream" => c.jetstream = Some(r.jetstream(v)?),
             "store_dir" => top_store_dir = Some((r.path(k, v)?, v)),
+            "tls" => c.tls = Some(r.tls(v)?),
             "authorization" => match v.value {
                 Value::Map(_) => c.authorization = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
+            "accounts" => match v.value {
+                Value::Map(_) => c.accounts = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),
             },
             "lame_duck_duration" => {
@@ -2651,14 +2747,46 @@ cluster { name: c1, listen: 0.0.0.0:6222 }
 
     #[test]
     fn unsupported_and_unknown_keys_warn() {
-        let (_, w) = sc("port: 1\ncluster { name: x }\nfoo: bar\nTLS { }\nV: 1\nmax_subs: $V");
+        let (_, w) = sc("port: 1\ncluster { name: x }\nfoo: bar\nOCSP { }\nV: 1\nmax_subs: $V");
         let got: Vec<(&str, usize)> = w.iter().map(|w| (w.key.as_str(), w.line)).collect();
         assert_eq!(
             got,
-            [("cluster", 2), ("foo", 3), ("TLS", 4), ("max_subs", 6)]
+            [("cluster", 2), ("foo", 3), ("OCSP", 4), ("max_subs", 6)]
         );
         assert!(w[0].message.contains("unsupported option 'cluster'"));
         assert!(w[1].message.contains("unknown field 'foo'"));
+    }
+
+    #[test]
+    fn tls_block() {
+        let (c, w) = sc(
+            "tls {\n  cert_file: \"/c.pem\"\n  key_file: '/k.pem'\n  ca_file: /ca.pem\n  verify: true\n  timeout: 0.5\n  handshake_first: true\n}",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.tls,
+            Some(TlsConf {
+                cert_file: Some("/c.pem".into()),
+                key_file: Some("/k.pem".into()),
+                ca_file: Some("/ca.pem".into()),
+                verify: true,
+                timeout: Some(Duration::from_millis(500)),
+                handshake_first: true,
+            })
+        );
+        let timeout = |t: &str| {
+            sc(&format!("tls {{ timeout: {t} }}"))
+                .0
+                .tls
+                .and_then(|t| t.timeout)
+        };
+        assert_eq!(timeout("3"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout("\"1500ms\""), Some(Duration::from_millis(1500)));
+        assert!(sc_err("tls { foo: 1 }").contains("unknown field \"foo\""));
+        assert!(sc_err("tls { timeout: \"abc\" }").contains("tls.timeout"));
+        assert!(sc_err("tls { verify_and_map: true }").contains("refusing to start"));
+        assert!(sc_err("tls { handshake_first: \"300ms\" }").contains("handshake_first"));
+        assert!(sc_err("tls: 1").contains("expected a map"));
     }
 
     #[test]

@@ -12,9 +12,17 @@
 //! - `client`: one connection: read loop, dispatch, per-connection outbound
 //!   buffer and writer; slow-consumer and stale-connection handling.
 //! - [`server`]: configuration, accept loop, shared state, shutdown.
+//! - [`account`]: accounts (`accounts {}`): one subscription index per
+//!   account, stream/service exports and imports, JetStream per account;
+//!   without accounts everyone is in `$G` and nothing extra runs per message.
+//! - [`auth`]: nkey signatures, per-user publish/subscribe permissions
+//!   (compiled per connection, decisions cached), the `authorization {}` block.
 //! - [`cli`]: nats-server's command-line flags, Go style (`-p`, `--port=`,
 //!   `-DV`); [`conf`]: nats-server's configuration file format and the keys
 //!   we support (others are warnings naming key and line). Both only parse.
+//! - [`tls`]: TLS for client connections (rustls, ring provider): INFO in
+//!   plain text then the client's handshake, or `handshake_first`; optional
+//!   client certificate verification.
 //! - `monitor`: the HTTP monitoring endpoints (`/varz`, `/connz`, `/subsz`,
 //!   `/healthz`, `/metrics`); reads counters, never blocks the data path.
 //!
@@ -26,6 +34,8 @@
 //! - Nothing from the network is trusted for sizes: the parser rejects a
 //!   declared size over `max_payload` before reading the payload.
 
+pub mod account;
+pub mod auth;
 pub mod cli;
 mod client;
 pub mod conf;
@@ -34,5 +44,10 @@ mod monitor;
 pub mod parser;
 pub mod server;
 pub mod sublist;
+pub mod tls;
 
-pub use server::{Auth, ServerConfig, ServerError, ServerHandle, Stats, User, VERSION, start};
+pub use auth::{Identity, Login, Permissions, ResponsePermission, SubjectPermission};
+pub use server::{
+    Auth, Credentials, ServerConfig, ServerError, ServerHandle, Stats, User, VERSION, start,
+};
+pub use tls::TlsConfig;

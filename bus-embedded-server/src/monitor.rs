@@ -53,7 +53,14 @@ async fn handle(
         })
     };
     let (status, content_type, body) = match path {
-        "/jsz" => match &shared.jetstream {
+        // `$G`'s JetStream, or with `?acc=NAME` that account's.
+        "/jsz" => match query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("acc="))
+            .filter(|a| *a != crate::account::GLOBAL)
+            .map_or(shared.jetstream.as_ref(), |a| {
+                shared.accounts.get(a).and_then(|a| a.jetstream.as_ref())
+            }) {
             Some(js) => {
                 let opts = crate::jetstream::jsz::JszOptions {
                     streams: flag("streams") || flag("accounts"),
@@ -80,11 +87,17 @@ async fn handle(
         "/connz" => (StatusCode::OK, "application/json", pretty(&connz(&shared))),
         "/subsz" => (StatusCode::OK, "application/json", pretty(&subsz(&shared))),
         "/healthz" => {
-            let problems = shared
+            let problems: Vec<_> = shared
                 .jetstream
-                .as_ref()
-                .map(|js| js.health_problems())
-                .unwrap_or_default();
+                .iter()
+                .chain(
+                    shared
+                        .accounts
+                        .values()
+                        .filter_map(|a| a.jetstream.as_ref()),
+                )
+                .flat_map(|js| js.health_problems())
+                .collect();
             if problems.is_empty() {
                 (
                     StatusCode::OK,
@@ -215,7 +228,7 @@ fn varz(s: &Shared) -> Value {
     let (mem, cpu) = process_usage(uptime);
     let c = &s.config;
     let [in_msgs, in_bytes, out_msgs, out_bytes] = s.traffic();
-    json!({
+    let mut v = json!({
         "server_id": s.server_id,
         "server_name": s.server_name,
         "version": VERSION,
@@ -248,8 +261,23 @@ fn varz(s: &Shared) -> Value {
         "in_bytes": in_bytes,
         "out_bytes": out_bytes,
         "slow_consumers": s.stats.slow_consumers.load(Ordering::Relaxed),
-        "subscriptions": s.sublist.len(),
-    })
+        "subscriptions": s.subscription_count(),
+    });
+    let tls = c.tls.as_ref();
+    let timeout = tls.map_or(crate::tls::DEFAULT_TLS_TIMEOUT, |t| t.timeout);
+    // Seconds, a whole number printed without a fraction (as Go does).
+    v["tls_timeout"] = if timeout.subsec_nanos() == 0 {
+        json!(timeout.as_secs())
+    } else {
+        json!(timeout.as_secs_f64())
+    };
+    if let Some(t) = tls {
+        v["tls_required"] = json!(true);
+        if t.verify {
+            v["tls_verify"] = json!(true);
+        }
+    }
+    v
 }
 
 fn connz(s: &Shared) -> Value {
@@ -274,6 +302,7 @@ fn connz(s: &Shared) -> Value {
                 "name": c.name_text(),
                 "lang": c.lang_text(),
                 "version": c.version_text(),
+                "account": c.account_name(),
             })
         })
         .collect();
@@ -293,7 +322,7 @@ fn subsz(s: &Shared) -> Value {
     json!({
         "server_id": s.server_id,
         "now": rfc3339(SystemTime::now()),
-        "num_subscriptions": s.sublist.len(),
+        "num_subscriptions": s.subscription_count(),
     })
 }
 

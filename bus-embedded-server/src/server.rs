@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::account::Account;
 use crate::client::{self, Client};
-use crate::sublist::Sublist;
 
 /// The nats-server version whose client-visible core behaviour we implement.
 pub const VERSION: &str = "2.10.0";
@@ -53,6 +53,11 @@ pub struct ServerConfig {
     pub trace: bool,
     /// JetStream (`-js`, `jetstream {}`); `None` = off.
     pub jetstream: Option<crate::jetstream::JetStreamConfig>,
+    /// TLS for client connections (`tls {}`, `--tls*`); `None` = plain TCP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Accounts (`accounts {}`); empty = everyone in the global account.
+    /// Their users must also be in `auth` (as identities naming the account).
+    pub accounts: Vec<crate::account::AccountConfig>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +79,8 @@ impl Default for ServerConfig {
             debug: false,
             trace: false,
             jetstream: None,
+            tls: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -87,6 +94,25 @@ pub enum Auth {
     Token(String),
     /// Named users with passwords.
     Users(Vec<User>),
+    /// nats-server's `users` list in full: password and nkey users, each
+    /// with optional publish/subscribe permissions. With any nkey user, INFO
+    /// carries a nonce for the client to sign.
+    Identities(Vec<crate::auth::Identity>),
+}
+
+/// The credentials of a CONNECT.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// `user`.
+    pub user: Option<&'a str>,
+    /// `pass`.
+    pub pass: Option<&'a str>,
+    /// `auth_token`.
+    pub token: Option<&'a str>,
+    /// `nkey` (public key).
+    pub nkey: Option<&'a str>,
+    /// `sig`: the signature of the INFO nonce.
+    pub sig: Option<&'a str>,
 }
 
 /// One user of [`Auth::Users`].
@@ -104,20 +130,84 @@ impl Auth {
         match self {
             Auth::Token(t) => !is_bcrypt(t),
             Auth::Users(users) => users.iter().any(|u| !is_bcrypt(&u.password)),
+            Auth::Identities(ids) => ids.iter().any(|i| match &i.login {
+                crate::auth::Login::Password(u) => !is_bcrypt(&u.password),
+                crate::auth::Login::Nkey(_) => false,
+            }),
         }
+    }
+
+    /// True when INFO must carry a nonce (an nkey user is configured).
+    pub fn needs_nonce(&self) -> bool {
+        matches!(self, Auth::Identities(ids)
+            if ids.iter().any(|i| matches!(i.login, crate::auth::Login::Nkey(_))))
     }
 
     /// Checks CONNECT's credentials.
     pub fn allows(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
+        let creds = Credentials {
+            user,
+            pass,
+            token,
+            ..Credentials::default()
+        };
+        self.authenticate(&creds, None).is_some()
+    }
+
+    /// Checks CONNECT's credentials (`nonce`: the one sent in INFO); on
+    /// success, the user's permissions (`None` = unrestricted). As
+    /// nats-server: a CONNECT with an `nkey` is judged by it alone when nkey
+    /// users are configured.
+    pub fn authenticate(
+        &self,
+        creds: &Credentials<'_>,
+        nonce: Option<&str>,
+    ) -> Option<Option<&crate::auth::Permissions>> {
+        self.authenticate_account(creds, nonce).map(|(p, _)| p)
+    }
+
+    /// As [`Auth::authenticate`], with the user's account (`None` = `$G`).
+    pub fn authenticate_account(
+        &self,
+        creds: &Credentials<'_>,
+        nonce: Option<&str>,
+    ) -> Option<(Option<&crate::auth::Permissions>, Option<&str>)> {
+        use crate::auth::Login;
+        let password = |found: Option<&User>| match (found, creds.pass) {
+            (Some(u), Some(pass)) => secret_matches(pass, &u.password),
+            _ => false,
+        };
         match self {
-            Auth::Token(expected) => token.is_some_and(|t| secret_matches(t, expected)),
-            Auth::Users(users) => match (user, pass) {
-                (Some(user), Some(pass)) => users
+            Auth::Token(expected) => creds
+                .token
+                .is_some_and(|t| secret_matches(t, expected))
+                .then_some((None, None)),
+            Auth::Users(users) => {
+                let user = creds.user?;
+                password(users.iter().find(|u| u.name == user)).then_some((None, None))
+            }
+            Auth::Identities(ids) => {
+                if let Some(nkey) = creds.nkey.filter(|k| !k.is_empty())
+                    && self.needs_nonce()
+                {
+                    let id = ids
+                        .iter()
+                        .find(|i| matches!(&i.login, Login::Nkey(k) if k == nkey))?;
+                    let (Some(sig), Some(nonce)) = (creds.sig, nonce) else {
+                        return None;
+                    };
+                    return crate::auth::verify_nkey(nkey, nonce.as_bytes(), sig)
+                        .then_some((id.permissions.as_ref(), id.account.as_deref()));
+                }
+                let user = creds.user?;
+                let id = ids
                     .iter()
-                    .find(|u| u.name == user)
-                    .is_some_and(|u| secret_matches(pass, &u.password)),
-                _ => false,
-            },
+                    .find(|i| matches!(&i.login, Login::Password(u) if u.name == user))?;
+                let Login::Password(u) = &id.login else {
+                    return None;
+                };
+                password(Some(u)).then_some((id.permissions.as_ref(), id.account.as_deref()))
+            }
         }
     }
 }
@@ -152,6 +242,9 @@ pub enum ServerError {
     /// JetStream could not be opened (store directory, recovery).
     #[error(transparent)]
     JetStream(#[from] crate::jetstream::JetStreamError),
+    /// The TLS certificate, key or CA could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Server-wide counters. Traffic counters here hold closed connections'
@@ -176,7 +269,10 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
     pub server_id: String,
     pub server_name: String,
-    pub sublist: Sublist<Client>,
+    /// The global account `$G` (everyone, when no accounts are configured).
+    pub global: Arc<Account>,
+    /// The configured accounts by name (not `$G`).
+    pub accounts: HashMap<String, Arc<Account>>,
     pub stats: Stats,
     pub shutdown: watch::Sender<bool>,
     /// False once in lame duck mode.
@@ -189,76 +285,23 @@ pub(crate) struct Shared {
     pub started: SystemTime,
     /// The JetStream engine, when enabled.
     pub jetstream: Option<Arc<crate::jetstream::JetStream>>,
-}
-
-impl crate::jetstream::Router for Shared {
-    fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
-        self.route_as(subject, subject, reply, hdr, data)
-    }
-
-    fn route_as(
-        &self,
-        to: &str,
-        subject: &str,
-        reply: Option<&str>,
-        hdr: &[u8],
-        data: &[u8],
-    ) -> usize {
-        let matches = self.sublist.matches(to);
-        let joined: Vec<u8>;
-        let (header_len, body): (Option<usize>, &[u8]) = if hdr.is_empty() {
-            (None, data)
-        } else {
-            joined = [hdr, data].concat();
-            (Some(hdr.len()), &joined[..])
-        };
-        let reply = reply.map(str::as_bytes);
-        let mut delivered = 0;
-        let deliver = |sub: &Arc<crate::client::Sub>| -> bool {
-            if !sub.take_delivery() {
-                return false;
-            }
-            let outcome = sub
-                .client
-                .deliver(subject.as_bytes(), &sub.sid, reply, header_len, body);
-            if sub.exhausted() && self.sublist.remove(sub) {
-                sub.client.subs.fetch_sub(1, Ordering::Relaxed);
-            }
-            match outcome {
-                client::Delivered::Ok { wake } | client::Delivered::Stall { wake } => {
-                    if wake {
-                        sub.client.wake_writer();
-                    }
-                    true
-                }
-                client::Delivered::Dropped => false,
-            }
-        };
-        for sub in &matches.plain {
-            if deliver(sub) {
-                delivered += 1;
-            }
-        }
-        for group in &matches.groups {
-            let start = self.next_queue_pick(group.len());
-            for i in 0..group.len() {
-                if deliver(&group[(start + i) % group.len()]) {
-                    delivered += 1;
-                    break;
-                }
-            }
-        }
-        delivered
-    }
-
-    fn has_interest(&self, subject: &str) -> bool {
-        !self.sublist.matches(subject).is_empty()
-    }
+    /// Accepts client TLS handshakes, when TLS is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
     /// INFO line for a new connection.
     pub fn info_for(&self, client_id: u64, addr: SocketAddr) -> Vec<u8> {
+        self.info_with_nonce(client_id, addr, None)
+    }
+
+    /// INFO line for a new connection, with the nonce an nkey user signs.
+    pub fn info_with_nonce(
+        &self,
+        client_id: u64,
+        addr: SocketAddr,
+        nonce: Option<&str>,
+    ) -> Vec<u8> {
         let info = serde_json::json!({
             "server_id": self.server_id,
             "server_name": self.server_name,
@@ -276,8 +319,17 @@ impl Shared {
         if self.config.auth.is_some() {
             info["auth_required"] = serde_json::Value::Bool(true);
         }
-        if self.jetstream.is_some() {
+        if self.config.jetstream.is_some() {
             info["jetstream"] = serde_json::Value::Bool(true);
+        }
+        if let Some(tls) = &self.config.tls {
+            info["tls_required"] = serde_json::Value::Bool(true);
+            if tls.verify {
+                info["tls_verify"] = serde_json::Value::Bool(true);
+            }
+        }
+        if let Some(nonce) = nonce {
+            info["nonce"] = serde_json::Value::String(nonce.to_owned());
         }
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(info.to_string().as_bytes());
@@ -298,6 +350,13 @@ impl Shared {
             "max_payload": self.config.max_payload,
             "ldm": true,
         });
+        let mut info = info;
+        if let Some(tls) = &self.config.tls {
+            info["tls_required"] = serde_json::Value::Bool(true);
+            if tls.verify {
+                info["tls_verify"] = serde_json::Value::Bool(true);
+            }
+        }
         let mut line = b"INFO ".to_vec();
         line.extend_from_slice(info.to_string().as_bytes());
         line.extend_from_slice(b"\r\n");
@@ -344,6 +403,11 @@ impl Shared {
             t[3] += c.out_bytes.load(Ordering::Relaxed);
         }
         t
+    }
+
+    /// Subscriptions over every account.
+    pub fn subscription_count(&self) -> u64 {
+        self.global.sublist.len() + self.accounts.values().map(|a| a.sublist.len()).sum::<u64>()
     }
 
     pub fn port(&self) -> u16 {
@@ -450,17 +514,35 @@ impl ServerHandle {
         if let Some(js) = &self.shared.jetstream {
             js.shutdown();
         }
+        for a in self.shared.accounts.values() {
+            if let Some(js) = &a.jetstream {
+                js.shutdown();
+            }
+        }
     }
 
     /// The JetStream engine, when enabled.
     pub fn jetstream(&self) -> Option<&Arc<crate::jetstream::JetStream>> {
         self.shared.jetstream.as_ref()
     }
+
+    /// The JetStream engine of a configured account (`$G`: the global one).
+    pub fn account_jetstream(&self, account: &str) -> Option<&Arc<crate::jetstream::JetStream>> {
+        if account == crate::account::GLOBAL {
+            return self.shared.global.jetstream.as_ref();
+        }
+        self.shared.accounts.get(account)?.jetstream.as_ref()
+    }
 }
 
 /// Binds and starts serving; returns once the listener is bound.
 pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let begun = Instant::now();
+    // Certificates first: a bad file must stop the start before anything binds.
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(ServerError::Tls)?),
+        None => None,
+    };
     let bind = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&bind)
         .await
@@ -496,17 +578,19 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     };
     let (shutdown, _) = watch::channel(false);
     let (accepting, _) = watch::channel(true);
-    let jetstream = match &config.jetstream {
-        Some(js) => {
-            Some(crate::jetstream::JetStream::open(js.clone()).map_err(ServerError::JetStream)?)
-        }
-        None => None,
-    };
+    let (global, accounts) = crate::account::build(&config.accounts, config.jetstream.as_ref())
+        .map_err(ServerError::JetStream)?;
+    let jetstream = global.jetstream.clone();
+    let accounts: HashMap<String, Arc<Account>> = accounts
+        .into_iter()
+        .map(|a| (a.name.to_string(), a))
+        .collect();
     let shared = Arc::new(Shared {
         config,
         server_id,
         server_name,
-        sublist: Sublist::default(),
+        global,
+        accounts,
         stats: Stats::default(),
         shutdown,
         accepting,
@@ -517,11 +601,8 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         monitor_port: monitor.as_ref().map(|(_, p)| *p),
         started: SystemTime::now(),
         jetstream,
+        tls,
     });
-    if let Some(js) = &shared.jetstream {
-        let router: Arc<dyn crate::jetstream::Router> = Arc::clone(&shared) as _;
-        js.set_router(Arc::downgrade(&router));
-    }
     if let Some((listener, _)) = monitor {
         tokio::spawn(crate::monitor::serve(Arc::clone(&shared), listener));
     }

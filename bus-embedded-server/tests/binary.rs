@@ -263,10 +263,10 @@ async fn authorization_block_with_users_is_enforced() {
 #[test]
 fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("perms.conf");
+    let conf = dir.path().join("callout.conf");
     std::fs::write(
         &conf,
-        "listen: 127.0.0.1:-1\nauthorization {\n  users: [ {user: a, password: b, permissions: {publish: \"x\"}} ]\n}\n",
+        "listen: 127.0.0.1:-1\nauthorization {\n  auth_callout { issuer: \"AABBCC\" }\n  users: [ {user: a, password: b} ]\n}\n",
     )
     .expect("write");
     let out = Command::new(BIN)
@@ -276,11 +276,11 @@ fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
         .expect("run");
     assert!(
         !out.status.success(),
-        "started without enforcing permissions"
+        "started without enforcing auth_callout"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("permissions") && stderr.contains("line 3"),
+        stderr.contains("auth_callout") && stderr.contains("line 3"),
         "{stderr}"
     );
 }

@@ -6,6 +6,18 @@
 //! Other processes on the machine share it by configuring
 //! `backend = "nats"` with its URL. The server stops when the bus is closed
 //! ([`Bus::close`]) or dropped.
+//!
+//! With `[bus.embedded] tls_cert_file` / `tls_key_file` the server requires
+//! TLS (and, with `tls_verify`, client certificates signed by
+//! `tls_ca_file`); the in-process adapter then connects with TLS, trusting
+//! `[bus.nats] tls_ca_file` or else `[bus.embedded] tls_ca_file`, and
+//! presenting `[bus.nats] tls_cert_file` / `tls_key_file` when set.
+//!
+//! With `[bus.embedded] user` / `password` (or `token`) the server requires
+//! those credentials from every client, so other processes sharing it must
+//! authenticate (`[bus.nats] user` / `password`, or `NATS_USER` /
+//! `NATS_PASSWORD`); the in-process adapter connects with them, in place of
+//! any `[bus.nats]` credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +28,7 @@ use bus_core::{
     Filter, Receipt, Replay, Result, StartPosition, StreamInfo, SubjectLayout, Subscription,
 };
 use bus_embedded_server::jetstream::JetStreamConfig;
-use bus_embedded_server::{ServerConfig, ServerHandle};
+use bus_embedded_server::{Auth, ServerConfig, ServerHandle, TlsConfig, User};
 use tokio::sync::Mutex;
 
 /// A [`NatsBus`](bus_nats::NatsBus) on a server this process runs.
@@ -44,6 +56,8 @@ impl EmbeddedBus {
                 store_dir: e.data_dir.clone(),
                 ..JetStreamConfig::default()
             }),
+            tls: tls_config(e),
+            auth: auth_config(e),
             ..ServerConfig::default()
         };
         let server = bus_embedded_server::start(server_config)
@@ -59,6 +73,19 @@ impl EmbeddedBus {
         let mut nats_config = config.clone();
         nats_config.nats.url = url.clone();
         nats_config.nats.jetstream = true;
+        if e.user.is_some() || e.token.is_some() {
+            // The in-process connection presents the credentials the server requires.
+            nats_config.nats.user.clone_from(&e.user);
+            nats_config.nats.password.clone_from(&e.password);
+            nats_config.nats.token.clone_from(&e.token);
+            nats_config.nats.credentials_file = None;
+        }
+        if e.tls_enabled() {
+            nats_config.nats.tls_required = true;
+            if nats_config.nats.tls_ca_file.is_none() {
+                nats_config.nats.tls_ca_file.clone_from(&e.tls_ca_file);
+            }
+        }
         let inner = match bus_nats::NatsBus::connect(&nats_config).await {
             Ok(b) => b,
             Err(err) => {
@@ -77,6 +104,33 @@ impl EmbeddedBus {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// The credentials the bundled server requires from every client, from
+/// `[bus.embedded] user` / `password` or `token` (plain text: the in-process
+/// adapter presents them too).
+fn auth_config(e: &bus_core::config::EmbeddedConfig) -> Option<Auth> {
+    if let Some(token) = &e.token {
+        return Some(Auth::Token(token.clone()));
+    }
+    let (Some(user), Some(password)) = (&e.user, &e.password) else {
+        return None;
+    };
+    Some(Auth::Users(vec![User {
+        name: user.clone(),
+        password: password.clone(),
+    }]))
+}
+
+/// The bundled server's TLS settings from `[bus.embedded]`.
+fn tls_config(e: &bus_core::config::EmbeddedConfig) -> Option<TlsConfig> {
+    let (Some(cert), Some(key)) = (&e.tls_cert_file, &e.tls_key_file) else {
+        return None;
+    };
+    let mut tls = TlsConfig::new(cert, key);
+    tls.ca_file.clone_from(&e.tls_ca_file);
+    tls.verify = e.tls_verify;
+    Some(tls)
 }
 
 impl Drop for EmbeddedBus {

@@ -21,7 +21,11 @@ What is checked:
     BUS_BACKEND / NATS_URL of the app; the ConfigMap's bus.toml parses
     (tomllib) with the expected keys and values; /healthz probes on the
     monitoring port; resource presets and explicit resources; bad values
-    (missing url, unknown backend, unknown preset) are refused.
+    (missing url, unknown backend, unknown preset) are refused; credentials
+    (bus.nats.auth) as secretKeyRef env / a mounted .creds file in the app
+    and an authorization config file for the bundled server; TLS
+    (bus.nats.tls) mounted from the Secret, tls_* keys in bus.toml and the
+    server's --tls flags.
 
 Prints one line per test and a closing `chart: N passed, N failed`; exits 1
 when any test failed.
@@ -217,7 +221,8 @@ class Rendered:
         return found[0]
 
     def bus_toml(self) -> dict:
-        cm = self.one("ConfigMap", "-config")
+        (cm,) = [d for d in self.all("ConfigMap") if "bus.toml" in d.get("data", {})]
+        assert cm["metadata"]["name"] == f"{self.release}-angzarr-bus-config", cm["metadata"]
         return tomllib.loads(cm["data"]["bus.toml"])
 
     def app_container(self) -> dict:
@@ -542,6 +547,159 @@ def test_config_changes_roll_the_app():
     b = render({"bus": {"nats": {"streamName": "other"}}})
     ann = lambda r: r.one("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]  # noqa: E731
     assert ann(a) != ann(b)
+
+
+def secret_ref(container: dict, var: str) -> dict:
+    """The secretKeyRef of env var `var` (which must carry no literal value)."""
+    (entry,) = [e for e in container.get("env", []) if e["name"] == var]
+    assert "value" not in entry, f"{var} carries a literal value: {entry}"
+    return entry["valueFrom"]["secretKeyRef"]
+
+
+def volumes_of(workload: dict) -> dict:
+    return {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+
+
+def mounts_of(container: dict) -> dict:
+    return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def test_auth_password_with_bundled_server():
+    r = render({"bus": {"nats": {"auth": {"existingSecret": "bus-creds"}}}})
+    name = fullname(r)
+    assert r.kinds() == ["ConfigMap", "ConfigMap", "Deployment", "Service", "Service", "StatefulSet"], r.kinds()
+    # The app: credentials from the Secret, nothing secret in bus.toml.
+    app = r.app_container()
+    assert secret_ref(app, "NATS_USER") == {"name": "bus-creds", "key": "user"}
+    assert secret_ref(app, "NATS_PASSWORD") == {"name": "bus-creds", "key": "password"}
+    assert "NATS_TOKEN" not in r.app_env() and "NATS_CREDS" not in r.app_env()
+    nats = r.bus_toml()["bus"]["nats"]
+    for key in ("user", "password", "token", "credentials_file"):
+        assert key not in nats, (key, nats)
+    # The server: a config file with an authorization block reading $NATS_*,
+    # which come from the same Secret.
+    conf = r.one("ConfigMap", "-server-config")
+    assert conf["metadata"]["name"] == f"{name}-server-config"
+    text = conf["data"]["server.conf"]
+    assert "authorization {" in text and "user: $NATS_USER" in text and "password: $NATS_PASSWORD" in text, text
+    c = r.server_container()
+    args = c["args"]
+    assert "-c" in args and args[args.index("-c") + 1] == "/etc/nats/server.conf", args
+    assert "--tls" not in args, args
+    assert secret_ref(c, "NATS_USER") == {"name": "bus-creds", "key": "user"}
+    assert secret_ref(c, "NATS_PASSWORD") == {"name": "bus-creds", "key": "password"}
+    assert mounts_of(c)["server-config"]["mountPath"] == "/etc/nats"
+    sts = r.one("StatefulSet")
+    vol = volumes_of(sts)["server-config"]
+    assert vol["configMap"]["name"] == f"{name}-server-config", vol
+    assert vol["configMap"]["items"] == [{"key": "server.conf", "path": "server.conf"}]
+    assert "checksum/server-config" in sts["spec"]["template"]["metadata"]["annotations"]
+    # Persistence stays on the volumeClaimTemplate.
+    assert "data" not in volumes_of(sts) and sts["spec"]["volumeClaimTemplates"]
+
+
+def test_auth_token_with_custom_key():
+    r = render({"bus": {"nats": {"auth": {"existingSecret": "tok", "type": "token", "tokenKey": "nats-token"}}}})
+    app = r.app_container()
+    assert secret_ref(app, "NATS_TOKEN") == {"name": "tok", "key": "nats-token"}
+    assert "NATS_USER" not in r.app_env() and "NATS_PASSWORD" not in r.app_env()
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "token: $NATS_TOKEN" in text and "NATS_PASSWORD" not in text, text
+    assert secret_ref(r.server_container(), "NATS_TOKEN") == {"name": "tok", "key": "nats-token"}
+
+
+def test_auth_creds_with_existing_nats():
+    url = "tls://connect.ngs.global:4222"
+    r = render(
+        {
+            "bus": {
+                "nats": {
+                    "enabled": False,
+                    "url": url,
+                    "auth": {"existingSecret": "ngs", "type": "creds", "credsKey": "app.creds"},
+                }
+            }
+        }
+    )
+    assert r.kinds() == ["ConfigMap", "Deployment"], r.kinds()
+    app = r.app_container()
+    env = r.app_env()
+    assert env["NATS_CREDS"] == "/etc/angzarr-creds/nats.creds", env
+    assert "NATS_USER" not in env and "NATS_TOKEN" not in env, env
+    assert mounts_of(app)["nats-creds"] == {"name": "nats-creds", "mountPath": "/etc/angzarr-creds", "readOnly": True}
+    vol = volumes_of(r.one("Deployment"))["nats-creds"]
+    assert vol["secret"]["secretName"] == "ngs"
+    assert vol["secret"]["items"] == [{"key": "app.creds", "path": "nats.creds"}]
+    # The bundled server has no JWT authentication: creds with it is refused.
+    msg = render_fails({"bus": {"nats": {"auth": {"existingSecret": "ngs", "type": "creds"}}}})
+    assert "creds" in msg, msg
+
+
+def test_tls_with_bundled_server():
+    r = render({"bus": {"nats": {"tls": {"existingSecret": "bus-tls"}}}})
+    # The app: the Secret mounted, bus.toml pointing there.
+    app = r.app_container()
+    assert mounts_of(app)["nats-tls"] == {"name": "nats-tls", "mountPath": "/etc/angzarr-tls", "readOnly": True}
+    vol = volumes_of(r.one("Deployment"))["nats-tls"]["secret"]
+    assert vol["secretName"] == "bus-tls"
+    assert vol["items"] == [
+        {"key": "ca.crt", "path": "ca.crt"},
+        {"key": "tls.crt", "path": "tls.crt"},
+        {"key": "tls.key", "path": "tls.key"},
+    ], vol["items"]
+    nats = r.bus_toml()["bus"]["nats"]
+    assert nats["tls_required"] is True
+    assert nats["tls_ca_file"] == "/etc/angzarr-tls/ca.crt"
+    assert nats["tls_cert_file"] == "/etc/angzarr-tls/tls.crt"
+    assert nats["tls_key_file"] == "/etc/angzarr-tls/tls.key"
+    # The server: the same Secret mounted and TLS flags, no client verification.
+    c = r.server_container()
+    args = c["args"]
+    assert "--tls" in args, args
+    assert args[args.index("--tlscert") + 1] == "/etc/nats-tls/tls.crt", args
+    assert args[args.index("--tlskey") + 1] == "/etc/nats-tls/tls.key", args
+    assert "--tlsverify" not in args and "-c" not in args, args
+    assert mounts_of(c)["nats-tls"]["mountPath"] == "/etc/nats-tls"
+    assert volumes_of(r.one("StatefulSet"))["nats-tls"]["secret"]["secretName"] == "bus-tls"
+    assert not r.all("ConfigMap")[1:], "no server config file without auth"
+
+
+def test_tls_mutual_and_custom_keys():
+    r = render(
+        {
+            "bus": {
+                "nats": {
+                    "tls": {"existingSecret": "mtls", "caKey": "root.pem", "certKey": "c.pem", "keyKey": "k.pem", "verifyClients": True},
+                    "auth": {"existingSecret": "bus-creds"},
+                }
+            }
+        }
+    )
+    args = r.server_container()["args"]
+    assert args[args.index("--tlscacert") + 1] == "/etc/nats-tls/ca.crt" and "--tlsverify" in args, args
+    assert "-c" in args, args
+    items = volumes_of(r.one("StatefulSet"))["nats-tls"]["secret"]["items"]
+    assert [(i["key"], i["path"]) for i in items] == [("root.pem", "ca.crt"), ("c.pem", "tls.crt"), ("k.pem", "tls.key")]
+    assert secret_ref(r.app_container(), "NATS_PASSWORD")["name"] == "bus-creds"
+    # Without the client certificate the app only trusts the CA.
+    r = render({"bus": {"nats": {"enabled": False, "url": "nats://nats:4222", "tls": {"existingSecret": "t", "clientCert": False}}}})
+    nats = r.bus_toml()["bus"]["nats"]
+    assert nats["tls_required"] is True and nats["tls_ca_file"] == "/etc/angzarr-tls/ca.crt"
+    assert "tls_cert_file" not in nats and "tls_key_file" not in nats, nats
+
+
+def test_auth_and_tls_ignored_without_nats_backend():
+    values = {"auth": {"existingSecret": "c"}, "tls": {"existingSecret": "t"}}
+    for backend in ("memory", "embedded"):
+        r = render({"bus": {"backend": backend, "nats": values}})
+        env = r.app_env()
+        assert not {"NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS"} & env.keys(), (backend, env)
+        assert "nats-tls" not in mounts_of(r.app_container()), backend
+
+
+def test_bad_auth_values_are_refused():
+    msg = render_fails({"bus": {"nats": {"auth": {"existingSecret": "c", "type": "kerberos"}}}})
+    assert "type" in msg, msg
 
 
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

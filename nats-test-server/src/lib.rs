@@ -16,6 +16,9 @@
 //! * [`NatsCluster`] is a JetStream cluster of `n` nodes (`n1`, `n2`, ...)
 //!   routed to each other; `start` returns once a meta leader is elected.
 //!
+//! * [`tls::TestPki`] makes a throwaway CA with server and client
+//!   certificates (PEM files in a temp dir) for TLS tests.
+//!
 //! Every process is killed when its fixture is dropped (also on panic).
 //! Waits are bounded and panic with the server's log when they run out.
 
@@ -31,6 +34,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+pub mod tls;
 
 /// How long a node may take to log "Server is ready", accept TCP connections
 /// and (with JetStream) answer `/healthz` with 200.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bus_embedded_server::cli::{self, Cli, SignalCommand};
 use bus_embedded_server::conf;
 use bus_embedded_server::jetstream::{JetStreamConfig, SyncPolicy};
-use bus_embedded_server::{Auth, ServerConfig, User, VERSION, start};
+use bus_embedded_server::{Auth, ServerConfig, TlsConfig, User, VERSION, start};
 
 /// A logger writing nats-server's line format to stderr or the log file.
 struct Log {
@@ -84,75 +84,58 @@ struct Settings {
     ports_dir: Option<PathBuf>,
 }
 
-/// Reads `authorization { token | user, password | users [...], timeout }`.
+/// Reads the `authorization {}` block (token, users with passwords or
+/// nkeys, permissions, timeout: see [`bus_embedded_server::auth`]); keys
+/// this server cannot enforce stop the start, named with their line.
 fn authorization(
     block: &conf::Located,
     path: &Path,
 ) -> Result<(Option<Auth>, Option<Duration>), String> {
-    let text = |key: &str| block.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let bad = |what: &str| format!("{}: authorization: {what}", path.display());
-    // Anything we cannot enforce (permissions, nkeys, ...) must stop the
-    // start: running with less protection than configured is never right.
-    let refuse = |entry: &conf::Located, allowed: &[&str], at: &str| -> Result<(), String> {
-        for (key, value) in entry.as_map().unwrap_or_default() {
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(key)) {
-                return Err(bad(&format!(
-                    "line {}: {at}{key} is not supported yet by this server; refusing to start",
-                    value.line
-                )));
-            }
-        }
-        Ok(())
-    };
-    refuse(
-        block,
-        &["token", "user", "password", "pass", "users", "timeout"],
-        "",
-    )?;
-    let timeout = match block.get("timeout") {
-        Some(t) => Some(conf::as_duration(t).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let token = text("token");
-    let user = text("user");
-    let password = text("password").or_else(|| text("pass"));
-    let mut users = Vec::new();
-    if let Some(list) = block.get("users") {
-        let items = list
-            .as_array()
-            .ok_or_else(|| bad("users must be an array"))?;
-        for item in items {
-            refuse(item, &["user", "password", "pass"], "users: ")?;
-            let name = item
-                .get("user")
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| bad(&format!("line {}: a user needs `user`", item.line)))?;
-            let pass = item
-                .get("password")
-                .or_else(|| item.get("pass"))
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| bad(&format!("line {}: user {name} needs `password`", item.line)))?;
-            users.push(User {
-                name: name.to_owned(),
-                password: pass.to_owned(),
-            });
-        }
+    bus_embedded_server::auth::authorization_from_conf(block)
+        .map_err(|e| format!("{}: authorization: {e}", path.display()))
+}
+
+/// The configuration file's `tls { }` block (nats-server's messages for a
+/// missing certificate or key).
+fn tls_from_file(t: &conf::TlsConf, path: &Path) -> Result<TlsConfig, String> {
+    let missing = |what: &str| format!("{}: missing '{what}' in TLS configuration", path.display());
+    let cert = t.cert_file.clone().ok_or_else(|| missing("cert_file"))?;
+    let key = t.key_file.clone().ok_or_else(|| missing("key_file"))?;
+    let mut tls = TlsConfig::new(cert, key);
+    tls.ca_file.clone_from(&t.ca_file);
+    tls.verify = t.verify;
+    tls.handshake_first = t.handshake_first;
+    if let Some(timeout) = t.timeout {
+        tls.timeout = timeout;
     }
-    if let (Some(u), Some(p)) = (&user, &password) {
-        users.push(User {
-            name: u.clone(),
-            password: p.clone(),
-        });
-    } else if user.is_some() || password.is_some() {
-        return Err(bad("user and password go together"));
+    Ok(tls)
+}
+
+/// Any `--tls*` flag replaces the file's TLS settings (as in nats-server,
+/// which keeps the file's timeout and handshake_first).
+fn tls_from_flags(cli: &Cli, file: Option<&TlsConfig>) -> Result<Option<TlsConfig>, String> {
+    let given = ["tls", "tls_cert", "tls_key", "tls_verify", "tls_ca_cert"]
+        .iter()
+        .any(|f| cli.is_set(f));
+    if !given {
+        return Ok(file.cloned());
     }
-    let auth = match (token, users.is_empty()) {
-        (Some(_), false) => return Err(bad("use either a token or users, not both")),
-        (Some(t), true) => Some(Auth::Token(t)),
-        (None, false) => Some(Auth::Users(users)),
-        (None, true) => None,
-    };
-    Ok((auth, timeout))
+    let cert = cli
+        .tls_cert
+        .clone()
+        .ok_or("TLS Server certificate must be present and valid")?;
+    let key = cli
+        .tls_key
+        .clone()
+        .ok_or("TLS Server private key must be present and valid")?;
+    let mut tls = TlsConfig::new(cert, key);
+    tls.ca_file.clone_from(&cli.tls_ca_cert);
+    tls.verify = cli.tls_verify;
+    if let Some(f) = file {
+        tls.timeout = f.timeout;
+        tls.handshake_first = f.handshake_first;
+    }
+    Ok(Some(tls))
 }
 
 /// Flags over the configuration file over defaults.
@@ -229,12 +212,22 @@ fn build(cli: &Cli) -> Result<Settings, String> {
             };
             config.jetstream = Some(js);
         }
+        if let Some(t) = &c.tls {
+            config.tls = Some(tls_from_file(t, path)?);
+        }
         if let Some(block) = &c.authorization {
             let (auth, timeout) = authorization(block, path)?;
             config.auth = auth;
             if let Some(t) = timeout {
                 config.auth_timeout = t;
             }
+        }
+        if let Some(block) = &c.accounts {
+            let at = |e: String| format!("{}: accounts: {e}", path.display());
+            let accounts = bus_embedded_server::account::accounts_from_conf(block).map_err(at)?;
+            config.auth = bus_embedded_server::account::merge_users(config.auth.take(), &accounts)
+                .map_err(at)?;
+            config.accounts = accounts;
         }
     }
     if cli.is_set("debug") {
@@ -291,6 +284,7 @@ fn build(cli: &Cli) -> Result<Settings, String> {
             return Err("use either --user with --pass, or --auth (a token)".to_owned());
         }
     }
+    config.tls = tls_from_flags(cli, config.tls.as_ref())?;
     for flag in &cli.unsupported {
         warnings.push(format!(
             "flag -{} is not supported by this server and is ignored",
@@ -469,6 +463,7 @@ async fn run(
         log.line("WRN", w);
     }
     let js_settings = config.jetstream.clone();
+    let tls_settings = config.tls.clone();
     let server = match start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -507,6 +502,15 @@ async fn run(
         "INF",
         &format!("Listening for client connections on {}", server.addr()),
     );
+    if let Some(tls) = &tls_settings {
+        log.line("INF", "TLS required for client connections");
+        if tls.handshake_first {
+            log.line(
+                "WRN",
+                "Clients that are not using \"TLS Handshake First\" option will fail to connect",
+            );
+        }
+    }
     if let Some(path) = &pid_file {
         if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
             log.line(
@@ -584,4 +588,102 @@ async fn wait_for_signal() -> Stop {
 async fn wait_for_signal() -> Stop {
     let _ = tokio::signal::ctrl_c().await;
     Stop::Now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_with(config: &str) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config).expect("write config");
+        let args = ["-c".to_owned(), path.display().to_string()];
+        let cli = cli::parse_args(args).expect("flags");
+        build(&cli).map_err(|e| e.replace(&path.display().to_string(), "server.conf"))
+    }
+
+    #[test]
+    fn permissions_and_nkeys_in_the_config_file_are_accepted() {
+        let settings = build_with(
+            "port: 4333\nauthorization {\n  users: [\n    { nkey: UCI2RKP4HOQDGOEJCOF2UEPQBRNSIZNBENTP6UCIYX3NFTUTYZX2APGJ }\n    { user: a, password: b, permissions: { publish: \"a.>\", subscribe: { allow: [\"a.*\"], deny: \"a.x\" }, allow_responses: true } }\n  ]\n}\n",
+        )
+        .expect("accepted");
+        let auth = settings.config.auth.expect("auth");
+        assert!(auth.needs_nonce());
+        let Auth::Identities(ids) = auth else {
+            panic!("identities expected");
+        };
+        assert_eq!(ids.len(), 2);
+        assert!(ids[1].permissions.is_some());
+    }
+
+    #[test]
+    fn accounts_in_the_config_file_give_users_their_account() {
+        let settings = build_with(
+            "accounts {\n  A: { users: [ {user: a, password: a} ], jetstream: enabled }\n  B: { users: [ {user: b, password: b} ] }\n}\n",
+        )
+        .expect("accepted");
+        let names: Vec<&str> = settings
+            .config
+            .accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(names, ["A", "B"]);
+        assert!(settings.warnings.iter().all(|w| !w.contains("accounts")));
+        let Some(Auth::Identities(ids)) = &settings.config.auth else {
+            panic!("identities expected");
+        };
+        let accounts: Vec<Option<&str>> = ids.iter().map(|i| i.account.as_deref()).collect();
+        assert_eq!(accounts, [Some("A"), Some("B")]);
+    }
+
+    #[test]
+    fn bad_account_values_in_the_config_file_are_named_with_key_and_line() {
+        let err = build_with("port: 4333\naccounts {\n  A: {\n    jetstream: maybe\n  }\n}\n")
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err,
+            "server.conf: accounts: line 4: jetstream: Expected 'enabled' or 'disabled' for string value, got 'maybe'"
+        );
+        let err = build_with("accounts {\n  A: { users: [ {user: a, password: a} ] }\n  B: { users: [ {user: a, password: b} ] }\n}\n")
+            .err()
+            .expect("refused");
+        assert_eq!(err, "server.conf: accounts: Duplicate user \"a\" detected");
+    }
+
+    #[test]
+    fn unsupported_authorization_keys_still_refuse_to_start() {
+        let err = build_with(
+            "authorization {\n  users: [\n    { user: a, password: b, account: A }\n  ]\n}\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 3: users: account is not supported yet by this server; refusing to start"
+        );
+        let err = build_with("authorization {\n  token: t\n  auth_callout { issuer: x }\n}\n")
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 3: auth_callout is not supported yet by this server; refusing to start"
+        );
+    }
+
+    #[test]
+    fn bad_permission_values_are_named_with_key_and_line() {
+        let err = build_with(
+            "authorization {\n  users: [\n    { user: a, password: b, permissions: {\n      publish: 7\n    } }\n  ]\n}\n",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
+        );
+    }
 }

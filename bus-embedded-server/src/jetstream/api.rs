@@ -124,6 +124,68 @@ pub(crate) fn handle(
     true
 }
 
+/// The answer nats-server gives to `$JS.API.<api>` in an account without
+/// JetStream (while the server runs it): 503 / 10039 in the response type
+/// of that API. `None` for subjects that are not a known API.
+pub fn not_enabled_for_account(api: &str) -> Option<String> {
+    let tokens: Vec<&str> = api.split('.').collect();
+    let kind = match tokens.as_slice() {
+        ["INFO"] => "account_info_response",
+        ["STREAM", "CREATE", _] => "stream_create_response",
+        ["STREAM", "UPDATE", _] => "stream_update_response",
+        ["STREAM", "INFO", _] => "stream_info_response",
+        ["STREAM", "DELETE", _] => "stream_delete_response",
+        ["STREAM", "PURGE", _] => "stream_purge_response",
+        ["STREAM", "NAMES"] => "stream_names_response",
+        ["STREAM", "LIST"] => "stream_list_response",
+        ["STREAM", "MSG", "GET", _] => "stream_msg_get_response",
+        ["STREAM", "MSG", "DELETE", _] => "stream_msg_delete_response",
+        ["CONSUMER", "CREATE", ..] | ["CONSUMER", "DURABLE", "CREATE", _, _] => {
+            "consumer_create_response"
+        }
+        ["CONSUMER", "INFO", _, _] => "consumer_info_response",
+        ["CONSUMER", "DELETE", _, _] => "consumer_delete_response",
+        ["CONSUMER", "NAMES", _] => "consumer_names_response",
+        ["CONSUMER", "LIST", _] => "consumer_list_response",
+        ["CONSUMER", "PAUSE", _, _] => "consumer_pause_response",
+        ["STREAM", "SNAPSHOT", _] => "stream_snapshot_response",
+        _ => return None,
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("type".into(), Value::String(format!("{API_PREFIX}{kind}")));
+    out.insert("error".into(), json!(ApiError::not_enabled_for_account()));
+    // nats-server's responses carry their other fields, zero.
+    let paged = |out: &mut serde_json::Map<String, Value>| {
+        out.insert("total".into(), json!(0));
+        out.insert("offset".into(), json!(0));
+        out.insert("limit".into(), json!(0));
+    };
+    match kind {
+        "stream_info_response" => paged(&mut out),
+        "stream_names_response" => {
+            paged(&mut out);
+            out.insert("streams".into(), Value::Null);
+        }
+        "stream_list_response" => {
+            paged(&mut out);
+            out.insert("streams".into(), json!([]));
+        }
+        "consumer_names_response" | "consumer_list_response" => {
+            paged(&mut out);
+            out.insert("consumers".into(), json!([]));
+        }
+        "stream_purge_response" => {
+            out.insert("purged".into(), json!(0));
+        }
+        "consumer_pause_response" => {
+            out.insert("paused".into(), json!(false));
+            out.insert("pause_until".into(), json!("0001-01-01T00:00:00Z"));
+        }
+        _ => {}
+    }
+    Some(Value::Object(out).to_string())
+}
+
 type ApiResult = Result<Value, (ApiError, Value)>;
 
 fn err(e: ApiError) -> (ApiError, Value) {

@@ -41,6 +41,7 @@ api_errors! {
     message_too_large => 400, 10054, "message size exceeds maximum allowed";
     header_too_large => 400, 10097, "header size exceeds maximum allowed of 64k";
     not_enabled => 503, 10076, "JetStream not enabled";
+    not_enabled_for_account => 503, 10039, "JetStream not enabled for account";
     stream_mismatch => 400, 10056, "stream name in subject does not match request";
     max_streams => 400, 10027, "maximum number of streams reached";
     max_consumers => 400, 10026, "maximum consumers limit reached";

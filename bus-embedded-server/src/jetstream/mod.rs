@@ -127,6 +127,8 @@ pub struct JetStream {
     /// Serialises stream create/update/delete (subject overlap checks).
     pub(crate) admin: Mutex<()>,
     pub(crate) self_ref: OnceLock<Weak<JetStream>>,
+    /// The account this engine serves (`$G` for the global account).
+    pub(crate) account: String,
 }
 
 impl std::fmt::Debug for JetStream {
@@ -141,7 +143,16 @@ impl JetStream {
     /// Opens JetStream: creates the store directory and recovers every
     /// stream and consumer found there. Must run inside a tokio runtime.
     pub fn open(config: JetStreamConfig) -> Result<Arc<JetStream>, JetStreamError> {
-        let dir = config.streams_dir();
+        Self::open_account(config, "$G")
+    }
+
+    /// Opens the JetStream of one account: its streams live under
+    /// `<store_dir>/jetstream/<account>/streams`.
+    pub fn open_account(
+        config: JetStreamConfig,
+        account: &str,
+    ) -> Result<Arc<JetStream>, JetStreamError> {
+        let dir = config.streams_dir_for(account);
         std::fs::create_dir_all(&dir).map_err(|source| JetStreamError::StoreDir {
             dir: dir.clone(),
             source,
@@ -153,6 +164,7 @@ impl JetStream {
             api_stats: ApiStats::default(),
             admin: Mutex::new(()),
             self_ref: OnceLock::new(),
+            account: account.to_owned(),
         });
         let _ = js.self_ref.set(Arc::downgrade(&js));
         js.recover()?;
@@ -304,7 +316,7 @@ impl JetStream {
     }
 
     fn recover(self: &Arc<Self>) -> Result<(), JetStreamError> {
-        let dir = self.config.streams_dir();
+        let dir = self.streams_dir();
         let entries = std::fs::read_dir(&dir).map_err(|source| JetStreamError::StoreDir {
             dir: dir.clone(),
             source,
@@ -335,6 +347,16 @@ impl JetStream {
         Ok(())
     }
 
+    /// The account this engine serves.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// Where this engine's streams live.
+    pub fn streams_dir(&self) -> PathBuf {
+        self.config.streams_dir_for(&self.account)
+    }
+
     pub(crate) fn weak(&self) -> Weak<JetStream> {
         self.self_ref.get().cloned().unwrap_or_default()
     }
@@ -343,7 +365,15 @@ impl JetStream {
 impl JetStreamConfig {
     /// `<store_dir>/jetstream/$G/streams`.
     pub fn streams_dir(&self) -> PathBuf {
-        self.store_dir.join("jetstream").join("$G").join("streams")
+        self.streams_dir_for("$G")
+    }
+
+    /// `<store_dir>/jetstream/<account>/streams`.
+    pub fn streams_dir_for(&self, account: &str) -> PathBuf {
+        self.store_dir
+            .join("jetstream")
+            .join(account)
+            .join("streams")
     }
 }
 

@@ -123,11 +123,11 @@ impl Stream {
         let created = now_nanos();
         let dir = match config.storage {
             StorageType::File => {
-                let d = js.config.streams_dir().join(&config.name);
+                let d = js.streams_dir().join(&config.name);
                 std::fs::create_dir_all(&d)
                     .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
                 // The new directory's entry must be durable too.
-                super::sync_dir(&js.config.streams_dir());
+                super::sync_dir(&js.streams_dir());
                 let meta = StreamMeta {
                     config: config.clone(),
                     created,

@@ -134,3 +134,86 @@ Explicit resources win; "none" renders nothing.
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The bus.nats.auth method in use: "password", "token" or "creds" when
+bus.backend is nats and bus.nats.auth.existingSecret is set; empty otherwise.
+Fails on an unknown type, and on "creds" with the bundled server (it has no
+decentralized JWT authentication).
+*/}}
+{{- define "angzarr-bus.auth.type" -}}
+{{- $auth := .Values.bus.nats.auth | default dict -}}
+{{- if and (eq (include "angzarr-bus.backend" .) "nats") $auth.existingSecret -}}
+{{- $type := $auth.type | default "password" | toString -}}
+{{- if not (has $type (list "password" "token" "creds")) -}}
+{{- fail (printf "bus.nats.auth.type must be password, token or creds (got %q)" $type) -}}
+{{- end -}}
+{{- if and (eq $type "creds") (include "angzarr-bus.server.enabled" .) -}}
+{{- fail "bus.nats.auth.type creds needs an existing NATS (bus.nats.enabled: false): the bundled server has no JWT (.creds) authentication; use password or token" -}}
+{{- end -}}
+{{- $type -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+"true" when TLS from bus.nats.tls.existingSecret applies (backend nats).
+*/}}
+{{- define "angzarr-bus.tls.enabled" -}}
+{{- $tls := .Values.bus.nats.tls | default dict -}}
+{{- if and (eq (include "angzarr-bus.backend" .) "nats") $tls.existingSecret -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
+env entries taking the credentials from bus.nats.auth.existingSecret
+(NATS_USER + NATS_PASSWORD, or NATS_TOKEN); the same names in the app and
+in the bundled server (whose config file reads $NATS_USER / $NATS_PASSWORD /
+$NATS_TOKEN). Nothing for creds (a mounted file) or without auth.
+*/}}
+{{- define "angzarr-bus.auth.env" -}}
+{{- $type := include "angzarr-bus.auth.type" . -}}
+{{- $auth := .Values.bus.nats.auth -}}
+{{- if eq $type "password" }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret | toString | quote }}
+      key: {{ $auth.userKey | default "user" | toString | quote }}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret | toString | quote }}
+      key: {{ $auth.passwordKey | default "password" | toString | quote }}
+{{- else if eq $type "token" }}
+- name: NATS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.existingSecret | toString | quote }}
+      key: {{ $auth.tokenKey | default "token" | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A secret volume with the TLS files of bus.nats.tls.existingSecret under the
+fixed names ca.crt, tls.crt, tls.key. Call with (dict "ctx" $ "name" "nats-tls").
+*/}}
+{{- define "angzarr-bus.tls.volume" -}}
+{{- $tls := .ctx.Values.bus.nats.tls -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ $tls.existingSecret | toString | quote }}
+    defaultMode: 288
+    items:
+      - key: {{ $tls.caKey | default "ca.crt" | toString | quote }}
+        path: ca.crt
+      - key: {{ $tls.certKey | default "tls.crt" | toString | quote }}
+        path: tls.crt
+      - key: {{ $tls.keyKey | default "tls.key" | toString | quote }}
+        path: tls.key
+{{- end }}
+
+{{/* The bundled server's configuration file ConfigMap. */}}
+{{- define "angzarr-bus.serverConfig.fullname" -}}
+{{- printf "%s-server-config" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

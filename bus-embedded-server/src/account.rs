@@ -1,0 +1,980 @@
+//! Accounts, as nats-server's `accounts {}` block: isolated subject spaces
+//! (one subscription index each), users assigned to them, explicit stream
+//! and service exports/imports between them, and JetStream per account.
+//!
+//! Connections without an account (no accounts configured, no auth, or a
+//! user of `authorization {}`) belong to the global account `$G`; with no
+//! accounts configured that is the only account and nothing on the publish
+//! path looks anything up.
+//!
+//! - A stream import makes messages published in the exporting account on
+//!   the imported subjects also reach the importing account's subscribers
+//!   (subject with the import's `prefix`, or mapped to its `to`).
+//! - A service import makes a request published in the importing account
+//!   on the import's local subject (`to`, else the subject) reach the
+//!   exporting account on the exported subject, with a generated `_R_.`
+//!   reply subject that leads back to the requester's reply subject (once,
+//!   by default; `response_type: stream|chunked` allows several until the
+//!   response threshold).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+
+use crate::auth::{Identity, Login};
+use crate::client::{self, Client};
+use crate::conf::{Located, Value};
+use crate::server::Auth;
+use crate::sublist::Sublist;
+
+/// The global account's name.
+pub const GLOBAL: &str = "$G";
+
+/// Stream or service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Messages flow from the exporter to importers.
+    Stream,
+    /// Requests flow from importers to the exporter, replies back.
+    Service,
+}
+
+/// How many replies a service request may get (`response_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseType {
+    /// One reply (the default).
+    #[default]
+    Singleton,
+    /// Any number until the response threshold.
+    Stream,
+    /// Any number until the response threshold.
+    Chunked,
+}
+
+/// One entry of an account's `exports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The exported subject (wildcards allowed).
+    pub subject: String,
+    /// `accounts: [...]`: only these may import; `None` = anyone.
+    pub accounts: Option<Vec<String>>,
+    /// Services: how many replies a request may get.
+    pub response_type: ResponseType,
+    /// Services: how long replies are accepted (`response_threshold`).
+    pub response_threshold: Duration,
+}
+
+/// One entry of an account's `imports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account.
+    pub subject: String,
+    /// The subject in this account (`to`); for services the subject this
+    /// account's clients publish requests to.
+    pub to: Option<String>,
+    /// Streams: a prefix put in front of the subject (`prefix`).
+    pub prefix: Option<String>,
+}
+
+/// One account of the `accounts {}` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Account name.
+    pub name: String,
+    /// Users that log into this account (their `account` is this name).
+    pub users: Vec<Identity>,
+    /// `jetstream: enabled` (or a limits map).
+    pub jetstream: bool,
+    /// What other accounts may import.
+    pub exports: Vec<Export>,
+    /// What this account takes from others.
+    pub imports: Vec<Import>,
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+fn type_name(v: &Located) -> &'static str {
+    v.value.type_name()
+}
+
+/// Reads the `accounts { NAME: { users, jetstream, exports, imports } }`
+/// block. Errors name the line and key.
+pub fn accounts_from_conf(block: &Located) -> Result<Vec<AccountConfig>, String> {
+    let entries = block.as_map().ok_or_else(|| {
+        format!(
+            "line {}: expected a map of accounts, got {}",
+            block.line,
+            type_name(block)
+        )
+    })?;
+    let mut accounts = Vec::new();
+    for (name, body) in entries {
+        if name == GLOBAL || name.is_empty() || name.contains([' ', '.', '*', '>']) {
+            return Err(format!(
+                "line {}: invalid account name \"{name}\"",
+                body.line
+            ));
+        }
+        let map = body.as_map().ok_or_else(|| {
+            format!(
+                "line {}: {name}: Expected map entries for accounts, got {}",
+                body.line,
+                type_name(body)
+            )
+        })?;
+        let mut account = AccountConfig {
+            name: name.clone(),
+            users: Vec::new(),
+            jetstream: false,
+            exports: Vec::new(),
+            imports: Vec::new(),
+        };
+        for (key, value) in map {
+            match key.to_ascii_lowercase().as_str() {
+                "users" => account.users = users(name, value)?,
+                "jetstream" => account.jetstream = jetstream(value)?,
+                "exports" => {
+                    for item in list("exports", value)? {
+                        account.exports.push(export(item)?);
+                    }
+                }
+                "imports" => {
+                    for item in list("imports", value)? {
+                        account.imports.push(import(item)?);
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "line {}: {name}: {key} is not supported yet by this server; refusing to start",
+                        value.line
+                    ));
+                }
+            }
+        }
+        accounts.push(account);
+    }
+    check(&accounts)?;
+    Ok(accounts)
+}
+
+fn list<'a>(key: &str, v: &'a Located) -> Result<&'a [Located], String> {
+    v.as_array().ok_or_else(|| {
+        format!(
+            "line {}: {key}: expected an array, got {}",
+            v.line,
+            type_name(v)
+        )
+    })
+}
+
+/// The `users` of an account, read as `authorization { users }` reads them.
+fn users(account: &str, v: &Located) -> Result<Vec<Identity>, String> {
+    let block = Located::new(Value::Map(vec![("users".to_owned(), v.clone())]), v.line);
+    let (auth, _) = crate::auth::authorization_from_conf(&block)?;
+    let mut ids = match auth {
+        None | Some(Auth::Token(_)) => Vec::new(),
+        Some(Auth::Users(users)) => users
+            .into_iter()
+            .map(|u| Identity {
+                login: Login::Password(u),
+                permissions: None,
+                account: None,
+            })
+            .collect(),
+        Some(Auth::Identities(ids)) => ids,
+    };
+    for id in &mut ids {
+        id.account = Some(account.to_owned());
+    }
+    Ok(ids)
+}
+
+fn jetstream(v: &Located) -> Result<bool, String> {
+    match &v.value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "enabled" | "enable" | "true" => Ok(true),
+            "disabled" | "disable" | "false" => Ok(false),
+            _ => Err(format!(
+                "line {}: jetstream: Expected 'enabled' or 'disabled' for string value, got '{s}'",
+                v.line
+            )),
+        },
+        // Limits are accepted and not enforced per account (the server's
+        // limits apply).
+        Value::Map(_) => Ok(true),
+        _ => Err(format!(
+            "line {}: jetstream: Expected map, bool or string to define JetStream, got {}",
+            v.line,
+            type_name(v)
+        )),
+    }
+}
+
+fn subject_of(key: &str, v: &Located) -> Result<String, String> {
+    let s = v.as_str().ok_or_else(|| {
+        format!(
+            "line {}: {key}: Expected {key} name to be string, got {}",
+            v.line,
+            type_name(v)
+        )
+    })?;
+    if !crate::sublist::valid_filter(s) {
+        return Err(format!("line {}: {key}: invalid subject \"{s}\"", v.line));
+    }
+    Ok(s.to_owned())
+}
+
+fn export(item: &Located) -> Result<Export, String> {
+    let map = item.as_map().ok_or_else(|| {
+        format!(
+            "line {}: exports: expected a map such as {{stream: \"a.>\"}}, got {}",
+            item.line,
+            type_name(item)
+        )
+    })?;
+    let mut kind_subject = None;
+    let mut accounts = None;
+    let mut response_type = ResponseType::Singleton;
+    let mut response_threshold = Duration::from_secs(120);
+    for (key, value) in map {
+        match key.to_ascii_lowercase().as_str() {
+            "stream" => kind_subject = Some((ExportKind::Stream, subject_of("stream", value)?)),
+            "service" => kind_subject = Some((ExportKind::Service, subject_of("service", value)?)),
+            "accounts" => {
+                let names = list("accounts", value)?
+                    .iter()
+                    .map(|n| {
+                        n.as_str().map(str::to_owned).ok_or_else(|| {
+                            format!(
+                                "line {}: expected account names, got {}",
+                                n.line,
+                                type_name(n)
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                accounts = Some(names);
+            }
+            "response" | "response_type" => {
+                response_type = match value.as_str().map(str::to_ascii_lowercase).as_deref() {
+                    Some("singleton") => ResponseType::Singleton,
+                    Some("stream") => ResponseType::Stream,
+                    Some("chunked") => ResponseType::Chunked,
+                    _ => {
+                        return Err(format!(
+                            "line {}: {key}: Unknown response type: {}",
+                            value.line,
+                            value.as_str().unwrap_or(type_name(value))
+                        ));
+                    }
+                }
+            }
+            "threshold" | "response_threshold" | "response_thresh" => {
+                response_threshold =
+                    crate::conf::as_duration(value).map_err(|e| format!("{key}: {e}"))?;
+            }
+            _ => {
+                return Err(format!(
+                    "line {}: exports: unknown field \"{key}\"",
+                    value.line
+                ));
+            }
+        }
+    }
+    let (kind, subject) = kind_subject.ok_or_else(|| {
+        format!(
+            "line {}: exports: an export needs `stream` or `service`",
+            item.line
+        )
+    })?;
+    Ok(Export {
+        kind,
+        subject,
+        accounts,
+        response_type,
+        response_threshold,
+    })
+}
+
+fn import(item: &Located) -> Result<Import, String> {
+    let map = item.as_map().ok_or_else(|| {
+        format!(
+            "line {}: imports: expected a map such as {{stream: {{account: B, subject: \"b.>\"}}}}, got {}",
+            item.line,
+            type_name(item)
+        )
+    })?;
+    let mut source = None;
+    let mut to = None;
+    let mut prefix = None;
+    for (key, value) in map {
+        match key.to_ascii_lowercase().as_str() {
+            k @ ("stream" | "service") => {
+                let kind = if k == "stream" {
+                    ExportKind::Stream
+                } else {
+                    ExportKind::Service
+                };
+                let inner = value.as_map().ok_or_else(|| {
+                    format!(
+                        "line {}: {key}: expected a map such as {{account: B, subject: \"b.>\"}}, got {}",
+                        value.line,
+                        type_name(value)
+                    )
+                })?;
+                let mut account = None;
+                let mut subject = None;
+                for (k2, v2) in inner {
+                    match k2.to_ascii_lowercase().as_str() {
+                        "account" => {
+                            account = Some(v2.as_str().map(str::to_owned).ok_or_else(|| {
+                                format!(
+                                    "line {}: account: expected an account name, got {}",
+                                    v2.line,
+                                    type_name(v2)
+                                )
+                            })?);
+                        }
+                        "subject" => subject = Some(subject_of("subject", v2)?),
+                        _ => {
+                            return Err(format!("line {}: {key}: unknown field \"{k2}\"", v2.line));
+                        }
+                    }
+                }
+                let (Some(account), Some(subject)) = (account, subject) else {
+                    return Err(format!(
+                        "line {}: {key}: an import needs `account` and `subject`",
+                        value.line
+                    ));
+                };
+                source = Some((kind, account, subject, value.line));
+            }
+            "to" | "local_subject" => to = Some(subject_of(key, value)?),
+            "prefix" => {
+                let p = value.as_str().ok_or_else(|| {
+                    format!(
+                        "line {}: prefix: expected a string, got {}",
+                        value.line,
+                        type_name(value)
+                    )
+                })?;
+                if !crate::sublist::valid_literal(p) {
+                    return Err(format!(
+                        "line {}: prefix: invalid prefix \"{p}\"",
+                        value.line
+                    ));
+                }
+                prefix = Some(p.to_owned());
+            }
+            _ => {
+                return Err(format!(
+                    "line {}: imports: unknown field \"{key}\"",
+                    value.line
+                ));
+            }
+        }
+    }
+    let (kind, account, subject, line) = source.ok_or_else(|| {
+        format!(
+            "line {}: imports: an import needs `stream` or `service`",
+            item.line
+        )
+    })?;
+    if prefix.is_some() && to.is_some() {
+        return Err(format!(
+            "line {line}: Stream import can not have a 'prefix' and a 'to' property"
+        ));
+    }
+    if kind == ExportKind::Service && prefix.is_some() {
+        return Err(format!(
+            "line {line}: prefix: only stream imports take a prefix"
+        ));
+    }
+    if let Some(to) = &to
+        && wildcards(to) != wildcards(&subject)
+    {
+        return Err(format!(
+            "line {line}: to: \"{to}\" must use the same wildcards as \"{subject}\""
+        ));
+    }
+    Ok(Import {
+        kind,
+        account,
+        subject,
+        to,
+        prefix,
+    })
+}
+
+/// The wildcard tokens of a subject, in order.
+fn wildcards(subject: &str) -> Vec<&str> {
+    subject
+        .split('.')
+        .filter(|t| *t == "*" || *t == ">")
+        .collect()
+}
+
+/// Cross-checks imports against the exporters' exports.
+fn check(accounts: &[AccountConfig]) -> Result<(), String> {
+    for a in accounts {
+        for i in &a.imports {
+            let kind = match i.kind {
+                ExportKind::Stream => "stream",
+                ExportKind::Service => "service",
+            };
+            let Some(exporter) = accounts.iter().find(|e| e.name == i.account) else {
+                return Err(format!(
+                    "{}: \"{}\" account not defined for {kind} import",
+                    a.name, i.account
+                ));
+            };
+            let allowed = exporter.exports.iter().any(|e| {
+                e.kind == i.kind
+                    && covers(&e.subject, &i.subject)
+                    && e.accounts
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&a.name))
+            });
+            if !allowed {
+                return Err(format!(
+                    "{}: Error adding {kind} import \"{}\": {kind} import not authorized",
+                    a.name, i.subject
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether pattern `outer` matches everything pattern `inner` matches.
+fn covers(outer: &str, inner: &str) -> bool {
+    let o: Vec<&str> = outer.split('.').collect();
+    let i: Vec<&str> = inner.split('.').collect();
+    for (n, ot) in o.iter().enumerate() {
+        if *ot == ">" {
+            return n < i.len();
+        }
+        let Some(it) = i.get(n) else {
+            return false;
+        };
+        if *it == ">" {
+            return false;
+        }
+        if *ot != "*" && (*it == "*" || ot != it) {
+            return false;
+        }
+    }
+    o.len() == i.len()
+}
+
+/// Whether a literal subject matches a pattern.
+pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut s = subject.split('.');
+    for p in pattern.split('.') {
+        match p {
+            ">" => return s.next().is_some(),
+            "*" => {
+                if s.next().is_none() {
+                    return false;
+                }
+            }
+            lit => {
+                if s.next() != Some(lit) {
+                    return false;
+                }
+            }
+        }
+    }
+    s.next().is_none()
+}
+
+/// Maps a literal `subject` matched by `from` onto `to` (same wildcards):
+/// the tokens `from`'s wildcards matched go to `to`'s, in order.
+fn map_subject(from: &str, to: &str, subject: &str) -> String {
+    let from: Vec<&str> = from.split('.').collect();
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let mut captured: Vec<String> = Vec::new();
+    for (n, f) in from.iter().enumerate() {
+        match *f {
+            "*" => captured.push(tokens.get(n).copied().unwrap_or_default().to_owned()),
+            ">" => captured.push(tokens.get(n..).map(|t| t.join(".")).unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let mut captured = captured.into_iter();
+    to.split('.')
+        .map(|t| match t {
+            "*" | ">" => captured.next().unwrap_or_default(),
+            lit => lit.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Adds the accounts' users to the server's `auth` (from `authorization
+/// {}`), as identities naming their account. A user name or nkey defined
+/// twice is refused, as nats-server does.
+pub fn merge_users(auth: Option<Auth>, accounts: &[AccountConfig]) -> Result<Option<Auth>, String> {
+    let users: Vec<Identity> = accounts.iter().flat_map(|a| a.users.clone()).collect();
+    if users.is_empty() {
+        return Ok(auth);
+    }
+    let mut ids = match auth {
+        None => Vec::new(),
+        Some(Auth::Users(users)) => users
+            .into_iter()
+            .map(|u| Identity {
+                login: Login::Password(u),
+                permissions: None,
+                account: None,
+            })
+            .collect(),
+        Some(Auth::Identities(ids)) => ids,
+        Some(Auth::Token(_)) => {
+            return Err(
+                "users in accounts cannot be combined with an authorization token".to_owned(),
+            );
+        }
+    };
+    for user in users {
+        let duplicate = ids.iter().any(|i| match (&i.login, &user.login) {
+            (Login::Password(a), Login::Password(b)) => a.name == b.name,
+            (Login::Nkey(a), Login::Nkey(b)) => a == b,
+            _ => false,
+        });
+        if duplicate {
+            let name = match &user.login {
+                Login::Password(u) => u.name.clone(),
+                Login::Nkey(k) => k.clone(),
+            };
+            return Err(format!("Duplicate user \"{name}\" detected"));
+        }
+        ids.push(user);
+    }
+    Ok(Some(Auth::Identities(ids)))
+}
+
+// ---------------------------------------------------------------------------
+// Runtime
+// ---------------------------------------------------------------------------
+
+/// Where a stream export delivers in an importing account.
+pub(crate) struct StreamRoute {
+    /// The import's subject (in the exporting account).
+    pattern: String,
+    /// The importing account.
+    pub(crate) target: Weak<Account>,
+    prefix: Option<String>,
+    to: Option<String>,
+}
+
+impl StreamRoute {
+    /// The subject in the importing account, when `subject` is imported.
+    pub(crate) fn map(&self, subject: &str) -> Option<String> {
+        if !subject_matches(&self.pattern, subject) {
+            return None;
+        }
+        Some(match (&self.prefix, &self.to) {
+            (Some(p), _) => format!("{p}.{subject}"),
+            (None, Some(to)) => map_subject(&self.pattern, to, subject),
+            (None, None) => subject.to_owned(),
+        })
+    }
+}
+
+/// A service this account imports.
+pub(crate) struct ServiceRoute {
+    /// The subject this account's clients publish to.
+    local: String,
+    /// The subject in the exporting account.
+    remote: String,
+    /// The exporting account.
+    pub(crate) target: Weak<Account>,
+    response_type: ResponseType,
+    threshold: Duration,
+}
+
+impl ServiceRoute {
+    /// The subject in the exporting account, when `subject` is this import's.
+    pub(crate) fn map(&self, subject: &str) -> Option<String> {
+        subject_matches(&self.local, subject).then(|| {
+            if self.local == self.remote {
+                subject.to_owned()
+            } else {
+                map_subject(&self.local, &self.remote, subject)
+            }
+        })
+    }
+}
+
+/// Links to other accounts, set once every account exists.
+#[derive(Default)]
+pub(crate) struct Routes {
+    /// This account's stream exports, per importing account.
+    pub(crate) streams_out: Vec<StreamRoute>,
+    /// This account's service imports.
+    pub(crate) services_in: Vec<ServiceRoute>,
+}
+
+/// A reply the exporting account's service may still send.
+struct PendingReply {
+    target: Weak<Account>,
+    reply: Bytes,
+    left: usize,
+    expires: Instant,
+}
+
+/// Above this many pending replies, used-up and expired ones are dropped.
+const REPLIES_PRUNE_AT: usize = 4096;
+
+/// One account at run time.
+pub(crate) struct Account {
+    pub(crate) name: Arc<str>,
+    pub(crate) sublist: Sublist<Client>,
+    queue_pick: AtomicUsize,
+    /// The account's JetStream, when enabled for it.
+    pub(crate) jetstream: Option<Arc<crate::jetstream::JetStream>>,
+    /// JetStream runs on the server but not for this account: `$JS.API.>`
+    /// requests are answered "not enabled for account" (as nats-server).
+    pub(crate) jetstream_refused: bool,
+    /// Imports/exports; unset when the account has none (the fast path).
+    pub(crate) routes: OnceLock<Routes>,
+    /// True when other accounts import services from this one (its
+    /// clients' `_R_.` publishes are looked up).
+    pub(crate) exports_services: bool,
+    replies: Mutex<FxHashMap<Bytes, PendingReply>>,
+    reply_prefix: String,
+    next_reply: AtomicU64,
+}
+
+impl Account {
+    pub(crate) fn new(
+        name: &str,
+        jetstream: Option<Arc<crate::jetstream::JetStream>>,
+        jetstream_refused: bool,
+        exports_services: bool,
+    ) -> Account {
+        let nonce = crate::auth::new_nonce();
+        let prefix: String = nonce
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(6)
+            .collect();
+        Account {
+            name: name.into(),
+            sublist: Sublist::default(),
+            queue_pick: AtomicUsize::new(0),
+            jetstream,
+            jetstream_refused,
+            routes: OnceLock::new(),
+            exports_services,
+            replies: Mutex::new(FxHashMap::default()),
+            reply_prefix: prefix,
+            next_reply: AtomicU64::new(1),
+        }
+    }
+
+    /// A rotating start index for picking a queue group member.
+    pub(crate) fn next_queue_pick(&self, len: usize) -> usize {
+        self.queue_pick.fetch_add(1, Ordering::Relaxed) % len.max(1)
+    }
+
+    fn replies(&self) -> std::sync::MutexGuard<'_, FxHashMap<Bytes, PendingReply>> {
+        match self.replies.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A fresh `_R_.` reply subject in this (the exporting) account that
+    /// leads back to `reply` in `requester`.
+    pub(crate) fn reply_for(
+        &self,
+        requester: &Arc<Account>,
+        reply: &Bytes,
+        route: &ServiceRoute,
+    ) -> Bytes {
+        let n = self.next_reply.fetch_add(1, Ordering::Relaxed);
+        let mut tail = String::new();
+        let mut v = n;
+        const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        while v > 0 {
+            tail.push(char::from(DIGITS[(v % 62) as usize]));
+            v /= 62;
+        }
+        let subject = Bytes::from(format!("_R_.{}.{tail}", self.reply_prefix));
+        let left = match route.response_type {
+            ResponseType::Singleton => 1,
+            ResponseType::Stream | ResponseType::Chunked => usize::MAX,
+        };
+        let now = Instant::now();
+        let mut replies = self.replies();
+        if replies.len() >= REPLIES_PRUNE_AT {
+            replies.retain(|_, p| p.left > 0 && p.expires > now);
+        }
+        replies.insert(
+            subject.clone(),
+            PendingReply {
+                target: Arc::downgrade(requester),
+                reply: reply.clone(),
+                left,
+                expires: now + route.threshold,
+            },
+        );
+        subject
+    }
+
+    /// A publish on a `_R_.` subject of this account: where it goes (the
+    /// requester's account and reply subject), when still allowed.
+    pub(crate) fn take_reply(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
+        let mut replies = self.replies();
+        let pending = replies.get_mut(subject)?;
+        if pending.expires <= Instant::now() {
+            replies.remove(subject);
+            return None;
+        }
+        pending.left = pending.left.saturating_sub(1);
+        let out = (pending.target.upgrade()?, pending.reply.clone());
+        if pending.left == 0 {
+            replies.remove(subject);
+        }
+        Some(out)
+    }
+}
+
+impl crate::jetstream::Router for Account {
+    fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
+        self.route_as(subject, subject, reply, hdr, data)
+    }
+
+    fn route_as(
+        &self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        let matches = self.sublist.matches(to);
+        let joined: Vec<u8>;
+        let (header_len, body): (Option<usize>, &[u8]) = if hdr.is_empty() {
+            (None, data)
+        } else {
+            joined = [hdr, data].concat();
+            (Some(hdr.len()), &joined[..])
+        };
+        let reply = reply.map(str::as_bytes);
+        let mut delivered = 0;
+        let deliver = |sub: &Arc<crate::client::Sub>| -> bool {
+            if !sub.take_delivery() {
+                return false;
+            }
+            let outcome = sub
+                .client
+                .deliver(subject.as_bytes(), &sub.sid, reply, header_len, body);
+            if sub.exhausted() && self.sublist.remove(sub) {
+                sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+            }
+            match outcome {
+                client::Delivered::Ok { wake } | client::Delivered::Stall { wake } => {
+                    if wake {
+                        sub.client.wake_writer();
+                    }
+                    true
+                }
+                client::Delivered::Dropped => false,
+            }
+        };
+        for sub in &matches.plain {
+            if deliver(sub) {
+                delivered += 1;
+            }
+        }
+        for group in &matches.groups {
+            let start = self.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                if deliver(&group[(start + i) % group.len()]) {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    fn has_interest(&self, subject: &str) -> bool {
+        !self.sublist.matches(subject).is_empty()
+    }
+}
+
+/// Builds the run-time accounts: `$G`, and the configured ones, each
+/// with its JetStream when enabled, then links imports to exports.
+pub(crate) fn build(
+    configs: &[AccountConfig],
+    jetstream: Option<&crate::jetstream::JetStreamConfig>,
+) -> Result<(Arc<Account>, Vec<Arc<Account>>), crate::jetstream::JetStreamError> {
+    let exports_services = |name: &str| {
+        configs.iter().any(|c| {
+            c.imports
+                .iter()
+                .any(|i| i.kind == ExportKind::Service && i.account == name)
+        })
+    };
+    let open = |name: &str| -> Result<_, crate::jetstream::JetStreamError> {
+        match jetstream {
+            Some(js) => Ok(Some(crate::jetstream::JetStream::open_account(
+                js.clone(),
+                name,
+            )?)),
+            None => Ok(None),
+        }
+    };
+    // nats-server: with accounts configured, JetStream is on only for the
+    // accounts that enable it; with none, for `$G`.
+    let global_js = if configs.is_empty() {
+        open(GLOBAL)?
+    } else {
+        None
+    };
+    let mut accounts = vec![Arc::new(Account::new(
+        GLOBAL,
+        global_js,
+        jetstream.is_some() && !configs.is_empty(),
+        false,
+    ))];
+    for c in configs {
+        let js = if c.jetstream { open(&c.name)? } else { None };
+        let refused = jetstream.is_some() && js.is_none();
+        accounts.push(Arc::new(Account::new(
+            &c.name,
+            js,
+            refused,
+            exports_services(&c.name),
+        )));
+    }
+    let find = |name: &str| accounts.iter().find(|a| &*a.name == name).cloned();
+    let mut routes: FxHashMap<String, Routes> = FxHashMap::default();
+    for c in configs {
+        let Some(importer) = find(&c.name) else {
+            continue;
+        };
+        for i in &c.imports {
+            let Some(exporter) = find(&i.account) else {
+                continue;
+            };
+            match i.kind {
+                ExportKind::Stream => {
+                    routes
+                        .entry(i.account.clone())
+                        .or_default()
+                        .streams_out
+                        .push(StreamRoute {
+                            pattern: i.subject.clone(),
+                            target: Arc::downgrade(&importer),
+                            prefix: i.prefix.clone(),
+                            to: i.to.clone(),
+                        });
+                }
+                ExportKind::Service => {
+                    let export = configs.iter().find(|e| e.name == i.account).and_then(|e| {
+                        e.exports.iter().find(|x| {
+                            x.kind == ExportKind::Service && covers(&x.subject, &i.subject)
+                        })
+                    });
+                    routes
+                        .entry(c.name.clone())
+                        .or_default()
+                        .services_in
+                        .push(ServiceRoute {
+                            local: i.to.clone().unwrap_or_else(|| i.subject.clone()),
+                            remote: i.subject.clone(),
+                            target: Arc::downgrade(&exporter),
+                            response_type: export.map(|e| e.response_type).unwrap_or_default(),
+                            threshold: export
+                                .map_or(Duration::from_secs(120), |e| e.response_threshold),
+                        });
+                }
+            }
+        }
+    }
+    for (name, r) in routes {
+        if let Some(a) = find(&name) {
+            let _ = a.routes.set(r);
+        }
+    }
+    for a in &accounts {
+        if let Some(js) = &a.jetstream {
+            let router: Arc<dyn crate::jetstream::Router> = Arc::clone(a) as _;
+            js.set_router(Arc::downgrade(&router));
+        }
+    }
+    let mut accounts = accounts.into_iter();
+    let global = accounts
+        .next()
+        .unwrap_or_else(|| Arc::new(Account::new(GLOBAL, None, false, false)));
+    Ok((global, accounts.collect()))
+}
+
+/// Adds a header line to a message's header block (creating one).
+pub(crate) fn with_header(
+    header_len: Option<usize>,
+    payload: &[u8],
+    line: &str,
+) -> (usize, Vec<u8>) {
+    let mut out = Vec::with_capacity(payload.len() + line.len() + 16);
+    match header_len {
+        Some(h) if h >= 4 && h <= payload.len() && payload[..h].ends_with(b"\r\n\r\n") => {
+            out.extend_from_slice(&payload[..h - 2]);
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            let hl = out.len();
+            out.extend_from_slice(&payload[h..]);
+            (hl, out)
+        }
+        _ => {
+            out.extend_from_slice(b"NATS/1.0\r\n");
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            let hl = out.len();
+            out.extend_from_slice(payload);
+            (hl, out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_map_through_wildcards() {
+        assert_eq!(map_subject("b.*.x", "l.*.y", "b.q.x"), "l.q.y");
+        assert_eq!(map_subject("b.>", "l.>", "b.q.x"), "l.q.x");
+        assert_eq!(map_subject("b.svc", "local.svc", "b.svc"), "local.svc");
+        assert!(covers("a.>", "a.b.c"));
+        assert!(covers("a.*", "a.b"));
+        assert!(!covers("a.*", "a.>"));
+        assert!(!covers("a.b", "a.c"));
+    }
+
+    #[test]
+    fn a_header_is_added_to_a_message() {
+        let (h, out) = with_header(None, b"hi", "X: 1");
+        assert_eq!(&out[..h], b"NATS/1.0\r\nX: 1\r\n\r\n");
+        let (h2, out2) = with_header(Some(h), &out, "Y: 2");
+        assert_eq!(&out2[..h2], b"NATS/1.0\r\nX: 1\r\nY: 2\r\n\r\n");
+        assert_eq!(&out2[h2..], b"hi");
+    }
+}
