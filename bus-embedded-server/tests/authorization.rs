@@ -618,3 +618,78 @@ async fn jetstream_api_is_denied_by_publish_permissions() {
     assert!(want.1.starts_with("create failed"), "{want:?}");
     assert_eq!(got, want);
 }
+
+/// What async-nats reports for a login, as a comparable string.
+async fn async_nats_login(url: &str, mode: &str, a: &str, b: &str) -> String {
+    let options = match mode {
+        "user" => async_nats::ConnectOptions::with_user_and_password(a.into(), b.into()),
+        "token" => async_nats::ConnectOptions::with_token(a.into()),
+        _ => async_nats::ConnectOptions::new(),
+    };
+    match options
+        .connection_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+    {
+        Ok(nc) => match nc.flush().await {
+            Ok(()) => "connected".to_owned(),
+            Err(e) => format!("flush failed: {e}"),
+        },
+        Err(e) => format!("connect failed: {:?}", e.kind()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_password_logins_report_like_nats_server_in_both_clients() {
+    let run_py = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            nats_py(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .expect("join")
+    };
+    for (config, cases) in [
+        (
+            "authorization { users: [ { user: a, password: b } ] }",
+            vec![
+                ("user", "a", "b", true),
+                ("user", "a", "wrong", false),
+                ("user", "nobody", "b", false),
+                ("token", "b", "", false),
+                ("anonymous", "", "", false),
+            ],
+        ),
+        (
+            "authorization { token: s3cret }",
+            vec![
+                ("token", "s3cret", "", true),
+                ("token", "wrong", "", false),
+                ("user", "a", "s3cret", false),
+                ("anonymous", "", "", false),
+            ],
+        ),
+    ] {
+        let reference = reference(config, false).await;
+        let server = ours(config, None).await;
+        for (mode, a, b, ok) in cases {
+            let want = async_nats_login(&reference.url(), mode, a, b).await;
+            let got = async_nats_login(&server.client_url(), mode, a, b).await;
+            assert_eq!(want == "connected", ok, "{config} {mode} {a}: {want}");
+            assert_eq!(got, want, "async-nats, {config}, {mode} {a} {b}");
+            let args = |url: String| {
+                let mut v = vec![url, mode.to_owned()];
+                v.extend(
+                    [a, b]
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| (*s).to_owned()),
+                );
+                v
+            };
+            let want = run_py(args(reference.url())).await;
+            let got = run_py(args(server.client_url())).await;
+            assert_eq!(want.starts_with("connected"), ok, "{config} {mode}: {want}");
+            assert_eq!(got, want, "nats-py, {config}, {mode} {a} {b}");
+        }
+    }
+}

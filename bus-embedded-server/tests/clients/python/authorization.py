@@ -6,6 +6,10 @@ our server with the reference nats-server.
 Usage:
   python3 authorization.py URL nkey SEED
       connect with an nkey seed (nats-py signs the INFO nonce), flush, close
+  python3 authorization.py URL user USER PASS
+  python3 authorization.py URL token TOKEN
+  python3 authorization.py URL anonymous
+      connect with user/password, a token, or nothing; flush, close
   python3 authorization.py URL denied USER PASS SUBJECT
       connect with user/password, publish to SUBJECT and subscribe to it,
       print the asynchronous errors the client reported
@@ -32,6 +36,19 @@ async def main():
     if mode == "nkey":
         try:
             nc = await nats.connect(url, nkeys_seed_str=sys.argv[3], **common)
+            await nc.flush(timeout=3)
+            print("connected")
+            await nc.close()
+        except Exception as e:  # what the client raises is the point
+            print(f"connect failed: {type(e).__name__}: {e}")
+    elif mode in ("user", "token", "anonymous"):
+        creds = {}
+        if mode == "user":
+            creds = dict(user=sys.argv[3], password=sys.argv[4])
+        elif mode == "token":
+            creds = dict(token=sys.argv[3])
+        try:
+            nc = await nats.connect(url, **creds, **common)
             await nc.flush(timeout=3)
             print("connected")
             await nc.close()
