@@ -269,11 +269,24 @@ fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
         "listen: 127.0.0.1:-1\nauthorization {\n  auth_callout { issuer: \"AABBCC\" }\n  users: [ {user: a, password: b} ]\n}\n",
     )
     .expect("write");
-    let out = Command::new(BIN)
+    // Spawned with a deadline: a server that wrongly accepts the config
+    // would otherwise run forever and hang this test instead of failing it.
+    let mut child = Command::new(BIN)
         .arg("-c")
         .arg(&conf)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("started without enforcing auth_callout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
     assert!(
         !out.status.success(),
         "started without enforcing auth_callout"

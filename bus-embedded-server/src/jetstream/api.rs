@@ -756,7 +756,7 @@ fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8])
     let Some(stream) = js.stream(tokens[0]) else {
         return false;
     };
-    if !stream.config().allow_direct {
+    if !stream.config_ref().allow_direct {
         return false;
     }
     let Some(reply) = reply else {

@@ -229,6 +229,11 @@ impl Stream {
         StreamConfig::clone(&lock(&self.inner).config)
     }
 
+    /// The configuration, shared (no copy; for per-request checks).
+    pub fn config_ref(&self) -> Arc<StreamConfig> {
+        Arc::clone(&lock(&self.inner).config)
+    }
+
     /// Store state.
     pub fn state(&self) -> StoreState {
         lock(&self.inner).store.state()
