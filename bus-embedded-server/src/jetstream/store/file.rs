@@ -22,7 +22,7 @@ pub use record::{
     decode_record, encode_record, record_len,
 };
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -141,7 +141,7 @@ pub struct FileStore {
     config: FileStoreConfig,
     segments: BTreeMap<u64, Segment>,
     index: BTreeMap<u64, Entry>,
-    by_subject: HashMap<Arc<str>, BTreeSet<u64>>,
+    by_subject: super::subjects::SubjectIndex,
     bytes: u64,
     last_seq: u64,
     last_ts: i64,
@@ -251,7 +251,7 @@ impl FileStore {
             config,
             segments: BTreeMap::new(),
             index: BTreeMap::new(),
-            by_subject: HashMap::new(),
+            by_subject: super::subjects::SubjectIndex::default(),
             bytes: 0,
             last_seq: 0,
             last_ts: 0,
@@ -929,12 +929,7 @@ impl Store for FileStore {
     ) -> Result<Option<StoredMsg>, StoreError> {
         let best = match filter {
             SubjectFilter::All => self.index.range(start..).next().map(|(s, _)| *s),
-            SubjectFilter::Any(_) => self
-                .by_subject
-                .iter()
-                .filter(|(subject, _)| filter.matches(subject))
-                .filter_map(|(_, seqs)| seqs.range(start..).next().copied())
-                .min(),
+            SubjectFilter::Any(_) => self.by_subject.first_from(start, filter),
         };
         match best {
             Some(s) => self.load(s),
@@ -943,67 +938,36 @@ impl Store for FileStore {
     }
 
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
-        let best = if filter.contains(['*', '>']) {
-            self.by_subject
-                .iter()
-                .filter(|(s, _)| subject_matches(filter, s))
-                .filter_map(|(_, seqs)| seqs.last().copied())
-                .max()
-        } else {
-            self.by_subject.get(filter).and_then(|s| s.last().copied())
-        };
-        match best {
+        match self.by_subject.last_matching(filter) {
             Some(s) => self.load(s),
             None => Ok(None),
         }
     }
 
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
-        self.by_subject.get(subject).and_then(|s| s.last().copied())
+        self.by_subject.last_of(subject)
     }
 
     fn subject_count(&self, subject: &str) -> u64 {
-        self.by_subject.get(subject).map_or(0, |s| s.len() as u64)
+        self.by_subject.count(subject)
     }
 
     fn subject_seqs(&self, subject: &str) -> Vec<u64> {
-        self.by_subject
-            .get(subject)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.by_subject.seqs(subject)
     }
 
     fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = self
-            .by_subject
-            .iter()
-            .filter(|(s, _)| filter.is_empty() || subject_matches(filter, s))
-            .map(|(s, seqs)| (s.to_string(), seqs.len() as u64))
-            .collect();
-        out.sort();
-        out
+        self.by_subject.counts(filter)
     }
 
     fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
-        let mut out: Vec<u64> = self
-            .by_subject
-            .iter()
-            .filter(|(s, _)| filter.matches(s))
-            .filter_map(|(_, seqs)| seqs.last().copied())
-            .collect();
-        out.sort_unstable();
-        out
+        self.by_subject.last_per_subject(filter)
     }
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
             SubjectFilter::All => super::count_from(&self.index, start),
-            SubjectFilter::Any(_) => self
-                .by_subject
-                .iter()
-                .filter(|(s, _)| filter.matches(s))
-                .map(|(_, seqs)| seqs.range(start..).count() as u64)
-                .sum(),
+            SubjectFilter::Any(_) => self.by_subject.pending_from(start, filter),
         }
     }
 

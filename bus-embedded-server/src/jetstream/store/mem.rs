@@ -2,7 +2,7 @@
 //! with a per-subject index. Nothing survives a restart; every append is
 //! "durable" at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use super::{
 #[derive(Debug, Default)]
 pub struct MemStore {
     msgs: BTreeMap<u64, StoredMsg>,
-    by_subject: HashMap<Arc<str>, BTreeSet<u64>>,
+    by_subject: super::subjects::SubjectIndex,
     bytes: u64,
     last_seq: u64,
     last_ts: i64,
@@ -109,83 +109,44 @@ impl Store for MemStore {
     ) -> Result<Option<StoredMsg>, StoreError> {
         match filter {
             SubjectFilter::All => Ok(self.msgs.range(start..).next().map(|(_, m)| m.clone())),
-            SubjectFilter::Any(_) => {
-                // Per-subject index: the smallest matching sequence >= start.
-                let mut best: Option<u64> = None;
-                for (subject, seqs) in &self.by_subject {
-                    if !filter.matches(subject) {
-                        continue;
-                    }
-                    if let Some(&s) = seqs.range(start..).next()
-                        && best.is_none_or(|b| s < b)
-                    {
-                        best = Some(s);
-                    }
-                }
-                Ok(best.and_then(|s| self.msgs.get(&s).cloned()))
-            }
+            SubjectFilter::Any(_) => Ok(self
+                .by_subject
+                .first_from(start, filter)
+                .and_then(|s| self.msgs.get(&s).cloned())),
         }
     }
 
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
-        let best = if filter.contains(['*', '>']) {
-            self.by_subject
-                .iter()
-                .filter(|(s, _)| subject_matches(filter, s))
-                .filter_map(|(_, seqs)| seqs.last().copied())
-                .max()
-        } else {
-            self.by_subject.get(filter).and_then(|s| s.last().copied())
-        };
-        Ok(best.and_then(|s| self.msgs.get(&s).cloned()))
+        Ok(self
+            .by_subject
+            .last_matching(filter)
+            .and_then(|s| self.msgs.get(&s).cloned()))
     }
 
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
-        self.by_subject.get(subject).and_then(|s| s.last().copied())
+        self.by_subject.last_of(subject)
     }
 
     fn subject_count(&self, subject: &str) -> u64 {
-        self.by_subject.get(subject).map_or(0, |s| s.len() as u64)
+        self.by_subject.count(subject)
     }
 
     fn subject_seqs(&self, subject: &str) -> Vec<u64> {
-        self.by_subject
-            .get(subject)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.by_subject.seqs(subject)
     }
 
     fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = self
-            .by_subject
-            .iter()
-            .filter(|(s, _)| filter.is_empty() || subject_matches(filter, s))
-            .map(|(s, seqs)| (s.to_string(), seqs.len() as u64))
-            .collect();
-        out.sort();
-        out
+        self.by_subject.counts(filter)
     }
 
     fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
-        let mut out: Vec<u64> = self
-            .by_subject
-            .iter()
-            .filter(|(s, _)| filter.matches(s))
-            .filter_map(|(_, seqs)| seqs.last().copied())
-            .collect();
-        out.sort_unstable();
-        out
+        self.by_subject.last_per_subject(filter)
     }
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
             SubjectFilter::All => super::count_from(&self.msgs, start),
-            SubjectFilter::Any(_) => self
-                .by_subject
-                .iter()
-                .filter(|(s, _)| filter.matches(s))
-                .map(|(_, seqs)| seqs.range(start..).count() as u64)
-                .sum(),
+            SubjectFilter::Any(_) => self.by_subject.pending_from(start, filter),
         }
     }
 

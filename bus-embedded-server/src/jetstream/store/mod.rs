@@ -16,6 +16,7 @@
 
 pub mod file;
 pub mod mem;
+pub mod subjects;
 
 use std::sync::Arc;
 
