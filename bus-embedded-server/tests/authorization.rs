@@ -318,7 +318,19 @@ async fn allow_responses_outcome(url: &str) -> Vec<String> {
     // A request first: answered once it reaches the service, which proves
     // the service is listening.
     let mut outcome = Vec::new();
-    let answer = client.request("svc", "q1".into()).await.expect("request");
+    // async-nats' flush is not a round trip, so the service's SUB may reach
+    // the server after this request does: retry while nobody listens yet.
+    let mut attempts = 0;
+    let answer = loop {
+        match client.request("svc", "q1".into()).await {
+            Ok(answer) => break answer,
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("request: {e:?}"),
+        }
+    };
     outcome.push(format!(
         "request: {}",
         String::from_utf8_lossy(&answer.payload)
