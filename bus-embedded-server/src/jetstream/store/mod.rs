@@ -1,6 +1,7 @@
 //! Message storage for one stream: the [`Store`] trait and its two
 //! implementations, [`mem::MemStore`] (storage `memory`) and
-//! [`file::FileStore`] (storage `file`, the crash-safe segmented log).
+//! [`file::FileStore`] (storage `file`, the crash-safe segmented log), which
+//! share [`subjects::SubjectIndex`] for their per-subject queries.
 //!
 //! A store only stores: sequence numbers, subjects, headers, payloads and
 //! timestamps. Stream semantics (limits policy, dedup, expected-sequence
