@@ -28,6 +28,7 @@ use crate::auth::{Identity, Login};
 use crate::client::{self, Client};
 use crate::conf::{Located, Value};
 use crate::server::Auth;
+use crate::subject;
 use crate::sublist::Sublist;
 
 /// The global account's name.
@@ -230,7 +231,7 @@ fn subject_of(key: &str, v: &Located) -> Result<String, String> {
             type_name(v)
         )
     })?;
-    if !crate::sublist::valid_filter(s) {
+    if !crate::subject::valid_filter(s) {
         return Err(format!("line {}: {key}: invalid subject \"{s}\"", v.line));
     }
     Ok(s.to_owned())
@@ -370,7 +371,7 @@ fn import(item: &Located) -> Result<Import, String> {
                         type_name(value)
                     )
                 })?;
-                if !crate::sublist::valid_literal(p) {
+                if !crate::subject::valid_literal(p) {
                     return Err(format!(
                         "line {}: prefix: invalid prefix \"{p}\"",
                         value.line
@@ -403,7 +404,7 @@ fn import(item: &Located) -> Result<Import, String> {
         ));
     }
     if let Some(to) = &to
-        && wildcards(to) != wildcards(&subject)
+        && !subject::wildcards(to).eq(subject::wildcards(&subject))
     {
         return Err(format!(
             "line {line}: to: \"{to}\" must use the same wildcards as \"{subject}\""
@@ -416,14 +417,6 @@ fn import(item: &Located) -> Result<Import, String> {
         to,
         prefix,
     })
-}
-
-/// The wildcard tokens of a subject, in order.
-fn wildcards(subject: &str) -> Vec<&str> {
-    subject
-        .split('.')
-        .filter(|t| *t == "*" || *t == ">")
-        .collect()
 }
 
 /// Cross-checks imports against the exporters' exports.
@@ -442,7 +435,7 @@ fn check(accounts: &[AccountConfig]) -> Result<(), String> {
             };
             let allowed = exporter.exports.iter().any(|e| {
                 e.kind == i.kind
-                    && covers(&e.subject, &i.subject)
+                    && subject::covers(&e.subject, &i.subject)
                     && e.accounts
                         .as_ref()
                         .is_none_or(|names| names.contains(&a.name))
@@ -456,71 +449,6 @@ fn check(accounts: &[AccountConfig]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Whether pattern `outer` matches everything pattern `inner` matches.
-fn covers(outer: &str, inner: &str) -> bool {
-    let o: Vec<&str> = outer.split('.').collect();
-    let i: Vec<&str> = inner.split('.').collect();
-    for (n, ot) in o.iter().enumerate() {
-        if *ot == ">" {
-            return n < i.len();
-        }
-        let Some(it) = i.get(n) else {
-            return false;
-        };
-        if *it == ">" {
-            return false;
-        }
-        if *ot != "*" && (*it == "*" || ot != it) {
-            return false;
-        }
-    }
-    o.len() == i.len()
-}
-
-/// Whether a literal subject matches a pattern.
-pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut s = subject.split('.');
-    for p in pattern.split('.') {
-        match p {
-            ">" => return s.next().is_some(),
-            "*" => {
-                if s.next().is_none() {
-                    return false;
-                }
-            }
-            lit => {
-                if s.next() != Some(lit) {
-                    return false;
-                }
-            }
-        }
-    }
-    s.next().is_none()
-}
-
-/// Maps a literal `subject` matched by `from` onto `to` (same wildcards):
-/// the tokens `from`'s wildcards matched go to `to`'s, in order.
-fn map_subject(from: &str, to: &str, subject: &str) -> String {
-    let from: Vec<&str> = from.split('.').collect();
-    let tokens: Vec<&str> = subject.split('.').collect();
-    let mut captured: Vec<String> = Vec::new();
-    for (n, f) in from.iter().enumerate() {
-        match *f {
-            "*" => captured.push(tokens.get(n).copied().unwrap_or_default().to_owned()),
-            ">" => captured.push(tokens.get(n..).map(|t| t.join(".")).unwrap_or_default()),
-            _ => {}
-        }
-    }
-    let mut captured = captured.into_iter();
-    to.split('.')
-        .map(|t| match t {
-            "*" | ">" => captured.next().unwrap_or_default(),
-            lit => lit.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// Adds the accounts' users to the server's `auth` (from `authorization
@@ -583,12 +511,12 @@ pub(crate) struct StreamRoute {
 impl StreamRoute {
     /// The subject in the importing account, when `subject` is imported.
     pub(crate) fn map(&self, subject: &str) -> Option<String> {
-        if !subject_matches(&self.pattern, subject) {
+        if !subject::matches(&self.pattern, subject) {
             return None;
         }
         Some(match (&self.prefix, &self.to) {
             (Some(p), _) => format!("{p}.{subject}"),
-            (None, Some(to)) => map_subject(&self.pattern, to, subject),
+            (None, Some(to)) => subject::map(&self.pattern, to, subject),
             (None, None) => subject.to_owned(),
         })
     }
@@ -609,11 +537,11 @@ pub(crate) struct ServiceRoute {
 impl ServiceRoute {
     /// The subject in the exporting account, when `subject` is this import's.
     pub(crate) fn map(&self, subject: &str) -> Option<String> {
-        subject_matches(&self.local, subject).then(|| {
+        subject::matches(&self.local, subject).then(|| {
             if self.local == self.remote {
                 subject.to_owned()
             } else {
-                map_subject(&self.local, &self.remote, subject)
+                subject::map(&self.local, &self.remote, subject)
             }
         })
     }
@@ -890,7 +818,7 @@ pub(crate) fn build(
                 ExportKind::Service => {
                     let export = configs.iter().find(|e| e.name == i.account).and_then(|e| {
                         e.exports.iter().find(|x| {
-                            x.kind == ExportKind::Service && covers(&x.subject, &i.subject)
+                            x.kind == ExportKind::Service && subject::covers(&x.subject, &i.subject)
                         })
                     });
                     routes
@@ -957,17 +885,6 @@ pub(crate) fn with_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subjects_map_through_wildcards() {
-        assert_eq!(map_subject("b.*.x", "l.*.y", "b.q.x"), "l.q.y");
-        assert_eq!(map_subject("b.>", "l.>", "b.q.x"), "l.q.x");
-        assert_eq!(map_subject("b.svc", "local.svc", "b.svc"), "local.svc");
-        assert!(covers("a.>", "a.b.c"));
-        assert!(covers("a.*", "a.b"));
-        assert!(!covers("a.*", "a.>"));
-        assert!(!covers("a.b", "a.c"));
-    }
 
     #[test]
     fn a_header_is_added_to_a_message() {

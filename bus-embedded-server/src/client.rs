@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 
 use crate::parser::{ClientOp, Parser};
 use crate::server::Shared;
-use crate::sublist::{self, Matches, Subscriber, Subscription};
+use crate::subject;
+use crate::sublist::{Matches, Subscriber, Subscription};
 
 /// A subscription of a client.
 pub type Sub = Subscription<Client>;
@@ -619,7 +620,7 @@ impl Session {
                 return;
             }
         }
-        if !sublist::valid_filter(text) {
+        if !subject::valid_filter(text) {
             self.err("Invalid Subject");
             return;
         }
@@ -681,7 +682,7 @@ impl Session {
             return Ok(());
         };
         let mut malformed = false;
-        if !sublist::valid_literal(text) {
+        if !subject::valid_literal(text) {
             // nats-server: in pedantic mode (the default when CONNECT does
             // not say) an -ERR; either way a malformed subject (empty
             // tokens) is dropped, while one whose only fault is a wildcard
@@ -690,7 +691,7 @@ impl Session {
             if self.pedantic {
                 self.err("Invalid Publish Subject");
             }
-            malformed = text.is_empty() || text.split('.').any(str::is_empty);
+            malformed = subject::has_empty_token(text);
         }
         if self.rules.is_some() && !self.may_publish(&subject, text) {
             // Dropped; the connection stays open (nats-server).
@@ -941,7 +942,7 @@ impl Session {
         let Ok(text) = std::str::from_utf8(reply) else {
             return;
         };
-        if !sublist::valid_literal(text) {
+        if !subject::valid_literal(text) {
             return;
         }
         let matches = self.matches(reply, text);

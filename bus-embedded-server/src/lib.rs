@@ -43,6 +43,7 @@ pub mod jetstream;
 mod monitor;
 pub mod parser;
 pub mod server;
+pub mod subject;
 pub mod sublist;
 pub mod tls;
 

@@ -125,35 +125,6 @@ impl<C: ?Sized + Subscriber> Default for Sublist<C> {
     }
 }
 
-/// True when `subject` is a valid subscription subject: non-empty tokens,
-/// wildcards only as whole tokens, `>` only last, no whitespace.
-pub fn valid_filter(subject: &str) -> bool {
-    if subject.is_empty() {
-        return false;
-    }
-    let mut tokens = subject.split('.').peekable();
-    while let Some(t) = tokens.next() {
-        if t.is_empty()
-            || t.bytes()
-                .any(|b| b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')
-        {
-            return false;
-        }
-        if t.len() > 1 && (t.contains('*') || t.contains('>')) {
-            return false;
-        }
-        if t == ">" && tokens.peek().is_some() {
-            return false;
-        }
-    }
-    true
-}
-
-/// True when `subject` is a valid literal publish subject (no wildcards).
-pub fn valid_literal(subject: &str) -> bool {
-    valid_filter(subject) && !subject.split('.').any(|t| t == "*" || t == ">")
-}
-
 impl<C: ?Sized + Subscriber> Sublist<C> {
     /// Current generation; changes on every insert and remove.
     pub fn generation(&self) -> u64 {
@@ -430,18 +401,6 @@ mod tests {
         assert!(l.remove(&b));
         assert!(l.is_empty());
         assert!(l.root.read().unwrap().is_empty(), "empty levels pruned");
-    }
-
-    #[test]
-    fn subject_validation() {
-        for ok in ["a", "a.b", "a.*", "a.>", "*", ">", "*.b.>"] {
-            assert!(valid_filter(ok), "{ok}");
-        }
-        for bad in ["", "a..b", ".a", "a.", "a.>.b", "a*", "a.b>", "a b"] {
-            assert!(!valid_filter(bad), "{bad}");
-        }
-        assert!(valid_literal("a.b"));
-        assert!(!valid_literal("a.*"));
     }
 
     #[test]

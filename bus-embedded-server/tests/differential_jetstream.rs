@@ -786,6 +786,24 @@ fn scenarios() -> Vec<Scenario> {
         ),
         // -------------------------------------------------- CONSUMER.MSG.NEXT
         (
+            // `a.>` covers the stream's `a.>` but not its `a`: the consumer
+            // must not be treated as unfiltered.
+            "a filter covering only some of the stream's subjects skips the others",
+            concat(vec![
+                vec![create("S", r#""subjects":["a","a.>"]"#)],
+                publish_n("a", 1),
+                publish_n("a.b", 1),
+                publish_n("a", 1),
+                vec![
+                    api(
+                        "CONSUMER.CREATE.S.C",
+                        r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"none","filter_subject":"a.>"}}"#,
+                    ),
+                    pull("S", "C", r#"{"batch":3,"no_wait":true}"#),
+                ],
+            ]),
+        ),
+        (
             "pull batches and no_wait",
             concat(vec![
                 vec![create("S", SA)],

@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 use super::consumer::Consumer;
 use super::errors::ApiError;
 use super::headers::HeaderBuilder;
-use super::store::{Purge, StoredMsg, subject_matches};
+use super::store::{Purge, StoredMsg};
 use super::stream::Stream;
 use super::types::{
     AckPolicy, ConsumerConfig, DeliverPolicy, Retention, StreamConfig, StreamStateJson, now_nanos,
     rfc3339,
 };
 use super::{JetStream, lock, write};
-use crate::sublist;
+use crate::subject;
 
 const API_PREFIX: &str = "io.nats.jetstream.api.v1.";
 
@@ -246,37 +246,6 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// True when some subject matches both filters.
-pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
-    let mut x = a.split('.');
-    let mut y = b.split('.');
-    loop {
-        match (x.next(), y.next()) {
-            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
-            (Some(p), Some(q)) if p == "*" || q == "*" || p == q => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// True when every subject matching `sub` also matches `sup`.
-pub(crate) fn filter_subset(sub: &str, sup: &str) -> bool {
-    let mut x = sub.split('.');
-    let mut y = sup.split('.');
-    loop {
-        match (x.next(), y.next()) {
-            (_, Some(">")) => return true,
-            (Some(">"), _) => return false,
-            (Some("*"), Some("*")) => {}
-            (Some("*"), Some(_)) => return false,
-            (Some(p), Some(q)) if q == "*" || p == q => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 fn check_stream_config(
     js: &JetStream,
     cfg: &StreamConfig,
@@ -326,7 +295,7 @@ fn check_stream_config(
     // an equal literal (a hash lookup), so thousands of subjects stay cheap.
     let mut seen = SubjectSet::default();
     for s in &cfg.subjects {
-        if !sublist::valid_filter(s) {
+        if !subject::valid_filter(s) {
             return Err(ApiError::invalid_config("invalid subject"));
         }
         if s == ">" {
@@ -335,7 +304,7 @@ fn check_stream_config(
             ));
         }
         // nats-server refuses anything that could capture `$JS.` subjects.
-        if filters_overlap(s, "$JS.>") {
+        if subject::overlaps(s, "$JS.>") {
             return Err(ApiError::invalid_config(
                 "subjects that overlap with jetstream api require no-ack to be true",
             ));
@@ -373,7 +342,7 @@ struct SubjectSet<'a> {
 
 impl<'a> SubjectSet<'a> {
     fn insert(&mut self, s: &'a str) {
-        if s.split('.').any(|t| t == "*" || t == ">") {
+        if subject::has_wildcards(s) {
             self.wildcards.push(s);
         } else {
             self.literals.insert(s);
@@ -382,17 +351,17 @@ impl<'a> SubjectSet<'a> {
 
     /// A member some subject matching `s` would also match.
     fn overlap(&self, s: &str) -> Option<&'a str> {
-        let wild = s.split('.').any(|t| t == "*" || t == ">");
+        let wild = subject::has_wildcards(s);
         if !wild {
             if let Some(l) = self.literals.get(s) {
                 return Some(l);
             }
-        } else if let Some(l) = self.literals.iter().find(|l| filters_overlap(l, s)) {
+        } else if let Some(l) = self.literals.iter().find(|l| subject::overlaps(l, s)) {
             return Some(l);
         }
         self.wildcards
             .iter()
-            .find(|w| filters_overlap(w, s))
+            .find(|w| subject::overlaps(w, s))
             .copied()
     }
 }
@@ -654,7 +623,7 @@ fn stream_names(js: &JetStream, data: &[u8], list: bool) -> ApiResult {
         .all_streams()
         .into_iter()
         .filter(|s| match req.subject.as_deref().filter(|f| !f.is_empty()) {
-            Some(f) => s.config().subjects.iter().any(|x| filters_overlap(x, f)),
+            Some(f) => s.config().subjects.iter().any(|x| subject::overlaps(x, f)),
             None => true,
         })
         .collect();
@@ -940,7 +909,7 @@ fn consumer_create(
             if theirs.is_empty()
                 || mine
                     .iter()
-                    .any(|a| theirs.iter().any(|b| filters_overlap(a, b)))
+                    .any(|a| theirs.iter().any(|b| subject::overlaps(a, b)))
             {
                 return Err(err(ApiError::wq_not_unique()));
             }
@@ -972,7 +941,7 @@ fn check_consumer_config(
     for (i, f) in cfg.filter_subjects.iter().enumerate() {
         if cfg.filter_subjects[..i]
             .iter()
-            .any(|o| filters_overlap(o, f))
+            .any(|o| subject::overlaps(o, f))
         {
             return Err(ApiError::overlapping_filters());
         }
@@ -980,22 +949,22 @@ fn check_consumer_config(
     // Like nats-server (2.10+), a valid filter need not match the stream's
     // subjects.
     for f in cfg.filters() {
-        if !sublist::valid_filter(&f) {
+        if !subject::valid_filter(&f) {
             return Err(ApiError::filter_not_subset());
         }
     }
     if cfg.is_push() {
         let ds = cfg.deliver_subject.as_deref().unwrap_or("");
-        if !sublist::valid_filter(ds) {
+        if !subject::valid_filter(ds) {
             return Err(ApiError::invalid_deliver_subject());
         }
-        if ds.contains(['*', '>']) {
+        if subject::has_wildcards(ds) {
             return Err(ApiError::deliver_to_wildcards());
         }
         if cfg.max_waiting != 0 {
             return Err(ApiError::push_max_waiting());
         }
-        if scfg.subjects.iter().any(|s| subject_matches(s, ds)) {
+        if scfg.subjects.iter().any(|s| subject::matches(s, ds)) {
             return Err(ApiError::deliver_cycle());
         }
     } else {
@@ -1168,22 +1137,4 @@ fn consumer_names(js: &JetStream, stream: &str, data: &[u8], list: bool) -> ApiR
         "limit": limit,
         "consumers": items,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlap_and_subset_follow_nats_wildcards() {
-        assert!(filters_overlap("a.*", "a.b"));
-        assert!(filters_overlap("a.>", "a.b.c"));
-        assert!(filters_overlap("*.b", "a.*"));
-        assert!(!filters_overlap("a.b", "a.c"));
-        assert!(!filters_overlap("a.*", "a.b.c"));
-        assert!(filter_subset("a.b", "a.*"));
-        assert!(filter_subset("a.b.c", "a.>"));
-        assert!(!filter_subset("a.*", "a.b"));
-        assert!(!filter_subset("a.>", "a.*"));
-    }
 }

@@ -1168,7 +1168,7 @@ fn effective_filter(stream: &Stream, config: &ConsumerConfig) -> SubjectFilter {
         if !subjects.is_empty()
             && subjects
                 .iter()
-                .all(|s| list.iter().any(|f| super::api::filter_subset(s, f)))
+                .all(|s| list.iter().any(|f| crate::subject::covers(f, s)))
         {
             return SubjectFilter::All;
         }

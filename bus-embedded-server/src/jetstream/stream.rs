@@ -15,7 +15,7 @@ use super::consumer::Consumer;
 use super::errors::ApiError;
 use super::headers;
 use super::store::mem::MemStore;
-use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter, subject_matches};
+use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
 
@@ -221,7 +221,7 @@ impl Stream {
     pub fn captures(&self, subject: &str) -> bool {
         read(&self.subjects)
             .iter()
-            .any(|f| subject_matches(f, subject))
+            .any(|f| crate::subject::matches(f, subject))
     }
 
     /// Current configuration.

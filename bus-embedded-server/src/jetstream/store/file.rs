@@ -34,8 +34,9 @@ use bytes::Bytes;
 
 use super::{
     CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
-    SyncJob, file_msg_size, subject_matches,
+    SyncJob, file_msg_size,
 };
+use crate::subject;
 
 const SEGMENT_SUFFIX: &str = ".log";
 const SEGMENT_DIGITS: usize = 20;
@@ -1006,7 +1007,7 @@ impl Store for FileStore {
                 let mut v: Vec<u64> = self
                     .by_subject
                     .iter()
-                    .filter(|(s, _)| subject_matches(f, s))
+                    .filter(|(s, _)| subject::matches(f, s))
                     .flat_map(|(_, seqs)| seqs.iter().copied())
                     .collect();
                 v.sort_unstable();

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{
-    Purge, Store, StoreError, StoreState, StoredMsg, SubjectFilter, SyncJob, subject_matches,
-};
+use super::{Purge, Store, StoreError, StoreState, StoredMsg, SubjectFilter, SyncJob};
+use crate::subject;
 
 /// In-memory message storage.
 #[derive(Debug, Default)]
@@ -176,7 +175,7 @@ impl Store for MemStore {
                 let mut v: Vec<u64> = self
                     .by_subject
                     .iter()
-                    .filter(|(s, _)| subject_matches(f, s))
+                    .filter(|(s, _)| subject::matches(f, s))
                     .flat_map(|(_, seqs)| seqs.iter().copied())
                     .collect();
                 v.sort_unstable();

@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::subject;
+
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMsg {
@@ -111,7 +113,7 @@ impl SubjectFilter {
     pub fn matches(&self, subject: &str) -> bool {
         match self {
             SubjectFilter::All => true,
-            SubjectFilter::Any(list) => list.iter().any(|f| subject_matches(f, subject)),
+            SubjectFilter::Any(list) => list.iter().any(|f| subject::matches(f, subject)),
         }
     }
 }
@@ -137,21 +139,6 @@ pub fn count_from<V>(index: &std::collections::BTreeMap<u64, V>, start: u64) -> 
         index.range(start..).count() as u64
     } else {
         len - index.range(..start).count() as u64
-    }
-}
-
-/// NATS matching of a literal subject against a filter.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
     }
 }
 

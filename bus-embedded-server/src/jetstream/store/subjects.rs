@@ -5,7 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{SubjectFilter, subject_matches};
+use super::SubjectFilter;
+use crate::subject;
 
 /// Subject -> its sequences (ascending). Derefs to the map for inserts and
 /// removals.
@@ -37,10 +38,10 @@ impl SubjectIndex {
 
     /// The newest sequence on a subject matching `filter` (wildcards allowed).
     pub fn last_matching(&self, filter: &str) -> Option<u64> {
-        if filter.contains(['*', '>']) {
+        if subject::has_wildcards(filter) {
             self.0
                 .iter()
-                .filter(|(s, _)| subject_matches(filter, s))
+                .filter(|(s, _)| subject::matches(filter, s))
                 .filter_map(|(_, seqs)| seqs.last().copied())
                 .max()
         } else {
@@ -71,7 +72,7 @@ impl SubjectIndex {
         let mut out: Vec<(String, u64)> = self
             .0
             .iter()
-            .filter(|(s, _)| filter.is_empty() || subject_matches(filter, s))
+            .filter(|(s, _)| filter.is_empty() || subject::matches(filter, s))
             .map(|(s, seqs)| (s.to_string(), seqs.len() as u64))
             .collect();
         out.sort();
