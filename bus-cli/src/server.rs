@@ -5,8 +5,10 @@
 //! nats-server flag parser (`bus_embedded_server::cli`), so `-p 4222`,
 //! `--port=4222`, `-js`, `-sd DIR`, `-DV` mean what they mean to nats-server.
 //! Supported: `-a/--addr`, `-p/--port`, `-n/--name`, `-m/--http_port`,
-//! `-js/--jetstream`, `-sd/--store_dir`, `--user`/`--pass`, `--auth`, `-D`,
-//! `-V`. A configuration file, log/pid/ports files, signals and flags the
+//! `-js/--jetstream`, `-sd/--store_dir`, `--user`/`--pass`, `--auth`,
+//! `--tls`/`--tlscert`/`--tlskey`/`--tlsverify`/`--tlscacert`, `-D`, `-V`;
+//! they are merged by `bus_embedded_server::options`, the same code as
+//! `angzarr-nats-server`'s. A configuration file, log/pid/ports files, signals and flags the
 //! bundled server does not implement are refused with a pointer to
 //! `angzarr-nats-server`, which supports the file format and those options.
 //!
@@ -18,22 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus_embedded_server::cli::{self, Cli};
-use bus_embedded_server::jetstream::JetStreamConfig;
-use bus_embedded_server::{Auth, ServerConfig, User, VERSION};
+use bus_embedded_server::options;
+use bus_embedded_server::{Auth, JetStreamConfig, ServerConfig, VERSION};
 
 use crate::commands::out;
 use crate::error::{CliError, CliResult};
-
-fn port(value: i32, what: &str) -> CliResult<u16> {
-    match value {
-        -1 | 0 => Ok(0),
-        p => u16::try_from(p).map_err(|_| {
-            CliError::msg(format!(
-                "invalid {what} {p}: pass a port from 1 to 65535, or -1 for a free one"
-            ))
-        }),
-    }
-}
 
 fn refuse(what: &str) -> CliError {
     CliError::msg(format!(
@@ -45,7 +36,7 @@ fn refuse(what: &str) -> CliError {
 /// What `angzarr-bus server` adds to the nats-server usage text.
 const NOTE: &str = "angzarr-bus server: runs the bundled server in this process. Supported flags: \
 -a/--addr, -p/--port, -n/--name, -m/--http_port, -js/--jetstream (on by default), \
--sd/--store_dir (default ./data), --user/--pass, --auth, -D, -V. \
+-sd/--store_dir (default ./data), --user/--pass, --auth, --tls/--tlscert/--tlskey/--tlsverify/--tlscacert, -D, -V. \
 For configuration files and the other flags use angzarr-nats-server.";
 
 /// Turns parsed nats-server flags into a server configuration.
@@ -65,48 +56,18 @@ pub fn build(cli: &Cli) -> CliResult<ServerConfig> {
     if cli.signal.is_some() {
         return Err(refuse("signals (-sl); stop it with Ctrl-C or SIGTERM"));
     }
-    let mut config = ServerConfig::default();
-    if let Some(a) = &cli.addr {
-        config.host.clone_from(a);
-    }
-    if let Some(p) = cli.port {
-        config.port = port(p, "port")?;
-    }
-    if let Some(n) = &cli.server_name {
-        config.server_name.clone_from(n);
-    }
-    if let Some(p) = cli.http_port {
-        config.http_port = Some(port(p, "monitoring port")?);
-    }
-    config.auth = match (&cli.auth, &cli.user, &cli.pass) {
-        (Some(_), Some(_), _) => {
-            return Err(CliError::msg(
-                "--auth and --user cannot be used together: pick a token or a user",
-            ));
-        }
-        (Some(token), None, _) => Some(Auth::Token(token.clone())),
-        (None, Some(user), Some(pass)) => Some(Auth::Users(vec![User {
-            name: user.clone(),
-            password: pass.clone(),
-        }])),
-        (None, Some(_), None) => {
-            return Err(CliError::msg("--user needs --pass: give both"));
-        }
-        (None, None, _) => None,
-    };
-    config.debug = cli.debug;
-    config.trace = cli.trace;
-    let jetstream_off = cli.is_set("jetstream") && !cli.jetstream;
-    if !jetstream_off {
-        config.jetstream = Some(JetStreamConfig {
-            store_dir: cli
-                .store_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./data")),
+    // JetStream is on by default here (the bus needs it), under ./data;
+    // `-js=false` turns it off and `-sd` moves it, through the same merge
+    // as angzarr-nats-server's.
+    let defaults = ServerConfig {
+        jetstream: Some(JetStreamConfig {
+            store_dir: PathBuf::from("./data"),
             ..JetStreamConfig::default()
-        });
-    }
-    Ok(config)
+        }),
+        ..ServerConfig::default()
+    };
+    let options = options::from_cli(cli, defaults).map_err(|e| CliError::msg(e.to_string()))?;
+    Ok(options.config)
 }
 
 fn log(level: &str, text: &str) {

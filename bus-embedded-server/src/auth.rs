@@ -13,75 +13,108 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use crate::conf::{self, Located, Value};
-use crate::server::{Auth, User};
+use crate::config::{
+    Auth, Login, Permissions, ResponsePermission, SubjectPermission, User, is_bcrypt,
+};
 use crate::subject;
 
-/// What a user may publish and subscribe to (`permissions {}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions {
-    /// `publish` (`pub`): `None` = anything.
-    pub publish: Option<SubjectPermission>,
-    /// `subscribe` (`sub`): `None` = anything.
-    pub subscribe: Option<SubjectPermission>,
-    /// `allow_responses`: may publish to the reply subjects of messages it
-    /// received, even where `publish` says no.
-    pub allow_responses: Option<ResponsePermission>,
+/// The credentials of a CONNECT.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// `user`.
+    pub user: Option<&'a str>,
+    /// `pass`.
+    pub pass: Option<&'a str>,
+    /// `auth_token`.
+    pub token: Option<&'a str>,
+    /// `nkey` (public key).
+    pub nkey: Option<&'a str>,
+    /// `sig`: the signature of the INFO nonce.
+    pub sig: Option<&'a str>,
 }
 
-/// Allow and deny lists of subjects (wildcards allowed). For subscriptions
-/// an entry may name a queue group after a space: `"foo.* workers"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SubjectPermission {
-    /// `None` = everything not denied; `Some(empty)` = nothing.
-    pub allow: Option<Vec<String>>,
-    /// Denied subjects; deny wins over allow.
-    pub deny: Option<Vec<String>>,
-}
+impl Auth {
+    /// Checks CONNECT's credentials.
+    pub fn allows(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
+        let creds = Credentials {
+            user,
+            pass,
+            token,
+            ..Credentials::default()
+        };
+        self.authenticate(&creds, None).is_some()
+    }
 
-/// `allow_responses`: how many replies per received request, and for how
-/// long after it arrived (zero = no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponsePermission {
-    /// Responses allowed per request (nats-server's default: 1).
-    pub max: usize,
-    /// How long after the request responses are allowed (nats-server's
-    /// default: 2 minutes).
-    pub expires: Duration,
-}
+    /// Checks CONNECT's credentials (`nonce`: the one sent in INFO); on
+    /// success, the user's permissions (`None` = unrestricted). As
+    /// nats-server: a CONNECT with an `nkey` is judged by it alone when nkey
+    /// users are configured.
+    pub fn authenticate(
+        &self,
+        creds: &Credentials<'_>,
+        nonce: Option<&str>,
+    ) -> Option<Option<&Permissions>> {
+        self.authenticate_account(creds, nonce).map(|(p, _)| p)
+    }
 
-impl Default for ResponsePermission {
-    fn default() -> Self {
-        ResponsePermission {
-            max: 1,
-            expires: Duration::from_secs(120),
+    /// As [`Auth::authenticate`], with the user's account (`None` = `$G`).
+    pub fn authenticate_account(
+        &self,
+        creds: &Credentials<'_>,
+        nonce: Option<&str>,
+    ) -> Option<(Option<&Permissions>, Option<&str>)> {
+        let password = |found: Option<&User>| match (found, creds.pass) {
+            (Some(u), Some(pass)) => secret_matches(pass, &u.password),
+            _ => false,
+        };
+        match self {
+            Auth::Token(expected) => creds
+                .token
+                .is_some_and(|t| secret_matches(t, expected))
+                .then_some((None, None)),
+            Auth::Users(users) => {
+                let user = creds.user?;
+                password(users.iter().find(|u| u.name == user)).then_some((None, None))
+            }
+            Auth::Identities(ids) => {
+                if let Some(nkey) = creds.nkey.filter(|k| !k.is_empty())
+                    && self.needs_nonce()
+                {
+                    let id = ids
+                        .iter()
+                        .find(|i| matches!(&i.login, Login::Nkey(k) if k == nkey))?;
+                    let (Some(sig), Some(nonce)) = (creds.sig, nonce) else {
+                        return None;
+                    };
+                    return verify_nkey(nkey, nonce.as_bytes(), sig)
+                        .then_some((id.permissions.as_ref(), id.account.as_deref()));
+                }
+                let user = creds.user?;
+                let id = ids
+                    .iter()
+                    .find(|i| matches!(&i.login, Login::Password(u) if u.name == user))?;
+                let Login::Password(u) = &id.login else {
+                    return None;
+                };
+                password(Some(u)).then_some((id.permissions.as_ref(), id.account.as_deref()))
+            }
         }
     }
 }
 
-/// One entry of [`Auth::Identities`]: how a user logs in, and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// User/password or nkey.
-    pub login: Login,
-    /// `None` = no restrictions.
-    pub permissions: Option<Permissions>,
-    /// The account the user logs into (`accounts { A { users } }`); `None`
-    /// = the global account `$G`.
-    pub account: Option<String>,
-}
-
-/// How an [`Identity`] proves who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Login {
-    /// User name and password (plain or bcrypt).
-    Password(User),
-    /// A user nkey (public key, `U...`): CONNECT signs the INFO nonce.
-    Nkey(String),
+/// Compares a presented secret with a stored one: bcrypt when stored as a
+/// hash, otherwise in constant time.
+fn secret_matches(given: &str, stored: &str) -> bool {
+    if is_bcrypt(stored) {
+        bcrypt::verify(given, stored).unwrap_or(false)
+    } else {
+        use subtle::ConstantTimeEq;
+        given.len() == stored.len() && bool::from(given.as_bytes().ct_eq(stored.as_bytes()))
+    }
 }
 
 /// True for a well-formed user public nkey (`U...`, checksum right).
@@ -353,325 +386,10 @@ impl Rules {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------
-
-/// Reads an `authorization { ... }` block: `token`, or `user`/`password`
-/// and/or a `users` list of `{user, password}` and `{nkey}` entries, each
-/// with optional `permissions` (else the block's `default_permissions`), and
-/// `timeout`. Returns the auth (None when the block sets no credentials) and
-/// the timeout. Errors name the line; keys this server cannot enforce are
-/// refused, never ignored.
-pub fn authorization_from_conf(
-    block: &Located,
-) -> Result<(Option<Auth>, Option<Duration>), String> {
-    let text = |key: &str| block.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    // Anything we cannot enforce must stop the start: running with less
-    // protection than configured is never right.
-    let refuse = |entry: &Located, allowed: &[&str], at: &str| -> Result<(), String> {
-        for (key, value) in entry.as_map().unwrap_or_default() {
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(key)) {
-                return Err(format!(
-                    "line {}: {at}{key} is not supported yet by this server; refusing to start",
-                    value.line
-                ));
-            }
-        }
-        Ok(())
-    };
-    refuse(
-        block,
-        &[
-            "token",
-            "user",
-            "password",
-            "pass",
-            "users",
-            "timeout",
-            "permissions",
-            "default_permissions",
-        ],
-        "",
-    )?;
-    let timeout = match block.get("timeout") {
-        Some(t) => Some(conf::as_duration(t).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let defaults = match block.get("default_permissions") {
-        Some(p) => Some(permissions_from_conf(p)?),
-        None => None,
-    };
-    let token = text("token");
-    let user = text("user");
-    let password = text("password").or_else(|| text("pass"));
-    let mut identities = Vec::new();
-    let mut any_permissions = defaults.is_some();
-    if let Some(list) = block.get("users") {
-        let items = list.as_array().ok_or_else(|| {
-            format!(
-                "line {}: users must be an array, got {}",
-                list.line,
-                list.value.type_name()
-            )
-        })?;
-        for item in items {
-            if item.as_map().is_none() {
-                return Err(format!(
-                    "line {}: users: expected a map such as {{user: a, password: b}}, got {}",
-                    item.line,
-                    item.value.type_name()
-                ));
-            }
-            refuse(
-                item,
-                &["user", "password", "pass", "nkey", "permissions"],
-                "users: ",
-            )?;
-            let permissions = match item.get("permissions") {
-                Some(p) => {
-                    any_permissions = true;
-                    Some(permissions_from_conf(p)?)
-                }
-                None => defaults.clone(),
-            };
-            let login = if let Some(nkey) = item.get("nkey") {
-                if item.get("user").is_some()
-                    || item.get("password").is_some()
-                    || item.get("pass").is_some()
-                {
-                    return Err(format!(
-                        "line {}: Nkey users do not take usernames or passwords",
-                        item.line
-                    ));
-                }
-                let key = nkey
-                    .as_str()
-                    .filter(|k| valid_user_nkey(k))
-                    .ok_or_else(|| {
-                        format!(
-                            "line {}: nkey: Not a valid public nkey for a user",
-                            nkey.line
-                        )
-                    })?;
-                let duplicate = identities
-                    .iter()
-                    .any(|i: &Identity| matches!(&i.login, Login::Nkey(k) if k == key));
-                if duplicate {
-                    return Err(format!(
-                        "line {}: Duplicate nkey \"{key}\" detected",
-                        nkey.line
-                    ));
-                }
-                Login::Nkey(key.to_owned())
-            } else {
-                let name = item
-                    .get("user")
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| format!("line {}: a user needs `user` or `nkey`", item.line))?;
-                let pass = item
-                    .get("password")
-                    .or_else(|| item.get("pass"))
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| format!("line {}: user {name} needs `password`", item.line))?;
-                Login::Password(User {
-                    name: name.to_owned(),
-                    password: pass.to_owned(),
-                })
-            };
-            identities.push(Identity {
-                login,
-                permissions,
-                account: None,
-            });
-        }
-    }
-    match (&user, &password) {
-        (Some(u), Some(p)) => {
-            let permissions = match block.get("permissions") {
-                Some(perms) => {
-                    any_permissions = true;
-                    Some(permissions_from_conf(perms)?)
-                }
-                None => defaults.clone(),
-            };
-            identities.push(Identity {
-                login: Login::Password(User {
-                    name: u.clone(),
-                    password: p.clone(),
-                }),
-                permissions,
-                account: None,
-            });
-        }
-        (None, None) => {
-            if let Some(p) = block.get("permissions") {
-                return Err(format!(
-                    "line {}: permissions here need user and password (or go in a users entry)",
-                    p.line
-                ));
-            }
-        }
-        _ => return Err("user and password go together".to_owned()),
-    }
-    let nkeys = identities.iter().any(|i| matches!(i.login, Login::Nkey(_)));
-    let auth = match (token, identities.is_empty()) {
-        (Some(_), false) => return Err("use either a token or users, not both".to_owned()),
-        (Some(t), true) => Some(Auth::Token(t)),
-        (None, false) if !nkeys && !any_permissions => Some(Auth::Users(
-            identities
-                .into_iter()
-                .filter_map(|i| match i.login {
-                    Login::Password(u) => Some(u),
-                    Login::Nkey(_) => None,
-                })
-                .collect(),
-        )),
-        (None, false) => Some(Auth::Identities(identities)),
-        (None, true) => None,
-    };
-    Ok((auth, timeout))
-}
-
-/// Reads a `permissions { publish, subscribe, allow_responses }` map.
-pub fn permissions_from_conf(v: &Located) -> Result<Permissions, String> {
-    let Value::Map(entries) = &v.value else {
-        return Err(format!(
-            "line {}: Expected permissions to be a map/struct, got {}",
-            v.line,
-            v.value.type_name()
-        ));
-    };
-    let mut p = Permissions::default();
-    for (key, value) in entries {
-        match key.to_ascii_lowercase().as_str() {
-            "publish" | "pub" => p.publish = Some(subject_permission(key, value)?),
-            "subscribe" | "sub" => p.subscribe = Some(subject_permission(key, value)?),
-            "allow_responses" | "publish_allow_responses" => {
-                p.allow_responses = response_permission(key, value)?;
-            }
-            _ => {
-                return Err(format!(
-                    "line {}: Unknown field \"{key}\" parsing permissions",
-                    value.line
-                ));
-            }
-        }
-    }
-    Ok(p)
-}
-
-/// `"subj"`, `["a", "b"]` (an allow list) or `{allow: .., deny: ..}`.
-fn subject_permission(key: &str, v: &Located) -> Result<SubjectPermission, String> {
-    match &v.value {
-        Value::Map(entries) => {
-            let mut p = SubjectPermission::default();
-            for (k, value) in entries {
-                match k.to_ascii_lowercase().as_str() {
-                    "allow" => p.allow = Some(subjects(k, value)?),
-                    "deny" => p.deny = Some(subjects(k, value)?),
-                    _ => {
-                        return Err(format!(
-                            "line {}: {key}: Unknown field name \"{k}\" parsing subject permissions, only 'allow' or 'deny' are permitted",
-                            value.line
-                        ));
-                    }
-                }
-            }
-            Ok(p)
-        }
-        _ => Ok(SubjectPermission {
-            allow: Some(subjects(key, v)?),
-            deny: None,
-        }),
-    }
-}
-
-fn subjects(key: &str, v: &Located) -> Result<Vec<String>, String> {
-    let one = |item: &Located| -> Result<String, String> {
-        let Some(s) = item.as_str() else {
-            return Err(format!(
-                "line {}: {key}: Expected subject permissions to be a subject, or array of subjects, got {}",
-                item.line,
-                item.value.type_name()
-            ));
-        };
-        let valid = match s.split_once(' ') {
-            Some((subject, queue)) => {
-                subject::valid_filter(subject)
-                    && !queue.trim().is_empty()
-                    && !queue.trim().contains(' ')
-            }
-            None => subject::valid_filter(s),
-        };
-        if !valid {
-            return Err(format!(
-                "line {}: {key}: subject \"{s}\" is not a valid subject",
-                item.line
-            ));
-        }
-        Ok(s.to_owned())
-    };
-    match &v.value {
-        Value::Array(items) => items.iter().map(one).collect(),
-        _ => Ok(vec![one(v)?]),
-    }
-}
-
-/// `true` / `false` or `{max: N, expires: "1m"}`.
-fn response_permission(key: &str, v: &Located) -> Result<Option<ResponsePermission>, String> {
-    match &v.value {
-        Value::Bool(true) => Ok(Some(ResponsePermission::default())),
-        Value::Bool(false) => Ok(None),
-        Value::Map(entries) => {
-            let mut r = ResponsePermission::default();
-            for (k, value) in entries {
-                match k.to_ascii_lowercase().as_str() {
-                    "max" | "max_msgs" | "max_messages" | "max_responses" => {
-                        r.max = value
-                            .as_i64()
-                            .and_then(|n| usize::try_from(n).ok())
-                            .ok_or_else(|| {
-                                format!(
-                                    "line {}: {key}: {k}: expected a non-negative integer, got {}",
-                                    value.line,
-                                    value.value.type_name()
-                                )
-                            })?;
-                    }
-                    "expires" | "ttl" => {
-                        r.expires = conf::as_duration(value).map_err(|e| {
-                            format!("line {}: {key}: error parsing {k}: {e}", value.line)
-                        })?;
-                    }
-                    _ => {
-                        return Err(format!(
-                            "line {}: {key}: Unknown field \"{k}\" parsing response permissions",
-                            value.line
-                        ));
-                    }
-                }
-            }
-            Ok(Some(r))
-        }
-        other => Err(format!(
-            "line {}: {key}: error parsing response permissions, expected a boolean or a map, got {}",
-            v.line,
-            other.type_name()
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn auth(text: &str) -> Result<(Option<Auth>, Option<Duration>), String> {
-        let root = conf::parse(text, std::path::Path::new("test.conf"), &|_| None).expect("parses");
-        authorization_from_conf(root.get("authorization").expect("block"))
-    }
-
-    const NKEY: &str = "UCI2RKP4HOQDGOEJCOF2UEPQBRNSIZNBENTP6UCIYX3NFTUTYZX2APGJ";
+    use std::time::Duration;
 
     #[test]
     fn entries_match_subjects_literally_and_never_malformed_ones() {
@@ -746,134 +464,5 @@ mod tests {
             &nkeys::KeyPair::new_account().public_key()
         ));
         assert!(!valid_user_nkey("UBAD"));
-    }
-
-    #[test]
-    fn users_nkeys_and_permissions_are_read() {
-        let (a, timeout) = auth(&format!(
-            "authorization {{\n timeout: 3\n default_permissions: {{ publish: \"def.>\", subscribe: [\"def.>\"] }}\n users: [\n  {{ nkey: {NKEY} }}\n  {{ user: a, password: b, permissions: {{ publish: {{ allow: [\"foo.>\"], deny: \"foo.x\" }}, sub: \"q grp\", allow_responses: {{ max: 3, expires: \"1m\" }} }} }}\n ]\n}}"
-        ))
-        .expect("valid");
-        assert_eq!(timeout, Some(Duration::from_secs(3)));
-        let Some(Auth::Identities(ids)) = a else {
-            panic!("identities expected: {a:?}");
-        };
-        assert_eq!(ids[0].login, Login::Nkey(NKEY.into()));
-        let defaults = ids[0].permissions.as_ref().expect("defaults apply");
-        assert_eq!(
-            defaults.publish.as_ref().and_then(|p| p.allow.clone()),
-            Some(vec!["def.>".to_owned()])
-        );
-        let p = ids[1].permissions.as_ref().expect("own permissions");
-        assert_eq!(
-            p.publish,
-            Some(SubjectPermission {
-                allow: Some(vec!["foo.>".into()]),
-                deny: Some(vec!["foo.x".into()])
-            })
-        );
-        assert_eq!(
-            p.subscribe.as_ref().and_then(|s| s.allow.clone()),
-            Some(vec!["q grp".to_owned()])
-        );
-        assert_eq!(
-            p.allow_responses,
-            Some(ResponsePermission {
-                max: 3,
-                expires: Duration::from_secs(60)
-            })
-        );
-    }
-
-    #[test]
-    fn single_user_with_permissions_and_plain_users_stay_plain() {
-        let (a, _) =
-            auth("authorization {\n user: a\n password: b\n permissions: { publish: x }\n}")
-                .expect("valid");
-        assert!(matches!(a, Some(Auth::Identities(ref ids)) if ids[0].permissions.is_some()));
-        let (a, _) = auth("authorization {\n users: [ {user: a, password: b} ]\n}").expect("valid");
-        assert!(matches!(a, Some(Auth::Users(ref u)) if u[0].name == "a"));
-        let (a, _) =
-            auth("authorization {\n allow_responses: true\n users: []\n}").unwrap_or_default();
-        assert!(a.is_none());
-    }
-
-    #[test]
-    fn bad_values_name_key_and_line() {
-        let err = |t: &str| auth(t).expect_err("invalid");
-        assert_eq!(
-            err("authorization {\n users: [\n  {nkey: UBAD}\n ]\n}"),
-            "line 3: nkey: Not a valid public nkey for a user"
-        );
-        assert_eq!(
-            err(&format!(
-                "authorization {{\n users: [\n  {{user: a, nkey: {NKEY}}}\n ]\n}}"
-            )),
-            "line 3: Nkey users do not take usernames or passwords"
-        );
-        assert_eq!(
-            err(&format!(
-                "authorization {{\n users: [\n  {{nkey: {NKEY}}}\n  {{nkey: {NKEY}}}\n ]\n}}"
-            )),
-            format!("line 4: Duplicate nkey \"{NKEY}\" detected")
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   publish: 1\n  }}\n ]\n}"
-            ),
-            "line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   publsh: x\n  }}\n ]\n}"
-            ),
-            "line 4: Unknown field \"publsh\" parsing permissions"
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   subscribe: {allw: x}\n  }}\n ]\n}"
-            ),
-            "line 4: subscribe: Unknown field name \"allw\" parsing subject permissions, only 'allow' or 'deny' are permitted"
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   publish: \"foo..bar\"\n  }}\n ]\n}"
-            ),
-            "line 4: publish: subject \"foo..bar\" is not a valid subject"
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   allow_responses: \"x\"\n  }}\n ]\n}"
-            ),
-            "line 4: allow_responses: error parsing response permissions, expected a boolean or a map, got string"
-        );
-        assert_eq!(
-            err(
-                "authorization {\n users: [\n  {user: a, password: b, permissions: {\n   allow_responses: {max: \"x\"}\n  }}\n ]\n}"
-            ),
-            "line 4: allow_responses: max: expected a non-negative integer, got string"
-        );
-        assert!(
-            err("authorization {\n users: [\n  {user: a, password: b, permissions: {\n   allow_responses: {expires: \"zz\"}\n  }}\n ]\n}")
-                .starts_with("line 4: allow_responses: error parsing expires:")
-        );
-        assert_eq!(
-            err("authorization {\n default_permissions: 3\n users: [ {user: a, password: b} ]\n}"),
-            "line 2: Expected permissions to be a map/struct, got integer"
-        );
-        assert_eq!(
-            err("authorization {\n users: [\n  {user: a, password: b, account: A}\n ]\n}"),
-            "line 3: users: account is not supported yet by this server; refusing to start"
-        );
-        assert_eq!(
-            err("authorization {\n token: t\n auth_callout {\n  issuer: x\n }\n}"),
-            "line 3: auth_callout is not supported yet by this server; refusing to start"
-        );
-        assert_eq!(
-            err(&format!(
-                "authorization {{\n token: t\n users: [ {{nkey: {NKEY}}} ]\n}}"
-            )),
-            "use either a token or users, not both"
-        );
     }
 }

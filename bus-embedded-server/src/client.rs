@@ -169,7 +169,7 @@ impl Client {
     pub(crate) fn account_name(&self) -> &str {
         self.account
             .get()
-            .map_or(crate::account::GLOBAL, |a| a.as_ref())
+            .map_or(crate::config::GLOBAL_ACCOUNT, |a| a.as_ref())
     }
 
     pub(crate) fn version_text(&self) -> String {
@@ -557,7 +557,7 @@ impl Session {
             Err(_) => return Err(CloseReason::ProtocolError),
         };
         if let Some(auth) = &self.shared.config.auth {
-            let creds = crate::server::Credentials {
+            let creds = crate::auth::Credentials {
                 user: c.user.as_deref(),
                 pass: c.pass.as_deref(),
                 token: c.auth_token.as_deref(),
@@ -1027,7 +1027,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: Arc<Client>, stream: TcpS
         .config
         .auth
         .as_ref()
-        .is_some_and(crate::server::Auth::needs_nonce)
+        .is_some_and(crate::config::Auth::needs_nonce)
         .then(crate::auth::new_nonce);
     let Some(acceptor) = shared.tls.clone() else {
         // Plain TCP: owned halves, no lock between reader and writer.
@@ -1070,7 +1070,7 @@ async fn tls_handshake(
         .config
         .tls
         .as_ref()
-        .map_or((crate::tls::DEFAULT_TLS_TIMEOUT, false), |t| {
+        .map_or((crate::config::DEFAULT_TLS_TIMEOUT, false), |t| {
             (t.timeout, t.handshake_first)
         });
     let debug = shared.config.debug;

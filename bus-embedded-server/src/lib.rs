@@ -39,16 +39,20 @@ pub mod auth;
 pub mod cli;
 mod client;
 pub mod conf;
+pub mod config;
 pub mod jetstream;
 mod monitor;
+pub mod options;
 pub mod parser;
 pub mod server;
 pub mod subject;
 pub mod sublist;
 pub mod tls;
 
-pub use auth::{Identity, Login, Permissions, ResponsePermission, SubjectPermission};
-pub use server::{
-    Auth, Credentials, ServerConfig, ServerError, ServerHandle, Stats, User, VERSION, start,
+pub use auth::Credentials;
+pub use config::{
+    AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, Identity, Import, JetStreamConfig,
+    Login, Permissions, ResponsePermission, ResponseType, ServerConfig, SubjectPermission,
+    SyncPolicy, TlsConfig, User,
 };
-pub use tls::TlsConfig;
+pub use server::{ServerError, ServerHandle, Stats, VERSION, start};

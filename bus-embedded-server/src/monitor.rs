@@ -57,7 +57,7 @@ async fn handle(
         "/jsz" => match query
             .split('&')
             .find_map(|kv| kv.strip_prefix("acc="))
-            .filter(|a| *a != crate::account::GLOBAL)
+            .filter(|a| *a != crate::config::GLOBAL_ACCOUNT)
             .map_or(shared.jetstream.as_ref(), |a| {
                 shared.accounts.get(a).and_then(|a| a.jetstream.as_ref())
             }) {
@@ -264,7 +264,7 @@ fn varz(s: &Shared) -> Value {
         "subscriptions": s.subscription_count(),
     });
     let tls = c.tls.as_ref();
-    let timeout = tls.map_or(crate::tls::DEFAULT_TLS_TIMEOUT, |t| t.timeout);
+    let timeout = tls.map_or(crate::config::DEFAULT_TLS_TIMEOUT, |t| t.timeout);
     // Seconds, a whole number printed without a fraction (as Go does).
     v["tls_timeout"] = if timeout.subsec_nanos() == 0 {
         json!(timeout.as_secs())

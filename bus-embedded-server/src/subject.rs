@@ -6,7 +6,7 @@
 //! (exactly one token) and `>` (one or more tokens, last only).
 //!
 //! This module is the only place that knows these rules; the subscription
-//! trie ([`crate::sublist`]), permissions, accounts' imports and exports,
+//! trie (`sublist`), permissions, accounts' imports and exports,
 //! streams and consumers all ask it. It is pure: no state, no allocation
 //! except where a function returns a new subject.
 //!

@@ -13,52 +13,15 @@
 //! * a handshake not finished within `timeout` (default 2 s, nats-server's)
 //!   closes the connection.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig as RustlsConfig};
 
-/// nats-server's default TLS handshake timeout.
-pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// TLS settings of the client listener (nats-server's `tls { }` block and
-/// `--tls*` flags).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM server certificate (chain), `cert_file` / `--tlscert`.
-    pub cert_file: PathBuf,
-    /// PEM private key of the certificate, `key_file` / `--tlskey`.
-    pub key_file: PathBuf,
-    /// PEM CA certificates that client certificates must chain to,
-    /// `ca_file` / `--tlscacert`; required with `verify`.
-    pub ca_file: Option<PathBuf>,
-    /// Require and verify a client certificate (mutual TLS), `verify` /
-    /// `--tlsverify`.
-    pub verify: bool,
-    /// Longest a TLS handshake may take before the connection is closed.
-    pub timeout: Duration,
-    /// Handshake before INFO (`handshake_first`); clients must be told to
-    /// do so (async-nats `tls_first()`, nats-py `tls_handshake_first`).
-    pub handshake_first: bool,
-}
-
-impl TlsConfig {
-    /// Server certificate and key, no client verification, default timeout.
-    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> TlsConfig {
-        TlsConfig {
-            cert_file: cert_file.into(),
-            key_file: key_file.into(),
-            ca_file: None,
-            verify: false,
-            timeout: DEFAULT_TLS_TIMEOUT,
-            handshake_first: false,
-        }
-    }
-}
+use crate::config::TlsConfig;
 
 fn io_text(path: &Path, e: &rustls::pki_types::pem::Error) -> String {
     match e {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bus_embedded_server::jetstream::JetStreamConfig;
-use bus_embedded_server::{ServerConfig, ServerHandle, account, auth, conf, start};
+use bus_embedded_server::{ServerConfig, ServerHandle, conf, start};
 use nats_test_server::{NatsServer, ServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,14 +43,14 @@ accounts {
 async fn ours(config_text: &str, store: Option<&Path>) -> ServerHandle {
     let root = conf::parse(config_text, Path::new("test.conf"), &|_| None).expect("config parses");
     let (auth, timeout) = match root.get("authorization") {
-        Some(block) => auth::authorization_from_conf(block).expect("authorization accepted"),
+        Some(block) => conf::authorization_from_conf(block).expect("authorization accepted"),
         None => (None, None),
     };
     let accounts = match root.get("accounts") {
-        Some(block) => account::accounts_from_conf(block).expect("accounts accepted"),
+        Some(block) => conf::accounts_from_conf(block).expect("accounts accepted"),
         None => Vec::new(),
     };
-    let auth = account::merge_users(auth, &accounts).expect("users merge");
+    let auth = conf::merge_users(auth, &accounts).expect("users merge");
     start(ServerConfig {
         port: 0,
         auth,
@@ -416,7 +416,9 @@ async fn raw_protocol_account_routing_matches_nats_server() {
 
 fn conf_error(text: &str) -> String {
     let root = conf::parse(text, Path::new("test.conf"), &|_| None).expect("config parses");
-    account::accounts_from_conf(root.get("accounts").expect("accounts")).expect_err("refused")
+    conf::accounts_from_conf(root.get("accounts").expect("accounts"))
+        .expect_err("refused")
+        .to_string()
 }
 
 #[test]
@@ -472,14 +474,16 @@ fn account_users_merge_with_authorization_users_and_duplicates_are_refused() {
     let text = "authorization { users: [ {user: g, password: g} ] }\naccounts {\n  A: { users: [ {user: a, password: a}, {user: g, password: x} ] }\n}\n";
     let root = conf::parse(text, Path::new("test.conf"), &|_| None).expect("parses");
     let (auth, _) =
-        auth::authorization_from_conf(root.get("authorization").expect("block")).expect("auth");
+        conf::authorization_from_conf(root.get("authorization").expect("block")).expect("auth");
     let accounts =
-        account::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accounts");
+        conf::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accounts");
     assert_eq!(
-        account::merge_users(auth, &accounts).expect_err("duplicate"),
+        conf::merge_users(auth, &accounts)
+            .expect_err("duplicate")
+            .to_string(),
         "Duplicate user \"g\" detected"
     );
-    let accounts = account::accounts_from_conf(
+    let accounts = conf::accounts_from_conf(
         conf::parse(
             "accounts { A: { users: [ {user: a, password: a} ], jetstream: enabled } }",
             Path::new("t.conf"),
@@ -491,7 +495,7 @@ fn account_users_merge_with_authorization_users_and_duplicates_are_refused() {
     )
     .expect("accounts");
     assert!(accounts[0].jetstream);
-    let merged = account::merge_users(None, &accounts)
+    let merged = conf::merge_users(None, &accounts)
         .expect("merged")
         .expect("auth");
     let bus_embedded_server::Auth::Identities(ids) = merged else {
@@ -504,13 +508,13 @@ fn account_users_merge_with_authorization_users_and_duplicates_are_refused() {
 async fn connz_shows_each_connections_account() {
     let root = conf::parse(CONFIG, Path::new("test.conf"), &|_| None).expect("config parses");
     let (auth, _) =
-        auth::authorization_from_conf(root.get("authorization").expect("block")).expect("auth");
+        conf::authorization_from_conf(root.get("authorization").expect("block")).expect("auth");
     let accounts =
-        account::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accounts");
+        conf::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accounts");
     let server = start(ServerConfig {
         port: 0,
         http_port: Some(0),
-        auth: account::merge_users(auth, &accounts).expect("merge"),
+        auth: conf::merge_users(auth, &accounts).expect("merge"),
         accounts,
         ..ServerConfig::default()
     })

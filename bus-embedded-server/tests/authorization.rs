@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bus_embedded_server::jetstream::JetStreamConfig;
-use bus_embedded_server::{ServerConfig, ServerHandle, auth, conf, start};
+use bus_embedded_server::{ServerConfig, ServerHandle, conf, start};
 use futures::StreamExt;
 use nats_test_server::{NatsServer, ServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +27,7 @@ fn user_key() -> (String, String) {
 async fn ours(config_text: &str, jetstream: Option<&Path>) -> ServerHandle {
     let root = conf::parse(config_text, Path::new("test.conf"), &|_| None).expect("config parses");
     let (auth, timeout) =
-        auth::authorization_from_conf(root.get("authorization").expect("authorization block"))
+        conf::authorization_from_conf(root.get("authorization").expect("authorization block"))
             .expect("authorization accepted");
     start(ServerConfig {
         port: 0,

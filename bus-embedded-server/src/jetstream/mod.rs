@@ -38,7 +38,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-pub use store::file::SyncPolicy;
+pub use crate::config::{JetStreamConfig, SyncPolicy};
 
 use stream::Stream;
 
@@ -59,33 +59,6 @@ pub trait Router: Send + Sync {
     ) -> usize;
     /// True when some subscription matches `subject`.
     fn has_interest(&self, subject: &str) -> bool;
-}
-
-/// JetStream settings (nats-server's `jetstream {}` block).
-#[derive(Debug, Clone)]
-pub struct JetStreamConfig {
-    /// Where file streams live (`<store_dir>/jetstream/...`).
-    pub store_dir: PathBuf,
-    /// Memory storage limit in bytes (-1 unlimited).
-    pub max_memory: i64,
-    /// File storage limit in bytes (-1 unlimited).
-    pub max_store: i64,
-    /// When file stores fsync (default: before every acknowledgement).
-    pub sync: SyncPolicy,
-    /// Segment size of the file store.
-    pub segment_bytes: u64,
-}
-
-impl Default for JetStreamConfig {
-    fn default() -> Self {
-        JetStreamConfig {
-            store_dir: std::env::temp_dir().join("nats"),
-            max_memory: -1,
-            max_store: -1,
-            sync: SyncPolicy::Always,
-            segment_bytes: 8 * 1024 * 1024,
-        }
-    }
 }
 
 /// Errors opening JetStream.
@@ -359,21 +332,6 @@ impl JetStream {
 
     pub(crate) fn weak(&self) -> Weak<JetStream> {
         self.self_ref.get().cloned().unwrap_or_default()
-    }
-}
-
-impl JetStreamConfig {
-    /// `<store_dir>/jetstream/$G/streams`.
-    pub fn streams_dir(&self) -> PathBuf {
-        self.streams_dir_for("$G")
-    }
-
-    /// `<store_dir>/jetstream/<account>/streams`.
-    pub fn streams_dir_for(&self, account: &str) -> PathBuf {
-        self.store_dir
-            .join("jetstream")
-            .join(account)
-            .join("streams")
     }
 }
 

@@ -1,0 +1,373 @@
+//! What the server is asked to be: every configuration type in one place.
+//!
+//! Plain data with defaults and a few questions about itself. Who fills it
+//! in: an embedding program directly, or `options` from
+//! nats-server's flags and configuration file (read by `conf`).
+//! Who acts on it: `server` (listeners, limits), `auth`
+//! (who may connect and do what), `account` (accounts, imports and
+//! exports), `tls` and `jetstream`.
+//!
+//! This module must not read files, parse text or reach into the running
+//! server; it depends on no other module of the crate except for the file
+//! store's [`SyncPolicy`], which it re-exports.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::jetstream::store::file::SyncPolicy;
+
+/// The global account: everyone, when no accounts are configured.
+pub const GLOBAL_ACCOUNT: &str = "$G";
+
+/// Server settings (the subset of nats-server's that this server supports).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; loopback unless told otherwise.
+    pub host: String,
+    /// Client port; 0 picks a free one.
+    pub port: u16,
+    /// Name reported in INFO (a generated id when empty).
+    pub server_name: String,
+    /// Largest message payload accepted.
+    pub max_payload: usize,
+    /// Longest control line accepted.
+    pub max_control_line: usize,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Outbound bytes a connection may have pending before it is closed as a
+    /// slow consumer.
+    pub max_pending: usize,
+    /// A write to a client that takes longer than this closes it (slow consumer).
+    pub write_deadline: Duration,
+    /// Interval of server PINGs.
+    pub ping_interval: Duration,
+    /// PINGs without PONG before the connection is closed as stale.
+    pub ping_max: u32,
+    /// Monitoring HTTP port (`/varz` ...); `None` = off, `Some(0)` = a free port.
+    pub http_port: Option<u16>,
+    /// Who may connect; `None` = anyone.
+    pub auth: Option<Auth>,
+    /// With auth: a connection must send a valid CONNECT within this.
+    pub auth_timeout: Duration,
+    /// Log connection lifecycle at debug level (`-D`).
+    pub debug: bool,
+    /// Log every protocol op received and control reply sent at trace level (`-V`).
+    pub trace: bool,
+    /// JetStream (`-js`, `jetstream {}`); `None` = off.
+    pub jetstream: Option<JetStreamConfig>,
+    /// TLS for client connections (`tls {}`, `--tls*`); `None` = plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// Accounts (`accounts {}`); empty = everyone in the global account.
+    /// Their users must also be in `auth` (as identities naming the account).
+    pub accounts: Vec<AccountConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 4222,
+            server_name: String::new(),
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_connections: 64 * 1024,
+            max_pending: 64 * 1024 * 1024,
+            write_deadline: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            http_port: None,
+            auth: None,
+            auth_timeout: Duration::from_secs(2),
+            debug: false,
+            trace: false,
+            jetstream: None,
+            tls: None,
+            accounts: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Authentication and permissions
+// ---------------------------------------------------------------------------
+
+/// Client authentication, as nats-server's `--auth` / `--user` `--pass` and
+/// `authorization { token | user/password | users [...] }`. Secrets may be
+/// plain text or bcrypt hashes (`$2a$...`, `$2b$...`, `$2y$...`). How a
+/// CONNECT is checked against it: `auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// One token every client presents (`auth_token`).
+    Token(String),
+    /// Named users with passwords.
+    Users(Vec<User>),
+    /// nats-server's `users` list in full: password and nkey users, each
+    /// with optional publish/subscribe permissions. With any nkey user, INFO
+    /// carries a nonce for the client to sign.
+    Identities(Vec<Identity>),
+}
+
+/// One user of [`Auth::Users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Password, plain or a bcrypt hash.
+    pub password: String,
+}
+
+/// One entry of [`Auth::Identities`]: how a user logs in, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User/password or nkey.
+    pub login: Login,
+    /// `None` = no restrictions.
+    pub permissions: Option<Permissions>,
+    /// The account the user logs into (`accounts { A { users } }`); `None`
+    /// = the global account `$G`.
+    pub account: Option<String>,
+}
+
+/// How an [`Identity`] proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// User name and password (plain or bcrypt).
+    Password(User),
+    /// A user nkey (public key, `U...`): CONNECT signs the INFO nonce.
+    Nkey(String),
+}
+
+/// What a user may publish and subscribe to (`permissions {}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// `publish` (`pub`): `None` = anything.
+    pub publish: Option<SubjectPermission>,
+    /// `subscribe` (`sub`): `None` = anything.
+    pub subscribe: Option<SubjectPermission>,
+    /// `allow_responses`: may publish to the reply subjects of messages it
+    /// received, even where `publish` says no.
+    pub allow_responses: Option<ResponsePermission>,
+}
+
+/// Allow and deny lists of subjects (wildcards allowed). For subscriptions
+/// an entry may name a queue group after a space: `"foo.* workers"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectPermission {
+    /// `None` = everything not denied; `Some(empty)` = nothing.
+    pub allow: Option<Vec<String>>,
+    /// Denied subjects; deny wins over allow.
+    pub deny: Option<Vec<String>>,
+}
+
+/// `allow_responses`: how many replies per received request, and for how
+/// long after it arrived (zero = no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePermission {
+    /// Responses allowed per request (nats-server's default: 1).
+    pub max: usize,
+    /// How long after the request responses are allowed (nats-server's
+    /// default: 2 minutes).
+    pub expires: Duration,
+}
+
+impl Default for ResponsePermission {
+    fn default() -> Self {
+        ResponsePermission {
+            max: 1,
+            expires: Duration::from_secs(120),
+        }
+    }
+}
+
+/// True when a stored secret is a bcrypt hash.
+pub(crate) fn is_bcrypt(secret: &str) -> bool {
+    secret.starts_with("$2a$") || secret.starts_with("$2b$") || secret.starts_with("$2y$")
+}
+
+impl Auth {
+    /// True when any secret is stored in plain text (nats-server warns).
+    pub fn has_plain_secrets(&self) -> bool {
+        match self {
+            Auth::Token(t) => !is_bcrypt(t),
+            Auth::Users(users) => users.iter().any(|u| !is_bcrypt(&u.password)),
+            Auth::Identities(ids) => ids.iter().any(|i| match &i.login {
+                Login::Password(u) => !is_bcrypt(&u.password),
+                Login::Nkey(_) => false,
+            }),
+        }
+    }
+
+    /// True when INFO must carry a nonce (an nkey user is configured).
+    pub fn needs_nonce(&self) -> bool {
+        matches!(self, Auth::Identities(ids)
+            if ids.iter().any(|i| matches!(i.login, Login::Nkey(_))))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------
+
+/// Stream or service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Messages flow from the exporter to importers.
+    Stream,
+    /// Requests flow from importers to the exporter, replies back.
+    Service,
+}
+
+impl std::fmt::Display for ExportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExportKind::Stream => "stream",
+            ExportKind::Service => "service",
+        })
+    }
+}
+
+/// How many replies a service request may get (`response_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseType {
+    /// One reply (the default).
+    #[default]
+    Singleton,
+    /// Any number until the response threshold.
+    Stream,
+    /// Any number until the response threshold.
+    Chunked,
+}
+
+/// One entry of an account's `exports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The exported subject (wildcards allowed).
+    pub subject: String,
+    /// `accounts: [...]`: only these may import; `None` = anyone.
+    pub accounts: Option<Vec<String>>,
+    /// Services: how many replies a request may get.
+    pub response_type: ResponseType,
+    /// Services: how long replies are accepted (`response_threshold`).
+    pub response_threshold: Duration,
+}
+
+/// One entry of an account's `imports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account.
+    pub subject: String,
+    /// The subject in this account (`to`); for services the subject this
+    /// account's clients publish requests to.
+    pub to: Option<String>,
+    /// Streams: a prefix put in front of the subject (`prefix`).
+    pub prefix: Option<String>,
+}
+
+/// One account of the `accounts {}` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Account name.
+    pub name: String,
+    /// Users that log into this account (their `account` is this name).
+    pub users: Vec<Identity>,
+    /// `jetstream: enabled` (or a limits map).
+    pub jetstream: bool,
+    /// What other accounts may import.
+    pub exports: Vec<Export>,
+    /// What this account takes from others.
+    pub imports: Vec<Import>,
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+/// nats-server's default TLS handshake timeout.
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// TLS settings of the client listener (nats-server's `tls { }` block and
+/// `--tls*` flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM server certificate (chain), `cert_file` / `--tlscert`.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate, `key_file` / `--tlskey`.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to,
+    /// `ca_file` / `--tlscacert`; required with `verify`.
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify a client certificate (mutual TLS), `verify` /
+    /// `--tlsverify`.
+    pub verify: bool,
+    /// Longest a TLS handshake may take before the connection is closed.
+    pub timeout: Duration,
+    /// Handshake before INFO (`handshake_first`); clients must be told to
+    /// do so (async-nats `tls_first()`, nats-py `tls_handshake_first`).
+    pub handshake_first: bool,
+}
+
+impl TlsConfig {
+    /// Server certificate and key, no client verification, default timeout.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> TlsConfig {
+        TlsConfig {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            ca_file: None,
+            verify: false,
+            timeout: DEFAULT_TLS_TIMEOUT,
+            handshake_first: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JetStream
+// ---------------------------------------------------------------------------
+
+/// JetStream settings (nats-server's `jetstream {}` block).
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Where file streams live (`<store_dir>/jetstream/...`).
+    pub store_dir: PathBuf,
+    /// Memory storage limit in bytes (-1 unlimited).
+    pub max_memory: i64,
+    /// File storage limit in bytes (-1 unlimited).
+    pub max_store: i64,
+    /// When file stores fsync (default: before every acknowledgement).
+    pub sync: SyncPolicy,
+    /// Segment size of the file store.
+    pub segment_bytes: u64,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        JetStreamConfig {
+            store_dir: std::env::temp_dir().join("nats"),
+            max_memory: -1,
+            max_store: -1,
+            sync: SyncPolicy::Always,
+            segment_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// `<store_dir>/jetstream/$G/streams`.
+    pub fn streams_dir(&self) -> PathBuf {
+        self.streams_dir_for(GLOBAL_ACCOUNT)
+    }
+
+    /// `<store_dir>/jetstream/<account>/streams`.
+    pub fn streams_dir_for(&self, account: &str) -> PathBuf {
+        self.store_dir
+            .join("jetstream")
+            .join(account)
+            .join("streams")
+    }
+}

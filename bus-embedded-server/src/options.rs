@@ -1,0 +1,459 @@
+//! From nats-server's command line to a [`ServerConfig`]: the one merge of
+//! defaults, configuration file and flags, shared by the
+//! `angzarr-nats-server` binary and `angzarr-bus server`.
+//!
+//! Layering, lowest first: the caller's defaults (nats-server's, or the
+//! bus tool's, which turns JetStream on), then the file given with `-c`
+//! (read by `conf`), then the flags. Settings that cannot be
+//! honoured are errors ([`OptionsError`], naming the file, key and line, or
+//! the flag), never silently dropped. This module reads files but starts
+//! nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::Cli;
+use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf};
+use crate::config::{Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User};
+
+/// What the command line and configuration file ask for.
+#[derive(Debug)]
+pub struct Options {
+    /// The server to start.
+    pub config: ServerConfig,
+    /// Options read but not acted on, one line each (`file:line: key (why)`).
+    pub warnings: Vec<String>,
+    /// `-l` / `log_file`.
+    pub log_file: Option<PathBuf>,
+    /// `-P` / `pid_file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--ports_file_dir` / `ports_file_dir`.
+    pub ports_file_dir: Option<PathBuf>,
+}
+
+/// Why the command line and configuration cannot be turned into a server.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The configuration file could not be read, or a key in it is wrong.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// The file's `authorization {}` block is wrong or asks for what this
+    /// server cannot enforce.
+    #[error("{}: authorization: {source}", file.display())]
+    Authorization {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong, with its line.
+        source: BlockError,
+    },
+    /// The file's `accounts {}` block is wrong or asks for what this server
+    /// cannot enforce.
+    #[error("{}: accounts: {source}", file.display())]
+    Accounts {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong, with its line.
+        source: BlockError,
+    },
+    /// A port outside 1..=65535 (`-1` and `0` mean a free port).
+    #[error("invalid {what} {value}: pass a port from 1 to 65535, or -1 for a free one")]
+    Port {
+        /// `port` or `http port`.
+        what: &'static str,
+        /// As given.
+        value: i32,
+    },
+    /// The file's `tls {}` block lacks a certificate or key.
+    #[error("{}: missing '{key}' in TLS configuration", file.display())]
+    TlsIncomplete {
+        /// The configuration file.
+        file: PathBuf,
+        /// `cert_file` or `key_file`.
+        key: &'static str,
+    },
+    /// A `--tls*` flag without `--tlscert`.
+    #[error("TLS Server certificate must be present and valid")]
+    TlsCertMissing,
+    /// A `--tls*` flag without `--tlskey`.
+    #[error("TLS Server private key must be present and valid")]
+    TlsKeyMissing,
+    /// `--user` without `--pass` (or the reverse), or with `--auth`.
+    #[error("use either --user with --pass, or --auth (a token)")]
+    AuthFlags,
+}
+
+fn port(value: i32, what: &'static str) -> Result<u16, OptionsError> {
+    match value {
+        -1 | 0 => Ok(0),
+        p => u16::try_from(p).map_err(|_| OptionsError::Port { what, value }),
+    }
+}
+
+/// Reads `cli.config` (if any) over `defaults`, then applies the flags.
+/// Flags nats-server has but this server does not implement become
+/// warnings; callers that must refuse them check [`Cli::unsupported`]
+/// first.
+pub fn from_cli(cli: &Cli, defaults: ServerConfig) -> Result<Options, OptionsError> {
+    let mut options = Options {
+        config: defaults,
+        warnings: Vec::new(),
+        log_file: None,
+        pid_file: None,
+        ports_file_dir: None,
+    };
+    if let Some(path) = &cli.config {
+        let root = conf::parse_file(path)?;
+        let (file, warnings) = conf::server_conf(&root)?;
+        for w in warnings {
+            options.warnings.push(format!(
+                "{}:{}: {} ({})",
+                path.display(),
+                w.line,
+                w.key,
+                w.message
+            ));
+        }
+        apply_file(&mut options, file, path)?;
+    }
+    apply_flags(&mut options, cli)?;
+    Ok(options)
+}
+
+/// The configuration file's settings over the defaults.
+fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), OptionsError> {
+    let config = &mut options.config;
+    if let Some(h) = c.host {
+        config.host = h;
+    }
+    if let Some(p) = c.port {
+        config.port = port(p, "port")?;
+    }
+    if let Some(n) = c.server_name {
+        config.server_name = n;
+    }
+    if let Some(p) = c.http_port {
+        config.http_port = Some(port(p, "http port")?);
+    }
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(v) = c.max_payload {
+        config.max_payload = size(v);
+    }
+    if let Some(v) = c.max_connections {
+        config.max_connections = size(v);
+    }
+    if let Some(v) = c.max_control_line {
+        config.max_control_line = size(v);
+    }
+    if let Some(v) = c.max_pending {
+        config.max_pending = size(v);
+    }
+    if let Some(v) = c.write_deadline {
+        config.write_deadline = v;
+    }
+    if let Some(v) = c.ping_interval {
+        config.ping_interval = v;
+    }
+    if let Some(v) = c.ping_max {
+        config.ping_max = v;
+    }
+    config.debug = c.debug.unwrap_or(false);
+    config.trace = c.trace.unwrap_or(false);
+    options.log_file = c.log_file;
+    options.pid_file = c.pid_file;
+    options.ports_file_dir = c.ports_file_dir;
+    if let Some(j) = c.jetstream.as_ref().filter(|j| j.enabled) {
+        let mut js = JetStreamConfig::default();
+        if let Some(d) = &j.store_dir {
+            js.store_dir.clone_from(d);
+        }
+        if let Some(m) = j.max_memory_store {
+            js.max_memory = i64::try_from(m).unwrap_or(i64::MAX);
+        }
+        if let Some(m) = j.max_file_store {
+            js.max_store = i64::try_from(m).unwrap_or(i64::MAX);
+        }
+        js.sync = match j.sync_interval {
+            Some(SyncInterval::Every(d)) => SyncPolicy::Interval(d),
+            _ => SyncPolicy::Always,
+        };
+        config.jetstream = Some(js);
+    }
+    if let Some(t) = &c.tls {
+        config.tls = Some(tls_from_file(t, path)?);
+    }
+    if let Some(block) = &c.authorization {
+        let (auth, timeout) =
+            conf::authorization_from_conf(block).map_err(|source| OptionsError::Authorization {
+                file: path.to_path_buf(),
+                source,
+            })?;
+        config.auth = auth;
+        if let Some(t) = timeout {
+            config.auth_timeout = t;
+        }
+    }
+    if let Some(block) = &c.accounts {
+        let accounts_error = |source| OptionsError::Accounts {
+            file: path.to_path_buf(),
+            source,
+        };
+        let accounts = conf::accounts_from_conf(block).map_err(accounts_error)?;
+        config.auth = conf::merge_users(config.auth.take(), &accounts).map_err(accounts_error)?;
+        config.accounts = accounts;
+    }
+    Ok(())
+}
+
+/// The configuration file's `tls { }` block (nats-server's messages for a
+/// missing certificate or key).
+fn tls_from_file(t: &TlsConf, path: &Path) -> Result<TlsConfig, OptionsError> {
+    let missing = |key| OptionsError::TlsIncomplete {
+        file: path.to_path_buf(),
+        key,
+    };
+    let cert = t.cert_file.clone().ok_or_else(|| missing("cert_file"))?;
+    let key = t.key_file.clone().ok_or_else(|| missing("key_file"))?;
+    let mut tls = TlsConfig::new(cert, key);
+    tls.ca_file.clone_from(&t.ca_file);
+    tls.verify = t.verify;
+    tls.handshake_first = t.handshake_first;
+    if let Some(timeout) = t.timeout {
+        tls.timeout = timeout;
+    }
+    Ok(tls)
+}
+
+/// The flags over whatever the defaults and the file said.
+fn apply_flags(options: &mut Options, cli: &Cli) -> Result<(), OptionsError> {
+    let config = &mut options.config;
+    if cli.is_set("debug") {
+        config.debug = cli.debug;
+    }
+    if cli.is_set("trace") {
+        config.trace = cli.trace;
+    }
+    if let Some(a) = &cli.addr {
+        config.host.clone_from(a);
+    }
+    if let Some(p) = cli.port {
+        config.port = port(p, "port")?;
+    }
+    if let Some(n) = &cli.server_name {
+        config.server_name.clone_from(n);
+    }
+    if let Some(p) = cli.http_port {
+        config.http_port = Some(port(p, "http port")?);
+    }
+    if cli.log_file.is_some() {
+        options.log_file.clone_from(&cli.log_file);
+    }
+    if cli.pid_file.is_some() {
+        options.pid_file.clone_from(&cli.pid_file);
+    }
+    if cli.ports_file_dir.is_some() {
+        options.ports_file_dir.clone_from(&cli.ports_file_dir);
+    }
+    if cli.is_set("jetstream") {
+        if cli.jetstream {
+            config
+                .jetstream
+                .get_or_insert_with(JetStreamConfig::default);
+        } else {
+            config.jetstream = None;
+        }
+    }
+    if let Some(dir) = &cli.store_dir
+        && let Some(js) = config.jetstream.as_mut()
+    {
+        js.store_dir.clone_from(dir);
+    }
+    match (&cli.user, &cli.pass, &cli.auth) {
+        (Some(user), Some(pass), None) => {
+            config.auth = Some(Auth::Users(vec![User {
+                name: user.clone(),
+                password: pass.clone(),
+            }]));
+        }
+        (None, None, Some(token)) => config.auth = Some(Auth::Token(token.clone())),
+        (None, None, None) => {}
+        _ => return Err(OptionsError::AuthFlags),
+    }
+    config.tls = tls_from_flags(cli, config.tls.take())?;
+    for flag in &cli.unsupported {
+        options.warnings.push(format!(
+            "flag -{} is not supported by this server and is ignored",
+            flag.name
+        ));
+    }
+    Ok(())
+}
+
+/// Any `--tls*` flag replaces the file's TLS settings (as in nats-server,
+/// which keeps the file's timeout and handshake_first).
+fn tls_from_flags(cli: &Cli, file: Option<TlsConfig>) -> Result<Option<TlsConfig>, OptionsError> {
+    let given = ["tls", "tls_cert", "tls_key", "tls_verify", "tls_ca_cert"]
+        .iter()
+        .any(|f| cli.is_set(f));
+    if !given {
+        return Ok(file);
+    }
+    let cert = cli.tls_cert.clone().ok_or(OptionsError::TlsCertMissing)?;
+    let key = cli.tls_key.clone().ok_or(OptionsError::TlsKeyMissing)?;
+    let mut tls = TlsConfig::new(cert, key);
+    tls.ca_file.clone_from(&cli.tls_ca_cert);
+    tls.verify = cli.tls_verify;
+    if let Some(f) = file {
+        tls.timeout = f.timeout;
+        tls.handshake_first = f.handshake_first;
+    }
+    Ok(Some(tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_with(config: &str) -> Result<Options, String> {
+        build_with_flags(config, &[], ServerConfig::default())
+    }
+
+    fn build_with_flags(
+        config: &str,
+        flags: &[&str],
+        defaults: ServerConfig,
+    ) -> Result<Options, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config).expect("write config");
+        let mut args = vec!["-c".to_owned(), path.display().to_string()];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        let cli = crate::cli::parse_args(args).expect("flags");
+        from_cli(&cli, defaults).map_err(|e| {
+            e.to_string()
+                .replace(&path.display().to_string(), "server.conf")
+        })
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let o = build_with_flags(
+            "port: 4333\nhttp: 8333\nmax_payload: 2MB\njetstream { store_dir: /tmp/a }\n",
+            &["-p", "4444", "-sd", "/tmp/b"],
+            ServerConfig::default(),
+        )
+        .expect("accepted");
+        assert_eq!(o.config.port, 4444);
+        assert_eq!(o.config.http_port, Some(8333));
+        assert_eq!(o.config.max_payload, 2 * 1024 * 1024);
+        assert_eq!(
+            o.config.jetstream.map(|j| j.store_dir),
+            Some(PathBuf::from("/tmp/b"))
+        );
+        // The bus tool's defaults turn JetStream on; `-js=false` still wins.
+        let on = ServerConfig {
+            jetstream: Some(JetStreamConfig::default()),
+            ..ServerConfig::default()
+        };
+        let o = build_with_flags("port: 1\n", &["-js=false"], on).expect("accepted");
+        assert!(o.config.jetstream.is_none());
+    }
+
+    #[test]
+    fn flags_that_cannot_be_honoured_are_errors() {
+        let flags = |f: &[&str]| {
+            crate::cli::parse_args(f.iter().map(|s| (*s).to_owned()))
+                .map_err(|e| e.to_string())
+                .and_then(|cli| from_cli(&cli, ServerConfig::default()).map_err(|e| e.to_string()))
+        };
+        assert!(matches!(
+            flags(&["--user", "u"]).err().as_deref(),
+            Some("use either --user with --pass, or --auth (a token)")
+        ));
+        assert!(flags(&["--auth", "t", "--pass", "p"]).is_err());
+        assert_eq!(
+            flags(&["-p", "70000"]).err().as_deref(),
+            Some("invalid port 70000: pass a port from 1 to 65535, or -1 for a free one")
+        );
+        assert_eq!(
+            flags(&["--tlskey", "k.pem"]).err().as_deref(),
+            Some("TLS Server certificate must be present and valid")
+        );
+        assert_eq!(flags(&["-p", "-1"]).map(|o| o.config.port), Ok(0));
+    }
+
+    #[test]
+    fn permissions_and_nkeys_in_the_config_file_are_accepted() {
+        let settings = build_with(
+            "port: 4333\nauthorization {\n  users: [\n    { nkey: UCI2RKP4HOQDGOEJCOF2UEPQBRNSIZNBENTP6UCIYX3NFTUTYZX2APGJ }\n    { user: a, password: b, permissions: { publish: \"a.>\", subscribe: { allow: [\"a.*\"], deny: \"a.x\" }, allow_responses: true } }\n  ]\n}\n",
+        )
+        .expect("accepted");
+        let auth = settings.config.auth.expect("auth");
+        assert!(auth.needs_nonce());
+        let Auth::Identities(ids) = auth else {
+            panic!("identities expected");
+        };
+        assert_eq!(ids.len(), 2);
+        assert!(ids[1].permissions.is_some());
+    }
+
+    #[test]
+    fn accounts_in_the_config_file_give_users_their_account() {
+        let settings = build_with(
+            "accounts {\n  A: { users: [ {user: a, password: a} ], jetstream: enabled }\n  B: { users: [ {user: b, password: b} ] }\n}\n",
+        )
+        .expect("accepted");
+        let names: Vec<&str> = settings
+            .config
+            .accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(names, ["A", "B"]);
+        assert!(settings.warnings.iter().all(|w| !w.contains("accounts")));
+        let Some(Auth::Identities(ids)) = &settings.config.auth else {
+            panic!("identities expected");
+        };
+        let accounts: Vec<Option<&str>> = ids.iter().map(|i| i.account.as_deref()).collect();
+        assert_eq!(accounts, [Some("A"), Some("B")]);
+    }
+
+    #[test]
+    fn bad_account_values_in_the_config_file_are_named_with_key_and_line() {
+        let err = build_with("port: 4333\naccounts {\n  A: {\n    jetstream: maybe\n  }\n}\n")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            "server.conf: accounts: line 4: jetstream: Expected 'enabled' or 'disabled' for string value, got 'maybe'"
+        );
+        let err = build_with("accounts {\n  A: { users: [ {user: a, password: a} ] }\n  B: { users: [ {user: a, password: b} ] }\n}\n").expect_err("refused");
+        assert_eq!(err, "server.conf: accounts: Duplicate user \"a\" detected");
+    }
+
+    #[test]
+    fn unsupported_authorization_keys_still_refuse_to_start() {
+        let err = build_with(
+            "authorization {\n  users: [\n    { user: a, password: b, account: A }\n  ]\n}\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 3: users: account is not supported yet by this server; refusing to start"
+        );
+        let err = build_with("authorization {\n  token: t\n  auth_callout { issuer: x }\n}\n")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 3: auth_callout is not supported yet by this server; refusing to start"
+        );
+    }
+
+    #[test]
+    fn bad_permission_values_are_named_with_key_and_line() {
+        let err = build_with(
+            "authorization {\n  users: [\n    { user: a, password: b, permissions: {\n      publish: 7\n    } }\n  ]\n}\n",
+        ).expect_err("refused");
+        assert_eq!(
+            err,
+            "server.conf: authorization: line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
+        );
+    }
+}
