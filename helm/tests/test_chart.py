@@ -26,6 +26,9 @@ What is checked:
     and an authorization config file for the bundled server; TLS
     (bus.nats.tls) mounted from the Secret, tls_* keys in bus.toml and the
     server's --tls flags.
+  * The Angzarr documentation's values, verbatim, use their bus.nats.url (no
+    bundled server); combinations that cannot be honoured fail with a message
+    naming the values to change.
 
 Prints one line per test and a closing `chart: N passed, N failed`; exits 1
 when any test failed.
@@ -700,6 +703,66 @@ def test_auth_and_tls_ignored_without_nats_backend():
 def test_bad_auth_values_are_refused():
     msg = render_fails({"bus": {"nats": {"auth": {"existingSecret": "c", "type": "kerberos"}}}})
     assert "type" in msg, msg
+
+
+# --------------------------------------------------------------------------
+# The values of the Angzarr documentation, and what cannot be honoured
+# --------------------------------------------------------------------------
+
+# Verbatim from the Angzarr documentation (issue #16): `enabled: true` with a
+# `url` must mean "use the NATS at that URL", not "deploy the bundled server".
+DOCUMENTED_VALUES = """
+bus:
+  backend: nats
+  nats:
+    enabled: true
+    url: nats://nats.messaging.svc.cluster.local:4222
+    jetstream: true
+    streamName: angzarr-events
+"""
+DOCUMENTED_URL = "nats://nats.messaging.svc.cluster.local:4222"
+
+
+def test_documented_angzarr_values_use_their_url():
+    r = render(yaml.safe_load(DOCUMENTED_VALUES))
+    assert not r.all("StatefulSet"), "the documented values must not deploy the bundled server"
+    assert not r.all("Service"), r.kinds()
+    assert r.kinds() == ["ConfigMap", "Deployment"], r.kinds()
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "nats", env
+    assert env["NATS_URL"] == DOCUMENTED_URL, env
+    nats = r.bus_toml()["bus"]["nats"]
+    assert nats["url"] == DOCUMENTED_URL, nats
+    assert nats["jetstream"] is True and nats["stream_name"] == "angzarr-events", nats
+    # The chart's own spelling (enabled: false + url) means the same.
+    r2 = render({"bus": {"nats": {"enabled": False, "url": DOCUMENTED_URL}}})
+    assert r2.kinds() == ["ConfigMap", "Deployment"] and r2.app_env()["NATS_URL"] == DOCUMENTED_URL
+    # And without a url, enabled: true is the bundled server.
+    r3 = render({"bus": {"backend": "nats", "nats": {"enabled": True, "url": ""}}})
+    assert len(r3.all("StatefulSet")) == 1, r3.kinds()
+    assert r3.app_env()["NATS_URL"] == f"nats://{fullname(r3)}-server.{NAMESPACE}.svc:4222"
+
+
+def test_combinations_that_cannot_be_honoured_are_refused_with_what_to_change():
+    # No URL and not the bundled server.
+    msg = render_fails({"bus": {"nats": {"enabled": False}}})
+    assert "bus.nats.url is required" in msg and "bus.nats.enabled=true" in msg, msg
+    # A URL the backend would not use.
+    for backend in ("memory", "embedded"):
+        msg = render_fails({"bus": {"backend": backend, "nats": {"url": DOCUMENTED_URL}}})
+        assert f"bus.backend is {backend}" in msg and "bus.backend=nats" in msg and "remove bus.nats.url" in msg, msg
+    # JetStream wanted, bundled server without it.
+    msg = render_fails({"server": {"jetstream": False}})
+    assert "server.jetstream=true" in msg and "bus.nats.jetstream=false" in msg, msg
+    r = render({"server": {"jetstream": False}, "bus": {"nats": {"jetstream": False}}})
+    assert "-js" not in r.server_container()["args"]
+    # Replicas on a single-node server; fine on an existing cluster.
+    msg = render_fails({"bus": {"stream": {"replicas": 3}}})
+    assert "bus.stream.replicas=1" in msg and "bundled" in msg, msg
+    msg = render_fails({"bus": {"backend": "embedded", "stream": {"replicas": 3}}})
+    assert "bus.stream.replicas=1" in msg and "embedded" in msg, msg
+    r = render({"bus": {"nats": {"url": DOCUMENTED_URL}, "stream": {"replicas": 3}}})
+    assert r.bus_toml()["bus"]["stream"]["replicas"] == 3
 
 
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

@@ -70,34 +70,68 @@ The chosen backend, checked: nats, memory or embedded.
 {{- end }}
 
 {{/*
-"true" when the bundled server is deployed: bus.backend nats and
-bus.nats.enabled true. Empty otherwise (so `if` reads it as false).
+The existing NATS URL (bus.nats.url, trimmed), or empty.
+*/}}
+{{- define "angzarr-bus.nats.url" -}}
+{{- .Values.bus.nats.url | default "" | toString | trim -}}
+{{- end }}
+
+{{/*
+"true" when the bundled server is deployed: bus.backend nats, no bus.nats.url,
+and bus.nats.enabled true. Empty otherwise (so `if` reads it as false).
+A URL always wins: the values of the Angzarr documentation
+(enabled: true with a url) use the NATS at that URL.
 */}}
 {{- define "angzarr-bus.server.enabled" -}}
-{{- if and (eq (include "angzarr-bus.backend" .) "nats") .Values.bus.nats.enabled -}}
+{{- if and (eq (include "angzarr-bus.backend" .) "nats") (not (include "angzarr-bus.nats.url" .)) .Values.bus.nats.enabled -}}
 true
 {{- end -}}
 {{- end }}
 
 {{/*
-The URL the app connects to with backend nats: the bundled server's client
-Service, or bus.nats.url (required then). Empty for the other backends.
+The URL the app connects to with backend nats: bus.nats.url when set (an
+existing NATS; each seed checked), else the bundled server's client Service.
+Empty for the other backends.
 */}}
 {{- define "angzarr-bus.natsUrl" -}}
-{{- if include "angzarr-bus.server.enabled" . -}}
-{{- printf "nats://%s.%s.svc:%d" (include "angzarr-bus.server.fullname" .) .Release.Namespace (int .Values.server.clientPort) -}}
-{{- else if eq (include "angzarr-bus.backend" .) "nats" -}}
-{{- $url := .Values.bus.nats.url | toString | trim -}}
-{{- if not $url -}}
-{{- fail "bus.nats.url is required when bus.backend is nats and bus.nats.enabled is false (the URL of the existing NATS server)" -}}
-{{- end -}}
+{{- $url := include "angzarr-bus.nats.url" . -}}
+{{- if eq (include "angzarr-bus.backend" .) "nats" -}}
+{{- if $url -}}
 {{- range splitList "," $url -}}
 {{- $seed := trim . -}}
 {{- if not (regexMatch "^(nats|tls|ws|wss)://[^\\s]+$" $seed) -}}
-{{- fail (printf "bus.nats.url: %q is not a nats://, tls://, ws:// or wss:// URL" $seed) -}}
+{{- fail (printf "bus.nats.url: %q is not a nats://, tls://, ws:// or wss:// URL (set bus.nats.url to the existing NATS server's URL, or to \"\" for the bundled server)" $seed) -}}
 {{- end -}}
 {{- end -}}
 {{- $url -}}
+{{- else if include "angzarr-bus.server.enabled" . -}}
+{{- printf "nats://%s.%s.svc:%d" (include "angzarr-bus.server.fullname" .) .Release.Namespace (int .Values.server.clientPort) -}}
+{{- else -}}
+{{- fail "bus.nats.url is required when bus.backend is nats and bus.nats.enabled is false: set bus.nats.url to the existing NATS server's URL, or set bus.nats.enabled=true (with no url) to deploy the bundled server" -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Checks combinations of values that cannot be honoured, failing with a message
+that names the values to change. Renders nothing. Included by the bus
+ConfigMap, which every release renders.
+*/}}
+{{- define "angzarr-bus.validate" -}}
+{{- $backend := include "angzarr-bus.backend" . -}}
+{{- $server := include "angzarr-bus.server.enabled" . -}}
+{{- $url := include "angzarr-bus.nats.url" . -}}
+{{- if and $url (ne $backend "nats") -}}
+{{- fail (printf "bus.nats.url is set but bus.backend is %s, which does not use it: set bus.backend=nats to use the NATS at %s, or remove bus.nats.url" $backend $url) -}}
+{{- end -}}
+{{- if eq $backend "nats" -}}
+{{- $_ := include "angzarr-bus.natsUrl" . -}}
+{{- end -}}
+{{- if and $server .Values.bus.nats.jetstream (not .Values.server.jetstream) -}}
+{{- fail "bus.nats.jetstream is true but the bundled server runs without JetStream (server.jetstream: false): set server.jetstream=true, or bus.nats.jetstream=false for core NATS" -}}
+{{- end -}}
+{{- if and (or $server (eq $backend "embedded")) (gt (int64 .Values.bus.stream.replicas) 1) -}}
+{{- fail (printf "bus.stream.replicas is %d but the %s server is a single node (it refuses replicas > 1): set bus.stream.replicas=1, or use a NATS cluster with bus.backend=nats and bus.nats.url" (int64 .Values.bus.stream.replicas) (ternary "bundled" "embedded" (not (eq $backend "embedded")))) -}}
 {{- end -}}
 {{- end }}
 
