@@ -133,6 +133,51 @@ ConfigMap, which every release renders.
 {{- if and (or $server (eq $backend "embedded")) (gt (int64 .Values.bus.stream.replicas) 1) -}}
 {{- fail (printf "bus.stream.replicas is %d but the %s server is a single node (it refuses replicas > 1): set bus.stream.replicas=1, or use a NATS cluster with bus.backend=nats and bus.nats.url" (int64 .Values.bus.stream.replicas) (ternary "bundled" "embedded" (not (eq $backend "embedded")))) -}}
 {{- end -}}
+{{- $sm := .Values.serviceMonitor | default dict -}}
+{{- if and $sm.enabled (not $server) -}}
+{{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "serviceMonitor.enabled")) -}}
+{{- end -}}
+{{- if and $sm.enabled $sm.interval $sm.scrapeTimeout -}}
+{{- if gt (int64 (include "angzarr-bus.durationMs" $sm.scrapeTimeout)) (int64 (include "angzarr-bus.durationMs" $sm.interval)) -}}
+{{- fail (printf "serviceMonitor.scrapeTimeout (%s) is longer than serviceMonitor.interval (%s), which Prometheus refuses: shorten serviceMonitor.scrapeTimeout or lengthen serviceMonitor.interval" $sm.scrapeTimeout $sm.interval) -}}
+{{- end -}}
+{{- end -}}
+{{- $gd := .Values.grafanaDashboard | default dict -}}
+{{- if and $gd.enabled (not $server) -}}
+{{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "grafanaDashboard.enabled")) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Why serviceMonitor / grafanaDashboard need the bundled server. Call with
+(dict "ctx" $ "what" "serviceMonitor.enabled").
+*/}}
+{{- define "angzarr-bus.monitoring.noServer" -}}
+{{- $backend := include "angzarr-bus.backend" .ctx -}}
+{{- $why := "" -}}
+{{- if ne $backend "nats" -}}
+{{- $why = printf "bus.backend is %s" $backend -}}
+{{- else if include "angzarr-bus.nats.url" .ctx -}}
+{{- $why = "bus.nats.url is set (an existing NATS)" -}}
+{{- else -}}
+{{- $why = "bus.nats.enabled is false" -}}
+{{- end -}}
+{{- printf "%s needs the bundled server (its /metrics on the monitoring port), which this release does not deploy because %s: set %s=false, or deploy the bundled server (bus.backend=nats, bus.nats.enabled=true, no bus.nats.url)" .what $why .what -}}
+{{- end }}
+
+{{/*
+A Prometheus duration ("30s", "1m30s", "500ms", "1h", "2d", "1w", "1y") in
+milliseconds. Call with the string.
+*/}}
+{{- define "angzarr-bus.durationMs" -}}
+{{- $per := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- $ms := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|y|w|d|h|m|s)" (toString .) -1 -}}
+{{- $n := regexFind "^[0-9]+" . | int64 -}}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" -}}
+{{- $ms = add $ms (mul $n (get $per $unit)) -}}
+{{- end -}}
+{{- $ms -}}
 {{- end }}
 
 {{/*
@@ -245,6 +290,11 @@ fixed names ca.crt, tls.crt, tls.key. Call with (dict "ctx" $ "name" "nats-tls")
         path: tls.crt
       - key: {{ $tls.keyKey | default "tls.key" | toString | quote }}
         path: tls.key
+{{- end }}
+
+{{/* The Grafana dashboard's ConfigMap. */}}
+{{- define "angzarr-bus.dashboard.fullname" -}}
+{{- printf "%s-dashboard" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The bundled server's configuration file ConfigMap. */}}
