@@ -32,7 +32,8 @@ What is checked:
   * The optional ServiceMonitor (checked structurally: kubernetes-validate
     has no schema for CRD kinds) selects the headless Service's monitoring
     port and /metrics; the optional Grafana dashboard ConfigMap ships
-    dashboards/angzarr-bus.json as it is.
+    dashboards/angzarr-bus.json as it is (its queries are checked against a
+    live server's /metrics by bus/tests/grafana_dashboard.rs).
 
 Prints one line per test and a closing `chart: N passed, N failed`; exits 1
 when any test failed.
@@ -1050,7 +1051,8 @@ def test_grafana_dashboard_configmap_ships_the_dashboard_file():
     assert labels["grafana_dashboard"] == "1" and labels["team"] == "bus", labels
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Angzarr"}
     assert list(cm["data"]) == ["angzarr-bus.json"], list(cm["data"])
-    # The exact file of the chart.
+    # The exact file of the chart (which bus/tests/grafana_dashboard.rs checks
+    # against a live server's /metrics).
     assert cm["data"]["angzarr-bus.json"] == text.rstrip("\n")
 
 
