@@ -26,6 +26,14 @@ What is checked:
     and an authorization config file for the bundled server; TLS
     (bus.nats.tls) mounted from the Secret, tls_* keys in bus.toml and the
     server's --tls flags.
+  * The Angzarr documentation's values, verbatim, use their bus.nats.url (no
+    bundled server); combinations that cannot be honoured fail with a message
+    naming the values to change.
+  * The optional ServiceMonitor (checked structurally: kubernetes-validate
+    has no schema for CRD kinds) selects the headless Service's monitoring
+    port and /metrics; the optional Grafana dashboard ConfigMap ships
+    dashboards/angzarr-bus.json as it is (its queries are checked against a
+    live server's /metrics by bus/tests/grafana_dashboard.rs).
 
 Prints one line per test and a closing `chart: N passed, N failed`; exits 1
 when any test failed.
@@ -37,6 +45,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -95,6 +104,8 @@ RESOURCES = {
     "apps/v1": [("deployments", "Deployment"), ("statefulsets", "StatefulSet")],
     "batch/v1": [("jobs", "Job")],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget")],
+    # The Prometheus Operator's CRD, as a cluster with kube-prometheus-stack has it.
+    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor")],
 }
 
 
@@ -262,13 +273,141 @@ def render(values: dict | None = None) -> Rendered:
     assert sorted((o["kind"], o["metadata"]["name"]) for o in sent) == sorted(
         (d["kind"], d["metadata"]["name"]) for d in docs
     ), "objects created differ from the release manifest"
+    values = values or {}
     for doc in docs:
-        try:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} is not a valid Kubernetes {KUBE_VERSION} object: {e}") from e
-        assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]
+        what = f"{doc['kind']}/{doc['metadata']['name']}"
+        custom = CUSTOM_RESOURCE_CHECKS.get((doc["apiVersion"], doc["kind"]))
+        if custom:
+            # kubernetes-validate has no schema for CRD kinds: check the fields
+            # the CRD requires and allows ourselves (see check_service_monitor).
+            try:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                custom(doc)
+            else:
+                raise AssertionError(f"kubernetes-validate now knows {what}: validate it with its schema")
+        else:
+            try:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                raise AssertionError(f"{what} is not a valid Kubernetes {KUBE_VERSION} object: {e}") from e
+        # Everything in the release's namespace, except what the values move:
+        # the ServiceMonitor (to Prometheus') and the dashboard (to Grafana's).
+        want_ns = NAMESPACE
+        if doc["kind"] == "ServiceMonitor":
+            want_ns = values.get("serviceMonitor", {}).get("namespace") or NAMESPACE
+        elif "grafana_dashboard" in doc["metadata"].get("labels", {}):
+            want_ns = values.get("grafanaDashboard", {}).get("namespace") or NAMESPACE
+        assert doc["metadata"].get("namespace") == want_ns, (what, doc["metadata"], want_ns)
     return Rendered(release, docs)
+
+
+# --------------------------------------------------------------------------
+# Custom resources: kubernetes-validate ships only Kubernetes' own schemas,
+# so the ServiceMonitor (monitoring.coreos.com/v1) is checked structurally
+# against the prometheus-operator CRD's rules: required fields, known fields
+# only (as strict validation would), types, enums and the duration pattern.
+# --------------------------------------------------------------------------
+
+PROM_DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+SERVICE_MONITOR_SPEC_FIELDS = {
+    "attachMetadata", "bodySizeLimit", "convertClassicHistogramsToNHCB", "endpoints",
+    "fallbackScrapeProtocol", "jobLabel", "keepDroppedTargets", "labelLimit",
+    "labelNameLengthLimit", "labelValueLengthLimit", "namespaceSelector",
+    "nativeHistogramBucketLimit", "nativeHistogramMinBucketFactor", "podTargetLabels",
+    "sampleLimit", "scrapeClass", "scrapeClassicHistograms", "scrapeNativeHistograms",
+    "scrapeProtocols", "selector", "selectorMechanism", "serviceDiscoveryRole",
+    "targetLabels", "targetLimit",
+}
+SERVICE_MONITOR_ENDPOINT_FIELDS = {
+    "authorization", "basicAuth", "bearerTokenFile", "bearerTokenSecret", "enableHttp2",
+    "filterRunning", "followRedirects", "honorLabels", "honorTimestamps", "interval",
+    "metricRelabelings", "noProxy", "oauth2", "params", "path", "port", "proxyConnectHeader",
+    "proxyFromEnvironment", "proxyUrl", "relabelings", "scheme", "scrapeTimeout",
+    "targetPort", "tlsConfig", "trackTimestampsStaleness",
+}
+RELABEL_FIELDS = {"action", "modulus", "regex", "replacement", "separator", "sourceLabels", "targetLabel"}
+RELABEL_ACTIONS = {
+    a
+    for lower, camel in [
+        ("replace", "Replace"), ("keep", "Keep"), ("drop", "Drop"), ("hashmod", "HashMod"),
+        ("labelmap", "LabelMap"), ("labeldrop", "LabelDrop"), ("labelkeep", "LabelKeep"),
+        ("lowercase", "Lowercase"), ("uppercase", "Uppercase"), ("keepequal", "KeepEqual"),
+        ("dropequal", "DropEqual"),
+    ]
+    for a in (lower, camel)
+}
+
+
+def _string_map(what: str, m, keys_are_labels: bool = True) -> None:
+    assert isinstance(m, dict), f"{what} must be a map, is {m!r}"
+    for k, v in m.items():
+        assert isinstance(k, str) and isinstance(v, str), f"{what}: {k!r}: {v!r} must be strings"
+        if keys_are_labels:
+            assert LABEL_NAME.match(k) and len(k.split("/")[-1]) <= 63, f"{what}: bad label key {k!r}"
+
+
+def _relabelings(what: str, rules) -> None:
+    assert isinstance(rules, list), f"{what} must be a list"
+    for r in rules:
+        assert isinstance(r, dict) and set(r) <= RELABEL_FIELDS, f"{what}: unknown fields in {r}"
+        assert r.get("action", "replace") in RELABEL_ACTIONS, f"{what}: action {r.get('action')!r}"
+        if "sourceLabels" in r:
+            assert isinstance(r["sourceLabels"], list) and all(isinstance(x, str) for x in r["sourceLabels"]), r
+        for key in ("separator", "targetLabel", "regex", "replacement"):
+            assert key not in r or isinstance(r[key], str), f"{what}: {key} must be a string: {r}"
+        assert "modulus" not in r or isinstance(r["modulus"], int), r
+
+
+def check_service_monitor(doc: dict) -> None:
+    """A monitoring.coreos.com/v1 ServiceMonitor as the prometheus-operator
+    CRD (v0.7x to v0.9x) accepts it."""
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}, f"unknown top-level fields: {set(doc)}"
+    meta = doc["metadata"]
+    name = meta.get("name", "")
+    assert DNS_SUBDOMAIN.match(name) and len(name) <= 253, f"ServiceMonitor name {name!r}"
+    assert DNS_SUBDOMAIN.match(meta.get("namespace", "")), meta
+    _string_map("metadata.labels", meta.get("labels", {}))
+    for v in meta.get("labels", {}).values():
+        assert len(v) <= 63, f"label value {v!r} longer than 63"
+    _string_map("metadata.annotations", meta.get("annotations", {}), keys_are_labels=False)
+    spec = doc["spec"]  # required
+    assert isinstance(spec, dict) and set(spec) <= SERVICE_MONITOR_SPEC_FIELDS, f"unknown spec fields: {set(spec) - SERVICE_MONITOR_SPEC_FIELDS}"
+    # spec.selector (required): a LabelSelector.
+    selector = spec["selector"]
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, selector
+    _string_map("spec.selector.matchLabels", selector.get("matchLabels", {}))
+    assert selector.get("matchLabels") or selector.get("matchExpressions"), "an empty selector selects every Service"
+    if "namespaceSelector" in spec:
+        ns = spec["namespaceSelector"]
+        assert set(ns) <= {"any", "matchNames"}, ns
+        assert isinstance(ns.get("any", False), bool)
+        assert all(isinstance(n, str) and DNS_SUBDOMAIN.match(n) for n in ns.get("matchNames", [])), ns
+    # spec.endpoints (required since v0.8x): a non-empty list.
+    endpoints = spec["endpoints"]
+    assert isinstance(endpoints, list) and endpoints, "spec.endpoints must list at least one endpoint"
+    for ep in endpoints:
+        unknown = set(ep) - SERVICE_MONITOR_ENDPOINT_FIELDS
+        assert not unknown, f"unknown endpoint fields: {unknown}"
+        assert "port" in ep or "targetPort" in ep, f"endpoint without port or targetPort: {ep}"
+        assert "port" not in ep or isinstance(ep["port"], str), f"endpoint port must be a Service port name: {ep}"
+        assert ep.get("scheme", "http") in {"http", "https", "HTTP", "HTTPS"}, ep
+        assert isinstance(ep.get("path", "/"), str) and ep.get("path", "/").startswith("/"), ep
+        for key in ("interval", "scrapeTimeout"):
+            if key in ep:
+                assert isinstance(ep[key], str) and PROM_DURATION.match(ep[key]), f"endpoint {key} {ep[key]!r}"
+        for key in ("honorLabels", "honorTimestamps", "enableHttp2", "followRedirects", "filterRunning"):
+            assert key not in ep or isinstance(ep[key], bool), f"endpoint {key} must be a boolean: {ep[key]!r}"
+        for key in ("relabelings", "metricRelabelings"):
+            if key in ep:
+                _relabelings(f"endpoint {key}", ep[key])
+
+
+CUSTOM_RESOURCE_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): check_service_monitor}
 
 
 def render_fails(values: dict) -> str:
@@ -700,6 +839,255 @@ def test_auth_and_tls_ignored_without_nats_backend():
 def test_bad_auth_values_are_refused():
     msg = render_fails({"bus": {"nats": {"auth": {"existingSecret": "c", "type": "kerberos"}}}})
     assert "type" in msg, msg
+
+
+# --------------------------------------------------------------------------
+# The values of the Angzarr documentation, and what cannot be honoured
+# --------------------------------------------------------------------------
+
+# Verbatim from the Angzarr documentation (issue #16): `enabled: true` with a
+# `url` must mean "use the NATS at that URL", not "deploy the bundled server".
+DOCUMENTED_VALUES = """
+bus:
+  backend: nats
+  nats:
+    enabled: true
+    url: nats://nats.messaging.svc.cluster.local:4222
+    jetstream: true
+    streamName: angzarr-events
+"""
+DOCUMENTED_URL = "nats://nats.messaging.svc.cluster.local:4222"
+
+
+def test_documented_angzarr_values_use_their_url():
+    r = render(yaml.safe_load(DOCUMENTED_VALUES))
+    assert not r.all("StatefulSet"), "the documented values must not deploy the bundled server"
+    assert not r.all("Service"), r.kinds()
+    assert r.kinds() == ["ConfigMap", "Deployment"], r.kinds()
+    env = r.app_env()
+    assert env["BUS_BACKEND"] == "nats", env
+    assert env["NATS_URL"] == DOCUMENTED_URL, env
+    nats = r.bus_toml()["bus"]["nats"]
+    assert nats["url"] == DOCUMENTED_URL, nats
+    assert nats["jetstream"] is True and nats["stream_name"] == "angzarr-events", nats
+    # The chart's own spelling (enabled: false + url) means the same.
+    r2 = render({"bus": {"nats": {"enabled": False, "url": DOCUMENTED_URL}}})
+    assert r2.kinds() == ["ConfigMap", "Deployment"] and r2.app_env()["NATS_URL"] == DOCUMENTED_URL
+    # And without a url, enabled: true is the bundled server.
+    r3 = render({"bus": {"backend": "nats", "nats": {"enabled": True, "url": ""}}})
+    assert len(r3.all("StatefulSet")) == 1, r3.kinds()
+    assert r3.app_env()["NATS_URL"] == f"nats://{fullname(r3)}-server.{NAMESPACE}.svc:4222"
+
+
+def test_combinations_that_cannot_be_honoured_are_refused_with_what_to_change():
+    # No URL and not the bundled server.
+    msg = render_fails({"bus": {"nats": {"enabled": False}}})
+    assert "bus.nats.url is required" in msg and "bus.nats.enabled=true" in msg, msg
+    # A URL the backend would not use.
+    for backend in ("memory", "embedded"):
+        msg = render_fails({"bus": {"backend": backend, "nats": {"url": DOCUMENTED_URL}}})
+        assert f"bus.backend is {backend}" in msg and "bus.backend=nats" in msg and "remove bus.nats.url" in msg, msg
+    # JetStream wanted, bundled server without it.
+    msg = render_fails({"server": {"jetstream": False}})
+    assert "server.jetstream=true" in msg and "bus.nats.jetstream=false" in msg, msg
+    r = render({"server": {"jetstream": False}, "bus": {"nats": {"jetstream": False}}})
+    assert "-js" not in r.server_container()["args"]
+    # Replicas on a single-node server; fine on an existing cluster.
+    msg = render_fails({"bus": {"stream": {"replicas": 3}}})
+    assert "bus.stream.replicas=1" in msg and "bundled" in msg, msg
+    msg = render_fails({"bus": {"backend": "embedded", "stream": {"replicas": 3}}})
+    assert "bus.stream.replicas=1" in msg and "embedded" in msg, msg
+    r = render({"bus": {"nats": {"url": DOCUMENTED_URL}, "stream": {"replicas": 3}}})
+    assert r.bus_toml()["bus"]["stream"]["replicas"] == 3
+    # Monitoring of a server this release does not run.
+    for what, values in [
+        ("serviceMonitor.enabled", {"serviceMonitor": {"enabled": True}}),
+        ("grafanaDashboard.enabled", {"grafanaDashboard": {"enabled": True}}),
+    ]:
+        msg = render_fails({**values, "bus": {"nats": {"url": DOCUMENTED_URL}}})
+        assert f"{what}=false" in msg and "bus.nats.url is set" in msg, msg
+        msg = render_fails({**values, "bus": {"backend": "memory"}})
+        assert f"{what}=false" in msg and "bus.backend is memory" in msg, msg
+    msg = render_fails({"serviceMonitor": {"enabled": True, "interval": "10s", "scrapeTimeout": "1m"}})
+    assert "serviceMonitor.scrapeTimeout" in msg and "serviceMonitor.interval" in msg, msg
+    # The schema catches malformed or misspelt monitoring values.
+    msg = render_fails({"serviceMonitor": {"enabled": True, "interval": "30 seconds"}})
+    assert "interval" in msg, msg
+    msg = render_fails({"serviceMonitor": {"enabled": True, "intervall": "30s"}})
+    assert "intervall" in msg, msg
+    msg = render_fails({"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}})
+    assert "grafana_dashboard" in msg, msg
+
+
+# --------------------------------------------------------------------------
+# Prometheus and Grafana
+# --------------------------------------------------------------------------
+
+DASHBOARD_FILE = CHART / "dashboards" / "angzarr-bus.json"
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_monitoring_is_off_by_default():
+    r = render()
+    assert not r.all("ServiceMonitor"), r.kinds()
+    assert not [d for d in r.all("ConfigMap") if "grafana_dashboard" in d["metadata"].get("labels", {})]
+
+
+def test_service_monitor_scrapes_the_bundled_servers_metrics():
+    relabel = [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}]
+    drop = [{"sourceLabels": ["__name__"], "regex": "nats_varz_cpu", "action": "drop"}]
+    r = render(
+        {
+            "serviceMonitor": {
+                "enabled": True,
+                "labels": {"release": "kube-prometheus-stack"},
+                "annotations": {"team": "bus"},
+                "interval": "15s",
+                "scrapeTimeout": "10s",
+                "honorLabels": True,
+                "relabelings": relabel,
+                "metricRelabelings": drop,
+            },
+            "server": {"monitorPort": 9333},
+        }
+    )
+    sm = r.one("ServiceMonitor")  # check_service_monitor passed in render()
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["name"] == f"{fullname(r)}-server"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack", sm["metadata"]["labels"]
+    assert sm["metadata"]["labels"]["app.kubernetes.io/instance"] == r.release
+    assert sm["metadata"]["annotations"] == {"team": "bus"}
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # It selects exactly one Service, the headless one (every pod, ready or
+    # not; selecting the client Service as well would scrape the pod twice).
+    services = [s for s in r.all("Service") if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in services] == [f"{fullname(r)}-server-headless"], services
+    (svc,) = services
+    assert svc["spec"].get("publishNotReadyAddresses") is True
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["path"] == "/metrics" and ep["scheme"] == "http", ep
+    assert ep["interval"] == "15s" and ep["scrapeTimeout"] == "10s" and ep["honorLabels"] is True, ep
+    assert ep["relabelings"] == relabel and ep["metricRelabelings"] == drop, ep
+    # The named Service port leads to the container port the server serves
+    # monitoring on (-m).
+    (port,) = [p for p in svc["spec"]["ports"] if p["name"] == ep["port"]]
+    assert port["port"] == 9333, port
+    c = r.server_container()
+    (cport,) = [p for p in c["ports"] if p["name"] == port["targetPort"]]
+    args = c["args"]
+    assert cport["containerPort"] == 9333 and args[args.index("-m") + 1] == "9333", (cport, args)
+    pod_labels = r.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items(), (svc["spec"]["selector"], pod_labels)
+
+
+def test_service_monitor_defaults_and_namespace():
+    r = render({"serviceMonitor": {"enabled": True, "namespace": "monitoring"}})
+    sm = r.one("ServiceMonitor")
+    assert sm["metadata"]["namespace"] == "monitoring"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}, "the Service stays in the release's namespace"
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep == {"port": "monitor", "path": "/metrics", "scheme": "http", "interval": "30s", "honorLabels": False}, ep
+    r = render({"serviceMonitor": {"enabled": True, "interval": ""}})
+    (ep,) = r.one("ServiceMonitor")["spec"]["endpoints"]
+    assert "interval" not in ep and "scrapeTimeout" not in ep, "empty: Prometheus' defaults"
+
+
+def test_service_monitor_check_rejects_broken_objects():
+    # check_service_monitor stands in for a schema: it must refuse what the CRD refuses.
+    good = render({"serviceMonitor": {"enabled": True}}).one("ServiceMonitor")
+    check_service_monitor(good)
+    breakages = {
+        "no spec": lambda d: d.pop("spec"),
+        "no selector": lambda d: d["spec"].pop("selector"),
+        "no endpoints": lambda d: d["spec"].pop("endpoints"),
+        "empty endpoints": lambda d: d["spec"].update(endpoints=[]),
+        "unknown spec field": lambda d: d["spec"].update(endpoint=[]),
+        "unknown endpoint field": lambda d: d["spec"]["endpoints"][0].update(intervall="30s"),
+        "numeric port": lambda d: d["spec"]["endpoints"][0].update(port=8222),
+        "bad interval": lambda d: d["spec"]["endpoints"][0].update(interval="30 seconds"),
+        "bad scheme": lambda d: d["spec"]["endpoints"][0].update(scheme="tcp"),
+        "bad relabel action": lambda d: d["spec"]["endpoints"][0].update(relabelings=[{"action": "rename"}]),
+        "non-string label": lambda d: d["metadata"]["labels"].update(release=1),
+    }
+    for what, breaks in breakages.items():
+        doc = json.loads(json.dumps(good))
+        breaks(doc)
+        try:
+            check_service_monitor(doc)
+        except (AssertionError, KeyError):
+            continue
+        raise AssertionError(f"check_service_monitor accepted a ServiceMonitor with {what}")
+
+
+def dashboard_configmap(r: Rendered) -> dict:
+    (cm,) = [d for d in r.all("ConfigMap") if "grafana_dashboard" in d["metadata"].get("labels", {})]
+    return cm
+
+
+def test_grafana_dashboard_configmap_ships_the_dashboard_file():
+    text = DASHBOARD_FILE.read_text()
+    shipped = json.loads(text)  # valid JSON
+    assert shipped["uid"] and shipped["title"] and shipped["panels"]
+    ds = [v for v in shipped["templating"]["list"] if v["type"] == "datasource"]
+    assert [(v["name"], v["query"]) for v in ds] == [("datasource", "prometheus")], ds
+
+    r = render(
+        {
+            "grafanaDashboard": {
+                "enabled": True,
+                "namespace": "grafana",
+                "labels": {"team": "bus"},
+                "annotations": {"grafana_folder": "Angzarr"},
+            }
+        }
+    )
+    cm = dashboard_configmap(r)
+    assert cm["metadata"]["name"] == f"{fullname(r)}-dashboard"
+    assert cm["metadata"]["namespace"] == "grafana"
+    labels = cm["metadata"]["labels"]
+    assert labels["grafana_dashboard"] == "1" and labels["team"] == "bus", labels
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Angzarr"}
+    assert list(cm["data"]) == ["angzarr-bus.json"], list(cm["data"])
+    # The exact file of the chart (which bus/tests/grafana_dashboard.rs checks
+    # against a live server's /metrics).
+    assert cm["data"]["angzarr-bus.json"] == text.rstrip("\n")
+
+
+def test_grafana_dashboard_follows_a_custom_dead_letter_stream():
+    shipped = json.loads(DASHBOARD_FILE.read_text())
+    r = render({"grafanaDashboard": {"enabled": True}, "bus": {"nats": {"deadLetterStream": "poker-dead"}}})
+    got = json.loads(dashboard_configmap(r)["data"]["angzarr-bus.json"])
+
+    def dlq_var(d: dict) -> dict:
+        (v,) = [v for v in d["templating"]["list"] if v["name"] == "dead_letter_stream"]
+        return v
+
+    v = dlq_var(got)
+    assert v["query"] == "poker-dead" and v["current"]["value"] == "poker-dead", v
+    assert dlq_var(shipped)["query"] == ".*-dlq"
+    # Everything else is the shipped dashboard.
+    for d in (got, shipped):
+        d["templating"]["list"] = [x for x in d["templating"]["list"] if x["name"] != "dead_letter_stream"]
+    assert got == shipped
+
+
+def test_lint_passes_with_monitoring_enabled():
+    # helm lint uses the chart's values.yaml: lint a copy with both turned on.
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "angzarr-bus"
+        shutil.copytree(CHART, chart)
+        values = yaml.safe_load((chart / "values.yaml").read_text())
+        values["serviceMonitor"].update(enabled=True, labels={"release": "prom"})
+        values["grafanaDashboard"]["enabled"] = True
+        (chart / "values.yaml").write_text(yaml.safe_dump(values))
+        result = asyncio.run(helm_sdkpy.Lint(CONFIG).run(str(chart)))
+        assert result["TotalChartsLinted"] == 1, result
+        assert not result.get("Errors"), result
+        bad = [m for m in result.get("Messages") or [] if m["Severity"] >= 2]
+        assert not bad, f"lint warnings/errors: {bad}"
 
 
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

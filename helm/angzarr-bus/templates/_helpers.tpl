@@ -70,35 +70,114 @@ The chosen backend, checked: nats, memory or embedded.
 {{- end }}
 
 {{/*
-"true" when the bundled server is deployed: bus.backend nats and
-bus.nats.enabled true. Empty otherwise (so `if` reads it as false).
+The existing NATS URL (bus.nats.url, trimmed), or empty.
+*/}}
+{{- define "angzarr-bus.nats.url" -}}
+{{- .Values.bus.nats.url | default "" | toString | trim -}}
+{{- end }}
+
+{{/*
+"true" when the bundled server is deployed: bus.backend nats, no bus.nats.url,
+and bus.nats.enabled true. Empty otherwise (so `if` reads it as false).
+A URL always wins: the values of the Angzarr documentation
+(enabled: true with a url) use the NATS at that URL.
 */}}
 {{- define "angzarr-bus.server.enabled" -}}
-{{- if and (eq (include "angzarr-bus.backend" .) "nats") .Values.bus.nats.enabled -}}
+{{- if and (eq (include "angzarr-bus.backend" .) "nats") (not (include "angzarr-bus.nats.url" .)) .Values.bus.nats.enabled -}}
 true
 {{- end -}}
 {{- end }}
 
 {{/*
-The URL the app connects to with backend nats: the bundled server's client
-Service, or bus.nats.url (required then). Empty for the other backends.
+The URL the app connects to with backend nats: bus.nats.url when set (an
+existing NATS; each seed checked), else the bundled server's client Service.
+Empty for the other backends.
 */}}
 {{- define "angzarr-bus.natsUrl" -}}
-{{- if include "angzarr-bus.server.enabled" . -}}
-{{- printf "nats://%s.%s.svc:%d" (include "angzarr-bus.server.fullname" .) .Release.Namespace (int .Values.server.clientPort) -}}
-{{- else if eq (include "angzarr-bus.backend" .) "nats" -}}
-{{- $url := .Values.bus.nats.url | toString | trim -}}
-{{- if not $url -}}
-{{- fail "bus.nats.url is required when bus.backend is nats and bus.nats.enabled is false (the URL of the existing NATS server)" -}}
-{{- end -}}
+{{- $url := include "angzarr-bus.nats.url" . -}}
+{{- if eq (include "angzarr-bus.backend" .) "nats" -}}
+{{- if $url -}}
 {{- range splitList "," $url -}}
 {{- $seed := trim . -}}
 {{- if not (regexMatch "^(nats|tls|ws|wss)://[^\\s]+$" $seed) -}}
-{{- fail (printf "bus.nats.url: %q is not a nats://, tls://, ws:// or wss:// URL" $seed) -}}
+{{- fail (printf "bus.nats.url: %q is not a nats://, tls://, ws:// or wss:// URL (set bus.nats.url to the existing NATS server's URL, or to \"\" for the bundled server)" $seed) -}}
 {{- end -}}
 {{- end -}}
 {{- $url -}}
+{{- else if include "angzarr-bus.server.enabled" . -}}
+{{- printf "nats://%s.%s.svc:%d" (include "angzarr-bus.server.fullname" .) .Release.Namespace (int .Values.server.clientPort) -}}
+{{- else -}}
+{{- fail "bus.nats.url is required when bus.backend is nats and bus.nats.enabled is false: set bus.nats.url to the existing NATS server's URL, or set bus.nats.enabled=true (with no url) to deploy the bundled server" -}}
 {{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Checks combinations of values that cannot be honoured, failing with a message
+that names the values to change. Renders nothing. Included by the bus
+ConfigMap, which every release renders.
+*/}}
+{{- define "angzarr-bus.validate" -}}
+{{- $backend := include "angzarr-bus.backend" . -}}
+{{- $server := include "angzarr-bus.server.enabled" . -}}
+{{- $url := include "angzarr-bus.nats.url" . -}}
+{{- if and $url (ne $backend "nats") -}}
+{{- fail (printf "bus.nats.url is set but bus.backend is %s, which does not use it: set bus.backend=nats to use the NATS at %s, or remove bus.nats.url" $backend $url) -}}
+{{- end -}}
+{{- if eq $backend "nats" -}}
+{{- $_ := include "angzarr-bus.natsUrl" . -}}
+{{- end -}}
+{{- if and $server .Values.bus.nats.jetstream (not .Values.server.jetstream) -}}
+{{- fail "bus.nats.jetstream is true but the bundled server runs without JetStream (server.jetstream: false): set server.jetstream=true, or bus.nats.jetstream=false for core NATS" -}}
+{{- end -}}
+{{- if and (or $server (eq $backend "embedded")) (gt (int64 .Values.bus.stream.replicas) 1) -}}
+{{- fail (printf "bus.stream.replicas is %d but the %s server is a single node (it refuses replicas > 1): set bus.stream.replicas=1, or use a NATS cluster with bus.backend=nats and bus.nats.url" (int64 .Values.bus.stream.replicas) (ternary "bundled" "embedded" (not (eq $backend "embedded")))) -}}
+{{- end -}}
+{{- $sm := .Values.serviceMonitor | default dict -}}
+{{- if and $sm.enabled (not $server) -}}
+{{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "serviceMonitor.enabled")) -}}
+{{- end -}}
+{{- if and $sm.enabled $sm.interval $sm.scrapeTimeout -}}
+{{- if gt (int64 (include "angzarr-bus.durationMs" $sm.scrapeTimeout)) (int64 (include "angzarr-bus.durationMs" $sm.interval)) -}}
+{{- fail (printf "serviceMonitor.scrapeTimeout (%s) is longer than serviceMonitor.interval (%s), which Prometheus refuses: shorten serviceMonitor.scrapeTimeout or lengthen serviceMonitor.interval" $sm.scrapeTimeout $sm.interval) -}}
+{{- end -}}
+{{- end -}}
+{{- $gd := .Values.grafanaDashboard | default dict -}}
+{{- if and $gd.enabled (not $server) -}}
+{{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "grafanaDashboard.enabled")) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Why serviceMonitor / grafanaDashboard need the bundled server. Call with
+(dict "ctx" $ "what" "serviceMonitor.enabled").
+*/}}
+{{- define "angzarr-bus.monitoring.noServer" -}}
+{{- $backend := include "angzarr-bus.backend" .ctx -}}
+{{- $why := "" -}}
+{{- if ne $backend "nats" -}}
+{{- $why = printf "bus.backend is %s" $backend -}}
+{{- else if include "angzarr-bus.nats.url" .ctx -}}
+{{- $why = "bus.nats.url is set (an existing NATS)" -}}
+{{- else -}}
+{{- $why = "bus.nats.enabled is false" -}}
+{{- end -}}
+{{- printf "%s needs the bundled server (its /metrics on the monitoring port), which this release does not deploy because %s: set %s=false, or deploy the bundled server (bus.backend=nats, bus.nats.enabled=true, no bus.nats.url)" .what $why .what -}}
+{{- end }}
+
+{{/*
+A Prometheus duration ("30s", "1m30s", "500ms", "1h", "2d", "1w", "1y") in
+milliseconds. Call with the string.
+*/}}
+{{- define "angzarr-bus.durationMs" -}}
+{{- $per := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- $ms := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|y|w|d|h|m|s)" (toString .) -1 -}}
+{{- $n := regexFind "^[0-9]+" . | int64 -}}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" -}}
+{{- $ms = add $ms (mul $n (get $per $unit)) -}}
+{{- end -}}
+{{- $ms -}}
 {{- end }}
 
 {{/*
@@ -211,6 +290,11 @@ fixed names ca.crt, tls.crt, tls.key. Call with (dict "ctx" $ "name" "nats-tls")
         path: tls.crt
       - key: {{ $tls.keyKey | default "tls.key" | toString | quote }}
         path: tls.key
+{{- end }}
+
+{{/* The Grafana dashboard's ConfigMap. */}}
+{{- define "angzarr-bus.dashboard.fullname" -}}
+{{- printf "%s-dashboard" (include "angzarr-bus.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The bundled server's configuration file ConfigMap. */}}
