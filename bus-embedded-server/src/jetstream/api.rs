@@ -9,11 +9,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::consumer::Consumer;
 use super::errors::ApiError;
 use super::headers::HeaderBuilder;
 use super::store::{Purge, StoredMsg};
 use super::stream::Stream;
+use super::stream::consumer::Consumer;
 use super::types::{
     AckPolicy, ConsumerConfig, DeliverPolicy, Retention, StreamConfig, StreamStateJson, now_nanos,
     rfc3339,

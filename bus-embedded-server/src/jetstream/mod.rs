@@ -6,12 +6,16 @@
 //! - [`store`]: message storage per stream (memory and the crash-safe file
 //!   store). Knows nothing about NATS.
 //! - [`stream`]: one stream: publish checks (dedup, expected sequences,
-//!   rollups, limits), retention, group-commit acknowledgement.
-//! - [`consumer`]: one consumer: pull requests, push delivery, acks,
-//!   redelivery, state persistence.
+//!   rollups, limits), retention, group-commit acknowledgement; it owns
+//!   its consumers ([`stream::consumer`], also reachable as [`consumer`]):
+//!   pull requests, push delivery, acks, redelivery, state persistence.
 //! - [`api`]: the `$JS.API.*` request handlers and their JSON.
 //! - [`types`], [`errors`], [`headers`]: JSON shapes, nats-server's error
-//!   codes, NATS header blocks.
+//!   codes, NATS header blocks; [`jsz`]: `/jsz`, health and Prometheus
+//!   figures.
+//!
+//! Subjects are compared by the crate's `subject` module; messages leave
+//! through the [`Router`] the account implements (its fan-out).
 //!
 //! ## Invariants
 //! - A publish to a stream is acknowledged only once its sequence is
@@ -24,7 +28,6 @@
 //!   server's router, which appends them to connections' buffers.
 
 pub mod api;
-pub mod consumer;
 pub mod errors;
 pub mod headers;
 pub mod jsz;
@@ -39,6 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 pub use crate::config::{JetStreamConfig, SyncPolicy};
+pub use stream::consumer;
 
 use stream::Stream;
 

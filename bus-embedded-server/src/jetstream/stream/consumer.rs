@@ -12,14 +12,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::headers::HeaderBuilder;
-use super::store::{StoredMsg, SubjectFilter};
-use super::stream::Stream;
-use super::types::{
+use super::Stream;
+use crate::jetstream::errors::ApiError;
+use crate::jetstream::headers::HeaderBuilder;
+use crate::jetstream::store::{StoredMsg, SubjectFilter};
+use crate::jetstream::types::{
     AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, SequencePair, StorageType,
     now_nanos, rfc3339,
 };
-use super::{JetStream, atomic_write, lock, nanos, read, write};
+use crate::jetstream::{JetStream, atomic_write, lock, nanos, read, write};
 
 /// Persisted consumer definition (`obs/<name>/meta.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,7 +153,7 @@ impl Consumer {
         name: String,
         config: ConsumerConfig,
         durable: bool,
-    ) -> Result<Arc<Consumer>, super::errors::ApiError> {
+    ) -> Result<Arc<Consumer>, ApiError> {
         let filter = effective_filter(stream, &config);
         let (next_sseq, lps) = {
             let mut inner = lock(&stream.inner);
@@ -173,7 +174,7 @@ impl Consumer {
                 }
                 DeliverPolicy::ByStartSequence => {
                     let Some(seq) = config.opt_start_seq.filter(|s| *s > 0) else {
-                        return Err(super::errors::ApiError::invalid_policy(
+                        return Err(ApiError::invalid_policy(
                             "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
                         ));
                     };
@@ -183,9 +184,9 @@ impl Consumer {
                     let Some(ts) = config
                         .opt_start_time
                         .as_deref()
-                        .and_then(super::types::parse_rfc3339)
+                        .and_then(crate::jetstream::types::parse_rfc3339)
                     else {
-                        return Err(super::errors::ApiError::invalid_policy(
+                        return Err(ApiError::invalid_policy(
                             "consumer delivery policy is deliver by start time, but optional start time is not set",
                         ));
                     };
@@ -203,19 +204,17 @@ impl Consumer {
             .then(|| stream.dir.as_ref().map(|d| d.join("obs").join(&name)))
             .flatten();
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                super::errors::ApiError::consumer_create(format!("consumer directory: {e}"))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::consumer_create(format!("consumer directory: {e}")))?;
             let meta = ConsumerMeta {
                 name: name.clone(),
                 config: config.clone(),
                 created,
             };
             let bytes = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
-            atomic_write(&dir.join("meta.json"), &bytes).map_err(|e| {
-                super::errors::ApiError::consumer_create(format!("consumer metadata: {e}"))
-            })?;
+                .map_err(|e| ApiError::consumer_create(e.to_string()))?;
+            atomic_write(&dir.join("meta.json"), &bytes)
+                .map_err(|e| ApiError::consumer_create(format!("consumer metadata: {e}")))?;
         }
         let c = Consumer::assemble(
             js,
@@ -384,10 +383,7 @@ impl Consumer {
     }
 
     /// Applies an updated configuration (validated by the API layer).
-    pub(crate) fn update_config(
-        &self,
-        config: ConsumerConfig,
-    ) -> Result<(), super::errors::ApiError> {
+    pub(crate) fn update_config(&self, config: ConsumerConfig) -> Result<(), ApiError> {
         if let Some(dir) = &self.dir {
             let meta = ConsumerMeta {
                 name: self.name.clone(),
@@ -395,9 +391,9 @@ impl Consumer {
                 created: self.created,
             };
             let bytes = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
+                .map_err(|e| ApiError::consumer_create(e.to_string()))?;
             atomic_write(&dir.join("meta.json"), &bytes)
-                .map_err(|e| super::errors::ApiError::consumer_create(e.to_string()))?;
+                .map_err(|e| ApiError::consumer_create(e.to_string()))?;
         }
         let filter = match self.stream.upgrade() {
             Some(stream) => effective_filter(&stream, &config),

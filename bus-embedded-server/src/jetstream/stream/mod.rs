@@ -1,6 +1,10 @@
 //! One stream: its configuration, its store, publish checks, limits and
 //! retention, and the group-commit loop that acknowledges publishes once
-//! they are durable.
+//! they are durable. A stream owns its consumers ([`consumer`]): they live
+//! in its table, read its store and are told of its acks, purges and new
+//! messages; nothing else creates or removes them.
+
+pub mod consumer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -11,13 +15,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::consumer::Consumer;
 use super::errors::ApiError;
 use super::headers;
 use super::store::mem::MemStore;
 use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
+use consumer::Consumer;
 
 /// What is written to `meta.json` of a stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
