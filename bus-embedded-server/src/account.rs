@@ -24,14 +24,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use crate::client::{self, Client};
 use crate::config::{AccountConfig, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType};
+use crate::jetstream::{JetStream, JetStreamError, Router};
+use crate::outbound::{Batch, Client, Sub};
 use crate::subject;
-use crate::sublist::Sublist;
-
-// ---------------------------------------------------------------------------
-// Runtime
-// ---------------------------------------------------------------------------
+use crate::sublist::{Matches, Sublist};
 
 /// Where a stream export delivers in an importing account.
 pub(crate) struct StreamRoute {
@@ -105,10 +102,12 @@ const REPLIES_PRUNE_AT: usize = 4096;
 /// One account at run time.
 pub(crate) struct Account {
     pub(crate) name: Arc<str>,
+    /// This account, for the reply routes other accounts keep to it.
+    me: Weak<Account>,
     pub(crate) sublist: Sublist<Client>,
     queue_pick: AtomicUsize,
     /// The account's JetStream, when enabled for it.
-    pub(crate) jetstream: Option<Arc<crate::jetstream::JetStream>>,
+    pub(crate) jetstream: Option<Arc<JetStream>>,
     /// JetStream runs on the server but not for this account: `$JS.API.>`
     /// requests are answered "not enabled for account" (as nats-server).
     pub(crate) jetstream_refused: bool,
@@ -123,9 +122,11 @@ pub(crate) struct Account {
 }
 
 impl Account {
+    /// A new account; `me` is its own weak handle (`Arc::new_cyclic`).
     pub(crate) fn new(
+        me: Weak<Account>,
         name: &str,
-        jetstream: Option<Arc<crate::jetstream::JetStream>>,
+        jetstream: Option<Arc<JetStream>>,
         jetstream_refused: bool,
         exports_services: bool,
     ) -> Account {
@@ -137,6 +138,7 @@ impl Account {
             .collect();
         Account {
             name: name.into(),
+            me,
             sublist: Sublist::default(),
             queue_pick: AtomicUsize::new(0),
             jetstream,
@@ -149,8 +151,10 @@ impl Account {
         }
     }
 
-    /// A rotating start index for picking a queue group member.
-    pub(crate) fn next_queue_pick(&self, len: usize) -> usize {
+    /// A rotating start index for picking a queue group member: the one
+    /// queue-pick policy (round robin per account, the next member when the
+    /// picked one cannot take the message).
+    fn next_queue_pick(&self, len: usize) -> usize {
         self.queue_pick.fetch_add(1, Ordering::Relaxed) % len.max(1)
     }
 
@@ -163,12 +167,7 @@ impl Account {
 
     /// A fresh `_R_.` reply subject in this (the exporting) account that
     /// leads back to `reply` in `requester`.
-    pub(crate) fn reply_for(
-        &self,
-        requester: &Arc<Account>,
-        reply: &Bytes,
-        route: &ServiceRoute,
-    ) -> Bytes {
+    fn reply_for(&self, requester: &Account, reply: &[u8], route: &ServiceRoute) -> Bytes {
         let n = self.next_reply.fetch_add(1, Ordering::Relaxed);
         let mut tail = String::new();
         let mut v = n;
@@ -190,8 +189,8 @@ impl Account {
         replies.insert(
             subject.clone(),
             PendingReply {
-                target: Arc::downgrade(requester),
-                reply: reply.clone(),
+                target: requester.me.clone(),
+                reply: Bytes::copy_from_slice(reply),
                 left,
                 expires: now + route.threshold,
             },
@@ -201,7 +200,7 @@ impl Account {
 
     /// A publish on a `_R_.` subject of this account: where it goes (the
     /// requester's account and reply subject), when still allowed.
-    pub(crate) fn take_reply(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
+    fn take_reply(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
         let mut replies = self.replies();
         let pending = replies.get_mut(subject)?;
         if pending.expires <= Instant::now() {
@@ -217,7 +216,160 @@ impl Account {
     }
 }
 
-impl crate::jetstream::Router for Account {
+// ---------------------------------------------------------------------------
+// Fan-out
+// ---------------------------------------------------------------------------
+
+/// One message on its way to subscribers.
+#[derive(Clone, Copy)]
+pub(crate) struct Message<'a> {
+    /// The subject subscribers see.
+    pub(crate) subject: &'a str,
+    /// The reply subject, if any.
+    pub(crate) reply: Option<&'a [u8]>,
+    /// Length of the header block at the start of `payload`, if any.
+    pub(crate) header_len: Option<usize>,
+    /// Headers and body.
+    pub(crate) payload: &'a [u8],
+}
+
+impl Account {
+    /// Delivers `msg` to the subscriptions in `matches`, which the caller
+    /// looked up in this account's sublist (a publishing connection from
+    /// its cache): every plain subscription, and one member per queue
+    /// group. Connection `skip` gets nothing (a publisher that asked for no
+    /// echo). A subscription that reaches its `UNSUB` max is removed. The
+    /// receiving connection's permissions filter what it gets (see
+    /// `Client::deliver`). Returns how many received it.
+    pub(crate) fn deliver(
+        &self,
+        matches: &Matches<Client>,
+        msg: &Message<'_>,
+        skip: Option<u64>,
+        batch: &mut Batch,
+    ) -> u64 {
+        let subject = msg.subject.as_bytes();
+        let mut delivered = 0;
+        for sub in &matches.plain {
+            if skip == Some(sub.client.id) || !sub.take_delivery() {
+                continue;
+            }
+            let outcome =
+                sub.client
+                    .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload);
+            if batch.note(&sub.client, outcome) {
+                delivered += 1;
+            }
+            self.expire_if_done(sub);
+        }
+        for group in &matches.groups {
+            let start = self.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                let sub = &group[(start + i) % group.len()];
+                if sub.exhausted() || skip == Some(sub.client.id) || !sub.take_delivery() {
+                    continue;
+                }
+                let outcome =
+                    sub.client
+                        .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload);
+                let queued = batch.note(&sub.client, outcome);
+                self.expire_if_done(sub);
+                if queued {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// The fan-out of a message published in this account, by a client or
+    /// by JetStream: the local subscriptions (`matches`, for `msg.subject`),
+    /// then other accounts through this account's stream exports and
+    /// service imports, and, when it is a reply of one of this account's
+    /// services (`_R_.`), the requester. Returns how many received it.
+    pub(crate) fn fan_out(
+        &self,
+        matches: &Matches<Client>,
+        msg: &Message<'_>,
+        skip: Option<u64>,
+        batch: &mut Batch,
+    ) -> u64 {
+        let mut delivered = self.deliver(matches, msg, skip, batch);
+        if let Some(routes) = self.routes.get() {
+            delivered += self.across(routes, msg, batch);
+        }
+        if self.exports_services && msg.subject.starts_with("_R_.") {
+            if let Some((requester, to)) = self.take_reply(msg.subject.as_bytes()) {
+                if let Ok(to) = std::str::from_utf8(&to) {
+                    delivered += requester.deliver_subject(
+                        &Message {
+                            subject: to,
+                            ..*msg
+                        },
+                        batch,
+                    );
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Delivers `msg` to this account's subscriptions matching its subject
+    /// (no further hop to other accounts).
+    pub(crate) fn deliver_subject(&self, msg: &Message<'_>, batch: &mut Batch) -> u64 {
+        let matches = self.sublist.matches(msg.subject);
+        self.deliver(&matches, msg, None, batch)
+    }
+
+    /// Stream exports to importing accounts and service imports to
+    /// exporting ones.
+    fn across(&self, routes: &Routes, msg: &Message<'_>, batch: &mut Batch) -> u64 {
+        let mut delivered = 0;
+        for route in &routes.streams_out {
+            if let (Some(mapped), Some(target)) = (route.map(msg.subject), route.target.upgrade()) {
+                delivered += target.deliver_subject(
+                    &Message {
+                        subject: &mapped,
+                        ..*msg
+                    },
+                    batch,
+                );
+            }
+        }
+        for route in &routes.services_in {
+            let (Some(mapped), Some(exporter)) = (route.map(msg.subject), route.target.upgrade())
+            else {
+                continue;
+            };
+            let reply = msg.reply.map(|r| exporter.reply_for(self, r, route));
+            let info = format!("Nats-Request-Info: {{\"acc\":\"{}\",\"rtt\":0}}", self.name);
+            let (header_len, body) = with_header(msg.header_len, msg.payload, &info);
+            delivered += exporter.deliver_subject(
+                &Message {
+                    subject: &mapped,
+                    reply: reply.as_deref(),
+                    header_len: Some(header_len),
+                    payload: &body,
+                },
+                batch,
+            );
+            // The first matching import takes the request.
+            break;
+        }
+        delivered
+    }
+
+    /// Removes a subscription that reached its `UNSUB` max.
+    pub(crate) fn expire_if_done(&self, sub: &Arc<Sub>) {
+        if sub.exhausted() && self.sublist.remove(sub) {
+            sub.client.subs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// JetStream delivers through its account's fan-out, like a client.
+impl Router for Account {
     fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
         self.route_as(subject, subject, reply, hdr, data)
     }
@@ -230,51 +382,31 @@ impl crate::jetstream::Router for Account {
         hdr: &[u8],
         data: &[u8],
     ) -> usize {
-        let matches = self.sublist.matches(to);
         let joined: Vec<u8>;
-        let (header_len, body): (Option<usize>, &[u8]) = if hdr.is_empty() {
+        let (header_len, payload): (Option<usize>, &[u8]) = if hdr.is_empty() {
             (None, data)
         } else {
             joined = [hdr, data].concat();
             (Some(hdr.len()), &joined[..])
         };
-        let reply = reply.map(str::as_bytes);
-        let mut delivered = 0;
-        let deliver = |sub: &Arc<crate::client::Sub>| -> bool {
-            if !sub.take_delivery() {
-                return false;
-            }
-            let outcome = sub
-                .client
-                .deliver(subject.as_bytes(), &sub.sid, reply, header_len, body);
-            if sub.exhausted() && self.sublist.remove(sub) {
-                sub.client.subs.fetch_sub(1, Ordering::Relaxed);
-            }
-            match outcome {
-                client::Delivered::Ok { wake } | client::Delivered::Stall { wake } => {
-                    if wake {
-                        sub.client.wake_writer();
-                    }
-                    true
-                }
-                client::Delivered::Dropped => false,
-            }
+        let msg = Message {
+            subject,
+            reply: reply.map(str::as_bytes),
+            header_len,
+            payload,
         };
-        for sub in &matches.plain {
-            if deliver(sub) {
-                delivered += 1;
-            }
-        }
-        for group in &matches.groups {
-            let start = self.next_queue_pick(group.len());
-            for i in 0..group.len() {
-                if deliver(&group[(start + i) % group.len()]) {
-                    delivered += 1;
-                    break;
-                }
-            }
-        }
-        delivered
+        let matches = self.sublist.matches(to);
+        let mut batch = Batch::default();
+        // A push consumer's delivery to its deliver subject shows the
+        // stored subject: it stays in this account (as before imports
+        // were routed for JetStream); everything else fans out.
+        let delivered = if to == subject {
+            self.fan_out(&matches, &msg, None, &mut batch)
+        } else {
+            self.deliver(&matches, &msg, None, &mut batch)
+        };
+        batch.finish();
+        usize::try_from(delivered).unwrap_or(usize::MAX)
     }
 
     fn has_interest(&self, subject: &str) -> bool {
@@ -287,7 +419,7 @@ impl crate::jetstream::Router for Account {
 pub(crate) fn build(
     configs: &[AccountConfig],
     jetstream: Option<&crate::config::JetStreamConfig>,
-) -> Result<(Arc<Account>, Vec<Arc<Account>>), crate::jetstream::JetStreamError> {
+) -> Result<(Arc<Account>, Vec<Arc<Account>>), JetStreamError> {
     let exports_services = |name: &str| {
         configs.iter().any(|c| {
             c.imports
@@ -295,14 +427,14 @@ pub(crate) fn build(
                 .any(|i| i.kind == ExportKind::Service && i.account == name)
         })
     };
-    let open = |name: &str| -> Result<_, crate::jetstream::JetStreamError> {
+    let open = |name: &str| -> Result<_, JetStreamError> {
         match jetstream {
-            Some(js) => Ok(Some(crate::jetstream::JetStream::open_account(
-                js.clone(),
-                name,
-            )?)),
+            Some(js) => Ok(Some(JetStream::open_account(js.clone(), name)?)),
             None => Ok(None),
         }
+    };
+    let account = |name: &str, js, refused, exports| {
+        Arc::new_cyclic(|me| Account::new(me.clone(), name, js, refused, exports))
     };
     // nats-server: with accounts configured, JetStream is on only for the
     // accounts that enable it; with none, for `$G`.
@@ -311,21 +443,16 @@ pub(crate) fn build(
     } else {
         None
     };
-    let mut accounts = vec![Arc::new(Account::new(
+    let mut accounts = vec![account(
         GLOBAL,
         global_js,
         jetstream.is_some() && !configs.is_empty(),
         false,
-    ))];
+    )];
     for c in configs {
         let js = if c.jetstream { open(&c.name)? } else { None };
         let refused = jetstream.is_some() && js.is_none();
-        accounts.push(Arc::new(Account::new(
-            &c.name,
-            js,
-            refused,
-            exports_services(&c.name),
-        )));
+        accounts.push(account(&c.name, js, refused, exports_services(&c.name)));
     }
     let find = |name: &str| accounts.iter().find(|a| &*a.name == name).cloned();
     let mut routes: FxHashMap<String, Routes> = FxHashMap::default();
@@ -379,14 +506,14 @@ pub(crate) fn build(
     }
     for a in &accounts {
         if let Some(js) = &a.jetstream {
-            let router: Arc<dyn crate::jetstream::Router> = Arc::clone(a) as _;
+            let router: Arc<dyn Router> = Arc::clone(a) as _;
             js.set_router(Arc::downgrade(&router));
         }
     }
     let mut accounts = accounts.into_iter();
     let global = accounts
         .next()
-        .unwrap_or_else(|| Arc::new(Account::new(GLOBAL, None, false, false)));
+        .unwrap_or_else(|| account(GLOBAL, None, false, false));
     Ok((global, accounts.collect()))
 }
 
@@ -420,6 +547,248 @@ pub(crate) fn with_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Export, Import, Permissions, SubjectPermission};
+    use crate::sublist::Subscription;
+
+    fn client(id: u64) -> Arc<Client> {
+        let c = Arc::new(Client::new(
+            id,
+            1 << 20,
+            "127.0.0.1:1".parse().expect("addr"),
+        ));
+        c.headers.store(true, Ordering::Relaxed);
+        c
+    }
+
+    fn subscribe(
+        account: &Account,
+        c: &Arc<Client>,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Arc<Sub> {
+        let sub = Arc::new(Subscription {
+            client: Arc::clone(c),
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid: Bytes::from(format!("{}", c.id)),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        });
+        account.sublist.insert(Arc::clone(&sub));
+        c.subs.fetch_add(1, Ordering::Relaxed);
+        sub
+    }
+
+    fn publish(account: &Account, subject: &str, reply: Option<&str>, skip: Option<u64>) -> u64 {
+        let msg = Message {
+            subject,
+            reply: reply.map(str::as_bytes),
+            header_len: None,
+            payload: b"x",
+        };
+        let matches = account.sublist.matches(subject);
+        let mut batch = Batch::default();
+        let n = account.fan_out(&matches, &msg, skip, &mut batch);
+        batch.finish();
+        n
+    }
+
+    fn text(c: &Client) -> String {
+        String::from_utf8_lossy(&c.drain_output()).into_owned()
+    }
+
+    fn global() -> Arc<Account> {
+        let (global, _) = build(&[], None).expect("accounts");
+        global
+    }
+
+    #[test]
+    fn every_plain_subscription_and_one_member_per_queue_group_get_a_message() {
+        let account = global();
+        let (a, b, q1, q2) = (client(1), client(2), client(3), client(4));
+        subscribe(&account, &a, "orders.*", None);
+        subscribe(&account, &b, "orders.new", None);
+        subscribe(&account, &q1, "orders.>", Some("workers"));
+        subscribe(&account, &q2, "orders.new", Some("workers"));
+        for _ in 0..10 {
+            assert_eq!(publish(&account, "orders.new", None, None), 3);
+        }
+        assert_eq!(a.out_msgs.load(Ordering::Relaxed), 10);
+        assert_eq!(b.out_msgs.load(Ordering::Relaxed), 10);
+        let (n1, n2) = (
+            q1.out_msgs.load(Ordering::Relaxed),
+            q2.out_msgs.load(Ordering::Relaxed),
+        );
+        assert_eq!(n1 + n2, 10, "one member per message");
+        assert!(n1 > 0 && n2 > 0, "the pick rotates: {n1} / {n2}");
+    }
+
+    #[test]
+    fn a_publisher_without_echo_is_skipped_in_plain_subscriptions_and_groups() {
+        let account = global();
+        let (me, other) = (client(1), client(2));
+        subscribe(&account, &me, "s", None);
+        subscribe(&account, &me, "s", Some("g"));
+        subscribe(&account, &other, "s", Some("g"));
+        for _ in 0..4 {
+            assert_eq!(publish(&account, "s", None, Some(me.id)), 1);
+        }
+        assert_eq!(me.out_msgs.load(Ordering::Relaxed), 0);
+        assert_eq!(other.out_msgs.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_queue_member_that_cannot_take_the_message_passes_it_to_the_next() {
+        let account = global();
+        let (closed, denied, open) = (client(1), client(2), client(3));
+        closed.close_outbound();
+        let rules = Arc::new(crate::auth::Rules::new(&Permissions {
+            subscribe: Some(SubjectPermission {
+                allow: None,
+                deny: Some(vec!["jobs.secret".into()]),
+            }),
+            ..Permissions::default()
+        }));
+        assert!(rules.may_subscribe("jobs.*", Some("g")));
+        let _ = denied.rules.set(rules);
+        subscribe(&account, &closed, "jobs.*", Some("g"));
+        subscribe(&account, &denied, "jobs.*", Some("g"));
+        subscribe(&account, &open, "jobs.*", Some("g"));
+        for _ in 0..6 {
+            assert_eq!(publish(&account, "jobs.secret", None, None), 1);
+        }
+        assert_eq!(open.out_msgs.load(Ordering::Relaxed), 6);
+        assert_eq!(
+            denied.out_msgs.load(Ordering::Relaxed),
+            0,
+            "permissions filter"
+        );
+        // The denied member still gets what it may see.
+        for _ in 0..6 {
+            publish(&account, "jobs.open", None, None);
+        }
+        assert!(denied.out_msgs.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_subscription_is_removed_once_it_reached_its_unsub_max() {
+        let account = global();
+        let c = client(1);
+        let sub = subscribe(&account, &c, "s", None);
+        sub.max.store(2, Ordering::Relaxed);
+        assert_eq!(publish(&account, "s", None, None), 1);
+        assert_eq!(publish(&account, "s", None, None), 1);
+        assert_eq!(publish(&account, "s", None, None), 0);
+        assert!(account.sublist.is_empty());
+        assert_eq!(c.subs.load(Ordering::Relaxed), 0);
+    }
+
+    fn two_accounts() -> (Arc<Account>, Arc<Account>) {
+        let export = |kind, subject: &str| Export {
+            kind,
+            subject: subject.into(),
+            accounts: None,
+            response_type: ResponseType::Singleton,
+            response_threshold: Duration::from_secs(60),
+        };
+        let import = |kind, subject: &str, to: Option<&str>, prefix: Option<&str>| Import {
+            kind,
+            account: "A".into(),
+            subject: subject.into(),
+            to: to.map(Into::into),
+            prefix: prefix.map(Into::into),
+        };
+        let configs = [
+            AccountConfig {
+                name: "A".into(),
+                users: Vec::new(),
+                jetstream: false,
+                exports: vec![
+                    export(ExportKind::Stream, "events.>"),
+                    export(ExportKind::Service, "svc.*"),
+                ],
+                imports: Vec::new(),
+            },
+            AccountConfig {
+                name: "B".into(),
+                users: Vec::new(),
+                jetstream: false,
+                exports: Vec::new(),
+                imports: vec![
+                    import(ExportKind::Stream, "events.>", None, Some("from_a")),
+                    import(ExportKind::Service, "svc.*", Some("ask.*"), None),
+                ],
+            },
+        ];
+        let (_, accounts) = build(&configs, None).expect("accounts");
+        let find = |n: &str| {
+            accounts
+                .iter()
+                .find(|a| &*a.name == n)
+                .cloned()
+                .expect("account")
+        };
+        (find("A"), find("B"))
+    }
+
+    #[test]
+    fn a_stream_export_reaches_the_importer_under_its_prefix() {
+        let (a, b) = two_accounts();
+        let (in_a, in_b) = (client(1), client(2));
+        subscribe(&a, &in_a, "events.>", None);
+        subscribe(&b, &in_b, "from_a.events.>", None);
+        assert_eq!(publish(&a, "events.x", None, None), 2);
+        assert!(text(&in_b).starts_with("MSG from_a.events.x 2 1\r\n"));
+        assert_eq!(publish(&a, "other", None, None), 0);
+    }
+
+    #[test]
+    fn a_service_import_forwards_the_request_and_routes_one_reply_back() {
+        let (a, b) = two_accounts();
+        let (service, requester) = (client(1), client(2));
+        subscribe(&a, &service, "svc.*", None);
+        subscribe(&b, &requester, "_INBOX.>", None);
+        assert_eq!(publish(&b, "ask.time", Some("_INBOX.1"), None), 1);
+        let request = text(&service);
+        assert!(request.starts_with("HMSG svc.time 1 _R_."), "{request}");
+        assert!(request.contains("Nats-Request-Info: {\"acc\":\"B\",\"rtt\":0}"));
+        let reply_to = request.split(' ').nth(3).expect("reply subject").to_owned();
+        // The service answers in its own account; the requester gets it on
+        // its own reply subject, once.
+        assert_eq!(publish(&a, &reply_to, None, None), 1);
+        assert!(text(&requester).starts_with("MSG _INBOX.1 2 1\r\n"));
+        assert_eq!(
+            publish(&a, &reply_to, None, None),
+            0,
+            "singleton: one reply"
+        );
+    }
+
+    #[test]
+    fn jetstream_routes_through_the_same_fan_out() {
+        let (a, b) = two_accounts();
+        let (in_a, in_b) = (client(1), client(2));
+        subscribe(&a, &in_a, "events.*", Some("g"));
+        subscribe(&b, &in_b, "from_a.events.*", None);
+        assert_eq!(a.route("events.1", None, b"", b"x"), 2);
+        assert!(a.has_interest("events.2") && !a.has_interest("nothing"));
+        // A push delivery shows the stored subject and stays local.
+        let inbox = client(3);
+        subscribe(&a, &inbox, "deliver.c", None);
+        text(&in_b);
+        assert_eq!(
+            a.route_as(
+                "deliver.c",
+                "events.1",
+                Some("$JS.ACK.x"),
+                b"NATS/1.0\r\n\r\n",
+                b"y"
+            ),
+            1
+        );
+        assert!(text(&inbox).starts_with("HMSG events.1 3 $JS.ACK.x 12 13\r\n"));
+        assert!(text(&in_b).is_empty());
+    }
 
     #[test]
     fn a_header_is_added_to_a_message() {

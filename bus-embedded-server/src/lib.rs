@@ -37,14 +37,16 @@
 pub mod account;
 pub mod auth;
 pub mod cli;
-mod client;
 pub mod conf;
 pub mod config;
 pub mod jetstream;
 mod monitor;
 pub mod options;
+mod outbound;
 pub mod parser;
 pub mod server;
+mod session;
+mod state;
 pub mod subject;
 pub mod sublist;
 pub mod tls;
@@ -55,4 +57,5 @@ pub use config::{
     Login, Permissions, ResponsePermission, ResponseType, ServerConfig, SubjectPermission,
     SyncPolicy, TlsConfig, User,
 };
-pub use server::{ServerError, ServerHandle, Stats, VERSION, start};
+pub use server::{ServerError, ServerHandle, start};
+pub use state::{Stats, VERSION};

@@ -17,10 +17,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::server::{Shared, VERSION};
+use crate::state::{ServerState, VERSION};
 
 /// Serves monitoring requests on `listener` until the server shuts down.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn serve(shared: Arc<ServerState>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let (stream, _) = tokio::select! {
@@ -41,7 +41,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().trim_end_matches('/');
@@ -222,7 +222,7 @@ fn process_usage(uptime: Duration) -> (u64, f64) {
     (rss, (cpu * 100.0).round() / 100.0)
 }
 
-fn varz(s: &Shared) -> Value {
+fn varz(s: &ServerState) -> Value {
     let now = SystemTime::now();
     let uptime = now.duration_since(s.started).unwrap_or_default();
     let (mem, cpu) = process_usage(uptime);
@@ -280,7 +280,7 @@ fn varz(s: &Shared) -> Value {
     v
 }
 
-fn connz(s: &Shared) -> Value {
+fn connz(s: &ServerState) -> Value {
     let now = SystemTime::now();
     let mut conns: Vec<Value> = s
         .clients()
@@ -318,7 +318,7 @@ fn connz(s: &Shared) -> Value {
     })
 }
 
-fn subsz(s: &Shared) -> Value {
+fn subsz(s: &ServerState) -> Value {
     json!({
         "server_id": s.server_id,
         "now": rfc3339(SystemTime::now()),
@@ -326,7 +326,7 @@ fn subsz(s: &Shared) -> Value {
     })
 }
 
-fn metrics(s: &Shared) -> String {
+fn metrics(s: &ServerState) -> String {
     let v = varz(s);
     let mut out = String::new();
     for (name, help, kind) in [

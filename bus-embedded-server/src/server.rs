@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,11 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::account::Account;
-use crate::client::{self, Client};
 use crate::config::ServerConfig;
-
-/// The nats-server version whose client-visible core behaviour we implement.
-pub const VERSION: &str = "2.10.0";
+use crate::outbound::Client;
+use crate::session;
+use crate::state::{ServerState, Stats};
 
 /// Server start failures.
 #[derive(Debug, thiserror::Error)]
@@ -35,206 +34,13 @@ pub enum ServerError {
     JetStream(#[from] crate::jetstream::JetStreamError),
     /// The TLS certificate, key or CA could not be loaded.
     #[error("TLS: {0}")]
-    Tls(String),
-}
-
-/// Server-wide counters. Traffic counters here hold closed connections'
-/// totals; [`ServerHandle::traffic`] adds the open ones.
-#[derive(Default)]
-pub struct Stats {
-    /// Messages received from closed connections.
-    pub in_msgs: AtomicU64,
-    /// Payload bytes received from closed connections.
-    pub in_bytes: AtomicU64,
-    /// Messages delivered to closed connections.
-    pub out_msgs: AtomicU64,
-    /// Payload bytes delivered to closed connections.
-    pub out_bytes: AtomicU64,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: AtomicU64,
-    /// Connections accepted since start.
-    pub total_connections: AtomicU64,
-}
-
-pub(crate) struct Shared {
-    pub config: ServerConfig,
-    pub server_id: String,
-    pub server_name: String,
-    /// The global account `$G` (everyone, when no accounts are configured).
-    pub global: Arc<Account>,
-    /// The configured accounts by name (not `$G`).
-    pub accounts: HashMap<String, Arc<Account>>,
-    pub stats: Stats,
-    pub shutdown: watch::Sender<bool>,
-    /// False once in lame duck mode.
-    accepting: watch::Sender<bool>,
-    clients: Mutex<HashMap<u64, Arc<Client>>>,
-    next_client: AtomicU64,
-    queue_pick: AtomicUsize,
-    port: u16,
-    monitor_port: Option<u16>,
-    pub started: SystemTime,
-    /// The JetStream engine, when enabled.
-    pub jetstream: Option<Arc<crate::jetstream::JetStream>>,
-    /// Accepts client TLS handshakes, when TLS is configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl Shared {
-    /// INFO line for a new connection.
-    pub fn info_for(&self, client_id: u64, addr: SocketAddr) -> Vec<u8> {
-        self.info_with_nonce(client_id, addr, None)
-    }
-
-    /// INFO line for a new connection, with the nonce an nkey user signs.
-    pub fn info_with_nonce(
-        &self,
-        client_id: u64,
-        addr: SocketAddr,
-        nonce: Option<&str>,
-    ) -> Vec<u8> {
-        let info = serde_json::json!({
-            "server_id": self.server_id,
-            "server_name": self.server_name,
-            "version": VERSION,
-            "proto": 1,
-            "go": "rust",
-            "host": self.config.host,
-            "port": self.port,
-            "headers": true,
-            "max_payload": self.config.max_payload,
-            "client_id": client_id,
-            "client_ip": addr.ip().to_string(),
-        });
-        let mut info = info;
-        if self.config.auth.is_some() {
-            info["auth_required"] = serde_json::Value::Bool(true);
-        }
-        if self.config.jetstream.is_some() {
-            info["jetstream"] = serde_json::Value::Bool(true);
-        }
-        if let Some(tls) = &self.config.tls {
-            info["tls_required"] = serde_json::Value::Bool(true);
-            if tls.verify {
-                info["tls_verify"] = serde_json::Value::Bool(true);
-            }
-        }
-        if let Some(nonce) = nonce {
-            info["nonce"] = serde_json::Value::String(nonce.to_owned());
-        }
-        let mut line = b"INFO ".to_vec();
-        line.extend_from_slice(info.to_string().as_bytes());
-        line.extend_from_slice(b"\r\n");
-        line
-    }
-
-    /// INFO telling clients the server is entering lame duck mode.
-    pub fn lame_duck_info(&self) -> Vec<u8> {
-        let info = serde_json::json!({
-            "server_id": self.server_id,
-            "server_name": self.server_name,
-            "version": VERSION,
-            "proto": 1,
-            "host": self.config.host,
-            "port": self.port,
-            "headers": true,
-            "max_payload": self.config.max_payload,
-            "ldm": true,
-        });
-        let mut info = info;
-        if let Some(tls) = &self.config.tls {
-            info["tls_required"] = serde_json::Value::Bool(true);
-            if tls.verify {
-                info["tls_verify"] = serde_json::Value::Bool(true);
-            }
-        }
-        let mut line = b"INFO ".to_vec();
-        line.extend_from_slice(info.to_string().as_bytes());
-        line.extend_from_slice(b"\r\n");
-        line
-    }
-
-    /// A rotating start index for picking a queue group member.
-    pub fn next_queue_pick(&self, len: usize) -> usize {
-        self.queue_pick.fetch_add(1, Ordering::Relaxed) % len.max(1)
-    }
-
-    /// Forgets a closed connection, keeping its counters in the totals.
-    pub fn remove_client(&self, id: u64) {
-        let removed = match self.clients.lock() {
-            Ok(mut c) => c.remove(&id),
-            Err(p) => p.into_inner().remove(&id),
-        };
-        if let Some(c) = removed {
-            let s = &self.stats;
-            s.in_msgs
-                .fetch_add(c.in_msgs.load(Ordering::Relaxed), Ordering::Relaxed);
-            s.in_bytes
-                .fetch_add(c.in_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            s.out_msgs
-                .fetch_add(c.out_msgs.load(Ordering::Relaxed), Ordering::Relaxed);
-            s.out_bytes
-                .fetch_add(c.out_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-
-    /// (in_msgs, in_bytes, out_msgs, out_bytes) over closed and open connections.
-    pub fn traffic(&self) -> [u64; 4] {
-        let s = &self.stats;
-        let mut t = [
-            s.in_msgs.load(Ordering::Relaxed),
-            s.in_bytes.load(Ordering::Relaxed),
-            s.out_msgs.load(Ordering::Relaxed),
-            s.out_bytes.load(Ordering::Relaxed),
-        ];
-        for c in self.clients() {
-            t[0] += c.in_msgs.load(Ordering::Relaxed);
-            t[1] += c.in_bytes.load(Ordering::Relaxed);
-            t[2] += c.out_msgs.load(Ordering::Relaxed);
-            t[3] += c.out_bytes.load(Ordering::Relaxed);
-        }
-        t
-    }
-
-    /// Subscriptions over every account.
-    pub fn subscription_count(&self) -> u64 {
-        self.global.sublist.len() + self.accounts.values().map(|a| a.sublist.len()).sum::<u64>()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn monitor_port(&self) -> u16 {
-        self.monitor_port.unwrap_or(0)
-    }
-
-    pub fn clients(&self) -> Vec<Arc<Client>> {
-        match self.clients.lock() {
-            Ok(c) => c.values().cloned().collect(),
-            Err(p) => p.into_inner().values().cloned().collect(),
-        }
-    }
-
-    pub fn client_count(&self) -> usize {
-        match self.clients.lock() {
-            Ok(c) => c.len(),
-            Err(p) => p.into_inner().len(),
-        }
-    }
-
-    fn add_client(&self, client: Arc<Client>) {
-        match self.clients.lock() {
-            Ok(mut c) => c.insert(client.id, client),
-            Err(p) => p.into_inner().insert(client.id, client),
-        };
-    }
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// A running server. Dropping the handle does not stop it; call
 /// [`ServerHandle::shutdown`].
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
     ready_after: Duration,
@@ -331,7 +137,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let begun = Instant::now();
     // Certificates first: a bad file must stop the start before anything binds.
     let tls = match &config.tls {
-        Some(t) => Some(crate::tls::acceptor(t).map_err(ServerError::Tls)?),
+        Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
     let bind = format!("{}:{}", config.host, config.port);
@@ -376,7 +182,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         .into_iter()
         .map(|a| (a.name.to_string(), a))
         .collect();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ServerState {
         config,
         server_id,
         server_name,
@@ -387,7 +193,6 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         accepting,
         clients: Mutex::new(HashMap::new()),
         next_client: AtomicU64::new(1),
-        queue_pick: AtomicUsize::new(0),
         port: addr.port(),
         monitor_port: monitor.as_ref().map(|(_, p)| *p),
         started: SystemTime::now(),
@@ -406,7 +211,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     })
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(shared: Arc<ServerState>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut accepting = shared.accepting.subscribe();
     let mut listener = Some(listener);
@@ -449,7 +254,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
                 let client = Arc::new(Client::new(id, shared.config.max_pending, peer));
                 shared.add_client(Arc::clone(&client));
-                connections.spawn(client::serve(Arc::clone(&shared), client, stream));
+                connections.spawn(session::serve(Arc::clone(&shared), client, stream));
             }
             _ = shutdown.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -12,8 +12,12 @@
 //!   `ca_file` (mutual TLS);
 //! * a handshake not finished within `timeout` (default 2 s, nats-server's)
 //!   closes the connection.
+//!
+//! This module owns the rustls configuration and the handshake; it hands
+//! the session a byte stream and must not read or write protocol ops.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -21,69 +25,146 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig as RustlsConfig};
 
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
 use crate::config::TlsConfig;
 
-fn io_text(path: &Path, e: &rustls::pki_types::pem::Error) -> String {
+/// A PEM file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PemFileError {
+    /// It cannot be opened or read.
+    #[error("open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not well-formed PEM.
+    #[error("{}: {detail}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        detail: String,
+    },
+    /// It holds no certificate.
+    #[error("{}: no certificate found", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// It holds no private key.
+    #[error("{}: no private key found", path.display())]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Why the TLS settings cannot be served (nats-server refuses to start in
+/// the same cases).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The certificate or its key cannot be read.
+    #[error("error parsing X509 certificate/key pair: {0}")]
+    KeyPair(PemFileError),
+    /// The certificate and key do not go together.
+    #[error("error parsing X509 certificate/key pair: {0}")]
+    Mismatch(rustls::Error),
+    /// `verify` without `ca_file`.
+    #[error("verify requires ca_file (the CA that signs client certificates)")]
+    VerifyWithoutCa,
+    /// The CA file cannot be read.
+    #[error(transparent)]
+    CaFile(PemFileError),
+    /// The CA file holds a certificate rustls cannot use.
+    #[error("{}: {reason}", path.display())]
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+    /// rustls cannot build a configuration.
+    #[error("{0}")]
+    Rustls(rustls::Error),
+}
+
+fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> PemFileError {
     match e {
-        rustls::pki_types::pem::Error::Io(io) => format!("open {}: {io}", path.display()),
-        other => format!("{}: {other:?}", path.display()),
+        rustls::pki_types::pem::Error::Io(source) => PemFileError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => PemFileError::Malformed {
+            path: path.to_path_buf(),
+            detail: format!("{other:?}"),
+        },
     }
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| io_text(path, &e))?
+        .map_err(|e| pem_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| io_text(path, &e))?;
+        .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
+        return Err(PemFileError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
-/// Loads the files and builds the acceptor; the error text says which file
-/// and why (nats-server refuses to start in the same cases).
-pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let pair = |e: String| format!("error parsing X509 certificate/key pair: {e}");
-    let chain = certs(&cfg.cert_file).map_err(pair)?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            pair(format!("{}: no private key found", cfg.key_file.display()))
-        }
-        e => pair(io_text(&cfg.key_file, &e)),
+/// Loads the files and builds the acceptor; the error says which file and
+/// why.
+pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
+    let chain = certs(&cfg.cert_file).map_err(TlsSetupError::KeyPair)?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
+        TlsSetupError::KeyPair(match e {
+            rustls::pki_types::pem::Error::NoItemsFound => PemFileError::NoPrivateKey {
+                path: cfg.key_file.clone(),
+            },
+            e => pem_error(&cfg.key_file, e),
+        })
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = RustlsConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsSetupError::Rustls)?;
     let builder = if cfg.verify {
         let Some(ca_file) = &cfg.ca_file else {
-            return Err(
-                "verify requires ca_file (the CA that signs client certificates)".to_owned(),
-            );
+            return Err(TlsSetupError::VerifyWithoutCa);
+        };
+        let bad_ca = |reason: String| TlsSetupError::BadCa {
+            path: ca_file.clone(),
+            reason,
         };
         let mut roots = RootCertStore::empty();
-        for cert in certs(ca_file)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        for cert in certs(ca_file).map_err(TlsSetupError::CaFile)? {
+            roots.add(cert).map_err(|e| bad_ca(e.to_string()))?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            .map_err(|e| bad_ca(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         if let Some(ca_file) = &cfg.ca_file {
             // Checked like nats-server does (a missing file stops the start)
             // even though only `verify` uses it.
-            certs(ca_file)?;
+            certs(ca_file).map_err(TlsSetupError::CaFile)?;
         }
         builder.with_no_client_auth()
     };
     let config = builder
         .with_single_cert(chain, key)
-        .map_err(|e| pair(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        .map_err(TlsSetupError::Mismatch)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// True when a handshake failed because of the client certificate (missing
@@ -95,4 +176,130 @@ pub(crate) fn is_client_cert_error(e: &std::io::Error) -> bool {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
         Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
     )
+}
+
+/// The content type of a TLS handshake record (a ClientHello starts with it).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake, as nats-server does it: unless `handshake_first`,
+/// INFO goes out in plain text first and the client must then start the
+/// handshake. A failure or a handshake longer than the TLS timeout closes
+/// the connection without a word (nats-server sends nothing either).
+///
+/// `info` is the INFO line to send first; `shutdown` ends the wait when the
+/// server stops; `debug` logs each step as nats-server's `-D` does.
+pub(crate) async fn handshake(
+    mut stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    config: &TlsConfig,
+    info: &[u8],
+    mut shutdown: watch::Receiver<bool>,
+    (addr, cid, debug): (SocketAddr, u64, bool),
+) -> Option<TlsStream<TcpStream>> {
+    let (timeout, handshake_first) = (config.timeout, config.handshake_first);
+    if debug {
+        tracing::debug!("{addr} - cid:{cid} - Client connection created");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    if !handshake_first {
+        match tokio::time::timeout_at(deadline, stream.write_all(info)).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
+    if debug {
+        tracing::debug!("{addr} - cid:{cid} - Starting TLS client connection handshake");
+    }
+    let handshake = async {
+        // Like Go's TLS stack, give up without a reply (no TLS alert) when
+        // the first record is not a handshake: a plain-text client (its
+        // CONNECT) just sees the connection closed, as with nats-server.
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "tls: first record does not look like a TLS handshake",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        acceptor.accept(stream).await
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout_at(deadline, handshake) => r,
+        _ = shutdown.changed() => return None,
+    };
+    match outcome {
+        Ok(Ok(tls)) => {
+            if debug {
+                let (_, conn) = tls.get_ref();
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake complete");
+                tracing::debug!(
+                    "{addr} - cid:{cid} - TLS version {}, cipher suite {}",
+                    conn.protocol_version()
+                        .map(|v| format!("{v:?}").replace("TLSv1_", "1."))
+                        .unwrap_or_default(),
+                    conn.negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite()))
+                        .unwrap_or_default()
+                );
+            }
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            if is_client_cert_error(&e) {
+                tracing::error!("{addr} - cid:{cid} - TLS handshake error: {e}");
+            } else if debug {
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake error: {e}");
+            }
+            if debug {
+                tracing::debug!(
+                    "{addr} - cid:{cid} - Client connection closed: TLS Handshake Failure"
+                );
+            }
+            None
+        }
+        Err(_) => {
+            if debug {
+                tracing::debug!("{addr} - cid:{cid} - TLS handshake timeout");
+                tracing::debug!(
+                    "{addr} - cid:{cid} - Client connection closed: TLS Handshake Failure"
+                );
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_are_refused_with_the_file_and_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let missing = dir.path().join("missing.pem");
+        let err = |cfg: TlsConfig| acceptor(&cfg).err().expect("refused");
+        assert!(matches!(
+            err(TlsConfig::new(&missing, &missing)),
+            TlsSetupError::KeyPair(PemFileError::Open { ref path, .. }) if *path == missing
+        ));
+        let e = err(TlsConfig::new(&empty, &empty));
+        assert!(
+            matches!(
+                e,
+                TlsSetupError::KeyPair(PemFileError::NoCertificate { .. })
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("error parsing X509 certificate/key pair: ")
+        );
+        assert!(e.to_string().ends_with("empty.pem: no certificate found"));
+    }
 }

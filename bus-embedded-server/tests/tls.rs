@@ -479,7 +479,7 @@ async fn start_refuses_unusable_tls_files() {
         })
         .await
         {
-            Err(ServerError::Tls(text)) => assert!(!text.is_empty(), "{shown}"),
+            Err(ServerError::Tls(e)) => assert!(!e.to_string().is_empty(), "{shown}"),
             Err(e) => panic!("{shown}: unexpected error {e}"),
             Ok(_) => panic!("{shown}: started"),
         }

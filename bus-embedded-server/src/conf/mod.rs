@@ -24,4 +24,4 @@ pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
-pub use syntax::{Located, Value, as_duration, parse, parse_duration, parse_file};
+pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};

@@ -957,11 +957,33 @@ fn is_zulu_datetime(s: &str) -> bool {
 // Durations
 // ---------------------------------------------------------------------------
 
+/// Why a duration string is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a Go duration (or too large).
+    #[error("invalid duration \"{0}\"")]
+    Invalid(String),
+    /// A number without a unit (`"5"`).
+    #[error("missing unit in duration \"{0}\"")]
+    MissingUnit(String),
+    /// A unit Go does not know (`"1d"`).
+    #[error("unknown unit \"{unit}\" in duration \"{text}\"")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole duration.
+        text: String,
+    },
+    /// A negative duration.
+    #[error("negative duration \"{0}\" is not allowed")]
+    Negative(String),
+}
+
 /// Parses a Go-style duration such as `"2m"`, `"1h30m"`, `"500ms"`, `"1.5h"`
 /// (units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`; a lone `"0"` needs no unit).
 /// Negative durations are rejected.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration \"{text}\"");
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError::Invalid(text.to_owned());
     let mut s = text;
     let mut negative = false;
     if let Some(rest) = s.strip_prefix('-') {
@@ -1002,8 +1024,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("missing unit in duration \"{text}\"")),
-            other => return Err(format!("unknown unit \"{other}\" in duration \"{text}\"")),
+            "" => return Err(DurationError::MissingUnit(text.to_owned())),
+            other => {
+                return Err(DurationError::UnknownUnit {
+                    unit: other.to_owned(),
+                    text: text.to_owned(),
+                });
+            }
         };
         let whole: u128 = if int_part.is_empty() {
             0
@@ -1027,7 +1054,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         s = rest;
     }
     if negative && total != 0 {
-        return Err(format!("negative duration \"{text}\" is not allowed"));
+        return Err(DurationError::Negative(text.to_owned()));
     }
     let secs = (total / 1_000_000_000) as u64;
     let nanos = (total % 1_000_000_000) as u32;
@@ -1050,7 +1077,7 @@ pub(super) fn duration_of(key: &str, value: &Located) -> Result<Duration, ConfEr
     };
     match &value.value {
         Value::Duration(d) => Ok(*d),
-        Value::String(s) => parse_duration(s).map_err(invalid),
+        Value::String(s) => parse_duration(s).map_err(|e| invalid(e.to_string())),
         Value::Integer(i) => u64::try_from(*i)
             .map(Duration::from_secs)
             .map_err(|_| invalid(format!("negative duration {i} is not allowed"))),
@@ -1656,7 +1683,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let d = |t: &str| parse_duration(t);
+        let d = |t: &str| parse_duration(t).map_err(|e| e.to_string());
         assert_eq!(d("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));

@@ -1,0 +1,628 @@
+//! One connection's output, which every publisher delivering to it
+//! shares: the [`Client`] handle (its outbound buffer, flags and counters),
+//! the writer task that owns the socket's write half, the slow-consumer
+//! rule, and [`Batch`], which a producer uses to wake writers once per
+//! burst and to hold back for consumers that are falling behind.
+//!
+//! Delivery never waits on a socket: a publisher appends `MSG`/`HMSG` bytes
+//! to the subscriber's buffer under a short lock; the writer sends
+//! everything accumulated in one write. A buffer over `max_pending`, or a
+//! write that misses `write_deadline`, closes that connection as a slow
+//! consumer and no other. A producer delivering to a connection over half
+//! its `max_pending` is asked to stall briefly (at most [`STALL_BUDGET`]
+//! per batch), so a slower-but-alive consumer is not cut off by a burst
+//! while a stuck one still reaches the limit.
+//!
+//! This module must not parse client input, look up subscriptions or know
+//! about accounts: it formats and queues bytes and applies the connection's
+//! permission filter to what it is handed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::auth::Rules;
+use crate::config::GLOBAL_ACCOUNT;
+use crate::sublist::{Subscriber, Subscription};
+
+/// A subscription of a client.
+pub type Sub = Subscription<Client>;
+
+/// Longest a producer is held back per batch for slower consumers.
+pub(crate) const STALL_BUDGET: Duration = Duration::from_millis(10);
+
+/// Outcome of appending a message to a connection's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Queued; `wake` when the buffer was empty (the writer must be woken).
+    Ok {
+        /// The writer needs a wake-up.
+        wake: bool,
+    },
+    /// Queued, but the connection has more than half its max_pending
+    /// waiting: the producer should stall briefly.
+    Stall {
+        /// The writer needs a wake-up.
+        wake: bool,
+    },
+    /// Not queued: the connection is closed (or was just closed as a slow consumer).
+    Dropped,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it.
+    ClientClosed,
+    /// Protocol error.
+    ProtocolError,
+    /// Outbound buffer over max_pending or write deadline missed.
+    SlowConsumer,
+    /// No PONG to our PINGs.
+    StaleConnection,
+    /// Server shutting down.
+    ServerShutdown,
+    /// Bad or missing credentials.
+    AuthorizationViolation,
+    /// No CONNECT within the auth timeout.
+    AuthenticationTimeout,
+    /// A write failed.
+    WriteError,
+    /// The TLS handshake failed or timed out.
+    TlsHandshakeFailure,
+}
+
+struct Outbound {
+    buf: BytesMut,
+    closed: bool,
+}
+
+/// The part of a connection other tasks see.
+pub struct Client {
+    pub(crate) id: u64,
+    out: Mutex<Outbound>,
+    wake: Notify,
+    /// Signalled by the writer after each write (fast-producer stalls wait on it).
+    drained: Notify,
+    /// Set when the connection must end (slow consumer, fatal error).
+    pub(crate) closing: Notify,
+    close_reason: Mutex<Option<CloseReason>>,
+    pub(crate) echo: AtomicBool,
+    pub(crate) headers: AtomicBool,
+    max_pending: usize,
+    pub(crate) in_msgs: AtomicU64,
+    pub(crate) in_bytes: AtomicU64,
+    pub(crate) out_msgs: AtomicU64,
+    pub(crate) out_bytes: AtomicU64,
+    pub(crate) name: Mutex<String>,
+    pub(crate) lang: Mutex<String>,
+    pub(crate) version: Mutex<String>,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) started: std::time::SystemTime,
+    pub(crate) subs: AtomicU64,
+    /// The connection's permissions, once CONNECT authenticated a user that
+    /// has some: deliveries consult them (reply tracking for
+    /// allow_responses, deny filter for wildcard subscriptions).
+    pub(crate) rules: std::sync::OnceLock<Arc<Rules>>,
+    /// The connection's account, once CONNECT put it in one other than `$G`.
+    pub(crate) account: std::sync::OnceLock<Arc<str>>,
+}
+
+impl Subscriber for Client {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Client {
+    pub(crate) fn new(id: u64, max_pending: usize, addr: std::net::SocketAddr) -> Self {
+        Client {
+            id,
+            out: Mutex::new(Outbound {
+                buf: BytesMut::with_capacity(8192),
+                closed: false,
+            }),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            closing: Notify::new(),
+            close_reason: Mutex::new(None),
+            echo: AtomicBool::new(true),
+            headers: AtomicBool::new(false),
+            max_pending,
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            out_msgs: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
+            name: Mutex::new(String::new()),
+            lang: Mutex::new(String::new()),
+            version: Mutex::new(String::new()),
+            addr,
+            started: std::time::SystemTime::now(),
+            subs: AtomicU64::new(0),
+            rules: std::sync::OnceLock::new(),
+            account: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Pending outbound bytes.
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.out).buf.len()
+    }
+
+    pub(crate) fn name_text(&self) -> String {
+        lock(&self.name).clone()
+    }
+
+    pub(crate) fn lang_text(&self) -> String {
+        lock(&self.lang).clone()
+    }
+
+    /// The connection's account name (`$G` unless CONNECT chose another).
+    pub(crate) fn account_name(&self) -> &str {
+        self.account.get().map_or(GLOBAL_ACCOUNT, |a| a.as_ref())
+    }
+
+    /// What CONNECT said the client is (`name`, `lang`, `version`).
+    pub(crate) fn set_identity(&self, name: String, lang: String, version: String) {
+        *lock(&self.name) = name;
+        *lock(&self.lang) = lang;
+        *lock(&self.version) = version;
+    }
+
+    pub(crate) fn version_text(&self) -> String {
+        lock(&self.version).clone()
+    }
+
+    /// Appends raw protocol bytes (INFO, PONG, +OK, -ERR...).
+    pub(crate) fn send(&self, bytes: &[u8]) {
+        let mut out = lock(&self.out);
+        if out.closed {
+            return;
+        }
+        let was_empty = out.buf.is_empty();
+        out.buf.extend_from_slice(bytes);
+        drop(out);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Appends a message for `sid`.
+    pub(crate) fn deliver(
+        &self,
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload: &[u8],
+    ) -> Delivered {
+        // A client that did not negotiate headers gets the body only.
+        let (header_len, payload) = match header_len {
+            Some(h) if !self.headers.load(Ordering::Relaxed) => {
+                (None, &payload[h.min(payload.len())..])
+            }
+            other => (other, payload),
+        };
+        if let Some(rules) = self.rules.get() {
+            if rules.withholds(subject) {
+                return Delivered::Dropped;
+            }
+            if let (Some(responses), Some(reply)) = (&rules.responses, reply) {
+                responses.track(reply);
+            }
+        }
+        let mut out = lock(&self.out);
+        if out.closed {
+            return Delivered::Dropped;
+        }
+        let was_empty = out.buf.is_empty();
+        let buf = &mut out.buf;
+        buf.reserve(subject.len() + sid.len() + reply.map_or(0, <[u8]>::len) + payload.len() + 48);
+        let mut num = itoa::Buffer::new();
+        buf.put_slice(if header_len.is_some() {
+            b"HMSG "
+        } else {
+            b"MSG "
+        });
+        buf.put_slice(subject);
+        buf.put_u8(b' ');
+        buf.put_slice(sid);
+        buf.put_u8(b' ');
+        if let Some(r) = reply {
+            buf.put_slice(r);
+            buf.put_u8(b' ');
+        }
+        if let Some(h) = header_len {
+            buf.put_slice(num.format(h).as_bytes());
+            buf.put_u8(b' ');
+        }
+        buf.put_slice(num.format(payload.len()).as_bytes());
+        buf.put_slice(b"\r\n");
+        buf.put_slice(payload);
+        buf.put_slice(b"\r\n");
+        let pending = buf.len();
+        if pending > self.max_pending {
+            out.closed = true;
+            drop(out);
+            self.mark_closing(CloseReason::SlowConsumer);
+            return Delivered::Dropped;
+        }
+        drop(out);
+        self.out_msgs.fetch_add(1, Ordering::Relaxed);
+        self.out_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        // The caller wakes the writer once per batch (see [`Batch`]), so a
+        // burst goes out in few writes.
+        if pending > self.max_pending / 2 {
+            Delivered::Stall { wake: was_empty }
+        } else {
+            Delivered::Ok { wake: was_empty }
+        }
+    }
+
+    /// Waits (at most `limit`) until this client's pending output is back
+    /// under half of max_pending: how a fast producer is slowed down for a
+    /// consumer that is keeping up, just more slowly.
+    pub(crate) async fn wait_drained(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let drained = self.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                {
+                    let out = lock(&self.out);
+                    if out.closed || out.buf.len() <= self.max_pending / 2 {
+                        return;
+                    }
+                }
+                drained.await;
+            }
+        })
+        .await;
+    }
+
+    /// Takes what is queued for the socket (tests of the layers above read
+    /// deliveries with it).
+    #[cfg(test)]
+    pub(crate) fn drain_output(&self) -> Vec<u8> {
+        lock(&self.out).buf.split().to_vec()
+    }
+
+    /// Ends the connection for `reason` (first reason wins).
+    pub(crate) fn mark_closing(&self, reason: CloseReason) {
+        {
+            let mut r = lock(&self.close_reason);
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.closing.notify_one();
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        *lock(&self.close_reason)
+    }
+
+    /// Stops accepting output; the writer flushes what is there and exits.
+    pub(crate) fn close_outbound(&self) {
+        lock(&self.out).closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Writes the client's outbound bytes until it is closed and drained.
+/// `socket` is a TCP write half or one of a TLS stream (which must be
+/// flushed for its records to leave; a no-op on TCP).
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(
+    client: Arc<Client>,
+    mut socket: W,
+    deadline: Duration,
+) {
+    loop {
+        let chunk = {
+            let mut out = lock(&client.out);
+            if out.buf.is_empty() {
+                if out.closed {
+                    break;
+                }
+                None
+            } else {
+                Some(out.buf.split().freeze())
+            }
+        };
+        let Some(chunk) = chunk else {
+            client.wake.notified().await;
+            continue;
+        };
+        let write = async {
+            socket.write_all(&chunk).await?;
+            socket.flush().await
+        };
+        match tokio::time::timeout(deadline, write).await {
+            Ok(Ok(())) => client.drained.notify_waiters(),
+            Ok(Err(_)) => {
+                client.mark_closing(CloseReason::WriteError);
+                lock(&client.out).closed = true;
+                return;
+            }
+            Err(_) => {
+                client.mark_closing(CloseReason::SlowConsumer);
+                lock(&client.out).closed = true;
+                return;
+            }
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// What one producer's deliveries ask of it: the writers to wake once it
+/// is done (so a burst leaves in few writes), and the consumers over half
+/// their `max_pending` it should wait for before producing more.
+#[derive(Default)]
+pub(crate) struct Batch {
+    wakes: Vec<Arc<Client>>,
+    stalls: Vec<Arc<Client>>,
+}
+
+impl Batch {
+    /// Records a delivery outcome; true when the message was queued.
+    pub(crate) fn note(&mut self, client: &Arc<Client>, outcome: Delivered) -> bool {
+        match outcome {
+            Delivered::Ok { wake } => {
+                if wake {
+                    self.wakes.push(Arc::clone(client));
+                }
+                true
+            }
+            Delivered::Stall { wake } => {
+                if wake {
+                    self.wakes.push(Arc::clone(client));
+                }
+                if !self.stalls.iter().any(|c| c.id == client.id) {
+                    self.stalls.push(Arc::clone(client));
+                }
+                true
+            }
+            Delivered::Dropped => false,
+        }
+    }
+
+    /// Wakes the writers of every connection delivered to since the last call.
+    pub(crate) fn wake(&mut self) {
+        for client in self.wakes.drain(..) {
+            client.wake.notify_one();
+        }
+    }
+
+    /// Holds the producer back for the consumers that asked for it, at most
+    /// [`STALL_BUDGET`] in all (as nats-server does).
+    pub(crate) async fn stall(&mut self) {
+        if self.stalls.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + STALL_BUDGET;
+        for client in std::mem::take(&mut self.stalls) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            client.wait_drained(left).await;
+        }
+    }
+
+    /// For producers that do not wait (the JetStream engine): wakes the
+    /// writers and forgets the stall requests.
+    pub(crate) fn finish(mut self) {
+        self.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Permissions, SubjectPermission};
+
+    fn client(max_pending: usize) -> Arc<Client> {
+        let c = Arc::new(Client::new(
+            7,
+            max_pending,
+            "127.0.0.1:1".parse().expect("addr"),
+        ));
+        c.headers.store(true, Ordering::Relaxed);
+        c
+    }
+
+    fn take(c: &Client) -> Vec<u8> {
+        c.drain_output()
+    }
+
+    #[test]
+    fn messages_are_framed_as_msg_and_hmsg() {
+        let c = client(1 << 20);
+        assert_eq!(
+            c.deliver(b"a.b", b"9", Some(b"_INBOX.x"), None, b"hello"),
+            Delivered::Ok { wake: true }
+        );
+        assert_eq!(take(&c), b"MSG a.b 9 _INBOX.x 5\r\nhello\r\n");
+        let hdr = b"NATS/1.0\r\nK: v\r\n\r\n";
+        let body = [&hdr[..], b"hi"].concat();
+        c.deliver(b"a.b", b"9", None, Some(hdr.len()), &body);
+        assert_eq!(
+            take(&c),
+            [&b"HMSG a.b 9 18 20\r\n"[..], &body, b"\r\n"].concat()
+        );
+        assert_eq!(c.out_msgs.load(Ordering::Relaxed), 2);
+        assert_eq!(c.out_bytes.load(Ordering::Relaxed), 5 + 20);
+    }
+
+    #[test]
+    fn a_client_without_headers_gets_the_body_only() {
+        let c = client(1 << 20);
+        c.headers.store(false, Ordering::Relaxed);
+        let hdr = b"NATS/1.0\r\n\r\n";
+        let body = [&hdr[..], b"xy"].concat();
+        c.deliver(b"s", b"1", None, Some(hdr.len()), &body);
+        assert_eq!(take(&c), b"MSG s 1 2\r\nxy\r\n");
+    }
+
+    #[test]
+    fn the_writer_is_woken_only_when_the_buffer_was_empty() {
+        let c = client(1 << 20);
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, b"1"),
+            Delivered::Ok { wake: true }
+        );
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, b"2"),
+            Delivered::Ok { wake: false }
+        );
+        take(&c);
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, b"3"),
+            Delivered::Ok { wake: true }
+        );
+    }
+
+    #[test]
+    fn over_half_max_pending_asks_the_producer_to_stall() {
+        // Each message is 71 bytes framed: the first stays under half of
+        // 200, the second goes over it.
+        let c = client(200);
+        let payload = [b'x'; 60];
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Ok { .. }
+        ));
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Stall { wake: false }
+        );
+    }
+
+    #[test]
+    fn over_max_pending_the_connection_is_closed_as_a_slow_consumer() {
+        let c = client(100);
+        let payload = [b'x'; 120];
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Dropped
+        );
+        assert_eq!(c.close_reason(), Some(CloseReason::SlowConsumer));
+        // Nothing more is queued once closed, not even control lines.
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, b"small"),
+            Delivered::Dropped
+        );
+        c.send(b"PING\r\n");
+        assert_eq!(c.out_msgs.load(Ordering::Relaxed), 0);
+        assert!(!take(&c).ends_with(b"PING\r\n"));
+    }
+
+    #[test]
+    fn the_first_close_reason_wins() {
+        let c = client(100);
+        c.mark_closing(CloseReason::StaleConnection);
+        c.mark_closing(CloseReason::SlowConsumer);
+        assert_eq!(c.close_reason(), Some(CloseReason::StaleConnection));
+    }
+
+    #[test]
+    fn denied_subjects_are_withheld_and_replies_tracked_for_responses() {
+        let c = client(1 << 20);
+        let rules = Arc::new(Rules::new(&Permissions {
+            subscribe: Some(SubjectPermission {
+                allow: None,
+                deny: Some(vec!["secret.>".into()]),
+            }),
+            allow_responses: Some(crate::config::ResponsePermission::default()),
+            ..Permissions::default()
+        }));
+        // A wildcard subscription covering a denied subject turns the
+        // delivery filter on.
+        assert!(rules.may_subscribe(">", None));
+        let _ = c.rules.set(Arc::clone(&rules));
+        assert_eq!(
+            c.deliver(b"secret.x", b"1", None, None, b"no"),
+            Delivered::Dropped
+        );
+        assert!(c.close_reason().is_none(), "withholding is not closing");
+        assert!(matches!(
+            c.deliver(b"open.x", b"1", Some(b"_INBOX.r"), None, b"yes"),
+            Delivered::Ok { .. }
+        ));
+        assert!(
+            rules.may_respond(b"_INBOX.r"),
+            "the reply may be answered once"
+        );
+        assert!(!rules.may_respond(b"_INBOX.r"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_wakes_each_writer_once_and_remembers_whom_to_wait_for() {
+        let fast = client(1 << 20);
+        let slow = client(200);
+        let mut batch = Batch::default();
+        assert!(batch.note(&fast, fast.deliver(b"s", b"1", None, None, b"a")));
+        assert!(batch.note(&fast, fast.deliver(b"s", b"1", None, None, b"b")));
+        assert!(batch.note(&slow, slow.deliver(b"s", b"1", None, None, &[b'x'; 60])));
+        assert!(batch.note(&slow, slow.deliver(b"s", b"1", None, None, &[b'x'; 60])));
+        assert!(!batch.note(&slow, Delivered::Dropped));
+        assert_eq!(batch.wakes.len(), 2, "one wake per writer");
+        assert_eq!(batch.stalls.len(), 1);
+        // Nobody drains `slow`: the stall gives up after the budget.
+        let begun = tokio::time::Instant::now();
+        batch.stall().await;
+        assert!(begun.elapsed() >= STALL_BUDGET);
+        assert!(batch.stalls.is_empty());
+        batch.wake();
+        assert!(batch.wakes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_writer_sends_what_accumulated_and_flushes_before_closing() {
+        let c = client(1 << 20);
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(writer(Arc::clone(&c), ours, Duration::from_secs(5)));
+        c.deliver(b"s", b"1", None, None, b"one");
+        c.deliver(b"s", b"1", None, None, b"two");
+        c.wake.notify_one();
+        c.close_outbound();
+        task.await.expect("writer");
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut got)
+            .await
+            .expect("read");
+        assert_eq!(got, b"MSG s 1 3\r\none\r\nMSG s 1 3\r\ntwo\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_deadline_closes_the_connection_as_a_slow_consumer() {
+        let c = client(1 << 20);
+        // A peer that never reads: the duplex fills after 64 bytes.
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let task = tokio::spawn(writer(Arc::clone(&c), ours, Duration::from_millis(50)));
+        c.deliver(b"s", b"1", None, None, &[b'x'; 4096]);
+        c.wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the writer gives up")
+            .expect("writer");
+        assert_eq!(c.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, b"late"),
+            Delivered::Dropped
+        );
+    }
+}

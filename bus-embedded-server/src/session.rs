@@ -1,0 +1,667 @@
+//! One client connection's session: the read loop (parse, dispatch, server
+//! PINGs, auth timeout), CONNECT and authentication, SUB/UNSUB, and PUB
+//! handed to the account's fan-out and then to JetStream. `serve` is a
+//! connection's whole life: TLS upgrade (by `tls`), the writer task (by
+//! `outbound`), the session, cleanup.
+//!
+//! The session is the only owner of its connection's read half and of its
+//! subscription table; other connections reach it only through its
+//! `Client` handle. It must not write to a socket itself (the writer
+//! does) or deliver to subscribers except through `Account`'s fan-out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::account::{Account, Message};
+use crate::auth::{Credentials, Rules};
+use crate::outbound::{self, Batch, Client, CloseReason, Sub};
+use crate::parser::{ClientOp, Parser};
+use crate::state::ServerState;
+use crate::sublist::{Matches, Subscription};
+use crate::{subject, tls};
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct Connect {
+    verbose: bool,
+    pedantic: bool,
+    echo: Option<bool>,
+    headers: bool,
+    no_responders: bool,
+    name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
+    auth_token: Option<String>,
+    nkey: Option<String>,
+    sig: Option<String>,
+}
+
+impl Default for Connect {
+    fn default() -> Self {
+        // nats-server treats a CONNECT without "verbose" or "pedantic" as
+        // verbose and pedantic.
+        Connect {
+            verbose: true,
+            pedantic: true,
+            echo: None,
+            headers: false,
+            no_responders: false,
+            name: None,
+            lang: None,
+            version: None,
+            user: None,
+            pass: None,
+            auth_token: None,
+            nkey: None,
+            sig: None,
+        }
+    }
+}
+
+/// Per-connection state owned by the read loop.
+struct Session {
+    shared: Arc<ServerState>,
+    client: Arc<Client>,
+    /// The connection's account: its subscriptions and publishes live there
+    /// (`$G` until CONNECT authenticates a user of another).
+    account: Arc<Account>,
+    parser: Parser,
+    subs: FxHashMap<Bytes, Arc<Sub>>,
+    cache: FxHashMap<Bytes, (u64, Arc<Matches<Client>>)>,
+    verbose: bool,
+    pedantic: bool,
+    no_responders: bool,
+    echo: bool,
+    pings_out: u32,
+    /// This read's deliveries: writers to wake at its end, slower
+    /// consumers to wait for.
+    batch: Batch,
+    /// CONNECT received (nats-server sends no PING before it).
+    connected: bool,
+    /// The nonce sent in INFO (nkey users sign it).
+    nonce: Option<String>,
+    /// The user's permissions; `None` = unrestricted (the fast path).
+    rules: Option<Arc<Rules>>,
+    /// Publish decisions by subject (allow/deny lists only; responses are
+    /// never cached).
+    pub_cache: FxHashMap<Bytes, bool>,
+    /// `-V`: log each op.
+    trace: bool,
+}
+
+/// Logs one received op the way nats-server traces (`<<- [OP args]`),
+/// payloads left out.
+fn trace_op(cid: u64, addr: std::net::SocketAddr, op: &ClientOp) {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let line = match op {
+        ClientOp::Pub {
+            subject,
+            reply,
+            header_len,
+            payload,
+        } => {
+            let verb = if header_len.is_some() { "HPUB" } else { "PUB" };
+            let reply = reply
+                .as_ref()
+                .map(|r| format!(" {}", text(r)))
+                .unwrap_or_default();
+            let hdr = header_len.map(|h| format!(" {h}")).unwrap_or_default();
+            format!("{verb} {}{reply}{hdr} {}", text(subject), payload.len())
+        }
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => match queue {
+            Some(q) => format!("SUB {} {} {}", text(subject), text(q), text(sid)),
+            None => format!("SUB {} {}", text(subject), text(sid)),
+        },
+        ClientOp::Unsub { sid, max } => match max {
+            Some(m) => format!("UNSUB {} {m}", text(sid)),
+            None => format!("UNSUB {}", text(sid)),
+        },
+        ClientOp::Connect(json) => format!("CONNECT {}", text(json)),
+        ClientOp::Ping => "PING".to_owned(),
+        ClientOp::Pong => "PONG".to_owned(),
+        ClientOp::Info => "INFO".to_owned(),
+    };
+    tracing::trace!("{addr} - cid:{cid} - <<- [{line}]");
+}
+
+const CACHE_MAX: usize = 4096;
+/// Most publish permission decisions remembered per connection.
+const PERM_CACHE_MAX: usize = 1024;
+/// When the first server PING goes out (nats-server: 2 s).
+const FIRST_PING: Duration = Duration::from_secs(2);
+
+impl Session {
+    fn err(&self, text: &str) {
+        let mut line = Vec::with_capacity(text.len() + 10);
+        line.extend_from_slice(b"-ERR '");
+        line.extend_from_slice(text.as_bytes());
+        line.extend_from_slice(b"'\r\n");
+        self.client.send(&line);
+    }
+
+    fn ok(&self) {
+        if self.verbose {
+            self.client.send(b"+OK\r\n");
+        }
+    }
+
+    fn matches(&mut self, subject: &Bytes, text: &str) -> Arc<Matches<Client>> {
+        let generation = self.account.sublist.generation();
+        if let Some((g, m)) = self.cache.get(subject) {
+            if *g == generation {
+                return Arc::clone(m);
+            }
+        }
+        let m = Arc::new(self.account.sublist.matches(text));
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(subject.clone(), (generation, Arc::clone(&m)));
+        m
+    }
+
+    /// Handles one op; `Err` ends the connection.
+    fn handle(&mut self, op: ClientOp) -> Result<(), CloseReason> {
+        if self.trace {
+            trace_op(self.client.id, self.client.addr, &op);
+        }
+        if self.shared.config.auth.is_some()
+            && !self.connected
+            && !matches!(op, ClientOp::Connect(_))
+        {
+            // With auth, the first op must be CONNECT (nats-server).
+            self.err("Authorization Violation");
+            return Err(CloseReason::AuthorizationViolation);
+        }
+        match op {
+            ClientOp::Pub {
+                subject,
+                reply,
+                header_len,
+                payload,
+            } => {
+                if header_len.is_some() && !self.client.headers.load(Ordering::Relaxed) {
+                    // HPUB without headers negotiated: nats-server closes.
+                    return Err(CloseReason::ProtocolError);
+                }
+                self.publish(subject, reply, header_len, payload)
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => {
+                self.subscribe(subject, queue, sid);
+                Ok(())
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.unsubscribe(&sid, max);
+                self.ok();
+                Ok(())
+            }
+            ClientOp::Ping => {
+                self.client.send(b"PONG\r\n");
+                Ok(())
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Ok(())
+            }
+            ClientOp::Connect(json) => self.connect(&json),
+            ClientOp::Info => Ok(()),
+        }
+    }
+
+    fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let c: Connect = match serde_json::from_slice(json) {
+            Ok(c) => c,
+            // nats-server closes without an -ERR.
+            Err(_) => return Err(CloseReason::ProtocolError),
+        };
+        if let Some(auth) = &self.shared.config.auth {
+            let creds = Credentials {
+                user: c.user.as_deref(),
+                pass: c.pass.as_deref(),
+                token: c.auth_token.as_deref(),
+                nkey: c.nkey.as_deref(),
+                sig: c.sig.as_deref(),
+            };
+            match auth.authenticate_account(&creds, self.nonce.as_deref()) {
+                Some((perms, account)) if !self.connected => {
+                    if let Some(perms) = perms {
+                        let rules = Arc::new(Rules::new(perms));
+                        let _ = self.client.rules.set(Arc::clone(&rules));
+                        self.rules = Some(rules);
+                    }
+                    if let Some(account) = account.and_then(|a| self.shared.accounts.get(a)) {
+                        let _ = self.client.account.set(Arc::clone(&account.name));
+                        self.account = Arc::clone(account);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.err("Authorization Violation");
+                    return Err(CloseReason::AuthorizationViolation);
+                }
+            }
+        }
+        if c.no_responders && !c.headers {
+            self.err("no responders requires headers support");
+            return Err(CloseReason::ProtocolError);
+        }
+        self.connected = true;
+        self.verbose = c.verbose;
+        self.pedantic = c.pedantic;
+        self.no_responders = c.no_responders;
+        self.echo = c.echo.unwrap_or(true);
+        self.client.echo.store(self.echo, Ordering::Relaxed);
+        self.client.headers.store(c.headers, Ordering::Relaxed);
+        self.client.set_identity(
+            c.name.unwrap_or_default(),
+            c.lang.unwrap_or_default(),
+            c.version.unwrap_or_default(),
+        );
+        self.ok();
+        Ok(())
+    }
+
+    fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
+        let Ok(text) = std::str::from_utf8(&subject) else {
+            self.err("Invalid Subject");
+            return;
+        };
+        // nats-server checks permissions before the subject's form.
+        if let Some(rules) = &self.rules {
+            let q = queue.as_deref().map(String::from_utf8_lossy);
+            if !rules.may_subscribe(text, q.as_deref()) {
+                let text = match &q {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to \"{text}\" using queue \"{q}\""
+                    ),
+                    None => format!("Permissions Violation for Subscription to \"{text}\""),
+                };
+                self.err(&text);
+                return;
+            }
+        }
+        if !subject::valid_filter(text) {
+            self.err("Invalid Subject");
+            return;
+        }
+        let queue = match &queue {
+            Some(q) => match std::str::from_utf8(q) {
+                Ok(q) if !q.is_empty() => Some(q.into()),
+                _ => {
+                    self.err("Invalid Subject");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if self.subs.contains_key(&sid) {
+            // nats-server ignores a duplicate sid.
+            self.ok();
+            return;
+        }
+        let sub = Arc::new(Subscription {
+            client: Arc::clone(&self.client),
+            subject: text.into(),
+            queue,
+            sid: sid.clone(),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        });
+        self.account.sublist.insert(Arc::clone(&sub));
+        self.client.subs.fetch_add(1, Ordering::Relaxed);
+        self.subs.insert(sid, sub);
+        self.ok();
+    }
+
+    fn unsubscribe(&mut self, sid: &Bytes, max: Option<u64>) {
+        let Some(sub) = self.subs.get(sid).cloned() else {
+            return;
+        };
+        match max {
+            Some(m) if m > 0 && sub.delivered.load(Ordering::Relaxed) < m => {
+                sub.max.store(m, Ordering::Relaxed);
+            }
+            _ => {
+                self.subs.remove(sid);
+                if self.account.sublist.remove(&sub) {
+                    self.client.subs.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        let Ok(text) = std::str::from_utf8(&subject) else {
+            self.err("Invalid Publish Subject");
+            return Ok(());
+        };
+        let mut malformed = false;
+        if !subject::valid_literal(text) {
+            // nats-server: in pedantic mode (the default when CONNECT does
+            // not say) an -ERR; either way a malformed subject (empty
+            // tokens) is dropped, while one whose only fault is a wildcard
+            // token is still delivered (clients put filters in JetStream
+            // API subjects).
+            if self.pedantic {
+                self.err("Invalid Publish Subject");
+            }
+            malformed = subject::has_empty_token(text);
+        }
+        if self.rules.is_some() && !self.may_publish(&subject, text) {
+            // Dropped; the connection stays open (nats-server).
+            self.err(&format!("Permissions Violation for Publish to \"{text}\""));
+            return Ok(());
+        }
+        if malformed {
+            self.ok();
+            return Ok(());
+        }
+        // Per-connection counters only (no shared cache line on the hot
+        // path); /varz adds them up.
+        self.client.in_msgs.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .in_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        // nats-server acknowledges a verbose PUB before delivering it.
+        self.ok();
+        let matches = self.matches(&subject, text);
+        let msg = Message {
+            subject: text,
+            reply: reply.as_deref(),
+            header_len,
+            payload: &payload,
+        };
+        let skip = (!self.echo).then_some(self.client.id);
+        let mut delivered = self.account.fan_out(&matches, &msg, skip, &mut self.batch);
+        if let Some(js) = &self.account.jetstream {
+            let (hdr, data) = match header_len {
+                Some(h) if h <= payload.len() => (&payload[..h], &payload[h..]),
+                _ => (&b""[..], &payload[..]),
+            };
+            let reply_text = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok());
+            // JetStream's replies go out through the router, which wakes
+            // writers itself.
+            if js.on_publish(text, reply_text, hdr, data) {
+                delivered += 1;
+            }
+        } else if self.account.jetstream_refused
+            && let Some(api) = text.strip_prefix("$JS.API.")
+        {
+            // nats-server's `$JS.API.>` responder takes every request here,
+            // answering the APIs it knows.
+            delivered += 1;
+            if let Some(reply) = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok())
+                && let Some(answer) = crate::jetstream::api::not_enabled_for_account(api)
+            {
+                let answer = Message {
+                    subject: reply,
+                    reply: None,
+                    header_len: None,
+                    payload: answer.as_bytes(),
+                };
+                self.account.deliver_subject(&answer, &mut self.batch);
+            }
+        }
+        if delivered == 0
+            && self.no_responders
+            && let Some(reply) = &reply
+        {
+            self.no_responders_status(&subject, reply);
+        }
+        Ok(())
+    }
+
+    /// The publish permission check, cached per subject; a subject the
+    /// lists refuse may still be a reply this user may answer.
+    fn may_publish(&mut self, subject: &Bytes, text: &str) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        if !rules.restricts_publish() {
+            return true;
+        }
+        let allowed = match self.pub_cache.get(subject) {
+            Some(allowed) => *allowed,
+            None => {
+                let allowed = rules.may_publish(text);
+                if self.pub_cache.len() >= PERM_CACHE_MAX {
+                    self.pub_cache.clear();
+                }
+                self.pub_cache.insert(subject.clone(), allowed);
+                allowed
+            }
+        };
+        allowed || rules.may_respond(subject)
+    }
+
+    /// Tells the publisher no one is listening: an HMSG with status 503 on the
+    /// reply subject, to this connection's subscriptions matching it.
+    fn no_responders_status(&mut self, subject: &[u8], reply: &Bytes) {
+        let Ok(text) = std::str::from_utf8(reply) else {
+            return;
+        };
+        if !subject::valid_literal(text) {
+            return;
+        }
+        let matches = self.matches(reply, text);
+        let mut status = Vec::with_capacity(48 + subject.len());
+        status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        status.extend_from_slice(subject);
+        status.extend_from_slice(b"\r\n\r\n");
+        for sub in matches.plain.iter().chain(matches.groups.iter().flatten()) {
+            if sub.client.id == self.client.id {
+                let outcome =
+                    sub.client
+                        .deliver(reply, &sub.sid, None, Some(status.len()), &status);
+                self.batch.note(&sub.client, outcome);
+                break;
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            self.account.sublist.remove(&sub);
+        }
+    }
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let nonce = shared
+        .config
+        .auth
+        .as_ref()
+        .is_some_and(crate::config::Auth::needs_nonce)
+        .then(crate::auth::new_nonce);
+    let (Some(acceptor), Some(tls_config)) = (shared.tls.clone(), shared.config.tls.as_ref())
+    else {
+        // Plain TCP: owned halves, no lock between reader and writer.
+        let (reader, writer_half) = stream.into_split();
+        return run(shared, client, reader, writer_half, nonce, false).await;
+    };
+    let handshake_first = tls_config.handshake_first;
+    let info = if handshake_first {
+        Vec::new()
+    } else {
+        shared.info_with_nonce(client.id, client.addr, nonce.as_deref())
+    };
+    let upgraded = tls::handshake(
+        stream,
+        &acceptor,
+        tls_config,
+        &info,
+        shared.shutdown.subscribe(),
+        (client.addr, client.id, shared.config.debug),
+    )
+    .await;
+    match upgraded {
+        Some(tls) => {
+            let (reader, writer_half) = tokio::io::split(tls);
+            run(shared, client, reader, writer_half, nonce, !handshake_first).await;
+        }
+        None => {
+            client.mark_closing(CloseReason::TlsHandshakeFailure);
+            client.close_outbound();
+            shared.remove_client(client.id);
+        }
+    }
+}
+
+/// Runs one connection (plain or TLS) to its end; `info_sent` when the TLS
+/// upgrade already sent INFO in plain text.
+async fn run<R, W>(
+    shared: Arc<ServerState>,
+    client: Arc<Client>,
+    mut reader: R,
+    writer_half: W,
+    nonce: Option<String>,
+    info_sent: bool,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = shared.config.clone();
+    let writer_task = tokio::spawn(outbound::writer(
+        Arc::clone(&client),
+        writer_half,
+        cfg.write_deadline,
+    ));
+    if !info_sent {
+        client.send(&shared.info_with_nonce(client.id, client.addr, nonce.as_deref()));
+    }
+    let mut session = Session {
+        shared: Arc::clone(&shared),
+        client: Arc::clone(&client),
+        account: Arc::clone(&shared.global),
+        parser: Parser::new(cfg.max_control_line, cfg.max_payload),
+        subs: FxHashMap::default(),
+        cache: FxHashMap::default(),
+        verbose: false,
+        pedantic: false,
+        no_responders: false,
+        echo: true,
+        pings_out: 0,
+        batch: Batch::default(),
+        connected: false,
+        nonce,
+        rules: None,
+        pub_cache: FxHashMap::default(),
+        trace: cfg.trace,
+    };
+    // (With TLS, logged before the handshake.)
+    if cfg.debug && shared.tls.is_none() {
+        tracing::debug!(
+            "{} - cid:{} - Client connection created",
+            client.addr,
+            client.id
+        );
+    }
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut shutdown = shared.shutdown.subscribe();
+    // Like nats-server: a first PING soon after connect (it measures the
+    // round trip), then one per ping_interval unless the client was active.
+    let first_ping = cfg.ping_interval.min(FIRST_PING);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
+    let mut rtt_measured = false;
+    let mut last_in = tokio::time::Instant::now();
+    let auth_deadline = tokio::time::Instant::now() + cfg.auth_timeout;
+    let auth_required = cfg.auth.is_some();
+    let reason = 'conn: loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => break CloseReason::ClientClosed,
+                    Ok(_) => last_in = tokio::time::Instant::now(),
+                }
+                loop {
+                    match session.parser.parse(&mut buf) {
+                        Ok(Some(op)) => {
+                            if let Err(reason) = session.handle(op) {
+                                break 'conn reason;
+                            }
+                        }
+                        Ok(None) => {
+                            session.batch.wake();
+                            session.batch.stall().await;
+                            break;
+                        }
+                        Err(e) => {
+                            if let Some(text) = e.err_text() {
+                                session.err(text);
+                            }
+                            break 'conn CloseReason::ProtocolError;
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if !session.connected || (rtt_measured && last_in.elapsed() < cfg.ping_interval) {
+                    continue;
+                }
+                if session.pings_out >= cfg.ping_max {
+                    session.err("Stale Connection");
+                    break CloseReason::StaleConnection;
+                }
+                rtt_measured = true;
+                session.pings_out += 1;
+                client.send(b"PING\r\n");
+            }
+            _ = client.closing.notified() => {
+                break client.close_reason().unwrap_or(CloseReason::ProtocolError);
+            }
+            _ = shutdown.changed() => break CloseReason::ServerShutdown,
+            _ = tokio::time::sleep_until(auth_deadline), if auth_required && !session.connected => {
+                session.err("Authentication Timeout");
+                break CloseReason::AuthenticationTimeout;
+            }
+        }
+    };
+    // Deliveries made before the connection ended still go out.
+    session.batch.wake();
+    if cfg.debug {
+        tracing::debug!(
+            "{} - cid:{} - Client connection closed: {reason:?}",
+            client.addr,
+            client.id
+        );
+    }
+    if reason == CloseReason::SlowConsumer {
+        shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cid = client.id, "slow consumer detected; connection closed");
+    }
+    client.mark_closing(reason);
+    session.cleanup();
+    client.close_outbound();
+    let _ = writer_task.await;
+    shared.remove_client(client.id);
+}
