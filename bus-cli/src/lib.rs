@@ -7,7 +7,7 @@
 //! default, `--json` for scripts; errors say what to do and exit with 1.
 //!
 //! Layout: [`args`] (clap), [`connect`] (which bus, connecting), [`commands`]
-//! (the bus commands), [`server`], [`bench`], [`format`] (event lines and
+//! (the bus commands), [`server`], [`bench`](mod@bench), [`format`](mod@format) (event lines and
 //! JSON), [`table`] (the table renderer), [`error`].
 
 pub mod args;

@@ -140,31 +140,9 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
-    let bind = format!("{}:{}", config.host, config.port);
-    let listener = TcpListener::bind(&bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: bind.clone(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr: bind, source })?;
+    let (listener, addr) = bind(&config.host, config.port).await?;
     let monitor = match config.http_port {
-        Some(port) => {
-            let bind = format!("{}:{}", config.host, port);
-            let listener = TcpListener::bind(&bind)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: bind.clone(),
-                    source,
-                })?;
-            let port = listener
-                .local_addr()
-                .map_err(|source| ServerError::Bind { addr: bind, source })?
-                .port();
-            Some((listener, port))
-        }
+        Some(port) => Some(bind(&config.host, port).await?),
         None => None,
     };
     let server_id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
@@ -194,7 +172,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         clients: Mutex::new(HashMap::new()),
         next_client: AtomicU64::new(1),
         port: addr.port(),
-        monitor_port: monitor.as_ref().map(|(_, p)| *p),
+        monitor_port: monitor.as_ref().map(|(_, a)| a.port()),
         started: SystemTime::now(),
         jetstream,
         tls,
@@ -209,6 +187,18 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         accept,
         ready_after: begun.elapsed(),
     })
+}
+
+/// Binds `host:port` (0: a free port) and says where it is bound.
+async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let addr = format!("{host}:{port}");
+    let bind_error = |source| ServerError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 async fn accept_loop(shared: Arc<ServerState>, listener: TcpListener) {

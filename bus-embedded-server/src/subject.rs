@@ -10,7 +10,7 @@
 //! streams and consumers all ask it. It is pure: no state, no allocation
 //! except where a function returns a new subject.
 //!
-//! Following nats-server, [`matches`] takes its second argument *literally*:
+//! Following nats-server, [`matches()`] takes its second argument *literally*:
 //! a `*` or `>` token in it is just a token that the pattern's wildcards can
 //! match (so a permission `foo.*` allows `SUB foo.*` and `SUB foo.>`, but
 //! `foo.bar` allows neither). Use [`covers`] to ask whether one pattern

@@ -3,7 +3,7 @@
 //! * [`syntax`]: the file format, generically ([`parse`], [`parse_file`]):
 //!   text into a tree of [`Located`] values, with includes, variables, size
 //!   suffixes and Go durations. It knows no key.
-//! * the typed readers, which know what keys mean: [`server_conf`] for the
+//! * the typed readers, which know what keys mean: [`server_conf()`] for the
 //!   top-level options and the `tls {}` / `jetstream {}` blocks (into a
 //!   [`ServerConf`] plus [`Warning`]s for keys it ignores),
 //!   [`authorization_from_conf`] for `authorization {}` and

@@ -614,20 +614,10 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
 mod tests {
     use super::*;
     use crate::conf::parse;
+    use crate::conf::syntax::tests::p;
     use std::path::Path;
 
     const REALISTIC: &str = include_str!("testdata/realistic.conf");
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn p(text: &str) -> Located {
-        match parse(text, Path::new("test.conf"), &no_env) {
-            Ok(root) => root,
-            Err(e) => panic!("parse failed: {e}\n--- input ---\n{text}"),
-        }
-    }
 
     fn sc(text: &str) -> (ServerConf, Vec<Warning>) {
         server_conf(&p(text)).expect("server_conf")

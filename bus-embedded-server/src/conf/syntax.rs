@@ -93,7 +93,7 @@ pub struct Located {
     pub file: Option<Arc<Path>>,
     /// True when this map entry was referenced as a `$variable`; nats-server
     /// does not report such keys as unknown fields, and neither does
-    /// [`server_conf`].
+    /// `server_conf`.
     pub used_as_variable: bool,
 }
 
@@ -1064,7 +1064,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 /// A duration from a configuration value: a duration string like `"2m"` or
 /// `"1h30m"`, a [`Value::Duration`], or an integer number of seconds (what
 /// nats-server does for `ping_interval: 20`, with a warning that
-/// [`server_conf`] reproduces).
+/// `server_conf` reproduces).
 pub fn as_duration(value: &Located) -> Result<Duration, ConfError> {
     duration_of("", value)
 }
@@ -1089,15 +1089,16 @@ pub(super) fn duration_of(key: &str, value: &Located) -> Result<Duration, ConfEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn no_env(_: &str) -> Option<String> {
+    pub(crate) fn no_env(_: &str) -> Option<String> {
         None
     }
 
-    fn p(text: &str) -> Located {
+    /// Parses `text` as `test.conf`, or fails the test.
+    pub(crate) fn p(text: &str) -> Located {
         match parse(text, Path::new("test.conf"), &no_env) {
             Ok(root) => root,
             Err(e) => panic!("parse failed: {e}\n--- input ---\n{text}"),

@@ -3,7 +3,7 @@
 //!
 //! Design and on-disk format: `docs/file-store.md`. In short:
 //! - segment files `<first message sequence, 20 digits>.log`, each a run of
-//!   checksummed records ([`record`]): messages, delete tombstones, state
+//!   checksummed records (`record`): messages, delete tombstones, state
 //!   records (last sequence, purge floor) and erased messages;
 //! - appends go to an in-process buffer; [`Store::take_sync`] hands out a
 //!   job that writes the buffer at known offsets and fsyncs (group commit);
@@ -36,7 +36,6 @@ use super::{
     CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
     SyncJob, file_msg_size,
 };
-use crate::subject;
 
 const SEGMENT_SUFFIX: &str = ".log";
 const SEGMENT_DIGITS: usize = 20;
@@ -945,24 +944,8 @@ impl Store for FileStore {
         }
     }
 
-    fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
-        self.by_subject.last_of(subject)
-    }
-
-    fn subject_count(&self, subject: &str) -> u64 {
-        self.by_subject.count(subject)
-    }
-
-    fn subject_seqs(&self, subject: &str) -> Vec<u64> {
-        self.by_subject.seqs(subject)
-    }
-
-    fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
-        self.by_subject.counts(filter)
-    }
-
-    fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
-        self.by_subject.last_per_subject(filter)
+    fn subject_index(&self) -> &super::subjects::SubjectIndex {
+        &self.by_subject
     }
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
@@ -997,31 +980,7 @@ impl Store for FileStore {
 
     fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError> {
         self.writable()?;
-        let filter = purge
-            .filter
-            .as_deref()
-            .filter(|f| !f.is_empty() && *f != ">");
-        let mut victims: Vec<u64> = match filter {
-            None => self.index.keys().copied().collect(),
-            Some(f) => {
-                let mut v: Vec<u64> = self
-                    .by_subject
-                    .iter()
-                    .filter(|(s, _)| subject::matches(f, s))
-                    .flat_map(|(_, seqs)| seqs.iter().copied())
-                    .collect();
-                v.sort_unstable();
-                v
-            }
-        };
-        if let Some(below) = purge.seq {
-            victims.retain(|s| *s < below);
-        }
-        if let Some(keep) = purge.keep {
-            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-            let n = victims.len().saturating_sub(keep);
-            victims.truncate(n);
-        }
+        let victims = purge.victims(self.index.keys().copied(), &self.by_subject);
         let before = (self.floor, self.dead_below);
         let mut touched = Vec::new();
         let mut n = 0;
@@ -1031,17 +990,7 @@ impl Store for FileStore {
                 n += 1;
             }
         }
-        if self.index.is_empty() {
-            self.floor = match (filter, purge.seq) {
-                (None, Some(below)) if purge.keep.is_none() => below.max(self.floor),
-                _ => self.last_seq + 1,
-            };
-        } else if filter.is_none()
-            && purge.keep.is_none()
-            && let Some(below) = purge.seq
-        {
-            self.floor = self.floor.max(below);
-        }
+        self.floor = purge.floor_after(self.floor, self.last_seq, self.index.is_empty());
         self.after_removal(&victims, before, touched)?;
         Ok(n)
     }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Purge, Store, StoreError, StoreState, StoredMsg, SubjectFilter, SyncJob};
-use crate::subject;
 
 /// In-memory message storage.
 #[derive(Debug, Default)]
@@ -122,24 +121,8 @@ impl Store for MemStore {
             .and_then(|s| self.msgs.get(&s).cloned()))
     }
 
-    fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
-        self.by_subject.last_of(subject)
-    }
-
-    fn subject_count(&self, subject: &str) -> u64 {
-        self.by_subject.count(subject)
-    }
-
-    fn subject_seqs(&self, subject: &str) -> Vec<u64> {
-        self.by_subject.seqs(subject)
-    }
-
-    fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
-        self.by_subject.counts(filter)
-    }
-
-    fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
-        self.by_subject.last_per_subject(filter)
+    fn subject_index(&self) -> &super::subjects::SubjectIndex {
+        &self.by_subject
     }
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
@@ -165,47 +148,14 @@ impl Store for MemStore {
     }
 
     fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError> {
-        let filter = purge
-            .filter
-            .as_deref()
-            .filter(|f| !f.is_empty() && *f != ">");
-        let mut victims: Vec<u64> = match filter {
-            None => self.msgs.keys().copied().collect(),
-            Some(f) => {
-                let mut v: Vec<u64> = self
-                    .by_subject
-                    .iter()
-                    .filter(|(s, _)| subject::matches(f, s))
-                    .flat_map(|(_, seqs)| seqs.iter().copied())
-                    .collect();
-                v.sort_unstable();
-                v
-            }
-        };
-        if let Some(below) = purge.seq {
-            victims.retain(|s| *s < below);
-        }
-        if let Some(keep) = purge.keep {
-            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-            let n = victims.len().saturating_sub(keep);
-            victims.truncate(n);
-        }
+        let victims = purge.victims(self.msgs.keys().copied(), &self.by_subject);
         let mut n = 0;
         for seq in victims {
             if self.drop_msg(seq) {
                 n += 1;
             }
         }
-        if self.msgs.is_empty() {
-            self.floor = match (filter, purge.seq) {
-                (None, Some(below)) if purge.keep.is_none() => below.max(self.floor),
-                _ => self.last_seq + 1,
-            };
-        } else if filter.is_none() && purge.keep.is_none() {
-            if let Some(below) = purge.seq {
-                self.floor = self.floor.max(below);
-            }
-        }
+        self.floor = purge.floor_after(self.floor, self.last_seq, self.msgs.is_empty());
         Ok(n)
     }
 

@@ -154,6 +154,58 @@ pub struct Purge {
     pub keep: Option<u64>,
 }
 
+impl Purge {
+    /// The subject filter that restricts the purge (`None`: every subject).
+    pub fn subject_filter(&self) -> Option<&str> {
+        self.filter
+            .as_deref()
+            .filter(|f| !f.is_empty() && *f != subject::TAIL)
+    }
+
+    /// The sequences it removes, ascending: out of `all` (every stored
+    /// sequence, ascending), or out of the subjects matching its filter.
+    pub fn victims(
+        &self,
+        all: impl Iterator<Item = u64>,
+        by_subject: &subjects::SubjectIndex,
+    ) -> Vec<u64> {
+        let mut victims: Vec<u64> = match self.subject_filter() {
+            None => all.collect(),
+            Some(f) => {
+                let mut v: Vec<u64> = by_subject
+                    .iter()
+                    .filter(|(s, _)| subject::matches(f, s))
+                    .flat_map(|(_, seqs)| seqs.iter().copied())
+                    .collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        if let Some(below) = self.seq {
+            victims.retain(|s| *s < below);
+        }
+        if let Some(keep) = self.keep {
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            let n = victims.len().saturating_sub(keep);
+            victims.truncate(n);
+        }
+        victims
+    }
+
+    /// The store's first sequence after the purge, from the one before
+    /// (`floor`), its last sequence, and whether any message is left: a
+    /// purge up to a sequence moves the floor there even past gaps.
+    pub fn floor_after(&self, floor: u64, last_seq: u64, empty: bool) -> u64 {
+        let whole = self.subject_filter().is_none() && self.keep.is_none();
+        match self.seq {
+            Some(below) if whole && empty => below.max(floor),
+            _ if empty => last_seq + 1,
+            Some(below) if whole => floor.max(below),
+            _ => floor,
+        }
+    }
+}
+
 /// A record the file store found damaged when opening (reported in logs and /jsz).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptRecord {
@@ -254,21 +306,34 @@ pub trait Store: Send {
     /// The newest message whose subject matches `filter` (may have wildcards).
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError>;
 
+    /// The per-subject index the subject queries below are answered from.
+    fn subject_index(&self) -> &subjects::SubjectIndex;
+
     /// Sequence of the newest message on this literal subject.
-    fn last_seq_of_subject(&self, subject: &str) -> Option<u64>;
+    fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
+        self.subject_index().last_of(subject)
+    }
 
     /// Number of messages on this literal subject.
-    fn subject_count(&self, subject: &str) -> u64;
+    fn subject_count(&self, subject: &str) -> u64 {
+        self.subject_index().count(subject)
+    }
 
     /// Sequences present for one literal subject, oldest first.
-    fn subject_seqs(&self, subject: &str) -> Vec<u64>;
+    fn subject_seqs(&self, subject: &str) -> Vec<u64> {
+        self.subject_index().seqs(subject)
+    }
 
     /// For each subject matching `filter`: its message count (sorted by subject).
-    fn subjects(&self, filter: &str) -> Vec<(String, u64)>;
+    fn subjects(&self, filter: &str) -> Vec<(String, u64)> {
+        self.subject_index().counts(filter)
+    }
 
     /// For deliver policy last_per_subject: the newest sequence of every
     /// subject passing `filter`, ascending.
-    fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64>;
+    fn last_seqs_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
+        self.subject_index().last_per_subject(filter)
+    }
 
     /// Messages with sequence `>= start` passing `filter`.
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64;

@@ -937,20 +937,8 @@ mod tests {
         fn last_by_subject(&mut self, f: &str) -> Result<Option<StoredMsg>, StoreError> {
             self.inner.last_by_subject(f)
         }
-        fn last_seq_of_subject(&self, s: &str) -> Option<u64> {
-            self.inner.last_seq_of_subject(s)
-        }
-        fn subject_count(&self, s: &str) -> u64 {
-            self.inner.subject_count(s)
-        }
-        fn subject_seqs(&self, s: &str) -> Vec<u64> {
-            self.inner.subject_seqs(s)
-        }
-        fn subjects(&self, f: &str) -> Vec<(String, u64)> {
-            self.inner.subjects(f)
-        }
-        fn last_seqs_per_subject(&self, f: &SubjectFilter) -> Vec<u64> {
-            self.inner.last_seqs_per_subject(f)
+        fn subject_index(&self) -> &crate::jetstream::store::subjects::SubjectIndex {
+            self.inner.subject_index()
         }
         fn num_pending(&self, s: u64, f: &SubjectFilter) -> u64 {
             self.inner.num_pending(s, f)
