@@ -145,28 +145,33 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "no_system_account",
     "ocsp",
     "ocsp_cache",
-    "operator",
-    "operators",
     "prof_block_rate",
     "prof_port",
     "proxies",
     "reconnect_error_reports",
     "remote_syslog",
-    "resolver",
-    "resolver_pinned_accounts",
-    "resolver_preload",
-    "resolver_tls",
     "server_metadata",
     "syslog",
     "system",
     "system_account",
     "trace_headers",
     "trace_verbose",
-    "trusted",
-    "trusted_keys",
     "websocket",
     "write_timeout",
     "ws",
+];
+
+/// Top-level keys of decentralized (JWT) authentication. Ignoring them
+/// would run the server open to anyone, so they refuse the start.
+const REFUSED: &[&str] = &[
+    "operator",
+    "operators",
+    "resolver",
+    "resolver_pinned_accounts",
+    "resolver_preload",
+    "resolver_tls",
+    "trusted",
+    "trusted_keys",
 ];
 
 /// `jetstream { ... }` keys nats-server knows but this server does not act on.
@@ -584,6 +589,14 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
                 c.lame_duck_duration = Some(d);
             }
             "lame_duck_grace_period" => c.lame_duck_grace_period = Some(r.duration(k, v)?),
+            lower if REFUSED.contains(&lower) => {
+                return r.invalid(
+                    k,
+                    v,
+                    "JWT authentication (operator mode) is not supported yet by this server; \
+                     refusing to start rather than run without it",
+                );
+            }
             lower if KNOWN_UNSUPPORTED.contains(&lower) => {
                 r.warn(
                     key.clone(),
@@ -1001,6 +1014,15 @@ mod tests {
         assert_eq!(auth.line, 1);
         assert_eq!(auth.get("token").and_then(Located::as_str), Some("s3cret"));
         assert_eq!(auth.get("timeout").map(|t| t.line), Some(3));
+    }
+
+    #[test]
+    fn operator_mode_refuses_the_start_instead_of_running_open() {
+        for key in ["operator: /etc/nats/op.jwt", "resolver: MEMORY", "trusted_keys: [\"O1\"]"] {
+            let e = sc_err(&format!("port: 4222\n{key}\n"));
+            assert!(e.starts_with("test.conf:2: "), "{e}");
+            assert!(e.contains("refusing to start"), "{e}");
+        }
     }
 
     #[test]
