@@ -1,30 +1,37 @@
 //! # bus-embedded-server: a NATS-protocol server in Rust
 //!
-//! Part 1 (this crate so far): the core NATS protocol, as a library that
-//! starts inside any tokio program ([`start`] returns a [`ServerHandle`]) and
-//! as the `angzarr-nats-server` binary.
+//! The core NATS protocol, authentication and permissions, accounts with
+//! imports and exports, TLS, monitoring, and JetStream on a crash-safe
+//! file store: as a library that starts inside any tokio program
+//! ([`start`] returns a [`ServerHandle`]) and as the `angzarr-nats-server`
+//! binary, which takes nats-server's flags and configuration file.
 //!
-//! ## Layout
-//! - [`parser`]: client protocol bytes -> [`parser::ClientOp`]; resumable,
-//!   zero-copy, limits checked before allocating. Knows nothing else.
-//! - [`sublist`]: the subscription index (trie with `*`/`>`), matching and
-//!   queue groups, with a generation number for callers' caches.
-//! - `client`: one connection: read loop, dispatch, per-connection outbound
-//!   buffer and writer; slow-consumer and stale-connection handling.
-//! - [`server`]: configuration, accept loop, shared state, shutdown.
-//! - [`account`]: accounts (`accounts {}`): one subscription index per
-//!   account, stream/service exports and imports, JetStream per account;
-//!   without accounts everyone is in `$G` and nothing extra runs per message.
-//! - [`auth`]: nkey signatures, per-user publish/subscribe permissions
-//!   (compiled per connection, decisions cached), the `authorization {}` block.
-//! - [`cli`]: nats-server's command-line flags, Go style (`-p`, `--port=`,
-//!   `-DV`); [`conf`]: nats-server's configuration file format and the keys
-//!   we support (others are warnings naming key and line). Both only parse.
-//! - [`tls`]: TLS for client connections (rustls, ring provider): INFO in
-//!   plain text then the client's handshake, or `handshake_first`; optional
-//!   client certificate verification.
-//! - `monitor`: the HTTP monitoring endpoints (`/varz`, `/connz`, `/subsz`,
-//!   `/healthz`, `/metrics`); reads counters, never blocks the data path.
+//! ## Floor plan (each module uses only those below it)
+//! - `server`: [`start`], the accept loop, [`ServerHandle`] (lame duck,
+//!   shutdown). Uses `session`, `monitor`, `state`, `account`, `tls`.
+//! - `session`: one connection's life: TLS upgrade, read loop, dispatch of
+//!   CONNECT/SUB/UNSUB/PUB/PING, publishes handed to the account's fan-out
+//!   and then to JetStream.
+//! - `monitor`: `/varz`, `/connz`, `/subsz`, `/jsz`, `/healthz`,
+//!   `/metrics`; reads counters, never blocks the data path.
+//! - `state`: what connections share: configuration, accounts, the
+//!   connection registry, counters, INFO lines.
+//! - [`account`]: accounts at run time: each one's subscription index, the
+//!   one fan-out (plain subscriptions, queue groups, imports and exports,
+//!   service replies) used by clients and JetStream alike.
+//! - [`jetstream`]: streams, consumers, the `$JS.API`, the stores; it sends
+//!   through the account (the [`jetstream::Router`] trait) and never
+//!   touches a socket.
+//! - `outbound`: a connection's output buffer, writer task and
+//!   slow-consumer rule; [`auth`]: credential checks and permissions;
+//!   [`tls`]: rustls setup and the handshake.
+//! - [`sublist`]: the subscription trie; [`subject`]: subject syntax and
+//!   every comparison of subjects; [`parser`]: client bytes to
+//!   [`parser::ClientOp`].
+//! - Configuration, beside the runtime: [`config`] (every configuration
+//!   type), [`conf`] (nats-server's file format, then what its keys mean),
+//!   [`cli`] (nats-server's flags), [`options`] (defaults, file and flags
+//!   merged into a [`ServerConfig`], for both binaries).
 //!
 //! ## Invariants
 //! - Publishing never waits on another connection's socket: it appends to
@@ -33,6 +40,10 @@
 //!   write past `write_deadline`) is closed alone; others are unaffected.
 //! - Nothing from the network is trusted for sizes: the parser rejects a
 //!   declared size over `max_payload` before reading the payload.
+//! - A PubAck means durable: JetStream acknowledges only what its store says
+//!   is on disk (or written to the kernel under `sync_interval`).
+//! - Configuration the server cannot honour (authorization, TLS options)
+//!   stops the start with the key and line; it is never silently ignored.
 
 pub mod account;
 pub mod auth;
