@@ -36,6 +36,7 @@ pub struct EmbeddedBus {
     inner: bus_nats::NatsBus,
     server: Mutex<Option<ServerHandle>>,
     url: String,
+    monitor_port: Option<u16>,
 }
 
 impl EmbeddedBus {
@@ -70,6 +71,7 @@ impl EmbeddedBus {
                 ))
             })?;
         let url = server.client_url();
+        let monitor_port = server.monitor_port();
         let mut nats_config = config.clone();
         nats_config.nats.url = url.clone();
         nats_config.nats.jetstream = true;
@@ -97,12 +99,19 @@ impl EmbeddedBus {
             inner,
             server: Mutex::new(Some(server)),
             url,
+            monitor_port,
         })
     }
 
     /// The URL other processes use to share this server (`backend = "nats"`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The monitoring port the server bound (`/metrics`, `/healthz` ...),
+    /// when `[bus.embedded] http_port` is set (0 picks a free one).
+    pub fn monitor_port(&self) -> Option<u16> {
+        self.monitor_port
     }
 }
 

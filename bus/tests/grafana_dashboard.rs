@@ -151,33 +151,22 @@ async fn the_shipped_grafana_dashboard_queries_only_metrics_a_live_server_export
 // The live server
 // ---------------------------------------------------------------------------
 
-/// A port that was free a moment ago. `EmbeddedBus` does not expose the
-/// monitoring port it bound, so the test picks one (and retries the start if
-/// another process took it in between).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
+/// The embedded bus with its monitoring port on a free port it reports.
 async fn start_with_monitoring(data_dir: &Path) -> (EmbeddedBus, BusConfig, u16) {
-    let mut errors = Vec::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let config = BusConfig::parse(
-            &format!(
-                "[bus]\nbackend = \"embedded\"\n[bus.embedded]\nport = 0\nhttp_port = {port}\n\
-                 data_dir = {:?}\n",
-                data_dir.display().to_string()
-            ),
-            "grafana-dashboard.toml",
-        )
-        .expect("config");
-        match EmbeddedBus::start(&config).await {
-            Ok(bus) => return (bus, config, port),
-            Err(e) => errors.push(format!("monitoring port {port}: {e}")),
-        }
-    }
-    panic!("the embedded bus did not start: {errors:?}");
+    let config = BusConfig::parse(
+        &format!(
+            "[bus]\nbackend = \"embedded\"\n[bus.embedded]\nport = 0\nhttp_port = 0\n\
+             data_dir = {:?}\n",
+            data_dir.display().to_string()
+        ),
+        "grafana-dashboard.toml",
+    )
+    .expect("config");
+    let bus = EmbeddedBus::start(&config)
+        .await
+        .expect("the embedded bus starts");
+    let port = bus.monitor_port().expect("monitoring is on");
+    (bus, config, port)
 }
 
 async fn next(consumer: &mut bus_core::Consumer) -> Delivery {

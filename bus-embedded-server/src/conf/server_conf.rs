@@ -1018,7 +1018,11 @@ mod tests {
 
     #[test]
     fn operator_mode_refuses_the_start_instead_of_running_open() {
-        for key in ["operator: /etc/nats/op.jwt", "resolver: MEMORY", "trusted_keys: [\"O1\"]"] {
+        for key in [
+            "operator: /etc/nats/op.jwt",
+            "resolver: MEMORY",
+            "trusted_keys: [\"O1\"]",
+        ] {
             let e = sc_err(&format!("port: 4222\n{key}\n"));
             assert!(e.starts_with("test.conf:2: "), "{e}");
             assert!(e.contains("refusing to start"), "{e}");
