@@ -129,12 +129,72 @@ fn trace_op(cid: u64, addr: std::net::SocketAddr, op: &ClientOp) {
             Some(m) => format!("UNSUB {} {m}", text(sid)),
             None => format!("UNSUB {}", text(sid)),
         },
-        ClientOp::Connect(json) => format!("CONNECT {}", text(json)),
+        ClientOp::Connect(json) => format!("CONNECT {}", redact_connect(json)),
         ClientOp::Ping => "PING".to_owned(),
         ClientOp::Pong => "PONG".to_owned(),
         ClientOp::Info => "INFO".to_owned(),
     };
     tracing::trace!("{addr} - cid:{cid} - <<- [{line}]");
+}
+
+/// CONNECT fields whose values never reach a log (nats-server redacts the
+/// same ones, nkey included).
+const SECRETS: &[&str] = &["pass", "password", "auth_token", "sig", "nkey", "jwt"];
+
+/// The CONNECT JSON as written, with the string value of each secret field
+/// replaced by `[REDACTED]`. Works on the text (keeps the client's key order
+/// and spacing, as nats-server's trace does) and honours escaped quotes
+/// inside a value, which nats-server's does not.
+fn redact_connect(json: &[u8]) -> String {
+    let text = String::from_utf8_lossy(json);
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    // Index just past the closing quote of the string starting at `start`
+    // (which is a quote).
+    let string_end = |start: usize| {
+        let mut j = start + 1;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'\\' => j += 2,
+                b'"' => return j + 1,
+                _ => j += 1,
+            }
+        }
+        bytes.len()
+    };
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let key_end = string_end(i);
+        let key = &text[i + 1..key_end.saturating_sub(1).max(i + 1)];
+        let mut j = key_end;
+        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j < bytes.len() && bytes[j] == b':' {
+            j += 1;
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < bytes.len() && bytes[j] == b'"' {
+                let value_end = string_end(j);
+                if SECRETS.contains(&key) {
+                    out.push_str(&text[copied..=j]);
+                    out.push_str("[REDACTED]\"");
+                    copied = value_end;
+                }
+                i = value_end;
+                continue;
+            }
+        }
+        i = key_end;
+    }
+    out.push_str(&text[copied.min(text.len())..]);
+    out
 }
 
 const CACHE_MAX: usize = 4096;
@@ -664,4 +724,38 @@ async fn run<R, W>(
     client.close_outbound();
     let _ = writer_task.await;
     shared.remove_client(client.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_secrets_are_redacted_and_nothing_else_changes() {
+        let r = |s: &str| redact_connect(s.as_bytes());
+        assert_eq!(
+            r(r#"{"user": "a", "pass": "p", "echo": true}"#),
+            r#"{"user": "a", "pass": "[REDACTED]", "echo": true}"#
+        );
+        assert_eq!(
+            r(r#"{"auth_token":"t","sig":"s","nkey":"U1","jwt":"j","name":"pass"}"#),
+            r#"{"auth_token":"[REDACTED]","sig":"[REDACTED]","nkey":"[REDACTED]","jwt":"[REDACTED]","name":"pass"}"#
+        );
+        assert_eq!(
+            r(r#"{"pass":"a\"b\\","user":"u"}"#),
+            r#"{"pass":"[REDACTED]","user":"u"}"#
+        );
+        assert_eq!(r(r#"{"verbose":false}"#), r#"{"verbose":false}"#);
+        // Malformed input never panics and never shows a secret's start.
+        for bad in [
+            r#"{"pass":"unterminated"#,
+            r#"{"pass""#,
+            "\"",
+            "",
+            r#"{"pass":5}"#,
+        ] {
+            let out = r(bad);
+            assert!(!out.contains("unterminated"), "{out}");
+        }
+    }
 }

@@ -213,6 +213,47 @@ async fn dv_logs_connections_and_protocol_ops() {
 }
 
 #[tokio::test]
+async fn dv_traces_connect_with_secrets_redacted_like_nats_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = spawn(
+        &["-p", "-1", "-DV", "--user", "app", "--pass", "pa55-Wörd"],
+        &dir,
+    );
+    let log = wait_for(&server.log, "Server is ready");
+    let addr = listening_addr(&log);
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("app".into(), "pa55-Wörd".into())
+            .connect(format!("nats://{addr}"))
+            .await
+            .expect("connect");
+    client.flush().await.expect("flush");
+    // A raw CONNECT with every secret nats-server redacts, one with an
+    // escaped quote inside.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
+    use tokio::io::AsyncWriteExt;
+    raw.write_all(
+        b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"x\\\"tail-secret\",\"auth_token\":\"tok-secret\",\"sig\":\"sig-secret\",\"nkey\":\"UNKEYSECRET\"}\r\nPING\r\n",
+    )
+    .await
+    .expect("write");
+    let log = wait_for(&server.log, "\"nkey\":\"[REDACTED]\"");
+    for secret in [
+        "pa55-Wörd",
+        "tail-secret",
+        "tok-secret",
+        "sig-secret",
+        "UNKEYSECRET",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the trace:\n{log}");
+    }
+    assert!(log.contains("\"pass\":\"[REDACTED]\""), "{log}");
+    assert!(
+        log.contains("\"user\":\"app\""),
+        "the user name stays: {log}"
+    );
+}
+
+#[tokio::test]
 async fn user_and_pass_flags_require_credentials_and_warn_about_plain_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = spawn(&["-p", "-1", "--user", "app", "--pass", "s3cret"], &dir);
