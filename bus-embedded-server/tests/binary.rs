@@ -301,17 +301,14 @@ async fn authorization_block_with_users_is_enforced() {
     }
 }
 
-#[test]
-fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
+/// Runs the binary on `config` and returns its stderr once it exits, which
+/// it must do with a failure: a server that wrongly accepts the config
+/// would otherwise run forever, so it is killed after a deadline and the
+/// test fails naming `what`.
+fn refused_start(config: &str, what: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("callout.conf");
-    std::fs::write(
-        &conf,
-        "listen: 127.0.0.1:-1\nauthorization {\n  auth_callout { issuer: \"AABBCC\" }\n  users: [ {user: a, password: b} ]\n}\n",
-    )
-    .expect("write");
-    // Spawned with a deadline: a server that wrongly accepts the config
-    // would otherwise run forever and hang this test instead of failing it.
+    let conf = dir.path().join("refused.conf");
+    std::fs::write(&conf, config).expect("write");
     let mut child = Command::new(BIN)
         .arg("-c")
         .arg(&conf)
@@ -323,18 +320,60 @@ fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
     while child.try_wait().expect("wait").is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("started without enforcing auth_callout");
+            panic!("started without enforcing {what}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("output");
-    assert!(
-        !out.status.success(),
-        "started without enforcing auth_callout"
+    assert!(!out.status.success(), "started without enforcing {what}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
+    let stderr = refused_start(
+        "listen: 127.0.0.1:-1\nauthorization {\n  auth_callout { issuer: \"AABBCC\" }\n  users: [ {user: a, password: b} ]\n}\n",
+        "auth_callout",
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("auth_callout") && stderr.contains("line 3"),
         "{stderr}"
     );
+}
+
+#[test]
+fn operator_mode_and_encryption_at_rest_refuse_to_start_instead_of_running_with_less() {
+    for (config, key, line) in [
+        ("operator: /etc/nats/op.jwt\n", "operator", 2),
+        ("operators: [/etc/nats/op.jwt]\n", "operators", 2),
+        ("resolver: MEMORY\n", "resolver", 2),
+        ("resolver: { type: full, dir: /tmp/jwt }\n", "resolver", 2),
+        ("resolver_preload: { A: \"eyJ\" }\n", "resolver_preload", 2),
+        (
+            "resolver_pinned_accounts: [A]\n",
+            "resolver_pinned_accounts",
+            2,
+        ),
+        ("resolver_tls: { cert_file: c }\n", "resolver_tls", 2),
+        ("trusted: [O1]\n", "trusted", 2),
+        ("trusted_keys: [O1]\n", "trusted_keys", 2),
+        (
+            "jetstream {\n  cipher: chachapoly\n}\n",
+            "jetstream.cipher",
+            3,
+        ),
+        ("jetstream {\n  key: s3cr3t\n}\n", "jetstream.key", 3),
+        ("jetstream {\n  prev_key: old\n}\n", "jetstream.prev_key", 3),
+        (
+            "jetstream {\n  tpm: { keys_file: k }\n}\n",
+            "jetstream.tpm",
+            3,
+        ),
+    ] {
+        let stderr = refused_start(&format!("listen: 127.0.0.1:-1\n{config}"), key);
+        assert!(
+            stderr.contains(&format!(":{line}: {key}: ")) && stderr.contains("refusing to start"),
+            "{key}: {stderr}"
+        );
+    }
 }

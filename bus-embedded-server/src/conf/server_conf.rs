@@ -176,19 +176,20 @@ const REFUSED: &[&str] = &[
 
 /// `jetstream { ... }` keys nats-server knows but this server does not act on.
 const KNOWN_UNSUPPORTED_JETSTREAM: &[&str] = &[
-    "cipher",
     "domain",
     "extension_hint",
-    "key",
     "limits",
     "max_buffered_msgs",
     "max_buffered_size",
     "max_outstanding_catchup",
-    "prev_key",
     "request_queue_limit",
-    "tpm",
     "unique_tag",
 ];
+
+/// `jetstream { ... }` keys of encryption at rest. Ignoring them would
+/// write in clear what the operator asked to encrypt, so they refuse the
+/// start.
+const REFUSED_JETSTREAM: &[&str] = &["cipher", "key", "prev_key", "tpm"];
 
 struct Reader {
     warnings: Vec<Warning>,
@@ -474,6 +475,14 @@ impl Reader {
                                 }
                                 _ => SyncInterval::Every(self.duration(&name, v)?),
                             });
+                        }
+                        lower if REFUSED_JETSTREAM.contains(&lower) => {
+                            return self.invalid(
+                                &name,
+                                v,
+                                "encryption at rest is not supported yet by this server; \
+                                 refusing to start rather than store in clear",
+                            );
                         }
                         lower if KNOWN_UNSUPPORTED_JETSTREAM.contains(&lower) => {
                             self.warn(
@@ -1017,7 +1026,7 @@ mod tests {
     }
 
     #[test]
-    fn operator_mode_refuses_the_start_instead_of_running_open() {
+    fn keys_whose_absence_lowers_protection_refuse_the_start() {
         for key in [
             "operator: /etc/nats/op.jwt",
             "resolver: MEMORY",
