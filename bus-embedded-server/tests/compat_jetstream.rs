@@ -839,6 +839,57 @@ async fn pull_batch_with_expiry_returns_fewer_messages(t: &mut Target) {
 }
 scenario!(pull_batch_with_expiry_returns_fewer_messages);
 
+/// A pull request whose client went away gets nothing more: the messages
+/// go to the next live puller at once, each on its first delivery, instead
+/// of into a dead inbox until the ack wait (issue #12 item 1).
+async fn a_pull_request_whose_client_disconnected_receives_nothing(t: &mut Target) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_c, js) = t.js().await;
+    let s = stream(&js, "DEAD", &["dead.>"]).await;
+    let c = pull_consumer(
+        &s,
+        pull::Config {
+            durable_name: Some("C".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A client that asks for 10 messages (no expiry) and disconnects.
+    let addr = t.url().trim_start_matches("nats://").to_owned();
+    let mut raw = within("tcp connect", tokio::net::TcpStream::connect(&addr))
+        .await
+        .expect("tcp");
+    let mut info = [0u8; 4096];
+    let _ = within("INFO", raw.read(&mut info))
+        .await
+        .expect("read INFO");
+    raw.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nSUB _INBOX.gone 1\r\nPUB $JS.API.CONSUMER.MSG.NEXT.DEAD.C _INBOX.gone 12\r\n{\"batch\":10}\r\nPING\r\n",
+    )
+    .await
+    .expect("write");
+    let mut pong = [0u8; 64];
+    let _ = within("PONG", raw.read(&mut pong))
+        .await
+        .expect("read PONG");
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fill(&js, "dead.x", 3).await;
+    let got = batch(&c, 3, Duration::from_secs(3)).await;
+    assert_eq!(payloads(&got), ["0", "1", "2"], "a live puller gets them");
+    for m in &got {
+        let info = m.info().expect("ack reply");
+        assert_eq!(
+            info.delivered, 1,
+            "first delivery, none wasted on the dead request"
+        );
+        m.ack().await.expect("ack");
+    }
+}
+scenario!(a_pull_request_whose_client_disconnected_receives_nothing);
+
 async fn pull_messages_stream_delivers_everything_in_order(t: &mut Target) {
     let (_c, js) = t.js().await;
     let s = stream(&js, "STREAMED", &["streamed.*"]).await;

@@ -775,13 +775,6 @@ impl Consumer {
                 continue;
             }
             let size = wire;
-            // Delivery.
-            st.dseq = dseq;
-            st.last_delivered = now_nanos();
-            remaining = next_remaining;
-            if !matches!(source, Source::Redeliver) && st.delivered_sseq < msg.seq {
-                st.delivered_sseq = msg.seq;
-            }
             let (hdr, data): (Vec<u8>, &[u8]) = if st.config.headers_only {
                 let h = HeaderBuilder::new()
                     .extend_from(&msg.hdr)
@@ -799,7 +792,23 @@ impl Consumer {
                     .map(|r| r.reply.clone())
                     .unwrap_or_default()
             };
-            js.deliver(&target, &msg.subject, Some(&ack_reply), &hdr, data);
+            let received = js.deliver(&target, &msg.subject, Some(&ack_reply), &hdr, data);
+            if !push && received == 0 {
+                // Nobody listens on this request's inbox any more (its
+                // client went away): drop the request, as nats-server
+                // does, and give the message to the next one. Nothing of
+                // this attempt is recorded.
+                st.unread(&msg, source);
+                st.waiting.pop_front();
+                continue;
+            }
+            // Delivery.
+            st.dseq = dseq;
+            st.last_delivered = now_nanos();
+            remaining = next_remaining;
+            if !matches!(source, Source::Redeliver) && st.delivered_sseq < msg.seq {
+                st.delivered_sseq = msg.seq;
+            }
             if st.config.ack_policy == AckPolicy::None {
                 st.update_floor();
                 acked.push(msg.seq);
@@ -910,6 +919,11 @@ impl Consumer {
             } else {
                 st.redeliver.insert(seq);
             }
+        }
+        // Pull requests whose inbox nobody listens to any more are dropped
+        // (their client went away); they would hold a max_waiting slot.
+        if let Some(router) = js.router() {
+            st.waiting.retain(|w| router.has_interest(&w.reply));
         }
         // Expired pull requests and pull heartbeats.
         let mut expired = Vec::new();
