@@ -77,7 +77,14 @@ impl JetStream {
         });
         let unhealthy: Vec<Value> = streams
             .iter()
-            .filter_map(|s| s.poisoned().map(|r| json!({"stream": s.name, "error": r})))
+            .flat_map(|s| {
+                let poisoned = s.poisoned().map(|r| json!({"stream": s.name, "error": r}));
+                let unreadable = s
+                    .read_errors()
+                    .into_iter()
+                    .map(|(seq, e)| json!({"stream": s.name, "seq": seq, "error": e}));
+                poisoned.into_iter().chain(unreadable)
+            })
             .collect();
         if !unhealthy.is_empty() {
             doc["unhealthy"] = Value::Array(unhealthy);
@@ -112,6 +119,14 @@ impl JetStream {
                     if let Some(reason) = s.poisoned() {
                         d["poisoned"] = json!(reason);
                     }
+                    let unreadable: Vec<Value> = s
+                        .read_errors()
+                        .into_iter()
+                        .map(|(seq, error)| json!({"seq": seq, "error": error}))
+                        .collect();
+                    if !unreadable.is_empty() {
+                        d["read_errors"] = Value::Array(unreadable);
+                    }
                     if opts.consumers {
                         let cs: Vec<Value> = s
                             .consumers()
@@ -143,15 +158,22 @@ impl JetStream {
         doc
     }
 
-    /// Problems that make JetStream unhealthy (poisoned stores).
+    /// Problems that make JetStream unhealthy: poisoned stores, and
+    /// messages consumers cannot read back.
     pub fn health_problems(&self) -> Vec<String> {
-        self.all_streams()
-            .iter()
-            .filter_map(|s| {
-                s.poisoned()
-                    .map(|r| format!("stream {} refuses writes: {r}", s.name))
-            })
-            .collect()
+        let mut problems = Vec::new();
+        for s in self.all_streams() {
+            if let Some(r) = s.poisoned() {
+                problems.push(format!("stream {} refuses writes: {r}", s.name));
+            }
+            for (seq, e) in s.read_errors() {
+                problems.push(format!(
+                    "stream {}: message {seq} (or the next one after it) cannot be read: {e}",
+                    s.name
+                ));
+            }
+        }
+        problems
     }
 
     /// Prometheus text for JetStream.

@@ -82,6 +82,15 @@ enum Source {
     Fresh,
 }
 
+/// What the consumer can deliver next.
+enum Next {
+    Msg(StoredMsg, Source),
+    /// Nothing deliverable now.
+    Nothing,
+    /// The next message cannot be read: the consumer stays on it.
+    Unreadable,
+}
+
 struct CState {
     config: ConsumerConfig,
     filter: SubjectFilter,
@@ -716,6 +725,7 @@ impl Consumer {
         }
         let mut remaining: Option<u64> = None;
         let mut exhausted = false;
+        let mut unreadable = false;
         let now = Instant::now();
         loop {
             if push {
@@ -737,9 +747,16 @@ impl Consumer {
                 exhausted = true;
                 break;
             }
-            let Some((msg, source)) = st.next_msg(stream, visible) else {
-                exhausted = true;
-                break;
+            let (msg, source) = match st.next_msg(stream, visible) {
+                Next::Msg(msg, source) => (msg, source),
+                Next::Nothing => {
+                    exhausted = true;
+                    break;
+                }
+                Next::Unreadable => {
+                    unreadable = true;
+                    break;
+                }
             };
             let dseq = st.dseq + 1;
             let deliveries = st.pending.get(&msg.seq).map_or(1, |p| p.deliveries + 1);
@@ -861,6 +878,20 @@ impl Consumer {
             && exhausted
         {
             self.send_flow_control(js, st, &deliver_subject);
+        }
+        if !push && unreadable {
+            // A no_wait request must not be told "No Messages" while the
+            // consumer waits on a message it cannot read; requests with an
+            // expiry wait for it as usual.
+            let mut keep = VecDeque::new();
+            for req in st.waiting.drain(..) {
+                if req.no_wait && req.expires.is_none() {
+                    status(js, &req.reply, 500, "Stream Read Error");
+                } else {
+                    keep.push_back(req);
+                }
+            }
+            st.waiting = keep;
         }
         if !push && exhausted {
             // no_wait requests end when nothing more can be delivered now.
@@ -1124,38 +1155,64 @@ impl CState {
         }
     }
 
-    fn next_msg(&mut self, stream: &Stream, visible: u64) -> Option<(StoredMsg, Source)> {
+    /// The next message to deliver: a redelivery, then last-per-subject
+    /// starts, then the stream in order. A message that is gone (deleted,
+    /// removed by limits) is skipped; one that cannot be read is not: the
+    /// consumer stays on it and the stream reports it.
+    fn next_msg(&mut self, stream: &Stream, visible: u64) -> Next {
         while let Some(seq) = self.redeliver.pop_first() {
             match stream.get_msg(seq) {
-                Ok(Some(m)) => return Some((m, Source::Redeliver)),
-                _ => {
+                Ok(Some(m)) => {
+                    stream.clear_read_error(seq);
+                    return Next::Msg(m, Source::Redeliver);
+                }
+                Ok(None) => {
+                    stream.clear_read_error(seq);
                     self.remove_pending(seq);
                     self.update_floor();
+                }
+                Err(e) => {
+                    self.redeliver.insert(seq);
+                    stream.note_read_error(seq, &e.description);
+                    return Next::Unreadable;
                 }
             }
         }
         while let Some(&seq) = self.lps.front() {
             if seq > visible {
-                return None;
+                return Next::Nothing;
             }
-            self.lps.pop_front();
-            if let Ok(Some(m)) = stream.get_msg(seq) {
-                return Some((m, Source::LastPerSubject));
+            match stream.get_msg(seq) {
+                Ok(Some(m)) => {
+                    self.lps.pop_front();
+                    stream.clear_read_error(seq);
+                    return Next::Msg(m, Source::LastPerSubject);
+                }
+                Ok(None) => {
+                    self.lps.pop_front();
+                }
+                Err(e) => {
+                    stream.note_read_error(seq, &e.description);
+                    return Next::Unreadable;
+                }
             }
         }
-        let m = {
+        let read = {
             let mut inner = lock(&stream.inner);
-            inner
-                .store
-                .next_from(self.next_sseq, &self.filter)
-                .ok()
-                .flatten()
-        }?;
-        if m.seq > visible {
-            return None;
+            inner.store.next_from(self.next_sseq, &self.filter)
+        };
+        match read {
+            Ok(Some(m)) if m.seq <= visible => {
+                stream.clear_read_error(self.next_sseq);
+                self.next_sseq = m.seq + 1;
+                Next::Msg(m, Source::Fresh)
+            }
+            Ok(_) => Next::Nothing,
+            Err(e) => {
+                stream.note_read_error(self.next_sseq, &e.to_string());
+                Next::Unreadable
+            }
         }
-        self.next_sseq = m.seq + 1;
-        Some((m, Source::Fresh))
     }
 
     fn unread(&mut self, msg: &StoredMsg, source: Source) {

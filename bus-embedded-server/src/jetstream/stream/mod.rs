@@ -63,6 +63,10 @@ pub struct Stream {
     pub(crate) dir: Option<PathBuf>,
     js: Weak<JetStream>,
     closed: AtomicBool,
+    /// Messages a consumer could not read back (sequence, or the sequence
+    /// a consumer's scan started at, -> why): reported by `/healthz` and
+    /// `/jsz` until a read of that sequence succeeds or it is removed.
+    read_errors: Mutex<BTreeMap<u64, String>>,
     storage: StorageType,
     /// Fixed at creation (updates may not change it).
     retention: Retention,
@@ -176,6 +180,7 @@ impl Stream {
             dir,
             js: js.weak(),
             closed: AtomicBool::new(false),
+            read_errors: Mutex::new(BTreeMap::new()),
             storage,
         });
         stream.rebuild_dedup();
@@ -284,6 +289,31 @@ impl Stream {
     /// Why the store refuses writes, if it does.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.inner).store.poisoned()
+    }
+
+    /// A consumer could not read message `seq` (or the first one at or
+    /// after it): logged once and reported until it reads again.
+    pub(crate) fn note_read_error(&self, seq: u64, error: &str) {
+        let mut errors = lock(&self.read_errors);
+        if errors.insert(seq, error.to_owned()).is_none() {
+            tracing::error!(stream = %self.name, seq, %error, "a stored message cannot be read; its consumers wait on it");
+        }
+    }
+
+    /// Message `seq` was read (or is gone): it no longer blocks anyone.
+    pub(crate) fn clear_read_error(&self, seq: u64) {
+        let mut errors = lock(&self.read_errors);
+        if !errors.is_empty() {
+            errors.remove(&seq);
+        }
+    }
+
+    /// Messages consumers cannot read back, with why.
+    pub fn read_errors(&self) -> Vec<(u64, String)> {
+        lock(&self.read_errors)
+            .iter()
+            .map(|(s, e)| (*s, e.clone()))
+            .collect()
     }
 
     /// Applies a new configuration (validated by the API layer).
