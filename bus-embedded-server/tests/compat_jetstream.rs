@@ -890,6 +890,43 @@ async fn a_pull_request_whose_client_disconnected_receives_nothing(t: &mut Targe
 }
 scenario!(a_pull_request_whose_client_disconnected_receives_nothing);
 
+/// Consumer creates racing on one work-queue stream: exactly one of the
+/// overlapping consumers is admitted, whatever the interleaving, and the
+/// others get "filtered consumer not unique on workqueue stream" (issue #12
+/// item 8).
+async fn racing_workqueue_consumer_creates_admit_exactly_one(t: &mut Target) {
+    let (c, js) = t.js().await;
+    js.create_stream(stream::Config {
+        name: "WQ".into(),
+        subjects: vec!["wq.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(t.client().await);
+    }
+    drop(c);
+    let creates = clients.iter().enumerate().map(|(i, client)| async move {
+        let body = serde_json::json!({
+            "stream_name": "WQ",
+            "config": {"durable_name": format!("W{i}"), "ack_policy": "explicit", "filter_subject": "wq.>"},
+        });
+        api(client, &format!("CONSUMER.CREATE.WQ.W{i}"), body).await
+    });
+    let answers = futures::future::join_all(creates).await;
+    let ok = answers.iter().filter(|a| a.get("error").is_none()).count();
+    assert_eq!(ok, 1, "exactly one admitted: {answers:#?}");
+    for a in answers.iter().filter(|a| a.get("error").is_some()) {
+        assert_eq!(err_code(a), 10100, "{a}");
+    }
+    let names = api(&clients[0], "CONSUMER.NAMES.WQ", serde_json::json!({})).await;
+    assert_eq!(names["total"], 1, "{names}");
+}
+scenario!(racing_workqueue_consumer_creates_admit_exactly_one);
+
 async fn pull_messages_stream_delivers_everything_in_order(t: &mut Target) {
     let (_c, js) = t.js().await;
     let s = stream(&js, "STREAMED", &["streamed.*"]).await;

@@ -880,6 +880,10 @@ fn consumer_create(
     check_consumer_config(&stream, &mut cfg, durable).map_err(err)?;
     cfg.normalize(durable);
 
+    // From the existence check to the insert, one create, update or delete
+    // at a time: the name, max_consumers and work-queue uniqueness checks
+    // hold only while nobody else adds a consumer.
+    let _admin = lock(&js.admin);
     if let Some(existing) = stream.consumer(&name) {
         let old = existing.config();
         if old == cfg {
@@ -1106,6 +1110,9 @@ fn consumer_info(js: &JetStream, stream: &str, name: &str) -> ApiResult {
 }
 
 fn consumer_delete(js: &JetStream, stream: &str, name: &str) -> ApiResult {
+    // Not while a create of the same name is between its check and its
+    // insert (see consumer_create), nor the other way round.
+    let _admin = lock(&js.admin);
     let s = js
         .stream(stream)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;

@@ -133,6 +133,10 @@ pub struct Consumer {
     filter: RwLock<SubjectFilter>,
     wake: Arc<Notify>,
     closed: AtomicBool,
+    /// Held while the state file is written (snapshot included), so that
+    /// writers never share the temp file and the last write is the newest
+    /// state: the consumer task and a shutdown may both write.
+    persisting: Mutex<()>,
     dir: Option<PathBuf>,
     stream: Weak<Stream>,
     js: Weak<JetStream>,
@@ -314,6 +318,7 @@ impl Consumer {
             filter: RwLock::new(filter),
             wake: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
+            persisting: Mutex::new(()),
             dir,
             stream: Arc::downgrade(stream),
             js: js.weak(),
@@ -691,6 +696,7 @@ impl Consumer {
         let Some(dir) = &self.dir else {
             return true;
         };
+        let _one_writer = lock(&self.persisting);
         let snap = self.snapshot();
         let written = serde_json::to_vec(&snap)
             .map_err(std::io::Error::other)
@@ -1320,5 +1326,61 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
             return;
         }
         next = at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::jetstream::{JetStream, JetStreamConfig};
+
+    /// The consumer task and a shutdown may write the state file at the
+    /// same moment (issue #12 item 8): every write must succeed and the
+    /// file must always be one whole state, the newest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_state_writes_never_tear_or_lose_the_state_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_path_buf(),
+            ..JetStreamConfig::default()
+        })
+        .expect("jetstream");
+        let api = |subject: &str, body: &str| {
+            crate::jetstream::api::handle(&js, subject, None, b"", body.as_bytes());
+        };
+        api("STREAM.CREATE.S", r#"{"name":"S","subjects":["s.>"]}"#);
+        api(
+            "CONSUMER.DURABLE.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        );
+        let consumer = js
+            .stream("S")
+            .and_then(|s| s.consumer("C"))
+            .expect("consumer");
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let c = std::sync::Arc::clone(&consumer);
+                std::thread::spawn(move || {
+                    (0..100)
+                        .map(|n| {
+                            super::lock(&c.state).dseq = i * 1000 + n;
+                            c.persist_now()
+                        })
+                        .filter(|ok| !ok)
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+        assert_eq!(failed, 0, "every state write succeeds");
+        let path = dir.path().join("jetstream/$G/streams/S/obs/C/state.json");
+        let text = std::fs::read_to_string(&path).expect("state file");
+        let saved: super::ConsumerStateFile =
+            serde_json::from_str(&text).expect("a whole state, not a torn one");
+        assert_eq!(
+            saved.delivered_consumer_seq,
+            super::lock(&consumer.state).dseq,
+            "the last write is the newest state"
+        );
+        js.shutdown();
     }
 }
