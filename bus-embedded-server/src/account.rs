@@ -566,14 +566,12 @@ mod tests {
         subject: &str,
         queue: Option<&str>,
     ) -> Arc<Sub> {
-        let sub = Arc::new(Subscription {
-            client: Arc::clone(c),
-            subject: subject.into(),
-            queue: queue.map(Into::into),
-            sid: Bytes::from(format!("{}", c.id)),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-        });
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(c),
+            subject,
+            queue,
+            Bytes::from(format!("{}", c.id)),
+        ));
         account.sublist.insert(Arc::clone(&sub));
         c.subs.fetch_add(1, Ordering::Relaxed);
         sub

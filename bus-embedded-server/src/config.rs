@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub max_control_line: usize,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Most subscriptions per connection (`max_subs`); 0 = no limit, as in
+    /// nats-server. A SUB past it gets `-ERR 'maximum subscriptions
+    /// exceeded'` and the connection stays open.
+    pub max_subs: usize,
     /// Outbound bytes a connection may have pending before it is closed as a
     /// slow consumer.
     pub max_pending: usize,
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             max_payload: 1024 * 1024,
             max_control_line: 4096,
             max_connections: 64 * 1024,
+            max_subs: 0,
             max_pending: 64 * 1024 * 1024,
             write_deadline: Duration::from_secs(10),
             ping_interval: Duration::from_secs(120),

@@ -140,6 +140,9 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
     if let Some(v) = c.max_connections {
         config.max_connections = size(v);
     }
+    if let Some(v) = c.max_subs {
+        config.max_subs = size(v);
+    }
     if let Some(v) = c.max_control_line {
         config.max_control_line = size(v);
     }

@@ -10,7 +10,7 @@
 //! does) or deliver to subscribers except through `Account`'s fan-out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -358,13 +358,19 @@ impl Session {
                 return;
             }
         }
+        let max_subs = self.shared.config.max_subs;
+        if max_subs > 0 && self.subs.len() >= max_subs && !self.subs.contains_key(&sid) {
+            // nats-server: refused, the connection stays open.
+            self.err("maximum subscriptions exceeded");
+            return;
+        }
         if !subject::valid_filter(text) {
             self.err("Invalid Subject");
             return;
         }
-        let queue = match &queue {
+        let queue: Option<&str> = match &queue {
             Some(q) => match std::str::from_utf8(q) {
-                Ok(q) if !q.is_empty() => Some(q.into()),
+                Ok(q) if !q.is_empty() => Some(q),
                 _ => {
                     self.err("Invalid Subject");
                     return;
@@ -377,14 +383,12 @@ impl Session {
             self.ok();
             return;
         }
-        let sub = Arc::new(Subscription {
-            client: Arc::clone(&self.client),
-            subject: text.into(),
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(&self.client),
+            text,
             queue,
-            sid: sid.clone(),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-        });
+            sid.clone(),
+        ));
         self.account.sublist.insert(Arc::clone(&sub));
         self.client.subs.fetch_add(1, Ordering::Relaxed);
         self.subs.insert(sid, sub);

@@ -7,7 +7,7 @@
 //! cached result is stale (each connection keeps such a cache).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// What a subscription belongs to; compared by identity.
@@ -30,9 +30,26 @@ pub struct Subscription<C: ?Sized> {
     pub max: AtomicU64,
     /// Deliveries so far.
     pub delivered: AtomicU64,
+    /// Where it sits in its trie node's list (plain or its queue group),
+    /// so that removing it costs the same however many share the subject.
+    slot: AtomicUsize,
 }
 
 impl<C: ?Sized> Subscription<C> {
+    /// A subscription of `client` to `subject` (a valid filter), optionally
+    /// in `queue`, known to the client as `sid`.
+    pub fn new(client: Arc<C>, subject: &str, queue: Option<&str>, sid: bytes::Bytes) -> Self {
+        Subscription {
+            client,
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid,
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            slot: AtomicUsize::new(0),
+        }
+    }
+
     /// Counts one delivery; false when the subscription already reached its max.
     pub fn take_delivery(&self) -> bool {
         let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
@@ -156,14 +173,12 @@ impl<C: ?Sized + Subscriber> Sublist<C> {
                 t => level.literal.entry(t.into()).or_default(),
             };
             if tokens.peek().is_none() {
-                match &sub.queue {
-                    Some(q) => node
-                        .groups
-                        .entry(q.clone())
-                        .or_default()
-                        .push(Arc::clone(&sub)),
-                    None => node.plain.push(Arc::clone(&sub)),
-                }
+                let list = match &sub.queue {
+                    Some(q) => node.groups.entry(q.clone()).or_default(),
+                    None => &mut node.plain,
+                };
+                sub.slot.store(list.len(), Ordering::Relaxed);
+                list.push(Arc::clone(&sub));
                 break;
             }
             level = node.next.get_or_insert_with(Box::default);
@@ -249,6 +264,20 @@ fn visit<'a, C: ?Sized>(
     }
 }
 
+/// Removes `sub` from the list it sits in, by its slot (the element moved
+/// into its place learns its new slot); false when it is not there.
+fn take_out<C: ?Sized>(list: &mut Vec<Arc<Subscription<C>>>, sub: &Arc<Subscription<C>>) -> bool {
+    let at = sub.slot.load(Ordering::Relaxed);
+    if !list.get(at).is_some_and(|s| Arc::ptr_eq(s, sub)) {
+        return false;
+    }
+    list.swap_remove(at);
+    if let Some(moved) = list.get(at) {
+        moved.slot.store(at, Ordering::Relaxed);
+    }
+    true
+}
+
 fn remove_in<C: ?Sized>(level: &mut Level<C>, tokens: &[&str], sub: &Arc<Subscription<C>>) -> bool {
     let Some((first, rest)) = tokens.split_first() else {
         return false;
@@ -275,23 +304,14 @@ fn remove_in<C: ?Sized>(level: &mut Level<C>, tokens: &[&str], sub: &Arc<Subscri
                 Some(q) => {
                     let mut found = false;
                     if let Some(members) = node.groups.get_mut(q) {
-                        if let Some(i) = members.iter().position(|s| Arc::ptr_eq(s, sub)) {
-                            members.swap_remove(i);
-                            found = true;
-                        }
+                        found = take_out(members, sub);
                         if members.is_empty() {
                             node.groups.remove(q);
                         }
                     }
                     found
                 }
-                None => match node.plain.iter().position(|s| Arc::ptr_eq(s, sub)) {
-                    Some(i) => {
-                        node.plain.swap_remove(i);
-                        true
-                    }
-                    None => false,
-                },
+                None => take_out(&mut node.plain, sub),
             }
         } else {
             match node.next.as_deref_mut() {
@@ -331,14 +351,12 @@ mod tests {
     }
 
     fn sub(subject: &str, queue: Option<&str>, sid: &str) -> Arc<Subscription<Conn>> {
-        Arc::new(Subscription {
-            client: Arc::new(Conn(1)),
-            subject: subject.into(),
-            queue: queue.map(Into::into),
-            sid: bytes::Bytes::copy_from_slice(sid.as_bytes()),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-        })
+        Arc::new(Subscription::new(
+            Arc::new(Conn(1)),
+            subject,
+            queue,
+            bytes::Bytes::copy_from_slice(sid.as_bytes()),
+        ))
     }
 
     fn sids(m: &Matches<Conn>) -> Vec<String> {
@@ -401,6 +419,44 @@ mod tests {
         assert!(l.remove(&b));
         assert!(l.is_empty());
         assert!(l.root.read().unwrap().is_empty(), "empty levels pruned");
+    }
+
+    #[test]
+    fn removing_any_of_many_subscriptions_on_one_subject_keeps_the_rest() {
+        let l = Sublist::<Conn>::default();
+        let mut live: Vec<Arc<Subscription<Conn>>> = (0..200)
+            .map(|i| {
+                let queue = (i % 3 == 0).then_some(if i % 2 == 0 { "g1" } else { "g2" });
+                let s = sub("hot.subject", queue, &i.to_string());
+                l.insert(Arc::clone(&s));
+                s
+            })
+            .collect();
+        // A fixed pseudo-random removal order.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        while !live.is_empty() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let victim = live.swap_remove((x % live.len() as u64) as usize);
+            assert!(l.remove(&victim), "present until removed");
+            assert!(!l.remove(&victim), "gone once removed");
+            let m = l.matches("hot.subject");
+            let mut got: Vec<String> = m
+                .plain
+                .iter()
+                .chain(m.groups.iter().flatten())
+                .map(|s| String::from_utf8_lossy(&s.sid).into_owned())
+                .collect();
+            let mut want: Vec<String> = live
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.sid).into_owned())
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        }
+        assert!(l.is_empty());
     }
 
     #[test]

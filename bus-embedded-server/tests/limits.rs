@@ -217,3 +217,45 @@ async fn pong_is_not_starved_by_a_flood_of_outbound_messages() {
     // Not a speed goal: only that the PONG is not starved by the ongoing flood.
     assert!(answered < Duration::from_secs(5), "PONG after {answered:?}");
 }
+
+/// What a connection sees when it subscribes past `max_subs`: the SUB is
+/// refused with -ERR and the connection stays open (issue #12 item 10).
+async fn subscribe_past_max_subs(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("tcp");
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.expect("INFO");
+    assert!(buf[..n].starts_with(b"INFO "));
+    s.write_all(
+        b"CONNECT {\"verbose\":true,\"pedantic\":false}\r\nSUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPING\r\n",
+    )
+    .await
+    .expect("write");
+    let mut said = read_until_closed(&mut s, Duration::from_millis(500)).await;
+    // Still open: a second PING is answered.
+    s.write_all(b"PING\r\n").await.expect("write");
+    said.push_str(&read_until_closed(&mut s, Duration::from_millis(500)).await);
+    said
+}
+
+#[tokio::test]
+async fn subscriptions_past_max_subs_are_refused_like_nats_server() {
+    let ours = start(ServerConfig {
+        port: 0,
+        max_subs: 2,
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let reference = nats_test_server::NatsServer::start_with(nats_test_server::ServerOptions {
+        extra_config: Some("max_subs: 2".into()),
+        ..nats_test_server::ServerOptions::core()
+    })
+    .await;
+    let want = subscribe_past_max_subs(reference.url().trim_start_matches("nats://")).await;
+    let got = subscribe_past_max_subs(&ours.addr().to_string()).await;
+    assert_eq!(
+        want,
+        "+OK\r\n+OK\r\n+OK\r\n-ERR 'maximum subscriptions exceeded'\r\nPONG\r\nPONG\r\n"
+    );
+    assert_eq!(got, want);
+}

@@ -25,6 +25,8 @@ pub struct ServerConf {
     pub http_port: Option<i32>,
     pub max_payload: Option<u64>,
     pub max_connections: Option<u64>,
+    /// `max_subs` / `max_subscriptions`: subscriptions per connection.
+    pub max_subs: Option<u64>,
     pub max_control_line: Option<u64>,
     pub max_pending: Option<u64>,
     pub write_deadline: Option<Duration>,
@@ -134,8 +136,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "logtime_utc",
     "mappings",
     "max_closed_clients",
-    "max_subs",
-    "max_subscriptions",
     "max_traced_msg_len",
     "mqtt",
     "no_auth_user",
@@ -561,6 +561,7 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "http_port" | "monitor_port" => c.http_port = Some(r.port(k, v)?),
             "max_payload" => c.max_payload = Some(r.unsigned_i32(k, v)?),
             "max_connections" | "max_conn" => c.max_connections = Some(r.unsigned(k, v)?),
+            "max_subs" | "max_subscriptions" => c.max_subs = Some(r.unsigned(k, v)?),
             "max_control_line" => c.max_control_line = Some(r.unsigned_i32(k, v)?),
             "max_pending" => c.max_pending = Some(r.unsigned(k, v)?),
             "write_deadline" => c.write_deadline = Some(r.duration(k, v)?),
@@ -973,12 +974,20 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_keys_warn() {
-        let (_, w) = sc("port: 1\ncluster { name: x }\nfoo: bar\nOCSP { }\nV: 1\nmax_subs: $V");
+        let (c, w) = sc(
+            "port: 1\ncluster { name: x }\nfoo: bar\nOCSP { }\nV: 1\nmax_closed_clients: $V\nmax_subs: $V",
+        );
         let got: Vec<(&str, usize)> = w.iter().map(|w| (w.key.as_str(), w.line)).collect();
         assert_eq!(
             got,
-            [("cluster", 2), ("foo", 3), ("OCSP", 4), ("max_subs", 6)]
+            [
+                ("cluster", 2),
+                ("foo", 3),
+                ("OCSP", 4),
+                ("max_closed_clients", 6)
+            ]
         );
+        assert_eq!(c.max_subs, Some(1), "max_subs is read (and enforced)");
         assert!(w[0].message.contains("unsupported option 'cluster'"));
         assert!(w[1].message.contains("unknown field 'foo'"));
     }
