@@ -27,6 +27,7 @@ use rustc_hash::FxHashMap;
 use crate::config::{AccountConfig, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType};
 use crate::jetstream::{JetStream, JetStreamError, Router};
 use crate::outbound::{Batch, Client, Sub};
+use crate::replies::ReplyTable;
 use crate::subject;
 use crate::sublist::{Matches, Sublist};
 
@@ -93,11 +94,11 @@ struct PendingReply {
     target: Weak<Account>,
     reply: Bytes,
     left: usize,
-    expires: Instant,
 }
 
-/// Above this many pending replies, used-up and expired ones are dropped.
-const REPLIES_PRUNE_AT: usize = 4096;
+/// Most service requests an account may have awaiting replies at once;
+/// past it the oldest can no longer be answered.
+const MAX_OPEN_SERVICE_REPLIES: usize = 65_536;
 
 /// One account at run time.
 pub(crate) struct Account {
@@ -116,7 +117,7 @@ pub(crate) struct Account {
     /// True when other accounts import services from this one (its
     /// clients' `_R_.` publishes are looked up).
     pub(crate) exports_services: bool,
-    replies: Mutex<FxHashMap<Bytes, PendingReply>>,
+    replies: Mutex<ReplyTable<PendingReply>>,
     reply_prefix: String,
     next_reply: AtomicU64,
 }
@@ -145,7 +146,7 @@ impl Account {
             jetstream_refused,
             routes: OnceLock::new(),
             exports_services,
-            replies: Mutex::new(FxHashMap::default()),
+            replies: Mutex::new(ReplyTable::new(MAX_OPEN_SERVICE_REPLIES)),
             reply_prefix: prefix,
             next_reply: AtomicU64::new(1),
         }
@@ -158,7 +159,7 @@ impl Account {
         self.queue_pick.fetch_add(1, Ordering::Relaxed) % len.max(1)
     }
 
-    fn replies(&self) -> std::sync::MutexGuard<'_, FxHashMap<Bytes, PendingReply>> {
+    fn replies(&self) -> std::sync::MutexGuard<'_, ReplyTable<PendingReply>> {
         match self.replies.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -181,18 +182,13 @@ impl Account {
             ResponseType::Singleton => 1,
             ResponseType::Stream | ResponseType::Chunked => usize::MAX,
         };
-        let now = Instant::now();
-        let mut replies = self.replies();
-        if replies.len() >= REPLIES_PRUNE_AT {
-            replies.retain(|_, p| p.left > 0 && p.expires > now);
-        }
-        replies.insert(
-            subject.clone(),
+        self.replies().insert(
+            &subject,
+            Some(Instant::now() + route.threshold),
             PendingReply {
                 target: requester.me.clone(),
                 reply: Bytes::copy_from_slice(reply),
                 left,
-                expires: now + route.threshold,
             },
         );
         subject
@@ -203,10 +199,6 @@ impl Account {
     fn take_reply(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
         let mut replies = self.replies();
         let pending = replies.get_mut(subject)?;
-        if pending.expires <= Instant::now() {
-            replies.remove(subject);
-            return None;
-        }
         pending.left = pending.left.saturating_sub(1);
         let out = (pending.target.upgrade()?, pending.reply.clone());
         if pending.left == 0 {

@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rustc_hash::FxHashMap;
-
 use crate::config::{
     Auth, Login, Permissions, ResponsePermission, SubjectPermission, User, is_bcrypt,
 };
+use crate::replies::ReplyTable;
 use crate::subject;
 
 /// The credentials of a CONNECT.
@@ -259,17 +258,16 @@ impl List {
 /// so it may answer them. Shared: deliveries to the connection record here.
 pub(crate) struct Responses {
     limit: ResponsePermission,
-    replies: Mutex<ReplyMap>,
+    /// Reply subject -> responses sent so far.
+    replies: Mutex<ReplyTable<usize>>,
 }
 
-/// Reply subject -> (when the request was delivered, responses sent).
-type ReplyMap = FxHashMap<Box<[u8]>, (Instant, usize)>;
-
-/// Above this many tracked replies, used-up and expired ones are dropped.
-const REPLIES_PRUNE_AT: usize = 4096;
+/// Most replies a connection may have open for responses at once; past it
+/// the oldest can no longer be answered.
+pub(crate) const MAX_OPEN_RESPONSES: usize = 65_536;
 
 impl Responses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReplyMap> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplyTable<usize>> {
         match self.replies.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -278,27 +276,18 @@ impl Responses {
 
     /// A message with `reply` was delivered to the connection.
     pub(crate) fn track(&self, reply: &[u8]) {
-        let mut replies = self.lock();
-        replies.insert(reply.into(), (Instant::now(), 0));
-        if replies.len() > REPLIES_PRUNE_AT {
-            let limit = self.limit;
-            replies.retain(|_, (at, n)| {
-                (limit.max == 0 || *n < limit.max)
-                    && (limit.expires.is_zero() || at.elapsed() <= limit.expires)
-            });
-        }
+        let expires = (!self.limit.expires.is_zero()).then(|| Instant::now() + self.limit.expires);
+        self.lock().insert(reply, expires, 0);
     }
 
     /// Whether one more response to `subject` is allowed (and counts it).
     fn answer(&self, subject: &[u8]) -> bool {
         let mut replies = self.lock();
-        let Some((at, n)) = replies.get_mut(subject) else {
+        let Some(sent) = replies.get_mut(subject) else {
             return false;
         };
-        *n += 1;
-        let over = self.limit.max > 0 && *n > self.limit.max;
-        let expired = !self.limit.expires.is_zero() && at.elapsed() > self.limit.expires;
-        if over || expired {
+        *sent += 1;
+        if self.limit.max > 0 && *sent > self.limit.max {
             replies.remove(subject);
             return false;
         }
@@ -330,7 +319,7 @@ impl Rules {
             responses: p.allow_responses.map(|limit| {
                 Arc::new(Responses {
                     limit,
-                    replies: Mutex::new(FxHashMap::default()),
+                    replies: Mutex::new(ReplyTable::new(MAX_OPEN_RESPONSES)),
                 })
             }),
             filter_deliveries: AtomicBool::new(false),

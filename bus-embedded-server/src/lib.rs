@@ -55,6 +55,7 @@ mod monitor;
 pub mod options;
 mod outbound;
 pub mod parser;
+mod replies;
 pub mod server;
 mod session;
 mod state;
