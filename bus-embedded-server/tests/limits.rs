@@ -259,3 +259,70 @@ async fn subscriptions_past_max_subs_are_refused_like_nats_server() {
     );
     assert_eq!(got, want);
 }
+
+/// A consumer configured with an absurd max_waiting (nats-server accepts
+/// any) still holds at most 65,536 pull requests: the ones past it get
+/// 409 Exceeded MaxWaiting instead of growing memory (issue #12 item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_requests_past_the_waiting_ceiling_are_refused_whatever_max_waiting_says() {
+    const CEILING: usize = 65_536;
+    const SENT: usize = CEILING + 1_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(ServerConfig {
+        port: 0,
+        jetstream: Some(bus_embedded_server::JetStreamConfig {
+            store_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let client = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "W".into(),
+            subjects: vec!["w.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let mut consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("C".into()),
+            max_waiting: 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    // One connection listening on all the request inboxes, sending them all.
+    let mut refusals = client.subscribe("_INBOX.w.>").await.expect("sub");
+    client.flush().await.expect("flush");
+    for i in 0..SENT {
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.W.C",
+                format!("_INBOX.w.{i}"),
+                Bytes::from_static(b"{\"batch\":1,\"expires\":60000000000}"),
+            )
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let mut refused = 0;
+    while refused < SENT - CEILING {
+        let m = tokio::time::timeout(Duration::from_secs(30), refusals.next())
+            .await
+            .expect("a refusal per request past the ceiling")
+            .expect("message");
+        let status = m.status.map(u16::from);
+        assert_eq!(status, Some(409), "{:?}", m.description);
+        assert_eq!(m.description.as_deref(), Some("Exceeded MaxWaiting"));
+        refused += 1;
+    }
+    let info = consumer.info().await.expect("info");
+    assert_eq!(info.num_waiting as usize, CEILING);
+}

@@ -65,6 +65,123 @@ struct PullRequest {
     delivered: u64,
 }
 
+impl PullRequest {
+    /// A `no_wait` request without an expiry: it ends (404) as soon as
+    /// nothing more can be delivered.
+    fn ends_when_idle(&self) -> bool {
+        self.no_wait && self.expires.is_none()
+    }
+}
+
+/// The waiting pull requests, oldest first, with what makes the per-request
+/// work O(1): the set of their reply subjects (a new request on the same
+/// reply replaces the old one) and how many end when idle. Callers may
+/// change a request's counters through `front_mut`/`iter_mut`, never its
+/// `reply`, `no_wait` or `expires`.
+#[derive(Default)]
+struct WaitQueue {
+    queue: VecDeque<PullRequest>,
+    replies: rustc_hash::FxHashSet<String>,
+    ends_when_idle: usize,
+}
+
+impl WaitQueue {
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PullRequest> {
+        self.queue.iter()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut PullRequest> {
+        self.queue.iter_mut()
+    }
+
+    fn front(&self) -> Option<&PullRequest> {
+        self.queue.front()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut PullRequest> {
+        self.queue.front_mut()
+    }
+
+    fn forget(&mut self, req: &PullRequest) {
+        self.replies.remove(&req.reply);
+        if req.ends_when_idle() {
+            self.ends_when_idle -= 1;
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<PullRequest> {
+        let req = self.queue.pop_front()?;
+        self.forget(&req);
+        Some(req)
+    }
+
+    /// Drops the waiting request on `reply`, if any.
+    fn remove_reply(&mut self, reply: &str) {
+        if self.replies.contains(reply) {
+            self.retain(|w| w.reply != reply);
+        }
+    }
+
+    fn push_back(&mut self, req: PullRequest) {
+        self.remove_reply(&req.reply);
+        self.replies.insert(req.reply.clone());
+        if req.ends_when_idle() {
+            self.ends_when_idle += 1;
+        }
+        self.queue.push_back(req);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&PullRequest) -> bool) {
+        let (replies, idle) = (&mut self.replies, &mut self.ends_when_idle);
+        self.queue.retain(|w| {
+            let kept = keep(w);
+            if !kept {
+                replies.remove(&w.reply);
+                if w.ends_when_idle() {
+                    *idle -= 1;
+                }
+            }
+            kept
+        });
+    }
+
+    /// Takes out the requests that end when idle (none: O(1)).
+    fn take_ending_when_idle(&mut self) -> Vec<PullRequest> {
+        if self.ends_when_idle == 0 {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for req in self.queue.drain(..) {
+            if req.ends_when_idle() {
+                taken.push(req);
+            } else {
+                kept.push_back(req);
+            }
+        }
+        self.queue = kept;
+        for req in &taken {
+            self.replies.remove(&req.reply);
+        }
+        self.ends_when_idle = 0;
+        taken
+    }
+
+    fn drain_all(&mut self) -> Vec<PullRequest> {
+        self.replies.clear();
+        self.ends_when_idle = 0;
+        self.queue.drain(..).collect()
+    }
+}
+
 /// Body of a pull request (`CONSUMER.MSG.NEXT`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -102,7 +219,7 @@ struct CState {
     timers: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
     lps: VecDeque<u64>,
-    waiting: VecDeque<PullRequest>,
+    waiting: WaitQueue,
     last_active: Instant,
     dirty: bool,
     last_persist: Instant,
@@ -149,6 +266,9 @@ impl std::fmt::Debug for Consumer {
             .finish()
     }
 }
+
+/// Most pull requests one consumer keeps waiting, whatever its max_waiting.
+pub(crate) const MAX_WAITING_CEILING: usize = 65_536;
 
 /// Flow control: a request after this many messages or bytes...
 const FC_MSGS: u64 = 1024;
@@ -300,7 +420,7 @@ impl Consumer {
                 timers,
                 redeliver: BTreeSet::new(),
                 lps: saved.lps.into_iter().collect(),
-                waiting: VecDeque::new(),
+                waiting: WaitQueue::default(),
                 last_active: now,
                 dirty: false,
                 last_persist: now,
@@ -522,9 +642,13 @@ impl Consumer {
             status(js, reply, 400, "Bad Request - heartbeat value too large");
             return;
         }
-        let max_waiting = usize::try_from(st.config.max_waiting).unwrap_or(512).max(1);
+        // Whatever max_waiting says (nats-server accepts any), no consumer
+        // holds more than MAX_WAITING_CEILING requests: each costs memory.
+        let max_waiting = usize::try_from(st.config.max_waiting)
+            .unwrap_or(512)
+            .clamp(1, MAX_WAITING_CEILING);
         // A request on the same reply subject replaces the old one.
-        st.waiting.retain(|w| w.reply != reply);
+        st.waiting.remove_reply(reply);
         if st.waiting.len() >= max_waiting {
             drop(st);
             status(js, reply, 409, "Exceeded MaxWaiting");
@@ -653,7 +777,8 @@ impl Consumer {
         if deleted {
             let waiting: Vec<String> = lock(&self.state)
                 .waiting
-                .drain(..)
+                .drain_all()
+                .into_iter()
                 .map(|w| w.reply)
                 .collect();
             if let Some(js) = self.js.upgrade() {
@@ -889,30 +1014,18 @@ impl Consumer {
             // A no_wait request must not be told "No Messages" while the
             // consumer waits on a message it cannot read; requests with an
             // expiry wait for it as usual.
-            let mut keep = VecDeque::new();
-            for req in st.waiting.drain(..) {
-                if req.no_wait && req.expires.is_none() {
-                    status(js, &req.reply, 500, "Stream Read Error");
-                } else {
-                    keep.push_back(req);
-                }
+            for req in st.waiting.take_ending_when_idle() {
+                status(js, &req.reply, 500, "Stream Read Error");
             }
-            st.waiting = keep;
         }
         if !push && exhausted {
             // no_wait requests end when nothing more can be delivered now.
-            let mut keep = VecDeque::new();
-            for req in st.waiting.drain(..) {
-                // nats-server: a no_wait request ends with 404 (also after
-                // some messages); with an expiry it waits for it like any
-                // other (408 then).
-                if req.no_wait && req.expires.is_none() {
-                    status(js, &req.reply, 404, "No Messages");
-                } else {
-                    keep.push_back(req);
-                }
+            // nats-server: a no_wait request ends with 404 (also after
+            // some messages); with an expiry it waits for it like any other
+            // (408 then).
+            for req in st.waiting.take_ending_when_idle() {
+                status(js, &req.reply, 404, "No Messages");
             }
-            st.waiting = keep;
         }
         acked
     }
@@ -1029,7 +1142,7 @@ impl Consumer {
         if let Some(&(at, _)) = st.timers.first() {
             next = next.min(at);
         }
-        for w in &st.waiting {
+        for w in st.waiting.iter() {
             if let Some(e) = w.expires {
                 next = next.min(e);
             }
