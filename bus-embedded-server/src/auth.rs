@@ -77,7 +77,11 @@ impl Auth {
                 .then_some((None, None)),
             Auth::Users(users) => {
                 let user = creds.user?;
-                password(users.iter().find(|u| u.name == user)).then_some((None, None))
+                let found = users.iter().find(|u| u.name == user);
+                if found.is_none() {
+                    self.as_slow_as_a_known_user(creds.pass);
+                }
+                password(found).then_some((None, None))
             }
             Auth::Identities(ids) => {
                 if let Some(nkey) = creds.nkey.filter(|k| !k.is_empty())
@@ -93,9 +97,13 @@ impl Auth {
                         .then_some((id.permissions.as_ref(), id.account.as_deref()));
                 }
                 let user = creds.user?;
-                let id = ids
+                let Some(id) = ids
                     .iter()
-                    .find(|i| matches!(&i.login, Login::Password(u) if u.name == user))?;
+                    .find(|i| matches!(&i.login, Login::Password(u) if u.name == user))
+                else {
+                    self.as_slow_as_a_known_user(creds.pass);
+                    return None;
+                };
                 let Login::Password(u) = &id.login else {
                     return None;
                 };
@@ -105,11 +113,34 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// For an unknown user: spends what checking a known one's password
+    /// would (one bcrypt verification against a configured hash, result
+    /// ignored), so the answer's timing does not tell which users exist.
+    fn as_slow_as_a_known_user(&self, pass: Option<&str>) {
+        if let Some(hash) = self.bcrypt_hash() {
+            let _ = bcrypt_verify(pass.unwrap_or(""), hash);
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// bcrypt verifications made by this thread (tests count them).
+    static BCRYPT_VERIFICATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn bcrypt_verify(given: &str, hash: &str) -> bool {
+    #[cfg(test)]
+    BCRYPT_VERIFICATIONS.with(|n| n.set(n.get() + 1));
+    bcrypt::verify(given, hash).unwrap_or(false)
+}
+
 /// Compares a presented secret with a stored one: bcrypt when stored as a
 /// hash, otherwise in constant time.
 fn secret_matches(given: &str, stored: &str) -> bool {
     if is_bcrypt(stored) {
-        bcrypt::verify(given, stored).unwrap_or(false)
+        bcrypt_verify(given, stored)
     } else {
         use subtle::ConstantTimeEq;
         given.len() == stored.len() && bool::from(given.as_bytes().ct_eq(stored.as_bytes()))
@@ -431,6 +462,32 @@ mod tests {
         responses.track(b"_INBOX.2");
         std::thread::sleep(Duration::from_millis(80));
         assert!(!rules.may_respond(b"_INBOX.2"));
+    }
+
+    #[test]
+    fn an_unknown_user_costs_one_bcrypt_verification_like_a_known_one() {
+        let hash = bcrypt::hash("right", 4).expect("hash");
+        let user = |name: &str| User {
+            name: name.into(),
+            password: hash.clone(),
+        };
+        let count = || BCRYPT_VERIFICATIONS.with(std::cell::Cell::get);
+        for auth in [
+            Auth::Users(vec![user("alice")]),
+            Auth::Identities(vec![crate::config::Identity {
+                login: Login::Password(user("alice")),
+                permissions: None,
+                account: None,
+            }]),
+        ] {
+            let before = count();
+            assert!(!auth.allows(Some("alice"), Some("wrong"), None));
+            assert_eq!(count() - before, 1, "a known user with a wrong password");
+            let before = count();
+            assert!(!auth.allows(Some("mallory"), Some("wrong"), None));
+            assert_eq!(count() - before, 1, "an unknown user costs the same");
+            assert!(auth.allows(Some("alice"), Some("right"), None));
+        }
     }
 
     #[test]

@@ -202,6 +202,22 @@ impl Auth {
         }
     }
 
+    /// A stored bcrypt hash, when any secret is one: checking a CONNECT then
+    /// costs a bcrypt verification (done off the async workers).
+    pub fn bcrypt_hash(&self) -> Option<&str> {
+        match self {
+            Auth::Token(t) => is_bcrypt(t).then_some(t.as_str()),
+            Auth::Users(users) => users
+                .iter()
+                .map(|u| u.password.as_str())
+                .find(|p| is_bcrypt(p)),
+            Auth::Identities(ids) => ids.iter().find_map(|i| match &i.login {
+                Login::Password(u) if is_bcrypt(&u.password) => Some(u.password.as_str()),
+                _ => None,
+            }),
+        }
+    }
+
     /// True when INFO must carry a nonce (an nkey user is configured).
     pub fn needs_nonce(&self) -> bool {
         matches!(self, Auth::Identities(ids)

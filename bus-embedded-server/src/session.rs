@@ -67,6 +67,47 @@ impl Default for Connect {
     }
 }
 
+/// The outcome of checking a CONNECT's credentials, owned (it may come
+/// back from a blocking thread).
+enum Login {
+    /// No authentication configured.
+    Open,
+    /// Authenticated: the user's permissions and account (`None`: `$G`).
+    User {
+        permissions: Option<crate::config::Permissions>,
+        account: Option<String>,
+    },
+    /// Bad or missing credentials.
+    Refused,
+}
+
+fn parse_connect(json: &[u8]) -> Result<Connect, CloseReason> {
+    // nats-server closes without an -ERR.
+    serde_json::from_slice(json).map_err(|_| CloseReason::ProtocolError)
+}
+
+/// Checks a CONNECT's credentials against the server's (`nonce`: the one
+/// sent in INFO). May take a bcrypt verification.
+fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
+    let Some(auth) = &state.config.auth else {
+        return Login::Open;
+    };
+    let creds = Credentials {
+        user: c.user.as_deref(),
+        pass: c.pass.as_deref(),
+        token: c.auth_token.as_deref(),
+        nkey: c.nkey.as_deref(),
+        sig: c.sig.as_deref(),
+    };
+    match auth.authenticate_account(&creds, nonce) {
+        Some((permissions, account)) => Login::User {
+            permissions: permissions.cloned(),
+            account: account.map(str::to_owned),
+        },
+        None => Login::Refused,
+    }
+}
+
 /// Per-connection state owned by the read loop.
 struct Session {
     shared: Arc<ServerState>,
@@ -287,36 +328,66 @@ impl Session {
     }
 
     fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
-        let c: Connect = match serde_json::from_slice(json) {
-            Ok(c) => c,
-            // nats-server closes without an -ERR.
-            Err(_) => return Err(CloseReason::ProtocolError),
-        };
-        if let Some(auth) = &self.shared.config.auth {
-            let creds = Credentials {
-                user: c.user.as_deref(),
-                pass: c.pass.as_deref(),
-                token: c.auth_token.as_deref(),
-                nkey: c.nkey.as_deref(),
-                sig: c.sig.as_deref(),
-            };
-            match auth.authenticate_account(&creds, self.nonce.as_deref()) {
-                Some((perms, account)) if !self.connected => {
-                    if let Some(perms) = perms {
-                        let rules = Arc::new(Rules::new(perms));
-                        let _ = self.client.rules.set(Arc::clone(&rules));
-                        self.rules = Some(rules);
-                    }
-                    if let Some(account) = account.and_then(|a| self.shared.accounts.get(a)) {
-                        let _ = self.client.account.set(Arc::clone(&account.name));
-                        self.account = Arc::clone(account);
-                    }
+        let c = parse_connect(json)?;
+        let login = login(&self.shared, &c, self.nonce.as_deref());
+        self.finish_connect(c, login)
+    }
+
+    /// True when checking a CONNECT's credentials costs a bcrypt
+    /// verification: `connect_off_workers` does it.
+    fn slow_auth(&self) -> bool {
+        self.shared
+            .config
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.bcrypt_hash().is_some())
+    }
+
+    /// CONNECT when authentication is slow (bcrypt): the check runs on a
+    /// blocking thread, so the connections sharing this worker wait for
+    /// nothing.
+    async fn connect_off_workers(&mut self, json: Bytes) -> Result<(), CloseReason> {
+        if self.trace {
+            trace_op(
+                self.client.id,
+                self.client.addr,
+                &ClientOp::Connect(json.clone()),
+            );
+        }
+        let c = parse_connect(&json)?;
+        let shared = Arc::clone(&self.shared);
+        let nonce = self.nonce.clone();
+        let (c, login) = tokio::task::spawn_blocking(move || {
+            let login = login(&shared, &c, nonce.as_deref());
+            (c, login)
+        })
+        .await
+        .map_err(|_| CloseReason::ProtocolError)?;
+        self.finish_connect(c, login)
+    }
+
+    /// Applies an authenticated (or refused) CONNECT.
+    fn finish_connect(&mut self, c: Connect, login: Login) -> Result<(), CloseReason> {
+        match login {
+            Login::Open => {}
+            Login::User {
+                permissions,
+                account,
+            } if !self.connected => {
+                if let Some(perms) = permissions {
+                    let rules = Arc::new(Rules::new(&perms));
+                    let _ = self.client.rules.set(Arc::clone(&rules));
+                    self.rules = Some(rules);
                 }
-                Some(_) => {}
-                None => {
-                    self.err("Authorization Violation");
-                    return Err(CloseReason::AuthorizationViolation);
+                if let Some(account) = account.and_then(|a| self.shared.accounts.get(&a)) {
+                    let _ = self.client.account.set(Arc::clone(&account.name));
+                    self.account = Arc::clone(account);
                 }
+            }
+            Login::User { .. } => {}
+            Login::Refused => {
+                self.err("Authorization Violation");
+                return Err(CloseReason::AuthorizationViolation);
             }
         }
         if c.no_responders && !c.headers {
@@ -670,7 +741,13 @@ async fn run<R, W>(
                 loop {
                     match session.parser.parse(&mut buf) {
                         Ok(Some(op)) => {
-                            if let Err(reason) = session.handle(op) {
+                            let handled = match op {
+                                ClientOp::Connect(json) if session.slow_auth() => {
+                                    session.connect_off_workers(json).await
+                                }
+                                op => session.handle(op),
+                            };
+                            if let Err(reason) = handled {
                                 break 'conn reason;
                             }
                         }

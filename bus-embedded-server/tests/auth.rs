@@ -162,3 +162,71 @@ fn plain_secrets_are_detected() {
         .has_plain_secrets()
     );
 }
+
+/// A bcrypt check takes a long time by design; it must not stall the other
+/// connections served by the same thread (issue #12 item 9). The server
+/// runs on a single-threaded runtime of its own, so a check done on its
+/// worker would hold up every round trip of an already connected client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bcrypt_login_does_not_stall_other_connections() {
+    // Cost 12: hundreds of milliseconds even in a release build.
+    let hash = bcrypt::hash("slow-secret", 12).expect("hash");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let server = ours(
+                Auth::Users(vec![User {
+                    name: "u".into(),
+                    password: hash,
+                }]),
+                Duration::from_secs(30),
+            )
+            .await;
+            addr_tx.send(server.client_url()).expect("send url");
+            std::future::pending::<()>().await;
+        });
+    });
+    let url = addr_rx.recv().expect("server url");
+    let login =
+        || async_nats::ConnectOptions::with_user_and_password("u".into(), "slow-secret".into());
+    let a = login().connect(&url).await.expect("first client");
+    // A answers its own requests: each is a round trip through the server
+    // (async-nats' flush is not one).
+    let mut echo = a.subscribe("rt.echo").await.expect("subscribe");
+    let responder = a.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(m) = echo.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    a.request("rt.echo", "warm-up".into())
+        .await
+        .expect("first round trip");
+    // B logs in (one bcrypt check) while A keeps doing round trips.
+    let b = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let begun = std::time::Instant::now();
+            let b = login().connect(&url).await.expect("second client");
+            (b, begun.elapsed())
+        }
+    });
+    let mut slowest = Duration::ZERO;
+    while !b.is_finished() {
+        let begun = std::time::Instant::now();
+        a.request("rt.echo", "x".into()).await.expect("round trip");
+        slowest = slowest.max(begun.elapsed());
+    }
+    let (_b, login_took) = b.await.expect("login task");
+    assert!(
+        slowest < login_took / 3,
+        "a round trip of another client took {slowest:?} while a login took {login_took:?}"
+    );
+}

@@ -25,6 +25,24 @@ const API_PREFIX: &str = "io.nats.jetstream.api.v1.";
 
 /// Handles `$JS.API.<api>`; false when the subject is not an API we serve
 /// (the publisher then gets no-responders, as from nats-server).
+/// True for the requests that write files (stream and consumer create,
+/// update, delete, purge, message delete): they are served on a blocking
+/// thread.
+pub(crate) fn touches_disk(api: &str) -> bool {
+    [
+        "STREAM.CREATE.",
+        "STREAM.UPDATE.",
+        "STREAM.DELETE.",
+        "STREAM.PURGE.",
+        "STREAM.MSG.DELETE.",
+        "CONSUMER.CREATE.",
+        "CONSUMER.DURABLE.CREATE.",
+        "CONSUMER.DELETE.",
+    ]
+    .iter()
+    .any(|p| api.starts_with(p))
+}
+
 pub(crate) fn handle(
     js: &JetStream,
     api: &str,

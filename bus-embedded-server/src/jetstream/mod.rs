@@ -210,6 +210,21 @@ impl JetStream {
     pub fn on_publish(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> bool {
         if let Some(rest) = subject.strip_prefix("$JS.") {
             if let Some(api) = rest.strip_prefix("API.") {
+                if api::touches_disk(api)
+                    && let (Ok(runtime), Some(js)) =
+                        (tokio::runtime::Handle::try_current(), self.weak().upgrade())
+                {
+                    // Creating, updating, deleting or purging writes and
+                    // fsyncs files: on a blocking thread, never on the
+                    // async workers that serve connections. The answer
+                    // goes out through the router as usual.
+                    let (api, reply) = (api.to_owned(), reply.map(str::to_owned));
+                    let (hdr, data) = (hdr.to_vec(), data.to_vec());
+                    runtime.spawn_blocking(move || {
+                        api::handle(&js, &api, reply.as_deref(), &hdr, &data);
+                    });
+                    return true;
+                }
                 return api::handle(self, api, reply, hdr, data);
             }
             if let Some(ack) = rest.strip_prefix("ACK.") {
