@@ -1190,7 +1190,7 @@ fn mask_ephemerals(reply: &mut Value, ephemerals: &[String]) {
             .position(|e| e == name)
             .map(|n| format!("<ephemeral{n}>"))
     };
-    let mut mask = |v: &mut Value| {
+    let mask = |v: &mut Value| {
         if let Some(l) = v.as_str().and_then(label) {
             *v = json!(l);
         }
