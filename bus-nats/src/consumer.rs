@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
@@ -407,6 +408,7 @@ impl NatsConsumer {
             position,
             stored_at,
             attempt,
+            backing_off: AtomicBool::new(false),
         };
         if attempt > self.settings.max_deliver {
             let reason = format!(
@@ -569,6 +571,9 @@ struct NatsAcker {
     position: u64,
     stored_at: SystemTime,
     attempt: u32,
+    /// This delivery was nak'ed into its backoff (see `nak`): a later
+    /// `in_progress` must not push the redelivery further out.
+    backing_off: AtomicBool,
 }
 
 impl NatsAcker {
@@ -667,10 +672,18 @@ impl Acker for NatsAcker {
             });
             return self.dead_letter(self.attempt, &reason).await;
         }
-        let delay = delay.or_else(|| {
-            (!self.settings.backoff.is_empty())
-                .then(|| self.settings.redelivery_delay(self.attempt))
-        });
+        if delay.is_none() && !self.settings.backoff.is_empty() {
+            // Redeliver after backoff[attempt-1]. A nak delay would not say
+            // that: nats-server counts it from the backoff deadline, not from
+            // now (it redelivers after delay + backoff[attempt-1] -
+            // backoff[0]). Restarting the ack timer does: the server-side
+            // consumer has the same backoff list, so it redelivers after
+            // backoff[attempt-1] from now.
+            self.backing_off.store(true, Ordering::Relaxed);
+            return self
+                .send(Bytes::from_static(b"+WPI"), "negatively acknowledging")
+                .await;
+        }
         let body = match delay {
             Some(d) if !d.is_zero() => Bytes::from(format!(
                 "-NAK {{\"delay\": {}}}",
@@ -686,6 +699,10 @@ impl Acker for NatsAcker {
     }
 
     async fn in_progress(&self) -> Result<()> {
+        if self.backing_off.load(Ordering::Relaxed) {
+            // Nak'ed: no longer in progress (as on every backend).
+            return Ok(());
+        }
         self.send(Bytes::from_static(b"+WPI"), "extending").await
     }
 }

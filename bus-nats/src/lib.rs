@@ -21,6 +21,15 @@
 //! - `replay`: bounded ordered reads for replays and dead letters.
 //! - `errors`: async-nats errors -> `BusError`.
 //!
+//! ## Backoff and nak delays
+//! The consumer's backoff list goes to the server, which uses it for ack
+//! timeouts. A nak without a delay restarts the ack timer (`+WPI`) so the
+//! server redelivers after `backoff[attempt-1]` from the nak. An explicit
+//! delay is sent as given (`-NAK {"delay": ..}`); note that nats-server 2.x,
+//! when the consumer has a backoff list, counts such a delay from the
+//! backoff deadline and redelivers after `delay + backoff[attempt-1] -
+//! backoff[0]` (the bundled server redelivers after `delay`).
+//!
 //! ## Dead letters on JetStream
 //! The server knows only "stop after max_deliver", and drops what it stops.
 //! To dead-letter *every* exhausted event, even one whose last attempt timed

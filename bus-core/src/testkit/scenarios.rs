@@ -739,12 +739,20 @@ pub async fn poison_event_does_not_block_later_events(h: &impl Harness) {
     wait_dead_letters(&*bus, "poison", 1, t.patience).await;
 }
 
-/// With a backoff list, the n-th redelivery waits backoff[n-1].
+/// With a backoff list, the n-th redelivery waits backoff[n-1]: not less,
+/// and not more than [`Timing::slack`](super::Timing::slack) on top. The two
+/// delays differ by more than the slack, so a backend that takes the wrong
+/// entry, ignores the list, or falls back to the ack wait fails.
 pub async fn backoff_spaces_redeliveries(h: &impl Harness) {
     let t = h.timing();
     let bus = h.open(settings()).await;
     publish_all(&*bus, &deposits("p", 1)).await;
-    let backoff = vec![Duration::from_millis(300), Duration::from_millis(900)];
+    let backoff = vec![Duration::from_millis(300), Duration::from_millis(1500)];
+    assert!(
+        backoff[0] + t.slack < backoff[1] - Duration::from_millis(50),
+        "the harness's slack {:?} is too large for this scenario to tell the delays apart",
+        t.slack
+    );
     let mut c = open_consumer(
         &*bus,
         config("backoff", Duration::from_secs(30))
@@ -755,17 +763,22 @@ pub async fn backoff_spaces_redeliveries(h: &impl Harness) {
     let mut gaps = Vec::new();
     let mut d = next_within(&mut c, t.patience).await;
     for attempt in 2..=3 {
-        let start = Instant::now();
         d.nak().await.expect("nak");
+        let start = Instant::now();
         d = next_within(&mut c, t.patience).await;
-        assert_eq!(d.attempt, attempt);
         gaps.push(start.elapsed());
+        assert_eq!(d.attempt, attempt);
     }
     d.ack().await.expect("ack");
     for (gap, want) in gaps.iter().zip(&backoff) {
         assert!(
             *gap >= *want - Duration::from_millis(50),
             "gaps {gaps:?} shorter than backoff {backoff:?}"
+        );
+        assert!(
+            *gap <= *want + t.slack,
+            "gaps {gaps:?} longer than backoff {backoff:?} by more than the slack {:?}",
+            t.slack
         );
     }
 }
