@@ -232,3 +232,40 @@ async fn failed_nak_on_the_last_attempt_is_dead_lettered_once_the_stream_is_back
     NatsBus::connect(&c).await.expect("connect again");
     polled_until_dead_lettered(&bus, &mut consumer, "naked").await;
 }
+
+/// A consumer created by an earlier bus-nats (server-side max_deliver =
+/// max_deliver + 1, the last delivery being the server's last) is updated
+/// to no server-side limit when a handle binds to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_created_with_a_server_side_limit_is_updated_to_none() {
+    let server = NatsServer::start().await;
+    let bus = NatsBus::connect(&config(&server.url()))
+        .await
+        .expect("connect");
+    let js = raw_jetstream(&server).await;
+    let stream = js.get_stream("angzarr-events").await.expect("event stream");
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("legacy".into()),
+            filter_subject: "angzarr.events.>".into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_deliver: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("legacy consumer");
+    bus.publish(deposit("p", 1)).await.expect("publish");
+    let mut consumer = bus.consumer(one_attempt("legacy")).await.expect("bind");
+    let info = stream
+        .clone()
+        .consumer_info("legacy")
+        .await
+        .expect("consumer info");
+    assert_eq!(info.config.max_deliver, -1, "server-side limit kept");
+    drop(first_delivery(&mut consumer).await);
+    let_the_extra_delivery_reach(&mut consumer).await;
+    std::mem::forget(consumer);
+    let mut later = bus.consumer(one_attempt("legacy")).await.expect("rebind");
+    polled_until_dead_lettered(&bus, &mut later, "legacy").await;
+}
