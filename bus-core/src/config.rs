@@ -309,12 +309,16 @@ pub struct MemoryConfig {
     /// Events buffered per live subscription before it starts losing them
     /// (at-most-once, like a core NATS slow consumer).
     pub subscriber_buffer: usize,
+    /// Dead letters kept (all consumers together); past it the oldest is
+    /// dropped, like a stream's `max_msgs` with discard old.
+    pub max_dead_letters: usize,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
             subscriber_buffer: 4096,
+            max_dead_letters: 10_000,
         }
     }
 }
@@ -750,6 +754,12 @@ impl BusConfig {
         if self.memory.subscriber_buffer == 0 {
             return Err(invalid(
                 "bus.memory.subscriber_buffer",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.memory.max_dead_letters == 0 {
+            return Err(invalid(
+                "bus.memory.max_dead_letters",
                 "must be at least 1".into(),
             ));
         }
@@ -1216,6 +1226,10 @@ stream_name = "orders"
             ),
             ("[bus]\nsubject_prefix = \"a..b\"\n", "bus.subject_prefix"),
             ("[bus.stream]\nreplicas = -1\n", "bus.stream.replicas"),
+            (
+                "[bus.memory]\nmax_dead_letters = 0\n",
+                "bus.memory.max_dead_letters",
+            ),
         ] {
             let err = BusConfig::parse(text, "t").unwrap_err();
             assert!(

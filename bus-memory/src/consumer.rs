@@ -23,6 +23,7 @@ use bus_core::{ConsumerConfig, ConsumerInfo, DeadLetter, StoredEvent};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::dead::DeadLetters;
 use crate::log::{Entry, Log, after_saturating};
 
 /// Where a delivered, unsettled event stands.
@@ -193,13 +194,7 @@ impl ConsumerState {
     }
 
     /// Removes `position` from pending and records a dead letter for it.
-    fn dead_letter(
-        &mut self,
-        position: u64,
-        reason: String,
-        log: &Log,
-        dead: &mut Vec<DeadLetter>,
-    ) {
+    fn dead_letter(&mut self, position: u64, reason: String, log: &Log, dead: &mut DeadLetters) {
         let Some(p) = self.pending.remove(&position) else {
             return;
         };
@@ -232,7 +227,7 @@ impl ConsumerState {
     /// Applies every timer due at `now`: ack deadlines that passed make the
     /// event redeliverable, or dead-letter it on the last allowed delivery;
     /// scheduled redeliveries become ready. Returns true when anything changed.
-    pub fn sweep(&mut self, now: Instant, log: &Log, dead: &mut Vec<DeadLetter>) -> bool {
+    pub fn sweep(&mut self, now: Instant, log: &Log, dead: &mut DeadLetters) -> bool {
         let mut changed = false;
         while let Some(&(t, position)) = self.timers.first() {
             if t > now {
@@ -262,7 +257,7 @@ impl ConsumerState {
         &mut self,
         now: Instant,
         log: &Log,
-        dead: &mut Vec<DeadLetter>,
+        dead: &mut DeadLetters,
     ) -> Option<(StoredEvent, u32)> {
         while let Some(&position) = self.ready.first() {
             let Some(p) = self.pending.get(&position).copied() else {
@@ -343,7 +338,7 @@ impl ConsumerState {
         (delay, reason): (Option<Duration>, Option<String>),
         now: Instant,
         log: &Log,
-        dead: &mut Vec<DeadLetter>,
+        dead: &mut DeadLetters,
     ) -> Settled {
         let Some(p) = self.pending.get(&position).copied() else {
             return Settled::Unchanged;
@@ -386,7 +381,7 @@ impl ConsumerState {
         position: u64,
         reason: String,
         log: &Log,
-        dead: &mut Vec<DeadLetter>,
+        dead: &mut DeadLetters,
     ) -> Settled {
         if !self.pending.contains_key(&position) {
             return Settled::Unchanged;

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bus_core::{Acker, BusError, ConsumerBackend, ConsumerInfo, DeadLetter, Delivery, Result};
+use bus_core::{Acker, BusError, ConsumerBackend, ConsumerInfo, Delivery, Result};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::consumer::{ConsumerState, Settled};
+use crate::dead::DeadLetters;
 use crate::log::{Log, after_saturating};
 use crate::state::Shared;
 
@@ -152,7 +153,7 @@ impl MemoryAcker {
     /// state changed. `Ok(None)` when the consumer no longer exists.
     fn with_consumer(
         &self,
-        f: impl FnOnce(&mut ConsumerState, &Log, &mut Vec<DeadLetter>, Instant) -> Settled,
+        f: impl FnOnce(&mut ConsumerState, &Log, &mut DeadLetters, Instant) -> Settled,
     ) -> Option<Settled> {
         let mut guard = self.shared.lock();
         let now = Instant::now();

@@ -14,6 +14,8 @@
 //! - `state`: `Shared` (settings + the one lock) and `State`, everything behind
 //!   the lock: the log, the consumers, the dead letters, the live subscribers;
 //!   storing a batch (dedup, limits, retention) and lazy expiry.
+//! - `dead`: the dead-letter store, bounded by `[bus.memory]
+//!   max_dead_letters` (the oldest is dropped to make room).
 //! - `log`: the ordered log (positions, bytes, `stored_at`, dedup window).
 //! - `consumer`: one durable consumer's cursor, unsettled deliveries, timers
 //!   and counters; the delivery rules.
@@ -36,6 +38,7 @@
 //!   forgets it silently (as JetStream does); dead letters keep their own copy.
 
 mod consumer;
+mod dead;
 mod handle;
 mod live;
 mod log;
@@ -118,6 +121,12 @@ impl MemoryBus {
     /// Live events dropped so far because a subscriber's buffer was full.
     pub fn dropped_live_events(&self) -> u64 {
         self.shared.lock().live.dropped_total()
+    }
+
+    /// Dead letters dropped so far (the oldest first) to keep the store
+    /// within `[bus.memory] max_dead_letters`.
+    pub fn dropped_dead_letters(&self) -> u64 {
+        self.shared.lock().dead.discarded()
     }
 
     /// Checks one envelope (already validated) and computes its subject and size.

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bus_core::{
-    BusError, DeadLetter, Discard, EventEnvelope, Receipt, Result, StreamSettings, SubjectLayout,
+    BusError, Discard, EventEnvelope, Receipt, Result, StreamSettings, SubjectLayout,
     config::MemoryConfig,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::consumer::ConsumerState;
+use crate::dead::DeadLetters;
 use crate::live::Live;
 use crate::log::{Entry, Log};
 
@@ -27,11 +28,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(layout: SubjectLayout, stream: StreamSettings, memory: MemoryConfig) -> Self {
+        let state = Mutex::new(State::new(memory.max_dead_letters));
         Shared {
             layout,
             stream,
             memory,
-            state: Mutex::new(State::default()),
+            state,
         }
     }
 
@@ -52,23 +54,34 @@ pub(crate) struct Prepared {
 }
 
 /// The state behind the lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     pub log: Log,
     pub consumers: HashMap<String, ConsumerState>,
-    pub dead: Vec<DeadLetter>,
+    pub dead: DeadLetters,
     pub live: Live,
     pub next_consumer_id: u64,
 }
 
 impl State {
+    /// Empty state whose dead-letter store keeps at most `max_dead_letters`.
+    pub fn new(max_dead_letters: usize) -> Self {
+        State {
+            log: Log::default(),
+            consumers: HashMap::new(),
+            dead: DeadLetters::new(max_dead_letters),
+            live: Live::default(),
+            next_consumer_id: 0,
+        }
+    }
+
     /// The consumer `name` (when `id` is given, only that incarnation of it),
     /// with the log and the dead-letter store borrowed beside it.
     pub fn consumer(
         &mut self,
         name: &str,
         id: Option<u64>,
-    ) -> Option<(&mut ConsumerState, &Log, &mut Vec<DeadLetter>)> {
+    ) -> Option<(&mut ConsumerState, &Log, &mut DeadLetters)> {
         let State {
             log,
             consumers,

@@ -525,6 +525,7 @@ async fn slow_live_subscriber_drops_but_others_receive() {
         StreamSettings::default(),
         MemoryConfig {
             subscriber_buffer: 4,
+            ..MemoryConfig::default()
         },
     );
     let mut slow = bus.subscribe(&all()).await.unwrap();
@@ -883,6 +884,90 @@ async fn ack_wait_expiry_on_last_attempt_dead_letters() {
         (info.num_ack_pending, info.dead_lettered, info.ack_floor),
         (0, 1, 2)
     );
+}
+
+/// A flood of poison events cannot grow the dead-letter store past
+/// `max_dead_letters`: it keeps the newest, drops the oldest, and counts.
+#[tokio::test]
+async fn dead_letters_are_bounded_and_the_oldest_are_dropped() {
+    let limit = 10;
+    let bus = MemoryBus::new(
+        SubjectLayout::default(),
+        StreamSettings::default(),
+        MemoryConfig {
+            max_dead_letters: limit,
+            ..MemoryConfig::default()
+        },
+    );
+    let n = 500;
+    let positions = publish_n(&bus, n).await;
+    let mut c = bus.consumer(config("poison", all())).await.unwrap();
+    for (i, p) in positions.iter().enumerate() {
+        let d = next_soon(&mut c).await;
+        assert_eq!(d.event.position, *p);
+        d.term(format!("poison {p}")).await.unwrap();
+        let kept = bus.dead_letters(None).await.unwrap().len();
+        assert_eq!(kept, (i + 1).min(limit), "after {} dead letters", i + 1);
+    }
+    let kept = bus.dead_letters(Some("poison")).await.unwrap();
+    let kept_positions: Vec<u64> = kept.iter().map(|d| d.event.position).collect();
+    assert_eq!(
+        kept_positions,
+        positions[n - limit..],
+        "the newest are kept, in order"
+    );
+    assert_eq!(
+        kept[limit - 1].reason,
+        format!("poison {}", positions[n - 1])
+    );
+    assert_eq!(bus.dropped_dead_letters(), (n - limit) as u64);
+    // The consumer's count is of events it dead-lettered, kept or not.
+    assert_eq!(c.info().await.unwrap().dead_lettered, n as u64);
+
+    // The bound is for the whole store: another consumer's dead letter
+    // pushes out the oldest of the first one's.
+    let mut other = bus.consumer(config("other", all())).await.unwrap();
+    next_soon(&mut other).await.term("other").await.unwrap();
+    let all_kept = bus.dead_letters(None).await.unwrap();
+    assert_eq!(all_kept.len(), limit);
+    assert_eq!(all_kept[0].event.position, positions[n - limit + 1]);
+    assert_eq!(
+        (
+            all_kept[limit - 1].consumer.as_str(),
+            all_kept[limit - 1].event.position
+        ),
+        ("other", positions[0])
+    );
+    assert_eq!(
+        bus.dead_letters(Some("poison")).await.unwrap().len(),
+        limit - 1
+    );
+}
+
+/// `[bus.memory] max_dead_letters` from a configuration file reaches the bus.
+#[tokio::test]
+async fn max_dead_letters_is_read_from_the_configuration() {
+    let config = BusConfig::parse(
+        "[bus]\nbackend = \"memory\"\n[bus.memory]\nmax_dead_letters = 2\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.memory.max_dead_letters, 2);
+    let bus = MemoryBus::from_config(&config).unwrap();
+    publish_n(&bus, 3).await;
+    let mut c = bus.consumer(ConsumerConfig::new("c", all())).await.unwrap();
+    for _ in 0..3 {
+        next_soon(&mut c).await.term("bad").await.unwrap();
+    }
+    let kept: Vec<u64> = bus
+        .dead_letters(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.position)
+        .collect();
+    assert_eq!(kept, [2, 3]);
+    assert_eq!(bus.dropped_dead_letters(), 1);
 }
 
 #[tokio::test]

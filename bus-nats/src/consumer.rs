@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
@@ -29,6 +30,13 @@ use crate::{Inner, errors, wire};
 const NEXT_EXPIRES: Duration = Duration::from_secs(5);
 /// Slack after a pull request's expiry before we stop waiting for its end marker.
 const EXPIRY_GRACE: Duration = Duration::from_secs(1);
+/// JetStream's "no limit" for a consumer's max_deliver.
+const UNLIMITED: i64 = -1;
+/// When dead-lettering an exhausted event fails, it is handed back to the
+/// server to come again after this much per failed try so far (capped by
+/// [`DEAD_LETTER_RETRY_MAX`]), and whichever handle receives it tries again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
 
 fn stream_handle_error(inner: &Inner, e: impl std::fmt::Display) -> BusError {
     errors::classify(&format!("using stream {}", inner.config.stream_name), e)
@@ -53,9 +61,12 @@ fn is_not_found(e: &impl std::fmt::Display) -> bool {
     text.contains("10014") || text.to_lowercase().contains("consumer not found")
 }
 
-/// The server-side configuration for `cfg`. The server gets one more delivery
-/// than the caller allows: that extra delivery is how a handle learns that the
-/// last allowed attempt timed out (see the crate docs).
+/// The server-side configuration for `cfg`. The server gets no delivery
+/// limit: the caller's `max_deliver` is enforced by the handles, and a
+/// delivery beyond it is how a handle learns that the last allowed attempt
+/// timed out (see the crate docs). With a server-side limit, that delivery
+/// would be the server's last: if dead-lettering it failed, or the handle
+/// holding it went away, the server would drop the event.
 fn server_config(cfg: &ConsumerConfig) -> pull::Config {
     let filters: Vec<String> = cfg.filters.iter().map(|f| f.as_str().to_owned()).collect();
     let (filter_subject, filter_subjects) = if filters.len() == 1 {
@@ -71,7 +82,7 @@ fn server_config(cfg: &ConsumerConfig) -> pull::Config {
         deliver_policy: deliver_policy(cfg.start),
         ack_policy: AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
-        max_deliver: i64::from(cfg.max_deliver) + 1,
+        max_deliver: UNLIMITED,
         filter_subject,
         filter_subjects,
         max_ack_pending: i64::try_from(cfg.max_ack_pending).unwrap_or(i64::MAX),
@@ -356,67 +367,88 @@ impl NatsConsumer {
     /// beyond the caller's max_deliver on the way.
     async fn pop(&mut self) -> Result<Option<Delivery>> {
         while let Some(m) = self.buffer.pop_front() {
-            let Some(reply) = m.reply.clone() else {
-                continue;
-            };
-            let js_message = async_nats::jetstream::Message {
-                message: m,
-                context: match self.inner.js("a durable consumer") {
-                    Ok(js) => js.clone(),
-                    Err(e) => return Err(e),
-                },
-            };
-            let (position, delivered, stored_at) = match js_message.info() {
-                Ok(i) => (
-                    i.stream_sequence,
-                    i.delivered,
-                    wire::system_time(i.published),
-                ),
-                Err(e) => {
-                    tracing::warn!(consumer = %self.settings.name, error = %e, "message without JetStream metadata skipped");
-                    continue;
-                }
-            };
-            let m = js_message.message;
-            let subject = m.subject.to_string();
-            let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
-            let acker = NatsAcker {
-                inner: Arc::clone(&self.inner),
-                settings: Arc::clone(&self.settings),
-                reply: reply.to_string(),
-                subject: subject.clone(),
-                body: m.payload.clone(),
-                position,
-                stored_at,
-                attempt,
-            };
-            if attempt > self.settings.max_deliver {
-                let reason = format!(
-                    "not acknowledged within the ack wait on any of {} deliveries",
-                    self.settings.max_deliver
-                );
-                acker
-                    .dead_letter(self.settings.max_deliver, &reason)
-                    .await?;
-                continue;
+            if let Some(d) = self.deliverable(m).await? {
+                return Ok(Some(d));
             }
-            let envelope = match wire::decode(&subject, &m.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    // No handler can process bytes that are not an envelope.
-                    acker.dead_letter(attempt, &e.to_string()).await?;
-                    continue;
-                }
-            };
-            let event = StoredEvent {
-                position,
-                subject,
-                stored_at,
-                envelope,
-            };
-            return Ok(Some(Delivery::new(event, attempt, Box::new(acker))));
         }
         Ok(None)
+    }
+
+    /// `m` as a delivery for the caller, or `None` when it is not one: a
+    /// delivery beyond max_deliver or an undecodable body is dead-lettered
+    /// here (or, if that fails, handed back to the server to try again).
+    async fn deliverable(&self, m: async_nats::Message) -> Result<Option<Delivery>> {
+        let Some(reply) = m.reply.clone() else {
+            return Ok(None);
+        };
+        let js_message = async_nats::jetstream::Message {
+            message: m,
+            context: self.inner.js("a durable consumer")?.clone(),
+        };
+        let (position, delivered, stored_at) = match js_message.info() {
+            Ok(i) => (
+                i.stream_sequence,
+                i.delivered,
+                wire::system_time(i.published),
+            ),
+            Err(e) => {
+                tracing::warn!(consumer = %self.settings.name, error = %e, "message without JetStream metadata skipped");
+                return Ok(None);
+            }
+        };
+        let m = js_message.message;
+        let subject = m.subject.to_string();
+        let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let acker = NatsAcker {
+            inner: Arc::clone(&self.inner),
+            settings: Arc::clone(&self.settings),
+            reply: reply.to_string(),
+            subject: subject.clone(),
+            body: m.payload.clone(),
+            position,
+            stored_at,
+            attempt,
+            backing_off: AtomicBool::new(false),
+        };
+        if attempt > self.settings.max_deliver {
+            let reason = format!(
+                "not acknowledged within the ack wait on any of {} deliveries",
+                self.settings.max_deliver
+            );
+            acker
+                .dead_letter_or_retry(self.settings.max_deliver, &reason)
+                .await;
+            return Ok(None);
+        }
+        let envelope = match wire::decode(&subject, &m.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // No handler can process bytes that are not an envelope.
+                acker.dead_letter_or_retry(attempt, &e.to_string()).await;
+                return Ok(None);
+            }
+        };
+        let event = StoredEvent {
+            position,
+            subject,
+            stored_at,
+            envelope,
+        };
+        Ok(Some(Delivery::new(event, attempt, Box::new(acker))))
+    }
+
+    /// True when `m` is a delivery beyond the caller's max_deliver.
+    fn exhausted(&self, m: &async_nats::Message) -> bool {
+        let Ok(js) = self.inner.js("a durable consumer") else {
+            return false;
+        };
+        let js_message = async_nats::jetstream::Message {
+            message: m.clone(),
+            context: js.clone(),
+        };
+        js_message
+            .info()
+            .is_ok_and(|i| i.delivered > i64::from(self.settings.max_deliver))
     }
 }
 
@@ -479,8 +511,14 @@ impl ConsumerBackend for NatsConsumer {
             }
         }
         self.drain_ready().await?;
-        // ...then give back everything it holds.
-        for m in self.buffer.drain(..) {
+        // ...then dead-letter what is exhausted and give back the rest.
+        while let Some(m) = self.buffer.pop_front() {
+            if self.exhausted(&m) {
+                // Dead-letters it, or hands it back to try again later.
+                let handed_out = self.deliverable(m).await?;
+                debug_assert!(handed_out.is_none(), "an exhausted event became a delivery");
+                continue;
+            }
             if let Some(reply) = m.reply {
                 self.inner
                     .client
@@ -502,7 +540,10 @@ impl Drop for NatsConsumer {
         // Messages buffered here, or already waiting on the inbox, would be
         // redelivered only after their ack wait; nak them now so another
         // handle gets them at once. (Any still in flight when the handle goes
-        // away are redelivered after the ack wait, as JetStream does.)
+        // away are redelivered after the ack wait, as JetStream does.) This
+        // includes deliveries beyond max_deliver: the server-side consumer
+        // has no delivery limit, so they come back and the handle that
+        // receives them dead-letters them.
         while let Some(Some(m)) = self.sub.next().now_or_never() {
             if m.status.is_none() || m.status == Some(StatusCode::OK) {
                 self.buffer.push_back(m);
@@ -530,6 +571,9 @@ struct NatsAcker {
     position: u64,
     stored_at: SystemTime,
     attempt: u32,
+    /// This delivery was nak'ed into its backoff (see `nak`): a later
+    /// `in_progress` must not push the redelivery further out.
+    backing_off: AtomicBool,
 }
 
 impl NatsAcker {
@@ -573,6 +617,44 @@ impl NatsAcker {
     }
 }
 
+impl NatsAcker {
+    /// Dead-letters the event; if that fails, hands it back to the server
+    /// to come again after a delay, so that a handle tries again. Nothing
+    /// here may drop it: an exhausted event ends in the dead-letter stream.
+    async fn dead_letter_or_retry(&self, attempts: u32, reason: &str) {
+        let Err(e) = self.dead_letter(attempts, reason).await else {
+            return;
+        };
+        let tries = self
+            .attempt
+            .saturating_sub(self.settings.max_deliver)
+            .max(1);
+        let delay = DEAD_LETTER_RETRY
+            .saturating_mul(tries)
+            .min(DEAD_LETTER_RETRY_MAX);
+        tracing::warn!(
+            consumer = %self.settings.name,
+            position = self.position,
+            error = %e,
+            retry_in = ?delay,
+            "could not dead-letter an exhausted event; it comes back to try again"
+        );
+        let body = Bytes::from(format!(
+            "-NAK {{\"delay\": {}}}",
+            u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
+        ));
+        // Unconfirmed: if this nak is lost too, the ack wait brings it back.
+        if let Err(e) = self.inner.client.publish(self.reply.clone(), body).await {
+            tracing::warn!(
+                consumer = %self.settings.name,
+                position = self.position,
+                error = %e,
+                "could not hand an exhausted event back; it comes back after the ack wait"
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<()> {
@@ -590,10 +672,18 @@ impl Acker for NatsAcker {
             });
             return self.dead_letter(self.attempt, &reason).await;
         }
-        let delay = delay.or_else(|| {
-            (!self.settings.backoff.is_empty())
-                .then(|| self.settings.redelivery_delay(self.attempt))
-        });
+        if delay.is_none() && !self.settings.backoff.is_empty() {
+            // Redeliver after backoff[attempt-1]. A nak delay would not say
+            // that: nats-server counts it from the backoff deadline, not from
+            // now (it redelivers after delay + backoff[attempt-1] -
+            // backoff[0]). Restarting the ack timer does: the server-side
+            // consumer has the same backoff list, so it redelivers after
+            // backoff[attempt-1] from now.
+            self.backing_off.store(true, Ordering::Relaxed);
+            return self
+                .send(Bytes::from_static(b"+WPI"), "negatively acknowledging")
+                .await;
+        }
         let body = match delay {
             Some(d) if !d.is_zero() => Bytes::from(format!(
                 "-NAK {{\"delay\": {}}}",
@@ -609,6 +699,10 @@ impl Acker for NatsAcker {
     }
 
     async fn in_progress(&self) -> Result<()> {
+        if self.backing_off.load(Ordering::Relaxed) {
+            // Nak'ed: no longer in progress (as on every backend).
+            return Ok(());
+        }
         self.send(Bytes::from_static(b"+WPI"), "extending").await
     }
 }

@@ -21,16 +21,31 @@
 //! - `replay`: bounded ordered reads for replays and dead letters.
 //! - `errors`: async-nats errors -> `BusError`.
 //!
+//! ## Backoff and nak delays
+//! The consumer's backoff list goes to the server, which uses it for ack
+//! timeouts. A nak without a delay restarts the ack timer (`+WPI`) so the
+//! server redelivers after `backoff[attempt-1]` from the nak. An explicit
+//! delay is sent as given (`-NAK {"delay": ..}`); note that nats-server 2.x,
+//! when the consumer has a backoff list, counts such a delay from the
+//! backoff deadline and redelivers after `delay + backoff[attempt-1] -
+//! backoff[0]` (the bundled server redelivers after `delay`).
+//!
 //! ## Dead letters on JetStream
-//! The server knows only "stop after max_deliver". To dead-letter *every*
-//! exhausted event, even one whose last attempt timed out while no handle was
-//! alive, the JetStream consumer gets `max_deliver + 1`: a nak (or term) on the
-//! last allowed attempt publishes the event to the dead-letter stream and
+//! The server knows only "stop after max_deliver", and drops what it stops.
+//! To dead-letter *every* exhausted event, even one whose last attempt timed
+//! out while no handle was alive, the JetStream consumer has no delivery
+//! limit and the handles enforce `max_deliver`: a nak (or term) on the last
+//! allowed attempt publishes the event to the dead-letter stream and
 //! terminates it; a delivery beyond the limit (the last attempt timed out) is
 //! never handed to the caller but dead-lettered and terminated by whichever
-//! handle receives it. Dead-letter messages carry `Nats-Msg-Id =
-//! dlq.<consumer>.<position>`, so a retry after a crash between the two steps
-//! stores one dead letter.
+//! handle receives it. Until both steps succeed the event stays on the
+//! server: if the dead-letter publish fails, the handle naks it with a delay
+//! to try again; a closed handle dead-letters what it holds, a dropped one
+//! naks it, and one that vanishes leaves it to the ack wait, so a later
+//! delivery (to any handle) dead-letters it. Dead-letter messages carry
+//! `Nats-Msg-Id = dlq.<consumer>.<position>`, so a retry after a failure
+//! between the two steps stores one dead letter (inside the dead-letter
+//! stream's 2-minute duplicate window).
 
 mod consumer;
 mod errors;

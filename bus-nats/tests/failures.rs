@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_core::testkit::{deposit, filter};
@@ -111,9 +112,19 @@ async fn an_existing_stream_is_checked_not_recreated() {
     assert_eq!(again.stream_info().await.expect("info").messages, 1);
 }
 
+/// One publish call as the publisher saw it.
+struct Attempt {
+    start: Instant,
+    end: Instant,
+    acked: bool,
+}
+
 /// Publish continuously while the server is killed and restarted: publishers
 /// see errors or retry, the consumer resumes by itself, and every
-/// acknowledged event is consumed.
+/// acknowledged event is consumed. The kill comes once a third of the events
+/// are acknowledged, and the test checks that it interrupted publishing (a
+/// publish was in flight while the server was down and was held up or failed
+/// by it), so it cannot pass by killing a server nobody was using.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_mid_run_loses_no_acknowledged_event() {
     let mut server = NatsServer::start().await;
@@ -127,24 +138,34 @@ async fn server_restart_mid_run_loses_no_acknowledged_event() {
     let mut consumer = bus.consumer(consumer_config).await.expect("consumer");
 
     let total = 300usize;
+    let kill_after = total / 3;
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let publisher = {
         let bus = Arc::clone(&bus);
+        let acked_so_far = Arc::clone(&acked_so_far);
         tokio::spawn(async move {
             let mut acked = BTreeSet::new();
-            let mut errors = 0usize;
+            let mut attempts = Vec::new();
             for i in 0..total {
                 let e = deposit("p", i as u64 + 1);
                 // The caller retries a failed publish with the same event id:
                 // dedup keeps it from being stored twice.
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
-                    match bus.publish(e.clone()).await {
+                    let start = Instant::now();
+                    let result = bus.publish(e.clone()).await;
+                    attempts.push(Attempt {
+                        start,
+                        end: Instant::now(),
+                        acked: result.is_ok(),
+                    });
+                    match result {
                         Ok(_) => {
                             acked.insert(e.event_id.clone());
+                            acked_so_far.fetch_add(1, Ordering::SeqCst);
                             break;
                         }
                         Err(err) if err.is_transient() && Instant::now() < deadline => {
-                            errors += 1;
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         Err(err) => panic!("publish {i}: {err}"),
@@ -152,7 +173,7 @@ async fn server_restart_mid_run_loses_no_acknowledged_event() {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (acked, errors)
+            (acked, attempts)
         })
     };
 
@@ -175,13 +196,52 @@ async fn server_restart_mid_run_loses_no_acknowledged_event() {
         seen
     });
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let waiting_since = Instant::now();
+    while acked_so_far.load(Ordering::SeqCst) < kill_after {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(30),
+            "only {} of {kill_after} publishes acknowledged before the kill",
+            acked_so_far.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill().await;
+    let killed_at = Instant::now();
+    let acked_at_kill = acked_so_far.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let restarting_at = Instant::now();
     server.restart().await;
 
-    let (acked, errors) = publisher.await.expect("publisher");
+    let (acked, attempts) = publisher.await.expect("publisher");
     let seen = consumer_task.await.expect("consumer");
+
+    // The kill interrupted publishing.
+    assert!(
+        acked_at_kill < total,
+        "the publisher was done before the kill"
+    );
+    let in_outage: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.start < restarting_at && a.end > killed_at)
+        .collect();
+    // Held up: in flight from (about) the kill until the restart.
+    let held_up = |a: &Attempt| {
+        !a.acked || (a.start <= killed_at + Duration::from_millis(100) && a.end >= restarting_at)
+    };
+    assert!(
+        in_outage.iter().any(|a| held_up(a)),
+        "no publish was held up or failed by the outage ({} in flight during it): \
+         the server was not down while publishing",
+        in_outage.len()
+    );
+    assert!(
+        !attempts
+            .iter()
+            .any(|a| a.acked && a.start >= killed_at && a.end < restarting_at),
+        "a publish started after the kill was acknowledged before the restart: the server was not down"
+    );
+    let failed = attempts.iter().filter(|a| !a.acked).count();
+
     assert_eq!(acked.len(), total);
     let missing: Vec<_> = acked.difference(&seen).collect();
     assert!(
@@ -192,7 +252,7 @@ async fn server_restart_mid_run_loses_no_acknowledged_event() {
     let info = bus.stream_info().await.expect("stream info");
     assert_eq!(
         info.messages as usize, total,
-        "stored once each ({errors} publish errors during the restart)"
+        "stored once each ({failed} failed publish calls during the restart)"
     );
 }
 

@@ -8,8 +8,9 @@
 //!
 //! Timing: scenarios that need redelivery use [`Timing::ack_wait`] from the
 //! harness, and every wait for something that must happen is bounded by
-//! [`Timing::patience`] (a generous upper bound, never a speed goal). Only
-//! lower bounds are asserted on elapsed time.
+//! [`Timing::patience`] (a generous upper bound, never a speed goal). Elapsed
+//! times are checked against lower bounds, and where a delay is promised
+//! (backoff) against that delay plus [`Timing::slack`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub struct Timing {
     pub patience: Duration,
     /// How long "nothing more arrives" is watched for.
     pub quiet: Duration,
+    /// How much later than promised a timed redelivery may come on a loaded
+    /// machine; upper bounds on elapsed time allow this much.
+    pub slack: Duration,
 }
 
 impl Default for Timing {
@@ -41,6 +45,7 @@ impl Default for Timing {
             ack_wait: Duration::from_millis(400),
             patience: Duration::from_secs(15),
             quiet: Duration::from_millis(300),
+            slack: Duration::from_millis(500),
         }
     }
 }
