@@ -1,8 +1,8 @@
 //! The contract suite: one set of scenarios every backend runs against fresh
 //! instances of itself (feature `testkit`).
 //!
-//! A backend provides a [`Harness`] and expands [`contract_suite!`] (and, when
-//! it persists, [`persistence_suite!`]) in one of its integration tests. Each
+//! A backend provides a [`Harness`] and expands [`contract_suite!`](crate::contract_suite) (and, when
+//! it persists, [`persistence_suite!`](crate::persistence_suite)) in one of its integration tests. Each
 //! scenario becomes its own `#[tokio::test]`, named after what it proves, so a
 //! failure reads as "backend X: scenario Y".
 //!
@@ -60,7 +60,7 @@ pub trait Harness: Send + Sync {
     /// The bus most recently opened, shut down in an orderly way and opened
     /// again on the same storage (a process restart; crash recovery has its
     /// own tests per backend). Only persistent backends implement this;
-    /// the default panics, and [`persistence_suite!`] is only for backends that do.
+    /// the default panics, and [`persistence_suite!`](crate::persistence_suite) is only for backends that do.
     async fn reopen(&self) -> Arc<dyn Bus> {
         panic!("this backend does not persist; do not run persistence_suite! on it")
     }
