@@ -17,8 +17,8 @@ use hdrhistogram::Histogram;
 
 use crate::Result;
 use crate::workloads::{
-    IDLE_TIMEOUT, Latency, MAX_LATENCY_NS, Outcome, REQREP_DEADLINE, REQREP_WARMUP, Throughput,
-    Workload, connect, summarize, throughput,
+    IDLE_TIMEOUT, Latency, MAX_LATENCY_NS, MarksMut, Outcome, REQREP_DEADLINE, REQREP_WARMUP,
+    Throughput, Workload, connect, summarize, throughput,
 };
 
 /// Payload size of the JetStream workloads when `--sizes` is not given.
@@ -70,7 +70,13 @@ fn key(i: u64) -> String {
 }
 
 /// Runs one JetStream workload; see [`crate::workloads::run`].
-pub async fn run(url: &str, workload: Workload, size: usize, count: u64) -> Result<Outcome> {
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    size: usize,
+    count: u64,
+    marks: MarksMut<'_>,
+) -> Result<Outcome> {
     let client = connect(url, 65_536).await?;
     let js = ContextBuilder::new()
         .timeout(API_TIMEOUT)
@@ -80,21 +86,21 @@ pub async fn run(url: &str, workload: Workload, size: usize, count: u64) -> Resu
     let subject = format!("bench.{}", name.to_ascii_lowercase());
     let payload = Bytes::from(vec![b'x'; size]);
     let outcome = match workload {
-        Workload::JsPub => js_pub(&js, &name, &subject, &payload, count)
+        Workload::JsPub => js_pub(&js, &name, &subject, &payload, count, marks)
             .await
             .map(Outcome::Throughput),
-        Workload::JsPubSync => js_pub_sync(&js, &name, &subject, &payload, count)
+        Workload::JsPubSync => js_pub_sync(&js, &name, &subject, &payload, count, marks)
             .await
             .map(Outcome::Latency),
         Workload::JsFetch | Workload::JsFetchAck | Workload::JsOrdered => {
-            js_consume(&js, workload, &name, &subject, &payload, count)
+            js_consume(&js, workload, &name, &subject, &payload, count, marks)
                 .await
                 .map(Outcome::Throughput)
         }
-        Workload::KvPut => kv_put(&js, &name, &payload, count)
+        Workload::KvPut => kv_put(&js, &name, &payload, count, marks)
             .await
             .map(Outcome::Throughput),
-        Workload::KvGet => kv_get(&js, &name, &payload, count)
+        Workload::KvGet => kv_get(&js, &name, &payload, count, marks)
             .await
             .map(Outcome::Latency),
         _ => Err(format!("{} is not a JetStream workload", workload.name()).into()),
@@ -225,11 +231,14 @@ async fn js_pub(
     subject: &str,
     payload: &Bytes,
     msgs: u64,
+    marks: MarksMut<'_>,
 ) -> Result<Throughput> {
     let mut stream = create_stream(js, name, subject).await?;
+    marks.start();
     let start = Instant::now();
     let published = publish_window(js, subject, payload, msgs).await;
     let elapsed = start.elapsed();
+    marks.end();
     if let Some(why) = published.shortfall(msgs) {
         eprintln!("warning: js-pub: {why}");
     }
@@ -258,6 +267,7 @@ async fn js_pub_sync(
     subject: &str,
     payload: &Bytes,
     requests: u64,
+    marks: MarksMut<'_>,
 ) -> Result<Latency> {
     create_stream(js, name, subject).await?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)?;
@@ -267,6 +277,9 @@ async fn js_pub_sync(
     for i in 0..REQREP_WARMUP + requests {
         if Instant::now() >= deadline {
             break;
+        }
+        if i == REQREP_WARMUP {
+            marks.start();
         }
         let start = Instant::now();
         let result = async {
@@ -289,6 +302,7 @@ async fn js_pub_sync(
             }
         }
     }
+    marks.end();
     if completed < requests {
         eprintln!(
             "warning: js-pub-sync: {completed} of {requests} acknowledged{}",
@@ -317,6 +331,7 @@ async fn js_consume(
     subject: &str,
     payload: &Bytes,
     msgs: u64,
+    marks: MarksMut<'_>,
 ) -> Result<Throughput> {
     let stream = create_stream(js, name, subject).await?;
     let published = publish_window(js, subject, payload, msgs).await;
@@ -328,10 +343,13 @@ async fn js_consume(
         let consumer = timed(stream.create_consumer(consumer::pull::OrderedConfig::default()))
             .await
             .map_err(|err| format!("creating ordered consumer: {err}"))?;
+        marks.start();
         let start = Instant::now();
         let mut messages = timed(consumer.messages()).await?;
         let consumed = consume(&mut messages, msgs, false).await;
-        (consumed, start.elapsed(), 0)
+        let elapsed = start.elapsed();
+        marks.end();
+        (consumed, elapsed, 0)
     } else {
         let ack = workload == Workload::JsFetchAck;
         let config = consumer::pull::Config {
@@ -346,6 +364,7 @@ async fn js_consume(
         let mut consumer = timed(stream.create_consumer(config))
             .await
             .map_err(|err| format!("creating pull consumer: {err}"))?;
+        marks.start();
         let start = Instant::now();
         let mut messages = timed(
             consumer
@@ -361,11 +380,14 @@ async fn js_consume(
         }
         let elapsed = start.elapsed();
         drop(messages);
+        // Untimed, but inside the CPU window: the server's work on the
+        // acks is part of consuming with acks.
         let unacked = if ack {
             unacknowledged(&mut consumer, consumed.count).await?
         } else {
             0
         };
+        marks.end();
         (consumed, elapsed, unacked)
     };
 
@@ -486,11 +508,19 @@ async fn put_window(store: &kv::Store, payload: &Bytes, count: u64) -> Published
 }
 
 /// kv-put: time from the first put to the last acknowledged.
-async fn kv_put(js: &Context, name: &str, payload: &Bytes, count: u64) -> Result<Throughput> {
+async fn kv_put(
+    js: &Context,
+    name: &str,
+    payload: &Bytes,
+    count: u64,
+    marks: MarksMut<'_>,
+) -> Result<Throughput> {
     let store = create_bucket(js, name).await?;
+    marks.start();
     let start = Instant::now();
     let published = put_window(&store, payload, count).await;
     let elapsed = start.elapsed();
+    marks.end();
     if let Some(why) = published.shortfall(count) {
         eprintln!("warning: kv-put: {why}");
     }
@@ -506,7 +536,13 @@ async fn kv_put(js: &Context, name: &str, payload: &Bytes, count: u64) -> Result
 
 /// kv-get: [`KV_KEYS`] keys put (untimed), then `requests` gets one at a
 /// time, keys round robin; a get fails on an error or a missing value.
-async fn kv_get(js: &Context, name: &str, payload: &Bytes, requests: u64) -> Result<Latency> {
+async fn kv_get(
+    js: &Context,
+    name: &str,
+    payload: &Bytes,
+    requests: u64,
+    marks: MarksMut<'_>,
+) -> Result<Latency> {
     let store = create_bucket(js, name).await?;
     let published = put_window(&store, payload, KV_KEYS).await;
     if let Some(why) = published.shortfall(KV_KEYS) {
@@ -519,6 +555,9 @@ async fn kv_get(js: &Context, name: &str, payload: &Bytes, requests: u64) -> Res
     for i in 0..REQREP_WARMUP + requests {
         if Instant::now() >= deadline {
             break;
+        }
+        if i == REQREP_WARMUP {
+            marks.start();
         }
         let start = Instant::now();
         let result = store.get(key(i)).await;
@@ -544,6 +583,7 @@ async fn kv_get(js: &Context, name: &str, payload: &Bytes, requests: u64) -> Res
             }
         }
     }
+    marks.end();
     if completed < requests {
         eprintln!(
             "warning: kv-get: {completed} of {requests} succeeded{}",

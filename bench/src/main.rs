@@ -4,10 +4,13 @@
 //!   one server.
 //! * `nats-bench compare --ours-cmd "<server> -p {port}"` starts nats-server
 //!   (the reference) and our server on free ports, runs the same workloads
-//!   against both, alternating, and prints medians and ratios, start-up time
-//!   and idle memory. With a JetStream workload (`--workload js-pub,...`)
-//!   both servers get JetStream on fresh store directories.
+//!   against both, alternating, and prints medians and ratios, start-up time,
+//!   idle and peak memory, and each server's CPU time per million messages
+//!   delivered (from `/proc`, around each run's measured phase). With a
+//!   JetStream workload (`--workload js-pub,...`) both servers get JetStream
+//!   on fresh store directories.
 
+mod cpu;
 mod jetstream;
 mod report;
 mod servers;
@@ -19,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use report::{Comparison, LatencyRow, ServerSummary, ThroughputRow};
+use cpu::CpuWindow;
+use report::{Comparison, CpuRow, CpuRun, CpuSide, LatencyRow, ServerSummary, ThroughputRow};
 use servers::{ReferenceMode, STORE_DIR_PLACEHOLDER, Server, ServerCommand};
-use workloads::{Outcome, Workload};
+use workloads::{MarksMut, Outcome, Workload};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -218,7 +222,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut outcomes = Vec::new();
     for (workload, size) in args.workloads.plan() {
         let count = args.workloads.count(workload, size);
-        let outcome = run_once(&args.url, "", workload, size, count).await;
+        let outcome = run_once(&args.url, "", workload, size, count, &mut ()).await;
         outcomes.push(outcome);
     }
     if args.workloads.json {
@@ -231,10 +235,21 @@ async fn run(args: RunArgs) -> Result<()> {
 
 /// Runs a workload once, printing a progress line; a run that fails with an
 /// error is reported on stderr and counted as all lost (or failed).
-async fn run_once(url: &str, label: &str, workload: Workload, size: usize, count: u64) -> Outcome {
-    match workloads::run(url, workload, size, count).await {
+async fn run_once(
+    url: &str,
+    label: &str,
+    workload: Workload,
+    size: usize,
+    count: u64,
+    marks: MarksMut<'_>,
+) -> Outcome {
+    match workloads::run(url, workload, size, count, &mut *marks).await {
         Ok(outcome) => {
-            eprintln!("{}", progress(label, workload, size, &outcome));
+            eprintln!(
+                "{}{}",
+                progress(label, workload, size, &outcome),
+                marks.note()
+            );
             outcome
         }
         Err(err) => {
@@ -317,9 +332,11 @@ async fn compare(args: CompareArgs) -> Result<()> {
     tokio::time::sleep(IDLE_SETTLE).await;
     let idle_rss = [reference.rss_mib()?, ours.rss_mib()?];
     let urls = [reference.url(), ours.url()];
+    let servers = [&reference, &ours];
+    let clk_tck = cpu::clock_ticks_per_sec();
 
     for side in [0, 1] {
-        workloads::run(&urls[side], Workload::Pubsub, 16, WARMUP_MSGS).await?;
+        workloads::run(&urls[side], Workload::Pubsub, 16, WARMUP_MSGS, &mut ()).await?;
         if args.workloads.jetstream() {
             let label = format!("[{}] warm-up ", NAMES[side]);
             run_once(
@@ -328,6 +345,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
                 Workload::JsPub,
                 jetstream::DEFAULT_SIZE,
                 JS_WARMUP_MSGS,
+                &mut (),
             )
             .await;
         }
@@ -335,18 +353,29 @@ async fn compare(args: CompareArgs) -> Result<()> {
 
     let mut throughput = Vec::new();
     let mut latency = Vec::new();
+    let mut cpu_rows = Vec::new();
     let mut round = 0;
     for (workload, size) in args.workloads.plan() {
         let count = args.workloads.count(workload, size);
         let mut outcomes: [Vec<Outcome>; 2] = Default::default();
+        let mut cpu_runs: [Vec<CpuRun>; 2] = Default::default();
         for _ in 0..args.repeats {
             for side in order(round) {
                 let label = format!("[{}] ", NAMES[side]);
-                let outcome = run_once(&urls[side], &label, workload, size, count).await;
+                let mut window = CpuWindow::new(servers[side].pid(), clk_tck);
+                let outcome =
+                    run_once(&urls[side], &label, workload, size, count, &mut window).await;
+                cpu_runs[side].push(CpuRun {
+                    ticks: window.ticks(),
+                    delivered: outcome.delivered(),
+                });
                 outcomes[side].push(outcome);
             }
             round += 1;
         }
+        let [reference_cpu, ours_cpu] =
+            [0, 1].map(|side| CpuSide::new(&cpu_runs[side], clk_tck, servers[side].rss_mib().ok()));
+        cpu_rows.push(CpuRow::new(workload, size, reference_cpu, ours_cpu));
         let [reference_runs, ours_runs] = outcomes;
         if workload.is_latency() {
             let pick = |runs: Vec<Outcome>| -> Vec<_> {
@@ -371,7 +400,6 @@ async fn compare(args: CompareArgs) -> Result<()> {
         }
     }
 
-    let servers = [&reference, &ours];
     let summary = |side: usize| -> Result<ServerSummary> {
         Ok(ServerSummary {
             name: NAMES[side].to_string(),
@@ -388,6 +416,8 @@ async fn compare(args: CompareArgs) -> Result<()> {
         ours: summary(1)?,
         throughput,
         latency,
+        clk_tck,
+        cpu: cpu_rows,
         elapsed_secs: began.elapsed().as_secs_f64(),
     };
     drop(reference);

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::cpu;
 use crate::workloads::{Latency, Outcome, Percentiles, Throughput, Workload};
 
 /// One server in a comparison.
@@ -53,6 +54,101 @@ pub struct LatencyRow {
     pub ours_failed: u64,
 }
 
+/// The server's CPU time in one measured run (see [`crate::workloads::Marks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CpuRun {
+    /// User + system clock ticks between the marks; `None` if unread.
+    pub ticks: Option<u64>,
+    /// Messages delivered in the run ([`Outcome::delivered`]).
+    pub delivered: u64,
+}
+
+/// One server's CPU time for one workload over the repeats.
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuSide {
+    pub runs: Vec<CpuRun>,
+    /// CPU ms per million messages of each run that has a figure (ticks
+    /// read, something delivered).
+    pub runs_ms_per_million: Vec<f64>,
+    /// Their median; NaN when no run has a figure.
+    pub ms_per_million: f64,
+    /// Median CPU ms of a run.
+    pub cpu_ms: f64,
+    /// Median messages delivered per run.
+    pub delivered: f64,
+    /// Some run counted under [`cpu::COARSE_TICKS`] ticks: the figure is
+    /// only as exact as the 1-tick resolution of `/proc`.
+    pub coarse: bool,
+    /// `VmRSS` right after the workload's last run.
+    pub rss_after_mib: Option<f64>,
+}
+
+impl CpuSide {
+    pub fn new(runs: &[CpuRun], clk_tck: u64, rss_after_mib: Option<f64>) -> CpuSide {
+        let per_million: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| cpu::ms_per_million(run.ticks?, clk_tck, run.delivered))
+            .collect();
+        let measured: Vec<&CpuRun> = runs
+            .iter()
+            .filter(|run| run.ticks.is_some() && run.delivered > 0)
+            .collect();
+        let cpu_ms: Vec<f64> = measured
+            .iter()
+            .filter_map(|run| Some(cpu::ticks_ms(run.ticks?, clk_tck)))
+            .collect();
+        let delivered: Vec<f64> = runs.iter().map(|run| run.delivered as f64).collect();
+        CpuSide {
+            runs: runs.to_vec(),
+            ms_per_million: if per_million.is_empty() {
+                f64::NAN
+            } else {
+                median(&per_million)
+            },
+            runs_ms_per_million: per_million,
+            cpu_ms: if cpu_ms.is_empty() {
+                f64::NAN
+            } else {
+                median(&cpu_ms)
+            },
+            delivered: median(&delivered),
+            coarse: measured
+                .iter()
+                .any(|run| run.ticks.is_some_and(|ticks| ticks < cpu::COARSE_TICKS)),
+            rss_after_mib,
+        }
+    }
+}
+
+/// Server CPU time per million messages delivered, one workload on both
+/// servers.
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuRow {
+    pub workload: Workload,
+    pub size: usize,
+    pub reference: CpuSide,
+    pub ours: CpuSide,
+    /// ours / reference of the medians: below 1 means ours uses less CPU.
+    pub ratio: f64,
+}
+
+impl CpuRow {
+    pub fn new(workload: Workload, size: usize, reference: CpuSide, ours: CpuSide) -> CpuRow {
+        CpuRow {
+            workload,
+            size,
+            ratio: ratio(ours.ms_per_million, reference.ms_per_million),
+            reference,
+            ours,
+        }
+    }
+
+    /// Either side's figure is coarse.
+    pub fn coarse(&self) -> bool {
+        self.reference.coarse || self.ours.coarse
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub repeats: usize,
@@ -60,6 +156,9 @@ pub struct Comparison {
     pub ours: ServerSummary,
     pub throughput: Vec<ThroughputRow>,
     pub latency: Vec<LatencyRow>,
+    /// Clock ticks per second of the CPU figures (`getconf CLK_TCK`).
+    pub clk_tck: u64,
+    pub cpu: Vec<CpuRow>,
     pub elapsed_secs: f64,
 }
 
@@ -397,10 +496,110 @@ pub fn compare_text(comparison: &Comparison) -> String {
             &rows,
         ));
     }
+    if !comparison.cpu.is_empty() {
+        out.push('\n');
+        out.push_str(&cpu_text(
+            &comparison.cpu,
+            comparison.repeats,
+            comparison.clk_tck,
+        ));
+    }
     out.push_str(&format!(
         "\ncompare took {:.0} s\n",
         comparison.elapsed_secs
     ));
+    out
+}
+
+/// A CPU figure, `~` in front when it is coarse.
+fn fmt_coarse(text: String, coarse: bool) -> String {
+    if coarse && text != "-" {
+        format!("~{text}")
+    } else {
+        text
+    }
+}
+
+fn fmt_mib(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |mib| format!("{mib:.1}"))
+}
+
+/// The server CPU table of `compare`, with what a message is per workload.
+pub fn cpu_text(rows: &[CpuRow], repeats: usize, clk_tck: u64) -> String {
+    let mut out = format!(
+        "server CPU per million messages delivered (user + system ms from /proc, median of \
+         {repeats} runs; lower is better: ours/ref < 1 = ours uses less CPU)\n"
+    );
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let (reference, ours) = (&row.reference, &row.ours);
+            let delivered = if reference.delivered == ours.delivered {
+                fmt_count(reference.delivered)
+            } else {
+                format!(
+                    "{}/{}",
+                    fmt_count(reference.delivered),
+                    fmt_count(ours.delivered)
+                )
+            };
+            vec![
+                row.workload.name().to_string(),
+                fmt_size(row.size),
+                delivered,
+                fmt_coarse(fmt_count(reference.ms_per_million), reference.coarse),
+                fmt_coarse(fmt_count(ours.ms_per_million), ours.coarse),
+                fmt_coarse(fmt_ratio(row.ratio), row.coarse()),
+                format!("{}/{}", fmt_count(reference.cpu_ms), fmt_count(ours.cpu_ms)),
+                format!(
+                    "{}/{}",
+                    fmt_spread(&reference.runs_ms_per_million),
+                    fmt_spread(&ours.runs_ms_per_million)
+                ),
+                format!(
+                    "{}/{}",
+                    fmt_mib(reference.rss_after_mib),
+                    fmt_mib(ours.rss_after_mib)
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&render_table(
+        &[
+            "workload",
+            "size",
+            "delivered/run",
+            "ref ms/M",
+            "ours ms/M",
+            "ours/ref",
+            "CPU ms/run ref/ours",
+            "spread ref/ours",
+            "RSS after MiB ref/ours",
+        ],
+        &table,
+    ));
+    out.push_str("delivered/run counts, per run:\n");
+    let mut seen = Vec::new();
+    for row in rows {
+        if !seen.contains(&row.workload) {
+            seen.push(row.workload);
+            out.push_str(&format!(
+                "  {}: {}\n",
+                row.workload.name(),
+                row.workload.delivered()
+            ));
+        }
+    }
+    if rows.iter().any(CpuRow::coarse) {
+        let tick_ms = cpu::ticks_ms(1, clk_tck);
+        out.push_str(&format!(
+            "~ = some run used under {} clock ticks ({:.0} ms) of server CPU: /proc counts in \
+             {tick_ms:.0} ms ticks, so the figure is coarse; make runs longer with --msgs \
+             (throughput workloads) or --requests (reqrep, js-pub-sync, kv-get)\n",
+            cpu::COARSE_TICKS,
+            cpu::ticks_ms(cpu::COARSE_TICKS, clk_tck),
+        ));
+    }
     out
 }
 
@@ -455,6 +654,89 @@ mod tests {
         assert_eq!(fmt_ratio(f64::NAN), "-");
         assert_eq!(fmt_ratio(1.004), "1.00");
         assert_eq!(fmt_spread(&[90.0, 100.0, 110.0]), "20%");
+    }
+
+    fn runs(ticks: &[Option<u64>], delivered: u64) -> Vec<CpuRun> {
+        ticks
+            .iter()
+            .map(|&ticks| CpuRun { ticks, delivered })
+            .collect()
+    }
+
+    #[test]
+    fn cpu_medians_per_million() {
+        // 200,000 messages a run; 30, 50 and 40 ticks at 100 ticks/s.
+        let side = CpuSide::new(
+            &runs(&[Some(30), Some(50), Some(40)], 200_000),
+            100,
+            Some(12.5),
+        );
+        assert_eq!(side.runs_ms_per_million, [1_500.0, 2_500.0, 2_000.0]);
+        assert_eq!(side.ms_per_million, 2_000.0);
+        assert_eq!(side.cpu_ms, 400.0);
+        assert_eq!(side.delivered, 200_000.0);
+        assert!(!side.coarse);
+        assert_eq!(side.rss_after_mib, Some(12.5));
+    }
+
+    #[test]
+    fn cpu_runs_without_a_figure_are_left_out() {
+        let mut all = runs(&[Some(100), None, Some(300)], 1_000_000);
+        all.push(CpuRun {
+            ticks: Some(5),
+            delivered: 0,
+        });
+        let side = CpuSide::new(&all, 100, None);
+        assert_eq!(side.runs_ms_per_million, [1_000.0, 3_000.0]);
+        assert_eq!(side.ms_per_million, 2_000.0);
+        // The failed run (nothing delivered) does not make the figure coarse.
+        assert!(!side.coarse);
+        let none = CpuSide::new(&runs(&[None, None], 10), 100, None);
+        assert!(none.ms_per_million.is_nan());
+        assert!(none.cpu_ms.is_nan());
+    }
+
+    #[test]
+    fn few_ticks_are_coarse() {
+        let side = CpuSide::new(&runs(&[Some(25), Some(19)], 5_000), 100, None);
+        assert!(side.coarse);
+        let side = CpuSide::new(&runs(&[Some(20)], 5_000), 100, None);
+        assert!(!side.coarse);
+    }
+
+    #[test]
+    fn cpu_ratio_is_ours_over_reference() {
+        let reference = CpuSide::new(&runs(&[Some(100)], 1_000_000), 100, Some(14.0));
+        let ours = CpuSide::new(&runs(&[Some(50)], 1_000_000), 100, Some(6.0));
+        let row = CpuRow::new(Workload::Pub, 16, reference, ours);
+        assert_eq!(row.ratio, 0.5);
+        assert!(!row.coarse());
+    }
+
+    #[test]
+    fn cpu_table_marks_coarse_figures() {
+        // 200,000 messages to 4 subscribers.
+        let reference = CpuSide::new(&runs(&[Some(160), Some(240)], 800_000), 100, Some(14.0));
+        let ours = CpuSide::new(&runs(&[Some(80), Some(120)], 800_000), 100, None);
+        let fanout = CpuRow::new(Workload::Fanout, 16, reference, ours);
+        let reference = CpuSide::new(&runs(&[Some(30)], 5_000), 100, Some(15.0));
+        let ours = CpuSide::new(&runs(&[Some(12)], 4_000), 100, Some(7.3));
+        let reqrep = CpuRow::new(Workload::Reqrep, 1024, reference, ours);
+        let text = cpu_text(&[fanout.clone(), reqrep], 2, 100);
+        let expected = "\
+server CPU per million messages delivered (user + system ms from /proc, median of 2 runs; lower is better: ours/ref < 1 = ours uses less CPU)
+workload   size  delivered/run  ref ms/M  ours ms/M  ours/ref  CPU ms/run ref/ours  spread ref/ours  RSS after MiB ref/ours
+---------------------------------------------------------------------------------------------------------------------------
+fanout     16 B        800,000     2,500      1,250      0.50          2,000/1,000          40%/40%                  14.0/-
+reqrep    1 KiB    5,000/4,000    60,000    ~30,000     ~0.50              300/120            0%/0%                15.0/7.3
+delivered/run counts, per run:
+  fanout: messages received, summed over the 4 subscribers (4 per message published)
+  reqrep: requests answered (request + reply = 1; warm-up not counted)
+~ = some run used under 20 clock ticks (200 ms) of server CPU: /proc counts in 10 ms ticks, so the figure is coarse; make runs longer with --msgs (throughput workloads) or --requests (reqrep, js-pub-sync, kv-get)
+";
+        assert_eq!(text, expected);
+        // Without a coarse figure there is no footnote.
+        assert!(!cpu_text(&[fanout], 2, 100).contains("~"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Server processes for `compare`: spawn on a free 127.0.0.1 port (with a
 //! fresh scratch directory for a JetStream store and config file), wait
-//! until the port accepts TCP connections, read the resident memory, and
-//! kill the whole process group (and remove the scratch directory) on drop.
+//! until the port accepts TCP connections, read the resident memory (CPU
+//! time is read by [`crate::cpu`]), and kill the whole process group (and
+//! remove the scratch directory) on drop.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -327,6 +328,12 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// The server's process id, which is also its process group id (see
+    /// [`crate::cpu`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {

@@ -120,6 +120,30 @@ impl Workload {
         }
     }
 
+    /// What one unit of [`Outcome::delivered`] is for this workload: what
+    /// `compare` divides the server's CPU time by.
+    pub fn delivered(self) -> &'static str {
+        match self {
+            Workload::Pub => "messages published (all processed by the server)",
+            Workload::Pubsub => "messages received by the subscriber",
+            Workload::Fanout => {
+                "messages received, summed over the 4 subscribers (4 per message published)"
+            }
+            Workload::Queue => "messages received by the queue group (1 per message published)",
+            Workload::Reqrep => "requests answered (request + reply = 1; warm-up not counted)",
+            Workload::JsPub => "publishes acknowledged (and found in the stream)",
+            Workload::JsPubSync => "publishes acknowledged (warm-up not counted)",
+            Workload::JsFetch | Workload::JsOrdered => {
+                "messages consumed (untimed pre-publishing not counted)"
+            }
+            Workload::JsFetchAck => {
+                "messages consumed and acked, acks registered by the server (pre-publishing not counted)"
+            }
+            Workload::KvPut => "puts acknowledged",
+            Workload::KvGet => "gets answered (untimed key puts and warm-up not counted)",
+        }
+    }
+
     /// Payload sizes used when `--sizes` is not given.
     pub fn default_sizes(self) -> &'static [usize] {
         if self.is_jetstream() {
@@ -190,6 +214,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Messages delivered in the measured phase (see [`Workload::delivered`]):
+    /// received (or, for pub, published; for the JetStream throughput
+    /// workloads, acknowledged or consumed) for a throughput run, operations
+    /// completed for a latency run.
+    pub fn delivered(&self) -> u64 {
+        match self {
+            Outcome::Throughput(t) => t.received,
+            Outcome::Latency(l) => l.completed,
+        }
+    }
+
     /// A run that failed with an error: nothing received, every operation
     /// counted as lost or failed.
     pub fn failed(workload: Workload, size: usize, count: u64) -> Outcome {
@@ -208,26 +243,59 @@ impl Outcome {
     }
 }
 
+/// Told where a run's measured phase starts and ends: `compare` reads the
+/// server's CPU time at both marks, so that set-up (connecting, subscribing,
+/// creating and filling streams, warm-up requests) and clean-up are left
+/// out. Every workload calls [`Marks::start`] once just before its measured
+/// operations and [`Marks::end`] once when the server has done all of their
+/// work (the last message received, acknowledged or answered).
+pub trait Marks {
+    fn start(&mut self);
+    fn end(&mut self);
+    /// Appended to the run's progress line.
+    fn note(&self) -> String {
+        String::new()
+    }
+}
+
+/// No marks wanted (`run`, warm-ups).
+impl Marks for () {
+    fn start(&mut self) {}
+    fn end(&mut self) {}
+}
+
+/// The marks a workload function is given.
+pub type MarksMut<'a> = &'a mut (dyn Marks + Send);
+
 /// Runs `workload` once against `url` with `size`-byte payloads: `msgs`
 /// messages for the publish workloads, `msgs` requests for the latency ones.
-pub async fn run(url: &str, workload: Workload, size: usize, msgs: u64) -> Result<Outcome> {
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    size: usize,
+    msgs: u64,
+    marks: MarksMut<'_>,
+) -> Result<Outcome> {
     if workload.is_jetstream() {
-        return crate::jetstream::run(url, workload, size, msgs).await;
+        return crate::jetstream::run(url, workload, size, msgs, marks).await;
     }
     let subject = unique_subject(workload);
     let payload = Bytes::from(vec![b'x'; size]);
     let outcome = match workload {
-        Workload::Pub => Outcome::Throughput(publish_only(url, subject, payload, msgs).await?),
-        Workload::Pubsub => {
-            Outcome::Throughput(fan(url, workload, subject, payload, msgs, Group::Single).await?)
+        Workload::Pub => {
+            Outcome::Throughput(publish_only(url, subject, payload, msgs, marks).await?)
         }
-        Workload::Fanout => {
-            Outcome::Throughput(fan(url, workload, subject, payload, msgs, Group::Fanout).await?)
+        Workload::Pubsub | Workload::Fanout | Workload::Queue => {
+            let group = match workload {
+                Workload::Pubsub => Group::Single,
+                Workload::Fanout => Group::Fanout,
+                _ => Group::Queue,
+            };
+            Outcome::Throughput(fan(url, workload, subject, payload, msgs, group, marks).await?)
         }
-        Workload::Queue => {
-            Outcome::Throughput(fan(url, workload, subject, payload, msgs, Group::Queue).await?)
+        Workload::Reqrep => {
+            Outcome::Latency(request_reply(url, subject, payload, msgs, marks).await?)
         }
-        Workload::Reqrep => Outcome::Latency(request_reply(url, subject, payload, msgs).await?),
         _ => return Err(format!("{} is not a core workload", workload.name()).into()),
     };
     Ok(outcome)
@@ -300,14 +368,17 @@ async fn publish_only(
     subject: Subject,
     payload: Bytes,
     msgs: u64,
+    marks: MarksMut<'_>,
 ) -> Result<Throughput> {
     let client = connect(url, 1024).await?;
+    marks.start();
     let start = Instant::now();
     let sent = publish_all(&client, &subject, &payload, msgs).await;
     // The server handles a connection's messages in order: after the round
     // trip it has processed every publish.
     sync(&client).await?;
     let elapsed = start.elapsed();
+    marks.end();
     Ok(throughput(
         Workload::Pub,
         payload.len(),
@@ -343,6 +414,7 @@ async fn fan(
     payload: Bytes,
     msgs: u64,
     group: Group,
+    marks: MarksMut<'_>,
 ) -> Result<Throughput> {
     let members = if group == Group::Single {
         1
@@ -383,6 +455,7 @@ async fn fan(
     }
 
     let publisher = connect(url, 1024).await?;
+    marks.start();
     let sent = publish_all(&publisher, &subject, &payload, msgs).await;
     let expected_now = if group == Group::Fanout {
         sent * members as u64
@@ -390,6 +463,7 @@ async fn fan(
         sent
     };
     wait_for(&progress, expected_now, IDLE_TIMEOUT).await;
+    marks.end();
     let _ = stop_tx.send(true);
 
     let mut received = 0;
@@ -504,6 +578,7 @@ async fn request_reply(
     subject: Subject,
     payload: Bytes,
     requests: u64,
+    marks: MarksMut<'_>,
 ) -> Result<Latency> {
     let responder = connect(url, 65_536).await?;
     let mut sub = responder.subscribe(subject.clone()).await?;
@@ -527,6 +602,9 @@ async fn request_reply(
         if Instant::now() >= deadline {
             break;
         }
+        if i == REQREP_WARMUP {
+            marks.start();
+        }
         let start = Instant::now();
         let reply = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -542,6 +620,8 @@ async fn request_reply(
             completed += 1;
         }
     }
+    // Each reply has been received: the server has done its part.
+    marks.end();
     serve.abort();
     Ok(Latency {
         workload: Workload::Reqrep,
@@ -605,6 +685,31 @@ mod tests {
         assert!((summary.max_us - 1000.0).abs() < 1.0, "{summary:?}");
         let mean = (990.0 * 10.0 + 9.0 * 100.0 + 1000.0) / 1000.0;
         assert!((summary.mean_us - mean).abs() < 0.1, "{summary:?}");
+    }
+
+    #[test]
+    fn delivered_is_received_or_completed() {
+        let fanout = Outcome::Throughput(throughput(
+            Workload::Fanout,
+            16,
+            100,
+            400,
+            396,
+            Duration::from_secs(1),
+        ));
+        assert_eq!(fanout.delivered(), 396);
+        let failed = Outcome::failed(Workload::Reqrep, 16, 50);
+        assert_eq!(failed.delivered(), 0);
+        let failed = Outcome::failed(Workload::JsFetch, 128, 50);
+        assert_eq!(failed.delivered(), 0);
+        let fanout = Workload::Fanout.delivered();
+        assert!(
+            fanout.contains(&format!("{FANOUT_SUBSCRIBERS} subscribers")),
+            "{fanout}"
+        );
+        for workload in <Workload as clap::ValueEnum>::value_variants() {
+            assert!(!workload.delivered().is_empty(), "{}", workload.name());
+        }
     }
 
     #[test]
