@@ -23,15 +23,14 @@ pub use record::{
 };
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::storage::{EntryKind, RealFs, Storage, StorageFile};
 use super::{
     CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
     SyncJob, file_msg_size,
@@ -76,9 +75,9 @@ impl Default for FileStoreConfig {
 
 /// One segment file.
 #[derive(Debug)]
-struct Segment {
+struct Segment<F> {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<F>,
     /// Logical length, including bytes still buffered.
     size: u64,
     /// Messages present in it.
@@ -92,14 +91,14 @@ struct Segment {
 
 /// Buffered bytes for one segment, written at `start`.
 #[derive(Debug)]
-struct Chunk {
+struct Chunk<F> {
     seg: u64,
-    file: Arc<File>,
+    file: Arc<F>,
     start: u64,
     bytes: Vec<u8>,
 }
 
-impl Chunk {
+impl<F> Chunk<F> {
     fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
@@ -116,9 +115,9 @@ impl Chunk {
 
 /// An in-place rewrite of an erased record (applied after an fsync).
 #[derive(Debug)]
-struct Erase {
+struct Erase<F> {
     seg: u64,
-    file: Arc<File>,
+    file: Arc<F>,
     off: u64,
     bytes: Vec<u8>,
 }
@@ -135,11 +134,15 @@ struct Entry {
 }
 
 /// The crash-safe file store of one stream. See the module docs.
+///
+/// Generic over the filesystem it writes through ([`RealFs`] unless a test
+/// says otherwise).
 #[derive(Debug)]
-pub struct FileStore {
+pub struct FileStore<S: Storage = RealFs> {
+    fs: S,
     dir: PathBuf,
     config: FileStoreConfig,
-    segments: BTreeMap<u64, Segment>,
+    segments: BTreeMap<u64, Segment<S::File>>,
     index: BTreeMap<u64, Entry>,
     by_subject: super::subjects::SubjectIndex,
     bytes: u64,
@@ -149,14 +152,14 @@ pub struct FileStore {
     floor: u64,
     /// Every message below this is gone (lets purges skip tombstones).
     dead_below: u64,
-    pending: Vec<Chunk>,
-    pending_erases: Vec<Erase>,
+    pending: Vec<Chunk<S::File>>,
+    pending_erases: Vec<Erase<S::File>>,
     pending_unlinks: Vec<PathBuf>,
     /// Chunks handed to the sync job in flight (kept for reads).
-    inflight: Option<Arc<Vec<Chunk>>>,
+    inflight: Option<Arc<Vec<Chunk<S::File>>>>,
     job_out: bool,
     /// Files written but not fsynced yet.
-    unsynced: BTreeMap<u64, Arc<File>>,
+    unsynced: BTreeMap<u64, Arc<S::File>>,
     dir_dirty: bool,
     last_fsync: Instant,
     durable: u64,
@@ -175,10 +178,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn too_large(_: TooLarge) -> StoreError {
@@ -205,48 +204,64 @@ fn find_next_record(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-impl FileStore {
+impl FileStore<RealFs> {
     /// Opens (creating if needed) the store in `dir`, recovering whatever
     /// the log holds. See `docs/file-store.md` for the recovery rules.
     pub fn open(
         dir: &Path,
         config: FileStoreConfig,
     ) -> Result<(FileStore, RecoveryReport), StoreError> {
-        let existed = dir.exists();
-        if existed && !dir.is_dir() {
-            return Err(StoreError::Corrupt(format!(
-                "{} exists and is not a directory",
-                dir.display()
-            )));
-        }
-        fs::create_dir_all(dir)?;
+        FileStore::open_in(RealFs, dir, config)
+    }
+}
+
+impl<S: Storage> FileStore<S> {
+    /// [`FileStore::open`] on the filesystem `fs`.
+    pub fn open_in(
+        fs: S,
+        dir: &Path,
+        config: FileStoreConfig,
+    ) -> Result<(FileStore<S>, RecoveryReport), StoreError> {
+        let existed = match fs.kind(dir)? {
+            None => false,
+            Some(EntryKind::Dir) => true,
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )));
+            }
+        };
+        fs.create_dir_all(dir)?;
         if !existed
             && let Some(parent) = dir.parent()
             && !parent.as_os_str().is_empty()
         {
-            sync_dir(parent)?;
+            fs.sync_dir(parent)?;
         }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for entry in fs.list_dir(dir)? {
+            let Some(name) = entry.name.to_str() else {
+                continue;
+            };
+            let path = dir.join(name);
             match parse_segment_name(name) {
-                Some(base) if entry.file_type()?.is_file() => found.push((base, entry.path())),
+                Some(base) if entry.kind == EntryKind::File => found.push((base, path)),
                 Some(_) => {
                     return Err(StoreError::Corrupt(format!(
                         "{} is named like a segment but is not a regular file",
-                        entry.path().display()
+                        path.display()
                     )));
                 }
                 None if name.ends_with(SEGMENT_SUFFIX) => {
-                    tracing::warn!(file = %entry.path().display(), "file store: ignoring a .log file that is not named like a segment");
+                    tracing::warn!(file = %path.display(), "file store: ignoring a .log file that is not named like a segment");
                 }
                 None => {}
             }
         }
         found.sort();
         let mut store = FileStore {
+            fs,
             dir: dir.to_path_buf(),
             config,
             segments: BTreeMap::new(),
@@ -310,9 +325,8 @@ impl FileStore {
         newest: bool,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        let file = self.fs.open_rw(&path)?;
+        let buf = file.read_all()?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -383,7 +397,7 @@ impl FileStore {
     fn apply_recovered(
         &mut self,
         base: u64,
-        seg: &mut Segment,
+        seg: &mut Segment<S::File>,
         rec: &Record<'_>,
         off: u64,
         n: usize,
@@ -465,11 +479,7 @@ impl FileStore {
 
     fn create_segment(&mut self, base: u64) -> Result<(), StoreError> {
         let path = self.dir.join(segment_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = self.fs.create_new(&path)?;
         self.segments.insert(
             base,
             Segment {
@@ -772,7 +782,7 @@ impl FileStore {
         for c in chunks.iter() {
             self.unsynced.insert(c.seg, Arc::clone(&c.file));
         }
-        let to_sync: Vec<Arc<File>> = if fsync {
+        let to_sync: Vec<Arc<S::File>> = if fsync {
             std::mem::take(&mut self.unsynced).into_values().collect()
         } else {
             Vec::new()
@@ -786,6 +796,7 @@ impl FileStore {
         }
         self.inflight = Some(Arc::clone(&chunks));
         let dir = self.dir.clone();
+        let fs = self.fs.clone();
         let run = move || -> io::Result<()> {
             for c in chunks.iter() {
                 c.file.write_all_at(&c.bytes, c.start)?;
@@ -794,7 +805,7 @@ impl FileStore {
                 f.sync_data()?;
             }
             if dir_sync {
-                sync_dir(&dir)?;
+                fs.sync_dir(&dir)?;
             }
             if !erases.is_empty() {
                 for e in &erases {
@@ -808,7 +819,7 @@ impl FileStore {
                 }
             }
             for p in &unlinks {
-                match fs::remove_file(p) {
+                match fs.remove_file(p) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                     Err(err) => {
@@ -817,7 +828,7 @@ impl FileStore {
                 }
             }
             if !unlinks.is_empty()
-                && let Err(err) = sync_dir(&dir)
+                && let Err(err) = fs.sync_dir(&dir)
             {
                 tracing::warn!(dir = %dir.display(), error = %err, "file store: could not sync the directory after removing segments");
             }
@@ -830,7 +841,7 @@ impl FileStore {
     }
 }
 
-impl Store for FileStore {
+impl<S: Storage> Store for FileStore<S> {
     fn append(
         &mut self,
         subject: &str,
@@ -1059,7 +1070,7 @@ impl Store for FileStore {
         self.index.clear();
         self.by_subject.clear();
         self.bytes = 0;
-        match fs::remove_dir_all(&self.dir) {
+        match self.fs.remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
@@ -1072,6 +1083,7 @@ mod tests {
     use super::super::mem::MemStore;
     use super::scenarios::{run_all, sync};
     use super::*;
+    use std::fs;
 
     fn cfg(segment_bytes: u64) -> FileStoreConfig {
         FileStoreConfig {

@@ -17,6 +17,9 @@
 
 pub mod file;
 pub mod mem;
+#[cfg(test)]
+pub mod sim;
+pub mod storage;
 pub mod subjects;
 
 use std::sync::Arc;

@@ -1,0 +1,284 @@
+//! The filesystem operations the file store and the stream and consumer
+//! directories need, as a trait ([`Storage`], with [`StorageFile`] for an
+//! open file), and [`RealFs`], the operating system's filesystem. Tests use
+//! a simulated filesystem (`sim::SimFs`) that fails operations and loses
+//! power.
+//!
+//! The file store is generic over its storage (static dispatch): the
+//! production path calls `std::fs` through inlined wrappers and allocates
+//! nothing more than before.
+//!
+//! Durability vocabulary used by the helpers here: a file's bytes are
+//! durable after [`StorageFile::sync_data`] (or `sync_all`); a directory
+//! entry (a create, rename or remove) is durable after
+//! [`Storage::sync_dir`] of the directory that holds it.
+
+use std::ffi::OsString;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// Anything else (symlink, socket, device...).
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name (not a path).
+    pub name: OsString,
+    /// Its kind (symlinks are not followed).
+    pub kind: EntryKind,
+}
+
+/// An open file: positional reads and writes, length, fsync.
+pub trait StorageFile: Debug + Send + Sync + 'static {
+    /// Reads at `off`; returns how many bytes were read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
+    /// Writes at `off`; returns how many bytes were written (may be short).
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize>;
+    /// Current length.
+    fn file_len(&self) -> io::Result<u64>;
+    /// Truncates or extends to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's bytes (and its length) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes the file's bytes and metadata durable.
+    fn sync_all(&self) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `off` (end of file is an error).
+    fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, off) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ));
+                }
+                Ok(n) => {
+                    let rest = std::mem::take(&mut buf);
+                    buf = rest.get_mut(n..).unwrap_or_default();
+                    off += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `off`, continuing after short writes.
+    fn write_all_at(&self, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_at(buf, off) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    ));
+                }
+                Ok(n) => {
+                    buf = buf.get(n..).unwrap_or_default();
+                    off += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole file.
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.file_len()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// A filesystem: files, directories, renames, fsyncs.
+pub trait Storage: Debug + Clone + Send + Sync + 'static {
+    /// Its open files.
+    type File: StorageFile;
+
+    /// Opens an existing file for reading and writing.
+    fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
+    /// Creates a file that must not exist yet, for reading and writing.
+    fn create_new(&self, path: &Path) -> io::Result<Self::File>;
+    /// Creates a file, or empties it if it exists, for writing.
+    fn create_truncate(&self, path: &Path) -> io::Result<Self::File>;
+    /// The whole content of a file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// What `path` is (following symlinks); `None` when nothing is there.
+    fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>>;
+    /// Creates one directory (its parent must exist).
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and every missing parent.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The entries of a directory, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Renames (atomically replaces a file at `to`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of a directory (creates, renames, removes) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// A random number (salts, unique names).
+    fn random_u64(&self) -> u64;
+}
+
+/// The operating system's filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RealFs;
+
+impl StorageFile for File {
+    #[inline]
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, off)
+    }
+    #[inline]
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize> {
+        FileExt::write_at(self, buf, off)
+    }
+    #[inline]
+    fn file_len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    #[inline]
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    #[inline]
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    #[inline]
+    fn sync_all(&self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+    #[inline]
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, off)
+    }
+    #[inline]
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, off)
+    }
+}
+
+fn kind_of(t: fs::FileType) -> EntryKind {
+    if t.is_file() {
+        EntryKind::File
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else {
+        EntryKind::Other
+    }
+}
+
+impl Storage for RealFs {
+    type File = File;
+
+    fn open_rw(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(path)
+    }
+    fn create_new(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    }
+    fn create_truncate(&self, path: &Path) -> io::Result<File> {
+        File::create(path)
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+    fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
+        match fs::metadata(path) {
+            Ok(m) => Ok(Some(kind_of(m.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            out.push(DirEntry {
+                name: entry.file_name(),
+                kind: kind_of(entry.file_type()?),
+            });
+        }
+        Ok(out)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn random_u64(&self) -> u64 {
+        let b = *uuid::Uuid::new_v4().as_bytes();
+        let mut x = [0u8; 8];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = b[i] ^ b[i + 8];
+        }
+        u64::from_le_bytes(x)
+    }
+}
+
+/// Writes a file atomically: a temporary file beside it, fsync, rename over
+/// `path`, fsync of the directory.
+pub fn atomic_write<S: Storage>(fs: &S, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let f = fs.create_truncate(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_all()?;
+    }
+    fs.rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        let _ = fs.sync_dir(parent);
+    }
+    Ok(())
+}
+
+/// The parent of `path`, `None` for a root or a bare name.
+pub fn parent_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// `path` with `suffix` appended to its last component.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
