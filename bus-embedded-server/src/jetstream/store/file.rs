@@ -727,9 +727,10 @@ impl<S: Storage> FileStore<S> {
         }))
     }
 
-    /// Overwrites the headers and payload of a removed message's record with
-    /// zeros (kind [`RecordKind::Erased`], checksums recomputed).
-    fn erase(&mut self, e: &Entry) -> Result<(), StoreError> {
+    /// The bytes that replace a message's record when it is erased: headers
+    /// and payload zeroed (kind [`RecordKind::Erased`], checksums
+    /// recomputed). Reads the record, so it can fail; changes nothing.
+    fn erased_record(&self, e: &Entry) -> Result<Vec<u8>, StoreError> {
         let raw = self.read_bytes(e.seg, e.off, e.len)?;
         let mut erased = Vec::with_capacity(raw.len());
         match decode_record(&raw) {
@@ -753,11 +754,16 @@ impl<S: Storage> FileStore<S> {
                 )));
             }
         }
+        Ok(erased)
+    }
+
+    /// Queues the overwrite of a removed message's record by `erased`.
+    fn erase(&mut self, e: &Entry, erased: Vec<u8>) {
         for c in &mut self.pending {
             if c.slice(e.seg, e.off, erased.len()).is_some() {
                 let rel = (e.off - c.start) as usize;
                 c.bytes[rel..rel + erased.len()].copy_from_slice(&erased);
-                return Ok(());
+                return;
             }
         }
         if let Some(s) = self.segments.get(&e.seg) {
@@ -768,7 +774,6 @@ impl<S: Storage> FileStore<S> {
                 bytes: erased,
             });
         }
-        Ok(())
     }
 
     /// Builds a job writing everything buffered; `fsync` forces an fsync.
@@ -976,11 +981,18 @@ impl<S: Storage> Store for FileStore<S> {
     fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
         self.writable()?;
         let before = (self.floor, self.dead_below);
+        // Whatever can fail comes before the message leaves the index: a
+        // refused remove changes nothing.
+        let erased = match self.index.get(&seq) {
+            None => return Ok(false),
+            Some(e) if erase => Some(self.erased_record(e)?),
+            Some(_) => None,
+        };
         let Some(e) = self.drop_msg(seq) else {
             return Ok(false);
         };
-        if erase {
-            self.erase(&e)?;
+        if let Some(bytes) = erased {
+            self.erase(&e, bytes);
         }
         if self.index.is_empty() {
             self.floor = self.last_seq + 1;
@@ -1081,6 +1093,7 @@ impl<S: Storage> Store for FileStore<S> {
 #[cfg(test)]
 mod tests {
     use super::super::mem::MemStore;
+    use super::super::sim::SimFs;
     use super::scenarios::{run_all, sync};
     use super::*;
     use std::fs;
@@ -1129,6 +1142,27 @@ mod tests {
                 seq
             );
         }
+    }
+
+    fn fill_any<S: Storage>(s: &mut FileStore<S>, n: u64) {
+        for _ in 0..n {
+            let seq = s.state().last_seq + 1;
+            let subj = format!("s.{}", seq % 3);
+            assert_eq!(
+                s.append(&subj, b"", &payload(seq), seq as i64).unwrap(),
+                seq
+            );
+        }
+    }
+
+    fn check_msg_any<S: Storage>(s: &mut FileStore<S>, seq: u64) {
+        let m = s
+            .get(seq)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{seq} missing"));
+        assert_eq!(m.data, payload(seq), "seq {seq}");
+        assert_eq!(&*m.subject, format!("s.{}", seq % 3));
+        assert_eq!(m.ts, seq as i64);
     }
 
     fn check_msg(s: &mut FileStore, seq: u64) {
@@ -1485,6 +1519,40 @@ mod tests {
         assert_eq!(s.state().msgs, 1);
         assert_eq!(s.get(2).unwrap().unwrap().data, &b"keep"[..]);
         assert_eq!(s.state().last_seq, 3);
+    }
+
+    fn sim_store(sim: &SimFs, segment_bytes: u64) -> FileStore<SimFs> {
+        let dir = Path::new("/s/msgs");
+        let made = sim
+            .create_dir_all(Path::new("/s"))
+            .and_then(|()| sim.sync_dir(Path::new("/")));
+        assert!(made.is_ok());
+        FileStore::open_in(sim.clone(), dir, cfg(segment_bytes))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn an_erase_whose_read_fails_changes_nothing() {
+        let sim = SimFs::new(7);
+        let mut s = sim_store(&sim, 1 << 20);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        sim.set_fault_rate(1000);
+        assert!(s.remove(2, true).is_err());
+        sim.set_fault_rate(0);
+        // Not removed, in memory or on disk.
+        assert_eq!(s.state().msgs, 3);
+        check_msg_any(&mut s, 2);
+        sync(&mut s);
+        drop(s);
+        sim.crash();
+        let (mut s, _) =
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(1 << 20)).unwrap();
+        assert_eq!(s.state().msgs, 3);
+        check_msg_any(&mut s, 2);
+        assert!(s.remove(2, true).unwrap());
+        assert_eq!(s.get(2).unwrap(), None);
     }
 
     #[test]
