@@ -295,6 +295,18 @@ impl<S: Storage> FileStore<S> {
             let base = store.last_seq + 1;
             store.create_segment(base)?;
         }
+        // From here on what the log holds is served as durable (read,
+        // delivered, its sequences counted). A crashed process may have left
+        // records it wrote but never fsynced in the page cache: fsync them,
+        // and the directory entries, before anyone sees them.
+        for seg in store.segments.values() {
+            seg.file.sync_data()?;
+        }
+        store.fs.sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            store.fs.sync_dir(parent)?;
+        }
+        store.dir_dirty = false;
         report.msgs = store.index.len() as u64;
         report.corrupt = store.corrupt.clone();
         if let SyncPolicy::Interval(every) = config.sync {
@@ -1093,7 +1105,7 @@ impl<S: Storage> Store for FileStore<S> {
 #[cfg(test)]
 mod tests {
     use super::super::mem::MemStore;
-    use super::super::sim::SimFs;
+    use super::super::sim::{PowerLoss, SimFs};
     use super::scenarios::{run_all, sync};
     use super::*;
     use std::fs;
@@ -1553,6 +1565,36 @@ mod tests {
         check_msg_any(&mut s, 2);
         assert!(s.remove(2, true).unwrap());
         assert_eq!(s.get(2).unwrap(), None);
+    }
+
+    #[test]
+    fn what_recovery_finds_in_the_page_cache_is_fsynced_before_it_is_served() {
+        let sim = SimFs::new(8);
+        let mut s = sim_store(&sim, 1 << 20);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        // Message 4 and the delete of 2 are written by a sync job whose
+        // process dies before its fsync: they sit in the page cache.
+        fill_any(&mut s, 1);
+        assert!(s.remove(2, false).unwrap());
+        let job = s.take_sync().unwrap();
+        sim.die_after(Some(1));
+        assert!((job.run)().is_err());
+        drop(s);
+        sim.crash();
+        let reopen = || FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(1 << 20));
+        let (mut s, _) = reopen().unwrap();
+        // Recovery shows both: 4 is there (and can be delivered), 2 is gone.
+        assert_eq!(s.state().last_seq, 4);
+        check_msg_any(&mut s, 4);
+        assert_eq!(s.get(2).unwrap(), None);
+        drop(s);
+        // A power loss must not take back what the recovery showed.
+        sim.power_loss(PowerLoss::Strict);
+        let (mut s, _) = reopen().unwrap();
+        assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
+        check_msg_any(&mut s, 4);
+        assert_eq!(s.append("x", b"", b"", 9).unwrap(), 5);
     }
 
     #[test]
