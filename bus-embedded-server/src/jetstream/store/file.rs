@@ -835,19 +835,27 @@ impl<S: Storage> FileStore<S> {
                     }
                 }
             }
+            // The store forgets an emptied segment once its unlink is
+            // queued, so it no longer carries forward the tombstones that
+            // keep that segment's messages dead: a segment left behind
+            // would bring them back later. A failed unlink (or the fsync
+            // making it durable) therefore fails the job like a failed
+            // write: the store is poisoned and the next open reads the
+            // segment again.
             for p in &unlinks {
                 match fs.remove_file(p) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                     Err(err) => {
-                        tracing::warn!(file = %p.display(), error = %err, "file store: could not remove an emptied segment");
+                        return Err(io::Error::new(
+                            err.kind(),
+                            format!("removing the emptied segment {}: {err}", p.display()),
+                        ));
                     }
                 }
             }
-            if !unlinks.is_empty()
-                && let Err(err) = fs.sync_dir(&dir)
-            {
-                tracing::warn!(dir = %dir.display(), error = %err, "file store: could not sync the directory after removing segments");
+            if !unlinks.is_empty() {
+                fs.sync_dir(&dir)?;
             }
             Ok(())
         };
@@ -1105,7 +1113,7 @@ impl<S: Storage> Store for FileStore<S> {
 #[cfg(test)]
 mod tests {
     use super::super::mem::MemStore;
-    use super::super::sim::{PowerLoss, SimFs};
+    use super::super::sim::{PowerLoss, SimFs, SimOp};
     use super::scenarios::{run_all, sync};
     use super::*;
     use std::fs;
@@ -1595,6 +1603,43 @@ mod tests {
         assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
         check_msg_any(&mut s, 4);
         assert_eq!(s.append("x", b"", b"", 9).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_segment_whose_unlink_failed_cannot_bring_deleted_messages_back() {
+        let sim = SimFs::new(9);
+        let reopen = || {
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(50))
+                .unwrap()
+                .0
+        };
+        let mut s = sim_store(&sim, 50);
+        // One message per segment: 1, 2, 3.
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        assert_eq!(s.segment_count(), 3);
+        // Deleting 2 writes its tombstone into segment 3 and empties
+        // segment 2, whose unlink fails.
+        assert!(s.remove(2, false).unwrap());
+        sim.fail_next(SimOp::RemoveFile);
+        sync(&mut s);
+        if s.poisoned().is_some() {
+            drop(s);
+            sim.crash();
+            s = reopen();
+        }
+        assert_eq!(s.get(2).unwrap(), None);
+        // Segment 3 (holding the tombstone) empties and goes too.
+        fill_any(&mut s, 1);
+        assert!(s.remove(3, false).unwrap());
+        sync(&mut s);
+        assert_eq!(s.poisoned(), None);
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
+        check_msg_any(&mut s, 1);
+        check_msg_any(&mut s, 4);
     }
 
     #[test]

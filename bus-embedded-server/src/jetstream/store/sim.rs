@@ -89,6 +89,25 @@ enum Op {
     Meta,
 }
 
+/// An operation [`SimFs::fail_next`] can make fail once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimOp {
+    /// `write_at` (nothing is written).
+    Write,
+    /// `sync_data` / `sync_all` of a file.
+    SyncFile,
+    /// `sync_dir`.
+    SyncDir,
+    /// `remove_file`.
+    RemoveFile,
+    /// `rename`.
+    Rename,
+    /// `create_dir` / `create_dir_all`.
+    CreateDir,
+    /// `remove_dir_all`.
+    RemoveDir,
+}
+
 #[derive(Debug, Clone)]
 struct State {
     nodes: Vec<Node>,
@@ -101,6 +120,9 @@ struct State {
     die_after: Option<u64>,
     ops: u64,
     faults_injected: u64,
+    pages_dropped: u64,
+    /// One-shot failures of named operations.
+    fail_next: Vec<SimOp>,
 }
 
 const ROOT: usize = 0;
@@ -152,24 +174,45 @@ fn names(path: &Path) -> io::Result<Vec<&OsStr>> {
 }
 
 impl State {
+    /// A one-shot failure of `op`, if one is armed.
+    fn named(&mut self, op: SimOp) -> io::Result<()> {
+        match self.fail_next.iter().position(|o| *o == op) {
+            Some(i) => {
+                self.fail_next.remove(i);
+                self.faults_injected += 1;
+                Err(eio(&format!("{op:?} (armed)")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Counts an operation and decides whether it fails.
     fn step(&mut self, op: Op) -> Result<(), io::Error> {
+        self.fault(op).map_err(|(e, _)| e)
+    }
+
+    /// Like `step`; the flag tells an injected I/O error (true) from the
+    /// process having died (false: the operation never happened).
+    fn fault(&mut self, op: Op) -> Result<(), (io::Error, bool)> {
         self.ops += 1;
         if let Some(left) = self.die_after.as_mut() {
             if *left == 0 {
-                return Err(eio("the process is dead"));
+                return Err((eio("the process is dead"), false));
             }
             *left -= 1;
         }
         if self.fault_rate > 0 && self.rng.chance(self.fault_rate) {
             self.faults_injected += 1;
-            return Err(match op {
-                Op::Write if self.rng.chance(400) => enospc(),
-                Op::Read => eio("read"),
-                Op::Write => eio("write"),
-                Op::Sync => eio("fsync"),
-                Op::Meta => eio("directory operation"),
-            });
+            return Err((
+                match op {
+                    Op::Write if self.rng.chance(400) => enospc(),
+                    Op::Read => eio("read"),
+                    Op::Write => eio("write"),
+                    Op::Sync => eio("fsync"),
+                    Op::Meta => eio("directory operation"),
+                },
+                true,
+            ));
         }
         Ok(())
     }
@@ -344,6 +387,8 @@ impl SimFs {
                 die_after: None,
                 ops: 0,
                 faults_injected: 0,
+                pages_dropped: 0,
+                fail_next: Vec::new(),
             })),
         }
     }
@@ -369,6 +414,11 @@ impl SimFs {
         self.lock().fault_rate = per_mille;
     }
 
+    /// The next `op` fails with EIO (once; several calls arm several).
+    pub fn fail_next(&self, op: SimOp) {
+        self.lock().fail_next.push(op);
+    }
+
     /// After `n` more operations every operation fails ("the process died
     /// there"); `None` lifts it.
     pub fn die_after(&self, n: Option<u64>) {
@@ -383,6 +433,11 @@ impl SimFs {
     /// Faults injected so far.
     pub fn faults_injected(&self) -> u64 {
         self.lock().faults_injected
+    }
+
+    /// How many failed fsyncs dropped a file's unsynced bytes so far.
+    pub fn pages_dropped(&self) -> u64 {
+        self.lock().pages_dropped
     }
 
     /// The process crashes: every open handle fails from now on; what was
@@ -488,6 +543,7 @@ impl StorageFile for SimFile {
         if st.generation != self.generation {
             return Err(eio("stale handle: its process crashed"));
         }
+        st.named(SimOp::Write)?;
         // A failed write may still have written a prefix (then ENOSPC/EIO).
         let fault = st.step(Op::Write).err();
         let rate = st.fault_rate;
@@ -535,8 +591,14 @@ impl StorageFile for SimFile {
         if st.generation != self.generation {
             return Err(eio("stale handle: its process crashed"));
         }
-        let failed = st.step(Op::Sync).err();
-        let State { nodes, rng, .. } = &mut *st;
+        st.named(SimOp::SyncFile)?;
+        let failed = st.fault(Op::Sync).err();
+        let State {
+            nodes,
+            rng,
+            pages_dropped,
+            ..
+        } = &mut *st;
         let Node::File { data, synced, log } = &mut nodes[self.node] else {
             return Err(io::Error::other("is a directory"));
         };
@@ -546,12 +608,14 @@ impl StorageFile for SimFile {
                 log.clear();
                 Ok(())
             }
-            Some(e) => {
+            Some((e, injected)) => {
                 // Linux may mark the dirty pages clean after a failed
-                // fsync: later reads see the old bytes.
-                if rng.chance(500) {
+                // fsync (an I/O error, not a dead process): later reads,
+                // and a restart, see the old bytes.
+                if injected && rng.chance(500) {
                     *data = synced.clone();
                     log.clear();
+                    *pages_dropped += 1;
                 }
                 Err(e)
             }
@@ -625,12 +689,14 @@ impl Storage for SimFs {
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::CreateDir)?;
         st.step(Op::Meta)?;
         st.mkdir(path)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::CreateDir)?;
         st.step(Op::Meta)?;
         let parts = names(path)?;
         let mut at = std::path::PathBuf::from("/");
@@ -668,6 +734,7 @@ impl Storage for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::Rename)?;
         st.step(Op::Meta)?;
         let (fd, fname) = st.parent_dir(from)?;
         let (td, tname) = st.parent_dir(to)?;
@@ -696,6 +763,7 @@ impl Storage for SimFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::RemoveFile)?;
         st.step(Op::Meta)?;
         let (dir, name) = st.parent_dir(path)?;
         match st.entries_mut(dir).get(name).copied() {
@@ -710,6 +778,7 @@ impl Storage for SimFs {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::RemoveDir)?;
         st.step(Op::Meta)?;
         let (dir, name) = st.parent_dir(path)?;
         let Some(n) = st.entries_mut(dir).get(name).copied() else {
@@ -736,6 +805,7 @@ impl Storage for SimFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.named(SimOp::SyncDir)?;
         st.step(Op::Sync)?;
         let Some(n) = st.lookup(path)? else {
             return Err(not_found(path));
