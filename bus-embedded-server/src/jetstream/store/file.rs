@@ -661,11 +661,15 @@ impl<S: Storage> FileStore<S> {
 
     /// Queues for unlinking every candidate segment (not the newest) that
     /// holds no message, first re-appending tombstones it carries for older
-    /// segments that still exist.
+    /// segments that still exist, and the store's state record (the
+    /// dropped segment may hold the newest one: the newest segment does
+    /// not always start with one, e.g. when its first writes were lost in
+    /// a crash).
     fn reclaim(&mut self, mut candidates: Vec<u64>) -> Result<(), StoreError> {
         let newest = self.active_base()?;
         candidates.sort_unstable();
         candidates.dedup();
+        let mut dropped = false;
         for base in candidates {
             if base == newest || self.segments.get(&base).is_none_or(|s| s.live != 0) {
                 continue;
@@ -680,6 +684,10 @@ impl<S: Storage> FileStore<S> {
             }
             self.unsynced.remove(&base);
             self.pending_unlinks.push(seg.path);
+            dropped = true;
+        }
+        if dropped {
+            self.push_state()?;
         }
         Ok(())
     }
@@ -1640,6 +1648,44 @@ mod tests {
         assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
         check_msg_any(&mut s, 1);
         check_msg_any(&mut s, 4);
+    }
+
+    #[test]
+    fn unlinking_the_segment_with_the_newest_state_record_keeps_the_state() {
+        let sim = SimFs::new(10);
+        let reopen = || {
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(150))
+                .unwrap()
+                .0
+        };
+        let mut s = sim_store(&sim, 150);
+        // Segment 1 holds 1 and 2, segment 3 holds 3.
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        assert_eq!(s.segment_count(), 2);
+        // Removing 1 only moves the dead mark: a state record in segment 3.
+        assert!(s.remove(1, false).unwrap());
+        sync(&mut s);
+        // Message 4 starts segment 4; the process dies before writing it:
+        // segment 4 is an empty file, without its leading state record.
+        fill_any(&mut s, 1);
+        let job = s.take_sync().unwrap();
+        sim.die_after(Some(0));
+        assert!((job.run)().is_err());
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(1).unwrap(), None);
+        // Emptying segment 3 unlinks it, and its state record with it.
+        assert!(s.remove(3, false).unwrap());
+        sync(&mut s);
+        assert_eq!(s.poisoned(), None);
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(1).unwrap(), None, "a removed message came back");
+        check_msg_any(&mut s, 2);
+        assert_eq!(s.state().first_seq, 2);
     }
 
     #[test]

@@ -544,8 +544,13 @@ impl StorageFile for SimFile {
             return Err(eio("stale handle: its process crashed"));
         }
         st.named(SimOp::Write)?;
-        // A failed write may still have written a prefix (then ENOSPC/EIO).
-        let fault = st.step(Op::Write).err();
+        // A failed write may still have written a prefix (then ENOSPC/EIO);
+        // a dead process writes nothing.
+        let fault = match st.fault(Op::Write) {
+            Ok(()) => None,
+            Err((e, true)) => Some(e),
+            Err((e, false)) => return Err(e),
+        };
         let rate = st.fault_rate;
         let State { nodes, rng, .. } = &mut *st;
         let Node::File { data, log, .. } = &mut nodes[self.node] else {
