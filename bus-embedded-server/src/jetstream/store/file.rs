@@ -18,8 +18,8 @@ mod record;
 pub(crate) mod scenarios;
 
 pub use record::{
-    DecodeError, HEADER_LEN, MAGIC, Record, RecordKind, TRAILER_LEN, TooLarge, VERSION,
-    decode_record, encode_record, record_len,
+    DecodeError, HEADER_LEN, Header, MAGIC, Record, RecordKind, TRAILER_LEN, TooLarge, VERSION,
+    decode_header, decode_record, encode_record, record_len,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +37,8 @@ use super::{
 };
 
 const SEGMENT_SUFFIX: &str = ".log";
+/// The smallest record (no subject, headers or payload).
+const MIN_RECORD: usize = HEADER_LEN + TRAILER_LEN;
 const SEGMENT_DIGITS: usize = 20;
 
 /// When appended records reach the disk's stable storage.
@@ -166,6 +168,8 @@ pub struct FileStore<S: Storage = RealFs> {
     poisoned: Option<String>,
     destroyed: bool,
     corrupt: Vec<CorruptRecord>,
+    /// Recovery raised the last sequence over a cut tail: write it down.
+    record_high_water: bool,
 }
 
 fn segment_name(base: u64) -> String {
@@ -185,6 +189,22 @@ fn too_large(_: TooLarge) -> StoreError {
         io::ErrorKind::InvalidInput,
         "message too large for the file store",
     ))
+}
+
+/// The highest sequence the bytes of a cut tail (starting at a record
+/// boundary) may have held, from `last`, the highest sequence before it:
+/// the sequence in the first record's header if that header verifies, plus
+/// one for every record that could start in the bytes no header accounts
+/// for (every record takes at least [`MIN_RECORD`] bytes). Such a sequence
+/// may have been acknowledged and delivered before the bytes were damaged,
+/// so it is never assigned again.
+fn cut_tail_high_water(tail: &[u8], last: u64) -> u64 {
+    let (hw, read) = match decode_header(tail) {
+        Some(h) => (last.max(h.seq), h.total.min(tail.len())),
+        None => (last, 0),
+    };
+    let unread = (tail.len() - read) as u64;
+    hw.saturating_add(unread.div_ceil(MIN_RECORD as u64))
 }
 
 /// The first valid record at or after `from` (a record whose header and
@@ -284,6 +304,7 @@ impl<S: Storage> FileStore<S> {
             poisoned: None,
             destroyed: false,
             corrupt: Vec::new(),
+            record_high_water: false,
         };
         let mut report = RecoveryReport::default();
         let count = found.len();
@@ -294,6 +315,23 @@ impl<S: Storage> FileStore<S> {
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
             store.create_segment(base)?;
+        }
+        if store.record_high_water {
+            // The sequences a cut tail may have held are skipped for good:
+            // a state record carries the raised last sequence.
+            store.push_state()?;
+            let job = store.build_job(true);
+            let upto = job.upto;
+            let result = (job.run)();
+            let failed = result
+                .as_ref()
+                .err()
+                .map(|e| io::Error::new(e.kind(), e.to_string()));
+            store.synced(upto, result);
+            if let Some(e) = failed {
+                return Err(StoreError::Io(e));
+            }
+            store.record_high_water = false;
         }
         // From here on what the log holds is served as durable (read,
         // delivered, its sequences counted). A crashed process may have left
@@ -379,7 +417,14 @@ impl<S: Storage> FileStore<S> {
                 }
                 None if newest => {
                     let cut = buf.len() - pos;
+                    let hw = cut_tail_high_water(buf.get(pos..).unwrap_or_default(), self.last_seq);
                     tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
+                    if hw > self.last_seq {
+                        tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
+                        report.seqs_skipped += hw - self.last_seq;
+                        self.last_seq = hw;
+                        self.record_high_water = true;
+                    }
                     seg.file.set_len(pos as u64)?;
                     seg.file.sync_all()?;
                     seg.size = pos as u64;
@@ -1314,11 +1359,16 @@ mod tests {
                 check_msg(&mut s, seq);
             }
             assert_eq!(s.get(20).unwrap(), None);
-            assert_eq!(fs::metadata(&torn).unwrap().len(), start as u64);
-            fill(&mut s, 2);
-            assert_eq!(s.state().last_seq, 21);
+            // Bytes of record 20 were there: its sequence is never given
+            // again (a state record now ends the file).
+            let skipped = u64::from(cut > start);
+            assert_eq!(report.seqs_skipped, skipped, "cut {cut}");
+            assert_eq!(s.state().last_seq, 19 + skipped, "cut {cut}");
+            let first_new = 20 + skipped;
+            assert!(fs::metadata(&torn).unwrap().len() >= start as u64);
+            assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), first_new);
             let (mut s, _) = reopen(&mut s, 250);
-            check_msg(&mut s, 21);
+            assert_eq!(s.get(first_new).unwrap().unwrap().data, &b"new"[..]);
         }
     }
 
@@ -1333,9 +1383,41 @@ mod tests {
         let n = bytes.len();
         bytes[n - 6] ^= 0x10;
         fs::write(&f, &bytes).unwrap();
-        let (s, report) = open(tmp.path(), 1 << 20);
+        let (mut s, report) = open(tmp.path(), 1 << 20);
         assert!(report.truncated_bytes > 0);
         assert_eq!(s.state().msgs, 4);
+        assert_eq!(s.append("x", b"", b"", 9).unwrap(), 6);
+    }
+
+    #[test]
+    fn a_cut_last_record_never_gives_its_sequence_again() {
+        // The last record was acknowledged (and maybe delivered), then
+        // damaged: in its payload (header intact: its sequence is read) or
+        // in its header (its sequence is unknown: every record the bytes
+        // could hold is skipped).
+        for (case, at_end) in [("payload", 6usize), ("header", 0)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut s, _) = open(tmp.path(), 1 << 20);
+            fill(&mut s, 5);
+            s.close().unwrap();
+            let f = segment_files(tmp.path()).pop().unwrap();
+            let mut bytes = fs::read(&f).unwrap();
+            let (at, n) = record_offset(&bytes, 5);
+            let flip = if at_end > 0 { at + n - at_end } else { at + 9 };
+            bytes[flip] ^= 0x10;
+            fs::write(&f, &bytes).unwrap();
+            let (s, report) = open(tmp.path(), 1 << 20);
+            assert_eq!(report.truncated_bytes, n as u64, "{case}");
+            assert_eq!(report.msgs, 4, "{case}");
+            assert!(report.seqs_skipped >= 1, "{case}");
+            assert!(s.state().last_seq >= 5, "{case}");
+            // A crash before anything new is written: still skipped.
+            drop(s);
+            let (mut s, _) = open(tmp.path(), 1 << 20);
+            let next = s.append("x", b"", b"after", 9).unwrap();
+            assert!(next > 5, "{case}: sequence 5 given again");
+            assert_eq!(s.get(5).unwrap(), None, "{case}");
+        }
     }
 
     fn record_offset(buf: &[u8], seq: u64) -> (usize, usize) {

@@ -229,6 +229,8 @@ pub struct RecoveryReport {
     pub msgs: u64,
     /// Bytes cut from a torn tail (an incomplete last record).
     pub truncated_bytes: u64,
+    /// Sequences the cut bytes may have held: skipped, never assigned.
+    pub seqs_skipped: u64,
     /// Damaged records skipped in the middle of the log.
     pub corrupt: Vec<CorruptRecord>,
     /// True when an index file was missing or bad and was rebuilt from the log.

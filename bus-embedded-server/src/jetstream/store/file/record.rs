@@ -231,6 +231,41 @@ fn u64_at(h: &[u8; HEADER_LEN], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The fixed header of a record, read on its own (the body may be damaged
+/// or missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The kind byte (maybe unknown).
+    pub kind: u8,
+    /// Total record length the header claims.
+    pub total: usize,
+    /// Sequence.
+    pub seq: u64,
+}
+
+/// The header at the start of `buf` if it is complete and verifies (magic,
+/// version, header checksum, consistent lengths). Never panics.
+pub fn decode_header(buf: &[u8]) -> Option<Header> {
+    let h = <&[u8; HEADER_LEN]>::try_from(buf.get(..HEADER_LEN)?).ok()?;
+    if h[..2] != MAGIC || h[2] != VERSION || crc32c::crc32c(&h[..36]) != u32_at(h, 36) {
+        return None;
+    }
+    let total = u32_at(h, 4) as usize;
+    let lens = (
+        u32_at(h, 24) as usize,
+        u32_at(h, 28) as usize,
+        u32_at(h, 32) as usize,
+    );
+    if record_len(lens.0, lens.1, lens.2).ok() != Some(total) {
+        return None;
+    }
+    Some(Header {
+        kind: h[3],
+        total,
+        seq: u64_at(h, 8),
+    })
+}
+
 /// Decodes the record at the start of `buf`.
 ///
 /// `Ok(Some((record, len)))`: a valid record of `len` bytes.
