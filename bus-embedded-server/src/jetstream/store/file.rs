@@ -13,6 +13,8 @@
 //! - segments whose messages are all gone are unlinked after the tombstones
 //!   that justify it are on disk.
 
+#[cfg(test)]
+mod model;
 mod record;
 #[cfg(test)]
 pub(crate) mod scenarios;
