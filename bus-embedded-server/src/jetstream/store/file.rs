@@ -20,8 +20,9 @@ mod record;
 pub(crate) mod scenarios;
 
 pub use record::{
-    DecodeError, HEADER_LEN, Header, MAGIC, Record, RecordKind, TRAILER_LEN, TooLarge, VERSION,
-    decode_header, decode_record, encode_record, record_len,
+    DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC, TRAILER_LEN, TooLarge, VERSION, VERSION_1, decode_header, decode_record,
+    decode_segment_header, encode_record, encode_segment_header, record_len,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,6 +83,8 @@ impl Default for FileStoreConfig {
 struct Segment<F> {
     path: PathBuf,
     file: Arc<F>,
+    /// How its records are checksummed (version 2: salted).
+    format: Format,
     /// Logical length, including bytes still buffered.
     size: u64,
     /// Messages present in it.
@@ -170,8 +173,8 @@ pub struct FileStore<S: Storage = RealFs> {
     poisoned: Option<String>,
     destroyed: bool,
     corrupt: Vec<CorruptRecord>,
-    /// Recovery raised the last sequence over a cut tail: write it down.
-    record_high_water: bool,
+    /// The salt of the segments this store creates.
+    salt: u64,
 }
 
 fn segment_name(base: u64) -> String {
@@ -193,6 +196,30 @@ fn too_large(_: TooLarge) -> StoreError {
     ))
 }
 
+/// Tests: a segment file's record format and where its records start.
+#[cfg(test)]
+pub(crate) fn layout_of(bytes: &[u8]) -> (Format, usize) {
+    match decode_segment_header(bytes) {
+        Some(salt) => (Format::salted(salt), SEGMENT_HEADER_LEN),
+        None => (Format::V1, 0),
+    }
+}
+
+/// Reads from the start of `file` into `buf` until it is full or the file
+/// ends; returns how many bytes were read.
+fn read_up_to<F: StorageFile>(file: &F, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(buf.get_mut(n..).unwrap_or_default(), n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// The highest sequence the bytes of a cut tail (starting at a record
 /// boundary) may have held, from `last`, the highest sequence before it:
 /// the sequence in the first record's header if that header verifies, plus
@@ -200,8 +227,8 @@ fn too_large(_: TooLarge) -> StoreError {
 /// for (every record takes at least [`MIN_RECORD`] bytes). Such a sequence
 /// may have been acknowledged and delivered before the bytes were damaged,
 /// so it is never assigned again.
-fn cut_tail_high_water(tail: &[u8], last: u64) -> u64 {
-    let (hw, read) = match decode_header(tail) {
+fn cut_tail_high_water(tail: &[u8], last: u64, format: Format) -> u64 {
+    let (hw, read) = match decode_header(tail, format) {
         Some(h) => (last.max(h.seq), h.total.min(tail.len())),
         None => (last, 0),
     };
@@ -210,14 +237,14 @@ fn cut_tail_high_water(tail: &[u8], last: u64) -> u64 {
 }
 
 /// The first valid record at or after `from` (a record whose header and
-/// checksum verify), if any.
-fn find_next_record(buf: &[u8], from: usize) -> Option<usize> {
+/// checksum verify in `format`), if any.
+fn find_next_record(buf: &[u8], from: usize, format: Format) -> Option<usize> {
     let mut at = from;
     while let Some(rest) = buf.get(at..) {
         let i = memchr::memchr(MAGIC[0], rest)?;
         let p = at + i;
         if let Some(tail) = buf.get(p..)
-            && matches!(decode_record(tail), Ok(Some(_)))
+            && matches!(decode_record(tail, format), Ok(Some(_)))
         {
             return Some(p);
         }
@@ -282,6 +309,18 @@ impl<S: Storage> FileStore<S> {
             }
         }
         found.sort();
+        // The store's salt: from the newest segment whose header verifies.
+        let mut opened = Vec::with_capacity(found.len());
+        let mut salt = None;
+        for (base, path) in found {
+            let file = fs.open_rw(&path)?;
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let n = read_up_to(&file, &mut head)?;
+            if let Some(s) = head.get(..n).and_then(decode_segment_header) {
+                salt = Some(s);
+            }
+            opened.push((base, path, file));
+        }
         let mut store = FileStore {
             fs,
             dir: dir.to_path_buf(),
@@ -306,22 +345,28 @@ impl<S: Storage> FileStore<S> {
             poisoned: None,
             destroyed: false,
             corrupt: Vec::new(),
-            record_high_water: false,
+            salt: 0,
         };
+        store.salt = match salt {
+            Some(s) => s,
+            None => store.fs.random_u64(),
+        };
+        let known_salt = salt;
         let mut report = RecoveryReport::default();
-        let count = found.len();
-        for (i, (base, path)) in found.into_iter().enumerate() {
-            store.recover_segment(base, path, i + 1 == count, &mut report)?;
+        let count = opened.len();
+        for (i, (base, path, file)) in opened.into_iter().enumerate() {
+            store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
         store.finish_recovery();
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
             store.create_segment(base)?;
         }
-        if store.record_high_water {
-            // The sequences a cut tail may have held are skipped for good:
-            // a state record carries the raised last sequence.
-            store.push_state()?;
+        if !store.pending.is_empty() {
+            // Recovery wrote something down: a segment header rewritten
+            // after a torn creation, or a state record with the last
+            // sequence raised over a cut tail (those sequences are skipped
+            // for good). Written and fsynced before anything is served.
             let job = store.build_job(true);
             let upto = job.upto;
             let result = (job.run)();
@@ -333,7 +378,6 @@ impl<S: Storage> FileStore<S> {
             if let Some(e) = failed {
                 return Err(StoreError::Io(e));
             }
-            store.record_high_water = false;
         }
         // From here on what the log holds is served as durable (read,
         // delivered, its sequences counted). A crashed process may have left
@@ -370,33 +414,96 @@ impl<S: Storage> FileStore<S> {
         self.segments.len()
     }
 
+    /// How a segment's bytes are to be read: its format and where its
+    /// records start, or `None` for a segment whose creation was torn (no
+    /// complete header, no room for a record).
+    fn segment_layout(
+        &self,
+        buf: &[u8],
+        name: &str,
+        known_salt: Option<u64>,
+    ) -> Result<Option<(Format, usize)>, StoreError> {
+        if buf.len() < SEGMENT_HEADER_LEN {
+            // No room for a record before the header ends (and a record of
+            // the first format takes at least 44 bytes).
+            return Ok(None);
+        }
+        if let Some(salt) = decode_segment_header(buf) {
+            return Ok(Some((Format::salted(salt), SEGMENT_HEADER_LEN)));
+        }
+        // A segment written before the salt existed starts with a record.
+        if decode_header(buf, Format::V1).is_some() {
+            return Ok(Some((Format::V1, 0)));
+        }
+        // Both header copies damaged: the store's salt (the same in every
+        // segment) still reads it if another segment has it.
+        if let Some(salt) = known_salt {
+            let f = Format::salted(salt);
+            if find_next_record(buf, SEGMENT_HEADER_LEN, f).is_some() {
+                tracing::warn!(segment = %name, "file store: damaged segment header; reading it with the salt of the other segments");
+                return Ok(Some((f, SEGMENT_HEADER_LEN)));
+            }
+        }
+        if buf.len() <= SEGMENT_HEADER_LEN {
+            return Ok(None);
+        }
+        let magic_at =
+            |at: usize| buf.get(at..at + SEGMENT_MAGIC.len()) == Some(&SEGMENT_MAGIC[..]);
+        if magic_at(0) || magic_at(SEGMENT_HEADER_LEN / 2) {
+            return Err(StoreError::Corrupt(format!(
+                "{}: the segment header is damaged and no other segment holds the store's salt",
+                self.dir.join(name).display()
+            )));
+        }
+        // An old segment whose first record is damaged.
+        Ok(Some((Format::V1, 0)))
+    }
+
     fn recover_segment(
         &mut self,
         base: u64,
         path: PathBuf,
+        file: S::File,
         newest: bool,
+        known_salt: Option<u64>,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
-        let file = self.fs.open_rw(&path)?;
         let buf = file.read_all()?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let layout = self.segment_layout(&buf, &name, known_salt)?;
         let mut seg = Segment {
             path,
             file: Arc::new(file),
+            format: layout.map_or(Format::salted(self.salt), |(f, _)| f),
             size: buf.len() as u64,
             live: 0,
             max_msg_seq: 0,
             tombs: Vec::new(),
         };
-        let mut pos = 0usize;
+        let Some((format, start)) = layout else {
+            // Created, but not even its header was written (it is empty or
+            // holds part of the header): no record was ever in it.
+            if newest {
+                tracing::warn!(segment = %name, bytes = buf.len(), "file store: rewriting the header of a segment whose creation was torn");
+                seg.file.set_len(0)?;
+                seg.size = 0;
+                report.truncated_bytes += buf.len() as u64;
+                self.segments.insert(base, seg);
+                self.push_segment_header(base)?;
+            } else {
+                self.segments.insert(base, seg);
+            }
+            return Ok(());
+        };
+        let mut pos = start;
         while let Some(rest) = buf.get(pos..) {
             if rest.is_empty() {
                 break;
             }
-            let (reason, next) = match decode_record(rest) {
+            let (reason, next) = match decode_record(rest, format) {
                 Ok(Some((rec, n))) => {
                     self.apply_recovered(base, &mut seg, &rec, pos as u64, n);
                     pos += n;
@@ -405,9 +512,9 @@ impl<S: Storage> FileStore<S> {
                 Ok(None) => ("incomplete record".to_owned(), None),
                 Err(e) => {
                     let next = match e.skip_len() {
-                        Some(n) if pos + n < buf.len() => find_next_record(&buf, pos + n),
+                        Some(n) if pos + n < buf.len() => find_next_record(&buf, pos + n, format),
                         Some(_) => None,
-                        None => find_next_record(&buf, pos + 1),
+                        None => find_next_record(&buf, pos + 1, format),
                     };
                     (e.to_string(), next)
                 }
@@ -419,18 +526,28 @@ impl<S: Storage> FileStore<S> {
                 }
                 None if newest => {
                     let cut = buf.len() - pos;
-                    let hw = cut_tail_high_water(buf.get(pos..).unwrap_or_default(), self.last_seq);
+                    let hw = cut_tail_high_water(
+                        buf.get(pos..).unwrap_or_default(),
+                        self.last_seq,
+                        format,
+                    );
                     tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
-                    if hw > self.last_seq {
+                    let raised = hw > self.last_seq;
+                    if raised {
                         tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
                         report.seqs_skipped += hw - self.last_seq;
                         self.last_seq = hw;
-                        self.record_high_water = true;
                     }
                     seg.file.set_len(pos as u64)?;
                     seg.file.sync_all()?;
                     seg.size = pos as u64;
                     report.truncated_bytes += cut as u64;
+                    if raised {
+                        // A state record carries the raised last sequence
+                        // (written by `open` before it returns).
+                        self.segments.insert(base, seg);
+                        return self.push_state();
+                    }
                     break;
                 }
                 None => {
@@ -544,6 +661,7 @@ impl<S: Storage> FileStore<S> {
             Segment {
                 path,
                 file: Arc::new(file),
+                format: Format::salted(self.salt),
                 size: 0,
                 live: 0,
                 max_msg_seq: 0,
@@ -551,6 +669,24 @@ impl<S: Storage> FileStore<S> {
             },
         );
         self.dir_dirty = true;
+        self.push_segment_header(base)
+    }
+
+    /// Buffers the header (with the store's salt) at the start of the
+    /// empty segment `base`.
+    fn push_segment_header(&mut self, base: u64) -> Result<(), StoreError> {
+        let Some(seg) = self.segments.get_mut(&base) else {
+            return Err(StoreError::Corrupt("segment vanished".into()));
+        };
+        seg.format = Format::salted(self.salt);
+        seg.size = SEGMENT_HEADER_LEN as u64;
+        let file = Arc::clone(&seg.file);
+        self.pending.push(Chunk {
+            seg: base,
+            file,
+            start: 0,
+            bytes: encode_segment_header(self.salt).to_vec(),
+        });
         Ok(())
     }
 
@@ -621,8 +757,8 @@ impl<S: Storage> FileStore<S> {
         data: &[u8],
     ) -> Result<(u64, u64, u32), StoreError> {
         let base = self.active_base()?;
-        let (file, off) = match self.segments.get(&base) {
-            Some(s) => (Arc::clone(&s.file), s.size),
+        let (file, off, format) = match self.segments.get(&base) {
+            Some(s) => (Arc::clone(&s.file), s.size, s.format),
             None => return Err(StoreError::Corrupt("active segment vanished".into())),
         };
         let reuse = matches!(self.pending.last(), Some(c) if c.seg == base && c.end() == off);
@@ -637,7 +773,7 @@ impl<S: Storage> FileStore<S> {
         let Some(chunk) = self.pending.last_mut() else {
             return Err(StoreError::Corrupt("write buffer vanished".into()));
         };
-        let len = encode_record(&mut chunk.bytes, kind, seq, ts, subject, hdr, data)
+        let len = encode_record(&mut chunk.bytes, format, kind, seq, ts, subject, hdr, data)
             .map_err(too_large)?;
         if let Some(s) = self.segments.get_mut(&base) {
             s.size += len as u64;
@@ -762,12 +898,23 @@ impl<S: Storage> FileStore<S> {
         Ok(buf)
     }
 
+    fn format_of(&self, seg: u64) -> Result<Format, StoreError> {
+        match self.segments.get(&seg) {
+            Some(s) => Ok(s.format),
+            None => Err(StoreError::Corrupt(format!(
+                "segment {} is gone but the index points at it",
+                segment_name(seg)
+            ))),
+        }
+    }
+
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
         let Some(e) = self.index.get(&seq) else {
             return Ok(None);
         };
+        let format = self.format_of(e.seg)?;
         let raw = self.read_bytes(e.seg, e.off, e.len)?;
-        let (sl, hl, dl, ts) = match decode_record(&raw) {
+        let (sl, hl, dl, ts) = match decode_record(&raw, format) {
             Ok(Some((r, _))) if r.kind == RecordKind::Msg && r.seq == seq => {
                 (r.subject.len(), r.hdr.len(), r.data.len(), r.ts)
             }
@@ -798,12 +945,14 @@ impl<S: Storage> FileStore<S> {
     /// and payload zeroed (kind [`RecordKind::Erased`], checksums
     /// recomputed). Reads the record, so it can fail; changes nothing.
     fn erased_record(&self, e: &Entry) -> Result<Vec<u8>, StoreError> {
+        let format = self.format_of(e.seg)?;
         let raw = self.read_bytes(e.seg, e.off, e.len)?;
         let mut erased = Vec::with_capacity(raw.len());
-        match decode_record(&raw) {
+        match decode_record(&raw, format) {
             Ok(Some((r, _))) => {
                 encode_record(
                     &mut erased,
+                    format,
                     RecordKind::Erased,
                     r.seq,
                     r.ts,
@@ -933,10 +1082,12 @@ impl<S: Storage> Store for FileStore<S> {
         let seq = self.last_seq + 1;
         let len = record_len(subject.len(), hdr.len(), data.len()).map_err(too_large)? as u64;
         let active = self.active_base()?;
-        let roll = self
-            .segments
-            .get(&active)
-            .is_some_and(|s| s.max_msg_seq != 0 && s.size + len > self.config.segment_bytes);
+        // A segment written before the salt existed (version 1) rolls at
+        // its next message, so new records are salted.
+        let roll = self.segments.get(&active).is_some_and(|s| {
+            s.max_msg_seq != 0
+                && (s.size + len > self.config.segment_bytes || s.format.version() == VERSION_1)
+        });
         if roll {
             self.create_segment(seq)?;
             self.push_state()?;
@@ -1338,8 +1489,8 @@ mod tests {
         let last = files.last().unwrap().clone();
         let full = fs::read(&last).unwrap();
         // The last record is message 20.
-        let mut start = 0;
-        while let Ok(Some((rec, n))) = decode_record(&full[start..]) {
+        let (format, mut start) = layout_of(&full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
             if rec.seq == 20 && rec.kind == RecordKind::Msg {
                 break;
             }
@@ -1423,8 +1574,8 @@ mod tests {
     }
 
     fn record_offset(buf: &[u8], seq: u64) -> (usize, usize) {
-        let mut at = 0;
-        while let Ok(Some((rec, n))) = decode_record(&buf[at..]) {
+        let (format, mut at) = layout_of(buf);
+        while let Ok(Some((rec, n))) = decode_record(&buf[at..], format) {
             if rec.seq == seq && rec.kind == RecordKind::Msg {
                 return (at, n);
             }
@@ -1465,6 +1616,140 @@ mod tests {
     }
 
     #[test]
+    fn a_record_shaped_payload_is_never_taken_for_a_record() {
+        // A client stores, as a message body, complete state records
+        // saying "every message below 2^60 is gone", in the first format
+        // and salted with guesses. Then the header of that message's
+        // record is damaged, so the reader scans forward for the next
+        // valid record and walks into the payload.
+        let mut crafted = Vec::new();
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&1u64.to_le_bytes());
+        body[8..].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        for format in [Format::V1, Format::salted(0), Format::salted(u64::MAX)] {
+            encode_record(
+                &mut crafted,
+                format,
+                RecordKind::State,
+                1 << 60,
+                0,
+                b"",
+                b"",
+                &body,
+            )
+            .unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        assert_eq!(s.append("evil", b"", &crafted, 6).unwrap(), 6);
+        fill(&mut s, 4);
+        s.close().unwrap();
+        let f = segment_files(tmp.path()).pop().unwrap();
+        let mut bytes = fs::read(&f).unwrap();
+        let (format, mut at) = layout_of(&bytes);
+        let mut evil = None;
+        while let Ok(Some((rec, n))) = decode_record(&bytes[at..], format) {
+            if rec.seq == 6 && rec.kind == RecordKind::Msg {
+                evil = Some((at, n));
+            }
+            at += n;
+        }
+        let (at, n) = evil.unwrap();
+        bytes[at + 9] ^= 0x01;
+        fs::write(&f, &bytes).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.corrupt.len(), 1, "{report:?}");
+        assert_eq!(
+            (report.corrupt[0].offset, report.corrupt[0].len),
+            (at as u64, n as u64)
+        );
+        assert_eq!(report.msgs, 9);
+        assert_eq!(s.state().last_seq, 10);
+        for seq in (1..=10).filter(|&q| q != 6) {
+            check_msg(&mut s, seq);
+        }
+    }
+
+    /// A segment file as the first format wrote it (no header, unsalted).
+    fn v1_segment(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seq in seqs {
+            let subj = format!("s.{}", seq % 3);
+            encode_record(
+                &mut out,
+                Format::V1,
+                RecordKind::Msg,
+                seq,
+                seq as i64,
+                subj.as_bytes(),
+                b"",
+                &payload(seq),
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_store_of_the_first_format_opens_and_new_segments_are_salted() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(segment_name(1)), v1_segment(1..=5)).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.msgs, 5);
+        assert!(report.corrupt.is_empty());
+        for seq in 1..=5 {
+            check_msg(&mut s, seq);
+        }
+        // Erasing rewrites in the segment's own format; tombstones before
+        // the next message still go to the old segment.
+        assert!(s.remove(2, true).unwrap());
+        // The next message starts a salted segment.
+        fill(&mut s, 3);
+        sync(&mut s);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 2);
+        assert_eq!(layout_of(&fs::read(&files[0]).unwrap()).0, Format::V1);
+        assert_ne!(layout_of(&fs::read(&files[1]).unwrap()).0, Format::V1);
+        let (mut s, report) = reopen(&mut s, 1 << 20);
+        assert!(report.corrupt.is_empty());
+        assert_eq!(s.get(2).unwrap(), None);
+        for seq in (1..=8).filter(|&q| q != 2) {
+            check_msg(&mut s, seq);
+        }
+    }
+
+    #[test]
+    fn damaged_segment_headers_are_survived_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 300);
+        fill(&mut s, 20);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        assert!(files.len() > 2);
+        // One copy damaged: read as before.
+        let mut first = fs::read(&files[0]).unwrap();
+        first[5] ^= 0x01;
+        fs::write(&files[0], &first).unwrap();
+        let (_, report) = open(tmp.path(), 300);
+        assert_eq!((report.msgs, report.corrupt.len()), (20, 0));
+        // Both copies damaged: the other segments have the store's salt.
+        first[SEGMENT_HEADER_LEN / 2 + 9] ^= 0x01;
+        fs::write(&files[0], &first).unwrap();
+        let (mut s, report) = open(tmp.path(), 300);
+        assert_eq!((report.msgs, report.corrupt.len()), (20, 0));
+        check_msg(&mut s, 1);
+        // A lone segment with both copies damaged: refused, untouched.
+        let lone = tempfile::tempdir().unwrap();
+        fs::write(lone.path().join(segment_name(1)), &first).unwrap();
+        assert!(matches!(
+            FileStore::open(lone.path(), cfg(1 << 20)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(fs::read(lone.path().join(segment_name(1))).unwrap(), first);
+    }
+
+    #[test]
     fn corrupt_tail_of_an_older_segment_is_reported_not_truncated() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = open(tmp.path(), 300);
@@ -1497,10 +1782,11 @@ mod tests {
         // One job at a time.
         fill(&mut s, 1);
         assert!(s.take_sync().is_none());
-        // Nothing written yet; reads come from the in-flight buffer.
+        // Nothing written yet but the segment header; reads come from the
+        // in-flight buffer.
         assert_eq!(
             fs::metadata(&segment_files(tmp.path())[0]).unwrap().len(),
-            0
+            SEGMENT_HEADER_LEN as u64
         );
         check_msg(&mut s, 7);
         check_msg(&mut s, 51);
@@ -1738,11 +2024,11 @@ mod tests {
     fn unlinking_the_segment_with_the_newest_state_record_keeps_the_state() {
         let sim = SimFs::new(10);
         let reopen = || {
-            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(150))
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(190))
                 .unwrap()
                 .0
         };
-        let mut s = sim_store(&sim, 150);
+        let mut s = sim_store(&sim, 190);
         // Segment 1 holds 1 and 2, segment 3 holds 3.
         fill_any(&mut s, 3);
         sync(&mut s);

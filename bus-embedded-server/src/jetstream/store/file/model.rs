@@ -580,9 +580,9 @@ impl Run {
         for name in self.sim.names(dir()) {
             let bytes = self.sim.peek(&dir().join(&name)).unwrap_or_default();
             let mut out = format!("  {name} ({} bytes):", bytes.len());
-            let mut at = 0;
+            let (format, mut at) = super::layout_of(&bytes);
             while at < bytes.len() {
-                match super::decode_record(&bytes[at..]) {
+                match super::decode_record(&bytes[at..], format) {
                     Ok(Some((r, n))) => {
                         out += &format!(" {:?}#{}", r.kind, r.seq);
                         if let Some((f, d)) = r.state_values() {
