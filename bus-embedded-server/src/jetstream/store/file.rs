@@ -175,6 +175,12 @@ pub struct FileStore<S: Storage = RealFs> {
     corrupt: Vec<CorruptRecord>,
     /// The salt of the segments this store creates.
     salt: u64,
+    /// Changes taken (records buffered, erases queued): the write mark.
+    mark: u64,
+    /// The write mark the sync job in flight makes durable.
+    job_mark: u64,
+    /// The highest write mark known durable.
+    durable_mark: u64,
 }
 
 fn segment_name(base: u64) -> String {
@@ -346,6 +352,9 @@ impl<S: Storage> FileStore<S> {
             destroyed: false,
             corrupt: Vec::new(),
             salt: 0,
+            mark: 0,
+            job_mark: 0,
+            durable_mark: 0,
         };
         store.salt = match salt {
             Some(s) => s,
@@ -775,6 +784,7 @@ impl<S: Storage> FileStore<S> {
         };
         let len = encode_record(&mut chunk.bytes, format, kind, seq, ts, subject, hdr, data)
             .map_err(too_large)?;
+        self.mark += 1;
         if let Some(s) = self.segments.get_mut(&base) {
             s.size += len as u64;
         }
@@ -975,6 +985,7 @@ impl<S: Storage> FileStore<S> {
 
     /// Queues the overwrite of a removed message's record by `erased`.
     fn erase(&mut self, e: &Entry, erased: Vec<u8>) {
+        self.mark += 1;
         for c in &mut self.pending {
             if c.slice(e.seg, e.off, erased.len()).is_some() {
                 let rel = (e.off - c.start) as usize;
@@ -1016,6 +1027,7 @@ impl<S: Storage> FileStore<S> {
             self.last_fsync = Instant::now();
         }
         self.inflight = Some(Arc::clone(&chunks));
+        self.job_mark = self.mark;
         let dir = self.dir.clone();
         let fs = self.fs.clone();
         let run = move || -> io::Result<()> {
@@ -1143,6 +1155,7 @@ impl<S: Storage> Store for FileStore<S> {
                 self.inflight = None;
                 if self.poisoned.is_none() {
                     self.durable = self.durable.max(upto);
+                    self.durable_mark = self.durable_mark.max(self.job_mark);
                 }
             }
             Err(e) => {
@@ -1154,6 +1167,14 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn durable_seq(&self) -> u64 {
         self.durable
+    }
+
+    fn write_mark(&self) -> u64 {
+        self.mark
+    }
+
+    fn durable_mark(&self) -> u64 {
+        self.durable_mark
     }
 
     fn poisoned(&self) -> Option<String> {

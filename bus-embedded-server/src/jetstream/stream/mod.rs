@@ -30,11 +30,15 @@ pub(crate) struct StreamMeta {
     pub created: i64,
 }
 
-/// A publish waiting for its sequence to become durable before its ack.
+/// A confirmation waiting for the change it confirms to become durable:
+/// a publish's ack, or the reply to a message delete or a purge.
 struct PendingAck {
-    seq: u64,
+    /// The store's write mark right after the change.
+    mark: u64,
     reply: String,
     body: Vec<u8>,
+    /// For an API reply: its response type (the failure reply names it).
+    api_type: Option<String>,
 }
 
 pub(crate) struct StreamInner {
@@ -218,7 +222,73 @@ impl Stream {
                 }
             }
         }
+        stream.reapply_acks();
         Ok(Some(stream))
+    }
+
+    /// Interest and work-queue retention remove a message once every
+    /// interested consumer acknowledged it. A consumer confirms an ack once
+    /// its state file is written, and the stream's removal is written by
+    /// the next sync job: a crash in between leaves acknowledged messages in
+    /// the log. At recovery the consumers' states say which: they are
+    /// removed again (only messages some consumer is interested in and that
+    /// every interested consumer acknowledged).
+    fn reapply_acks(&self) {
+        if self.retention == Retention::Limits {
+            return;
+        }
+        let consumers = self.consumers();
+        let bound = consumers
+            .iter()
+            .map(|c| c.info().delivered.stream_seq)
+            .max()
+            .unwrap_or(0);
+        if bound == 0 {
+            return;
+        }
+        let candidates: Vec<(Arc<str>, Vec<u64>)> = {
+            let inner = lock(&self.inner);
+            inner
+                .store
+                .subject_index()
+                .iter()
+                .map(|(subject, seqs)| {
+                    (
+                        Arc::clone(subject),
+                        seqs.range(..=bound).copied().collect::<Vec<u64>>(),
+                    )
+                })
+                .filter(|(_, seqs)| !seqs.is_empty())
+                .collect()
+        };
+        let filters: Vec<SubjectFilter> = consumers.iter().map(|c| c.filter()).collect();
+        let mut doomed = Vec::new();
+        for (subject, seqs) in candidates {
+            let interested: Vec<&Arc<Consumer>> = consumers
+                .iter()
+                .zip(&filters)
+                .filter(|(_, f)| f.matches(&subject))
+                .map(|(c, _)| c)
+                .collect();
+            if interested.is_empty() {
+                continue;
+            }
+            doomed.extend(
+                seqs.into_iter()
+                    .filter(|s| interested.iter().all(|c| c.has_acked(*s))),
+            );
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        doomed.sort_unstable();
+        let mut inner = lock(&self.inner);
+        for seq in &doomed {
+            let _ = inner.store.remove(*seq, false);
+        }
+        drop(inner);
+        tracing::info!(stream = %self.name, count = doomed.len(), "removed messages every interested consumer had acknowledged before the restart");
+        self.sync_wake.notify_one();
     }
 
     /// True when this stream captures the literal `subject`.
@@ -351,16 +421,21 @@ impl Stream {
                 };
                 match reply {
                     Some(reply) if !no_ack => {
+                        // The mark covers the message (or, for a duplicate,
+                        // everything before it) and the removals the
+                        // publish caused (limits, rollups).
+                        let mark = inner.store.write_mark();
                         if memory
-                            || seq <= inner.store.durable_seq() && inner.pending_acks.is_empty()
+                            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
                         {
                             drop(inner);
                             js.send(reply, None, b"", body.as_bytes());
                         } else {
                             inner.pending_acks.push_back(PendingAck {
-                                seq,
+                                mark,
                                 reply: reply.to_owned(),
                                 body: body.into_bytes(),
+                                api_type: None,
                             });
                             drop(inner);
                         }
@@ -389,23 +464,59 @@ impl Stream {
         }
     }
 
-    /// Sends the acks whose sequences are durable (or errors, if the store
-    /// is poisoned).
+    /// Sends the reply to an API request that changed the store (message
+    /// delete, purge) once that change is durable, as publishes are
+    /// acknowledged: tombstones fsynced under `SyncPolicy::Always`, written
+    /// to the kernel under `Interval`. `api_type` is the response type, for
+    /// the error reply if the store fails first.
+    pub(crate) fn reply_when_durable(
+        &self,
+        js: &JetStream,
+        reply: &str,
+        body: Vec<u8>,
+        api_type: &str,
+    ) {
+        let mut inner = lock(&self.inner);
+        let mark = inner.store.write_mark();
+        if self.storage == StorageType::Memory
+            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
+        {
+            drop(inner);
+            js.send(reply, None, b"", &body);
+            return;
+        }
+        inner.pending_acks.push_back(PendingAck {
+            mark,
+            reply: reply.to_owned(),
+            body,
+            api_type: Some(api_type.to_owned()),
+        });
+        drop(inner);
+        self.sync_wake.notify_one();
+    }
+
+    /// Sends the confirmations whose changes are durable (or errors, if the
+    /// store is poisoned).
     fn release_acks(&self, js: &JetStream) {
         let mut out = Vec::new();
         {
             let mut inner = lock(&self.inner);
-            let durable = inner.store.durable_seq();
+            let durable = inner.store.durable_mark();
             let poisoned = inner.store.poisoned();
             while let Some(p) = inner.pending_acks.front() {
-                if p.seq <= durable {
+                if p.mark <= durable {
                     if let Some(p) = inner.pending_acks.pop_front() {
                         out.push((p.reply, p.body));
                     }
                 } else if let Some(reason) = &poisoned {
                     if let Some(p) = inner.pending_acks.pop_front() {
                         let err = ApiError::store_failed(reason.clone());
-                        let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                        let body = match &p.api_type {
+                            None => {
+                                serde_json::json!({"error": err, "stream": self.name, "seq": 0})
+                            }
+                            Some(t) => serde_json::json!({"type": t, "error": err}),
+                        };
                         out.push((p.reply, body.to_string().into_bytes()));
                     }
                 } else {
@@ -921,6 +1032,12 @@ mod tests {
         fn durable_seq(&self) -> u64 {
             self.durable
         }
+        fn write_mark(&self) -> u64 {
+            self.inner.state().last_seq
+        }
+        fn durable_mark(&self) -> u64 {
+            self.durable
+        }
         fn poisoned(&self) -> Option<String> {
             self.poisoned.clone()
         }
@@ -1043,5 +1160,164 @@ mod tests {
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
         router.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn reply_to(router: &Captured, to: &str) -> Option<String> {
+        router_msgs(router)
+            .into_iter()
+            .find(|(t, _)| t == to)
+            .map(|(_, b)| b)
+    }
+
+    async fn wait_reply(router: &Captured, to: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(b) = reply_to(router, to) {
+                return b;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no reply on {to}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn file_js(dir: &Path) -> (Arc<JetStream>, Arc<Captured>, Arc<dyn Router>) {
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        (js, captured, router)
+    }
+
+    /// What a restart would find in the stream's files right now (the
+    /// page cache included, as after a SIGKILL): the sequences present.
+    fn on_disk(js: &JetStream, stream: &str) -> Vec<u64> {
+        let msgs = js.streams_dir().join(stream).join("msgs");
+        let copy = tempfile::tempdir().expect("tempdir");
+        for e in std::fs::read_dir(&msgs).expect("msgs dir") {
+            let p = e.expect("entry").path();
+            std::fs::copy(&p, copy.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+        let (mut store, _) = crate::jetstream::store::file::FileStore::open(
+            copy.path(),
+            crate::jetstream::store::file::FileStoreConfig::default(),
+        )
+        .expect("reopen a copy");
+        let mut seqs = Vec::new();
+        let mut at = 0;
+        while let Ok(Some(m)) = store.next_from(at, &SubjectFilter::All) {
+            seqs.push(m.seq);
+            at = m.seq + 1;
+        }
+        seqs
+    }
+
+    /// Issue 12, item 2: a message delete or a purge is confirmed only once
+    /// its tombstones are on disk. Runs on one thread, so the stream's
+    /// flusher cannot run between the request and the check: a reply sent
+    /// at once would be a reply for a change only in memory.
+    #[tokio::test]
+    async fn deletes_and_purges_are_confirmed_only_once_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (js, captured, _router) = file_js(dir.path());
+        js.on_publish(
+            "$JS.API.STREAM.CREATE.S",
+            Some("r.create"),
+            b"",
+            br#"{"name":"S","subjects":["s.>"],"storage":"file"}"#,
+        );
+        assert!(
+            wait_reply(&captured, "r.create")
+                .await
+                .contains("did_create")
+        );
+        for i in 1..=6 {
+            let subject = if i % 2 == 0 { "s.even" } else { "s.odd" };
+            js.on_publish(subject, Some(&format!("r.pub.{i}")), b"", b"x");
+            wait_reply(&captured, &format!("r.pub.{i}")).await;
+        }
+        assert_eq!(on_disk(&js, "S"), vec![1, 2, 3, 4, 5, 6]);
+        let requests: [(&str, &[u8], &[u64]); 3] = [
+            (
+                "$JS.API.STREAM.MSG.DELETE.S",
+                br#"{"seq":3}"#,
+                &[1, 2, 4, 5, 6],
+            ),
+            ("$JS.API.STREAM.PURGE.S", br#"{"filter":"s.even"}"#, &[1, 5]),
+            ("$JS.API.STREAM.PURGE.S", br#"{"seq":5}"#, &[5]),
+        ];
+        for (i, (api, body, left)) in requests.into_iter().enumerate() {
+            let reply = format!("r.api.{i}");
+            js.on_publish(api, Some(&reply), b"", body);
+            if let Some(early) = reply_to(&captured, &reply) {
+                assert_eq!(
+                    on_disk(&js, "S"),
+                    left,
+                    "{api} {} confirmed before it was on disk: {early}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            let answer = wait_reply(&captured, &reply).await;
+            assert!(answer.contains(r#""success":true"#), "{answer}");
+            assert_eq!(on_disk(&js, "S"), left, "{api}");
+        }
+        js.shutdown();
+    }
+
+    /// Issue 12, item 2 (work queues): a message every interested consumer
+    /// acknowledged (as its persisted state says) stays gone after a
+    /// restart, even when the stream's removal did not reach the disk.
+    #[tokio::test]
+    async fn acknowledged_work_queue_messages_do_not_come_back_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.W",
+                Some("r.create"),
+                b"",
+                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+            );
+            assert!(
+                wait_reply(&captured, "r.create")
+                    .await
+                    .contains("did_create")
+            );
+            js.on_publish(
+                "$JS.API.CONSUMER.CREATE.W.wq",
+                Some("r.consumer"),
+                b"",
+                br#"{"stream_name":"W","config":{"durable_name":"wq","ack_policy":"explicit"}}"#,
+            );
+            let created = wait_reply(&captured, "r.consumer").await;
+            assert!(created.contains(r#""name":"wq""#), "{created}");
+            for i in 1..=5 {
+                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+                wait_reply(&captured, &format!("r.pub.{i}")).await;
+            }
+            js.shutdown();
+        }
+        // The consumer acknowledged 1..=3 and persisted that (its state file
+        // is written before an ack is confirmed); the stream's tombstones
+        // for them never reached the disk.
+        let state = dir.path().join("jetstream/$G/streams/W/obs/wq/state.json");
+        assert!(state.exists(), "{}", state.display());
+        std::fs::write(
+            &state,
+            br#"{"delivered_consumer_seq":3,"delivered_stream_seq":3,"ack_floor_consumer_seq":3,"ack_floor_stream_seq":3,"next_sseq":4,"pending":[],"lps":[]}"#,
+        )
+        .expect("write state");
+        let (js, _captured, _router) = file_js(dir.path());
+        let stream = js.stream("W").expect("stream W");
+        let st = stream.state();
+        assert_eq!(
+            (st.msgs, st.first_seq, st.last_seq),
+            (2, 4, 5),
+            "acknowledged work-queue messages came back"
+        );
+        js.shutdown();
     }
 }

@@ -177,6 +177,8 @@ impl Model {
     }
 }
 
+type Taken = (SyncJob, Vec<Change>, u64);
+
 struct Run {
     seed: u64,
     rng: Rng,
@@ -184,8 +186,9 @@ struct Run {
     config: FileStoreConfig,
     store: Option<FileStore<SimFs>>,
     model: Model,
-    /// A sync job taken and not run yet, with the changes it covers.
-    held: Option<(SyncJob, Vec<Change>)>,
+    /// A sync job taken and not run yet, with the changes it covers and
+    /// the write mark when it was taken.
+    held: Option<Taken>,
     faults_left: usize,
     pages_dropped: u64,
     trace: bool,
@@ -323,10 +326,12 @@ impl Run {
     fn append(&mut self) {
         let m = self.msg();
         let ctx = self.ctx();
+        let mark = self.store().write_mark();
         let got = self.store().append(&m.subject, &m.hdr, &m.data, m.ts);
         match got {
             Ok(seq) => {
                 self.stats.appends += 1;
+                self.mark_grew(mark, "append");
                 assert_eq!(seq, self.model.last_seq + 1, "append: {ctx}");
                 assert!(
                     seq > self.model.seen,
@@ -348,6 +353,13 @@ impl Run {
             }
             Err(e) => self.expect_refusal("append", e),
         }
+    }
+
+    /// A change the stream confirms on must raise the write mark.
+    fn mark_grew(&mut self, before: u64, what: &str) {
+        let ctx = self.ctx();
+        let now = self.store().write_mark();
+        assert!(now > before, "{what} left the write mark at {now}: {ctx}");
     }
 
     /// A mutating call failed: only allowed while faults are on or the
@@ -375,6 +387,7 @@ impl Run {
         };
         let erase = self.rng.below(3) == 0;
         let ctx = self.ctx();
+        let mark = self.store().write_mark();
         let got = self.store().remove(seq, erase);
         match got {
             Ok(removed) => {
@@ -384,6 +397,7 @@ impl Run {
                     "remove({seq}): {ctx}"
                 );
                 if removed {
+                    self.mark_grew(mark, "remove");
                     self.stats.deletes += 1;
                     self.delete_in_model(seq);
                 }
@@ -417,11 +431,15 @@ impl Run {
         let p = Purge { filter, seq, keep };
         let victims = self.model.victims(&p);
         let ctx = self.ctx();
+        let mark = self.store().write_mark();
         let got = self.store().purge(&p);
         match got {
             Ok(n) => {
                 self.stats.purges += 1;
                 assert_eq!(n, victims.len() as u64, "purge {p:?}: {ctx}");
+                if n > 0 {
+                    self.mark_grew(mark, "purge");
+                }
                 for v in &victims {
                     self.delete_in_model(*v);
                 }
@@ -432,14 +450,20 @@ impl Run {
     }
 
     /// Takes the store's sync job (if any) with the changes it covers.
-    fn take(&mut self) -> Option<(SyncJob, Vec<Change>)> {
+    fn take(&mut self) -> Option<Taken> {
         let job = self.store().take_sync()?;
         let covered = std::mem::take(&mut self.model.unsynced);
-        self.log(format!("take sync job upto {}", job.upto));
-        Some((job, covered))
+        let mark = self.store().write_mark();
+        let ctx = self.ctx();
+        if !covered.is_empty() {
+            let durable = self.store().durable_mark();
+            assert!(durable < mark, "changes durable before their job: {ctx}");
+        }
+        self.log(format!("take sync job upto {} mark {mark}", job.upto));
+        Some((job, covered, mark))
     }
 
-    fn run_job(&mut self, job: SyncJob, covered: Vec<Change>) {
+    fn run_job(&mut self, (job, covered, mark): Taken) {
         let upto = job.upto;
         let result = (job.run)();
         let ok = result.is_ok();
@@ -457,6 +481,11 @@ impl Run {
             self.model.raise(&covered, level);
             let durable = self.store().durable_seq();
             assert!(durable >= upto, "durable_seq {durable} < {upto}: {ctx}");
+            let durable_mark = self.store().durable_mark();
+            assert!(
+                durable_mark >= mark,
+                "durable_mark {durable_mark} < {mark}: {ctx}"
+            );
             self.model.seen = self.model.seen.max(durable);
             if self.model.always {
                 self.model.seen_stable = self.model.seen_stable.max(durable);
@@ -469,11 +498,11 @@ impl Run {
     }
 
     fn sync(&mut self) {
-        if let Some((job, covered)) = self.held.take() {
-            self.run_job(job, covered);
+        if let Some(taken) = self.held.take() {
+            self.run_job(taken);
         }
-        if let Some((job, covered)) = self.take() {
-            self.run_job(job, covered);
+        if let Some(taken) = self.take() {
+            self.run_job(taken);
         }
     }
 
@@ -488,7 +517,7 @@ impl Run {
                 None
             }
         });
-        if let Some((job, _)) = job {
+        if let Some((job, _, _)) = job {
             let k = self.rng.below(12);
             self.log(format!("run the sync job for {k} operations, then die"));
             self.sim.die_after(Some(k));
@@ -516,8 +545,8 @@ impl Run {
         if self.poisoned() {
             return self.crash(None);
         }
-        if let Some((job, covered)) = self.held.take() {
-            self.run_job(job, covered);
+        if let Some(taken) = self.held.take() {
+            self.run_job(taken);
             if self.poisoned() {
                 return self.crash(None);
             }
