@@ -365,12 +365,6 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     store::storage::atomic_write(&store::storage::RealFs, path, bytes)
 }
 
-/// fsyncs a directory (so entries created or removed in it are durable).
-pub(crate) fn sync_dir(dir: &Path) {
-    use store::storage::Storage as _;
-    let _ = store::storage::RealFs.sync_dir(dir);
-}
-
 /// Duration from nanoseconds (negative = zero).
 pub(crate) fn nanos(n: i64) -> Duration {
     Duration::from_nanos(u64::try_from(n).unwrap_or(0))

@@ -256,7 +256,8 @@ impl Storage for RealFs {
 }
 
 /// Writes a file atomically: a temporary file beside it, fsync, rename over
-/// `path`, fsync of the directory.
+/// `path`, fsync of the directory (an error there is returned: the new
+/// content is not durable).
 pub fn atomic_write<S: Storage>(fs: &S, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -265,8 +266,8 @@ pub fn atomic_write<S: Storage>(fs: &S, path: &Path, bytes: &[u8]) -> io::Result
         f.sync_all()?;
     }
     fs.rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        let _ = fs.sync_dir(parent);
+    if let Some(parent) = parent_of(path) {
+        fs.sync_dir(parent)?;
     }
     Ok(())
 }
@@ -281,4 +282,118 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Marks a directory being built under a temporary name (stream and
+/// consumer names cannot contain `.`, so no real name looks like this).
+pub const CREATING: &str = ".creating-";
+/// Marks a directory being deleted.
+pub const DELETED: &str = ".deleted-";
+/// Marks leftovers moved aside (kept for the operator).
+pub const ORPHANED: &str = ".orphaned-";
+
+/// What a directory entry's name says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirName {
+    /// A live directory.
+    Live,
+    /// Built under a temporary name and never renamed into place: it was
+    /// never confirmed, recovery removes it.
+    Creating,
+    /// Being deleted (already confirmed gone): recovery removes it.
+    Deleted,
+    /// Moved aside, kept.
+    Orphaned,
+}
+
+/// Classifies a directory entry name.
+pub fn dir_name(name: &str) -> DirName {
+    if name.contains(DELETED) {
+        DirName::Deleted
+    } else if name.contains(CREATING) {
+        DirName::Creating
+    } else if name.contains(ORPHANED) {
+        DirName::Orphaned
+    } else {
+        DirName::Live
+    }
+}
+
+/// `dir` renamed with `mark` and a random number after its name.
+pub fn marked<S: Storage>(fs: &S, dir: &Path, mark: &str) -> PathBuf {
+    with_suffix(dir, &format!("{mark}{:016x}", fs.random_u64()))
+}
+
+/// Creates `path` and every missing parent, making each new directory
+/// entry durable (an fsync of the directory that holds it) before it
+/// returns. For a directory that exists, only its entry is fsynced.
+pub fn create_dir_durable<S: Storage>(fs: &S, path: &Path) -> io::Result<()> {
+    match fs.kind(path)? {
+        Some(EntryKind::Dir) => {
+            // It may have been created by a process that crashed before
+            // making it durable.
+            if let Some(parent) = parent_of(path) {
+                fs.sync_dir(parent)?;
+            }
+            return Ok(());
+        }
+        Some(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", path.display()),
+            ));
+        }
+        None => {}
+    }
+    if let Some(parent) = parent_of(path) {
+        create_dir_durable(fs, parent)?;
+    }
+    match fs.create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = parent_of(path) {
+        fs.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// The first step of a crash-safe directory delete: renames `dir` to
+/// `<dir>.deleted-<n>` and fsyncs its parent. From then on the directory is
+/// gone under its name, also after a crash or a power loss (recovery
+/// removes `.deleted-` directories). Returns the new path.
+pub fn mark_deleted<S: Storage>(fs: &S, dir: &Path) -> io::Result<PathBuf> {
+    let gone = marked(fs, dir, DELETED);
+    fs.rename(dir, &gone)?;
+    if let Some(parent) = parent_of(dir) {
+        fs.sync_dir(parent)?;
+    }
+    Ok(gone)
+}
+
+/// The second step: removes a directory renamed by [`mark_deleted`] (or
+/// found at recovery) and fsyncs its parent. Not needed for correctness:
+/// a failure leaves garbage that the next recovery removes.
+pub fn finish_delete<S: Storage>(fs: &S, gone: &Path) -> io::Result<()> {
+    match fs.remove_dir_all(gone) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = parent_of(gone) {
+        fs.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Deletes a directory crash-safely: [`mark_deleted`], then
+/// [`finish_delete`] (whose failure is only logged). After `Ok` the
+/// directory does not come back, whatever happens next.
+pub fn remove_dir_durable<S: Storage>(fs: &S, dir: &Path) -> io::Result<()> {
+    let gone = mark_deleted(fs, dir)?;
+    if let Err(e) = finish_delete(fs, &gone) {
+        tracing::warn!(dir = %gone.display(), error = %e, "could not remove a deleted directory; the next start removes it");
+    }
+    Ok(())
 }

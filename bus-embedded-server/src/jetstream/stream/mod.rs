@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::errors::ApiError;
 use super::headers;
 use super::store::mem::MemStore;
+use super::store::storage::{self, RealFs, Storage};
 use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
@@ -84,6 +85,119 @@ enum Stored {
     Duplicate(u64),
 }
 
+/// Creates a stream's directory crash-atomically: it is built under a
+/// temporary name (`<name>.creating-<n>`) with its `meta.json`, then renamed
+/// into place and the rename fsynced. A crash leaves the whole stream or
+/// none of it (recovery removes `.creating-` directories). Something
+/// already under that name (leftovers without `meta.json`, ignored at
+/// start, e.g. of a stream deleted by an older version) is moved aside as
+/// `<name>.orphaned-<n>` and kept, so the new stream starts empty and never
+/// picks up old consumers or messages.
+pub(crate) fn create_stream_dir<S: Storage>(
+    fs: &S,
+    streams: &Path,
+    name: &str,
+    meta: &[u8],
+) -> std::io::Result<PathBuf> {
+    storage::create_dir_durable(fs, streams)?;
+    let d = streams.join(name);
+    if fs.kind(&d)?.is_some() {
+        let aside = storage::marked(fs, &d, storage::ORPHANED);
+        tracing::warn!(dir = %d.display(), to = %aside.display(), "a new stream's directory name was taken by leftovers; moved them aside");
+        fs.rename(&d, &aside)?;
+    }
+    let tmp = storage::marked(fs, &d, storage::CREATING);
+    fs.create_dir(&tmp)?;
+    storage::atomic_write(fs, &tmp.join("meta.json"), meta)?;
+    fs.rename(&tmp, &d)?;
+    fs.sync_dir(streams)?;
+    Ok(d)
+}
+
+/// Deletes a stream's files crash-safely. The delete point is the durable
+/// rename of its directory to `<name>.deleted-<n>`: before it the whole
+/// stream (messages, consumers) is there after a crash, after it none of
+/// it (recovery finishes the removal). Then the store is destroyed and the
+/// renamed directory removed (failures there are only logged).
+pub(crate) fn delete_stream_dir<S: Storage>(
+    fs: &S,
+    store: &mut dyn Store,
+    dir: &Path,
+) -> std::io::Result<()> {
+    let gone = storage::mark_deleted(fs, dir)?;
+    if let Err(e) = store.destroy() {
+        tracing::warn!(dir = %gone.display(), error = %e, "destroying a deleted stream's store failed");
+    }
+    if let Err(e) = storage::finish_delete(fs, &gone) {
+        tracing::warn!(dir = %gone.display(), error = %e, "could not remove a deleted stream's directory; the next start removes it");
+    }
+    Ok(())
+}
+
+/// What recovery finds in a directory of the streams directory.
+#[derive(Debug)]
+pub(crate) enum StreamDir {
+    /// A stream: its `meta.json`.
+    Meta(Vec<u8>),
+    /// Not a stream (no `meta.json`, a stream being created or deleted
+    /// when the process stopped, leftovers moved aside): ignored.
+    NotAStream,
+}
+
+/// Removes the leftovers of an interrupted create or delete (`dir` named
+/// `.creating-` or `.deleted-`); true when `dir` was one (or is set aside).
+fn leftover<S: Storage>(fs: &S, dir: &Path) -> bool {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match storage::dir_name(&name) {
+        storage::DirName::Live => false,
+        storage::DirName::Orphaned => {
+            tracing::warn!(dir = %dir.display(), "leftovers moved aside when a stream was created again; kept, ignored");
+            true
+        }
+        storage::DirName::Creating | storage::DirName::Deleted => {
+            tracing::info!(dir = %dir.display(), "removing what an interrupted create or delete left");
+            if let Err(e) = storage::finish_delete(fs, dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove it");
+            }
+            true
+        }
+    }
+}
+
+/// Reads a directory of the streams directory at recovery.
+pub(crate) fn read_stream_dir<S: Storage>(fs: &S, dir: &Path) -> Result<StreamDir, String> {
+    if leftover(fs, dir) {
+        return Ok(StreamDir::NotAStream);
+    }
+    let meta_path = dir.join("meta.json");
+    match fs.read_file(&meta_path) {
+        Ok(b) => Ok(StreamDir::Meta(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), "directory without meta.json in the store; ignored");
+            Ok(StreamDir::NotAStream)
+        }
+        Err(e) => Err(format!("{}: {e}", meta_path.display())),
+    }
+}
+
+/// The consumer directories of a stream's `obs` directory, sorted; the
+/// leftovers of interrupted consumer deletes are removed.
+pub(crate) fn consumer_dirs<S: Storage>(fs: &S, obs: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs.list_dir(obs) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .into_iter()
+        .map(|e| obs.join(e.name))
+        .filter(|d| !leftover(fs, d))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 fn open_store(
     js: &JetStream,
     config: &StreamConfig,
@@ -131,19 +245,14 @@ impl Stream {
         let created = now_nanos();
         let dir = match config.storage {
             StorageType::File => {
-                let d = js.streams_dir().join(&config.name);
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
-                // The new directory's entry must be durable too.
-                super::sync_dir(&js.streams_dir());
                 let meta = StreamMeta {
                     config: config.clone(),
                     created,
                 };
                 let bytes = serde_json::to_vec_pretty(&meta)
                     .map_err(|e| ApiError::stream_general(e.to_string()))?;
-                atomic_write(&d.join("meta.json"), &bytes)
-                    .map_err(|e| ApiError::stream_general(format!("stream metadata: {e}")))?;
+                let d = create_stream_dir(&RealFs, &js.streams_dir(), &config.name, &bytes)
+                    .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
                 Some(d)
             }
             StorageType::Memory => None,
@@ -194,31 +303,22 @@ impl Stream {
     /// holds no stream metadata (left alone, never deleted).
     pub(crate) fn recover(js: &JetStream, dir: &Path) -> Result<Option<Arc<Stream>>, String> {
         let meta_path = dir.join("meta.json");
-        let bytes = match std::fs::read(&meta_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), "directory without meta.json in the store; ignored");
-                return Ok(None);
-            }
-            Err(e) => return Err(format!("{}: {e}", meta_path.display())),
+        let bytes = match read_stream_dir(&RealFs, dir)? {
+            StreamDir::Meta(b) => b,
+            StreamDir::NotAStream => return Ok(None),
         };
         let meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{} is not valid stream metadata: {e}", meta_path.display()))?;
         let store = open_store(js, &meta.config, Some(dir))?;
         let stream = Stream::assemble(js, meta.config, meta.created, store, Some(dir.to_owned()));
-        let obs = dir.join("obs");
-        if let Ok(entries) = std::fs::read_dir(&obs) {
-            let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            dirs.sort();
-            for d in dirs {
-                match Consumer::recover(js, &stream, &d) {
-                    Ok(Some(c)) => {
-                        write(&stream.consumers).insert(c.name.clone(), c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
-                    }
+        for d in consumer_dirs(&RealFs, &dir.join("obs")) {
+            match Consumer::recover(js, &stream, &d) {
+                Ok(Some(c)) => {
+                    write(&stream.consumers).insert(c.name.clone(), c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
                 }
             }
         }
@@ -700,33 +800,29 @@ impl Stream {
         self.sync_wake.notify_one();
     }
 
-    /// Deletes the stream and its data.
+    /// Deletes the stream and its data. The stream's directory (with its
+    /// consumers' directories in it) goes first and at once, so a crash
+    /// leaves the whole stream or none of it.
     pub(crate) fn destroy(&self) -> Result<(), ApiError> {
         self.closed.store(true, Ordering::SeqCst);
+        let mut inner = lock(&self.inner);
+        // Failed publishes still waiting get nothing (as on nats-server).
+        inner.pending_acks.clear();
+        let deleted = match &self.dir {
+            Some(dir) => delete_stream_dir(&RealFs, inner.store.as_mut(), dir)
+                .map_err(|e| ApiError::delete_failed(e.to_string())),
+            None => inner
+                .store
+                .destroy()
+                .map_err(|e| ApiError::delete_failed(e.to_string())),
+        };
+        drop(inner);
         for c in self.consumers() {
             c.stop(true);
         }
         write(&self.consumers).clear();
-        let mut inner = lock(&self.inner);
-        // Failed publishes still waiting get nothing (as on nats-server).
-        inner.pending_acks.clear();
-        inner
-            .store
-            .destroy()
-            .map_err(|e| ApiError::delete_failed(e.to_string()))?;
-        drop(inner);
-        if let Some(dir) = &self.dir {
-            // meta.json goes first: a crash midway leaves no stream rather
-            // than an empty one (the leftover directory is ignored at start).
-            let _ = std::fs::remove_file(dir.join("meta.json"));
-            super::sync_dir(dir);
-            std::fs::remove_dir_all(dir).map_err(|e| ApiError::delete_failed(e.to_string()))?;
-            if let Some(parent) = dir.parent() {
-                super::sync_dir(parent);
-            }
-        }
         self.sync_wake.notify_one();
-        Ok(())
+        deleted
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -1160,6 +1256,132 @@ mod tests {
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
         router.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    mod dirs {
+        //! Stream and consumer directories under crashes and power loss,
+        //! on the simulated filesystem.
+
+        use std::path::{Path, PathBuf};
+
+        use super::super::consumer::create_consumer_dir;
+        use super::super::{
+            StreamDir, consumer_dirs, create_stream_dir, delete_stream_dir, read_stream_dir,
+        };
+        use crate::jetstream::store::Store;
+        use crate::jetstream::store::file::{FileStore, FileStoreConfig};
+        use crate::jetstream::store::sim::{PowerLoss, SimFs};
+        use crate::jetstream::store::storage::{Storage, create_dir_durable};
+
+        const STREAMS: &str = "/js/streams";
+
+        fn streams() -> &'static Path {
+            Path::new(STREAMS)
+        }
+
+        fn open(sim: &SimFs, dir: &Path) -> FileStore<SimFs> {
+            match FileStore::open_in(sim.clone(), &dir.join("msgs"), FileStoreConfig::default()) {
+                Ok((s, _)) => s,
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            }
+        }
+
+        /// Stream S with messages 1..=5 and consumer `c`, all durable.
+        fn setup(seed: u64) -> (SimFs, PathBuf, FileStore<SimFs>) {
+            let sim = SimFs::new(seed);
+            create_dir_durable(&sim, streams()).expect("streams dir");
+            let dir = create_stream_dir(&sim, streams(), "S", b"{\"S\":1}").expect("create");
+            let mut store = open(&sim, &dir);
+            for i in 0..5 {
+                store.append("s", b"", b"x", i).expect("append");
+            }
+            let job = store.take_sync().expect("job");
+            let upto = job.upto;
+            let r = (job.run)();
+            store.synced(upto, r);
+            create_consumer_dir(&sim, &dir.join("obs").join("c"), b"{}").expect("consumer");
+            for d in ["/", "/js", STREAMS, "/js/streams/S", "/js/streams/S/obs"] {
+                sim.sync_dir(Path::new(d)).expect("sync");
+            }
+            (sim, dir, store)
+        }
+
+        /// After a restart: the streams found (name, last seq, consumers).
+        fn recover(sim: &SimFs) -> Vec<(String, u64, Vec<String>)> {
+            let mut out = Vec::new();
+            for name in sim.names(streams()) {
+                let dir = streams().join(&name);
+                match read_stream_dir(sim, &dir) {
+                    Ok(StreamDir::Meta(_)) => {
+                        let store = open(sim, &dir);
+                        let consumers = consumer_dirs(sim, &dir.join("obs"))
+                            .iter()
+                            .filter(|d| sim.exists(&d.join("meta.json")))
+                            .map(|d| {
+                                d.file_name()
+                                    .unwrap_or_default()
+                                    .to_string_lossy()
+                                    .into_owned()
+                            })
+                            .collect();
+                        out.push((name, store.state().last_seq, consumers));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{name}: {e}"),
+                }
+            }
+            out
+        }
+
+        /// Issue 12, item 4: a stream delete interrupted anywhere leaves the
+        /// whole stream or none of it (never one whose last sequence went
+        /// back), and a stream created again with the same name starts
+        /// empty, without the old stream's consumers.
+        #[test]
+        fn stream_delete_is_all_or_nothing_and_a_new_stream_starts_clean() {
+            let ops = {
+                let (sim, dir, mut store) = setup(0);
+                let before = sim.ops();
+                delete_stream_dir(&sim, &mut store, &dir).expect("delete");
+                sim.ops() - before
+            };
+            for power in [false, true] {
+                for k in 0..=ops {
+                    let (sim, dir, mut store) = setup(k);
+                    sim.die_after(Some(k));
+                    let done = delete_stream_dir(&sim, &mut store, &dir).is_ok();
+                    drop(store);
+                    if power {
+                        sim.power_loss(PowerLoss::Strict);
+                    } else {
+                        sim.crash();
+                    }
+                    let case = format!("died after {k} of {ops} operations, power loss {power}");
+                    let found = recover(&sim);
+                    match found.as_slice() {
+                        [] => {}
+                        [(name, last, consumers)] => {
+                            assert!(!done, "{case}: the stream survived its delete");
+                            assert_eq!(
+                                (name.as_str(), *last, consumers.clone()),
+                                ("S", 5, vec!["c".to_owned()]),
+                                "{case}: a half-deleted stream"
+                            );
+                            continue;
+                        }
+                        more => panic!("{case}: {more:?}"),
+                    }
+                    let dir = create_stream_dir(&sim, streams(), "S", b"{\"S\":2}")
+                        .unwrap_or_else(|e| panic!("{case}: create again: {e}"));
+                    assert_eq!(
+                        recover(&sim),
+                        vec![("S".to_owned(), 0, Vec::new())],
+                        "{case}: the new stream is not empty"
+                    );
+                    assert!(consumer_dirs(&sim, &dir.join("obs")).is_empty(), "{case}");
+                }
+            }
+        }
     }
 
     fn reply_to(router: &Captured, to: &str) -> Option<String> {
