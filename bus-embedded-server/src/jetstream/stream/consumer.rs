@@ -32,19 +32,24 @@ pub(crate) struct ConsumerMeta {
 }
 
 /// Creates a durable consumer's directory (`obs/<name>`) with its
-/// `meta.json`.
+/// `meta.json`. Durable when it returns: the new `obs` and consumer
+/// directory entries are fsynced into their parents, `meta.json` into the
+/// consumer's directory.
 pub(crate) fn create_consumer_dir<S: Storage>(
     fs: &S,
     dir: &Path,
     meta: &[u8],
 ) -> std::io::Result<()> {
-    fs.create_dir_all(dir)?;
+    storage::create_dir_durable(fs, dir)?;
     storage::atomic_write(fs, &dir.join("meta.json"), meta)
 }
 
-/// Removes a deleted consumer's directory.
+/// Removes a deleted consumer's directory crash-safely: a durable rename to
+/// `<name>.deleted-<n>` first (the consumer cannot come back, even with only
+/// part of its files), then the removal. Already gone (its stream's
+/// directory went first) is fine.
 pub(crate) fn remove_consumer_dir<S: Storage>(fs: &S, dir: &Path) -> std::io::Result<()> {
-    match fs.remove_dir_all(dir) {
+    match storage::remove_dir_durable(fs, dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }

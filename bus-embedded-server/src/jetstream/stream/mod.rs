@@ -1264,7 +1264,7 @@ mod tests {
 
         use std::path::{Path, PathBuf};
 
-        use super::super::consumer::create_consumer_dir;
+        use super::super::consumer::{create_consumer_dir, remove_consumer_dir};
         use super::super::{
             StreamDir, consumer_dirs, create_stream_dir, delete_stream_dir, read_stream_dir,
         };
@@ -1380,6 +1380,40 @@ mod tests {
                     );
                     assert!(consumer_dirs(&sim, &dir.join("obs")).is_empty(), "{case}");
                 }
+            }
+        }
+
+        /// Issue 12, item 5: a confirmed consumer create or delete survives
+        /// a power loss.
+        #[test]
+        fn consumer_create_and_delete_are_durable_when_they_return() {
+            for k in 0..40 {
+                let (sim, dir, store) = setup(k);
+                drop(store);
+                let c = dir.join("obs").join("d");
+                sim.die_after(Some(k));
+                let created = create_consumer_dir(&sim, &c, b"{}").is_ok();
+                sim.power_loss(PowerLoss::Strict);
+                let found = recover(&sim);
+                let has_d = found
+                    .first()
+                    .is_some_and(|(_, _, cs)| cs.contains(&"d".to_owned()));
+                assert!(
+                    !created || has_d,
+                    "died after {k}: a created consumer vanished"
+                );
+                if !has_d {
+                    continue;
+                }
+                let removed = remove_consumer_dir(&sim, &c).is_ok();
+                assert!(removed);
+                sim.power_loss(PowerLoss::Strict);
+                let found = recover(&sim);
+                assert_eq!(
+                    found,
+                    vec![("S".to_owned(), 5, vec!["c".to_owned()])],
+                    "died after {k}: a deleted consumer came back"
+                );
             }
         }
     }
