@@ -1033,3 +1033,413 @@ async fn corrupt_stream_metadata_refuses_start_and_keeps_the_stream_directory() 
         assert_eq!(padded_index(payload), *seq);
     }
 }
+
+// ---------------------------------------------------------------------------
+// 5. Confirmed deletes, purges and consumer changes survive SIGKILL
+// ---------------------------------------------------------------------------
+
+const CHANGE_CYCLES: u64 = 12;
+const CHANGE_SUBJECTS: [&str; 3] = ["d.a", "d.b", "d.c"];
+
+/// One operation of the change test.
+#[derive(Debug, Clone)]
+enum Change {
+    Publish(String, Vec<u8>),
+    Delete {
+        seq: u64,
+        erase: bool,
+    },
+    Purge {
+        filter: Option<String>,
+        below: Option<u64>,
+        keep: Option<u64>,
+    },
+    CreateConsumer(String),
+    DeleteConsumer(String),
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        match self {
+            Change::Publish(subject, _) => format!("publish to {subject}"),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// What the server confirmed: the messages of stream `D` (sequence ->
+/// subject and payload) and its durable consumers.
+#[derive(Debug, Default)]
+struct Confirmed {
+    present: BTreeMap<u64, (String, Vec<u8>)>,
+    consumers: BTreeSet<String>,
+    /// Sent, not confirmed when the server died: its outcome is unknown.
+    in_flight: Option<Change>,
+    confirmed: u64,
+    deletes: u64,
+    purges: u64,
+    consumer_changes: u64,
+}
+
+impl Confirmed {
+    /// Sequences a purge removes, as the server computes them.
+    fn victims(&self, filter: &Option<String>, below: Option<u64>, keep: Option<u64>) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .present
+            .iter()
+            .filter(|(_, (subject, _))| filter.as_ref().is_none_or(|f| f == subject))
+            .map(|(s, _)| *s)
+            .collect();
+        if let Some(below) = below {
+            v.retain(|s| *s < below);
+        }
+        if let Some(keep) = keep {
+            v.truncate(v.len().saturating_sub(keep as usize));
+        }
+        v
+    }
+
+    /// Whether the change in flight may have removed `seq`.
+    fn maybe_removed(&self, seq: u64) -> bool {
+        match &self.in_flight {
+            Some(Change::Delete { seq: s, .. }) => *s == seq,
+            Some(Change::Purge {
+                filter,
+                below,
+                keep,
+            }) => self.victims(filter, *below, *keep).contains(&seq),
+            _ => false,
+        }
+    }
+}
+
+/// `<subject>|<n>`: the payload carries its subject (read back by
+/// `read_all`, which returns payloads only).
+fn change_payload(subject: &str, n: u64) -> Vec<u8> {
+    format!("{subject}|{n}").into_bytes()
+}
+
+async fn durable_names(stream: &jetstream::stream::Stream) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut list = stream.consumer_names();
+    while let Some(n) = list.next().await {
+        let n = n.expect("consumer name");
+        if n.starts_with("dur-") {
+            names.insert(n);
+        }
+    }
+    names
+}
+
+/// After a restart: the stream and its consumers are what was confirmed,
+/// give or take the change in flight when the server died.
+async fn check_confirmed(js: &jetstream::Context, model: &mut Confirmed, cycle: u64) {
+    let stream = js.get_stream("D").await.expect("stream D");
+    // Consumers first: read_all adds an ephemeral one.
+    let names = durable_names(&stream).await;
+    for name in names.symmetric_difference(&model.consumers) {
+        let explained = match &model.in_flight {
+            Some(Change::CreateConsumer(n) | Change::DeleteConsumer(n)) => n == name,
+            _ => false,
+        };
+        assert!(
+            explained,
+            "cycle {cycle}: consumer {name} is {} although the opposite was confirmed",
+            if names.contains(name) { "back" } else { "gone" }
+        );
+    }
+    let found: BTreeMap<u64, Vec<u8>> = read_all(js, "D").await.into_iter().collect();
+    for (seq, (_, payload)) in &model.present {
+        match found.get(seq) {
+            Some(p) => assert_eq!(p, payload, "cycle {cycle}: seq {seq} changed"),
+            None => assert!(
+                model.maybe_removed(*seq),
+                "cycle {cycle}: confirmed message {seq} is lost"
+            ),
+        }
+    }
+    let mut present = BTreeMap::new();
+    for (seq, payload) in found {
+        let subject = match model.present.get(&seq) {
+            Some((subject, _)) => subject.clone(),
+            None => match &model.in_flight {
+                Some(Change::Publish(subject, p)) if *p == payload => subject.clone(),
+                _ => panic!(
+                    "cycle {cycle}: message {seq} ({}) is there although it was confirmed deleted or never published",
+                    String::from_utf8_lossy(&payload)
+                ),
+            },
+        };
+        present.insert(seq, (subject, payload));
+    }
+    model.present = present;
+    model.consumers = names;
+    model.in_flight = None;
+}
+
+/// Runs random changes one at a time, recording each confirmation; after
+/// a confirmed delete or purge it sometimes asks for the kill right away.
+async fn changer(
+    js: jetstream::Context,
+    model: Arc<Mutex<Confirmed>>,
+    killed: Arc<AtomicBool>,
+    kill_now: Arc<tokio::sync::Notify>,
+    mut rng: Rng,
+) {
+    let stream = js.get_stream("D").await.expect("stream D");
+    let mut n = 0u64;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        assert!(
+            killed.load(Ordering::SeqCst),
+            "{what} failed before the server was killed: {e}"
+        );
+    };
+    loop {
+        n += 1;
+        let change = {
+            let m = model.lock().expect("model");
+            let seqs: Vec<u64> = m.present.keys().copied().collect();
+            let pick = |r: &mut Rng| seqs[(r.next() % seqs.len() as u64) as usize];
+            match rng.range(0, 99) {
+                0..=44 => {
+                    let subject = CHANGE_SUBJECTS[rng.range(0, 2) as usize];
+                    let tag = rng.next();
+                    Change::Publish(subject.to_owned(), change_payload(subject, tag))
+                }
+                45..=64 if !seqs.is_empty() => Change::Delete {
+                    seq: pick(&mut rng),
+                    erase: rng.range(0, 1) == 0,
+                },
+                65..=79 if !seqs.is_empty() => {
+                    let filter = match rng.range(0, 3) {
+                        0 => None,
+                        i => Some(CHANGE_SUBJECTS[i as usize - 1].to_owned()),
+                    };
+                    match rng.range(0, 2) {
+                        0 => Change::Purge {
+                            filter,
+                            below: Some(pick(&mut rng)),
+                            keep: None,
+                        },
+                        1 => Change::Purge {
+                            filter,
+                            below: None,
+                            keep: Some(rng.range(0, 3)),
+                        },
+                        _ => Change::Purge {
+                            filter,
+                            below: None,
+                            keep: None,
+                        },
+                    }
+                }
+                80..=89 => Change::CreateConsumer(format!("dur-{}", rng.range(0, 5))),
+                _ if !m.consumers.is_empty() => {
+                    let names: Vec<&String> = m.consumers.iter().collect();
+                    Change::DeleteConsumer(
+                        names[rng.range(0, names.len() as u64 - 1) as usize].clone(),
+                    )
+                }
+                _ => continue,
+            }
+        };
+        model.lock().expect("model").in_flight = Some(change.clone());
+        let mut kill_after = false;
+        match &change {
+            Change::Publish(subject, payload) => {
+                match js.publish(subject.clone(), payload.clone().into()).await {
+                    Ok(f) => match f.await {
+                        Ok(ack) => {
+                            let mut m = model.lock().expect("model");
+                            m.present
+                                .insert(ack.sequence, (subject.clone(), payload.clone()));
+                        }
+                        Err(e) => return fail("publish", &e),
+                    },
+                    Err(e) => return fail("publish", &e),
+                }
+            }
+            Change::Delete { seq, erase } => {
+                let body = serde_json::json!({"seq": seq, "no_erase": !erase});
+                let got: Result<serde_json::Value, _> =
+                    js.request("STREAM.MSG.DELETE.D", &body).await;
+                match got {
+                    Ok(v) if v["success"] == true => {
+                        let mut m = model.lock().expect("model");
+                        m.present.remove(seq);
+                        m.deletes += 1;
+                        kill_after = rng.range(0, 3) == 0;
+                    }
+                    Ok(v) => panic!("delete of {seq} refused: {v}"),
+                    Err(e) => return fail("delete", &e),
+                }
+            }
+            Change::Purge {
+                filter,
+                below,
+                keep,
+            } => {
+                let want = model.lock().expect("model").victims(filter, *below, *keep);
+                let got = match (below, keep) {
+                    (Some(b), _) => match filter {
+                        Some(f) => stream.purge().filter(f.clone()).sequence(*b).await,
+                        None => stream.purge().sequence(*b).await,
+                    },
+                    (None, Some(k)) => match filter {
+                        Some(f) => stream.purge().filter(f.clone()).keep(*k).await,
+                        None => stream.purge().keep(*k).await,
+                    },
+                    (None, None) => match filter {
+                        Some(f) => stream.purge().filter(f.clone()).await,
+                        None => stream.purge().await,
+                    },
+                };
+                match got {
+                    Ok(r) => {
+                        assert_eq!(r.purged, want.len() as u64, "purge {change:?}");
+                        let mut m = model.lock().expect("model");
+                        for v in want {
+                            m.present.remove(&v);
+                        }
+                        m.purges += 1;
+                        kill_after = rng.range(0, 3) == 0;
+                    }
+                    Err(e) => return fail("purge", &e),
+                }
+            }
+            Change::CreateConsumer(name) => {
+                let got = stream
+                    .create_consumer(consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    })
+                    .await;
+                match got {
+                    Ok(_) => {
+                        let mut m = model.lock().expect("model");
+                        m.consumers.insert(name.clone());
+                        m.consumer_changes += 1;
+                        kill_after = rng.range(0, 5) == 0;
+                    }
+                    Err(e) => return fail("consumer create", &e),
+                }
+            }
+            Change::DeleteConsumer(name) => match stream.delete_consumer(name).await {
+                Ok(_) => {
+                    let mut m = model.lock().expect("model");
+                    m.consumers.remove(name);
+                    m.consumer_changes += 1;
+                    kill_after = rng.range(0, 5) == 0;
+                }
+                Err(e) => return fail("consumer delete", &e),
+            },
+        }
+        {
+            let mut m = model.lock().expect("model");
+            m.in_flight = None;
+            m.confirmed += 1;
+        }
+        if kill_after && n > 5 {
+            // Only a kill waiting right now (no permit kept for later).
+            kill_now.notify_waiters();
+        }
+    }
+}
+
+/// Issue 12, item 15: message deletes (plain and erasing), purges (by
+/// subject, below a sequence, keeping the newest) and durable consumer
+/// creates and deletes, each confirmed, survive a SIGKILL; the kill often
+/// comes right after a confirmed delete or purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_deletes_purges_and_consumer_changes_survive_sigkill() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let model = Arc::new(Mutex::new(Confirmed::default()));
+    let mut right_after = 0;
+    for cycle in 0..=CHANGE_CYCLES {
+        let seed = 0xDE1E_7E00_0000_0000 ^ cycle;
+        let mut rng = Rng::new(seed);
+        let server = start(store.path(), &logs.path().join(format!("{cycle}.log")));
+        let client = connect(&server.url).await;
+        let js = context(client.clone());
+        if cycle == 0 {
+            create_file_stream(&js, "D", "d.>").await;
+        } else {
+            let mut taken = std::mem::take(&mut *model.lock().expect("model"));
+            let before = (taken.present.len(), taken.consumers.len());
+            check_confirmed(&js, &mut taken, cycle).await;
+            eprintln!(
+                "cycle {cycle:2}: after the restart {} messages and {} consumers, as confirmed \
+                 (before the kill: {before:?})",
+                taken.present.len(),
+                taken.consumers.len()
+            );
+            *model.lock().expect("model") = taken;
+        }
+        if cycle == CHANGE_CYCLES {
+            break;
+        }
+        let mut server = server;
+        let killed = Arc::new(AtomicBool::new(false));
+        let kill_now = Arc::new(tokio::sync::Notify::new());
+        let before = model.lock().expect("model").confirmed;
+        let task = tokio::spawn(changer(
+            js.clone(),
+            Arc::clone(&model),
+            Arc::clone(&killed),
+            Arc::clone(&kill_now),
+            Rng::new(rng.next()),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while model.lock().expect("model").confirmed < before + 20 && !task.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: changes are not confirmed"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Even cycles: kill right after a confirmed delete or purge (if one
+        // comes in time); odd cycles: at a random moment.
+        let wait = Duration::from_millis(rng.range(20, 300));
+        let now = if cycle % 2 == 0 {
+            tokio::select! {
+                _ = kill_now.notified() => true,
+                _ = tokio::time::sleep(wait) => false,
+            }
+        } else {
+            tokio::time::sleep(wait).await;
+            false
+        };
+        killed.store(true, Ordering::SeqCst);
+        server.sigkill();
+        right_after += u64::from(now);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        task.abort();
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        let m = model.lock().expect("model");
+        eprintln!(
+            "cycle {cycle:2}: seed {seed:#018x}, {} changes confirmed, killed {}, in flight: {:?}",
+            m.confirmed - before,
+            if now {
+                "right after a confirmed delete or purge"
+            } else {
+                "at a random moment"
+            },
+            m.in_flight.as_ref().map(Change::describe)
+        );
+        drop(m);
+        drop(js);
+        drop(client);
+    }
+    let m = model.lock().expect("model");
+    eprintln!(
+        "{CHANGE_CYCLES} kills ({right_after} right after a confirmed delete or purge): {} changes confirmed, {} deletes, {} purges, {} consumer creates/deletes",
+        m.confirmed, m.deletes, m.purges, m.consumer_changes
+    );
+    assert!(m.deletes > 0 && m.purges > 0 && m.consumer_changes > 0);
+}
