@@ -885,8 +885,15 @@ impl<S: Storage> FileStore<S> {
         Ok(())
     }
 
-    /// Bytes of the record at `off..off+len` of segment `seg`.
-    fn read_bytes(&self, seg: u64, off: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+    /// Bytes of the record at `off..off+len` of segment `seg`, and the
+    /// segment's record format.
+    fn read_bytes(&self, seg: u64, off: u64, len: u32) -> Result<(Vec<u8>, Format), StoreError> {
+        let Some(s) = self.segments.get(&seg) else {
+            return Err(StoreError::Corrupt(format!(
+                "segment {} is gone but the index points at it",
+                segment_name(seg)
+            )));
+        };
         let n = len as usize;
         let buffered = self
             .pending
@@ -894,36 +901,19 @@ impl<S: Storage> FileStore<S> {
             .chain(self.inflight.iter().flat_map(|c| c.iter()));
         for c in buffered {
             if let Some(b) = c.slice(seg, off, n) {
-                return Ok(b.to_vec());
+                return Ok((b.to_vec(), s.format));
             }
         }
-        let Some(s) = self.segments.get(&seg) else {
-            return Err(StoreError::Corrupt(format!(
-                "segment {} is gone but the index points at it",
-                segment_name(seg)
-            )));
-        };
         let mut buf = vec![0u8; n];
         s.file.read_exact_at(&mut buf, off)?;
-        Ok(buf)
-    }
-
-    fn format_of(&self, seg: u64) -> Result<Format, StoreError> {
-        match self.segments.get(&seg) {
-            Some(s) => Ok(s.format),
-            None => Err(StoreError::Corrupt(format!(
-                "segment {} is gone but the index points at it",
-                segment_name(seg)
-            ))),
-        }
+        Ok((buf, s.format))
     }
 
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
         let Some(e) = self.index.get(&seq) else {
             return Ok(None);
         };
-        let format = self.format_of(e.seg)?;
-        let raw = self.read_bytes(e.seg, e.off, e.len)?;
+        let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
         let (sl, hl, dl, ts) = match decode_record(&raw, format) {
             Ok(Some((r, _))) if r.kind == RecordKind::Msg && r.seq == seq => {
                 (r.subject.len(), r.hdr.len(), r.data.len(), r.ts)
@@ -955,8 +945,7 @@ impl<S: Storage> FileStore<S> {
     /// and payload zeroed (kind [`RecordKind::Erased`], checksums
     /// recomputed). Reads the record, so it can fail; changes nothing.
     fn erased_record(&self, e: &Entry) -> Result<Vec<u8>, StoreError> {
-        let format = self.format_of(e.seg)?;
-        let raw = self.read_bytes(e.seg, e.off, e.len)?;
+        let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
         let mut erased = Vec::with_capacity(raw.len());
         match decode_record(&raw, format) {
             Ok(Some((r, _))) => {
