@@ -1507,7 +1507,17 @@ mod tests {
         ];
         for (i, (api, body, left)) in requests.into_iter().enumerate() {
             let reply = format!("r.api.{i}");
-            js.on_publish(api, Some(&reply), b"", body);
+            // Straight to the API handler, on this thread (the server may
+            // run it on a blocking thread, which would make the early-reply
+            // check below depend on timing).
+            let handled = crate::jetstream::api::handle(
+                &js,
+                api.trim_start_matches("$JS.API."),
+                Some(&reply),
+                b"",
+                body,
+            );
+            assert!(handled);
             if let Some(early) = reply_to(&captured, &reply) {
                 assert_eq!(
                     on_disk(&js, "S"),
