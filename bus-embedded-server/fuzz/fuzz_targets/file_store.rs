@@ -1,5 +1,6 @@
 //! Fuzzes the file store's decoder and its recovery: the input is decoded
-//! record by record with `decode_record` (which must never panic and never
+//! record by record with `decode_record` (in the format its segment header
+//! says, else the first format; it must never panic and never
 //! claim more bytes than it was given), then written as a stream's only
 //! segment file and opened with `FileStore::open`, which must either refuse
 //! with an error or come up with a consistent state (every message it lists
@@ -9,7 +10,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use bus_embedded_server::jetstream::store::file::{FileStore, FileStoreConfig, decode_record};
+use bus_embedded_server::jetstream::store::file::{
+    FileStore, FileStoreConfig, Format, SEGMENT_HEADER_LEN, decode_record, decode_segment_header,
+};
 use bus_embedded_server::jetstream::store::{Store, SubjectFilter};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,9 +22,14 @@ fn dir() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut at = 0;
+    // A segment with a header has salted records after it; without one,
+    // records of the first format from the start.
+    let (format, mut at) = match decode_segment_header(data) {
+        Some(salt) => (Format::salted(salt), SEGMENT_HEADER_LEN.min(data.len())),
+        None => (Format::V1, 0),
+    };
     while at < data.len() {
-        match decode_record(&data[at..]) {
+        match decode_record(&data[at..], format) {
             Ok(Some((_, used))) => {
                 assert!(used > 0 && used <= data.len() - at, "decoder overran its input");
                 at += used;

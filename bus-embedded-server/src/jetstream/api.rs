@@ -121,6 +121,7 @@ pub(crate) fn handle(
         return true;
     };
     js.api_stats.total.fetch_add(1, Ordering::Relaxed);
+    let changed_store = result.is_ok();
     let mut body = match result {
         Ok(Value::Object(map)) => map,
         Ok(_) => serde_json::Map::new(),
@@ -138,6 +139,20 @@ pub(crate) fn handle(
     out.insert("type".into(), Value::String(format!("{API_PREFIX}{kind}")));
     out.append(&mut body);
     let bytes = Value::Object(out).to_string();
+    // A message delete or a purge is confirmed once it is durable, like a
+    // publish (the stream's flusher sends the reply).
+    if changed_store
+        && let ["STREAM", "PURGE", name] | ["STREAM", "MSG", "DELETE", name] = tokens.as_slice()
+        && let Some(stream) = js.stream(name)
+    {
+        stream.reply_when_durable(
+            js,
+            reply,
+            bytes.into_bytes(),
+            &format!("{API_PREFIX}{kind}"),
+        );
+        return true;
+    }
     js.send(reply, None, b"", bytes.as_bytes());
     true
 }

@@ -13,31 +13,35 @@
 //! - segments whose messages are all gone are unlinked after the tombstones
 //!   that justify it are on disk.
 
+#[cfg(test)]
+mod model;
 mod record;
 #[cfg(test)]
 pub(crate) mod scenarios;
 
 pub use record::{
-    DecodeError, HEADER_LEN, MAGIC, Record, RecordKind, TRAILER_LEN, TooLarge, VERSION,
-    decode_record, encode_record, record_len,
+    DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC, TRAILER_LEN, TooLarge, VERSION, VERSION_1, decode_header, decode_record,
+    decode_segment_header, encode_record, encode_segment_header, record_len,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::storage::{EntryKind, RealFs, Storage, StorageFile};
 use super::{
     CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
     SyncJob, file_msg_size,
 };
 
 const SEGMENT_SUFFIX: &str = ".log";
+/// The smallest record (no subject, headers or payload).
+const MIN_RECORD: usize = HEADER_LEN + TRAILER_LEN;
 const SEGMENT_DIGITS: usize = 20;
 
 /// When appended records reach the disk's stable storage.
@@ -76,9 +80,11 @@ impl Default for FileStoreConfig {
 
 /// One segment file.
 #[derive(Debug)]
-struct Segment {
+struct Segment<F> {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<F>,
+    /// How its records are checksummed (version 2: salted).
+    format: Format,
     /// Logical length, including bytes still buffered.
     size: u64,
     /// Messages present in it.
@@ -92,14 +98,14 @@ struct Segment {
 
 /// Buffered bytes for one segment, written at `start`.
 #[derive(Debug)]
-struct Chunk {
+struct Chunk<F> {
     seg: u64,
-    file: Arc<File>,
+    file: Arc<F>,
     start: u64,
     bytes: Vec<u8>,
 }
 
-impl Chunk {
+impl<F> Chunk<F> {
     fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
@@ -116,9 +122,9 @@ impl Chunk {
 
 /// An in-place rewrite of an erased record (applied after an fsync).
 #[derive(Debug)]
-struct Erase {
+struct Erase<F> {
     seg: u64,
-    file: Arc<File>,
+    file: Arc<F>,
     off: u64,
     bytes: Vec<u8>,
 }
@@ -135,11 +141,15 @@ struct Entry {
 }
 
 /// The crash-safe file store of one stream. See the module docs.
+///
+/// Generic over the filesystem it writes through ([`RealFs`] unless a test
+/// says otherwise).
 #[derive(Debug)]
-pub struct FileStore {
+pub struct FileStore<S: Storage = RealFs> {
+    fs: S,
     dir: PathBuf,
     config: FileStoreConfig,
-    segments: BTreeMap<u64, Segment>,
+    segments: BTreeMap<u64, Segment<S::File>>,
     index: BTreeMap<u64, Entry>,
     by_subject: super::subjects::SubjectIndex,
     bytes: u64,
@@ -149,20 +159,28 @@ pub struct FileStore {
     floor: u64,
     /// Every message below this is gone (lets purges skip tombstones).
     dead_below: u64,
-    pending: Vec<Chunk>,
-    pending_erases: Vec<Erase>,
+    pending: Vec<Chunk<S::File>>,
+    pending_erases: Vec<Erase<S::File>>,
     pending_unlinks: Vec<PathBuf>,
     /// Chunks handed to the sync job in flight (kept for reads).
-    inflight: Option<Arc<Vec<Chunk>>>,
+    inflight: Option<Arc<Vec<Chunk<S::File>>>>,
     job_out: bool,
     /// Files written but not fsynced yet.
-    unsynced: BTreeMap<u64, Arc<File>>,
+    unsynced: BTreeMap<u64, Arc<S::File>>,
     dir_dirty: bool,
     last_fsync: Instant,
     durable: u64,
     poisoned: Option<String>,
     destroyed: bool,
     corrupt: Vec<CorruptRecord>,
+    /// The salt of the segments this store creates.
+    salt: u64,
+    /// Changes taken (records buffered, erases queued): the write mark.
+    mark: u64,
+    /// The write mark the sync job in flight makes durable.
+    job_mark: u64,
+    /// The highest write mark known durable.
+    durable_mark: u64,
 }
 
 fn segment_name(base: u64) -> String {
@@ -177,10 +195,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn too_large(_: TooLarge) -> StoreError {
     StoreError::Io(io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -188,15 +202,55 @@ fn too_large(_: TooLarge) -> StoreError {
     ))
 }
 
+/// Tests: a segment file's record format and where its records start.
+#[cfg(test)]
+pub(crate) fn layout_of(bytes: &[u8]) -> (Format, usize) {
+    match decode_segment_header(bytes) {
+        Some(salt) => (Format::salted(salt), SEGMENT_HEADER_LEN),
+        None => (Format::V1, 0),
+    }
+}
+
+/// Reads from the start of `file` into `buf` until it is full or the file
+/// ends; returns how many bytes were read.
+fn read_up_to<F: StorageFile>(file: &F, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(buf.get_mut(n..).unwrap_or_default(), n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The highest sequence the bytes of a cut tail (starting at a record
+/// boundary) may have held, from `last`, the highest sequence before it:
+/// the sequence in the first record's header if that header verifies, plus
+/// one for every record that could start in the bytes no header accounts
+/// for (every record takes at least [`MIN_RECORD`] bytes). Such a sequence
+/// may have been acknowledged and delivered before the bytes were damaged,
+/// so it is never assigned again.
+fn cut_tail_high_water(tail: &[u8], last: u64, format: Format) -> u64 {
+    let (hw, read) = match decode_header(tail, format) {
+        Some(h) => (last.max(h.seq), h.total.min(tail.len())),
+        None => (last, 0),
+    };
+    let unread = (tail.len() - read) as u64;
+    hw.saturating_add(unread.div_ceil(MIN_RECORD as u64))
+}
+
 /// The first valid record at or after `from` (a record whose header and
-/// checksum verify), if any.
-fn find_next_record(buf: &[u8], from: usize) -> Option<usize> {
+/// checksum verify in `format`), if any.
+fn find_next_record(buf: &[u8], from: usize, format: Format) -> Option<usize> {
     let mut at = from;
     while let Some(rest) = buf.get(at..) {
         let i = memchr::memchr(MAGIC[0], rest)?;
         let p = at + i;
         if let Some(tail) = buf.get(p..)
-            && matches!(decode_record(tail), Ok(Some(_)))
+            && matches!(decode_record(tail, format), Ok(Some(_)))
         {
             return Some(p);
         }
@@ -205,48 +259,76 @@ fn find_next_record(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-impl FileStore {
+impl FileStore<RealFs> {
     /// Opens (creating if needed) the store in `dir`, recovering whatever
     /// the log holds. See `docs/file-store.md` for the recovery rules.
     pub fn open(
         dir: &Path,
         config: FileStoreConfig,
     ) -> Result<(FileStore, RecoveryReport), StoreError> {
-        let existed = dir.exists();
-        if existed && !dir.is_dir() {
-            return Err(StoreError::Corrupt(format!(
-                "{} exists and is not a directory",
-                dir.display()
-            )));
-        }
-        fs::create_dir_all(dir)?;
+        FileStore::open_in(RealFs, dir, config)
+    }
+}
+
+impl<S: Storage> FileStore<S> {
+    /// [`FileStore::open`] on the filesystem `fs`.
+    pub fn open_in(
+        fs: S,
+        dir: &Path,
+        config: FileStoreConfig,
+    ) -> Result<(FileStore<S>, RecoveryReport), StoreError> {
+        let existed = match fs.kind(dir)? {
+            None => false,
+            Some(EntryKind::Dir) => true,
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )));
+            }
+        };
+        fs.create_dir_all(dir)?;
         if !existed
             && let Some(parent) = dir.parent()
             && !parent.as_os_str().is_empty()
         {
-            sync_dir(parent)?;
+            fs.sync_dir(parent)?;
         }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for entry in fs.list_dir(dir)? {
+            let Some(name) = entry.name.to_str() else {
+                continue;
+            };
+            let path = dir.join(name);
             match parse_segment_name(name) {
-                Some(base) if entry.file_type()?.is_file() => found.push((base, entry.path())),
+                Some(base) if entry.kind == EntryKind::File => found.push((base, path)),
                 Some(_) => {
                     return Err(StoreError::Corrupt(format!(
                         "{} is named like a segment but is not a regular file",
-                        entry.path().display()
+                        path.display()
                     )));
                 }
                 None if name.ends_with(SEGMENT_SUFFIX) => {
-                    tracing::warn!(file = %entry.path().display(), "file store: ignoring a .log file that is not named like a segment");
+                    tracing::warn!(file = %path.display(), "file store: ignoring a .log file that is not named like a segment");
                 }
                 None => {}
             }
         }
         found.sort();
+        // The store's salt: from the newest segment whose header verifies.
+        let mut opened = Vec::with_capacity(found.len());
+        let mut salt = None;
+        for (base, path) in found {
+            let file = fs.open_rw(&path)?;
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let n = read_up_to(&file, &mut head)?;
+            if let Some(s) = head.get(..n).and_then(decode_segment_header) {
+                salt = Some(s);
+            }
+            opened.push((base, path, file));
+        }
         let mut store = FileStore {
+            fs,
             dir: dir.to_path_buf(),
             config,
             segments: BTreeMap::new(),
@@ -269,17 +351,55 @@ impl FileStore {
             poisoned: None,
             destroyed: false,
             corrupt: Vec::new(),
+            salt: 0,
+            mark: 0,
+            job_mark: 0,
+            durable_mark: 0,
         };
+        store.salt = match salt {
+            Some(s) => s,
+            None => store.fs.random_u64(),
+        };
+        let known_salt = salt;
         let mut report = RecoveryReport::default();
-        let count = found.len();
-        for (i, (base, path)) in found.into_iter().enumerate() {
-            store.recover_segment(base, path, i + 1 == count, &mut report)?;
+        let count = opened.len();
+        for (i, (base, path, file)) in opened.into_iter().enumerate() {
+            store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
         store.finish_recovery();
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
             store.create_segment(base)?;
         }
+        if !store.pending.is_empty() {
+            // Recovery wrote something down: a segment header rewritten
+            // after a torn creation, or a state record with the last
+            // sequence raised over a cut tail (those sequences are skipped
+            // for good). Written and fsynced before anything is served.
+            let job = store.build_job(true);
+            let upto = job.upto;
+            let result = (job.run)();
+            let failed = result
+                .as_ref()
+                .err()
+                .map(|e| io::Error::new(e.kind(), e.to_string()));
+            store.synced(upto, result);
+            if let Some(e) = failed {
+                return Err(StoreError::Io(e));
+            }
+        }
+        // From here on what the log holds is served as durable (read,
+        // delivered, its sequences counted). A crashed process may have left
+        // records it wrote but never fsynced in the page cache: fsync them,
+        // and the directory entries, before anyone sees them.
+        for seg in store.segments.values() {
+            seg.file.sync_data()?;
+        }
+        store.fs.sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            store.fs.sync_dir(parent)?;
+        }
+        store.dir_dirty = false;
         report.msgs = store.index.len() as u64;
         report.corrupt = store.corrupt.clone();
         if let SyncPolicy::Interval(every) = config.sync {
@@ -303,34 +423,96 @@ impl FileStore {
         self.segments.len()
     }
 
+    /// How a segment's bytes are to be read: its format and where its
+    /// records start, or `None` for a segment whose creation was torn (no
+    /// complete header, no room for a record).
+    fn segment_layout(
+        &self,
+        buf: &[u8],
+        name: &str,
+        known_salt: Option<u64>,
+    ) -> Result<Option<(Format, usize)>, StoreError> {
+        if buf.len() < SEGMENT_HEADER_LEN {
+            // No room for a record before the header ends (and a record of
+            // the first format takes at least 44 bytes).
+            return Ok(None);
+        }
+        if let Some(salt) = decode_segment_header(buf) {
+            return Ok(Some((Format::salted(salt), SEGMENT_HEADER_LEN)));
+        }
+        // A segment written before the salt existed starts with a record.
+        if decode_header(buf, Format::V1).is_some() {
+            return Ok(Some((Format::V1, 0)));
+        }
+        // Both header copies damaged: the store's salt (the same in every
+        // segment) still reads it if another segment has it.
+        if let Some(salt) = known_salt {
+            let f = Format::salted(salt);
+            if find_next_record(buf, SEGMENT_HEADER_LEN, f).is_some() {
+                tracing::warn!(segment = %name, "file store: damaged segment header; reading it with the salt of the other segments");
+                return Ok(Some((f, SEGMENT_HEADER_LEN)));
+            }
+        }
+        if buf.len() <= SEGMENT_HEADER_LEN {
+            return Ok(None);
+        }
+        let magic_at =
+            |at: usize| buf.get(at..at + SEGMENT_MAGIC.len()) == Some(&SEGMENT_MAGIC[..]);
+        if magic_at(0) || magic_at(SEGMENT_HEADER_LEN / 2) {
+            return Err(StoreError::Corrupt(format!(
+                "{}: the segment header is damaged and no other segment holds the store's salt",
+                self.dir.join(name).display()
+            )));
+        }
+        // An old segment whose first record is damaged.
+        Ok(Some((Format::V1, 0)))
+    }
+
     fn recover_segment(
         &mut self,
         base: u64,
         path: PathBuf,
+        file: S::File,
         newest: bool,
+        known_salt: Option<u64>,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        let buf = file.read_all()?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let layout = self.segment_layout(&buf, &name, known_salt)?;
         let mut seg = Segment {
             path,
             file: Arc::new(file),
+            format: layout.map_or(Format::salted(self.salt), |(f, _)| f),
             size: buf.len() as u64,
             live: 0,
             max_msg_seq: 0,
             tombs: Vec::new(),
         };
-        let mut pos = 0usize;
+        let Some((format, start)) = layout else {
+            // Created, but not even its header was written (it is empty or
+            // holds part of the header): no record was ever in it.
+            if newest {
+                tracing::warn!(segment = %name, bytes = buf.len(), "file store: rewriting the header of a segment whose creation was torn");
+                seg.file.set_len(0)?;
+                seg.size = 0;
+                report.truncated_bytes += buf.len() as u64;
+                self.segments.insert(base, seg);
+                self.push_segment_header(base)?;
+            } else {
+                self.segments.insert(base, seg);
+            }
+            return Ok(());
+        };
+        let mut pos = start;
         while let Some(rest) = buf.get(pos..) {
             if rest.is_empty() {
                 break;
             }
-            let (reason, next) = match decode_record(rest) {
+            let (reason, next) = match decode_record(rest, format) {
                 Ok(Some((rec, n))) => {
                     self.apply_recovered(base, &mut seg, &rec, pos as u64, n);
                     pos += n;
@@ -339,9 +521,9 @@ impl FileStore {
                 Ok(None) => ("incomplete record".to_owned(), None),
                 Err(e) => {
                     let next = match e.skip_len() {
-                        Some(n) if pos + n < buf.len() => find_next_record(&buf, pos + n),
+                        Some(n) if pos + n < buf.len() => find_next_record(&buf, pos + n, format),
                         Some(_) => None,
-                        None => find_next_record(&buf, pos + 1),
+                        None => find_next_record(&buf, pos + 1, format),
                     };
                     (e.to_string(), next)
                 }
@@ -353,11 +535,28 @@ impl FileStore {
                 }
                 None if newest => {
                     let cut = buf.len() - pos;
+                    let hw = cut_tail_high_water(
+                        buf.get(pos..).unwrap_or_default(),
+                        self.last_seq,
+                        format,
+                    );
                     tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
+                    let raised = hw > self.last_seq;
+                    if raised {
+                        tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
+                        report.seqs_skipped += hw - self.last_seq;
+                        self.last_seq = hw;
+                    }
                     seg.file.set_len(pos as u64)?;
                     seg.file.sync_all()?;
                     seg.size = pos as u64;
                     report.truncated_bytes += cut as u64;
+                    if raised {
+                        // A state record carries the raised last sequence
+                        // (written by `open` before it returns).
+                        self.segments.insert(base, seg);
+                        return self.push_state();
+                    }
                     break;
                 }
                 None => {
@@ -383,7 +582,7 @@ impl FileStore {
     fn apply_recovered(
         &mut self,
         base: u64,
-        seg: &mut Segment,
+        seg: &mut Segment<S::File>,
         rec: &Record<'_>,
         off: u64,
         n: usize,
@@ -465,16 +664,13 @@ impl FileStore {
 
     fn create_segment(&mut self, base: u64) -> Result<(), StoreError> {
         let path = self.dir.join(segment_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = self.fs.create_new(&path)?;
         self.segments.insert(
             base,
             Segment {
                 path,
                 file: Arc::new(file),
+                format: Format::salted(self.salt),
                 size: 0,
                 live: 0,
                 max_msg_seq: 0,
@@ -482,6 +678,24 @@ impl FileStore {
             },
         );
         self.dir_dirty = true;
+        self.push_segment_header(base)
+    }
+
+    /// Buffers the header (with the store's salt) at the start of the
+    /// empty segment `base`.
+    fn push_segment_header(&mut self, base: u64) -> Result<(), StoreError> {
+        let Some(seg) = self.segments.get_mut(&base) else {
+            return Err(StoreError::Corrupt("segment vanished".into()));
+        };
+        seg.format = Format::salted(self.salt);
+        seg.size = SEGMENT_HEADER_LEN as u64;
+        let file = Arc::clone(&seg.file);
+        self.pending.push(Chunk {
+            seg: base,
+            file,
+            start: 0,
+            bytes: encode_segment_header(self.salt).to_vec(),
+        });
         Ok(())
     }
 
@@ -552,8 +766,8 @@ impl FileStore {
         data: &[u8],
     ) -> Result<(u64, u64, u32), StoreError> {
         let base = self.active_base()?;
-        let (file, off) = match self.segments.get(&base) {
-            Some(s) => (Arc::clone(&s.file), s.size),
+        let (file, off, format) = match self.segments.get(&base) {
+            Some(s) => (Arc::clone(&s.file), s.size, s.format),
             None => return Err(StoreError::Corrupt("active segment vanished".into())),
         };
         let reuse = matches!(self.pending.last(), Some(c) if c.seg == base && c.end() == off);
@@ -568,8 +782,9 @@ impl FileStore {
         let Some(chunk) = self.pending.last_mut() else {
             return Err(StoreError::Corrupt("write buffer vanished".into()));
         };
-        let len = encode_record(&mut chunk.bytes, kind, seq, ts, subject, hdr, data)
+        let len = encode_record(&mut chunk.bytes, format, kind, seq, ts, subject, hdr, data)
             .map_err(too_large)?;
+        self.mark += 1;
         if let Some(s) = self.segments.get_mut(&base) {
             s.size += len as u64;
         }
@@ -639,11 +854,15 @@ impl FileStore {
 
     /// Queues for unlinking every candidate segment (not the newest) that
     /// holds no message, first re-appending tombstones it carries for older
-    /// segments that still exist.
+    /// segments that still exist, and the store's state record (the
+    /// dropped segment may hold the newest one: the newest segment does
+    /// not always start with one, e.g. when its first writes were lost in
+    /// a crash).
     fn reclaim(&mut self, mut candidates: Vec<u64>) -> Result<(), StoreError> {
         let newest = self.active_base()?;
         candidates.sort_unstable();
         candidates.dedup();
+        let mut dropped = false;
         for base in candidates {
             if base == newest || self.segments.get(&base).is_none_or(|s| s.live != 0) {
                 continue;
@@ -658,12 +877,23 @@ impl FileStore {
             }
             self.unsynced.remove(&base);
             self.pending_unlinks.push(seg.path);
+            dropped = true;
+        }
+        if dropped {
+            self.push_state()?;
         }
         Ok(())
     }
 
-    /// Bytes of the record at `off..off+len` of segment `seg`.
-    fn read_bytes(&self, seg: u64, off: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+    /// Bytes of the record at `off..off+len` of segment `seg`, and the
+    /// segment's record format.
+    fn read_bytes(&self, seg: u64, off: u64, len: u32) -> Result<(Vec<u8>, Format), StoreError> {
+        let Some(s) = self.segments.get(&seg) else {
+            return Err(StoreError::Corrupt(format!(
+                "segment {} is gone but the index points at it",
+                segment_name(seg)
+            )));
+        };
         let n = len as usize;
         let buffered = self
             .pending
@@ -671,26 +901,20 @@ impl FileStore {
             .chain(self.inflight.iter().flat_map(|c| c.iter()));
         for c in buffered {
             if let Some(b) = c.slice(seg, off, n) {
-                return Ok(b.to_vec());
+                return Ok((b.to_vec(), s.format));
             }
         }
-        let Some(s) = self.segments.get(&seg) else {
-            return Err(StoreError::Corrupt(format!(
-                "segment {} is gone but the index points at it",
-                segment_name(seg)
-            )));
-        };
         let mut buf = vec![0u8; n];
         s.file.read_exact_at(&mut buf, off)?;
-        Ok(buf)
+        Ok((buf, s.format))
     }
 
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
         let Some(e) = self.index.get(&seq) else {
             return Ok(None);
         };
-        let raw = self.read_bytes(e.seg, e.off, e.len)?;
-        let (sl, hl, dl, ts) = match decode_record(&raw) {
+        let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
+        let (sl, hl, dl, ts) = match decode_record(&raw, format) {
             Ok(Some((r, _))) if r.kind == RecordKind::Msg && r.seq == seq => {
                 (r.subject.len(), r.hdr.len(), r.data.len(), r.ts)
             }
@@ -717,15 +941,17 @@ impl FileStore {
         }))
     }
 
-    /// Overwrites the headers and payload of a removed message's record with
-    /// zeros (kind [`RecordKind::Erased`], checksums recomputed).
-    fn erase(&mut self, e: &Entry) -> Result<(), StoreError> {
-        let raw = self.read_bytes(e.seg, e.off, e.len)?;
+    /// The bytes that replace a message's record when it is erased: headers
+    /// and payload zeroed (kind [`RecordKind::Erased`], checksums
+    /// recomputed). Reads the record, so it can fail; changes nothing.
+    fn erased_record(&self, e: &Entry) -> Result<Vec<u8>, StoreError> {
+        let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
         let mut erased = Vec::with_capacity(raw.len());
-        match decode_record(&raw) {
+        match decode_record(&raw, format) {
             Ok(Some((r, _))) => {
                 encode_record(
                     &mut erased,
+                    format,
                     RecordKind::Erased,
                     r.seq,
                     r.ts,
@@ -743,11 +969,17 @@ impl FileStore {
                 )));
             }
         }
+        Ok(erased)
+    }
+
+    /// Queues the overwrite of a removed message's record by `erased`.
+    fn erase(&mut self, e: &Entry, erased: Vec<u8>) {
+        self.mark += 1;
         for c in &mut self.pending {
             if c.slice(e.seg, e.off, erased.len()).is_some() {
                 let rel = (e.off - c.start) as usize;
                 c.bytes[rel..rel + erased.len()].copy_from_slice(&erased);
-                return Ok(());
+                return;
             }
         }
         if let Some(s) = self.segments.get(&e.seg) {
@@ -758,7 +990,6 @@ impl FileStore {
                 bytes: erased,
             });
         }
-        Ok(())
     }
 
     /// Builds a job writing everything buffered; `fsync` forces an fsync.
@@ -772,7 +1003,7 @@ impl FileStore {
         for c in chunks.iter() {
             self.unsynced.insert(c.seg, Arc::clone(&c.file));
         }
-        let to_sync: Vec<Arc<File>> = if fsync {
+        let to_sync: Vec<Arc<S::File>> = if fsync {
             std::mem::take(&mut self.unsynced).into_values().collect()
         } else {
             Vec::new()
@@ -785,7 +1016,9 @@ impl FileStore {
             self.last_fsync = Instant::now();
         }
         self.inflight = Some(Arc::clone(&chunks));
+        self.job_mark = self.mark;
         let dir = self.dir.clone();
+        let fs = self.fs.clone();
         let run = move || -> io::Result<()> {
             for c in chunks.iter() {
                 c.file.write_all_at(&c.bytes, c.start)?;
@@ -794,7 +1027,7 @@ impl FileStore {
                 f.sync_data()?;
             }
             if dir_sync {
-                sync_dir(&dir)?;
+                fs.sync_dir(&dir)?;
             }
             if !erases.is_empty() {
                 for e in &erases {
@@ -807,19 +1040,27 @@ impl FileStore {
                     }
                 }
             }
+            // The store forgets an emptied segment once its unlink is
+            // queued, so it no longer carries forward the tombstones that
+            // keep that segment's messages dead: a segment left behind
+            // would bring them back later. A failed unlink (or the fsync
+            // making it durable) therefore fails the job like a failed
+            // write: the store is poisoned and the next open reads the
+            // segment again.
             for p in &unlinks {
-                match fs::remove_file(p) {
+                match fs.remove_file(p) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                     Err(err) => {
-                        tracing::warn!(file = %p.display(), error = %err, "file store: could not remove an emptied segment");
+                        return Err(io::Error::new(
+                            err.kind(),
+                            format!("removing the emptied segment {}: {err}", p.display()),
+                        ));
                     }
                 }
             }
-            if !unlinks.is_empty()
-                && let Err(err) = sync_dir(&dir)
-            {
-                tracing::warn!(dir = %dir.display(), error = %err, "file store: could not sync the directory after removing segments");
+            if !unlinks.is_empty() {
+                fs.sync_dir(&dir)?;
             }
             Ok(())
         };
@@ -830,7 +1071,7 @@ impl FileStore {
     }
 }
 
-impl Store for FileStore {
+impl<S: Storage> Store for FileStore<S> {
     fn append(
         &mut self,
         subject: &str,
@@ -842,10 +1083,12 @@ impl Store for FileStore {
         let seq = self.last_seq + 1;
         let len = record_len(subject.len(), hdr.len(), data.len()).map_err(too_large)? as u64;
         let active = self.active_base()?;
-        let roll = self
-            .segments
-            .get(&active)
-            .is_some_and(|s| s.max_msg_seq != 0 && s.size + len > self.config.segment_bytes);
+        // A segment written before the salt existed (version 1) rolls at
+        // its next message, so new records are salted.
+        let roll = self.segments.get(&active).is_some_and(|s| {
+            s.max_msg_seq != 0
+                && (s.size + len > self.config.segment_bytes || s.format.version() == VERSION_1)
+        });
         if roll {
             self.create_segment(seq)?;
             self.push_state()?;
@@ -901,6 +1144,7 @@ impl Store for FileStore {
                 self.inflight = None;
                 if self.poisoned.is_none() {
                     self.durable = self.durable.max(upto);
+                    self.durable_mark = self.durable_mark.max(self.job_mark);
                 }
             }
             Err(e) => {
@@ -912,6 +1156,14 @@ impl Store for FileStore {
 
     fn durable_seq(&self) -> u64 {
         self.durable
+    }
+
+    fn write_mark(&self) -> u64 {
+        self.mark
+    }
+
+    fn durable_mark(&self) -> u64 {
+        self.durable_mark
     }
 
     fn poisoned(&self) -> Option<String> {
@@ -965,11 +1217,18 @@ impl Store for FileStore {
     fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
         self.writable()?;
         let before = (self.floor, self.dead_below);
+        // Whatever can fail comes before the message leaves the index: a
+        // refused remove changes nothing.
+        let erased = match self.index.get(&seq) {
+            None => return Ok(false),
+            Some(e) if erase => Some(self.erased_record(e)?),
+            Some(_) => None,
+        };
         let Some(e) = self.drop_msg(seq) else {
             return Ok(false);
         };
-        if erase {
-            self.erase(&e)?;
+        if let Some(bytes) = erased {
+            self.erase(&e, bytes);
         }
         if self.index.is_empty() {
             self.floor = self.last_seq + 1;
@@ -1059,7 +1318,7 @@ impl Store for FileStore {
         self.index.clear();
         self.by_subject.clear();
         self.bytes = 0;
-        match fs::remove_dir_all(&self.dir) {
+        match self.fs.remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
@@ -1070,8 +1329,10 @@ impl Store for FileStore {
 #[cfg(test)]
 mod tests {
     use super::super::mem::MemStore;
+    use super::super::sim::{PowerLoss, SimFs, SimOp};
     use super::scenarios::{run_all, sync};
     use super::*;
+    use std::fs;
 
     fn cfg(segment_bytes: u64) -> FileStoreConfig {
         FileStoreConfig {
@@ -1117,6 +1378,27 @@ mod tests {
                 seq
             );
         }
+    }
+
+    fn fill_any<S: Storage>(s: &mut FileStore<S>, n: u64) {
+        for _ in 0..n {
+            let seq = s.state().last_seq + 1;
+            let subj = format!("s.{}", seq % 3);
+            assert_eq!(
+                s.append(&subj, b"", &payload(seq), seq as i64).unwrap(),
+                seq
+            );
+        }
+    }
+
+    fn check_msg_any<S: Storage>(s: &mut FileStore<S>, seq: u64) {
+        let m = s
+            .get(seq)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{seq} missing"));
+        assert_eq!(m.data, payload(seq), "seq {seq}");
+        assert_eq!(&*m.subject, format!("s.{}", seq % 3));
+        assert_eq!(m.ts, seq as i64);
     }
 
     fn check_msg(s: &mut FileStore, seq: u64) {
@@ -1217,8 +1499,8 @@ mod tests {
         let last = files.last().unwrap().clone();
         let full = fs::read(&last).unwrap();
         // The last record is message 20.
-        let mut start = 0;
-        while let Ok(Some((rec, n))) = decode_record(&full[start..]) {
+        let (format, mut start) = layout_of(&full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
             if rec.seq == 20 && rec.kind == RecordKind::Msg {
                 break;
             }
@@ -1240,11 +1522,16 @@ mod tests {
                 check_msg(&mut s, seq);
             }
             assert_eq!(s.get(20).unwrap(), None);
-            assert_eq!(fs::metadata(&torn).unwrap().len(), start as u64);
-            fill(&mut s, 2);
-            assert_eq!(s.state().last_seq, 21);
+            // Bytes of record 20 were there: its sequence is never given
+            // again (a state record now ends the file).
+            let skipped = u64::from(cut > start);
+            assert_eq!(report.seqs_skipped, skipped, "cut {cut}");
+            assert_eq!(s.state().last_seq, 19 + skipped, "cut {cut}");
+            let first_new = 20 + skipped;
+            assert!(fs::metadata(&torn).unwrap().len() >= start as u64);
+            assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), first_new);
             let (mut s, _) = reopen(&mut s, 250);
-            check_msg(&mut s, 21);
+            assert_eq!(s.get(first_new).unwrap().unwrap().data, &b"new"[..]);
         }
     }
 
@@ -1259,14 +1546,46 @@ mod tests {
         let n = bytes.len();
         bytes[n - 6] ^= 0x10;
         fs::write(&f, &bytes).unwrap();
-        let (s, report) = open(tmp.path(), 1 << 20);
+        let (mut s, report) = open(tmp.path(), 1 << 20);
         assert!(report.truncated_bytes > 0);
         assert_eq!(s.state().msgs, 4);
+        assert_eq!(s.append("x", b"", b"", 9).unwrap(), 6);
+    }
+
+    #[test]
+    fn a_cut_last_record_never_gives_its_sequence_again() {
+        // The last record was acknowledged (and maybe delivered), then
+        // damaged: in its payload (header intact: its sequence is read) or
+        // in its header (its sequence is unknown: every record the bytes
+        // could hold is skipped).
+        for (case, at_end) in [("payload", 6usize), ("header", 0)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut s, _) = open(tmp.path(), 1 << 20);
+            fill(&mut s, 5);
+            s.close().unwrap();
+            let f = segment_files(tmp.path()).pop().unwrap();
+            let mut bytes = fs::read(&f).unwrap();
+            let (at, n) = record_offset(&bytes, 5);
+            let flip = if at_end > 0 { at + n - at_end } else { at + 9 };
+            bytes[flip] ^= 0x10;
+            fs::write(&f, &bytes).unwrap();
+            let (s, report) = open(tmp.path(), 1 << 20);
+            assert_eq!(report.truncated_bytes, n as u64, "{case}");
+            assert_eq!(report.msgs, 4, "{case}");
+            assert!(report.seqs_skipped >= 1, "{case}");
+            assert!(s.state().last_seq >= 5, "{case}");
+            // A crash before anything new is written: still skipped.
+            drop(s);
+            let (mut s, _) = open(tmp.path(), 1 << 20);
+            let next = s.append("x", b"", b"after", 9).unwrap();
+            assert!(next > 5, "{case}: sequence 5 given again");
+            assert_eq!(s.get(5).unwrap(), None, "{case}");
+        }
     }
 
     fn record_offset(buf: &[u8], seq: u64) -> (usize, usize) {
-        let mut at = 0;
-        while let Ok(Some((rec, n))) = decode_record(&buf[at..]) {
+        let (format, mut at) = layout_of(buf);
+        while let Ok(Some((rec, n))) = decode_record(&buf[at..], format) {
             if rec.seq == seq && rec.kind == RecordKind::Msg {
                 return (at, n);
             }
@@ -1307,6 +1626,140 @@ mod tests {
     }
 
     #[test]
+    fn a_record_shaped_payload_is_never_taken_for_a_record() {
+        // A client stores, as a message body, complete state records
+        // saying "every message below 2^60 is gone", in the first format
+        // and salted with guesses. Then the header of that message's
+        // record is damaged, so the reader scans forward for the next
+        // valid record and walks into the payload.
+        let mut crafted = Vec::new();
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&1u64.to_le_bytes());
+        body[8..].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        for format in [Format::V1, Format::salted(0), Format::salted(u64::MAX)] {
+            encode_record(
+                &mut crafted,
+                format,
+                RecordKind::State,
+                1 << 60,
+                0,
+                b"",
+                b"",
+                &body,
+            )
+            .unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        assert_eq!(s.append("evil", b"", &crafted, 6).unwrap(), 6);
+        fill(&mut s, 4);
+        s.close().unwrap();
+        let f = segment_files(tmp.path()).pop().unwrap();
+        let mut bytes = fs::read(&f).unwrap();
+        let (format, mut at) = layout_of(&bytes);
+        let mut evil = None;
+        while let Ok(Some((rec, n))) = decode_record(&bytes[at..], format) {
+            if rec.seq == 6 && rec.kind == RecordKind::Msg {
+                evil = Some((at, n));
+            }
+            at += n;
+        }
+        let (at, n) = evil.unwrap();
+        bytes[at + 9] ^= 0x01;
+        fs::write(&f, &bytes).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.corrupt.len(), 1, "{report:?}");
+        assert_eq!(
+            (report.corrupt[0].offset, report.corrupt[0].len),
+            (at as u64, n as u64)
+        );
+        assert_eq!(report.msgs, 9);
+        assert_eq!(s.state().last_seq, 10);
+        for seq in (1..=10).filter(|&q| q != 6) {
+            check_msg(&mut s, seq);
+        }
+    }
+
+    /// A segment file as the first format wrote it (no header, unsalted).
+    fn v1_segment(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seq in seqs {
+            let subj = format!("s.{}", seq % 3);
+            encode_record(
+                &mut out,
+                Format::V1,
+                RecordKind::Msg,
+                seq,
+                seq as i64,
+                subj.as_bytes(),
+                b"",
+                &payload(seq),
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_store_of_the_first_format_opens_and_new_segments_are_salted() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(segment_name(1)), v1_segment(1..=5)).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.msgs, 5);
+        assert!(report.corrupt.is_empty());
+        for seq in 1..=5 {
+            check_msg(&mut s, seq);
+        }
+        // Erasing rewrites in the segment's own format; tombstones before
+        // the next message still go to the old segment.
+        assert!(s.remove(2, true).unwrap());
+        // The next message starts a salted segment.
+        fill(&mut s, 3);
+        sync(&mut s);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 2);
+        assert_eq!(layout_of(&fs::read(&files[0]).unwrap()).0, Format::V1);
+        assert_ne!(layout_of(&fs::read(&files[1]).unwrap()).0, Format::V1);
+        let (mut s, report) = reopen(&mut s, 1 << 20);
+        assert!(report.corrupt.is_empty());
+        assert_eq!(s.get(2).unwrap(), None);
+        for seq in (1..=8).filter(|&q| q != 2) {
+            check_msg(&mut s, seq);
+        }
+    }
+
+    #[test]
+    fn damaged_segment_headers_are_survived_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 300);
+        fill(&mut s, 20);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        assert!(files.len() > 2);
+        // One copy damaged: read as before.
+        let mut first = fs::read(&files[0]).unwrap();
+        first[5] ^= 0x01;
+        fs::write(&files[0], &first).unwrap();
+        let (_, report) = open(tmp.path(), 300);
+        assert_eq!((report.msgs, report.corrupt.len()), (20, 0));
+        // Both copies damaged: the other segments have the store's salt.
+        first[SEGMENT_HEADER_LEN / 2 + 9] ^= 0x01;
+        fs::write(&files[0], &first).unwrap();
+        let (mut s, report) = open(tmp.path(), 300);
+        assert_eq!((report.msgs, report.corrupt.len()), (20, 0));
+        check_msg(&mut s, 1);
+        // A lone segment with both copies damaged: refused, untouched.
+        let lone = tempfile::tempdir().unwrap();
+        fs::write(lone.path().join(segment_name(1)), &first).unwrap();
+        assert!(matches!(
+            FileStore::open(lone.path(), cfg(1 << 20)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(fs::read(lone.path().join(segment_name(1))).unwrap(), first);
+    }
+
+    #[test]
     fn corrupt_tail_of_an_older_segment_is_reported_not_truncated() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = open(tmp.path(), 300);
@@ -1339,10 +1792,11 @@ mod tests {
         // One job at a time.
         fill(&mut s, 1);
         assert!(s.take_sync().is_none());
-        // Nothing written yet; reads come from the in-flight buffer.
+        // Nothing written yet but the segment header; reads come from the
+        // in-flight buffer.
         assert_eq!(
             fs::metadata(&segment_files(tmp.path())[0]).unwrap().len(),
-            0
+            SEGMENT_HEADER_LEN as u64
         );
         check_msg(&mut s, 7);
         check_msg(&mut s, 51);
@@ -1473,6 +1927,145 @@ mod tests {
         assert_eq!(s.state().msgs, 1);
         assert_eq!(s.get(2).unwrap().unwrap().data, &b"keep"[..]);
         assert_eq!(s.state().last_seq, 3);
+    }
+
+    fn sim_store(sim: &SimFs, segment_bytes: u64) -> FileStore<SimFs> {
+        let dir = Path::new("/s/msgs");
+        let made = sim
+            .create_dir_all(Path::new("/s"))
+            .and_then(|()| sim.sync_dir(Path::new("/")));
+        assert!(made.is_ok());
+        FileStore::open_in(sim.clone(), dir, cfg(segment_bytes))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn an_erase_whose_read_fails_changes_nothing() {
+        let sim = SimFs::new(7);
+        let mut s = sim_store(&sim, 1 << 20);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        sim.set_fault_rate(1000);
+        assert!(s.remove(2, true).is_err());
+        sim.set_fault_rate(0);
+        // Not removed, in memory or on disk.
+        assert_eq!(s.state().msgs, 3);
+        check_msg_any(&mut s, 2);
+        sync(&mut s);
+        drop(s);
+        sim.crash();
+        let (mut s, _) =
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(1 << 20)).unwrap();
+        assert_eq!(s.state().msgs, 3);
+        check_msg_any(&mut s, 2);
+        assert!(s.remove(2, true).unwrap());
+        assert_eq!(s.get(2).unwrap(), None);
+    }
+
+    #[test]
+    fn what_recovery_finds_in_the_page_cache_is_fsynced_before_it_is_served() {
+        let sim = SimFs::new(8);
+        let mut s = sim_store(&sim, 1 << 20);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        // Message 4 and the delete of 2 are written by a sync job whose
+        // process dies before its fsync: they sit in the page cache.
+        fill_any(&mut s, 1);
+        assert!(s.remove(2, false).unwrap());
+        let job = s.take_sync().unwrap();
+        sim.die_after(Some(1));
+        assert!((job.run)().is_err());
+        drop(s);
+        sim.crash();
+        let reopen = || FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(1 << 20));
+        let (mut s, _) = reopen().unwrap();
+        // Recovery shows both: 4 is there (and can be delivered), 2 is gone.
+        assert_eq!(s.state().last_seq, 4);
+        check_msg_any(&mut s, 4);
+        assert_eq!(s.get(2).unwrap(), None);
+        drop(s);
+        // A power loss must not take back what the recovery showed.
+        sim.power_loss(PowerLoss::Strict);
+        let (mut s, _) = reopen().unwrap();
+        assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
+        check_msg_any(&mut s, 4);
+        assert_eq!(s.append("x", b"", b"", 9).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_segment_whose_unlink_failed_cannot_bring_deleted_messages_back() {
+        let sim = SimFs::new(9);
+        let reopen = || {
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(50))
+                .unwrap()
+                .0
+        };
+        let mut s = sim_store(&sim, 50);
+        // One message per segment: 1, 2, 3.
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        assert_eq!(s.segment_count(), 3);
+        // Deleting 2 writes its tombstone into segment 3 and empties
+        // segment 2, whose unlink fails.
+        assert!(s.remove(2, false).unwrap());
+        sim.fail_next(SimOp::RemoveFile);
+        sync(&mut s);
+        if s.poisoned().is_some() {
+            drop(s);
+            sim.crash();
+            s = reopen();
+        }
+        assert_eq!(s.get(2).unwrap(), None);
+        // Segment 3 (holding the tombstone) empties and goes too.
+        fill_any(&mut s, 1);
+        assert!(s.remove(3, false).unwrap());
+        sync(&mut s);
+        assert_eq!(s.poisoned(), None);
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(2).unwrap(), None, "a deleted message came back");
+        check_msg_any(&mut s, 1);
+        check_msg_any(&mut s, 4);
+    }
+
+    #[test]
+    fn unlinking_the_segment_with_the_newest_state_record_keeps_the_state() {
+        let sim = SimFs::new(10);
+        let reopen = || {
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(190))
+                .unwrap()
+                .0
+        };
+        let mut s = sim_store(&sim, 190);
+        // Segment 1 holds 1 and 2, segment 3 holds 3.
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        assert_eq!(s.segment_count(), 2);
+        // Removing 1 only moves the dead mark: a state record in segment 3.
+        assert!(s.remove(1, false).unwrap());
+        sync(&mut s);
+        // Message 4 starts segment 4; the process dies before writing it:
+        // segment 4 is an empty file, without its leading state record.
+        fill_any(&mut s, 1);
+        let job = s.take_sync().unwrap();
+        sim.die_after(Some(0));
+        assert!((job.run)().is_err());
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(1).unwrap(), None);
+        // Emptying segment 3 unlinks it, and its state record with it.
+        assert!(s.remove(3, false).unwrap());
+        sync(&mut s);
+        assert_eq!(s.poisoned(), None);
+        drop(s);
+        sim.crash();
+        let mut s = reopen();
+        assert_eq!(s.get(1).unwrap(), None, "a removed message came back");
+        check_msg_any(&mut s, 2);
+        assert_eq!(s.state().first_seq, 2);
     }
 
     #[test]

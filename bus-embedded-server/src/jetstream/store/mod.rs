@@ -11,12 +11,18 @@
 //! Durability contract: [`Store::append`] makes a record readable at once
 //! but durable only after the [`SyncJob`] returned by a later
 //! [`Store::take_sync`] has run and its result was reported back with
-//! [`Store::synced`]. The stream acknowledges a publish only when its
-//! sequence is `<=` the store's [`Store::durable_seq`]. A failed sync poisons
-//! the store: every later `append` fails with [`StoreError::Poisoned`].
+//! [`Store::synced`]. Every change (append, remove, purge) raises the
+//! store's [`Store::write_mark`]; the stream confirms a publish, a message
+//! delete or a purge only when the store's [`Store::durable_mark`] has
+//! reached the mark the change left, and lets consumers see messages up to
+//! [`Store::durable_seq`]. A failed sync poisons the store: every later
+//! `append` fails with [`StoreError::Poisoned`].
 
 pub mod file;
 pub mod mem;
+#[cfg(test)]
+pub mod sim;
+pub mod storage;
 pub mod subjects;
 
 use std::sync::Arc;
@@ -226,6 +232,8 @@ pub struct RecoveryReport {
     pub msgs: u64,
     /// Bytes cut from a torn tail (an incomplete last record).
     pub truncated_bytes: u64,
+    /// Sequences the cut bytes may have held: skipped, never assigned.
+    pub seqs_skipped: u64,
     /// Damaged records skipped in the middle of the log.
     pub corrupt: Vec<CorruptRecord>,
     /// True when an index file was missing or bad and was rebuilt from the log.
@@ -289,6 +297,19 @@ pub trait Store: Send {
 
     /// Highest sequence known durable (memory store: the last appended).
     fn durable_seq(&self) -> u64;
+
+    /// A number that grows with every change the store takes (a message,
+    /// a delete, a purge); a change is durable once [`Store::durable_mark`]
+    /// reaches the value this had right after it. Stores that need no sync
+    /// keep both at 0.
+    fn write_mark(&self) -> u64 {
+        0
+    }
+
+    /// The highest write mark known durable (see [`Store::write_mark`]).
+    fn durable_mark(&self) -> u64 {
+        self.write_mark()
+    }
 
     /// Why the store is poisoned, if it is.
     fn poisoned(&self) -> Option<String>;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::Stream;
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers::HeaderBuilder;
+use crate::jetstream::store::storage::{self, RealFs, Storage};
 use crate::jetstream::store::{StoredMsg, SubjectFilter};
 use crate::jetstream::types::{
     AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, SequencePair, StorageType,
@@ -28,6 +29,30 @@ pub(crate) struct ConsumerMeta {
     pub name: String,
     pub config: ConsumerConfig,
     pub created: i64,
+}
+
+/// Creates a durable consumer's directory (`obs/<name>`) with its
+/// `meta.json`. Durable when it returns: the new `obs` and consumer
+/// directory entries are fsynced into their parents, `meta.json` into the
+/// consumer's directory.
+pub(crate) fn create_consumer_dir<S: Storage>(
+    fs: &S,
+    dir: &Path,
+    meta: &[u8],
+) -> std::io::Result<()> {
+    storage::create_dir_durable(fs, dir)?;
+    storage::atomic_write(fs, &dir.join("meta.json"), meta)
+}
+
+/// Removes a deleted consumer's directory crash-safely: a durable rename to
+/// `<name>.deleted-<n>` first (the consumer cannot come back, even with only
+/// part of its files), then the removal. Already gone (its stream's
+/// directory went first) is fine.
+pub(crate) fn remove_consumer_dir<S: Storage>(fs: &S, dir: &Path) -> std::io::Result<()> {
+    match storage::remove_dir_durable(fs, dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Persisted consumer position (`obs/<name>/state.json`).
@@ -337,8 +362,6 @@ impl Consumer {
             .then(|| stream.dir.as_ref().map(|d| d.join("obs").join(&name)))
             .flatten();
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ApiError::consumer_create(format!("consumer directory: {e}")))?;
             let meta = ConsumerMeta {
                 name: name.clone(),
                 config: config.clone(),
@@ -346,8 +369,8 @@ impl Consumer {
             };
             let bytes = serde_json::to_vec_pretty(&meta)
                 .map_err(|e| ApiError::consumer_create(e.to_string()))?;
-            atomic_write(&dir.join("meta.json"), &bytes)
-                .map_err(|e| ApiError::consumer_create(format!("consumer metadata: {e}")))?;
+            create_consumer_dir(&RealFs, dir, &bytes)
+                .map_err(|e| ApiError::consumer_create(format!("consumer directory: {e}")))?;
         }
         let c = Consumer::assemble(
             js,
@@ -786,8 +809,10 @@ impl Consumer {
                     status(&js, &r, 409, "Consumer Deleted");
                 }
             }
-            if let Some(dir) = &self.dir {
-                let _ = std::fs::remove_dir_all(dir);
+            if let Some(dir) = &self.dir
+                && let Err(e) = remove_consumer_dir(&RealFs, dir)
+            {
+                tracing::error!(consumer = %self.name, dir = %dir.display(), "removing the consumer's directory failed: {e}");
             }
         }
         self.signal();

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::errors::ApiError;
 use super::headers;
 use super::store::mem::MemStore;
+use super::store::storage::{self, RealFs, Storage};
 use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
@@ -30,11 +31,15 @@ pub(crate) struct StreamMeta {
     pub created: i64,
 }
 
-/// A publish waiting for its sequence to become durable before its ack.
+/// A confirmation waiting for the change it confirms to become durable:
+/// a publish's ack, or the reply to a message delete or a purge.
 struct PendingAck {
-    seq: u64,
+    /// The store's write mark right after the change.
+    mark: u64,
     reply: String,
     body: Vec<u8>,
+    /// For an API reply: its response type (the failure reply names it).
+    api_type: Option<String>,
 }
 
 pub(crate) struct StreamInner {
@@ -84,6 +89,119 @@ enum Stored {
     Duplicate(u64),
 }
 
+/// Creates a stream's directory crash-atomically: it is built under a
+/// temporary name (`<name>.creating-<n>`) with its `meta.json`, then renamed
+/// into place and the rename fsynced. A crash leaves the whole stream or
+/// none of it (recovery removes `.creating-` directories). Something
+/// already under that name (leftovers without `meta.json`, ignored at
+/// start, e.g. of a stream deleted by an older version) is moved aside as
+/// `<name>.orphaned-<n>` and kept, so the new stream starts empty and never
+/// picks up old consumers or messages.
+pub(crate) fn create_stream_dir<S: Storage>(
+    fs: &S,
+    streams: &Path,
+    name: &str,
+    meta: &[u8],
+) -> std::io::Result<PathBuf> {
+    storage::create_dir_durable(fs, streams)?;
+    let d = streams.join(name);
+    if fs.kind(&d)?.is_some() {
+        let aside = storage::marked(fs, &d, storage::ORPHANED);
+        tracing::warn!(dir = %d.display(), to = %aside.display(), "a new stream's directory name was taken by leftovers; moved them aside");
+        fs.rename(&d, &aside)?;
+    }
+    let tmp = storage::marked(fs, &d, storage::CREATING);
+    fs.create_dir(&tmp)?;
+    storage::atomic_write(fs, &tmp.join("meta.json"), meta)?;
+    fs.rename(&tmp, &d)?;
+    fs.sync_dir(streams)?;
+    Ok(d)
+}
+
+/// Deletes a stream's files crash-safely. The delete point is the durable
+/// rename of its directory to `<name>.deleted-<n>`: before it the whole
+/// stream (messages, consumers) is there after a crash, after it none of
+/// it (recovery finishes the removal). Then the store is destroyed and the
+/// renamed directory removed (failures there are only logged).
+pub(crate) fn delete_stream_dir<S: Storage>(
+    fs: &S,
+    store: &mut dyn Store,
+    dir: &Path,
+) -> std::io::Result<()> {
+    let gone = storage::mark_deleted(fs, dir)?;
+    if let Err(e) = store.destroy() {
+        tracing::warn!(dir = %gone.display(), error = %e, "destroying a deleted stream's store failed");
+    }
+    if let Err(e) = storage::finish_delete(fs, &gone) {
+        tracing::warn!(dir = %gone.display(), error = %e, "could not remove a deleted stream's directory; the next start removes it");
+    }
+    Ok(())
+}
+
+/// What recovery finds in a directory of the streams directory.
+#[derive(Debug)]
+pub(crate) enum StreamDir {
+    /// A stream: its `meta.json`.
+    Meta(Vec<u8>),
+    /// Not a stream (no `meta.json`, a stream being created or deleted
+    /// when the process stopped, leftovers moved aside): ignored.
+    NotAStream,
+}
+
+/// Removes the leftovers of an interrupted create or delete (`dir` named
+/// `.creating-` or `.deleted-`); true when `dir` was one (or is set aside).
+fn leftover<S: Storage>(fs: &S, dir: &Path) -> bool {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match storage::dir_name(&name) {
+        storage::DirName::Live => false,
+        storage::DirName::Orphaned => {
+            tracing::warn!(dir = %dir.display(), "leftovers moved aside when a stream was created again; kept, ignored");
+            true
+        }
+        storage::DirName::Creating | storage::DirName::Deleted => {
+            tracing::info!(dir = %dir.display(), "removing what an interrupted create or delete left");
+            if let Err(e) = storage::finish_delete(fs, dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove it");
+            }
+            true
+        }
+    }
+}
+
+/// Reads a directory of the streams directory at recovery.
+pub(crate) fn read_stream_dir<S: Storage>(fs: &S, dir: &Path) -> Result<StreamDir, String> {
+    if leftover(fs, dir) {
+        return Ok(StreamDir::NotAStream);
+    }
+    let meta_path = dir.join("meta.json");
+    match fs.read_file(&meta_path) {
+        Ok(b) => Ok(StreamDir::Meta(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), "directory without meta.json in the store; ignored");
+            Ok(StreamDir::NotAStream)
+        }
+        Err(e) => Err(format!("{}: {e}", meta_path.display())),
+    }
+}
+
+/// The consumer directories of a stream's `obs` directory, sorted; the
+/// leftovers of interrupted consumer deletes are removed.
+pub(crate) fn consumer_dirs<S: Storage>(fs: &S, obs: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs.list_dir(obs) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .into_iter()
+        .map(|e| obs.join(e.name))
+        .filter(|d| !leftover(fs, d))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 fn open_store(
     js: &JetStream,
     config: &StreamConfig,
@@ -131,19 +249,14 @@ impl Stream {
         let created = now_nanos();
         let dir = match config.storage {
             StorageType::File => {
-                let d = js.streams_dir().join(&config.name);
-                std::fs::create_dir_all(&d)
-                    .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
-                // The new directory's entry must be durable too.
-                super::sync_dir(&js.streams_dir());
                 let meta = StreamMeta {
                     config: config.clone(),
                     created,
                 };
                 let bytes = serde_json::to_vec_pretty(&meta)
                     .map_err(|e| ApiError::stream_general(e.to_string()))?;
-                atomic_write(&d.join("meta.json"), &bytes)
-                    .map_err(|e| ApiError::stream_general(format!("stream metadata: {e}")))?;
+                let d = create_stream_dir(&RealFs, &js.streams_dir(), &config.name, &bytes)
+                    .map_err(|e| ApiError::stream_general(format!("stream directory: {e}")))?;
                 Some(d)
             }
             StorageType::Memory => None,
@@ -195,35 +308,92 @@ impl Stream {
     /// holds no stream metadata (left alone, never deleted).
     pub(crate) fn recover(js: &JetStream, dir: &Path) -> Result<Option<Arc<Stream>>, String> {
         let meta_path = dir.join("meta.json");
-        let bytes = match std::fs::read(&meta_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), "directory without meta.json in the store; ignored");
-                return Ok(None);
-            }
-            Err(e) => return Err(format!("{}: {e}", meta_path.display())),
+        let bytes = match read_stream_dir(&RealFs, dir)? {
+            StreamDir::Meta(b) => b,
+            StreamDir::NotAStream => return Ok(None),
         };
         let meta: StreamMeta = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{} is not valid stream metadata: {e}", meta_path.display()))?;
         let store = open_store(js, &meta.config, Some(dir))?;
         let stream = Stream::assemble(js, meta.config, meta.created, store, Some(dir.to_owned()));
-        let obs = dir.join("obs");
-        if let Ok(entries) = std::fs::read_dir(&obs) {
-            let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            dirs.sort();
-            for d in dirs {
-                match Consumer::recover(js, &stream, &d) {
-                    Ok(Some(c)) => {
-                        write(&stream.consumers).insert(c.name.clone(), c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
-                    }
+        for d in consumer_dirs(&RealFs, &dir.join("obs")) {
+            match Consumer::recover(js, &stream, &d) {
+                Ok(Some(c)) => {
+                    write(&stream.consumers).insert(c.name.clone(), c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
                 }
             }
         }
+        stream.reapply_acks();
         Ok(Some(stream))
+    }
+
+    /// Interest and work-queue retention remove a message once every
+    /// interested consumer acknowledged it. A consumer confirms an ack once
+    /// its state file is written, and the stream's removal is written by
+    /// the next sync job: a crash in between leaves acknowledged messages in
+    /// the log. At recovery the consumers' states say which: they are
+    /// removed again (only messages some consumer is interested in and that
+    /// every interested consumer acknowledged).
+    fn reapply_acks(&self) {
+        if self.retention == Retention::Limits {
+            return;
+        }
+        let consumers = self.consumers();
+        let bound = consumers
+            .iter()
+            .map(|c| c.info().delivered.stream_seq)
+            .max()
+            .unwrap_or(0);
+        if bound == 0 {
+            return;
+        }
+        let candidates: Vec<(Arc<str>, Vec<u64>)> = {
+            let inner = lock(&self.inner);
+            inner
+                .store
+                .subject_index()
+                .iter()
+                .map(|(subject, seqs)| {
+                    (
+                        Arc::clone(subject),
+                        seqs.range(..=bound).copied().collect::<Vec<u64>>(),
+                    )
+                })
+                .filter(|(_, seqs)| !seqs.is_empty())
+                .collect()
+        };
+        let filters: Vec<SubjectFilter> = consumers.iter().map(|c| c.filter()).collect();
+        let mut doomed = Vec::new();
+        for (subject, seqs) in candidates {
+            let interested: Vec<&Arc<Consumer>> = consumers
+                .iter()
+                .zip(&filters)
+                .filter(|(_, f)| f.matches(&subject))
+                .map(|(c, _)| c)
+                .collect();
+            if interested.is_empty() {
+                continue;
+            }
+            doomed.extend(
+                seqs.into_iter()
+                    .filter(|s| interested.iter().all(|c| c.has_acked(*s))),
+            );
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        doomed.sort_unstable();
+        let mut inner = lock(&self.inner);
+        for seq in &doomed {
+            let _ = inner.store.remove(*seq, false);
+        }
+        drop(inner);
+        tracing::info!(stream = %self.name, count = doomed.len(), "removed messages every interested consumer had acknowledged before the restart");
+        self.sync_wake.notify_one();
     }
 
     /// True when this stream captures the literal `subject`.
@@ -381,16 +551,21 @@ impl Stream {
                 };
                 match reply {
                     Some(reply) if !no_ack => {
+                        // The mark covers the message (or, for a duplicate,
+                        // everything before it) and the removals the
+                        // publish caused (limits, rollups).
+                        let mark = inner.store.write_mark();
                         if memory
-                            || seq <= inner.store.durable_seq() && inner.pending_acks.is_empty()
+                            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
                         {
                             drop(inner);
                             js.send(reply, None, b"", body.as_bytes());
                         } else {
                             inner.pending_acks.push_back(PendingAck {
-                                seq,
+                                mark,
                                 reply: reply.to_owned(),
                                 body: body.into_bytes(),
+                                api_type: None,
                             });
                             drop(inner);
                         }
@@ -419,23 +594,59 @@ impl Stream {
         }
     }
 
-    /// Sends the acks whose sequences are durable (or errors, if the store
-    /// is poisoned).
+    /// Sends the reply to an API request that changed the store (message
+    /// delete, purge) once that change is durable, as publishes are
+    /// acknowledged: tombstones fsynced under `SyncPolicy::Always`, written
+    /// to the kernel under `Interval`. `api_type` is the response type, for
+    /// the error reply if the store fails first.
+    pub(crate) fn reply_when_durable(
+        &self,
+        js: &JetStream,
+        reply: &str,
+        body: Vec<u8>,
+        api_type: &str,
+    ) {
+        let mut inner = lock(&self.inner);
+        let mark = inner.store.write_mark();
+        if self.storage == StorageType::Memory
+            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
+        {
+            drop(inner);
+            js.send(reply, None, b"", &body);
+            return;
+        }
+        inner.pending_acks.push_back(PendingAck {
+            mark,
+            reply: reply.to_owned(),
+            body,
+            api_type: Some(api_type.to_owned()),
+        });
+        drop(inner);
+        self.sync_wake.notify_one();
+    }
+
+    /// Sends the confirmations whose changes are durable (or errors, if the
+    /// store is poisoned).
     fn release_acks(&self, js: &JetStream) {
         let mut out = Vec::new();
         {
             let mut inner = lock(&self.inner);
-            let durable = inner.store.durable_seq();
+            let durable = inner.store.durable_mark();
             let poisoned = inner.store.poisoned();
             while let Some(p) = inner.pending_acks.front() {
-                if p.seq <= durable {
+                if p.mark <= durable {
                     if let Some(p) = inner.pending_acks.pop_front() {
                         out.push((p.reply, p.body));
                     }
                 } else if let Some(reason) = &poisoned {
                     if let Some(p) = inner.pending_acks.pop_front() {
                         let err = ApiError::store_failed(reason.clone());
-                        let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                        let body = match &p.api_type {
+                            None => {
+                                serde_json::json!({"error": err, "stream": self.name, "seq": 0})
+                            }
+                            Some(t) => serde_json::json!({"type": t, "error": err}),
+                        };
                         out.push((p.reply, body.to_string().into_bytes()));
                     }
                 } else {
@@ -619,33 +830,29 @@ impl Stream {
         self.sync_wake.notify_one();
     }
 
-    /// Deletes the stream and its data.
+    /// Deletes the stream and its data. The stream's directory (with its
+    /// consumers' directories in it) goes first and at once, so a crash
+    /// leaves the whole stream or none of it.
     pub(crate) fn destroy(&self) -> Result<(), ApiError> {
         self.closed.store(true, Ordering::SeqCst);
+        let mut inner = lock(&self.inner);
+        // Failed publishes still waiting get nothing (as on nats-server).
+        inner.pending_acks.clear();
+        let deleted = match &self.dir {
+            Some(dir) => delete_stream_dir(&RealFs, inner.store.as_mut(), dir)
+                .map_err(|e| ApiError::delete_failed(e.to_string())),
+            None => inner
+                .store
+                .destroy()
+                .map_err(|e| ApiError::delete_failed(e.to_string())),
+        };
+        drop(inner);
         for c in self.consumers() {
             c.stop(true);
         }
         write(&self.consumers).clear();
-        let mut inner = lock(&self.inner);
-        // Failed publishes still waiting get nothing (as on nats-server).
-        inner.pending_acks.clear();
-        inner
-            .store
-            .destroy()
-            .map_err(|e| ApiError::delete_failed(e.to_string()))?;
-        drop(inner);
-        if let Some(dir) = &self.dir {
-            // meta.json goes first: a crash midway leaves no stream rather
-            // than an empty one (the leftover directory is ignored at start).
-            let _ = std::fs::remove_file(dir.join("meta.json"));
-            super::sync_dir(dir);
-            std::fs::remove_dir_all(dir).map_err(|e| ApiError::delete_failed(e.to_string()))?;
-            if let Some(parent) = dir.parent() {
-                super::sync_dir(parent);
-            }
-        }
         self.sync_wake.notify_one();
-        Ok(())
+        deleted
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -951,6 +1158,12 @@ mod tests {
         fn durable_seq(&self) -> u64 {
             self.durable
         }
+        fn write_mark(&self) -> u64 {
+            self.inner.state().last_seq
+        }
+        fn durable_mark(&self) -> u64 {
+            self.durable
+        }
         fn poisoned(&self) -> Option<String> {
             self.poisoned.clone()
         }
@@ -1073,5 +1286,334 @@ mod tests {
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
         router.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    mod dirs {
+        //! Stream and consumer directories under crashes and power loss,
+        //! on the simulated filesystem.
+
+        use std::path::{Path, PathBuf};
+
+        use super::super::consumer::{create_consumer_dir, remove_consumer_dir};
+        use super::super::{
+            StreamDir, consumer_dirs, create_stream_dir, delete_stream_dir, read_stream_dir,
+        };
+        use crate::jetstream::store::Store;
+        use crate::jetstream::store::file::{FileStore, FileStoreConfig};
+        use crate::jetstream::store::sim::{PowerLoss, SimFs};
+        use crate::jetstream::store::storage::{Storage, create_dir_durable};
+
+        const STREAMS: &str = "/js/streams";
+
+        fn streams() -> &'static Path {
+            Path::new(STREAMS)
+        }
+
+        fn open(sim: &SimFs, dir: &Path) -> FileStore<SimFs> {
+            match FileStore::open_in(sim.clone(), &dir.join("msgs"), FileStoreConfig::default()) {
+                Ok((s, _)) => s,
+                Err(e) => panic!("open {}: {e}", dir.display()),
+            }
+        }
+
+        /// Stream S with messages 1..=5 and consumer `c`, all durable.
+        fn setup(seed: u64) -> (SimFs, PathBuf, FileStore<SimFs>) {
+            let sim = SimFs::new(seed);
+            create_dir_durable(&sim, streams()).expect("streams dir");
+            let dir = create_stream_dir(&sim, streams(), "S", b"{\"S\":1}").expect("create");
+            let mut store = open(&sim, &dir);
+            for i in 0..5 {
+                store.append("s", b"", b"x", i).expect("append");
+            }
+            let job = store.take_sync().expect("job");
+            let upto = job.upto;
+            let r = (job.run)();
+            store.synced(upto, r);
+            create_consumer_dir(&sim, &dir.join("obs").join("c"), b"{}").expect("consumer");
+            for d in ["/", "/js", STREAMS, "/js/streams/S", "/js/streams/S/obs"] {
+                sim.sync_dir(Path::new(d)).expect("sync");
+            }
+            (sim, dir, store)
+        }
+
+        /// After a restart: the streams found (name, last seq, consumers).
+        fn recover(sim: &SimFs) -> Vec<(String, u64, Vec<String>)> {
+            let mut out = Vec::new();
+            for name in sim.names(streams()) {
+                let dir = streams().join(&name);
+                match read_stream_dir(sim, &dir) {
+                    Ok(StreamDir::Meta(_)) => {
+                        let store = open(sim, &dir);
+                        let consumers = consumer_dirs(sim, &dir.join("obs"))
+                            .iter()
+                            .filter(|d| sim.exists(&d.join("meta.json")))
+                            .map(|d| {
+                                d.file_name()
+                                    .unwrap_or_default()
+                                    .to_string_lossy()
+                                    .into_owned()
+                            })
+                            .collect();
+                        out.push((name, store.state().last_seq, consumers));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{name}: {e}"),
+                }
+            }
+            out
+        }
+
+        /// Issue 12, item 4: a stream delete interrupted anywhere leaves the
+        /// whole stream or none of it (never one whose last sequence went
+        /// back), and a stream created again with the same name starts
+        /// empty, without the old stream's consumers.
+        #[test]
+        fn stream_delete_is_all_or_nothing_and_a_new_stream_starts_clean() {
+            let ops = {
+                let (sim, dir, mut store) = setup(0);
+                let before = sim.ops();
+                delete_stream_dir(&sim, &mut store, &dir).expect("delete");
+                sim.ops() - before
+            };
+            for power in [false, true] {
+                for k in 0..=ops {
+                    let (sim, dir, mut store) = setup(k);
+                    sim.die_after(Some(k));
+                    let done = delete_stream_dir(&sim, &mut store, &dir).is_ok();
+                    drop(store);
+                    if power {
+                        sim.power_loss(PowerLoss::Strict);
+                    } else {
+                        sim.crash();
+                    }
+                    let case = format!("died after {k} of {ops} operations, power loss {power}");
+                    let found = recover(&sim);
+                    match found.as_slice() {
+                        [] => {}
+                        [(name, last, consumers)] => {
+                            assert!(!done, "{case}: the stream survived its delete");
+                            assert_eq!(
+                                (name.as_str(), *last, consumers.clone()),
+                                ("S", 5, vec!["c".to_owned()]),
+                                "{case}: a half-deleted stream"
+                            );
+                            continue;
+                        }
+                        more => panic!("{case}: {more:?}"),
+                    }
+                    let dir = create_stream_dir(&sim, streams(), "S", b"{\"S\":2}")
+                        .unwrap_or_else(|e| panic!("{case}: create again: {e}"));
+                    assert_eq!(
+                        recover(&sim),
+                        vec![("S".to_owned(), 0, Vec::new())],
+                        "{case}: the new stream is not empty"
+                    );
+                    assert!(consumer_dirs(&sim, &dir.join("obs")).is_empty(), "{case}");
+                }
+            }
+        }
+
+        /// Issue 12, item 5: a confirmed consumer create or delete survives
+        /// a power loss.
+        #[test]
+        fn consumer_create_and_delete_are_durable_when_they_return() {
+            for k in 0..40 {
+                let (sim, dir, store) = setup(k);
+                drop(store);
+                let c = dir.join("obs").join("d");
+                sim.die_after(Some(k));
+                let created = create_consumer_dir(&sim, &c, b"{}").is_ok();
+                sim.power_loss(PowerLoss::Strict);
+                let found = recover(&sim);
+                let has_d = found
+                    .first()
+                    .is_some_and(|(_, _, cs)| cs.contains(&"d".to_owned()));
+                assert!(
+                    !created || has_d,
+                    "died after {k}: a created consumer vanished"
+                );
+                if !has_d {
+                    continue;
+                }
+                let removed = remove_consumer_dir(&sim, &c).is_ok();
+                assert!(removed);
+                sim.power_loss(PowerLoss::Strict);
+                let found = recover(&sim);
+                assert_eq!(
+                    found,
+                    vec![("S".to_owned(), 5, vec!["c".to_owned()])],
+                    "died after {k}: a deleted consumer came back"
+                );
+            }
+        }
+    }
+
+    fn reply_to(router: &Captured, to: &str) -> Option<String> {
+        router_msgs(router)
+            .into_iter()
+            .find(|(t, _)| t == to)
+            .map(|(_, b)| b)
+    }
+
+    async fn wait_reply(router: &Captured, to: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(b) = reply_to(router, to) {
+                return b;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no reply on {to}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn file_js(dir: &Path) -> (Arc<JetStream>, Arc<Captured>, Arc<dyn Router>) {
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        (js, captured, router)
+    }
+
+    /// What a restart would find in the stream's files right now (the
+    /// page cache included, as after a SIGKILL): the sequences present.
+    fn on_disk(js: &JetStream, stream: &str) -> Vec<u64> {
+        let msgs = js.streams_dir().join(stream).join("msgs");
+        let copy = tempfile::tempdir().expect("tempdir");
+        for e in std::fs::read_dir(&msgs).expect("msgs dir") {
+            let p = e.expect("entry").path();
+            std::fs::copy(&p, copy.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+        let (mut store, _) = crate::jetstream::store::file::FileStore::open(
+            copy.path(),
+            crate::jetstream::store::file::FileStoreConfig::default(),
+        )
+        .expect("reopen a copy");
+        let mut seqs = Vec::new();
+        let mut at = 0;
+        while let Ok(Some(m)) = store.next_from(at, &SubjectFilter::All) {
+            seqs.push(m.seq);
+            at = m.seq + 1;
+        }
+        seqs
+    }
+
+    /// Issue 12, item 2: a message delete or a purge is confirmed only once
+    /// its tombstones are on disk. Runs on one thread, so the stream's
+    /// flusher cannot run between the request and the check: a reply sent
+    /// at once would be a reply for a change only in memory.
+    #[tokio::test]
+    async fn deletes_and_purges_are_confirmed_only_once_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (js, captured, _router) = file_js(dir.path());
+        js.on_publish(
+            "$JS.API.STREAM.CREATE.S",
+            Some("r.create"),
+            b"",
+            br#"{"name":"S","subjects":["s.>"],"storage":"file"}"#,
+        );
+        assert!(
+            wait_reply(&captured, "r.create")
+                .await
+                .contains("did_create")
+        );
+        for i in 1..=6 {
+            let subject = if i % 2 == 0 { "s.even" } else { "s.odd" };
+            js.on_publish(subject, Some(&format!("r.pub.{i}")), b"", b"x");
+            wait_reply(&captured, &format!("r.pub.{i}")).await;
+        }
+        assert_eq!(on_disk(&js, "S"), vec![1, 2, 3, 4, 5, 6]);
+        let requests: [(&str, &[u8], &[u64]); 3] = [
+            (
+                "$JS.API.STREAM.MSG.DELETE.S",
+                br#"{"seq":3}"#,
+                &[1, 2, 4, 5, 6],
+            ),
+            ("$JS.API.STREAM.PURGE.S", br#"{"filter":"s.even"}"#, &[1, 5]),
+            ("$JS.API.STREAM.PURGE.S", br#"{"seq":5}"#, &[5]),
+        ];
+        for (i, (api, body, left)) in requests.into_iter().enumerate() {
+            let reply = format!("r.api.{i}");
+            // Straight to the API handler, on this thread (the server may
+            // run it on a blocking thread, which would make the early-reply
+            // check below depend on timing).
+            let handled = crate::jetstream::api::handle(
+                &js,
+                api.trim_start_matches("$JS.API."),
+                Some(&reply),
+                b"",
+                body,
+            );
+            assert!(handled);
+            if let Some(early) = reply_to(&captured, &reply) {
+                assert_eq!(
+                    on_disk(&js, "S"),
+                    left,
+                    "{api} {} confirmed before it was on disk: {early}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            let answer = wait_reply(&captured, &reply).await;
+            assert!(answer.contains(r#""success":true"#), "{answer}");
+            assert_eq!(on_disk(&js, "S"), left, "{api}");
+        }
+        js.shutdown();
+    }
+
+    /// Issue 12, item 2 (work queues): a message every interested consumer
+    /// acknowledged (as its persisted state says) stays gone after a
+    /// restart, even when the stream's removal did not reach the disk.
+    #[tokio::test]
+    async fn acknowledged_work_queue_messages_do_not_come_back_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.W",
+                Some("r.create"),
+                b"",
+                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+            );
+            assert!(
+                wait_reply(&captured, "r.create")
+                    .await
+                    .contains("did_create")
+            );
+            js.on_publish(
+                "$JS.API.CONSUMER.CREATE.W.wq",
+                Some("r.consumer"),
+                b"",
+                br#"{"stream_name":"W","config":{"durable_name":"wq","ack_policy":"explicit"}}"#,
+            );
+            let created = wait_reply(&captured, "r.consumer").await;
+            assert!(created.contains(r#""name":"wq""#), "{created}");
+            for i in 1..=5 {
+                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+                wait_reply(&captured, &format!("r.pub.{i}")).await;
+            }
+            js.shutdown();
+        }
+        // The consumer acknowledged 1..=3 and persisted that (its state file
+        // is written before an ack is confirmed); the stream's tombstones
+        // for them never reached the disk.
+        let state = dir.path().join("jetstream/$G/streams/W/obs/wq/state.json");
+        assert!(state.exists(), "{}", state.display());
+        std::fs::write(
+            &state,
+            br#"{"delivered_consumer_seq":3,"delivered_stream_seq":3,"ack_floor_consumer_seq":3,"ack_floor_stream_seq":3,"next_sseq":4,"pending":[],"lps":[]}"#,
+        )
+        .expect("write state");
+        let (js, _captured, _router) = file_js(dir.path());
+        let stream = js.stream("W").expect("stream W");
+        let st = stream.state();
+        assert_eq!(
+            (st.msgs, st.first_seq, st.last_seq),
+            (2, 4, 5),
+            "acknowledged work-queue messages came back"
+        );
+        js.shutdown();
     }
 }

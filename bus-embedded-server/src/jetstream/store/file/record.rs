@@ -1,11 +1,12 @@
-//! The on-disk record of the file store: encoder and a panic-free decoder.
+//! The on-disk record of the file store: encoder and a panic-free decoder,
+//! and the segment file header that carries the store's salt.
 //!
-//! Layout (all integers little-endian; see `docs/file-store.md`):
+//! Record layout (all integers little-endian; see `docs/file-store.md`):
 //!
 //! | offset | size | field                                            |
 //! |-------:|-----:|--------------------------------------------------|
 //! | 0      | 2    | magic `B5 1E`                                    |
-//! | 2      | 1    | format version (1)                               |
+//! | 2      | 1    | format version (1 unsalted, 2 salted)            |
 //! | 3      | 1    | kind (1 msg, 2 delete, 3 state, 4 erased)        |
 //! | 4      | 4    | total length of the record, header to checksum   |
 //! | 8      | 8    | sequence                                         |
@@ -16,11 +17,107 @@
 //! | 36     | 4    | CRC32C of bytes 0..36 (header checksum)          |
 //! | 40     | ..   | subject, header block, payload                   |
 //! | end-4  | 4    | CRC32C of every byte before it (record checksum) |
+//!
+//! Version 2 seeds both checksums with the segment's salt (a random number
+//! per store, in the segment header), so bytes a client stored (a payload
+//! shaped like a record, a copy of another store's segment) never verify
+//! as a record when the reader scans past damage. Version 1 (unsalted,
+//! segments without a header) is still read.
 
 /// First two bytes of every record.
 pub const MAGIC: [u8; 2] = [0xB5, 0x1E];
-/// Record format version written by this code.
-pub const VERSION: u8 = 1;
+/// Record format version written by this code (salted checksums).
+pub const VERSION: u8 = 2;
+/// The first record format (unsalted checksums), still read.
+pub const VERSION_1: u8 = 1;
+
+/// How a segment's records are checksummed: the version byte and the
+/// seeds of the two CRC32Cs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    version: u8,
+    header_seed: u32,
+    record_seed: u32,
+}
+
+impl Format {
+    /// Version 1: unsalted (segments written before the salt existed).
+    pub const V1: Format = Format {
+        version: VERSION_1,
+        header_seed: 0,
+        record_seed: 0,
+    };
+
+    /// Version 2 with this salt: the header checksum is seeded with its low
+    /// 32 bits, the record checksum with its high 32 bits, so forging a
+    /// record takes guessing 64 unknown bits.
+    pub fn salted(salt: u64) -> Format {
+        Format {
+            version: VERSION,
+            header_seed: salt as u32,
+            record_seed: (salt >> 32) as u32,
+        }
+    }
+
+    /// The version byte of its records.
+    pub fn version(self) -> u8 {
+        self.version
+    }
+
+    fn header_crc(self, bytes: &[u8]) -> u32 {
+        crc32c::crc32c_append(self.header_seed, bytes)
+    }
+
+    fn record_crc(self, bytes: &[u8]) -> u32 {
+        crc32c::crc32c_append(self.record_seed, bytes)
+    }
+}
+
+/// Size of a segment file header (two copies of magic, version, salt, CRC).
+pub const SEGMENT_HEADER_LEN: usize = 40;
+/// First bytes of a segment header copy.
+pub const SEGMENT_MAGIC: [u8; 4] = [0xB5, 0x1E, b'S', b'G'];
+const SEGMENT_COPY_LEN: usize = SEGMENT_HEADER_LEN / 2;
+
+/// The header every version-2 segment starts with: two identical 20-byte
+/// copies of `SEGMENT_MAGIC`, the version (2), three zero bytes, the salt
+/// (u64) and a CRC32C of the 16 bytes before it. One damaged copy is
+/// survived.
+pub fn encode_segment_header(salt: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut copy = [0u8; SEGMENT_COPY_LEN];
+    copy[..4].copy_from_slice(&SEGMENT_MAGIC);
+    copy[4] = VERSION;
+    copy[8..16].copy_from_slice(&salt.to_le_bytes());
+    let crc = crc32c::crc32c(&copy[..16]);
+    copy[16..].copy_from_slice(&crc.to_le_bytes());
+    let mut out = [0u8; SEGMENT_HEADER_LEN];
+    out[..SEGMENT_COPY_LEN].copy_from_slice(&copy);
+    out[SEGMENT_COPY_LEN..].copy_from_slice(&copy);
+    out
+}
+
+/// The salt of the segment header at the start of `buf`, if either copy
+/// verifies. Never panics.
+pub fn decode_segment_header(buf: &[u8]) -> Option<u64> {
+    for i in 0..2 {
+        let at = i * SEGMENT_COPY_LEN;
+        let Some(copy) = buf.get(at..at + SEGMENT_COPY_LEN) else {
+            continue;
+        };
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&copy[16..]);
+        if copy[..4] == SEGMENT_MAGIC
+            && copy[4] == VERSION
+            && copy[5..8] == [0, 0, 0]
+            && crc32c::crc32c(&copy[..16]) == u32::from_le_bytes(crc)
+        {
+            let mut salt = [0u8; 8];
+            salt.copy_from_slice(&copy[8..16]);
+            return Some(u64::from_le_bytes(salt));
+        }
+    }
+    None
+}
 /// Size of the fixed header, including its own checksum.
 pub const HEADER_LEN: usize = 40;
 /// Size of the trailing record checksum.
@@ -177,8 +274,10 @@ pub fn record_len(subject: usize, hdr: usize, data: usize) -> Result<usize, TooL
 
 /// Appends one encoded record to `out`; returns its length. Writes nothing
 /// when the record is too large.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_record(
     out: &mut Vec<u8>,
+    format: Format,
     kind: RecordKind,
     seq: u64,
     ts: i64,
@@ -197,7 +296,7 @@ pub fn encode_record(
     let start = out.len();
     out.reserve(total);
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(format.version);
     out.push(kind.to_byte());
     out.extend_from_slice(&total32.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -205,12 +304,12 @@ pub fn encode_record(
     out.extend_from_slice(&sl.to_le_bytes());
     out.extend_from_slice(&hl.to_le_bytes());
     out.extend_from_slice(&dl.to_le_bytes());
-    let hcrc = crc32c::crc32c(&out[start..]);
+    let hcrc = format.header_crc(&out[start..]);
     out.extend_from_slice(&hcrc.to_le_bytes());
     out.extend_from_slice(subject);
     out.extend_from_slice(hdr);
     out.extend_from_slice(data);
-    let crc = crc32c::crc32c(&out[start..]);
+    let crc = format.record_crc(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(total)
 }
@@ -231,7 +330,43 @@ fn u64_at(h: &[u8; HEADER_LEN], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Decodes the record at the start of `buf`.
+/// The fixed header of a record, read on its own (the body may be damaged
+/// or missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The kind byte (maybe unknown).
+    pub kind: u8,
+    /// Total record length the header claims.
+    pub total: usize,
+    /// Sequence.
+    pub seq: u64,
+}
+
+/// The header at the start of `buf` if it is complete and verifies in
+/// `format` (magic, version, header checksum, consistent lengths). Never
+/// panics.
+pub fn decode_header(buf: &[u8], format: Format) -> Option<Header> {
+    let h = <&[u8; HEADER_LEN]>::try_from(buf.get(..HEADER_LEN)?).ok()?;
+    if h[..2] != MAGIC || h[2] != format.version || format.header_crc(&h[..36]) != u32_at(h, 36) {
+        return None;
+    }
+    let total = u32_at(h, 4) as usize;
+    let lens = (
+        u32_at(h, 24) as usize,
+        u32_at(h, 28) as usize,
+        u32_at(h, 32) as usize,
+    );
+    if record_len(lens.0, lens.1, lens.2).ok() != Some(total) {
+        return None;
+    }
+    Some(Header {
+        kind: h[3],
+        total,
+        seq: u64_at(h, 8),
+    })
+}
+
+/// Decodes the record at the start of `buf`, written in `format`.
 ///
 /// `Ok(Some((record, len)))`: a valid record of `len` bytes.
 /// `Ok(None)`: `buf` is a prefix of what may be a valid record (too short
@@ -240,14 +375,17 @@ fn u64_at(h: &[u8; HEADER_LEN], at: usize) -> u64 {
 /// extent is known.
 ///
 /// Never panics and never allocates, whatever the bytes.
-pub fn decode_record(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeError> {
+pub fn decode_record(
+    buf: &[u8],
+    format: Format,
+) -> Result<Option<(Record<'_>, usize)>, DecodeError> {
     for (have, want) in buf.iter().zip(MAGIC.iter()) {
         if have != want {
             return Err(DecodeError::BadMagic);
         }
     }
     if let Some(&v) = buf.get(2)
-        && v != VERSION
+        && v != format.version
     {
         return Err(DecodeError::BadVersion(v));
     }
@@ -257,7 +395,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeEr
     let Ok(h) = <&[u8; HEADER_LEN]>::try_from(head) else {
         return Ok(None);
     };
-    if crc32c::crc32c(&h[..36]) != u32_at(h, 36) {
+    if format.header_crc(&h[..36]) != u32_at(h, 36) {
         return Err(DecodeError::HeaderChecksum);
     }
     let kind_byte = h[3];
@@ -294,7 +432,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeEr
     let (covered, trailer) = rec.split_at(body_end);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(trailer);
-    if crc32c::crc32c(covered) != u32::from_le_bytes(stored) {
+    if format.record_crc(covered) != u32::from_le_bytes(stored) {
         return Err(DecodeError::Checksum { total_len: total });
     }
     let body = &covered[HEADER_LEN..];
@@ -319,10 +457,17 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeEr
 mod tests {
     use super::*;
 
-    fn msg(seq: u64) -> Vec<u8> {
+    const SALTED: Format = Format {
+        version: VERSION,
+        header_seed: 0x1234_5678,
+        record_seed: 0x9ABC_DEF0,
+    };
+
+    fn msg_in(format: Format, seq: u64) -> Vec<u8> {
         let mut out = Vec::new();
         encode_record(
             &mut out,
+            format,
             RecordKind::Msg,
             seq,
             7,
@@ -334,36 +479,83 @@ mod tests {
         out
     }
 
+    fn msg(seq: u64) -> Vec<u8> {
+        msg_in(SALTED, seq)
+    }
+
     #[test]
     fn encoded_record_decodes_to_the_same_fields() {
-        let buf = msg(42);
-        let (rec, n) = decode_record(&buf).unwrap().unwrap();
-        assert_eq!(n, buf.len());
-        assert_eq!(
-            (rec.kind, rec.seq, rec.ts, rec.subject, rec.hdr, rec.data),
-            (
-                RecordKind::Msg,
-                42,
-                7,
-                "a.b",
-                &b"NATS/1.0\r\n\r\n"[..],
-                &b"hello"[..]
-            )
-        );
+        for format in [SALTED, Format::V1, Format::salted(0)] {
+            let buf = msg_in(format, 42);
+            let (rec, n) = decode_record(&buf, format).unwrap().unwrap();
+            assert_eq!(n, buf.len());
+            assert_eq!(
+                (rec.kind, rec.seq, rec.ts, rec.subject, rec.hdr, rec.data),
+                (
+                    RecordKind::Msg,
+                    42,
+                    7,
+                    "a.b",
+                    &b"NATS/1.0\r\n\r\n"[..],
+                    &b"hello"[..]
+                )
+            );
+            assert_eq!(decode_header(&buf, format).map(|h| h.seq), Some(42));
+        }
+    }
+
+    #[test]
+    fn a_record_verifies_only_with_its_own_salt_and_version() {
+        let buf = msg(1);
+        for other in [
+            Format::V1,
+            Format::salted(1),
+            Format::salted(0x9ABC_DEF0_1234_5679),
+        ] {
+            assert!(
+                !matches!(decode_record(&buf, other), Ok(Some(_))),
+                "{other:?}"
+            );
+            assert_eq!(decode_header(&buf, other), None, "{other:?}");
+        }
+        let v1 = msg_in(Format::V1, 1);
+        assert!(!matches!(decode_record(&v1, SALTED), Ok(Some(_))));
+        assert!(matches!(decode_record(&v1, Format::V1), Ok(Some(_))));
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_survives_one_damaged_copy() {
+        let salt = 0xDEAD_BEEF_0123_4567;
+        let h = encode_segment_header(salt);
+        assert_eq!(decode_segment_header(&h), Some(salt));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut b = h;
+            b[i] ^= 0x40;
+            assert_eq!(decode_segment_header(&b), Some(salt), "byte {i}");
+        }
+        let mut both = h;
+        both[3] ^= 1;
+        both[SEGMENT_COPY_LEN + 9] ^= 1;
+        assert_eq!(decode_segment_header(&both), None);
+        for cut in 0..SEGMENT_COPY_LEN {
+            assert_eq!(decode_segment_header(&h[..cut]), None);
+        }
+        // A version-1 record is not a segment header.
+        assert_eq!(decode_segment_header(&msg_in(Format::V1, 1)), None);
     }
 
     #[test]
     fn every_prefix_is_incomplete_and_every_bit_flip_is_caught() {
         let buf = msg(1);
         for cut in 0..buf.len() {
-            assert_eq!(decode_record(&buf[..cut]), Ok(None), "cut at {cut}");
+            assert_eq!(decode_record(&buf[..cut], SALTED), Ok(None), "cut at {cut}");
         }
         for i in 0..buf.len() {
             for bit in 0..8 {
                 let mut b = buf.clone();
                 b[i] ^= 1 << bit;
                 assert!(
-                    !matches!(decode_record(&b), Ok(Some(_))),
+                    !matches!(decode_record(&b, SALTED), Ok(Some(_))),
                     "flip {i}:{bit} accepted"
                 );
             }
@@ -388,7 +580,10 @@ mod tests {
             if len >= 3 {
                 b[2] = VERSION;
             }
-            let _ = decode_record(&b);
+            let _ = decode_record(&b, SALTED);
+            let _ = decode_record(&b, Format::V1);
+            let _ = decode_header(&b, SALTED);
+            let _ = decode_segment_header(&b);
         }
     }
 }
