@@ -365,6 +365,27 @@ async fn msg_id_duplicate_is_flagged_and_not_stored(t: &mut Target) {
 }
 scenario!(msg_id_duplicate_is_flagged_and_not_stored);
 
+/// Message ids far longer than usual (the window keeps a digest of them)
+/// still deduplicate exactly: the same long id twice is one message, two
+/// long ids differing in their last byte are two.
+async fn long_msg_ids_deduplicate_exactly(t: &mut Target) {
+    let (c, js) = t.js().await;
+    let mut s = stream(&js, "LONGID", &["long.>"]).await;
+    let base = "x".repeat(20_000);
+    let (a, b) = (format!("{base}a"), format!("{base}b"));
+    let first = raw_publish(&c, "long.a", &[("Nats-Msg-Id", &a)], "one").await;
+    assert_eq!(first["seq"], 1, "{first}");
+    let again = raw_publish(&c, "long.a", &[("Nats-Msg-Id", &a)], "one").await;
+    assert_eq!(
+        (again["seq"].clone(), again["duplicate"].clone()),
+        (1.into(), true.into())
+    );
+    let other = raw_publish(&c, "long.a", &[("Nats-Msg-Id", &b)], "two").await;
+    assert_eq!(other["seq"], 2, "{other}");
+    assert_eq!(s.info().await.expect("info").state.messages, 2);
+}
+scenario!(long_msg_ids_deduplicate_exactly);
+
 async fn expected_sequence_headers_reject_conflicts(t: &mut Target) {
     let (c, js) = t.js().await;
     stream(&js, "EXP", &["exp.>"]).await;

@@ -1276,11 +1276,8 @@ impl<S: Storage> Store for FileStore<S> {
         }
     }
 
-    fn deleted(&self) -> Vec<u64> {
-        let first = self.state().first_seq;
-        (first..=self.last_seq)
-            .filter(|s| !self.index.contains_key(s))
-            .collect()
+    fn deleted_up_to(&self, limit: usize) -> Vec<u64> {
+        super::gaps(&self.index, self.state().first_seq, self.last_seq, limit)
     }
 
     fn corrupt_records(&self) -> Vec<CorruptRecord> {

@@ -178,11 +178,8 @@ impl Store for MemStore {
         }
     }
 
-    fn deleted(&self) -> Vec<u64> {
-        let first = self.first_seq();
-        (first..=self.last_seq)
-            .filter(|s| !self.msgs.contains_key(s))
-            .collect()
+    fn deleted_up_to(&self, limit: usize) -> Vec<u64> {
+        super::gaps(&self.msgs, self.first_seq(), self.last_seq, limit)
     }
 
     fn close(&mut self) -> Result<(), StoreError> {

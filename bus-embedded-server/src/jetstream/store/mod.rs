@@ -25,6 +25,7 @@ pub mod sim;
 pub mod storage;
 pub mod subjects;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -122,6 +123,26 @@ impl SubjectFilter {
             SubjectFilter::Any(list) => list.iter().any(|f| subject::matches(f, subject)),
         }
     }
+}
+
+/// The sequences in `first..=last` that `index` lacks, ascending, at most
+/// `limit`: walks the gaps between its keys, so the cost follows what is
+/// stored and what is returned, not the span.
+pub fn gaps<V>(index: &BTreeMap<u64, V>, first: u64, last: u64, limit: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut next = first;
+    let present = index.range(first..=last).map(|(k, _)| *k);
+    for key in present.chain(std::iter::once(last.saturating_add(1))) {
+        while next < key {
+            if out.len() >= limit {
+                return out;
+            }
+            out.push(next);
+            next += 1;
+        }
+        next = key.saturating_add(1);
+    }
+    out
 }
 
 /// Keys `>= start` in a sequence index, without walking it when the
@@ -372,8 +393,15 @@ pub trait Store: Send {
     /// Counts and bounds.
     fn state(&self) -> StoreState;
 
-    /// Interior deleted sequences (for STREAM.INFO deleted_details), ascending.
-    fn deleted(&self) -> Vec<u64>;
+    /// Interior deleted sequences, ascending, at most `limit` of them (for
+    /// STREAM.INFO deleted_details; the state's `num_deleted` is exact).
+    /// Costs what is stored plus what is returned, never the sequence span.
+    fn deleted_up_to(&self, limit: usize) -> Vec<u64>;
+
+    /// Every interior deleted sequence, ascending (tests and small stores).
+    fn deleted(&self) -> Vec<u64> {
+        self.deleted_up_to(usize::MAX)
+    }
 
     /// Damaged records found when the store was opened (file store only).
     fn corrupt_records(&self) -> Vec<CorruptRecord> {
@@ -390,6 +418,43 @@ pub trait Store: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_are_the_missing_sequences_up_to_the_limit() {
+        let index: BTreeMap<u64, ()> = [2u64, 3, 7, 10].into_iter().map(|k| (k, ())).collect();
+        assert_eq!(gaps(&index, 1, 10, usize::MAX), [1, 4, 5, 6, 8, 9]);
+        assert_eq!(gaps(&index, 2, 12, usize::MAX), [4, 5, 6, 8, 9, 11, 12]);
+        assert_eq!(gaps(&index, 1, 10, 2), [1, 4]);
+        assert!(gaps(&index, 2, 3, usize::MAX).is_empty());
+        let empty: BTreeMap<u64, ()> = BTreeMap::new();
+        assert_eq!(gaps(&empty, 5, 7, usize::MAX), [5, 6, 7]);
+        assert!(gaps(&empty, 1, 0, usize::MAX).is_empty(), "an empty span");
+    }
+
+    /// A stream whose first and last messages are far apart holds a huge
+    /// span of removed sequences: listing them is capped, counting is not
+    /// (issue #12 item 10).
+    #[test]
+    fn deleted_details_are_capped_while_num_deleted_stays_exact() {
+        let mut s = mem::MemStore::new();
+        s.append("keep", b"", b"first", 1).expect("append");
+        for i in 0..250_000 {
+            s.append("gone", b"", b"", i).expect("append");
+        }
+        s.append("keep", b"", b"last", 2).expect("append");
+        let removed = s
+            .purge(&Purge {
+                filter: Some("gone".into()),
+                ..Purge::default()
+            })
+            .expect("purge");
+        assert_eq!(removed, 250_000);
+        assert_eq!(s.state().num_deleted, 250_000);
+        let listed = s.deleted_up_to(100_000);
+        assert_eq!(listed.len(), 100_000);
+        assert_eq!(listed.first(), Some(&2));
+        assert_eq!(listed.last(), Some(&100_001));
+    }
 
     #[test]
     fn count_from_matches_a_walk_for_dense_and_sparse_indexes() {

@@ -24,6 +24,36 @@ use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nano
 use super::{JetStream, atomic_write, lock, read, write};
 use consumer::Consumer;
 
+/// Most interior deleted sequences STREAM.INFO lists (`deleted_details`).
+pub const MAX_DELETED_DETAILS: usize = 100_000;
+
+/// A `Nats-Msg-Id` as the duplicate window remembers it: as written when
+/// short, else a keyed 128-bit digest, so an entry costs the same however
+/// long a client makes its ids (nats-server allows up to the header size).
+/// The keys are random per process; the window is rebuilt from the log at
+/// open, so digests never need to survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DedupKey {
+    Short(Box<str>),
+    Digest(u128),
+}
+
+/// Ids up to this many bytes are kept as written.
+const DEDUP_ID_KEPT: usize = 64;
+
+impl DedupKey {
+    fn of(id: &str) -> DedupKey {
+        if id.len() <= DEDUP_ID_KEPT {
+            return DedupKey::Short(id.into());
+        }
+        use std::hash::BuildHasher;
+        static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> =
+            std::sync::OnceLock::new();
+        let [a, b] = KEYS.get_or_init(Default::default);
+        DedupKey::Digest((u128::from(a.hash_one(id)) << 64) | u128::from(b.hash_one(id)))
+    }
+}
+
 /// What is written to `meta.json` of a stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StreamMeta {
@@ -46,8 +76,8 @@ pub(crate) struct StreamInner {
     /// Shared so the publish path reads it without copying.
     pub config: Arc<StreamConfig>,
     pub store: Box<dyn Store>,
-    dedup: HashMap<String, u64>,
-    dedup_order: VecDeque<(i64, String)>,
+    dedup: HashMap<DedupKey, u64>,
+    dedup_order: VecDeque<(i64, DedupKey)>,
     last_msg_id: Option<String>,
     pending_acks: VecDeque<PendingAck>,
     /// Per-message TTL expiries: (expiry time, seq).
@@ -701,9 +731,9 @@ impl Stream {
             if !m.hdr.is_empty()
                 && let Some(id) = headers::get(&m.hdr, "Nats-Msg-Id")
             {
-                let id = id.to_owned();
-                inner.dedup.insert(id.clone(), m.seq);
-                inner.dedup_order.push_back((m.ts, id));
+                let key = DedupKey::of(id);
+                inner.dedup.insert(key.clone(), m.seq);
+                inner.dedup_order.push_back((m.ts, key));
             }
         }
         let last_seq = inner.store.state().last_seq;
@@ -864,9 +894,11 @@ impl Stream {
         lock(&self.inner).store.subjects(filter)
     }
 
-    /// Interior deletes for STREAM.INFO.
+    /// Interior deletes for STREAM.INFO: at most [`MAX_DELETED_DETAILS`]
+    /// (the state's `num_deleted` counts them all), so a request cannot
+    /// make the server allocate for a huge span of removed sequences.
     pub fn deleted(&self) -> Vec<u64> {
-        lock(&self.inner).store.deleted()
+        lock(&self.inner).store.deleted_up_to(MAX_DELETED_DETAILS)
     }
 }
 
@@ -905,7 +937,7 @@ impl StreamInner {
             }
             if let Some(id) = headers::get(hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
                 self.prune_dedup(now);
-                if let Some(&seq) = self.dedup.get(id) {
+                if let Some(&seq) = self.dedup.get(&DedupKey::of(id)) {
                     return Ok(Stored::Duplicate(seq));
                 }
                 msg_id = Some(id.to_owned());
@@ -980,9 +1012,10 @@ impl StreamInner {
             .store
             .append(subject, hdr, data, now)
             .map_err(|e| ApiError::store_failed(e.to_string()))?;
-        if let Some(id) = msg_id.clone() {
-            self.dedup.insert(id.clone(), seq);
-            self.dedup_order.push_back((now, id));
+        if let Some(id) = &msg_id {
+            let key = DedupKey::of(id);
+            self.dedup.insert(key.clone(), seq);
+            self.dedup_order.push_back((now, key));
         }
         self.last_msg_id = msg_id;
         if let Some(ttl) = ttl {
@@ -1125,6 +1158,20 @@ mod tests {
     use std::sync::Mutex as StdMutex;
 
     use super::*;
+
+    #[test]
+    fn long_msg_ids_are_kept_as_small_digests_that_still_tell_ids_apart() {
+        let long = "y".repeat(60_000);
+        let key = DedupKey::of(&long);
+        assert!(
+            matches!(key, DedupKey::Digest(_)),
+            "kept whole: {} bytes",
+            long.len()
+        );
+        assert_eq!(key, DedupKey::of(&long));
+        assert_ne!(key, DedupKey::of(&format!("{long}z")));
+        assert_eq!(DedupKey::of("m-1"), DedupKey::Short("m-1".into()));
+    }
     use crate::jetstream::store::{CorruptRecord, Purge, StoreError, SyncJob};
     use crate::jetstream::{JetStreamConfig, Router};
 
@@ -1198,8 +1245,8 @@ mod tests {
         fn state(&self) -> StoreState {
             self.inner.state()
         }
-        fn deleted(&self) -> Vec<u64> {
-            self.inner.deleted()
+        fn deleted_up_to(&self, limit: usize) -> Vec<u64> {
+            self.inner.deleted_up_to(limit)
         }
         fn corrupt_records(&self) -> Vec<CorruptRecord> {
             Vec::new()
