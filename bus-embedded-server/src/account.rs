@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use crate::config::{AccountConfig, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType};
+use crate::config::{
+    AccountConfig, AccountJetStreamLimits, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType,
+};
+use crate::jetstream::limits::{AccountResources, ServerResources};
 use crate::jetstream::{JetStream, JetStreamError, Router};
 use crate::outbound::{Batch, Client, Sub};
 use crate::replies::ReplyTable;
@@ -419,10 +422,16 @@ pub(crate) fn build(
                 .any(|i| i.kind == ExportKind::Service && i.account == name)
         })
     };
-    let open = |name: &str| -> Result<_, JetStreamError> {
-        match jetstream {
-            Some(js) => Ok(Some(JetStream::open_account(js.clone(), name)?)),
-            None => Ok(None),
+    // One server-wide pool of JetStream memory and storage, which every
+    // account's usage and reservations are charged to.
+    let server = jetstream.map(|js| ServerResources::new(js.max_memory, js.max_store));
+    let open = |name: &str, limits: AccountJetStreamLimits| -> Result<_, JetStreamError> {
+        match (jetstream, &server) {
+            (Some(js), Some(server)) => {
+                let resources = Arc::new(AccountResources::new(limits, Arc::clone(server)));
+                Ok(Some(JetStream::open_account(js.clone(), name, resources)?))
+            }
+            _ => Ok(None),
         }
     };
     let account = |name: &str, js, refused, exports| {
@@ -431,7 +440,7 @@ pub(crate) fn build(
     // nats-server: with accounts configured, JetStream is on only for the
     // accounts that enable it; with none, for `$G`.
     let global_js = if configs.is_empty() {
-        open(GLOBAL)?
+        open(GLOBAL, AccountJetStreamLimits::default())?
     } else {
         None
     };
@@ -442,7 +451,11 @@ pub(crate) fn build(
         false,
     )];
     for c in configs {
-        let js = if c.jetstream { open(&c.name)? } else { None };
+        let js = if c.jetstream {
+            open(&c.name, c.jetstream_limits)?
+        } else {
+            None
+        };
         let refused = jetstream.is_some() && js.is_none();
         accounts.push(account(&c.name, js, refused, exports_services(&c.name)));
     }
@@ -693,6 +706,7 @@ mod tests {
                 name: "A".into(),
                 users: Vec::new(),
                 jetstream: false,
+                jetstream_limits: Default::default(),
                 exports: vec![
                     export(ExportKind::Stream, "events.>"),
                     export(ExportKind::Service, "svc.*"),
@@ -703,6 +717,7 @@ mod tests {
                 name: "B".into(),
                 users: Vec::new(),
                 jetstream: false,
+                jetstream_limits: Default::default(),
                 exports: Vec::new(),
                 imports: vec![
                     import(ExportKind::Stream, "events.>", None, Some("from_a")),

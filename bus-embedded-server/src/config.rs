@@ -299,10 +299,50 @@ pub struct AccountConfig {
     pub users: Vec<Identity>,
     /// `jetstream: enabled` (or a limits map).
     pub jetstream: bool,
+    /// The account's JetStream limits (the `jetstream {}` map; all
+    /// unlimited for `jetstream: enabled`).
+    pub jetstream_limits: AccountJetStreamLimits,
     /// What other accounts may import.
     pub exports: Vec<Export>,
     /// What this account takes from others.
     pub imports: Vec<Import>,
+}
+
+/// One account's JetStream limits (nats-server's account `jetstream {}`
+/// map); -1 is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountJetStreamLimits {
+    /// Bytes of memory storage (`max_mem`).
+    pub max_memory: i64,
+    /// Bytes of file storage (`max_file`, `max_store`).
+    pub max_store: i64,
+    /// Streams (`max_streams`).
+    pub max_streams: i64,
+    /// Consumers over all streams (`max_consumers`).
+    pub max_consumers: i64,
+    /// Highest `max_ack_pending` a consumer may have, and its default.
+    pub max_ack_pending: i64,
+    /// Highest `max_bytes` of one memory stream.
+    pub memory_max_stream_bytes: i64,
+    /// Highest `max_bytes` of one file stream.
+    pub store_max_stream_bytes: i64,
+    /// Every stream must set `max_bytes`.
+    pub max_bytes_required: bool,
+}
+
+impl Default for AccountJetStreamLimits {
+    fn default() -> Self {
+        AccountJetStreamLimits {
+            max_memory: -1,
+            max_store: -1,
+            max_streams: -1,
+            max_consumers: -1,
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            store_max_stream_bytes: -1,
+            max_bytes_required: false,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -422,6 +422,42 @@ fn conf_error(text: &str) -> String {
 }
 
 #[test]
+fn account_jetstream_limits_are_read_under_nats_servers_names_and_aliases() {
+    let text = "accounts {\n  A: { jetstream: { max_mem: 1M, max_file: 2G, max_streams: 3, max_consumers: 4, max_ack_pending: 50, memory_max_stream_bytes: 512K, store_max_stream_bytes: 1G, max_bytes_required: true } }\n  B: { jetstream: { mem: 100, disk: 200, streams: 1, consumers: 2 } }\n  C: { jetstream: enabled }\n}\n";
+    let root = conf::parse(text, Path::new("test.conf"), &|_| None).expect("config parses");
+    let accounts =
+        conf::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accepted");
+    let a = &accounts[0].jetstream_limits;
+    assert!(accounts[0].jetstream);
+    assert_eq!(
+        (a.max_memory, a.max_store, a.max_streams, a.max_consumers),
+        (1_000_000, 2_000_000_000, 3, 4)
+    );
+    assert_eq!(a.max_ack_pending, 50);
+    assert_eq!(
+        (a.memory_max_stream_bytes, a.store_max_stream_bytes),
+        (512_000, 1_000_000_000)
+    );
+    assert!(a.max_bytes_required);
+    let b = &accounts[1].jetstream_limits;
+    assert_eq!(
+        (b.max_memory, b.max_store, b.max_streams, b.max_consumers),
+        (100, 200, 1, 2)
+    );
+    let c = &accounts[2].jetstream_limits;
+    assert!(accounts[2].jetstream);
+    assert_eq!((c.max_memory, c.max_store, c.max_streams), (-1, -1, -1));
+    // Unknown keys are refused, not ignored.
+    assert!(
+        conf_error("accounts {\n  A: { jetstream: { max_widgets: 1 } }\n}\n")
+            .contains("max_widgets")
+    );
+    assert!(
+        conf_error("accounts {\n  A: { jetstream: { max_mem: [1] } }\n}\n").contains("max_mem")
+    );
+}
+
+#[test]
 fn bad_account_values_are_named_by_key_and_line() {
     assert_eq!(
         conf_error("accounts {\n  A: {\n    jetstream: maybe\n  }\n}\n"),

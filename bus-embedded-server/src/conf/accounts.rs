@@ -10,7 +10,8 @@ use super::authorization::{authorization_from_conf, duration};
 use super::error::BlockError;
 use super::syntax::{Located, Value};
 use crate::config::{
-    AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, Identity, Import, Login, ResponseType,
+    AccountConfig, AccountJetStreamLimits, Auth, Export, ExportKind, GLOBAL_ACCOUNT, Identity,
+    Import, Login, ResponseType,
 };
 use crate::subject;
 
@@ -52,13 +53,16 @@ pub fn accounts_from_conf(block: &Located) -> Result<Vec<AccountConfig>, BlockEr
             name: name.clone(),
             users: Vec::new(),
             jetstream: false,
+            jetstream_limits: AccountJetStreamLimits::default(),
             exports: Vec::new(),
             imports: Vec::new(),
         };
         for (key, value) in map {
             match key.to_ascii_lowercase().as_str() {
                 "users" => account.users = users(name, value)?,
-                "jetstream" => account.jetstream = jetstream(value)?,
+                "jetstream" => {
+                    (account.jetstream, account.jetstream_limits) = jetstream(name, value)?;
+                }
                 "exports" => {
                     for item in list("exports", value)? {
                         account.exports.push(export(item)?);
@@ -116,21 +120,76 @@ fn users(account: &str, v: &Located) -> Result<Vec<Identity>, BlockError> {
     Ok(ids)
 }
 
-fn jetstream(v: &Located) -> Result<bool, BlockError> {
+/// An account's `jetstream`: `enabled`/`disabled`, a bool, or a map of
+/// limits (nats-server's keys and aliases; an unknown key refuses the
+/// start, as a limit it would silently not enforce).
+fn jetstream(account: &str, v: &Located) -> Result<(bool, AccountJetStreamLimits), BlockError> {
+    let unlimited = AccountJetStreamLimits::default();
     match &v.value {
-        Value::Bool(b) => Ok(*b),
+        Value::Bool(b) => Ok((*b, unlimited)),
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "enabled" | "enable" | "true" => Ok(true),
-            "disabled" | "disable" | "false" => Ok(false),
+            "enabled" | "enable" | "true" => Ok((true, unlimited)),
+            "disabled" | "disable" | "false" => Ok((false, unlimited)),
             _ => Err(invalid(
                 v.line,
                 "jetstream",
                 format!("Expected 'enabled' or 'disabled' for string value, got '{s}'"),
             )),
         },
-        // Limits are accepted and not enforced per account (the server's
-        // limits apply).
-        Value::Map(_) => Ok(true),
+        Value::Map(entries) => {
+            let mut limits = unlimited;
+            for (key, value) in entries {
+                let size = || match value.value {
+                    Value::Integer(i) => Ok(i),
+                    _ => Err(invalid(
+                        value.line,
+                        key,
+                        format!(
+                            "Expected a parseable size for \"{key}\", got {}",
+                            type_name(value)
+                        ),
+                    )),
+                };
+                match key.to_ascii_lowercase().as_str() {
+                    "max_memory" | "max_mem" | "mem" | "memory" => limits.max_memory = size()?,
+                    "max_store" | "max_file" | "max_disk" | "store" | "disk" => {
+                        limits.max_store = size()?;
+                    }
+                    "max_streams" | "streams" => limits.max_streams = size()?,
+                    "max_consumers" | "consumers" => limits.max_consumers = size()?,
+                    "max_ack_pending" => limits.max_ack_pending = size()?,
+                    "mem_max_stream_bytes" | "memory_max_stream_bytes" => {
+                        limits.memory_max_stream_bytes = size()?;
+                    }
+                    "disk_max_stream_bytes" | "store_max_stream_bytes" => {
+                        limits.store_max_stream_bytes = size()?;
+                    }
+                    "max_bytes_required" | "max_stream_bytes" | "max_bytes" => {
+                        limits.max_bytes_required = match value.value {
+                            Value::Bool(b) => b,
+                            _ => {
+                                return Err(invalid(
+                                    value.line,
+                                    key,
+                                    format!(
+                                        "Expected a parseable bool for \"{key}\", got {}",
+                                        type_name(value)
+                                    ),
+                                ));
+                            }
+                        };
+                    }
+                    _ => {
+                        return Err(BlockError::Unsupported {
+                            line: value.line,
+                            context: format!("{account}: jetstream: "),
+                            key: key.clone(),
+                        });
+                    }
+                }
+            }
+            Ok((true, limits))
+        }
         _ => Err(invalid(
             v.line,
             "jetstream",

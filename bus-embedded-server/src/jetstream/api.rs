@@ -236,23 +236,27 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(data: &[u8]) -> Result<T, (ApiE
 }
 
 fn account_info(js: &JetStream) -> ApiResult {
-    let (mem, file) = js.usage();
+    let (mem, file) = js.resources.usage();
+    let (reserved_memory, reserved_storage) = reserved(js, None);
+    // The account's own limits (nats-server shows -1 for an account
+    // without any, even when the server has limits of its own).
+    let l = &js.resources.limits;
     Ok(json!({
         "memory": mem,
         "storage": file,
-        "reserved_memory": 0,
-        "reserved_storage": 0,
+        "reserved_memory": reserved_memory,
+        "reserved_storage": reserved_storage,
         "streams": js.all_streams().len(),
         "consumers": js.consumer_count(),
         "limits": {
-            "max_memory": js.config.max_memory,
-            "max_storage": js.config.max_store,
-            "max_streams": -1,
-            "max_consumers": -1,
-            "max_ack_pending": -1,
-            "memory_max_stream_bytes": -1,
-            "storage_max_stream_bytes": -1,
-            "max_bytes_required": false,
+            "max_memory": l.max_memory,
+            "max_storage": l.max_store,
+            "max_streams": l.max_streams,
+            "max_consumers": l.max_consumers,
+            "max_ack_pending": l.max_ack_pending,
+            "memory_max_stream_bytes": l.memory_max_stream_bytes,
+            "storage_max_stream_bytes": l.store_max_stream_bytes,
+            "max_bytes_required": l.max_bytes_required,
         },
         "api": {
             "total": js.api_stats.total.load(Ordering::Relaxed),
@@ -277,6 +281,24 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The bytes the account's streams reserve (memory, file): the sum of
+/// their `max_bytes`, leaving out the stream named `except`.
+fn reserved(js: &JetStream, except: Option<&str>) -> (u64, u64) {
+    let (mut mem, mut file) = (0u64, 0u64);
+    for s in js.all_streams() {
+        if Some(s.name.as_str()) == except {
+            continue;
+        }
+        let cfg = s.config();
+        let bytes = u64::try_from(cfg.max_bytes).unwrap_or(0);
+        match cfg.storage {
+            super::types::StorageType::Memory => mem = mem.saturating_add(bytes),
+            super::types::StorageType::File => file = file.saturating_add(bytes),
+        }
+    }
+    (mem, file)
 }
 
 fn check_stream_config(
@@ -362,7 +384,7 @@ fn check_stream_config(
             return Err(ApiError::subjects_overlap());
         }
     }
-    Ok(())
+    js.resources.check_stream_config(cfg)
 }
 
 /// Subjects and filters, for overlap checks that stay linear in the number
@@ -482,7 +504,16 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         return Err(err(ApiError::stream_name_exist()));
     }
     check_stream_config(js, &cfg, None).map_err(err)?;
-    let stream = Stream::create(js, cfg).map_err(err)?;
+    js.resources
+        .reserve(&cfg, None, js.all_streams().len(), reserved(js, None))
+        .map_err(err)?;
+    let stream = match Stream::create(js, cfg.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            js.resources.release(&cfg);
+            return Err(err(e));
+        }
+    };
     write(&js.streams).insert(name.to_owned(), Arc::clone(&stream));
     let mut v = stream_info_value(&stream, None, false);
     if let Value::Object(m) = &mut v {
@@ -552,7 +583,15 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     }
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name)).map_err(err)?;
-    stream.update_config(cfg).map_err(err)?;
+    js.resources
+        .reserve(&cfg, Some(&old), 0, reserved(js, Some(name)))
+        .map_err(err)?;
+    if let Err(e) = stream.update_config(cfg.clone()) {
+        // Back to the old reservation.
+        js.resources.release(&cfg);
+        js.resources.restore(&old);
+        return Err(err(e));
+    }
     Ok(stream_info_value(&stream, None, false))
 }
 
@@ -592,6 +631,7 @@ fn stream_delete(js: &JetStream, name: &str) -> ApiResult {
         .stream(name)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
     write(&js.streams).remove(name);
+    js.resources.release(&stream.config());
     stream.destroy().map_err(err)?;
     Ok(json!({"success": true}))
 }
@@ -911,6 +951,8 @@ fn consumer_create(
         cfg.name = Some(name.clone());
     }
     check_consumer_config(&stream, &mut cfg, durable).map_err(err)?;
+    // The account's max_ack_pending: the default, and a ceiling.
+    js.resources.apply_max_ack_pending(&mut cfg).map_err(err)?;
     cfg.normalize(durable);
 
     // From the existence check to the insert, one create, update or delete
@@ -933,7 +975,8 @@ fn consumer_create(
         return Err(err(ApiError::consumer_does_not_exist()));
     }
     let scfg = stream.config();
-    if scfg.max_consumers > 0 && stream.consumer_count() as i64 >= scfg.max_consumers {
+    let max = js.resources.max_consumers(scfg.max_consumers);
+    if max > 0 && stream.consumer_count() as i64 >= max {
         return Err(err(ApiError::max_consumers()));
     }
     if scfg.retention == Retention::WorkQueue {

@@ -48,6 +48,10 @@ api_errors! {
     replicas_not_supported => 500, 10074, "replicas > 1 not supported in non-clustered mode";
     storage_exceeded => 500, 10047, "insufficient storage resources available";
     memory_exceeded => 500, 10028, "insufficient memory resources available";
+    account_resources_exceeded => 400, 10002, "resource limits exceeded for account";
+    insufficient_resources => 503, 10023, "insufficient resources";
+    stream_max_bytes_required => 400, 10113, "account requires a stream config to have max bytes set";
+    stream_max_stream_bytes_exceeded => 400, 10122, "stream max bytes exceeds account limit max stream bytes";
     stream_sealed => 400, 10109, "invalid operation on sealed stream";
     consumer_config_required => 400, 10078, "consumer config required";
     deliver_to_wildcards => 400, 10079, "consumer deliver subject has wildcards";
@@ -101,6 +105,15 @@ impl ApiError {
             code: 400,
             err_code: 10025,
             description: format!("invalid JSON: {detail}"),
+        }
+    }
+
+    /// `consumer max ack pending exceeds system limit of <n>` (10121).
+    pub fn max_ack_pending_exceeds_limit(limit: i64) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10121,
+            description: format!("consumer max ack pending exceeds system limit of {limit}"),
         }
     }
 

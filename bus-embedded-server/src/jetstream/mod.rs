@@ -31,6 +31,7 @@ pub mod api;
 pub mod errors;
 pub mod headers;
 pub mod jsz;
+pub mod limits;
 pub mod store;
 pub mod stream;
 pub mod types;
@@ -106,6 +107,8 @@ pub struct JetStream {
     pub(crate) self_ref: OnceLock<Weak<JetStream>>,
     /// The account this engine serves (`$G` for the global account).
     pub(crate) account: String,
+    /// The account's JetStream limits and usage, tied to the server's.
+    pub(crate) resources: Arc<limits::AccountResources>,
 }
 
 impl std::fmt::Debug for JetStream {
@@ -120,14 +123,21 @@ impl JetStream {
     /// Opens JetStream: creates the store directory and recovers every
     /// stream and consumer found there. Must run inside a tokio runtime.
     pub fn open(config: JetStreamConfig) -> Result<Arc<JetStream>, JetStreamError> {
-        Self::open_account(config, "$G")
+        let server = limits::ServerResources::new(config.max_memory, config.max_store);
+        let resources = Arc::new(limits::AccountResources::new(
+            crate::config::AccountJetStreamLimits::default(),
+            server,
+        ));
+        Self::open_account(config, "$G", resources)
     }
 
     /// Opens the JetStream of one account: its streams live under
-    /// `<store_dir>/jetstream/<account>/streams`.
+    /// `<store_dir>/jetstream/<account>/streams`; `resources` holds the
+    /// account's limits and the server's it shares with other accounts.
     pub fn open_account(
         config: JetStreamConfig,
         account: &str,
+        resources: Arc<limits::AccountResources>,
     ) -> Result<Arc<JetStream>, JetStreamError> {
         let dir = config.streams_dir_for(account);
         std::fs::create_dir_all(&dir).map_err(|source| JetStreamError::StoreDir {
@@ -142,6 +152,7 @@ impl JetStream {
             admin: Mutex::new(()),
             self_ref: OnceLock::new(),
             account: account.to_owned(),
+            resources,
         });
         let _ = js.self_ref.set(Arc::downgrade(&js));
         js.recover()?;
@@ -322,6 +333,7 @@ impl JetStream {
         for d in dirs {
             match Stream::recover(self, &d) {
                 Ok(Some(stream)) => {
+                    self.resources.restore(&stream.config());
                     write(&self.streams).insert(stream.name.clone(), stream);
                 }
                 Ok(None) => {}

@@ -1420,6 +1420,10 @@ impl<S: Storage> Store for FileStore<S> {
         Ok(n)
     }
 
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     fn state(&self) -> StoreState {
         let first_seq = self
             .index

@@ -159,6 +159,10 @@ impl Store for MemStore {
         Ok(n)
     }
 
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     fn state(&self) -> StoreState {
         let first_seq = self.first_seq();
         let (first_ts, msgs) = (

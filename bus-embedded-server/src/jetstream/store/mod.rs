@@ -20,6 +20,7 @@
 
 pub mod file;
 pub mod mem;
+pub mod metered;
 #[cfg(test)]
 pub mod sim;
 pub mod storage;
@@ -419,6 +420,12 @@ pub trait Store: Send {
 
     /// Counts and bounds.
     fn state(&self) -> StoreState;
+
+    /// The state's `bytes` alone (cheap: resource accounting asks after
+    /// every change).
+    fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
 
     /// Interior deleted sequences, ascending, at most `limit` of them (for
     /// STREAM.INFO deleted_details; the state's `num_deleted` is exact).

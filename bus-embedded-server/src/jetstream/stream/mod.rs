@@ -83,6 +83,8 @@ pub(crate) struct StreamInner {
     /// Per-message TTL expiries: (expiry time, seq).
     ttls: BTreeMap<(i64, u64), ()>,
     last_expiry_check: i64,
+    /// The account's resource limits, checked before every store.
+    resources: Arc<super::limits::AccountResources>,
 }
 
 /// A stream.
@@ -259,6 +261,20 @@ fn open_store(
     config: &StreamConfig,
     dir: Option<&Path>,
 ) -> Result<Box<dyn Store>, String> {
+    let store = open_raw_store(js, config, dir)?;
+    // Charged to the account's and the server's meters, which the
+    // resource limits are checked against.
+    Ok(Box::new(super::store::metered::Metered::new(
+        store,
+        js.resources.meters(config.storage),
+    )))
+}
+
+fn open_raw_store(
+    js: &JetStream,
+    config: &StreamConfig,
+    dir: Option<&Path>,
+) -> Result<Box<dyn Store>, String> {
     match (config.storage, dir) {
         (StorageType::File, Some(dir)) => {
             let (store, report) = super::store::file::FileStore::open(
@@ -339,6 +355,7 @@ impl Stream {
                 pending_acks: VecDeque::new(),
                 ttls: BTreeMap::new(),
                 last_expiry_check: 0,
+                resources: Arc::clone(&js.resources),
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
@@ -1141,11 +1158,12 @@ impl StreamInner {
                 ttl = parse_ttl(v).ok_or_else(ApiError::msg_ttl_invalid)?;
             }
         }
-        // Discard new: refuse rather than evict.
         let size = match cfg.storage {
             StorageType::File => super::store::file_msg_size(subject.len(), hdr.len(), data.len()),
             StorageType::Memory => super::store::msg_size(subject.len(), hdr.len(), data.len()),
         };
+        self.resources.check_publish(cfg.storage, size)?;
+        // Discard new: refuse rather than evict.
         if cfg.discard == DiscardPolicy::New {
             let st = self.store.state();
             if cfg.max_msgs > 0 && st.msgs >= cfg.max_msgs as u64 {
@@ -1323,6 +1341,9 @@ impl StreamInner {
                 }
             };
             let on_subject = per_subject.entry(subject).or_insert(0);
+            // The account's limits, with the batch's earlier messages.
+            self.resources
+                .check_publish(cfg.storage, bytes.saturating_sub(st.bytes) + size)?;
             if cfg.discard == DiscardPolicy::New {
                 if cfg.max_msgs > 0 && count >= cfg.max_msgs as u64 {
                     return Err(ApiError::store_failed("maximum messages exceeded"));
