@@ -32,6 +32,8 @@
 //!   type), [`conf`] (nats-server's file format, then what its keys mean),
 //!   [`cli`] (nats-server's flags), [`options`] (defaults, file and flags
 //!   merged into a [`ServerConfig`], for both binaries).
+//! - [`memory`]: the allocator setting that gives memory back after load
+//!   (process-wide: the binaries call it, the library never does).
 //!
 //! ## Invariants
 //! - Publishing never waits on another connection's socket: it appends to
@@ -51,6 +53,7 @@ pub mod cli;
 pub mod conf;
 pub mod config;
 pub mod jetstream;
+pub mod memory;
 mod monitor;
 pub mod options;
 mod outbound;

@@ -103,6 +103,7 @@ fn send_signal(request: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    bus_embedded_server::memory::return_freed_memory_to_the_os();
     let cli = match cli::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
