@@ -87,6 +87,9 @@ pub(crate) struct StreamInner {
     /// Per-message TTL expiries: (expiry time, seq).
     ttls: BTreeMap<(i64, u64), ()>,
     last_expiry_check: i64,
+    /// Where the next `max_age` scan starts: what lies below is gone or
+    /// marked `Nats-TTL: never` (see [`ttl`]).
+    age_scan_from: u64,
 }
 
 /// A stream.
@@ -345,6 +348,7 @@ impl Stream {
                 pending_acks: VecDeque::new(),
                 ttls: BTreeMap::new(),
                 last_expiry_check: 0,
+                age_scan_from: 0,
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
@@ -1085,8 +1089,15 @@ impl StreamInner {
         // The header block as stored (a raised TTL is rewritten, a counter
         // may carry its sources).
         let mut hdr = std::borrow::Cow::Borrowed(hdr);
+        let present = if hdr.is_empty() {
+            features::Present::default()
+        } else {
+            features::scan(&hdr)
+        };
         if !hdr.is_empty() {
-            incr = counter::parse_incr(&hdr)?;
+            if present.incr {
+                incr = counter::parse_incr(&hdr)?;
+            }
             if incr.is_some() {
                 if !cfg.allow_msg_counter {
                     return Err(ApiError::msg_incr_disabled());
@@ -1104,7 +1115,7 @@ impl StreamInner {
             {
                 return Err(ApiError::expected_stream_mismatch());
             }
-            if !cfg.allow_msg_ttl && ttl::wants_ttl(&hdr) {
+            if present.ttl && !cfg.allow_msg_ttl && ttl::wants_ttl(&hdr) {
                 return Err(ApiError::msg_ttl_disabled());
             }
             if headers::get(&hdr, "Nats-Expected-Last-Subject-Sequence").is_some() {
@@ -1121,7 +1132,9 @@ impl StreamInner {
                     return Err(ApiError::wrong_last_sequence(last));
                 }
             }
-            schedule::check_publish(&hdr)?;
+            if present.schedule {
+                schedule::check_publish(&hdr)?;
+            }
             if let Some(id) = headers::get(&hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
                 self.prune_dedup(now);
                 if let Some(&seq) = self.dedup.get(&DedupKey::of(id)) {
@@ -1199,7 +1212,7 @@ impl StreamInner {
                 ));
             }
         }
-        let (ttl, raised) = if hdr.is_empty() {
+        let (ttl, raised) = if !present.ttl {
             (None, None)
         } else {
             ttl::check_header(cfg, &hdr)?

@@ -233,16 +233,16 @@ impl StreamInner {
         let marker_secs = cfg.subject_delete_marker_ttl / 1_000_000_000;
         let mut changed = false;
         if cfg.max_age > 0 {
-            let mut seq = 0;
-            loop {
-                let cutoff = now - cfg.max_age;
-                let Ok(Some(m)) = self.store.next_from(seq, &SubjectFilter::All) else {
-                    break;
-                };
+            // Below `age_scan_from` only `never` messages are left (all
+            // older ones were removed), so they are not read again.
+            let mut seq = self.age_scan_from;
+            let cutoff = now - cfg.max_age;
+            while let Ok(Some(m)) = self.store.next_from(seq, &SubjectFilter::All) {
                 if m.ts > cutoff {
                     break;
                 }
                 seq = m.seq + 1;
+                self.age_scan_from = seq;
                 if !m.hdr.is_empty()
                     && headers::get(&m.hdr, "Nats-TTL").and_then(parse_ttl) == Some(Ttl::Never)
                 {
