@@ -220,6 +220,57 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "ttl: in atomic batches, in memory streams, in work queues, added by an update",
+            vec![
+                create(
+                    "B",
+                    &format!(
+                        r#""subjects":["b.>"],"allow_atomic":true,"subject_delete_marker_ttl":{}"#,
+                        2 * SEC
+                    ),
+                ),
+                batch("b.x", "t1", 1, None).hdr("Nats-TTL", "1s"),
+                batch("b.y", "t1", 2, Some("1")).hdr("Nats-TTL", "1m"),
+                batch("b.x", "t2", 1, Some("1")).hdr("Nats-TTL", "bad"),
+                api("STREAM.MSG.GET.B", r#"{"seq":1}"#),
+                create("NB", r#""subjects":["nb.>"],"allow_atomic":true"#),
+                batch("nb.x", "t3", 1, Some("1")).hdr("Nats-TTL", "1s"),
+                create(
+                    "MEM",
+                    r#""subjects":["mem.>"],"storage":"memory","allow_msg_ttl":true"#,
+                ),
+                raw("mem.a", "x").hdr("Nats-TTL", "1s"),
+                raw("mem.b", "x"),
+                create(
+                    "WQ",
+                    &format!(
+                        r#""subjects":["wq.>"],"retention":"workqueue","subject_delete_marker_ttl":{}"#,
+                        3 * SEC
+                    ),
+                ),
+                api(
+                    "CONSUMER.CREATE.WQ.C",
+                    r#"{"stream_name":"WQ","config":{"durable_name":"C","ack_policy":"explicit","filter_subject":"wq.a"}}"#,
+                ),
+                raw("wq.a", "x").hdr("Nats-TTL", "1s"),
+                raw("wq.b", "x").hdr("Nats-TTL", "1s"),
+                create("U", r#""subjects":["u.>"]"#),
+                api(
+                    "STREAM.UPDATE.U",
+                    &format!(
+                        r#"{{"name":"U","subjects":["u.>"],"subject_delete_marker_ttl":{}}}"#,
+                        2 * SEC
+                    ),
+                ),
+                sleep(1700),
+                api("STREAM.INFO.B", ""),
+                api("STREAM.INFO.MEM", ""),
+                api("STREAM.INFO.WQ", ""),
+                api("STREAM.MSG.GET.WQ", r#"{"last_by_subj":"wq.a"}"#),
+                pull("WQ", "C", r#"{"batch":5,"no_wait":true}"#),
+            ],
+        ),
+        (
             "publish: empty expectation headers and roll-up spellings",
             vec![
                 create("R", r#""subjects":["r.>"],"allow_rollup_hdrs":true"#),

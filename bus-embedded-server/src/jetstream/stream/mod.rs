@@ -588,10 +588,10 @@ impl Stream {
             self.publish_in_batch(js, id, subject, reply, hdr, data);
             return;
         }
-        let interest = if self.retention == Retention::Limits {
-            Vec::new()
-        } else {
+        let interest = if self.retention == Retention::Interest {
             self.interest_checker()
+        } else {
+            Vec::new()
         };
         let mut inner = lock(&self.inner);
         let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
@@ -742,10 +742,10 @@ impl Stream {
                 last.hdr = headers::with_added(&last.hdr, "Nats-Batch-Commit", "1");
             }
         }
-        let interest = if self.retention == Retention::Limits {
-            Vec::new()
-        } else {
+        let interest = if self.retention == Retention::Interest {
             self.interest_checker()
+        } else {
+            Vec::new()
         };
         let mut inner = lock(&self.inner);
         let last = match inner.store_batch(&self.name, &staged, &interest) {
@@ -878,11 +878,11 @@ impl Stream {
             inner.last_expiry_check = now;
         }
         // A marker replacing an expired message is kept only where a
-        // consumer is interested (interest and work-queue streams).
-        let interest = if self.retention == Retention::Limits {
-            Vec::new()
-        } else {
+        // consumer is interested (interest streams).
+        let interest = if self.retention == Retention::Interest {
             self.interest_checker()
+        } else {
+            Vec::new()
         };
         lock(&self.inner).expire_due(now, &interest);
     }
@@ -1254,8 +1254,9 @@ impl StreamInner {
             }
             None => {}
         }
-        if retention != Retention::Limits && !interest.iter().any(|f| f.matches(subject)) {
-            // Nobody to deliver to: nothing is kept (nats-server's behaviour).
+        if retention == Retention::Interest && !interest.iter().any(|f| f.matches(subject)) {
+            // Nobody to deliver to: nothing is kept (nats-server's behaviour;
+            // a work queue keeps it for a consumer yet to come).
             let _ = self.store.remove(seq, false);
         }
         self.enforce_limits(Some(subject))
@@ -1487,7 +1488,7 @@ impl StreamInner {
             if let Some(ttl) = ttl {
                 self.ttls.insert((now.saturating_add(ttl), seq), ());
             }
-            if retention != Retention::Limits && !interest.iter().any(|f| f.matches(&m.subject)) {
+            if retention == Retention::Interest && !interest.iter().any(|f| f.matches(&m.subject)) {
                 let _ = self.store.remove(seq, false);
             }
         }

@@ -314,7 +314,7 @@ impl StreamInner {
             seq: Some(seq),
             keep: None,
         });
-        if self.config.retention != Retention::Limits
+        if self.config.retention == Retention::Interest
             && !interest.iter().any(|f| f.matches(subject))
         {
             let _ = self.store.remove(seq, false);
