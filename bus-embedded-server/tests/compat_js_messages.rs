@@ -98,21 +98,25 @@ async fn kv_limit_markers_tell_watchers_a_key_expired(url: &str) {
     kv.create_with_ttl("short", "v".into(), Duration::from_secs(1))
         .await
         .expect("create with a TTL");
+    let started = Instant::now();
     kv.put("aged", "v".into()).await.expect("put");
     kv.put("gone", "v".into()).await.expect("put");
+    let mut seen = Vec::new();
+    let mut watched = async |n: usize, seen: &mut Vec<(String, kv::Operation)>| {
+        while seen.len() < n {
+            let entry = within("watch", watch.next())
+                .await
+                .expect("watch ended")
+                .expect("entry");
+            seen.push((entry.key.clone(), entry.operation));
+        }
+    };
+    // Seen before the purge, which would otherwise roll it up first.
+    watched(3, &mut seen).await;
     kv.purge_with_ttl("gone", Duration::from_secs(1))
         .await
         .expect("purge with a TTL");
-
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        let entry = within("watch", watch.next())
-            .await
-            .expect("watch ended")
-            .expect("entry");
-        seen.push((entry.key.clone(), entry.operation));
-    }
+    watched(6, &mut seen).await;
     use kv::Operation::{Purge, Put};
     assert_eq!(
         seen,
