@@ -271,6 +271,30 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            // The 1 s TTLs are raised to the 2 s marker TTL: markers at 2,
+            // looked at 2.8.
+            "ttl: markers in an interest stream are kept for the consumers interested",
+            vec![
+                create(
+                    "I",
+                    &format!(
+                        r#""subjects":["i.>"],"retention":"interest","subject_delete_marker_ttl":{}"#,
+                        2 * SEC
+                    ),
+                ),
+                api(
+                    "CONSUMER.CREATE.I.C",
+                    r#"{"stream_name":"I","config":{"durable_name":"C","ack_policy":"explicit","filter_subject":"i.a"}}"#,
+                ),
+                raw("i.a", "x").hdr("Nats-TTL", "1s"),
+                raw("i.b", "x").hdr("Nats-TTL", "1s"),
+                api("STREAM.MSG.GET.I", r#"{"seq":1}"#),
+                sleep(2700),
+                api("STREAM.INFO.I", ""),
+                pull("I", "C", r#"{"batch":5,"no_wait":true}"#),
+            ],
+        ),
+        (
             "publish: empty expectation headers and roll-up spellings",
             vec![
                 create("R", r#""subjects":["r.>"],"allow_rollup_hdrs":true"#),
