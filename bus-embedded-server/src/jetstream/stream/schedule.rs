@@ -1,6 +1,6 @@
 //! Message schedules (ADR-51, `allow_msg_schedules`) are not built: a
 //! stream asking for them is refused at create and update (see
-//! [`check_config`]); on any other stream the schedule headers get
+//! `check_config`); on any other stream the schedule headers get
 //! nats-server 2.15.1's publish errors, so a scheduled message is never
 //! stored as if it were a plain one.
 
