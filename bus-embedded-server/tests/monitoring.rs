@@ -155,6 +155,8 @@ async fn jsz_reports_streams_consumers_and_their_positions() {
     assert_eq!(v["streams"], 1);
     assert_eq!(v["consumers"], 1);
     assert_eq!(v["messages"], 10);
+    // The JetStream API level, as nats-server 2.11+ shows it.
+    assert_eq!(v["api"]["level"], 1);
     let s = &v["account_details"][0]["stream_detail"][0];
     assert_eq!(s["name"], "ORDERS");
     assert_eq!(s["state"]["last_seq"], 10);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
-use super::headers::HeaderBuilder;
+use super::headers::{self, HeaderBuilder};
 use super::store::{Purge, StoredMsg};
 use super::stream::Stream;
 use super::stream::consumer::Consumer;
@@ -50,7 +50,35 @@ pub(crate) fn handle(
     hdr: &[u8],
     data: &[u8],
 ) -> bool {
-    let _ = hdr;
+    if requires_higher_level(hdr) {
+        // Refused before anything is looked at, as nats-server does:
+        // requests answered with messages get a status instead.
+        if let Some(reply) = reply
+            && (api.starts_with("DIRECT.GET.") || api.starts_with("CONSUMER.MSG.NEXT."))
+        {
+            let exists = match api.split('.').collect::<Vec<_>>().as_slice() {
+                ["DIRECT", "GET", stream, ..] => js.stream(stream).is_some(),
+                ["CONSUMER", "MSG", "NEXT", stream, name] => {
+                    js.stream(stream).and_then(|s| s.consumer(name)).is_some()
+                }
+                _ => false,
+            };
+            if !exists {
+                return false;
+            }
+            let h = HeaderBuilder::status(412, "Required Api Level").build();
+            js.send(reply, None, &h, b"");
+            return true;
+        }
+        if let Some(reply) = reply
+            && let Some(body) = error_reply(api, ApiError::required_api_level())
+        {
+            js.api_stats.total.fetch_add(1, Ordering::Relaxed);
+            js.api_stats.errors.fetch_add(1, Ordering::Relaxed);
+            js.send(reply, None, b"", body.as_bytes());
+            return true;
+        }
+    }
     let tokens: Vec<&str> = api.split('.').collect();
     // DIRECT.GET is answered with messages, not JSON.
     if tokens.len() >= 3 && tokens[0] == "DIRECT" && tokens[1] == "GET" {
@@ -161,6 +189,31 @@ pub(crate) fn handle(
 /// JetStream (while the server runs it): 503 / 10039 in the response type
 /// of that API. `None` for subjects that are not a known API.
 pub fn not_enabled_for_account(api: &str) -> Option<String> {
+    error_reply(api, ApiError::not_enabled_for_account())
+}
+
+/// The JetStream API level this server implements (ADR-44), reported in
+/// `$JS.API.INFO` and checked against `Nats-Required-Api-Level`. Level 1
+/// is nats-server 2.11's: per-message TTLs and subject delete markers
+/// (what clients gate on it, e.g. KV limit markers).
+pub const API_LEVEL: i64 = 1;
+
+/// Whether a request's `Nats-Required-Api-Level` asks for more than
+/// [`API_LEVEL`] (or is not a number; empty asks for nothing).
+fn requires_higher_level(hdr: &[u8]) -> bool {
+    if hdr.is_empty() {
+        return false;
+    }
+    match headers::get(hdr, "Nats-Required-Api-Level") {
+        None | Some("") => false,
+        Some(v) => v.trim().parse::<i64>().map_or(true, |n| n > API_LEVEL),
+    }
+}
+
+/// The error answer to `$JS.API.<api>` in that API's response type, with
+/// the other fields nats-server's responses carry (zero). `None` for
+/// subjects that are not a known API.
+fn error_reply(api: &str, error: ApiError) -> Option<String> {
     let tokens: Vec<&str> = api.split('.').collect();
     let kind = match tokens.as_slice() {
         ["INFO"] => "account_info_response",
@@ -186,7 +239,7 @@ pub fn not_enabled_for_account(api: &str) -> Option<String> {
     };
     let mut out = serde_json::Map::new();
     out.insert("type".into(), Value::String(format!("{API_PREFIX}{kind}")));
-    out.insert("error".into(), json!(ApiError::not_enabled_for_account()));
+    out.insert("error".into(), json!(error));
     // nats-server's responses carry their other fields, zero.
     let paged = |out: &mut serde_json::Map<String, Value>| {
         out.insert("total".into(), json!(0));
@@ -259,6 +312,7 @@ fn account_info(js: &JetStream) -> ApiResult {
             "max_bytes_required": l.max_bytes_required,
         },
         "api": {
+            "level": API_LEVEL,
             "total": js.api_stats.total.load(Ordering::Relaxed),
             "errors": js.api_stats.errors.load(Ordering::Relaxed),
         },
@@ -301,10 +355,13 @@ fn reserved(js: &JetStream, except: Option<&str>) -> (u64, u64) {
     (mem, file)
 }
 
+/// `ttl_asked`: whether the request itself set `allow_msg_ttl` (before
+/// delete markers turned it on).
 fn check_stream_config(
     js: &JetStream,
     cfg: &StreamConfig,
     existing: Option<&str>,
+    ttl_asked: bool,
 ) -> Result<(), ApiError> {
     valid_name(&cfg.name)?;
     if cfg.num_replicas < 0 {
@@ -323,6 +380,7 @@ fn check_stream_config(
             "republish and subject transforms are not supported by this server",
         ));
     }
+    super::stream::schedule::check_config(cfg)?;
     if cfg.first_seq > 1 {
         return Err(ApiError::invalid_config(
             "first_seq is not supported by this server",
@@ -346,6 +404,7 @@ fn check_stream_config(
             "duplicates window can not be larger then max age",
         ));
     }
+    super::stream::features::check_config(cfg, ttl_asked)?;
     // Overlap checks in O(wildcards x subjects): literals only collide with
     // an equal literal (a hash lookup), so thousands of subjects stay cheap.
     let mut seen = SubjectSet::default();
@@ -491,6 +550,7 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     if cfg.name != name {
         return Err(err(ApiError::stream_mismatch()));
     }
+    let ttl_asked = cfg.allow_msg_ttl;
     cfg.normalize();
     let _admin = lock(&js.admin);
     if let Some(existing) = js.stream(name) {
@@ -503,7 +563,7 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         }
         return Err(err(ApiError::stream_name_exist()));
     }
-    check_stream_config(js, &cfg, None).map_err(err)?;
+    check_stream_config(js, &cfg, None, ttl_asked).map_err(err)?;
     js.resources
         .reserve(&cfg, None, js.all_streams().len(), reserved(js, None))
         .map_err(err)?;
@@ -541,6 +601,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     if cfg.name != name {
         return Err(err(ApiError::stream_mismatch()));
     }
+    let ttl_asked = cfg.allow_msg_ttl;
     cfg.normalize();
     let _admin = lock(&js.admin);
     let stream = js
@@ -581,8 +642,9 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
             "stream configuration update can not cancel deny purge",
         )));
     }
+    super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
-    check_stream_config(js, &cfg, Some(name)).map_err(err)?;
+    check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
     js.resources
         .reserve(&cfg, Some(&old), 0, reserved(js, Some(name)))
         .map_err(err)?;

@@ -86,6 +86,15 @@ api_errors! {
     durable_name_not_set => 400, 10018, "consumer expected to be durable but a durable name was not set";
     msg_ttl_invalid => 400, 10165, "invalid per-message TTL";
     msg_ttl_disabled => 400, 10166, "per-message TTL is disabled";
+    msg_incr_disabled => 400, 10168, "message counters is disabled";
+    msg_incr_missing => 400, 10169, "message counter increment is missing";
+    msg_incr_payload => 400, 10170, "message counter has payload";
+    msg_incr_invalid => 400, 10171, "message counter increment is invalid";
+    msg_counter_broken => 400, 10172, "message counter is broken";
+    required_api_level => 412, 10185, "JetStream minimum api level required";
+    schedules_disabled => 400, 10188, "message schedules is disabled";
+    expected_last_subject_seq_missing => 400, 10193, "missing sequence for expected last sequence per subject";
+    schedules_scheduler_invalid => 400, 10212, "message schedules invalid scheduler";
     not_empty_request => 400, 10038, "expected an empty request payload";
     wrong_last_sequence_in_batch => 400, 10164, "wrong last sequence";
     atomic_disabled => 400, 10174, "atomic publish is disabled";

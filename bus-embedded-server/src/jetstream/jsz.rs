@@ -46,6 +46,7 @@ impl JetStream {
         let (mem, file) = self.usage();
         let messages: u64 = streams.iter().map(|s| s.state().msgs).sum();
         let api = json!({
+            "level": super::api::API_LEVEL,
             "total": self.api_stats.total.load(std::sync::atomic::Ordering::Relaxed),
             "errors": self.api_stats.errors.load(std::sync::atomic::Ordering::Relaxed),
         });

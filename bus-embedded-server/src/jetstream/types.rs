@@ -134,6 +134,16 @@ pub struct StreamConfig {
     pub consumer_limits: serde_json::Value,
     /// Nats-TTL honoured (always shown, as nats-server does).
     pub allow_msg_ttl: bool,
+    /// TTL of the markers left when max_age or a TTL removes a subject's
+    /// last message, nanoseconds (0: no markers).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub subject_delete_marker_ttl: i64,
+    /// Counter stream (`Nats-Incr`, ADR-49).
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_msg_counter: bool,
+    /// Message schedules (`Nats-Schedule`, ADR-51): refused (not built).
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_msg_schedules: bool,
     /// Atomic batch publish (`Nats-Batch-*` headers) accepted.
     #[serde(skip_serializing_if = "is_false")]
     pub allow_atomic: bool,
@@ -188,6 +198,9 @@ impl Default for StreamConfig {
             allow_rollup_hdrs: false,
             consumer_limits: serde_json::json!({}),
             allow_msg_ttl: false,
+            subject_delete_marker_ttl: 0,
+            allow_msg_counter: false,
+            allow_msg_schedules: false,
             allow_atomic: false,
             first_seq: 0,
             subject_transform: None,
@@ -230,6 +243,15 @@ impl StreamConfig {
             } else {
                 DEFAULT_DUPLICATE_WINDOW
             };
+        }
+        // Subject delete markers need TTLs and roll-ups: nats-server turns
+        // them on (outside pedantic mode).
+        if self.subject_delete_marker_ttl > 0 {
+            self.allow_msg_ttl = true;
+            if !self.allow_rollup_hdrs {
+                self.allow_rollup_hdrs = true;
+                self.deny_purge = false;
+            }
         }
         if self.compression.is_empty() {
             self.compression = "none".to_owned();

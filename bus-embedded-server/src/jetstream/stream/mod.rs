@@ -5,6 +5,10 @@
 //! messages; nothing else creates or removes them.
 
 pub mod consumer;
+pub mod counter;
+pub(crate) mod features;
+pub mod schedule;
+pub mod ttl;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -85,6 +89,9 @@ pub(crate) struct StreamInner {
     last_expiry_check: i64,
     /// The account's resource limits, checked before every store.
     resources: Arc<super::limits::AccountResources>,
+    /// Where the next `max_age` scan starts: what lies below is gone or
+    /// marked `Nats-TTL: never` (see [`ttl`]).
+    age_scan_from: u64,
 }
 
 /// A stream.
@@ -141,6 +148,8 @@ struct StagedMsg {
 enum Stored {
     New(u64),
     Duplicate(u64),
+    /// A counter increment: its sequence and the subject's new total.
+    Counter(u64, String),
 }
 
 /// Creates a stream's directory crash-atomically: it is built under a
@@ -356,6 +365,7 @@ impl Stream {
                 ttls: BTreeMap::new(),
                 last_expiry_check: 0,
                 resources: Arc::clone(&js.resources),
+                age_scan_from: 0,
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
@@ -595,10 +605,10 @@ impl Stream {
             self.publish_in_batch(js, id, subject, reply, hdr, data);
             return;
         }
-        let interest = if self.retention == Retention::Limits {
-            Vec::new()
-        } else {
+        let interest = if self.retention == Retention::Interest {
             self.interest_checker()
+        } else {
+            Vec::new()
         };
         let mut inner = lock(&self.inner);
         let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
@@ -613,17 +623,19 @@ impl Stream {
                 }
             }
             Ok(stored) => {
-                let (seq, dup) = match stored {
-                    Stored::New(s) => (s, false),
-                    Stored::Duplicate(s) => (s, true),
-                };
-                let body = if dup {
-                    format!(
+                let body = match stored {
+                    Stored::Duplicate(seq) => format!(
                         "{{\"stream\":{},\"seq\":{seq},\"duplicate\":true}}",
                         json_str(&self.name)
-                    )
-                } else {
-                    format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
+                    ),
+                    Stored::Counter(seq, val) => format!(
+                        "{{\"stream\":{},\"seq\":{seq},\"val\":{}}}",
+                        json_str(&self.name),
+                        json_str(&val)
+                    ),
+                    Stored::New(seq) => {
+                        format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
+                    }
                 };
                 match reply {
                     Some(reply) if !no_ack => {
@@ -747,10 +759,10 @@ impl Stream {
                 last.hdr = headers::with_added(&last.hdr, "Nats-Batch-Commit", "1");
             }
         }
-        let interest = if self.retention == Retention::Limits {
-            Vec::new()
-        } else {
+        let interest = if self.retention == Retention::Interest {
             self.interest_checker()
+        } else {
+            Vec::new()
         };
         let mut inner = lock(&self.inner);
         let last = match inner.store_batch(&self.name, &staged, &interest) {
@@ -870,34 +882,26 @@ impl Stream {
         }
     }
 
-    /// Removes messages over max_age and past their TTL.
+    /// Removes messages over max_age and past their TTL (see [`ttl`]).
     fn expire(&self) {
         let now = now_nanos();
-        let mut inner = lock(&self.inner);
-        if now - inner.last_expiry_check < 100_000_000 {
-            return;
-        }
-        inner.last_expiry_check = now;
-        let max_age = inner.config.max_age;
-        if max_age > 0 {
-            let cutoff = now - max_age;
-            loop {
-                let first = inner.store.state().first_seq;
-                match inner.store.get(first) {
-                    Ok(Some(m)) if m.ts <= cutoff => {
-                        let _ = inner.store.remove(first, false);
-                    }
-                    _ => break,
-                }
+        {
+            let mut inner = lock(&self.inner);
+            if now - inner.last_expiry_check < 100_000_000
+                || (inner.config.max_age <= 0 && inner.ttls.is_empty())
+            {
+                return;
             }
+            inner.last_expiry_check = now;
         }
-        while let Some((&(at, seq), ())) = inner.ttls.first_key_value() {
-            if at > now {
-                break;
-            }
-            inner.ttls.remove(&(at, seq));
-            let _ = inner.store.remove(seq, false);
-        }
+        // A marker replacing an expired message is kept only where a
+        // consumer is interested (interest streams).
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        lock(&self.inner).expire_due(now, &interest);
     }
 
     fn rebuild_dedup(&self) {
@@ -922,16 +926,7 @@ impl Stream {
             inner.last_msg_id = headers::get(&last.hdr, "Nats-Msg-Id").map(str::to_owned);
         }
         if allow_ttl {
-            let mut seq = 0;
-            while let Ok(Some(m)) = inner.store.next_from(seq, &SubjectFilter::All) {
-                seq = m.seq + 1;
-                if let Some(ttl) = headers::get(&m.hdr, "Nats-TTL")
-                    .and_then(parse_ttl)
-                    .flatten()
-                {
-                    inner.ttls.insert((m.ts.saturating_add(ttl), m.seq), ());
-                }
-            }
+            inner.rebuild_ttls();
         }
     }
 
@@ -1084,6 +1079,10 @@ impl Stream {
 }
 
 impl StreamInner {
+    /// Checks and stores one message, in nats-server's order of checks
+    /// (`processJetStreamMsg`): counters, expected stream, TTLs allowed,
+    /// expected sequences, schedules, then dedup, expected last msg id,
+    /// rollups, the counter's new value, sizes, limits, the TTL's value.
     fn store_msg(
         &mut self,
         stream: &str,
@@ -1100,48 +1099,79 @@ impl StreamInner {
         if let Some(reason) = self.store.poisoned() {
             return Err(ApiError::store_failed(reason));
         }
-        if hdr.len() > 64 * 1024 {
-            return Err(ApiError::header_too_large());
-        }
-        if cfg.max_msg_size >= 0 && (hdr.len() + data.len()) as i64 > cfg.max_msg_size {
-            return Err(ApiError::message_too_large());
-        }
         let now = now_nanos();
         let mut msg_id = None;
         let mut rollup = None;
-        let mut ttl = None;
+        let mut incr = None;
+        // The header block as stored (a raised TTL is rewritten, a counter
+        // may carry its sources).
+        let mut hdr = std::borrow::Cow::Borrowed(hdr);
+        let present = if hdr.is_empty() {
+            features::Present::default()
+        } else {
+            features::scan(&hdr)
+        };
         if !hdr.is_empty() {
-            if let Some(expected) = headers::get(hdr, "Nats-Expected-Stream")
+            if present.incr {
+                incr = counter::parse_incr(&hdr)?;
+            }
+            if incr.is_some() {
+                if !cfg.allow_msg_counter {
+                    return Err(ApiError::msg_incr_disabled());
+                }
+                if !data.is_empty() {
+                    return Err(ApiError::msg_incr_payload());
+                }
+                if counter::incompatible(&hdr) {
+                    return Err(ApiError::msg_incr_invalid());
+                }
+            }
+            if let Some(expected) = headers::get(&hdr, "Nats-Expected-Stream")
+                && !expected.is_empty()
                 && expected != stream
             {
                 return Err(ApiError::expected_stream_mismatch());
             }
-            if let Some(id) = headers::get(hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
+            if present.ttl && !cfg.allow_msg_ttl && ttl::wants_ttl(&hdr) {
+                return Err(ApiError::msg_ttl_disabled());
+            }
+            if headers::get(&hdr, "Nats-Expected-Last-Subject-Sequence").is_some() {
+                self.check_last_on_subject(&hdr, subject)?;
+            } else if headers::get(&hdr, "Nats-Expected-Last-Subject-Sequence-Subject")
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err(ApiError::expected_last_subject_seq_missing());
+            }
+            let last = self.store.state().last_seq;
+            if let Some(v) = headers::get(&hdr, "Nats-Expected-Last-Sequence") {
+                let expected: u64 = v.parse().map_err(|_| ApiError::wrong_last_sequence(last))?;
+                if expected != last {
+                    return Err(ApiError::wrong_last_sequence(last));
+                }
+            }
+            if present.schedule {
+                schedule::check_publish(&hdr)?;
+            }
+            if let Some(id) = headers::get(&hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
                 self.prune_dedup(now);
                 if let Some(&seq) = self.dedup.get(&DedupKey::of(id)) {
                     return Ok(Stored::Duplicate(seq));
                 }
                 msg_id = Some(id.to_owned());
             }
-            let last = self.store.state().last_seq;
-            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Sequence") {
-                let expected: u64 = v.parse().map_err(|_| ApiError::wrong_last_sequence(last))?;
-                if expected != last {
-                    return Err(ApiError::wrong_last_sequence(last));
-                }
-            }
-            self.check_last_on_subject(hdr, subject)?;
-            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Msg-Id") {
+            if let Some(v) = headers::get(&hdr, "Nats-Expected-Last-Msg-Id")
+                && !v.is_empty()
+            {
                 let last_id = self.last_msg_id.as_deref().unwrap_or("");
                 if v != last_id {
                     return Err(ApiError::wrong_last_msg_id(last_id));
                 }
             }
-            if let Some(v) = headers::get(hdr, "Nats-Rollup") {
+            if let Some(v) = headers::get(&hdr, "Nats-Rollup").filter(|v| !v.is_empty()) {
                 if !cfg.allow_rollup_hdrs || cfg.deny_purge {
                     return Err(ApiError::rollup_failed("rollup not permitted"));
                 }
-                match v {
+                match v.to_ascii_lowercase().as_str() {
                     "sub" => rollup = Some(false),
                     "all" => rollup = Some(true),
                     other => {
@@ -1151,12 +1181,31 @@ impl StreamInner {
                     }
                 }
             }
-            if let Some(v) = headers::get(hdr, "Nats-TTL") {
-                if !cfg.allow_msg_ttl {
-                    return Err(ApiError::msg_ttl_disabled());
-                }
-                ttl = parse_ttl(v).ok_or_else(ApiError::msg_ttl_invalid)?;
+        }
+        if cfg.allow_msg_counter && incr.is_none() {
+            return Err(ApiError::msg_incr_missing());
+        }
+        let mut counter_val = None;
+        let mut counted_data = None;
+        if let Some(incr) = &incr {
+            let last = self
+                .store
+                .last_seq_of_subject(subject)
+                .and_then(|seq| self.store.get(seq).ok().flatten());
+            let applied =
+                counter::apply(last.as_ref().map(|m| (&m.hdr[..], &m.data[..])), incr, &hdr)?;
+            if let Some(h) = applied.hdr {
+                hdr = std::borrow::Cow::Owned(h);
             }
+            counted_data = Some(applied.body);
+            counter_val = Some(applied.val);
+        }
+        let data: &[u8] = counted_data.as_deref().unwrap_or(data);
+        if cfg.max_msg_size >= 0 && (hdr.len() + data.len()) as i64 > cfg.max_msg_size {
+            return Err(ApiError::message_too_large());
+        }
+        if hdr.len() > 64 * 1024 {
+            return Err(ApiError::header_too_large());
         }
         let size = match cfg.storage {
             StorageType::File => super::store::file_msg_size(subject.len(), hdr.len(), data.len()),
@@ -1181,10 +1230,18 @@ impl StreamInner {
                 ));
             }
         }
+        let (ttl, raised) = if !present.ttl {
+            (None, None)
+        } else {
+            ttl::check_header(cfg, &hdr)?
+        };
+        if let Some(raised) = raised {
+            hdr = std::borrow::Cow::Owned(raised);
+        }
         let retention = cfg.retention;
         let seq = self
             .store
-            .append(subject, hdr, data, now)
+            .append(subject, &hdr, data, now)
             .map_err(|e| ApiError::store_failed(e.to_string()))?;
         if let Some(id) = &msg_id {
             let key = DedupKey::of(id);
@@ -1192,8 +1249,11 @@ impl StreamInner {
             self.dedup_order.push_back((now, key));
         }
         self.last_msg_id = msg_id;
-        if let Some(ttl) = ttl {
-            self.ttls.insert((now.saturating_add(ttl), seq), ());
+        if let Some(secs) = ttl {
+            self.ttls.insert(
+                (now.saturating_add(secs.saturating_mul(1_000_000_000)), seq),
+                (),
+            );
         }
         match rollup {
             Some(false) => {
@@ -1212,13 +1272,17 @@ impl StreamInner {
             }
             None => {}
         }
-        if retention != Retention::Limits && !interest.iter().any(|f| f.matches(subject)) {
-            // Nobody to deliver to: nothing is kept (nats-server's behaviour).
+        if retention == Retention::Interest && !interest.iter().any(|f| f.matches(subject)) {
+            // Nobody to deliver to: nothing is kept (nats-server's behaviour;
+            // a work queue keeps it for a consumer yet to come).
             let _ = self.store.remove(seq, false);
         }
         self.enforce_limits(Some(subject))
             .map_err(|e| ApiError::store_failed(e.to_string()))?;
-        Ok(Stored::New(seq))
+        Ok(match counter_val {
+            Some(val) => Stored::Counter(seq, val),
+            None => Stored::New(seq),
+        })
     }
 
     /// `Nats-Expected-Last-Subject-Sequence`: the newest sequence on the
@@ -1248,6 +1312,18 @@ impl StreamInner {
         Ok(())
     }
 
+    /// A counter subject's stored total (zero when it has no message).
+    fn counter_total(&mut self, subject: &str) -> Result<num_bigint::BigInt, ApiError> {
+        let last = self
+            .store
+            .last_seq_of_subject(subject)
+            .and_then(|seq| self.store.get(seq).ok().flatten());
+        match last {
+            Some(m) => counter::total_of(&m.data),
+            None => Ok(num_bigint::BigInt::default()),
+        }
+    }
+
     /// Checks and stores an atomic batch as one unit: each message is
     /// checked as if those before it were stored (expected sequences,
     /// limits), then all are appended together, or nothing is. Returns the
@@ -1273,6 +1349,12 @@ impl StreamInner {
         let mut per_subject: HashMap<&str, u64> = HashMap::new();
         let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut ttls = Vec::with_capacity(msgs.len());
+        // Header blocks rewritten because their TTL was raised, by index.
+        let mut raised_hdrs: Vec<(usize, Vec<u8>)> = Vec::new();
+        // Counter streams: the stored bodies (new totals) by index, and
+        // each subject's running total within the batch.
+        let mut counted: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut totals: HashMap<&str, num_bigint::BigInt> = HashMap::new();
         for (i, m) in msgs.iter().enumerate() {
             let staged_last = st.last_seq + i as u64;
             let (subject, hdr) = (m.subject.as_str(), m.hdr.as_slice());
@@ -1283,6 +1365,32 @@ impl StreamInner {
                 return Err(ApiError::message_too_large());
             }
             let mut ttl = None;
+            let incr = if hdr.is_empty() {
+                None
+            } else {
+                counter::parse_incr(hdr)?
+            };
+            if let Some(incr) = &incr {
+                if !cfg.allow_msg_counter {
+                    return Err(ApiError::msg_incr_disabled());
+                }
+                if !m.data.is_empty() {
+                    return Err(ApiError::msg_incr_payload());
+                }
+                if counter::incompatible(hdr) {
+                    return Err(ApiError::msg_incr_invalid());
+                }
+                // The running total: this batch's own increments first.
+                let base = match totals.remove(subject) {
+                    Some(total) => total,
+                    None => self.counter_total(subject)?,
+                };
+                let total = base + incr;
+                counted.push((i, counter::body(&total)));
+                totals.insert(subject, total);
+            } else if cfg.allow_msg_counter {
+                return Err(ApiError::msg_incr_missing());
+            }
             if !hdr.is_empty() {
                 if let Some(expected) = headers::get(hdr, "Nats-Expected-Stream")
                     && expected != stream
@@ -1324,21 +1432,25 @@ impl StreamInner {
                 if let Some(v) = headers::get(hdr, "Nats-Rollup") {
                     return Err(ApiError::rollup_failed(format!("batch rollup {v} invalid")));
                 }
-                if let Some(v) = headers::get(hdr, "Nats-TTL") {
-                    if !cfg.allow_msg_ttl {
-                        return Err(ApiError::msg_ttl_disabled());
-                    }
-                    ttl = parse_ttl(v).ok_or_else(ApiError::msg_ttl_invalid)?;
+                if !cfg.allow_msg_ttl && ttl::wants_ttl(hdr) {
+                    return Err(ApiError::msg_ttl_disabled());
+                }
+                let (secs, raised) = ttl::check_header(cfg, hdr)?;
+                ttl = secs.map(|s| s.saturating_mul(1_000_000_000));
+                if let Some(raised) = raised {
+                    raised_hdrs.push((i, raised));
                 }
             }
             ttls.push(ttl);
+            let data_len = counted
+                .last()
+                .filter(|(at, _)| *at == i)
+                .map_or(m.data.len(), |(_, d)| d.len());
             let size = match cfg.storage {
                 StorageType::File => {
-                    super::store::file_msg_size(subject.len(), hdr.len(), m.data.len())
+                    super::store::file_msg_size(subject.len(), hdr.len(), data_len)
                 }
-                StorageType::Memory => {
-                    super::store::msg_size(subject.len(), hdr.len(), m.data.len())
-                }
+                StorageType::Memory => super::store::msg_size(subject.len(), hdr.len(), data_len),
             };
             let on_subject = per_subject.entry(subject).or_insert(0);
             // The account's limits, with the batch's earlier messages.
@@ -1367,10 +1479,17 @@ impl StreamInner {
         }
         let refs: Vec<BatchMsg<'_>> = msgs
             .iter()
-            .map(|m| BatchMsg {
+            .enumerate()
+            .map(|(i, m)| BatchMsg {
                 subject: &m.subject,
-                hdr: &m.hdr,
-                data: &m.data,
+                hdr: raised_hdrs
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map_or(&m.hdr[..], |(_, h)| &h[..]),
+                data: counted
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map_or(&m.data[..], |(_, d)| &d[..]),
             })
             .collect();
         let first = self
@@ -1390,7 +1509,7 @@ impl StreamInner {
             if let Some(ttl) = ttl {
                 self.ttls.insert((now.saturating_add(ttl), seq), ());
             }
-            if retention != Retention::Limits && !interest.iter().any(|f| f.matches(&m.subject)) {
+            if retention == Retention::Interest && !interest.iter().any(|f| f.matches(&m.subject)) {
                 let _ = self.store.remove(seq, false);
             }
         }
@@ -1444,27 +1563,6 @@ impl StreamInner {
         }
         Ok(())
     }
-}
-
-/// `Nats-TTL`: `never`, a Go duration (`1s`, `500ms`, `1h2m`) or seconds.
-/// `Some(None)` = never expires.
-fn parse_ttl(v: &str) -> Option<Option<i64>> {
-    let v = v.trim();
-    if v.eq_ignore_ascii_case("never") || v == "-1" {
-        return Some(None);
-    }
-    if let Ok(secs) = v.parse::<i64>() {
-        return if secs > 0 {
-            Some(Some(secs.saturating_mul(1_000_000_000)))
-        } else {
-            None
-        };
-    }
-    let d = humantime::parse_duration(v).ok()?;
-    if d < Duration::from_secs(1) {
-        return None;
-    }
-    Some(Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
 }
 
 /// A JSON string literal.

@@ -10,7 +10,8 @@
 // (ordered pull consumer replaying 2000 messages in order, then a live one),
 // push_consume (durable push consumer with acks, and an ordered push consumer),
 // kv (put/get/create/update conflicts, history, keys, delete, purge, watch with
-// live updates).
+// live updates), kv_ttl (a bucket with markerTTL: create with a TTL and purge
+// with a TTL, the expiry seen by a watcher as a purge, the key created again).
 //
 // Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
 // is `N passed, N failed` and the exit code is 0 only when every scenario
@@ -339,6 +340,38 @@ async function kv(c) {
   check(await b.destroy(), "bucket destroyed");
 }
 
+async function kvTtl(c) {
+  const nc = await c.connect("js");
+  const kvm = new Kvm(nc);
+  const b = await kvm.create("JSKVTTL", { history: 1, markerTTL: 2000 });
+  const w = await b.watch({ key: ">" });
+  const wit = w[Symbol.asyncIterator]();
+  await b.create("short", "v", "1s");
+  await b.put("gone", "v");
+  const seen = [];
+  const next = async () => {
+    const x = await nextOf(wit, `watch entry after ${seen}`);
+    seen.push(`${x.key}:${x.operation}`);
+  };
+  // Seen before the purge, which would otherwise roll it up first.
+  await next();
+  await next();
+  await b.purge("gone", { ttl: "1s" });
+  await next();
+  await next();
+  // The TTL marker of "short" comes about a second after its create.
+  check(
+    seen.join(",") === "short:PUT,gone:PUT,gone:PURGE,short:PURGE",
+    `watched ${seen}`,
+  );
+  w.stop();
+  const e = await b.get("short");
+  check(e === null || e.operation === "PURGE", `expired key reads as ${e && e.operation}`);
+  const rev = await b.create("short", "again");
+  check(rev === 5, `created again at revision ${rev}`);
+  check(await b.destroy(), "bucket destroyed");
+}
+
 const SCENARIOS = [
   ["publish_ack", publishAck],
   ["pull_fetch_ack", pullFetchAck],
@@ -346,6 +379,7 @@ const SCENARIOS = [
   ["ordered_consume", orderedConsume],
   ["push_consume", pushConsume],
   ["kv", kv],
+  ["kv_ttl", kvTtl],
 ];
 
 async function run(url) {

@@ -9,7 +9,9 @@ last sequence conflict), pull_fetch_ack (fetch, ack_sync, consumer info
 counters), consumer_info (pending/ack floor, names), ordered_push (an ordered
 consumer replaying 2000 messages in order, then a live one), push_durable
 (a durable push consumer with acks), kv (put/get/create/update conflicts,
-history, keys, delete, purge, watch with live updates).
+history, keys, delete, purge, watch with live updates), kv_ttl (a bucket with
+limit markers: create with a TTL and purge with a TTL, the expiry seen by a
+watcher as a purge, the key created again).
 
 Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line is
 `N passed, N failed` and the exit code is 0 only when every scenario passed.
@@ -259,6 +261,50 @@ async def kv(c):
     await js.delete_key_value("PYKV")
 
 
+async def kv_ttl(c):
+    nc = await c.connect("js")
+    js = nc.jetstream(timeout=MSG_TIMEOUT)
+    kv = await js.create_key_value(bucket="PYKVTTL", history=1, limit_marker_ttl=2.0)
+    si = await js.stream_info("KV_PYKVTTL")
+    check(si.config.allow_msg_ttl, f"allow_msg_ttl {si.config.allow_msg_ttl}")
+    watcher = await kv.watchall()
+    e = await watcher.updates(timeout=MSG_TIMEOUT)
+    check(e is None, f"empty bucket, initial {e}")
+    await kv.create("short", b"v", msg_ttl=1.0)
+    await kv.put("gone", b"v")
+    seen = []
+
+    async def watched(n):
+        while len(seen) < n:
+            e = await watcher.updates(timeout=MSG_TIMEOUT)
+            check(e is not None, f"watch ended after {seen}")
+            seen.append((e.key, e.operation))
+
+    # Seen before the purge, which would otherwise roll it up first.
+    await watched(2)
+    await kv.purge("gone", msg_ttl=1.0)
+    await watched(4)
+    # The TTL marker of "short" comes about a second after its create.
+    check(
+        seen == [("short", None), ("gone", None), ("gone", "PURGE"), ("short", "PURGE")],
+        f"watched {seen}",
+    )
+    await watcher.stop()
+    # nats-py reads the server's marker as an entry without a value.
+    try:
+        e = await kv.get("short")
+        check(e.value is None, f"an expired key is still readable: {e}")
+    except (nats.js.errors.KeyDeletedError, nats.js.errors.KeyNotFoundError):
+        pass
+    # The key lives again (nats-py's create() does not take a server marker
+    # for a deleted key, on either server: a put does).
+    rev = await kv.put("short", b"again")
+    check(rev == 5, f"put again at revision {rev}")
+    e = await kv.get("short")
+    check(e.value == b"again", f"get after the put {e}")
+    await js.delete_key_value("PYKVTTL")
+
+
 SCENARIOS = [
     ("publish_ack", publish_ack),
     ("pull_fetch_ack", pull_fetch_ack),
@@ -266,6 +312,7 @@ SCENARIOS = [
     ("ordered_push", ordered_push),
     ("push_durable", push_durable),
     ("kv", kv),
+    ("kv_ttl", kv_ttl),
 ]
 
 
