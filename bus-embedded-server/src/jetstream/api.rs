@@ -140,6 +140,20 @@ pub(crate) fn handle(
             }
             return true;
         }
+        // Newer consumer calls this server cannot honour: refused, so a
+        // client is told rather than left waiting.
+        ["CONSUMER", "PAUSE", _, _] => (
+            "consumer_pause_response",
+            Err(err(ApiError::consumer_create(
+                "consumer pause is not supported by this server",
+            ))),
+        ),
+        ["CONSUMER", "UNPIN", _, _] => (
+            "consumer_unpin_response",
+            Err(err(ApiError::consumer_create(
+                "consumer pinned clients are not supported by this server",
+            ))),
+        ),
         // nats-server answers nothing to an unknown API subject (its
         // `$JS.API.>` subscription takes it).
         _ => return true,
@@ -1073,6 +1087,11 @@ fn check_consumer_config(
     durable: bool,
 ) -> Result<(), ApiError> {
     let _ = durable;
+    if let Some(what) = cfg.unsupported_feature() {
+        return Err(ApiError::consumer_create(format!(
+            "{what} not supported by this server"
+        )));
+    }
     let scfg = stream.config();
     if !cfg.filter_subject.is_empty() && !cfg.filter_subjects.is_empty() {
         return Err(ApiError::duplicate_filter_subjects());

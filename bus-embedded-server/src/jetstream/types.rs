@@ -407,6 +407,38 @@ pub struct ConsumerConfig {
     /// User metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Fields this server does not know, kept to refuse the ones that ask
+    /// for a feature it lacks (see [`ConsumerConfig::unsupported_feature`]);
+    /// never stored or shown.
+    #[serde(flatten, skip_serializing)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl ConsumerConfig {
+    /// The first newer nats-server consumer option set to something this
+    /// server cannot honour (priority groups, pinning, pausing), named for
+    /// the refusal (`"<feature> is"` / `"... are"`); none when every such field is absent or at its
+    /// nats-server default.
+    pub fn unsupported_feature(&self) -> Option<&'static str> {
+        use serde_json::Value;
+        let set = |key: &str| match self.other.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !(s.is_empty() || s == "none" || s == "0001-01-01T00:00:00Z"),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(_) => true,
+        };
+        [
+            ("priority_groups", "consumer priority groups are"),
+            ("priority_policy", "consumer priority policies are"),
+            ("priority_timeout", "consumer pinned clients are"),
+            ("pinned_ttl", "consumer pinned clients are"),
+            ("pause_until", "consumer pause is"),
+        ]
+        .into_iter()
+        .find(|(key, _)| set(key))
+        .map(|(_, what)| what)
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -441,6 +473,7 @@ impl Default for ConsumerConfig {
             num_replicas: 0,
             mem_storage: false,
             metadata: None,
+            other: BTreeMap::new(),
         }
     }
 }
