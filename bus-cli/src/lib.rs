@@ -3,7 +3,8 @@
 //! Like the `nats` CLI, for this bus: `server` runs the bundled server,
 //! `publish` / `tail` / `replay` write and read events with decoded
 //! envelopes, `streams`, `stream info`, `consumers`, `consumer info` and
-//! `dead-letters` inspect state, `bench` runs `nats-bench`. Tables by
+//! `dead-letters` inspect state, `dead-letters redrive` sends dead letters
+//! back to their consumer, `bench` runs `nats-bench`. Tables by
 //! default, `--json` for scripts; errors say what to do and exit with 1.
 //!
 //! Layout: [`args`] (clap), [`connect`] (which bus, connecting), [`commands`]
@@ -76,6 +77,10 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Consumer {
             command: ConsumerCommand::Info { name },
         } => commands::consumer_info(&bus, &name, json).await,
+        Command::DeadLetters(args::DeadLettersArgs {
+            action: Some(args::DeadLettersCommand::Redrive(a)),
+            ..
+        }) => commands::redrive(&bus, a, json).await,
         Command::DeadLetters(a) => commands::dead_letters(&bus, a.consumer.as_deref(), json).await,
         Command::Server(_) | Command::Bench(_) => Ok(()),
     };

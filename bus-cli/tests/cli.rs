@@ -346,6 +346,105 @@ async fn dead_letters_show_a_terminated_event() {
     server.stop().await;
 }
 
+async fn next_of(c: &mut bus::Consumer) -> bus::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery")
+        .expect("next")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_redrive_sends_one_back_to_its_consumer_only() {
+    let server = Server::start().await;
+    let bus = server.bus().await;
+    let mut billing = bus
+        .consumer(ConsumerConfig::new("billing", bus.layout().all()))
+        .await
+        .unwrap();
+    let mut audit = bus
+        .consumer(ConsumerConfig::new("audit", bus.layout().all()))
+        .await
+        .unwrap();
+    let sent = event("p-5", 1, "CardCharged");
+    bus.publish(sent.clone()).await.unwrap();
+    next_of(&mut audit).await.ack().await.unwrap();
+    next_of(&mut billing)
+        .await
+        .term("card declined")
+        .await
+        .unwrap();
+
+    // Neither --position nor --all: refused, nothing sent.
+    let o = run(
+        &server.url,
+        &["dead-letters", "redrive", "--consumer", "billing"],
+    )
+    .await;
+    assert!(!o.status.success(), "{}", stdout(&o));
+
+    let out = ok(&run(
+        &server.url,
+        &[
+            "dead-letters",
+            "redrive",
+            "--consumer",
+            "billing",
+            "--position",
+            "1",
+        ],
+    )
+    .await);
+    assert!(
+        out.contains("redriven 1 dead letter to consumer billing (positions 1)"),
+        "{out}"
+    );
+    let d = next_of(&mut billing).await;
+    assert_eq!((d.event.position, d.attempt), (1, 1));
+    assert_eq!(d.event.envelope, sent);
+    d.ack().await.unwrap();
+    let gone = async {
+        for _ in 0..100 {
+            if bus.dead_letters(Some("billing")).await.unwrap().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(
+        gone.await,
+        "the dead letter stays after its redelivery was acknowledged"
+    );
+    let none = audit.fetch(1, Duration::from_millis(1500)).await.unwrap();
+    assert!(none.is_empty(), "audit got a second copy");
+
+    let out = ok(&run(
+        &server.url,
+        &[
+            "dead-letters",
+            "redrive",
+            "--consumer",
+            "billing",
+            "--all",
+            "--json",
+        ],
+    )
+    .await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["redriven"], serde_json::json!([]));
+    let o = run(
+        &server.url,
+        &["dead-letters", "redrive", "--consumer", "nobody", "--all"],
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nobody"), "{}", stderr(&o));
+    billing.close().await.unwrap();
+    audit.close().await.unwrap();
+    bus.close().await.unwrap();
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_url_gives_the_helpful_error_and_a_failure_status() {
     // Port 1 on loopback: nothing listens there.

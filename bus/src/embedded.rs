@@ -25,7 +25,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bus_core::{
     Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, Receipt, Replay, Result, StartPosition, StreamInfo, SubjectLayout, Subscription,
+    Filter, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition, StreamInfo,
+    SubjectLayout, Subscription,
 };
 use bus_embedded_server::jetstream::JetStreamConfig;
 use bus_embedded_server::{Auth, ServerConfig, ServerHandle, TlsConfig, User};
@@ -183,6 +184,13 @@ impl Bus for EmbeddedBus {
     }
     async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>> {
         self.inner.dead_letters(consumer).await
+    }
+    async fn redrive_dead_letters(
+        &self,
+        consumer: &str,
+        selection: &RedriveSelection,
+    ) -> Result<RedriveReport> {
+        self.inner.redrive_dead_letters(consumer, selection).await
     }
     async fn stream_info(&self) -> Result<StreamInfo> {
         self.inner.stream_info().await
