@@ -64,6 +64,9 @@ pub enum Command {
     },
     /// List dead-lettered events; `dead-letters redrive` sends them back to their consumer.
     DeadLetters(DeadLettersArgs),
+    /// Serve the operator console (streams, consumers with lag, dead letters with redrive,
+    /// event browser) for the server this tool connects to, on loopback unless told otherwise.
+    Console(ConsoleArgs),
     /// Run the `nats-bench` benchmark (found next to this binary or on PATH); every argument
     /// is passed through unchanged: try `angzarr-bus bench --help`.
     #[command(disable_help_flag = true, disable_version_flag = true)]
@@ -164,6 +167,15 @@ pub enum ConsumerCommand {
         /// The durable name.
         name: String,
     },
+}
+
+/// `console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address to listen on. Anything but loopback exposes the console (and its redrive
+    /// action) to the network: do that only behind credentials and TLS.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8223")]
+    pub listen: String,
 }
 
 /// `dead-letters`.

@@ -275,6 +275,9 @@ pub struct EmbeddedConfig {
     pub password: Option<String>,
     /// Token every client must present (instead of `user`/`password`).
     pub token: Option<String>,
+    /// Serve the operator console at `/console` on the monitoring port
+    /// (needs `http_port`); it asks for the same credentials as the server.
+    pub console: bool,
 }
 
 impl EmbeddedConfig {
@@ -298,6 +301,7 @@ impl Default for EmbeddedConfig {
             user: None,
             password: None,
             token: None,
+            console: false,
         }
     }
 }
@@ -725,6 +729,12 @@ impl BusConfig {
                 ));
             }
             _ => {}
+        }
+        if self.embedded.console && self.embedded.http_port.is_none() {
+            return Err(invalid(
+                "bus.embedded.console",
+                "needs bus.embedded.http_port: the console is served on the monitoring port".into(),
+            ));
         }
         if self.embedded.user.is_some() && self.embedded.token.is_some() {
             return Err(invalid(
