@@ -626,13 +626,14 @@ impl ConsumerBackend for NatsConsumer {
             return Ok(out);
         }
         let deadline = Instant::now() + wait;
-        while out.len() < max {
-            match self.take_redriven().await? {
-                Some(d) => out.push(d),
-                None => break,
-            }
-        }
         loop {
+            // Redriven dead letters (looked for at most once a second).
+            while out.len() < max {
+                match self.take_redriven().await? {
+                    Some(d) => out.push(d),
+                    None => break,
+                }
+            }
             self.drain_ready().await?;
             while out.len() < max {
                 match self.pop().await? {
@@ -650,7 +651,9 @@ impl ConsumerBackend for NatsConsumer {
             if self.pull.is_none() {
                 self.request(max - out.len(), deadline - now, true).await?;
             }
-            if !self.receive(deadline).await? && Instant::now() >= deadline {
+            if !self.receive(deadline.min(self.redrive.look_at)).await?
+                && Instant::now() >= deadline
+            {
                 return Ok(out);
             }
         }
