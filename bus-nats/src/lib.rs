@@ -5,8 +5,8 @@
 //!   at-most-once; receipts carry position 0. Durable consumers, replay,
 //!   dead letters and stream info return [`BusError::Unsupported`].
 //! - **JetStream** (`true`): at connect the event stream (`stream_name`, on
-//!   `<prefix>.events.>`) and the dead-letter stream (on
-//!   `<prefix>.deadletter.>`) are created, or checked against `[bus.stream]`
+//!   `<prefix>.events.>`), the dead-letter stream (on
+//!   `<prefix>.deadletter.>`) and the redrive queue (on `<prefix>.redrive.>`) are created, or checked against `[bus.stream]`
 //!   (a difference is a `Conflict` listing it unless `update_stream = true`).
 //!   Publishes wait for the PubAck, carry `Nats-Msg-Id` = event id, and are
 //!   retried on ack timeouts with the same id. Durable consumers are JetStream
@@ -19,6 +19,8 @@
 //! - `consumer`: durable consumer configuration, the pull loop behind a
 //!   `Consumer` handle, acks, and dead-lettering.
 //! - `replay`: bounded ordered reads for replays and dead letters.
+//! - `redrive`: sending dead letters back to their consumer through the
+//!   redrive queue (`<stream_name>-redrive`, work-queue retention).
 //! - `errors`: async-nats errors -> `BusError`.
 //!
 //! ## Backoff and nak delays
