@@ -232,7 +232,15 @@ async fn json_output_parses_and_has_the_fields() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["angzarr-events", "angzarr-events-dlq"]);
+    assert_eq!(
+        names,
+        [
+            "angzarr-events",
+            "angzarr-events-dlq",
+            "angzarr-events-redrive"
+        ]
+    );
+    assert_eq!(streams["streams"][2]["role"], "redrive queue");
 
     let out = ok(&run(&server.url, &["stream", "info", "--json"]).await);
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -1113,6 +1113,18 @@ stream_name = "orders"
     }
 
     #[test]
+    fn embedded_console_needs_the_monitoring_port() {
+        let c = BusConfig::parse("[bus.embedded]\nhttp_port = 8222\nconsole = true\n", "t")
+            .expect("console with a monitoring port");
+        assert!(c.embedded.console);
+        assert!(!BusConfig::default().embedded.console, "off unless enabled");
+        let e = BusConfig::parse("[bus.embedded]\nconsole = true\n", "t")
+            .expect_err("console without a monitoring port");
+        assert!(e.to_string().contains("bus.embedded.console"), "{e}");
+        assert!(e.to_string().contains("http_port"), "{e}");
+    }
+
+    #[test]
     fn embedded_credentials_parse_and_are_checked() {
         let c =
             BusConfig::parse("[bus.embedded]\nuser = \"app\"\npassword = \"pw\"\n", "t").unwrap();
