@@ -163,6 +163,44 @@ async fn console_asks_for_the_servers_credentials_and_guards_the_redrive() {
     )
     .await;
     assert!(body.contains("card declined"), "{body}");
+
+    // The event browser: by position, by time, by filter, by aggregate.
+    let events = |body: &str| -> Vec<String> {
+        body.split("class=\"event\" href=\"/console/events/")
+            .skip(1)
+            .filter_map(|r| r.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    let (_, _, body) = http(port, "GET", "/console/events?position=2", &a, "").await;
+    assert_eq!(events(&body), ["2", "3"], "{body}");
+    let (_, _, body) = http(port, "GET", "/console/events?time=1h&limit=2", &a, "").await;
+    assert_eq!(events(&body), ["1", "2"], "{body}");
+    assert!(body.contains("search from position 3 for more"), "{body}");
+    let (_, _, body) = http(
+        port,
+        "GET",
+        "/console/events?filter=player.*&aggregate_id=bob",
+        &a,
+        "",
+    )
+    .await;
+    assert_eq!(events(&body), ["3"], "{body}");
+    let (_, _, body) = http(port, "GET", "/console/events?aggregate_type=hand", &a, "").await;
+    assert!(events(&body).is_empty(), "{body}");
+    let (status, _, _) = http(port, "GET", "/console/events?time=yesterday", &a, "").await;
+    assert_eq!(status, 400);
+    let (status, _, body) = http(port, "GET", "/console/events/2", &a, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("carol") && body.contains("&quot;amount&quot;: 125"),
+        "{body}"
+    );
+    assert_eq!(http(port, "GET", "/console/events/99", &a, "").await.0, 404);
+    let (_, _, live) = http(port, "GET", "/console/api/live", &a, "").await;
+    let live: serde_json::Value = serde_json::from_str(&live).expect("live JSON");
+    assert_eq!(live["values"]["stream.angzarr-events.messages"], "3");
+    assert_eq!(live["values"]["consumer.laggard.pending"], "3");
+    assert_eq!(live["values"]["consumer.projector.dead_lettered"], "1");
     // The monitoring endpoints are unchanged beside it.
     assert_eq!(http(port, "GET", "/varz", &[], "").await.0, 200);
 
