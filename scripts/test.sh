@@ -97,6 +97,41 @@ fi
 echo "node $(node --version), @nats-io/transport-node" \
   "$(node -p 'require(process.argv[1]).version' "$PWD/$NODE_CLIENT_DIR/node_modules/@nats-io/transport-node/package.json")"
 
+# bus/tests/console.rs drives the operator console in headless Chromium
+# through chromedriver (Debian's chromium and chromium-driver; the driver
+# script uses python3's standard library only). Never skipped: a failed
+# install is an error here.
+echo "== chromium + chromedriver (bus/tests/console.rs)"
+browser_ok() {
+  command -v chromedriver >/dev/null 2>&1 &&
+    { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+      command -v google-chrome >/dev/null 2>&1; }
+}
+if ! browser_ok; then
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  if command -v apt-get >/dev/null 2>&1; then
+    for attempt in 1 2; do
+      if $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+        chromium chromium-driver >/dev/null 2>&1 ||
+        { $sudo_cmd apt-get update -qq >/dev/null 2>&1 &&
+          $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+            chromium chromium-driver >/dev/null 2>&1; }; then
+        break
+      fi
+      echo "apt-get install chromium chromium-driver failed (attempt ${attempt} of 2)" >&2
+      if [ "$attempt" = 1 ]; then sleep 3; fi
+    done
+  fi
+fi
+if ! browser_ok; then
+  echo "error: chromium and chromedriver are not installed and could not be installed" >&2
+  echo "       (apt-get install -y chromium chromium-driver);" >&2
+  echo "       bus/tests/console.rs needs them and is never skipped." >&2
+  exit 1
+fi
+chromedriver --version
+
 # The Helm chart's tests (helm lint via helm-sdkpy, manifests rendered for each
 # backend and validated with kubernetes-validate). helm/tests/run.sh installs
 # its two pip packages and fails (never skips) without them. Its counts join

@@ -62,8 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConsumerCommand,
     },
-    /// List dead-lettered events.
+    /// List dead-lettered events; `dead-letters redrive` sends them back to their consumer.
     DeadLetters(DeadLettersArgs),
+    /// Serve the operator console (streams, consumers with lag, dead letters with redrive,
+    /// event browser) for the server this tool connects to, on loopback unless told otherwise.
+    Console(ConsoleArgs),
     /// Run the `nats-bench` benchmark (found next to this binary or on PATH); every argument
     /// is passed through unchanged: try `angzarr-bus bench --help`.
     #[command(disable_help_flag = true, disable_version_flag = true)]
@@ -166,12 +169,48 @@ pub enum ConsumerCommand {
     },
 }
 
+/// `console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address to listen on. Anything but loopback exposes the console (and its redrive
+    /// action) to the network: do that only behind credentials and TLS.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8223")]
+    pub listen: String,
+}
+
 /// `dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLettersArgs {
     /// Only this consumer's dead letters.
     #[arg(long, value_name = "NAME")]
     pub consumer: Option<String>,
+    /// Instead of listing: an action on dead letters.
+    #[command(subcommand)]
+    pub action: Option<DeadLettersCommand>,
+}
+
+/// `dead-letters <action>`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Send dead letters back to the consumer that gave up on them (and to no other
+    /// consumer). Each stays listed until the consumer acknowledges its redelivery;
+    /// running the command again never sends one twice.
+    Redrive(RedriveArgs),
+}
+
+/// `dead-letters redrive`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["position", "all"])))]
+pub struct RedriveArgs {
+    /// The consumer whose dead letters are sent back to it.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: String,
+    /// The dead letter of this stream position (repeat for several).
+    #[arg(long, value_name = "P")]
+    pub position: Vec<u64>,
+    /// Every dead letter of the consumer.
+    #[arg(long)]
+    pub all: bool,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -307,6 +307,8 @@ pub async fn streams(bus: &Arc<dyn Bus>, r: &Resolved, json: bool) -> CliResult 
                     "events"
                 } else if s.config.name == dlq_name {
                     "dead letters"
+                } else if s.config.name == format!("{events_name}-redrive") {
+                    "redrive queue"
                 } else {
                     ""
                 };
@@ -710,4 +712,49 @@ pub async fn dead_letters(bus: &Arc<dyn Bus>, consumer: Option<&str>, json: bool
         ]);
     }
     out(&t.render())
+}
+
+/// `dead-letters redrive`.
+pub async fn redrive(bus: &Arc<dyn Bus>, a: crate::args::RedriveArgs, json: bool) -> CliResult {
+    let selection = if a.all {
+        bus::RedriveSelection::All
+    } else {
+        bus::RedriveSelection::Positions(a.position.clone())
+    };
+    let report = bus
+        .redrive_dead_letters(&a.consumer, &selection)
+        .await
+        .map_err(|e| op_error(&format!("redriving dead letters of {}", a.consumer), e))?;
+    if json {
+        return out_json(&json!({
+            "consumer": a.consumer,
+            "redriven": report.redriven,
+            "already_pending": report.already_pending,
+            "not_found": report.not_found,
+        }));
+    }
+    let list = |p: &[u64]| p.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let mut text = format!(
+        "redriven {} dead letter{} to consumer {}",
+        report.redriven.len(),
+        if report.redriven.len() == 1 { "" } else { "s" },
+        a.consumer
+    );
+    if !report.redriven.is_empty() {
+        text.push_str(&format!(" (positions {})", list(&report.redriven)));
+    }
+    if !report.already_pending.is_empty() {
+        text.push_str(&format!(
+            "\nalready on their way back (not sent again): positions {}",
+            list(&report.already_pending)
+        ));
+    }
+    if !report.not_found.is_empty() {
+        text.push_str(&format!(
+            "\nno dead letter of {} at positions {}",
+            a.consumer,
+            list(&report.not_found)
+        ));
+    }
+    out_line(&text)
 }

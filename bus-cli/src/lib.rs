@@ -3,7 +3,9 @@
 //! Like the `nats` CLI, for this bus: `server` runs the bundled server,
 //! `publish` / `tail` / `replay` write and read events with decoded
 //! envelopes, `streams`, `stream info`, `consumers`, `consumer info` and
-//! `dead-letters` inspect state, `bench` runs `nats-bench`. Tables by
+//! `dead-letters` inspect state, `dead-letters redrive` sends dead letters
+//! back to their consumer, `console` serves the operator console, `bench`
+//! runs `nats-bench`. Tables by
 //! default, `--json` for scripts; errors say what to do and exit with 1.
 //!
 //! Layout: [`args`] (clap), [`connect`] (which bus, connecting), [`commands`]
@@ -14,12 +16,15 @@ pub mod args;
 pub mod bench;
 pub mod commands;
 pub mod connect;
+pub mod console;
 pub mod error;
 pub mod format;
 pub mod server;
 pub mod table;
 
 use std::process::ExitCode;
+
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -76,7 +81,12 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Consumer {
             command: ConsumerCommand::Info { name },
         } => commands::consumer_info(&bus, &name, json).await,
+        Command::DeadLetters(args::DeadLettersArgs {
+            action: Some(args::DeadLettersCommand::Redrive(a)),
+            ..
+        }) => commands::redrive(&bus, a, json).await,
         Command::DeadLetters(a) => commands::dead_letters(&bus, a.consumer.as_deref(), json).await,
+        Command::Console(a) => console::run(Arc::clone(&bus), &resolved, a).await,
         Command::Server(_) | Command::Bench(_) => Ok(()),
     };
     let _ = bus.close().await;

@@ -232,7 +232,15 @@ async fn json_output_parses_and_has_the_fields() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["angzarr-events", "angzarr-events-dlq"]);
+    assert_eq!(
+        names,
+        [
+            "angzarr-events",
+            "angzarr-events-dlq",
+            "angzarr-events-redrive"
+        ]
+    );
+    assert_eq!(streams["streams"][2]["role"], "redrive queue");
 
     let out = ok(&run(&server.url, &["stream", "info", "--json"]).await);
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -342,6 +350,105 @@ async fn dead_letters_show_a_terminated_event() {
     let out = ok(&run(&server.url, &["dead-letters", "--consumer", "other"]).await);
     assert!(out.contains("no dead letters"), "{out}");
     consumer.close().await.unwrap();
+    bus.close().await.unwrap();
+    server.stop().await;
+}
+
+async fn next_of(c: &mut bus::Consumer) -> bus::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery")
+        .expect("next")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_redrive_sends_one_back_to_its_consumer_only() {
+    let server = Server::start().await;
+    let bus = server.bus().await;
+    let mut billing = bus
+        .consumer(ConsumerConfig::new("billing", bus.layout().all()))
+        .await
+        .unwrap();
+    let mut audit = bus
+        .consumer(ConsumerConfig::new("audit", bus.layout().all()))
+        .await
+        .unwrap();
+    let sent = event("p-5", 1, "CardCharged");
+    bus.publish(sent.clone()).await.unwrap();
+    next_of(&mut audit).await.ack().await.unwrap();
+    next_of(&mut billing)
+        .await
+        .term("card declined")
+        .await
+        .unwrap();
+
+    // Neither --position nor --all: refused, nothing sent.
+    let o = run(
+        &server.url,
+        &["dead-letters", "redrive", "--consumer", "billing"],
+    )
+    .await;
+    assert!(!o.status.success(), "{}", stdout(&o));
+
+    let out = ok(&run(
+        &server.url,
+        &[
+            "dead-letters",
+            "redrive",
+            "--consumer",
+            "billing",
+            "--position",
+            "1",
+        ],
+    )
+    .await);
+    assert!(
+        out.contains("redriven 1 dead letter to consumer billing (positions 1)"),
+        "{out}"
+    );
+    let d = next_of(&mut billing).await;
+    assert_eq!((d.event.position, d.attempt), (1, 1));
+    assert_eq!(d.event.envelope, sent);
+    d.ack().await.unwrap();
+    let gone = async {
+        for _ in 0..100 {
+            if bus.dead_letters(Some("billing")).await.unwrap().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(
+        gone.await,
+        "the dead letter stays after its redelivery was acknowledged"
+    );
+    let none = audit.fetch(1, Duration::from_millis(1500)).await.unwrap();
+    assert!(none.is_empty(), "audit got a second copy");
+
+    let out = ok(&run(
+        &server.url,
+        &[
+            "dead-letters",
+            "redrive",
+            "--consumer",
+            "billing",
+            "--all",
+            "--json",
+        ],
+    )
+    .await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["redriven"], serde_json::json!([]));
+    let o = run(
+        &server.url,
+        &["dead-letters", "redrive", "--consumer", "nobody", "--all"],
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nobody"), "{}", stderr(&o));
+    billing.close().await.unwrap();
+    audit.close().await.unwrap();
     bus.close().await.unwrap();
     server.stop().await;
 }

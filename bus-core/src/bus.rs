@@ -239,6 +239,9 @@ pub struct StreamInfo {
 /// An event a consumer gave up on, with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// Identity of this dead letter in the dead-letter store (unique per
+    /// store, never reused: the dead-letter stream's sequence on NATS).
+    pub id: u64,
     /// The event as it was stored.
     pub event: StoredEvent,
     /// The consumer that gave up.
@@ -249,6 +252,28 @@ pub struct DeadLetter {
     pub reason: String,
     /// When it was dead-lettered.
     pub dead_lettered_at: SystemTime,
+}
+
+/// Which dead letters of one consumer a redrive sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveSelection {
+    /// Every dead letter the consumer has.
+    All,
+    /// The dead letters of these stream positions.
+    Positions(Vec<u64>),
+}
+
+/// What [`Bus::redrive_dead_letters`] did, by stream position.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedriveReport {
+    /// Dead letters queued now for redelivery to the consumer.
+    pub redriven: Vec<u64>,
+    /// Dead letters already on their way back from an earlier redrive that
+    /// the consumer has not acknowledged yet (not queued a second time).
+    pub already_pending: Vec<u64>,
+    /// Requested positions for which the consumer has no dead letter (never
+    /// dead-lettered, or already redriven and acknowledged).
+    pub not_found: Vec<u64>,
 }
 
 /// Backend side of a [`Delivery`]'s acknowledgement.
@@ -511,6 +536,21 @@ pub trait Bus: Send + Sync {
 
     /// Dead-lettered events, oldest first; of one consumer, or of all when `None`.
     async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>>;
+
+    /// Sends dead letters of `consumer` back to that consumer, and to no
+    /// other: its handles receive each as a fresh delivery (attempt 1 again,
+    /// its own `max_deliver` attempts) of the original stored event
+    /// (position, subject, store time, envelope). A dead letter stays in the
+    /// store until the consumer acknowledges its redelivery, then it is
+    /// removed; a redelivery that fails again is dead-lettered again (with
+    /// the new reason) in its place. Redriving a dead letter that is already
+    /// on its way back does not queue it twice, so a redrive repeated after
+    /// a crash sends nothing twice. `NotFound` when the consumer does not exist.
+    async fn redrive_dead_letters(
+        &self,
+        consumer: &str,
+        selection: &RedriveSelection,
+    ) -> Result<RedriveReport>;
 
     /// State of the event stream.
     async fn stream_info(&self) -> Result<StreamInfo>;

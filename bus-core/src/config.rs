@@ -37,82 +37,7 @@ pub const ENV_NATS_CREDS: &str = "NATS_CREDS";
 /// What [`ConfigError::Env`] shows instead of a secret's value.
 const HIDDEN: &str = "<hidden>";
 
-/// A configuration problem, naming where it is.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read configuration file {file}: {source}")]
-    Io {
-        /// The file.
-        file: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML.
-    #[error("{origin}: line {line}: invalid TOML: {message}")]
-    Syntax {
-        /// The file (or `<string>`).
-        origin: String,
-        /// 1-based line.
-        line: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// A key under `[bus]` that this version does not know.
-    #[error("{origin}{}: unknown key `{key}`{}", line_suffix(*.line), expected_suffix(.expected))]
-    UnknownKey {
-        /// The file.
-        origin: String,
-        /// Full dotted key, e.g. `bus.nats.jetsream`.
-        key: String,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// The keys allowed there.
-        expected: String,
-    },
-    /// A key has a value of the wrong type or out of range.
-    #[error("{origin}{}: key `{key}`: {message}", line_suffix(*.line))]
-    InvalidValue {
-        /// The file, or `environment` for overrides.
-        origin: String,
-        /// Full dotted key, e.g. `bus.nats.url`.
-        key: String,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// What is wrong.
-        message: String,
-    },
-    /// The file has no `[bus]` table.
-    #[error("{origin}: no [bus] table")]
-    MissingBusTable {
-        /// The file.
-        origin: String,
-    },
-    /// An environment override is invalid.
-    #[error("environment variable {var}={value:?}: {message}")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-fn line_suffix(line: Option<usize>) -> String {
-    line.map(|l| format!(": line {l}")).unwrap_or_default()
-}
-
-fn expected_suffix(expected: &str) -> String {
-    if expected.is_empty() {
-        String::new()
-    } else {
-        format!(" (expected one of {expected})")
-    }
-}
+pub use crate::error::ConfigError;
 
 /// Which backend the bus runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -275,6 +200,9 @@ pub struct EmbeddedConfig {
     pub password: Option<String>,
     /// Token every client must present (instead of `user`/`password`).
     pub token: Option<String>,
+    /// Serve the operator console at `/console` on the monitoring port
+    /// (needs `http_port`); it asks for the same credentials as the server.
+    pub console: bool,
 }
 
 impl EmbeddedConfig {
@@ -298,6 +226,7 @@ impl Default for EmbeddedConfig {
             user: None,
             password: None,
             token: None,
+            console: false,
         }
     }
 }
@@ -725,6 +654,12 @@ impl BusConfig {
                 ));
             }
             _ => {}
+        }
+        if self.embedded.console && self.embedded.http_port.is_none() {
+            return Err(invalid(
+                "bus.embedded.console",
+                "needs bus.embedded.http_port: the console is served on the monitoring port".into(),
+            ));
         }
         if self.embedded.user.is_some() && self.embedded.token.is_some() {
             return Err(invalid(
@@ -1175,6 +1110,18 @@ stream_name = "orders"
                 "leaks a secret: {text}"
             );
         }
+    }
+
+    #[test]
+    fn embedded_console_needs_the_monitoring_port() {
+        let c = BusConfig::parse("[bus.embedded]\nhttp_port = 8222\nconsole = true\n", "t")
+            .expect("console with a monitoring port");
+        assert!(c.embedded.console);
+        assert!(!BusConfig::default().embedded.console, "off unless enabled");
+        let e = BusConfig::parse("[bus.embedded]\nconsole = true\n", "t")
+            .expect_err("console without a monitoring port");
+        assert!(e.to_string().contains("bus.embedded.console"), "{e}");
+        assert!(e.to_string().contains("http_port"), "{e}");
     }
 
     #[test]

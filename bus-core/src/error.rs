@@ -113,7 +113,7 @@ pub enum BusError {
 
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
 
     /// The backend cannot do this in its current mode (e.g. durable consumers on
     /// core NATS without JetStream).
@@ -139,5 +139,82 @@ impl BusError {
 impl From<prost::DecodeError> for BusError {
     fn from(e: prost::DecodeError) -> Self {
         BusError::Decode(e.to_string())
+    }
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {file}: {source}")]
+    Io {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{origin}: line {line}: invalid TOML: {message}")]
+    Syntax {
+        /// The file (or `<string>`).
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key under `[bus]` that this version does not know.
+    #[error("{origin}{}: unknown key `{key}`{}", line_suffix(*.line), expected_suffix(.expected))]
+    UnknownKey {
+        /// The file.
+        origin: String,
+        /// Full dotted key, e.g. `bus.nats.jetsream`.
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// The keys allowed there.
+        expected: String,
+    },
+    /// A key has a value of the wrong type or out of range.
+    #[error("{origin}{}: key `{key}`: {message}", line_suffix(*.line))]
+    InvalidValue {
+        /// The file, or `environment` for overrides.
+        origin: String,
+        /// Full dotted key, e.g. `bus.nats.url`.
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file has no `[bus]` table.
+    #[error("{origin}: no [bus] table")]
+    MissingBusTable {
+        /// The file.
+        origin: String,
+    },
+    /// An environment override is invalid.
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(": line {l}")).unwrap_or_default()
+}
+
+fn expected_suffix(expected: &str) -> String {
+    if expected.is_empty() {
+        String::new()
+    } else {
+        format!(" (expected one of {expected})")
     }
 }

@@ -24,7 +24,8 @@ pub mod testkit;
 
 pub use bus::{
     Acker, Bus, Consumer, ConsumerBackend, ConsumerConfig, ConsumerInfo, DeadLetter, Delivery,
-    LiveEvent, Receipt, Replay, StartPosition, StoredEvent, StreamInfo, Subscription,
+    LiveEvent, Receipt, RedriveReport, RedriveSelection, Replay, StartPosition, StoredEvent,
+    StreamInfo, Subscription,
 };
 pub use config::{Backend, BusConfig, ConfigError};
 pub use envelope::{EventBatch, EventEnvelope, validate_batch};

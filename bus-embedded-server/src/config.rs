@@ -64,6 +64,76 @@ pub struct ServerConfig {
     /// Accounts (`accounts {}`); empty = everyone in the global account.
     /// Their users must also be in `auth` (as identities naming the account).
     pub accounts: Vec<AccountConfig>,
+    /// Extra pages on the monitoring port (the bus's operator console);
+    /// `None` = only the monitoring endpoints. Not a nats-server option.
+    pub http_mount: Option<HttpMount>,
+}
+
+/// Requests on the monitoring port whose path is `prefix` or starts with
+/// `prefix/` go to `handler` instead of the monitoring endpoints.
+#[derive(Clone)]
+pub struct HttpMount {
+    /// Path prefix, e.g. `/console` (no trailing slash).
+    pub prefix: String,
+    /// Who answers.
+    pub handler: std::sync::Arc<dyn HttpHandler>,
+}
+
+impl std::fmt::Debug for HttpMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMount")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP request handed to an [`HttpMount`] (body read whole, at most
+/// [`HttpRequest::MAX_BODY`] bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, prefix included.
+    pub path: String,
+    /// The query string without `?` (empty when none).
+    pub query: String,
+    /// Header names in lower case, with their values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Largest body passed on; a longer one gets 413 without reaching the handler.
+    pub const MAX_BODY: usize = 64 * 1024;
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The answer of an [`HttpMount`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Answers the requests of an [`HttpMount`].
+pub trait HttpHandler: Send + Sync {
+    /// Answers one request.
+    fn handle(
+        &self,
+        request: HttpRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + Send>>;
 }
 
 impl Default for ServerConfig {
@@ -88,6 +158,7 @@ impl Default for ServerConfig {
             jetstream: None,
             tls: None,
             accounts: Vec::new(),
+            http_mount: None,
         }
     }
 }

@@ -68,9 +68,9 @@ pub mod tls;
 
 pub use auth::Credentials;
 pub use config::{
-    AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, Identity, Import, JetStreamConfig,
-    Login, Permissions, ResponsePermission, ResponseType, ServerConfig, SubjectPermission,
-    SyncPolicy, TlsConfig, User,
+    AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, HttpHandler, HttpMount, HttpRequest,
+    HttpResponse, Identity, Import, JetStreamConfig, Login, Permissions, ResponsePermission,
+    ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User,
 };
 pub use server::{ServerError, ServerHandle, start};
 pub use state::{Stats, VERSION};

@@ -40,10 +40,61 @@ pub(crate) async fn serve(shared: Arc<ServerState>, listener: TcpListener) {
     }
 }
 
+/// Hands a request under the configured [`crate::config::HttpMount`] to its handler.
+async fn mounted(
+    mount: crate::config::HttpMount,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, crate::config::HttpRequest::MAX_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Ok(r);
+        }
+    };
+    let request = crate::config::HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body,
+    };
+    let answer = mount.handler.handle(request).await;
+    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in answer.headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(&v),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
+    Ok(response)
+}
+
 async fn handle(
     shared: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(mount) = &shared.config.http_mount {
+        let path = req.uri().path();
+        let inside = path
+            .strip_prefix(mount.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if inside {
+            return mounted(mount.clone(), req).await;
+        }
+    }
     let path = req.uri().path().trim_end_matches('/');
     let query = req.uri().query().unwrap_or("");
     let flag = |name: &str| {

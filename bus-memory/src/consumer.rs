@@ -12,8 +12,10 @@
 //! - every entry of `pending` is in exactly one index: `timers` (delivered and
 //!   waiting for its ack deadline, or scheduled for redelivery) or `ready`
 //!   (redeliverable now);
-//! - `pending` only holds events still stored in the log: retention drops them
-//!   silently.
+//! - `pending` only holds events still stored in the log (retention drops them
+//!   silently), except redriven dead letters (`redriven`), which carry their
+//!   own copy of the event and stay until settled;
+//! - a position is in `redriven` only while it is in `pending`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -70,6 +72,9 @@ pub(crate) struct ConsumerState {
     pending: BTreeMap<u64, Pending>,
     timers: BTreeSet<(Instant, u64)>,
     ready: BTreeSet<u64>,
+    /// Dead letters sent back to this consumer and not yet settled: position
+    /// -> (dead-letter id, the event as dead-lettered).
+    redriven: BTreeMap<u64, (u64, StoredEvent)>,
 }
 
 impl ConsumerState {
@@ -91,6 +96,7 @@ impl ConsumerState {
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             ready: BTreeSet::new(),
+            redriven: BTreeMap::new(),
         };
         c.skip_unmatched(log);
         c
@@ -147,6 +153,10 @@ impl ConsumerState {
         if position >= self.cursor && self.matches(entry) {
             self.num_pending = self.num_pending.saturating_sub(1);
         }
+        if self.redriven.contains_key(&position) {
+            // A redriven dead letter carries its own copy.
+            return false;
+        }
         match self.pending.remove(&position) {
             Some(p) => {
                 self.unindex(position, p.slot);
@@ -194,13 +204,21 @@ impl ConsumerState {
     }
 
     /// Removes `position` from pending and records a dead letter for it.
+    /// A redriven dead letter's earlier dead letter makes room for this one.
     fn dead_letter(&mut self, position: u64, reason: String, log: &Log, dead: &mut DeadLetters) {
         let Some(p) = self.pending.remove(&position) else {
             return;
         };
         self.unindex(position, p.slot);
-        let Some(entry) = log.get(position) else {
-            return;
+        let event = match self.redriven.remove(&position) {
+            Some((earlier, event)) => {
+                dead.remove(earlier);
+                event
+            }
+            None => match log.get(position) {
+                Some(entry) => entry.event.clone(),
+                None => return,
+            },
         };
         self.dead_lettered += 1;
         tracing::debug!(
@@ -211,7 +229,8 @@ impl ConsumerState {
             "event dead-lettered"
         );
         dead.push(DeadLetter {
-            event: entry.event.clone(),
+            id: 0,
+            event,
             consumer: self.config.name.clone(),
             attempts: p.attempts,
             reason,
@@ -264,10 +283,14 @@ impl ConsumerState {
                 self.ready.remove(&position);
                 continue;
             };
-            let Some(entry) = log.get(position) else {
-                self.pending.remove(&position);
-                self.ready.remove(&position);
-                continue;
+            let event = match (self.redriven.get(&position), log.get(position)) {
+                (Some((_, event)), _) => event.clone(),
+                (None, Some(entry)) => entry.event.clone(),
+                (None, None) => {
+                    self.pending.remove(&position);
+                    self.ready.remove(&position);
+                    continue;
+                }
             };
             if p.attempts >= self.config.max_deliver {
                 // Only possible when max_deliver was lowered by a later bind.
@@ -278,7 +301,6 @@ impl ConsumerState {
                 self.dead_letter(position, reason, log, dead);
                 continue;
             }
-            let event = entry.event.clone();
             let attempt = p.attempts + 1;
             let deadline = after_saturating(now, self.wait_for(attempt));
             if let Some(p) = self.pending.get_mut(&position) {
@@ -317,15 +339,40 @@ impl ConsumerState {
         self.timers.first().map(|(t, _)| *t)
     }
 
-    /// Ack: the event is done, whichever delivery acknowledges it.
-    pub fn ack(&mut self, position: u64) -> Settled {
+    /// Ack: the event is done, whichever delivery acknowledges it. A
+    /// redriven dead letter leaves the dead-letter store now.
+    pub fn ack(&mut self, position: u64, dead: &mut DeadLetters) -> Settled {
         match self.pending.remove(&position) {
             Some(p) => {
                 self.unindex(position, p.slot);
+                if let Some((id, _)) = self.redriven.remove(&position) {
+                    dead.remove(id);
+                }
                 Settled::Changed
             }
             None => Settled::Unchanged,
         }
+    }
+
+    /// Queues the dead letter `id` of `event` for redelivery to this
+    /// consumer (as attempt 1 again). Returns false, queuing nothing, when
+    /// the event is already pending here (a redrive not yet settled).
+    pub fn redrive(&mut self, id: u64, event: StoredEvent) -> bool {
+        let position = event.position;
+        if self.pending.contains_key(&position) {
+            return false;
+        }
+        self.pending.insert(
+            position,
+            Pending {
+                attempts: 0,
+                slot: Slot::Ready,
+                naked: false,
+            },
+        );
+        self.index(position, Slot::Ready);
+        self.redriven.insert(position, (id, event));
+        true
     }
 
     /// Nak of the `attempt`-th delivery: redeliver after `delay` (or the

@@ -12,6 +12,8 @@ pub(crate) struct DeadLetters {
     items: VecDeque<DeadLetter>,
     limit: usize,
     discarded: u64,
+    /// The id the next dead letter gets (ids are never reused).
+    next_id: u64,
 }
 
 impl DeadLetters {
@@ -21,11 +23,14 @@ impl DeadLetters {
             items: VecDeque::new(),
             limit: limit.max(1),
             discarded: 0,
+            next_id: 1,
         }
     }
 
-    /// Stores `dead`, dropping the oldest when the store is full.
-    pub fn push(&mut self, dead: DeadLetter) {
+    /// Stores `dead` under a new id, dropping the oldest when the store is full.
+    pub fn push(&mut self, mut dead: DeadLetter) {
+        dead.id = self.next_id;
+        self.next_id += 1;
         while self.items.len() >= self.limit {
             let Some(oldest) = self.items.pop_front() else {
                 break;
@@ -39,6 +44,15 @@ impl DeadLetters {
             );
         }
         self.items.push_back(dead);
+    }
+
+    /// Removes the dead letter `id` (a redrive the consumer acknowledged, or
+    /// one replaced by a new dead letter of the same event). True when it was there.
+    pub fn remove(&mut self, id: u64) -> bool {
+        match self.items.iter().position(|d| d.id == id) {
+            Some(i) => self.items.remove(i).is_some(),
+            None => false,
+        }
     }
 
     /// The dead letters kept, oldest first.

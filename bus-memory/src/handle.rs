@@ -172,7 +172,7 @@ impl Acker for MemoryAcker {
     async fn ack(&self) -> Result<()> {
         // Acknowledging for a deleted consumer has nothing left to do.
         let position = self.position;
-        self.with_consumer(|c, _, _, _| c.ack(position));
+        self.with_consumer(|c, _, dead, _| c.ack(position, dead));
         Ok(())
     }
 

@@ -51,8 +51,8 @@ use async_trait::async_trait;
 use bus_core::config::MemoryConfig;
 use bus_core::{
     Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, Receipt, Replay, Result, StartPosition, StoredEvent, StreamInfo, StreamSettings,
-    SubjectLayout, Subscription, validate_batch,
+    Filter, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition, StoredEvent,
+    StreamInfo, StreamSettings, SubjectLayout, Subscription, validate_batch,
 };
 use futures::StreamExt;
 use prost::Message;
@@ -349,6 +349,54 @@ impl Bus for MemoryBus {
             .filter(|d| consumer.is_none_or(|name| d.consumer == name))
             .cloned()
             .collect())
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        consumer: &str,
+        selection: &RedriveSelection,
+    ) -> Result<RedriveReport> {
+        let mut report = RedriveReport::default();
+        let notify = {
+            let mut state = self.shared.lock();
+            state.sweep_all(Instant::now(), &self.shared.stream);
+            let (target, _, dead) =
+                state
+                    .consumer(consumer, None)
+                    .ok_or_else(|| BusError::NotFound {
+                        what: "consumer",
+                        name: consumer.to_owned(),
+                    })?;
+            let chosen: Vec<DeadLetter> = dead
+                .iter()
+                .filter(|d| d.consumer == consumer)
+                .filter(|d| match selection {
+                    RedriveSelection::All => true,
+                    RedriveSelection::Positions(p) => p.contains(&d.event.position),
+                })
+                .cloned()
+                .collect();
+            if let RedriveSelection::Positions(wanted) = selection {
+                report.not_found = wanted
+                    .iter()
+                    .copied()
+                    .filter(|p| !chosen.iter().any(|d| d.event.position == *p))
+                    .collect();
+            }
+            for d in chosen {
+                let position = d.event.position;
+                if target.redrive(d.id, d.event) {
+                    report.redriven.push(position);
+                } else {
+                    report.already_pending.push(position);
+                }
+            }
+            Arc::clone(&target.notify)
+        };
+        if !report.redriven.is_empty() {
+            notify.notify_waiters();
+        }
+        Ok(report)
     }
 
     async fn stream_info(&self) -> Result<StreamInfo> {

@@ -1,6 +1,6 @@
 //! The ordered event log: stored entries, positions, byte accounting and the
 //! duplicate-detection window. Retention decisions that also touch consumers
-//! live in [`crate::state`]; this module only knows the log itself.
+//! live in the `state` module; this module only knows the log itself.
 //!
 //! Invariants:
 //! - positions are assigned `last + 1`, never reused, and the entries in

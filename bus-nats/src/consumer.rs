@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::{Inner, errors, wire};
+use crate::{Inner, errors, redrive, wire};
 
 /// How long one pull request of `next()` waits on the server before it is renewed.
 const NEXT_EXPIRES: Duration = Duration::from_secs(5);
@@ -37,6 +37,9 @@ const UNLIMITED: i64 = -1;
 /// [`DEAD_LETTER_RETRY_MAX`]), and whichever handle receives it tries again.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often a handle looks at the redrive queue while it finds nothing
+/// there (it looks again at once after finding an item).
+const REDRIVE_POLL: Duration = Duration::from_secs(1);
 
 fn stream_handle_error(inner: &Inner, e: impl std::fmt::Display) -> BusError {
     errors::classify(&format!("using stream {}", inner.config.stream_name), e)
@@ -177,12 +180,28 @@ pub async fn open(inner: Arc<Inner>, cfg: ConsumerConfig) -> Result<Consumer> {
         .subscribe(inbox.clone())
         .await
         .map_err(|e| errors::classify(&format!("subscribing for consumer {}", cfg.name), e))?;
+    let redrive_inbox = inner.client.new_inbox();
+    let redrive_sub = inner
+        .client
+        .subscribe(redrive_inbox.clone())
+        .await
+        .map_err(|e| errors::classify(&format!("subscribing for consumer {}", cfg.name), e))?;
     let name = cfg.name.clone();
     let handle = NatsConsumer {
         next_subject: format!(
             "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
             inner.config.stream_name, cfg.name
         ),
+        redrive: RedriveSource {
+            next_subject: format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                inner.redrive_stream, cfg.name
+            ),
+            inbox: redrive_inbox,
+            sub: redrive_sub,
+            look_at: Instant::now(),
+            outstanding: false,
+        },
         settings: Arc::new(cfg),
         inner,
         inbox,
@@ -191,6 +210,19 @@ pub async fn open(inner: Arc<Inner>, cfg: ConsumerConfig) -> Result<Consumer> {
         pull: None,
     };
     Ok(Consumer::new(name, Box::new(handle)))
+}
+
+/// The event consumer's server-side configuration (`NotFound` when it does not exist).
+pub async fn server_config_of(inner: &Inner, name: &str) -> Result<consumer::Config> {
+    let stream = stream(inner).await?;
+    let info = stream.consumer_info(name).await.map_err(|e| {
+        if is_not_found(&e) {
+            not_found(name)
+        } else {
+            errors::classify(&format!("reading consumer {name}"), e)
+        }
+    })?;
+    Ok(info.config)
 }
 
 /// Consumer state as the contract reports it.
@@ -245,13 +277,30 @@ pub async fn delete(inner: &Inner, name: &str) -> Result<()> {
             errors::classify(&format!("deleting consumer {name}"), e)
         }
     })?;
-    Ok(())
+    // Its dead letters remain; items on their way back stay queued for a
+    // consumer created again under this name.
+    redrive::delete_queue_consumer(inner, name).await
 }
 
 /// One outstanding pull request.
 struct Pull {
     remaining: usize,
     ends_at: Instant,
+}
+
+/// The handle's view of the redrive queue: dead letters sent back to this
+/// consumer. It asks for one item at a time (`no_wait`), at most every
+/// [`REDRIVE_POLL`] while the queue is empty, so a consumer without
+/// redrives pays one small request a second.
+struct RedriveSource {
+    next_subject: String,
+    inbox: String,
+    sub: Subscriber,
+    /// When to look at the queue next.
+    look_at: Instant,
+    /// A request was sent whose answer has not been read yet (it may still
+    /// come after a dropped `next()`; the next look reads it first).
+    outstanding: bool,
 }
 
 struct NatsConsumer {
@@ -262,6 +311,7 @@ struct NatsConsumer {
     sub: Subscriber,
     buffer: VecDeque<async_nats::Message>,
     pull: Option<Pull>,
+    redrive: RedriveSource,
 }
 
 impl NatsConsumer {
@@ -378,6 +428,16 @@ impl NatsConsumer {
     /// delivery beyond max_deliver or an undecodable body is dead-lettered
     /// here (or, if that fails, handed back to the server to try again).
     async fn deliverable(&self, m: async_nats::Message) -> Result<Option<Delivery>> {
+        self.deliverable_from(m, false).await
+    }
+
+    /// As [`Self::deliverable`], for an event (`redriven` false) or an item
+    /// of the redrive queue (the original event's identity is in its headers).
+    async fn deliverable_from(
+        &self,
+        m: async_nats::Message,
+        redriven: bool,
+    ) -> Result<Option<Delivery>> {
         let Some(reply) = m.reply.clone() else {
             return Ok(None);
         };
@@ -385,7 +445,7 @@ impl NatsConsumer {
             message: m,
             context: self.inner.js("a durable consumer")?.clone(),
         };
-        let (position, delivered, stored_at) = match js_message.info() {
+        let (mut position, delivered, mut stored_at) = match js_message.info() {
             Ok(i) => (
                 i.stream_sequence,
                 i.delivered,
@@ -397,7 +457,28 @@ impl NatsConsumer {
             }
         };
         let m = js_message.message;
-        let subject = m.subject.to_string();
+        let mut subject = m.subject.to_string();
+        let mut redrive_of = None;
+        if redriven {
+            match wire::decode_redrive(m.headers.as_ref()) {
+                Ok((original, original_subject, original_stored_at, dead_letter)) => {
+                    position = original;
+                    subject = original_subject;
+                    stored_at = original_stored_at;
+                    redrive_of = Some(dead_letter);
+                }
+                Err(e) => {
+                    // Not ours to deliver; leave it for an operator to look at.
+                    tracing::warn!(consumer = %self.settings.name, error = %e, "redrive item without its headers terminated");
+                    let _ = self
+                        .inner
+                        .client
+                        .publish(reply, Bytes::from_static(b"+TERM"))
+                        .await;
+                    return Ok(None);
+                }
+            }
+        }
         let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
         let acker = NatsAcker {
             inner: Arc::clone(&self.inner),
@@ -409,6 +490,7 @@ impl NatsConsumer {
             stored_at,
             attempt,
             backing_off: AtomicBool::new(false),
+            redrive_of,
         };
         if attempt > self.settings.max_deliver {
             let reason = format!(
@@ -437,6 +519,74 @@ impl NatsConsumer {
         Ok(Some(Delivery::new(event, attempt, Box::new(acker))))
     }
 
+    /// One redriven dead letter for this consumer, if the redrive queue has
+    /// one and it is time to look (see [`RedriveSource`]).
+    async fn take_redriven(&mut self) -> Result<Option<Delivery>> {
+        loop {
+            // An answer to an earlier look that came after its caller left.
+            while let Some(Some(m)) = self.redrive.sub.next().now_or_never() {
+                if let Some(d) = self.redriven_answer(m).await? {
+                    return Ok(Some(d));
+                }
+            }
+            if self.redrive.outstanding || Instant::now() < self.redrive.look_at {
+                if self.redrive.outstanding && Instant::now() >= self.redrive.look_at {
+                    // Its answer was lost; ask again.
+                    self.redrive.outstanding = false;
+                    continue;
+                }
+                return Ok(None);
+            }
+            let body = Bytes::from_static(br#"{"batch":1,"no_wait":true}"#);
+            self.inner
+                .client
+                .publish_with_reply(
+                    self.redrive.next_subject.clone(),
+                    self.redrive.inbox.clone(),
+                    body,
+                )
+                .await
+                .map_err(|e| {
+                    errors::classify(&format!("pulling from consumer {}", self.settings.name), e)
+                })?;
+            self.redrive.outstanding = true;
+            self.redrive.look_at = Instant::now() + REDRIVE_POLL;
+            let answer =
+                tokio::time::timeout(self.inner.config.request_timeout, self.redrive.sub.next())
+                    .await;
+            match answer {
+                Err(_) => return Ok(None),
+                Ok(None) => {
+                    return Err(BusError::Closed(format!(
+                        "consumer {}: subscription closed",
+                        self.settings.name
+                    )));
+                }
+                Ok(Some(m)) => {
+                    let found = m.status.is_none() || m.status == Some(StatusCode::OK);
+                    let d = self.redriven_answer(m).await?;
+                    if d.is_some() || !found {
+                        return Ok(d);
+                    }
+                    // An item that was not deliverable (dead-lettered): look again.
+                }
+            }
+        }
+    }
+
+    /// Reads one answer of the redrive queue: an item becomes a delivery
+    /// (and the queue is looked at again at once), a status means empty.
+    async fn redriven_answer(&mut self, m: async_nats::Message) -> Result<Option<Delivery>> {
+        self.redrive.outstanding = false;
+        match m.status {
+            None | Some(StatusCode::OK) => {
+                self.redrive.look_at = Instant::now();
+                self.deliverable_from(m, true).await
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// True when `m` is a delivery beyond the caller's max_deliver.
     fn exhausted(&self, m: &async_nats::Message) -> bool {
         let Ok(js) = self.inner.js("a durable consumer") else {
@@ -459,11 +609,14 @@ impl ConsumerBackend for NatsConsumer {
             if let Some(d) = self.pop().await? {
                 return Ok(d);
             }
+            if let Some(d) = self.take_redriven().await? {
+                return Ok(d);
+            }
             if self.pull.is_none() {
                 self.request(1, NEXT_EXPIRES, false).await?;
             }
             let far = Instant::now() + NEXT_EXPIRES + EXPIRY_GRACE;
-            self.receive(far).await?;
+            self.receive(far.min(self.redrive.look_at)).await?;
         }
     }
 
@@ -474,6 +627,13 @@ impl ConsumerBackend for NatsConsumer {
         }
         let deadline = Instant::now() + wait;
         loop {
+            // Redriven dead letters (looked for at most once a second).
+            while out.len() < max {
+                match self.take_redriven().await? {
+                    Some(d) => out.push(d),
+                    None => break,
+                }
+            }
             self.drain_ready().await?;
             while out.len() < max {
                 match self.pop().await? {
@@ -491,7 +651,9 @@ impl ConsumerBackend for NatsConsumer {
             if self.pull.is_none() {
                 self.request(max - out.len(), deadline - now, true).await?;
             }
-            if !self.receive(deadline).await? && Instant::now() >= deadline {
+            if !self.receive(deadline.min(self.redrive.look_at)).await?
+                && Instant::now() >= deadline
+            {
                 return Ok(out);
             }
         }
@@ -511,6 +673,17 @@ impl ConsumerBackend for NatsConsumer {
             }
         }
         self.drain_ready().await?;
+        while let Some(Some(m)) = self.redrive.sub.next().now_or_never() {
+            if m.status.is_none() || m.status == Some(StatusCode::OK) {
+                if let Some(reply) = m.reply {
+                    self.inner
+                        .client
+                        .publish(reply, Bytes::from_static(b"-NAK"))
+                        .await
+                        .map_err(|e| errors::classify("returning undelivered events", e))?;
+                }
+            }
+        }
         // ...then dead-letter what is exhausted and give back the rest.
         while let Some(m) = self.buffer.pop_front() {
             if self.exhausted(&m) {
@@ -549,6 +722,11 @@ impl Drop for NatsConsumer {
                 self.buffer.push_back(m);
             }
         }
+        while let Some(Some(m)) = self.redrive.sub.next().now_or_never() {
+            if m.status.is_none() || m.status == Some(StatusCode::OK) {
+                self.buffer.push_back(m);
+            }
+        }
         for m in self.buffer.drain(..) {
             if let Some(reply) = m.reply {
                 let client = self.inner.client.clone();
@@ -574,6 +752,9 @@ struct NatsAcker {
     /// This delivery was nak'ed into its backoff (see `nak`): a later
     /// `in_progress` must not push the redelivery further out.
     backing_off: AtomicBool,
+    /// For a redriven dead letter, its id (dead-letter stream sequence):
+    /// removed once the consumer acknowledges, replaced if it fails again.
+    redrive_of: Option<u64>,
 }
 
 impl NatsAcker {
@@ -604,7 +785,13 @@ impl NatsAcker {
             stored_at: self.stored_at,
             envelope: Default::default(),
         };
-        let headers = wire::dead_letter_headers(&event, &self.settings.name, attempts, reason);
+        let headers = wire::dead_letter_headers(
+            &event,
+            &self.settings.name,
+            attempts,
+            reason,
+            self.redrive_of,
+        );
         let subject = self.inner.dead_letter_subject(&self.settings.name);
         let ack = js
             .publish_with_headers(subject.clone(), headers, self.body.clone())
@@ -613,6 +800,10 @@ impl NatsAcker {
         ack.await
             .map_err(|e| errors::publish(&subject, self.inner.config.request_timeout, &e))?;
         tracing::warn!(consumer = %self.settings.name, position = self.position, attempts, %reason, "event dead-lettered");
+        if let Some(earlier) = self.redrive_of {
+            // The new dead letter replaces the one this redrive came from.
+            redrive::delete_dead_letter(&self.inner, earlier).await?;
+        }
         self.send(Bytes::from_static(b"+TERM"), "terminating").await
     }
 }
@@ -658,6 +849,11 @@ impl NatsAcker {
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<()> {
+        if let Some(dead_letter) = self.redrive_of {
+            // First the dead letter, then the item: never an acknowledged
+            // item whose dead letter could be redriven again (see `redrive`).
+            redrive::delete_dead_letter(&self.inner, dead_letter).await?;
+        }
         self.send(Bytes::from_static(b"+ACK"), "acknowledging")
             .await
     }

@@ -5,8 +5,8 @@
 //!   at-most-once; receipts carry position 0. Durable consumers, replay,
 //!   dead letters and stream info return [`BusError::Unsupported`].
 //! - **JetStream** (`true`): at connect the event stream (`stream_name`, on
-//!   `<prefix>.events.>`) and the dead-letter stream (on
-//!   `<prefix>.deadletter.>`) are created, or checked against `[bus.stream]`
+//!   `<prefix>.events.>`), the dead-letter stream (on
+//!   `<prefix>.deadletter.>`) and the redrive queue (on `<prefix>.redrive.>`) are created, or checked against `[bus.stream]`
 //!   (a difference is a `Conflict` listing it unless `update_stream = true`).
 //!   Publishes wait for the PubAck, carry `Nats-Msg-Id` = event id, and are
 //!   retried on ack timeouts with the same id. Durable consumers are JetStream
@@ -19,6 +19,8 @@
 //! - `consumer`: durable consumer configuration, the pull loop behind a
 //!   `Consumer` handle, acks, and dead-lettering.
 //! - `replay`: bounded ordered reads for replays and dead letters.
+//! - `redrive`: sending dead letters back to their consumer through the
+//!   redrive queue (`<stream_name>-redrive`, work-queue retention).
 //! - `errors`: async-nats errors -> `BusError`.
 //!
 //! ## Backoff and nak delays
@@ -49,6 +51,7 @@
 
 mod consumer;
 mod errors;
+mod redrive;
 mod replay;
 mod streams;
 pub mod wire;
@@ -61,14 +64,17 @@ use async_trait::async_trait;
 use bus_core::config::NatsConfig;
 use bus_core::{
     Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, LiveEvent, Receipt, Replay, Result, StartPosition, StreamInfo, StreamSettings,
-    SubjectLayout, Subscription, validate_batch,
+    Filter, LiveEvent, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition,
+    StreamInfo, StreamSettings, SubjectLayout, Subscription, validate_batch,
 };
 use futures::StreamExt;
 use prost::Message;
 
 /// The token after the prefix for dead-letter subjects.
 pub const DEAD_LETTER_TOKEN: &str = "deadletter";
+
+/// Subject token of the redrive queue: `<prefix>.redrive.<consumer>.<id>`.
+pub const REDRIVE_TOKEN: &str = "redrive";
 
 /// A bus on NATS. Cheap to clone.
 #[derive(Clone)]
@@ -93,6 +99,8 @@ pub(crate) struct Inner {
     pub config: NatsConfig,
     pub stream: StreamSettings,
     pub dead_letter_stream: String,
+    /// The redrive queue (`<stream_name>-redrive`).
+    pub redrive_stream: String,
     pub backend_name: &'static str,
 }
 
@@ -108,6 +116,16 @@ impl Inner {
     /// `<prefix>.deadletter.<consumer>`.
     pub fn dead_letter_subject(&self, consumer: &str) -> String {
         format!("{}.{DEAD_LETTER_TOKEN}.{consumer}", self.layout.prefix())
+    }
+
+    /// Subject of the redrive item for dead letter `id` of `consumer`.
+    pub fn redrive_subject(&self, consumer: &str, id: u64) -> String {
+        format!("{}.{REDRIVE_TOKEN}.{consumer}.{id}", self.layout.prefix())
+    }
+
+    /// Every redrive item of `consumer`.
+    pub fn redrive_filter(&self, consumer: &str) -> String {
+        format!("{}.{REDRIVE_TOKEN}.{consumer}.*", self.layout.prefix())
     }
 }
 
@@ -138,11 +156,13 @@ impl NatsBus {
             config: nats.clone(),
             stream: config.stream.clone(),
             dead_letter_stream: nats.dead_letter_stream_name(),
+            redrive_stream: format!("{}-redrive", nats.stream_name),
             backend_name,
         };
         if let Some(js) = &inner.js {
             streams::ensure(js, &streams::events(&inner), nats.update_stream).await?;
             streams::ensure(js, &streams::dead_letters(&inner), nats.update_stream).await?;
+            streams::ensure(js, &streams::redrives(&inner), nats.update_stream).await?;
         }
         Ok(NatsBus {
             inner: Arc::new(inner),
@@ -420,6 +440,15 @@ impl Bus for NatsBus {
     async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>> {
         self.inner.js("reading dead letters")?;
         replay::dead_letters(&self.inner, consumer).await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        consumer: &str,
+        selection: &RedriveSelection,
+    ) -> Result<RedriveReport> {
+        self.inner.js("redriving dead letters")?;
+        redrive::redrive(&self.inner, consumer, selection).await
     }
 
     async fn stream_info(&self) -> Result<StreamInfo> {

@@ -142,6 +142,7 @@ pub async fn dead_letters(inner: &Inner, consumer: Option<&str>) -> Result<Vec<D
     while let Some(read) = reads.next().await {
         let read = read?;
         out.push(wire::decode_dead_letter(
+            read.position,
             read.message.headers.as_ref(),
             &read.message.payload,
             read.stored_at,

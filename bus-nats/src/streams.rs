@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use bus_core::{BusError, Discard, Result, Storage};
 
-use crate::{DEAD_LETTER_TOKEN, Inner, errors};
+use crate::{DEAD_LETTER_TOKEN, Inner, REDRIVE_TOKEN, errors};
 
 /// Room for headers on top of the largest envelope the bus accepts: the bus
 /// checks the envelope size itself; the server's limit covers the whole message.
@@ -54,6 +54,26 @@ pub fn dead_letters(inner: &Inner) -> stream::Config {
         description: Some("angzarr dead letters".to_owned()),
         subjects: vec![format!("{}.{DEAD_LETTER_TOKEN}.>", inner.layout.prefix())],
         retention: stream::RetentionPolicy::Limits,
+        max_messages: -1,
+        max_bytes: -1,
+        max_message_size: -1,
+        storage: storage(inner.stream.storage),
+        num_replicas: usize::from(inner.stream.replicas),
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The redrive queue: dead letters on their way back to their consumer, on
+/// `<prefix>.redrive.<consumer>.<dead-letter id>`. Work-queue retention:
+/// an item is gone once its consumer acknowledges it.
+pub fn redrives(inner: &Inner) -> stream::Config {
+    stream::Config {
+        name: inner.redrive_stream.clone(),
+        description: Some("angzarr dead letters being redriven".to_owned()),
+        subjects: vec![format!("{}.{REDRIVE_TOKEN}.>", inner.layout.prefix())],
+        retention: stream::RetentionPolicy::WorkQueue,
         max_messages: -1,
         max_bytes: -1,
         max_message_size: -1,

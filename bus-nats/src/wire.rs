@@ -37,6 +37,10 @@ pub const DL_POSITION: &str = "Angzarr-Original-Position";
 /// When the original was stored (unix nanoseconds).
 pub const DL_STORED_AT: &str = "Angzarr-Original-Stored-At";
 
+/// On a redrive item: the dead-letter stream sequence of the dead letter it
+/// sends back (removed from there once the consumer acknowledges the item).
+pub const DL_ID: &str = "Angzarr-Dead-Letter-Id";
+
 /// Headers for publishing `envelope`; `dedup` adds `Nats-Msg-Id` (off when
 /// the configured duplicate window is zero).
 pub fn event_headers(envelope: &EventEnvelope, dedup: bool) -> HeaderMap {
@@ -102,20 +106,25 @@ pub fn offset_time(t: SystemTime) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-/// Headers of a dead-letter message for `event`.
+/// Headers of a dead-letter message for `event`. `replaces` is the dead
+/// letter a failed redrive of the same event replaces (its sequence).
 pub fn dead_letter_headers(
     event: &StoredEvent,
     consumer: &str,
     attempts: u32,
     reason: &str,
+    replaces: Option<u64>,
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
     // Dedup: the same event dead-lettered twice by one consumer (a retry after
-    // a crash between publishing here and terminating the original) is stored once.
-    h.insert(
-        MSG_ID,
-        format!("dlq.{consumer}.{}", event.position).as_str(),
-    );
+    // a crash between publishing here and terminating the original) is stored
+    // once; a redriven event that fails again is a new dead letter, once per
+    // dead letter it replaces.
+    let id = match replaces {
+        None => format!("dlq.{consumer}.{}", event.position),
+        Some(earlier) => format!("dlq.{consumer}.{}.{earlier}", event.position),
+    };
+    h.insert(MSG_ID, id.as_str());
     h.insert(DL_CONSUMER, consumer);
     h.insert(DL_ATTEMPTS, attempts.to_string().as_str());
     let reason: String = reason
@@ -134,8 +143,53 @@ pub fn dead_letter_headers(
     h
 }
 
-/// Rebuilds a dead letter from a message of the dead-letter stream.
+/// Headers of the redrive item that sends dead letter `dead` (stored at
+/// dead-letter sequence `dead.id`) back to its consumer: the dead letter's
+/// own headers, its id, and a message id that stores it once.
+pub fn redrive_headers(dead: &DeadLetter) -> HeaderMap {
+    let mut h = dead_letter_headers(
+        &dead.event,
+        &dead.consumer,
+        dead.attempts,
+        &dead.reason,
+        None,
+    );
+    h.insert(
+        MSG_ID,
+        format!("redrive.{}.{}", dead.consumer, dead.id).as_str(),
+    );
+    h.insert(DL_ID, dead.id.to_string().as_str());
+    h
+}
+
+/// The original event's position, subject and store time, and the dead
+/// letter's id, from a redrive item's headers.
+pub fn decode_redrive(
+    headers: Option<&HeaderMap>,
+) -> Result<(u64, String, SystemTime, u64), BusError> {
+    let get = |key: &str| -> Result<String, BusError> {
+        headers
+            .and_then(|h| h.get(key))
+            .map(|v| v.as_str().to_owned())
+            .ok_or_else(|| BusError::Decode(format!("redrive item without header {key}")))
+    };
+    let number = |key: &str| -> Result<u64, BusError> {
+        get(key)?
+            .parse::<u64>()
+            .map_err(|e| BusError::Decode(format!("redrive item header {key}: {e}")))
+    };
+    Ok((
+        number(DL_POSITION)?,
+        get(DL_SUBJECT)?,
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(number(DL_STORED_AT)?),
+        number(DL_ID)?,
+    ))
+}
+
+/// Rebuilds dead letter `id` (its dead-letter stream sequence) from a
+/// message of the dead-letter stream.
 pub fn decode_dead_letter(
+    id: u64,
     headers: Option<&HeaderMap>,
     body: &[u8],
     dead_lettered_at: SystemTime,
@@ -155,6 +209,7 @@ pub fn decode_dead_letter(
     let envelope = decode(&subject, body)?;
     let stored_nanos = number(DL_STORED_AT)?;
     Ok(DeadLetter {
+        id,
         event: StoredEvent {
             position: u64::try_from(number(DL_POSITION)?).unwrap_or(u64::MAX),
             subject,
@@ -199,10 +254,20 @@ mod tests {
             stored_at: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             envelope: bus_core::testkit::deposit("p1", 1),
         };
-        let h = dead_letter_headers(&event, "proj", 5, "boom\nagain");
+        let h = dead_letter_headers(&event, "proj", 5, "boom\nagain", None);
         let body = encode(&event.envelope);
         let now = SystemTime::now();
-        let dl = decode_dead_letter(Some(&h), &body, now).unwrap();
+        let dl = decode_dead_letter(7, Some(&h), &body, now).unwrap();
+        assert_eq!(dl.id, 7);
+        assert_eq!(h.get(MSG_ID).map(|v| v.as_str()), Some("dlq.proj.42"));
+        let again = dead_letter_headers(&event, "proj", 5, "boom", Some(7));
+        assert_eq!(again.get(MSG_ID).map(|v| v.as_str()), Some("dlq.proj.42.7"));
+        let item = redrive_headers(&dl);
+        assert_eq!(item.get(MSG_ID).map(|v| v.as_str()), Some("redrive.proj.7"));
+        assert_eq!(
+            decode_redrive(Some(&item)).unwrap(),
+            (42, event.subject.clone(), event.stored_at, 7)
+        );
         assert_eq!(dl.event, event);
         assert_eq!(
             (dl.consumer.as_str(), dl.attempts, dl.reason.as_str()),

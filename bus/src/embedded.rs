@@ -25,11 +25,55 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bus_core::{
     Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, Receipt, Replay, Result, StartPosition, StreamInfo, SubjectLayout, Subscription,
+    Filter, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition, StreamInfo,
+    SubjectLayout, Subscription,
 };
 use bus_embedded_server::jetstream::JetStreamConfig;
 use bus_embedded_server::{Auth, ServerConfig, ServerHandle, TlsConfig, User};
 use tokio::sync::Mutex;
+
+/// Where `[bus.embedded] console = true` serves the console on the monitoring port.
+pub const CONSOLE_PATH: &str = "/console";
+
+/// The console on the monitoring port. The server starts before the bus
+/// can connect to it, so the console is set once the bus is up; until then
+/// its pages answer 503.
+#[derive(Default)]
+struct ConsoleMount {
+    console: std::sync::OnceLock<Arc<bus_console::Console>>,
+}
+
+impl bus_embedded_server::HttpHandler for ConsoleMount {
+    fn handle(
+        &self,
+        request: bus_embedded_server::HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = bus_embedded_server::HttpResponse> + Send>,
+    > {
+        let Some(console) = self.console.get().cloned() else {
+            return Box::pin(std::future::ready(bus_embedded_server::HttpResponse {
+                status: 503,
+                headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+                body: b"the console is starting\n".to_vec(),
+            }));
+        };
+        let request = bus_console::Request {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        Box::pin(async move {
+            let r = console.handle(request).await;
+            bus_embedded_server::HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }
+        })
+    }
+}
 
 /// A [`NatsBus`](bus_nats::NatsBus) on a server this process runs.
 pub struct EmbeddedBus {
@@ -49,7 +93,12 @@ impl EmbeddedBus {
                 e.data_dir.display().to_string()
             ))
         })?;
+        let console = e.console.then(|| Arc::new(ConsoleMount::default()));
         let server_config = ServerConfig {
+            http_mount: console.as_ref().map(|c| bus_embedded_server::HttpMount {
+                prefix: CONSOLE_PATH.to_owned(),
+                handler: Arc::clone(c) as Arc<dyn bus_embedded_server::HttpHandler>,
+            }),
             host: e.host.clone(),
             port: e.port,
             http_port: e.http_port,
@@ -95,6 +144,32 @@ impl EmbeddedBus {
                 return Err(err);
             }
         };
+        if let Some(mount) = &console {
+            let credentials = match (&e.user, &e.password, &e.token) {
+                (Some(user), Some(password), _) => Some(bus_console::Credentials::UserPassword {
+                    user: user.clone(),
+                    password: password.clone(),
+                }),
+                (_, _, Some(token)) => Some(bus_console::Credentials::Token(token.clone())),
+                _ => None,
+            };
+            let _ = mount.console.set(Arc::new(bus_console::Console::new(
+                bus_console::ConsoleConfig {
+                    bus: Arc::new(inner.clone()),
+                    client: inner.client().clone(),
+                    events_stream: nats_config.nats.stream_name.clone(),
+                    dead_letter_stream: nats_config.nats.dead_letter_stream_name(),
+                    credentials,
+                    base: CONSOLE_PATH.to_owned(),
+                },
+            )));
+            if let Some(port) = monitor_port {
+                tracing::info!(
+                    "operator console at http://{}:{port}{CONSOLE_PATH}/",
+                    e.host
+                );
+            }
+        }
         Ok(EmbeddedBus {
             inner,
             server: Mutex::new(Some(server)),
@@ -183,6 +258,13 @@ impl Bus for EmbeddedBus {
     }
     async fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>> {
         self.inner.dead_letters(consumer).await
+    }
+    async fn redrive_dead_letters(
+        &self,
+        consumer: &str,
+        selection: &RedriveSelection,
+    ) -> Result<RedriveReport> {
+        self.inner.redrive_dead_letters(consumer, selection).await
     }
     async fn stream_info(&self) -> Result<StreamInfo> {
         self.inner.stream_info().await

@@ -125,6 +125,10 @@ macro_rules! contract_suite {
             live_roundtrip_preserves_exact_bytes_and_metadata,
             live_filters_follow_nats_wildcard_semantics,
             bad_publish_input_is_a_clear_error,
+            redrive_sends_a_dead_letter_back_only_to_its_consumer,
+            repeated_redrive_sends_nothing_twice,
+            redriven_event_that_fails_again_is_dead_lettered_again,
+            redrive_to_an_unknown_consumer_is_not_found,
         );
     };
 }
@@ -140,6 +144,7 @@ macro_rules! persistence_suite {
             consumer_position_survives_a_restart,
             unacked_events_are_redelivered_after_a_restart,
             dedup_survives_a_restart,
+            redrive_interrupted_by_a_restart_sends_nothing_twice,
         );
     };
 }

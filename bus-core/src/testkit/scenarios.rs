@@ -1383,6 +1383,240 @@ pub async fn max_age_expires_old_events(h: &impl Harness) {
     .await;
 }
 
+// ---------------------------------------------------------------- redrive
+
+/// How long "no second copy arrives" is watched for after a redrive: longer
+/// than a backend may take to notice a redrive (the NATS handles look at
+/// the redrive queue once a second while it is empty).
+const REDRIVE_QUIET: Duration = Duration::from_millis(1800);
+
+/// Terminates every delivery of `consumer` until `n` dead letters exist;
+/// returns their positions in order.
+async fn dead_letter_all(
+    bus: &dyn Bus,
+    c: &mut crate::Consumer,
+    n: usize,
+    t: &super::Timing,
+) -> Vec<u64> {
+    for _ in 0..n {
+        let d = next_within(c, t.patience).await;
+        d.term(format!("bug in the handler at {}", d.event.position))
+            .await
+            .expect("term");
+    }
+    let dl = wait_dead_letters(bus, c.name(), n, t.patience).await;
+    let mut p: Vec<u64> = dl.iter().map(|d| d.event.position).collect();
+    p.sort_unstable();
+    p
+}
+
+/// Every delivery until nothing comes for `quiet`, acked: (position, attempt).
+async fn drain(c: &mut crate::Consumer, quiet: Duration, patience: Duration) -> Vec<(u64, u32)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + patience;
+    loop {
+        let batch = c.fetch(10, quiet).await.expect("fetch");
+        if batch.is_empty() {
+            return got;
+        }
+        for d in batch {
+            got.push((d.event.position, d.attempt));
+            d.ack().await.expect("ack");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not stop: {got:?}"
+        );
+    }
+}
+
+/// A redriven dead letter comes back to the consumer that gave up on it,
+/// with its original position, subject and envelope, as attempt 1; it stays
+/// in the dead-letter store until that consumer acknowledges it, then it is
+/// gone. Another consumer of the same events sees no second copy.
+pub async fn redrive_sends_a_dead_letter_back_only_to_its_consumer(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    let events = [deposit("p", 1), deposit("p", 2)];
+    let positions = publish_all(&*bus, &events).await;
+    let mut other = open_consumer(&*bus, config("redrive-other", Duration::from_secs(30))).await;
+    take_and_ack(&mut other, 2, t.patience).await;
+    let mut c = open_consumer(
+        &*bus,
+        config("redrive-proj", Duration::from_secs(30)).max_deliver(3),
+    )
+    .await;
+    let first = next_within(&mut c, t.patience).await;
+    assert_eq!(first.event.position, positions[0]);
+    let original = first.event.clone();
+    first.term("projector bug").await.expect("term");
+    take_and_ack(&mut c, 1, t.patience).await;
+    wait_dead_letters(&*bus, "redrive-proj", 1, t.patience).await;
+
+    let report = bus
+        .redrive_dead_letters(
+            "redrive-proj",
+            &crate::RedriveSelection::Positions(vec![positions[0]]),
+        )
+        .await
+        .expect("redrive");
+    assert_eq!(report.redriven, [positions[0]], "{report:?}");
+    assert!(
+        report.already_pending.is_empty() && report.not_found.is_empty(),
+        "{report:?}"
+    );
+
+    let again = next_within(&mut c, t.patience).await;
+    assert_eq!(again.event.position, original.position);
+    assert_eq!(again.event.subject, original.subject);
+    assert_eq!(
+        again.event.envelope, events[0],
+        "the original envelope, exactly"
+    );
+    assert_eq!(again.attempt, 1, "a redrive is a fresh start");
+    let still = bus.dead_letters(Some("redrive-proj")).await.expect("dl");
+    assert_eq!(
+        still.len(),
+        1,
+        "removed only once the consumer has it: {still:?}"
+    );
+    again.ack().await.expect("ack");
+    eventually(
+        t.patience,
+        "the acknowledged dead letter to leave the store",
+        || async {
+            bus.dead_letters(Some("redrive-proj"))
+                .await
+                .expect("dl")
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_quiet(&mut other, REDRIVE_QUIET).await;
+    assert_quiet(&mut c, REDRIVE_QUIET).await;
+    let report = bus
+        .redrive_dead_letters(
+            "redrive-proj",
+            &crate::RedriveSelection::Positions(vec![positions[0]]),
+        )
+        .await
+        .expect("redrive again");
+    assert_eq!(report.not_found, [positions[0]], "{report:?}");
+    assert!(report.redriven.is_empty(), "{report:?}");
+}
+
+/// A redrive repeated after an earlier one was cut short (some redriven
+/// events acknowledged, some still on their way) queues only what was not
+/// queued yet: the consumer receives each dead letter exactly once, and the
+/// report counts what was sent, what was already pending and what was not there.
+pub async fn repeated_redrive_sends_nothing_twice(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    publish_all(&*bus, &deposits("p", 3)).await;
+    let mut c = open_consumer(
+        &*bus,
+        config("redrive-rep", Duration::from_secs(30)).max_deliver(2),
+    )
+    .await;
+    let p = dead_letter_all(&*bus, &mut c, 3, &t).await;
+    let one = |x: u64| crate::RedriveSelection::Positions(vec![x]);
+
+    let r = bus
+        .redrive_dead_letters("redrive-rep", &one(p[0]))
+        .await
+        .expect("redrive");
+    assert_eq!(r.redriven, [p[0]], "{r:?}");
+    let d = next_within(&mut c, t.patience).await;
+    assert_eq!(d.event.position, p[0]);
+    d.ack().await.expect("ack");
+
+    let r = bus
+        .redrive_dead_letters("redrive-rep", &one(p[1]))
+        .await
+        .expect("redrive");
+    assert_eq!(r.redriven, [p[1]], "{r:?}");
+    // Interrupted here: p[0] acknowledged, p[1] queued and not yet taken.
+    let r = bus
+        .redrive_dead_letters("redrive-rep", &crate::RedriveSelection::All)
+        .await
+        .expect("redrive all");
+    assert_eq!(r.redriven, [p[2]], "only the one never redriven: {r:?}");
+    assert_eq!(r.already_pending, [p[1]], "{r:?}");
+    let mut got = drain(&mut c, REDRIVE_QUIET, t.patience).await;
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [(p[1], 1), (p[2], 1)],
+        "each redriven dead letter once, p[0] never again"
+    );
+    eventually(
+        t.patience,
+        "every acknowledged dead letter to leave the store",
+        || async {
+            bus.dead_letters(Some("redrive-rep"))
+                .await
+                .expect("dl")
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let r = bus
+        .redrive_dead_letters("redrive-rep", &crate::RedriveSelection::All)
+        .await
+        .expect("redrive all again");
+    assert_eq!(r, crate::RedriveReport::default());
+    assert_quiet(&mut c, REDRIVE_QUIET).await;
+}
+
+/// A redriven event the handler still cannot process is dead-lettered
+/// again with the new reason, in place of the old dead letter.
+pub async fn redriven_event_that_fails_again_is_dead_lettered_again(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    publish_all(&*bus, &deposits("p", 1)).await;
+    let mut c = open_consumer(&*bus, config("redrive-fail", Duration::from_secs(30))).await;
+    let p = dead_letter_all(&*bus, &mut c, 1, &t).await;
+    bus.redrive_dead_letters("redrive-fail", &crate::RedriveSelection::All)
+        .await
+        .expect("redrive");
+    let d = next_within(&mut c, t.patience).await;
+    assert_eq!((d.event.position, d.attempt), (p[0], 1));
+    d.term("still broken").await.expect("term");
+    let dl = eventually(
+        t.patience,
+        "the new dead letter in place of the old",
+        || async {
+            let dl = bus.dead_letters(Some("redrive-fail")).await.expect("dl");
+            (dl.len() == 1 && dl[0].reason.contains("still broken")).then_some(dl)
+        },
+    )
+    .await;
+    assert_eq!((dl[0].event.position, dl[0].attempts), (p[0], 1));
+    assert_quiet(&mut c, REDRIVE_QUIET).await;
+    assert_eq!(
+        bus.dead_letters(Some("redrive-fail"))
+            .await
+            .expect("dl")
+            .len(),
+        1,
+        "the old dead letter is gone"
+    );
+}
+
+/// Redriving to a consumer that does not exist is `NotFound`.
+pub async fn redrive_to_an_unknown_consumer_is_not_found(h: &impl Harness) {
+    let bus = h.open(settings()).await;
+    match bus
+        .redrive_dead_letters("nobody", &crate::RedriveSelection::All)
+        .await
+    {
+        Err(BusError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------- persistence
 
 /// Published events are all there after a restart, unchanged.
@@ -1474,6 +1708,57 @@ pub async fn unacked_events_are_redelivered_after_a_restart(h: &impl Harness) {
         [(positions[1], 2), (positions[2], 1)],
         "deliveries (position, attempt) after the restart, in arrival order: {got:?}"
     );
+}
+
+/// A redrive interrupted by a restart (one redriven event acknowledged, one
+/// still queued) and run again afterwards sends the acknowledged one never
+/// again and the queued one exactly once.
+pub async fn redrive_interrupted_by_a_restart_sends_nothing_twice(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    publish_all(&*bus, &deposits("p", 2)).await;
+    let p = {
+        let mut c = open_consumer(&*bus, config("redrive-restart", Duration::from_secs(30))).await;
+        let p = dead_letter_all(&*bus, &mut c, 2, &t).await;
+        let r = bus
+            .redrive_dead_letters("redrive-restart", &crate::RedriveSelection::All)
+            .await
+            .expect("redrive");
+        assert_eq!(r.redriven, p, "{r:?}");
+        let d = next_within(&mut c, t.patience).await;
+        d.ack().await.expect("ack");
+        let acked = d.event.position;
+        c.close().await.expect("close");
+        (acked, if acked == p[0] { p[1] } else { p[0] })
+    };
+    let (acked, queued) = p;
+    drop(bus);
+    let bus = h.reopen().await;
+    let r = bus
+        .redrive_dead_letters("redrive-restart", &crate::RedriveSelection::All)
+        .await
+        .expect("redrive after the restart");
+    assert!(r.redriven.is_empty(), "{r:?}");
+    assert_eq!(r.already_pending, [queued], "{r:?}");
+    let mut c = open_consumer(&*bus, config("redrive-restart", Duration::from_secs(30))).await;
+    let got = drain(&mut c, REDRIVE_QUIET, t.patience).await;
+    assert_eq!(
+        got,
+        [(queued, 1)],
+        "after the restart: the queued dead letter once, the acknowledged one ({acked}) never"
+    );
+    eventually(
+        t.patience,
+        "the dead letters to leave the store",
+        || async {
+            bus.dead_letters(Some("redrive-restart"))
+                .await
+                .expect("dl")
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Dedup holds across a restart inside the window.
@@ -1618,6 +1903,12 @@ pub async fn persistence_operations_are_unsupported_without_a_log(h: &impl Harne
     );
     unsupported(bus.dead_letters(None).await.map(|_| ()), "dead_letters");
     unsupported(bus.stream_info().await.map(|_| ()), "stream_info");
+    unsupported(
+        bus.redrive_dead_letters("c", &crate::RedriveSelection::All)
+            .await
+            .map(|_| ()),
+        "redrive_dead_letters",
+    );
     unsupported(bus.consumer_info("c").await.map(|_| ()), "consumer_info");
     let r = bus
         .publish(deposit("p", 1))
