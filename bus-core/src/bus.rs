@@ -543,13 +543,7 @@ pub trait Bus: Send + Sync {
         &self,
         expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
-    ) -> Result<AppendReceipt> {
-        let _ = (expected, events);
-        Err(BusError::Unsupported(format!(
-            "append is not implemented by the {} backend",
-            self.backend()
-        )))
-    }
+    ) -> Result<AppendReceipt>;
 
     /// One aggregate's version and its appended events with a version
     /// greater than `after_version` (0: all of them), in version order. The
@@ -563,38 +557,20 @@ pub trait Bus: Send + Sync {
         aggregate_type: &str,
         aggregate_id: &str,
         after_version: u64,
-    ) -> Result<AggregateHistory> {
-        let _ = (aggregate_type, aggregate_id, after_version);
-        Err(BusError::Unsupported(format!(
-            "load is not implemented by the {} backend",
-            self.backend()
-        )))
-    }
+    ) -> Result<AggregateHistory>;
 
     /// Keeps `snapshot` as the aggregate's latest, unless a snapshot of the
     /// same or a later version is already kept (then nothing changes). A
     /// snapshot of a version the aggregate has not reached is an
     /// [`BusError::InvalidArgument`].
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let _ = snapshot;
-        Err(BusError::Unsupported(format!(
-            "snapshots are not implemented by the {} backend",
-            self.backend()
-        )))
-    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
 
     /// The aggregate's latest snapshot, if any.
     async fn load_snapshot(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> Result<Option<Snapshot>> {
-        let _ = (aggregate_type, aggregate_id);
-        Err(BusError::Unsupported(format!(
-            "snapshots are not implemented by the {} backend",
-            self.backend()
-        )))
-    }
+    ) -> Result<Option<Snapshot>>;
 
     /// The aggregate's latest snapshot (if any) and its events after the
     /// snapshot's version: what rebuilding its state needs.
