@@ -1443,3 +1443,257 @@ async fn confirmed_deletes_purges_and_consumer_changes_survive_sigkill() {
     );
     assert!(m.deletes > 0 && m.purges > 0 && m.consumer_changes > 0);
 }
+
+// ---------------------------------------------------------------------------
+// 5. Atomic batches are whole or absent after SIGKILL
+// ---------------------------------------------------------------------------
+//
+// A batch is in one buffered chunk, normally one write call, which SIGKILL
+// cannot tear; what
+// this proves is that every committed batch survives, at the sequences its
+// PubAck gave, and that recovery keeps the bracketed records as whole
+// batches. A batch cut at any byte (power loss, torn write) is the file
+// store's model test (`atomic_batch` operations) and
+// `an_atomic_batch_cut_anywhere_is_dropped_whole_on_recovery`.
+
+const BATCH_CYCLES: u64 = 20;
+const BATCH_PUBLISHERS: u64 = 3;
+const BATCH_PAYLOAD: usize = 1000;
+
+/// `<publisher>:<batch>:<index>:<size>` padded with dots.
+fn batch_payload(publisher: u64, batch: u64, index: u64, size: u64) -> bytes::Bytes {
+    let mut p = format!("{publisher}:{batch}:{index}:{size}").into_bytes();
+    p.resize(BATCH_PAYLOAD, b'.');
+    p.into()
+}
+
+/// (publisher, batch, index, size) from a payload, `None` if damaged.
+fn batch_payload_parts(payload: &[u8]) -> Option<(u64, u64, u64, u64)> {
+    if payload.len() != BATCH_PAYLOAD {
+        return None;
+    }
+    let text = std::str::from_utf8(payload).ok()?;
+    let (head, dots) = text.split_at(text.find('.')?);
+    if dots.bytes().any(|b| b != b'.') {
+        return None;
+    }
+    let mut parts = head.split(':').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next()??,
+        parts.next()??,
+    ))
+}
+
+/// (publisher, batch) -> (size, last sequence) of every committed batch.
+type BatchAcks = Arc<Mutex<BTreeMap<(u64, u64), (u64, u64)>>>;
+
+/// Publishes atomic batches of 1..=120 messages until the connection
+/// fails: every message but the last without a reply, the last with
+/// `Nats-Batch-Commit: 1` as a request whose PubAck is recorded.
+async fn batch_publisher(
+    client: async_nats::Client,
+    publisher: u64,
+    first_batch: u64,
+    mut rng: Rng,
+    acks: BatchAcks,
+    killed: Arc<AtomicBool>,
+) {
+    for batch in first_batch.. {
+        let size = rng.range(1, 120);
+        let id = format!("p{publisher}-b{batch}");
+        let subject = format!("batch.{publisher}");
+        for index in 1..=size {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", id.as_str());
+            headers.insert("Nats-Batch-Sequence", index.to_string().as_str());
+            let payload = batch_payload(publisher, batch, index, size);
+            if index < size {
+                if client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+                    .is_err()
+                {
+                    assert!(
+                        killed.load(Ordering::SeqCst),
+                        "{id}: publish failed before the kill"
+                    );
+                    return;
+                }
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let reply = match client
+                .request_with_headers(subject.clone(), headers, payload)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(e) => {
+                    assert!(
+                        killed.load(Ordering::SeqCst),
+                        "{id}: commit failed before the kill: {e}"
+                    );
+                    return;
+                }
+            };
+            let ack: serde_json::Value = serde_json::from_slice(&reply.payload)
+                .unwrap_or_else(|e| panic!("{id}: commit reply is not JSON ({e})"));
+            assert!(ack.get("error").is_none(), "{id}: commit refused: {ack}");
+            assert_eq!(ack["batch"], serde_json::json!(id), "{id}: {ack}");
+            assert_eq!(ack["count"], serde_json::json!(size), "{id}: {ack}");
+            let last = ack["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{id}: no seq in {ack}"));
+            acks.lock()
+                .expect("acks")
+                .insert((publisher, batch), (size, last));
+        }
+    }
+}
+
+/// Reads the whole stream and checks every batch in it is whole: all its
+/// messages, in order, at consecutive sequences, once. Returns
+/// (publisher, batch) -> (size, last sequence) of the batches found.
+async fn stored_batches(js: &jetstream::Context) -> BTreeMap<(u64, u64), (u64, u64)> {
+    let messages = read_all(js, "B").await;
+    let mut found: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    let mut open: Option<((u64, u64), u64, u64)> = None; // (key, next index, size)
+    for (seq, payload) in &messages {
+        let (publisher, batch, index, size) = batch_payload_parts(payload).unwrap_or_else(|| {
+            panic!(
+                "seq {seq}: damaged payload {:?}",
+                String::from_utf8_lossy(payload)
+            )
+        });
+        let key = (publisher, batch);
+        match open {
+            Some((k, next, _)) => assert!(
+                k == key && next == index,
+                "seq {seq}: p{publisher}-b{batch} message {index} where p{}-b{} message {next} \
+                 was due (a batch torn apart or interleaved)",
+                k.0,
+                k.1
+            ),
+            None => {
+                assert_eq!(
+                    index, 1,
+                    "seq {seq}: p{publisher}-b{batch} starts at message {index} of {size}"
+                );
+                assert!(
+                    !found.contains_key(&key),
+                    "p{publisher}-b{batch} stored twice"
+                );
+            }
+        }
+        if index == size {
+            found.insert(key, (size, *seq));
+            open = None;
+        } else {
+            open = Some((key, index + 1, size));
+        }
+    }
+    if let Some((k, next, size)) = open {
+        panic!(
+            "p{}-b{} ends at message {} of {size}: a partial batch was stored",
+            k.0,
+            k.1,
+            next - 1
+        );
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_batches_are_whole_or_absent_after_sigkill() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut acked: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    let mut next_batch = 0u64;
+    let mut kept_unacked = 0usize;
+    for cycle in 0..=BATCH_CYCLES {
+        let seed = 0xBA7C_0000_0000_0000 ^ cycle;
+        let mut rng = Rng::new(seed);
+        let mut server = start(store.path(), &logs.path().join(format!("{cycle}.log")));
+        let client = connect(&server.url).await;
+        let js = context(client.clone());
+        if cycle == 0 {
+            js.create_stream(stream::Config {
+                name: "B".to_owned(),
+                subjects: vec!["batch.>".to_owned()],
+                storage: stream::StorageType::File,
+                allow_atomic_publish: true,
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+        } else {
+            let found = stored_batches(&js).await;
+            for (key, want) in &acked {
+                assert_eq!(
+                    found.get(key),
+                    Some(want),
+                    "cycle {cycle}: committed batch p{}-b{} (size, last seq) lost or moved",
+                    key.0,
+                    key.1
+                );
+            }
+            kept_unacked = found.len() - acked.len();
+        }
+        if cycle == BATCH_CYCLES {
+            eprintln!(
+                "{BATCH_CYCLES} kills: {} committed batches whole, {kept_unacked} unconfirmed \
+                 batches kept whole, no partial batch",
+                acked.len()
+            );
+            break;
+        }
+        let acks: BatchAcks = Arc::default();
+        let killed = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..BATCH_PUBLISHERS)
+            .map(|p| {
+                let first = next_batch + p * 1_000_000;
+                tokio::spawn(batch_publisher(
+                    client.clone(),
+                    p,
+                    first,
+                    Rng::new(rng.next()),
+                    Arc::clone(&acks),
+                    Arc::clone(&killed),
+                ))
+            })
+            .collect();
+        next_batch += 10_000;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acks.lock().expect("acks").is_empty() && !tasks.iter().any(|t| t.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: no batch committed"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(5, 200))).await;
+        killed.store(true, Ordering::SeqCst);
+        server.sigkill();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        let got = std::mem::take(&mut *acks.lock().expect("acks"));
+        eprintln!(
+            "cycle {cycle:2}: seed {seed:#018x}, {} batches committed",
+            got.len()
+        );
+        assert!(!got.is_empty(), "cycle {cycle}: nothing committed");
+        acked.extend(got);
+        drop(js);
+        drop(client);
+    }
+}

@@ -83,6 +83,15 @@ api_errors! {
     msg_ttl_invalid => 400, 10165, "invalid per-message TTL";
     msg_ttl_disabled => 400, 10166, "per-message TTL is disabled";
     not_empty_request => 400, 10038, "expected an empty request payload";
+    wrong_last_sequence_in_batch => 400, 10164, "wrong last sequence";
+    atomic_disabled => 400, 10174, "atomic publish is disabled";
+    batch_sequence_missing => 400, 10175, "atomic publish sequence is missing";
+    batch_incomplete => 400, 10176, "atomic publish batch is incomplete";
+    batch_id_invalid => 400, 10179, "atomic publish batch ID is invalid";
+    batch_too_large => 400, 10199, "atomic publish batch is too large: 1000";
+    batch_commit_invalid => 400, 10200, "atomic publish batch commit is invalid";
+    batch_duplicate_msg_id => 400, 10201, "atomic publish batch contains duplicate message id";
+    batch_too_many_inflight => 429, 10210, "atomic publish too many inflight";
 }
 
 impl ApiError {
@@ -119,6 +128,15 @@ impl ApiError {
             code: 500,
             err_code: 10052,
             description: text.into(),
+        }
+    }
+
+    /// A header an atomic batch may not use (10177).
+    pub fn batch_unsupported_header(header: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10177,
+            description: format!("atomic publish unsupported header used: {header}"),
         }
     }
 

@@ -34,6 +34,28 @@ pub fn status(hdr: &[u8]) -> Option<u16> {
     rest.split(' ').next()?.parse().ok()
 }
 
+/// `hdr` with `name: value` appended after its existing lines (a new
+/// block if `hdr` is empty); the rest of the block is kept byte for byte.
+pub fn with_added(hdr: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let kept = match hdr.strip_suffix(b"\r\n\r\n") {
+        Some(lines) => [lines, b"\r\n"].concat(),
+        None if hdr.is_empty() => b"NATS/1.0\r\n".to_vec(),
+        None => {
+            let mut v = hdr.to_vec();
+            if !v.ends_with(b"\r\n") {
+                v.extend_from_slice(b"\r\n");
+            }
+            v
+        }
+    };
+    let mut out = kept;
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
 /// Builds a header block.
 #[derive(Debug, Clone)]
 pub struct HeaderBuilder {
@@ -116,6 +138,19 @@ mod tests {
         assert_eq!(get(h, "Missing"), None);
         assert_eq!(status(h), Some(408));
         assert_eq!(status(b"NATS/1.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn an_added_header_keeps_the_block_as_it_was() {
+        let h = b"NATS/1.0\r\nB: 2\r\nA: 1\r\n\r\n";
+        assert_eq!(
+            with_added(h, "C", "3"),
+            b"NATS/1.0\r\nB: 2\r\nA: 1\r\nC: 3\r\n\r\n".to_vec()
+        );
+        assert_eq!(
+            with_added(b"", "C", "3"),
+            b"NATS/1.0\r\nC: 3\r\n\r\n".to_vec()
+        );
     }
 
     #[test]

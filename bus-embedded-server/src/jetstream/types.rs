@@ -134,6 +134,9 @@ pub struct StreamConfig {
     pub consumer_limits: serde_json::Value,
     /// Nats-TTL honoured (always shown, as nats-server does).
     pub allow_msg_ttl: bool,
+    /// Atomic batch publish (`Nats-Batch-*` headers) accepted.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_atomic: bool,
     /// First sequence of a new stream.
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub first_seq: u64,
@@ -185,6 +188,7 @@ impl Default for StreamConfig {
             allow_rollup_hdrs: false,
             consumer_limits: serde_json::json!({}),
             allow_msg_ttl: false,
+            allow_atomic: false,
             first_seq: 0,
             subject_transform: None,
             republish: None,

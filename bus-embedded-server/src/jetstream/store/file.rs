@@ -20,9 +20,9 @@ mod record;
 pub(crate) mod scenarios;
 
 pub use record::{
-    DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC, TRAILER_LEN, TooLarge, VERSION, VERSION_1, decode_header, decode_record,
-    decode_segment_header, encode_record, encode_segment_header, record_len,
+    BATCH_BODY_LEN, DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN, TooLarge, VERSION, VERSION_1, decode_header,
+    decode_record, decode_segment_header, encode_record, encode_segment_header, record_len,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,9 +35,20 @@ use bytes::Bytes;
 
 use super::storage::{EntryKind, RealFs, Storage, StorageFile};
 use super::{
-    CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg, SubjectFilter,
-    SyncJob, file_msg_size,
+    BatchMsg, CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg,
+    SubjectFilter, SyncJob, file_msg_size,
 };
+
+/// An atomic batch recovery has seen the start of and not all the
+/// messages of yet.
+struct OpenBatch {
+    /// Offset of its batch record in the segment.
+    pos: usize,
+    first: u64,
+    count: u64,
+    /// Messages read so far (`first..first + seen`).
+    seen: u64,
+}
 
 const SEGMENT_SUFFIX: &str = ".log";
 /// The smallest record (no subject, headers or payload).
@@ -508,13 +519,53 @@ impl<S: Storage> FileStore<S> {
             return Ok(());
         };
         let mut pos = start;
+        let mut batch: Option<OpenBatch> = None;
         while let Some(rest) = buf.get(pos..) {
             if rest.is_empty() {
                 break;
             }
             let (reason, next) = match decode_record(rest, format) {
                 Ok(Some((rec, n))) => {
-                    self.apply_recovered(base, &mut seg, &rec, pos as u64, n);
+                    match rec.kind {
+                        RecordKind::Batch => {
+                            if let Some(open) = batch.take() {
+                                // A batch without its end: never whole.
+                                self.drop_batch(&open, &name, pos, "another batch began");
+                            }
+                            batch = rec.batch_count().map(|count| OpenBatch {
+                                pos,
+                                first: rec.seq,
+                                count,
+                                seen: 0,
+                            });
+                        }
+                        RecordKind::BatchEnd => {
+                            // Written after every message of the batch:
+                            // it is whole (what is missing of it was
+                            // damaged since, and reported where found).
+                            match batch.take() {
+                                Some(open) if open.first == rec.seq => {}
+                                Some(open) => {
+                                    self.drop_batch(&open, &name, pos, "another batch ended");
+                                }
+                                None => {}
+                            }
+                        }
+                        _ => {
+                            if let Some(open) = batch.as_mut() {
+                                let member =
+                                    matches!(rec.kind, RecordKind::Msg | RecordKind::Erased)
+                                        && rec.seq >= open.first + open.seen
+                                        && rec.seq < open.first + open.count;
+                                if member {
+                                    open.seen = rec.seq - open.first + 1;
+                                } else if let Some(open) = batch.take() {
+                                    self.drop_batch(&open, &name, pos, "its end is missing");
+                                }
+                            }
+                            self.apply_recovered(base, &mut seg, &rec, pos as u64, n);
+                        }
+                    }
                     pos += n;
                     continue;
                 }
@@ -534,15 +585,27 @@ impl<S: Storage> FileStore<S> {
                     pos = q;
                 }
                 None if newest => {
-                    let cut = buf.len() - pos;
-                    let hw = cut_tail_high_water(
+                    let mut hw = cut_tail_high_water(
                         buf.get(pos..).unwrap_or_default(),
                         self.last_seq,
                         format,
                     );
+                    // A batch cut short goes whole: its messages read so
+                    // far too, and none of its sequences is used again.
+                    let mut dropped_batch = false;
+                    if let Some(open) = batch.take() {
+                        self.forget_batch(&open);
+                        hw = hw.max(open.first + open.count.saturating_sub(1));
+                        pos = open.pos;
+                        dropped_batch = true;
+                    }
+                    let cut = buf.len() - pos;
                     tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
-                    let raised = hw > self.last_seq;
-                    if raised {
+                    // The dropped batch's sequences were noted while it was
+                    // read: a state record must keep them from being
+                    // assigned again.
+                    let raised = hw > self.last_seq || dropped_batch;
+                    if hw > self.last_seq {
                         tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
                         report.seqs_skipped += hw - self.last_seq;
                         self.last_seq = hw;
@@ -565,8 +628,52 @@ impl<S: Storage> FileStore<S> {
                 }
             }
         }
+        if let Some(open) = batch.take() {
+            // The segment ends inside a batch: it was never written whole.
+            let hw = open.first + open.count.saturating_sub(1);
+            if newest {
+                self.forget_batch(&open);
+                let cut = buf.len() - open.pos;
+                tracing::warn!(segment = %name, offset = open.pos, bytes = cut, first = open.first, count = open.count, "file store: truncating an atomic batch that was not written whole");
+                seg.file.set_len(open.pos as u64)?;
+                seg.file.sync_all()?;
+                seg.size = open.pos as u64;
+                report.truncated_bytes += cut as u64;
+                if hw > self.last_seq {
+                    report.seqs_skipped += hw - self.last_seq;
+                    self.last_seq = hw;
+                }
+                self.segments.insert(base, seg);
+                return self.push_state();
+            }
+            self.drop_batch(&open, &name, buf.len(), "the segment ends before it");
+            self.last_seq = self.last_seq.max(hw);
+        }
         self.segments.insert(base, seg);
         Ok(())
+    }
+
+    /// Forgets the messages of a batch recovery found incomplete.
+    fn forget_batch(&mut self, open: &OpenBatch) {
+        for seq in open.first..open.first + open.seen {
+            self.unindex(seq);
+        }
+    }
+
+    /// A batch without its end record in the middle of the log (its write
+    /// was interrupted and later records follow, e.g. in a newer segment):
+    /// its messages are forgotten and the bytes reported.
+    fn drop_batch(&mut self, open: &OpenBatch, segment: &str, end: usize, why: &str) {
+        self.forget_batch(open);
+        self.note_corrupt(
+            segment,
+            open.pos,
+            end.saturating_sub(open.pos),
+            format!(
+                "atomic batch of {} messages from {} not written whole ({why}): dropped",
+                open.count, open.first
+            ),
+        );
     }
 
     fn note_corrupt(&mut self, segment: &str, offset: usize, len: usize, reason: String) {
@@ -623,6 +730,8 @@ impl<S: Storage> FileStore<S> {
                     seg.tombs.push(rec.seq);
                 }
             }
+            // Handled by the segment scan, which brackets the messages.
+            RecordKind::Batch | RecordKind::BatchEnd => {}
             RecordKind::State => {
                 if let Some((floor, dead)) = rec.state_values() {
                     self.note_seq(rec.seq, rec.ts);
@@ -789,6 +898,39 @@ impl<S: Storage> FileStore<S> {
             s.size += len as u64;
         }
         Ok((base, off, len as u32))
+    }
+
+    /// Writes and indexes message `seq` (the next sequence).
+    fn put_msg(
+        &mut self,
+        seq: u64,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+        ts: i64,
+    ) -> Result<(), StoreError> {
+        let (seg, off, len) =
+            self.push_record(RecordKind::Msg, seq, ts, subject.as_bytes(), hdr, data)?;
+        let subject = self.intern(subject);
+        let size = file_msg_size(subject.len(), hdr.len(), data.len());
+        self.insert_entry(
+            seq,
+            Entry {
+                seg,
+                off,
+                len,
+                ts,
+                subject,
+                size,
+            },
+        );
+        if let Some(s) = self.segments.get_mut(&seg) {
+            s.live += 1;
+            s.max_msg_seq = seq;
+        }
+        self.last_seq = seq;
+        self.last_ts = ts;
+        Ok(())
     }
 
     fn push_state(&mut self) -> Result<(), StoreError> {
@@ -1094,28 +1236,52 @@ impl<S: Storage> Store for FileStore<S> {
             self.push_state()?;
             self.reclaim(vec![active])?;
         }
-        let (seg, off, len) =
-            self.push_record(RecordKind::Msg, seq, ts, subject.as_bytes(), hdr, data)?;
-        let subject = self.intern(subject);
-        let size = file_msg_size(subject.len(), hdr.len(), data.len());
-        self.insert_entry(
-            seq,
-            Entry {
-                seg,
-                off,
-                len,
-                ts,
-                subject,
-                size,
-            },
-        );
-        if let Some(s) = self.segments.get_mut(&seg) {
-            s.live += 1;
-            s.max_msg_seq = seq;
-        }
-        self.last_seq = seq;
-        self.last_ts = ts;
+        self.put_msg(seq, subject, hdr, data, ts)?;
         Ok(seq)
+    }
+
+    fn append_batch(&mut self, msgs: &[BatchMsg<'_>], ts: i64) -> Result<u64, StoreError> {
+        match msgs {
+            [] => return Ok(self.last_seq + 1),
+            // One message needs no bracket.
+            [m] => return self.append(m.subject, m.hdr, m.data, ts),
+            _ => {}
+        }
+        self.writable()?;
+        let first = self.last_seq + 1;
+        // Every record's size first: nothing is written if one is too large.
+        let mut total = 2 * record_len(0, 0, BATCH_BODY_LEN).map_err(too_large)? as u64;
+        for m in msgs {
+            total +=
+                record_len(m.subject.len(), m.hdr.len(), m.data.len()).map_err(too_large)? as u64;
+        }
+        // The whole batch goes into one segment (a larger one if it must):
+        // recovery then only has to judge a batch at the tail of the newest
+        // segment.
+        let active = self.active_base()?;
+        let roll = self.segments.get(&active).is_some_and(|s| {
+            s.max_msg_seq != 0
+                && (s.size + total > self.config.segment_bytes || s.format.version() == VERSION_1)
+        });
+        if roll {
+            self.create_segment(first)?;
+            self.push_state()?;
+            self.reclaim(vec![active])?;
+        }
+        let count = msgs.len() as u64;
+        self.push_record(RecordKind::Batch, first, ts, b"", b"", &count.to_le_bytes())?;
+        for (i, m) in msgs.iter().enumerate() {
+            self.put_msg(first + i as u64, m.subject, m.hdr, m.data, ts)?;
+        }
+        self.push_record(
+            RecordKind::BatchEnd,
+            first,
+            ts,
+            b"",
+            b"",
+            &count.to_le_bytes(),
+        )?;
+        Ok(first)
     }
 
     fn take_sync(&mut self) -> Option<SyncJob> {
@@ -1529,6 +1695,103 @@ mod tests {
             assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), first_new);
             let (mut s, _) = reopen(&mut s, 250);
             assert_eq!(s.get(first_new).unwrap().unwrap().data, &b"new"[..]);
+        }
+    }
+
+    fn batch_of(first: u64, n: u64) -> Vec<(String, Vec<u8>)> {
+        (first..first + n)
+            .map(|seq| (format!("b.{}", seq % 2), payload(seq)))
+            .collect()
+    }
+
+    fn append_batch_of(s: &mut FileStore, msgs: &[(String, Vec<u8>)]) -> u64 {
+        let refs: Vec<BatchMsg<'_>> = msgs
+            .iter()
+            .map(|(subject, data)| BatchMsg {
+                subject,
+                hdr: b"",
+                data,
+            })
+            .collect();
+        s.append_batch(&refs, 7).unwrap()
+    }
+
+    #[test]
+    fn an_atomic_batch_is_stored_whole_in_one_segment_and_survives_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Small segments: the batch is far larger than one.
+        let (mut s, _) = open(tmp.path(), 250);
+        fill(&mut s, 3);
+        let batch = batch_of(4, 12);
+        assert_eq!(append_batch_of(&mut s, &batch), 4);
+        fill(&mut s, 2);
+        let (mut s, report) = reopen(&mut s, 250);
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        assert_eq!(report.msgs, 17);
+        for (i, (subject, data)) in batch.iter().enumerate() {
+            let m = s.get(4 + i as u64).unwrap().unwrap();
+            assert_eq!((&*m.subject, &m.data[..]), (subject.as_str(), &data[..]));
+        }
+        check_msg(&mut s, 16);
+        // Its messages share one segment.
+        let segs: BTreeSet<u64> = (4..16).map(|q| s.index[&q].seg).collect();
+        assert_eq!(segs.len(), 1, "{segs:?}");
+    }
+
+    #[test]
+    fn an_atomic_batch_cut_anywhere_is_dropped_whole_and_its_sequences_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        let batch = batch_of(6, 4);
+        assert_eq!(append_batch_of(&mut s, &batch), 6);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        let last = files.last().unwrap().clone();
+        let full = fs::read(&last).unwrap();
+        let (format, mut start) = layout_of(&full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
+            if rec.kind == RecordKind::Batch {
+                break;
+            }
+            start += n;
+        }
+        assert!(start < full.len(), "a batch record was written");
+        for cut in start..full.len() {
+            let case = tempfile::tempdir().unwrap();
+            for f in &files {
+                fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
+            }
+            let torn = case.path().join(last.file_name().unwrap());
+            fs::write(&torn, &full[..cut]).unwrap();
+            let (mut s, report) = open(case.path(), 1 << 20);
+            assert_eq!(report.msgs, 5, "cut {cut}: none of the batch");
+            for seq in 1..=5 {
+                check_msg(&mut s, seq);
+            }
+            for seq in 6..=9 {
+                assert_eq!(s.get(seq).unwrap(), None, "cut {cut}: {seq}");
+            }
+            // The batch's bytes are gone from the file (a state record may
+            // follow where they were).
+            let now = fs::read(&torn).unwrap();
+            assert!(
+                !matches!(decode_record(&now[start.min(now.len())..], format), Ok(Some((r, _))) if r.kind == RecordKind::Batch || r.kind == RecordKind::Msg),
+                "cut {cut}: batch bytes left"
+            );
+            let first_new = s.append("s.0", b"", b"new", 1).unwrap();
+            // Once the batch record reads, its count says which sequences
+            // the batch took: none of them is given again.
+            let batch_record = record_len(0, 0, BATCH_BODY_LEN).unwrap();
+            if cut >= start + batch_record {
+                assert!(first_new >= 10, "cut {cut}: sequence {first_new} reused");
+            } else {
+                assert!(first_new >= 6, "cut {cut}: {first_new}");
+            }
+            let (mut s, report) = reopen(&mut s, 1 << 20);
+            assert!(report.corrupt.is_empty(), "cut {cut}: {report:?}");
+            assert_eq!(s.get(first_new).unwrap().unwrap().data, &b"new"[..]);
+            assert!(s.state().last_seq >= first_new);
         }
     }
 

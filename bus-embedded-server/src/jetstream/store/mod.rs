@@ -130,6 +130,9 @@ impl SubjectFilter {
 /// stored and what is returned, not the span.
 pub fn gaps<V>(index: &BTreeMap<u64, V>, first: u64, last: u64, limit: usize) -> Vec<u64> {
     let mut out = Vec::new();
+    if first > last {
+        return out;
+    }
     let mut next = first;
     let present = index.range(first..=last).map(|(k, _)| *k);
     for key in present.chain(std::iter::once(last.saturating_add(1))) {
@@ -233,6 +236,17 @@ impl Purge {
     }
 }
 
+/// One message of [`Store::append_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMsg<'a> {
+    /// Subject.
+    pub subject: &'a str,
+    /// NATS header block (may be empty).
+    pub hdr: &'a [u8],
+    /// Payload.
+    pub data: &'a [u8],
+}
+
 /// A record the file store found damaged when opening (reported in logs and /jsz).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptRecord {
@@ -307,6 +321,19 @@ pub trait Store: Send {
         data: &[u8],
         ts: i64,
     ) -> Result<u64, StoreError>;
+
+    /// Appends `msgs` with consecutive sequences as one unit and returns
+    /// the first: after a crash or a power loss either all of them are
+    /// there or none (the file store brackets them, see
+    /// `docs/file-store.md`). A store without crash recovery appends them
+    /// one by one.
+    fn append_batch(&mut self, msgs: &[BatchMsg<'_>], ts: i64) -> Result<u64, StoreError> {
+        let first = self.state().last_seq + 1;
+        for m in msgs {
+            self.append(m.subject, m.hdr, m.data, ts)?;
+        }
+        Ok(first)
+    }
 
     /// Hands out the work to make everything appended so far durable, or
     /// `None` when there is nothing to sync (or the store needs no sync).

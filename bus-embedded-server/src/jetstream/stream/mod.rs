@@ -19,7 +19,7 @@ use super::errors::ApiError;
 use super::headers;
 use super::store::mem::MemStore;
 use super::store::storage::{self, RealFs, Storage};
-use super::store::{Purge, Store, StoreState, StoredMsg, SubjectFilter};
+use super::store::{BatchMsg, Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
 use consumer::Consumer;
@@ -98,6 +98,8 @@ pub struct Stream {
     pub(crate) dir: Option<PathBuf>,
     js: Weak<JetStream>,
     closed: AtomicBool,
+    /// Atomic batches being received (`Nats-Batch-Id`), by id.
+    batches: Mutex<HashMap<String, StagedBatch>>,
     /// Messages a consumer could not read back (sequence, or the sequence
     /// a consumer's scan started at, -> why): reported by `/healthz` and
     /// `/jsz` until a read of that sequence succeeds or it is removed.
@@ -111,6 +113,26 @@ impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream").field("name", &self.name).finish()
     }
+}
+
+/// Most messages in one atomic batch (nats-server's limit).
+pub const MAX_BATCH_MSGS: u64 = 1000;
+/// Most atomic batches a stream receives at once (nats-server's limit).
+pub const MAX_INFLIGHT_BATCHES: usize = 50;
+/// An atomic batch with no message for this long is abandoned.
+pub const BATCH_IDLE: Duration = Duration::from_secs(10);
+
+/// An atomic batch being received: its messages so far, held back until
+/// the commit.
+struct StagedBatch {
+    msgs: Vec<StagedMsg>,
+    last_active: std::time::Instant,
+}
+
+struct StagedMsg {
+    subject: String,
+    hdr: Vec<u8>,
+    data: Vec<u8>,
 }
 
 /// Outcome of storing one message.
@@ -323,6 +345,7 @@ impl Stream {
             dir,
             js: js.weak(),
             closed: AtomicBool::new(false),
+            batches: Mutex::new(HashMap::new()),
             read_errors: Mutex::new(BTreeMap::new()),
             storage,
         });
@@ -549,6 +572,12 @@ impl Stream {
         hdr: &[u8],
         data: &[u8],
     ) {
+        if !hdr.is_empty()
+            && let Some(id) = headers::get(hdr, "Nats-Batch-Id")
+        {
+            self.publish_in_batch(js, id, subject, reply, hdr, data);
+            return;
+        }
         let interest = if self.retention == Retention::Limits {
             Vec::new()
         } else {
@@ -608,6 +637,141 @@ impl Stream {
                     self.sync_wake.notify_one();
                 }
             }
+        }
+    }
+
+    /// One message of an atomic batch (ADR-50, as nats-server 2.15.1 does
+    /// it): staged until the message with `Nats-Batch-Commit` (`1`: store
+    /// it too; `eob`: it only ends the batch), then every check runs as if
+    /// the messages before were stored, and all are stored as one unit or
+    /// none. Messages before the commit get an empty reply.
+    fn publish_in_batch(
+        &self,
+        js: &JetStream,
+        id: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) {
+        let refuse = |err: ApiError| {
+            if let Some(reply) = reply {
+                let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                js.send(reply, None, b"", body.to_string().as_bytes());
+            }
+        };
+        if !self.config().allow_atomic {
+            return refuse(ApiError::atomic_disabled());
+        }
+        if id.is_empty() || id.len() > 64 {
+            return refuse(ApiError::batch_id_invalid());
+        }
+        let mut batches = lock(&self.batches);
+        let now = std::time::Instant::now();
+        batches.retain(|_, b| now.duration_since(b.last_active) < BATCH_IDLE);
+        let Some(seq) =
+            headers::get(hdr, "Nats-Batch-Sequence").and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            batches.remove(id);
+            drop(batches);
+            return refuse(ApiError::batch_sequence_missing());
+        };
+        let commit = headers::get(hdr, "Nats-Batch-Commit");
+        if !matches!(commit, None | Some("1" | "eob")) {
+            batches.remove(id);
+            drop(batches);
+            return refuse(ApiError::batch_commit_invalid());
+        }
+        let expected = batches.get(id).map_or(1, |b| b.msgs.len() as u64 + 1);
+        let fresh = !batches.contains_key(id);
+        if seq != expected || (seq == 1 && !fresh) {
+            // A gap, a repeat, or a batch that starts again: abandoned.
+            batches.remove(id);
+            drop(batches);
+            return refuse(ApiError::batch_incomplete());
+        }
+        if fresh && batches.len() >= MAX_INFLIGHT_BATCHES {
+            drop(batches);
+            return refuse(ApiError::batch_too_many_inflight());
+        }
+        if seq > MAX_BATCH_MSGS {
+            batches.remove(id);
+            drop(batches);
+            return refuse(ApiError::batch_too_large());
+        }
+        let batch = batches.entry(id.to_owned()).or_insert_with(|| StagedBatch {
+            msgs: Vec::new(),
+            last_active: now,
+        });
+        batch.last_active = now;
+        if commit != Some("eob") {
+            batch.msgs.push(StagedMsg {
+                subject: subject.to_owned(),
+                hdr: hdr.to_vec(),
+                data: data.to_vec(),
+            });
+        }
+        if commit.is_none() {
+            drop(batches);
+            if let Some(reply) = reply {
+                js.send(reply, None, b"", b"");
+            }
+            return;
+        }
+        let mut staged = batches.remove(id).map(|b| b.msgs).unwrap_or_default();
+        drop(batches);
+        if staged.is_empty() {
+            return refuse(ApiError::batch_incomplete());
+        }
+        if commit == Some("eob") {
+            // As nats-server does, the last stored message carries the
+            // commit mark, so a reader sees where the batch ended.
+            if let Some(last) = staged.last_mut() {
+                last.hdr = headers::with_added(&last.hdr, "Nats-Batch-Commit", "1");
+            }
+        }
+        let interest = if self.retention == Retention::Limits {
+            Vec::new()
+        } else {
+            self.interest_checker()
+        };
+        let mut inner = lock(&self.inner);
+        let last = match inner.store_batch(&self.name, &staged, &interest) {
+            Ok(last) => last,
+            Err(err) => {
+                drop(inner);
+                return refuse(err);
+            }
+        };
+        let body = format!(
+            "{{\"stream\":{},\"seq\":{last},\"batch\":{},\"count\":{}}}",
+            json_str(&self.name),
+            json_str(id),
+            staged.len()
+        );
+        let memory = self.storage == StorageType::Memory;
+        match reply {
+            Some(reply) if !inner.config.no_ack => {
+                let mark = inner.store.write_mark();
+                if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty() {
+                    drop(inner);
+                    js.send(reply, None, b"", body.as_bytes());
+                } else {
+                    inner.pending_acks.push_back(PendingAck {
+                        mark,
+                        reply: reply.to_owned(),
+                        body: body.into_bytes(),
+                        api_type: None,
+                    });
+                    drop(inner);
+                }
+            }
+            _ => drop(inner),
+        }
+        if memory {
+            self.signal_consumers();
+        } else {
+            self.sync_wake.notify_one();
         }
     }
 
@@ -949,15 +1113,7 @@ impl StreamInner {
                     return Err(ApiError::wrong_last_sequence(last));
                 }
             }
-            if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Subject-Sequence") {
-                let on_subject = self.store.last_seq_of_subject(subject).unwrap_or(0);
-                let expected: u64 = v
-                    .parse()
-                    .map_err(|_| ApiError::wrong_last_sequence(on_subject))?;
-                if expected != on_subject {
-                    return Err(ApiError::wrong_last_sequence(on_subject));
-                }
-            }
+            self.check_last_on_subject(hdr, subject)?;
             if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Msg-Id") {
                 let last_id = self.last_msg_id.as_deref().unwrap_or("");
                 if v != last_id {
@@ -1045,6 +1201,184 @@ impl StreamInner {
         self.enforce_limits(Some(subject))
             .map_err(|e| ApiError::store_failed(e.to_string()))?;
         Ok(Stored::New(seq))
+    }
+
+    /// `Nats-Expected-Last-Subject-Sequence`: the newest sequence on the
+    /// message's subject, or on the subjects matching
+    /// `Nats-Expected-Last-Subject-Sequence-Subject` (wildcards allowed,
+    /// nats-server 2.11), must be the one given (0: none).
+    fn check_last_on_subject(&self, hdr: &[u8], subject: &str) -> Result<(), ApiError> {
+        let Some(v) = headers::get(hdr, "Nats-Expected-Last-Subject-Sequence") else {
+            return Ok(());
+        };
+        let on = headers::get(hdr, "Nats-Expected-Last-Subject-Sequence-Subject")
+            .filter(|s| !s.is_empty())
+            .unwrap_or(subject);
+        let last = if crate::subject::has_wildcards(on) {
+            self.store.subject_index().last_matching(on)
+        } else {
+            self.store.last_seq_of_subject(on)
+        }
+        .unwrap_or(0);
+        let expected: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::wrong_last_sequence(last))?;
+        if expected != last {
+            return Err(ApiError::wrong_last_sequence(last));
+        }
+        Ok(())
+    }
+
+    /// Checks and stores an atomic batch as one unit: each message is
+    /// checked as if those before it were stored (expected sequences,
+    /// limits), then all are appended together, or nothing is. Returns the
+    /// last message's sequence.
+    fn store_batch(
+        &mut self,
+        stream: &str,
+        msgs: &[StagedMsg],
+        interest: &[SubjectFilter],
+    ) -> Result<u64, ApiError> {
+        let cfg = Arc::clone(&self.config);
+        let cfg = &*cfg;
+        if cfg.sealed {
+            return Err(ApiError::stream_sealed());
+        }
+        if let Some(reason) = self.store.poisoned() {
+            return Err(ApiError::store_failed(reason));
+        }
+        let now = now_nanos();
+        self.prune_dedup(now);
+        let st = self.store.state();
+        let (mut count, mut bytes) = (st.msgs, st.bytes);
+        let mut per_subject: HashMap<&str, u64> = HashMap::new();
+        let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut ttls = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            let staged_last = st.last_seq + i as u64;
+            let (subject, hdr) = (m.subject.as_str(), m.hdr.as_slice());
+            if hdr.len() > 64 * 1024 {
+                return Err(ApiError::header_too_large());
+            }
+            if cfg.max_msg_size >= 0 && (hdr.len() + m.data.len()) as i64 > cfg.max_msg_size {
+                return Err(ApiError::message_too_large());
+            }
+            let mut ttl = None;
+            if !hdr.is_empty() {
+                if let Some(expected) = headers::get(hdr, "Nats-Expected-Stream")
+                    && expected != stream
+                {
+                    return Err(ApiError::expected_stream_mismatch());
+                }
+                if headers::get(hdr, "Nats-Expected-Last-Msg-Id").is_some() {
+                    return Err(ApiError::batch_unsupported_header(
+                        "Nats-Expected-Last-Msg-Id",
+                    ));
+                }
+                if let Some(id) = headers::get(hdr, "Nats-Msg-Id").filter(|s| !s.is_empty())
+                    && (!ids.insert(id) || self.dedup.contains_key(&DedupKey::of(id)))
+                {
+                    return Err(ApiError::batch_duplicate_msg_id());
+                }
+                if let Some(v) = headers::get(hdr, "Nats-Expected-Last-Sequence") {
+                    let expected: u64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::wrong_last_sequence(staged_last))?;
+                    if expected != staged_last {
+                        return Err(ApiError::wrong_last_sequence(staged_last));
+                    }
+                    // Right, but only the first message may say it
+                    // (nats-server 2.15.1).
+                    if i > 0 {
+                        return Err(ApiError::wrong_last_sequence_in_batch());
+                    }
+                }
+                if headers::get(hdr, "Nats-Expected-Last-Subject-Sequence").is_some() {
+                    // A subject this batch already wrote to: nats-server
+                    // refuses the expectation rather than judge it.
+                    if per_subject.contains_key(subject) {
+                        return Err(ApiError::wrong_last_sequence_in_batch());
+                    }
+                    self.check_last_on_subject(hdr, subject)?;
+                }
+                if let Some(v) = headers::get(hdr, "Nats-Rollup") {
+                    return Err(ApiError::rollup_failed(format!("batch rollup {v} invalid")));
+                }
+                if let Some(v) = headers::get(hdr, "Nats-TTL") {
+                    if !cfg.allow_msg_ttl {
+                        return Err(ApiError::msg_ttl_disabled());
+                    }
+                    ttl = parse_ttl(v).ok_or_else(ApiError::msg_ttl_invalid)?;
+                }
+            }
+            ttls.push(ttl);
+            let size = match cfg.storage {
+                StorageType::File => {
+                    super::store::file_msg_size(subject.len(), hdr.len(), m.data.len())
+                }
+                StorageType::Memory => {
+                    super::store::msg_size(subject.len(), hdr.len(), m.data.len())
+                }
+            };
+            let on_subject = per_subject.entry(subject).or_insert(0);
+            if cfg.discard == DiscardPolicy::New {
+                if cfg.max_msgs > 0 && count >= cfg.max_msgs as u64 {
+                    return Err(ApiError::store_failed("maximum messages exceeded"));
+                }
+                if cfg.max_bytes > 0 && bytes + size > cfg.max_bytes as u64 {
+                    return Err(ApiError::store_failed("maximum bytes exceeded"));
+                }
+                if cfg.discard_new_per_subject
+                    && cfg.max_msgs_per_subject > 0
+                    && self.store.subject_count(subject) + *on_subject
+                        >= cfg.max_msgs_per_subject as u64
+                {
+                    return Err(ApiError::store_failed(
+                        "maximum messages per subject exceeded",
+                    ));
+                }
+            }
+            *on_subject += 1;
+            count += 1;
+            bytes += size;
+        }
+        let refs: Vec<BatchMsg<'_>> = msgs
+            .iter()
+            .map(|m| BatchMsg {
+                subject: &m.subject,
+                hdr: &m.hdr,
+                data: &m.data,
+            })
+            .collect();
+        let first = self
+            .store
+            .append_batch(&refs, now)
+            .map_err(|e| ApiError::store_failed(e.to_string()))?;
+        let retention = cfg.retention;
+        let mut last_id = None;
+        for (i, (m, ttl)) in msgs.iter().zip(ttls).enumerate() {
+            let seq = first + i as u64;
+            last_id = headers::get(&m.hdr, "Nats-Msg-Id").filter(|s| !s.is_empty());
+            if let Some(id) = last_id {
+                let key = DedupKey::of(id);
+                self.dedup.insert(key.clone(), seq);
+                self.dedup_order.push_back((now, key));
+            }
+            if let Some(ttl) = ttl {
+                self.ttls.insert((now.saturating_add(ttl), seq), ());
+            }
+            if retention != Retention::Limits && !interest.iter().any(|f| f.matches(&m.subject)) {
+                let _ = self.store.remove(seq, false);
+            }
+        }
+        self.last_msg_id = last_id.map(str::to_owned);
+        for subject in per_subject.keys() {
+            self.enforce_limits(Some(subject))
+                .map_err(|e| ApiError::store_failed(e.to_string()))?;
+        }
+        Ok(first + msgs.len() as u64 - 1)
     }
 
     fn prune_dedup(&mut self, now: i64) {

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use super::super::sim::{PowerLoss, Rng, SimFs};
 use super::super::storage::Storage;
-use super::super::{Purge, Store, StoreError, SubjectFilter, SyncJob};
+use super::super::{BatchMsg, Purge, Store, StoreError, SubjectFilter, SyncJob};
 use super::{FileStore, FileStoreConfig, SyncPolicy};
 use crate::subject;
 
@@ -75,6 +75,8 @@ struct Entry {
     msg: Msg,
     append: Level,
     delete: Option<Level>,
+    /// The atomic batch it was appended in (its first sequence).
+    batch: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -346,12 +348,59 @@ impl Run {
                         msg: m,
                         append: Level::Buffered,
                         delete: None,
+                        batch: None,
                     },
                 );
                 self.model.unsynced.push(Change::Append(seq));
                 self.log(format!("append -> {seq}"));
             }
             Err(e) => self.expect_refusal("append", e),
+        }
+    }
+
+    /// An atomic batch of 2 to 7 messages: after any recovery, all of them
+    /// or none.
+    fn atomic_batch(&mut self) {
+        let n = 2 + self.rng.below(6);
+        let msgs: Vec<Msg> = (0..n).map(|_| self.msg()).collect();
+        // One timestamp for the batch, as the stream stores it.
+        let ts = msgs[0].ts;
+        let msgs: Vec<Msg> = msgs.into_iter().map(|m| Msg { ts, ..m }).collect();
+        let refs: Vec<BatchMsg<'_>> = msgs
+            .iter()
+            .map(|m| BatchMsg {
+                subject: &m.subject,
+                hdr: &m.hdr,
+                data: &m.data,
+            })
+            .collect();
+        let ctx = self.ctx();
+        let mark = self.store().write_mark();
+        let got = self.store().append_batch(&refs, ts);
+        match got {
+            Ok(first) => {
+                self.stats.appends += n;
+                self.mark_grew(mark, "atomic batch");
+                assert_eq!(first, self.model.last_seq + 1, "atomic batch: {ctx}");
+                assert!(first > self.model.seen, "sequence {first} reused: {ctx}");
+                for (i, m) in msgs.into_iter().enumerate() {
+                    let seq = first + i as u64;
+                    self.model.live.insert(seq, m.clone());
+                    self.model.seqs.insert(
+                        seq,
+                        Entry {
+                            msg: m,
+                            append: Level::Buffered,
+                            delete: None,
+                            batch: Some(first),
+                        },
+                    );
+                    self.model.unsynced.push(Change::Append(seq));
+                }
+                self.model.last_seq = first + n - 1;
+                self.log(format!("atomic batch -> {first}..={}", first + n - 1));
+            }
+            Err(e) => self.expect_refusal("atomic batch", e),
         }
     }
 
@@ -680,6 +729,22 @@ impl Run {
                 );
             }
         }
+        // An atomic batch is there whole or not at all (members whose
+        // delete was issued aside).
+        let mut batches: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+        for (seq, e) in &self.model.seqs {
+            if let (Some(b), None) = (e.batch, e.delete) {
+                let (members, there) = batches.entry(b).or_default();
+                *members += 1;
+                *there += usize::from(present.contains_key(seq));
+            }
+        }
+        for (first, (members, there)) in &batches {
+            assert!(
+                *there == 0 || there == members,
+                "atomic batch from {first}: {there} of {members} messages present: {ctx}"
+            );
+        }
         for (seq, e) in &self.model.seqs {
             if e.append >= need && e.delete.is_none() {
                 assert!(
@@ -716,6 +781,7 @@ impl Run {
                     msg: e.msg,
                     append: Level::Stable,
                     delete: (!present).then_some(Level::Stable),
+                    batch: e.batch,
                 },
             );
         }
@@ -802,7 +868,8 @@ impl Run {
                 }
                 self.sync();
             }
-            38..=49 => self.remove(),
+            38..=40 => self.atomic_batch(),
+            41..=49 => self.remove(),
             50..=55 => self.purge(),
             56..=74 => self.sync(),
             75..=78 => {

@@ -124,6 +124,8 @@ pub const HEADER_LEN: usize = 40;
 pub const TRAILER_LEN: usize = 4;
 /// Payload length of a [`RecordKind::State`] record (floor, dead_below).
 pub const STATE_BODY_LEN: usize = 16;
+/// Payload length of a [`RecordKind::Batch`] record (how many messages).
+pub const BATCH_BODY_LEN: usize = 8;
 
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,14 @@ pub enum RecordKind {
     /// A message rewritten in place by an erasing delete: headers and
     /// payload are zeros; it counts as deleted.
     Erased,
+    /// An atomic batch starts: `seq` is its first message's sequence, the
+    /// payload its message count (u64). The messages follow at once, in
+    /// order, then a [`RecordKind::BatchEnd`].
+    Batch,
+    /// An atomic batch was written whole (same `seq` and payload as its
+    /// [`RecordKind::Batch`]): recovery keeps a batch's messages only if
+    /// this record follows them.
+    BatchEnd,
 }
 
 impl RecordKind {
@@ -149,6 +159,8 @@ impl RecordKind {
             RecordKind::Delete => 2,
             RecordKind::State => 3,
             RecordKind::Erased => 4,
+            RecordKind::Batch => 5,
+            RecordKind::BatchEnd => 6,
         }
     }
 
@@ -159,6 +171,8 @@ impl RecordKind {
             2 => Some(RecordKind::Delete),
             3 => Some(RecordKind::State),
             4 => Some(RecordKind::Erased),
+            5 => Some(RecordKind::Batch),
+            6 => Some(RecordKind::BatchEnd),
             _ => None,
         }
     }
@@ -182,6 +196,16 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// For [`RecordKind::Batch`] and [`RecordKind::BatchEnd`]: how many
+    /// messages the batch holds.
+    pub fn batch_count(&self) -> Option<u64> {
+        if !matches!(self.kind, RecordKind::Batch | RecordKind::BatchEnd) {
+            return None;
+        }
+        let n: [u8; 8] = self.data.get(0..BATCH_BODY_LEN)?.try_into().ok()?;
+        Some(u64::from_le_bytes(n))
+    }
+
     /// For a state record: (floor, dead_below).
     pub fn state_values(&self) -> Option<(u64, u64)> {
         if self.kind != RecordKind::State {
@@ -418,6 +442,7 @@ pub fn decode_record(
         RecordKind::Msg | RecordKind::Erased => true,
         RecordKind::Delete => sl == 0 && hl == 0 && dl == 0,
         RecordKind::State => sl == 0 && hl == 0 && dl == STATE_BODY_LEN,
+        RecordKind::Batch | RecordKind::BatchEnd => sl == 0 && hl == 0 && dl == BATCH_BODY_LEN,
     };
     if !shape_ok {
         return Err(DecodeError::BadShape {

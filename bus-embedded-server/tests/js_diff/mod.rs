@@ -1,0 +1,557 @@
+//! The differential harness for `$JS.API.*` (shared by the
+//! `differential_js*.rs` test files): the same steps sent to nats-server
+//! 2.15.1 and to ours must get the same answers once volatile values
+//! (times, ephemeral names, ...) are masked.
+//!
+//! Each scenario starts from an empty JetStream (every stream is deleted
+//! first) and is a list of steps. A step publishes one message with a
+//! fresh reply inbox and collects what arrives there: JSON bodies are
+//! compared structurally (after [`normalise`]), status messages by code,
+//! description and headers, deliveries by subject, headers and the layout
+//! of their `$JS.ACK` reply. [`check`] runs a list of scenarios on both
+//! servers (`SCENARIO=<part of a name>` runs only the matching ones).
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message};
+use bus_embedded_server::jetstream::JetStreamConfig;
+use bus_embedded_server::{ServerConfig, start};
+use futures::{FutureExt, StreamExt};
+use nats_test_server::{NatsServer, ServerOptions};
+use serde_json::{Value, json};
+
+/// How long a step waits for its first reply.
+pub const FIRST: Duration = Duration::from_millis(1000);
+/// After a reply, how long to wait for more before the step ends.
+pub const QUIET: Duration = Duration::from_millis(60);
+/// After the last step, how long to wait for late replies to any step.
+pub const LATE: Duration = Duration::from_millis(300);
+
+#[derive(Clone)]
+pub enum Mode {
+    /// Wait for a first reply (or [`FIRST`]), then until quiet.
+    Reply,
+    /// Collect whatever arrives during this long.
+    Collect(Duration),
+    /// Publish without a reply subject; nothing to collect.
+    NoReply,
+    /// Only wait.
+    Sleep(Duration),
+}
+
+#[derive(Clone)]
+pub struct Step {
+    pub subject: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub mode: Mode,
+}
+
+impl Step {
+    pub fn hdr(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn collect(mut self, ms: u64) -> Self {
+        self.mode = Mode::Collect(Duration::from_millis(ms));
+        self
+    }
+    pub fn no_reply(mut self) -> Self {
+        self.mode = Mode::NoReply;
+        self
+    }
+}
+
+/// A request to `$JS.API.<api>`.
+pub fn api(api: &str, body: &str) -> Step {
+    raw(&format!("$JS.API.{api}"), body)
+}
+
+/// One message of an atomic batch: `Nats-Batch-Id`, `-Sequence` and,
+/// with `commit`, `Nats-Batch-Commit`.
+pub fn batch(subject: &str, id: &str, seq: u64, commit: Option<&str>) -> Step {
+    let step = raw(subject, &format!("{id}-{seq}"))
+        .hdr("Nats-Batch-Id", id)
+        .hdr("Nats-Batch-Sequence", seq.to_string());
+    match commit {
+        Some(c) => step.hdr("Nats-Batch-Commit", c),
+        None => step,
+    }
+}
+
+/// A message to any subject (a publish to a stream, an ack...).
+pub fn raw(subject: &str, body: &str) -> Step {
+    Step {
+        subject: subject.to_owned(),
+        headers: Vec::new(),
+        body: body.as_bytes().to_vec(),
+        mode: Mode::Reply,
+    }
+}
+
+pub fn sleep(ms: u64) -> Step {
+    Step {
+        subject: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        mode: Mode::Sleep(Duration::from_millis(ms)),
+    }
+}
+
+/// `STREAM.CREATE` of `name` with `extra` config fields (a JSON object body without braces).
+pub fn create(name: &str, extra: &str) -> Step {
+    let body = if extra.is_empty() {
+        format!(r#"{{"name":"{name}"}}"#)
+    } else {
+        format!(r#"{{"name":"{name}",{extra}}}"#)
+    };
+    api(&format!("STREAM.CREATE.{name}"), &body)
+}
+
+/// Publishes `n` messages to `subject` with acks (bodies `m1`, `m2`...).
+pub fn publish_n(subject: &str, n: usize) -> Vec<Step> {
+    (1..=n).map(|i| raw(subject, &format!("m{i}"))).collect()
+}
+
+pub fn pull(stream: &str, consumer: &str, body: &str) -> Step {
+    api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}"), body)
+}
+
+pub type Scenario = (&'static str, Vec<Step>);
+
+pub fn concat(parts: Vec<Vec<Step>>) -> Vec<Step> {
+    parts.into_iter().flatten().collect()
+}
+
+// ---------------------------------------------------------------------------
+// Running a scenario
+// ---------------------------------------------------------------------------
+
+/// Deletes every stream (not compared).
+pub async fn reset(client: &Client) {
+    let reply = client
+        .request("$JS.API.STREAM.NAMES", "".into())
+        .await
+        .expect("stream names");
+    let v: Value = serde_json::from_slice(&reply.payload).expect("names json");
+    for name in v["streams"].as_array().cloned().unwrap_or_default() {
+        let name = name.as_str().expect("name").to_owned();
+        client
+            .request(format!("$JS.API.STREAM.DELETE.{name}"), "".into())
+            .await
+            .expect("stream delete");
+    }
+}
+
+/// Runs the steps; returns one value per step (what came back, normalised).
+pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
+    reset(client).await;
+    let mut ephemerals: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    let mut open_inboxes = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let inbox = format!("_INBOX.diff.{}", client.new_inbox().replace("_INBOX.", ""));
+        let mut sub = client.subscribe(inbox.clone()).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        let mut headers = HeaderMap::new();
+        for (k, v) in &step.headers {
+            headers.insert(*k, v.as_str());
+        }
+        let payload = step.body.clone().into();
+        match step.mode {
+            Mode::Sleep(d) => {
+                tokio::time::sleep(d).await;
+                continue;
+            }
+            Mode::NoReply => {
+                if step.headers.is_empty() {
+                    client.publish(step.subject.clone(), payload).await
+                } else {
+                    client
+                        .publish_with_headers(step.subject.clone(), headers, payload)
+                        .await
+                }
+                .expect("publish");
+                client.flush().await.expect("flush");
+                out.push(json!({"step": i, "subject": step.subject}));
+                continue;
+            }
+            _ => {}
+        }
+        if step.headers.is_empty() {
+            client
+                .publish_with_reply(step.subject.clone(), inbox.clone(), payload)
+                .await
+        } else {
+            client
+                .publish_with_reply_and_headers(
+                    step.subject.clone(),
+                    inbox.clone(),
+                    headers,
+                    payload,
+                )
+                .await
+        }
+        .expect("publish");
+        client.flush().await.expect("flush");
+        let mut got = Vec::new();
+        match step.mode {
+            Mode::Collect(d) => {
+                let until = tokio::time::Instant::now() + d;
+                while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+                    got.push(m);
+                }
+            }
+            _ => {
+                if let Ok(Some(m)) = tokio::time::timeout(FIRST, sub.next()).await {
+                    got.push(m);
+                    while let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
+                        got.push(m);
+                    }
+                }
+            }
+        }
+        // Kept open: whatever else arrives here before the scenario ends is
+        // reported as late (see below).
+        open_inboxes.push((out.len(), inbox.clone(), sub));
+        // Ephemeral consumer names are random on both servers.
+        let tokens: Vec<&str> = step.subject.split('.').collect();
+        if tokens.len() == 5 && tokens[2] == "CONSUMER" && tokens[3] == "CREATE" {
+            for m in &got {
+                if let Ok(v) = serde_json::from_slice::<Value>(&m.payload)
+                    && let Some(name) = v["name"].as_str()
+                    && !ephemerals.iter().any(|e| e == name)
+                {
+                    ephemerals.push(name.to_owned());
+                }
+            }
+        }
+        let mut replies: Vec<Value> =
+            dedup_heartbeats(got.iter().map(|m| describe(m, &inbox)).collect());
+        for r in &mut replies {
+            mask_ephemerals(r, &ephemerals);
+        }
+        out.push(json!({"step": i, "subject": step.subject, "replies": replies}));
+    }
+    // Replies that came after a step's window (a duplicate answer, a
+    // delivery nobody asked for) must come from both servers alike.
+    // Timer-driven statuses (heartbeats, request timeouts) are left out:
+    // when they land relative to the end of the scenario varies.
+    tokio::time::sleep(LATE).await;
+    for (at, inbox, mut sub) in open_inboxes {
+        let mut late = Vec::new();
+        while let Some(Some(m)) = sub.next().now_or_never() {
+            let status = m.status.map(|s| s.as_u16());
+            if !matches!(status, Some(100 | 408)) {
+                let mut r = describe(&m, &inbox);
+                mask_ephemerals(&mut r, &ephemerals);
+                late.push(r);
+            }
+        }
+        let _ = sub.unsubscribe().await;
+        if !late.is_empty() {
+            out[at]["late"] = json!(late);
+        }
+    }
+    out
+}
+
+/// Idle heartbeats arrive on a timer: a run of identical ones becomes one
+/// entry with its length in `"repeats"`, which [`same_replies`] lets differ
+/// by one between the servers (how many fit in a window varies by one on
+/// either server), and no more.
+pub fn dedup_heartbeats(replies: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for r in replies {
+        if r["status"] == json!(100)
+            && let Some(last) = out.last_mut()
+        {
+            let mut bare = last.clone();
+            if let Value::Object(m) = &mut bare {
+                m.remove("repeats");
+            }
+            if bare == r {
+                let n = last["repeats"].as_u64().unwrap_or(1) + 1;
+                last["repeats"] = json!(n);
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Two steps' outputs are the same, but for heartbeat runs whose lengths
+/// differ by one.
+pub fn same_replies(want: &Value, got: &Value) -> bool {
+    fn without_repeats(v: &Value) -> (Value, Vec<u64>) {
+        let mut v = v.clone();
+        let mut runs = Vec::new();
+        if let Some(Value::Array(items)) = v.get_mut("replies") {
+            for item in items {
+                if let Value::Object(m) = item
+                    && m.get("status") == Some(&json!(100))
+                {
+                    runs.push(m.remove("repeats").and_then(|r| r.as_u64()).unwrap_or(1));
+                }
+            }
+        }
+        (v, runs)
+    }
+    let (w, w_runs) = without_repeats(want);
+    let (g, g_runs) = without_repeats(got);
+    w == g && w_runs.iter().zip(&g_runs).all(|(a, b)| a.abs_diff(*b) <= 1)
+}
+
+/// What matters of one message that came back.
+pub fn describe(m: &Message, inbox: &str) -> Value {
+    let mut v = serde_json::Map::new();
+    let subject = m.subject.as_str();
+    v.insert(
+        "subject".into(),
+        json!(if subject == inbox { "<inbox>" } else { subject }),
+    );
+    if let Some(reply) = &m.reply {
+        v.insert("reply".into(), json!(ack_layout(reply.as_str())));
+    }
+    if let Some(status) = m.status {
+        v.insert("status".into(), json!(status.as_u16()));
+    }
+    if let Some(d) = &m.description {
+        // A pull request that is not valid JSON: the text ends with the
+        // JSON parser's message, which reads differently in Go and serde.
+        // Any other Bad Request reason is compared as it is.
+        let d = match d.strip_prefix("Bad Request - ") {
+            Some(rest) if is_json_parser_message(rest) => "Bad Request - <parser message>",
+            _ => d.as_str(),
+        };
+        v.insert("description".into(), json!(d));
+    }
+    if let Some(h) = &m.headers {
+        let mut hs = BTreeMap::new();
+        for (k, vals) in h.iter() {
+            let name = k.to_string();
+            let vals: Vec<String> = vals
+                .iter()
+                .map(|x| {
+                    if name == "Nats-Time-Stamp" {
+                        "<time>".to_owned()
+                    } else {
+                        x.to_string()
+                    }
+                })
+                .collect();
+            hs.insert(name, vals);
+        }
+        if !hs.is_empty() {
+            v.insert("headers".into(), json!(hs));
+        }
+    }
+    if !m.payload.is_empty() {
+        let body = match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(mut j) => {
+                normalise(&mut j);
+                j
+            }
+            Err(_) => json!(String::from_utf8_lossy(&m.payload)),
+        };
+        v.insert("body".into(), body);
+    }
+    Value::Object(v)
+}
+
+/// Ephemeral consumer names are random on both servers: each is replaced
+/// by its order of creation, where a consumer name goes and nowhere else
+/// (a consumer's `name` and `config.name`, the `consumers` of a names
+/// list, the consumer token of an ack reply).
+pub fn mask_ephemerals(reply: &mut Value, ephemerals: &[String]) {
+    let label = |name: &str| {
+        ephemerals
+            .iter()
+            .position(|e| e == name)
+            .map(|n| format!("<ephemeral{n}>"))
+    };
+    let mask = |v: &mut Value| {
+        if let Some(l) = v.as_str().and_then(label) {
+            *v = json!(l);
+        }
+    };
+    if let Some(body) = reply.get_mut("body") {
+        if body.get("stream_name").is_some()
+            && let Some(name) = body.get_mut("name")
+        {
+            mask(name);
+        }
+        if let Some(name) = body.pointer_mut("/config/name") {
+            mask(name);
+        }
+        if let Some(Value::Array(names)) = body.get_mut("consumers") {
+            for n in names.iter_mut() {
+                if n.is_string() {
+                    mask(n);
+                } else {
+                    if let Some(name) = n.get_mut("name") {
+                        mask(name);
+                    }
+                    if let Some(name) = n.pointer_mut("/config/name") {
+                        mask(name);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::String(r)) = reply.get_mut("reply") {
+        let mut tokens: Vec<String> = r.split('.').map(str::to_owned).collect();
+        if r.starts_with("$JS.ACK.")
+            && let Some(l) = tokens.get(3).and_then(|t| label(t))
+        {
+            tokens[3] = l;
+            *r = tokens.join(".");
+        }
+    }
+}
+
+/// Whether `text` is a JSON parser's error: Go's encoding/json ("invalid
+/// character ...", "unexpected end of JSON input", "json: ...") or serde's
+/// ("... at line 1 column 5").
+pub fn is_json_parser_message(text: &str) -> bool {
+    text.starts_with("invalid character ")
+        || text.starts_with("unexpected end of JSON input")
+        || text.starts_with("json: ")
+        || (text.contains(" at line ") && text.contains(" column "))
+}
+
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>`
+/// with the timestamp masked.
+pub fn ack_layout(reply: &str) -> String {
+    if !reply.starts_with("$JS.ACK.") {
+        return reply.to_owned();
+    }
+    reply
+        .split('.')
+        .map(|t| {
+            if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_digit()) {
+                "<ts>"
+            } else {
+                t
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Masks what legitimately differs between two servers.
+pub fn normalise(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            // Server identity and placement: one server each, different ids.
+            map.remove("cluster");
+            map.remove("domain");
+            // The API level (2.11+) in account info.
+            if let Some(Value::Object(api)) = map.get_mut("api") {
+                api.remove("level");
+            }
+            // nats-server 2.11+ stamps its own `_nats.*` keys (server and
+            // API level) into stream and consumer metadata; 2.10 did not.
+            if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+                meta.retain(|k, _| !k.starts_with("_nats."));
+                if meta.is_empty() {
+                    map.remove("metadata");
+                }
+            }
+            for key in ["created", "ts", "time", "last_active"] {
+                if let Some(t) = map.get_mut(key)
+                    && t.is_string()
+                {
+                    *t = json!("<time>");
+                }
+            }
+            for key in ["first_ts", "last_ts"] {
+                if let Some(t) = map.get_mut(key)
+                    && t.as_str() != Some("0001-01-01T00:00:00Z")
+                {
+                    *t = json!("<time>");
+                }
+            }
+            // Stored headers are the bytes the client sent, and async-nats
+            // sends a HeaderMap's lines in hash order, which differs between
+            // the two connections: compare the lines as a sorted list.
+            if let Some(Value::String(h)) = map.get("hdrs")
+                && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(h)
+            {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let mut lines: Vec<&str> = text.split("\r\n").collect();
+                if lines.len() > 1 {
+                    lines[1..].sort_unstable();
+                }
+                map.insert("hdrs".into(), json!(lines));
+            }
+            // Go's and serde's JSON parser errors read differently.
+            if map.get("err_code") == Some(&json!(10025)) {
+                map.insert(
+                    "description".into(),
+                    json!("invalid JSON: <parser message>"),
+                );
+            }
+            for (_, child) in map.iter_mut() {
+                normalise(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+/// Runs `scenarios` on nats-server 2.15.1 and on ours and fails with every
+/// difference.
+pub async fn check(scenarios: Vec<Scenario>) {
+    let reference = NatsServer::start_with(ServerOptions {
+        jetstream: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let store = tempfile::tempdir().expect("tempdir");
+    let ours = start(ServerConfig {
+        port: 0,
+        jetstream: Some(JetStreamConfig {
+            store_dir: store.path().to_owned(),
+            ..Default::default()
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("ours starts");
+    let theirs = async_nats::connect(reference.url())
+        .await
+        .expect("connect reference");
+    let mine = async_nats::connect(format!("nats://{}", ours.addr()))
+        .await
+        .expect("connect ours");
+    let only = std::env::var("SCENARIO").ok();
+    let mut differences = Vec::new();
+    let mut ran = 0;
+    for (name, steps) in scenarios {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        ran += 1;
+        let (want, got) = tokio::join!(run(&theirs, &steps), run(&mine, &steps));
+        for (w, g) in want.iter().zip(&got) {
+            if !same_replies(w, g) {
+                differences.push(format!(
+                    "[{name}] step {} {}\n  nats-server: {} late {}\n  ours:        {} late {}",
+                    w["step"], w["subject"], w["replies"], w["late"], g["replies"], g["late"]
+                ));
+            }
+        }
+    }
+    assert!(ran > 0, "no scenario matched SCENARIO={only:?}");
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
