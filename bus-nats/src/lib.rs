@@ -90,6 +90,10 @@ pub const ATOMIC_APPEND_MIN_VERSION: &str = "2.12.0";
 /// when they are there (single direct gets otherwise).
 pub const BATCHED_DIRECT_GET_MIN_VERSION: &str = "2.11.0";
 
+/// What the bundled server (bus-embedded-server) puts in the `go` field of
+/// its INFO, which tells it from nats-server.
+pub const BUNDLED_SERVER_GO: &str = "rust";
+
 /// `major.minor.patch` of a server version such as `2.12.1` or
 /// `2.12.0-RC.1` (a pre-release counts as its release).
 pub fn parse_server_version(version: &str) -> Option<(u64, u64, u64)> {
@@ -209,10 +213,19 @@ impl NatsBus {
         // stream must then say `allow_atomic` back; the bundled server is
         // asked for `allow_atomic` whatever it reports, and has atomic
         // batches when it says it back (a server that does not know the
-        // setting leaves it out of the stream's configuration).
-        let version = client.server_info().version;
+        // setting leaves it out of the stream's configuration). Nothing is
+        // asked again later: an append on a server without them is
+        // `Unsupported` with the reason found here.
+        let info = client.server_info();
+        let version = info.version;
         let url = nats.urls().join(",");
-        let ask_atomic = bundled || server_at_least(&version, ATOMIC_APPEND_MIN_VERSION);
+        // The bundled server (run by another process: `angzarr-bus server`,
+        // `angzarr-nats-server`) says `"go": "rust"` in its INFO and reports
+        // the core protocol version it implements, not its JetStream
+        // features; like our own bundled server it is asked for
+        // `allow_atomic` and has it when it says it back.
+        let ours = bundled || info.go == BUNDLED_SERVER_GO;
+        let ask_atomic = ours || server_at_least(&version, ATOMIC_APPEND_MIN_VERSION);
         let mut inner = Inner {
             client,
             js,
@@ -227,7 +240,7 @@ impl NatsBus {
                  is {version:?}"
             )),
             batched_direct_get: AtomicBool::new(
-                bundled || server_at_least(&version, BATCHED_DIRECT_GET_MIN_VERSION),
+                ours || server_at_least(&version, BATCHED_DIRECT_GET_MIN_VERSION),
             ),
             snapshots: tokio::sync::OnceCell::new(),
         };
@@ -241,7 +254,7 @@ impl NatsBus {
             if ask_atomic {
                 inner.atomic = if events.allow_atomic_publish {
                     Ok(())
-                } else if bundled {
+                } else if ours {
                     Err(format!(
                         "appending with an expected version needs atomic batch publish \
                          (allow_atomic), which this bundled server ({version}) does not have"
