@@ -3,7 +3,8 @@
 //! Like the `nats` CLI, for this bus: `server` runs the bundled server,
 //! `publish` / `tail` / `replay` write and read events with decoded
 //! envelopes, `streams`, `stream info`, `consumers`, `consumer info` and
-//! `dead-letters` inspect state, `bench` runs `nats-bench`. Tables by
+//! `dead-letters` inspect state, `aggregate` shows one aggregate's events,
+//! `bench` runs `nats-bench`. Tables by
 //! default, `--json` for scripts; errors say what to do and exit with 1.
 //!
 //! Layout: [`args`] (clap), [`connect`] (which bus, connecting), [`commands`]
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli) -> CliResult {
             command: ConsumerCommand::Info { name },
         } => commands::consumer_info(&bus, &name, json).await,
         Command::DeadLetters(a) => commands::dead_letters(&bus, a.consumer.as_deref(), json).await,
+        Command::Aggregate(a) => commands::aggregate(&bus, a, json).await,
         Command::Server(_) | Command::Bench(_) => Ok(()),
     };
     let _ = bus.close().await;
