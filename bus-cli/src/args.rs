@@ -354,10 +354,21 @@ mod tests {
             panic!("not aggregate")
         };
         assert_eq!(
-            (a.aggregate.as_str(), a.aggregate_id.as_str(), a.after_version),
+            (
+                a.aggregate.as_str(),
+                a.aggregate_id.as_str(),
+                a.after_version
+            ),
             ("player", "p-1", 0)
         );
-        let cli = parse(&["aggregate", "table", "t 1", "--after-version", "3", "--payload"]);
+        let cli = parse(&[
+            "aggregate",
+            "table",
+            "t 1",
+            "--after-version",
+            "3",
+            "--payload",
+        ]);
         let Command::Aggregate(a) = cli.command else {
             panic!("not aggregate")
         };

@@ -354,7 +354,10 @@ async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_j
     let first = bus
         .append(
             ExpectedVersion::NoAggregate,
-            vec![event(id, 0, "PlayerRegistered"), event(id, 0, "FundsDeposited")],
+            vec![
+                event(id, 0, "PlayerRegistered"),
+                event(id, 0, "FundsDeposited"),
+            ],
         )
         .await
         .unwrap();
@@ -380,7 +383,10 @@ async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_j
 
     let out = ok(&run(&server.url, &["aggregate", "player", id]).await);
     let mut lines = out.lines();
-    assert_eq!(lines.next().unwrap(), "player \"p 7.x\": version 3, 3 events");
+    assert_eq!(
+        lines.next().unwrap(),
+        "player \"p 7.x\": version 3, 3 events"
+    );
     assert!(lines.next().unwrap().starts_with("VERSION"), "{out}");
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 3, "{out}");
@@ -396,7 +402,11 @@ async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_j
     }
     assert!(rows[2].contains("req-9"), "{}", rows[2]);
 
-    let out = ok(&run(&server.url, &["aggregate", "player", id, "--after-version", "2"]).await);
+    let out = ok(&run(
+        &server.url,
+        &["aggregate", "player", id, "--after-version", "2"],
+    )
+    .await);
     assert!(
         out.starts_with("player \"p 7.x\": version 3, 1 events after version 2"),
         "{out}"
@@ -414,7 +424,10 @@ async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_j
         assert_eq!(e["sequence"], version);
         assert_eq!(e["position"], *position);
         assert_eq!(e["aggregate_id"], id);
-        assert_eq!(e["subject"].as_str().unwrap().split('.').nth(2), Some("player"));
+        assert_eq!(
+            e["subject"].as_str().unwrap().split('.').nth(2),
+            Some("player")
+        );
     }
     assert_eq!(events[2]["correlation_id"], "req-9");
 
@@ -422,10 +435,17 @@ async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_j
     assert_eq!(out.trim_end(), "player \"nobody\": version 0, no events");
     let out = ok(&run(&server.url, &["aggregate", "player", "nobody", "--json"]).await);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((v["version"].as_u64(), v["events"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    assert_eq!(
+        (v["version"].as_u64(), v["events"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
 
     let o = run(&server.url, &["aggregate", "pla.yer", "p-1"]).await;
-    assert!(!o.status.success(), "a bad aggregate type must fail: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "a bad aggregate type must fail: {}",
+        stdout(&o)
+    );
     assert!(stderr(&o).contains("error:"), "{}", stderr(&o));
     bus.close().await.unwrap();
     server.stop().await;

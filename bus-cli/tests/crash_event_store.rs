@@ -272,14 +272,22 @@ async fn acknowledged_appends_survive_sigkill_whole_without_gaps_or_duplicates()
         assert_eq!(h.events.len() as u64, h.version, "{aggregate}: a gap");
         let mut last_position = 0;
         for (i, ev) in h.events.iter().enumerate() {
-            assert_eq!(ev.envelope.sequence, i as u64 + 1, "{aggregate}: version order");
+            assert_eq!(
+                ev.envelope.sequence,
+                i as u64 + 1,
+                "{aggregate}: version order"
+            );
             assert!(ev.position > last_position, "{aggregate}: stream order");
             last_position = ev.position;
             let previous = stored.insert(
                 ev.envelope.event_id.clone(),
                 (aggregate.clone(), ev.envelope.sequence, ev.position),
             );
-            assert!(previous.is_none(), "event {} stored twice", ev.envelope.event_id);
+            assert!(
+                previous.is_none(),
+                "event {} stored twice",
+                ev.envelope.event_id
+            );
         }
     }
     // The stream holds exactly those events, each once.
@@ -293,7 +301,10 @@ async fn acknowledged_appends_survive_sigkill_whole_without_gaps_or_duplicates()
     assert_eq!(replayed.len(), stored.len(), "events outside the loads");
     let mut seen = HashSet::new();
     for ev in &replayed {
-        assert!(seen.insert(ev.envelope.event_id.clone()), "duplicate in the stream");
+        assert!(
+            seen.insert(ev.envelope.event_id.clone()),
+            "duplicate in the stream"
+        );
         let (_, version, position) = stored
             .get(&ev.envelope.event_id)
             .expect("a replayed event belongs to an aggregate's history");
@@ -321,7 +332,8 @@ async fn acknowledged_appends_survive_sigkill_whole_without_gaps_or_duplicates()
             None => {
                 let present = found.iter().filter(|f| f.is_some()).count();
                 assert_eq!(
-                    present, 0,
+                    present,
+                    0,
                     "an append refused with a version conflict left {present} of {} events: {a:?}",
                     a.ids.len()
                 );

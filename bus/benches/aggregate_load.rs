@@ -337,7 +337,16 @@ async fn run(o: Options) -> Result<(), String> {
         filled = size;
         let messages = bus.stream_info().await.map_err(|e| e.to_string())?.messages;
         // Warm up connections and caches the same way for both sizes.
-        measure(&bus, &Options { loads: 200, ..o.clone() }, size, seed + 100).await?;
+        measure(
+            &bus,
+            &Options {
+                loads: 200,
+                ..o.clone()
+            },
+            size,
+            seed + 100,
+        )
+        .await?;
         let f = measure(&bus, &o, size, seed).await?;
         println!(
             "  {:>11} {:>11} {:>10} {:>9.1?} {:>10.2?} {:>10.2?} {:>10.2?}",
