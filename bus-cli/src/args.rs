@@ -67,6 +67,9 @@ pub enum Command {
     /// Serve the operator console (streams, consumers with lag, dead letters with redrive,
     /// event browser) for the server this tool connects to, on loopback unless told otherwise.
     Console(ConsoleArgs),
+    /// Show one aggregate's version and events (appended with an expected version), in
+    /// version order; read from that aggregate's own index, not by replaying the stream.
+    Aggregate(AggregateArgs),
     /// Run the `nats-bench` benchmark (found next to this binary or on PATH); every argument
     /// is passed through unchanged: try `angzarr-bus bench --help`.
     #[command(disable_help_flag = true, disable_version_flag = true)]
@@ -211,6 +214,21 @@ pub struct RedriveArgs {
     /// Every dead letter of the consumer.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `aggregate`.
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// Aggregate type, e.g. `player`.
+    pub aggregate: String,
+    /// Aggregate id, e.g. a player's UUID.
+    pub aggregate_id: String,
+    /// Only the events after this version (0, the default: all of them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub after_version: u64,
+    /// Also print the payload (UTF-8 text when it is printable, else hex).
+    #[arg(long)]
+    pub payload: bool,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -365,6 +383,36 @@ mod tests {
         // pass-through value, which makes it part of the pass-through.
         assert_eq!(b.args, ["run", "--url", "nats://x:1", "--msgs", "10"]);
         assert!(cli.url.is_none());
+    }
+
+    #[test]
+    fn aggregate_takes_type_id_and_a_version() {
+        let cli = parse(&["aggregate", "player", "p-1", "--json"]);
+        assert!(cli.json);
+        let Command::Aggregate(a) = cli.command else {
+            panic!("not aggregate")
+        };
+        assert_eq!(
+            (
+                a.aggregate.as_str(),
+                a.aggregate_id.as_str(),
+                a.after_version
+            ),
+            ("player", "p-1", 0)
+        );
+        let cli = parse(&[
+            "aggregate",
+            "table",
+            "t 1",
+            "--after-version",
+            "3",
+            "--payload",
+        ]);
+        let Command::Aggregate(a) = cli.command else {
+            panic!("not aggregate")
+        };
+        assert_eq!((a.after_version, a.payload), (3, true));
+        assert!(Cli::try_parse_from(["angzarr-bus", "aggregate", "player"]).is_err());
     }
 
     #[test]

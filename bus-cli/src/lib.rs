@@ -4,8 +4,8 @@
 //! `publish` / `tail` / `replay` write and read events with decoded
 //! envelopes, `streams`, `stream info`, `consumers`, `consumer info` and
 //! `dead-letters` inspect state, `dead-letters redrive` sends dead letters
-//! back to their consumer, `console` serves the operator console, `bench`
-//! runs `nats-bench`. Tables by
+//! back to their consumer, `aggregate` shows one aggregate's events,
+//! `console` serves the operator console, `bench` runs `nats-bench`. Tables by
 //! default, `--json` for scripts; errors say what to do and exit with 1.
 //!
 //! Layout: [`args`] (clap), [`connect`] (which bus, connecting), [`commands`]
@@ -87,6 +87,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }) => commands::redrive(&bus, a, json).await,
         Command::DeadLetters(a) => commands::dead_letters(&bus, a.consumer.as_deref(), json).await,
         Command::Console(a) => console::run(Arc::clone(&bus), &resolved, a).await,
+        Command::Aggregate(a) => commands::aggregate(&bus, a, json).await,
         Command::Server(_) | Command::Bench(_) => Ok(()),
     };
     let _ = bus.close().await;

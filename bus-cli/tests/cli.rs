@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bus::{Backend, Bus, BusConfig, ConsumerConfig, EventEnvelope};
+use bus::{Backend, Bus, BusConfig, ConsumerConfig, EventEnvelope, ExpectedVersion};
 use bus_embedded_server::jetstream::JetStreamConfig;
 use bus_embedded_server::{ServerConfig, ServerHandle};
 
@@ -449,6 +449,111 @@ async fn dead_letters_redrive_sends_one_back_to_its_consumer_only() {
     assert!(stderr(&o).contains("nobody"), "{}", stderr(&o));
     billing.close().await.unwrap();
     audit.close().await.unwrap();
+    bus.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_shows_one_aggregates_events_in_version_order_as_a_table_and_json() {
+    let server = Server::start().await;
+    let bus = server.bus().await;
+    let id = "p 7.x";
+    let first = bus
+        .append(
+            ExpectedVersion::NoAggregate,
+            vec![
+                event(id, 0, "PlayerRegistered"),
+                event(id, 0, "FundsDeposited"),
+            ],
+        )
+        .await
+        .unwrap();
+    // Another aggregate's events in between: positions are not versions.
+    bus.append(
+        ExpectedVersion::NoAggregate,
+        vec![event("p-8", 0, "PlayerRegistered")],
+    )
+    .await
+    .unwrap();
+    let mut last = event(id, 0, "FundsWithdrawn");
+    last.correlation_id = "req-9".to_owned();
+    let second = bus
+        .append(ExpectedVersion::Exactly(2), vec![last])
+        .await
+        .unwrap();
+    let positions: Vec<u64> = first
+        .positions
+        .iter()
+        .chain(&second.positions)
+        .copied()
+        .collect();
+
+    let out = ok(&run(&server.url, &["aggregate", "player", id]).await);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "player \"p 7.x\": version 3, 3 events"
+    );
+    assert!(lines.next().unwrap().starts_with("VERSION"), "{out}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    for ((row, version), (event_type, position)) in rows.iter().zip(1..).zip(
+        ["PlayerRegistered", "FundsDeposited", "FundsWithdrawn"]
+            .iter()
+            .zip(&positions),
+    ) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[0], version.to_string(), "{row}");
+        assert_eq!(cells[1], position.to_string(), "{row}");
+        assert!(cells.contains(event_type), "{event_type} missing in {row}");
+    }
+    assert!(rows[2].contains("req-9"), "{}", rows[2]);
+
+    let out = ok(&run(
+        &server.url,
+        &["aggregate", "player", id, "--after-version", "2"],
+    )
+    .await);
+    assert!(
+        out.starts_with("player \"p 7.x\": version 3, 1 events after version 2"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    let out = ok(&run(&server.url, &["aggregate", "player", id, "--json"]).await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["aggregate_type"], "player");
+    assert_eq!(v["aggregate_id"], id);
+    assert_eq!(v["version"], 3);
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    for (e, (version, position)) in events.iter().zip((1..).zip(&positions)) {
+        assert_eq!(e["sequence"], version);
+        assert_eq!(e["position"], *position);
+        assert_eq!(e["aggregate_id"], id);
+        assert_eq!(
+            e["subject"].as_str().unwrap().split('.').nth(2),
+            Some("player")
+        );
+    }
+    assert_eq!(events[2]["correlation_id"], "req-9");
+
+    let out = ok(&run(&server.url, &["aggregate", "player", "nobody"]).await);
+    assert_eq!(out.trim_end(), "player \"nobody\": version 0, no events");
+    let out = ok(&run(&server.url, &["aggregate", "player", "nobody", "--json"]).await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["version"].as_u64(), v["events"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
+
+    let o = run(&server.url, &["aggregate", "pla.yer", "p-1"]).await;
+    assert!(
+        !o.status.success(),
+        "a bad aggregate type must fail: {}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("error:"), "{}", stderr(&o));
     bus.close().await.unwrap();
     server.stop().await;
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, Stream, StreamExt};
 
+use crate::aggregate::{AggregateHistory, AppendReceipt, ExpectedVersion, Snapshot};
 use crate::envelope::EventEnvelope;
 use crate::error::{BusError, Result};
 use crate::settings::ConsumerDefaults;
@@ -226,7 +227,8 @@ pub struct ConsumerInfo {
 /// State of the event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamInfo {
-    /// Events stored.
+    /// Messages stored: the events and, on the NATS backends, one marker
+    /// per [`Bus::append`] (which also takes a position).
     pub messages: u64,
     /// Their encoded bytes.
     pub bytes: u64,
@@ -554,6 +556,74 @@ pub trait Bus: Send + Sync {
 
     /// State of the event stream.
     async fn stream_info(&self) -> Result<StreamInfo>;
+
+    /// Appends events of one aggregate if its version meets `expected`: all
+    /// of them are stored or none. The bus numbers them: their envelope
+    /// `sequence`s become `version + 1 ..= version + k` (whatever they held),
+    /// and the receipt gives the new version and each event's position.
+    ///
+    /// The check and the write are one step of the storage (no read then
+    /// write): of several appends expecting the same version, exactly one is
+    /// stored and the others fail with [`BusError::VersionConflict`], which
+    /// carries the expected and the actual version.
+    ///
+    /// Retrying is safe: an append whose event ids (in order) equal those of
+    /// the aggregate's latest append, or of the append that took the expected
+    /// version + 1, is that append again (its acknowledgement was lost): the
+    /// receipt repeats its version and positions with `duplicate: true`, and
+    /// nothing is stored. An append reusing some other stored event id
+    /// inside the duplicate window stores nothing and fails with
+    /// [`BusError::Conflict`].
+    ///
+    /// At most [`MAX_APPEND_EVENTS`](crate::MAX_APPEND_EVENTS) events; an
+    /// empty, mixed or otherwise invalid append is an error and stores
+    /// nothing. Needs a log (JetStream; nats-server 2.12 or later for the
+    /// nats backend): elsewhere [`BusError::Unsupported`].
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<EventEnvelope>,
+    ) -> Result<AppendReceipt>;
+
+    /// One aggregate's version and its appended events with a version
+    /// greater than `after_version` (0: all of them), in version order. The
+    /// cost follows this aggregate's appends and events, not the stream's
+    /// size. An aggregate without events is version 0 with no events, not
+    /// an error. When events it needs were removed by the stream's limits
+    /// (`max_age`, `max_msgs`, `max_bytes`) the load fails with
+    /// [`BusError::NotFound`] rather than return a history with a hole.
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<AggregateHistory>;
+
+    /// Keeps `snapshot` as the aggregate's latest, unless a snapshot of the
+    /// same or a later version is already kept (then nothing changes). A
+    /// snapshot of a version the aggregate has not reached is an
+    /// [`BusError::InvalidArgument`].
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+
+    /// The aggregate's latest snapshot, if any.
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>>;
+
+    /// The aggregate's latest snapshot (if any) and its events after the
+    /// snapshot's version: what rebuilding its state needs.
+    async fn load_from_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<(Option<Snapshot>, AggregateHistory)> {
+        let snapshot = self.load_snapshot(aggregate_type, aggregate_id).await?;
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let history = self.load(aggregate_type, aggregate_id, after).await?;
+        Ok((snapshot, history))
+    }
 
     /// Releases what the bus owns (connections; the bundled server of the
     /// embedded backend, shut down cleanly). Handles already taken may stop

@@ -107,6 +107,23 @@ pub enum BusError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// An append expected the aggregate at another version than it is:
+    /// another writer appended first. Reload the aggregate and decide again.
+    #[error(
+        "version conflict on {aggregate_type} {aggregate_id:?}: expected version {expected}, \
+         the aggregate is at version {actual}"
+    )]
+    VersionConflict {
+        /// The aggregate type.
+        aggregate_type: String,
+        /// The aggregate id.
+        aggregate_id: String,
+        /// The version the append expected (0: no aggregate yet).
+        expected: u64,
+        /// The version the aggregate was at.
+        actual: u64,
+    },
+
     /// Bytes could not be decoded into an envelope or into the requested message type.
     #[error("decode error: {0}")]
     Decode(String),

@@ -6,6 +6,8 @@
 //!   token validation and NATS-style [`Filter`]s.
 //! - [`bus`]: the [`Bus`] trait and its handles ([`Subscription`], [`Consumer`],
 //!   [`Delivery`], [`Replay`]).
+//! - [`aggregate`]: the event-store side: [`ExpectedVersion`], append
+//!   receipts, loaded histories, [`Snapshot`]s and aggregate keys.
 //! - [`settings`]: stream and consumer settings shared by all backends.
 //! - [`config`]: the `[bus]` configuration file and environment overrides.
 //! - [`error`]: [`BusError`], the one error enum callers match on.
@@ -13,6 +15,7 @@
 //!
 //! This crate knows no backend and no wire protocol.
 
+pub mod aggregate;
 pub mod bus;
 pub mod config;
 pub mod envelope;
@@ -22,6 +25,9 @@ pub mod subject;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use aggregate::{
+    AggregateHistory, AppendReceipt, ExpectedVersion, MAX_APPEND_EVENTS, Snapshot, validate_append,
+};
 pub use bus::{
     Acker, Bus, Consumer, ConsumerBackend, ConsumerConfig, ConsumerInfo, DeadLetter, Delivery,
     LiveEvent, Receipt, RedriveReport, RedriveSelection, Replay, StartPosition, StoredEvent,

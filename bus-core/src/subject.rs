@@ -11,6 +11,9 @@ use crate::error::{BusError, NameKind, Result};
 pub const DEFAULT_PREFIX: &str = "angzarr";
 /// The fixed token after the prefix.
 pub const EVENTS_TOKEN: &str = "events";
+/// The token after the prefix of the append markers NATS backends store
+/// beside the events (`<prefix>.aggregates.<aggregate>.<aggregate key>`).
+pub const AGGREGATES_TOKEN: &str = "aggregates";
 
 /// Why `token` is not a valid single subject token, or `None` when it is.
 pub fn token_problem(token: &str) -> Option<&'static str> {
@@ -131,6 +134,24 @@ impl SubjectLayout {
         s.push('.');
         s.push_str(event_type);
         Ok(s)
+    }
+
+    /// `<prefix>.aggregates.<aggregate>.<key>`: where NATS backends keep the
+    /// append markers of one aggregate instance, `key` being
+    /// [`aggregate_key`](crate::aggregate::aggregate_key) of its id. Outside
+    /// `<prefix>.events.>`, so no event filter ever matches a marker.
+    pub fn marker_subject(&self, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
+        crate::aggregate::validate_aggregate(aggregate_type, aggregate_id)?;
+        Ok(format!(
+            "{}.{AGGREGATES_TOKEN}.{aggregate_type}.{}",
+            self.prefix,
+            crate::aggregate::aggregate_key(aggregate_id)
+        ))
+    }
+
+    /// `<prefix>.aggregates.>`: every append marker (NATS backends).
+    pub fn all_markers(&self) -> String {
+        format!("{}.{AGGREGATES_TOKEN}.>", self.prefix)
     }
 
     /// `<prefix>.events.>`: every event of this bus. This is what a stream captures.
@@ -373,6 +394,23 @@ mod tests {
         assert!(SubjectLayout::new("acme..prod").is_err());
         assert!(SubjectLayout::new("").is_err());
         assert!(SubjectLayout::new("acme.*").is_err());
+    }
+
+    #[test]
+    fn marker_subjects_stay_outside_every_event_filter() {
+        let l = SubjectLayout::default();
+        let m = l.marker_subject("player", "p.1 *").unwrap();
+        assert_eq!(m, "angzarr.aggregates.player.p=2E1=20=2A");
+        for filter in [
+            "angzarr.events.>",
+            "angzarr.events.*.>",
+            "angzarr.events.player.*",
+        ] {
+            assert!(!f(filter).matches(&m), "{filter} matches {m}");
+        }
+        assert!(f(&l.all_markers()).matches(&m));
+        assert!(l.marker_subject("pla.yer", "p").is_err());
+        assert!(l.marker_subject("player", "").is_err());
     }
 
     #[test]

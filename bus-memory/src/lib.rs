@@ -11,6 +11,8 @@
 //! ## Layout
 //! - `lib.rs`: [`MemoryBus`] and its [`Bus`] implementation; publishing
 //!   (validation outside the lock), subscribe, replay streams.
+//! - `aggregates`: the event-store side: per aggregate its appends (for
+//!   version checks, retries and loads) and its latest snapshot.
 //! - `state`: `Shared` (settings + the one lock) and `State`, everything behind
 //!   the lock: the log, the consumers, the dead letters, the live subscribers;
 //!   storing a batch (dedup, limits, retention) and lazy expiry.
@@ -37,6 +39,7 @@
 //! - When retention removes an event a consumer has not settled, the consumer
 //!   forgets it silently (as JetStream does); dead letters keep their own copy.
 
+mod aggregates;
 mod consumer;
 mod dead;
 mod handle;
@@ -50,14 +53,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bus_core::config::MemoryConfig;
 use bus_core::{
-    Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition, StoredEvent,
-    StreamInfo, StreamSettings, SubjectLayout, Subscription, validate_batch,
+    AggregateHistory, AppendReceipt, Bus, BusConfig, BusError, Consumer, ConsumerConfig,
+    ConsumerInfo, DeadLetter, EventEnvelope, ExpectedVersion, Filter, Receipt, RedriveReport,
+    RedriveSelection, Replay, Result, Snapshot, StartPosition, StoredEvent, StreamInfo,
+    StreamSettings, SubjectLayout, Subscription,
+    aggregate::{number_events, validate_aggregate},
+    validate_append, validate_batch,
 };
 use futures::StreamExt;
 use prost::Message;
 use tokio::time::Instant;
 
+use crate::aggregates::AppendRecord;
 use crate::consumer::ConsumerState;
 use crate::handle::MemoryConsumer;
 use crate::state::{Prepared, Shared};
@@ -403,6 +410,120 @@ impl Bus for MemoryBus {
         let mut state = self.shared.lock();
         state.expire(Instant::now(), &self.shared.stream);
         Ok(state.log.info())
+    }
+
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        mut events: Vec<EventEnvelope>,
+    ) -> Result<AppendReceipt> {
+        let (aggregate_type, aggregate_id) = {
+            let (t, i) = validate_append(&events)?;
+            (t.to_owned(), i.to_owned())
+        };
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let stream = &self.shared.stream;
+        let (receipt, woken) = {
+            // One lock: the version check, the dedup check and the write
+            // are one step, so two appends can never both pass the check.
+            let mut state = self.shared.lock();
+            let now = Instant::now();
+            state.expire(now, stream);
+            let actual = state.aggregates.version(&aggregate_type, &aggregate_id);
+            if let Some(earlier) = state
+                .aggregates
+                .get(&aggregate_type, &aggregate_id)
+                .and_then(|agg| agg.repeat_of(expected, &ids))
+            {
+                return Ok(earlier.receipt(true));
+            }
+            if !expected.is_met_by(actual) {
+                return Err(BusError::VersionConflict {
+                    aggregate_type,
+                    aggregate_id,
+                    expected: expected.version().unwrap_or(actual),
+                    actual,
+                });
+            }
+            if !stream.duplicate_window.is_zero() {
+                if let Some((id, position)) = ids
+                    .iter()
+                    .find_map(|id| state.log.dedup_lookup(id).map(|p| (id, p)))
+                {
+                    return Err(BusError::Conflict(format!(
+                        "event id {id} of this append to {aggregate_type} {aggregate_id:?} is \
+                         already stored (position {position}) by another append or publish; \
+                         a new append needs new event ids"
+                    )));
+                }
+            }
+            number_events(&mut events, actual + 1);
+            let prepared = events
+                .into_iter()
+                .map(|e| self.prepare(e))
+                .collect::<Result<Vec<_>>>()?;
+            let (receipts, woken) = state.store(stream, prepared, now)?;
+            let first_position = receipts.first().map_or(0, |r| r.position);
+            let record = AppendRecord {
+                first_version: actual + 1,
+                first_position,
+                event_ids: ids,
+            };
+            let receipt = record.receipt(false);
+            state
+                .aggregates
+                .record(&aggregate_type, &aggregate_id, record);
+            (receipt, woken)
+        };
+        for notify in woken {
+            notify.notify_waiters();
+        }
+        Ok(receipt)
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<AggregateHistory> {
+        validate_aggregate(aggregate_type, aggregate_id)?;
+        let mut state = self.shared.lock();
+        state.expire(Instant::now(), &self.shared.stream);
+        state
+            .aggregates
+            .load(&state.log, aggregate_type, aggregate_id, after_version)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        snapshot.validate()?;
+        let size = snapshot.encoded_len();
+        let limit = self.shared.stream.max_msg_size;
+        if size > limit {
+            return Err(BusError::PayloadTooLarge { size, limit });
+        }
+        let mut state = self.shared.lock();
+        let actual = state
+            .aggregates
+            .version(&snapshot.aggregate_type, &snapshot.aggregate_id);
+        if snapshot.version > actual {
+            return Err(snapshot.ahead_of(actual));
+        }
+        state.aggregates.save_snapshot(snapshot);
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>> {
+        validate_aggregate(aggregate_type, aggregate_id)?;
+        Ok(self
+            .shared
+            .lock()
+            .aggregates
+            .snapshot(aggregate_type, aggregate_id))
     }
 }
 

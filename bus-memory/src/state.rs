@@ -12,6 +12,7 @@ use bus_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::aggregates::Aggregates;
 use crate::consumer::ConsumerState;
 use crate::dead::DeadLetters;
 use crate::live::Live;
@@ -60,6 +61,7 @@ pub(crate) struct State {
     pub consumers: HashMap<String, ConsumerState>,
     pub dead: DeadLetters,
     pub live: Live,
+    pub aggregates: Aggregates,
     pub next_consumer_id: u64,
 }
 
@@ -71,6 +73,7 @@ impl State {
             consumers: HashMap::new(),
             dead: DeadLetters::new(max_dead_letters),
             live: Live::default(),
+            aggregates: Aggregates::default(),
             next_consumer_id: 0,
         }
     }

@@ -19,6 +19,13 @@
 //! - `consumer`: durable consumer configuration, the pull loop behind a
 //!   `Consumer` handle, acks, and dead-lettering.
 //! - `replay`: bounded ordered reads for replays and dead letters.
+//! - `aggregates`: the event store: appends with an expected version (one
+//!   atomic batch: a marker on `<prefix>.aggregates.<type>.<key>` expecting
+//!   the aggregate's last marker, then the events) and loads of one
+//!   aggregate by direct gets.
+//! - `atomic`: atomic batch publish (ADR-50) built from headers.
+//! - `direct`: direct gets, single and batched.
+//! - `snapshots`: the latest snapshot per aggregate in a KV bucket.
 //! - `redrive`: sending dead letters back to their consumer through the
 //!   redrive queue (`<stream_name>-redrive`, work-queue retention).
 //! - `errors`: async-nats errors -> `BusError`.
@@ -49,23 +56,29 @@
 //! between the two steps stores one dead letter (inside the dead-letter
 //! stream's 2-minute duplicate window).
 
+mod aggregates;
+mod atomic;
 mod consumer;
+mod direct;
 mod errors;
 mod redrive;
 mod replay;
+mod snapshots;
 mod streams;
 pub mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_trait::async_trait;
 use bus_core::config::NatsConfig;
 use bus_core::{
-    Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, LiveEvent, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition,
-    StreamInfo, StreamSettings, SubjectLayout, Subscription, validate_batch,
+    AggregateHistory, AppendReceipt, Bus, BusConfig, BusError, Consumer, ConsumerConfig,
+    ConsumerInfo, DeadLetter, EventEnvelope, ExpectedVersion, Filter, LiveEvent, Receipt,
+    RedriveReport, RedriveSelection, Replay, Result, Snapshot, StartPosition, StreamInfo,
+    StreamSettings, SubjectLayout, Subscription, validate_batch,
 };
 use futures::StreamExt;
 use prost::Message;
@@ -75,6 +88,40 @@ pub const DEAD_LETTER_TOKEN: &str = "deadletter";
 
 /// Subject token of the redrive queue: `<prefix>.redrive.<consumer>.<id>`.
 pub const REDRIVE_TOKEN: &str = "redrive";
+
+/// The oldest nats-server with atomic batch publish (ADR-50), which appends
+/// with an expected version need.
+pub const ATOMIC_APPEND_MIN_VERSION: &str = "2.12.0";
+/// The oldest nats-server with batched direct get (ADR-31), which loads use
+/// when they are there (single direct gets otherwise).
+pub const BATCHED_DIRECT_GET_MIN_VERSION: &str = "2.11.0";
+
+/// What the bundled server (bus-embedded-server) puts in the `go` field of
+/// its INFO, which tells it from nats-server.
+pub const BUNDLED_SERVER_GO: &str = "rust";
+
+/// `major.minor.patch` of a server version such as `2.12.1` or
+/// `2.12.0-RC.1` (a pre-release counts as its release).
+pub fn parse_server_version(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version
+        .trim()
+        .trim_start_matches('v')
+        .split(['-', '+'])
+        .next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// True when `version` is `min` or later.
+pub fn server_at_least(version: &str, min: &str) -> bool {
+    match (parse_server_version(version), parse_server_version(min)) {
+        (Some(v), Some(m)) => v >= m,
+        _ => false,
+    }
+}
 
 /// A bus on NATS. Cheap to clone.
 #[derive(Clone)]
@@ -102,6 +149,15 @@ pub(crate) struct Inner {
     /// The redrive queue (`<stream_name>-redrive`).
     pub redrive_stream: String,
     pub backend_name: &'static str,
+    /// `Ok` when appends with an expected version work here; otherwise why
+    /// not (server too old, stream without `allow_atomic`). Decided once,
+    /// at connect.
+    pub atomic: std::result::Result<(), String>,
+    /// Loads ask for batched direct gets (servers 2.11+); turned off for
+    /// good when the server answers one as a plain direct get.
+    pub batched_direct_get: AtomicBool,
+    /// The snapshot bucket, opened (or created) when first used.
+    pub snapshots: tokio::sync::OnceCell<jetstream::kv::Store>,
 }
 
 impl Inner {
@@ -111,6 +167,11 @@ impl Inner {
                 "{operation} requires JetStream (set [bus.nats] jetstream = true)"
             ))
         })
+    }
+
+    /// `Ok` when appends are possible, else `Unsupported` saying why.
+    pub fn atomic_appends(&self) -> Result<()> {
+        self.atomic.clone().map_err(BusError::Unsupported)
     }
 
     /// `<prefix>.deadletter.<consumer>`.
@@ -136,9 +197,25 @@ impl NatsBus {
         Self::connect_named(config, "nats").await
     }
 
-    /// Like [`NatsBus::connect`], reporting `backend_name` from [`Bus::backend`]
-    /// (the embedded backend connects through this crate too).
+    /// Like [`NatsBus::connect`], reporting `backend_name` from [`Bus::backend`].
     pub async fn connect_named(config: &BusConfig, backend_name: &'static str) -> Result<Self> {
+        Self::connect_with(config, backend_name, false).await
+    }
+
+    /// How the embedded backend connects to the bundled server it started:
+    /// the event stream is upgraded for appends without `update_stream`
+    /// (the bus owns that server and its store), and appends work when the
+    /// server says `allow_atomic` back for the stream, whatever version it
+    /// reports.
+    pub async fn connect_bundled(config: &BusConfig) -> Result<Self> {
+        Self::connect_with(config, "embedded", true).await
+    }
+
+    async fn connect_with(
+        config: &BusConfig,
+        backend_name: &'static str,
+        bundled: bool,
+    ) -> Result<Self> {
         let layout = config.layout()?;
         let nats = &config.nats;
         let client = connect_client(nats).await?;
@@ -149,7 +226,25 @@ impl NatsBus {
         } else {
             None
         };
-        let inner = Inner {
+        // What the server can do is decided here, once. An external server
+        // has atomic batches from 2.12.0 on (its INFO version), and the
+        // stream must then say `allow_atomic` back; the bundled server is
+        // asked for `allow_atomic` whatever it reports, and has atomic
+        // batches when it says it back (a server that does not know the
+        // setting leaves it out of the stream's configuration). Nothing is
+        // asked again later: an append on a server without them is
+        // `Unsupported` with the reason found here.
+        let info = client.server_info();
+        let version = info.version;
+        let url = nats.urls().join(",");
+        // The bundled server (run by another process: `angzarr-bus server`,
+        // `angzarr-nats-server`) says `"go": "rust"` in its INFO and reports
+        // the core protocol version it implements, not its JetStream
+        // features; like our own bundled server it is asked for
+        // `allow_atomic` and has it when it says it back.
+        let ours = bundled || info.go == BUNDLED_SERVER_GO;
+        let ask_atomic = ours || server_at_least(&version, ATOMIC_APPEND_MIN_VERSION);
+        let mut inner = Inner {
             client,
             js,
             layout,
@@ -158,11 +253,40 @@ impl NatsBus {
             dead_letter_stream: nats.dead_letter_stream_name(),
             redrive_stream: format!("{}-redrive", nats.stream_name),
             backend_name,
+            atomic: Err(format!(
+                "appending with an expected version needs JetStream and nats-server \
+                 {ATOMIC_APPEND_MIN_VERSION} or later (atomic batch publish); the server at {url} \
+                 is {version:?}"
+            )),
+            batched_direct_get: AtomicBool::new(
+                ours || server_at_least(&version, BATCHED_DIRECT_GET_MIN_VERSION),
+            ),
+            snapshots: tokio::sync::OnceCell::new(),
         };
         if let Some(js) = &inner.js {
-            streams::ensure(js, &streams::events(&inner), nats.update_stream).await?;
-            streams::ensure(js, &streams::dead_letters(&inner), nats.update_stream).await?;
-            streams::ensure(js, &streams::redrives(&inner), nats.update_stream).await?;
+            let changes = streams::Changes {
+                settings: nats.update_stream,
+                upgrades: bundled,
+            };
+            let events = streams::ensure(js, &streams::events(&inner, ask_atomic), changes).await?;
+            streams::ensure(js, &streams::dead_letters(&inner), changes).await?;
+            streams::ensure(js, &streams::redrives(&inner), changes).await?;
+            if ask_atomic {
+                inner.atomic = if events.allow_atomic_publish {
+                    Ok(())
+                } else if ours {
+                    Err(format!(
+                        "appending with an expected version needs atomic batch publish \
+                         (allow_atomic), which this bundled server ({version}) does not have"
+                    ))
+                } else {
+                    Err(format!(
+                        "the stream {} on the server at {url} ({version}) does not allow atomic \
+                         batches: the server left allow_atomic out of its configuration",
+                        nats.stream_name
+                    ))
+                };
+            }
         }
         Ok(NatsBus {
             inner: Arc::new(inner),
@@ -468,5 +592,55 @@ impl Bus for NatsBus {
             first_position: info.state.first_sequence,
             last_position: info.state.last_sequence,
         })
+    }
+
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<EventEnvelope>,
+    ) -> Result<AppendReceipt> {
+        aggregates::append(&self.inner, expected, events).await
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<AggregateHistory> {
+        aggregates::load(&self.inner, aggregate_type, aggregate_id, after_version).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        snapshots::save(&self.inner, snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>> {
+        snapshots::load(&self.inner, aggregate_type, aggregate_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_compare_by_number() {
+        assert_eq!(parse_server_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_server_version("v2.12.0-RC.3"), Some((2, 12, 0)));
+        assert_eq!(parse_server_version("2.10"), Some((2, 10, 0)));
+        assert_eq!(parse_server_version("nope"), None);
+        assert!(server_at_least("2.12.0", ATOMIC_APPEND_MIN_VERSION));
+        assert!(server_at_least("2.15.1", ATOMIC_APPEND_MIN_VERSION));
+        assert!(server_at_least("3.0.0", ATOMIC_APPEND_MIN_VERSION));
+        assert!(!server_at_least("2.11.9", ATOMIC_APPEND_MIN_VERSION));
+        assert!(!server_at_least("2.10.0", ATOMIC_APPEND_MIN_VERSION));
+        assert!(!server_at_least("", ATOMIC_APPEND_MIN_VERSION));
+        assert!(server_at_least("2.11.0", BATCHED_DIRECT_GET_MIN_VERSION));
+        assert!(!server_at_least("2.10.22", BATCHED_DIRECT_GET_MIN_VERSION));
     }
 }

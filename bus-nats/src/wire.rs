@@ -24,6 +24,23 @@ pub const CAUSATION_ID: &str = "Angzarr-Causation-Id";
 /// W3C trace context headers copied from the envelope metadata.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
+/// Atomic batch publish (ADR-50, nats-server 2.12+): the batch id, the
+/// message's 1-based place in the batch, and `1` on the last message.
+pub const BATCH_ID: &str = "Nats-Batch-Id";
+/// Place of the message in its batch, from 1.
+pub const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+/// `1` on the batch's last message: store the batch now.
+pub const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+/// Store only if the subject's last message has this stream sequence (0: none).
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+/// Append marker headers, for tools that do not decode protobuf (the body,
+/// an `AppendMarker`, is authoritative): the aggregate's version after the
+/// append and the number of events that follow the marker.
+pub const MARKER_VERSION: &str = "Angzarr-Version";
+/// Events in the append.
+pub const MARKER_COUNT: &str = "Angzarr-Event-Count";
+
 /// Dead-letter headers.
 pub const DL_CONSUMER: &str = "Angzarr-Dead-Letter-Consumer";
 /// Deliveries before giving up.
@@ -65,6 +82,18 @@ pub fn event_headers(envelope: &EventEnvelope, dedup: bool) -> HeaderMap {
             h.insert(key, v);
         }
     }
+    h
+}
+
+/// Headers of an append marker (the batch headers are added when sending).
+pub fn marker_headers(marker: &bus_core::envelope::pb::AppendMarker) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(v) = header_safe(&marker.aggregate_id) {
+        h.insert(AGGREGATE_ID, v);
+    }
+    let version = marker.first_version + u64::from(marker.count).saturating_sub(1);
+    h.insert(MARKER_VERSION, version.to_string().as_str());
+    h.insert(MARKER_COUNT, marker.count.to_string().as_str());
     h
 }
 

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bus_core::{
-    Bus, BusConfig, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, EventEnvelope,
-    Filter, Receipt, RedriveReport, RedriveSelection, Replay, Result, StartPosition, StreamInfo,
-    SubjectLayout, Subscription,
+    AggregateHistory, AppendReceipt, Bus, BusConfig, BusError, Consumer, ConsumerConfig,
+    ConsumerInfo, DeadLetter, EventEnvelope, ExpectedVersion, Filter, Receipt, RedriveReport,
+    RedriveSelection, Replay, Result, Snapshot, StartPosition, StreamInfo, SubjectLayout,
+    Subscription,
 };
 use bus_embedded_server::jetstream::JetStreamConfig;
 use bus_embedded_server::{Auth, ServerConfig, ServerHandle, TlsConfig, User};
@@ -137,7 +138,7 @@ impl EmbeddedBus {
                 nats_config.nats.tls_ca_file.clone_from(&e.tls_ca_file);
             }
         }
-        let inner = match bus_nats::NatsBus::connect(&nats_config).await {
+        let inner = match bus_nats::NatsBus::connect_bundled(&nats_config).await {
             Ok(b) => b,
             Err(err) => {
                 server.shutdown(Duration::from_secs(2)).await;
@@ -268,6 +269,33 @@ impl Bus for EmbeddedBus {
     }
     async fn stream_info(&self) -> Result<StreamInfo> {
         self.inner.stream_info().await
+    }
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<EventEnvelope>,
+    ) -> Result<AppendReceipt> {
+        self.inner.append(expected, events).await
+    }
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<AggregateHistory> {
+        self.inner
+            .load(aggregate_type, aggregate_id, after_version)
+            .await
+    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>> {
+        self.inner.load_snapshot(aggregate_type, aggregate_id).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await?;

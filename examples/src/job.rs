@@ -1,10 +1,13 @@
-//! The main job: generate load, stop and resume a projector, drain, verify.
+//! The main job: generate load from several concurrent workers, stop and
+//! resume a projector, drain, verify.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus::{Bus, BusError, ConsumerConfig, ConsumerDefaults, StartPosition};
-use tokio::sync::watch;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::domain::splitmix;
@@ -27,6 +30,13 @@ pub struct JobOptions {
     pub seed: u64,
     /// Consumer defaults (ack wait, max deliver, ...).
     pub consumer: ConsumerDefaults,
+    /// Hands played at once, each by its own worker task (they share
+    /// players). 1: one command at a time.
+    pub workers: usize,
+    /// The seated players of a hand also bet at once, so appends to the
+    /// hand race too (many more conflicts: a hand of n seats costs about
+    /// n²/2 retries).
+    pub seats_at_once: bool,
 }
 
 impl Default for JobOptions {
@@ -36,6 +46,8 @@ impl Default for JobOptions {
             hands: 1500,
             seed: 7,
             consumer: ConsumerDefaults::default(),
+            workers: 32,
+            seats_at_once: false,
         }
     }
 }
@@ -95,6 +107,11 @@ pub struct Summary {
     pub rejected: u64,
     /// Events published.
     pub events: u64,
+    /// Appends refused with a version conflict (another worker appended
+    /// first), then reloaded, decided again and retried.
+    pub conflicts_retried: u64,
+    /// Worker tasks that generated the load.
+    pub workers: usize,
     /// Load generation time.
     pub load_time: Duration,
     /// Where the table projector resumed.
@@ -148,20 +165,35 @@ pub enum JobError {
 }
 
 /// Counts accepted and refused commands; a bus failure ends the job.
-#[derive(Default)]
-struct Tally {
-    commands: u64,
-    rejected: u64,
+#[derive(Debug, Default)]
+pub struct Tally {
+    commands: AtomicU64,
+    rejected: AtomicU64,
 }
 
 impl Tally {
-    fn count(&mut self, result: Result<(), ServiceError>) -> Result<(), JobError> {
+    fn count<T>(&self, result: Result<T, ServiceError>) -> Result<Option<T>, JobError> {
         match result {
-            Ok(()) => self.commands += 1,
-            Err(ServiceError::Rejected(_)) => self.rejected += 1,
-            Err(ServiceError::Bus(e)) => return Err(e.into()),
+            Ok(v) => {
+                self.commands.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(v))
+            }
+            Err(ServiceError::Rejected(_)) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(ServiceError::Bus(e)) => Err(e.into()),
         }
-        Ok(())
+    }
+
+    /// Commands accepted.
+    pub fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    /// Commands the domain refused.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 }
 
@@ -173,6 +205,164 @@ impl Rng {
         self.0 = splitmix(self.0);
         self.0 % bound.max(1)
     }
+}
+
+/// Which hands [`spawn_hands`] plays.
+#[derive(Debug, Clone)]
+pub struct Hands {
+    /// How many.
+    pub count: usize,
+    /// Seed of their choices.
+    pub seed: u64,
+    /// Hands played at once (each by its own task).
+    pub workers: usize,
+    /// Hand ids are `<prefix>-<number>`.
+    pub prefix: String,
+    /// The seated players of each hand bet at once (see
+    /// [`JobOptions::seats_at_once`]).
+    pub seats_at_once: bool,
+}
+
+/// Starts `hands.workers` tasks that play hands `0..hands.count` among
+/// `player_ids` (registered), each taking the next hand not yet taken; every
+/// hand done is reported on the returned channel.
+pub fn spawn_hands(
+    service: Arc<CommandService>,
+    player_ids: Arc<Vec<String>>,
+    hands: Hands,
+    tally: Arc<Tally>,
+) -> (
+    Vec<JoinHandle<Result<(), JobError>>>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<()>();
+    let workers = hands.workers.max(1);
+    let tasks = (0..workers)
+        .map(|_| {
+            let (service, tally, player_ids, next, done_tx, hands) = (
+                Arc::clone(&service),
+                Arc::clone(&tally),
+                Arc::clone(&player_ids),
+                Arc::clone(&next),
+                done_tx.clone(),
+                hands.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let h = next.fetch_add(1, Ordering::Relaxed);
+                    if h >= hands.count {
+                        return Ok(());
+                    }
+                    let hand = format!("{}-{h:06}", hands.prefix);
+                    play_hand(
+                        &service,
+                        &player_ids,
+                        &hand,
+                        hands.seed,
+                        h,
+                        &tally,
+                        hands.seats_at_once,
+                    )
+                    .await?;
+                    let _ = done_tx.send(());
+                }
+            })
+        })
+        .collect();
+    (tasks, done_rx)
+}
+
+/// Registers `player_ids` (with 500 chips each), `workers` at a time.
+pub async fn register_players(
+    service: &CommandService,
+    player_ids: &[String],
+    workers: usize,
+    tally: &Tally,
+) -> Result<(), JobError> {
+    futures::stream::iter(player_ids.iter().enumerate())
+        .map(|(i, p)| async move {
+            let cause = uuid::Uuid::new_v4().to_string();
+            if tally
+                .count(service.register(p, &format!("Player {i}"), &cause).await)?
+                .is_some()
+            {
+                tally.count(service.deposit(p, 500, &cause).await)?;
+            }
+            Ok::<(), JobError>(())
+        })
+        .buffer_unordered(workers.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Plays hand number `h` (id `hand`) among `player_ids`: deal, every seated
+/// player tops up when low and bets (all at once when `seats_at_once`, so
+/// their appends to the hand race), then one of them wins the pot. The hand's choices come from
+/// `seed` and `h` only, whatever the order workers run in.
+pub async fn play_hand(
+    service: &CommandService,
+    player_ids: &[String],
+    hand: &str,
+    seed: u64,
+    h: usize,
+    tally: &Tally,
+    seats_at_once: bool,
+) -> Result<(), JobError> {
+    let mut rng = Rng(splitmix(
+        seed ^ (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    ));
+    let cause = uuid::Uuid::new_v4().to_string();
+    let seats = 2 + rng.below(5) as usize;
+    let mut seated: Vec<String> = Vec::with_capacity(seats);
+    while seated.len() < seats.min(player_ids.len()) {
+        let p = &player_ids[rng.below(player_ids.len() as u64) as usize];
+        if !seated.contains(p) {
+            seated.push(p.clone());
+        }
+    }
+    if tally
+        .count(
+            service
+                .deal(hand, &seated, rng.below(u64::MAX), &cause)
+                .await,
+        )?
+        .is_none()
+    {
+        return Ok(());
+    }
+    // One bet in ten asks for more than the player has: the domain refuses it.
+    let bets: Vec<(String, bool, i64)> = seated
+        .iter()
+        .map(|p| (p.clone(), rng.below(10) == 0, 1 + rng.below(20) as i64))
+        .collect();
+    let cause = &cause;
+    let at_once = if seats_at_once { bets.len() } else { 1 };
+    futures::stream::iter(bets.into_iter().map(|(p, overdraw, stake)| async move {
+        if service
+            .top_up(&p, 20, 200, cause)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Bus(e) => JobError::Bus(e),
+                ServiceError::Rejected(r) => JobError::Task(format!("top-up refused: {r}")),
+            })?
+        {
+            tally.commands.fetch_add(1, Ordering::Relaxed);
+        }
+        let amount = move |balance: i64| if overdraw { balance + 1_000 } else { stake };
+        tally.count(service.bet(hand, &p, amount, cause).await)?;
+        Ok::<(), JobError>(())
+    }))
+    .buffer_unordered(at_once)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<(), JobError>>()?;
+    let winner = seated[rng.below(seated.len() as u64) as usize].clone();
+    tally.count(service.win(hand, &winner, cause).await)?;
+    Ok(())
 }
 
 struct Running<P> {
@@ -255,63 +445,44 @@ pub async fn run(
     let mut table = Some(table);
     let mut parked: Option<Arc<Mutex<TableStats>>> = None;
 
-    let mut service = CommandService::rebuild(Arc::clone(&bus)).await?;
+    let service = Arc::new(CommandService::new(Arc::clone(&bus)));
+    let tally = Arc::new(Tally::default());
+    let workers = options.workers.max(1);
     let started = Instant::now();
-    let mut tally = Tally::default();
-    let mut rng = Rng(options.seed);
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let player_ids: Vec<String> = (0..options.players)
-        .map(|i| format!("p{i:05}-{}", &run_id[..8]))
-        .collect();
+    let player_ids: Arc<Vec<String>> = Arc::new(
+        (0..options.players)
+            .map(|i| format!("p{i:05}-{}", &run_id[..8]))
+            .collect(),
+    );
+    register_players(&service, &player_ids, workers, &tally).await?;
 
-    for (i, p) in player_ids.iter().enumerate() {
-        let cause = uuid::Uuid::new_v4().to_string();
-        tally.count(service.register(p, &format!("Player {i}"), &cause).await)?;
-        tally.count(service.deposit(p, 500, &cause).await)?;
-    }
-
+    // Workers take the next hand until none is left; each reports a hand
+    // done, and the job stops the table projector halfway.
+    let (tasks, mut done_rx) = spawn_hands(
+        Arc::clone(&service),
+        Arc::clone(&player_ids),
+        Hands {
+            count: options.hands,
+            seed: options.seed,
+            workers,
+            prefix: format!("h-{}", &run_id[..8]),
+            seats_at_once: options.seats_at_once,
+        },
+        Arc::clone(&tally),
+    );
     let mut resumed_from = 0;
-    for h in 0..options.hands {
-        let hand = format!("h{h:06}-{}", &run_id[..8]);
-        let cause = uuid::Uuid::new_v4().to_string();
-        let seats = 2 + rng.below(5) as usize;
-        let mut seated: Vec<String> = Vec::with_capacity(seats);
-        while seated.len() < seats.min(player_ids.len()) {
-            let p = &player_ids[rng.below(player_ids.len() as u64) as usize];
-            if !seated.contains(p) {
-                seated.push(p.clone());
-            }
-        }
-        tally.count(
-            service
-                .deal(&hand, &seated, rng.below(u64::MAX), &cause)
-                .await,
-        )?;
-        for p in &seated {
-            let balance = service.player(p).map_or(0, |s| s.balance);
-            if balance < 20 {
-                tally.count(service.deposit(p, 200, &cause).await)?;
-            }
-            // One bet in ten asks for more than the player has: the domain refuses it.
-            let amount = if rng.below(10) == 0 {
-                balance + 1_000
-            } else {
-                1 + rng.below(20) as i64
-            };
-            tally.count(service.bet(&hand, p, amount, &cause).await)?;
-        }
-        let winner = seated[rng.below(seated.len() as u64) as usize].clone();
-        tally.count(service.win(&hand, &winner, &cause).await)?;
-
+    let mut hands_done = 0;
+    while done_rx.recv().await.is_some() {
+        hands_done += 1;
         progress(Progress::Load {
-            commands: tally.commands,
+            commands: tally.commands(),
             events: service.published(),
             elapsed: started.elapsed(),
-            hands_done: h + 1,
+            hands_done,
             hands_total: options.hands,
         });
-
-        if h + 1 == options.hands / 2 {
+        if hands_done == options.hands / 2 {
             if let Some(running) = table.take() {
                 // Stop it as if its process died between two batches. Its
                 // model stays (a real projector keeps it in its own store);
@@ -325,6 +496,9 @@ pub async fn run(
                 parked = Some(model);
             }
         }
+    }
+    for t in tasks {
+        t.await.map_err(|e| JobError::Task(e.to_string()))??;
     }
     let load_time = started.elapsed();
 
@@ -376,9 +550,11 @@ pub async fn run(
 
     Ok(Summary {
         backend: bus.backend(),
-        commands: tally.commands,
-        rejected: tally.rejected,
+        commands: tally.commands(),
+        rejected: tally.rejected(),
         events: service.published(),
+        conflicts_retried: service.conflicts_retried(),
+        workers,
         load_time,
         resumed_from,
         table_matches: table_now == table_rebuilt,

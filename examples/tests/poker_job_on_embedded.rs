@@ -19,6 +19,7 @@ async fn job_on_the_embedded_default_survives_a_restart() {
     let options = JobOptions {
         players: 20,
         hands: 80,
+        seats_at_once: true,
         ..JobOptions::default()
     };
     let mut resumed = None;
@@ -32,6 +33,11 @@ async fn job_on_the_embedded_default_survives_a_restart() {
     assert!(summary.ok(), "{summary:?}");
     assert!(resumed.is_some(), "the projector was stopped and resumed");
     assert!(summary.events > 500, "{} events", summary.events);
+    assert!(
+        summary.conflicts_retried > 0,
+        "{} workers never raced: {summary:?}",
+        summary.workers
+    );
     let before = bus.stream_info().await.expect("info");
     let positions: Vec<_> = {
         let mut v = Vec::new();

@@ -48,6 +48,22 @@ async fn job_resumes_projector_and_read_models_equal_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_one_command_at_a_time_without_conflicts() {
+    let bus = memory_bus().await;
+    let options = JobOptions {
+        players: 10,
+        hands: 30,
+        workers: 1,
+        ..JobOptions::default()
+    };
+    let summary = job::run(Arc::clone(&bus), &options, |_| {})
+        .await
+        .expect("job");
+    assert!(summary.ok(), "{summary:?}");
+    assert_eq!(summary.conflicts_retried, 0, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chips_are_conserved_across_the_table() {
     let bus = memory_bus().await;
     let options = JobOptions {

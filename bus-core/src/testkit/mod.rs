@@ -19,6 +19,7 @@ use async_trait::async_trait;
 
 use crate::{Bus, StreamSettings};
 
+mod event_store;
 pub mod scenarios;
 mod support;
 
@@ -129,6 +130,18 @@ macro_rules! contract_suite {
             repeated_redrive_sends_nothing_twice,
             redriven_event_that_fails_again_is_dead_lettered_again,
             redrive_to_an_unknown_consumer_is_not_found,
+            append_numbers_events_and_reports_version_and_positions,
+            concurrent_appends_at_one_version_exactly_one_wins_of_2,
+            concurrent_appends_at_one_version_exactly_one_wins_of_8,
+            concurrent_appends_at_one_version_exactly_one_wins_of_32,
+            append_failing_its_check_stores_nothing,
+            append_retried_after_a_lost_ack_returns_the_first_receipt,
+            append_reusing_a_stored_event_id_stores_nothing,
+            invalid_appends_are_refused_before_anything_is_stored,
+            load_from_a_version_returns_only_later_events,
+            load_of_an_unknown_aggregate_is_version_zero,
+            appended_events_reach_consumers_and_replays_in_append_order,
+            snapshots_keep_the_latest_and_loading_starts_after_it,
         );
     };
 }
@@ -145,6 +158,7 @@ macro_rules! persistence_suite {
             unacked_events_are_redelivered_after_a_restart,
             dedup_survives_a_restart,
             redrive_interrupted_by_a_restart_sends_nothing_twice,
+            appended_aggregates_survive_a_restart,
         );
     };
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::Harness;
+pub use super::event_store::*;
 use super::support::*;
 use crate::{
     Bus, BusError, ConsumerConfig, Discard, EventEnvelope, NameKind, StartPosition, StreamSettings,
@@ -1910,6 +1911,27 @@ pub async fn persistence_operations_are_unsupported_without_a_log(h: &impl Harne
         "redrive_dead_letters",
     );
     unsupported(bus.consumer_info("c").await.map(|_| ()), "consumer_info");
+    unsupported(
+        bus.append(crate::ExpectedVersion::Any, vec![deposit("p", 1)])
+            .await
+            .map(|_| ()),
+        "append",
+    );
+    unsupported(bus.load("player", "p", 0).await.map(|_| ()), "load");
+    unsupported(
+        bus.load_snapshot("player", "p").await.map(|_| ()),
+        "load_snapshot",
+    );
+    unsupported(
+        bus.save_snapshot(crate::Snapshot::from_message(
+            "player",
+            "p",
+            1,
+            &prost_types::Duration::default(),
+        ))
+        .await,
+        "save_snapshot",
+    );
     let r = bus
         .publish(deposit("p", 1))
         .await

@@ -28,6 +28,66 @@ struct Args {
     /// Seed of the deterministic load.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Hands played at once (worker tasks sharing the players). 1 (without
+    /// --seats-at-once) runs one command at a time.
+    #[arg(long, default_value_t = 32)]
+    workers: usize,
+    /// The seated players of a hand bet at once too, so appends to one hand
+    /// race (many more conflicts retried, slower).
+    #[arg(long)]
+    seats_at_once: bool,
+    /// Only generate load, as a second writer beside a running job: play
+    /// --hands hands among these registered players (comma-separated ids),
+    /// print one summary line and exit; no projectors, no checks.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    load_players: Vec<String>,
+    /// Hand ids of --load-players are `<prefix>-<number>`.
+    #[arg(long, default_value = "load", value_name = "PREFIX")]
+    hand_prefix: String,
+}
+
+/// `--load-players`: hands among existing players, then one line.
+async fn load_only(bus: std::sync::Arc<dyn bus::Bus>, args: &Args) -> ExitCode {
+    use std::sync::Arc;
+    let service = Arc::new(examples::service::CommandService::new(bus));
+    let tally = Arc::new(job::Tally::default());
+    let started = Instant::now();
+    let (tasks, mut done) = job::spawn_hands(
+        Arc::clone(&service),
+        Arc::new(args.load_players.clone()),
+        job::Hands {
+            count: args.hands,
+            seed: args.seed,
+            workers: args.workers,
+            prefix: args.hand_prefix.clone(),
+            seats_at_once: args.seats_at_once,
+        },
+        Arc::clone(&tally),
+    );
+    while done.recv().await.is_some() {}
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: worker failed: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!(
+        "load: {} hands, {} commands accepted, {} refused, {} events, {} conflicts retried, {:.2?}",
+        args.hands,
+        tally.commands(),
+        tally.rejected(),
+        service.published(),
+        service.conflicts_retried(),
+        started.elapsed()
+    );
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]
@@ -58,6 +118,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !args.load_players.is_empty() {
+        return load_only(bus, &args).await;
+    }
     if bus.backend() == "memory" {
         println!("backend: memory (in-process; nothing is persisted)");
     } else {
@@ -68,6 +131,8 @@ async fn main() -> ExitCode {
         hands: args.hands,
         seed: args.seed,
         consumer: config.consumer.clone(),
+        workers: args.workers,
+        seats_at_once: args.seats_at_once,
     };
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(1);
@@ -147,6 +212,11 @@ async fn main() -> ExitCode {
                 s.rejected
             );
             println!("  events published      {}", s.events);
+            println!(
+                "  conflicts retried     {} (appends that lost a race to another of the {} workers, \
+                 reloaded and decided again)",
+                s.conflicts_retried, s.workers
+            );
             println!(
                 "  load                  {:.2?} ({:.0} events/s)",
                 s.load_time,
