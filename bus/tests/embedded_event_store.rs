@@ -141,3 +141,88 @@ async fn a_lost_append_acknowledgement_on_the_bundled_server_is_recognised_by_th
     bus.close().await.expect("close");
     embedded.close().await.expect("close");
 }
+
+/// Issue #14 item 4: appended events keep the subjects users filter on,
+/// for any subscriber, here a client in another language (nats-py) with
+/// the two filters the documentation names. The marker that keys an
+/// append is outside `angzarr.events.>`, so neither filter sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_events_reach_a_python_subscriber_on_the_documented_filters() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = BusConfig::default();
+    config.embedded.port = 0;
+    config.embedded.data_dir = dir.path().join("data");
+    let bus = EmbeddedBus::start(&config).await.expect("embedded starts");
+
+    const SCRIPT: &str = r#"
+import asyncio, sys
+import nats
+
+async def main(url):
+    nc = await nats.connect(url)
+    async def on(label):
+        async def cb(msg):
+            print(label, msg.subject, flush=True)
+        return cb
+    await nc.subscribe("angzarr.events.player.*", cb=await on("player"))
+    await nc.subscribe("angzarr.events.*.>", cb=await on("all"))
+    await nc.flush()
+    print("READY", flush=True)
+    await asyncio.sleep(3)
+    await nc.close()
+
+asyncio.run(main(sys.argv[1]))
+"#;
+    let mut child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(bus.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed (with nats-py: pip install -r bus-embedded-server/tests/clients/python/requirements.txt): {e}")
+        });
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.next_line().await.expect("read").unwrap_or_default();
+    assert_eq!(
+        ready, "READY",
+        "the nats-py subscriber did not start (is nats-py installed for python3?)"
+    );
+
+    let events = vec![
+        bus_core::testkit::deposit("p9", 0),
+        bus_core::testkit::deposit("p9", 0),
+        bus_core::testkit::deposit("p9", 0),
+    ];
+    let receipt = bus
+        .append(ExpectedVersion::NoAggregate, events)
+        .await
+        .expect("append");
+    assert_eq!(receipt.version, 3);
+
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        seen.push(line);
+    }
+    let _ = child.wait().await;
+    let expected = "angzarr.events.player.FundsDeposited";
+    for label in ["player", "all"] {
+        let got: Vec<&String> = seen.iter().filter(|l| l.starts_with(label)).collect();
+        assert_eq!(
+            got.len(),
+            3,
+            "{label} filter saw every appended event and nothing else: {seen:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|l| l.as_str() == format!("{label} {expected}")),
+            "{seen:?}"
+        );
+    }
+    bus.close().await.expect("close");
+}
