@@ -384,6 +384,18 @@ fn check_stream_config(
     if cfg.num_replicas > 1 {
         return Err(ApiError::replicas_not_supported());
     }
+    if cfg.discard_new_per_subject {
+        if cfg.discard != super::types::DiscardPolicy::New {
+            return Err(ApiError::invalid_config(
+                "discard new per subject requires discard new policy to be set",
+            ));
+        }
+        if cfg.max_msgs_per_subject <= 0 {
+            return Err(ApiError::invalid_config(
+                "discard new per subject requires max msgs per subject > 0",
+            ));
+        }
+    }
     if cfg.mirror.is_some() || cfg.sources.is_some() {
         return Err(ApiError::invalid_config(
             "mirrors and sources are not supported by this server",
