@@ -407,11 +407,6 @@ fn check_stream_config(
         ));
     }
     super::stream::schedule::check_config(cfg)?;
-    if cfg.first_seq > 1 {
-        return Err(ApiError::invalid_config(
-            "first_seq is not supported by this server",
-        ));
-    }
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
     }

@@ -1415,6 +1415,7 @@ impl<S: Storage> Store for FileStore<S> {
                 n += 1;
             }
         }
+        self.last_seq = purge.last_after(self.last_seq);
         self.floor = purge.floor_after(self.floor, self.last_seq, self.index.is_empty());
         self.after_removal(&victims, before, touched)?;
         Ok(n)

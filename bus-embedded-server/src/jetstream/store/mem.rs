@@ -155,6 +155,7 @@ impl Store for MemStore {
                 n += 1;
             }
         }
+        self.last_seq = purge.last_after(self.last_seq);
         self.floor = purge.floor_after(self.floor, self.last_seq, self.msgs.is_empty());
         Ok(n)
     }

@@ -223,6 +223,18 @@ impl Purge {
         victims
     }
 
+    /// The store's last sequence after the purge: a whole purge up to a
+    /// sequence past the last one moves the last sequence up to just below
+    /// it, so the next message gets it (nats-server's compact; also how a
+    /// stream's `first_seq` is set).
+    pub fn last_after(&self, last_seq: u64) -> u64 {
+        let whole = self.subject_filter().is_none() && self.keep.is_none();
+        match self.seq {
+            Some(below) if whole && below > last_seq + 1 => below - 1,
+            _ => last_seq,
+        }
+    }
+
     /// The store's first sequence after the purge, from the one before
     /// (`floor`), its last sequence, and whether any message is left: a
     /// purge up to a sequence moves the floor there even past gaps.

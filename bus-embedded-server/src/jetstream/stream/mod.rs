@@ -279,6 +279,29 @@ fn open_store(
     )))
 }
 
+/// A new stream's `first_seq`: its first message gets that sequence (a
+/// whole purge up to it, which the store keeps as its floor and last
+/// sequence), durable before the create is confirmed.
+fn start_at(store: &mut dyn Store, first_seq: u64) -> Result<(), String> {
+    store
+        .purge(&Purge {
+            filter: None,
+            seq: Some(first_seq),
+            keep: None,
+        })
+        .map_err(|e| format!("first_seq: {e}"))?;
+    if let Some(job) = store.take_sync() {
+        let upto = job.upto;
+        let result = (job.run)();
+        let failed = result.as_ref().err().map(ToString::to_string);
+        store.synced(upto, result);
+        if let Some(e) = failed {
+            return Err(format!("first_seq: {e}"));
+        }
+    }
+    Ok(())
+}
+
 fn open_raw_store(
     js: &JetStream,
     config: &StreamConfig,
@@ -338,7 +361,11 @@ impl Stream {
             }
             StorageType::Memory => None,
         };
-        let store = open_store(js, &config, dir.as_deref()).map_err(ApiError::stream_general)?;
+        let mut store =
+            open_store(js, &config, dir.as_deref()).map_err(ApiError::stream_general)?;
+        if config.first_seq > 1 {
+            start_at(store.as_mut(), config.first_seq).map_err(ApiError::stream_general)?;
+        }
         Ok(Stream::assemble(js, config, created, store, dir))
     }
 

@@ -492,6 +492,8 @@ impl Run {
                 for v in &victims {
                     self.delete_in_model(*v);
                 }
+                // A whole purge past the end moves the next sequence.
+                self.model.last_seq = p.last_after(self.model.last_seq);
                 self.log(format!("purge {p:?} -> {n}"));
             }
             Err(e) => self.expect_refusal("purge", e),

@@ -128,6 +128,8 @@ fn purge_keep_and_seq_and_interior_deletes(s: &mut dyn Store) {
     assert_eq!(s.purge(&keep).unwrap(), 0);
 }
 
+/// nats-server's compact: a whole purge up to a sequence past the last
+/// one makes that sequence the next one (how `first_seq` is set too).
 fn purge_seq_beyond_last_raises_the_floor(s: &mut dyn Store) {
     fill(s, &["a", "b", "c"]);
     let far = Purge {
@@ -136,9 +138,17 @@ fn purge_seq_beyond_last_raises_the_floor(s: &mut dyn Store) {
     };
     assert_eq!(s.purge(&far).unwrap(), 3);
     let st: StoreState = s.state();
-    assert_eq!((st.msgs, st.first_seq, st.last_seq), (0, 100, 3));
-    assert_eq!(s.append("d", b"", b"x", 5).unwrap(), 4);
+    assert_eq!((st.msgs, st.first_seq, st.last_seq), (0, 100, 99));
+    assert_eq!(s.append("d", b"", b"x", 5).unwrap(), 100);
     assert_eq!(s.state().first_seq, 100);
+    // A filtered purge or one that keeps messages never moves it.
+    let filtered = Purge {
+        filter: Some("d".into()),
+        seq: Some(500),
+        ..Purge::default()
+    };
+    assert_eq!(s.purge(&filtered).unwrap(), 1);
+    assert_eq!(s.state().last_seq, 100);
 }
 
 fn subject_queries_and_time_lookup(s: &mut dyn Store) {
