@@ -666,6 +666,20 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
+    // New consumer limits must hold for the consumers there already.
+    let limits = super::limits::StreamConsumerLimits::of(&cfg);
+    let violators: Vec<String> = stream
+        .consumers()
+        .iter()
+        .filter(|c| !limits.allow(&c.config()))
+        .map(|c| c.name.clone())
+        .collect();
+    if !violators.is_empty() {
+        return Err(err(ApiError::update_failed(format!(
+            "change to limits violates consumers: {}",
+            violators.join(", ")
+        ))));
+    }
     js.resources
         .reserve(&cfg, Some(&old), 0, reserved(js, Some(name)))
         .map_err(err)?;
@@ -1034,8 +1048,14 @@ fn consumer_create(
         cfg.name = Some(name.clone());
     }
     check_consumer_config(&stream, &mut cfg, durable).map_err(err)?;
-    // The account's max_ack_pending: the default, and a ceiling.
-    js.resources.apply_max_ack_pending(&mut cfg).map_err(err)?;
+    // The stream's consumer_limits and the account's max_ack_pending:
+    // defaults, and ceilings.
+    js.resources
+        .apply_consumer_limits(
+            &super::limits::StreamConsumerLimits::of(&stream.config()),
+            &mut cfg,
+        )
+        .map_err(err)?;
     cfg.normalize(durable);
 
     // From the existence check to the insert, one create, update or delete

@@ -117,7 +117,18 @@ impl ApiError {
         }
     }
 
-    /// `consumer max ack pending exceeds system limit of <n>` (10121).
+    /// A consumer's `inactive_threshold` past the stream's
+    /// `consumer_limits` (10153); `limit` in Go's duration format.
+    pub fn inactive_threshold_exceeds_limit(limit: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10153,
+            description: format!("consumer inactive threshold exceeds system limit of {limit}"),
+        }
+    }
+
+    /// A consumer's `max_ack_pending` past the stream's or the account's
+    /// limit (10121).
     pub fn max_ack_pending_exceeds_limit(limit: i64) -> Self {
         ApiError {
             code: 400,

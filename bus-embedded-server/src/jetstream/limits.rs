@@ -252,23 +252,106 @@ impl AccountResources {
         }
     }
 
-    /// The account's `max_ack_pending` on a consumer's config (create or
-    /// update).
-    pub fn apply_max_ack_pending(&self, cfg: &mut ConsumerConfig) -> Result<(), ApiError> {
-        let limit = self.limits.max_ack_pending;
-        if limit <= 0 {
-            return Ok(());
-        }
-        if cfg.max_ack_pending == 0 {
+    /// The stream's `consumer_limits` and the account's `max_ack_pending`
+    /// on a consumer's config (create or update), as nats-server applies
+    /// them: the default window is the smallest of 1,000 and the limits,
+    /// a larger one is refused (10121); a stream's inactivity limit is the
+    /// default `inactive_threshold` and its ceiling (10153).
+    pub fn apply_consumer_limits(
+        &self,
+        stream: &StreamConsumerLimits,
+        cfg: &mut ConsumerConfig,
+    ) -> Result<(), ApiError> {
+        let account = self.limits.max_ack_pending;
+        if cfg.max_ack_pending == 0 && cfg.ack_policy != AckPolicy::None {
             // Only a consumer that takes acks has a window to default.
-            if cfg.ack_policy != AckPolicy::None {
-                cfg.max_ack_pending = limit.min(DEFAULT_MAX_ACK_PENDING);
+            let mut window = DEFAULT_MAX_ACK_PENDING;
+            for limit in [stream.max_ack_pending, account] {
+                if limit > 0 && limit < window {
+                    window = limit;
+                }
             }
-        } else if cfg.max_ack_pending > limit {
-            return Err(ApiError::max_ack_pending_exceeds_limit(limit));
+            cfg.max_ack_pending = window;
+        }
+        if cfg.max_ack_pending > 0 {
+            for limit in [stream.max_ack_pending, account] {
+                if limit > 0 && cfg.max_ack_pending > limit {
+                    return Err(ApiError::max_ack_pending_exceeds_limit(limit));
+                }
+            }
+        }
+        let idle = stream.inactive_threshold;
+        if idle > 0 {
+            if cfg.inactive_threshold == 0 {
+                cfg.inactive_threshold = idle;
+            } else if cfg.inactive_threshold > idle {
+                return Err(ApiError::inactive_threshold_exceeds_limit(&go_duration(
+                    idle,
+                )));
+            }
         }
         Ok(())
     }
+}
+
+/// A stream's `consumer_limits` (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamConsumerLimits {
+    /// Most unacknowledged messages a consumer may allow.
+    pub max_ack_pending: i64,
+    /// Longest inactivity before a consumer is deleted, nanoseconds.
+    pub inactive_threshold: i64,
+}
+
+impl StreamConsumerLimits {
+    /// Read from a stream's configuration (a missing or odd field is 0).
+    pub fn of(cfg: &StreamConfig) -> StreamConsumerLimits {
+        let get = |k: &str| {
+            cfg.consumer_limits
+                .get(k)
+                .and_then(serde_json::Value::as_i64)
+        };
+        StreamConsumerLimits {
+            max_ack_pending: get("max_ack_pending").unwrap_or(0),
+            inactive_threshold: get("inactive_threshold").unwrap_or(0),
+        }
+    }
+
+    /// Whether a consumer with `cfg` is within these limits (a stream
+    /// update must not put an existing consumer outside them).
+    pub fn allow(&self, cfg: &ConsumerConfig) -> bool {
+        let window_over = self.max_ack_pending > 0 && cfg.max_ack_pending > self.max_ack_pending;
+        let idle_over =
+            self.inactive_threshold > 0 && cfg.inactive_threshold > self.inactive_threshold;
+        !window_over && !idle_over
+    }
+}
+
+/// Go's `time.Duration` text for whole and fractional seconds and
+/// minutes ("5s", "1.5s", "1m30s", "250ms"), as nats-server prints limits.
+fn go_duration(nanos: i64) -> String {
+    let n = nanos.max(0);
+    if n < 1_000_000_000 {
+        let ms = n as f64 / 1e6;
+        return format!("{}ms", trim(ms));
+    }
+    let total = n as f64 / 1e9;
+    let (h, rest) = ((total / 3600.0).floor(), total % 3600.0);
+    let (m, s) = ((rest / 60.0).floor(), rest % 60.0);
+    let mut out = String::new();
+    if h > 0.0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0.0 || m > 0.0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", trim(s)));
+    out
+}
+
+fn trim(v: f64) -> String {
+    let text = format!("{v:.9}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// A consumer's `max_ack_pending` when it sets none (nats-server's).
@@ -403,25 +486,69 @@ mod tests {
             ..ConsumerConfig::default()
         };
         let mut cfg = explicit();
-        a.apply_max_ack_pending(&mut cfg).unwrap();
+        a.apply_consumer_limits(&StreamConsumerLimits::default(), &mut cfg)
+            .unwrap();
         assert_eq!(cfg.max_ack_pending, 100);
         // Without acks there is no window to default.
         let mut cfg = ConsumerConfig {
             ack_policy: AckPolicy::None,
             ..ConsumerConfig::default()
         };
-        a.apply_max_ack_pending(&mut cfg).unwrap();
+        a.apply_consumer_limits(&StreamConsumerLimits::default(), &mut cfg)
+            .unwrap();
         assert_eq!(cfg.max_ack_pending, 0);
         let mut cfg = ConsumerConfig {
             max_ack_pending: 200,
             ..explicit()
         };
-        let e = a.apply_max_ack_pending(&mut cfg).unwrap_err();
+        let e = a
+            .apply_consumer_limits(&StreamConsumerLimits::default(), &mut cfg)
+            .unwrap_err();
         assert_eq!(e.err_code, 10121);
         assert_eq!(
             e.description,
             "consumer max ack pending exceeds system limit of 100"
         );
+    }
+
+    #[test]
+    fn stream_consumer_limits_default_and_cap_the_window_and_the_inactivity() {
+        let a = AccountResources::unlimited();
+        let stream = StreamConsumerLimits {
+            max_ack_pending: 10,
+            inactive_threshold: 5_000_000_000,
+        };
+        let mut cfg = ConsumerConfig {
+            ack_policy: AckPolicy::Explicit,
+            ..ConsumerConfig::default()
+        };
+        a.apply_consumer_limits(&stream, &mut cfg).unwrap();
+        assert_eq!(
+            (cfg.max_ack_pending, cfg.inactive_threshold),
+            (10, 5_000_000_000)
+        );
+        assert!(stream.allow(&cfg));
+        cfg.max_ack_pending = 11;
+        assert_eq!(
+            a.apply_consumer_limits(&stream, &mut cfg)
+                .unwrap_err()
+                .err_code,
+            10121
+        );
+        assert!(!stream.allow(&cfg));
+        cfg.max_ack_pending = 5;
+        cfg.inactive_threshold = 90_500_000_000;
+        let e = a.apply_consumer_limits(&stream, &mut cfg).unwrap_err();
+        assert_eq!(
+            (e.err_code, e.description.as_str()),
+            (
+                10153,
+                "consumer inactive threshold exceeds system limit of 5s"
+            )
+        );
+        assert_eq!(go_duration(90_500_000_000), "1m30.5s");
+        assert_eq!(go_duration(250_000_000), "250ms");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
     }
 
     #[test]
