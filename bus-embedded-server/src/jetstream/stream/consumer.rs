@@ -917,7 +917,9 @@ impl Consumer {
             let dseq = st.dseq + 1;
             let deliveries = st.pending.get(&msg.seq).map_or(1, |p| p.deliveries + 1);
             let next_remaining = if matches!(source, Source::Redeliver) {
-                remaining
+                // A redelivery leaves the undelivered count as it is
+                // (nats-server reports it in the ack reply, not 0).
+                Some(remaining.unwrap_or_else(|| pending_count(stream, st)))
             } else {
                 Some(match remaining {
                     Some(r) => r.saturating_sub(1),
