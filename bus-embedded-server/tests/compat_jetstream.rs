@@ -1312,10 +1312,16 @@ async fn push_consumer_with_deliver_group_splits_work(t: &mut Target) {
         }
     }
     assert_eq!(seen.len(), 60, "every message once");
-    assert!(
-        counts[0] > 0 && counts[1] > 0,
-        "both members got work: {counts:?}"
-    );
+    // Ours rotates a queue group's members, so both get work. nats-server
+    // 2.15.1 promises only that one member gets each message: on a loaded
+    // machine (CI) it was seen giving all 60 to one member, so the split
+    // is asserted of ours alone.
+    if matches!(t, Target::Ours { .. }) {
+        assert!(
+            counts[0] > 0 && counts[1] > 0,
+            "both members got work: {counts:?}"
+        );
+    }
 }
 scenario!(push_consumer_with_deliver_group_splits_work);
 
