@@ -1582,6 +1582,37 @@ async fn kv_watch_and_watch_all_see_live_updates(t: &mut Target) {
 }
 scenario!(kv_watch_and_watch_all_see_live_updates);
 
+/// A watcher knows when it has caught up: `seen_current` turns true on the
+/// entry after which nothing older is pending (clients compute it from
+/// the pending count in each delivery's ack reply) and stays true for
+/// live updates.
+async fn kv_watcher_sees_seen_current_once_caught_up(t: &mut Target) {
+    let (_c, js) = t.js().await;
+    let kv = kv_bucket(&js, "CURRENT", 1).await;
+    for key in ["k1", "k2", "k3"] {
+        kv.put(key, "v".into()).await.expect("put");
+    }
+    // With history: the current value of every key first, then updates.
+    let mut all = kv.watch_with_history(">").await.expect("watch all");
+    let mut flags = Vec::new();
+    for _ in 0..3 {
+        let e = next_entry(&mut all).await;
+        flags.push((e.key, e.seen_current));
+    }
+    assert_eq!(
+        flags,
+        [
+            ("k1".to_owned(), false),
+            ("k2".to_owned(), false),
+            ("k3".to_owned(), true)
+        ]
+    );
+    kv.put("k4", "live".into()).await.expect("put");
+    let e = next_entry(&mut all).await;
+    assert_eq!((e.key.as_str(), e.seen_current), ("k4", true));
+}
+scenario!(kv_watcher_sees_seen_current_once_caught_up);
+
 // ---------------------------------------------------------------------------
 // Object store
 // ---------------------------------------------------------------------------
