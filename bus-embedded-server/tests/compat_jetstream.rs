@@ -24,7 +24,7 @@ use bus_embedded_server::{ServerConfig, ServerHandle, jetstream::JetStreamConfig
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use nats_test_server::{NatsServer, ServerOptions};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Digest;
 
 /// Bound on any single wait for something that must happen.
@@ -1790,3 +1790,47 @@ async fn durable_consumer_resumes_after_restart(t: &mut Target) {
     assert_eq!(s2.state.consumer_count, 1);
 }
 scenario!(durable_consumer_resumes_after_restart);
+
+/// A consumer paused until a moment shortly ahead delivers nothing before
+/// it and resumes by itself after it; a pull request made meanwhile is
+/// served once the pause ends (nats-server 2.11's consumer pause).
+async fn a_paused_pull_consumer_resumes_by_itself(t: &mut Target) {
+    let (c, js) = t.js().await;
+    stream(&js, "PAUSED", &["paused"]).await;
+    js.publish("paused", "m1".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let until_time = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let until = humantime::format_rfc3339_nanos(until_time).to_string();
+    let v = api(
+        &c,
+        "CONSUMER.CREATE.PAUSED.C",
+        json!({"stream_name": "PAUSED", "config": {"durable_name": "C", "ack_policy": "explicit", "pause_until": until}}),
+    )
+    .await;
+    assert_eq!(v["paused"], true, "{v}");
+    let inbox = c.new_inbox();
+    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
+    c.publish_with_reply(
+        "$JS.API.CONSUMER.MSG.NEXT.PAUSED.C",
+        inbox,
+        json!({"batch": 1, "expires": 4_000_000_000u64})
+            .to_string()
+            .into(),
+    )
+    .await
+    .expect("pull");
+    let m = within("the message after the pause", sub.next())
+        .await
+        .expect("delivery");
+    assert_eq!(&m.payload[..], b"m1");
+    assert!(
+        std::time::SystemTime::now() >= until_time,
+        "delivered before the pause ended"
+    );
+    let v = api(&c, "CONSUMER.INFO.PAUSED.C", json!({})).await;
+    assert!(v.get("paused").is_none(), "no longer paused: {v}");
+}
+scenario!(a_paused_pull_consumer_resumes_by_itself);

@@ -16,8 +16,12 @@ fn scenarios() -> Vec<Scenario> {
                 "CONSUMER.CREATE.H.C",
                 r#"{"stream_name":"H","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
             ),
-            pull("H", "C", r#"{"batch":1,"expires":1600000000,"idle_heartbeat":500000000}"#)
-                .collect(2200),
+            pull(
+                "H",
+                "C",
+                r#"{"batch":1,"expires":1600000000,"idle_heartbeat":500000000}"#,
+            )
+            .collect(2200),
             api(
                 "CONSUMER.MSG.NEXT.H.C",
                 r#"{"batch":1,"expires":1000000000,"idle_heartbeat":2000000000}"#,

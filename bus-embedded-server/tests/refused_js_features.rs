@@ -1,7 +1,7 @@
 //! Newer JetStream options this server does not build yet are refused
 //! with an API error naming them, never accepted and ignored: a client
-//! that asks for a consumer priority group, a pinned client or a pause
-//! must not believe it has one.
+//! that asks for a consumer priority group or a pinned client must not
+//! believe it has one.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ fn error_of(v: &Value) -> (i64, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_priority_groups_pinning_and_pause_are_refused_not_ignored() {
+async fn consumer_priority_groups_and_pinning_are_refused_not_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(ServerConfig {
         port: 0,
@@ -66,10 +66,6 @@ async fn consumer_priority_groups_pinning_and_pause_are_refused_not_ignored() {
             json!({"priority_policy": "pinned_client"}),
             "consumer priority policies are not supported by this server",
         ),
-        (
-            json!({"pause_until": "2999-01-01T00:00:00Z"}),
-            "consumer pause is not supported by this server",
-        ),
     ] {
         let v = api(&c, "CONSUMER.CREATE.S.C", consumer(extra.clone())).await;
         assert_eq!(error_of(&v), (10012, text.to_owned()), "for {extra}");
@@ -81,7 +77,7 @@ async fn consumer_priority_groups_pinning_and_pause_are_refused_not_ignored() {
     let v = api(
         &c,
         "CONSUMER.CREATE.S.C",
-        consumer(json!({"priority_policy": "none", "priority_groups": [], "pause_until": "0001-01-01T00:00:00Z"})),
+        consumer(json!({"priority_policy": "none", "priority_groups": []})),
     )
     .await;
     assert!(v.get("error").is_none(), "{v}");
@@ -90,24 +86,7 @@ async fn consumer_priority_groups_pinning_and_pause_are_refused_not_ignored() {
         "an option not built is not echoed back as if it were: {v}"
     );
 
-    // The calls are answered, not left to time out.
-    let v = api(
-        &c,
-        "CONSUMER.PAUSE.S.C",
-        json!({"pause_until": "2999-01-01T00:00:00Z"}),
-    )
-    .await;
-    assert_eq!(
-        error_of(&v),
-        (
-            10012,
-            "consumer pause is not supported by this server".to_owned()
-        )
-    );
-    assert_eq!(
-        v["type"],
-        "io.nats.jetstream.api.v1.consumer_pause_response"
-    );
+    // The call is answered, not left to time out.
     let v = api(&c, "CONSUMER.UNPIN.S.C", json!({"group": "jobs"})).await;
     assert_eq!(error_of(&v).0, 10012);
     server.shutdown(Duration::from_secs(1)).await;

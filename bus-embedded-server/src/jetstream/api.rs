@@ -142,11 +142,15 @@ pub(crate) fn handle(
         }
         // Newer consumer calls this server cannot honour: refused, so a
         // client is told rather than left waiting.
-        ["CONSUMER", "PAUSE", _, _] => (
+        ["CONSUMER", "PAUSE", stream, name] => (
             "consumer_pause_response",
-            Err(err(ApiError::consumer_create(
-                "consumer pause is not supported by this server",
-            ))),
+            // Its errors carry the unpaused fields, as nats-server's do.
+            consumer_pause(js, stream, name, data).map_err(|(e, _)| {
+                (
+                    e,
+                    json!({"paused": false, "pause_until": "0001-01-01T00:00:00Z"}),
+                )
+            }),
         ),
         ["CONSUMER", "UNPIN", _, _] => (
             "consumer_unpin_response",
@@ -1101,6 +1105,47 @@ fn consumer_create(
     let consumer = Consumer::create(js, &stream, name, cfg, durable).map_err(err)?;
     stream.add_consumer(Arc::clone(&consumer));
     Ok(json!(consumer.info()))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PauseRequest {
+    pause_until: Option<String>,
+}
+
+/// `CONSUMER.PAUSE`: pauses a consumer until a time, or resumes it (no
+/// time, or one not in the future); kept in its configuration.
+fn consumer_pause(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) -> ApiResult {
+    let req: PauseRequest = parse(data)?;
+    let stream = js
+        .stream(stream_name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let _admin = lock(&js.admin);
+    let consumer = stream
+        .consumer(name)
+        .ok_or_else(|| err(ApiError::consumer_not_found()))?;
+    let mut cfg = consumer.config();
+    cfg.pause_until = req
+        .pause_until
+        .filter(|t| !t.is_empty() && !t.starts_with("0001-01-01T00:00:00"));
+    if let Some(t) = &cfg.pause_until
+        && super::types::parse_rfc3339(t).is_none()
+        && humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).is_err()
+    {
+        return Err(err(ApiError::invalid_json(format!(
+            "invalid pause_until {t:?}"
+        ))));
+    }
+    consumer.update_config(cfg.clone()).map_err(err)?;
+    let remaining = super::types::pause_remaining(cfg.pause_until.as_deref());
+    let mut v = json!({
+        "paused": remaining.is_some(),
+        "pause_until": cfg.pause_until.as_deref().unwrap_or("0001-01-01T00:00:00Z"),
+    });
+    if let (Some(r), Value::Object(m)) = (remaining, &mut v) {
+        m.insert("pause_remaining".into(), json!(r));
+    }
+    Ok(v)
 }
 
 fn ephemeral_name() -> String {

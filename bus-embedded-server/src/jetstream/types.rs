@@ -31,6 +31,18 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     i64::try_from(d.as_nanos()).ok()
 }
 
+/// How long a consumer paused until `until` (RFC 3339) stays paused, in
+/// nanoseconds (saturated, as Go's `time.Until` is for far dates); none
+/// when that time is not in the future or is not a time.
+pub fn pause_remaining(until: Option<&str>) -> Option<i64> {
+    let text = until?;
+    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
+        .ok()
+        .or_else(|| humantime::parse_rfc3339(text).ok())?;
+    let left = t.duration_since(SystemTime::now()).ok()?;
+    (!left.is_zero()).then(|| i64::try_from(left.as_nanos()).unwrap_or(i64::MAX))
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -407,6 +419,10 @@ pub struct ConsumerConfig {
     /// User metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Paused until this time (RFC 3339; nats-server 2.11). Go's zero time
+    /// is stored as none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_until: Option<String>,
     /// Fields this server does not know, kept to refuse the ones that ask
     /// for a feature it lacks (see [`ConsumerConfig::unsupported_feature`]);
     /// never stored or shown.
@@ -416,7 +432,7 @@ pub struct ConsumerConfig {
 
 impl ConsumerConfig {
     /// The first newer nats-server consumer option set to something this
-    /// server cannot honour (priority groups, pinning, pausing), named for
+    /// server cannot honour (priority groups, pinning), named for
     /// the refusal (`"<feature> is"` / `"... are"`); none when every such field is absent or at its
     /// nats-server default.
     pub fn unsupported_feature(&self) -> Option<&'static str> {
@@ -433,7 +449,6 @@ impl ConsumerConfig {
             ("priority_policy", "consumer priority policies are"),
             ("priority_timeout", "consumer pinned clients are"),
             ("pinned_ttl", "consumer pinned clients are"),
-            ("pause_until", "consumer pause is"),
         ]
         .into_iter()
         .find(|(key, _)| set(key))
@@ -473,6 +488,7 @@ impl Default for ConsumerConfig {
             num_replicas: 0,
             mem_storage: false,
             metadata: None,
+            pause_until: None,
             other: BTreeMap::new(),
         }
     }
@@ -499,6 +515,13 @@ impl ConsumerConfig {
 
     /// Applies nats-server's defaults.
     pub fn normalize(&mut self, durable: bool) {
+        if self
+            .pause_until
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.starts_with("0001-01-01T00:00:00"))
+        {
+            self.pause_until = None;
+        }
         if self.ack_policy != AckPolicy::None {
             if self.ack_wait == 0 {
                 self.ack_wait = self.backoff.first().copied().unwrap_or(30_000_000_000);
@@ -594,6 +617,12 @@ pub struct ConsumerInfoJson {
     /// Push: someone listens on the deliver subject.
     #[serde(skip_serializing_if = "is_false")]
     pub push_bound: bool,
+    /// Paused (`pause_until` in the future).
+    #[serde(skip_serializing_if = "is_false")]
+    pub paused: bool,
+    /// Nanoseconds until the pause ends, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_remaining: Option<i64>,
     /// Response time.
     pub ts: String,
 }

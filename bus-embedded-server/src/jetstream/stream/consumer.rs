@@ -570,6 +570,8 @@ impl Consumer {
         let stream = self.stream.upgrade();
         let st = lock(&self.state);
         let num_pending = stream.as_ref().map_or(0, |s| pending_count(s, &st));
+        let pause_remaining =
+            super::super::types::pause_remaining(st.config.pause_until.as_deref());
         ConsumerInfoJson {
             stream_name: self.stream_name.clone(),
             name: self.name.clone(),
@@ -600,6 +602,8 @@ impl Consumer {
                 .count() as u64,
             num_pending,
             push_bound: st.config.is_push() && st.push_bound,
+            paused: pause_remaining.is_some(),
+            pause_remaining,
             ts: rfc3339(now_nanos()),
         }
     }
@@ -899,6 +903,14 @@ impl Consumer {
                 && st.config.max_ack_pending > 0
                 && st.pending.len() >= st.config.max_ack_pending as usize
                 && st.redeliver.is_empty()
+            {
+                exhausted = true;
+                break;
+            }
+            // A paused consumer delivers nothing (pull requests wait, or
+            // get 404 / 408 as when nothing is pending).
+            if st.config.pause_until.is_some()
+                && super::super::types::pause_remaining(st.config.pause_until.as_deref()).is_some()
             {
                 exhausted = true;
                 break;
