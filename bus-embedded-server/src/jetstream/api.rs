@@ -26,8 +26,8 @@ const API_PREFIX: &str = "io.nats.jetstream.api.v1.";
 /// Handles `$JS.API.<api>`; false when the subject is not an API we serve
 /// (the publisher then gets no-responders, as from nats-server).
 /// True for the requests that write files (stream and consumer create,
-/// update, delete, purge, message delete): they are served on a blocking
-/// thread.
+/// update, delete, purge, message delete, consumer pause and reset): they
+/// are served on a blocking thread.
 pub(crate) fn touches_disk(api: &str) -> bool {
     [
         "STREAM.CREATE.",
@@ -38,6 +38,8 @@ pub(crate) fn touches_disk(api: &str) -> bool {
         "CONSUMER.CREATE.",
         "CONSUMER.DURABLE.CREATE.",
         "CONSUMER.DELETE.",
+        "CONSUMER.PAUSE.",
+        "CONSUMER.RESET.",
     ]
     .iter()
     .any(|p| api.starts_with(p))
@@ -152,6 +154,17 @@ pub(crate) fn handle(
                 )
             }),
         ),
+        ["CONSUMER", "RESET", stream, name] => {
+            // nats-server leaves a reset of a consumer it does not have
+            // unanswered (no error, and no no-responders either).
+            if js.stream(stream).and_then(|s| s.consumer(name)).is_none() {
+                return true;
+            }
+            (
+                "consumer_reset_response",
+                consumer_reset(js, stream, name, data),
+            )
+        }
         ["CONSUMER", "UNPIN", _, _] => (
             "consumer_unpin_response",
             Err(err(ApiError::consumer_create(
@@ -1144,6 +1157,34 @@ fn consumer_pause(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) ->
     });
     if let (Some(r), Value::Object(m)) = (remaining, &mut v) {
         m.insert("pause_remaining".into(), json!(r));
+    }
+    Ok(v)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ResetRequest {
+    seq: u64,
+}
+
+/// `CONSUMER.RESET` (nats-server 2.14): the consumer delivers again from
+/// `seq`, or from where its deliver policy starts; answered with its info
+/// and `reset_seq`.
+fn consumer_reset(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) -> ApiResult {
+    let req: ResetRequest = parse(data)?;
+    let stream = js
+        .stream(stream_name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let _admin = lock(&js.admin);
+    let consumer = stream
+        .consumer(name)
+        .ok_or_else(|| err(ApiError::consumer_not_found()))?;
+    let start = consumer
+        .reset((req.seq > 0).then_some(req.seq))
+        .map_err(err)?;
+    let mut v = json!(consumer.info());
+    if let Value::Object(m) = &mut v {
+        m.insert("reset_seq".into(), json!(start));
     }
     Ok(v)
 }

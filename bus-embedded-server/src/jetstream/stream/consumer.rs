@@ -313,49 +313,7 @@ impl Consumer {
         durable: bool,
     ) -> Result<Arc<Consumer>, ApiError> {
         let filter = effective_filter(stream, &config);
-        let (next_sseq, lps) = {
-            let mut inner = lock(&stream.inner);
-            let st = inner.store.state();
-            match config.deliver_policy {
-                DeliverPolicy::All => (st.first_seq.max(1), VecDeque::new()),
-                DeliverPolicy::New => (st.last_seq + 1, VecDeque::new()),
-                DeliverPolicy::Last => {
-                    let last = match &filter {
-                        SubjectFilter::All => (st.msgs > 0).then_some(st.last_seq),
-                        SubjectFilter::Any(list) => list
-                            .iter()
-                            .filter_map(|f| inner.store.last_by_subject(f).ok().flatten())
-                            .map(|m| m.seq)
-                            .max(),
-                    };
-                    (last.unwrap_or(st.last_seq + 1), VecDeque::new())
-                }
-                DeliverPolicy::ByStartSequence => {
-                    let Some(seq) = config.opt_start_seq.filter(|s| *s > 0) else {
-                        return Err(ApiError::invalid_policy(
-                            "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
-                        ));
-                    };
-                    (seq, VecDeque::new())
-                }
-                DeliverPolicy::ByStartTime => {
-                    let Some(ts) = config
-                        .opt_start_time
-                        .as_deref()
-                        .and_then(crate::jetstream::types::parse_rfc3339)
-                    else {
-                        return Err(ApiError::invalid_policy(
-                            "consumer delivery policy is deliver by start time, but optional start time is not set",
-                        ));
-                    };
-                    (inner.store.seq_for_time(ts), VecDeque::new())
-                }
-                DeliverPolicy::LastPerSubject => {
-                    let seqs = inner.store.last_seqs_per_subject(&filter);
-                    (st.last_seq + 1, seqs.into_iter().collect())
-                }
-            }
-        };
+        let (next_sseq, lps) = start_position(stream, &config, &filter)?;
         let start = lps.front().copied().unwrap_or(next_sseq);
         let created = now_nanos();
         let dir = (durable && !config.mem_storage && stream.config().storage == StorageType::File)
@@ -563,6 +521,47 @@ impl Consumer {
         drop(st);
         self.signal();
         Ok(())
+    }
+
+    /// Moves the consumer back (or forward) to deliver from stream sequence
+    /// `seq`, or from where its deliver policy starts (nats-server 2.14's
+    /// reset): everything unacknowledged is forgotten, the delivery count
+    /// starts again, and the new position is on disk before this returns.
+    /// Returns the sequence it now starts at.
+    pub(crate) fn reset(&self, seq: Option<u64>) -> Result<u64, ApiError> {
+        let stream = self
+            .stream
+            .upgrade()
+            .ok_or_else(ApiError::consumer_not_found)?;
+        let config = self.config();
+        let (next, lps) = match seq {
+            Some(s) => (s, VecDeque::new()),
+            None => start_position(&stream, &config, &self.filter())?,
+        };
+        let start = lps.front().copied().unwrap_or(next);
+        {
+            let mut st = lock(&self.state);
+            st.next_sseq = next;
+            st.lps = lps;
+            st.delivered_sseq = start.saturating_sub(1);
+            st.floor = (0, start.saturating_sub(1));
+            st.dseq = 0;
+            st.last_delivered = 0;
+            st.pending.clear();
+            st.timers.clear();
+            st.redeliver.clear();
+            st.dirty = true;
+        }
+        if let Some(dir) = &self.dir {
+            let _writing = lock(&self.persisting);
+            let snapshot = self.snapshot();
+            let bytes = serde_json::to_vec(&snapshot)
+                .map_err(|e| ApiError::consumer_create(e.to_string()))?;
+            atomic_write(&dir.join("state.json"), &bytes)
+                .map_err(|e| ApiError::consumer_create(format!("consumer state: {e}")))?;
+        }
+        self.signal();
+        Ok(start)
     }
 
     /// Info as CONSUMER.INFO returns it.
@@ -1410,6 +1409,57 @@ fn pending_count(stream: &Stream, st: &CState) -> u64 {
 /// Messages still to deliver after `msg` (just taken).
 fn pending_count_after(stream: &Stream, st: &CState, _msg: &StoredMsg) -> u64 {
     pending_count(stream, st)
+}
+
+/// Where a consumer with `config` starts: the next stream sequence to
+/// deliver and, for deliver-last-per-subject, the sequences to deliver
+/// first. Used at creation and by a reset without a sequence.
+fn start_position(
+    stream: &Stream,
+    config: &ConsumerConfig,
+    filter: &SubjectFilter,
+) -> Result<(u64, VecDeque<u64>), ApiError> {
+    let mut inner = lock(&stream.inner);
+    let st = inner.store.state();
+    Ok(match config.deliver_policy {
+        DeliverPolicy::All => (st.first_seq.max(1), VecDeque::new()),
+        DeliverPolicy::New => (st.last_seq + 1, VecDeque::new()),
+        DeliverPolicy::Last => {
+            let last = match filter {
+                SubjectFilter::All => (st.msgs > 0).then_some(st.last_seq),
+                SubjectFilter::Any(list) => list
+                    .iter()
+                    .filter_map(|f| inner.store.last_by_subject(f).ok().flatten())
+                    .map(|m| m.seq)
+                    .max(),
+            };
+            (last.unwrap_or(st.last_seq + 1), VecDeque::new())
+        }
+        DeliverPolicy::ByStartSequence => {
+            let Some(seq) = config.opt_start_seq.filter(|s| *s > 0) else {
+                return Err(ApiError::invalid_policy(
+                    "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
+                ));
+            };
+            (seq, VecDeque::new())
+        }
+        DeliverPolicy::ByStartTime => {
+            let Some(ts) = config
+                .opt_start_time
+                .as_deref()
+                .and_then(crate::jetstream::types::parse_rfc3339)
+            else {
+                return Err(ApiError::invalid_policy(
+                    "consumer delivery policy is deliver by start time, but optional start time is not set",
+                ));
+            };
+            (inner.store.seq_for_time(ts), VecDeque::new())
+        }
+        DeliverPolicy::LastPerSubject => {
+            let seqs = inner.store.last_seqs_per_subject(filter);
+            (st.last_seq + 1, seqs.into_iter().collect())
+        }
+    })
 }
 
 /// `now + d`, with absurd durations (from configs or requests) capped at
