@@ -13,8 +13,10 @@ use std::time::SystemTime;
 use prost::{Message, Name};
 
 use crate::envelope::{EventEnvelope, validate_batch};
-use crate::error::{BusError, NameKind, Result};
-use crate::subject::validate_token;
+use crate::error::{BusError, Result};
+pub use crate::subject::{
+    MAX_AGGREGATE_KEY_LEN, aggregate_id_from_key, aggregate_key, validate_aggregate,
+};
 
 pub use crate::envelope::pb::Snapshot;
 
@@ -22,9 +24,6 @@ pub use crate::envelope::pb::Snapshot;
 /// batch of at most 1000 messages, one of which is the append's marker; the
 /// memory backend enforces the same limit so that code works on every backend.
 pub const MAX_APPEND_EVENTS: usize = 999;
-
-/// The longest aggregate id, in bytes of its key (see [`aggregate_key`]).
-pub const MAX_AGGREGATE_KEY_LEN: usize = 1024;
 
 /// What an append expects the aggregate's version to be when it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,24 +132,6 @@ pub fn validate_append(events: &[EventEnvelope]) -> Result<(&str, &str)> {
     Ok((aggregate_type, aggregate_id))
 }
 
-/// Checks an aggregate type and id as [`Bus::load`](crate::Bus::load) and
-/// snapshots take them.
-pub fn validate_aggregate(aggregate_type: &str, aggregate_id: &str) -> Result<()> {
-    validate_token(NameKind::AggregateType, aggregate_type)?;
-    if aggregate_id.is_empty() {
-        return Err(BusError::InvalidArgument(
-            "the aggregate id must not be empty".to_owned(),
-        ));
-    }
-    let len = aggregate_key(aggregate_id).len();
-    if len > MAX_AGGREGATE_KEY_LEN {
-        return Err(BusError::InvalidArgument(format!(
-            "aggregate id is too long: its key has {len} bytes, at most {MAX_AGGREGATE_KEY_LEN}"
-        )));
-    }
-    Ok(())
-}
-
 /// Sets the envelope sequences of an append's events to
 /// `first_version, first_version + 1, ...`.
 pub fn number_events(events: &mut [EventEnvelope], first_version: u64) {
@@ -163,58 +144,6 @@ pub fn number_events(events: &mut [EventEnvelope], first_version: u64) {
 /// append recognises an earlier attempt of itself.
 pub fn same_event_ids<A: AsRef<str>, B: AsRef<str>>(a: &[A], b: &[B]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_ref() == y.as_ref())
-}
-
-/// An aggregate id (or any text) as one subject token and key-value key:
-/// ASCII letters, digits, `-` and `_` stay as they are; every other byte of
-/// the UTF-8 text becomes `=` and two uppercase hex digits. The mapping is
-/// one-to-one (`=` itself is escaped), so two ids never share a key, and
-/// the usual ids (UUIDs, `p-1`) read as themselves.
-///
-/// ```
-/// # use bus_core::aggregate::aggregate_key;
-/// assert_eq!(aggregate_key("p-1"), "p-1");
-/// assert_eq!(aggregate_key("a.b c"), "a=2Eb=20c");
-/// assert_eq!(aggregate_key("x=y"), "x=3Dy");
-/// ```
-pub fn aggregate_key(id: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(id.len());
-    for &b in id.as_bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(char::from(b));
-        } else {
-            out.push('=');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-    out
-}
-
-/// The id an [`aggregate_key`] was made from, or `None` when `key` is not one.
-pub fn aggregate_id_from_key(key: &str) -> Option<String> {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'=' {
-            let hex = key.get(i + 1..i + 3)?;
-            let v = u8::from_str_radix(hex, 16).ok()?;
-            if hex.bytes().any(|c| c.is_ascii_lowercase()) {
-                return None;
-            }
-            out.push(v);
-            i += 3;
-        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b);
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl Snapshot {

@@ -138,14 +138,14 @@ impl SubjectLayout {
 
     /// `<prefix>.aggregates.<aggregate>.<key>`: where NATS backends keep the
     /// append markers of one aggregate instance, `key` being
-    /// [`aggregate_key`](crate::aggregate::aggregate_key) of its id. Outside
+    /// [`aggregate_key`] of its id. Outside
     /// `<prefix>.events.>`, so no event filter ever matches a marker.
     pub fn marker_subject(&self, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
-        crate::aggregate::validate_aggregate(aggregate_type, aggregate_id)?;
+        validate_aggregate(aggregate_type, aggregate_id)?;
         Ok(format!(
             "{}.{AGGREGATES_TOKEN}.{aggregate_type}.{}",
             self.prefix,
-            crate::aggregate::aggregate_key(aggregate_id)
+            aggregate_key(aggregate_id)
         ))
     }
 
@@ -326,6 +326,82 @@ impl Filter {
             }
         }
     }
+}
+
+// Aggregate ids as subject tokens (used by the aggregate module and by
+// `SubjectLayout::marker_subject`).
+
+/// The longest aggregate id, in bytes of its key (see [`aggregate_key`]).
+pub const MAX_AGGREGATE_KEY_LEN: usize = 1024;
+
+/// Checks an aggregate type and id as the bus's load, append and
+/// snapshots take them.
+pub fn validate_aggregate(aggregate_type: &str, aggregate_id: &str) -> Result<()> {
+    validate_token(NameKind::AggregateType, aggregate_type)?;
+    if aggregate_id.is_empty() {
+        return Err(BusError::InvalidArgument(
+            "the aggregate id must not be empty".to_owned(),
+        ));
+    }
+    let len = aggregate_key(aggregate_id).len();
+    if len > MAX_AGGREGATE_KEY_LEN {
+        return Err(BusError::InvalidArgument(format!(
+            "aggregate id is too long: its key has {len} bytes, at most {MAX_AGGREGATE_KEY_LEN}"
+        )));
+    }
+    Ok(())
+}
+
+/// An aggregate id (or any text) as one subject token and key-value key:
+/// ASCII letters, digits, `-` and `_` stay as they are; every other byte of
+/// the UTF-8 text becomes `=` and two uppercase hex digits. The mapping is
+/// one-to-one (`=` itself is escaped), so two ids never share a key, and
+/// the usual ids (UUIDs, `p-1`) read as themselves.
+///
+/// ```
+/// # use bus_core::subject::aggregate_key;
+/// assert_eq!(aggregate_key("p-1"), "p-1");
+/// assert_eq!(aggregate_key("a.b c"), "a=2Eb=20c");
+/// assert_eq!(aggregate_key("x=y"), "x=3Dy");
+/// ```
+pub fn aggregate_key(id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(id.len());
+    for &b in id.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push('=');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    out
+}
+
+/// The id an [`aggregate_key`] was made from, or `None` when `key` is not one.
+pub fn aggregate_id_from_key(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'=' {
+            let hex = key.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(hex, 16).ok()?;
+            if hex.bytes().any(|c| c.is_ascii_lowercase()) {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

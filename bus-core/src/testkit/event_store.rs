@@ -1,5 +1,5 @@
 //! Scenarios of the bus as an event store: appends with an expected version,
-//! loads of one aggregate, snapshots. Re-exported by [`super::scenarios`].
+//! loads of one aggregate, snapshots. Re-exported by the scenarios module.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
