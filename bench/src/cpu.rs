@@ -1,6 +1,6 @@
 //! Server CPU time for `compare`, read from `/proc`.
 //!
-//! A server is started in its own process group (see [`crate::servers`]),
+//! A server is started in its own process group (see the `servers` module),
 //! so its CPU time is the sum over the processes of that group of `utime +
 //! stime` from `/proc/<pid>/stat` (all threads, including exited ones), plus
 //! `cutime + cstime` (children that have exited and been reaped). For a
