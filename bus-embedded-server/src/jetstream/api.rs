@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::errors::ApiError;
 use super::headers::{self, HeaderBuilder};
-use super::store::{Purge, StoredMsg};
+use super::store::{Purge, StoredMsg, nowait};
 use super::stream::Stream;
 use super::stream::consumer::Consumer;
 use super::types::{
@@ -43,6 +43,35 @@ pub(crate) fn touches_disk(api: &str) -> bool {
     ]
     .iter()
     .any(|p| api.starts_with(p))
+}
+
+/// Requests that read a stored message (`STREAM.MSG.GET`, `DIRECT.GET`):
+/// answered at once on the caller's thread when the page cache holds the
+/// message, else on a blocking thread (see `store::nowait`).
+pub(crate) fn reads_messages(api: &str) -> bool {
+    api.starts_with("DIRECT.GET.") || api.starts_with("STREAM.MSG.GET.")
+}
+
+/// Answers `api` again on a blocking thread, where reads may wait on the
+/// disk: its first try stopped at a read that would have (nothing was sent).
+/// The level check already passed, so the headers are not needed again.
+fn answer_where_reads_may_wait(
+    js: &JetStream,
+    api: &str,
+    reply: Option<&str>,
+    data: &[u8],
+) -> bool {
+    if let (Ok(runtime), Some(js)) = (tokio::runtime::Handle::try_current(), js.weak().upgrade()) {
+        let (api, reply, data) = (api.to_owned(), reply.map(str::to_owned), data.to_vec());
+        runtime.spawn_blocking(move || {
+            let _may_wait = nowait::leave();
+            handle(&js, &api, reply.as_deref(), b"", &data);
+        });
+        return true;
+    }
+    // No runtime to hand it to: this thread reads, waiting if it must.
+    let _may_wait = nowait::leave();
+    handle(js, api, reply, b"", data)
 }
 
 pub(crate) fn handle(
@@ -175,6 +204,11 @@ pub(crate) fn handle(
         // `$JS.API.>` subscription takes it).
         _ => return true,
     };
+    if let Err((e, _)) = &result
+        && e.is_read_would_block()
+    {
+        return answer_where_reads_may_wait(js, api, reply, data);
+    }
     // Requests without a reply are acted on, unanswered (as nats-server does).
     let Some(reply) = reply else {
         return true;
@@ -944,6 +978,14 @@ fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8])
         }
     };
     match lookup(&stream, &req) {
+        Err(e) if e.is_read_would_block() => {
+            return answer_where_reads_may_wait(
+                js,
+                &format!("DIRECT.GET.{}", tokens.join(".")),
+                Some(reply),
+                data,
+            );
+        }
         Ok(Some(msg)) => {
             let h = HeaderBuilder::new()
                 .extend_from(&msg.hdr)

@@ -209,6 +209,32 @@ impl ApiError {
         }
     }
 
+    /// A read of a stored message failed: a generic stream failure (10051),
+    /// or, for a read that would have waited on the disk on a thread that
+    /// must not (see `store::nowait`), [`ApiError::read_would_block`].
+    pub fn stream_read(e: &super::store::StoreError) -> Self {
+        if e.would_block() {
+            return ApiError::read_would_block();
+        }
+        ApiError::stream_general(e.to_string())
+    }
+
+    /// Not an answer: the request read a message that is not in memory on
+    /// a thread that must not wait on the disk. The API layer answers the
+    /// request again where reads may wait; a client never sees this.
+    pub fn read_would_block() -> Self {
+        ApiError {
+            code: 0,
+            err_code: 0,
+            description: "read would wait on the disk".to_owned(),
+        }
+    }
+
+    /// See [`ApiError::read_would_block`].
+    pub fn is_read_would_block(&self) -> bool {
+        self.code == 0 && self.err_code == 0
+    }
+
     /// Generic stream failure (10051).
     pub fn stream_general(text: impl Into<String>) -> Self {
         ApiError {

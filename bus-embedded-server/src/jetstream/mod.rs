@@ -236,6 +236,12 @@ impl JetStream {
                     });
                     return true;
                 }
+                if api::reads_messages(api) {
+                    // From the page cache here; a message that is not in
+                    // memory is read on a blocking thread instead.
+                    let _cached_reads_only = store::nowait::enter();
+                    return api::handle(self, api, reply, hdr, data);
+                }
                 return api::handle(self, api, reply, hdr, data);
             }
             if let Some(ack) = rest.strip_prefix("ACK.") {

@@ -1047,7 +1047,11 @@ impl<S: Storage> FileStore<S> {
             }
         }
         let mut buf = vec![0u8; n];
-        s.file.read_exact_at(&mut buf, off)?;
+        if super::nowait::active() {
+            s.file.read_exact_at_nowait(&mut buf, off)?;
+        } else {
+            s.file.read_exact_at(&mut buf, off)?;
+        }
         Ok((buf, s.format))
     }
 

@@ -21,6 +21,7 @@
 pub mod file;
 pub mod mem;
 pub mod metered;
+pub mod nowait;
 #[cfg(test)]
 pub mod sim;
 pub mod storage;
@@ -304,6 +305,14 @@ pub enum StoreError {
     /// Over the store's byte or message capacity.
     #[error("insufficient storage resources available")]
     Full,
+}
+
+impl StoreError {
+    /// A read refused because it would have waited on the disk (see
+    /// [`nowait`]): not a failure, the caller retries where it may wait.
+    pub fn would_block(&self) -> bool {
+        matches!(self, StoreError::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 /// Work that makes appended records durable; runs without the stream lock.

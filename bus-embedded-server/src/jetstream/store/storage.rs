@@ -55,6 +55,14 @@ pub trait StorageFile: Debug + Send + Sync + 'static {
     /// Makes the file's bytes and metadata durable.
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Like [`StorageFile::read_exact_at`], but never waits on the device:
+    /// when the bytes are not all in memory (the page cache) it fails with
+    /// [`io::ErrorKind::WouldBlock`] and the caller reads again where it may
+    /// wait. The default (files that live in memory) is a plain read.
+    fn read_exact_at_nowait(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.read_exact_at(buf, off)
+    }
+
     /// Reads exactly `buf.len()` bytes at `off` (end of file is an error).
     fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -178,6 +186,45 @@ impl StorageFile for File {
     fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         FileExt::write_all_at(self, buf, off)
     }
+    fn read_exact_at_nowait(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        read_cached(self, buf, off)
+    }
+}
+
+/// `preadv2(RWF_NOWAIT)`: the bytes only if the page cache holds all of
+/// them. A short read, `EAGAIN`, or a kernel or filesystem without the flag
+/// (`EOPNOTSUPP`, `EINVAL`) all mean "would block": the caller retries on a
+/// thread that may wait, so a missing feature costs speed, never a wrong
+/// answer.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    let want = buf.len();
+    if want == 0 {
+        return Ok(());
+    }
+    loop {
+        match preadv2(
+            file,
+            &mut [io::IoSliceMut::new(buf)],
+            off,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) if n == want => return Ok(()),
+            Ok(_) | Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL) => {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Elsewhere there is no way to ask for cached bytes only: every read goes
+/// to a thread that may wait.
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_: &File, _: &mut [u8], _: u64) -> io::Result<()> {
+    Err(io::ErrorKind::WouldBlock.into())
 }
 
 fn kind_of(t: fs::FileType) -> EntryKind {
@@ -401,6 +448,26 @@ pub fn remove_dir_durable<S: Storage>(fs: &S, dir: &Path) -> io::Result<()> {
 mod tests {
     use super::super::sim::{PowerLoss, SimFs};
     use super::*;
+
+    #[test]
+    fn a_cached_only_read_of_bytes_just_written_returns_them_and_never_reads_past_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        let file = RealFs.create_new(&path).expect("create");
+        let bytes: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        StorageFile::write_all_at(&file, &bytes, 0).expect("write");
+        // Just written: in the page cache, so the read needs no device.
+        let mut buf = vec![0u8; 1000];
+        file.read_exact_at_nowait(&mut buf, 4000).expect("cached read");
+        assert_eq!(buf, bytes[4000..5000]);
+        // Past the end is a short read: "would block" (the caller retries
+        // with a plain read, which reports the end of file), never success.
+        let mut past = vec![0u8; 100];
+        let e = file
+            .read_exact_at_nowait(&mut past, 8150)
+            .expect_err("a short read is not a read");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
 
     #[test]
     fn durable_directories_survive_power_loss_and_deleted_ones_stay_deleted() {

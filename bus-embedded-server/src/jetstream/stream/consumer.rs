@@ -16,7 +16,7 @@ use super::Stream;
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers::HeaderBuilder;
 use crate::jetstream::store::storage::{self, RealFs, Storage};
-use crate::jetstream::store::{StoredMsg, SubjectFilter};
+use crate::jetstream::store::{StoredMsg, SubjectFilter, nowait};
 use crate::jetstream::types::{
     AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, SequencePair, StorageType,
     now_nanos, rfc3339,
@@ -231,6 +231,9 @@ enum Next {
     Nothing,
     /// The next message cannot be read: the consumer stays on it.
     Unreadable,
+    /// Reading the next message would wait on the disk, which the calling
+    /// thread must not do (see `store::nowait`): retry on a blocking thread.
+    WouldBlock,
 }
 
 struct CState {
@@ -251,6 +254,9 @@ struct CState {
     ack_replies: Vec<String>,
     fc_outstanding: Option<String>,
     fc_counter: u64,
+    /// The last delivery round stopped at a read that would have waited on
+    /// the disk: the consumer's task runs the next round on a blocking thread.
+    read_blocked: bool,
     since_fc_msgs: u64,
     since_fc_bytes: u64,
     last_push: Instant,
@@ -408,6 +414,7 @@ impl Consumer {
                 ack_replies: Vec::new(),
                 fc_outstanding: None,
                 fc_counter: 0,
+                read_blocked: false,
                 since_fc_msgs: 0,
                 since_fc_bytes: 0,
                 last_push: now,
@@ -693,7 +700,13 @@ impl Consumer {
             delivered: 0,
         });
         st.last_active = now;
-        let acked = self.pump(js, &stream, &mut st);
+        // Served here, on the connection's worker, as far as the page cache
+        // holds the messages; a read that would wait on the disk is left to
+        // the consumer's task, which does it on a blocking thread.
+        let acked = {
+            let _cached_reads_only = nowait::enter();
+            self.pump(js, &stream, &mut st)
+        };
         drop(st);
         stream.on_acked(&acked);
         self.signal();
@@ -821,6 +834,12 @@ impl Consumer {
         self.signal();
     }
 
+    /// Whether the last delivery round stopped at a read that would have
+    /// waited on the disk (and forgets it).
+    fn take_read_blocked(&self) -> bool {
+        std::mem::take(&mut lock(&self.state).read_blocked)
+    }
+
     /// Server shutdown: persists the state.
     pub(crate) fn shutdown(&self) {
         let _ = self.persist_now();
@@ -885,6 +904,7 @@ impl Consumer {
         let mut remaining: Option<u64> = None;
         let mut exhausted = false;
         let mut unreadable = false;
+        st.read_blocked = false;
         let now = Instant::now();
         loop {
             if push {
@@ -922,6 +942,12 @@ impl Consumer {
                 }
                 Next::Unreadable => {
                     unreadable = true;
+                    break;
+                }
+                Next::WouldBlock => {
+                    // Neither "nothing pending" nor an error: the same round
+                    // runs again on a blocking thread.
+                    st.read_blocked = true;
                     break;
                 }
             };
@@ -1318,7 +1344,7 @@ impl CState {
     /// consumer stays on it and the stream reports it.
     fn next_msg(&mut self, stream: &Stream, visible: u64) -> Next {
         while let Some(seq) = self.redeliver.pop_first() {
-            match stream.get_msg(seq) {
+            match stream.read_msg(seq) {
                 Ok(Some(m)) => {
                     stream.clear_read_error(seq);
                     return Next::Msg(m, Source::Redeliver);
@@ -1328,9 +1354,13 @@ impl CState {
                     self.remove_pending(seq);
                     self.update_floor();
                 }
+                Err(e) if e.would_block() => {
+                    self.redeliver.insert(seq);
+                    return Next::WouldBlock;
+                }
                 Err(e) => {
                     self.redeliver.insert(seq);
-                    stream.note_read_error(seq, &e.description);
+                    stream.note_read_error(seq, &e.to_string());
                     return Next::Unreadable;
                 }
             }
@@ -1339,7 +1369,7 @@ impl CState {
             if seq > visible {
                 return Next::Nothing;
             }
-            match stream.get_msg(seq) {
+            match stream.read_msg(seq) {
                 Ok(Some(m)) => {
                     self.lps.pop_front();
                     stream.clear_read_error(seq);
@@ -1348,8 +1378,9 @@ impl CState {
                 Ok(None) => {
                     self.lps.pop_front();
                 }
+                Err(e) if e.would_block() => return Next::WouldBlock,
                 Err(e) => {
-                    stream.note_read_error(seq, &e.description);
+                    stream.note_read_error(seq, &e.to_string());
                     return Next::Unreadable;
                 }
             }
@@ -1365,6 +1396,7 @@ impl CState {
                 Next::Msg(m, Source::Fresh)
             }
             Ok(_) => Next::Nothing,
+            Err(e) if e.would_block() => Next::WouldBlock,
             Err(e) => {
                 stream.note_read_error(self.next_sseq, &e.to_string());
                 Next::Unreadable
@@ -1502,7 +1534,34 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
         let (Some(js), Some(stream)) = (c.js.upgrade(), c.stream.upgrade()) else {
             return;
         };
-        let (at, delete, persist) = c.tick(&js, &stream);
+        // A round runs here as far as the page cache holds the messages it
+        // delivers; if a read would wait on the disk, the round runs again
+        // on a blocking thread (issue #12 item 9: never on the workers).
+        let (mut at, mut delete, mut persist) = {
+            let _cached_reads_only = nowait::enter();
+            c.tick(&js, &stream)
+        };
+        if c.take_read_blocked() {
+            let (ticker, js, stream) = (Arc::clone(&c), Arc::clone(&js), Arc::clone(&stream));
+            match tokio::task::spawn_blocking(move || ticker.tick(&js, &stream)).await {
+                Ok((again_at, again_delete, again_persist)) => {
+                    at = again_at;
+                    delete |= again_delete;
+                    persist = match (persist, again_persist) {
+                        (Some(mut first), Some(second)) => {
+                            first.extend(second);
+                            Some(first)
+                        }
+                        (first, second) => first.or(second),
+                    };
+                }
+                Err(e) => {
+                    // Cancelled at runtime shutdown, or a bug that panicked.
+                    tracing::error!(consumer = %c.name, "consumer round did not complete: {e}");
+                    return;
+                }
+            }
+        }
         if let Some(replies) = persist {
             // fsync on a blocking thread: never stall the connections'
             // tasks that share this worker.

@@ -8,6 +8,8 @@ pub mod consumer;
 pub mod counter;
 pub(crate) mod features;
 pub mod schedule;
+#[cfg(test)]
+mod slow_disk;
 pub mod ttl;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -959,10 +961,13 @@ impl Stream {
 
     /// Message by sequence.
     pub fn get_msg(&self, seq: u64) -> Result<Option<StoredMsg>, ApiError> {
-        lock(&self.inner)
-            .store
-            .get(seq)
-            .map_err(|e| ApiError::stream_general(e.to_string()))
+        self.read_msg(seq).map_err(|e| ApiError::stream_read(&e))
+    }
+
+    /// Message by sequence, with the store's own error (which tells a read
+    /// that would have waited on the disk from a failed one).
+    pub(crate) fn read_msg(&self, seq: u64) -> Result<Option<StoredMsg>, super::store::StoreError> {
+        lock(&self.inner).store.get(seq)
     }
 
     /// Newest message on a subject (wildcards allowed).
@@ -970,7 +975,7 @@ impl Stream {
         lock(&self.inner)
             .store
             .last_by_subject(subject)
-            .map_err(|e| ApiError::stream_general(e.to_string()))
+            .map_err(|e| ApiError::stream_read(&e))
     }
 
     /// First message at or after `seq` matching `subject`.
@@ -979,7 +984,7 @@ impl Stream {
         lock(&self.inner)
             .store
             .next_from(seq, &filter)
-            .map_err(|e| ApiError::stream_general(e.to_string()))
+            .map_err(|e| ApiError::stream_read(&e))
     }
 
     /// Deletes one message.
