@@ -1359,6 +1359,10 @@ impl<S: Storage> Store for FileStore<S> {
         }
     }
 
+    fn subject_of(&mut self, seq: u64) -> Result<Option<Arc<str>>, StoreError> {
+        Ok(self.index.get(&seq).map(|e| Arc::clone(&e.subject)))
+    }
+
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
         match self.by_subject.last_matching(filter) {
             Some(s) => self.load(s),
@@ -2429,7 +2433,10 @@ mod tests {
             s.seq_for_time(st.last_ts - 3),
         );
         for seq in st.first_seq.saturating_sub(1)..=st.last_seq + 1 {
-            out += &format!("{:?}\n", s.get(seq).unwrap());
+            // subject_of answers from the file store's index, from the
+            // message itself in the memory store: they must agree.
+            let subject = s.subject_of(seq).unwrap();
+            out += &format!("{:?} {subject:?}\n", s.get(seq).unwrap());
         }
         out
     }

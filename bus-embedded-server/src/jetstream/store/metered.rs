@@ -154,6 +154,10 @@ impl Store for Metered {
         self.inner.subject_index()
     }
 
+    fn subject_of(&mut self, seq: u64) -> Result<Option<Arc<str>>, StoreError> {
+        self.inner.subject_of(seq)
+    }
+
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
         self.inner.last_seq_of_subject(subject)
     }

@@ -400,6 +400,13 @@ pub trait Store: Send {
     /// The per-subject index the subject queries below are answered from.
     fn subject_index(&self) -> &subjects::SubjectIndex;
 
+    /// The subject of message `seq`, if stored. Stores that keep subjects
+    /// in memory answer without reading the message (acks of interest and
+    /// work-queue streams ask it on the async workers).
+    fn subject_of(&mut self, seq: u64) -> Result<Option<Arc<str>>, StoreError> {
+        Ok(self.get(seq)?.map(|m| m.subject))
+    }
+
     /// Sequence of the newest message on this literal subject.
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
         self.subject_index().last_of(subject)

@@ -458,7 +458,8 @@ mod tests {
         StorageFile::write_all_at(&file, &bytes, 0).expect("write");
         // Just written: in the page cache, so the read needs no device.
         let mut buf = vec![0u8; 1000];
-        file.read_exact_at_nowait(&mut buf, 4000).expect("cached read");
+        file.read_exact_at_nowait(&mut buf, 4000)
+            .expect("cached read");
         assert_eq!(buf, bytes[4000..5000]);
         // Past the end is a short read: "would block" (the caller retries
         // with a plain read, which reports the end of file), never success.

@@ -1028,10 +1028,10 @@ impl Stream {
         {
             let mut inner = lock(&self.inner);
             for &seq in seqs {
-                let Ok(Some(m)) = inner.store.get(seq) else {
+                let Ok(Some(subject)) = inner.store.subject_of(seq) else {
                     continue;
                 };
-                doomed.push((seq, m.subject));
+                doomed.push((seq, subject));
             }
         }
         let doomed: Vec<u64> = doomed
