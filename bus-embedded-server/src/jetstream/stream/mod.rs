@@ -911,18 +911,25 @@ impl Stream {
         }
     }
 
+    /// Whether an expiry round is due (at most every 100 ms, and only for
+    /// streams with a max_age or messages with a TTL); marks it done.
+    fn expiry_due(&self) -> bool {
+        let now = now_nanos();
+        let mut inner = lock(&self.inner);
+        if now - inner.last_expiry_check < 100_000_000
+            || (inner.config.max_age <= 0 && inner.ttls.is_empty())
+        {
+            return false;
+        }
+        inner.last_expiry_check = now;
+        true
+    }
+
     /// Removes messages over max_age and past their TTL (see [`ttl`]).
+    /// Reads the expiring messages (markers keep their subjects and
+    /// headers): on a blocking thread for a file stream.
     fn expire(&self) {
         let now = now_nanos();
-        {
-            let mut inner = lock(&self.inner);
-            if now - inner.last_expiry_check < 100_000_000
-                || (inner.config.max_age <= 0 && inner.ttls.is_empty())
-            {
-                return;
-            }
-            inner.last_expiry_check = now;
-        }
         // A marker replacing an expired message is kept only where a
         // consumer is interested (interest streams).
         let interest = if self.retention == Retention::Interest {
@@ -1620,7 +1627,21 @@ async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
             s.release_acks(&js);
             return;
         }
-        s.expire();
+        if s.expiry_due() {
+            if s.storage == StorageType::File {
+                // Expiring reads messages from the segment files: never on
+                // the async workers (issue #12 item 9).
+                let expiring = Arc::clone(&s);
+                if tokio::task::spawn_blocking(move || expiring.expire())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            } else {
+                s.expire();
+            }
+        }
         let job = lock(&s.inner).store.take_sync();
         if let Some(job) = job {
             let upto = job.upto;
