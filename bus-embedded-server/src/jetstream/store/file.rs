@@ -1048,9 +1048,17 @@ impl<S: Storage> FileStore<S> {
         }
         let mut buf = vec![0u8; n];
         if super::nowait::active() {
+            // The caller redoes the work elsewhere on "would block".
             s.file.read_exact_at_nowait(&mut buf, off)?;
         } else {
-            s.file.read_exact_at(&mut buf, off)?;
+            // From the page cache if it holds the record; else a read that
+            // may wait, without stalling an async worker's other tasks.
+            match s.file.read_exact_at_nowait(&mut buf, off) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    super::nowait::wait_in_place(|| s.file.read_exact_at(&mut buf, off))?;
+                }
+                other => other?,
+            }
         }
         Ok((buf, s.format))
     }
