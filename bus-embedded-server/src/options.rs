@@ -12,8 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
-use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf};
-use crate::config::{Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User};
+use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf, WebSocketConf};
+use crate::config::{
+    Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User, WebSocketConfig,
+};
 
 /// What the command line and configuration file ask for.
 #[derive(Debug)]
@@ -76,6 +78,15 @@ pub enum OptionsError {
     /// A `--tls*` flag without `--tlskey`.
     #[error("TLS Server private key must be present and valid")]
     TlsKeyMissing,
+    /// A `websocket {}` block with a port but neither `tls {}` nor
+    /// `no_tls: true` (nats-server's message).
+    #[error("{}: line {line}: websocket requires TLS configuration", file.display())]
+    WebSocketWithoutTls {
+        /// The configuration file.
+        file: PathBuf,
+        /// Line of the block.
+        line: usize,
+    },
     /// `--user` without `--pass` (or the reverse), or with `--auth`.
     #[error("use either --user with --pass, or --auth (a token)")]
     AuthFlags,
@@ -183,6 +194,9 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
     if let Some(t) = &c.tls {
         config.tls = Some(tls_from_file(t, path)?);
     }
+    if let Some(w) = &c.websocket {
+        config.websocket = websocket_from_file(w, &config.host, path)?;
+    }
     if let Some(block) = &c.authorization {
         let (auth, timeout) =
             conf::authorization_from_conf(block).map_err(|source| OptionsError::Authorization {
@@ -204,6 +218,37 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         config.accounts = accounts;
     }
     Ok(())
+}
+
+/// The configuration file's `websocket { }` block; `None` when it has no
+/// port (nats-server ignores such a block). The host defaults to the
+/// client listener's, as nats-server's default host.
+fn websocket_from_file(
+    w: &WebSocketConf,
+    default_host: &str,
+    path: &Path,
+) -> Result<Option<WebSocketConfig>, OptionsError> {
+    let Some(p) = w.port.filter(|p| *p != 0) else {
+        return Ok(None);
+    };
+    let tls = match &w.tls {
+        Some(t) => Some(tls_from_file(t, path)?),
+        None if w.no_tls => None,
+        None => {
+            return Err(OptionsError::WebSocketWithoutTls {
+                file: path.to_path_buf(),
+                line: w.line,
+            });
+        }
+    };
+    Ok(Some(WebSocketConfig {
+        host: w.host.clone().unwrap_or_else(|| default_host.to_owned()),
+        port: port(p, "websocket port")?,
+        tls,
+        same_origin: w.same_origin,
+        allowed_origins: w.allowed_origins.clone(),
+        handshake_timeout: w.handshake_timeout,
+    }))
 }
 
 /// The configuration file's `tls { }` block (nats-server's messages for a

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::error::ConfError;
 use super::syntax::{Located, Value, duration_of};
+pub use super::websocket::WebSocketConf;
 
 /// The server options read from a configuration. `None` means "not set":
 /// the server's default applies.
@@ -47,6 +48,8 @@ pub struct ServerConf {
     pub accounts: Option<Located>,
     /// The `tls` block.
     pub tls: Option<TlsConf>,
+    /// The `websocket` (or `ws`) block.
+    pub websocket: Option<WebSocketConf>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
 }
@@ -156,9 +159,7 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "system_account",
     "trace_headers",
     "trace_verbose",
-    "websocket",
     "write_timeout",
-    "ws",
 ];
 
 /// Top-level keys of decentralized (JWT) authentication. Ignoring them
@@ -191,12 +192,12 @@ const KNOWN_UNSUPPORTED_JETSTREAM: &[&str] = &[
 /// start.
 const REFUSED_JETSTREAM: &[&str] = &["cipher", "key", "prev_key", "tpm"];
 
-struct Reader {
-    warnings: Vec<Warning>,
+pub(super) struct Reader {
+    pub(super) warnings: Vec<Warning>,
 }
 
 impl Reader {
-    fn invalid<T>(
+    pub(super) fn invalid<T>(
         &self,
         key: &str,
         value: &Located,
@@ -209,7 +210,12 @@ impl Reader {
         })
     }
 
-    fn wrong_type<T>(&self, key: &str, value: &Located, expected: &str) -> Result<T, ConfError> {
+    pub(super) fn wrong_type<T>(
+        &self,
+        key: &str,
+        value: &Located,
+        expected: &str,
+    ) -> Result<T, ConfError> {
         self.invalid(
             key,
             value,
@@ -217,7 +223,7 @@ impl Reader {
         )
     }
 
-    fn warn(&mut self, key: String, value: &Located, message: String) {
+    pub(super) fn warn(&mut self, key: String, value: &Located, message: String) {
         self.warnings.push(Warning {
             key,
             line: value.line,
@@ -225,14 +231,14 @@ impl Reader {
         });
     }
 
-    fn string(&self, key: &str, value: &Located) -> Result<String, ConfError> {
+    pub(super) fn string(&self, key: &str, value: &Located) -> Result<String, ConfError> {
         match &value.value {
             Value::String(s) => Ok(s.clone()),
             _ => self.wrong_type(key, value, "a string"),
         }
     }
 
-    fn boolean(&self, key: &str, value: &Located) -> Result<bool, ConfError> {
+    pub(super) fn boolean(&self, key: &str, value: &Located) -> Result<bool, ConfError> {
         match value.value {
             Value::Bool(b) => Ok(b),
             _ => self.wrong_type(key, value, "a boolean (true/false, yes/no, on/off)"),
@@ -265,7 +271,7 @@ impl Reader {
         Ok(n)
     }
 
-    fn port(&self, key: &str, value: &Located) -> Result<i32, ConfError> {
+    pub(super) fn port(&self, key: &str, value: &Located) -> Result<i32, ConfError> {
         let i = self.integer(key, value)?;
         i32::try_from(i).or_else(|_| self.invalid(key, value, format!("port {i} is out of range")))
     }
@@ -289,7 +295,7 @@ impl Reader {
     /// host (`Some(None)` when written empty, `None` when only a port was
     /// given) and the port.
     #[allow(clippy::type_complexity)]
-    fn host_port(
+    pub(super) fn host_port(
         &self,
         key: &str,
         value: &Located,
@@ -378,7 +384,7 @@ impl Reader {
 
     /// `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first }`;
     /// unknown keys are errors, as in nats-server ("error parsing tls config").
-    fn tls(&mut self, value: &Located) -> Result<TlsConf, ConfError> {
+    pub(super) fn tls(&mut self, value: &Located) -> Result<TlsConf, ConfError> {
         let Value::Map(entries) = &value.value else {
             return self.wrong_type("tls", value, "a map");
         };
@@ -583,6 +589,7 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "jetstream" => c.jetstream = Some(r.jetstream(v)?),
             "store_dir" => top_store_dir = Some((r.path(k, v)?, v)),
             "tls" => c.tls = Some(r.tls(v)?),
+            "websocket" | "ws" => c.websocket = Some(r.websocket(v)?),
             "authorization" => match v.value {
                 Value::Map(_) => c.authorization = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),
