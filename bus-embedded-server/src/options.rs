@@ -359,6 +359,7 @@ fn tls_from_flags(cli: &Cli, file: Option<TlsConfig>) -> Result<Option<TlsConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn build_with(config: &str) -> Result<Options, String> {
         build_with_flags(config, &[], ServerConfig::default())
@@ -502,6 +503,47 @@ mod tests {
         assert_eq!(
             err,
             "server.conf: authorization: line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
+        );
+    }
+
+    #[test]
+    fn websocket_block_becomes_the_listener_config() {
+        let o = build_with(
+            "host: 10.0.0.1\nwebsocket {\n  port: -1\n  no_tls: true\n  same_origin: true\n  allowed_origins: \"https://a.example\"\n  handshake_timeout: \"2s\"\n}\n",
+        )
+        .expect("accepted");
+        let ws = o.config.websocket.expect("websocket on");
+        assert_eq!(ws.host, "10.0.0.1");
+        assert_eq!(ws.port, 0);
+        assert!(ws.tls.is_none() && ws.same_origin);
+        assert_eq!(ws.allowed_origins, ["https://a.example"]);
+        assert_eq!(ws.handshake_timeout, Some(Duration::from_secs(2)));
+        let o = build_with(
+            "websocket {\n  listen: \"0.0.0.0:8443\"\n  tls { cert_file: c.pem, key_file: k.pem }\n}\n",
+        )
+        .expect("accepted");
+        let ws = o.config.websocket.expect("websocket on");
+        assert_eq!((ws.host.as_str(), ws.port), ("0.0.0.0", 8443));
+        assert_eq!(ws.tls.map(|t| t.cert_file), Some(PathBuf::from("c.pem")));
+        // No port: no listener, as in nats-server.
+        let o = build_with("port: 1\nwebsocket { no_tls: true }\n").expect("accepted");
+        assert!(o.config.websocket.is_none());
+    }
+
+    #[test]
+    fn websocket_without_tls_or_no_tls_refuses_to_start() {
+        assert_eq!(
+            build_with("port: 1\nwebsocket {\n  port: 8080\n}\n")
+                .err()
+                .as_deref(),
+            Some("server.conf: line 2: websocket requires TLS configuration")
+        );
+        let err = build_with("websocket {\n  port: 8080\n  no_tls: true\n  compression: true\n}\n")
+            .expect_err("refused");
+        assert!(err.contains("websocket.compression"), "{err}");
+        assert!(
+            build_with("websocket { port: 8080, tls { cert_file: c.pem } }").is_err(),
+            "a TLS block without a key is refused"
         );
     }
 }

@@ -745,3 +745,162 @@ async fn shutdown_closes_websocket_clients_with_going_away() {
     let got = read_until(&mut raw, "<close").await;
     assert!(got.contains("<close 1001 Server Shutdown>"), "{got:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Accounts and permissions, from the same configuration text
+// ---------------------------------------------------------------------------
+
+const ACCOUNTS: &str = r#"
+accounts {
+  A: { users: [ { user: a, password: a, permissions: { publish: { deny: "secret.>" } } } ] }
+  B: { users: [ { user: b, password: b } ] }
+}
+"#;
+
+/// Ours started from `text` (plus a WebSocket block on a free port) through
+/// the binary's own option reading.
+async fn ours_from_config(text: &str) -> (ServerHandle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("server.conf");
+    let conf = format!("port: -1\n{text}\nwebsocket {{ port: -1, no_tls: true }}\n");
+    std::fs::write(&path, conf).expect("write config");
+    let cli = bus_embedded_server::cli::parse_args(["-c".to_owned(), path.display().to_string()])
+        .expect("flags");
+    let options = bus_embedded_server::options::from_cli(&cli, ServerConfig::default())
+        .expect("configuration accepted");
+    let handle = start(options.config).await.expect("our server starts");
+    (handle, dir)
+}
+
+async fn accounts_and_permissions(name: &str, ws_url: &str, nats_url: &str) {
+    let login =
+        |user: &str| async_nats::ConnectOptions::with_user_and_password(user.into(), user.into());
+    let ws_a = login("a")
+        .connect(ws_url)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: ws a: {e}"));
+    let ws_b = login("b").connect(ws_url).await.expect("ws b");
+    let tcp_a = login("a").connect(nats_url).await.expect("tcp a");
+    let mut sub = ws_a.subscribe("shared").await.expect("sub");
+    ws_a.flush().await.expect("flush");
+    // Another account's publish does not cross over; the same account's does,
+    // whichever listener it came through.
+    ws_b.publish("shared", "from B".into())
+        .await
+        .expect("pub b");
+    ws_b.flush().await.expect("flush b");
+    tcp_a
+        .publish("shared", "from A".into())
+        .await
+        .expect("pub a");
+    tcp_a.flush().await.expect("flush a");
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(m.payload.as_ref(), b"from A", "{name}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .is_err(),
+        "{name}: account B's message reached account A"
+    );
+    // A denied publish over WebSocket gets the permissions error, as over TCP.
+    let port = ws_url.rsplit(':').next().unwrap_or_default();
+    let uri = format!("ws://127.0.0.1:{port}/");
+    let (mut raw, _) = tokio_websockets::ClientBuilder::new()
+        .uri(&uri)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("raw ws");
+    let _ = read_until(&mut raw, "\r\n").await;
+    raw.send(tokio_websockets::Message::binary(
+        &b"CONNECT {\"verbose\":false,\"user\":\"a\",\"pass\":\"a\"}\r\nPUB secret.x 1\r\nx\r\nPING\r\n"[..],
+    ))
+    .await
+    .expect("send");
+    let got = read_until(&mut raw, "PONG\r\n").await;
+    assert!(
+        got.contains("-ERR 'Permissions Violation for Publish to \"secret.x\"'"),
+        "{name}: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn accounts_and_permissions_apply_to_websocket_clients_as_nats_server() {
+    let (ours, _dir) = ours_from_config(ACCOUNTS).await;
+    accounts_and_permissions(
+        "ours",
+        &ours.websocket_url().expect("ws url"),
+        &ours.client_url(),
+    )
+    .await;
+    let port = free_port();
+    let reference = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!(
+            "{ACCOUNTS}\nwebsocket {{ port: {port}, no_tls: true }}\n"
+        )),
+        ..ServerOptions::core()
+    })
+    .await;
+    accounts_and_permissions(
+        "nats-server",
+        &format!("ws://127.0.0.1:{port}"),
+        &reference.url(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn max_connections_counts_websocket_clients_as_nats_server() {
+    for side in [
+        {
+            let (h, dir) = ours_from_config("max_connections: 1").await;
+            Side {
+                name: "ours",
+                nats_url: h.client_url(),
+                ws_url: h.websocket_url().expect("ws url"),
+                ws_port: h.websocket_addr().expect("ws").port(),
+                _ours: Some(h),
+                _reference: None,
+                _dir: Some(dir),
+            }
+        },
+        {
+            let port = free_port();
+            let reference = NatsServer::start_with(ServerOptions {
+                extra_config: Some(format!(
+                    "max_connections: 1\nwebsocket {{ port: {port}, no_tls: true }}\n"
+                )),
+                ..ServerOptions::core()
+            })
+            .await;
+            Side {
+                name: "nats-server",
+                nats_url: reference.url(),
+                ws_url: format!("ws://127.0.0.1:{port}"),
+                ws_port: port,
+                _ours: None,
+                _reference: Some(reference),
+                _dir: None,
+            }
+        },
+    ] {
+        let first = async_nats::connect(&side.nats_url).await.expect("first");
+        first.flush().await.expect("flush");
+        let mut raw = raw_ws(&side).await;
+        let got = read_until(&mut raw, "<close").await;
+        assert!(got.starts_with("INFO "), "{}: {got:?}", side.name);
+        assert!(
+            got.contains("-ERR 'maximum connections exceeded'\r\n"),
+            "{}: {got:?}",
+            side.name
+        );
+        assert!(
+            got.ends_with("<close 1008 Maximum Connections Exceeded>"),
+            "{}: {got:?}",
+            side.name
+        );
+    }
+}
