@@ -194,9 +194,6 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
     if let Some(t) = &c.tls {
         config.tls = Some(tls_from_file(t, path)?);
     }
-    if let Some(w) = &c.websocket {
-        config.websocket = websocket_from_file(w, &config.host, path)?;
-    }
     if let Some(block) = &c.authorization {
         let (auth, timeout) =
             conf::authorization_from_conf(block).map_err(|source| OptionsError::Authorization {
@@ -216,6 +213,19 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         let accounts = conf::accounts_from_conf(block).map_err(accounts_error)?;
         config.auth = conf::merge_users(config.auth.take(), &accounts).map_err(accounts_error)?;
         config.accounts = accounts;
+    }
+    if let Some(block) = &c.websocket {
+        let (w, warnings) = conf::websocket_from_conf(block)?;
+        for w in warnings {
+            options.warnings.push(format!(
+                "{}:{}: {} ({})",
+                path.display(),
+                w.line,
+                w.key,
+                w.message
+            ));
+        }
+        options.config.websocket = websocket_from_file(&w, &options.config.host, path)?;
     }
     Ok(())
 }

@@ -5,8 +5,8 @@
 //!   suffixes and Go durations. It knows no key.
 //! * the typed readers, which know what keys mean: [`server_conf()`] for the
 //!   top-level options and the `tls {}` / `jetstream {}` blocks (into a
-//!   [`ServerConf`] plus [`Warning`]s for keys it ignores), with
-//!   [`websocket`] reading the `websocket {}` block for it,
+//!   [`ServerConf`] plus [`Warning`]s for keys it ignores),
+//!   [`websocket_from_conf`] for `websocket {}`,
 //!   [`authorization_from_conf`] for `authorization {}` and
 //!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`.
 //!
@@ -27,4 +27,4 @@ pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
 pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};
-pub use websocket::WebSocketConf;
+pub use websocket::{WebSocketConf, websocket_from_conf};

@@ -2,15 +2,14 @@
 //! server understands, the `tls {}` and `jetstream {}` blocks, into a
 //! [`ServerConf`] (every option `None` unless set, so flags and defaults can
 //! be layered by `options`); [`Warning`]s for keys it ignores.
-//! The `authorization {}` and `accounts {}` blocks are kept raw here and
-//! read by `authorization` and `accounts`.
+//! The `authorization {}`, `accounts {}` and `websocket {}` blocks are kept
+//! raw here and read by `authorization`, `accounts` and `websocket`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::ConfError;
 use super::syntax::{Located, Value, duration_of};
-pub use super::websocket::WebSocketConf;
 
 /// The server options read from a configuration. `None` means "not set":
 /// the server's default applies.
@@ -48,8 +47,8 @@ pub struct ServerConf {
     pub accounts: Option<Located>,
     /// The `tls` block.
     pub tls: Option<TlsConf>,
-    /// The `websocket` (or `ws`) block.
-    pub websocket: Option<WebSocketConf>,
+    /// The raw `websocket` (or `ws`) block (read by `websocket_from_conf`).
+    pub websocket: Option<Located>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
 }
@@ -589,7 +588,10 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "jetstream" => c.jetstream = Some(r.jetstream(v)?),
             "store_dir" => top_store_dir = Some((r.path(k, v)?, v)),
             "tls" => c.tls = Some(r.tls(v)?),
-            "websocket" | "ws" => c.websocket = Some(r.websocket(v)?),
+            "websocket" | "ws" => match v.value {
+                Value::Map(_) => c.websocket = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
             "authorization" => match v.value {
                 Value::Map(_) => c.authorization = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::error::ConfError;
-use super::server_conf::{Reader, TlsConf};
+use super::server_conf::{Reader, TlsConf, Warning};
 use super::syntax::{Located, Value, duration_of};
 
 /// The `websocket { }` block as written; `None` / `false` when unset.
@@ -50,9 +50,19 @@ const REFUSED_WEBSOCKET: &[&str] = &[
     "ping_interval",
 ];
 
+/// Reads a `websocket { }` block (kept raw by `server_conf`), with
+/// [`Warning`]s for keys read but without effect.
+pub fn websocket_from_conf(block: &Located) -> Result<(WebSocketConf, Vec<Warning>), ConfError> {
+    let mut r = Reader {
+        warnings: Vec::new(),
+    };
+    let w = r.websocket(block)?;
+    Ok((w, r.warnings))
+}
+
 impl Reader {
     /// Reads the `websocket { }` block.
-    pub(super) fn websocket(&mut self, value: &Located) -> Result<WebSocketConf, ConfError> {
+    fn websocket(&mut self, value: &Located) -> Result<WebSocketConf, ConfError> {
         let Value::Map(entries) = &value.value else {
             return self.wrong_type("websocket", value, "a map");
         };
@@ -137,8 +147,10 @@ mod tests {
     use super::*;
 
     fn ws(text: &str) -> Result<WebSocketConf, String> {
-        server_conf(&p(text))
-            .map(|(c, _)| c.websocket.unwrap_or_default())
+        let (c, _) = server_conf(&p(text)).map_err(|e| e.to_string())?;
+        let block = c.websocket.ok_or("no websocket block")?;
+        websocket_from_conf(&block)
+            .map(|(w, _)| w)
             .map_err(|e| e.to_string())
     }
 
