@@ -77,7 +77,8 @@ pub struct ServerConfig {
 /// frames (binary or text), over TLS unless `tls` is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSocketConfig {
-    /// Address to bind.
+    /// Address to bind (from a configuration file: 0.0.0.0 unless set, as
+    /// in nats-server).
     pub host: String,
     /// Port; 0 picks a free one.
     pub port: u16,

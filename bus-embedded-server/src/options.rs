@@ -225,17 +225,16 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
                 w.message
             ));
         }
-        options.config.websocket = websocket_from_file(&w, &options.config.host, path)?;
+        options.config.websocket = websocket_from_file(&w, path)?;
     }
     Ok(())
 }
 
 /// The configuration file's `websocket { }` block; `None` when it has no
-/// port (nats-server ignores such a block). The host defaults to the
-/// client listener's, as nats-server's default host.
+/// port (nats-server ignores such a block). The host defaults to 0.0.0.0,
+/// as in nats-server (whatever the client listener's host).
 fn websocket_from_file(
     w: &WebSocketConf,
-    default_host: &str,
     path: &Path,
 ) -> Result<Option<WebSocketConfig>, OptionsError> {
     let Some(p) = w.port.filter(|p| *p != 0) else {
@@ -252,7 +251,7 @@ fn websocket_from_file(
         }
     };
     Ok(Some(WebSocketConfig {
-        host: w.host.clone().unwrap_or_else(|| default_host.to_owned()),
+        host: w.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
         port: port(p, "websocket port")?,
         tls,
         same_origin: w.same_origin,
@@ -523,7 +522,8 @@ mod tests {
         )
         .expect("accepted");
         let ws = o.config.websocket.expect("websocket on");
-        assert_eq!(ws.host, "10.0.0.1");
+        // nats-server's default, not the client listener's host.
+        assert_eq!(ws.host, "0.0.0.0");
         assert_eq!(ws.port, 0);
         assert!(ws.tls.is_none() && ws.same_origin);
         assert_eq!(ws.allowed_origins, ["https://a.example"]);
