@@ -16,7 +16,7 @@
 //! uncompressed connection, as from nats-server without compression.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -231,13 +231,12 @@ fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> Option<&'h str
         .and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
-/// An accepted upgrade: the key to answer, and the client's address as
-/// `X-Forwarded-For` gives it (nats-server reports that one when it is an
-/// IP address).
+/// An accepted upgrade: the key to answer. (`X-Forwarded-For` is not
+/// taken: nats-server only shows it in its log lines; INFO's `client_ip`
+/// keeps the peer's address.)
 #[derive(Debug, PartialEq, Eq)]
 struct Upgrade {
     key: String,
-    forwarded_for: Option<IpAddr>,
 }
 
 /// Checks a complete request head (`head`, `extra`: bytes that followed
@@ -278,8 +277,7 @@ fn check_request(head: &[u8], extra: bool, rules: &OriginRules) -> Result<Upgrad
     if extra {
         return Err(Refusal::EarlyData);
     }
-    let forwarded_for = header(headers, "X-Forwarded-For").and_then(|v| v.trim().parse().ok());
-    Ok(Upgrade { key, forwarded_for })
+    Ok(Upgrade { key })
 }
 
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 section 4.2.2).
@@ -524,8 +522,8 @@ async fn connection(
                 up = within(timeout, upgrade(&mut stream, &rules)) => up,
                 _ = shutdown.changed() => None,
             };
-            if let Some(up) = up {
-                serve(shared, stream, peer, up).await;
+            if up.is_some() {
+                serve(shared, stream, peer).await;
             } else if debug {
                 tracing::debug!("{peer} - websocket handshake not completed");
             }
@@ -540,8 +538,8 @@ async fn connection(
                 done = within(timeout, handshake) => done,
                 _ = shutdown.changed() => None,
             };
-            if let Some((tls, up)) = done {
-                serve(shared, tls, peer, up).await;
+            if let Some((tls, _)) = done {
+                serve(shared, tls, peer).await;
             } else if debug {
                 tracing::debug!("{peer} - websocket TLS handshake or upgrade not completed");
             }
@@ -585,13 +583,10 @@ impl<T> IntoOption<T> for io::Result<Option<T>> {
 
 /// The upgraded connection as a client: registered, INFO (WebSocket's),
 /// then the ordinary session over [`WsBytes`].
-async fn serve<S>(shared: Arc<ServerState>, stream: S, peer: SocketAddr, up: Upgrade)
+async fn serve<S>(shared: Arc<ServerState>, stream: S, addr: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let addr = up
-        .forwarded_for
-        .map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
     shared
         .stats
@@ -659,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_request_upgrades_and_keeps_forwarded_for() {
+    fn a_complete_request_upgrades() {
         let r = rules(false, &[], false);
         let up = check_request(
             request("X-Forwarded-For: 10.1.2.3\r\n").as_bytes(),
@@ -670,7 +665,6 @@ mod tests {
             up,
             Ok(Upgrade {
                 key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
-                forwarded_for: "10.1.2.3".parse().ok(),
             })
         );
     }

@@ -146,6 +146,31 @@ async fn ws_client(side: &Side) -> async_nats::Client {
 // async-nats over ws://
 // ---------------------------------------------------------------------------
 
+const WARM_UP: &[u8] = b"warm-up";
+
+/// nats-server 2.15.1 now and then does not deliver what a TCP client
+/// publishes to an async-nats WebSocket subscriber whose SUB a PING/PONG
+/// already confirmed (9 fresh pairs in 40 in a probe, with no disconnect;
+/// ours: 0 in 40). On the reference side only, `publisher` sends warm-up
+/// messages until one reaches `sub` (the scenario skips them after).
+async fn reference_warm_up(
+    publisher: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &'static str,
+) {
+    for _ in 0..20 {
+        publisher
+            .publish(subject, WARM_UP.into())
+            .await
+            .expect("warm-up publish");
+        publisher.flush().await.expect("warm-up flush");
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(250), sub.next()).await {
+            return;
+        }
+    }
+    panic!("nats-server: no warm-up message reached the WebSocket subscriber");
+}
+
 async fn pub_sub_and_request_reply(side: &Side) {
     let ws = ws_client(side).await;
     let tcp = async_nats::connect(&side.nats_url)
@@ -156,6 +181,9 @@ async fn pub_sub_and_request_reply(side: &Side) {
     let mut tcp_sub = tcp.subscribe("ws.events").await.expect("tcp subscribe");
     ws.flush().await.expect("ws flush");
     tcp.flush().await.expect("tcp flush");
+    if side.name != "ours" {
+        reference_warm_up(&tcp, &mut ws_sub, "ws.events").await;
+    }
     tcp.publish("ws.events", "from tcp".into())
         .await
         .expect("tcp publish");
@@ -166,12 +194,14 @@ async fn pub_sub_and_request_reply(side: &Side) {
     tcp.flush().await.expect("tcp flush");
     for sub in [&mut ws_sub, &mut tcp_sub] {
         let mut got = Vec::new();
-        for _ in 0..2 {
+        while got.len() < 2 {
             let m = tokio::time::timeout(WAIT, sub.next())
                 .await
                 .unwrap_or_else(|_| panic!("{}: message timed out", side.name))
                 .expect("subscription open");
-            got.push(String::from_utf8_lossy(&m.payload).into_owned());
+            if m.payload.as_ref() != WARM_UP {
+                got.push(String::from_utf8_lossy(&m.payload).into_owned());
+            }
         }
         got.sort();
         assert_eq!(got, ["from tcp", "from ws"], "{}", side.name);
@@ -203,10 +233,24 @@ async fn pub_sub_and_request_reply(side: &Side) {
             }
         })
     };
-    let answer = tokio::time::timeout(WAIT, ws.request("ws.svc", "hello".into()))
-        .await
-        .expect("request in time")
-        .unwrap_or_else(|e| panic!("{}: request: {e}", side.name));
+    // nats-server 2.15.1 now and then answers "no responders" to the first
+    // request from a WebSocket client for a TCP client's subscription that
+    // a PING/PONG already confirmed (a few runs in twenty); it gets more
+    // tries, ours must answer the first.
+    let tries = if side.name == "ours" { 1 } else { 5 };
+    let mut attempt = 0;
+    let answer = loop {
+        attempt += 1;
+        let result = tokio::time::timeout(WAIT, ws.request("ws.svc", "hello".into()))
+            .await
+            .expect("request in time");
+        match result {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders && attempt < tries => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other.unwrap_or_else(|e| panic!("{}: request: {e}", side.name)),
+        }
+    };
     assert_eq!(answer.payload.as_ref(), b"re: hello", "{}", side.name);
     responder.await.expect("responder");
     // No responders over WebSocket too.
@@ -321,8 +365,13 @@ async fn raw_ws(side: &Side) -> RawWs {
 /// Reads message payloads until `want` appears in what arrived (or the
 /// connection ends, or WAIT passes); returns all text received.
 async fn read_until(ws: &mut RawWs, want: &str) -> String {
+    read_until_within(ws, want, WAIT).await
+}
+
+/// [`read_until`] bounded by `limit`.
+async fn read_until_within(ws: &mut RawWs, want: &str, limit: Duration) -> String {
     let mut text = String::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + limit;
     while !text.contains(want) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
             Ok(Some(Ok(m))) if m.is_binary() || m.is_text() => {
@@ -530,6 +579,18 @@ async fn upgrade_refusals_match_nats_server_for_missing_headers_and_wrong_method
                 .replace("HTTP/1.1", "HTTP/1.0"),
         ),
         ("not HTTP", "HELLO\r\n\r\n".to_owned()),
+        (
+            "accepted: asks for permessage-deflate, gets no extension",
+            good.replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+            ),
+        ),
+        (
+            "accepted: tokens in any case and order",
+            good.replace("Upgrade: websocket", "Upgrade: WebSocket")
+                .replace("Connection: Upgrade", "Connection: keep-alive, upgrade"),
+        ),
         ("data before the upgrade answer", format!("{good}PING\r\n")),
     ];
     same_answers(Ws::default(), &cases).await;
@@ -775,37 +836,9 @@ async fn ours_from_config(text: &str) -> (ServerHandle, tempfile::TempDir) {
 async fn accounts_and_permissions(name: &str, ws_url: &str, nats_url: &str) {
     let login =
         |user: &str| async_nats::ConnectOptions::with_user_and_password(user.into(), user.into());
-    let ws_a = login("a")
-        .connect(ws_url)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: ws a: {e}"));
-    let ws_b = login("b").connect(ws_url).await.expect("ws b");
-    let tcp_a = login("a").connect(nats_url).await.expect("tcp a");
-    let mut sub = ws_a.subscribe("shared").await.expect("sub");
-    ws_a.flush().await.expect("flush");
-    // Another account's publish does not cross over; the same account's does,
-    // whichever listener it came through.
-    ws_b.publish("shared", "from B".into())
-        .await
-        .expect("pub b");
-    ws_b.flush().await.expect("flush b");
-    tcp_a
-        .publish("shared", "from A".into())
-        .await
-        .expect("pub a");
-    tcp_a.flush().await.expect("flush a");
-    let m = tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("in time")
-        .expect("open");
-    assert_eq!(m.payload.as_ref(), b"from A", "{name}");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), sub.next())
-            .await
-            .is_err(),
-        "{name}: account B's message reached account A"
-    );
-    // A denied publish over WebSocket gets the permissions error, as over TCP.
+    // The subscriber is a raw WebSocket client logged in as `a` (async-nats
+    // over WebSocket against nats-server 2.15.1 now and then misses this
+    // delivery; a raw client never does, on either server).
     let port = ws_url.rsplit(':').next().unwrap_or_default();
     let uri = format!("ws://127.0.0.1:{port}/");
     let (mut raw, _) = tokio_websockets::ClientBuilder::new()
@@ -813,10 +846,62 @@ async fn accounts_and_permissions(name: &str, ws_url: &str, nats_url: &str) {
         .expect("uri")
         .connect()
         .await
-        .expect("raw ws");
+        .unwrap_or_else(|e| panic!("{name}: raw ws: {e}"));
     let _ = read_until(&mut raw, "\r\n").await;
     raw.send(tokio_websockets::Message::binary(
-        &b"CONNECT {\"verbose\":false,\"user\":\"a\",\"pass\":\"a\"}\r\nPUB secret.x 1\r\nx\r\nPING\r\n"[..],
+        &b"CONNECT {\"verbose\":false,\"user\":\"a\",\"pass\":\"a\"}\r\nSUB shared 1\r\nPING\r\n"[..],
+    ))
+    .await
+    .expect("send");
+    let got = read_until(&mut raw, "PONG\r\n").await;
+    assert!(got.ends_with("PONG\r\n"), "{name}: {got:?}");
+    let ws_b = login("b")
+        .connect(ws_url)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: ws b: {e}"));
+    let ws_a = login("a").connect(ws_url).await.expect("ws a");
+    let tcp_a = login("a").connect(nats_url).await.expect("tcp a");
+    // Another account's publish does not cross over; the same account's do,
+    // whichever listener they came through.
+    ws_b.publish("shared", "from B".into())
+        .await
+        .expect("pub b");
+    ws_b.flush().await.expect("flush b");
+    ws_a.publish("shared", "from ws A".into())
+        .await
+        .expect("pub ws a");
+    ws_a.flush().await.expect("flush ws a");
+    let mut got = read_until(&mut raw, "from ws A\r\n").await;
+    assert!(
+        got.contains("MSG shared 1 9\r\nfrom ws A\r\n"),
+        "{name}: {got:?}"
+    );
+    // nats-server 2.15.1 now and then drops the first publish of a
+    // just-connected TCP client of account A here (about one run in four);
+    // it gets further tries, ours must deliver the first.
+    let tries = if name == "ours" { 1 } else { 5 };
+    for _ in 0..tries {
+        tcp_a
+            .publish("shared", "from tcp A".into())
+            .await
+            .expect("pub a");
+        tcp_a.flush().await.expect("flush a");
+        got.push_str(&read_until_within(&mut raw, "from tcp A\r\n", Duration::from_secs(1)).await);
+        if got.contains("from tcp A") {
+            break;
+        }
+    }
+    assert!(
+        got.contains("MSG shared 1 10\r\nfrom tcp A\r\n"),
+        "{name}: {got:?}"
+    );
+    assert!(
+        !got.contains("from B"),
+        "{name}: account B's message reached account A: {got:?}"
+    );
+    // A denied publish over WebSocket gets the permissions error, as over TCP.
+    raw.send(tokio_websockets::Message::binary(
+        &b"PUB secret.x 1\r\nx\r\nPING\r\n"[..],
     ))
     .await
     .expect("send");
@@ -902,5 +987,25 @@ async fn max_connections_counts_websocket_clients_as_nats_server() {
             "{}: {got:?}",
             side.name
         );
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_does_not_change_info_client_ip_as_nats_server() {
+    // nats-server shows X-Forwarded-For only in its log lines.
+    for side in Ws::default().both().await {
+        for (header, want) in [
+            ("X-Forwarded-For: 10.9.8.7\r\n", "127.0.0.1"),
+            ("", "127.0.0.1"),
+        ] {
+            let request = format!("{GOOD}{header}\r\n").replace("PORT", &side.ws_port.to_string());
+            let answer = exchange(side.ws_port, &request).await;
+            let info = answer
+                .find("INFO ")
+                .and_then(|i| answer[i + 5..].split("\r\n").next())
+                .unwrap_or_else(|| panic!("{}: no INFO in {answer:?}", side.name));
+            let info: serde_json::Value = serde_json::from_str(info.trim()).expect("INFO is JSON");
+            assert_eq!(info["client_ip"], want, "{}: {header}", side.name);
+        }
     }
 }
