@@ -41,6 +41,8 @@ struct Ws {
     handshake_timeout: Option<Duration>,
     /// `wss://` with these certificates.
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// With `tls`: client certificates required, signed by this CA.
+    verify: Option<std::path::PathBuf>,
     jetstream: bool,
     token: Option<String>,
 }
@@ -49,11 +51,20 @@ impl Ws {
     fn block(&self, port: u16) -> String {
         let mut b = format!("websocket {{\n  port: {port}\n");
         match &self.tls {
-            Some((cert, key)) => b.push_str(&format!(
-                "  tls {{ cert_file: {:?}, key_file: {:?} }}\n",
-                cert.display().to_string(),
-                key.display().to_string()
-            )),
+            Some((cert, key)) => {
+                b.push_str(&format!(
+                    "  tls {{ cert_file: {:?}, key_file: {:?}",
+                    cert.display().to_string(),
+                    key.display().to_string()
+                ));
+                if let Some(ca) = &self.verify {
+                    b.push_str(&format!(
+                        ", ca_file: {:?}, verify: true",
+                        ca.display().to_string()
+                    ));
+                }
+                b.push_str(" }\n");
+            }
             None => b.push_str("  no_tls: true\n"),
         }
         if self.same_origin {
@@ -75,10 +86,14 @@ impl Ws {
         ws.same_origin = self.same_origin;
         ws.allowed_origins.clone_from(&self.allowed_origins);
         ws.handshake_timeout = self.handshake_timeout;
-        ws.tls = self
-            .tls
-            .as_ref()
-            .map(|(cert, key)| TlsConfig::new(cert, key));
+        ws.tls = self.tls.as_ref().map(|(cert, key)| {
+            let mut t = TlsConfig::new(cert, key);
+            if let Some(ca) = &self.verify {
+                t.ca_file = Some(ca.clone());
+                t.verify = true;
+            }
+            t
+        });
         let handle = start(ServerConfig {
             port: 0,
             websocket: Some(ws),
@@ -1006,6 +1021,119 @@ async fn x_forwarded_for_does_not_change_info_client_ip_as_nats_server() {
                 .unwrap_or_else(|| panic!("{}: no INFO in {answer:?}", side.name));
             let info: serde_json::Value = serde_json::from_str(info.trim()).expect("INFO is JSON");
             assert_eq!(info["client_ip"], want, "{}: {header}", side.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configurations refused at start
+// ---------------------------------------------------------------------------
+
+/// Starts `bin` with `config` and returns its stderr once it exits, which
+/// it must do with a failure (killed after 10 s otherwise, failing the test).
+fn refused_start(bin: &std::path::Path, config: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("ws.conf");
+    std::fs::write(&conf, config).expect("write");
+    let mut child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} started with {config:?}", bin.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        !out.status.success(),
+        "{} accepted {config:?}",
+        bin.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn websocket_blocks_nats_server_refuses_are_refused_with_its_words() {
+    let ours = std::path::PathBuf::from(env!("CARGO_BIN_EXE_angzarr-nats-server"));
+    let reference = nats_test_server::nats_server_bin();
+    for (config, words) in [
+        (
+            "port: -1\nwebsocket { port: -1 }\n",
+            "websocket requires TLS configuration",
+        ),
+        (
+            "port: -1\nwebsocket { port: -1, no_tls: true, bogus: 1 }\n",
+            "unknown field \"bogus\"",
+        ),
+    ] {
+        for bin in [&ours, &reference] {
+            let stderr = refused_start(bin, config);
+            assert!(stderr.contains(words), "{}: {stderr}", bin.display());
+        }
+    }
+}
+
+#[test]
+fn websocket_options_we_cannot_honour_refuse_the_start_naming_the_key() {
+    let ours = std::path::PathBuf::from(env!("CARGO_BIN_EXE_angzarr-nats-server"));
+    for (key, line) in [
+        ("compression", "compression: true"),
+        ("no_auth_user", "no_auth_user: a"),
+        ("authorization", "authorization { token: t }"),
+        ("jwt_cookie", "jwt_cookie: jwt"),
+    ] {
+        let stderr = refused_start(
+            &ours,
+            &format!("port: -1\nwebsocket {{\n  port: -1\n  no_tls: true\n  {line}\n}}\n"),
+        );
+        assert!(
+            stderr.contains(&format!("websocket.{key}")) && stderr.contains(":5"),
+            "{key}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wss_with_verify_requires_a_client_certificate_as_nats_server() {
+    let pki = TestPki::generate();
+    let ws = Ws {
+        tls: Some((pki.server_cert(), pki.server_key())),
+        verify: Some(pki.ca_file()),
+        ..Ws::default()
+    };
+    for side in ws.both().await {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(pki.ca_file())
+            .add_client_certificate(pki.client_cert(), pki.client_key())
+            .connect(&side.ws_url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: wss with a client certificate: {e}", side.name));
+        client.flush().await.expect("flush");
+        for (what, options) in [
+            (
+                "no client certificate",
+                async_nats::ConnectOptions::new().add_root_certificates(pki.ca_file()),
+            ),
+            (
+                "a certificate from another CA",
+                async_nats::ConnectOptions::new()
+                    .add_root_certificates(pki.ca_file())
+                    .add_client_certificate(pki.stranger_cert(), pki.stranger_key()),
+            ),
+        ] {
+            let refused = tokio::time::timeout(WAIT, options.connect(&side.ws_url)).await;
+            assert!(
+                matches!(refused, Ok(Err(_))),
+                "{}: {what} was let in",
+                side.name
+            );
         }
     }
 }
