@@ -1137,3 +1137,53 @@ async fn wss_with_verify_requires_a_client_certificate_as_nats_server() {
         }
     }
 }
+
+#[tokio::test]
+async fn varz_describes_the_websocket_listener_as_nats_server() {
+    let block = |port: i32| {
+        format!(
+            "port: -1\nhttp: -1\nwebsocket {{ port: {port}, no_tls: true, same_origin: true, \
+             allowed_origins: [\"https://a.example\"], handshake_timeout: \"3s\" }}\n"
+        )
+    };
+    let (ours, _dir) = {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, block(-1)).expect("write config");
+        let cli =
+            bus_embedded_server::cli::parse_args(["-c".to_owned(), path.display().to_string()])
+                .expect("flags");
+        let options = bus_embedded_server::options::from_cli(&cli, ServerConfig::default())
+            .expect("configuration accepted");
+        (start(options.config).await.expect("our server starts"), dir)
+    };
+    let port = free_port();
+    let reference = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!(
+            "websocket {{ port: {port}, no_tls: true, same_origin: true, \
+             allowed_origins: [\"https://a.example\"], handshake_timeout: \"3s\" }}\n"
+        )),
+        ..ServerOptions::core()
+    })
+    .await;
+    let ours_varz = {
+        let monitor = ours.monitor_port().expect("monitoring on");
+        let (status, body) =
+            tokio::task::spawn_blocking(move || nats_test_server::http_get(monitor, "/varz"))
+                .await
+                .expect("join")
+                .expect("GET /varz");
+        assert_eq!(status, 200);
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    let (status, body) = reference.monitor_get("/varz").expect("GET /varz");
+    assert_eq!(status, 200);
+    let reference_varz: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut a = ours_varz["websocket"].clone();
+    let mut b = reference_varz["websocket"].clone();
+    assert_eq!(a["port"], ours.websocket_addr().expect("ws").port());
+    assert_eq!(b["port"], port);
+    a["port"] = serde_json::Value::Null;
+    b["port"] = serde_json::Value::Null;
+    assert_eq!(a, b, "ours vs nats-server");
+}
