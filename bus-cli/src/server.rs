@@ -152,6 +152,15 @@ pub async fn run(args: Vec<String>) -> CliResult {
     if let Some(m) = server.monitor_port() {
         log("INF", &format!("Starting http monitor on {host}:{m}"));
     }
+    if let Some(url) = server.websocket_url() {
+        log("INF", &format!("Listening for websocket clients on {url}"));
+        if url.starts_with("ws:") {
+            log(
+                "WRN",
+                "Websocket not configured with TLS. DO NOT USE IN PRODUCTION!",
+            );
+        }
+    }
     log(
         "INF",
         &format!("Listening for client connections on {}", server.addr()),

@@ -67,6 +67,49 @@ pub struct ServerConfig {
     /// Extra pages on the monitoring port (the bus's operator console);
     /// `None` = only the monitoring endpoints. Not a nats-server option.
     pub http_mount: Option<HttpMount>,
+    /// A second listener for clients speaking the protocol inside WebSocket
+    /// frames (`websocket {}`); `None` = off.
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// The WebSocket listener (nats-server's `websocket { }` block): the same
+/// protocol, accounts and permissions as TCP clients, inside WebSocket
+/// frames (binary or text), over TLS unless `tls` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    /// Address to bind (from a configuration file: 0.0.0.0 unless set, as
+    /// in nats-server).
+    pub host: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// TLS from the first byte (`wss://`); `None` = plain (`no_tls: true`).
+    /// Only the certificate, key, CA and `verify` apply (the handshake is
+    /// bounded by `handshake_timeout`, not the TLS `timeout`).
+    pub tls: Option<TlsConfig>,
+    /// Refuse an upgrade whose `Origin` is not the request's own host and
+    /// port (`same_origin`).
+    pub same_origin: bool,
+    /// Origins allowed to upgrade, as `scheme://host[:port]`
+    /// (`allowed_origins`); empty = any. A request without `Origin` is
+    /// always allowed, as in nats-server.
+    pub allowed_origins: Vec<String>,
+    /// Longest the TLS handshake and the HTTP upgrade request may take;
+    /// `None` = no limit (nats-server's default too).
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl WebSocketConfig {
+    /// Plain WebSocket (no TLS) on `host:port`, no origin checks.
+    pub fn plain(host: impl Into<String>, port: u16) -> WebSocketConfig {
+        WebSocketConfig {
+            host: host.into(),
+            port,
+            tls: None,
+            same_origin: false,
+            allowed_origins: Vec::new(),
+            handshake_timeout: None,
+        }
+    }
 }
 
 /// Requests on the monitoring port whose path is `prefix` or starts with
@@ -159,6 +202,7 @@ impl Default for ServerConfig {
             tls: None,
             accounts: Vec::new(),
             http_mount: None,
+            websocket: None,
         }
     }
 }

@@ -8,7 +8,12 @@
 //!
 //! ## Floor plan (each module uses only those below it)
 //! - `server`: [`start`], the accept loop, [`ServerHandle`] (lame duck,
-//!   shutdown). Uses `session`, `monitor`, `state`, `account`, `tls`.
+//!   shutdown). Uses `websocket`, `session`, `monitor`, `state`, `account`,
+//!   `tls`.
+//! - `websocket`: the WebSocket listener: TLS, the HTTP upgrade and its
+//!   refusals (origin rules, missing headers), then a byte stream over the
+//!   messages handed to `session`, so WebSocket clients are ordinary
+//!   sessions.
 //! - `session`: one connection's life: TLS upgrade, read loop, dispatch of
 //!   CONNECT/SUB/UNSUB/PUB/PING, publishes handed to the account's fan-out
 //!   and then to JetStream.
@@ -65,12 +70,14 @@ mod state;
 pub mod subject;
 pub mod sublist;
 pub mod tls;
+mod websocket;
 
 pub use auth::Credentials;
 pub use config::{
     AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, HttpHandler, HttpMount, HttpRequest,
     HttpResponse, Identity, Import, JetStreamConfig, Login, Permissions, ResponsePermission,
-    ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User,
+    ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User, WebSocketConfig,
 };
 pub use server::{ServerError, ServerHandle, start};
 pub use state::{Stats, VERSION};
+pub use websocket::WebSocketSetupError;

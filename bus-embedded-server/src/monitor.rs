@@ -328,7 +328,29 @@ fn varz(s: &ServerState) -> Value {
             v["tls_verify"] = json!(true);
         }
     }
+    if let Some(w) = &c.websocket {
+        v["websocket"] = websocket_varz(w, s.ws_port.unwrap_or(0));
+    }
     v
+}
+
+/// `/varz`'s `websocket` object as nats-server writes it (fields that are
+/// false, empty or zero left out).
+fn websocket_varz(w: &crate::config::WebSocketConfig, port: u16) -> Value {
+    let mut ws = json!({ "host": w.host, "port": port });
+    if let Some(t) = w.handshake_timeout {
+        ws["handshake_timeout"] = json!(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+    }
+    if w.tls.is_none() {
+        ws["no_tls"] = json!(true);
+    }
+    if w.same_origin {
+        ws["same_origin"] = json!(true);
+    }
+    if !w.allowed_origins.is_empty() {
+        ws["allowed_origins"] = json!(w.allowed_origins);
+    }
+    ws
 }
 
 fn connz(s: &ServerState) -> Value {

@@ -12,8 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
-use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf};
-use crate::config::{Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User};
+use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf, WebSocketConf};
+use crate::config::{
+    Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User, WebSocketConfig,
+};
 
 /// What the command line and configuration file ask for.
 #[derive(Debug)]
@@ -76,6 +78,15 @@ pub enum OptionsError {
     /// A `--tls*` flag without `--tlskey`.
     #[error("TLS Server private key must be present and valid")]
     TlsKeyMissing,
+    /// A `websocket {}` block with a port but neither `tls {}` nor
+    /// `no_tls: true` (nats-server's message).
+    #[error("{}: line {line}: websocket requires TLS configuration", file.display())]
+    WebSocketWithoutTls {
+        /// The configuration file.
+        file: PathBuf,
+        /// Line of the block.
+        line: usize,
+    },
     /// `--user` without `--pass` (or the reverse), or with `--auth`.
     #[error("use either --user with --pass, or --auth (a token)")]
     AuthFlags,
@@ -203,7 +214,50 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         config.auth = conf::merge_users(config.auth.take(), &accounts).map_err(accounts_error)?;
         config.accounts = accounts;
     }
+    if let Some(block) = &c.websocket {
+        let (w, warnings) = conf::websocket_from_conf(block)?;
+        for w in warnings {
+            options.warnings.push(format!(
+                "{}:{}: {} ({})",
+                path.display(),
+                w.line,
+                w.key,
+                w.message
+            ));
+        }
+        options.config.websocket = websocket_from_file(&w, path)?;
+    }
     Ok(())
+}
+
+/// The configuration file's `websocket { }` block; `None` when it has no
+/// port (nats-server ignores such a block). The host defaults to 0.0.0.0,
+/// as in nats-server (whatever the client listener's host).
+fn websocket_from_file(
+    w: &WebSocketConf,
+    path: &Path,
+) -> Result<Option<WebSocketConfig>, OptionsError> {
+    let Some(p) = w.port.filter(|p| *p != 0) else {
+        return Ok(None);
+    };
+    let tls = match &w.tls {
+        Some(t) => Some(tls_from_file(t, path)?),
+        None if w.no_tls => None,
+        None => {
+            return Err(OptionsError::WebSocketWithoutTls {
+                file: path.to_path_buf(),
+                line: w.line,
+            });
+        }
+    };
+    Ok(Some(WebSocketConfig {
+        host: w.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
+        port: port(p, "websocket port")?,
+        tls,
+        same_origin: w.same_origin,
+        allowed_origins: w.allowed_origins.clone(),
+        handshake_timeout: w.handshake_timeout,
+    }))
 }
 
 /// The configuration file's `tls { }` block (nats-server's messages for a
@@ -314,6 +368,7 @@ fn tls_from_flags(cli: &Cli, file: Option<TlsConfig>) -> Result<Option<TlsConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn build_with(config: &str) -> Result<Options, String> {
         build_with_flags(config, &[], ServerConfig::default())
@@ -457,6 +512,48 @@ mod tests {
         assert_eq!(
             err,
             "server.conf: authorization: line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
+        );
+    }
+
+    #[test]
+    fn websocket_block_becomes_the_listener_config() {
+        let o = build_with(
+            "host: 10.0.0.1\nwebsocket {\n  port: -1\n  no_tls: true\n  same_origin: true\n  allowed_origins: \"https://a.example\"\n  handshake_timeout: \"2s\"\n}\n",
+        )
+        .expect("accepted");
+        let ws = o.config.websocket.expect("websocket on");
+        // nats-server's default, not the client listener's host.
+        assert_eq!(ws.host, "0.0.0.0");
+        assert_eq!(ws.port, 0);
+        assert!(ws.tls.is_none() && ws.same_origin);
+        assert_eq!(ws.allowed_origins, ["https://a.example"]);
+        assert_eq!(ws.handshake_timeout, Some(Duration::from_secs(2)));
+        let o = build_with(
+            "websocket {\n  listen: \"0.0.0.0:8443\"\n  tls { cert_file: c.pem, key_file: k.pem }\n}\n",
+        )
+        .expect("accepted");
+        let ws = o.config.websocket.expect("websocket on");
+        assert_eq!((ws.host.as_str(), ws.port), ("0.0.0.0", 8443));
+        assert_eq!(ws.tls.map(|t| t.cert_file), Some(PathBuf::from("c.pem")));
+        // No port: no listener, as in nats-server.
+        let o = build_with("port: 1\nwebsocket { no_tls: true }\n").expect("accepted");
+        assert!(o.config.websocket.is_none());
+    }
+
+    #[test]
+    fn websocket_without_tls_or_no_tls_refuses_to_start() {
+        assert_eq!(
+            build_with("port: 1\nwebsocket {\n  port: 8080\n}\n")
+                .err()
+                .as_deref(),
+            Some("server.conf: line 2: websocket requires TLS configuration")
+        );
+        let err = build_with("websocket {\n  port: 8080\n  no_tls: true\n  compression: true\n}\n")
+            .expect_err("refused");
+        assert!(err.contains("websocket.compression"), "{err}");
+        assert!(
+            build_with("websocket { port: 8080, tls { cert_file: c.pem } }").is_err(),
+            "a TLS block without a key is refused"
         );
     }
 }

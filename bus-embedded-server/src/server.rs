@@ -1,5 +1,6 @@
 //! The server: configuration, the accept loop, shared state, and the handle
-//! an embedding program keeps.
+//! an embedding program keeps. The WebSocket listener, when configured, has
+//! its own accept loop in `websocket`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,13 @@ pub enum ServerError {
     /// The TLS certificate, key or CA could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsSetupError),
+    /// The WebSocket listener's TLS certificate, key or CA could not be
+    /// loaded.
+    #[error("websocket TLS: {0}")]
+    WebSocketTls(crate::tls::TlsSetupError),
+    /// The WebSocket listener's settings cannot be served.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] crate::websocket::WebSocketSetupError),
 }
 
 /// A running server. Dropping the handle does not stop it; call
@@ -43,6 +51,7 @@ pub struct ServerHandle {
     shared: Arc<ServerState>,
     addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    ws: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     ready_after: Duration,
 }
 
@@ -55,6 +64,24 @@ impl ServerHandle {
     /// `nats://host:port` for clients.
     pub fn client_url(&self) -> String {
         format!("nats://{}", self.addr)
+    }
+
+    /// The bound WebSocket address, when the WebSocket listener is on.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().map(|(a, _)| *a)
+    }
+
+    /// `ws://host:port` (or `wss://`) for WebSocket clients, when the
+    /// listener is on.
+    pub fn websocket_url(&self) -> Option<String> {
+        let tls = self
+            .shared
+            .config
+            .websocket
+            .as_ref()
+            .is_some_and(|w| w.tls.is_some());
+        let scheme = if tls { "wss" } else { "ws" };
+        self.websocket_addr().map(|a| format!("{scheme}://{a}"))
     }
 
     /// The server id (as in INFO).
@@ -107,7 +134,11 @@ impl ServerHandle {
     /// already queued for it, and waits (at most `grace`) for them to end.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shared.shutdown.send(true);
-        let _ = tokio::time::timeout(grace, self.accept).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = tokio::time::timeout_at(deadline, self.accept).await;
+        if let Some((_, ws)) = self.ws {
+            let _ = tokio::time::timeout_at(deadline, ws).await;
+        }
         if let Some(js) = &self.shared.jetstream {
             js.shutdown();
         }
@@ -140,7 +171,21 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
+    let ws_setup = match &config.websocket {
+        Some(w) => {
+            let tls = match &w.tls {
+                Some(t) => Some(crate::tls::acceptor(t).map_err(ServerError::WebSocketTls)?),
+                None => None,
+            };
+            Some((tls, crate::websocket::OriginRules::new(w)?))
+        }
+        None => None,
+    };
     let (listener, addr) = bind(&config.host, config.port).await?;
+    let ws_listener = match &config.websocket {
+        Some(w) => Some(bind(&w.host, w.port).await?),
+        None => None,
+    };
     let monitor = match config.http_port {
         Some(port) => Some(bind(&config.host, port).await?),
         None => None,
@@ -176,15 +221,24 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         started: SystemTime::now(),
         jetstream,
         tls,
+        ws_port: ws_listener.as_ref().map(|(_, a)| a.port()),
     });
     if let Some((listener, _)) = monitor {
         tokio::spawn(crate::monitor::serve(Arc::clone(&shared), listener));
     }
     let accept = tokio::spawn(accept_loop(Arc::clone(&shared), listener));
+    let ws = match (ws_listener, ws_setup) {
+        (Some((listener, ws_addr)), Some((tls, rules))) => {
+            let task = crate::websocket::accept_loop(Arc::clone(&shared), listener, tls, rules);
+            Some((ws_addr, tokio::spawn(task)))
+        }
+        _ => None,
+    };
     Ok(ServerHandle {
         shared,
         addr,
         accept,
+        ws,
         ready_after: begun.elapsed(),
     })
 }

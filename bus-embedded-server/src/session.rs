@@ -638,7 +638,8 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
     else {
         // Plain TCP: owned halves, no lock between reader and writer.
         let (reader, writer_half) = stream.into_split();
-        return run(shared, client, reader, writer_half, nonce, false).await;
+        let info = shared.info_with_nonce(client.id, client.addr, nonce.as_deref());
+        return run(shared, client, reader, writer_half, nonce, Some(info)).await;
     };
     let handshake_first = tls_config.handshake_first;
     let info = if handshake_first {
@@ -658,7 +659,10 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
     match upgraded {
         Some(tls) => {
             let (reader, writer_half) = tokio::io::split(tls);
-            run(shared, client, reader, writer_half, nonce, !handshake_first).await;
+            // INFO inside TLS when the handshake came first.
+            let info = handshake_first
+                .then(|| shared.info_with_nonce(client.id, client.addr, nonce.as_deref()));
+            run(shared, client, reader, writer_half, nonce, info).await;
         }
         None => {
             client.mark_closing(CloseReason::TlsHandshakeFailure);
@@ -668,15 +672,16 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
     }
 }
 
-/// Runs one connection (plain or TLS) to its end; `info_sent` when the TLS
-/// upgrade already sent INFO in plain text.
-async fn run<R, W>(
+/// Runs one connection (plain, TLS or WebSocket: any byte stream) to its
+/// end, first sending `info` (`None` when the TLS upgrade already sent INFO
+/// in plain text).
+pub(crate) async fn run<R, W>(
     shared: Arc<ServerState>,
     client: Arc<Client>,
     mut reader: R,
     writer_half: W,
     nonce: Option<String>,
-    info_sent: bool,
+    info: Option<Vec<u8>>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -687,8 +692,8 @@ async fn run<R, W>(
         writer_half,
         cfg.write_deadline,
     ));
-    if !info_sent {
-        client.send(&shared.info_with_nonce(client.id, client.addr, nonce.as_deref()));
+    if let Some(info) = info {
+        client.send(&info);
     }
     let mut session = Session {
         shared: Arc::clone(&shared),

@@ -40,6 +40,14 @@ pub struct Stats {
     pub total_connections: AtomicU64,
 }
 
+/// `INFO {json}\r\n`.
+fn info_line(info: &serde_json::Value) -> Vec<u8> {
+    let mut line = b"INFO ".to_vec();
+    line.extend_from_slice(info.to_string().as_bytes());
+    line.extend_from_slice(b"\r\n");
+    line
+}
+
 /// What every connection, the accept loop and the monitor share.
 pub(crate) struct ServerState {
     pub config: ServerConfig,
@@ -63,6 +71,8 @@ pub(crate) struct ServerState {
     pub jetstream: Option<Arc<JetStream>>,
     /// Accepts client TLS handshakes, when TLS is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The WebSocket listener's bound port, when it is on.
+    pub ws_port: Option<u16>,
 }
 
 impl ServerState {
@@ -78,6 +88,41 @@ impl ServerState {
         addr: SocketAddr,
         nonce: Option<&str>,
     ) -> Vec<u8> {
+        info_line(&self.info_json(client_id, addr, nonce))
+    }
+
+    /// INFO line for a new WebSocket connection: as nats-server says it to
+    /// WebSocket clients, with the WebSocket listener's host and port, and
+    /// `tls_required`/`tls_available` saying whether that listener is TLS
+    /// (the client listener's TLS does not apply to it).
+    pub fn ws_info_with_nonce(
+        &self,
+        client_id: u64,
+        addr: SocketAddr,
+        nonce: Option<&str>,
+    ) -> Vec<u8> {
+        let mut info = self.info_json(client_id, addr, nonce);
+        let ws = self.config.websocket.as_ref();
+        info["host"] = serde_json::Value::String(ws.map(|w| w.host.clone()).unwrap_or_default());
+        info["port"] = serde_json::Value::from(self.ws_port.unwrap_or(0));
+        let Some(map) = info.as_object_mut() else {
+            return info_line(&info);
+        };
+        map.remove("tls_required");
+        map.remove("tls_available");
+        if ws.is_some_and(|w| w.tls.is_some()) {
+            map.insert("tls_required".into(), serde_json::Value::Bool(true));
+            map.insert("tls_available".into(), serde_json::Value::Bool(true));
+        }
+        info_line(&info)
+    }
+
+    fn info_json(
+        &self,
+        client_id: u64,
+        addr: SocketAddr,
+        nonce: Option<&str>,
+    ) -> serde_json::Value {
         let info = serde_json::json!({
             "server_id": self.server_id,
             "server_name": self.server_name,
@@ -107,10 +152,7 @@ impl ServerState {
         if let Some(nonce) = nonce {
             info["nonce"] = serde_json::Value::String(nonce.to_owned());
         }
-        let mut line = b"INFO ".to_vec();
-        line.extend_from_slice(info.to_string().as_bytes());
-        line.extend_from_slice(b"\r\n");
-        line
+        info
     }
 
     /// INFO telling clients the server is entering lame duck mode.

@@ -1,8 +1,9 @@
 //! nats-py and nats.js, unchanged, against our server: the core scenarios of
 //! `compat_async_nats.rs` (`compat.py`, `compat.mjs`) and the JetStream + KV
-//! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), run
-//! by the scripts in `tests/clients/` (see their headers for the scenario
-//! list).
+//! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), and
+//! nats.js over WebSocket (`websocket.mjs`: `wsconnect` against the
+//! `websocket {}` listener, beside a TCP client), run by the scripts in
+//! `tests/clients/` (see their headers for the scenario list).
 //!
 //! Each script also runs against the reference nats-server, which proves the
 //! scripts themselves. The client libraries are installed by
@@ -45,8 +46,8 @@ impl Client {
         }
     }
 
-    /// Runs `script` (`compat` or `jetstream`) of this client against `url`.
-    fn command(self, script: Script, url: &str) -> Command {
+    /// Runs `script` of this client with `urls` as its arguments.
+    fn command(self, script: Script, urls: &[String]) -> Command {
         let dir = clients_dir();
         let script = script.file_stem();
         let mut cmd = match self {
@@ -63,7 +64,7 @@ impl Client {
                 cmd
             }
         };
-        cmd.arg(url).current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.args(urls).current_dir(env!("CARGO_MANIFEST_DIR"));
         cmd
     }
 
@@ -124,23 +125,31 @@ impl Client {
                         .unwrap_or_else(|| panic!("{} has no {pointer}", path.display()))
                         .to_owned()
                 };
-                for package in ["transport-node", "jetstream", "kv"] {
-                    let installed =
-                        node_dir.join(format!("node_modules/@nats-io/{package}/package.json"));
+                for package in [
+                    "@nats-io/transport-node",
+                    "@nats-io/jetstream",
+                    "@nats-io/kv",
+                    "@nats-io/nats-core",
+                    "ws",
+                ] {
+                    let installed = node_dir.join(format!("node_modules/{package}/package.json"));
                     assert!(
                         installed.is_file(),
-                        "{} is missing: @nats-io/{package} is not installed; {INSTALL_HINT} \
+                        "{} is missing: {package} is not installed; {INSTALL_HINT} \
                          (npm ci --prefix bus-embedded-server/tests/clients/node)",
                         installed.display()
                     );
                     let locked = version(
                         &node_dir.join("package-lock.json"),
-                        &format!("/packages/node_modules~1@nats-io~1{package}/version"),
+                        &format!(
+                            "/packages/node_modules~1{}/version",
+                            package.replace('/', "~1")
+                        ),
                     );
                     let installed = version(&installed, "/version");
                     assert_eq!(
                         installed, locked,
-                        "node_modules has @nats-io/{package} {installed}, package-lock.json \
+                        "node_modules has {package} {installed}, package-lock.json \
                          locks {locked}: {INSTALL_HINT}"
                     );
                 }
@@ -157,11 +166,13 @@ impl Client {
     }
 }
 
-/// Which script of a client: the core scenarios or the JetStream ones.
+/// Which script of a client: the core scenarios, the JetStream ones, or
+/// (nats.js only) the WebSocket ones.
 #[derive(Clone, Copy, Debug)]
 enum Script {
     Core,
     JetStream,
+    WebSocket,
 }
 
 impl Script {
@@ -169,6 +180,7 @@ impl Script {
         match self {
             Script::Core => "compat",
             Script::JetStream => "jetstream",
+            Script::WebSocket => "websocket",
         }
     }
 }
@@ -217,11 +229,13 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Run {
     }
 }
 
-/// Runs the client's script against `url` and asserts that every scenario
-/// passed.
-async fn run_script(client: Client, script: Script, url: String, server: &str) {
+/// Runs the client's script against `urls` (the server's client URL; for
+/// the WebSocket script its WebSocket URL first) and asserts that every
+/// scenario passed.
+async fn run_script(client: Client, script: Script, urls: Vec<String>, server: &str) {
     client.assert_installed();
-    let cmd = client.command(script, &url);
+    let cmd = client.command(script, &urls);
+    let url = urls.join(" ");
     let shown = format!("{cmd:?}");
     let run = tokio::task::spawn_blocking(move || run_with_timeout(cmd, SCRIPT_TIMEOUT))
         .await
@@ -254,29 +268,44 @@ async fn against_our_server(client: Client, script: Script) {
     let store = tempfile::tempdir().expect("JetStream store dir");
     let jetstream = match script {
         Script::Core => None,
-        Script::JetStream => Some(JetStreamConfig {
+        Script::JetStream | Script::WebSocket => Some(JetStreamConfig {
             store_dir: store.path().to_path_buf(),
             ..JetStreamConfig::default()
         }),
     };
+    let websocket = matches!(script, Script::WebSocket)
+        .then(|| bus_embedded_server::WebSocketConfig::plain("127.0.0.1", 0));
     let server = start(ServerConfig {
         port: 0,
         jetstream,
+        websocket,
         ..ServerConfig::default()
     })
     .await
     .expect("our server starts");
-    run_script(client, script, server.client_url(), "our server").await;
+    let urls = server
+        .websocket_url()
+        .into_iter()
+        .chain([server.client_url()])
+        .collect();
+    run_script(client, script, urls, "our server").await;
     server.shutdown(Duration::from_secs(2)).await;
 }
 
 async fn against_nats_server(client: Client, script: Script) {
-    let options = match script {
+    let mut options = match script {
         Script::Core => ServerOptions::core(),
-        Script::JetStream => ServerOptions::default(),
+        Script::JetStream | Script::WebSocket => ServerOptions::default(),
     };
+    let mut urls = Vec::new();
+    if let Script::WebSocket = script {
+        let port = nats_test_server::free_port();
+        options.extra_config = Some(format!("websocket {{ port: {port}, no_tls: true }}"));
+        urls.push(format!("ws://127.0.0.1:{port}"));
+    }
     let reference = NatsServer::start_with(options).await;
-    run_script(client, script, reference.url(), "nats-server").await;
+    urls.push(reference.url());
+    run_script(client, script, urls, "nats-server").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,4 +346,14 @@ async fn nats_py_jetstream_and_kv_scenarios_pass_against_nats_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_jetstream_and_kv_scenarios_pass_against_nats_server() {
     against_nats_server(Client::Node, Script::JetStream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_over_websocket_scenarios_pass_against_our_server() {
+    against_our_server(Client::Node, Script::WebSocket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_over_websocket_scenarios_pass_against_nats_server() {
+    against_nats_server(Client::Node, Script::WebSocket).await;
 }

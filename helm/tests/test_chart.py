@@ -920,6 +920,101 @@ def test_combinations_that_cannot_be_honoured_are_refused_with_what_to_change():
 
 
 # --------------------------------------------------------------------------
+# WebSocket listener
+# --------------------------------------------------------------------------
+
+
+def ports_of(doc: dict) -> dict:
+    return {p["name"]: p for p in doc["spec"]["ports"]}
+
+
+def test_websocket_is_off_by_default():
+    r = render()
+    for svc in r.all("Service"):
+        assert "websocket" not in ports_of(svc), svc["metadata"]["name"]
+    c = r.server_container()
+    assert "websocket" not in {p["name"] for p in c["ports"]}
+    assert "-c" not in c["args"], "no config file without auth or websocket"
+
+
+def test_websocket_plain_opens_a_port_on_both_services_and_the_config_file():
+    r = render(
+        {
+            "server": {
+                "websocket": {
+                    "enabled": True,
+                    "port": 9443,
+                    "noTls": True,
+                    "sameOrigin": True,
+                    "allowedOrigins": ["https://app.example.com", "http://localhost:3000"],
+                    "handshakeTimeout": "5s",
+                }
+            }
+        }
+    )
+    name = fullname(r)
+    for svc in r.all("Service"):
+        ws = ports_of(svc)["websocket"]
+        assert ws == {"name": "websocket", "port": 9443, "targetPort": "websocket", "protocol": "TCP"}, ws
+    c = r.server_container()
+    assert {"name": "websocket", "containerPort": 9443, "protocol": "TCP"} in c["ports"], c["ports"]
+    args = c["args"]
+    assert args[args.index("-c") + 1] == "/etc/nats/server.conf", args
+    assert mounts_of(c)["server-config"]["mountPath"] == "/etc/nats"
+    sts = r.one("StatefulSet")
+    assert volumes_of(sts)["server-config"]["configMap"]["name"] == f"{name}-server-config"
+    assert "checksum/server-config" in sts["spec"]["template"]["metadata"]["annotations"]
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "authorization" not in text, text
+    for line in (
+        "websocket {",
+        "port: 9443",
+        "no_tls: true",
+        "same_origin: true",
+        'allowed_origins: ["https://app.example.com", "http://localhost:3000"]',
+        'handshake_timeout: "5s"',
+    ):
+        assert line in text, (line, text)
+    assert "tls {" not in text, text
+
+
+def test_websocket_with_tls_and_auth_share_the_config_file():
+    r = render(
+        {
+            "bus": {"nats": {"tls": {"existingSecret": "bus-tls"}, "auth": {"existingSecret": "bus-creds"}}},
+            "server": {"websocket": {"enabled": True}},
+        }
+    )
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "authorization {" in text and "user: $NATS_USER" in text, text
+    assert "port: 8080" in text and "no_tls" not in text, text
+    assert 'cert_file: "/etc/nats-tls/tls.crt"' in text and 'key_file: "/etc/nats-tls/tls.key"' in text, text
+    c = r.server_container()
+    assert mounts_of(c)["nats-tls"]["mountPath"] == "/etc/nats-tls"
+    assert ports_of(r.one("Service", "-server"))["websocket"]["port"] == 8080
+
+
+def test_websocket_values_that_cannot_be_honoured_are_refused():
+    msg = render_fails({"server": {"websocket": {"enabled": True}}})
+    assert "bus.nats.tls.existingSecret" in msg and "server.websocket.noTls=true" in msg, msg
+    msg = render_fails({"server": {"websocket": {"enabled": True, "noTls": True, "port": 4222}}})
+    assert "server.clientPort" in msg, msg
+    msg = render_fails({"server": {"websocket": {"enabled": True, "noTls": True, "port": 8222}}})
+    assert "server.monitorPort" in msg, msg
+    # The schema: a misspelt key, an origin that is no URL, a bad duration.
+    for bad, key in [
+        ({"enable": True}, "enable"),
+        ({"allowedOrigins": ["app.example.com"]}, "allowedOrigins"),
+        ({"handshakeTimeout": "5 seconds"}, "handshakeTimeout"),
+    ]:
+        msg = render_fails({"server": {"websocket": bad}})
+        assert key in msg, (bad, msg)
+    # Not deployed without the bundled server: nothing to open.
+    r = render({"bus": {"nats": {"url": DOCUMENTED_URL}}, "server": {"websocket": {"enabled": True}}})
+    assert not r.all("StatefulSet") and not r.all("Service"), r.kinds()
+
+
+# --------------------------------------------------------------------------
 # Prometheus and Grafana
 # --------------------------------------------------------------------------
 

@@ -265,6 +265,15 @@ async fn run(
             &format!("Starting http monitor on {}:{p}", server.addr().ip()),
         );
     }
+    if let Some(url) = server.websocket_url() {
+        log.line("INF", &format!("Listening for websocket clients on {url}"));
+        if url.starts_with("ws:") {
+            log.line(
+                "WRN",
+                "Websocket not configured with TLS. DO NOT USE IN PRODUCTION!",
+            );
+        }
+    }
     log.line(
         "INF",
         &format!("Listening for client connections on {}", server.addr()),

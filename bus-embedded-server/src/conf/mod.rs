@@ -6,6 +6,7 @@
 //! * the typed readers, which know what keys mean: [`server_conf()`] for the
 //!   top-level options and the `tls {}` / `jetstream {}` blocks (into a
 //!   [`ServerConf`] plus [`Warning`]s for keys it ignores),
+//!   [`websocket_from_conf`] for `websocket {}`,
 //!   [`authorization_from_conf`] for `authorization {}` and
 //!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`.
 //!
@@ -19,9 +20,11 @@ pub mod authorization;
 pub mod error;
 pub mod server_conf;
 pub mod syntax;
+pub mod websocket;
 
 pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
 pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};
+pub use websocket::{WebSocketConf, websocket_from_conf};

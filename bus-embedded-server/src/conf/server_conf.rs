@@ -2,8 +2,8 @@
 //! server understands, the `tls {}` and `jetstream {}` blocks, into a
 //! [`ServerConf`] (every option `None` unless set, so flags and defaults can
 //! be layered by `options`); [`Warning`]s for keys it ignores.
-//! The `authorization {}` and `accounts {}` blocks are kept raw here and
-//! read by `authorization` and `accounts`.
+//! The `authorization {}`, `accounts {}` and `websocket {}` blocks are kept
+//! raw here and read by `authorization`, `accounts` and `websocket`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub struct ServerConf {
     pub accounts: Option<Located>,
     /// The `tls` block.
     pub tls: Option<TlsConf>,
+    /// The raw `websocket` (or `ws`) block (read by `websocket_from_conf`).
+    pub websocket: Option<Located>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
 }
@@ -156,9 +158,7 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "system_account",
     "trace_headers",
     "trace_verbose",
-    "websocket",
     "write_timeout",
-    "ws",
 ];
 
 /// Top-level keys of decentralized (JWT) authentication. Ignoring them
@@ -191,12 +191,12 @@ const KNOWN_UNSUPPORTED_JETSTREAM: &[&str] = &[
 /// start.
 const REFUSED_JETSTREAM: &[&str] = &["cipher", "key", "prev_key", "tpm"];
 
-struct Reader {
-    warnings: Vec<Warning>,
+pub(super) struct Reader {
+    pub(super) warnings: Vec<Warning>,
 }
 
 impl Reader {
-    fn invalid<T>(
+    pub(super) fn invalid<T>(
         &self,
         key: &str,
         value: &Located,
@@ -209,7 +209,12 @@ impl Reader {
         })
     }
 
-    fn wrong_type<T>(&self, key: &str, value: &Located, expected: &str) -> Result<T, ConfError> {
+    pub(super) fn wrong_type<T>(
+        &self,
+        key: &str,
+        value: &Located,
+        expected: &str,
+    ) -> Result<T, ConfError> {
         self.invalid(
             key,
             value,
@@ -217,7 +222,7 @@ impl Reader {
         )
     }
 
-    fn warn(&mut self, key: String, value: &Located, message: String) {
+    pub(super) fn warn(&mut self, key: String, value: &Located, message: String) {
         self.warnings.push(Warning {
             key,
             line: value.line,
@@ -225,14 +230,14 @@ impl Reader {
         });
     }
 
-    fn string(&self, key: &str, value: &Located) -> Result<String, ConfError> {
+    pub(super) fn string(&self, key: &str, value: &Located) -> Result<String, ConfError> {
         match &value.value {
             Value::String(s) => Ok(s.clone()),
             _ => self.wrong_type(key, value, "a string"),
         }
     }
 
-    fn boolean(&self, key: &str, value: &Located) -> Result<bool, ConfError> {
+    pub(super) fn boolean(&self, key: &str, value: &Located) -> Result<bool, ConfError> {
         match value.value {
             Value::Bool(b) => Ok(b),
             _ => self.wrong_type(key, value, "a boolean (true/false, yes/no, on/off)"),
@@ -265,7 +270,7 @@ impl Reader {
         Ok(n)
     }
 
-    fn port(&self, key: &str, value: &Located) -> Result<i32, ConfError> {
+    pub(super) fn port(&self, key: &str, value: &Located) -> Result<i32, ConfError> {
         let i = self.integer(key, value)?;
         i32::try_from(i).or_else(|_| self.invalid(key, value, format!("port {i} is out of range")))
     }
@@ -289,7 +294,7 @@ impl Reader {
     /// host (`Some(None)` when written empty, `None` when only a port was
     /// given) and the port.
     #[allow(clippy::type_complexity)]
-    fn host_port(
+    pub(super) fn host_port(
         &self,
         key: &str,
         value: &Located,
@@ -378,7 +383,7 @@ impl Reader {
 
     /// `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first }`;
     /// unknown keys are errors, as in nats-server ("error parsing tls config").
-    fn tls(&mut self, value: &Located) -> Result<TlsConf, ConfError> {
+    pub(super) fn tls(&mut self, value: &Located) -> Result<TlsConf, ConfError> {
         let Value::Map(entries) = &value.value else {
             return self.wrong_type("tls", value, "a map");
         };
@@ -583,6 +588,10 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "jetstream" => c.jetstream = Some(r.jetstream(v)?),
             "store_dir" => top_store_dir = Some((r.path(k, v)?, v)),
             "tls" => c.tls = Some(r.tls(v)?),
+            "websocket" | "ws" => match v.value {
+                Value::Map(_) => c.websocket = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
             "authorization" => match v.value {
                 Value::Map(_) => c.authorization = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),

@@ -133,6 +133,15 @@ ConfigMap, which every release renders.
 {{- if and (or $server (eq $backend "embedded")) (gt (int64 .Values.bus.stream.replicas) 1) -}}
 {{- fail (printf "bus.stream.replicas is %d but the %s server is a single node (it refuses replicas > 1): set bus.stream.replicas=1, or use a NATS cluster with bus.backend=nats and bus.nats.url" (int64 .Values.bus.stream.replicas) (ternary "bundled" "embedded" (not (eq $backend "embedded")))) -}}
 {{- end -}}
+{{- if and $server .Values.server.websocket.enabled (not .Values.server.websocket.noTls) (not (include "angzarr-bus.tls.enabled" .)) -}}
+{{- fail "server.websocket.enabled needs TLS for wss:// (bus.nats.tls.existingSecret), or server.websocket.noTls=true for plain ws:// (the server refuses a websocket listener with neither)" -}}
+{{- end -}}
+{{- if and $server .Values.server.websocket.enabled (eq (int64 .Values.server.websocket.port) (int64 .Values.server.clientPort)) -}}
+{{- fail "server.websocket.port is the same as server.clientPort: give the WebSocket listener its own port" -}}
+{{- end -}}
+{{- if and $server .Values.server.websocket.enabled (eq (int64 .Values.server.websocket.port) (int64 .Values.server.monitorPort)) -}}
+{{- fail "server.websocket.port is the same as server.monitorPort: give the WebSocket listener its own port" -}}
+{{- end -}}
 {{- $sm := .Values.serviceMonitor | default dict -}}
 {{- if and $sm.enabled (not $server) -}}
 {{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "serviceMonitor.enabled")) -}}
@@ -231,6 +240,17 @@ decentralized JWT authentication).
 {{- fail "bus.nats.auth.type creds needs an existing NATS (bus.nats.enabled: false): the bundled server has no JWT (.creds) authentication; use password or token" -}}
 {{- end -}}
 {{- $type -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+"true" when the bundled server reads a configuration file (-c): for
+bus.nats.auth (its authorization block) or server.websocket.enabled (its
+websocket block).
+*/}}
+{{- define "angzarr-bus.server.configFile" -}}
+{{- if and (include "angzarr-bus.server.enabled" .) (or (include "angzarr-bus.auth.type" .) .Values.server.websocket.enabled) -}}
+true
 {{- end -}}
 {{- end }}
 
