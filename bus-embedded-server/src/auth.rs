@@ -50,11 +50,16 @@ impl Credentials<'_> {
 impl Auth {
     /// The user `no_auth_user` names, without checking any secret: its
     /// permissions and account. As nats-server, an nkey user of that key
-    /// first, then a user of that name.
+    /// first, then a user of that name. A user whose password is stored as
+    /// a bcrypt hash is refused: nats-server checks the stored hash as if
+    /// the client had sent it, which never matches (checked side by side).
     pub fn no_auth_identity(&self, name: &str) -> Option<(Option<&Permissions>, Option<&str>)> {
         match self {
             Auth::Token(_) => None,
-            Auth::Users(users) => users.iter().any(|u| u.name == name).then_some((None, None)),
+            Auth::Users(users) => users
+                .iter()
+                .any(|u| u.name == name && !is_bcrypt(&u.password))
+                .then_some((None, None)),
             Auth::Identities(ids) => ids
                 .iter()
                 .find(|i| matches!(&i.login, Login::Nkey(k) if k == name))
@@ -62,7 +67,21 @@ impl Auth {
                     ids.iter()
                         .find(|i| matches!(&i.login, Login::Password(u) if u.name == name))
                 })
+                .filter(|i| !matches!(&i.login, Login::Password(u) if is_bcrypt(&u.password)))
                 .map(|i| (i.permissions.as_ref(), i.account.as_deref())),
+        }
+    }
+
+    /// Whether `no_auth_user` names one of these users (by user name or
+    /// nkey), whether or not it can log in that way.
+    pub fn has_user(&self, name: &str) -> bool {
+        match self {
+            Auth::Token(_) => false,
+            Auth::Users(users) => users.iter().any(|u| u.name == name),
+            Auth::Identities(ids) => ids.iter().any(|i| match &i.login {
+                Login::Nkey(k) => k == name,
+                Login::Password(u) => u.name == name,
+            }),
         }
     }
 

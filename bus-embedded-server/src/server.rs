@@ -168,11 +168,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let (shutdown, _) = watch::channel(false);
     let (accepting, _) = watch::channel(true);
     if let Some(name) = &config.no_auth_user
-        && config
-            .auth
-            .as_ref()
-            .and_then(|a| a.no_auth_identity(name))
-            .is_none()
+        && config.auth.as_ref().is_none_or(|a| !a.has_user(name))
     {
         return Err(ServerError::NoAuthUser(name.clone()));
     }
