@@ -343,6 +343,13 @@ impl Account {
             else {
                 continue;
             };
+            // As nats-server: the exporting account's own subject mappings
+            // apply to the subject the request arrives on.
+            let mapped = match exporter.mappings.as_ref().and_then(|m| m.map(&mapped)) {
+                Some(to) if to.is_empty() => break,
+                Some(to) => to,
+                None => mapped,
+            };
             let reply = msg.reply.map(|r| exporter.reply_for(self, r, route));
             let info = format!("Nats-Request-Info: {{\"acc\":\"{}\",\"rtt\":0}}", self.name);
             let (header_len, body) = with_header(msg.header_len, msg.payload, &info);

@@ -394,3 +394,42 @@ async fn a_server_without_mappings_leaves_subjects_alone() {
     let got = published_as(&format!("nats://{}", our.addr()), &["a", "b.c"]).await;
     assert_eq!(got, ["a", "b.c"]);
 }
+
+const SERVICE: &str = r#"
+accounts {
+  A: {
+    users: [ {user: a, password: a} ]
+    exports: [ {service: "svc.>"} ]
+    mappings { "svc.old": "svc.new" }
+  }
+  B: {
+    users: [ {user: b, password: b} ]
+    imports: [ {service: {account: A, subject: "svc.>"}} ]
+  }
+}
+"#;
+
+/// Where B's requests on `svc.old` and `svc.other` arrive in A.
+async fn service_view(addr: &str) -> Vec<String> {
+    let a = login(addr, "a").await;
+    let b = login(addr, "b").await;
+    let mut arrived = a.subscribe("svc.>").await.expect("subscribe");
+    a.flush().await.expect("flush");
+    for s in ["svc.old", "svc.other"] {
+        b.publish_with_reply(s, "reply.to", "r".into())
+            .await
+            .expect("publish");
+    }
+    b.flush().await.expect("flush");
+    subjects(&mut arrived).await
+}
+
+#[tokio::test]
+async fn the_exporters_mappings_apply_to_service_requests() {
+    let theirs = reference(SERVICE, false).await;
+    let (our, _dir) = ours(SERVICE, false).await;
+    let want = service_view(&format!("127.0.0.1:{}", theirs.port())).await;
+    let got = service_view(&our.addr().to_string()).await;
+    assert_eq!(got, want, "ours vs nats-server");
+    assert_eq!(got, ["svc.new", "svc.other"]);
+}
