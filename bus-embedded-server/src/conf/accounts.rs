@@ -76,12 +76,23 @@ pub fn accounts_from_conf(block: &Located) -> Result<Vec<AccountConfig>, BlockEr
                     }
                 }
                 "mappings" | "maps" => account.mappings = mappings_from_conf(value)?,
-                _ => {
+                // Keys nats-server knows that this server does not build.
+                "nkey" | "default_permissions" | "limits" | "msg_trace" | "trace_dest" => {
                     return Err(BlockError::Unsupported {
                         line: value.line,
                         context: format!("{name}: "),
                         key: key.clone(),
                     });
+                }
+                _ if value.used_as_variable => {}
+                // nats-server refuses keys it does not know (`no_auth_user`
+                // among them: it is a top-level option only).
+                _ => {
+                    return Err(invalid(
+                        value.line,
+                        name,
+                        format!("unknown field \"{key}\""),
+                    ));
                 }
             }
         }
