@@ -95,7 +95,8 @@ pub(crate) fn direct_get(
 /// body may only carry `no_hdr` (and `max_bytes`).
 fn last_in_subject(js: &JetStream, stream: &Stream, subject: &str, reply: &str, data: &[u8]) {
     let mut no_hdr = false;
-    if !data.iter().all(u8::is_ascii_whitespace) {
+    // Any body is read as JSON (white space alone is malformed).
+    if !data.is_empty() {
         let Some(p) = parse(data) else {
             return status(js, reply, 408, "Malformed Request");
         };
@@ -120,7 +121,7 @@ fn last_in_subject(js: &JetStream, stream: &Stream, subject: &str, reply: &str, 
 }
 
 fn by_request(js: &JetStream, stream: &Stream, reply: &str, data: &[u8]) {
-    if data.iter().all(u8::is_ascii_whitespace) {
+    if data.is_empty() {
         return status(js, reply, 408, "Empty Request");
     }
     let Some(Parsed { req, start, up_to }) = parse(data) else {
