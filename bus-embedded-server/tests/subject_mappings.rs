@@ -473,3 +473,21 @@ async fn the_exporters_mappings_apply_to_service_requests() {
     assert_eq!(got, want, "ours vs nats-server; its log:\n{}", theirs.log());
     assert_eq!(got, ["svc.new", "svc.other"]);
 }
+
+#[tokio::test]
+async fn random_picks_every_number_below_n_on_both_servers() {
+    let config = "mappings {\n  r: \"r.{{random(3)}}\"\n  \"q.*\": \"q.{{Random(2)}}.$1\"\n}\n";
+    let theirs = reference(config, false).await;
+    let (our, _dir) = ours(config, false).await;
+    for (who, url) in [
+        ("nats-server", theirs.url()),
+        ("ours", format!("nats://{}", our.addr())),
+    ] {
+        let mut out = vec!["r"; 300];
+        out.extend(vec!["q.x"; 100]);
+        let mut got = published_as(&url, &out).await;
+        got.sort();
+        got.dedup();
+        assert_eq!(got, ["q.0.x", "q.1.x", "r.0", "r.1", "r.2"], "{who}");
+    }
+}
