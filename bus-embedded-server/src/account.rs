@@ -29,6 +29,7 @@ use crate::config::{
 };
 use crate::jetstream::limits::{AccountResources, ServerResources};
 use crate::jetstream::{JetStream, JetStreamError, Router};
+use crate::mapping::Mappings;
 use crate::outbound::{Batch, Client, Sub};
 use crate::replies::ReplyTable;
 use crate::subject;
@@ -123,6 +124,9 @@ pub(crate) struct Account {
     replies: Mutex<ReplyTable<PendingReply>>,
     reply_prefix: String,
     next_reply: AtomicU64,
+    /// Subject mappings of what this account's clients publish; `None`
+    /// when it has none (the publish path then checks this one field).
+    pub(crate) mappings: Option<Mappings>,
 }
 
 impl Account {
@@ -133,6 +137,7 @@ impl Account {
         jetstream: Option<Arc<JetStream>>,
         jetstream_refused: bool,
         exports_services: bool,
+        mappings: Option<Mappings>,
     ) -> Account {
         let nonce = crate::auth::new_nonce();
         let prefix: String = nonce
@@ -152,6 +157,7 @@ impl Account {
             replies: Mutex::new(ReplyTable::new(MAX_OPEN_SERVICE_REPLIES)),
             reply_prefix: prefix,
             next_reply: AtomicU64::new(1),
+            mappings,
         }
     }
 
@@ -337,6 +343,13 @@ impl Account {
             else {
                 continue;
             };
+            // As nats-server: the exporting account's own subject mappings
+            // apply to the subject the request arrives on.
+            let mapped = match exporter.mappings.as_ref().and_then(|m| m.map(&mapped)) {
+                Some(to) if to.is_empty() => break,
+                Some(to) => to,
+                None => mapped,
+            };
             let reply = msg.reply.map(|r| exporter.reply_for(self, r, route));
             let info = format!("Nats-Request-Info: {{\"acc\":\"{}\",\"rtt\":0}}", self.name);
             let (header_len, body) = with_header(msg.header_len, msg.payload, &info);
@@ -410,10 +423,12 @@ impl Router for Account {
 }
 
 /// Builds the run-time accounts: `$G`, and the configured ones, each
-/// with its JetStream when enabled, then links imports to exports.
+/// with its JetStream when enabled and its compiled subject mappings (taken
+/// from `mappings` by account name), then links imports to exports.
 pub(crate) fn build(
     configs: &[AccountConfig],
     jetstream: Option<&crate::config::JetStreamConfig>,
+    mut mappings: FxHashMap<String, Mappings>,
 ) -> Result<(Arc<Account>, Vec<Arc<Account>>), JetStreamError> {
     let exports_services = |name: &str| {
         configs.iter().any(|c| {
@@ -434,8 +449,8 @@ pub(crate) fn build(
             _ => Ok(None),
         }
     };
-    let account = |name: &str, js, refused, exports| {
-        Arc::new_cyclic(|me| Account::new(me.clone(), name, js, refused, exports))
+    let account = |name: &str, js, refused, exports, maps| {
+        Arc::new_cyclic(|me| Account::new(me.clone(), name, js, refused, exports, maps))
     };
     // nats-server: with accounts configured, JetStream is on only for the
     // accounts that enable it; with none, for `$G`.
@@ -449,6 +464,7 @@ pub(crate) fn build(
         global_js,
         jetstream.is_some() && !configs.is_empty(),
         false,
+        mappings.remove(GLOBAL),
     )];
     for c in configs {
         let js = if c.jetstream {
@@ -457,7 +473,13 @@ pub(crate) fn build(
             None
         };
         let refused = jetstream.is_some() && js.is_none();
-        accounts.push(account(&c.name, js, refused, exports_services(&c.name)));
+        accounts.push(account(
+            &c.name,
+            js,
+            refused,
+            exports_services(&c.name),
+            mappings.remove(&c.name),
+        ));
     }
     let find = |name: &str| accounts.iter().find(|a| &*a.name == name).cloned();
     let mut routes: FxHashMap<String, Routes> = FxHashMap::default();
@@ -518,7 +540,7 @@ pub(crate) fn build(
     let mut accounts = accounts.into_iter();
     let global = accounts
         .next()
-        .unwrap_or_else(|| account(GLOBAL, None, false, false));
+        .unwrap_or_else(|| account(GLOBAL, None, false, false, None));
     Ok((global, accounts.collect()))
 }
 
@@ -601,7 +623,7 @@ mod tests {
     }
 
     fn global() -> Arc<Account> {
-        let (global, _) = build(&[], None).expect("accounts");
+        let (global, _) = build(&[], None, FxHashMap::default()).expect("accounts");
         global
     }
 
@@ -712,6 +734,7 @@ mod tests {
                     export(ExportKind::Service, "svc.*"),
                 ],
                 imports: Vec::new(),
+                mappings: Vec::new(),
             },
             AccountConfig {
                 name: "B".into(),
@@ -723,9 +746,10 @@ mod tests {
                     import(ExportKind::Stream, "events.>", None, Some("from_a")),
                     import(ExportKind::Service, "svc.*", Some("ask.*"), None),
                 ],
+                mappings: Vec::new(),
             },
         ];
-        let (_, accounts) = build(&configs, None).expect("accounts");
+        let (_, accounts) = build(&configs, None, FxHashMap::default()).expect("accounts");
         let find = |n: &str| {
             accounts
                 .iter()

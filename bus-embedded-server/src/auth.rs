@@ -36,7 +36,55 @@ pub struct Credentials<'a> {
     pub sig: Option<&'a str>,
 }
 
+impl Credentials<'_> {
+    /// True when the CONNECT carries no user, password, token or nkey
+    /// (empty strings count as absent, as in nats-server): the client is
+    /// then `no_auth_user`, when one is configured.
+    pub fn is_empty(&self) -> bool {
+        [self.user, self.pass, self.token, self.nkey]
+            .iter()
+            .all(|f| f.is_none_or(str::is_empty))
+    }
+}
+
 impl Auth {
+    /// The user `no_auth_user` names, without checking any secret: its
+    /// permissions and account. As nats-server, an nkey user of that key
+    /// first, then a user of that name. A user whose password is stored as
+    /// a bcrypt hash is refused: nats-server checks the stored hash as if
+    /// the client had sent it, which never matches (checked side by side).
+    pub fn no_auth_identity(&self, name: &str) -> Option<(Option<&Permissions>, Option<&str>)> {
+        match self {
+            Auth::Token(_) => None,
+            Auth::Users(users) => users
+                .iter()
+                .any(|u| u.name == name && !is_bcrypt(&u.password))
+                .then_some((None, None)),
+            Auth::Identities(ids) => ids
+                .iter()
+                .find(|i| matches!(&i.login, Login::Nkey(k) if k == name))
+                .or_else(|| {
+                    ids.iter()
+                        .find(|i| matches!(&i.login, Login::Password(u) if u.name == name))
+                })
+                .filter(|i| !matches!(&i.login, Login::Password(u) if is_bcrypt(&u.password)))
+                .map(|i| (i.permissions.as_ref(), i.account.as_deref())),
+        }
+    }
+
+    /// Whether `no_auth_user` names one of these users (by user name or
+    /// nkey), whether or not it can log in that way.
+    pub fn has_user(&self, name: &str) -> bool {
+        match self {
+            Auth::Token(_) => false,
+            Auth::Users(users) => users.iter().any(|u| u.name == name),
+            Auth::Identities(ids) => ids.iter().any(|i| match &i.login {
+                Login::Nkey(k) => k == name,
+                Login::Password(u) => u.name == name,
+            }),
+        }
+    }
+
     /// Checks CONNECT's credentials.
     pub fn allows(&self, user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> bool {
         let creds = Credentials {

@@ -64,6 +64,14 @@ pub struct ServerConfig {
     /// Accounts (`accounts {}`); empty = everyone in the global account.
     /// Their users must also be in `auth` (as identities naming the account).
     pub accounts: Vec<AccountConfig>,
+    /// `no_auth_user`: a client whose CONNECT carries no credentials at
+    /// all logs in as this user (a name or an nkey of `auth`'s users),
+    /// with its account and permissions. `None` = such clients are refused
+    /// when `auth` is set.
+    pub no_auth_user: Option<String>,
+    /// Top-level `mappings {}`: subject mappings of the global account `$G`
+    /// (each account has its own in [`AccountConfig::mappings`]).
+    pub mappings: Vec<SubjectMapping>,
     /// Extra pages on the monitoring port (the bus's operator console);
     /// `None` = only the monitoring endpoints. Not a nats-server option.
     pub http_mount: Option<HttpMount>,
@@ -201,6 +209,8 @@ impl Default for ServerConfig {
             jetstream: None,
             tls: None,
             accounts: Vec::new(),
+            no_auth_user: None,
+            mappings: Vec::new(),
             http_mount: None,
             websocket: None,
         }
@@ -421,6 +431,41 @@ pub struct AccountConfig {
     pub exports: Vec<Export>,
     /// What this account takes from others.
     pub imports: Vec<Import>,
+    /// Subject mappings applied to what this account's clients publish.
+    pub mappings: Vec<SubjectMapping>,
+}
+
+/// One entry of `mappings {}`: publishes on `source` (wildcards allowed) go
+/// to one of `destinations` (how destinations are written and picked: the
+/// `mapping` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectMapping {
+    /// The subject (or pattern) clients publish on.
+    pub source: String,
+    /// Where they go, with weights in percent.
+    pub destinations: Vec<MapDestination>,
+}
+
+impl SubjectMapping {
+    /// `source` always to `destination` (weight 100).
+    pub fn new(source: impl Into<String>, destination: impl Into<String>) -> SubjectMapping {
+        SubjectMapping {
+            source: source.into(),
+            destinations: vec![MapDestination {
+                subject: destination.into(),
+                weight: 100,
+            }],
+        }
+    }
+}
+
+/// One destination of a [`SubjectMapping`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDestination {
+    /// The destination subject, with `$N` and `{{function()}}` tokens.
+    pub subject: String,
+    /// Percent of the messages that go here (0..=100).
+    pub weight: u8,
 }
 
 /// One account's JetStream limits (nats-server's account `jetstream {}`

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::Cli;
 use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf, WebSocketConf};
 use crate::config::{
-    Auth, JetStreamConfig, ServerConfig, SyncPolicy, TlsConfig, User, WebSocketConfig,
+    Auth, JetStreamConfig, Login, ServerConfig, SyncPolicy, TlsConfig, User, WebSocketConfig,
 };
 
 /// What the command line and configuration file ask for.
@@ -55,6 +55,31 @@ pub enum OptionsError {
         file: PathBuf,
         /// What is wrong, with its line.
         source: BlockError,
+    },
+    /// The file's top-level `mappings {}` block is wrong.
+    #[error("{}: {source}", file.display())]
+    Mappings {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong, with its line.
+        source: BlockError,
+    },
+    /// `no_auth_user` without any `users` (in `authorization {}` or an
+    /// account) to name.
+    #[error("{}: no_auth_user: \"{name}\" present, but users/nkeys are not defined", file.display())]
+    NoAuthUserWithoutUsers {
+        /// The configuration file.
+        file: PathBuf,
+        /// The name given.
+        name: String,
+    },
+    /// `no_auth_user` names none of the users.
+    #[error("{}: no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration", file.display())]
+    NoAuthUserUnknown {
+        /// The configuration file.
+        file: PathBuf,
+        /// The name given.
+        name: String,
     },
     /// A port outside 1..=65535 (`-1` and `0` mean a free port).
     #[error("invalid {what} {value}: pass a port from 1 to 65535, or -1 for a free one")]
@@ -213,6 +238,41 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         let accounts = conf::accounts_from_conf(block).map_err(accounts_error)?;
         config.auth = conf::merge_users(config.auth.take(), &accounts).map_err(accounts_error)?;
         config.accounts = accounts;
+    }
+    if let Some(block) = &c.mappings {
+        config.mappings =
+            conf::mappings_from_conf(block).map_err(|source| OptionsError::Mappings {
+                file: path.to_path_buf(),
+                source,
+            })?;
+    }
+    if let Some(name) = c.no_auth_user {
+        // As nats-server: the name must be one of the `users` (of
+        // `authorization {}` or of an account), by user name or nkey.
+        let mut users = c
+            .authorization
+            .as_ref()
+            .map(conf::authorization::listed_users)
+            .unwrap_or_default();
+        for a in &config.accounts {
+            users.extend(a.users.iter().map(|u| match &u.login {
+                Login::Password(p) => p.name.clone(),
+                Login::Nkey(k) => k.clone(),
+            }));
+        }
+        if users.is_empty() {
+            return Err(OptionsError::NoAuthUserWithoutUsers {
+                file: path.to_path_buf(),
+                name,
+            });
+        }
+        if !users.contains(&name) {
+            return Err(OptionsError::NoAuthUserUnknown {
+                file: path.to_path_buf(),
+                name,
+            });
+        }
+        config.no_auth_user = Some(name);
     }
     if let Some(block) = &c.websocket {
         let (w, warnings) = conf::websocket_from_conf(block)?;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::account::Account;
-use crate::config::ServerConfig;
+use crate::config::{GLOBAL_ACCOUNT, ServerConfig};
 use crate::outbound::Client;
 use crate::session;
 use crate::state::{ServerState, Stats};
@@ -33,6 +33,20 @@ pub enum ServerError {
     /// JetStream could not be opened (store directory, recovery).
     #[error(transparent)]
     JetStream(#[from] crate::jetstream::JetStreamError),
+    /// A subject mapping cannot be used (embedders: the configuration
+    /// reader checks mappings before this).
+    #[error("account {account}: mappings: {error}")]
+    Mapping {
+        /// The account (`$G` for the top-level mappings).
+        account: String,
+        /// What is wrong.
+        error: crate::mapping::MappingError,
+    },
+    /// `no_auth_user` names none of `auth`'s users.
+    #[error(
+        "no_auth_user: \"{0}\" not present as user or nkey in authorization block or account configuration"
+    )]
+    NoAuthUser(String),
     /// The TLS certificate, key or CA could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsSetupError),
@@ -198,8 +212,15 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     };
     let (shutdown, _) = watch::channel(false);
     let (accepting, _) = watch::channel(true);
-    let (global, accounts) = crate::account::build(&config.accounts, config.jetstream.as_ref())
-        .map_err(ServerError::JetStream)?;
+    if let Some(name) = &config.no_auth_user
+        && config.auth.as_ref().is_none_or(|a| !a.has_user(name))
+    {
+        return Err(ServerError::NoAuthUser(name.clone()));
+    }
+    let mappings = compile_mappings(&config)?;
+    let (global, accounts) =
+        crate::account::build(&config.accounts, config.jetstream.as_ref(), mappings)
+            .map_err(ServerError::JetStream)?;
     let jetstream = global.jetstream.clone();
     let accounts: HashMap<String, Arc<Account>> = accounts
         .into_iter()
@@ -241,6 +262,31 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         ws,
         ready_after: begun.elapsed(),
     })
+}
+
+/// Every account's subject mappings, compiled, by account name (`$G`: the
+/// top-level ones); accounts without mappings are absent.
+fn compile_mappings(
+    config: &ServerConfig,
+) -> Result<rustc_hash::FxHashMap<String, crate::mapping::Mappings>, ServerError> {
+    let sources = std::iter::once((GLOBAL_ACCOUNT, &config.mappings)).chain(
+        config
+            .accounts
+            .iter()
+            .map(|a| (a.name.as_str(), &a.mappings)),
+    );
+    let mut out = rustc_hash::FxHashMap::default();
+    for (account, mappings) in sources {
+        let compiled =
+            crate::mapping::Mappings::new(mappings).map_err(|error| ServerError::Mapping {
+                account: account.to_owned(),
+                error,
+            })?;
+        if let Some(m) = compiled {
+            out.insert(account.to_owned(), m);
+        }
+    }
+    Ok(out)
 }
 
 /// Binds `host:port` (0: a free port) and says where it is bound.

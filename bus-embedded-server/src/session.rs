@@ -99,7 +99,11 @@ fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
         nkey: c.nkey.as_deref(),
         sig: c.sig.as_deref(),
     };
-    match auth.authenticate_account(&creds, nonce) {
+    let found = match &state.config.no_auth_user {
+        Some(name) if creds.is_empty() => auth.no_auth_identity(name),
+        _ => auth.authenticate_account(&creds, nonce),
+    };
+    match found {
         Some((permissions, account)) => Login::User {
             permissions: permissions.cloned(),
             account: account.map(str::to_owned),
@@ -506,7 +510,50 @@ impl Session {
             }
             malformed = subject::has_empty_token(text);
         }
-        if self.rules.is_some() && !self.may_publish(&subject, text) {
+        // Subject mappings: one branch when the account has none. A mapped
+        // publish goes on as if published on the destination (permissions
+        // included, as nats-server checks them after mapping).
+        if !malformed
+            && let Some(mappings) = &self.account.mappings
+            && let Some(to) = mappings.map(text)
+        {
+            return self.publish_mapped(Bytes::from(to), reply, header_len, payload);
+        }
+        self.route(&subject, text, malformed, reply, header_len, payload)
+    }
+
+    /// A publish whose subject a mapping changed to `to`.
+    fn publish_mapped(
+        &mut self,
+        to: Bytes,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        // Empty: the weights picked no destination; the message is dropped.
+        let text = match std::str::from_utf8(&to) {
+            Ok(t) if !t.is_empty() => t,
+            _ => {
+                self.ok();
+                return Ok(());
+            }
+        };
+        let malformed = subject::has_empty_token(text);
+        self.route(&to, text, malformed, reply, header_len, payload)
+    }
+
+    /// A publish on `subject` (`text`: the same, as text) past its form
+    /// checks and mappings: permissions, fan-out, JetStream.
+    fn route(
+        &mut self,
+        subject: &Bytes,
+        text: &str,
+        malformed: bool,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        if self.rules.is_some() && !self.may_publish(subject, text) {
             // Dropped; the connection stays open (nats-server).
             self.err(&format!("Permissions Violation for Publish to \"{text}\""));
             return Ok(());
@@ -523,7 +570,7 @@ impl Session {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         // nats-server acknowledges a verbose PUB before delivering it.
         self.ok();
-        let matches = self.matches(&subject, text);
+        let matches = self.matches(subject, text);
         let msg = Message {
             subject: text,
             reply: reply.as_deref(),
@@ -565,7 +612,7 @@ impl Session {
             && self.no_responders
             && let Some(reply) = &reply
         {
-            self.no_responders_status(&subject, reply);
+            self.no_responders_status(subject, reply);
         }
         Ok(())
     }

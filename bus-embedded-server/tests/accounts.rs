@@ -487,7 +487,11 @@ fn bad_account_values_are_named_by_key_and_line() {
     );
     assert_eq!(
         conf_error("accounts {\n  A: {\n    nope: 1\n  }\n}\n"),
-        "line 3: A: nope is not supported yet by this server; refusing to start"
+        "line 3: A: unknown field \"nope\""
+    );
+    assert_eq!(
+        conf_error("accounts {\n  A: {\n    limits: { max_conn: 1 }\n  }\n}\n"),
+        "line 3: A: limits is not supported yet by this server; refusing to start"
     );
     assert_eq!(
         conf_error("accounts {\n  A: { users: [ {user: a} ] }\n}\n"),

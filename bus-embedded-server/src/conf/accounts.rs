@@ -1,4 +1,4 @@
-//! The `accounts { NAME: { users, jetstream, exports, imports } }` block,
+//! The `accounts { NAME: { users, jetstream, exports, imports, mappings } }` block,
 //! as nats-server reads it, into [`AccountConfig`]s; and [`merge_users`],
 //! which adds the accounts' users to the server's authentication. Keys
 //! this server cannot enforce refuse the start. Every error names the line
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::authorization::{authorization_from_conf, duration};
 use super::error::BlockError;
+use super::mappings::mappings_from_conf;
 use super::syntax::{Located, Value};
 use crate::config::{
     AccountConfig, AccountJetStreamLimits, Auth, Export, ExportKind, GLOBAL_ACCOUNT, Identity,
@@ -56,6 +57,7 @@ pub fn accounts_from_conf(block: &Located) -> Result<Vec<AccountConfig>, BlockEr
             jetstream_limits: AccountJetStreamLimits::default(),
             exports: Vec::new(),
             imports: Vec::new(),
+            mappings: Vec::new(),
         };
         for (key, value) in map {
             match key.to_ascii_lowercase().as_str() {
@@ -73,12 +75,24 @@ pub fn accounts_from_conf(block: &Located) -> Result<Vec<AccountConfig>, BlockEr
                         account.imports.push(import(item)?);
                     }
                 }
-                _ => {
+                "mappings" | "maps" => account.mappings = mappings_from_conf(value)?,
+                // Keys nats-server knows that this server does not build.
+                "nkey" | "default_permissions" | "limits" | "msg_trace" | "trace_dest" => {
                     return Err(BlockError::Unsupported {
                         line: value.line,
                         context: format!("{name}: "),
                         key: key.clone(),
                     });
+                }
+                _ if value.used_as_variable => {}
+                // nats-server refuses keys it does not know (`no_auth_user`
+                // among them: it is a top-level option only).
+                _ => {
+                    return Err(invalid(
+                        value.line,
+                        name,
+                        format!("unknown field \"{key}\""),
+                    ));
                 }
             }
         }

@@ -23,6 +23,23 @@ pub(super) fn duration(key: &str, value: &Located) -> Result<Duration, BlockErro
     })
 }
 
+/// The user names and nkeys of the block's `users` list (not the single
+/// `user`/`password` pair): the users nats-server lets `no_auth_user` name.
+pub fn listed_users(block: &Located) -> Vec<String> {
+    let Some(items) = block.get("users").and_then(Located::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            item.get("user")
+                .or_else(|| item.get("nkey"))
+                .and_then(Located::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 /// Reads an `authorization { ... }` block: `token`, or `user`/`password`
 /// and/or a `users` list of `{user, password}` and `{nkey}` entries, each
 /// with optional `permissions` (else the block's `default_permissions`), and

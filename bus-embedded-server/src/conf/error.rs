@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::ExportKind;
+use crate::mapping::MappingError;
 
 /// A position in a configuration file: displays as `file:line`, or
 /// `line N` when the file is unknown.
@@ -135,6 +136,19 @@ pub enum BlockError {
         exporter: String,
         /// Stream or service.
         kind: ExportKind,
+    },
+    /// A subject mapping nats-server would not add (`to`: the destination
+    /// when written as a plain string).
+    #[error("line {line}: mappings: Error adding mapping for \"{subject}\"{} : {error}", to.as_ref().map(|t| format!(" to \"{t}\"")).unwrap_or_default())]
+    Mapping {
+        /// Line of the mapping.
+        line: usize,
+        /// The mapping's source subject.
+        subject: String,
+        /// The destination, when given as a plain string.
+        to: Option<String>,
+        /// What is wrong.
+        error: MappingError,
     },
     /// An import that no export of the exporting account allows.
     #[error("{account}: Error adding {kind} import \"{subject}\": {kind} import not authorized")]

@@ -8,7 +8,8 @@
 //!   [`ServerConf`] plus [`Warning`]s for keys it ignores),
 //!   [`websocket_from_conf`] for `websocket {}`,
 //!   [`authorization_from_conf`] for `authorization {}` and
-//!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`.
+//!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`,
+//!   [`mappings_from_conf`] for `mappings {}` (top level and in accounts).
 //!
 //! Errors are enums naming the file or line and the key: [`ConfError`] and
 //! [`BlockError`]. Turning a [`ServerConf`] plus command-line flags into a
@@ -18,6 +19,7 @@
 pub mod accounts;
 pub mod authorization;
 pub mod error;
+pub mod mappings;
 pub mod server_conf;
 pub mod syntax;
 pub mod websocket;
@@ -25,6 +27,7 @@ pub mod websocket;
 pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
+pub use mappings::mappings_from_conf;
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
 pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};
 pub use websocket::{WebSocketConf, websocket_from_conf};

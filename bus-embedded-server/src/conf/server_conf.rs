@@ -49,6 +49,10 @@ pub struct ServerConf {
     pub tls: Option<TlsConf>,
     /// The raw `websocket` (or `ws`) block (read by `websocket_from_conf`).
     pub websocket: Option<Located>,
+    /// `no_auth_user` (checked against the users by `options`).
+    pub no_auth_user: Option<String>,
+    /// The raw top-level `mappings` block (read by `mappings_from_conf`).
+    pub mappings: Option<Located>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
 }
@@ -136,11 +140,9 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "logfile_max_num",
     "logfile_size_limit",
     "logtime_utc",
-    "mappings",
     "max_closed_clients",
     "max_traced_msg_len",
     "mqtt",
-    "no_auth_user",
     "no_fast_producer_stall",
     "no_header_support",
     "no_sys_acc",
@@ -598,6 +600,11 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             },
             "accounts" => match v.value {
                 Value::Map(_) => c.accounts = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
+            "no_auth_user" => c.no_auth_user = Some(r.string(k, v)?),
+            "mappings" | "maps" => match v.value {
+                Value::Map(_) => c.mappings = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),
             },
             "lame_duck_duration" => {

@@ -113,7 +113,11 @@ pub(crate) fn handle(
     let tokens: Vec<&str> = api.split('.').collect();
     // DIRECT.GET is answered with messages, not JSON.
     if tokens.len() >= 3 && tokens[0] == "DIRECT" && tokens[1] == "GET" {
-        return direct_get(js, &tokens[2..], reply, data);
+        return match super::direct::direct_get(js, &tokens[2..], reply, data) {
+            super::direct::Outcome::NotServed => false,
+            super::direct::Outcome::Answered => true,
+            super::direct::Outcome::WouldBlock => answer_where_reads_may_wait(js, api, reply, data),
+        };
     }
     let (kind, result) = match tokens.as_slice() {
         ["INFO"] => ("account_info_response", account_info(js)),
@@ -940,72 +944,6 @@ fn msg_delete(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         return Err(err(ApiError::msg_delete_failed("no message found")));
     }
     Ok(json!({"success": true}))
-}
-
-fn direct_get(js: &JetStream, tokens: &[&str], reply: Option<&str>, data: &[u8]) -> bool {
-    let Some(stream) = js.stream(tokens[0]) else {
-        return false;
-    };
-    if !stream.config_ref().allow_direct {
-        return false;
-    }
-    let Some(reply) = reply else {
-        return true;
-    };
-    let req = if tokens.len() > 1 {
-        if !data.iter().all(u8::is_ascii_whitespace) {
-            let h = HeaderBuilder::status(408, "Bad Request").build();
-            js.send(reply, None, &h, b"");
-            return true;
-        }
-        MsgGetRequest {
-            last_by_subj: Some(tokens[1..].join(".")),
-            ..MsgGetRequest::default()
-        }
-    } else {
-        match serde_json::from_slice::<MsgGetRequest>(data) {
-            Ok(r) => r,
-            Err(_) if data.iter().all(u8::is_ascii_whitespace) => {
-                let h = HeaderBuilder::status(408, "Empty Request").build();
-                js.send(reply, None, &h, b"");
-                return true;
-            }
-            Err(_) => {
-                let h = HeaderBuilder::status(408, "Malformed Request").build();
-                js.send(reply, None, &h, b"");
-                return true;
-            }
-        }
-    };
-    match lookup(&stream, &req) {
-        Err(e) if e.is_read_would_block() => {
-            return answer_where_reads_may_wait(
-                js,
-                &format!("DIRECT.GET.{}", tokens.join(".")),
-                Some(reply),
-                data,
-            );
-        }
-        Ok(Some(msg)) => {
-            let h = HeaderBuilder::new()
-                .extend_from(&msg.hdr)
-                .add("Nats-Stream", &stream.name)
-                .add("Nats-Subject", &msg.subject)
-                .add("Nats-Sequence", msg.seq)
-                .add("Nats-Time-Stamp", rfc3339(msg.ts))
-                .build();
-            js.send(reply, None, &h, &msg.data);
-        }
-        Ok(None) => {
-            let h = HeaderBuilder::status(404, "Message Not Found").build();
-            js.send(reply, None, &h, b"");
-        }
-        Err(_) => {
-            let h = HeaderBuilder::status(408, "Empty Request").build();
-            js.send(reply, None, &h, b"");
-        }
-    }
-    true
 }
 
 #[derive(Default, Deserialize)]

@@ -28,6 +28,7 @@
 //!   server's router, which appends them to connections' buffers.
 
 pub mod api;
+mod direct;
 pub mod errors;
 pub mod headers;
 pub mod jsz;

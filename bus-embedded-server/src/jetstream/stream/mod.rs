@@ -6,6 +6,7 @@
 
 pub mod consumer;
 pub mod counter;
+pub(crate) mod direct;
 pub(crate) mod features;
 pub mod schedule;
 #[cfg(test)]

@@ -11,8 +11,9 @@ Usage:
   python3 authorization.py URL anonymous
       connect with user/password, a token, or nothing; flush, close
   python3 authorization.py URL denied USER PASS SUBJECT
-      connect with user/password, publish to SUBJECT and subscribe to it,
-      print the asynchronous errors the client reported
+      connect with user/password (`-` `-`: with no credentials at all),
+      publish to SUBJECT and subscribe to it, print the asynchronous errors
+      the client reported
 """
 
 import asyncio
@@ -56,7 +57,8 @@ async def main():
             print(f"connect failed: {type(e).__name__}: {e}")
     elif mode == "denied":
         user, password, subject = sys.argv[3:6]
-        nc = await nats.connect(url, user=user, password=password, **common)
+        creds = {} if user == "-" else dict(user=user, password=password)
+        nc = await nats.connect(url, **creds, **common)
         await nc.publish(subject, b"x")
         await nc.flush(timeout=3)
         await asyncio.sleep(0.3)
