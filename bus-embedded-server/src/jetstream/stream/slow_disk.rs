@@ -370,3 +370,45 @@ fn a_msg_get_whose_read_hangs_leaves_the_async_worker_free() {
     let body = String::from_utf8_lossy(&s.sent.to("inbox.msg")[0]).into_owned();
     assert!(body.contains("\"seq\":1"), "{body}");
 }
+
+#[test]
+fn a_batched_direct_get_whose_read_hangs_leaves_the_async_worker_free_and_answers_whole() {
+    let runtime = one_worker();
+    let _guard = runtime.enter();
+    let s = setup();
+
+    s.gate.arm(true);
+    let js = Arc::clone(&s.js);
+    runtime.spawn(async move {
+        js.on_publish(
+            "$JS.API.DIRECT.GET.S",
+            Some("inbox.batch"),
+            b"",
+            br#"{"seq":1,"batch":5}"#,
+        )
+    });
+    assert!(
+        s.gate.wait_entered(Duration::from_secs(5)),
+        "the batched direct get never read the stream"
+    );
+    assert!(
+        worker_is_free(&runtime),
+        "a batched direct get waiting on the disk holds the async worker"
+    );
+    assert!(
+        s.sent.to("inbox.batch").is_empty(),
+        "part of a batch went out before the hung read"
+    );
+
+    s.gate.arm(false);
+    // Both messages, then the end-of-batch status (empty body).
+    assert!(
+        received(&s.sent, "inbox.batch", 3),
+        "{:?}",
+        s.sent.to("inbox.batch")
+    );
+    assert_eq!(
+        s.sent.to("inbox.batch"),
+        vec![b"one".to_vec(), b"two".to_vec(), Vec::new()]
+    );
+}
