@@ -100,11 +100,18 @@ pub(crate) fn read_consumer_dir<S: Storage>(
 
 /// Removes a deleted consumer's directory crash-safely: a durable rename to
 /// `<name>.deleted-<n>` first (the consumer cannot come back, even with only
-/// part of its files), then the removal. Already gone (its stream's
-/// directory went first) is fine.
+/// part of its files), then the removal. Already gone is fine once that is
+/// durable: an earlier attempt may have renamed it and failed to fsync the
+/// rename, so the parent is fsynced again (no parent either: its stream's
+/// directory went first).
 pub(crate) fn remove_consumer_dir<S: Storage>(fs: &S, dir: &Path) -> std::io::Result<()> {
     match storage::remove_dir_durable(fs, dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match storage::parent_of(dir).map(|p| fs.sync_dir(p)) {
+                Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
         other => other,
     }
 }
@@ -1025,28 +1032,7 @@ impl Consumer {
         let mut st = lock(&self.state);
         let mut advisories = Vec::new();
         // Ack timeouts.
-        while let Some(&(at, seq)) = st.timers.first() {
-            if at > now {
-                break;
-            }
-            st.timers.remove(&(at, seq));
-            let Some(p) = st.pending.get(&seq).cloned() else {
-                continue;
-            };
-            if p.deadline != at {
-                continue;
-            }
-            if st.config.max_deliver > 0 && p.deliveries >= st.config.max_deliver as u64 {
-                // Out of attempts: no more redeliveries (nats-server keeps
-                // it pending-free and sends an advisory).
-                st.pending.remove(&seq);
-                st.update_floor();
-                st.dirty = true;
-                advisories.push((seq, p.deliveries));
-            } else {
-                st.redeliver.insert(seq);
-            }
-        }
+        st.ack_timeouts(now, &mut advisories);
         // Pull requests whose inbox nobody listens to any more are dropped
         // (their client went away); they would hold a max_waiting slot.
         if let Some(router) = js.router() {
@@ -1326,6 +1312,44 @@ impl CState {
         self.dirty = true;
     }
 
+    /// Ack waits over at `now`: those messages are due for redelivery, or,
+    /// out of attempts (max_deliver), dropped from pending without more
+    /// redeliveries (nats-server does so and sends an advisory: their
+    /// stream sequence and deliveries go to `advisories`).
+    fn ack_timeouts(&mut self, now: Instant, advisories: &mut Vec<(u64, u64)>) {
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, seq));
+            let Some(p) = self.pending.get(&seq).cloned() else {
+                continue;
+            };
+            if p.deadline != at {
+                continue;
+            }
+            if self.config.max_deliver > 0 && p.deliveries >= self.config.max_deliver as u64 {
+                self.pending.remove(&seq);
+                self.update_floor();
+                self.dirty = true;
+                advisories.push((seq, p.deliveries));
+            } else {
+                self.redeliver.insert(seq);
+            }
+        }
+    }
+
+    /// A message due for redelivery is gone from the stream: it is no
+    /// longer pending. A state change like an ack (the state is dirty): an
+    /// ack confirmed after it must wait for it to be written, or a crash
+    /// that also loses the stream's delete would redeliver a message whose
+    /// ack was confirmed.
+    fn forget_gone(&mut self, seq: u64) {
+        self.remove_pending(seq);
+        self.update_floor();
+        self.dirty = true;
+    }
+
     /// The state is about to be written: it is clean from now on, and the
     /// ack confirmations queued so far go out once the write succeeded.
     fn take_for_persist(&mut self, now: Instant) -> Vec<String> {
@@ -1430,8 +1454,7 @@ impl CState {
                 }
                 Ok(None) => {
                     stream.clear_read_error(seq);
-                    self.remove_pending(seq);
-                    self.update_floor();
+                    self.forget_gone(seq);
                 }
                 Err(e) => {
                     self.redeliver.insert(seq);
@@ -1648,6 +1671,48 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use crate::jetstream::{JetStream, JetStreamConfig};
+
+    /// Found by the consumer model test: a message dropped from pending
+    /// because the stream deleted it left the state clean, so an ack or
+    /// term of it was confirmed at once while the state file still had it
+    /// pending; a crash that also lost the stream's (unconfirmed) delete
+    /// then redelivered it. The confirmation now waits for the state write.
+    #[test]
+    fn an_ack_after_a_deleted_message_left_pending_waits_for_the_state_write() {
+        use super::{CState, ConsumerStateFile};
+        use crate::jetstream::store::SubjectFilter;
+        use crate::jetstream::types::{AckPolicy, ConsumerConfig};
+        let config = ConsumerConfig {
+            ack_policy: AckPolicy::Explicit,
+            ..ConsumerConfig::default()
+        };
+        let saved = ConsumerStateFile {
+            delivered_consumer_seq: 1,
+            delivered_stream_seq: 2,
+            ack_floor_stream_seq: 1,
+            next_sseq: 3,
+            pending: vec![(2, 1, 0, 1)],
+            ..ConsumerStateFile::default()
+        };
+        let mut st = CState::new(
+            config,
+            SubjectFilter::All,
+            saved,
+            tokio::time::Instant::now(),
+        );
+        st.forget_gone(2);
+        let mut acked = Vec::new();
+        st.apply_ack("+TERM", "", 2, &mut acked);
+        assert!(st.has_acked(2));
+        assert!(
+            !st.confirm_or_queue(true, "reply"),
+            "confirmed before the state without message 2 was written"
+        );
+        assert_eq!(
+            st.take_for_persist(tokio::time::Instant::now()),
+            vec!["reply"]
+        );
+    }
 
     /// The consumer task and a shutdown may write the state file at the
     /// same moment (issue #12 item 8): every write must succeed and the

@@ -2087,6 +2087,26 @@ mod tests {
         }
     }
 
+    /// Found by the consumer model test: a consumer delete whose rename
+    /// reached the directory but whose fsync failed was refused; a second
+    /// delete found the name gone and confirmed without making the rename
+    /// durable, so a power loss brought the consumer back.
+    #[test]
+    fn a_retried_consumer_delete_makes_the_first_attempts_rename_durable() {
+        use crate::jetstream::store::sim::{PowerLoss, SimFs, SimOp};
+        let sim = SimFs::new(7);
+        let c = Path::new("/js/streams/S/obs/c");
+        consumer::create_consumer_dir(&sim, c, b"{}", &Default::default()).expect("create");
+        sim.fail_next(SimOp::SyncDir);
+        assert!(
+            consumer::remove_consumer_dir(&sim, c).is_err(),
+            "first delete"
+        );
+        consumer::remove_consumer_dir(&sim, c).expect("second delete");
+        sim.power_loss(PowerLoss::Strict);
+        assert!(!sim.exists(c), "a confirmed consumer delete came back");
+    }
+
     fn reply_to(router: &Captured, to: &str) -> Option<String> {
         router_msgs(router)
             .into_iter()
