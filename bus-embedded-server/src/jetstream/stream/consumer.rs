@@ -128,6 +128,11 @@ pub(crate) struct ConsumerStateFile {
     pending: Vec<(u64, u64, i64, u64)>,
     /// last-per-subject sequences still to deliver
     lps: Vec<u64>,
+    /// Stream sequences given up on after max_deliver attempts: no longer
+    /// pending, yet not acknowledged (an interest or work-queue stream
+    /// keeps them). Absent in files of older versions and when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    given_up: Vec<u64>,
 }
 
 impl ConsumerStateFile {
@@ -317,6 +322,8 @@ struct CState {
     delivered_sseq: u64,
     floor: (u64, u64),
     pending: BTreeMap<u64, Pending>,
+    /// Given up on after max_deliver attempts (see `ConsumerStateFile`).
+    given_up: BTreeSet<u64>,
     timers: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
     lps: VecDeque<u64>,
@@ -544,6 +551,7 @@ impl Consumer {
             st.dseq = 0;
             st.last_delivered = 0;
             st.pending.clear();
+            st.given_up.clear();
             st.timers.clear();
             st.redeliver.clear();
             st.dirty = true;
@@ -752,6 +760,7 @@ impl Consumer {
             st.remove_pending(s);
         }
         st.lps.retain(|s| *s >= first);
+        st.given_up.retain(|s| *s >= first);
         if st.delivered_sseq < first.saturating_sub(1) {
             st.delivered_sseq = first.saturating_sub(1);
         }
@@ -1185,6 +1194,7 @@ impl CState {
             delivered_sseq: saved.delivered_stream_seq,
             floor: (saved.ack_floor_consumer_seq, saved.ack_floor_stream_seq),
             pending,
+            given_up: saved.given_up.into_iter().collect(),
             timers,
             redeliver: BTreeSet::new(),
             lps: saved.lps.into_iter().collect(),
@@ -1219,12 +1229,15 @@ impl CState {
                 .map(|(s, p)| (*s, p.dseq, p.ts, p.deliveries))
                 .collect(),
             lps: self.lps.iter().copied().collect(),
+            given_up: self.given_up.iter().copied().collect(),
         }
     }
 
-    /// True when `seq` was delivered and acknowledged (or needs no ack).
+    /// True when `seq` was delivered and acknowledged (or needs no ack);
+    /// not when it was given up on after max_deliver attempts.
     fn has_acked(&self, seq: u64) -> bool {
-        seq <= self.floor.1 || (seq <= self.delivered_sseq && !self.pending.contains_key(&seq))
+        (seq <= self.floor.1 || (seq <= self.delivered_sseq && !self.pending.contains_key(&seq)))
+            && !self.given_up.contains(&seq)
     }
 
     /// Applies an ack (`kind`: `+ACK` or empty, `+NXT`, `-NAK` with its
@@ -1330,6 +1343,7 @@ impl CState {
             }
             if self.config.max_deliver > 0 && p.deliveries >= self.config.max_deliver as u64 {
                 self.pending.remove(&seq);
+                self.given_up.insert(seq);
                 self.update_floor();
                 self.dirty = true;
                 advisories.push((seq, p.deliveries));

@@ -2462,6 +2462,62 @@ mod tests {
         js.shutdown();
     }
 
+    /// Found by the consumer model test: a work-queue message its consumer
+    /// gave up on after max_deliver attempts stays in the stream (as on
+    /// nats-server 2.15.1), but the restart's reapplied acks counted it as
+    /// acknowledged and removed it. The state file now lists such messages.
+    #[tokio::test]
+    async fn a_work_queue_message_given_up_after_max_deliver_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.W",
+                Some("r.create"),
+                b"",
+                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+            );
+            assert!(
+                wait_reply(&captured, "r.create")
+                    .await
+                    .contains("did_create")
+            );
+            js.on_publish(
+                "$JS.API.CONSUMER.CREATE.W.C",
+                Some("r.consumer"),
+                b"",
+                br#"{"stream_name":"W","config":{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":50000000}}"#,
+            );
+            wait_reply(&captured, "r.consumer").await;
+            for i in 1..=2 {
+                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+                wait_reply(&captured, &format!("r.pub.{i}")).await;
+            }
+            js.on_publish(
+                "$JS.API.CONSUMER.MSG.NEXT.W.C",
+                Some("r.pull"),
+                b"",
+                br#"{"batch":2}"#,
+            );
+            let stream = js.stream("W").expect("stream W");
+            let c = stream.consumer("C").expect("consumer C");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while c.info().num_ack_pending > 0 || c.info().delivered.stream_seq < 2 {
+                assert!(tokio::time::Instant::now() < deadline, "{:?}", c.info());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(stream.state().msgs, 2, "given up, not acknowledged");
+            js.shutdown();
+        }
+        let (js, _captured, _router) = file_js(dir.path());
+        let st = js.stream("W").expect("stream W").state();
+        assert_eq!(
+            st.msgs, 2,
+            "unacknowledged work-queue messages removed at restart"
+        );
+        js.shutdown();
+    }
+
     /// Issue 12, item 2 (work queues): a message every interested consumer
     /// acknowledged (as its persisted state says) stays gone after a
     /// restart, even when the stream's removal did not reach the disk.
