@@ -1683,6 +1683,9 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
 }
 
 #[cfg(test)]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use crate::jetstream::{JetStream, JetStreamConfig};
 
