@@ -1367,9 +1367,15 @@ fn consumer_delete(js: &JetStream, stream: &str, name: &str) -> ApiResult {
         .stream(stream)
         .ok_or_else(|| err(ApiError::stream_not_found()))?;
     let c = s
-        .remove_consumer(name)
+        .consumer(name)
         .ok_or_else(|| err(ApiError::consumer_not_found()))?;
-    c.stop(true);
+    // Confirmed only once the delete is durable: a consumer whose
+    // directory could not be removed would come back after a restart.
+    c.remove_files(&s)
+        .map_err(|e| err(ApiError::stream_general(format!("consumer delete: {e}"))))?;
+    if let Some(c) = s.remove_consumer(name) {
+        c.stop(true);
+    }
     Ok(json!({"success": true}))
 }
 

@@ -18,8 +18,8 @@ use crate::jetstream::headers::HeaderBuilder;
 use crate::jetstream::store::storage::{self, RealFs, Storage};
 use crate::jetstream::store::{StoredMsg, SubjectFilter, nowait};
 use crate::jetstream::types::{
-    AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, SequencePair, StorageType,
-    now_nanos, rfc3339,
+    AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, Retention, SequencePair,
+    StorageType, now_nanos, rfc3339,
 };
 use crate::jetstream::{JetStream, atomic_write, lock, nanos, read, write};
 
@@ -32,32 +32,93 @@ pub(crate) struct ConsumerMeta {
 }
 
 /// Creates a durable consumer's directory (`obs/<name>`) with its
-/// `meta.json`. Durable when it returns: the new `obs` and consumer
-/// directory entries are fsynced into their parents, `meta.json` into the
-/// consumer's directory.
+/// `state.json` (the starting position) and then its `meta.json` (what
+/// makes the directory a consumer at recovery: a directory without one is
+/// ignored). Durable when it returns: the new `obs` and consumer directory
+/// entries are fsynced into their parents, both files into the consumer's
+/// directory. An error means the create is not confirmed.
 pub(crate) fn create_consumer_dir<S: Storage>(
     fs: &S,
     dir: &Path,
     meta: &[u8],
+    state: &ConsumerStateFile,
 ) -> std::io::Result<()> {
     storage::create_dir_durable(fs, dir)?;
+    write_consumer_state(fs, dir, state)?;
     storage::atomic_write(fs, &dir.join("meta.json"), meta)
+}
+
+/// Writes a consumer's `state.json` atomically and durably (temporary
+/// file, fsync, rename, directory fsync): after `Ok` this state survives a
+/// power loss; after an error the previous one is there (or this one).
+pub(crate) fn write_consumer_state<S: Storage>(
+    fs: &S,
+    dir: &Path,
+    state: &ConsumerStateFile,
+) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    storage::atomic_write(fs, &dir.join("state.json"), &bytes)
+}
+
+/// Reads a durable consumer's directory at recovery: its definition and
+/// its saved position. `Ok(None)` when the directory holds no `meta.json`
+/// (a create that never completed). A missing `state.json` (stores written
+/// before the state was part of the create) starts from the stream's
+/// first message; a state file that cannot be decoded too, logged
+/// (at-least-once). A file that cannot be read (an I/O error) is an error:
+/// starting from scratch would forget confirmed acks, and the next state
+/// write would overwrite them.
+pub(crate) fn read_consumer_dir<S: Storage>(
+    fs: &S,
+    dir: &Path,
+) -> Result<Option<(ConsumerMeta, ConsumerStateFile)>, String> {
+    let meta_path = dir.join("meta.json");
+    let bytes = match fs.read_file(&meta_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", meta_path.display())),
+    };
+    let meta: ConsumerMeta =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let state_path = dir.join("state.json");
+    let saved = match fs.read_file(&state_path) {
+        Ok(b) => match serde_json::from_slice::<ConsumerStateFile>(&b) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    consumer = %meta.name,
+                    "state file unreadable ({e}); restarting from the stream's first message (at-least-once)"
+                );
+                ConsumerStateFile::default()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConsumerStateFile::default(),
+        Err(e) => return Err(format!("{}: {e}", state_path.display())),
+    };
+    Ok(Some((meta, saved)))
 }
 
 /// Removes a deleted consumer's directory crash-safely: a durable rename to
 /// `<name>.deleted-<n>` first (the consumer cannot come back, even with only
-/// part of its files), then the removal. Already gone (its stream's
-/// directory went first) is fine.
+/// part of its files), then the removal. Already gone is fine once that is
+/// durable: an earlier attempt may have renamed it and failed to fsync the
+/// rename, so the parent is fsynced again (no parent either: its stream's
+/// directory went first).
 pub(crate) fn remove_consumer_dir<S: Storage>(fs: &S, dir: &Path) -> std::io::Result<()> {
     match storage::remove_dir_durable(fs, dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match storage::parent_of(dir).map(|p| fs.sync_dir(p)) {
+                Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
         other => other,
     }
 }
 
 /// Persisted consumer position (`obs/<name>/state.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct ConsumerStateFile {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ConsumerStateFile {
     delivered_consumer_seq: u64,
     delivered_stream_seq: u64,
     ack_floor_consumer_seq: u64,
@@ -67,6 +128,26 @@ struct ConsumerStateFile {
     pending: Vec<(u64, u64, i64, u64)>,
     /// last-per-subject sequences still to deliver
     lps: Vec<u64>,
+    /// Stream sequences given up on after max_deliver attempts: no longer
+    /// pending, yet not acknowledged (an interest or work-queue stream
+    /// keeps them). Absent in files of older versions and when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    given_up: Vec<u64>,
+}
+
+impl ConsumerStateFile {
+    /// A new consumer's state: nothing delivered, to start at stream
+    /// sequence `next_sseq` (after the last-per-subject sequences `lps`).
+    fn starting(next_sseq: u64, lps: VecDeque<u64>) -> ConsumerStateFile {
+        let start = lps.front().copied().unwrap_or(next_sseq);
+        ConsumerStateFile {
+            delivered_stream_seq: start.saturating_sub(1),
+            ack_floor_stream_seq: start.saturating_sub(1),
+            next_sseq,
+            lps: lps.into_iter().collect(),
+            ..ConsumerStateFile::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +325,8 @@ struct CState {
     delivered_sseq: u64,
     floor: (u64, u64),
     pending: BTreeMap<u64, Pending>,
+    /// Given up on after max_deliver attempts (see `ConsumerStateFile`).
+    given_up: BTreeSet<u64>,
     timers: BTreeSet<(Instant, u64)>,
     redeliver: BTreeSet<u64>,
     lps: VecDeque<u64>,
@@ -320,11 +403,11 @@ impl Consumer {
     ) -> Result<Arc<Consumer>, ApiError> {
         let filter = effective_filter(stream, &config);
         let (next_sseq, lps) = start_position(stream, &config, &filter)?;
-        let start = lps.front().copied().unwrap_or(next_sseq);
         let created = now_nanos();
         let dir = (durable && !config.mem_storage && stream.config().storage == StorageType::File)
             .then(|| stream.dir.as_ref().map(|d| d.join("obs").join(&name)))
             .flatten();
+        let saved = ConsumerStateFile::starting(next_sseq, lps);
         if let Some(dir) = &dir {
             let meta = ConsumerMeta {
                 name: name.clone(),
@@ -333,33 +416,14 @@ impl Consumer {
             };
             let bytes = serde_json::to_vec_pretty(&meta)
                 .map_err(|e| ApiError::consumer_create(e.to_string()))?;
-            create_consumer_dir(&RealFs, dir, &bytes)
+            // The starting position is durable with the create: a consumer
+            // confirmed created never restarts from elsewhere.
+            create_consumer_dir(&RealFs, dir, &bytes, &saved)
                 .map_err(|e| ApiError::consumer_create(format!("consumer directory: {e}")))?;
         }
-        let c = Consumer::assemble(
-            js,
-            stream,
-            name,
-            config,
-            durable,
-            created,
-            dir,
-            ConsumerStateFile {
-                delivered_stream_seq: start.saturating_sub(1),
-                ack_floor_stream_seq: start.saturating_sub(1),
-                next_sseq,
-                lps: lps.into_iter().collect(),
-                ..ConsumerStateFile::default()
-            },
-        );
-        if let Some(dir) = &c.dir {
-            // The starting position is durable from the start.
-            let snapshot = c.snapshot();
-            if let Ok(bytes) = serde_json::to_vec(&snapshot) {
-                let _ = atomic_write(&dir.join("state.json"), &bytes);
-            }
-        }
-        Ok(c)
+        Ok(Consumer::assemble(
+            js, stream, name, config, durable, created, dir, saved,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -374,55 +438,12 @@ impl Consumer {
         saved: ConsumerStateFile,
     ) -> Arc<Consumer> {
         let filter = effective_filter(stream, &config);
-        let now = Instant::now();
-        let ack_wait = nanos(config.ack_wait);
-        let mut pending = BTreeMap::new();
-        let mut timers = BTreeSet::new();
-        for (sseq, dseq, ts, deliveries) in saved.pending {
-            let deadline = later(now, ack_wait);
-            pending.insert(
-                sseq,
-                Pending {
-                    dseq,
-                    ts,
-                    deadline,
-                    deliveries,
-                },
-            );
-            timers.insert((deadline, sseq));
-        }
         let c = Arc::new(Consumer {
             name,
             stream_name: stream.name.clone(),
             created,
             durable,
-            state: Mutex::new(CState {
-                config,
-                filter: filter.clone(),
-                next_sseq: saved.next_sseq.max(1),
-                dseq: saved.delivered_consumer_seq,
-                delivered_sseq: saved.delivered_stream_seq,
-                floor: (saved.ack_floor_consumer_seq, saved.ack_floor_stream_seq),
-                pending,
-                timers,
-                redeliver: BTreeSet::new(),
-                lps: saved.lps.into_iter().collect(),
-                waiting: WaitQueue::default(),
-                last_active: now,
-                dirty: false,
-                last_persist: now,
-                ack_replies: Vec::new(),
-                fc_outstanding: None,
-                fc_counter: 0,
-                read_blocked: false,
-                since_fc_msgs: 0,
-                since_fc_bytes: 0,
-                last_push: now,
-                push_bound: false,
-                no_interest_since: None,
-                last_delivered: 0,
-                last_acked: 0,
-            }),
+            state: Mutex::new(CState::new(config, filter.clone(), saved, Instant::now())),
             filter: RwLock::new(filter),
             wake: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
@@ -442,26 +463,8 @@ impl Consumer {
         stream: &Arc<Stream>,
         dir: &Path,
     ) -> Result<Option<Arc<Consumer>>, String> {
-        let meta_path = dir.join("meta.json");
-        let bytes = match std::fs::read(&meta_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        };
-        let meta: ConsumerMeta =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-        let saved = match std::fs::read(dir.join("state.json")) {
-            Ok(b) => match serde_json::from_slice::<ConsumerStateFile>(&b) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(
-                        consumer = %meta.name,
-                        "state file unreadable ({e}); restarting from the stream's first message (at-least-once)"
-                    );
-                    ConsumerStateFile::default()
-                }
-            },
-            Err(_) => ConsumerStateFile::default(),
+        let Some((meta, saved)) = read_consumer_dir(&RealFs, dir)? else {
+            return Ok(None);
         };
         Ok(Some(Consumer::assemble(
             js,
@@ -500,8 +503,7 @@ impl Consumer {
 
     /// True when `seq` was delivered and acknowledged (or needs no ack).
     pub fn has_acked(&self, seq: u64) -> bool {
-        let st = lock(&self.state);
-        seq <= st.floor.1 || (seq <= st.delivered_sseq && !st.pending.contains_key(&seq))
+        lock(&self.state).has_acked(seq)
     }
 
     /// Applies an updated configuration (validated by the API layer).
@@ -555,6 +557,7 @@ impl Consumer {
             st.dseq = 0;
             st.last_delivered = 0;
             st.pending.clear();
+            st.given_up.clear();
             st.timers.clear();
             st.redeliver.clear();
             st.dirty = true;
@@ -562,9 +565,7 @@ impl Consumer {
         if let Some(dir) = &self.dir {
             let _writing = lock(&self.persisting);
             let snapshot = self.snapshot();
-            let bytes = serde_json::to_vec(&snapshot)
-                .map_err(|e| ApiError::consumer_create(e.to_string()))?;
-            atomic_write(&dir.join("state.json"), &bytes)
+            write_consumer_state(&RealFs, dir, &snapshot)
                 .map_err(|e| ApiError::consumer_create(format!("consumer state: {e}")))?;
         }
         self.signal();
@@ -731,45 +732,15 @@ impl Consumer {
         let mut next_pull = None;
         {
             let mut st = lock(&self.state);
-            match kind {
-                "" | "+ACK" => st.ack(sseq, &mut acked),
-                "+NXT" => {
-                    st.ack(sseq, &mut acked);
-                    next_pull = reply.map(|r| (r.to_owned(), rest.to_owned()));
-                }
-                "-NAK" => {
-                    let delay = serde_json::from_str::<serde_json::Value>(rest)
-                        .ok()
-                        .and_then(|v| v.get("delay").and_then(serde_json::Value::as_i64))
-                        .filter(|d| *d > 0);
-                    st.nak(sseq, delay.map(nanos));
-                }
-                "+WPI" => {
-                    let wait = st.ack_wait_for(st.pending.get(&sseq).map_or(1, |p| p.deliveries));
-                    if let Some(p) = st.pending.get_mut(&sseq) {
-                        let old = p.deadline;
-                        p.deadline = later(Instant::now(), wait);
-                        let new = p.deadline;
-                        st.timers.remove(&(old, sseq));
-                        st.timers.insert((new, sseq));
-                    }
-                }
-                "+TERM" if st.pending.contains_key(&sseq) => {
-                    st.remove_pending(sseq);
-                    st.update_floor();
-                    st.dirty = true;
-                    acked.push(sseq);
-                }
-                _ => {}
+            st.apply_ack(kind, rest, sseq, &mut acked);
+            if kind == "+NXT" {
+                next_pull = reply.map(|r| (r.to_owned(), rest.to_owned()));
             }
             if let Some(r) = reply
                 && next_pull.is_none()
+                && st.confirm_or_queue(self.dir.is_some(), r)
             {
-                if self.dir.is_some() && st.dirty {
-                    st.ack_replies.push(r.to_owned());
-                } else {
-                    js.send(r, None, b"", b"");
-                }
+                js.send(r, None, b"", b"");
             }
         }
         stream.on_acked(&acked);
@@ -801,6 +772,7 @@ impl Consumer {
             st.remove_pending(s);
         }
         st.lps.retain(|s| *s >= first);
+        st.given_up.retain(|s| *s >= first);
         if st.delivered_sseq < first.saturating_sub(1) {
             st.delivered_sseq = first.saturating_sub(1);
         }
@@ -840,6 +812,28 @@ impl Consumer {
         std::mem::take(&mut lock(&self.state).read_blocked)
     }
 
+    /// Deletes the consumer's directory crash-safely (durable when `Ok`:
+    /// the consumer does not come back after a restart). Nothing to do for
+    /// a consumer without files.
+    ///
+    /// On an interest or work-queue stream the messages its confirmed acks
+    /// removed must be gone for good first: until then its state file is
+    /// what removes them again at recovery (`Stream::reapply_acks`), and a
+    /// crash after the delete would bring them back. No confirmation is
+    /// sent meanwhile (the state writer waits).
+    pub(crate) fn remove_files(&self, stream: &Stream) -> Result<(), String> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let _no_confirmations = lock(&self.persisting);
+        if stream.retention != Retention::Limits {
+            stream
+                .wait_durable()
+                .map_err(|e| format!("the stream's removals are not durable: {e}"))?;
+        }
+        remove_consumer_dir(&RealFs, dir).map_err(|e| e.to_string())
+    }
+
     /// Server shutdown: persists the state.
     pub(crate) fn shutdown(&self) {
         let _ = self.persist_now();
@@ -847,20 +841,7 @@ impl Consumer {
     }
 
     fn snapshot(&self) -> ConsumerStateFile {
-        let st = lock(&self.state);
-        ConsumerStateFile {
-            delivered_consumer_seq: st.dseq,
-            delivered_stream_seq: st.delivered_sseq,
-            ack_floor_consumer_seq: st.floor.0,
-            ack_floor_stream_seq: st.floor.1,
-            next_sseq: st.next_sseq,
-            pending: st
-                .pending
-                .iter()
-                .map(|(s, p)| (*s, p.dseq, p.ts, p.deliveries))
-                .collect(),
-            lps: st.lps.iter().copied().collect(),
-        }
+        lock(&self.state).snapshot()
     }
 
     /// Writes the state file; false when it could not be written.
@@ -870,10 +851,7 @@ impl Consumer {
         };
         let _one_writer = lock(&self.persisting);
         let snap = self.snapshot();
-        let written = serde_json::to_vec(&snap)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| atomic_write(&dir.join("state.json"), &bytes));
-        match written {
+        match write_consumer_state(&RealFs, dir, &snap) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
@@ -1015,33 +993,9 @@ impl Consumer {
                 continue;
             }
             // Delivery.
-            st.dseq = dseq;
-            st.last_delivered = now_nanos();
             remaining = next_remaining;
-            if !matches!(source, Source::Redeliver) && st.delivered_sseq < msg.seq {
-                st.delivered_sseq = msg.seq;
-            }
-            if st.config.ack_policy == AckPolicy::None {
-                st.update_floor();
-                acked.push(msg.seq);
-            } else {
-                let wait = st.ack_wait_for(deliveries);
-                let deadline = later(now, wait);
-                if let Some(old) = st.pending.get(&msg.seq).map(|p| p.deadline) {
-                    st.timers.remove(&(old, msg.seq));
-                }
-                st.pending.insert(
-                    msg.seq,
-                    Pending {
-                        dseq,
-                        ts: now_nanos(),
-                        deadline,
-                        deliveries,
-                    },
-                );
-                st.timers.insert((deadline, msg.seq));
-            }
-            st.dirty = true;
+            let redelivery = matches!(source, Source::Redeliver);
+            st.record_delivery(msg.seq, dseq, deliveries, redelivery, now, &mut acked);
             if push {
                 st.last_push = now;
                 st.since_fc_msgs += 1;
@@ -1112,28 +1066,7 @@ impl Consumer {
         let mut st = lock(&self.state);
         let mut advisories = Vec::new();
         // Ack timeouts.
-        while let Some(&(at, seq)) = st.timers.first() {
-            if at > now {
-                break;
-            }
-            st.timers.remove(&(at, seq));
-            let Some(p) = st.pending.get(&seq).cloned() else {
-                continue;
-            };
-            if p.deadline != at {
-                continue;
-            }
-            if st.config.max_deliver > 0 && p.deliveries >= st.config.max_deliver as u64 {
-                // Out of attempts: no more redeliveries (nats-server keeps
-                // it pending-free and sends an advisory).
-                st.pending.remove(&seq);
-                st.update_floor();
-                st.dirty = true;
-                advisories.push((seq, p.deliveries));
-            } else {
-                st.redeliver.insert(seq);
-            }
-        }
+        st.ack_timeouts(now, &mut advisories);
         // Pull requests whose inbox nobody listens to any more are dropped
         // (their client went away); they would hold a max_waiting slot.
         if let Some(router) = js.router() {
@@ -1222,9 +1155,7 @@ impl Consumer {
             && (!st.ack_replies.is_empty()
                 || now.duration_since(st.last_persist) >= Duration::from_millis(20));
         let replies = if persist {
-            st.dirty = false;
-            st.last_persist = now;
-            std::mem::take(&mut st.ack_replies)
+            st.take_for_persist(now)
         } else {
             if st.dirty && self.dir.is_some() {
                 next = next.min(st.last_persist + Duration::from_millis(20));
@@ -1255,6 +1186,218 @@ impl Consumer {
 }
 
 impl CState {
+    /// A consumer's state from its saved position (a new consumer's
+    /// starting position, or `state.json` at recovery); what was pending is
+    /// due again one ack wait from `now`.
+    fn new(
+        config: ConsumerConfig,
+        filter: SubjectFilter,
+        saved: ConsumerStateFile,
+        now: Instant,
+    ) -> CState {
+        let ack_wait = nanos(config.ack_wait);
+        let mut pending = BTreeMap::new();
+        let mut timers = BTreeSet::new();
+        for (sseq, dseq, ts, deliveries) in saved.pending {
+            let deadline = later(now, ack_wait);
+            pending.insert(
+                sseq,
+                Pending {
+                    dseq,
+                    ts,
+                    deadline,
+                    deliveries,
+                },
+            );
+            timers.insert((deadline, sseq));
+        }
+        CState {
+            config,
+            filter,
+            next_sseq: saved.next_sseq.max(1),
+            dseq: saved.delivered_consumer_seq,
+            delivered_sseq: saved.delivered_stream_seq,
+            floor: (saved.ack_floor_consumer_seq, saved.ack_floor_stream_seq),
+            pending,
+            given_up: saved.given_up.into_iter().collect(),
+            timers,
+            redeliver: BTreeSet::new(),
+            lps: saved.lps.into_iter().collect(),
+            waiting: WaitQueue::default(),
+            last_active: now,
+            dirty: false,
+            last_persist: now,
+            ack_replies: Vec::new(),
+            fc_outstanding: None,
+            fc_counter: 0,
+            read_blocked: false,
+            since_fc_msgs: 0,
+            since_fc_bytes: 0,
+            last_push: now,
+            push_bound: false,
+            no_interest_since: None,
+            last_delivered: 0,
+            last_acked: 0,
+        }
+    }
+
+    /// What `state.json` holds.
+    fn snapshot(&self) -> ConsumerStateFile {
+        ConsumerStateFile {
+            delivered_consumer_seq: self.dseq,
+            delivered_stream_seq: self.delivered_sseq,
+            ack_floor_consumer_seq: self.floor.0,
+            ack_floor_stream_seq: self.floor.1,
+            next_sseq: self.next_sseq,
+            pending: self
+                .pending
+                .iter()
+                .map(|(s, p)| (*s, p.dseq, p.ts, p.deliveries))
+                .collect(),
+            lps: self.lps.iter().copied().collect(),
+            given_up: self.given_up.iter().copied().collect(),
+        }
+    }
+
+    /// True when `seq` was delivered and acknowledged (or needs no ack);
+    /// not when it was given up on after max_deliver attempts.
+    fn has_acked(&self, seq: u64) -> bool {
+        (seq <= self.floor.1 || (seq <= self.delivered_sseq && !self.pending.contains_key(&seq)))
+            && !self.given_up.contains(&seq)
+    }
+
+    /// Applies an ack (`kind`: `+ACK` or empty, `+NXT`, `-NAK` with its
+    /// optional `{"delay": n}` in `rest`, `+WPI`, `+TERM`) for stream
+    /// sequence `sseq`; what it acknowledged goes to `acked`.
+    fn apply_ack(&mut self, kind: &str, rest: &str, sseq: u64, acked: &mut Vec<u64>) {
+        match kind {
+            "" | "+ACK" | "+NXT" => self.ack(sseq, acked),
+            "-NAK" => {
+                let delay = serde_json::from_str::<serde_json::Value>(rest)
+                    .ok()
+                    .and_then(|v| v.get("delay").and_then(serde_json::Value::as_i64))
+                    .filter(|d| *d > 0);
+                self.nak(sseq, delay.map(nanos));
+            }
+            "+WPI" => {
+                let wait = self.ack_wait_for(self.pending.get(&sseq).map_or(1, |p| p.deliveries));
+                if let Some(p) = self.pending.get_mut(&sseq) {
+                    let old = p.deadline;
+                    p.deadline = later(Instant::now(), wait);
+                    let new = p.deadline;
+                    self.timers.remove(&(old, sseq));
+                    self.timers.insert((new, sseq));
+                }
+            }
+            "+TERM" if self.pending.contains_key(&sseq) => {
+                self.remove_pending(sseq);
+                self.update_floor();
+                self.dirty = true;
+                acked.push(sseq);
+            }
+            _ => {}
+        }
+    }
+
+    /// An ack asked for a confirmation on `reply`: true when it can be sent
+    /// now; false when it was queued until the state is on disk (a durable
+    /// consumer whose state changed: `persisted`).
+    fn confirm_or_queue(&mut self, persisted: bool, reply: &str) -> bool {
+        if persisted && self.dirty {
+            self.ack_replies.push(reply.to_owned());
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Records a delivery of stream sequence `seq` as consumer sequence
+    /// `dseq` (its `deliveries`th); `redelivery` when it came from the
+    /// redelivery set. Under ack none it counts as acknowledged (`acked`).
+    fn record_delivery(
+        &mut self,
+        seq: u64,
+        dseq: u64,
+        deliveries: u64,
+        redelivery: bool,
+        now: Instant,
+        acked: &mut Vec<u64>,
+    ) {
+        self.dseq = dseq;
+        self.last_delivered = now_nanos();
+        if !redelivery && self.delivered_sseq < seq {
+            self.delivered_sseq = seq;
+        }
+        if self.config.ack_policy == AckPolicy::None {
+            self.update_floor();
+            acked.push(seq);
+        } else {
+            let wait = self.ack_wait_for(deliveries);
+            let deadline = later(now, wait);
+            if let Some(old) = self.pending.get(&seq).map(|p| p.deadline) {
+                self.timers.remove(&(old, seq));
+            }
+            self.pending.insert(
+                seq,
+                Pending {
+                    dseq,
+                    ts: now_nanos(),
+                    deadline,
+                    deliveries,
+                },
+            );
+            self.timers.insert((deadline, seq));
+        }
+        self.dirty = true;
+    }
+
+    /// Ack waits over at `now`: those messages are due for redelivery, or,
+    /// out of attempts (max_deliver), dropped from pending without more
+    /// redeliveries (nats-server does so and sends an advisory: their
+    /// stream sequence and deliveries go to `advisories`).
+    fn ack_timeouts(&mut self, now: Instant, advisories: &mut Vec<(u64, u64)>) {
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, seq));
+            let Some(p) = self.pending.get(&seq).cloned() else {
+                continue;
+            };
+            if p.deadline != at {
+                continue;
+            }
+            if self.config.max_deliver > 0 && p.deliveries >= self.config.max_deliver as u64 {
+                self.pending.remove(&seq);
+                self.given_up.insert(seq);
+                self.update_floor();
+                self.dirty = true;
+                advisories.push((seq, p.deliveries));
+            } else {
+                self.redeliver.insert(seq);
+            }
+        }
+    }
+
+    /// A message due for redelivery is gone from the stream: it is no
+    /// longer pending. A state change like an ack (the state is dirty): an
+    /// ack confirmed after it must wait for it to be written, or a crash
+    /// that also loses the stream's delete would redeliver a message whose
+    /// ack was confirmed.
+    fn forget_gone(&mut self, seq: u64) {
+        self.remove_pending(seq);
+        self.update_floor();
+        self.dirty = true;
+    }
+
+    /// The state is about to be written: it is clean from now on, and the
+    /// ack confirmations queued so far go out once the write succeeded.
+    fn take_for_persist(&mut self, now: Instant) -> Vec<String> {
+        self.dirty = false;
+        self.last_persist = now;
+        std::mem::take(&mut self.ack_replies)
+    }
+
     fn ack_wait_for(&self, deliveries: u64) -> Duration {
         if !self.config.backoff.is_empty() {
             let i = usize::try_from(deliveries.saturating_sub(1))
@@ -1351,8 +1494,7 @@ impl CState {
                 }
                 Ok(None) => {
                     stream.clear_read_error(seq);
-                    self.remove_pending(seq);
-                    self.update_floor();
+                    self.forget_gone(seq);
                 }
                 Err(e) if e.would_block() => {
                     self.redeliver.insert(seq);
@@ -1452,7 +1594,16 @@ fn start_position(
     filter: &SubjectFilter,
 ) -> Result<(u64, VecDeque<u64>), ApiError> {
     let mut inner = lock(&stream.inner);
-    let st = inner.store.state();
+    start_in(inner.store.as_mut(), config, filter)
+}
+
+/// [`start_position`] in a store.
+fn start_in(
+    store: &mut dyn crate::jetstream::store::Store,
+    config: &ConsumerConfig,
+    filter: &SubjectFilter,
+) -> Result<(u64, VecDeque<u64>), ApiError> {
+    let st = store.state();
     Ok(match config.deliver_policy {
         DeliverPolicy::All => (st.first_seq.max(1), VecDeque::new()),
         DeliverPolicy::New => (st.last_seq + 1, VecDeque::new()),
@@ -1461,7 +1612,7 @@ fn start_position(
                 SubjectFilter::All => (st.msgs > 0).then_some(st.last_seq),
                 SubjectFilter::Any(list) => list
                     .iter()
-                    .filter_map(|f| inner.store.last_by_subject(f).ok().flatten())
+                    .filter_map(|f| store.last_by_subject(f).ok().flatten())
                     .map(|m| m.seq)
                     .max(),
             };
@@ -1485,10 +1636,10 @@ fn start_position(
                     "consumer delivery policy is deliver by start time, but optional start time is not set",
                 ));
             };
-            (inner.store.seq_for_time(ts), VecDeque::new())
+            (store.seq_for_time(ts), VecDeque::new())
         }
         DeliverPolicy::LastPerSubject => {
-            let seqs = inner.store.last_seqs_per_subject(filter);
+            let seqs = store.last_seqs_per_subject(filter);
             (st.last_seq + 1, seqs.into_iter().collect())
         }
     })
@@ -1591,8 +1742,53 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
 }
 
 #[cfg(test)]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use crate::jetstream::{JetStream, JetStreamConfig};
+
+    /// Found by the consumer model test: a message dropped from pending
+    /// because the stream deleted it left the state clean, so an ack or
+    /// term of it was confirmed at once while the state file still had it
+    /// pending; a crash that also lost the stream's (unconfirmed) delete
+    /// then redelivered it. The confirmation now waits for the state write.
+    #[test]
+    fn an_ack_after_a_deleted_message_left_pending_waits_for_the_state_write() {
+        use super::{CState, ConsumerStateFile};
+        use crate::jetstream::store::SubjectFilter;
+        use crate::jetstream::types::{AckPolicy, ConsumerConfig};
+        let config = ConsumerConfig {
+            ack_policy: AckPolicy::Explicit,
+            ..ConsumerConfig::default()
+        };
+        let saved = ConsumerStateFile {
+            delivered_consumer_seq: 1,
+            delivered_stream_seq: 2,
+            ack_floor_stream_seq: 1,
+            next_sseq: 3,
+            pending: vec![(2, 1, 0, 1)],
+            ..ConsumerStateFile::default()
+        };
+        let mut st = CState::new(
+            config,
+            SubjectFilter::All,
+            saved,
+            tokio::time::Instant::now(),
+        );
+        st.forget_gone(2);
+        let mut acked = Vec::new();
+        st.apply_ack("+TERM", "", 2, &mut acked);
+        assert!(st.has_acked(2));
+        assert!(
+            !st.confirm_or_queue(true, "reply"),
+            "confirmed before the state without message 2 was written"
+        );
+        assert_eq!(
+            st.take_for_persist(tokio::time::Instant::now()),
+            vec!["reply"]
+        );
+    }
 
     /// The consumer task and a shutdown may write the state file at the
     /// same moment (issue #12 item 8): every write must succeed and the

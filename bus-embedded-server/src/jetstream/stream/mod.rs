@@ -254,10 +254,14 @@ pub(crate) fn read_stream_dir<S: Storage>(fs: &S, dir: &Path) -> Result<StreamDi
 }
 
 /// The consumer directories of a stream's `obs` directory, sorted; the
-/// leftovers of interrupted consumer deletes are removed.
-pub(crate) fn consumer_dirs<S: Storage>(fs: &S, obs: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs.list_dir(obs) else {
-        return Vec::new();
+/// leftovers of interrupted consumer deletes are removed. No `obs`
+/// directory: none. One that cannot be listed is an error (starting
+/// without the stream's consumers would lose them to the clients).
+pub(crate) fn consumer_dirs<S: Storage>(fs: &S, obs: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match fs.list_dir(obs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let mut dirs: Vec<PathBuf> = entries
         .into_iter()
@@ -265,7 +269,7 @@ pub(crate) fn consumer_dirs<S: Storage>(fs: &S, obs: &Path) -> Vec<PathBuf> {
         .filter(|d| !leftover(fs, d))
         .collect();
     dirs.sort();
-    dirs
+    Ok(dirs)
 }
 
 fn open_store(
@@ -344,6 +348,90 @@ fn open_raw_store(
         }
         _ => Ok(Box::new(MemStore::new())),
     }
+}
+
+/// One step towards making a store's changes up to its write mark `mark`
+/// durable (see `Stream::wait_durable`).
+pub(crate) enum DurableStep {
+    /// They are.
+    Done,
+    /// They never will be: the store is poisoned.
+    Failed(String),
+    /// Run this sync job (outside the stream's lock), then hand its
+    /// result to `Store::synced`.
+    Run(super::store::SyncJob),
+    /// Another sync job is out (the flusher's): wait for it.
+    Wait,
+}
+
+/// The next [`DurableStep`] for `store`.
+pub(crate) fn durable_step(store: &mut dyn Store, mark: u64) -> DurableStep {
+    if store.durable_mark() >= mark {
+        return DurableStep::Done;
+    }
+    if let Some(reason) = store.poisoned() {
+        return DurableStep::Failed(reason);
+    }
+    match store.take_sync() {
+        Some(job) => DurableStep::Run(job),
+        None => DurableStep::Wait,
+    }
+}
+
+/// What recovery needs to know of one consumer to reapply acks.
+pub(crate) struct AckView<'a> {
+    /// Its subject filter.
+    pub filter: SubjectFilter,
+    /// The highest stream sequence it delivered.
+    pub delivered: u64,
+    /// Whether it acknowledged a stream sequence.
+    pub has_acked: Box<dyn Fn(u64) -> bool + 'a>,
+}
+
+/// The messages up to `bound` (the highest sequence a consumer delivered),
+/// per subject: what recovery considers for removal (see
+/// `Stream::reapply_acks`).
+pub(crate) fn delivered_per_subject(
+    index: &super::store::subjects::SubjectIndex,
+    bound: u64,
+) -> Vec<(Arc<str>, Vec<u64>)> {
+    index
+        .iter()
+        .map(|(subject, seqs)| {
+            (
+                Arc::clone(subject),
+                seqs.range(..=bound).copied().collect::<Vec<u64>>(),
+            )
+        })
+        .filter(|(_, seqs)| !seqs.is_empty())
+        .collect()
+}
+
+/// Among `candidates` (from [`delivered_per_subject`]), the messages of an
+/// interest or work-queue stream that every interested consumer
+/// acknowledged (and some consumer is interested in): what recovery
+/// removes again. Sorted. Called without the stream's lock held (it takes
+/// the consumers' locks).
+pub(crate) fn acked_by_every_interested(
+    candidates: Vec<(Arc<str>, Vec<u64>)>,
+    consumers: &[AckView<'_>],
+) -> Vec<u64> {
+    let mut doomed = Vec::new();
+    for (subject, seqs) in candidates {
+        let interested: Vec<&AckView<'_>> = consumers
+            .iter()
+            .filter(|c| c.filter.matches(&subject))
+            .collect();
+        if interested.is_empty() {
+            continue;
+        }
+        doomed.extend(
+            seqs.into_iter()
+                .filter(|s| interested.iter().all(|c| (c.has_acked)(*s))),
+        );
+    }
+    doomed.sort_unstable();
+    doomed
 }
 
 impl Stream {
@@ -426,14 +514,26 @@ impl Stream {
             .map_err(|e| format!("{} is not valid stream metadata: {e}", meta_path.display()))?;
         let store = open_store(js, &meta.config, Some(dir))?;
         let stream = Stream::assemble(js, meta.config, meta.created, store, Some(dir.to_owned()));
-        for d in consumer_dirs(&RealFs, &dir.join("obs")) {
+        let obs = dir.join("obs");
+        let consumers = match consumer_dirs(&RealFs, &obs) {
+            Ok(c) => c,
+            Err(e) => {
+                stream.shutdown();
+                return Err(format!("{}: {e}", obs.display()));
+            }
+        };
+        for d in consumers {
+            // A consumer that cannot be read stops the start with a clear
+            // error, as a stream does: running without it would let a
+            // client create it again over its confirmed acks.
             match Consumer::recover(js, &stream, &d) {
                 Ok(Some(c)) => {
                     write(&stream.consumers).insert(c.name.clone(), c);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(stream = %stream.name, dir = %d.display(), "consumer not recovered: {e}")
+                    stream.shutdown();
+                    return Err(format!("consumer {}: {e}", d.display()));
                 }
             }
         }
@@ -453,50 +553,23 @@ impl Stream {
             return;
         }
         let consumers = self.consumers();
-        let bound = consumers
+        let views: Vec<AckView<'_>> = consumers
             .iter()
-            .map(|c| c.info().delivered.stream_seq)
-            .max()
-            .unwrap_or(0);
+            .map(|c| AckView {
+                filter: c.filter(),
+                delivered: c.info().delivered.stream_seq,
+                has_acked: Box::new(|s| c.has_acked(s)),
+            })
+            .collect();
+        let bound = views.iter().map(|c| c.delivered).max().unwrap_or(0);
         if bound == 0 {
             return;
         }
-        let candidates: Vec<(Arc<str>, Vec<u64>)> = {
-            let inner = lock(&self.inner);
-            inner
-                .store
-                .subject_index()
-                .iter()
-                .map(|(subject, seqs)| {
-                    (
-                        Arc::clone(subject),
-                        seqs.range(..=bound).copied().collect::<Vec<u64>>(),
-                    )
-                })
-                .filter(|(_, seqs)| !seqs.is_empty())
-                .collect()
-        };
-        let filters: Vec<SubjectFilter> = consumers.iter().map(|c| c.filter()).collect();
-        let mut doomed = Vec::new();
-        for (subject, seqs) in candidates {
-            let interested: Vec<&Arc<Consumer>> = consumers
-                .iter()
-                .zip(&filters)
-                .filter(|(_, f)| f.matches(&subject))
-                .map(|(c, _)| c)
-                .collect();
-            if interested.is_empty() {
-                continue;
-            }
-            doomed.extend(
-                seqs.into_iter()
-                    .filter(|s| interested.iter().all(|c| c.has_acked(*s))),
-            );
-        }
+        let candidates = delivered_per_subject(lock(&self.inner).store.subject_index(), bound);
+        let doomed = acked_by_every_interested(candidates, &views);
         if doomed.is_empty() {
             return;
         }
-        doomed.sort_unstable();
         let mut inner = lock(&self.inner);
         for seq in &doomed {
             let _ = inner.store.remove(*seq, false);
@@ -1061,6 +1134,38 @@ impl Stream {
         }
         drop(inner);
         self.sync_wake.notify_one();
+    }
+
+    /// Waits until every change made to the store so far is durable (as
+    /// confirmations are: fsynced under `SyncPolicy::Always`), running the
+    /// sync job itself when the flusher has none out. Blocks (an admin
+    /// request); an error when the store is poisoned or after five seconds.
+    pub(crate) fn wait_durable(&self) -> Result<(), String> {
+        let mark = lock(&self.inner).store.write_mark();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let step = durable_step(lock(&self.inner).store.as_mut(), mark);
+            match step {
+                DurableStep::Done => return Ok(()),
+                DurableStep::Failed(reason) => return Err(reason),
+                DurableStep::Run(job) => {
+                    let upto = job.upto;
+                    let result = (job.run)();
+                    if let Err(e) = &result {
+                        tracing::error!(stream = %self.name, "write or fsync failed; the stream stops acknowledging: {e}");
+                    }
+                    lock(&self.inner).store.synced(upto, result);
+                    // The flusher sends the confirmations this made due.
+                    self.sync_wake.notify_one();
+                }
+                DurableStep::Wait => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err("timed out waiting for the stream's writes".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
     }
 
     /// Stops the stream (server shutdown): final sync, acks, consumer state.
@@ -1883,7 +1988,8 @@ mod tests {
             let upto = job.upto;
             let r = (job.run)();
             store.synced(upto, r);
-            create_consumer_dir(&sim, &dir.join("obs").join("c"), b"{}").expect("consumer");
+            create_consumer_dir(&sim, &dir.join("obs").join("c"), b"{}", &Default::default())
+                .expect("consumer");
             for d in ["/", "/js", STREAMS, "/js/streams/S", "/js/streams/S/obs"] {
                 sim.sync_dir(Path::new(d)).expect("sync");
             }
@@ -1899,6 +2005,7 @@ mod tests {
                     Ok(StreamDir::Meta(_)) => {
                         let store = open(sim, &dir);
                         let consumers = consumer_dirs(sim, &dir.join("obs"))
+                            .expect("consumer dirs")
                             .iter()
                             .filter(|d| sim.exists(&d.join("meta.json")))
                             .map(|d| {
@@ -1962,7 +2069,12 @@ mod tests {
                         vec![("S".to_owned(), 0, Vec::new())],
                         "{case}: the new stream is not empty"
                     );
-                    assert!(consumer_dirs(&sim, &dir.join("obs")).is_empty(), "{case}");
+                    assert!(
+                        consumer_dirs(&sim, &dir.join("obs"))
+                            .expect("consumer dirs")
+                            .is_empty(),
+                        "{case}"
+                    );
                 }
             }
         }
@@ -1976,7 +2088,7 @@ mod tests {
                 drop(store);
                 let c = dir.join("obs").join("d");
                 sim.die_after(Some(k));
-                let created = create_consumer_dir(&sim, &c, b"{}").is_ok();
+                let created = create_consumer_dir(&sim, &c, b"{}", &Default::default()).is_ok();
                 sim.power_loss(PowerLoss::Strict);
                 let found = recover(&sim);
                 let has_d = found
@@ -2000,6 +2112,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Found by the consumer model test: a consumer delete whose rename
+    /// reached the directory but whose fsync failed was refused; a second
+    /// delete found the name gone and confirmed without making the rename
+    /// durable, so a power loss brought the consumer back.
+    #[test]
+    fn a_retried_consumer_delete_makes_the_first_attempts_rename_durable() {
+        use crate::jetstream::store::sim::{PowerLoss, SimFs, SimOp};
+        let sim = SimFs::new(7);
+        let c = Path::new("/js/streams/S/obs/c");
+        consumer::create_consumer_dir(&sim, c, b"{}", &Default::default()).expect("create");
+        sim.fail_next(SimOp::SyncDir);
+        assert!(
+            consumer::remove_consumer_dir(&sim, c).is_err(),
+            "first delete"
+        );
+        consumer::remove_consumer_dir(&sim, c).expect("second delete");
+        sim.power_loss(PowerLoss::Strict);
+        assert!(!sim.exists(c), "a confirmed consumer delete came back");
     }
 
     fn reply_to(router: &Captured, to: &str) -> Option<String> {
@@ -2114,6 +2246,302 @@ mod tests {
             assert!(answer.contains(r#""success":true"#), "{answer}");
             assert_eq!(on_disk(&js, "S"), left, "{api}");
         }
+        js.shutdown();
+    }
+
+    /// A stream `S` (subjects `s.>`) with three messages and a durable
+    /// consumer `C` (explicit ack, `deliver_policy`), on disk under `dir`;
+    /// returns the create's answer.
+    async fn stream_with_consumer(
+        js: &JetStream,
+        captured: &Captured,
+        deliver_policy: &str,
+        before_create: impl FnOnce(),
+    ) -> String {
+        js.on_publish(
+            "$JS.API.STREAM.CREATE.S",
+            Some("r.create"),
+            b"",
+            br#"{"name":"S","subjects":["s.>"],"storage":"file"}"#,
+        );
+        assert!(
+            wait_reply(captured, "r.create")
+                .await
+                .contains("did_create")
+        );
+        for i in 1..=3 {
+            js.on_publish("s.x", Some(&format!("r.pub.{i}")), b"", b"m");
+            wait_reply(captured, &format!("r.pub.{i}")).await;
+        }
+        before_create();
+        let body = format!(
+            r#"{{"stream_name":"S","config":{{"durable_name":"C","ack_policy":"explicit","deliver_policy":"{deliver_policy}"}}}}"#
+        );
+        js.on_publish(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            Some("r.consumer"),
+            b"",
+            body.as_bytes(),
+        );
+        wait_reply(captured, "r.consumer").await
+    }
+
+    fn consumer_dir(root: &Path) -> PathBuf {
+        root.join("jetstream/$G/streams/S/obs/C")
+    }
+
+    /// Found by the consumer model test: the create wrote the consumer's
+    /// starting position after confirming, ignoring a failure, so a
+    /// deliver-new consumer could come back after a restart delivering the
+    /// stream from its first message. The position is now part of the
+    /// create: when it cannot be written the create is refused.
+    #[tokio::test]
+    async fn a_consumer_create_whose_start_position_cannot_be_written_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (js, captured, _router) = file_js(dir.path());
+        // The state file's temporary name is taken by a directory.
+        let blocked = consumer_dir(dir.path()).join("state.tmp");
+        let answer = stream_with_consumer(&js, &captured, "new", || {
+            std::fs::create_dir_all(&blocked).expect("block");
+        })
+        .await;
+        js.shutdown();
+        drop(js);
+        assert!(answer.contains(r#""error""#), "confirmed: {answer}");
+        let (js, _captured, _router) = file_js(dir.path());
+        let stream = js.stream("S").expect("stream S");
+        if let Some(c) = stream.consumer("C") {
+            assert_eq!(c.info().delivered.stream_seq, 3, "start position lost");
+        }
+        js.shutdown();
+    }
+
+    /// Found by the consumer model test: a state file that could not be
+    /// read (an I/O error, not a missing file) restarted the consumer from
+    /// the stream's first message, forgetting its confirmed acks (and the
+    /// next state write overwrote them). Now the start fails clearly.
+    #[tokio::test]
+    async fn a_consumer_whose_state_cannot_be_read_stops_the_start_instead_of_forgetting_acks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            let answer = stream_with_consumer(&js, &captured, "all", || {}).await;
+            assert!(answer.contains(r#""name":"C""#), "{answer}");
+            js.shutdown();
+        }
+        let state = consumer_dir(dir.path()).join("state.json");
+        std::fs::remove_file(&state).expect("remove state");
+        std::fs::create_dir(&state).expect("unreadable state");
+        match JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        }) {
+            Ok(js) => {
+                js.shutdown();
+                panic!("started without the consumer's state");
+            }
+            Err(e) => assert!(e.to_string().contains("state.json"), "{e}"),
+        }
+    }
+
+    /// Found by the consumer model test: a stream's consumer directory
+    /// that could not be listed was taken as "no consumers", so a start
+    /// under a transient error lost every consumer to the clients. Now the
+    /// start fails clearly.
+    #[tokio::test]
+    async fn an_unlistable_consumer_directory_stops_the_start_instead_of_dropping_consumers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            let answer = stream_with_consumer(&js, &captured, "all", || {}).await;
+            assert!(answer.contains(r#""name":"C""#), "{answer}");
+            js.shutdown();
+        }
+        let obs = dir.path().join("jetstream/$G/streams/S/obs");
+        std::fs::rename(&obs, obs.with_extension("kept")).expect("move obs");
+        std::fs::write(&obs, b"not a directory").expect("obs file");
+        match JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        }) {
+            Ok(js) => {
+                let consumers = js.stream("S").map(|s| s.consumer_count());
+                js.shutdown();
+                panic!("started with consumers {consumers:?}");
+            }
+            Err(e) => assert!(e.to_string().contains("obs"), "{e}"),
+        }
+    }
+
+    /// Found by the consumer model test: a consumer delete was confirmed
+    /// even when its directory could not be removed, and the consumer came
+    /// back at the next start. Now the delete is refused and the consumer
+    /// keeps running; once the directory can be removed, the delete holds.
+    #[tokio::test]
+    async fn a_consumer_delete_that_cannot_reach_the_disk_is_refused_and_the_consumer_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let obs = dir.path().join("jetstream/$G/streams/S/obs");
+        let kept = obs.with_extension("kept");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            let answer = stream_with_consumer(&js, &captured, "all", || {}).await;
+            assert!(answer.contains(r#""name":"C""#), "{answer}");
+            std::fs::rename(&obs, &kept).expect("move obs");
+            std::fs::write(&obs, b"not a directory").expect("obs file");
+            js.on_publish("$JS.API.CONSUMER.DELETE.S.C", Some("r.del1"), b"", b"");
+            let refused = wait_reply(&captured, "r.del1").await;
+            assert!(refused.contains(r#""err_code":10051"#), "{refused}");
+            let stream = js.stream("S").expect("stream S");
+            assert!(stream.consumer("C").is_some(), "the consumer was dropped");
+            std::fs::remove_file(&obs).expect("obs file");
+            std::fs::rename(&kept, &obs).expect("restore obs");
+            js.on_publish("$JS.API.CONSUMER.DELETE.S.C", Some("r.del2"), b"", b"");
+            let deleted = wait_reply(&captured, "r.del2").await;
+            assert!(deleted.contains(r#""success":true"#), "{deleted}");
+            js.shutdown();
+        }
+        let (js, _captured, _router) = file_js(dir.path());
+        let stream = js.stream("S").expect("stream S");
+        assert!(
+            stream.consumer("C").is_none(),
+            "a deleted consumer came back"
+        );
+        js.shutdown();
+    }
+
+    /// A copy of `from` at `to`: what a crash at this moment leaves (the
+    /// files as written so far).
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+
+    /// Found by the consumer model test: a work-queue consumer deleted
+    /// while the stream's removals of the messages it acknowledged were not
+    /// yet on disk took with it the only record of those acks (its state
+    /// file, which recovery reapplies): a crash right after the confirmed
+    /// delete brought the messages back. The delete now waits until the
+    /// stream's removals are durable.
+    #[tokio::test]
+    async fn deleting_a_work_queue_consumer_does_not_bring_its_acknowledged_messages_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.W",
+                Some("r.create"),
+                b"",
+                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+            );
+            assert!(
+                wait_reply(&captured, "r.create")
+                    .await
+                    .contains("did_create")
+            );
+            js.on_publish(
+                "$JS.API.CONSUMER.CREATE.W.wq",
+                Some("r.consumer"),
+                b"",
+                br#"{"stream_name":"W","config":{"durable_name":"wq","ack_policy":"explicit"}}"#,
+            );
+            wait_reply(&captured, "r.consumer").await;
+            for i in 1..=5 {
+                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+                wait_reply(&captured, &format!("r.pub.{i}")).await;
+            }
+            js.shutdown();
+        }
+        // The consumer's acks of 1..=3 are on disk; the stream's removals
+        // are not.
+        let state = dir.path().join("jetstream/$G/streams/W/obs/wq/state.json");
+        std::fs::write(
+            &state,
+            br#"{"delivered_consumer_seq":3,"delivered_stream_seq":3,"ack_floor_consumer_seq":3,"ack_floor_stream_seq":3,"next_sseq":4,"pending":[],"lps":[]}"#,
+        )
+        .expect("write state");
+        let crashed = tempfile::tempdir().expect("tempdir");
+        {
+            // The start reapplies the acks (in memory); the delete comes
+            // before the flusher ever runs (nothing here yields), and the
+            // process dies as soon as it is confirmed.
+            let (js, captured, _router) = file_js(dir.path());
+            crate::jetstream::api::handle(&js, "CONSUMER.DELETE.W.wq", Some("r.del"), b"", b"");
+            let answer = reply_to(&captured, "r.del").expect("delete answered");
+            assert!(answer.contains(r#""success":true"#), "{answer}");
+            copy_tree(dir.path(), crashed.path());
+            js.shutdown();
+        }
+        let (js, _captured, _router) = file_js(crashed.path());
+        let st = js.stream("W").expect("stream W").state();
+        assert_eq!(
+            (st.msgs, st.first_seq),
+            (2, 4),
+            "acknowledged work-queue messages came back after the consumer's delete"
+        );
+        js.shutdown();
+    }
+
+    /// Found by the consumer model test: a work-queue message its consumer
+    /// gave up on after max_deliver attempts stays in the stream (as on
+    /// nats-server 2.15.1), but the restart's reapplied acks counted it as
+    /// acknowledged and removed it. The state file now lists such messages.
+    #[tokio::test]
+    async fn a_work_queue_message_given_up_after_max_deliver_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.W",
+                Some("r.create"),
+                b"",
+                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+            );
+            assert!(
+                wait_reply(&captured, "r.create")
+                    .await
+                    .contains("did_create")
+            );
+            js.on_publish(
+                "$JS.API.CONSUMER.CREATE.W.C",
+                Some("r.consumer"),
+                b"",
+                br#"{"stream_name":"W","config":{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":50000000}}"#,
+            );
+            wait_reply(&captured, "r.consumer").await;
+            for i in 1..=2 {
+                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+                wait_reply(&captured, &format!("r.pub.{i}")).await;
+            }
+            js.on_publish(
+                "$JS.API.CONSUMER.MSG.NEXT.W.C",
+                Some("r.pull"),
+                b"",
+                br#"{"batch":2}"#,
+            );
+            let stream = js.stream("W").expect("stream W");
+            let c = stream.consumer("C").expect("consumer C");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while c.info().num_ack_pending > 0 || c.info().delivered.stream_seq < 2 {
+                assert!(tokio::time::Instant::now() < deadline, "{:?}", c.info());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(stream.state().msgs, 2, "given up, not acknowledged");
+            js.shutdown();
+        }
+        let (js, _captured, _router) = file_js(dir.path());
+        let st = js.stream("W").expect("stream W").state();
+        assert_eq!(
+            st.msgs, 2,
+            "unacknowledged work-queue messages removed at restart"
+        );
         js.shutdown();
     }
 

@@ -26,8 +26,9 @@
 //! survive a process crash, and survives a power loss only once a `close` or
 //! a recovery fsynced it (the documented window).
 //!
-//! These are store-level operations only: consumer acks and naks live in
-//! the stream's consumers, which this test does not drive.
+//! These are store-level operations only: consumer creates, deletes,
+//! deliveries, acks and naks are driven by the consumers' own model test
+//! (`stream::consumer::model`), on the same simulated filesystem.
 //!
 //! Replay one seed with its operations printed:
 //! `SEED=<n> cargo test -p bus-embedded-server --lib store::file::model -- --nocapture`.
