@@ -304,111 +304,67 @@ fn a_pull_whose_message_read_hangs_leaves_the_async_worker_free() {
     assert_eq!(s.sent.to("inbox.1"), vec![b"one".to_vec(), b"two".to_vec()]);
 }
 
-#[test]
-fn a_direct_get_whose_read_hangs_leaves_the_async_worker_free() {
+/// Sends the API request `subject` with `body` from a task on the only
+/// worker while the stream's reads hang; checks that the worker stays free
+/// and nothing is answered before the read completes; then releases the
+/// read and returns the `n` answers sent to the reply subject.
+fn api_request_while_reads_hang(
+    subject: &'static str,
+    body: &'static [u8],
+    n: usize,
+) -> Vec<Vec<u8>> {
     let runtime = one_worker();
     let _guard = runtime.enter();
     let s = setup();
 
     s.gate.arm(true);
     let js = Arc::clone(&s.js);
-    runtime.spawn(async move {
-        js.on_publish(
-            "$JS.API.DIRECT.GET.S",
-            Some("inbox.get"),
-            b"",
-            br#"{"seq":2}"#,
-        )
-    });
+    runtime.spawn(async move { js.on_publish(subject, Some("inbox.api"), b"", body) });
     assert!(
         s.gate.wait_entered(Duration::from_secs(5)),
-        "the direct get never read the stream"
+        "{subject} never read the stream"
     );
     assert!(
         worker_is_free(&runtime),
-        "a direct get waiting on the disk holds the async worker"
+        "{subject} waiting on the disk holds the async worker"
+    );
+    assert!(
+        s.sent.to("inbox.api").is_empty(),
+        "{subject} answered (in part) before the hung read"
     );
 
     s.gate.arm(false);
     assert!(
-        received(&s.sent, "inbox.get", 1),
-        "no answer once the disk answered"
+        received(&s.sent, "inbox.api", n),
+        "{subject}: not answered once the disk answered: {:?}",
+        s.sent.to("inbox.api")
     );
-    assert_eq!(s.sent.to("inbox.get"), vec![b"two".to_vec()]);
+    s.sent.to("inbox.api")
+}
+
+#[test]
+fn a_direct_get_whose_read_hangs_leaves_the_async_worker_free() {
+    let answers = api_request_while_reads_hang("$JS.API.DIRECT.GET.S", br#"{"seq":2}"#, 1);
+    assert_eq!(answers, vec![b"two".to_vec()]);
+}
+
+#[test]
+fn a_direct_get_of_a_subjects_last_message_whose_read_hangs_leaves_the_async_worker_free() {
+    let answers = api_request_while_reads_hang("$JS.API.DIRECT.GET.S.s.a", b"", 1);
+    assert_eq!(answers, vec![b"two".to_vec()]);
 }
 
 #[test]
 fn a_msg_get_whose_read_hangs_leaves_the_async_worker_free() {
-    let runtime = one_worker();
-    let _guard = runtime.enter();
-    let s = setup();
-
-    s.gate.arm(true);
-    let js = Arc::clone(&s.js);
-    runtime.spawn(async move {
-        js.on_publish(
-            "$JS.API.STREAM.MSG.GET.S",
-            Some("inbox.msg"),
-            b"",
-            br#"{"seq":1}"#,
-        )
-    });
-    assert!(
-        s.gate.wait_entered(Duration::from_secs(5)),
-        "the message get never read the stream"
-    );
-    assert!(
-        worker_is_free(&runtime),
-        "a message get waiting on the disk holds the async worker"
-    );
-
-    s.gate.arm(false);
-    assert!(
-        received(&s.sent, "inbox.msg", 1),
-        "no answer once the disk answered"
-    );
-    let body = String::from_utf8_lossy(&s.sent.to("inbox.msg")[0]).into_owned();
+    let answers = api_request_while_reads_hang("$JS.API.STREAM.MSG.GET.S", br#"{"seq":1}"#, 1);
+    let body = String::from_utf8_lossy(&answers[0]).into_owned();
     assert!(body.contains("\"seq\":1"), "{body}");
 }
 
 #[test]
 fn a_batched_direct_get_whose_read_hangs_leaves_the_async_worker_free_and_answers_whole() {
-    let runtime = one_worker();
-    let _guard = runtime.enter();
-    let s = setup();
-
-    s.gate.arm(true);
-    let js = Arc::clone(&s.js);
-    runtime.spawn(async move {
-        js.on_publish(
-            "$JS.API.DIRECT.GET.S",
-            Some("inbox.batch"),
-            b"",
-            br#"{"seq":1,"batch":5}"#,
-        )
-    });
-    assert!(
-        s.gate.wait_entered(Duration::from_secs(5)),
-        "the batched direct get never read the stream"
-    );
-    assert!(
-        worker_is_free(&runtime),
-        "a batched direct get waiting on the disk holds the async worker"
-    );
-    assert!(
-        s.sent.to("inbox.batch").is_empty(),
-        "part of a batch went out before the hung read"
-    );
-
-    s.gate.arm(false);
+    let answers =
+        api_request_while_reads_hang("$JS.API.DIRECT.GET.S", br#"{"seq":1,"batch":5}"#, 3);
     // Both messages, then the end-of-batch status (empty body).
-    assert!(
-        received(&s.sent, "inbox.batch", 3),
-        "{:?}",
-        s.sent.to("inbox.batch")
-    );
-    assert_eq!(
-        s.sent.to("inbox.batch"),
-        vec![b"one".to_vec(), b"two".to_vec(), Vec::new()]
-    );
+    assert_eq!(answers, vec![b"one".to_vec(), b"two".to_vec(), Vec::new()]);
 }
