@@ -260,11 +260,25 @@ struct PullBody {
     max_bytes: i64,
     no_wait: bool,
     idle_heartbeat: i64,
+    // Clients send `null` for the priority fields they leave unset.
+    #[serde(deserialize_with = "null_as_default")]
     group: String,
+    #[serde(deserialize_with = "null_as_default")]
     min_pending: i64,
+    #[serde(deserialize_with = "null_as_default")]
     min_ack_pending: i64,
+    #[serde(deserialize_with = "null_as_default")]
     id: String,
+    #[serde(deserialize_with = "null_as_default")]
     priority: i64,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl PullBody {
