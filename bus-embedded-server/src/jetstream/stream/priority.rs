@@ -156,7 +156,7 @@ pub(crate) fn check_request(
     if p.group.is_empty() {
         return Err(Refusal::BadRequest("Priority Group missing"));
     }
-    if !cfg.priority_groups.iter().any(|g| *g == p.group) {
+    if !cfg.priority_groups.contains(&p.group) {
         return Err(Refusal::BadRequest("Invalid Priority Group"));
     }
     match pin {
