@@ -186,6 +186,27 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "priority groups: a waiting overflow request is served once the backlog grows",
+            vec![
+                create("S", STREAM),
+                consumer(
+                    "O",
+                    r#","priority_policy":"overflow","priority_groups":["A"]"#,
+                ),
+                raw("s.1", "one"),
+                pull(
+                    "S",
+                    "O",
+                    r#"{"batch":3,"group":"A","min_pending":3,"expires":1500000000}"#,
+                )
+                .collect(100),
+                raw("s.2", "two"),
+                raw("s.3", "three"),
+                sleep(100),
+                api("CONSUMER.INFO.S.O", ""),
+            ],
+        ),
+        (
             "priority groups: prioritized serves the lowest priority value first",
             vec![
                 create("S", STREAM),
@@ -214,6 +235,39 @@ fn scenarios() -> Vec<Scenario> {
                 raw("s.1", "first goes to priority 1"),
                 sleep(100),
                 raw("s.2", "second goes to priority 3"),
+            ],
+        ),
+        (
+            "priority groups: prioritized takes turns within one priority",
+            vec![
+                create("S", STREAM),
+                consumer(
+                    "Q",
+                    r#","priority_policy":"prioritized","priority_groups":["A"]"#,
+                ),
+                pull(
+                    "S",
+                    "Q",
+                    r#"{"batch":2,"group":"A","priority":1,"expires":1000000000}"#,
+                )
+                .collect(50),
+                pull(
+                    "S",
+                    "Q",
+                    r#"{"batch":2,"group":"A","priority":1,"expires":1000000000}"#,
+                )
+                .collect(50),
+                pull(
+                    "S",
+                    "Q",
+                    r#"{"batch":2,"group":"A","priority":4,"expires":1000000000}"#,
+                )
+                .collect(50),
+                raw("s.1", "a"),
+                raw("s.2", "b"),
+                raw("s.3", "c"),
+                raw("s.4", "d"),
+                raw("s.5", "e"),
             ],
         ),
     ]
