@@ -270,6 +270,25 @@ fn scenarios() -> Vec<Scenario> {
                 raw("s.5", "e"),
             ],
         ),
+        (
+            "waiting pull requests take turns (plain and overflow consumers)",
+            vec![
+                create("S", STREAM),
+                consumer("N", r#","deliver_policy":"new""#),
+                consumer(
+                    "O",
+                    r#","deliver_policy":"new","priority_policy":"overflow","priority_groups":["A"]"#,
+                ),
+                pull("S", "N", r#"{"batch":2,"expires":1000000000}"#).collect(50),
+                pull("S", "N", r#"{"batch":2,"expires":1000000000}"#).collect(50),
+                pull("S", "O", r#"{"batch":2,"group":"A","expires":1000000000}"#).collect(50),
+                pull("S", "O", r#"{"batch":2,"group":"A","expires":1000000000}"#).collect(50),
+                raw("s.1", "a"),
+                raw("s.2", "b"),
+                raw("s.3", "c"),
+                raw("s.4", "d"),
+            ],
+        ),
     ]
 }
 

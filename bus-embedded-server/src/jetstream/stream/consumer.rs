@@ -1206,10 +1206,15 @@ impl Consumer {
                 if let Some(h) = req.heartbeat {
                     req.next_hb = Some(later(now, h));
                 }
+                // Waiting requests take turns, as in nats-server: one that
+                // wants more goes to the back (behind the others of its
+                // priority, on a prioritized consumer).
                 if req.batch == 0 {
                     st.waiting.pop_front();
                 } else if st.config.priority_policy == PriorityPolicy::Prioritized {
                     st.waiting.requeue_front_by_rank();
+                } else {
+                    st.waiting.cycle();
                 }
             }
         }
