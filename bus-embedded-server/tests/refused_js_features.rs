@@ -1,7 +1,9 @@
-//! Newer JetStream options this server does not build yet are refused
-//! with an API error naming them, never accepted and ignored: a client
-//! that asks for a consumer priority group or a pinned client must not
-//! believe it has one.
+//! Newer JetStream options are either honoured or refused with an API
+//! error naming them, never accepted and ignored. Consumer priority groups
+//! and pinned clients used to be refused here (10012); they are built now
+//! (`stream::priority`), so this checks they are no longer refused, that
+//! they are kept, not dropped, across a restart, and that the pin (held in
+//! memory, as nats-server holds it) does not outlive the server.
 
 use std::time::Duration;
 
@@ -17,20 +19,30 @@ async fn api(c: &async_nats::Client, api: &str, body: Value) -> Value {
     serde_json::from_slice(&reply.payload).expect("JSON answer")
 }
 
-fn error_of(v: &Value) -> (i64, String) {
-    (
-        v["error"]["err_code"].as_i64().unwrap_or(0),
-        v["error"]["description"].as_str().unwrap_or("").to_owned(),
+async fn pull(c: &async_nats::Client, body: Value) -> async_nats::Message {
+    let inbox = c.new_inbox();
+    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
+    c.publish_with_reply(
+        "$JS.API.CONSUMER.MSG.NEXT.S.C",
+        inbox,
+        body.to_string().into(),
     )
+    .await
+    .expect("pull");
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an answer to the pull")
+        .expect("open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_priority_groups_and_pinning_are_refused_not_ignored() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn our_server(
+    dir: &std::path::Path,
+) -> (bus_embedded_server::ServerHandle, async_nats::Client) {
     let server = start(ServerConfig {
         port: 0,
         jetstream: Some(JetStreamConfig {
-            store_dir: dir.path().to_path_buf(),
+            store_dir: dir.to_path_buf(),
             ..JetStreamConfig::default()
         }),
         ..ServerConfig::default()
@@ -42,6 +54,13 @@ async fn consumer_priority_groups_and_pinning_are_refused_not_ignored() {
         .connect(format!("nats://{}", server.addr()))
         .await
         .expect("connect");
+    (server, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_groups_are_honoured_kept_across_a_restart_and_the_pin_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, c) = our_server(dir.path()).await;
     let created = api(
         &c,
         "STREAM.CREATE.S",
@@ -49,45 +68,66 @@ async fn consumer_priority_groups_and_pinning_are_refused_not_ignored() {
     )
     .await;
     assert!(created.get("error").is_none(), "{created}");
-
-    let consumer = |extra: Value| {
-        let mut config = json!({"name": "C", "ack_policy": "explicit"});
-        if let (Value::Object(m), Value::Object(e)) = (&mut config, extra) {
-            m.extend(e);
-        }
-        json!({"stream_name": "S", "config": config})
-    };
-    for (extra, text) in [
-        (
-            json!({"priority_groups": ["jobs"], "priority_policy": "overflow"}),
-            "consumer priority groups are not supported by this server",
-        ),
-        (
-            json!({"priority_policy": "pinned_client"}),
-            "consumer priority policies are not supported by this server",
-        ),
-    ] {
-        let v = api(&c, "CONSUMER.CREATE.S.C", consumer(extra.clone())).await;
-        assert_eq!(error_of(&v), (10012, text.to_owned()), "for {extra}");
-    }
-    let info = api(&c, "STREAM.INFO.S", json!({})).await;
-    assert_eq!(info["state"]["consumer_count"], 0, "nothing was created");
-
-    // The fields at nats-server's defaults ask for nothing.
+    let config = json!({
+        "durable_name": "C",
+        "ack_policy": "explicit",
+        "priority_groups": ["jobs"],
+        "priority_policy": "pinned_client",
+        "priority_timeout": 60_000_000_000i64,
+    });
     let v = api(
         &c,
-        "CONSUMER.CREATE.S.C",
-        consumer(json!({"priority_policy": "none", "priority_groups": []})),
+        "CONSUMER.DURABLE.CREATE.S.C",
+        json!({"stream_name": "S", "config": config}),
     )
     .await;
-    assert!(v.get("error").is_none(), "{v}");
-    assert!(
-        v["config"].get("priority_policy").is_none(),
-        "an option not built is not echoed back as if it were: {v}"
-    );
+    assert!(v.get("error").is_none(), "not refused: {v}");
+    assert_eq!(v["config"]["priority_policy"], "pinned_client", "{v}");
+    assert_eq!(v["config"]["priority_groups"], json!(["jobs"]));
+    assert_eq!(v["config"]["priority_timeout"], 60_000_000_000i64);
 
-    // The call is answered, not left to time out.
-    let v = api(&c, "CONSUMER.UNPIN.S.C", json!({"group": "jobs"})).await;
-    assert_eq!(error_of(&v).0, 10012);
+    for i in 0..2 {
+        c.request("s.x", format!("m{i}").into())
+            .await
+            .expect("publish");
+    }
+    let m = pull(&c, json!({"batch": 1, "group": "jobs"})).await;
+    let pin = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Pin-Id"))
+        .map(|v| v.as_str().to_owned())
+        .expect("pinned");
+    let info = api(&c, "CONSUMER.INFO.S.C", json!({})).await;
+    assert_eq!(info["priority_groups"][0]["pinned_client_id"], json!(pin));
+
+    // The UNPIN call is answered (not left to time out), also when wrong.
+    let v = api(&c, "CONSUMER.UNPIN.S.C", json!({"group": "other"})).await;
+    assert_eq!(v["error"]["err_code"], 10160, "{v}");
+
+    server.shutdown(Duration::from_secs(2)).await;
+    let (server, c) = our_server(dir.path()).await;
+    let info = api(&c, "CONSUMER.INFO.S.C", json!({})).await;
+    assert_eq!(info["config"]["priority_policy"], "pinned_client", "{info}");
+    assert_eq!(info["config"]["priority_groups"], json!(["jobs"]));
+    assert_eq!(
+        info["priority_groups"],
+        json!([{"group": "jobs", "pinned_ts": "0001-01-01T00:00:00Z"}]),
+        "no pin after a restart"
+    );
+    // The old pin is stale: its pull ends with 423 when a message is there.
+    let m = pull(&c, json!({"batch": 1, "group": "jobs", "id": pin})).await;
+    assert_eq!(m.status.map(|s| s.as_u16()), Some(423));
+    assert_eq!(m.description.as_deref(), Some("Nats-Wrong-Pin-Id"));
+    // A new client gets the message and a new pin.
+    let m = pull(&c, json!({"batch": 1, "group": "jobs"})).await;
+    assert_eq!(m.payload.as_ref(), b"m1");
+    let new_pin = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Pin-Id"))
+        .map(|v| v.as_str().to_owned())
+        .expect("pinned again");
+    assert_ne!(new_pin, pin);
     server.shutdown(Duration::from_secs(1)).await;
 }

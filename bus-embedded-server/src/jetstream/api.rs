@@ -14,6 +14,7 @@ use super::headers::{self, HeaderBuilder};
 use super::store::{Purge, StoredMsg, nowait};
 use super::stream::Stream;
 use super::stream::consumer::Consumer;
+use super::stream::priority;
 use super::types::{
     AckPolicy, ConsumerConfig, DeliverPolicy, Retention, StreamConfig, StreamStateJson, now_nanos,
     rfc3339,
@@ -198,11 +199,9 @@ pub(crate) fn handle(
                 consumer_reset(js, stream, name, data),
             )
         }
-        ["CONSUMER", "UNPIN", _, _] => (
+        ["CONSUMER", "UNPIN", stream, name] => (
             "consumer_unpin_response",
-            Err(err(ApiError::consumer_create(
-                "consumer pinned clients are not supported by this server",
-            ))),
+            consumer_unpin(js, stream, name, data),
         ),
         // nats-server answers nothing to an unknown API subject (its
         // `$JS.API.>` subscription takes it).
@@ -303,6 +302,7 @@ fn error_reply(api: &str, error: ApiError) -> Option<String> {
         ["CONSUMER", "NAMES", _] => "consumer_names_response",
         ["CONSUMER", "LIST", _] => "consumer_list_response",
         ["CONSUMER", "PAUSE", _, _] => "consumer_pause_response",
+        ["CONSUMER", "UNPIN", _, _] => "consumer_unpin_response",
         ["STREAM", "SNAPSHOT", _] => "stream_snapshot_response",
         _ => return None,
     };
@@ -1143,6 +1143,32 @@ fn consumer_pause(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) ->
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
+struct UnpinRequest {
+    group: String,
+}
+
+/// `CONSUMER.UNPIN` (priority groups): the consumer forgets its pin, so
+/// the next request of the group to be served gets a new one.
+fn consumer_unpin(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) -> ApiResult {
+    let req: UnpinRequest = parse(data)?;
+    if req.group.is_empty() {
+        return Err(err(ApiError::invalid_json("consumer group not specified")));
+    }
+    if !priority::valid_group_name(&req.group) {
+        return Err(err(ApiError::invalid_group_name()));
+    }
+    let stream = js
+        .stream(stream_name)
+        .ok_or_else(|| err(ApiError::stream_not_found()))?;
+    let consumer = stream
+        .consumer(name)
+        .ok_or_else(|| err(ApiError::consumer_not_found()))?;
+    consumer.unpin(js, &req.group).map_err(err)?;
+    Ok(json!({}))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct ResetRequest {
     seq: u64,
 }
@@ -1180,11 +1206,7 @@ fn check_consumer_config(
     durable: bool,
 ) -> Result<(), ApiError> {
     let _ = durable;
-    if let Some(what) = cfg.unsupported_feature() {
-        return Err(ApiError::consumer_create(format!(
-            "{what} not supported by this server"
-        )));
-    }
+    priority::normalize(cfg);
     let scfg = stream.config();
     if !cfg.filter_subject.is_empty() && !cfg.filter_subjects.is_empty() {
         return Err(ApiError::duplicate_filter_subjects());
@@ -1301,7 +1323,7 @@ fn check_consumer_config(
             return Err(ApiError::wq_not_deliver_all());
         }
     }
-    Ok(())
+    priority::check_config(cfg)
 }
 
 fn policy_name(p: DeliverPolicy) -> &'static str {

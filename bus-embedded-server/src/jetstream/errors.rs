@@ -105,6 +105,13 @@ api_errors! {
     batch_commit_invalid => 400, 10200, "atomic publish batch commit is invalid";
     batch_duplicate_msg_id => 400, 10201, "atomic publish batch contains duplicate message id";
     batch_too_many_inflight => 429, 10210, "atomic publish too many inflight";
+    priority_policy_without_group => 400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set";
+    invalid_priority_group => 400, 10160, "Provided priority group does not exist for this consumer";
+    empty_group_name => 400, 10161, "Group name cannot be an empty string";
+    invalid_group_name => 400, 10162, "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed 16 characters";
+    push_with_priority_group => 400, 10178, "priority groups can not be used with push consumers";
+    priority_group_with_policy_none => 400, 10196, "consumer can not have priority groups when policy is none";
+    pinned_ttl_without_priority_policy => 400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none";
 }
 
 impl ApiError {

@@ -333,6 +333,45 @@ pub enum ReplayPolicy {
     Original,
 }
 
+/// A consumer's priority policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityPolicy {
+    /// No priority groups.
+    #[default]
+    None,
+    /// Requests with `min_pending` / `min_ack_pending` serve the overflow.
+    Overflow,
+    /// One client at a time, by pin id.
+    PinnedClient,
+    /// Requests served by their `priority`, lowest first.
+    Prioritized,
+}
+
+impl PriorityPolicy {
+    /// Whether this is `none` (for `skip_serializing_if`).
+    pub fn is_none(&self) -> bool {
+        *self == PriorityPolicy::None
+    }
+}
+
+impl<'de> Deserialize<'de> for PriorityPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "none" => PriorityPolicy::None,
+            "overflow" => PriorityPolicy::Overflow,
+            "pinned_client" => PriorityPolicy::PinnedClient,
+            "prioritized" => PriorityPolicy::Prioritized,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown priority policy: {other:?}"
+                )));
+            }
+        })
+    }
+}
+
 /// A consumer's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -423,37 +462,23 @@ pub struct ConsumerConfig {
     /// is stored as none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_until: Option<String>,
-    /// Fields this server does not know, kept to refuse the ones that ask
-    /// for a feature it lacks (see [`ConsumerConfig::unsupported_feature`]);
-    /// never stored or shown.
-    #[serde(flatten, skip_serializing)]
-    pub other: BTreeMap<String, serde_json::Value>,
+    /// Priority groups (pull consumers with a priority policy).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub priority_groups: Vec<String>,
+    /// Priority policy.
+    #[serde(skip_serializing_if = "PriorityPolicy::is_none")]
+    pub priority_policy: PriorityPolicy,
+    /// How long a pin lasts without a request carrying it, nanoseconds
+    /// (`pinned_client`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority_timeout: i64,
 }
 
-impl ConsumerConfig {
-    /// The first newer nats-server consumer option set to something this
-    /// server cannot honour (priority groups, pinning), named for
-    /// the refusal (`"<feature> is"` / `"... are"`); none when every such field is absent or at its
-    /// nats-server default.
-    pub fn unsupported_feature(&self) -> Option<&'static str> {
-        use serde_json::Value;
-        let set = |key: &str| match self.other.get(key) {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => !(s.is_empty() || s == "none" || s == "0001-01-01T00:00:00Z"),
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-            Some(_) => true,
-        };
-        [
-            ("priority_groups", "consumer priority groups are"),
-            ("priority_policy", "consumer priority policies are"),
-            ("priority_timeout", "consumer pinned clients are"),
-            ("pinned_ttl", "consumer pinned clients are"),
-        ]
-        .into_iter()
-        .find(|(key, _)| set(key))
-        .map(|(_, what)| what)
-    }
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Default for ConsumerConfig {
@@ -489,7 +514,9 @@ impl Default for ConsumerConfig {
             mem_storage: false,
             metadata: None,
             pause_until: None,
-            other: BTreeMap::new(),
+            priority_groups: Vec::new(),
+            priority_policy: PriorityPolicy::None,
+            priority_timeout: 0,
         }
     }
 }
@@ -623,6 +650,21 @@ pub struct ConsumerInfoJson {
     /// Nanoseconds until the pause ends, while paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_remaining: Option<i64>,
+    /// The first priority group and its pin (consumers with groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_groups: Option<Vec<PriorityGroupState>>,
     /// Response time.
     pub ts: String,
+}
+
+/// A priority group's state in consumer info.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriorityGroupState {
+    /// The group.
+    pub group: String,
+    /// The pin id, while pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_client_id: Option<String>,
+    /// When it was pinned (Go's zero time when not).
+    pub pinned_ts: String,
 }

@@ -339,6 +339,9 @@ pub fn describe(m: &Message, inbox: &str) -> Value {
                 .map(|x| {
                     if name == "Nats-Time-Stamp" {
                         "<time>".to_owned()
+                    } else if name == "Nats-Pin-Id" && !x.as_str().is_empty() {
+                        // A pinned consumer's pin id is random.
+                        "<pin>".to_owned()
                     } else {
                         x.to_string()
                     }
@@ -469,7 +472,15 @@ pub fn normalise(v: &mut Value) {
                     *t = json!("<time>");
                 }
             }
-            for key in ["first_ts", "last_ts"] {
+            // Priority groups: pin ids are random.
+            for key in ["pinned_client_id", "pinned_id"] {
+                if let Some(t) = map.get_mut(key)
+                    && t.is_string()
+                {
+                    *t = json!("<pin>");
+                }
+            }
+            for key in ["first_ts", "last_ts", "pinned_ts"] {
                 if let Some(t) = map.get_mut(key)
                     && t.as_str() != Some("0001-01-01T00:00:00Z")
                 {

@@ -13,13 +13,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Stream;
+use super::priority::{self, Pin, PriorityPolicy, PullPriority, Verdict};
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers::HeaderBuilder;
 use crate::jetstream::store::storage::{self, RealFs, Storage};
 use crate::jetstream::store::{StoredMsg, SubjectFilter, nowait};
 use crate::jetstream::types::{
-    AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, Retention, SequencePair,
-    StorageType, now_nanos, rfc3339,
+    AckPolicy, ConsumerConfig, ConsumerInfoJson, DeliverPolicy, PriorityGroupState, Retention,
+    SequencePair, StorageType, now_nanos, rfc3339,
 };
 use crate::jetstream::{JetStream, atomic_write, lock, nanos, read, write};
 
@@ -169,6 +170,8 @@ struct PullRequest {
     heartbeat: Option<Duration>,
     next_hb: Option<Instant>,
     delivered: u64,
+    /// The request's priority fields, on a consumer with a priority policy.
+    priority: Option<PullPriority>,
 }
 
 impl PullRequest {
@@ -245,6 +248,47 @@ impl WaitQueue {
         self.queue.push_back(req);
     }
 
+    /// Adds `req` after every waiting request of the same or a better
+    /// (lower) priority rank (`prioritized` consumers).
+    fn insert_by_rank(&mut self, req: PullRequest) {
+        self.push_back(req);
+        self.settle_back();
+    }
+
+    /// Moves the last request forward past those of a worse rank.
+    fn settle_back(&mut self) {
+        let Some(last) = self.queue.len().checked_sub(1) else {
+            return;
+        };
+        let rank = PullPriority::rank(self.queue[last].priority.as_ref());
+        let at = self
+            .queue
+            .iter()
+            .position(|w| PullPriority::rank(w.priority.as_ref()) > rank)
+            .unwrap_or(last);
+        if at < last
+            && let Some(req) = self.queue.pop_back()
+        {
+            self.queue.insert(at, req);
+        }
+    }
+
+    /// Moves the head request to the back (passed over for now).
+    fn cycle(&mut self) {
+        if let Some(req) = self.queue.pop_front() {
+            self.queue.push_back(req);
+        }
+    }
+
+    /// A prioritized consumer served the head request, which wants more:
+    /// it goes behind the others of its rank.
+    fn requeue_front_by_rank(&mut self) {
+        if self.queue.len() > 1 {
+            self.cycle();
+            self.settle_back();
+        }
+    }
+
     fn retain(&mut self, mut keep: impl FnMut(&PullRequest) -> bool) {
         let (replies, idle) = (&mut self.replies, &mut self.ends_when_idle);
         self.queue.retain(|w| {
@@ -297,6 +341,38 @@ struct PullBody {
     max_bytes: i64,
     no_wait: bool,
     idle_heartbeat: i64,
+    // Clients send `null` for the priority fields they leave unset.
+    #[serde(deserialize_with = "null_as_default")]
+    group: String,
+    #[serde(deserialize_with = "null_as_default")]
+    min_pending: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    min_ack_pending: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    id: String,
+    #[serde(deserialize_with = "null_as_default")]
+    priority: i64,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl PullBody {
+    /// Its priority fields (a JSON request always has them).
+    fn take_priority(&mut self) -> PullPriority {
+        PullPriority {
+            group: std::mem::take(&mut self.group),
+            min_pending: self.min_pending,
+            min_ack_pending: self.min_ack_pending,
+            id: std::mem::take(&mut self.id),
+            priority: self.priority,
+        }
+    }
 }
 
 enum Source {
@@ -348,6 +424,8 @@ struct CState {
     /// Unix nanoseconds of the last delivery and ack (0 = none yet).
     last_delivered: i64,
     last_acked: i64,
+    /// The current pin (`pinned_client` consumers).
+    pin: Option<Pin>,
 }
 
 /// A consumer.
@@ -611,6 +689,16 @@ impl Consumer {
             push_bound: st.config.is_push() && st.push_bound,
             paused: pause_remaining.is_some(),
             pause_remaining,
+            priority_groups: st.config.priority_groups.first().map(|group| {
+                vec![PriorityGroupState {
+                    group: group.clone(),
+                    pinned_client_id: st.pin.as_ref().map(|p| p.id.clone()),
+                    pinned_ts: st
+                        .pin
+                        .as_ref()
+                        .map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |p| rfc3339(p.ts)),
+                }]
+            }),
             ts: rfc3339(now_nanos()),
         }
     }
@@ -621,19 +709,24 @@ impl Consumer {
             return;
         };
         let text = std::str::from_utf8(body).unwrap_or("").trim();
-        let req = if text.is_empty() {
-            PullBody {
+        let (req, mut prio) = if text.is_empty() {
+            let body = PullBody {
                 batch: 1,
                 ..PullBody::default()
-            }
+            };
+            (body, None)
         } else if let Ok(n) = text.parse::<i64>() {
-            PullBody {
+            let body = PullBody {
                 batch: n,
                 ..PullBody::default()
-            }
+            };
+            (body, None)
         } else {
             match serde_json::from_str::<PullBody>(text) {
-                Ok(b) => b,
+                Ok(mut b) => {
+                    let p = b.take_priority();
+                    (b, Some(p))
+                }
                 Err(e) => {
                     status(js, reply, 400, &format!("Bad Request - {e}"));
                     return;
@@ -676,6 +769,27 @@ impl Consumer {
             status(js, reply, 400, "Bad Request - heartbeat value too large");
             return;
         }
+        match priority::check_request(&st.config, st.pin.as_ref(), prio.as_ref()) {
+            Ok(carries_pin) => {
+                if carries_pin {
+                    // A request with the pin keeps it alive.
+                    let ttl = nanos(st.config.priority_timeout);
+                    if let Some(pin) = st.pin.as_mut() {
+                        pin.expires = later(Instant::now(), ttl);
+                    }
+                }
+            }
+            Err(refusal) => {
+                drop(st);
+                let (code, text) = refusal.status();
+                status(js, reply, code, &text);
+                return;
+            }
+        }
+        let policy = st.config.priority_policy;
+        if policy.is_none() {
+            prio = None;
+        }
         // Whatever max_waiting says (nats-server accepts any), no consumer
         // holds more than MAX_WAITING_CEILING requests: each costs memory.
         let max_waiting = usize::try_from(st.config.max_waiting)
@@ -690,7 +804,7 @@ impl Consumer {
         }
         let now = Instant::now();
         let heartbeat = (req.idle_heartbeat > 0).then(|| nanos(req.idle_heartbeat));
-        st.waiting.push_back(PullRequest {
+        let request = PullRequest {
             reply: reply.to_owned(),
             batch,
             max_bytes: u64::try_from(req.max_bytes).ok().filter(|b| *b > 0),
@@ -699,7 +813,13 @@ impl Consumer {
             heartbeat,
             next_hb: heartbeat.map(|h| later(now, h)),
             delivered: 0,
-        });
+            priority: prio,
+        };
+        if policy == PriorityPolicy::Prioritized {
+            st.waiting.insert_by_rank(request);
+        } else {
+            st.waiting.push_back(request);
+        }
         st.last_active = now;
         // Served here, on the connection's worker, as far as the page cache
         // holds the messages; a read that would wait on the disk is left to
@@ -942,6 +1062,17 @@ impl Consumer {
                 })
             };
             let pending_after = next_remaining.unwrap_or(0);
+            // A priority policy picks which waiting request gets it.
+            let mut just_pinned = false;
+            if !push && !st.config.priority_policy.is_none() {
+                match self.choose_request(js, st, pending_after + 1) {
+                    Some(pinned) => just_pinned = pinned,
+                    None => {
+                        st.unread(&msg, source);
+                        break;
+                    }
+                }
+            }
             let ack_reply = format!(
                 "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
                 self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
@@ -955,6 +1086,10 @@ impl Consumer {
                 && req.max_bytes.is_some_and(|left| wire > left)
             {
                 st.unread(&msg, source);
+                if just_pinned {
+                    // The pin goes with the request it was claimed for.
+                    st.pin = None;
+                }
                 if let Some(req) = st.waiting.pop_front() {
                     let h = HeaderBuilder::status(409, "Message Size Exceeds MaxBytes")
                         .add("Nats-Pending-Messages", req.batch)
@@ -973,6 +1108,15 @@ impl Consumer {
                 (h, b"")
             } else {
                 (msg.hdr.to_vec(), &msg.data)
+            };
+            let hdr = if !push && st.config.priority_policy == PriorityPolicy::PinnedClient {
+                let id = st.pin.as_ref().map_or("", |p| p.id.as_str());
+                HeaderBuilder::new()
+                    .extend_from(&hdr)
+                    .add("Nats-Pin-Id", id)
+                    .build()
+            } else {
+                hdr
             };
             let target = if push {
                 deliver_subject.clone()
@@ -1015,8 +1159,15 @@ impl Consumer {
                 if let Some(h) = req.heartbeat {
                     req.next_hb = Some(later(now, h));
                 }
+                // Waiting requests take turns, as in nats-server: one that
+                // wants more goes to the back (behind the others of its
+                // priority, on a prioritized consumer).
                 if req.batch == 0 {
                     st.waiting.pop_front();
+                } else if st.config.priority_policy == PriorityPolicy::Prioritized {
+                    st.waiting.requeue_front_by_rank();
+                } else {
+                    st.waiting.cycle();
                 }
             }
         }
@@ -1048,6 +1199,106 @@ impl Consumer {
         acked
     }
 
+    /// Puts the waiting request that may have the next message at the head
+    /// of the queue, by the consumer's priority policy (`pending`: messages
+    /// left to deliver, the one at hand included). Requests with a stale
+    /// pin are ended with 423 on the way. `None`: no request may have it
+    /// now; `Some(true)`: the head request just pinned the consumer.
+    fn choose_request(&self, js: &JetStream, st: &mut CState, pending: u64) -> Option<bool> {
+        let policy = st.config.priority_policy;
+        let mut passed_over = 0;
+        loop {
+            let head = st.waiting.front()?;
+            let verdict = priority::verdict(
+                policy,
+                st.pin.as_ref(),
+                head.priority.as_ref(),
+                pending,
+                st.pending.len() as u64,
+            );
+            match verdict {
+                Verdict::Serve { pin: None } => return Some(false),
+                Verdict::Serve { pin: Some(group) } => {
+                    let pin = Pin {
+                        id: priority::new_pin_id(),
+                        ts: now_nanos(),
+                        group,
+                        expires: later(Instant::now(), nanos(st.config.priority_timeout)),
+                    };
+                    self.pinned_advisory(js, &pin);
+                    st.pin = Some(pin);
+                    return Some(true);
+                }
+                Verdict::Skip => {
+                    st.waiting.cycle();
+                    passed_over += 1;
+                    if passed_over >= st.waiting.len() {
+                        return None;
+                    }
+                }
+                Verdict::WrongPin => {
+                    if let Some(req) = st.waiting.pop_front() {
+                        let h = HeaderBuilder::status(423, "Nats-Wrong-Pin-Id")
+                            .add("Nats-Pending-Messages", req.batch)
+                            .add("Nats-Pending-Bytes", req.max_bytes.unwrap_or(0))
+                            .build();
+                        js.send(&req.reply, None, &h, b"");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `CONSUMER.UNPIN`: forgets the pin of `group` (the next request of
+    /// the group to be served gets a new one).
+    pub(crate) fn unpin(&self, js: &JetStream, group: &str) -> Result<(), ApiError> {
+        let mut st = lock(&self.state);
+        if !st.config.priority_groups.iter().any(|g| g == group) {
+            return Err(ApiError::invalid_priority_group());
+        }
+        st.pin = None;
+        self.unpinned_advisory(js, group, "admin");
+        drop(st);
+        self.signal();
+        Ok(())
+    }
+
+    fn pinned_advisory(&self, js: &JetStream, pin: &Pin) {
+        let body = serde_json::json!({
+            "type": "io.nats.jetstream.advisory.v1.consumer_group_pinned",
+            "id": priority::new_pin_id(),
+            "timestamp": rfc3339(now_nanos()),
+            "account": js.account,
+            "stream": self.stream_name,
+            "consumer": self.name,
+            "group": pin.group,
+            "pinned_id": pin.id,
+        });
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.PINNED.{}.{}",
+            self.stream_name, self.name
+        );
+        js.send(&subject, None, b"", body.to_string().as_bytes());
+    }
+
+    fn unpinned_advisory(&self, js: &JetStream, group: &str, reason: &str) {
+        let body = serde_json::json!({
+            "type": "io.nats.jetstream.advisory.v1.consumer_group_unpinned",
+            "id": priority::new_pin_id(),
+            "timestamp": rfc3339(now_nanos()),
+            "account": js.account,
+            "stream": self.stream_name,
+            "consumer": self.name,
+            "group": group,
+            "reason": reason,
+        });
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.UNPINNED.{}.{}",
+            self.stream_name, self.name
+        );
+        js.send(&subject, None, b"", body.to_string().as_bytes());
+    }
+
     fn send_flow_control(&self, js: &JetStream, st: &mut CState, deliver_subject: &str) {
         st.fc_counter += 1;
         let reply = format!(
@@ -1067,6 +1318,12 @@ impl Consumer {
         let mut advisories = Vec::new();
         // Ack timeouts.
         st.ack_timeouts(now, &mut advisories);
+        // A pin nobody renewed lapses.
+        if st.pin.as_ref().is_some_and(|p| p.expires <= now)
+            && let Some(pin) = st.pin.take()
+        {
+            self.unpinned_advisory(js, &pin.group, "timeout");
+        }
         // Pull requests whose inbox nobody listens to any more are dropped
         // (their client went away); they would hold a max_waiting slot.
         if let Some(router) = js.router() {
@@ -1149,6 +1406,9 @@ impl Consumer {
         }
         if push && st.config.idle_heartbeat > 0 {
             next = next.min(later(st.last_push, nanos(st.config.idle_heartbeat)));
+        }
+        if let Some(pin) = &st.pin {
+            next = next.min(pin.expires);
         }
         let persist = self.dir.is_some()
             && st.dirty
@@ -1238,6 +1498,7 @@ impl CState {
             no_interest_since: None,
             last_delivered: 0,
             last_acked: 0,
+            pin: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod counter;
 pub(crate) mod direct;
 pub(crate) mod features;
+pub mod priority;
 pub mod schedule;
 #[cfg(test)]
 mod slow_disk;
