@@ -182,3 +182,120 @@ async fn jsz_reports_streams_consumers_and_their_positions() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Issue #13 item 5: `/jsz` shows what a consumer's info shows of the new
+/// state: a paused consumer (`paused`, `pause_remaining`) and a pinned
+/// client's id in `priority_groups`, as nats-server's consumer details do.
+#[tokio::test]
+async fn jsz_shows_paused_consumers_and_pinned_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(ServerConfig {
+        port: 0,
+        http_port: Some(0),
+        jetstream: Some(bus_embedded_server::JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..Default::default()
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start");
+    let port = server.monitor_port().expect("monitoring on");
+    let client = async_nats::connect(server.client_url())
+        .await
+        .expect("connect");
+    let api = |subject: &str, body: serde_json::Value| {
+        let client = client.clone();
+        let subject = subject.to_owned();
+        async move {
+            let reply = client
+                .request(subject.clone(), body.to_string().into())
+                .await
+                .expect("api reply");
+            let v: serde_json::Value = serde_json::from_slice(&reply.payload).expect("json");
+            assert!(v.get("error").is_none(), "{subject}: {v}");
+            v
+        }
+    };
+    api(
+        "$JS.API.STREAM.CREATE.P",
+        serde_json::json!({"name": "P", "subjects": ["p.>"]}),
+    )
+    .await;
+    client
+        .request("p.1", Bytes::from_static(b"x"))
+        .await
+        .expect("stored");
+    api(
+        "$JS.API.CONSUMER.CREATE.P.HELD",
+        serde_json::json!({"stream_name": "P", "config": {"durable_name": "HELD", "ack_policy": "explicit"}}),
+    )
+    .await;
+    api(
+        "$JS.API.CONSUMER.PAUSE.P.HELD",
+        serde_json::json!({"pause_until": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    api(
+        "$JS.API.CONSUMER.CREATE.P.PINNED",
+        serde_json::json!({"stream_name": "P", "config": {
+            "durable_name": "PINNED", "ack_policy": "explicit",
+            "priority_policy": "pinned_client", "priority_groups": ["g"],
+            "priority_timeout": 60_000_000_000i64}}),
+    )
+    .await;
+    // A pull on its own inbox subscription (as the clients' fetch does).
+    let inbox = client.new_inbox();
+    let mut deliveries = client.subscribe(inbox.clone()).await.expect("inbox");
+    client
+        .publish_with_reply(
+            "$JS.API.CONSUMER.MSG.NEXT.P.PINNED",
+            inbox,
+            serde_json::json!({"batch": 1, "group": "g", "expires": 2_000_000_000})
+                .to_string()
+                .into(),
+        )
+        .await
+        .expect("pull");
+    use futures::StreamExt;
+    let pulled = tokio::time::timeout(Duration::from_secs(5), deliveries.next())
+        .await
+        .expect("a delivery in time")
+        .expect("pulled");
+    let pin = pulled
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Pin-Id"))
+        .map(|v| v.as_str().to_owned())
+        .expect("a pinned delivery carries its pin id");
+
+    let (status, body) = get(port, "/jsz?consumers=true").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let consumers = v["account_details"][0]["stream_detail"][0]["consumer_detail"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let by_name = |name: &str| {
+        consumers
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from /jsz: {body}"))
+    };
+    let held = by_name("HELD");
+    assert_eq!(held["paused"], true, "{held}");
+    assert!(
+        held["pause_remaining"].as_i64().is_some_and(|r| r > 0),
+        "{held}"
+    );
+    let pinned = by_name("PINNED");
+    assert_eq!(pinned["priority_groups"][0]["group"], "g", "{pinned}");
+    assert_eq!(
+        pinned["priority_groups"][0]["pinned_client_id"],
+        pin.as_str(),
+        "{pinned}"
+    );
+    assert!(pinned.get("paused").is_none_or(|p| p == false), "{pinned}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
