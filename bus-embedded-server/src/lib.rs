@@ -58,6 +58,7 @@ pub mod cli;
 pub mod conf;
 pub mod config;
 pub mod jetstream;
+pub mod jwt;
 pub mod mapping;
 pub mod memory;
 mod monitor;

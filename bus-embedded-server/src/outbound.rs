@@ -70,6 +70,10 @@ pub enum CloseReason {
     AuthorizationViolation,
     /// No CONNECT within the auth timeout.
     AuthenticationTimeout,
+    /// The user's JWT expired while connected.
+    AuthenticationExpired,
+    /// A user JWT allowing no subscriptions (`subs: 0`).
+    MaxSubscriptionsExceeded,
     /// A write failed.
     WriteError,
     /// The TLS handshake failed or timed out.
