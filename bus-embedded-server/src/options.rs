@@ -392,7 +392,8 @@ fn operator_mode(
         }
         let l = &a.limits;
         // Whether the server runs JetStream is known only after the flags;
-        // an account that enables it on a server without is refused there.
+        // on a server without it the account simply has none (as in
+        // nats-server).
         let jetstream = l.jetstream_enabled();
         let unlimited_if_zero = |v: i64| if v == 0 { -1 } else { v };
         options.config.accounts.retain(|x| x.name != key);

@@ -533,3 +533,131 @@ fn operator_configurations_this_server_cannot_trust_refuse_to_start() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_directory_resolver_serves_the_account_jwts_it_finds_on_disk() {
+    let mut op = Operator::new();
+    let a = op.add_account("DIR", json!({"limits": open_limits()}));
+    let u = user(
+        &op.accounts[a].key,
+        json!({"pub": {"allow": ["dir.>"]}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        json!({}),
+    );
+    let stranger = op.add_account("NOTONDISK", json!({"limits": open_limits()}));
+    let absent = user(&op.accounts[stranger].key, json!({}), json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwts = dir.path().join("jwt");
+    std::fs::create_dir(&jwts).expect("mkdir");
+    for acc in [&op.system, &op.accounts[a]] {
+        std::fs::write(jwts.join(format!("{}.jwt", acc.key.public_key())), &acc.jwt)
+            .expect("write jwt");
+    }
+    let config = format!(
+        "operator: {}\nsystem_account: {}\nresolver {{\n  type: full\n  dir: \"{}\"\n}}\n",
+        op.jwt,
+        op.system.key.public_key(),
+        jwts.display()
+    );
+    let good = u.write_creds(dir.path(), "dir");
+    let missing = absent.write_creds(dir.path(), "absent");
+    let theirs = reference(&config, false).await;
+    let (our, _ours_dir) = ours(&config, false).await;
+    let mut outcomes = Vec::new();
+    for addr in [
+        format!("127.0.0.1:{}", theirs.port()),
+        our.addr().to_string(),
+    ] {
+        let mut seen = Vec::new();
+        let nc = async_nats::ConnectOptions::with_credentials_file(&good)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .expect("a user of an account on disk connects");
+        let mut sub = nc.subscribe("dir.x").await.expect("subscribe");
+        nc.publish("dir.x", "1".into()).await.expect("publish");
+        nc.flush().await.expect("flush");
+        let m = tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .expect("delivered")
+            .expect("message");
+        seen.push(format!("received {}", m.subject));
+        let e = async_nats::ConnectOptions::with_credentials_file(&missing)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .expect_err("an account not on disk is unknown");
+        seen.push(format!("absent: {e}"));
+        outcomes.push(seen);
+    }
+    assert_eq!(outcomes[1], outcomes[0]);
+    assert_eq!(outcomes[1][0], "received dir.x");
+}
+
+/// Runs tests/clients/python/authorization.py with `args`; its stdout.
+fn nats_py(args: Vec<String>) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/python/authorization.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "nats-py script failed (nats-py and nkeys are installed by `bash scripts/test.sh` \
+         from tests/clients/python/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_with_a_creds_file_as_with_nats_server() {
+    let c = cast();
+    let config = c.op.config();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let restricted = c.restricted.write_creds(dir.path(), "restricted");
+    let expired = c.expired.write_creds(dir.path(), "expired");
+    let theirs = reference(&config, false).await;
+    let (our, _ours_dir) = ours(&config, false).await;
+    let mut outcomes = Vec::new();
+    for url in [
+        format!("nats://127.0.0.1:{}", theirs.port()),
+        format!("nats://{}", our.addr()),
+    ] {
+        let mut seen = String::new();
+        for creds in [&restricted, &expired] {
+            let args = vec![
+                url.clone(),
+                "creds".into(),
+                creds.display().to_string(),
+                "ok.py".into(),
+            ];
+            seen.push_str(
+                &tokio::task::spawn_blocking(move || nats_py(args))
+                    .await
+                    .expect("join"),
+            );
+        }
+        outcomes.push(seen);
+    }
+    assert_eq!(outcomes[1], outcomes[0]);
+    assert!(
+        outcomes[1].contains("received ok.py hello"),
+        "{}",
+        outcomes[1]
+    );
+    assert!(
+        outcomes[1].contains("permissions violation for publish to \"denied.x\""),
+        "{}",
+        outcomes[1]
+    );
+    assert!(
+        outcomes[1].contains("Authorization Violation"),
+        "{}",
+        outcomes[1]
+    );
+}
