@@ -11,6 +11,8 @@
 //! CONNECT), never ignored.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -153,7 +155,7 @@ impl Typed for OperatorNats {
 
 /// `nats.limits` of an account JWT (NATS, account and JetStream limits;
 /// -1 = unlimited).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct AccountLimits {
     /// Subscriptions per connection.
@@ -394,21 +396,44 @@ pub struct TrustedAccount {
     subs: i64,
     payload: i64,
     disallow_bearer: bool,
+    limits: AccountLimits,
 }
 
-/// The operators and accounts the configuration trusts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl TrustedAccount {
+    /// The JetStream part of its limits.
+    pub fn jetstream_limits(&self) -> ([i64; 7], bool) {
+        self.limits.jetstream_limits()
+    }
+}
+
+/// The operators and accounts the configuration trusts. Accounts known
+/// at startup may be updated while running (a newer JWT pushed to the
+/// system account); the rest is fixed.
+#[derive(Debug)]
 pub struct Trust {
+    operators: Vec<Operator>,
     /// Keys that may sign account JWTs (operators' identity and signing keys).
     operator_keys: Vec<String>,
     /// Accounts by public key.
-    accounts: HashMap<String, TrustedAccount>,
+    accounts: RwLock<HashMap<String, Arc<TrustedAccount>>>,
     /// The system account's public key.
     pub system_account: Option<String>,
+    /// The directory resolver's directory (`None`: MEMORY).
+    pub dir: Option<PathBuf>,
 }
 
+impl PartialEq for Trust {
+    fn eq(&self, other: &Self) -> bool {
+        self.operator_keys == other.operator_keys
+            && self.system_account == other.system_account
+            && self.dir == other.dir
+    }
+}
+
+impl Eq for Trust {}
+
 /// An operator's JWT, verified.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
     /// Its public key.
     pub key: String,
@@ -500,6 +525,7 @@ pub fn account(token: &str, operators: &[Operator]) -> Result<AccountJwt, JwtErr
             subs: l.subs,
             payload: l.payload,
             disallow_bearer: l.disallow_bearer,
+            limits: l.clone(),
         },
         limits: l.clone(),
     })
@@ -572,6 +598,22 @@ impl AccountLimits {
     pub fn jetstream_enabled(&self) -> bool {
         self.mem_storage != 0 || self.disk_storage != 0
     }
+
+    /// The JetStream part, to tell whether a newer JWT changes it.
+    pub fn jetstream_limits(&self) -> ([i64; 7], bool) {
+        (
+            [
+                self.mem_storage,
+                self.disk_storage,
+                self.streams,
+                self.consumer,
+                self.max_ack_pending,
+                self.mem_max_stream_bytes,
+                self.disk_max_stream_bytes,
+            ],
+            self.max_bytes_required,
+        )
+    }
 }
 
 fn limit(v: i64) -> Option<usize> {
@@ -586,11 +628,13 @@ fn min_limit(a: i64, b: i64) -> Option<usize> {
 }
 
 impl Trust {
-    /// Trust in these operators and accounts.
+    /// Trust in these operators and accounts (`dir`: the directory
+    /// resolver's directory, where pushed account JWTs are stored).
     pub fn new(
         operators: &[Operator],
         accounts: Vec<TrustedAccount>,
         system_account: Option<String>,
+        dir: Option<PathBuf>,
     ) -> Trust {
         let mut operator_keys = Vec::new();
         for o in operators {
@@ -598,15 +642,52 @@ impl Trust {
             operator_keys.extend(o.signing_keys.iter().cloned());
         }
         Trust {
+            operators: operators.to_vec(),
             operator_keys,
-            accounts: accounts.into_iter().map(|a| (a.key.clone(), a)).collect(),
+            accounts: RwLock::new(
+                accounts
+                    .into_iter()
+                    .map(|a| (a.key.clone(), Arc::new(a)))
+                    .collect(),
+            ),
             system_account,
+            dir,
+        }
+    }
+
+    fn read_accounts(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<TrustedAccount>>> {
+        match self.accounts.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         }
     }
 
     /// The trusted account of this public key.
-    pub fn account(&self, key: &str) -> Option<&TrustedAccount> {
-        self.accounts.get(key)
+    pub fn account(&self, key: &str) -> Option<Arc<TrustedAccount>> {
+        self.read_accounts().get(key).cloned()
+    }
+
+    /// The operators, for verifying account JWTs pushed while running.
+    pub fn operators(&self) -> &[Operator] {
+        &self.operators
+    }
+
+    /// Replaces a known account's trust (revocations, signing keys,
+    /// limits) with a newer JWT's; false when the account is unknown.
+    pub fn update(&self, account: TrustedAccount) -> bool {
+        let mut map = match self.accounts.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match map.get_mut(&account.key) {
+            Some(a) => {
+                *a = Arc::new(account);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Judges a CONNECT's `jwt` and `sig` (over `nonce`).
@@ -625,8 +706,7 @@ impl Trust {
             c.nats.issuer_account.as_str()
         };
         let account = self
-            .accounts
-            .get(account_key)
+            .account(account_key)
             .ok_or_else(|| UserRefused::UnknownAccount(account_key.to_owned()))?;
         if account.exp > 0 && now() > account.exp {
             return Err(UserRefused::AccountExpired(account.key.clone()));
@@ -722,7 +802,7 @@ mod tests {
             std::slice::from_ref(&o),
         )
         .expect("account");
-        let trust = Trust::new(&[o], vec![a.trusted], None);
+        let trust = Trust::new(&[o], vec![a.trusted], None, None);
         World { op, acc, trust }
     }
 
@@ -839,7 +919,7 @@ mod tests {
             std::slice::from_ref(&o),
         )
         .expect("account");
-        let trust = Trust::new(&[o], vec![a.trusted], None);
+        let trust = Trust::new(&[o], vec![a.trusted], None, None);
         let u = KeyPair::new_user();
         let jwt = user_jwt(
             &sk,

@@ -71,6 +71,7 @@ mod session;
 mod state;
 pub mod subject;
 pub mod sublist;
+mod system;
 pub mod tls;
 mod websocket;
 

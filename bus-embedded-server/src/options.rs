@@ -426,10 +426,15 @@ fn operator_mode(
         .system_account
         .clone()
         .or_else(|| operators.iter().find_map(|o| o.system_account.clone()));
+    let dir = match &op.resolver {
+        conf::ResolverConf::Dir { dir } => Some(dir.clone()),
+        conf::ResolverConf::Memory => None,
+    };
     options.config.auth = Some(Auth::Operator(std::sync::Arc::new(crate::jwt::Trust::new(
         &operators,
         trusted,
         system_account,
+        dir,
     ))));
     Ok(())
 }

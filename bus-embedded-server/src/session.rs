@@ -179,6 +179,9 @@ struct Session {
     /// Subscriptions allowed (0 = unlimited): the server's, or a user
     /// JWT's.
     max_subs: usize,
+    /// Operator mode: a user of the system account (its `$SYS.REQ.`
+    /// requests are answered by the server).
+    system: bool,
     /// A user JWT allows no subscription (`subs: 0`).
     subs_forbidden: bool,
     /// Operator mode: when the connection ends (the user's JWT expires),
@@ -430,9 +433,18 @@ impl Session {
                     let _ = self.client.rules.set(Arc::clone(&rules));
                     self.rules = Some(rules);
                 }
-                if let Some(account) = account.and_then(|a| self.shared.accounts.get(&a)) {
+                if let Some(name) = account {
+                    // An account the server does not run (a JWT pushed
+                    // after startup) is refused, never `$G`.
+                    let Some(account) = self.shared.accounts.get(&name) else {
+                        self.err("Authorization Violation");
+                        return Err(CloseReason::AuthorizationViolation);
+                    };
                     let _ = self.client.account.set(Arc::clone(&account.name));
                     self.account = Arc::clone(account);
+                    self.system = matches!(&self.shared.config.auth,
+                        Some(crate::config::Auth::Operator(t))
+                            if t.system_account.as_deref() == Some(name.as_str()));
                 }
             }
             Login::User { .. } => {}
@@ -697,6 +709,25 @@ impl Session {
                 self.account.deliver_subject(&answer, &mut self.batch);
             }
         }
+        if self.system
+            && let Some(req) = text.strip_prefix("$SYS.REQ.")
+            && let Some(answer) = crate::system::answer(
+                &self.shared,
+                req,
+                payload.get(header_len.unwrap_or(0)..).unwrap_or_default(),
+            )
+        {
+            delivered += 1;
+            if let Some(reply) = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok()) {
+                let answer = Message {
+                    subject: reply,
+                    reply: None,
+                    header_len: None,
+                    payload: &answer,
+                };
+                self.account.deliver_subject(&answer, &mut self.batch);
+            }
+        }
         if delivered == 0
             && self.no_responders
             && let Some(reply) = &reply
@@ -851,6 +882,7 @@ pub(crate) async fn run<R, W>(
         trace: cfg.trace,
         max_subs: cfg.max_subs,
         subs_forbidden: false,
+        system: false,
         close_at: None,
     };
     // (With TLS, logged before the handshake.)

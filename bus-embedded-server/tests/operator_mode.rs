@@ -661,3 +661,126 @@ async fn nats_py_with_a_creds_file_as_with_nats_server() {
         outcomes[1]
     );
 }
+
+#[tokio::test]
+async fn the_system_account_answers_server_ping_and_claims_updates_like_nats_server() {
+    let mut op = Operator::new();
+    let a = op.add_account("UPD", json!({"limits": open_limits()}));
+    let plain = json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1});
+    let sys_user = user(&op.system.key, plain.clone(), json!({}));
+    let victim = user(
+        &op.accounts[a].key,
+        plain.clone(),
+        json!({"iat": now() - 10}),
+    );
+    let other = op.add_account("OTHER", json!({"limits": open_limits()}));
+    // The update: the same account, now revoking the victim.
+    let updated = operator_support::account_signed(
+        &op.key,
+        nkeys::KeyPair::from_seed(&op.accounts[a].key.seed().expect("seed")).expect("key"),
+        "UPD",
+        json!({"limits": open_limits(), "revocations": {victim.key.public_key(): now()}}),
+    );
+    let key = op.accounts[a].key.public_key();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys_creds = sys_user.write_creds(dir.path(), "sys");
+    let victim_creds = victim.write_creds(dir.path(), "victim");
+    let mut outcomes = Vec::new();
+    for reference_server in [true, false] {
+        let jwts = dir.path().join(format!("jwt-{reference_server}"));
+        std::fs::create_dir(&jwts).expect("mkdir");
+        for acc in [&op.system, &op.accounts[a], &op.accounts[other]] {
+            std::fs::write(jwts.join(format!("{}.jwt", acc.key.public_key())), &acc.jwt)
+                .expect("write jwt");
+        }
+        let config = format!(
+            "operator: {}\nsystem_account: {}\nresolver {{\n  type: full\n  dir: \"{}\"\n}}\n",
+            op.jwt,
+            op.system.key.public_key(),
+            jwts.display()
+        );
+        let (theirs, ours_server);
+        let addr = if reference_server {
+            theirs = Some(reference(&config, false).await);
+            format!("127.0.0.1:{}", theirs.as_ref().expect("server").port())
+        } else {
+            ours_server = Some(ours(&config, false).await);
+            ours_server.as_ref().expect("server").0.addr().to_string()
+        };
+        let mut seen = Vec::new();
+        let nc = async_nats::ConnectOptions::with_credentials_file(&sys_creds)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .expect("system user connects");
+        let ping = nc
+            .request("$SYS.REQ.SERVER.PING", "".into())
+            .await
+            .expect("PING answered");
+        let ping: serde_json::Value = serde_json::from_slice(&ping.payload).expect("json");
+        seen.push(format!(
+            "ping: server.id is a string {}, statsz.connections {}",
+            ping["server"]["id"].is_string(),
+            ping["statsz"]["connections"]
+        ));
+        let victim_before = async_nats::ConnectOptions::with_credentials_file(&victim_creds)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .is_ok();
+        seen.push(format!(
+            "victim before the update connects: {victim_before}"
+        ));
+        for (what, subject, body) in [
+            (
+                "garbage",
+                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE"),
+                "garbage".to_owned(),
+            ),
+            (
+                "another account's jwt",
+                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE"),
+                op.accounts[other].jwt.clone(),
+            ),
+            (
+                "update",
+                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE"),
+                updated.jwt.clone(),
+            ),
+        ] {
+            let m = nc.request(subject, body.into()).await.expect("answered");
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+            let part = if v.get("error").is_some() {
+                &v["error"]
+            } else {
+                &v["data"]
+            };
+            seen.push(format!("{what}: {part}"));
+        }
+        let victim_after = async_nats::ConnectOptions::with_credentials_file(&victim_creds)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        seen.push(format!("victim after the update: {victim_after:?}"));
+        let stored = std::fs::read_to_string(jwts.join(format!("{key}.jwt"))).unwrap_or_default();
+        seen.push(format!("stored: {}", stored.trim() == updated.jwt));
+        outcomes.push(seen);
+    }
+    assert_eq!(outcomes[1], outcomes[0]);
+    assert_eq!(
+        outcomes[1][0],
+        "ping: server.id is a string true, statsz.connections 1"
+    );
+    assert!(outcomes[1][4].contains("jwt updated"), "{:?}", outcomes[1]);
+    assert!(
+        outcomes[1][5].contains("authorization violation"),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[1][6], "stored: true");
+}
