@@ -234,7 +234,7 @@ pub enum SigningKey {
         kind: String,
         /// The users' permissions and limits.
         #[serde(default)]
-        template: UserPermissionLimits,
+        template: Box<UserPermissionLimits>,
     },
 }
 
@@ -511,7 +511,9 @@ pub fn account(token: &str, operators: &[Operator]) -> Result<AccountJwt, JwtErr
         .iter()
         .map(|k| match k {
             SigningKey::Key(k) => (k.clone(), None),
-            SigningKey::Scoped { key, template, .. } => (key.clone(), Some(template.clone())),
+            SigningKey::Scoped { key, template, .. } => {
+                (key.clone(), Some(UserPermissionLimits::clone(template)))
+            }
         })
         .collect();
     Ok(AccountJwt {

@@ -51,7 +51,7 @@ fn statsz(s: &ServerState) -> Value {
             "cpu": cpu,
             "connections": s.client_count(),
             "total_connections": s.stats.total_connections.load(Ordering::Relaxed),
-            "active_accounts": 1 + s.accounts.values().filter(|a| a.sublist.len() > 0).count(),
+            "active_accounts": 1 + s.accounts.values().filter(|a| !a.sublist.is_empty()).count(),
             "subscriptions": s.subscription_count(),
             "sent": {"msgs": out_msgs, "bytes": out_bytes},
             "received": {"msgs": in_msgs, "bytes": in_bytes},
