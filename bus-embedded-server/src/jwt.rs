@@ -42,6 +42,12 @@ pub enum JwtError {
     /// `exp` lies in the past.
     #[error("JWT has expired")]
     Expired,
+    /// `nbf` lies in the future.
+    #[error("JWT is not valid yet")]
+    NotYetValid,
+    /// The subject is not a key of the right kind (`U...` for a user).
+    #[error("{0} is not a {1} key")]
+    SubjectKind(String, &'static str),
     /// A claim this server cannot enforce is set.
     #[error("{0} is not supported by this server")]
     Unsupported(String),
@@ -375,7 +381,7 @@ fn check_time(exp: i64, nbf: i64) -> Result<(), JwtError> {
         return Err(JwtError::Expired);
     }
     if nbf > 0 && now < nbf {
-        return Err(JwtError::Unsupported("a JWT not valid yet (nbf)".into()));
+        return Err(JwtError::NotYetValid);
     }
     Ok(())
 }
@@ -477,10 +483,7 @@ pub fn account(token: &str, operators: &[Operator]) -> Result<AccountJwt, JwtErr
         return Err(JwtError::Signature(c.iss));
     }
     if !c.sub.starts_with('A') {
-        return Err(JwtError::Malformed(format!(
-            "{} is not an account key",
-            c.sub
-        )));
+        return Err(JwtError::SubjectKind(c.sub, "account"));
     }
     let n = &c.nats;
     let refuse = |what: &str| Err(JwtError::Unsupported(what.to_owned()));
@@ -702,6 +705,9 @@ impl Trust {
         let jwt = jwt.filter(|j| !j.is_empty()).ok_or(UserRefused::Missing)?;
         let c: Claims<UserNats> = decode(jwt)?;
         check_time(c.exp, c.nbf)?;
+        if !c.sub.starts_with('U') {
+            return Err(JwtError::SubjectKind(c.sub, "user").into());
+        }
         let account_key = if c.nats.issuer_account.is_empty() {
             c.iss.as_str()
         } else {
@@ -897,6 +903,29 @@ mod tests {
             Err(UserRefused::Jwt(JwtError::Signature(_)))
         ));
         assert!(w.trust.trusts_operator_key(&w.op.public_key()));
+        // A "user" JWT whose subject is no user key, and one not valid yet.
+        let not_a_user = KeyPair::new_account();
+        let jwt = user_jwt(
+            &w.acc,
+            &not_a_user,
+            serde_json::json!({"type": "user"}),
+            now(),
+        );
+        assert!(matches!(
+            w.trust
+                .authenticate(Some(&jwt), Some(&sig(&not_a_user, "n")), Some("n")),
+            Err(UserRefused::Jwt(JwtError::SubjectKind(_, "user")))
+        ));
+        let early = sign(
+            serde_json::json!({"iss": w.acc.public_key(), "sub": u.public_key(),
+                "nbf": now() + 3600, "nats": {"type": "user"}}),
+            &w.acc,
+        );
+        assert_eq!(
+            w.trust
+                .authenticate(Some(&early), Some(&sig(&u, "n")), Some("n")),
+            Err(UserRefused::Jwt(JwtError::NotYetValid))
+        );
     }
 
     #[test]
