@@ -406,6 +406,13 @@ pub struct TrustedAccount {
 }
 
 impl TrustedAccount {
+    /// Whether the user `key`, issued at `iat` (unix seconds), is revoked
+    /// (by key, or all users by `*`, issued at or before the time given).
+    pub fn revokes(&self, key: &str, iat: i64) -> bool {
+        let by = |k: &str| self.revocations.get(k).is_some_and(|ts| *ts >= iat);
+        by(key) || by("*")
+    }
+
     /// The JetStream part of its limits.
     pub fn jetstream_limits(&self) -> ([i64; 7], bool) {
         self.limits.jetstream_limits()
@@ -551,6 +558,8 @@ pub struct JwtUser {
     pub max_payload: Option<usize>,
     /// When the user's JWT expires (unix seconds).
     pub expires: Option<i64>,
+    /// When it was issued (unix seconds).
+    pub issued_at: i64,
 }
 
 /// Why a CONNECT's JWT is refused (the client sees
@@ -727,8 +736,7 @@ impl Trust {
                 None => return Err(UserRefused::Issuer(c.iss.clone())),
             }
         };
-        let revoked = |k: &str| account.revocations.get(k).is_some_and(|ts| *ts >= c.iat);
-        if revoked(&c.sub) || revoked("*") {
+        if account.revokes(&c.sub, c.iat) {
             return Err(UserRefused::Revoked(c.sub.clone()));
         }
         let granted = scope.unwrap_or(&c.nats.limits);
@@ -765,6 +773,7 @@ impl Trust {
             max_subs: min_limit(granted.subs, account.subs),
             max_payload: min_limit(granted.payload, account.payload),
             expires: (c.exp > 0).then_some(c.exp),
+            issued_at: c.iat,
         })
     }
 

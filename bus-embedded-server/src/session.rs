@@ -87,6 +87,8 @@ enum Login {
 
 /// What a user JWT limits beyond permissions.
 struct JwtLimits {
+    /// The user's public key and JWT issue time.
+    user: (String, i64),
     max_subs: Option<usize>,
     max_payload: Option<usize>,
     /// Unix seconds.
@@ -100,6 +102,7 @@ fn jwt_login(trust: &crate::jwt::Trust, c: &Connect, nonce: Option<&str>) -> Log
             permissions: crate::auth::jwt_permissions(&user.permissions),
             account: Some(user.account),
             jwt: Some(JwtLimits {
+                user: (user.key, user.issued_at),
                 max_subs: user.max_subs,
                 max_payload: user.max_payload,
                 expires: user.expires,
@@ -475,6 +478,7 @@ impl Session {
 
     /// A user JWT's limits: the smaller of its and the server's.
     fn apply_jwt_limits(&mut self, limits: &JwtLimits) {
+        let _ = self.client.jwt_user.set(limits.user.clone());
         if let Some(n) = limits.max_subs {
             self.max_subs = if self.max_subs == 0 {
                 n

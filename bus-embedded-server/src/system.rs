@@ -133,9 +133,19 @@ fn claims_update(
     let js_changed = trust
         .account(&key)
         .is_some_and(|old| old.jetstream_limits() != a.limits.jetstream_limits());
+    // nats-server ends the connections of users the new JWT revokes.
+    for c in s.clients() {
+        if c.account.get().is_some_and(|n| **n == *key)
+            && let Some((user, iat)) = c.jwt_user.get()
+            && a.trusted.revokes(user, *iat)
+        {
+            c.send(b"-ERR 'User Authentication Revoked'\r\n");
+            c.mark_closing(crate::outbound::CloseReason::AuthenticationRevoked);
+        }
+    }
+    let _ = running;
     trust.update(a.trusted);
     if js_changed {
-        let _ = running;
         return Some(claims_answer(
             s,
             &key,

@@ -377,6 +377,9 @@ fn close_status(reason: Option<CloseReason>) -> (CloseCode, &'static str) {
         Some(CloseReason::AuthenticationExpired) => {
             (CloseCode::POLICY_VIOLATION, "Authentication Expired")
         }
+        Some(CloseReason::AuthenticationRevoked) => {
+            (CloseCode::POLICY_VIOLATION, "Authentication Revoked")
+        }
         Some(CloseReason::MaxSubscriptionsExceeded) => (
             CloseCode::POLICY_VIOLATION,
             "Maximum Subscriptions Exceeded",

@@ -663,7 +663,8 @@ async fn nats_py_with_a_creds_file_as_with_nats_server() {
 }
 
 #[tokio::test]
-async fn the_system_account_answers_server_ping_and_claims_updates_like_nats_server() {
+async fn the_system_account_answers_server_ping_and_claims_updates_revoking_connected_users_like_nats_server()
+ {
     let mut op = Operator::new();
     let a = op.add_account("UPD", json!({"limits": open_limits()}));
     let plain = json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1});
@@ -733,6 +734,10 @@ async fn the_system_account_answers_server_ping_and_claims_updates_like_nats_ser
         seen.push(format!(
             "victim before the update connects: {victim_before}"
         ));
+        // A connection of the victim made before the update.
+        let (mut connected, answer) =
+            Conn::open(&addr, |n| victim.connect_fields(n, &victim.key)).await;
+        seen.push(format!("victim connection: {answer}"));
         for (what, subject, body) in [
             (
                 "garbage",
@@ -759,6 +764,10 @@ async fn the_system_account_answers_server_ping_and_claims_updates_like_nats_ser
             };
             seen.push(format!("{what}: {part}"));
         }
+        seen.push(format!(
+            "victim connection after the update: {}",
+            connected.read().await
+        ));
         let victim_after = async_nats::ConnectOptions::with_credentials_file(&victim_creds)
             .await
             .expect("creds")
@@ -776,11 +785,15 @@ async fn the_system_account_answers_server_ping_and_claims_updates_like_nats_ser
         outcomes[1][0],
         "ping: server.id is a string true, statsz.connections 1"
     );
-    assert!(outcomes[1][4].contains("jwt updated"), "{:?}", outcomes[1]);
+    assert!(outcomes[1][5].contains("jwt updated"), "{:?}", outcomes[1]);
+    assert_eq!(
+        outcomes[1][6],
+        "victim connection after the update: -ERR 'User Authentication Revoked'\r\n<closed>"
+    );
     assert!(
-        outcomes[1][5].contains("authorization violation"),
+        outcomes[1][7].contains("authorization violation"),
         "{:?}",
         outcomes[1]
     );
-    assert_eq!(outcomes[1][6], "stored: true");
+    assert_eq!(outcomes[1][8], "stored: true");
 }
