@@ -79,7 +79,7 @@ enum Login {
         permissions: Option<crate::config::Permissions>,
         account: Option<String>,
         /// Operator mode: the user JWT's limits and expiry.
-        jwt: Option<JwtLimits>,
+        jwt: Option<Box<JwtLimits>>,
     },
     /// Bad or missing credentials.
     Refused,
@@ -101,12 +101,12 @@ fn jwt_login(trust: &crate::jwt::Trust, c: &Connect, nonce: Option<&str>) -> Log
         Ok(user) => Login::User {
             permissions: crate::auth::jwt_permissions(&user.permissions),
             account: Some(user.account),
-            jwt: Some(JwtLimits {
+            jwt: Some(Box::new(JwtLimits {
                 user: (user.key, user.issued_at),
                 max_subs: user.max_subs,
                 max_payload: user.max_payload,
                 expires: user.expires,
-            }),
+            })),
         },
         Err(why) => {
             tracing::debug!("JWT authentication refused: {why}");
