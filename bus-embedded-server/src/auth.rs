@@ -55,7 +55,7 @@ impl Auth {
     /// the client had sent it, which never matches (checked side by side).
     pub fn no_auth_identity(&self, name: &str) -> Option<(Option<&Permissions>, Option<&str>)> {
         match self {
-            Auth::Token(_) => None,
+            Auth::Token(_) | Auth::Operator(_) => None,
             Auth::Users(users) => users
                 .iter()
                 .any(|u| u.name == name && !is_bcrypt(&u.password))
@@ -76,7 +76,7 @@ impl Auth {
     /// nkey), whether or not it can log in that way.
     pub fn has_user(&self, name: &str) -> bool {
         match self {
-            Auth::Token(_) => false,
+            Auth::Token(_) | Auth::Operator(_) => false,
             Auth::Users(users) => users.iter().any(|u| u.name == name),
             Auth::Identities(ids) => ids.iter().any(|i| match &i.login {
                 Login::Nkey(k) => k == name,
@@ -119,6 +119,8 @@ impl Auth {
             _ => false,
         };
         match self {
+            // Judged by `jwt::Trust::authenticate` (the CONNECT's `jwt`).
+            Auth::Operator(_) => None,
             Auth::Token(expected) => creds
                 .token
                 .is_some_and(|t| secret_matches(t, expected))
@@ -193,6 +195,38 @@ fn secret_matches(given: &str, stored: &str) -> bool {
         use subtle::ConstantTimeEq;
         given.len() == stored.len() && bool::from(given.as_bytes().ct_eq(stored.as_bytes()))
     }
+}
+
+/// A user JWT's permissions as the server's types (`None`: unrestricted).
+/// A list that is empty in the JWT is absent here (nats-server: an empty
+/// allow list allows everything).
+pub fn jwt_permissions(p: &crate::jwt::JwtPermissions) -> Option<Permissions> {
+    if p.is_empty() {
+        return None;
+    }
+    let list = |s: &crate::jwt::JwtSubjects| {
+        (!s.allow.is_empty() || !s.deny.is_empty()).then(|| SubjectPermission {
+            allow: (!s.allow.is_empty()).then(|| s.allow.clone()),
+            deny: (!s.deny.is_empty()).then(|| s.deny.clone()),
+        })
+    };
+    Some(Permissions {
+        publish: list(&p.publish),
+        subscribe: list(&p.subscribe),
+        allow_responses: p.resp.as_ref().map(|r| {
+            let default = ResponsePermission::default();
+            ResponsePermission {
+                max: usize::try_from(r.max)
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .unwrap_or(default.max),
+                expires: u64::try_from(r.ttl)
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .map_or(default.expires, std::time::Duration::from_nanos),
+            }
+        }),
+    })
 }
 
 /// True for a well-formed user public nkey (`U...`, checksum right).

@@ -235,6 +235,11 @@ pub enum Auth {
     /// with optional publish/subscribe permissions. With any nkey user, INFO
     /// carries a nonce for the client to sign.
     Identities(Vec<Identity>),
+    /// Operator mode (decentralized JWT authentication): users present a
+    /// JWT signed by a trusted account (or its signing keys) and sign the
+    /// INFO nonce with their nkey. The accounts are `accounts` entries
+    /// named by their public keys.
+    Operator(std::sync::Arc<crate::jwt::Trust>),
 }
 
 /// One user of [`Auth::Users`].
@@ -324,6 +329,7 @@ impl Auth {
                 Login::Password(u) => !is_bcrypt(&u.password),
                 Login::Nkey(_) => false,
             }),
+            Auth::Operator(_) => false,
         }
     }
 
@@ -340,13 +346,17 @@ impl Auth {
                 Login::Password(u) if is_bcrypt(&u.password) => Some(u.password.as_str()),
                 _ => None,
             }),
+            Auth::Operator(_) => None,
         }
     }
 
     /// True when INFO must carry a nonce (an nkey user is configured).
     pub fn needs_nonce(&self) -> bool {
-        matches!(self, Auth::Identities(ids)
-            if ids.iter().any(|i| matches!(i.login, Login::Nkey(_))))
+        match self {
+            Auth::Identities(ids) => ids.iter().any(|i| matches!(i.login, Login::Nkey(_))),
+            Auth::Operator(_) => true,
+            Auth::Token(_) | Auth::Users(_) => false,
+        }
     }
 }
 

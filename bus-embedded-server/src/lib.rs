@@ -58,6 +58,7 @@ pub mod cli;
 pub mod conf;
 pub mod config;
 pub mod jetstream;
+pub mod jwt;
 pub mod mapping;
 pub mod memory;
 mod monitor;
@@ -70,6 +71,7 @@ mod session;
 mod state;
 pub mod subject;
 pub mod sublist;
+mod system;
 pub mod tls;
 mod websocket;
 

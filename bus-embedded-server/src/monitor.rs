@@ -196,7 +196,7 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -244,7 +244,7 @@ fn go_duration(d: Duration) -> String {
 
 /// Resident memory in bytes and CPU use in percent of one core since start,
 /// from /proc (0 where /proc is not available).
-fn process_usage(uptime: Duration) -> (u64, f64) {
+pub(crate) fn process_usage(uptime: Duration) -> (u64, f64) {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

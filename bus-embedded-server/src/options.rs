@@ -112,6 +112,21 @@ pub enum OptionsError {
         /// Line of the block.
         line: usize,
     },
+    /// Operator mode (`operator`, `resolver`, `resolver_preload`) is
+    /// wrong: a JWT that does not verify, an account this server cannot
+    /// honour, or a combination nats-server refuses.
+    #[error("{}: {key}: {message}", file.display())]
+    Operator {
+        /// The configuration file.
+        file: PathBuf,
+        /// The key (`operator`, `resolver_preload`, ...).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--user`/`--pass`/`--auth` with operator mode in the file.
+    #[error("--user, --pass and --auth cannot be combined with operator mode (JWT authentication)")]
+    AuthFlagsInOperatorMode,
     /// `--user` without `--pass` (or the reverse), or with `--auth`.
     #[error("use either --user with --pass, or --auth (a token)")]
     AuthFlags,
@@ -156,6 +171,13 @@ pub fn from_cli(cli: &Cli, defaults: ServerConfig) -> Result<Options, OptionsErr
 
 /// The configuration file's settings over the defaults.
 fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), OptionsError> {
+    let operator = conf::operator_from_conf(&c)?;
+    let operator_conflicts = [
+        ("authorization", c.authorization.is_some()),
+        ("accounts", c.accounts.is_some()),
+        ("no_auth_user", c.no_auth_user.is_some()),
+    ];
+    let system_account_line = c.system_account.as_ref().map(|v| v.line);
     let config = &mut options.config;
     if let Some(h) = c.host {
         config.host = h;
@@ -274,6 +296,17 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         }
         config.no_auth_user = Some(name);
     }
+    match &operator {
+        Some(op) => operator_mode(options, operator_conflicts, op, path)?,
+        None => {
+            if let Some(line) = system_account_line {
+                options.warnings.push(format!(
+                    "{}:{line}: system_account (ignored outside operator mode by this server)",
+                    path.display(),
+                ));
+            }
+        }
+    }
     if let Some(block) = &c.websocket {
         let (w, warnings) = conf::websocket_from_conf(block)?;
         for w in warnings {
@@ -287,6 +320,122 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         }
         options.config.websocket = websocket_from_file(&w, path)?;
     }
+    Ok(())
+}
+
+/// Operator mode: verifies the operator and account JWTs and turns each
+/// account into an `accounts` entry named by its public key (with its
+/// JetStream limits), judged at CONNECT by a [`crate::jwt::Trust`].
+fn operator_mode(
+    options: &mut Options,
+    conflicts: [(&str, bool); 3],
+    op: &conf::OperatorConf,
+    path: &Path,
+) -> Result<(), OptionsError> {
+    use crate::config::{AccountConfig, AccountJetStreamLimits};
+    let err = |key: &str, message: String| OptionsError::Operator {
+        file: path.to_path_buf(),
+        key: key.to_owned(),
+        message,
+    };
+    for (key, set) in conflicts {
+        if set {
+            return Err(err(
+                key,
+                "cannot be combined with operator mode (JWT authentication)".to_owned(),
+            ));
+        }
+    }
+    let operators = op
+        .operators
+        .iter()
+        .map(|t| crate::jwt::operator(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err("operator", e.to_string()))?;
+    let mut jwts: Vec<(String, String, String)> = Vec::new();
+    if let conf::ResolverConf::Dir { dir } = &op.resolver {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| err("resolver", format!("cannot read {}: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jwt"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| err("resolver", format!("cannot read {}: {e}", f.display())))?;
+            let key = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let jwt = conf::operator::jwt_in_text(&text).unwrap_or(text);
+            jwts.push((key, jwt, format!("resolver ({})", f.display())));
+        }
+    }
+    for (key, jwt, line) in &op.preload {
+        jwts.push((
+            key.clone(),
+            jwt.clone(),
+            format!("resolver_preload (line {line})"),
+        ));
+    }
+    let mut trusted = Vec::new();
+    for (key, jwt, at) in jwts {
+        let a = crate::jwt::account(&jwt, &operators)
+            .map_err(|e| err(&at, format!("account {key}: {e}")))?;
+        if a.trusted.key != key {
+            return Err(err(
+                &at,
+                format!("account {key}: the JWT is for {}", a.trusted.key),
+            ));
+        }
+        let l = &a.limits;
+        // Whether the server runs JetStream is known only after the flags;
+        // on a server without it the account simply has none (as in
+        // nats-server).
+        let jetstream = l.jetstream_enabled();
+        let unlimited_if_zero = |v: i64| if v == 0 { -1 } else { v };
+        options.config.accounts.retain(|x| x.name != key);
+        options.config.accounts.push(AccountConfig {
+            name: key.clone(),
+            users: Vec::new(),
+            jetstream,
+            jetstream_limits: if jetstream {
+                AccountJetStreamLimits {
+                    max_memory: l.mem_storage,
+                    max_store: l.disk_storage,
+                    max_streams: unlimited_if_zero(l.streams),
+                    max_consumers: unlimited_if_zero(l.consumer),
+                    max_ack_pending: unlimited_if_zero(l.max_ack_pending),
+                    memory_max_stream_bytes: unlimited_if_zero(l.mem_max_stream_bytes),
+                    store_max_stream_bytes: unlimited_if_zero(l.disk_max_stream_bytes),
+                    max_bytes_required: l.max_bytes_required,
+                }
+            } else {
+                AccountJetStreamLimits::default()
+            },
+            exports: Vec::new(),
+            imports: Vec::new(),
+            mappings: Vec::new(),
+        });
+        trusted.retain(|t: &crate::jwt::TrustedAccount| t.key != key);
+        trusted.push(a.trusted);
+    }
+    let system_account = op
+        .system_account
+        .clone()
+        .or_else(|| operators.iter().find_map(|o| o.system_account.clone()));
+    let dir = match &op.resolver {
+        conf::ResolverConf::Dir { dir } => Some(dir.clone()),
+        conf::ResolverConf::Memory => None,
+    };
+    options.config.auth = Some(Auth::Operator(std::sync::Arc::new(crate::jwt::Trust::new(
+        &operators,
+        trusted,
+        system_account,
+        dir,
+    ))));
     Ok(())
 }
 
@@ -382,6 +531,11 @@ fn apply_flags(options: &mut Options, cli: &Cli) -> Result<(), OptionsError> {
         && let Some(js) = config.jetstream.as_mut()
     {
         js.store_dir.clone_from(dir);
+    }
+    if matches!(config.auth, Some(Auth::Operator(_)))
+        && (cli.user.is_some() || cli.pass.is_some() || cli.auth.is_some())
+    {
+        return Err(OptionsError::AuthFlagsInOperatorMode);
     }
     match (&cli.user, &cli.pass, &cli.auth) {
         (Some(user), Some(pass), None) => {

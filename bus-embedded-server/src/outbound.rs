@@ -70,6 +70,12 @@ pub enum CloseReason {
     AuthorizationViolation,
     /// No CONNECT within the auth timeout.
     AuthenticationTimeout,
+    /// The user's JWT expired while connected.
+    AuthenticationExpired,
+    /// A user JWT allowing no subscriptions (`subs: 0`).
+    MaxSubscriptionsExceeded,
+    /// The user was revoked by a newer account JWT while connected.
+    AuthenticationRevoked,
     /// A write failed.
     WriteError,
     /// The TLS handshake failed or timed out.
@@ -110,6 +116,9 @@ pub struct Client {
     pub(crate) rules: std::sync::OnceLock<Arc<Rules>>,
     /// The connection's account, once CONNECT put it in one other than `$G`.
     pub(crate) account: std::sync::OnceLock<Arc<str>>,
+    /// Operator mode: the user's public key and its JWT's issue time, so
+    /// a revocation pushed later can end the connection.
+    pub(crate) jwt_user: std::sync::OnceLock<(String, i64)>,
 }
 
 impl Subscriber for Client {
@@ -152,6 +161,7 @@ impl Client {
             subs: AtomicU64::new(0),
             rules: std::sync::OnceLock::new(),
             account: std::sync::OnceLock::new(),
+            jwt_user: std::sync::OnceLock::new(),
         }
     }
 

@@ -43,6 +43,7 @@ struct Connect {
     auth_token: Option<String>,
     nkey: Option<String>,
     sig: Option<String>,
+    jwt: Option<String>,
 }
 
 impl Default for Connect {
@@ -63,6 +64,7 @@ impl Default for Connect {
             auth_token: None,
             nkey: None,
             sig: None,
+            jwt: None,
         }
     }
 }
@@ -76,9 +78,41 @@ enum Login {
     User {
         permissions: Option<crate::config::Permissions>,
         account: Option<String>,
+        /// Operator mode: the user JWT's limits and expiry.
+        jwt: Option<Box<JwtLimits>>,
     },
     /// Bad or missing credentials.
     Refused,
+}
+
+/// What a user JWT limits beyond permissions.
+struct JwtLimits {
+    /// The user's public key and JWT issue time.
+    user: (String, i64),
+    max_subs: Option<usize>,
+    max_payload: Option<usize>,
+    /// Unix seconds.
+    expires: Option<i64>,
+}
+
+/// Operator mode: the CONNECT's `jwt`, signed nonce and the account.
+fn jwt_login(trust: &crate::jwt::Trust, c: &Connect, nonce: Option<&str>) -> Login {
+    match trust.authenticate(c.jwt.as_deref(), c.sig.as_deref(), nonce) {
+        Ok(user) => Login::User {
+            permissions: crate::auth::jwt_permissions(&user.permissions),
+            account: Some(user.account),
+            jwt: Some(Box::new(JwtLimits {
+                user: (user.key, user.issued_at),
+                max_subs: user.max_subs,
+                max_payload: user.max_payload,
+                expires: user.expires,
+            })),
+        },
+        Err(why) => {
+            tracing::debug!("JWT authentication refused: {why}");
+            Login::Refused
+        }
+    }
 }
 
 fn parse_connect(json: &[u8]) -> Result<Connect, CloseReason> {
@@ -92,6 +126,9 @@ fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
     let Some(auth) = &state.config.auth else {
         return Login::Open;
     };
+    if let crate::config::Auth::Operator(trust) = auth {
+        return jwt_login(trust, c, nonce);
+    }
     let creds = Credentials {
         user: c.user.as_deref(),
         pass: c.pass.as_deref(),
@@ -107,6 +144,7 @@ fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
         Some((permissions, account)) => Login::User {
             permissions: permissions.cloned(),
             account: account.map(str::to_owned),
+            jwt: None,
         },
         None => Login::Refused,
     }
@@ -141,6 +179,17 @@ struct Session {
     pub_cache: FxHashMap<Bytes, bool>,
     /// `-V`: log each op.
     trace: bool,
+    /// Subscriptions allowed (0 = unlimited): the server's, or a user
+    /// JWT's.
+    max_subs: usize,
+    /// Operator mode: a user of the system account (its `$SYS.REQ.`
+    /// requests are answered by the server).
+    system: bool,
+    /// A user JWT allows no subscription (`subs: 0`).
+    subs_forbidden: bool,
+    /// Operator mode: when the connection ends (the user's JWT expires),
+    /// with the error text sent then.
+    close_at: Option<(tokio::time::Instant, Option<&'static str>, CloseReason)>,
 }
 
 /// Logs one received op the way nats-server traces (`<<- [OP args]`),
@@ -377,15 +426,28 @@ impl Session {
             Login::User {
                 permissions,
                 account,
+                jwt,
             } if !self.connected => {
+                if let Some(limits) = jwt {
+                    self.apply_jwt_limits(&limits);
+                }
                 if let Some(perms) = permissions {
                     let rules = Arc::new(Rules::new(&perms));
                     let _ = self.client.rules.set(Arc::clone(&rules));
                     self.rules = Some(rules);
                 }
-                if let Some(account) = account.and_then(|a| self.shared.accounts.get(&a)) {
+                if let Some(name) = account {
+                    // An account the server does not run (a JWT pushed
+                    // after startup) is refused, never `$G`.
+                    let Some(account) = self.shared.accounts.get(&name) else {
+                        self.err("Authorization Violation");
+                        return Err(CloseReason::AuthorizationViolation);
+                    };
                     let _ = self.client.account.set(Arc::clone(&account.name));
                     self.account = Arc::clone(account);
+                    self.system = matches!(&self.shared.config.auth,
+                        Some(crate::config::Auth::Operator(t))
+                            if t.system_account.as_deref() == Some(name.as_str()));
                 }
             }
             Login::User { .. } => {}
@@ -414,6 +476,47 @@ impl Session {
         Ok(())
     }
 
+    /// A user JWT's limits: the smaller of its and the server's.
+    fn apply_jwt_limits(&mut self, limits: &JwtLimits) {
+        let _ = self.client.jwt_user.set(limits.user.clone());
+        if let Some(n) = limits.max_subs {
+            self.max_subs = if self.max_subs == 0 {
+                n
+            } else {
+                self.max_subs.min(n)
+            };
+            if n == 0 {
+                // A JWT's 0 allows no subscription at all: as nats-server,
+                // the error and the close come a moment after CONNECT
+                // (what the client already sent is still answered).
+                self.subs_forbidden = true;
+                self.close_at = Some((
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(20),
+                    Some("maximum subscriptions exceeded"),
+                    CloseReason::MaxSubscriptionsExceeded,
+                ));
+                return;
+            }
+        }
+        if let Some(n) = limits.max_payload {
+            self.parser
+                .set_max_payload(n.min(self.shared.config.max_payload));
+        }
+        if let Some(exp) = limits.expires {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(exp).unwrap_or(0));
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            self.close_at = Some((
+                tokio::time::Instant::now() + left,
+                // nats-server's words when a user JWT expires mid-connection.
+                Some("User Authentication Expired"),
+                CloseReason::AuthenticationExpired,
+            ));
+        }
+    }
+
     fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
         let Ok(text) = std::str::from_utf8(&subject) else {
             self.err("Invalid Subject");
@@ -433,8 +536,10 @@ impl Session {
                 return;
             }
         }
-        let max_subs = self.shared.config.max_subs;
-        if max_subs > 0 && self.subs.len() >= max_subs && !self.subs.contains_key(&sid) {
+        let max_subs = self.max_subs;
+        if (self.subs_forbidden || (max_subs > 0 && self.subs.len() >= max_subs))
+            && !self.subs.contains_key(&sid)
+        {
             // nats-server: refused, the connection stays open.
             self.err("maximum subscriptions exceeded");
             return;
@@ -608,6 +713,25 @@ impl Session {
                 self.account.deliver_subject(&answer, &mut self.batch);
             }
         }
+        if self.system
+            && let Some(req) = text.strip_prefix("$SYS.REQ.")
+            && let Some(answer) = crate::system::answer(
+                &self.shared,
+                req,
+                payload.get(header_len.unwrap_or(0)..).unwrap_or_default(),
+            )
+        {
+            delivered += 1;
+            if let Some(reply) = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok()) {
+                let answer = Message {
+                    subject: reply,
+                    reply: None,
+                    header_len: None,
+                    payload: &answer,
+                };
+                self.account.deliver_subject(&answer, &mut self.batch);
+            }
+        }
         if delivered == 0
             && self.no_responders
             && let Some(reply) = &reply
@@ -760,6 +884,10 @@ pub(crate) async fn run<R, W>(
         rules: None,
         pub_cache: FxHashMap::default(),
         trace: cfg.trace,
+        max_subs: cfg.max_subs,
+        subs_forbidden: false,
+        system: false,
+        close_at: None,
     };
     // (With TLS, logged before the handshake.)
     if cfg.debug && shared.tls.is_none() {
@@ -836,6 +964,13 @@ pub(crate) async fn run<R, W>(
             _ = tokio::time::sleep_until(auth_deadline), if auth_required && !session.connected => {
                 session.err("Authentication Timeout");
                 break CloseReason::AuthenticationTimeout;
+            }
+            _ = tokio::time::sleep_until(session.close_at.map_or(auth_deadline, |c| c.0)), if session.close_at.is_some() => {
+                let (_, text, reason) = session.close_at.take().unwrap_or((auth_deadline, None, CloseReason::ProtocolError));
+                if let Some(text) = text {
+                    session.err(text);
+                }
+                break reason;
             }
         }
     };

@@ -374,6 +374,16 @@ fn close_status(reason: Option<CloseReason>) -> (CloseCode, &'static str) {
         Some(CloseReason::AuthenticationTimeout) => {
             (CloseCode::POLICY_VIOLATION, "Authentication Timeout")
         }
+        Some(CloseReason::AuthenticationExpired) => {
+            (CloseCode::POLICY_VIOLATION, "Authentication Expired")
+        }
+        Some(CloseReason::AuthenticationRevoked) => {
+            (CloseCode::POLICY_VIOLATION, "Authentication Revoked")
+        }
+        Some(CloseReason::MaxSubscriptionsExceeded) => (
+            CloseCode::POLICY_VIOLATION,
+            "Maximum Subscriptions Exceeded",
+        ),
         // nats-server sends 1006 here, a code RFC 6455 forbids on the wire.
         Some(CloseReason::StaleConnection) => {
             (CloseCode::INTERNAL_SERVER_ERROR, "Stale Connection")

@@ -342,37 +342,92 @@ fn authorization_it_cannot_enforce_makes_it_refuse_to_start() {
 }
 
 #[test]
-fn operator_mode_and_encryption_at_rest_refuse_to_start_instead_of_running_with_less() {
-    for (config, key, line) in [
-        ("operator: /etc/nats/op.jwt\n", "operator", 2),
-        ("operators: [/etc/nats/op.jwt]\n", "operators", 2),
-        ("resolver: MEMORY\n", "resolver", 2),
-        ("resolver: { type: full, dir: /tmp/jwt }\n", "resolver", 2),
-        ("resolver_preload: { A: \"eyJ\" }\n", "resolver_preload", 2),
+fn operator_mode_keys_it_cannot_honour_and_encryption_at_rest_refuse_to_start() {
+    // (config, key, line, what the error says)
+    for (config, key, line, says) in [
+        (
+            "operator: /etc/nats/op.jwt\nresolver: MEMORY\n",
+            "operator",
+            2,
+            "error reading /etc/nats/op.jwt",
+        ),
+        (
+            "operators: [/etc/nats/op.jwt]\nresolver: MEMORY\n",
+            "operator",
+            2,
+            "error reading /etc/nats/op.jwt",
+        ),
+        (
+            "trusted: [O1]\nresolver: MEMORY\n",
+            "operator",
+            2,
+            "error reading O1",
+        ),
+        ("resolver: MEMORY\n", "resolver", 2, "needs `operator`"),
+        (
+            "resolver_preload: { A: \"eyJ\" }\n",
+            "resolver_preload",
+            2,
+            "needs `operator`",
+        ),
+        (
+            "operator: eyJh.eyJi.c2ln\nresolver: URL(http://127.0.0.1:9090/jwt/v1/accounts/)\n",
+            "resolver",
+            3,
+            "refusing to start",
+        ),
+        (
+            "operator: eyJh.eyJi.c2ln\nresolver: { type: cache, dir: /tmp/jwt }\n",
+            "resolver",
+            3,
+            "refusing to start",
+        ),
         (
             "resolver_pinned_accounts: [A]\n",
             "resolver_pinned_accounts",
             2,
+            "refusing to start",
         ),
-        ("resolver_tls: { cert_file: c }\n", "resolver_tls", 2),
-        ("trusted: [O1]\n", "trusted", 2),
-        ("trusted_keys: [O1]\n", "trusted_keys", 2),
+        (
+            "resolver_tls: { cert_file: c }\n",
+            "resolver_tls",
+            2,
+            "refusing to start",
+        ),
+        (
+            "trusted_keys: [O1]\n",
+            "trusted_keys",
+            2,
+            "refusing to start",
+        ),
         (
             "jetstream {\n  cipher: chachapoly\n}\n",
             "jetstream.cipher",
             3,
+            "refusing to start",
         ),
-        ("jetstream {\n  key: s3cr3t\n}\n", "jetstream.key", 3),
-        ("jetstream {\n  prev_key: old\n}\n", "jetstream.prev_key", 3),
+        (
+            "jetstream {\n  key: s3cr3t\n}\n",
+            "jetstream.key",
+            3,
+            "refusing to start",
+        ),
+        (
+            "jetstream {\n  prev_key: old\n}\n",
+            "jetstream.prev_key",
+            3,
+            "refusing to start",
+        ),
         (
             "jetstream {\n  tpm: { keys_file: k }\n}\n",
             "jetstream.tpm",
             3,
+            "refusing to start",
         ),
     ] {
         let stderr = refused_start(&format!("listen: 127.0.0.1:-1\n{config}"), key);
         assert!(
-            stderr.contains(&format!(":{line}: {key}: ")) && stderr.contains("refusing to start"),
+            stderr.contains(&format!(":{line}: {key}: ")) && stderr.contains(says),
             "{key}: {stderr}"
         );
     }

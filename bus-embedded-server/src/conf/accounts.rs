@@ -117,7 +117,7 @@ fn users(account: &str, v: &Located) -> Result<Vec<Identity>, BlockError> {
     let block = Located::new(Value::Map(vec![("users".to_owned(), v.clone())]), v.line);
     let (auth, _) = authorization_from_conf(&block)?;
     let mut ids = match auth {
-        None | Some(Auth::Token(_)) => Vec::new(),
+        None | Some(Auth::Token(_) | Auth::Operator(_)) => Vec::new(),
         Some(Auth::Users(users)) => users
             .into_iter()
             .map(|u| Identity {
@@ -485,6 +485,11 @@ pub fn merge_users(
         Some(Auth::Token(_)) => {
             return Err(BlockError::Conflict(
                 "users in accounts cannot be combined with an authorization token",
+            ));
+        }
+        Some(Auth::Operator(_)) => {
+            return Err(BlockError::Conflict(
+                "users in accounts cannot be combined with operator mode",
             ));
         }
     };

@@ -9,7 +9,9 @@
 //!   [`websocket_from_conf`] for `websocket {}`,
 //!   [`authorization_from_conf`] for `authorization {}` and
 //!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`,
-//!   [`mappings_from_conf`] for `mappings {}` (top level and in accounts).
+//!   [`mappings_from_conf`] for `mappings {}` (top level and in accounts),
+//!   [`operator_from_conf`] for operator mode (`operator`, `resolver`,
+//!   `resolver_preload`, `system_account`).
 //!
 //! Errors are enums naming the file or line and the key: [`ConfError`] and
 //! [`BlockError`]. Turning a [`ServerConf`] plus command-line flags into a
@@ -20,6 +22,7 @@ pub mod accounts;
 pub mod authorization;
 pub mod error;
 pub mod mappings;
+pub mod operator;
 pub mod server_conf;
 pub mod syntax;
 pub mod websocket;
@@ -28,6 +31,7 @@ pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
 pub use mappings::mappings_from_conf;
+pub use operator::{OperatorConf, ResolverConf, operator_from_conf};
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
 pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};
 pub use websocket::{WebSocketConf, websocket_from_conf};

@@ -55,6 +55,15 @@ pub struct ServerConf {
     pub mappings: Option<Located>,
     pub lame_duck_duration: Option<Duration>,
     pub lame_duck_grace_period: Option<Duration>,
+    /// The raw `operator` (`operators`, `trusted`) value: JWTs or files
+    /// (read by `operator_from_conf`).
+    pub operator: Option<Located>,
+    /// The raw `resolver` value.
+    pub resolver: Option<Located>,
+    /// The raw `resolver_preload` map.
+    pub resolver_preload: Option<Located>,
+    /// `system_account` (`system`).
+    pub system_account: Option<Located>,
 }
 
 /// The `jetstream` option.
@@ -156,8 +165,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "remote_syslog",
     "server_metadata",
     "syslog",
-    "system",
-    "system_account",
     "trace_headers",
     "trace_verbose",
     "write_timeout",
@@ -165,16 +172,7 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
 
 /// Top-level keys of decentralized (JWT) authentication. Ignoring them
 /// would run the server open to anyone, so they refuse the start.
-const REFUSED: &[&str] = &[
-    "operator",
-    "operators",
-    "resolver",
-    "resolver_pinned_accounts",
-    "resolver_preload",
-    "resolver_tls",
-    "trusted",
-    "trusted_keys",
-];
+const REFUSED: &[&str] = &["resolver_pinned_accounts", "resolver_tls", "trusted_keys"];
 
 /// `jetstream { ... }` keys nats-server knows but this server does not act on.
 const KNOWN_UNSUPPORTED_JETSTREAM: &[&str] = &[
@@ -615,11 +613,21 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
                 c.lame_duck_duration = Some(d);
             }
             "lame_duck_grace_period" => c.lame_duck_grace_period = Some(r.duration(k, v)?),
+            "operator" | "operators" | "trusted" => c.operator = Some(v.clone()),
+            "resolver" => c.resolver = Some(v.clone()),
+            "resolver_preload" => match v.value {
+                Value::Map(_) => c.resolver_preload = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
+            "system_account" | "system" => match v.value {
+                Value::String(_) => c.system_account = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a string"),
+            },
             lower if REFUSED.contains(&lower) => {
                 return r.invalid(
                     k,
                     v,
-                    "JWT authentication (operator mode) is not supported yet by this server; \
+                    "is not supported yet by this server in operator mode; \
                      refusing to start rather than run without it",
                 );
             }
@@ -1052,11 +1060,7 @@ mod tests {
 
     #[test]
     fn keys_whose_absence_lowers_protection_refuse_the_start() {
-        for key in [
-            "operator: /etc/nats/op.jwt",
-            "resolver: MEMORY",
-            "trusted_keys: [\"O1\"]",
-        ] {
+        for key in ["resolver_pinned_accounts: [A]", "trusted_keys: [\"O1\"]"] {
             let e = sc_err(&format!("port: 4222\n{key}\n"));
             assert!(e.starts_with("test.conf:2: "), "{e}");
             assert!(e.contains("refusing to start"), "{e}");

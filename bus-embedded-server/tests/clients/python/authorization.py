@@ -14,6 +14,10 @@ Usage:
       connect with user/password (`-` `-`: with no credentials at all),
       publish to SUBJECT and subscribe to it, print the asynchronous errors
       the client reported
+  python3 authorization.py URL creds FILE SUBJECT
+      connect with a `.creds` file (user JWT + seed: operator mode),
+      subscribe to SUBJECT, publish to it, print what arrived, then
+      publish to `denied.x` and print the asynchronous errors
 """
 
 import asyncio
@@ -55,6 +59,22 @@ async def main():
             await nc.close()
         except Exception as e:  # what the client raises is the point
             print(f"connect failed: {type(e).__name__}: {e}")
+    elif mode == "creds":
+        path, subject = sys.argv[3:5]
+        try:
+            nc = await nats.connect(url, user_credentials=path, **common)
+        except Exception as e:  # what the client raises is the point
+            print(f"connect failed: {type(e).__name__}: {e}")
+        else:
+            sub = await nc.subscribe(subject)
+            await nc.publish(subject, b"hello")
+            msg = await sub.next_msg(timeout=3)
+            print(f"received {msg.subject} {msg.data.decode()}")
+            await nc.publish("denied.x", b"x")
+            await nc.flush(timeout=3)
+            await asyncio.sleep(0.3)
+            print(f"still connected: {nc.is_connected}")
+            await nc.close()
     elif mode == "denied":
         user, password, subject = sys.argv[3:6]
         creds = {} if user == "-" else dict(user=user, password=password)
