@@ -21,8 +21,7 @@ use crate::workloads::{
     Throughput, Workload, connect, summarize, throughput,
 };
 
-/// Payload size of the JetStream workloads when `--sizes` is not given.
-pub const DEFAULT_SIZE: usize = 128;
+pub use crate::workloads::JS_DEFAULT_SIZE as DEFAULT_SIZE;
 /// Publish acknowledgements (or key-value puts) awaited at once by js-pub,
 /// kv-put and the untimed pre-publishing of the consume workloads.
 pub const PUBLISH_WINDOW: usize = 1024;
@@ -43,15 +42,6 @@ const ACK_SETTLE: Duration = Duration::from_secs(5);
 /// Errors from a consumer's message stream after which consuming stops.
 const MAX_STREAM_ERRORS: u64 = 100;
 
-/// Default message count of the throughput JetStream workloads.
-pub fn default_msgs(size: usize) -> u64 {
-    match size {
-        0..=1024 => 50_000,
-        1025..=16384 => 20_000,
-        _ => 5_000,
-    }
-}
-
 /// A stream or bucket name unique to this process and run, such as
 /// `BENCH_JS_FETCH_4242_3` (letters, digits and `_` only).
 pub fn unique_name(workload: Workload) -> String {
@@ -69,7 +59,7 @@ fn key(i: u64) -> String {
     format!("k{}", i % KV_KEYS)
 }
 
-/// Runs one JetStream workload; see [`crate::workloads::run`].
+/// Runs one JetStream workload (the core ones are `crate::workloads::run`).
 pub async fn run(
     url: &str,
     workload: Workload,
@@ -605,6 +595,7 @@ async fn kv_get(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workloads::js_default_msgs as default_msgs;
 
     #[test]
     fn names_are_unique_and_valid() {

@@ -243,7 +243,12 @@ async fn run_once(
     count: u64,
     marks: MarksMut<'_>,
 ) -> Outcome {
-    match workloads::run(url, workload, size, count, &mut *marks).await {
+    let ran = if workload.is_jetstream() {
+        jetstream::run(url, workload, size, count, &mut *marks).await
+    } else {
+        workloads::run(url, workload, size, count, &mut *marks).await
+    };
+    match ran {
         Ok(outcome) => {
             eprintln!(
                 "{}{}",
