@@ -8,14 +8,15 @@
 //! (the page cache only) and a record that is not in memory fails with
 //! [`StoreError::would_block`](super::StoreError::would_block). The caller
 //! then does the same work again on a blocking thread, where reads may wait.
-//! Without the mark (blocking threads, recovery, tests) reads are plain.
 //!
 //! Only callers that handle "would block" set the mark: to any other code a
-//! would-block error would look like a failed read. Unmarked reads on a
-//! worker (rare paths: a counter publish reading its subject's total, a
-//! rebuild) also try the page cache first, and on a miss wait through
-//! [`wait_in_place`], which first moves the worker's other tasks to another
-//! thread.
+//! would-block error would look like a failed read. Unmarked reads (blocking
+//! threads, recovery, tests, and rare paths on a worker such as a counter
+//! publish reading its subject's total) also try the page cache first, and
+//! on a miss wait through [`wait_in_place`]: on a worker it first moves the
+//! worker's other tasks to another thread, elsewhere it is a plain read. (A
+//! cold read on a blocking thread thus costs one refused `preadv2` before
+//! the read that waits: one syscall beside a device read.)
 
 use std::cell::Cell;
 
