@@ -354,6 +354,10 @@ fn operator_mode(
         .map_err(|e| err("operator", e.to_string()))?;
     let mut jwts: Vec<(String, String, String)> = Vec::new();
     if let conf::ResolverConf::Dir { dir } = &op.resolver {
+        // As nats-server's directory resolver: a directory that does not
+        // exist yet is created (a fresh volume), where pushed JWTs land.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err("resolver", format!("cannot create {}: {e}", dir.display())))?;
         let entries = std::fs::read_dir(dir)
             .map_err(|e| err("resolver", format!("cannot read {}: {e}", dir.display())))?;
         let mut files: Vec<PathBuf> = entries

@@ -595,6 +595,79 @@ async fn a_directory_resolver_serves_the_account_jwts_it_finds_on_disk() {
     assert_eq!(outcomes[1][0], "received dir.x");
 }
 
+/// The configuration the Helm chart renders for `server.operator`: the
+/// operator JWT in a file (nsc's armoured form, as a Secret holds it), a
+/// directory resolver on a fresh volume (the directory does not exist
+/// yet), and the app's account preloaded. Both servers start from it, create
+/// the directory, and a user of the preloaded account connects with its
+/// `.creds` file and sends and receives.
+#[tokio::test]
+async fn the_helm_charts_operator_configuration_starts_on_a_fresh_volume_like_nats_server() {
+    let mut op = Operator::new();
+    let a = op.add_account("APP", json!({"limits": open_limits()}));
+    let u = user(
+        &op.accounts[a].key,
+        json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+        json!({}),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let operator_file = dir.path().join("operator.jwt");
+    std::fs::write(
+        &operator_file,
+        format!(
+            "-----BEGIN NATS OPERATOR JWT-----\n{}\n------END NATS OPERATOR JWT------\n",
+            op.jwt
+        ),
+    )
+    .expect("write operator jwt");
+    let creds = u.write_creds(dir.path(), "app");
+    let mut outcomes = Vec::new();
+    for (i, theirs_first) in [true, false].into_iter().enumerate() {
+        let volume = dir.path().join(format!("data{i}"));
+        let config = format!(
+            "operator: \"{}\"\nsystem_account: \"{}\"\nresolver {{\n  type: full\n  dir: \"{}\"\n}}\n\
+             resolver_preload {{\n  {}: \"{}\"\n  {}: \"{}\"\n}}\n",
+            operator_file.display(),
+            op.system.key.public_key(),
+            volume.join("jwt").display(),
+            op.system.key.public_key(),
+            op.system.jwt,
+            op.accounts[a].key.public_key(),
+            op.accounts[a].jwt,
+        );
+        std::fs::create_dir(&volume).expect("mkdir volume");
+        let (addr, _keep) = if theirs_first {
+            let t = reference(&config, false).await;
+            (format!("127.0.0.1:{}", t.port()), (Some(t), None))
+        } else {
+            let (h, d) = ours(&config, false).await;
+            (h.addr().to_string(), (None, Some((h, d))))
+        };
+        let nc = async_nats::ConnectOptions::with_credentials_file(&creds)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .expect("the app's user connects");
+        let mut sub = nc.subscribe("angzarr.events.>").await.expect("subscribe");
+        nc.publish("angzarr.events.player.Joined", "1".into())
+            .await
+            .expect("publish");
+        nc.flush().await.expect("flush");
+        let m = tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .expect("delivered")
+            .expect("message");
+        outcomes.push((m.subject.to_string(), volume.join("jwt").is_dir()));
+    }
+    assert_eq!(outcomes[1], outcomes[0], "ours differs from nats-server");
+    assert_eq!(
+        outcomes[1],
+        ("angzarr.events.player.Joined".to_owned(), true),
+        "the resolver directory is created on a fresh volume"
+    );
+}
+
 /// Runs tests/clients/python/authorization.py with `args`; its stdout.
 fn nats_py(args: Vec<String>) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -774,6 +774,87 @@ def test_auth_creds_with_existing_nats():
     assert "creds" in msg, msg
 
 
+OP_SYS = "A" + "B" * 55
+OP_APP = "A" + "C" * 55
+OP_JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJqdGkiOiJ4In0.c2ln"
+
+
+def test_operator_mode_with_bundled_server_takes_the_operator_jwt_from_a_secret():
+    r = render(
+        {
+            "bus": {"nats": {"auth": {"existingSecret": "app-creds", "type": "creds"}}},
+            "server": {
+                "operator": {
+                    "existingSecret": "nats-operator",
+                    "operatorKey": "op.jwt",
+                    "systemAccount": OP_SYS,
+                    "preload": {OP_SYS: OP_JWT, OP_APP: OP_JWT},
+                }
+            },
+        }
+    )
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert 'operator: "/etc/nats-operator/operator.jwt"' in text, text
+    assert f'system_account: "{OP_SYS}"' in text, text
+    assert "type: full" in text and 'dir: "/data/jwt"' in text, text
+    assert f'{OP_APP}: "{OP_JWT}"' in text and f'{OP_SYS}: "{OP_JWT}"' in text, text
+    assert "authorization" not in text, "operator mode has no authorization block"
+    sts = r.one("StatefulSet")
+    c = r.server_container()
+    assert mounts_of(c)["nats-operator"] == {"name": "nats-operator", "mountPath": "/etc/nats-operator", "readOnly": True}
+    vol = volumes_of(sts)["nats-operator"]
+    assert vol["secret"] == {"secretName": "nats-operator", "items": [{"key": "op.jwt", "path": "operator.jwt"}]}, vol
+    args = c["args"]
+    assert args[args.index("-c") + 1] == "/etc/nats/server.conf", args
+    # The JWT directory is on the data volume, beside (not inside) the store.
+    assert mounts_of(c)["data"]["mountPath"] == "/data"
+    # The app connects with its .creds file from its own Secret.
+    env = r.app_env()
+    assert env["NATS_CREDS"] == "/etc/angzarr-creds/nats.creds", env
+    assert volumes_of(r.one("Deployment"))["nats-creds"]["secret"]["secretName"] == "app-creds"
+
+
+def test_operator_mode_without_preload_or_system_account_renders_only_what_is_set():
+    r = render(
+        {
+            "bus": {"nats": {"auth": {"existingSecret": "app-creds", "type": "creds"}}},
+            "server": {"operator": {"existingSecret": "nats-operator"}},
+        }
+    )
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "system_account" not in text and "resolver_preload" not in text, text
+    vol = volumes_of(r.one("StatefulSet"))["nats-operator"]
+    assert vol["secret"]["items"] == [{"key": "operator.jwt", "path": "operator.jwt"}], vol
+
+
+def test_operator_mode_values_that_cannot_be_honoured_are_refused():
+    op = {"existingSecret": "nats-operator"}
+    # The app could not connect: no credentials, or a kind the server refuses.
+    msg = render_fails({"server": {"operator": op}})
+    assert "bus.nats.auth.type=creds" in msg, msg
+    msg = render_fails({"bus": {"nats": {"auth": {"existingSecret": "pw"}}}, "server": {"operator": op}})
+    assert "bus.nats.auth.type is password" in msg and "creds" in msg, msg
+    # Operator mode for a server that is not deployed.
+    msg = render_fails(
+        {
+            "bus": {"nats": {"enabled": False, "url": "nats://n:4222", "auth": {"existingSecret": "c", "type": "creds"}}},
+            "server": {"operator": op},
+        }
+    )
+    assert "server.operator.existingSecret" in msg and "not deployed" in msg, msg
+    # Preload or a system account without the operator JWT would do nothing.
+    msg = render_fails({"server": {"operator": {"systemAccount": OP_SYS}}})
+    assert "operator mode is off" in msg, msg
+    # Keys that are not account public keys / JWTs fail the schema.
+    msg = render_fails(
+        {
+            "bus": {"nats": {"auth": {"existingSecret": "c", "type": "creds"}}},
+            "server": {"operator": {"existingSecret": "s", "preload": {"not-a-key": OP_JWT}}},
+        }
+    )
+    assert "not-a-key" in msg and "does not match" in msg, msg
+
+
 def test_tls_with_bundled_server():
     r = render({"bus": {"nats": {"tls": {"existingSecret": "bus-tls"}}}})
     # The app: the Secret mounted, bus.toml pointing there.

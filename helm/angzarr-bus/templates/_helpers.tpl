@@ -142,6 +142,21 @@ ConfigMap, which every release renders.
 {{- if and $server .Values.server.websocket.enabled (eq (int64 .Values.server.websocket.port) (int64 .Values.server.monitorPort)) -}}
 {{- fail "server.websocket.port is the same as server.monitorPort: give the WebSocket listener its own port" -}}
 {{- end -}}
+{{- $op := .Values.server.operator | default dict -}}
+{{- if and $op.existingSecret (not $server) -}}
+{{- fail "server.operator.existingSecret is set but the bundled server is not deployed (it needs bus.backend=nats with no bus.nats.url): remove server.operator.existingSecret, or deploy the bundled server" -}}
+{{- end -}}
+{{- if and $server (not $op.existingSecret) (or $op.systemAccount $op.preload) -}}
+{{- fail "server.operator.systemAccount / server.operator.preload are set but operator mode is off: set server.operator.existingSecret to the Secret holding the operator JWT, or remove them" -}}
+{{- end -}}
+{{- if include "angzarr-bus.operator.enabled" . -}}
+{{- $type := include "angzarr-bus.auth.type" . -}}
+{{- if not $type -}}
+{{- fail "server.operator.existingSecret turns on JWT authentication, so the app needs a user's .creds file: set bus.nats.auth.existingSecret and bus.nats.auth.type=creds" -}}
+{{- else if ne $type "creds" -}}
+{{- fail (printf "bus.nats.auth.type is %s but the bundled server runs in operator mode (server.operator.existingSecret), where users authenticate with JWTs: set bus.nats.auth.type=creds with a .creds file in bus.nats.auth.existingSecret" $type) -}}
+{{- end -}}
+{{- end -}}
 {{- $sm := .Values.serviceMonitor | default dict -}}
 {{- if and $sm.enabled (not $server) -}}
 {{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "serviceMonitor.enabled")) -}}
@@ -236,20 +251,30 @@ decentralized JWT authentication).
 {{- if not (has $type (list "password" "token" "creds")) -}}
 {{- fail (printf "bus.nats.auth.type must be password, token or creds (got %q)" $type) -}}
 {{- end -}}
-{{- if and (eq $type "creds") (include "angzarr-bus.server.enabled" .) -}}
-{{- fail "bus.nats.auth.type creds needs an existing NATS (bus.nats.enabled: false): the bundled server has no JWT (.creds) authentication; use password or token" -}}
+{{- if and (eq $type "creds") (include "angzarr-bus.server.enabled" .) (not (.Values.server.operator | default dict).existingSecret) -}}
+{{- fail "bus.nats.auth.type creds with the bundled server needs operator mode: set server.operator.existingSecret to the Secret holding the operator JWT (or use password or token)" -}}
 {{- end -}}
 {{- $type -}}
 {{- end -}}
 {{- end }}
 
 {{/*
+"true" when the bundled server runs in operator mode (JWT authentication):
+the server is deployed and server.operator.existingSecret is set.
+*/}}
+{{- define "angzarr-bus.operator.enabled" -}}
+{{- if and (include "angzarr-bus.server.enabled" .) (.Values.server.operator | default dict).existingSecret -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
 "true" when the bundled server reads a configuration file (-c): for
-bus.nats.auth (its authorization block) or server.websocket.enabled (its
-websocket block).
+bus.nats.auth (its authorization block, or operator mode) or
+server.websocket.enabled (its websocket block).
 */}}
 {{- define "angzarr-bus.server.configFile" -}}
-{{- if and (include "angzarr-bus.server.enabled" .) (or (include "angzarr-bus.auth.type" .) .Values.server.websocket.enabled) -}}
+{{- if and (include "angzarr-bus.server.enabled" .) (or (include "angzarr-bus.auth.type" .) .Values.server.websocket.enabled (include "angzarr-bus.operator.enabled" .)) -}}
 true
 {{- end -}}
 {{- end }}
