@@ -17,8 +17,9 @@
 //!   by default; `response_type: stream|chunked` allows several until the
 //!   response threshold).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -422,6 +423,92 @@ impl Router for Account {
     }
 }
 
+/// The configured accounts by name (not `$G`), and what it takes to open
+/// one more while running: an account whose JWT is pushed to the system
+/// account (`nsc push`) after the server started. Looked up at CONNECT and
+/// by the monitor, never on the message path.
+pub(crate) struct Accounts {
+    by_name: RwLock<HashMap<String, Arc<Account>>>,
+    jetstream: Option<crate::config::JetStreamConfig>,
+    server: Option<Arc<ServerResources>>,
+}
+
+impl Accounts {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Account>>> {
+        match self.by_name.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The account of this name.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Account>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every account (a snapshot).
+    pub(crate) fn all(&self) -> Vec<Arc<Account>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Opens and adds an account that has no imports, exports or mappings
+    /// (one from a JWT), with JetStream when `jetstream` and the server runs
+    /// it; the existing account when one of that name is already running.
+    pub(crate) fn open(
+        &self,
+        name: &str,
+        jetstream: bool,
+        limits: AccountJetStreamLimits,
+    ) -> Result<Arc<Account>, JetStreamError> {
+        let mut map = match self.by_name.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(a) = map.get(name) {
+            return Ok(Arc::clone(a));
+        }
+        let js = match (jetstream, &self.jetstream, &self.server) {
+            (true, Some(js), Some(server)) => {
+                let resources = Arc::new(AccountResources::new(limits, Arc::clone(server)));
+                Some(JetStream::open_account(js.clone(), name, resources)?)
+            }
+            _ => None,
+        };
+        let refused = self.jetstream.is_some() && js.is_none();
+        let a = Arc::new_cyclic(|me| Account::new(me.clone(), name, js, refused, false, None));
+        if let Some(js) = &a.jetstream {
+            let router: Arc<dyn Router> = Arc::clone(&a) as _;
+            js.set_router(Arc::downgrade(&router));
+        }
+        map.insert(name.to_owned(), Arc::clone(&a));
+        Ok(a)
+    }
+}
+
+/// Whether an account JWT gives JetStream, and its limits as this server
+/// counts them (0 in the JWT for streams, consumers, ack pending and the
+/// per-stream byte caps means unlimited).
+pub(crate) fn jetstream_of_jwt(l: &crate::jwt::AccountLimits) -> (bool, AccountJetStreamLimits) {
+    let jetstream = l.jetstream_enabled();
+    if !jetstream {
+        return (false, AccountJetStreamLimits::default());
+    }
+    let unlimited_if_zero = |v: i64| if v == 0 { -1 } else { v };
+    (
+        true,
+        AccountJetStreamLimits {
+            max_memory: l.mem_storage,
+            max_store: l.disk_storage,
+            max_streams: unlimited_if_zero(l.streams),
+            max_consumers: unlimited_if_zero(l.consumer),
+            max_ack_pending: unlimited_if_zero(l.max_ack_pending),
+            memory_max_stream_bytes: unlimited_if_zero(l.mem_max_stream_bytes),
+            store_max_stream_bytes: unlimited_if_zero(l.disk_max_stream_bytes),
+            max_bytes_required: l.max_bytes_required,
+        },
+    )
+}
+
 /// Builds the run-time accounts: `$G`, and the configured ones, each
 /// with its JetStream when enabled and its compiled subject mappings (taken
 /// from `mappings` by account name), then links imports to exports.
@@ -429,7 +516,7 @@ pub(crate) fn build(
     configs: &[AccountConfig],
     jetstream: Option<&crate::config::JetStreamConfig>,
     mut mappings: FxHashMap<String, Mappings>,
-) -> Result<(Arc<Account>, Vec<Arc<Account>>), JetStreamError> {
+) -> Result<(Arc<Account>, Accounts), JetStreamError> {
     let exports_services = |name: &str| {
         configs.iter().any(|c| {
             c.imports
@@ -541,7 +628,15 @@ pub(crate) fn build(
     let global = accounts
         .next()
         .unwrap_or_else(|| account(GLOBAL, None, false, false, None));
-    Ok((global, accounts.collect()))
+    let by_name = accounts.map(|a| (a.name.to_string(), a)).collect();
+    Ok((
+        global,
+        Accounts {
+            by_name: RwLock::new(by_name),
+            jetstream: jetstream.cloned(),
+            server,
+        },
+    ))
 }
 
 /// Adds a header line to a message's header block (creating one).

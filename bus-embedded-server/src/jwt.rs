@@ -704,6 +704,16 @@ impl Trust {
         }
     }
 
+    /// Trusts an account that was not known (a JWT pushed while running);
+    /// replaces it when it was.
+    pub fn add(&self, account: TrustedAccount) {
+        let mut map = match self.accounts.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.insert(account.key.clone(), Arc::new(account));
+    }
+
     /// Judges a CONNECT's `jwt` and `sig` (over `nonce`).
     pub fn authenticate(
         &self,

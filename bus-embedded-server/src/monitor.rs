@@ -109,8 +109,8 @@ async fn handle(
             .split('&')
             .find_map(|kv| kv.strip_prefix("acc="))
             .filter(|a| *a != crate::config::GLOBAL_ACCOUNT)
-            .map_or(shared.jetstream.as_ref(), |a| {
-                shared.accounts.get(a).and_then(|a| a.jetstream.as_ref())
+            .map_or(shared.jetstream.clone(), |a| {
+                shared.accounts.get(a).and_then(|a| a.jetstream.clone())
             }) {
             Some(js) => {
                 let opts = crate::jetstream::jsz::JszOptions {
@@ -141,11 +141,13 @@ async fn handle(
             let problems: Vec<_> = shared
                 .jetstream
                 .iter()
+                .cloned()
                 .chain(
                     shared
                         .accounts
-                        .values()
-                        .filter_map(|a| a.jetstream.as_ref()),
+                        .all()
+                        .into_iter()
+                        .filter_map(|a| a.jetstream.clone()),
                 )
                 .flat_map(|js| js.health_problems())
                 .collect();

@@ -332,7 +332,7 @@ fn operator_mode(
     op: &conf::OperatorConf,
     path: &Path,
 ) -> Result<(), OptionsError> {
-    use crate::config::{AccountConfig, AccountJetStreamLimits};
+    use crate::config::AccountConfig;
     let err = |key: &str, message: String| OptionsError::Operator {
         file: path.to_path_buf(),
         key: key.to_owned(),
@@ -394,31 +394,16 @@ fn operator_mode(
                 format!("account {key}: the JWT is for {}", a.trusted.key),
             ));
         }
-        let l = &a.limits;
         // Whether the server runs JetStream is known only after the flags;
         // on a server without it the account simply has none (as in
         // nats-server).
-        let jetstream = l.jetstream_enabled();
-        let unlimited_if_zero = |v: i64| if v == 0 { -1 } else { v };
+        let (jetstream, jetstream_limits) = crate::account::jetstream_of_jwt(&a.limits);
         options.config.accounts.retain(|x| x.name != key);
         options.config.accounts.push(AccountConfig {
             name: key.clone(),
             users: Vec::new(),
             jetstream,
-            jetstream_limits: if jetstream {
-                AccountJetStreamLimits {
-                    max_memory: l.mem_storage,
-                    max_store: l.disk_storage,
-                    max_streams: unlimited_if_zero(l.streams),
-                    max_consumers: unlimited_if_zero(l.consumer),
-                    max_ack_pending: unlimited_if_zero(l.max_ack_pending),
-                    memory_max_stream_bytes: unlimited_if_zero(l.mem_max_stream_bytes),
-                    store_max_stream_bytes: unlimited_if_zero(l.disk_max_stream_bytes),
-                    max_bytes_required: l.max_bytes_required,
-                }
-            } else {
-                AccountJetStreamLimits::default()
-            },
+            jetstream_limits,
             exports: Vec::new(),
             imports: Vec::new(),
             mappings: Vec::new(),

@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::account::Account;
 use crate::config::{GLOBAL_ACCOUNT, ServerConfig};
 use crate::outbound::Client;
 use crate::session;
@@ -156,7 +155,7 @@ impl ServerHandle {
         if let Some(js) = &self.shared.jetstream {
             js.shutdown();
         }
-        for a in self.shared.accounts.values() {
+        for a in self.shared.accounts.all() {
             if let Some(js) = &a.jetstream {
                 js.shutdown();
             }
@@ -169,11 +168,11 @@ impl ServerHandle {
     }
 
     /// The JetStream engine of a configured account (`$G`: the global one).
-    pub fn account_jetstream(&self, account: &str) -> Option<&Arc<crate::jetstream::JetStream>> {
+    pub fn account_jetstream(&self, account: &str) -> Option<Arc<crate::jetstream::JetStream>> {
         if account == crate::config::GLOBAL_ACCOUNT {
-            return self.shared.global.jetstream.as_ref();
+            return self.shared.global.jetstream.clone();
         }
-        self.shared.accounts.get(account)?.jetstream.as_ref()
+        self.shared.accounts.get(account)?.jetstream.clone()
     }
 }
 
@@ -222,10 +221,6 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         crate::account::build(&config.accounts, config.jetstream.as_ref(), mappings)
             .map_err(ServerError::JetStream)?;
     let jetstream = global.jetstream.clone();
-    let accounts: HashMap<String, Arc<Account>> = accounts
-        .into_iter()
-        .map(|a| (a.name.to_string(), a))
-        .collect();
     let shared = Arc::new(ServerState {
         config,
         server_id,

@@ -437,14 +437,14 @@ impl Session {
                     self.rules = Some(rules);
                 }
                 if let Some(name) = account {
-                    // An account the server does not run (a JWT pushed
-                    // after startup) is refused, never `$G`.
+                    // An account the server does not run is refused,
+                    // never `$G`.
                     let Some(account) = self.shared.accounts.get(&name) else {
                         self.err("Authorization Violation");
                         return Err(CloseReason::AuthorizationViolation);
                     };
                     let _ = self.client.account.set(Arc::clone(&account.name));
-                    self.account = Arc::clone(account);
+                    self.account = account;
                     self.system = matches!(&self.shared.config.auth,
                         Some(crate::config::Auth::Operator(t))
                             if t.system_account.as_deref() == Some(name.as_str()));

@@ -56,7 +56,7 @@ pub(crate) struct ServerState {
     /// The global account `$G` (everyone, when no accounts are configured).
     pub global: Arc<Account>,
     /// The configured accounts by name (not `$G`).
-    pub accounts: HashMap<String, Arc<Account>>,
+    pub accounts: crate::account::Accounts,
     pub stats: Stats,
     pub shutdown: watch::Sender<bool>,
     /// False once in lame duck mode.
@@ -220,7 +220,13 @@ impl ServerState {
 
     /// Subscriptions over every account.
     pub fn subscription_count(&self) -> u64 {
-        self.global.sublist.len() + self.accounts.values().map(|a| a.sublist.len()).sum::<u64>()
+        self.global.sublist.len()
+            + self
+                .accounts
+                .all()
+                .iter()
+                .map(|a| a.sublist.len())
+                .sum::<u64>()
     }
 
     pub fn port(&self) -> u16 {

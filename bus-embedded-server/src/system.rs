@@ -51,7 +51,7 @@ fn statsz(s: &ServerState) -> Value {
             "cpu": cpu,
             "connections": s.client_count(),
             "total_connections": s.stats.total_connections.load(Ordering::Relaxed),
-            "active_accounts": 1 + s.accounts.values().filter(|a| !a.sublist.is_empty()).count(),
+            "active_accounts": 1 + s.accounts.all().iter().filter(|a| !a.sublist.is_empty()).count(),
             "subscriptions": s.subscription_count(),
             "sent": {"msgs": out_msgs, "bytes": out_bytes},
             "received": {"msgs": in_msgs, "bytes": in_bytes},
@@ -122,13 +122,22 @@ fn claims_update(
             )),
         ));
     }
-    let running = s.accounts.get(&key);
-    let Some(running) = running else {
-        return Some(claims_answer(
-            s,
-            &key,
-            Err("jwt stored; this server serves a new account after a restart".to_owned()),
-        ));
+    let Some(running) = s.accounts.get(&key) else {
+        // A new account (`nsc push` of one the server did not know): open
+        // it, then trust its users, as nats-server's full resolver serves
+        // it from then on.
+        let (jetstream, limits) = crate::account::jetstream_of_jwt(&a.limits);
+        if let Err(e) = s.accounts.open(&key, jetstream, limits) {
+            return Some(claims_answer(
+                s,
+                &key,
+                Err(format!(
+                    "jwt stored; opening the account's JetStream failed: {e}"
+                )),
+            ));
+        }
+        trust.add(a.trusted);
+        return Some(claims_answer(s, &key, Ok("jwt updated")));
     };
     let js_changed = trust
         .account(&key)

@@ -668,6 +668,143 @@ async fn the_helm_charts_operator_configuration_starts_on_a_fresh_volume_like_na
     );
 }
 
+/// `nsc push` of an account the server has never seen (directory
+/// resolver): the server stores it and serves it at once, JetStream
+/// included, as nats-server does; ours also after a restart (read back
+/// from the directory).
+#[tokio::test]
+async fn an_account_pushed_while_running_serves_its_users_at_once_like_nats_server() {
+    let mut op = Operator::new();
+    let mut limits = open_limits();
+    for (k, v) in [
+        ("mem_storage", json!(-1)),
+        ("disk_storage", json!(-1)),
+        ("streams", json!(-1)),
+        ("consumer", json!(-1)),
+    ] {
+        limits[k] = v;
+    }
+    let fresh = op.add_account("FRESH", json!({"limits": limits}));
+    let plain = json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1});
+    let sys_user = user(&op.system.key, plain.clone(), json!({}));
+    let fresh_user = user(&op.accounts[fresh].key, plain, json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys_creds = sys_user.write_creds(dir.path(), "sys");
+    let fresh_creds = fresh_user.write_creds(dir.path(), "fresh");
+    let connect_fresh = |addr: String| {
+        let creds = fresh_creds.clone();
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(&creds)
+                .await
+                .expect("creds")
+                .connect(&addr)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut outcomes = Vec::new();
+    for reference_server in [true, false] {
+        // Only the system account is on disk at start.
+        let jwts = dir.path().join(format!("jwt-{reference_server}"));
+        std::fs::create_dir(&jwts).expect("mkdir");
+        std::fs::write(
+            jwts.join(format!("{}.jwt", op.system.key.public_key())),
+            &op.system.jwt,
+        )
+        .expect("write jwt");
+        let config = format!(
+            "operator: {}\nsystem_account: {}\nresolver {{\n  type: full\n  dir: \"{}\"\n}}\n",
+            op.jwt,
+            op.system.key.public_key(),
+            jwts.display()
+        );
+        let mut theirs = None;
+        let mut ours_server = None;
+        let addr = if reference_server {
+            let t = reference(&config, true).await;
+            let a = format!("127.0.0.1:{}", t.port());
+            theirs = Some(t);
+            a
+        } else {
+            let o = ours(&config, true).await;
+            let a = o.0.addr().to_string();
+            ours_server = Some(o);
+            a
+        };
+        let mut seen = Vec::new();
+        let before = connect_fresh(addr.clone()).await;
+        seen.push(format!("before the push: {:?}", before.map(|_| ())));
+        let sys = async_nats::ConnectOptions::with_credentials_file(&sys_creds)
+            .await
+            .expect("creds")
+            .connect(&addr)
+            .await
+            .expect("system user connects");
+        let m = sys
+            .request(
+                "$SYS.REQ.CLAIMS.UPDATE",
+                op.accounts[fresh].jwt.clone().into(),
+            )
+            .await
+            .expect("answered");
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+        seen.push(format!(
+            "push: {} {}",
+            v["data"]["code"], v["data"]["message"]
+        ));
+        let nc = connect_fresh(addr.clone())
+            .await
+            .expect("a user of the pushed account connects");
+        seen.push(
+            js_request(
+                &nc,
+                "$JS.API.STREAM.CREATE.PUSHED",
+                json!({"name": "PUSHED", "subjects": ["pushed.>"], "storage": "file"}),
+            )
+            .await,
+        );
+        let ack = nc
+            .request("pushed.one", "1".into())
+            .await
+            .expect("publish acknowledged");
+        seen.push(String::from_utf8_lossy(&ack.payload).replace(' ', ""));
+        outcomes.push(seen);
+        drop(theirs);
+        if let Some((handle, store)) = ours_server {
+            // Ours again, from the same directory and store: the pushed
+            // account is read back and its stream is there.
+            drop(nc);
+            drop(sys);
+            handle.shutdown(Duration::from_secs(5)).await;
+            let cli = cli::parse_args([
+                "-c".to_owned(),
+                store.path().join("server.conf").display().to_string(),
+                "-p".into(),
+                "-1".into(),
+                "-js".into(),
+                "-sd".into(),
+                store.path().join("js").display().to_string(),
+            ])
+            .expect("flags");
+            let o = options::from_cli(&cli, ServerConfig::default()).expect("config");
+            let again = start(o.config).await.expect("restart");
+            let nc = connect_fresh(again.addr().to_string())
+                .await
+                .expect("the pushed account survives a restart");
+            let info = js_request(&nc, "$JS.API.STREAM.INFO.PUSHED", json!({})).await;
+            assert_eq!(info, "ok \"PUSHED\"", "after a restart");
+        }
+    }
+    assert_eq!(outcomes[1], outcomes[0], "ours differs from nats-server");
+    assert!(
+        outcomes[1][0].contains("Err") && outcomes[1][1] == "push: 200 \"jwt updated\"",
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[1][2], "ok \"PUSHED\"");
+    assert!(outcomes[1][3].contains("\"seq\":1"), "{:?}", outcomes[1]);
+}
+
 /// Runs tests/clients/python/authorization.py with `args`; its stdout.
 fn nats_py(args: Vec<String>) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
