@@ -11,7 +11,10 @@
 // push_consume (durable push consumer with acks, and an ordered push consumer),
 // kv (put/get/create/update conflicts, history, keys, delete, purge, watch with
 // live updates), kv_ttl (a bucket with markerTTL: create with a TTL and purge
-// with a TTL, the expiry seen by a watcher as a purge, the key created again).
+// with a TTL, the expiry seen by a watcher as a purge, the key created again),
+// atomic_batch (startBatch/add/commit: one PubAck with batch and count; a
+// stale expectation on the first message stores none of the batch; a stream
+// without allow_atomic refuses it).
 //
 // Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
 // is `N passed, N failed` and the exit code is 0 only when every scenario
@@ -372,6 +375,48 @@ async function kvTtl(c) {
   check(await b.destroy(), "bucket destroyed");
 }
 
+async function atomicBatch(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "JS_BATCH", subjects: ["jsbatch.>"], allow_atomic: true });
+  await jsm.streams.add({ name: "JS_NOBATCH", subjects: ["jsnobatch.>"] });
+  const client = jetstream(nc);
+  // An aggregate's three events, stored together under one PubAck.
+  const b = await client.startBatch("jsbatch.player.Joined", "1");
+  b.add("jsbatch.player.Scored", "2");
+  const ack = await b.commit("jsbatch.player.Left", "3");
+  check(ack.stream === "JS_BATCH" && ack.seq === 3, `commit ack ${JSON.stringify(ack)}`);
+  check(ack.count === 3 && ack.batch === b.id, `batch ${ack.batch} (${b.id}), count ${ack.count}`);
+  // A stale expectation on the first message refuses the whole batch:
+  // none of its messages is stored.
+  const stale = await client.startBatch("jsbatch.player.Joined", "4", {
+    expect: { lastSequence: 1 },
+  });
+  stale.add("jsbatch.player.Scored", "5");
+  let refused = false;
+  await stale.commit("jsbatch.player.Left", "6").catch(() => {
+    refused = true;
+  });
+  check(refused, "a batch with a stale expectation was committed");
+  let si = await jsm.streams.info("JS_BATCH");
+  check(si.state.messages === 3 && si.state.last_seq === 3, `after the refusal ${si.state.messages} msgs`);
+  // The expectation met: stored.
+  const fresh = await client.startBatch("jsbatch.player.Joined", "7", {
+    expect: { lastSequence: 3 },
+  });
+  const ok = await fresh.commit("jsbatch.player.Left", "8");
+  check(ok.seq === 5 && ok.count === 2, `second batch ${JSON.stringify(ok)}`);
+  const subjects = [];
+  for (let seq = 1; seq <= 5; seq++) {
+    subjects.push((await jsm.streams.getMessage("JS_BATCH", { seq })).subject.split(".")[2]);
+  }
+  check(subjects.join(",") === "Joined,Scored,Left,Joined,Left", `stored ${subjects}`);
+  // A stream without allow_atomic refuses a batch.
+  await expectApiError(client.startBatch("jsnobatch.x", "a"), 10174, "batch on a stream without allow_atomic");
+  si = await jsm.streams.info("JS_NOBATCH");
+  check(si.state.messages === 0, `stream without allow_atomic has ${si.state.messages}`);
+}
+
 const SCENARIOS = [
   ["publish_ack", publishAck],
   ["pull_fetch_ack", pullFetchAck],
@@ -380,6 +425,7 @@ const SCENARIOS = [
   ["push_consume", pushConsume],
   ["kv", kv],
   ["kv_ttl", kvTtl],
+  ["atomic_batch", atomicBatch],
 ];
 
 async function run(url) {

@@ -11,7 +11,9 @@ consumer replaying 2000 messages in order, then a live one), push_durable
 (a durable push consumer with acks), kv (put/get/create/update conflicts,
 history, keys, delete, purge, watch with live updates), kv_ttl (a bucket with
 limit markers: create with a TTL and purge with a TTL, the expiry seen by a
-watcher as a purge, the key created again).
+watcher as a purge, the key created again), atomic_batch (ADR-50 headers on
+plain requests: one PubAck with batch and count; a stale expectation on the
+first message stores none of the batch; a stream without allow_atomic refuses).
 
 Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line is
 `N passed, N failed` and the exit code is 0 only when every scenario passed.
@@ -20,6 +22,7 @@ tests/compat_other_clients.rs against our server and against nats-server.
 """
 
 import asyncio
+import json
 import sys
 import traceback
 
@@ -305,6 +308,57 @@ async def kv_ttl(c):
     await js.delete_key_value("PYKVTTL")
 
 
+async def atomic_batch(c):
+    """nats-py has no batch API: the ADR-50 headers on its plain requests
+    and publishes, as an application would send them."""
+    nc = await c.connect("js")
+    js = nc.jetstream(timeout=MSG_TIMEOUT)
+    await js.add_stream(name="PY_BATCH", subjects=["pybatch.>"], allow_atomic=True)
+    await js.add_stream(name="PY_NOBATCH", subjects=["pynobatch.>"])
+
+    async def batch(bid, events, first_headers=None):
+        n = len(events)
+        replies = []
+        for i, (subject, data) in enumerate(events, start=1):
+            h = {"Nats-Batch-Id": bid, "Nats-Batch-Sequence": str(i)}
+            if i == 1 and first_headers:
+                h.update(first_headers)
+            if i == n:
+                h["Nats-Batch-Commit"] = "1"
+            if i == 1 or i == n:
+                m = await nc.request(subject, data, timeout=MSG_TIMEOUT, headers=h)
+                replies.append(json.loads(m.data) if m.data else None)
+            else:
+                await nc.publish(subject, data, headers=h)
+        return replies
+
+    events = [("pybatch.player.Joined", b"1"), ("pybatch.player.Scored", b"2"), ("pybatch.player.Left", b"3")]
+    first, commit = await batch("b1", events)
+    check(first is None, f"reply to the first message {first}")
+    check(
+        commit.get("stream") == "PY_BATCH" and commit.get("seq") == 3
+        and commit.get("batch") == "b1" and commit.get("count") == 3,
+        f"commit ack {commit}",
+    )
+    # A stale expectation on the first message: nothing of the batch stored.
+    _, refused = await batch("b2", events, {"Nats-Expected-Last-Sequence": "1"})
+    check(refused.get("error", {}).get("err_code") == 10071, f"stale batch answered {refused}")
+    info = await js.stream_info("PY_BATCH")
+    check(info.state.messages == 3 and info.state.last_seq == 3, f"after the refusal {info.state}")
+    _, ok = await batch("b3", events[:2], {"Nats-Expected-Last-Sequence": "3"})
+    check(ok.get("seq") == 5 and ok.get("count") == 2, f"second batch {ok}")
+    stored = [(await js.get_msg("PY_BATCH", seq)).subject.split(".")[2] for seq in range(1, 6)]
+    check(stored == ["Joined", "Scored", "Left", "Joined", "Scored"], f"stored {stored}")
+    # A stream without allow_atomic refuses the first message.
+    m = await nc.request(
+        "pynobatch.x", b"a", timeout=MSG_TIMEOUT, headers={"Nats-Batch-Id": "b4", "Nats-Batch-Sequence": "1"}
+    )
+    err = json.loads(m.data).get("error", {})
+    check(err.get("err_code") == 10174, f"batch on a stream without allow_atomic: {err}")
+    info = await js.stream_info("PY_NOBATCH")
+    check(info.state.messages == 0, f"stream without allow_atomic has {info.state.messages}")
+
+
 SCENARIOS = [
     ("publish_ack", publish_ack),
     ("pull_fetch_ack", pull_fetch_ack),
@@ -313,6 +367,7 @@ SCENARIOS = [
     ("push_durable", push_durable),
     ("kv", kv),
     ("kv_ttl", kv_ttl),
+    ("atomic_batch", atomic_batch),
 ]
 
 
