@@ -2,7 +2,8 @@
 //! `compat_async_nats.rs` (`compat.py`, `compat.mjs`) and the JetStream + KV
 //! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), and
 //! nats.js over WebSocket (`websocket.mjs`: `wsconnect` against the
-//! `websocket {}` listener, beside a TCP client), run by the scripts in
+//! `websocket {}` listener, beside a TCP client) and nats.js fast-ingest
+//! batch publishing (`fast_ingest.mjs`), run by the scripts in
 //! `tests/clients/` (see their headers for the scenario list).
 //!
 //! Each script also runs against the reference nats-server, which proves the
@@ -167,12 +168,13 @@ impl Client {
 }
 
 /// Which script of a client: the core scenarios, the JetStream ones, or
-/// (nats.js only) the WebSocket ones.
+/// (nats.js only) the WebSocket and fast-ingest ones.
 #[derive(Clone, Copy, Debug)]
 enum Script {
     Core,
     JetStream,
     WebSocket,
+    FastIngest,
 }
 
 impl Script {
@@ -181,6 +183,7 @@ impl Script {
             Script::Core => "compat",
             Script::JetStream => "jetstream",
             Script::WebSocket => "websocket",
+            Script::FastIngest => "fast_ingest",
         }
     }
 }
@@ -268,7 +271,7 @@ async fn against_our_server(client: Client, script: Script) {
     let store = tempfile::tempdir().expect("JetStream store dir");
     let jetstream = match script {
         Script::Core => None,
-        Script::JetStream | Script::WebSocket => Some(JetStreamConfig {
+        Script::JetStream | Script::WebSocket | Script::FastIngest => Some(JetStreamConfig {
             store_dir: store.path().to_path_buf(),
             ..JetStreamConfig::default()
         }),
@@ -295,7 +298,7 @@ async fn against_our_server(client: Client, script: Script) {
 async fn against_nats_server(client: Client, script: Script) {
     let mut options = match script {
         Script::Core => ServerOptions::core(),
-        Script::JetStream | Script::WebSocket => ServerOptions::default(),
+        Script::JetStream | Script::WebSocket | Script::FastIngest => ServerOptions::default(),
     };
     let mut urls = Vec::new();
     if let Script::WebSocket = script {
@@ -356,4 +359,14 @@ async fn nats_js_over_websocket_scenarios_pass_against_our_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_over_websocket_scenarios_pass_against_nats_server() {
     against_nats_server(Client::Node, Script::WebSocket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_fast_ingest_batches_pass_against_our_server() {
+    against_our_server(Client::Node, Script::FastIngest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_fast_ingest_batches_pass_against_nats_server() {
+    against_nats_server(Client::Node, Script::FastIngest).await;
 }
