@@ -190,6 +190,24 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "fast batch: turning allow_batched off mid-batch forgets the batch",
+            vec![
+                create("F", r#""subjects":["f.>"],"allow_batched":true"#),
+                fb("f.x", "o1", 10, "fail", 1, START),
+                api("STREAM.UPDATE.F", r#"{"name":"F","subjects":["f.>"]}"#),
+                fb("f.x", "o1", 10, "fail", 2, APPEND),
+                api(
+                    "STREAM.UPDATE.F",
+                    r#"{"name":"F","subjects":["f.>"],"allow_batched":true}"#,
+                ),
+                fb("f.x", "o1", 10, "fail", 3, APPEND),
+                fb("f.x", "o1", 10, "fail", 1, COMMIT),
+                api("STREAM.DELETE.F", ""),
+                create("F", r#""subjects":["f.>"],"allow_batched":true"#),
+                fb("f.x", "o1", 10, "fail", 2, APPEND),
+            ],
+        ),
+        (
             "fast batch: a no-ack stream still sends flow acks and the pub ack",
             vec![
                 create(
