@@ -541,7 +541,15 @@ pub struct TlsConfig {
     /// Handshake before INFO (`handshake_first`); clients must be told to
     /// do so (async-nats `tls_first()`, nats-py `tls_handshake_first`).
     pub handshake_first: bool,
+    /// With `handshake_first`: how long to wait for the client to start
+    /// the handshake before sending INFO in plain text and going on as
+    /// without `handshake_first` (`handshake_first: auto` is 50 ms, a
+    /// duration is that long); `None`: TLS-first clients only.
+    pub handshake_first_fallback: Option<Duration>,
 }
+
+/// nats-server's wait for a TLS-first client with `handshake_first: auto`.
+pub const DEFAULT_TLS_HANDSHAKE_FIRST_FALLBACK: Duration = Duration::from_millis(50);
 
 impl TlsConfig {
     /// Server certificate and key, no client verification, default timeout.
@@ -553,6 +561,7 @@ impl TlsConfig {
             verify: false,
             timeout: DEFAULT_TLS_TIMEOUT,
             handshake_first: false,
+            handshake_first_fallback: None,
         }
     }
 }

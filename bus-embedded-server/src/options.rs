@@ -471,6 +471,7 @@ fn tls_from_file(t: &TlsConf, path: &Path) -> Result<TlsConfig, OptionsError> {
     tls.ca_file.clone_from(&t.ca_file);
     tls.verify = t.verify;
     tls.handshake_first = t.handshake_first;
+    tls.handshake_first_fallback = t.handshake_first_fallback;
     if let Some(timeout) = t.timeout {
         tls.timeout = timeout;
     }
@@ -564,6 +565,7 @@ fn tls_from_flags(cli: &Cli, file: Option<TlsConfig>) -> Result<Option<TlsConfig
     if let Some(f) = file {
         tls.timeout = f.timeout;
         tls.handshake_first = f.handshake_first;
+        tls.handshake_first_fallback = f.handshake_first_fallback;
     }
     Ok(Some(tls))
 }

@@ -812,12 +812,7 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
         let info = shared.info_with_nonce(client.id, client.addr, nonce.as_deref());
         return run(shared, client, reader, writer_half, nonce, Some(info)).await;
     };
-    let handshake_first = tls_config.handshake_first;
-    let info = if handshake_first {
-        Vec::new()
-    } else {
-        shared.info_with_nonce(client.id, client.addr, nonce.as_deref())
-    };
+    let info = shared.info_with_nonce(client.id, client.addr, nonce.as_deref());
     let upgraded = tls::handshake(
         stream,
         &acceptor,
@@ -828,10 +823,10 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
     )
     .await;
     match upgraded {
-        Some(tls) => {
-            let (reader, writer_half) = tokio::io::split(tls);
+        Some(tls::Upgraded { stream, info_sent }) => {
+            let (reader, writer_half) = tokio::io::split(stream);
             // INFO inside TLS when the handshake came first.
-            let info = handshake_first
+            let info = (!info_sent)
                 .then(|| shared.info_with_nonce(client.id, client.addr, nonce.as_deref()));
             run(shared, client, reader, writer_half, nonce, info).await;
         }

@@ -7,7 +7,10 @@
 //!   plain `CONNECT`) fails the handshake and the connection is closed without
 //!   a reply, exactly like nats-server 2.15.1;
 //! * with `handshake_first` the TLS handshake comes first and INFO is sent
-//!   inside TLS;
+//!   inside TLS; with a fallback delay (`handshake_first: auto`, 50 ms, or
+//!   a duration) a client that has sent nothing by then gets INFO in plain
+//!   text and goes on as without `handshake_first`, so TLS-first clients
+//!   and the others both connect;
 //! * with `verify` the client must present a certificate signed by
 //!   `ca_file` (mutual TLS);
 //! * a handshake not finished within `timeout` (default 2 s, nats-server's)
@@ -181,13 +184,23 @@ pub(crate) fn is_client_cert_error(e: &std::io::Error) -> bool {
 /// The content type of a TLS handshake record (a ClientHello starts with it).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// A finished TLS handshake.
+pub(crate) struct Upgraded {
+    pub stream: TlsStream<TcpStream>,
+    /// INFO already went out in plain text (not a TLS-first client).
+    pub info_sent: bool,
+}
+
 /// The TLS handshake, as nats-server does it: unless `handshake_first`,
 /// INFO goes out in plain text first and the client must then start the
-/// handshake. A failure or a handshake longer than the TLS timeout closes
-/// the connection without a word (nats-server sends nothing either).
+/// handshake; with `handshake_first` and a fallback delay, INFO goes out
+/// in plain text only if the client has sent nothing by then. A failure or
+/// a handshake longer than the TLS timeout closes the connection without a
+/// word (nats-server sends nothing either).
 ///
-/// `info` is the INFO line to send first; `shutdown` ends the wait when the
-/// server stops; `debug` logs each step as nats-server's `-D` does.
+/// `info` is the INFO line to send in plain text; `shutdown` ends the wait
+/// when the server stops; `debug` logs each step as nats-server's `-D`
+/// does.
 pub(crate) async fn handshake(
     mut stream: TcpStream,
     acceptor: &TlsAcceptor,
@@ -195,10 +208,25 @@ pub(crate) async fn handshake(
     info: &[u8],
     mut shutdown: watch::Receiver<bool>,
     (addr, cid, debug): (SocketAddr, u64, bool),
-) -> Option<TlsStream<TcpStream>> {
-    let (timeout, handshake_first) = (config.timeout, config.handshake_first);
+) -> Option<Upgraded> {
+    let (timeout, mut handshake_first) = (config.timeout, config.handshake_first);
     if debug {
         tracing::debug!("{addr} - cid:{cid} - Client connection created");
+    }
+    if handshake_first && let Some(fallback) = config.handshake_first_fallback {
+        // Anything the client sends within the delay means it starts the
+        // handshake (a rogue byte fails the handshake below); silence means
+        // it waits for INFO.
+        let mut first = [0u8; 1];
+        let waited = tokio::select! {
+            r = tokio::time::timeout(fallback, stream.peek(&mut first)) => r,
+            _ = shutdown.changed() => return None,
+        };
+        match waited {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) | Ok(Err(_)) => return None,
+            Err(_) => handshake_first = false,
+        }
     }
     let deadline = tokio::time::Instant::now() + timeout;
     if !handshake_first {
@@ -246,7 +274,10 @@ pub(crate) async fn handshake(
                         .unwrap_or_default()
                 );
             }
-            Some(tls)
+            Some(Upgraded {
+                stream: tls,
+                info_sent: !handshake_first,
+            })
         }
         Ok(Err(e)) => {
             if is_client_cert_error(&e) {

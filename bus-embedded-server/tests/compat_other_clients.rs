@@ -2,7 +2,10 @@
 //! `compat_async_nats.rs` (`compat.py`, `compat.mjs`) and the JetStream + KV
 //! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), and
 //! nats.js over WebSocket (`websocket.mjs`: `wsconnect` against the
-//! `websocket {}` listener, beside a TCP client), run by the scripts in
+//! `websocket {}` listener, beside a TCP client), nats.js fast-ingest
+//! batch publishing (`fast_ingest.mjs`) and KV purge of delete markers
+//! older than a threshold (`kv_purge_deletes.py`, `kv_purge_deletes.mjs`),
+//! run by the scripts in
 //! `tests/clients/` (see their headers for the scenario list).
 //!
 //! Each script also runs against the reference nats-server, which proves the
@@ -167,12 +170,14 @@ impl Client {
 }
 
 /// Which script of a client: the core scenarios, the JetStream ones, or
-/// (nats.js only) the WebSocket ones.
+/// (nats.js only) the WebSocket and fast-ingest ones.
 #[derive(Clone, Copy, Debug)]
 enum Script {
     Core,
     JetStream,
     WebSocket,
+    FastIngest,
+    KvPurgeDeletes,
 }
 
 impl Script {
@@ -181,6 +186,8 @@ impl Script {
             Script::Core => "compat",
             Script::JetStream => "jetstream",
             Script::WebSocket => "websocket",
+            Script::FastIngest => "fast_ingest",
+            Script::KvPurgeDeletes => "kv_purge_deletes",
         }
     }
 }
@@ -268,10 +275,12 @@ async fn against_our_server(client: Client, script: Script) {
     let store = tempfile::tempdir().expect("JetStream store dir");
     let jetstream = match script {
         Script::Core => None,
-        Script::JetStream | Script::WebSocket => Some(JetStreamConfig {
-            store_dir: store.path().to_path_buf(),
-            ..JetStreamConfig::default()
-        }),
+        Script::JetStream | Script::WebSocket | Script::FastIngest | Script::KvPurgeDeletes => {
+            Some(JetStreamConfig {
+                store_dir: store.path().to_path_buf(),
+                ..JetStreamConfig::default()
+            })
+        }
     };
     let websocket = matches!(script, Script::WebSocket)
         .then(|| bus_embedded_server::WebSocketConfig::plain("127.0.0.1", 0));
@@ -295,7 +304,9 @@ async fn against_our_server(client: Client, script: Script) {
 async fn against_nats_server(client: Client, script: Script) {
     let mut options = match script {
         Script::Core => ServerOptions::core(),
-        Script::JetStream | Script::WebSocket => ServerOptions::default(),
+        Script::JetStream | Script::WebSocket | Script::FastIngest | Script::KvPurgeDeletes => {
+            ServerOptions::default()
+        }
     };
     let mut urls = Vec::new();
     if let Script::WebSocket = script {
@@ -356,4 +367,34 @@ async fn nats_js_over_websocket_scenarios_pass_against_our_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_over_websocket_scenarios_pass_against_nats_server() {
     against_nats_server(Client::Node, Script::WebSocket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_fast_ingest_batches_pass_against_our_server() {
+    against_our_server(Client::Node, Script::FastIngest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_fast_ingest_batches_pass_against_nats_server() {
+    against_nats_server(Client::Node, Script::FastIngest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_kv_purge_deletes_older_than_passes_against_our_server() {
+    against_our_server(Client::Python, Script::KvPurgeDeletes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_kv_purge_deletes_older_than_passes_against_our_server() {
+    against_our_server(Client::Node, Script::KvPurgeDeletes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_kv_purge_deletes_older_than_passes_against_nats_server() {
+    against_nats_server(Client::Python, Script::KvPurgeDeletes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_kv_purge_deletes_older_than_passes_against_nats_server() {
+    against_nats_server(Client::Node, Script::KvPurgeDeletes).await;
 }

@@ -28,6 +28,9 @@ struct Mode {
     handshake_first: bool,
     /// Handshake timeout; `None` = the default (2 s).
     timeout: Option<Duration>,
+    /// With `handshake_first`: the fallback delay, as the config file
+    /// says it (`auto`, `"300ms"`) and as a duration.
+    fallback: Option<(&'static str, Duration)>,
 }
 
 async fn ours(pki: &TestPki, mode: Mode) -> ServerHandle {
@@ -37,6 +40,7 @@ async fn ours(pki: &TestPki, mode: Mode) -> ServerHandle {
         tls.verify = true;
     }
     tls.handshake_first = mode.handshake_first;
+    tls.handshake_first_fallback = mode.fallback.map(|(_, d)| d);
     if let Some(t) = mode.timeout {
         tls.timeout = t;
     }
@@ -52,6 +56,9 @@ async fn ours(pki: &TestPki, mode: Mode) -> ServerHandle {
 
 async fn reference(pki: &TestPki, mode: Mode) -> NatsServer {
     let mut block = pki.server_block(mode.verify, mode.handshake_first);
+    if let Some((text, _)) = mode.fallback {
+        block = block.replace("handshake_first: true", &format!("handshake_first: {text}"));
+    }
     if let Some(t) = mode.timeout {
         // Inside the block: before its closing brace.
         let end = block.rfind('}').expect("block end");
@@ -234,6 +241,82 @@ async fn handshake_first_with_async_nats_tls_first() {
     pair.ours.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Connects in plain text and waits (up to 5 s) for the INFO line: how
+/// long it took and what it said.
+async fn wait_for_plain_info(addr: &str) -> (Duration, Option<serde_json::Value>) {
+    let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return (started.elapsed(), None),
+        }
+    }
+    let elapsed = started.elapsed();
+    let end = got
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(got.len());
+    let line = String::from_utf8_lossy(&got[..end]).into_owned();
+    let info = line
+        .strip_prefix("INFO ")
+        .and_then(|j| serde_json::from_str(j.trim()).ok());
+    (elapsed, info)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_first_fallback_serves_tls_first_and_plain_info_clients() {
+    let pki = TestPki::generate();
+    for fallback in [
+        ("auto", Duration::from_millis(50)),
+        ("\"300ms\"", Duration::from_millis(300)),
+    ] {
+        let mode = Mode {
+            handshake_first: true,
+            fallback: Some(fallback),
+            ..Mode::default()
+        };
+        let pair = Pair::start(&pki, mode).await;
+        for (name, addr) in pair.addrs() {
+            let what = format!("{name} with handshake_first: {}", fallback.0);
+            // A TLS-first client starts the handshake at once.
+            let first = connect(&pki, &addr, ClientCert::None, true)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: tls_first connect: {e}"));
+            assert!(first.server_info().tls_required, "{what}");
+            pub_sub_works(&first, &what).await;
+            // A client that waits for INFO gets it after the delay, in plain
+            // text, and upgrades as usual.
+            let plain = connect(&pki, &addr, ClientCert::None, false)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: INFO-first connect: {e}"));
+            assert!(plain.server_info().tls_required, "{what}");
+            pub_sub_works(&plain, &what).await;
+            let (took, info) = wait_for_plain_info(&addr).await;
+            let info = info.unwrap_or_else(|| panic!("{what}: no plain INFO after the delay"));
+            assert_eq!(info["tls_required"], true, "{what}: {info}");
+            assert!(
+                took >= fallback.1.mul_f64(0.8),
+                "{what}: INFO after {took:?}, before the delay"
+            );
+            assert!(
+                took < fallback.1 + Duration::from_secs(1),
+                "{what}: INFO after {took:?}"
+            );
+            // A plain-text CONNECT after that INFO is still closed: TLS is
+            // required.
+            let got = plain_session(&addr, Duration::from_secs(2), PLAIN_CONNECT).await;
+            assert!(got.info.is_some(), "{what}: no INFO");
+            assert!(got.closed, "{what}: a plain CONNECT was let in");
+            first.drain().await.ok();
+            plain.drain().await.ok();
+        }
+        pair.ours.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = TestPki::generate();
@@ -261,7 +344,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         Mode {
             verify: true,
             handshake_first: true,
-            timeout: None,
+            ..Mode::default()
         },
     )
     .await;
@@ -557,6 +640,29 @@ async fn nats_py_connects_with_tls() {
         }
         pair.ours.shutdown(Duration::from_secs(2)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_connects_to_handshake_first_auto_both_ways() {
+    let pki = TestPki::generate();
+    let mode = Mode {
+        handshake_first: true,
+        fallback: Some(("auto", Duration::from_millis(50))),
+        ..Mode::default()
+    };
+    let pair = Pair::start(&pki, mode).await;
+    for (name, addr) in pair.addrs() {
+        let url = format!("tls://{addr}");
+        let pki = &pki;
+        // nats-py's default (INFO first, then TLS), and tls_handshake_first.
+        for handshake_first in [false, true] {
+            tokio::task::block_in_place(|| {
+                let report = run_python_tls(&url, pki, false, handshake_first);
+                println!("{name} (tls_handshake_first {handshake_first}): {report}");
+            });
+        }
+    }
+    pair.ours.shutdown(Duration::from_secs(2)).await;
 }
 
 // ---------------------------------------------------------------------------

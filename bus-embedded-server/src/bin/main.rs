@@ -280,7 +280,7 @@ async fn run(
     );
     if let Some(tls) = &tls_settings {
         log.line("INF", "TLS required for client connections");
-        if tls.handshake_first {
+        if tls.handshake_first && tls.handshake_first_fallback.is_none() {
             log.line(
                 "WRN",
                 "Clients that are not using \"TLS Handshake First\" option will fail to connect",

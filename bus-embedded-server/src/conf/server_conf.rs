@@ -88,6 +88,9 @@ pub struct TlsConf {
     /// Handshake timeout: seconds (integer or fractional) or a duration string.
     pub timeout: Option<Duration>,
     pub handshake_first: bool,
+    /// `handshake_first: auto` or a duration: the wait for a TLS-first
+    /// client before INFO goes out in plain text.
+    pub handshake_first_fallback: Option<Duration>,
 }
 
 /// `tls { }` keys nats-server knows that this server does not implement.
@@ -402,20 +405,41 @@ impl Reader {
                         _ => duration_of(&name, v)?,
                     });
                 }
-                "handshake_first" | "first" => {
-                    t.handshake_first = match &v.value {
-                        Value::Bool(b) => *b,
-                        // nats-server: a duration means "handshake first, or
-                        // plain INFO after this long" (not implemented).
+                "handshake_first" | "first" | "immediate" => {
+                    // As nats-server: a boolean, `true`/`on`/`false`/`off`,
+                    // `auto` (50 ms fallback) or a Go duration (that long).
+                    let (first, fallback) = match &v.value {
+                        Value::Bool(b) => (*b, None),
+                        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                            "true" | "on" => (true, None),
+                            "false" | "off" => (false, None),
+                            "auto" | "auto_fallback" => (
+                                true,
+                                Some(crate::config::DEFAULT_TLS_HANDSHAKE_FIRST_FALLBACK),
+                            ),
+                            other => match super::syntax::parse_duration(other) {
+                                Ok(d) => (true, (!d.is_zero()).then_some(d)),
+                                Err(_) => {
+                                    return self.invalid(
+                                        &name,
+                                        v,
+                                        format!("field {k:?}'s value {s:?} is invalid"),
+                                    );
+                                }
+                            },
+                        },
+                        // An unquoted duration (`300ms`).
+                        Value::Duration(d) => (true, (!d.is_zero()).then_some(*d)),
                         _ => {
                             return self.invalid(
                                 &name,
                                 v,
-                                "only true or false is supported by this server \
-                                 (a fallback delay is not)",
+                                format!("field {k:?} should be a boolean or a string"),
                             );
                         }
                     };
+                    t.handshake_first = first;
+                    t.handshake_first_fallback = fallback;
                 }
                 lower if KNOWN_UNSUPPORTED_TLS.contains(&lower) => {
                     return self.invalid(
@@ -1031,6 +1055,7 @@ mod tests {
                 verify: true,
                 timeout: Some(Duration::from_millis(500)),
                 handshake_first: true,
+                handshake_first_fallback: None,
             })
         );
         let timeout = |t: &str| {
@@ -1044,7 +1069,28 @@ mod tests {
         assert!(sc_err("tls { foo: 1 }").contains("unknown field \"foo\""));
         assert!(sc_err("tls { timeout: \"abc\" }").contains("tls.timeout"));
         assert!(sc_err("tls { verify_and_map: true }").contains("refusing to start"));
-        assert!(sc_err("tls { handshake_first: \"300ms\" }").contains("handshake_first"));
+        let first = |v: &str| {
+            let t = sc(&format!("tls {{ handshake_first: {v} }}"))
+                .0
+                .tls
+                .expect("tls block");
+            (t.handshake_first, t.handshake_first_fallback)
+        };
+        assert_eq!(first("\"300ms\""), (true, Some(Duration::from_millis(300))));
+        assert_eq!(first("auto"), (true, Some(Duration::from_millis(50))));
+        assert_eq!(
+            first("\"AUTO_FALLBACK\""),
+            (true, Some(Duration::from_millis(50)))
+        );
+        assert_eq!(first("on"), (true, None));
+        assert_eq!(first("\"off\""), (false, None));
+        assert_eq!(first("\"0s\""), (true, None));
+        assert_eq!(first("1s"), (true, Some(Duration::from_secs(1))));
+        assert!(
+            sc_err("tls { handshake_first: \"soon\" }")
+                .contains("field \"handshake_first\"'s value \"soon\" is invalid")
+        );
+        assert!(sc_err("tls { handshake_first: 3 }").contains("should be a boolean or a string"));
         assert!(sc_err("tls: 1").contains("expected a map"));
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
-use super::headers::{self, HeaderBuilder};
+use super::headers::HeaderBuilder;
 use super::store::{Purge, StoredMsg, nowait};
 use super::stream::Stream;
 use super::stream::consumer::Consumer;
@@ -260,23 +260,8 @@ pub fn not_enabled_for_account(api: &str) -> Option<String> {
     error_reply(api, ApiError::not_enabled_for_account())
 }
 
-/// The JetStream API level this server implements (ADR-44), reported in
-/// `$JS.API.INFO` and checked against `Nats-Required-Api-Level`. Level 1
-/// is nats-server 2.11's: per-message TTLs and subject delete markers
-/// (what clients gate on it, e.g. KV limit markers).
-pub const API_LEVEL: i64 = 1;
-
-/// Whether a request's `Nats-Required-Api-Level` asks for more than
-/// [`API_LEVEL`] (or is not a number; empty asks for nothing).
-fn requires_higher_level(hdr: &[u8]) -> bool {
-    if hdr.is_empty() {
-        return false;
-    }
-    match headers::get(hdr, "Nats-Required-Api-Level") {
-        None | Some("") => false,
-        Some(v) => v.trim().parse::<i64>().map_or(true, |n| n > API_LEVEL),
-    }
-}
+pub use super::headers::API_LEVEL;
+use super::headers::requires_higher_level;
 
 /// The error answer to `$JS.API.<api>` in that API's response type, with
 /// the other fields nats-server's responses carry (zero). `None` for
@@ -717,6 +702,15 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         return Err(err(ApiError::invalid_config(
             "stream configuration update can not cancel deny purge",
         )));
+    }
+    if cfg.sealed {
+        // As nats-server: a sealed stream keeps everything and takes
+        // nothing more.
+        cfg.max_age = 0;
+        cfg.discard = super::types::DiscardPolicy::New;
+        cfg.deny_delete = true;
+        cfg.deny_purge = true;
+        cfg.allow_rollup_hdrs = false;
     }
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.

@@ -105,6 +105,11 @@ api_errors! {
     batch_commit_invalid => 400, 10200, "atomic publish batch commit is invalid";
     batch_duplicate_msg_id => 400, 10201, "atomic publish batch contains duplicate message id";
     batch_too_many_inflight => 429, 10210, "atomic publish too many inflight";
+    fast_batch_disabled => 400, 10205, "batch publish is disabled";
+    fast_batch_invalid_pattern => 400, 10206, "batch publish pattern is invalid";
+    fast_batch_id_invalid => 400, 10207, "batch publish ID is invalid";
+    fast_batch_unknown => 400, 10208, "batch publish ID unknown";
+    fast_batch_too_many_inflight => 429, 10211, "batch publish too many inflight";
     priority_policy_without_group => 400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set";
     invalid_priority_group => 400, 10160, "Provided priority group does not exist for this consumer";
     empty_group_name => 400, 10161, "Group name cannot be an empty string";

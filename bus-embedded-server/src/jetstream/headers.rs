@@ -56,6 +56,41 @@ pub fn with_added(hdr: &[u8], name: &str, value: &str) -> Vec<u8> {
     out
 }
 
+/// `hdr` without the lines whose name is exactly `name`; empty when only
+/// the `NATS/1.0` line would be left (nats-server drops such a block).
+pub fn without(hdr: &[u8], name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hdr.len());
+    for (i, line) in hdr.split_inclusive(|&b| b == b'\n').enumerate() {
+        let key = line.iter().position(|&b| b == b':').map(|at| &line[..at]);
+        if i > 0 && key == Some(name.as_bytes()) {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    if out.len() <= b"NATS/1.0\r\n\r\n".len() {
+        out.clear();
+    }
+    out
+}
+
+/// The JetStream API level this server implements (ADR-44), reported in
+/// `$JS.API.INFO` and checked against `Nats-Required-Api-Level`. Level 1
+/// is nats-server 2.11's: per-message TTLs and subject delete markers
+/// (what clients gate on it, e.g. KV limit markers).
+pub const API_LEVEL: i64 = 1;
+
+/// Whether a request's `Nats-Required-Api-Level` asks for more than
+/// [`API_LEVEL`] (or is not a number; empty asks for nothing).
+pub(crate) fn requires_higher_level(hdr: &[u8]) -> bool {
+    if hdr.is_empty() {
+        return false;
+    }
+    match get(hdr, "Nats-Required-Api-Level") {
+        None | Some("") => false,
+        Some(v) => v.trim().parse::<i64>().map_or(true, |n| n > API_LEVEL),
+    }
+}
+
 /// Builds a header block.
 #[derive(Debug, Clone)]
 pub struct HeaderBuilder {
@@ -151,6 +186,17 @@ mod tests {
             with_added(b"", "C", "3"),
             b"NATS/1.0\r\nC: 3\r\n\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn without_drops_the_named_lines_and_an_emptied_block() {
+        let h = b"NATS/1.0\r\nA: 1\r\nNats-Required-Api-Level: 0\r\nB: 2\r\n\r\n";
+        assert_eq!(
+            without(h, "Nats-Required-Api-Level"),
+            b"NATS/1.0\r\nA: 1\r\nB: 2\r\n\r\n".to_vec()
+        );
+        assert_eq!(without(h, "C"), h.to_vec());
+        assert!(without(b"NATS/1.0\r\nX: 1\r\n\r\n", "X").is_empty());
     }
 
     #[test]

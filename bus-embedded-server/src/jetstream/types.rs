@@ -159,6 +159,9 @@ pub struct StreamConfig {
     /// Atomic batch publish (`Nats-Batch-*` headers) accepted.
     #[serde(skip_serializing_if = "is_false")]
     pub allow_atomic: bool,
+    /// Fast-ingest batch publish (replies ending in `.$FI`) accepted.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_batched: bool,
     /// First sequence of a new stream.
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub first_seq: u64,
@@ -214,6 +217,7 @@ impl Default for StreamConfig {
             allow_msg_counter: false,
             allow_msg_schedules: false,
             allow_atomic: false,
+            allow_batched: false,
             first_seq: 0,
             subject_transform: None,
             republish: None,

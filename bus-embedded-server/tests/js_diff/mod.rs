@@ -48,6 +48,10 @@ pub struct Step {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub mode: Mode,
+    /// Reply subject `<inbox>.<tail>` instead of `<inbox>` (the step then
+    /// listens on `<inbox>.>`), for protocols that encode state in the
+    /// reply subject (fast batch publish).
+    pub reply_tail: Option<String>,
 }
 
 impl Step {
@@ -61,6 +65,10 @@ impl Step {
     }
     pub fn no_reply(mut self) -> Self {
         self.mode = Mode::NoReply;
+        self
+    }
+    pub fn reply_tail(mut self, tail: impl Into<String>) -> Self {
+        self.reply_tail = Some(tail.into());
         self
     }
 }
@@ -89,6 +97,7 @@ pub fn raw(subject: &str, body: &str) -> Step {
         headers: Vec::new(),
         body: body.as_bytes().to_vec(),
         mode: Mode::Reply,
+        reply_tail: None,
     }
 }
 
@@ -98,6 +107,7 @@ pub fn sleep(ms: u64) -> Step {
         headers: Vec::new(),
         body: Vec::new(),
         mode: Mode::Sleep(Duration::from_millis(ms)),
+        reply_tail: None,
     }
 }
 
@@ -154,7 +164,11 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
     let mut open_inboxes = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let inbox = format!("_INBOX.diff.{}", client.new_inbox().replace("_INBOX.", ""));
-        let mut sub = client.subscribe(inbox.clone()).await.expect("subscribe");
+        let (listen, reply_to) = match &step.reply_tail {
+            Some(tail) => (format!("{inbox}.>"), format!("{inbox}.{tail}")),
+            None => (inbox.clone(), inbox.clone()),
+        };
+        let mut sub = client.subscribe(listen).await.expect("subscribe");
         client.flush().await.expect("flush");
         let mut headers = HeaderMap::new();
         for (k, v) in &step.headers {
@@ -183,16 +197,11 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
         }
         if step.headers.is_empty() {
             client
-                .publish_with_reply(step.subject.clone(), inbox.clone(), payload)
+                .publish_with_reply(step.subject.clone(), reply_to, payload)
                 .await
         } else {
             client
-                .publish_with_reply_and_headers(
-                    step.subject.clone(),
-                    inbox.clone(),
-                    headers,
-                    payload,
-                )
+                .publish_with_reply_and_headers(step.subject.clone(), reply_to, headers, payload)
                 .await
         }
         .expect("publish");
@@ -310,10 +319,17 @@ pub fn same_replies(want: &Value, got: &Value) -> bool {
 pub fn describe(m: &Message, inbox: &str) -> Value {
     let mut v = serde_json::Map::new();
     let subject = m.subject.as_str();
-    v.insert(
-        "subject".into(),
-        json!(if subject == inbox { "<inbox>" } else { subject }),
-    );
+    let subject = if subject == inbox {
+        "<inbox>".to_owned()
+    } else if let Some(tail) = subject
+        .strip_prefix(inbox)
+        .and_then(|t| t.strip_prefix('.'))
+    {
+        format!("<inbox>.{tail}")
+    } else {
+        subject.to_owned()
+    };
+    v.insert("subject".into(), json!(subject));
     if let Some(reply) = &m.reply {
         v.insert("reply".into(), json!(ack_layout(reply.as_str())));
     }

@@ -7,6 +7,7 @@
 pub mod consumer;
 pub mod counter;
 pub(crate) mod direct;
+pub(crate) mod fast_batch;
 pub(crate) mod features;
 pub mod priority;
 pub mod schedule;
@@ -96,6 +97,9 @@ pub(crate) struct StreamInner {
     /// Where the next `max_age` scan starts: what lies below is gone or
     /// marked `Nats-TTL: never` (see [`ttl`]).
     age_scan_from: u64,
+    /// Fast batches being received (see [`fast_batch`]); empty unless the
+    /// stream has `allow_batched`.
+    fast: fast_batch::Batches,
 }
 
 /// A stream.
@@ -485,6 +489,7 @@ impl Stream {
                 last_expiry_check: 0,
                 resources: Arc::clone(&js.resources),
                 age_scan_from: 0,
+                fast: fast_batch::Batches::default(),
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
@@ -684,6 +689,9 @@ impl Stream {
         }
         *write(&self.subjects) = config.subjects.clone();
         let mut inner = lock(&self.inner);
+        if !config.allow_batched {
+            inner.fast.clear();
+        }
         inner.config = Arc::new(config);
         let _ = inner.enforce_limits(None);
         drop(inner);
@@ -703,6 +711,12 @@ impl Stream {
         hdr: &[u8],
         data: &[u8],
     ) {
+        if let Some(reply) = reply
+            && reply.ends_with(fast_batch::SUFFIX)
+        {
+            self.publish_fast(js, subject, reply, hdr, data);
+            return;
+        }
         if !hdr.is_empty()
             && let Some(id) = headers::get(hdr, "Nats-Batch-Id")
         {
@@ -905,6 +919,102 @@ impl Stream {
             self.signal_consumers();
         } else {
             self.sync_wake.notify_one();
+        }
+    }
+
+    /// One message of a fast batch (reply subject ending in `.$FI`, see
+    /// [`fast_batch`]), with nats-server 2.15.1's checks in its order:
+    /// sealed, size, `allow_batched`, the reply's grammar, then the batch.
+    fn publish_fast(&self, js: &JetStream, subject: &str, reply: &str, hdr: &[u8], data: &[u8]) {
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        let mut inner = lock(&self.inner);
+        let cfg = Arc::clone(&inner.config);
+        let acks = !cfg.no_ack;
+        let refuse = |inner: std::sync::MutexGuard<'_, StreamInner>, err: ApiError| {
+            drop(inner);
+            if acks {
+                js.send(reply, None, b"", &fast_batch::refusal(&self.name, &err));
+            }
+        };
+        if cfg.sealed {
+            return refuse(inner, ApiError::stream_sealed());
+        }
+        if cfg.max_msg_size >= 0
+            && (hdr.len() as i64 > cfg.max_msg_size
+                || data.len() as i64 > cfg.max_msg_size - hdr.len() as i64)
+        {
+            return refuse(inner, ApiError::message_too_large());
+        }
+        if !cfg.allow_batched {
+            return refuse(inner, ApiError::fast_batch_disabled());
+        }
+        let Ok(req) = fast_batch::parse(reply) else {
+            return refuse(inner, ApiError::fast_batch_invalid_pattern());
+        };
+        let mut out = fast_batch::Replies::default();
+        let next = match inner.fast.before_store(
+            &self.name,
+            &req,
+            acks,
+            std::time::Instant::now(),
+            &mut out,
+        ) {
+            Ok(next) => next,
+            Err(err) => return refuse(inner, err),
+        };
+        let mut stored_any = false;
+        if next == fast_batch::Next::Store {
+            // The required API level may refuse the batch; the header is
+            // never stored.
+            let mut hdr = std::borrow::Cow::Borrowed(hdr);
+            if !hdr.is_empty() && headers::get(&hdr, "Nats-Required-Api-Level").is_some() {
+                if headers::requires_higher_level(&hdr) {
+                    inner.fast.abandon(req.id);
+                    return refuse(inner, ApiError::required_api_level());
+                }
+                hdr = std::borrow::Cow::Owned(headers::without(&hdr, "Nats-Required-Api-Level"));
+            }
+            let outcome = match inner.store_msg(&self.name, subject, &hdr, data, &interest) {
+                Ok(Stored::New(seq) | Stored::Counter(seq, _)) => {
+                    stored_any = true;
+                    fast_batch::Outcome::Stored(seq)
+                }
+                Ok(Stored::Duplicate(seq)) => fast_batch::Outcome::Duplicate(seq),
+                Err(err) => fast_batch::Outcome::Refused(err),
+            };
+            inner.fast.after_store(&self.name, &req, &outcome, &mut out);
+        }
+        let memory = self.storage == StorageType::Memory;
+        let mut ready = Vec::new();
+        if !out.durable.is_empty() {
+            let mark = inner.store.write_mark();
+            if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty() {
+                ready = out.durable;
+            } else {
+                for body in out.durable {
+                    inner.pending_acks.push_back(PendingAck {
+                        mark,
+                        reply: reply.to_owned(),
+                        body,
+                        api_type: None,
+                    });
+                }
+            }
+        }
+        drop(inner);
+        for body in out.now.iter().chain(&ready) {
+            js.send(reply, None, b"", body);
+        }
+        if !memory {
+            // The group commit makes the message durable and sends what
+            // waits for that.
+            self.sync_wake.notify_one();
+        } else if stored_any {
+            self.signal_consumers();
         }
     }
 
