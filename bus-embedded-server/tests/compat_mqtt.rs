@@ -367,3 +367,68 @@ fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_mqtt_connections_and_returns_promptly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    let mut a = connected(port, "shut-a").await;
+    let mut b = connected(port, "shut-b").await;
+    let mut body = vec![0, 1];
+    body.extend(mqtt_str("x/#"));
+    body.push(0);
+    a.write_all(&packet(0x82, &body)).await.expect("send");
+    assert_eq!(read_n(&mut a, 5).await, [0x90, 3, 0, 1, 0]);
+    assert_eq!(server.connections(), 2, "MQTT clients are connections");
+    let started = Instant::now();
+    server.shutdown(Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown waited"
+    );
+    assert!(closed(&mut a).await && closed(&mut b).await);
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "listener still open"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_packet_publishes_its_will_and_leaves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    let nc = async_nats::connect(format!("nats://alice:secret@{}", server.addr()))
+        .await
+        .expect("nats");
+    let mut wills = nc.subscribe("gone.>").await.expect("sub");
+    nc.flush().await.expect("flush");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet(
+        "vanish",
+        0x02 | 0x04,
+        Some(("gone/v", "bye")),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    // Half a PUBLISH (declares 100 bytes, sends 3), then the socket goes.
+    s.write_all(&[0x30, 100, 0, 1, b't']).await.expect("send");
+    drop(s);
+    let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut wills))
+        .await
+        .expect("will in time")
+        .expect("will");
+    assert_eq!(msg.subject.as_str(), "gone.v");
+    assert_eq!(&msg.payload[..], b"bye");
+    let headers = msg.headers.expect("nats-server's MQTT header");
+    assert_eq!(headers.get("Nmqtt-Pub").map(|v| v.as_str()), Some("0"));
+    // The connection is gone from the server too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.connections(), 1, "only the NATS client is left");
+    server.shutdown(Duration::from_secs(2)).await;
+}

@@ -296,11 +296,14 @@ struct Filter {
 enum End {
     /// DISCONNECT: no will.
     Disconnected,
-    /// Anything else (socket closed, keep-alive, takeover, bad packet): the
-    /// will is published.
+    /// Anything else (socket closed, keep-alive, bad packet): the will is
+    /// published.
     Abnormal,
     /// The server is stopping: the session is closing on its own.
     Shutdown,
+    /// A newer connection with the same client ID took over: no will (as
+    /// nats-server).
+    TakenOver,
     /// Refused at CONNECT by authentication.
     NotAuthorized,
 }
@@ -398,7 +401,7 @@ impl Bridge {
                     if self.shared.config.debug {
                         tracing::debug!("{} - mqtt: taken over by a new connection with client ID {:?}", self.peer, self.client_id);
                     }
-                    return End::Abnormal;
+                    return End::TakenOver;
                 }
                 _ = shutdown.changed() => return End::Shutdown,
             }

@@ -11,8 +11,9 @@
 //!
 //! Served: CONNECT with clean sessions, QoS 0 publish and subscribe,
 //! PINGREQ, UNSUBSCRIBE, DISCONNECT, keep-alive (1.5 × the client's
-//! value), QoS 0 will messages, session takeover (a second connection with
-//! the same client ID closes the first). Refused, each with the MQTT answer
+//! value, in whole seconds), QoS 0 will messages, session takeover (a
+//! second connection with the same client ID closes the first, without
+//! its will, as nats-server). Refused, each with the MQTT answer
 //! that says so: persistent sessions and wills with QoS > 0 or retain
 //! (CONNACK return code 3, server unavailable), QoS 1 and 2 subscriptions
 //! (SUBACK failure 0x80), QoS 1/2 and retained PUBLISH (the connection is

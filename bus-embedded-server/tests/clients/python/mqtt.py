@@ -21,6 +21,8 @@ Scenarios (each bounded by 20 s):
 - will_published_on_abrupt_close_not_on_disconnect
 - keep_alive_expiry_closes_and_publishes_will
 - same_client_id_takes_over
+- takeover_does_not_publish_the_old_will
+- publish_over_max_payload_closes_the_connection
 - pingreq_gets_pingresp
 - client_id_with_dot_is_rejected
 - empty_client_id_with_clean_session_is_accepted
@@ -415,6 +417,30 @@ def same_client_id_takes_over():
     second.close()
 
 
+def takeover_does_not_publish_the_old_will():
+    watcher = Client().connect()
+    assert watcher.subscribe(["tw/#"]) == [0]
+    old = raw_connect("takeover2", 30, will=("tw/old", "old will"))
+    new = raw_connect("takeover2", 30)
+    old.settimeout(5)
+    assert old.recv(1) == b"", "old connection not closed"
+    new.sendall(bytes([0xE0, 0]))
+    new.close()
+    settle()
+    settle()
+    assert watcher.got() == [], watcher.got()
+    watcher.close()
+
+
+def publish_over_max_payload_closes_the_connection():
+    s = raw_connect("bigpub", 30)
+    # The servers' max_payload is the default 1 MiB.
+    s.sendall(packet(0x30, mqtt_str("big/t") + b"x" * (1024 * 1024 + 16)))
+    s.settimeout(5)
+    assert s.recv(1) == b"", "not closed"
+    s.close()
+
+
 def pingreq_gets_pingresp():
     s = raw_connect("pinger", 30)
     s.sendall(bytes([0xC0, 0]))
@@ -454,6 +480,8 @@ SCENARIOS = [
     will_published_on_abrupt_close_not_on_disconnect,
     keep_alive_expiry_closes_and_publishes_will,
     same_client_id_takes_over,
+    takeover_does_not_publish_the_old_will,
+    publish_over_max_payload_closes_the_connection,
     pingreq_gets_pingresp,
     client_id_with_dot_is_rejected,
     empty_client_id_with_clean_session_is_accepted,
