@@ -66,13 +66,13 @@ for attempt in 1 2; do
   echo "pip install -r ${PY_CLIENT_REQUIREMENTS} failed (attempt ${attempt} of 2)" >&2
   if [ "$attempt" = 1 ]; then sleep 3; fi
 done
-if ! $py_client_ok || ! python3 -c 'import nats' 2>/dev/null; then
-  echo "error: could not install nats-py for python3" >&2
+if ! $py_client_ok || ! python3 -c 'import nats, paho.mqtt' 2>/dev/null; then
+  echo "error: could not install nats-py and paho-mqtt for python3" >&2
   echo "       (python3 -m pip install -r ${PY_CLIENT_REQUIREMENTS});" >&2
-  echo "       bus-embedded-server's compat_other_clients tests need it and are never skipped." >&2
+  echo "       bus-embedded-server's compat_other_clients and compat_mqtt tests need them and are never skipped." >&2
   exit 1
 fi
-python3 -c 'import importlib.metadata; print("nats-py", importlib.metadata.version("nats-py"))'
+python3 -c 'import importlib.metadata as m; print("nats-py", m.version("nats-py"), "paho-mqtt", m.version("paho-mqtt"))'
 
 echo "== nats.js (npm ci in bus-embedded-server/tests/clients/node)"
 NODE_CLIENT_DIR=bus-embedded-server/tests/clients/node

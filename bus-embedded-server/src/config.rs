@@ -78,6 +78,20 @@ pub struct ServerConfig {
     /// A second listener for clients speaking the protocol inside WebSocket
     /// frames (`websocket {}`); `None` = off.
     pub websocket: Option<WebSocketConfig>,
+    /// A listener for MQTT 3.1.1 clients (`mqtt {}`); `None` = off.
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// The MQTT listener (nats-server's `mqtt { }` block): MQTT 3.1.1 clients
+/// as clients of the global account, with the server's authentication and
+/// permissions. What is served and what is refused: see the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Address to bind (from a configuration file: 0.0.0.0 unless set, as
+    /// in nats-server).
+    pub host: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
 }
 
 /// The WebSocket listener (nats-server's `websocket { }` block): the same
@@ -213,6 +227,7 @@ impl Default for ServerConfig {
             mappings: Vec::new(),
             http_mount: None,
             websocket: None,
+            mqtt: None,
         }
     }
 }

@@ -8,12 +8,15 @@
 //!
 //! ## Floor plan (each module uses only those below it)
 //! - `server`: [`start`], the accept loop, [`ServerHandle`] (lame duck,
-//!   shutdown). Uses `websocket`, `session`, `monitor`, `state`, `account`,
+//!   shutdown). Uses `websocket`, `mqtt`, `session`, `monitor`, `state`, `account`,
 //!   `tls`.
 //! - `websocket`: the WebSocket listener: TLS, the HTTP upgrade and its
 //!   refusals (origin rules, missing headers), then a byte stream over the
 //!   messages handed to `session`, so WebSocket clients are ordinary
 //!   sessions.
+//! - `mqtt`: the MQTT 3.1.1 listener: its own packet codec and topic
+//!   mapping; each MQTT connection speaks NATS to a `session` over an
+//!   in-process pipe, so MQTT clients are ordinary sessions too.
 //! - `session`: one connection's life: TLS upgrade, read loop, dispatch of
 //!   CONNECT/SUB/UNSUB/PUB/PING, publishes handed to the account's fan-out
 //!   and then to JetStream.
@@ -62,6 +65,7 @@ pub mod jwt;
 pub mod mapping;
 pub mod memory;
 mod monitor;
+mod mqtt;
 pub mod options;
 mod outbound;
 pub mod parser;
@@ -78,8 +82,9 @@ mod websocket;
 pub use auth::Credentials;
 pub use config::{
     AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, HttpHandler, HttpMount, HttpRequest,
-    HttpResponse, Identity, Import, JetStreamConfig, Login, Permissions, ResponsePermission,
-    ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User, WebSocketConfig,
+    HttpResponse, Identity, Import, JetStreamConfig, Login, MqttConfig, Permissions,
+    ResponsePermission, ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User,
+    WebSocketConfig,
 };
 pub use server::{ServerError, ServerHandle, start};
 pub use state::{Stats, VERSION};

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cli::Cli;
 use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf, WebSocketConf};
 use crate::config::{
-    Auth, JetStreamConfig, Login, ServerConfig, SyncPolicy, TlsConfig, User, WebSocketConfig,
+    Auth, JetStreamConfig, Login, MqttConfig, ServerConfig, SyncPolicy, TlsConfig, User,
+    WebSocketConfig,
 };
 
 /// What the command line and configuration file ask for.
@@ -319,6 +320,26 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
             ));
         }
         options.config.websocket = websocket_from_file(&w, path)?;
+    }
+    if let Some(block) = &c.mqtt {
+        let (m, warnings) = conf::mqtt_from_conf(block)?;
+        for w in warnings {
+            options.warnings.push(format!(
+                "{}:{}: {} ({})",
+                path.display(),
+                w.line,
+                w.key,
+                w.message
+            ));
+        }
+        // As nats-server: no port (or 0) means no listener; the host
+        // defaults to 0.0.0.0.
+        if let Some(p) = m.port.filter(|p| *p != 0) {
+            options.config.mqtt = Some(MqttConfig {
+                host: m.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
+                port: port(p, "mqtt port")?,
+            });
+        }
     }
     Ok(())
 }

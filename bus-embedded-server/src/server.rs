@@ -53,6 +53,12 @@ pub enum ServerError {
     /// loaded.
     #[error("websocket TLS: {0}")]
     WebSocketTls(crate::tls::TlsSetupError),
+    /// The MQTT listener needs an explicit `server_name`, as in nats-server.
+    #[error("mqtt requires server name to be explicitly set")]
+    MqttServerNameMustBeSet,
+    /// The MQTT listener needs JetStream, as in nats-server.
+    #[error("mqtt requires JetStream to be enabled if running in standalone mode")]
+    MqttNeedsJetStream,
     /// The WebSocket listener's settings cannot be served.
     #[error("websocket: {0}")]
     WebSocket(#[from] crate::websocket::WebSocketSetupError),
@@ -65,6 +71,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
     ws: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    mqtt: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     ready_after: Duration,
 }
 
@@ -82,6 +89,11 @@ impl ServerHandle {
     /// The bound WebSocket address, when the WebSocket listener is on.
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.ws.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The bound MQTT address, when the MQTT listener is on.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().map(|(a, _)| *a)
     }
 
     /// `ws://host:port` (or `wss://`) for WebSocket clients, when the
@@ -152,6 +164,9 @@ impl ServerHandle {
         if let Some((_, ws)) = self.ws {
             let _ = tokio::time::timeout_at(deadline, ws).await;
         }
+        if let Some((_, mqtt)) = self.mqtt {
+            let _ = tokio::time::timeout_at(deadline, mqtt).await;
+        }
         if let Some(js) = &self.shared.jetstream {
             js.shutdown();
         }
@@ -197,6 +212,19 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let (listener, addr) = bind(&config.host, config.port).await?;
     let ws_listener = match &config.websocket {
         Some(w) => Some(bind(&w.host, w.port).await?),
+        None => None,
+    };
+    if config.mqtt.is_some() {
+        // As nats-server (QoS 1 and sessions will live in JetStream).
+        if config.server_name.is_empty() {
+            return Err(ServerError::MqttServerNameMustBeSet);
+        }
+        if config.jetstream.is_none() {
+            return Err(ServerError::MqttNeedsJetStream);
+        }
+    }
+    let mqtt_listener = match &config.mqtt {
+        Some(m) => Some(bind(&m.host, m.port).await?),
         None => None,
     };
     let monitor = match config.http_port {
@@ -250,11 +278,16 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         _ => None,
     };
+    let mqtt = mqtt_listener.map(|(listener, mqtt_addr)| {
+        let task = crate::mqtt::accept_loop(Arc::clone(&shared), listener);
+        (mqtt_addr, tokio::spawn(task))
+    });
     Ok(ServerHandle {
         shared,
         addr,
         accept,
         ws,
+        mqtt,
         ready_after: begun.elapsed(),
     })
 }

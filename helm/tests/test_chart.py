@@ -1095,6 +1095,41 @@ def test_websocket_values_that_cannot_be_honoured_are_refused():
     assert not r.all("StatefulSet") and not r.all("Service"), r.kinds()
 
 
+def test_mqtt_is_off_by_default():
+    r = render()
+    for svc in r.all("Service"):
+        assert "mqtt" not in ports_of(svc), svc["metadata"]["name"]
+    assert "mqtt" not in {p["name"] for p in r.server_container()["ports"]}
+
+
+def test_mqtt_opens_a_port_on_both_services_and_the_config_file():
+    r = render({"server": {"mqtt": {"enabled": True, "port": 1884}}})
+    for svc in r.all("Service"):
+        mq = ports_of(svc)["mqtt"]
+        assert mq == {"name": "mqtt", "port": 1884, "targetPort": "mqtt", "protocol": "TCP"}, mq
+    c = r.server_container()
+    assert {"name": "mqtt", "containerPort": 1884, "protocol": "TCP"} in c["ports"], c["ports"]
+    args = c["args"]
+    assert args[args.index("-c") + 1] == "/etc/nats/server.conf", args
+    # The server needs a server name and JetStream for MQTT.
+    assert "-n" in args and "-js" in args, args
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "mqtt {" in text and "port: 1884" in text, text
+    assert "websocket {" not in text and "authorization {" not in text, text
+
+
+def test_mqtt_values_that_cannot_be_honoured_are_refused():
+    msg = render_fails({"server": {"jetstream": False, "mqtt": {"enabled": True}}, "bus": {"nats": {"jetstream": False}}})
+    assert "server.jetstream" in msg, msg
+    for port in (4222, 8222):
+        msg = render_fails({"server": {"mqtt": {"enabled": True, "port": port}}})
+        assert "server.mqtt.port" in msg, msg
+    msg = render_fails({"server": {"mqtt": {"enabled": True, "port": 8080}, "websocket": {"enabled": True, "noTls": True}}})
+    assert "server.mqtt.port" in msg, msg
+    msg = render_fails({"server": {"mqtt": {"enable": True}}})
+    assert "enable" in msg, msg
+
+
 # --------------------------------------------------------------------------
 # Prometheus and Grafana
 # --------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! * the typed readers, which know what keys mean: [`server_conf()`] for the
 //!   top-level options and the `tls {}` / `jetstream {}` blocks (into a
 //!   [`ServerConf`] plus [`Warning`]s for keys it ignores),
-//!   [`websocket_from_conf`] for `websocket {}`,
+//!   [`websocket_from_conf`] for `websocket {}`, [`mqtt_from_conf`] for
+//!   `mqtt {}`,
 //!   [`authorization_from_conf`] for `authorization {}` and
 //!   [`accounts_from_conf`] / [`merge_users`] for `accounts {}`,
 //!   [`mappings_from_conf`] for `mappings {}` (top level and in accounts),
@@ -22,6 +23,7 @@ pub mod accounts;
 pub mod authorization;
 pub mod error;
 pub mod mappings;
+pub mod mqtt;
 pub mod operator;
 pub mod server_conf;
 pub mod syntax;
@@ -31,6 +33,7 @@ pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
 pub use mappings::mappings_from_conf;
+pub use mqtt::{MqttConf, mqtt_from_conf};
 pub use operator::{OperatorConf, ResolverConf, operator_from_conf};
 pub use server_conf::{JetStreamConf, ServerConf, SyncInterval, TlsConf, Warning, server_conf};
 pub use syntax::{DurationError, Located, Value, as_duration, parse, parse_duration, parse_file};

@@ -49,6 +49,8 @@ pub struct ServerConf {
     pub tls: Option<TlsConf>,
     /// The raw `websocket` (or `ws`) block (read by `websocket_from_conf`).
     pub websocket: Option<Located>,
+    /// The raw `mqtt` block (read by `mqtt_from_conf`).
+    pub mqtt: Option<Located>,
     /// `no_auth_user` (checked against the users by `options`).
     pub no_auth_user: Option<String>,
     /// The raw top-level `mappings` block (read by `mappings_from_conf`).
@@ -154,7 +156,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "logtime_utc",
     "max_closed_clients",
     "max_traced_msg_len",
-    "mqtt",
     "no_fast_producer_stall",
     "no_header_support",
     "no_sys_acc",
@@ -614,6 +615,10 @@ pub fn server_conf(root: &Located) -> Result<(ServerConf, Vec<Warning>), ConfErr
             "tls" => c.tls = Some(r.tls(v)?),
             "websocket" | "ws" => match v.value {
                 Value::Map(_) => c.websocket = Some(v.clone()),
+                _ => return r.wrong_type(k, v, "a map"),
+            },
+            "mqtt" => match v.value {
+                Value::Map(_) => c.mqtt = Some(v.clone()),
                 _ => return r.wrong_type(k, v, "a map"),
             },
             "authorization" => match v.value {

@@ -157,6 +157,12 @@ ConfigMap, which every release renders.
 {{- fail (printf "bus.nats.auth.type is %s but the bundled server runs in operator mode (server.operator.existingSecret), where users authenticate with JWTs: set bus.nats.auth.type=creds with a .creds file in bus.nats.auth.existingSecret" $type) -}}
 {{- end -}}
 {{- end -}}
+{{- if and $server .Values.server.mqtt.enabled (not .Values.server.jetstream) -}}
+{{- fail "server.mqtt.enabled needs server.jetstream=true (the server, like nats-server, refuses an MQTT listener without JetStream)" -}}
+{{- end -}}
+{{- if and $server .Values.server.mqtt.enabled (or (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.clientPort)) (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.monitorPort)) (and .Values.server.websocket.enabled (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.websocket.port)))) -}}
+{{- fail "server.mqtt.port is the same as server.clientPort, server.monitorPort or server.websocket.port: give the MQTT listener its own port" -}}
+{{- end -}}
 {{- $sm := .Values.serviceMonitor | default dict -}}
 {{- if and $sm.enabled (not $server) -}}
 {{- fail (include "angzarr-bus.monitoring.noServer" (dict "ctx" . "what" "serviceMonitor.enabled")) -}}
@@ -270,11 +276,12 @@ true
 
 {{/*
 "true" when the bundled server reads a configuration file (-c): for
-bus.nats.auth (its authorization block, or operator mode) or
-server.websocket.enabled (its websocket block).
+bus.nats.auth (its authorization block, or operator mode),
+server.websocket.enabled (its websocket block) or server.mqtt.enabled (its
+mqtt block).
 */}}
 {{- define "angzarr-bus.server.configFile" -}}
-{{- if and (include "angzarr-bus.server.enabled" .) (or (include "angzarr-bus.auth.type" .) .Values.server.websocket.enabled (include "angzarr-bus.operator.enabled" .)) -}}
+{{- if and (include "angzarr-bus.server.enabled" .) (or (include "angzarr-bus.auth.type" .) .Values.server.websocket.enabled .Values.server.mqtt.enabled (include "angzarr-bus.operator.enabled" .)) -}}
 true
 {{- end -}}
 {{- end }}

@@ -1,0 +1,138 @@
+//! The `mqtt { }` block: the MQTT listener's address, into an
+//! [`MqttConf`]. Every other key nats-server knows there (TLS,
+//! MQTT-only authentication, the QoS 1 and JetStream settings, the QoS 2
+//! switches) changes how clients are served, and this server does not
+//! implement it yet: it refuses the start naming the key. Unknown keys are
+//! errors, as in nats-server.
+
+use super::error::ConfError;
+use super::server_conf::{Reader, Warning};
+use super::syntax::{Located, Value};
+
+/// The `mqtt { }` block as written; `None` when unset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MqttConf {
+    /// `host` / `net`, or the host of `listen`.
+    pub host: Option<String>,
+    /// `port`, or the port of `listen`; -1 means a free port, 0 (or unset)
+    /// means no listener, as in nats-server.
+    pub port: Option<i32>,
+    /// Line of the block.
+    pub line: usize,
+}
+
+/// Keys nats-server knows inside `mqtt { }` that this server does not
+/// implement yet (see the README's MQTT section).
+const REFUSED_MQTT: &[&str] = &[
+    "tls",
+    "authorization",
+    "authentication",
+    "no_auth_user",
+    "ack_wait",
+    "ackwait",
+    "js_api_timeout",
+    "api_timeout",
+    "max_ack_pending",
+    "max_pending",
+    "max_inflight",
+    "js_domain",
+    "stream_replicas",
+    "consumer_replicas",
+    "consumer_memory_storage",
+    "consumer_inactive_threshold",
+    "consumer_auto_cleanup",
+    "reject_qos2_publish",
+    "downgrade_qos2_subscribe",
+];
+
+/// Reads an `mqtt { }` block (kept raw by `server_conf`).
+pub fn mqtt_from_conf(block: &Located) -> Result<(MqttConf, Vec<Warning>), ConfError> {
+    let mut r = Reader {
+        warnings: Vec::new(),
+    };
+    let m = r.mqtt(block)?;
+    Ok((m, r.warnings))
+}
+
+impl Reader {
+    fn mqtt(&mut self, value: &Located) -> Result<MqttConf, ConfError> {
+        let Value::Map(entries) = &value.value else {
+            return self.wrong_type("mqtt", value, "a map");
+        };
+        let mut m = MqttConf {
+            line: value.line,
+            ..MqttConf::default()
+        };
+        for (k, v) in entries {
+            let name = format!("mqtt.{k}");
+            match k.to_ascii_lowercase().as_str() {
+                "listen" => {
+                    let (host, port) = self.host_port(&name, v)?;
+                    if let Some(host) = host {
+                        m.host = host;
+                    }
+                    m.port = Some(port);
+                }
+                "port" => m.port = Some(self.port(&name, v)?),
+                "host" | "net" => m.host = Some(self.string(&name, v)?),
+                lower if REFUSED_MQTT.contains(&lower) => {
+                    return self.invalid(
+                        &name,
+                        v,
+                        format!("{k} is not supported yet by this server; refusing to start"),
+                    );
+                }
+                _ if v.used_as_variable => {}
+                _ => return self.invalid(&name, v, format!("unknown field \"{k}\"")),
+            }
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::server_conf::server_conf;
+    use super::super::syntax::tests::p;
+    use super::*;
+
+    fn mqtt(text: &str) -> Result<MqttConf, String> {
+        let (c, _) = server_conf(&p(text)).map_err(|e| e.to_string())?;
+        let block = c.mqtt.ok_or("no mqtt block")?;
+        mqtt_from_conf(&block)
+            .map(|(m, _)| m)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn mqtt_block_reads_host_and_port() {
+        let m = mqtt("mqtt { host: 127.0.0.1, port: 1883 }").unwrap();
+        assert_eq!(m.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(m.port, Some(1883));
+        let m = mqtt("mqtt { listen: \"0.0.0.0:1884\" }").unwrap();
+        assert_eq!(m.port, Some(1884));
+    }
+
+    #[test]
+    fn mqtt_keys_not_served_yet_refuse_naming_the_key() {
+        for key in [
+            "ack_wait: \"30s\"",
+            "max_ack_pending: 100",
+            "no_auth_user: bob",
+            "tls { cert_file: a, key_file: b }",
+            "authorization { user: a, password: b }",
+            "reject_qos2_publish: true",
+        ] {
+            let err = mqtt(&format!("mqtt {{ port: 1883, {key} }}")).unwrap_err();
+            let name = key.split([':', ' ']).next().unwrap();
+            assert!(err.contains(&format!("mqtt.{name}")), "{key}: {err}");
+            assert!(err.contains("not supported yet"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_mqtt_key_is_an_error() {
+        let err = mqtt("mqtt { port: 1883, bogus: 1 }").unwrap_err();
+        assert!(err.contains("mqtt.bogus"), "{err}");
+    }
+}

@@ -1,0 +1,773 @@
+//! One MQTT connection: CONNECT and its checks, then the bridge between
+//! the client's MQTT packets and the NATS session that stands for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Sessions;
+use super::codec::{self, Connect, Packet, Publish};
+use super::server_ops::{self, ServerOp};
+use super::topic;
+use crate::outbound::Client;
+use crate::state::ServerState;
+
+/// CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
+const RC_ACCEPTED: u8 = 0;
+const RC_BAD_PROTOCOL: u8 = 1;
+const RC_IDENTIFIER_REJECTED: u8 = 2;
+const RC_SERVER_UNAVAILABLE: u8 = 3;
+const RC_NOT_AUTHORIZED: u8 = 5;
+
+/// SUBACK's failure code.
+const SUBACK_FAILURE: u8 = 0x80;
+
+/// The header nats-server puts on every message an MQTT client publishes
+/// (`Nmqtt-Pub` with the QoS), so NATS subscribers of both servers see the
+/// same message.
+const QOS0_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:0\r\n\r\n";
+
+/// Bytes of the pipe between the bridge and its session.
+const PIPE: usize = 64 * 1024;
+
+/// Runs one MQTT connection to its end.
+pub(super) async fn serve(
+    shared: Arc<ServerState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    sessions: Arc<Sessions>,
+) {
+    let _ = stream.set_nodelay(true);
+    let debug = shared.config.debug;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let max = max_packet(&shared);
+    // The first packet must be CONNECT, within the auth timeout.
+    let first = tokio::time::timeout(
+        shared.config.auth_timeout,
+        read_packet(&mut rd, &mut inbuf, max),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(_))) => {
+            if debug {
+                tracing::debug!("{peer} - mqtt: first packet is not CONNECT");
+            }
+            return;
+        }
+        Ok(Err(e)) => {
+            if debug {
+                tracing::debug!("{peer} - mqtt: {e}");
+            }
+            return;
+        }
+        _ => return,
+    };
+    let refused = |code: u8, why: &str| {
+        tracing::warn!("{peer} - mqtt: CONNECT refused (return code {code}): {why}");
+        let mut out = BytesMut::new();
+        codec::connack(&mut out, false, code);
+        out
+    };
+    let answer = match check_connect(&connect) {
+        Ok(()) => None,
+        Err((code, why)) => Some(refused(code, &why)),
+    };
+    let answer = answer.or_else(|| {
+        (shared.client_count() >= shared.config.max_connections)
+            .then(|| refused(RC_SERVER_UNAVAILABLE, "maximum connections exceeded"))
+    });
+    if let Some(out) = answer {
+        let _ = wr.write_all(&out).await;
+        let _ = wr.shutdown().await;
+        return;
+    }
+    let will = match &connect.will {
+        Some(w) => match topic::topic_to_subject(&w.topic) {
+            Ok(subject) if crate::subject::valid_literal(&subject) => {
+                Some((subject, w.message.clone()))
+            }
+            _ => {
+                tracing::warn!("{peer} - mqtt: invalid will topic {:?}", w.topic);
+                return;
+            }
+        },
+        None => None,
+    };
+    let client_id = if connect.client_id.is_empty() {
+        uuid::Uuid::new_v4().simple().to_string()
+    } else {
+        connect.client_id.clone()
+    };
+
+    // The NATS client that stands for this connection.
+    let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let client = Arc::new(Client::new(id, shared.config.max_pending, peer));
+    shared.add_client(Arc::clone(&client));
+    let nonce = shared
+        .config
+        .auth
+        .as_ref()
+        .is_some_and(crate::config::Auth::needs_nonce)
+        .then(crate::auth::new_nonce);
+    let info = shared.info_with_nonce(id, peer, nonce.as_deref());
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let (session_rd, session_wr) = tokio::io::split(theirs);
+    let session = tokio::spawn(crate::session::run(
+        Arc::clone(&shared),
+        client,
+        session_rd,
+        session_wr,
+        nonce,
+        Some(info),
+    ));
+    let (nats_rd, nats_wr) = tokio::io::split(ours);
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_secs(u64::from(connect.keep_alive) * 3 / 2));
+    let mut bridge = Bridge {
+        shared: Arc::clone(&shared),
+        peer,
+        client_id,
+        conn: id,
+        sessions,
+        kick: Arc::new(Notify::new()),
+        rd,
+        wr,
+        inbuf,
+        out: BytesMut::new(),
+        nats_rd,
+        nats_wr,
+        nats_in: BytesMut::with_capacity(8192),
+        nats_out: Vec::new(),
+        max,
+        keep_alive,
+        will,
+        filters: HashMap::new(),
+        sids: HashMap::new(),
+        next_sid: 1,
+        barriers: VecDeque::from([Barrier::Connect]),
+        connected: false,
+    };
+    bridge.nats_out.extend_from_slice(&nats_connect(&connect));
+    bridge.nats_out.extend_from_slice(b"PING\r\n");
+    let end = bridge.run().await;
+    bridge.finish(end).await;
+    // The session ends once its input is closed (or at shutdown).
+    let _ = tokio::time::timeout(Duration::from_secs(5), session).await;
+}
+
+/// The CONNECT checks nats-server makes before authentication, and the
+/// features this server refuses, as a return code and the reason logged.
+fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
+    if c.level != 4 {
+        return Err((
+            RC_BAD_PROTOCOL,
+            format!("unacceptable protocol version of {}", c.level),
+        ));
+    }
+    if c.client_id.is_empty() && !c.clean_session {
+        return Err((
+            RC_IDENTIFIER_REJECTED,
+            "empty client ID requires the clean session flag".into(),
+        ));
+    }
+    if c.client_id
+        .contains(|ch: char| ch.is_whitespace() || matches!(ch, '.' | '*' | '>'))
+    {
+        return Err((
+            RC_IDENTIFIER_REJECTED,
+            format!("invalid character in client ID {:?}", c.client_id),
+        ));
+    }
+    if !c.clean_session {
+        return Err((
+            RC_SERVER_UNAVAILABLE,
+            "persistent sessions (clean session flag 0) are not supported yet by this server"
+                .into(),
+        ));
+    }
+    if let Some(w) = &c.will {
+        if w.qos > 0 {
+            return Err((
+                RC_SERVER_UNAVAILABLE,
+                format!(
+                    "will messages with QoS {} are not supported yet by this server",
+                    w.qos
+                ),
+            ));
+        }
+        if w.retain {
+            return Err((
+                RC_SERVER_UNAVAILABLE,
+                "retained will messages are not supported yet by this server".into(),
+            ));
+        }
+        if w.topic.is_empty() {
+            return Err((RC_SERVER_UNAVAILABLE, "empty will topic".into()));
+        }
+    }
+    if c.username.as_deref() == Some("") {
+        return Err((4, "empty user name".into()));
+    }
+    Ok(())
+}
+
+/// The NATS CONNECT for an MQTT CONNECT: the credentials (the password
+/// also as a token, as nats-server takes it), headers on, no verbose.
+fn nats_connect(c: &Connect) -> Vec<u8> {
+    let mut o = serde_json::json!({
+        "verbose": false,
+        "pedantic": false,
+        "headers": true,
+        "protocol": 1,
+        "lang": "mqtt",
+        "version": "3.1.1",
+        "name": c.client_id,
+    });
+    if let Some(user) = &c.username {
+        o["user"] = serde_json::Value::String(user.clone());
+    }
+    if let Some(pass) = &c.password {
+        let pass = String::from_utf8_lossy(pass).into_owned();
+        o["pass"] = serde_json::Value::String(pass.clone());
+        o["auth_token"] = serde_json::Value::String(pass);
+    }
+    let mut line = b"CONNECT ".to_vec();
+    line.extend_from_slice(o.to_string().as_bytes());
+    line.extend_from_slice(b"\r\n");
+    line
+}
+
+/// The largest MQTT packet taken: the payload limit plus room for the
+/// topic and the header nats-server adds.
+fn max_packet(shared: &ServerState) -> usize {
+    shared.config.max_payload.saturating_add(64 * 1024)
+}
+
+async fn read_packet(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Packet>, codec::CodecError> {
+    loop {
+        if let Some(p) = codec::decode(buf, max)? {
+            return Ok(Some(p));
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What a PING sent to the session waits for: its PONG says every line
+/// before it was processed, with any `-ERR` for them already read.
+enum Barrier {
+    /// CONNECT: a PONG means authenticated.
+    Connect,
+    /// SUBSCRIBE `id`: per filter, its subjects and return code.
+    SubAck(u16, Vec<(Vec<String>, u8)>),
+    /// UNSUBSCRIBE `id`.
+    UnsubAck(u16),
+}
+
+/// One MQTT subscription: its NATS subscriptions (the filter's subject,
+/// and for `a/#` also `a`).
+struct Filter {
+    sids: Vec<u64>,
+}
+
+/// How the bridge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT: no will.
+    Disconnected,
+    /// Anything else (socket closed, keep-alive, bad packet): the will is
+    /// published.
+    Abnormal,
+    /// The server is stopping: the session is closing on its own.
+    Shutdown,
+    /// A newer connection with the same client ID took over: no will (as
+    /// nats-server).
+    TakenOver,
+    /// Refused at CONNECT by authentication.
+    NotAuthorized,
+}
+
+struct Bridge {
+    shared: Arc<ServerState>,
+    peer: SocketAddr,
+    client_id: String,
+    conn: u64,
+    sessions: Arc<Sessions>,
+    kick: Arc<Notify>,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    inbuf: BytesMut,
+    /// MQTT bytes to write to the client.
+    out: BytesMut,
+    nats_rd: ReadHalf<DuplexStream>,
+    nats_wr: WriteHalf<DuplexStream>,
+    nats_in: BytesMut,
+    /// NATS protocol to write to the session.
+    nats_out: Vec<u8>,
+    max: usize,
+    keep_alive: Option<Duration>,
+    /// The will's subject and payload.
+    will: Option<(String, bytes::Bytes)>,
+    filters: HashMap<String, Filter>,
+    /// NATS subscription id to its NATS filter subject.
+    sids: HashMap<u64, String>,
+    next_sid: u64,
+    barriers: VecDeque<Barrier>,
+    connected: bool,
+}
+
+impl Bridge {
+    async fn run(&mut self) -> End {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let far = Duration::from_secs(86_400 * 365);
+        let sleep = tokio::time::sleep(self.keep_alive.unwrap_or(far));
+        tokio::pin!(sleep);
+        let kick = Arc::clone(&self.kick);
+        loop {
+            if let Some(end) = self.flush().await {
+                return end;
+            }
+            tokio::select! {
+                read = self.rd.read_buf(&mut self.inbuf), if self.connected => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Abnormal,
+                        Ok(_) => {}
+                    }
+                    if let Some(ka) = self.keep_alive {
+                        sleep.as_mut().reset(Instant::now() + ka);
+                    }
+                    loop {
+                        match codec::decode(&mut self.inbuf, self.max) {
+                            Ok(Some(p)) => {
+                                if let Some(end) = self.packet(p) {
+                                    return end;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!("{} - mqtt: {e}", self.peer);
+                                return End::Abnormal;
+                            }
+                        }
+                    }
+                }
+                read = self.nats_rd.read_buf(&mut self.nats_in) => {
+                    match read {
+                        Ok(0) | Err(_) => {
+                            return if self.connected { End::Abnormal } else { End::NotAuthorized };
+                        }
+                        Ok(_) => {}
+                    }
+                    loop {
+                        match server_ops::next(&mut self.nats_in) {
+                            Ok(Some(op)) => {
+                                if let Some(end) = self.server_op(op) {
+                                    return end;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(server_ops::Garbled) => return End::Abnormal,
+                        }
+                    }
+                }
+                () = &mut sleep, if self.connected && self.keep_alive.is_some() => {
+                    if self.shared.config.debug {
+                        tracing::debug!("{} - mqtt: keep-alive expired", self.peer);
+                    }
+                    return End::Abnormal;
+                }
+                () = kick.notified() => {
+                    if self.shared.config.debug {
+                        tracing::debug!("{} - mqtt: taken over by a new connection with client ID {:?}", self.peer, self.client_id);
+                    }
+                    return End::TakenOver;
+                }
+                _ = shutdown.changed() => return End::Shutdown,
+            }
+        }
+    }
+
+    /// Writes what is pending to the session and to the client.
+    async fn flush(&mut self) -> Option<End> {
+        if !self.nats_out.is_empty() {
+            let bytes = std::mem::take(&mut self.nats_out);
+            if self.nats_wr.write_all(&bytes).await.is_err() {
+                return Some(End::Abnormal);
+            }
+        }
+        if !self.out.is_empty() {
+            let bytes = self.out.split();
+            if self.wr.write_all(&bytes).await.is_err() {
+                return Some(End::Abnormal);
+            }
+        }
+        None
+    }
+
+    fn ping_barrier(&mut self, barrier: Barrier) {
+        self.nats_out.extend_from_slice(b"PING\r\n");
+        self.barriers.push_back(barrier);
+    }
+
+    /// One packet from the client; `Some` ends the connection.
+    fn packet(&mut self, p: Packet) -> Option<End> {
+        match p {
+            Packet::Connect(_) => {
+                tracing::warn!("{} - mqtt: second CONNECT", self.peer);
+                Some(End::Abnormal)
+            }
+            Packet::Publish(p) => self.publish(p),
+            Packet::Subscribe(id, filters) => {
+                self.subscribe(id, filters);
+                None
+            }
+            Packet::Unsubscribe(id, filters) => {
+                for f in filters {
+                    if let Some(old) = self.filters.remove(&f) {
+                        for sid in old.sids {
+                            self.sids.remove(&sid);
+                            self.nats_out
+                                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+                        }
+                    }
+                }
+                self.ping_barrier(Barrier::UnsubAck(id));
+                None
+            }
+            Packet::PingReq => {
+                codec::pingresp(&mut self.out);
+                None
+            }
+            Packet::Disconnect => Some(End::Disconnected),
+            // Nothing is sent with QoS > 0, so there is nothing to ack.
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+                tracing::warn!(
+                    "{} - mqtt: acknowledgement for a QoS 1/2 delivery that was never sent",
+                    self.peer
+                );
+                Some(End::Abnormal)
+            }
+        }
+    }
+
+    fn publish(&mut self, p: Publish) -> Option<End> {
+        if p.qos > 0 {
+            tracing::warn!(
+                "{} - mqtt: PUBLISH with QoS {} is not supported yet by this server; closing",
+                self.peer,
+                p.qos
+            );
+            return Some(End::Abnormal);
+        }
+        if p.retain {
+            tracing::warn!(
+                "{} - mqtt: retained PUBLISH is not supported yet by this server; closing",
+                self.peer
+            );
+            return Some(End::Abnormal);
+        }
+        let subject = match topic::topic_to_subject(&p.topic) {
+            Ok(s) if crate::subject::valid_literal(&s) => s,
+            _ => {
+                tracing::warn!("{} - mqtt: invalid topic name {:?}", self.peer, p.topic);
+                return Some(End::Abnormal);
+            }
+        };
+        if QOS0_HEADER.len() + p.payload.len() > self.shared.config.max_payload {
+            tracing::warn!("{} - mqtt: maximum payload exceeded", self.peer);
+            return Some(End::Abnormal);
+        }
+        self.hpub(&subject, &p.payload);
+        None
+    }
+
+    fn hpub(&mut self, subject: &str, payload: &[u8]) {
+        let h = QOS0_HEADER.len();
+        self.nats_out
+            .extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + payload.len()).as_bytes());
+        self.nats_out.extend_from_slice(QOS0_HEADER);
+        self.nats_out.extend_from_slice(payload);
+        self.nats_out.extend_from_slice(b"\r\n");
+    }
+
+    fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
+        let mut entries = Vec::with_capacity(filters.len());
+        for (filter, qos) in filters {
+            if qos > 0 {
+                tracing::warn!(
+                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: only QoS 0 is \
+                     supported yet by this server",
+                    self.peer
+                );
+                entries.push((Vec::new(), SUBACK_FAILURE));
+                continue;
+            }
+            let subject = match topic::filter_to_subject(&filter) {
+                Ok(s) if crate::subject::valid_filter(&s) => s,
+                _ => {
+                    tracing::warn!("{} - mqtt: invalid topic filter {filter:?}", self.peer);
+                    entries.push((Vec::new(), SUBACK_FAILURE));
+                    continue;
+                }
+            };
+            if self.filters.contains_key(&filter) {
+                // The same filter again replaces the subscription (same QoS 0).
+                entries.push((Vec::new(), 0));
+                continue;
+            }
+            let mut subjects = vec![subject.clone()];
+            if let Some(parent) = topic::level_up_subject(&subject) {
+                subjects.push(parent.to_owned());
+            }
+            let mut sids = Vec::new();
+            for s in &subjects {
+                let sid = self.next_sid;
+                self.next_sid += 1;
+                self.nats_out
+                    .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
+                // Deliveries are filtered by the MQTT filter's subject.
+                self.sids.insert(sid, subject.clone());
+                sids.push(sid);
+            }
+            self.filters.insert(filter, Filter { sids });
+            entries.push((subjects, 0));
+        }
+        self.ping_barrier(Barrier::SubAck(id, entries));
+    }
+
+    /// One operation from the session; `Some` ends the connection.
+    fn server_op(&mut self, op: ServerOp) -> Option<End> {
+        match op {
+            ServerOp::Info | ServerOp::Ok => None,
+            ServerOp::Ping => {
+                self.nats_out.extend_from_slice(b"PONG\r\n");
+                None
+            }
+            ServerOp::Pong => match self.barriers.pop_front() {
+                Some(Barrier::Connect) => {
+                    self.connected = true;
+                    self.sessions
+                        .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
+                    codec::connack(&mut self.out, false, RC_ACCEPTED);
+                    None
+                }
+                Some(Barrier::SubAck(id, entries)) => {
+                    let codes: Vec<u8> = entries.iter().map(|(_, c)| *c).collect();
+                    codec::suback(&mut self.out, id, &codes);
+                    None
+                }
+                Some(Barrier::UnsubAck(id)) => {
+                    codec::unsuback(&mut self.out, id);
+                    None
+                }
+                None => None,
+            },
+            ServerOp::Err(text) => self.server_error(&text),
+            ServerOp::Msg {
+                subject,
+                sid,
+                payload,
+                ..
+            } => {
+                self.deliver(sid, &subject, &payload);
+                None
+            }
+        }
+    }
+
+    /// A message for subscription `sid`, as a QoS 0 PUBLISH (unless the
+    /// subscription is gone, or MQTT-4.7.2-1 hides a `$` topic from it).
+    fn deliver(&mut self, sid: u64, subject: &str, payload: &[u8]) {
+        let Some(filter) = self.sids.get(&sid) else {
+            return;
+        };
+        if topic::wildcard_skips(filter, subject) {
+            return;
+        }
+        let topic = topic::subject_to_topic(subject);
+        if codec::publish(&mut self.out, &topic, 0, false, false, None, payload).is_none() {
+            tracing::warn!(
+                "{} - mqtt: message on {subject:?} cannot be sent as MQTT",
+                self.peer
+            );
+        }
+    }
+
+    fn server_error(&mut self, text: &str) -> Option<End> {
+        if !self.connected {
+            // Authentication (or anything else) refused the CONNECT.
+            tracing::warn!("{} - mqtt: CONNECT refused: {text}", self.peer);
+            return Some(End::NotAuthorized);
+        }
+        if let Some(denied) = text
+            .strip_prefix("Permissions Violation for Subscription to \"")
+            .and_then(|rest| rest.split('"').next())
+        {
+            // The subscription being acknowledged that holds this subject
+            // fails, and its other NATS subscriptions go.
+            let mut undo = Vec::new();
+            if let Some(Barrier::SubAck(_, entries)) = self
+                .barriers
+                .iter_mut()
+                .find(|b| matches!(b, Barrier::SubAck(..)))
+            {
+                for (subjects, code) in entries.iter_mut() {
+                    if *code != SUBACK_FAILURE && subjects.iter().any(|s| s == denied) {
+                        *code = SUBACK_FAILURE;
+                        undo.extend(subjects.iter().cloned());
+                    }
+                }
+            }
+            if !undo.is_empty() {
+                let failed: Vec<String> = self
+                    .filters
+                    .iter()
+                    .filter(|(_, f)| {
+                        f.sids
+                            .iter()
+                            .any(|sid| self.sids.get(sid).is_some_and(|s| undo.contains(s)))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in failed {
+                    if let Some(f) = self.filters.remove(&k) {
+                        for sid in f.sids {
+                            self.sids.remove(&sid);
+                            self.nats_out
+                                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+                        }
+                    }
+                }
+            }
+            return None;
+        }
+        // Publish permission errors drop the message (as nats-server does
+        // for MQTT QoS 0); anything else closes the session, which the
+        // read side then sees.
+        if self.shared.config.debug {
+            tracing::debug!("{} - mqtt: session said: {text}", self.peer);
+        }
+        None
+    }
+
+    /// Ends the connection: the will (when due), CONNACK 5 for a refused
+    /// login, then the session's input is closed.
+    async fn finish(&mut self, end: End) {
+        if end == End::NotAuthorized {
+            codec::connack(&mut self.out, false, RC_NOT_AUTHORIZED);
+        }
+        if end == End::Abnormal
+            && self.connected
+            && let Some((subject, payload)) = self.will.take()
+        {
+            self.hpub(&subject, &payload);
+        }
+        let _ = self.flush().await;
+        let _ = self.wr.shutdown().await;
+        let _ = self.nats_wr.shutdown().await;
+        if self.connected {
+            self.sessions.release(&self.client_id, self.conn);
+        }
+        // Read what the session still says until it closes its side, so its
+        // writer never waits on a full pipe.
+        let drain = async {
+            let mut sink = BytesMut::with_capacity(8192);
+            loop {
+                sink.clear();
+                match self.nats_rd.read_buf(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(clean: bool, client_id: &str) -> Connect {
+        Connect {
+            level: 4,
+            clean_session: clean,
+            keep_alive: 30,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn connect_checks_give_nats_servers_return_codes() {
+        assert_eq!(check_connect(&connect(true, "ok")), Ok(()));
+        assert_eq!(check_connect(&connect(true, "")), Ok(()));
+        assert_eq!(
+            check_connect(&connect(false, "")).map_err(|e| e.0),
+            Err(RC_IDENTIFIER_REJECTED)
+        );
+        assert_eq!(
+            check_connect(&connect(true, "a.b")).map_err(|e| e.0),
+            Err(RC_IDENTIFIER_REJECTED)
+        );
+        let mut old = connect(true, "x");
+        old.level = 3;
+        assert_eq!(check_connect(&old).map_err(|e| e.0), Err(RC_BAD_PROTOCOL));
+    }
+
+    #[test]
+    fn unsupported_connect_features_are_refused_not_ignored() {
+        assert_eq!(
+            check_connect(&connect(false, "persist")).map_err(|e| e.0),
+            Err(RC_SERVER_UNAVAILABLE)
+        );
+        let mut c = connect(true, "w");
+        c.will = Some(codec::Will {
+            topic: "t".into(),
+            message: bytes::Bytes::new(),
+            qos: 1,
+            retain: false,
+        });
+        assert_eq!(
+            check_connect(&c).map_err(|e| e.0),
+            Err(RC_SERVER_UNAVAILABLE)
+        );
+    }
+
+    #[test]
+    fn nats_connect_carries_the_credentials() {
+        let mut c = connect(true, "cid");
+        c.username = Some("u\"q".into());
+        c.password = Some(bytes::Bytes::from_static(b"p"));
+        let line = String::from_utf8(nats_connect(&c)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(line.trim_start_matches("CONNECT ").trim_end()).unwrap();
+        assert_eq!(json["user"], "u\"q");
+        assert_eq!(json["pass"], "p");
+        assert_eq!(json["name"], "cid");
+        assert_eq!(json["headers"], true);
+    }
+}

@@ -1,0 +1,116 @@
+//! The MQTT 3.1.1 listener (nats-server's `mqtt { }` block).
+//!
+//! Each MQTT connection becomes an ordinary NATS client of the global
+//! account: the connection task speaks the NATS protocol to a `session`
+//! over an in-process pipe (as `websocket` hands its frames to the same
+//! session machinery), so authentication, permissions, subject mappings,
+//! imports and exports, monitoring and slow-consumer rules are the ones
+//! NATS clients get. MQTT packets become `CONNECT`/`HPUB`/`SUB`/`UNSUB`
+//! lines, deliveries (`MSG`/`HMSG`) become MQTT PUBLISH packets, with topic
+//! names mapped as nats-server maps them ([`topic`]).
+//!
+//! Served: CONNECT with clean sessions, QoS 0 publish and subscribe,
+//! PINGREQ, UNSUBSCRIBE, DISCONNECT, keep-alive (1.5 × the client's
+//! value, in whole seconds), QoS 0 will messages, session takeover (a
+//! second connection with the same client ID closes the first, without
+//! its will, as nats-server). Refused, each with the MQTT answer
+//! that says so: persistent sessions and wills with QoS > 0 or retain
+//! (CONNACK return code 3, server unavailable), QoS 1 and 2 subscriptions
+//! (SUBACK failure 0x80), QoS 1/2 and retained PUBLISH (the connection is
+//! closed, MQTT 3.1.1's only answer to a packet the server will not take).
+//!
+//! Must not: touch accounts or JetStream directly (everything goes through
+//! the session), or block the accept loop on one connection.
+
+pub mod codec;
+mod connection;
+mod server_ops;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::state::ServerState;
+
+/// The connections with a client ID, for session takeover: a newer
+/// connection with the same ID tells the older one to close.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_client_id: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Notify>)>> {
+        match self.by_client_id.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers connection `conn` under `client_id`, telling the previous
+    /// holder (if any) to close.
+    fn take_over(&self, client_id: &str, conn: u64, kick: Arc<Notify>) {
+        if let Some((_, old)) = self.lock().insert(client_id.to_owned(), (conn, kick)) {
+            old.notify_one();
+        }
+    }
+
+    /// Forgets `client_id` if connection `conn` still holds it.
+    fn release(&self, client_id: &str, conn: u64) {
+        let mut map = self.lock();
+        if map.get(client_id).is_some_and(|(c, _)| *c == conn) {
+            map.remove(client_id);
+        }
+    }
+}
+
+/// Accepts MQTT connections until shutdown (or lame duck, which closes the
+/// listener), then waits for the connections to end.
+pub(crate) async fn accept_loop(shared: Arc<ServerState>, listener: TcpListener) {
+    let sessions = Arc::new(Sessions::default());
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut accepting = shared.accepting.subscribe();
+    let mut listener = Some(listener);
+    let mut connections = JoinSet::new();
+    loop {
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = accepting.changed() => {
+                if !*accepting.borrow() {
+                    listener = None;
+                }
+            }
+            accepted = accept => {
+                let (stream, peer): (_, SocketAddr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mqtt accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                connections.spawn(connection::serve(
+                    Arc::clone(&shared),
+                    stream,
+                    peer,
+                    Arc::clone(&sessions),
+                ));
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,520 @@
+"""paho-mqtt (MQTT 3.1.1) against a server's `mqtt {}` listener, with nats-py
+beside it for MQTT <-> NATS interop. Run by tests/compat_mqtt.rs against
+ours and nats-server 2.15.1 alike:
+
+    python3 mqtt.py <mqtt port> <nats url>
+
+The server must have the users alice/secret (all permissions) and bob/pw2
+(publish and subscribe only on `allowed.>`), with `no_auth_user: alice`.
+
+Scenarios (each bounded by 20 s):
+- qos0_publish_reaches_mqtt_subscriber
+- mqtt_topics_reach_nats_as_mapped_subjects
+- nats_subjects_reach_mqtt_as_mapped_topics
+- hash_filter_matches_parent_level
+- leading_wildcard_skips_dollar_topics
+- unsubscribe_stops_delivery
+- bad_password_gets_not_authorized
+- no_credentials_use_no_auth_user
+- denied_subscription_fails_in_suback
+- denied_publish_is_dropped_and_connection_stays
+- will_published_on_abrupt_close_not_on_disconnect
+- keep_alive_expiry_closes_and_publishes_will
+- same_client_id_takes_over
+- takeover_does_not_publish_the_old_will
+- publish_over_max_payload_closes_the_connection
+- pingreq_gets_pingresp
+- client_id_with_dot_is_rejected
+- empty_client_id_with_clean_session_is_accepted
+
+Prints `ok <name>` / `FAIL <name>: <why>` and `N passed, M failed` last;
+exits 3 when paho-mqtt or nats-py is missing.
+"""
+
+import asyncio
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    import nats
+except ImportError as e:  # pragma: no cover
+    print(f"missing client library: {e}", file=sys.stderr)
+    sys.exit(3)
+
+PORT = int(sys.argv[1])
+NATS_URL = sys.argv[2]
+HOST = "127.0.0.1"
+
+
+class Client:
+    """A paho client with its events collected."""
+
+    def __init__(self, cid=None, user=None, pw=None, will=None, keepalive=30):
+        self.cid = cid if cid is not None else "c" + uuid.uuid4().hex[:10]
+        self.c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.cid,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        if user is not None:
+            self.c.username_pw_set(user, pw)
+        if will is not None:
+            self.c.will_set(will[0], will[1], qos=0, retain=False)
+        self.connack = threading.Event()
+        self.rc = None
+        self.disconnected = threading.Event()
+        self.subacks = {}
+        self.unsubacks = set()
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.c.on_connect = self._on_connect
+        self.c.on_disconnect = self._on_disconnect
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_unsubscribe = lambda cl, u, mid, rcs, p: self.unsubacks.add(mid)
+        self.c.on_message = self._on_message
+        self.keepalive = keepalive
+
+    def _on_connect(self, cl, u, flags, rc, props):
+        self.rc = rc
+        self.connack.set()
+
+    def _on_disconnect(self, cl, u, flags, rc, props):
+        self.disconnected.set()
+
+    def _on_subscribe(self, cl, u, mid, rcs, props):
+        self.subacks[mid] = [r.value for r in rcs]
+
+    def _on_message(self, cl, u, msg):
+        with self.lock:
+            self.msgs.append((msg.topic, bytes(msg.payload), msg.qos, msg.retain))
+
+    def connect(self, expect_ok=True):
+        self.c.connect(HOST, PORT, keepalive=self.keepalive)
+        self.c.loop_start()
+        assert self.connack.wait(5), "no CONNACK"
+        if expect_ok:
+            assert not self.rc.is_failure, f"CONNACK {self.rc}"
+        return self
+
+    def subscribe(self, filters):
+        rc, mid = self.c.subscribe([(f, 0) for f in filters])
+        assert rc == 0
+        wait_for(lambda: mid in self.subacks, "SUBACK")
+        return self.subacks[mid]
+
+    def unsubscribe(self, filters):
+        rc, mid = self.c.unsubscribe(filters)
+        wait_for(lambda: mid in self.unsubacks, "UNSUBACK")
+
+    def publish(self, topic, payload):
+        info = self.c.publish(topic, payload, qos=0)
+        info.wait_for_publish(5)
+
+    def got(self):
+        with self.lock:
+            return list(self.msgs)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def wait_for(cond, what, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settle():
+    time.sleep(0.3)
+
+
+# Raw MQTT packets for the scenarios paho hides (abrupt closes, silence).
+def mqtt_str(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def packet(first, body):
+    n, enc = len(body), b""
+    while True:
+        d, n = n % 128, n // 128
+        enc += bytes([d | (0x80 if n else 0)])
+        if not n:
+            break
+    return bytes([first]) + enc + body
+
+
+def raw_connect(cid, keepalive, will=None, user=None, pw=None):
+    flags = 0x02
+    payload = mqtt_str(cid)
+    if will:
+        flags |= 0x04
+        payload += mqtt_str(will[0]) + mqtt_str(will[1])
+    if user is not None:
+        flags |= 0x80
+        payload += mqtt_str(user)
+    if pw is not None:
+        flags |= 0x40
+        payload += mqtt_str(pw)
+    body = mqtt_str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
+    s = socket.create_connection((HOST, PORT), timeout=5)
+    s.sendall(packet(0x10, body))
+    ack = recv_exact(s, 4)
+    assert ack[0] == 0x20 and ack[3] == 0, f"CONNACK {ack!r}"
+    return s
+
+
+def recv_exact(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise AssertionError(f"connection closed after {out!r}")
+        out += chunk
+    return out
+
+
+async def nats_sub(subject):
+    nc = await nats.connect(NATS_URL, user="alice", password="secret")
+    got = []
+
+    async def cb(m):
+        got.append((m.subject, m.data, dict(m.headers or {})))
+
+    await nc.subscribe(subject, cb=cb)
+    await nc.flush()
+    return nc, got
+
+
+async def nats_pub(items):
+    nc = await nats.connect(NATS_URL, user="alice", password="secret")
+    for subject, data in items:
+        await nc.publish(subject, data)
+    await nc.flush()
+    await nc.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def qos0_publish_reaches_mqtt_subscriber():
+    sub = Client().connect()
+    pub = Client().connect()
+    assert sub.subscribe(["q0/a/+"]) == [0]
+    pub.publish("q0/a/b", b"hello")
+    pub.publish("q0/x/b", b"not me")
+    wait_for(lambda: sub.got(), "message")
+    settle()
+    assert sub.got() == [("q0/a/b", b"hello", 0, False)], sub.got()
+    sub.close()
+    pub.close()
+
+
+def mqtt_topics_reach_nats_as_mapped_subjects():
+    async def go():
+        nc, got = await nats_sub("m2n.>")
+        pub = Client().connect()
+        for topic in ["m2n/x", "m2n/a.b", "m2n//y", "m2n/z/", "m2n/p/q/r"]:
+            pub.publish(topic, topic.encode())
+        deadline = time.time() + 5
+        while len(got) < 5 and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        pub.close()
+        await nc.close()
+        return got
+
+    got = run(go())
+    subjects = [(s, d) for s, d, _ in got]
+    assert subjects == [
+        ("m2n.x", b"m2n/x"),
+        ("m2n.a//b", b"m2n/a.b"),
+        ("m2n./.y", b"m2n//y"),
+        ("m2n.z./", b"m2n/z/"),
+        ("m2n.p.q.r", b"m2n/p/q/r"),
+    ], got
+    for _, _, headers in got:
+        assert headers.get("Nmqtt-Pub") == "0", headers
+
+
+def nats_subjects_reach_mqtt_as_mapped_topics():
+    sub = Client().connect()
+    assert sub.subscribe(["n2m/+/c", "n2m/d/#"]) == [0, 0]
+    run(
+        nats_pub(
+            [
+                ("n2m.b.c", b"1"),
+                ("n2m.x.y", b"no"),
+                ("n2m.a//b.c", b"2"),
+                ("n2m.d.e.f", b"3"),
+                ("n2m./.c", b"4"),
+            ]
+        )
+    )
+    wait_for(lambda: len(sub.got()) >= 4, "4 messages")
+    settle()
+    got = sorted((t, p) for t, p, _, _ in sub.got())
+    assert got == [
+        ("n2m//c", b"4"),
+        ("n2m/a.b/c", b"2"),
+        ("n2m/b/c", b"1"),
+        ("n2m/d/e/f", b"3"),
+    ], got
+    sub.close()
+
+
+def hash_filter_matches_parent_level():
+    sub = Client().connect()
+    assert sub.subscribe(["lvl/#"]) == [0]
+    pub = Client().connect()
+    pub.publish("lvl", b"parent")
+    pub.publish("lvl/child", b"child")
+    pub.publish("lvlx", b"other")
+    wait_for(lambda: len(sub.got()) >= 2, "2 messages")
+    settle()
+    got = sorted((t, p) for t, p, _, _ in sub.got())
+    assert got == [("lvl", b"parent"), ("lvl/child", b"child")], got
+    sub.close()
+    pub.close()
+
+
+def leading_wildcard_skips_dollar_topics():
+    sub = Client().connect()
+    assert sub.subscribe(["#", "$dol/#"]) == [0, 0]
+    run(nats_pub([("$dol.x", b"dollar"), ("plain.dw", b"plain")]))
+    wait_for(lambda: len(sub.got()) >= 2, "2 messages")
+    settle()
+    got = sorted((t, p) for t, p, _, _ in sub.got() if t in ("$dol/x", "plain/dw"))
+    # `#` takes plain/dw, `$dol/#` takes $dol/x; `#` must not take $dol/x.
+    assert got == [("$dol/x", b"dollar"), ("plain/dw", b"plain")], sub.got()
+    sub.close()
+
+
+def unsubscribe_stops_delivery():
+    sub = Client().connect()
+    assert sub.subscribe(["uns/a"]) == [0]
+    pub = Client().connect()
+    pub.publish("uns/a", b"1")
+    wait_for(lambda: sub.got(), "first message")
+    sub.unsubscribe(["uns/a"])
+    pub.publish("uns/a", b"2")
+    settle()
+    assert [p for _, p, _, _ in sub.got()] == [b"1"], sub.got()
+    sub.close()
+    pub.close()
+
+
+def bad_password_gets_not_authorized():
+    c = Client(user="alice", pw="wrong")
+    c.connect(expect_ok=False)
+    assert str(c.rc) == "Not authorized", c.rc
+    assert c.disconnected.wait(5), "not disconnected"
+    c.c.loop_stop()
+
+
+def no_credentials_use_no_auth_user():
+    # alice may publish anywhere: the message reaches a NATS subscriber.
+    async def go():
+        nc, got = await nats_sub("noauth.>")
+        c = Client().connect()
+        c.publish("noauth/x", b"anon")
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        c.close()
+        await nc.close()
+        return got
+
+    got = run(go())
+    assert [(s, d) for s, d, _ in got] == [("noauth.x", b"anon")], got
+
+
+def denied_subscription_fails_in_suback():
+    bob = Client(user="bob", pw="pw2").connect()
+    # `allowed/#` also needs `allowed` itself (the parent level), which
+    # bob may not subscribe to: the whole filter fails, as in nats-server.
+    assert bob.subscribe(["denied/x", "allowed/y", "allowed/#"]) == [0x80, 0, 0x80]
+    assert bob.subscribe(["allowed/a/#"]) == [0]
+    alice = Client().connect()
+    alice.publish("denied/x", b"no")
+    alice.publish("allowed/y", b"yes")
+    wait_for(lambda: bob.got(), "message")
+    settle()
+    got = sorted((t, p) for t, p, _, _ in bob.got())
+    assert got == [("allowed/y", b"yes")], got
+    bob.close()
+    alice.close()
+
+
+def denied_publish_is_dropped_and_connection_stays():
+    watcher = Client().connect()
+    assert watcher.subscribe(["secret/#", "allowed/ok"]) == [0, 0]
+    bob = Client(user="bob", pw="pw2").connect()
+    bob.publish("secret/x", b"leak")
+    bob.publish("allowed/ok", b"fine")
+    wait_for(lambda: watcher.got(), "allowed message")
+    settle()
+    assert [(t, p) for t, p, _, _ in watcher.got()] == [("allowed/ok", b"fine")], watcher.got()
+    assert not bob.disconnected.is_set(), "bob was disconnected"
+    bob.close()
+    watcher.close()
+
+
+def will_published_on_abrupt_close_not_on_disconnect():
+    watcher = Client().connect()
+    assert watcher.subscribe(["wills/#"]) == [0]
+    s = raw_connect("willer1", 30, will=("wills/one", "gone"))
+    s.close()  # no DISCONNECT
+    wait_for(lambda: watcher.got(), "will")
+    polite = Client(will=("wills/two", b"should not")).connect()
+    polite.close()
+    settle()
+    assert [(t, p) for t, p, _, _ in watcher.got()] == [("wills/one", b"gone")], watcher.got()
+    watcher.close()
+
+
+def keep_alive_expiry_closes_and_publishes_will():
+    watcher = Client().connect()
+    assert watcher.subscribe(["ka/will"]) == [0]
+    s = raw_connect("kaclient", 1, will=("ka/will", "timeout"))
+    started = time.time()
+    s.settimeout(6)
+    closed = s.recv(1) == b""
+    waited = time.time() - started
+    s.close()
+    assert closed, "server sent bytes instead of closing"
+    # nats-server allows 1.5 x the keep-alive, in whole seconds (1 s here).
+    assert 0.8 <= waited <= 3.0, f"closed after {waited:.2f}s"
+    wait_for(lambda: watcher.got(), "will after keep-alive")
+    assert watcher.got()[0][:2] == ("ka/will", b"timeout"), watcher.got()
+    watcher.close()
+
+
+def same_client_id_takes_over():
+    first = Client(cid="takeover1").connect()
+    second = Client(cid="takeover1")
+    # paho reconnects on its own; turn that off for the first one.
+    first.c.reconnect_delay_set(60, 120)
+    second.connect()
+    assert first.disconnected.wait(5), "first connection not closed"
+    assert second.subscribe(["to/x"]) == [0]
+    first.c.loop_stop()
+    second.close()
+
+
+def takeover_does_not_publish_the_old_will():
+    watcher = Client().connect()
+    assert watcher.subscribe(["tw/#"]) == [0]
+    old = raw_connect("takeover2", 30, will=("tw/old", "old will"))
+    new = raw_connect("takeover2", 30)
+    old.settimeout(5)
+    assert old.recv(1) == b"", "old connection not closed"
+    new.sendall(bytes([0xE0, 0]))
+    new.close()
+    settle()
+    settle()
+    assert watcher.got() == [], watcher.got()
+    watcher.close()
+
+
+def publish_over_max_payload_closes_the_connection():
+    s = raw_connect("bigpub", 30)
+    # The servers' max_payload is the default 1 MiB.
+    s.sendall(packet(0x30, mqtt_str("big/t") + b"x" * (1024 * 1024 + 16)))
+    s.settimeout(5)
+    assert s.recv(1) == b"", "not closed"
+    s.close()
+
+
+def pingreq_gets_pingresp():
+    s = raw_connect("pinger", 30)
+    s.sendall(bytes([0xC0, 0]))
+    assert recv_exact(s, 2) == bytes([0xD0, 0])
+    s.sendall(bytes([0xE0, 0]))
+    s.settimeout(5)
+    assert s.recv(1) == b"", "not closed after DISCONNECT"
+    s.close()
+
+
+def client_id_with_dot_is_rejected():
+    c = Client(cid="bad.id")
+    c.connect(expect_ok=False)
+    assert str(c.rc) == "Client identifier not valid", c.rc
+    c.c.loop_stop()
+
+
+def empty_client_id_with_clean_session_is_accepted():
+    c = Client(cid="").connect()
+    assert c.subscribe(["anon/t"]) == [0]
+    c.publish("anon/t", b"self")
+    wait_for(lambda: c.got(), "own message")
+    c.close()
+
+
+SCENARIOS = [
+    qos0_publish_reaches_mqtt_subscriber,
+    mqtt_topics_reach_nats_as_mapped_subjects,
+    nats_subjects_reach_mqtt_as_mapped_topics,
+    hash_filter_matches_parent_level,
+    leading_wildcard_skips_dollar_topics,
+    unsubscribe_stops_delivery,
+    bad_password_gets_not_authorized,
+    no_credentials_use_no_auth_user,
+    denied_subscription_fails_in_suback,
+    denied_publish_is_dropped_and_connection_stays,
+    will_published_on_abrupt_close_not_on_disconnect,
+    keep_alive_expiry_closes_and_publishes_will,
+    same_client_id_takes_over,
+    takeover_does_not_publish_the_old_will,
+    publish_over_max_payload_closes_the_connection,
+    pingreq_gets_pingresp,
+    client_id_with_dot_is_rejected,
+    empty_client_id_with_clean_session_is_accepted,
+]
+
+
+def main():
+    only = sys.argv[3] if len(sys.argv) > 3 else ""
+    passed = failed = 0
+    for scenario in SCENARIOS:
+        if only and only not in scenario.__name__:
+            continue
+        result = {}
+
+        def body():
+            try:
+                scenario()
+                result["ok"] = True
+            except BaseException as e:  # noqa: BLE001
+                result["err"] = f"{e!r}\n{traceback.format_exc()}"
+
+        t = threading.Thread(target=body, daemon=True)
+        t.start()
+        t.join(20)
+        if result.get("ok"):
+            passed += 1
+            print(f"ok {scenario.__name__}")
+        else:
+            failed += 1
+            print(f"FAIL {scenario.__name__}: {result.get('err', 'timed out')}")
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(0 if failed == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

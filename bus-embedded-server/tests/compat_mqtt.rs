@@ -1,0 +1,434 @@
+//! The MQTT listener (`mqtt {}`): paho-mqtt (MQTT 3.1.1), unchanged, with
+//! nats-py beside it for MQTT <-> NATS interop, against ours and against
+//! nats-server 2.15.1 with the same script and the same configuration
+//! (`tests/clients/python/mqtt.py`: its header lists the scenarios), plus
+//! what this server refuses (raw MQTT packets, ours only) and the start
+//! checks nats-server makes.
+//!
+//! paho-mqtt and nats-py are installed by `scripts/test.sh` (pinned in
+//! `tests/clients/python/requirements.txt`); when they are missing the
+//! script exits 3 and the test fails, it never skips.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bus_embedded_server::cli::Cli;
+use bus_embedded_server::{ServerConfig, ServerHandle, options, start};
+use nats_test_server::{NatsServer, ServerOptions, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The same users on both servers (see the script's header).
+const AUTH: &str = r#"
+authorization {
+  users = [
+    { user: alice, password: secret },
+    { user: bob, password: pw2, permissions: { publish: ["allowed.>"], subscribe: ["allowed.>"] } }
+  ]
+}
+no_auth_user: alice
+"#;
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/mqtt.py")
+}
+
+/// Ours from a configuration file (as the binary reads it), with a
+/// JetStream store in `dir`.
+async fn ours(dir: &Path, mqtt_block: &str) -> ServerHandle {
+    let path = dir.join("server.conf");
+    let text = format!(
+        "server_name: ours\nport: -1\njetstream {{ store_dir: {:?} }}\n{AUTH}\n{mqtt_block}\n",
+        dir.join("js").display().to_string()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let cli = Cli {
+        config: Some(path),
+        ..Cli::default()
+    };
+    let o = options::from_cli(&cli, ServerConfig::default()).expect("configuration accepted");
+    start(o.config).await.expect("our server starts")
+}
+
+async fn reference(mqtt_port: u16) -> NatsServer {
+    NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!("{AUTH}\nmqtt {{ port: {mqtt_port} }}\n")),
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+/// Runs the paho script against `mqtt_port` / `nats_url` and asserts every
+/// scenario passed.
+async fn run_script(mqtt_port: u16, nats_url: String, server: &'static str) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script())
+        .arg(mqtt_port.to_string())
+        .arg(&nats_url)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("spawn python3 (install Python 3)");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut err = child.stderr.take().expect("stderr");
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if started.elapsed() > SCRIPT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (
+            status,
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        )
+    })
+    .await
+    .expect("script runner");
+    let (status, stdout, stderr) = run;
+    let report = format!(
+        "paho-mqtt against {server} (mqtt port {mqtt_port}, {nats_url})\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
+    );
+    let status = status.unwrap_or_else(|| panic!("timed out and was killed\n{report}"));
+    assert_ne!(
+        status.code(),
+        Some(3),
+        "paho-mqtt or nats-py is not installed: run `bash scripts/test.sh` \
+         (pip install -r tests/clients/python/requirements.txt)\n{report}"
+    );
+    assert!(status.success(), "exited with {status}\n{report}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .ends_with(" 0 failed"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_mqtt_qos0_auth_will_keepalive_and_nats_interop_on_ours() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    run_script(port, server.client_url(), "ours").await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_mqtt_qos0_auth_will_keepalive_and_nats_interop_on_nats_server() {
+    let port = free_port();
+    let server = reference(port).await;
+    run_script(port, server.url(), "nats-server").await;
+}
+
+// ------------------------------------------------------ raw MQTT, ours only
+
+fn mqtt_str(s: &str) -> Vec<u8> {
+    let mut v = u16::try_from(s.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn connect_packet(client_id: &str, flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = mqtt_str("MQTT");
+    body.extend_from_slice(&[4, flags, 0, 30]);
+    body.extend(mqtt_str(client_id));
+    if let Some((t, m)) = will {
+        body.extend(mqtt_str(t));
+        body.extend(mqtt_str(m));
+    }
+    packet(0x10, &body)
+}
+
+async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    buf
+}
+
+/// True when the server closes the connection (EOF) within 5 s.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn connected(port: u16, client_id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet(client_id, 0x02, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0], "CONNACK accepted");
+    s
+}
+
+#[tokio::test]
+async fn features_not_served_yet_are_refused_with_mqtt_answers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+
+    // Persistent session (clean session 0): CONNACK 3, server unavailable.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet("persist", 0x00, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+    assert!(closed(&mut s).await);
+
+    // A will with QoS 1 (flags: clean, will, will QoS 1): CONNACK 3.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet(
+        "willq1",
+        0x02 | 0x04 | 0x08,
+        Some(("w", "m")),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+
+    // A retained will: CONNACK 3.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet(
+        "willr",
+        0x02 | 0x04 | 0x20,
+        Some(("w", "m")),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+
+    // QoS 1 and 2 subscriptions fail in the SUBACK; QoS 0 beside them works.
+    let mut s = connected(port, "subq").await;
+    let mut body = vec![0, 9];
+    for (f, q) in [("a", 1u8), ("b", 0), ("c", 2)] {
+        body.extend(mqtt_str(f));
+        body.push(q);
+    }
+    s.write_all(&packet(0x82, &body)).await.expect("send");
+    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 0x80, 0, 0x80]);
+
+    // QoS 1 PUBLISH: the connection is closed.
+    let mut body = mqtt_str("t");
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(b"x");
+    s.write_all(&packet(0x32, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "QoS 1 publish must close");
+
+    // Retained QoS 0 PUBLISH: closed too.
+    let mut s = connected(port, "retain").await;
+    let mut body = mqtt_str("t");
+    body.extend_from_slice(b"x");
+    s.write_all(&packet(0x31, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "retained publish must close");
+
+    // Protocol level 3 (MQTT 3.1): CONNACK 1.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    let mut body = mqtt_str("MQTT");
+    body.extend_from_slice(&[3, 2, 0, 30]);
+    body.extend(mqtt_str("old"));
+    s.write_all(&packet(0x10, &body)).await.expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 1]);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn garbage_and_non_connect_first_packets_close_the_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    for first in [
+        vec![0xc0, 0],                      // PINGREQ before CONNECT
+        vec![0x10, 0xff, 0xff, 0xff, 0xff], // malformed length
+        b"CONNECT {}\r\n".to_vec(),         // NATS, not MQTT
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+        s.write_all(&first).await.expect("send");
+        assert!(closed(&mut s).await, "{first:?}");
+    }
+    // The server still serves MQTT after them.
+    let mut s = connected(port, "after").await;
+    s.write_all(&[0xc0, 0]).await.expect("send");
+    assert_eq!(read_n(&mut s, 2).await, [0xd0, 0]);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_connect_is_closed_after_the_auth_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    let started = Instant::now();
+    assert!(closed(&mut s).await);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn mqtt_without_server_name_or_jetstream_refuses_to_start_as_nats_server() {
+    let mut config = ServerConfig {
+        port: 0,
+        mqtt: Some(bus_embedded_server::MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }),
+        ..ServerConfig::default()
+    };
+    let Err(err) = start(config.clone()).await else {
+        panic!("started without server_name");
+    };
+    assert_eq!(
+        err.to_string(),
+        "mqtt requires server name to be explicitly set"
+    );
+    config.server_name = "n".into();
+    let Err(err) = start(config).await else {
+        panic!("started without JetStream");
+    };
+    assert_eq!(
+        err.to_string(),
+        "mqtt requires JetStream to be enabled if running in standalone mode"
+    );
+}
+
+#[test]
+fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for key in [
+        "ack_wait: \"30s\"",
+        "max_ack_pending: 10",
+        "no_auth_user: alice",
+    ] {
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, format!("mqtt {{ port: 1883, {key} }}\n")).expect("write");
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let Err(err) = options::from_cli(&cli, ServerConfig::default()) else {
+            panic!("{key}: accepted");
+        };
+        let name = key.split(':').next().unwrap_or_default();
+        assert!(
+            err.to_string().contains(&format!("mqtt.{name}")),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_mqtt_connections_and_returns_promptly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    let mut a = connected(port, "shut-a").await;
+    let mut b = connected(port, "shut-b").await;
+    let mut body = vec![0, 1];
+    body.extend(mqtt_str("x/#"));
+    body.push(0);
+    a.write_all(&packet(0x82, &body)).await.expect("send");
+    assert_eq!(read_n(&mut a, 5).await, [0x90, 3, 0, 1, 0]);
+    assert_eq!(server.connections(), 2, "MQTT clients are connections");
+    let started = Instant::now();
+    server.shutdown(Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown waited"
+    );
+    assert!(closed(&mut a).await && closed(&mut b).await);
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "listener still open"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_packet_publishes_its_will_and_leaves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+    let nc = async_nats::connect(format!("nats://alice:secret@{}", server.addr()))
+        .await
+        .expect("nats");
+    let mut wills = nc.subscribe("gone.>").await.expect("sub");
+    nc.flush().await.expect("flush");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&connect_packet(
+        "vanish",
+        0x02 | 0x04,
+        Some(("gone/v", "bye")),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    // Half a PUBLISH (declares 100 bytes, sends 3), then the socket goes.
+    s.write_all(&[0x30, 100, 0, 1, b't']).await.expect("send");
+    drop(s);
+    let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut wills))
+        .await
+        .expect("will in time")
+        .expect("will");
+    assert_eq!(msg.subject.as_str(), "gone.v");
+    assert_eq!(&msg.payload[..], b"bye");
+    let headers = msg.headers.expect("nats-server's MQTT header");
+    assert_eq!(headers.get("Nmqtt-Pub").map(|v| v.as_str()), Some("0"));
+    // The connection is gone from the server too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.connections(), 1, "only the NATS client is left");
+    server.shutdown(Duration::from_secs(2)).await;
+}
