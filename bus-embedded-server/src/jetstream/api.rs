@@ -456,11 +456,6 @@ fn check_stream_config(
             "mirrors and sources are not supported by this server",
         ));
     }
-    if cfg.republish.is_some() || cfg.subject_transform.is_some() {
-        return Err(ApiError::invalid_config(
-            "republish and subject transforms are not supported by this server",
-        ));
-    }
     super::stream::schedule::check_config(cfg)?;
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
@@ -506,6 +501,7 @@ fn check_stream_config(
         }
         seen.insert(s);
     }
+    super::stream::transform::check_config(cfg)?;
     for other in js.all_streams() {
         if Some(other.name.as_str()) == existing || other.name == cfg.name {
             continue;
