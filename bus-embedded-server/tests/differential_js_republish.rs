@@ -195,6 +195,33 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "republish: subject delete markers left by a TTL are republished",
+            vec![
+                watch("rm.>"),
+                create(
+                    "M",
+                    r#""subjects":["m.>"],"allow_msg_ttl":true,"subject_delete_marker_ttl":1000000000,"republish":{"src":"m.>","dest":"rm.>"}"#,
+                ),
+                raw("m.1", "short lived").hdr("Nats-TTL", "1s"),
+                raw("m.2", "kept"),
+                sleep(2500),
+                api("STREAM.INFO.M", ""),
+            ],
+        ),
+        (
+            "republish: a memory stream republishes as a file stream does",
+            vec![
+                watch("rmem.>"),
+                create(
+                    "MEM",
+                    r#""subjects":["mem.>"],"storage":"memory","republish":{"src":"mem.*","dest":"rmem.$1","headers_only":true}"#,
+                ),
+                raw("mem.a", "1"),
+                raw("mem.a", "22").hdr("K", "v"),
+                raw("mem.b.c", "not matched"),
+            ],
+        ),
+        (
             "republish: added and removed by updates",
             vec![
                 watch("ru.>"),

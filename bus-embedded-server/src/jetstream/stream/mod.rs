@@ -2060,6 +2060,56 @@ mod tests {
         assert_eq!(js.health_problems().len(), 1);
     }
 
+    #[tokio::test]
+    async fn a_message_that_never_became_durable_is_not_republished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        let mut config = StreamConfig {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            republish: Some(crate::jetstream::types::RePublish {
+                src: "s.>".into(),
+                dest: "r.>".into(),
+                headers_only: false,
+            }),
+            ..StreamConfig::default()
+        };
+        config.normalize();
+        let store = FailingDisk {
+            inner: MemStore::new(),
+            durable: 0,
+            poisoned: None,
+        };
+        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
+        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+
+        // One without a reply (its copy waits for durability alone), then
+        // one with a reply, whose failure ends the wait.
+        stream.publish(&js, "s.a", None, b"", b"no reply");
+        stream.publish(&js, "s.b", Some("reply.1"), b"", b"one");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = router_msgs(&captured);
+            if got.iter().any(|(to, _)| to == "reply.1") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no reply: {got:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let got = router_msgs(&captured);
+        assert!(
+            got.iter().all(|(to, _)| !to.starts_with("r.")),
+            "nothing undurable is republished: {got:?}"
+        );
+    }
+
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
         router.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
