@@ -222,6 +222,25 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "republish: counters carry the new total, rollups of the whole stream and raised TTLs as stored",
+            vec![
+                watch("rc.>"),
+                create(
+                    "C",
+                    r#""subjects":["c.>"],"allow_msg_counter":true,"republish":{"src":"c.>","dest":"rc.>"}"#,
+                ),
+                raw("c.x", "").hdr("Nats-Incr", "5"),
+                raw("c.x", "").hdr("Nats-Incr", "-2"),
+                create(
+                    "A",
+                    r#""subjects":["ra.in.>"],"allow_rollup_hdrs":true,"allow_msg_ttl":true,"subject_delete_marker_ttl":5000000000,"republish":{"src":">","dest":"rc.a.>"}"#,
+                ),
+                raw("ra.in.1", "first"),
+                raw("ra.in.2", "all").hdr("Nats-Rollup", "all"),
+                raw("ra.in.3", "ttl raised").hdr("Nats-TTL", "1s"),
+            ],
+        ),
+        (
             "republish: added and removed by updates",
             vec![
                 watch("ru.>"),

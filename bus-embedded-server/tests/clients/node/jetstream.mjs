@@ -11,7 +11,10 @@
 // push_consume (durable push consumer with acks, and an ordered push consumer),
 // kv (put/get/create/update conflicts, history, keys, delete, purge, watch with
 // live updates), kv_ttl (a bucket with markerTTL: create with a TTL and purge
-// with a TTL, the expiry seen by a watcher as a purge, the key created again).
+// with a TTL, the expiry seen by a watcher as a purge, the key created again),
+// kv_republish (a bucket created with `republish`: a plain subscriber to the
+// republished subjects sees puts and deletes with the Nats-Stream/-Subject/
+// -Sequence/-Last-Sequence headers and the KV operation).
 //
 // Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
 // is `N passed, N failed` and the exit code is 0 only when every scenario
@@ -372,6 +375,48 @@ async function kvTtl(c) {
   check(await b.destroy(), "bucket destroyed");
 }
 
+async function kvRepublish(c) {
+  const nc = await c.connect("js");
+  const kvm = new Kvm(nc);
+  const b = await kvm.create("JSKVRP", {
+    history: 3,
+    republish: { src: "$KV.JSKVRP.>", dest: "mirror.JSKVRP.>" },
+  });
+  const status = await b.status();
+  check(status.republish?.dest === "mirror.JSKVRP.>", `status republish ${JSON.stringify(status.republish)}`);
+  const sub = nc.subscribe("mirror.JSKVRP.>");
+  const it = sub[Symbol.asyncIterator]();
+  await nc.flush();
+  await b.put("a", "one");
+  await b.put("a", "two");
+  await b.delete("a");
+  const got = [];
+  for (let i = 0; i < 3; i++) {
+    const m = await nextOf(it, `republished copy ${i}`);
+    const h = m.headers;
+    check(h && h.get("Nats-Time-Stamp"), `no Nats-Time-Stamp on ${m.subject}`);
+    got.push(
+      [
+        m.subject,
+        m.string(),
+        h.get("Nats-Stream"),
+        h.get("Nats-Subject"),
+        h.get("Nats-Sequence"),
+        h.get("Nats-Last-Sequence"),
+        h.get("KV-Operation"),
+      ].join("|"),
+    );
+  }
+  const want = [
+    "mirror.JSKVRP.a|one|KV_JSKVRP|$KV.JSKVRP.a|1|0|",
+    "mirror.JSKVRP.a|two|KV_JSKVRP|$KV.JSKVRP.a|2|1|",
+    "mirror.JSKVRP.a||KV_JSKVRP|$KV.JSKVRP.a|3|2|DEL",
+  ];
+  check(JSON.stringify(got) === JSON.stringify(want), `republished ${JSON.stringify(got)}`);
+  sub.unsubscribe();
+  check(await b.destroy(), "bucket destroyed");
+}
+
 const SCENARIOS = [
   ["publish_ack", publishAck],
   ["pull_fetch_ack", pullFetchAck],
@@ -380,6 +425,7 @@ const SCENARIOS = [
   ["push_consume", pushConsume],
   ["kv", kv],
   ["kv_ttl", kvTtl],
+  ["kv_republish", kvRepublish],
 ];
 
 async function run(url) {
