@@ -717,6 +717,14 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
+    // As nats-server 2.15.1: an update's empty republish destination, left
+    // alone by the checks, then becomes `>` (the tokens after the source's
+    // literal prefix).
+    if let Some(rp) = &mut cfg.republish
+        && rp.dest.is_empty()
+    {
+        rp.dest = ">".to_owned();
+    }
     // New consumer limits must hold for the consumers there already.
     let limits = super::limits::StreamConsumerLimits::of(&cfg);
     let violators: Vec<String> = stream
