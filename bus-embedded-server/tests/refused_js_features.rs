@@ -3,7 +3,10 @@
 //! and pinned clients used to be refused here (10012); they are built now
 //! (`stream::priority`), so this checks they are no longer refused, that
 //! they are kept, not dropped, across a restart, and that the pin (held in
-//! memory, as nats-server holds it) does not outlive the server.
+//! memory, as nats-server holds it) does not outlive the server. A
+//! stream's `subject_transform` and `republish` used to be refused
+//! (10052); they are built now (`stream::transform`), and kept across a
+//! restart.
 
 use std::time::Duration;
 
@@ -129,5 +132,52 @@ async fn priority_groups_are_honoured_kept_across_a_restart_and_the_pin_is_not()
         .map(|v| v.as_str().to_owned())
         .expect("pinned again");
     assert_ne!(new_pin, pin);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_transform_and_republish_are_honoured_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, c) = our_server(dir.path()).await;
+    let created = api(
+        &c,
+        "STREAM.CREATE.T",
+        json!({
+            "name": "T",
+            "subjects": ["t.*"],
+            "subject_transform": {"src": "t.*", "dest": "u.$1"},
+            "republish": {"src": "u.*", "dest": "r.$1"},
+        }),
+    )
+    .await;
+    assert!(
+        created.get("error").is_none(),
+        "no longer refused: {created}"
+    );
+    server.shutdown(Duration::from_secs(2)).await;
+
+    let (server, c) = our_server(dir.path()).await;
+    let info = api(&c, "STREAM.INFO.T", json!({})).await;
+    assert_eq!(
+        info["config"]["subject_transform"],
+        json!({"src": "t.*", "dest": "u.$1"})
+    );
+    assert_eq!(
+        info["config"]["republish"],
+        json!({"src": "u.*", "dest": "r.$1"})
+    );
+    use futures::StreamExt;
+    let mut sub = c.subscribe("r.>").await.expect("subscribe");
+    c.flush().await.expect("flush");
+    let ack = c.request("t.1", "x".into()).await.expect("ack");
+    let ack: Value = serde_json::from_slice(&ack.payload).expect("ack json");
+    assert_eq!(ack["seq"], json!(1), "{ack}");
+    let copy = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("republished after the restart")
+        .expect("open");
+    assert_eq!(copy.subject.as_str(), "r.1");
+    let stored = api(&c, "STREAM.MSG.GET.T", json!({"seq": 1})).await;
+    assert_eq!(stored["message"]["subject"], json!("u.1"), "{stored}");
     server.shutdown(Duration::from_secs(1)).await;
 }

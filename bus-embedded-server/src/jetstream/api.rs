@@ -441,11 +441,6 @@ fn check_stream_config(
             "mirrors and sources are not supported by this server",
         ));
     }
-    if cfg.republish.is_some() || cfg.subject_transform.is_some() {
-        return Err(ApiError::invalid_config(
-            "republish and subject transforms are not supported by this server",
-        ));
-    }
     super::stream::schedule::check_config(cfg)?;
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
@@ -491,6 +486,7 @@ fn check_stream_config(
         }
         seen.insert(s);
     }
+    super::stream::transform::check_config(cfg)?;
     for other in js.all_streams() {
         if Some(other.name.as_str()) == existing || other.name == cfg.name {
             continue;
@@ -715,6 +711,14 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
+    // As nats-server 2.15.1: an update's empty republish destination, left
+    // alone by the checks, then becomes `>` (the tokens after the source's
+    // literal prefix).
+    if let Some(rp) = &mut cfg.republish
+        && rp.dest.is_empty()
+    {
+        rp.dest = ">".to_owned();
+    }
     // New consumer limits must hold for the consumers there already.
     let limits = super::limits::StreamConsumerLimits::of(&cfg);
     let violators: Vec<String> = stream

@@ -167,6 +167,26 @@ impl ApiError {
         }
     }
 
+    /// A stream `subject_transform` source that is not a subject filter
+    /// (10155).
+    pub fn transform_invalid_source(detail: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10155,
+            description: format!("stream transform source: {detail}"),
+        }
+    }
+
+    /// A stream `subject_transform` destination that cannot be used
+    /// (10156).
+    pub fn transform_invalid_destination(detail: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10156,
+            description: format!("stream transform: {detail}"),
+        }
+    }
+
     /// A stream configuration problem (10052).
     pub fn invalid_config(text: impl Into<String>) -> Self {
         ApiError {

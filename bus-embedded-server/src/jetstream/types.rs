@@ -165,12 +165,13 @@ pub struct StreamConfig {
     /// First sequence of a new stream.
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub first_seq: u64,
-    /// Subject transform (kept for shape; only accepted when absent).
+    /// Subject transform applied to every message on ingest (the subject
+    /// it is stored under).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject_transform: Option<serde_json::Value>,
-    /// Republish (not supported).
+    pub subject_transform: Option<SubjectTransformConfig>,
+    /// Republish of every stored message whose subject matches `src`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub republish: Option<serde_json::Value>,
+    pub republish: Option<RePublish>,
     /// Mirror (not supported).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<serde_json::Value>,
@@ -229,6 +230,35 @@ impl Default for StreamConfig {
     }
 }
 
+/// A stream's `subject_transform`: subjects matching `src` (empty: all)
+/// are stored under `dest` (empty: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectTransformConfig {
+    /// Subjects transformed (a filter; empty means `>`).
+    #[serde(default)]
+    pub src: String,
+    /// Their new form (a mapping destination).
+    #[serde(default)]
+    pub dest: String,
+}
+
+/// A stream's `republish`: each stored message whose subject matches `src`
+/// is published again to `dest` (a mapping destination) with its stream,
+/// subject and sequences in headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RePublish {
+    /// Subjects republished (a filter; nats-server shows `>` for empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub src: String,
+    /// Where they go (empty: nowhere).
+    #[serde(default)]
+    pub dest: String,
+    /// Headers only: the payload is left out and its size given in
+    /// `Nats-Msg-Size`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+}
+
 /// nats-server's default duplicate window.
 pub const DEFAULT_DUPLICATE_WINDOW: i64 = 120_000_000_000;
 
@@ -275,11 +305,22 @@ impl StreamConfig {
         if self.consumer_limits.is_null() {
             self.consumer_limits = serde_json::json!({});
         }
-        if matches!(&self.subject_transform, Some(serde_json::Value::Null)) {
-            self.subject_transform = None;
-        }
-        if matches!(&self.republish, Some(serde_json::Value::Null)) {
-            self.republish = None;
+        // As nats-server: an empty republish source is `>`, and `>` to `>`
+        // with a subject transform from the stream's only subject is an
+        // implicit republish under the transformed subject.
+        if let Some(rp) = &mut self.republish {
+            if rp.src.is_empty() {
+                rp.src = ">".to_owned();
+            }
+            if rp.src == ">"
+                && rp.dest == ">"
+                && let Some(st) = &self.subject_transform
+                && self.subjects.len() == 1
+                && st.src == self.subjects[0]
+            {
+                rp.src = st.dest.clone();
+                rp.dest = st.dest.clone();
+            }
         }
         if matches!(&self.mirror, Some(serde_json::Value::Null)) {
             self.mirror = None;

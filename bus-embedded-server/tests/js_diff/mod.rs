@@ -40,6 +40,9 @@ pub enum Mode {
     NoReply,
     /// Only wait.
     Sleep(Duration),
+    /// Subscribe to the step's subject until the scenario ends; what
+    /// arrives there is reported, in order, on this step as `"watched"`.
+    Watch,
 }
 
 #[derive(Clone)]
@@ -98,6 +101,18 @@ pub fn raw(subject: &str, body: &str) -> Step {
         body: body.as_bytes().to_vec(),
         mode: Mode::Reply,
         reply_tail: None,
+    }
+}
+
+/// Subscribes to `subject` (wildcards allowed) for the rest of the
+/// scenario: messages the servers send there by themselves (republished
+/// copies, advisories) are compared in arrival order.
+pub fn watch(subject: &str) -> Step {
+    Step {
+        subject: subject.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        mode: Mode::Watch,
     }
 }
 
@@ -162,7 +177,18 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
     let mut ephemerals: Vec<String> = Vec::new();
     let mut out = Vec::new();
     let mut open_inboxes = Vec::new();
+    let mut watches = Vec::new();
     for (i, step) in steps.iter().enumerate() {
+        if let Mode::Watch = step.mode {
+            let sub = client
+                .subscribe(step.subject.clone())
+                .await
+                .expect("subscribe");
+            client.flush().await.expect("flush");
+            watches.push((out.len(), sub));
+            out.push(json!({"step": i, "subject": step.subject}));
+            continue;
+        }
         let inbox = format!("_INBOX.diff.{}", client.new_inbox().replace("_INBOX.", ""));
         let (listen, reply_to) = match &step.reply_tail {
             Some(tail) => (format!("{inbox}.>"), format!("{inbox}.{tail}")),
@@ -250,6 +276,16 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
     // Timer-driven statuses (heartbeats, request timeouts) are left out:
     // when they land relative to the end of the scenario varies.
     tokio::time::sleep(LATE).await;
+    for (at, mut sub) in watches {
+        let mut seen = Vec::new();
+        while let Some(Some(m)) = sub.next().now_or_never() {
+            let mut r = describe(&m, "");
+            mask_ephemerals(&mut r, &ephemerals);
+            seen.push(r);
+        }
+        let _ = sub.unsubscribe().await;
+        out[at]["watched"] = json!(seen);
+    }
     for (at, inbox, mut sub) in open_inboxes {
         let mut late = Vec::new();
         while let Some(Some(m)) = sub.next().now_or_never() {
@@ -568,8 +604,15 @@ pub async fn check(scenarios: Vec<Scenario>) {
         for (w, g) in want.iter().zip(&got) {
             if !same_replies(w, g) {
                 differences.push(format!(
-                    "[{name}] step {} {}\n  nats-server: {} late {}\n  ours:        {} late {}",
-                    w["step"], w["subject"], w["replies"], w["late"], g["replies"], g["late"]
+                    "[{name}] step {} {}\n  nats-server: {} late {} watched {}\n  ours:        {} late {} watched {}",
+                    w["step"],
+                    w["subject"],
+                    w["replies"],
+                    w["late"],
+                    w["watched"],
+                    g["replies"],
+                    g["late"],
+                    g["watched"]
                 ));
             }
         }

@@ -13,6 +13,7 @@ pub mod priority;
 pub mod schedule;
 #[cfg(test)]
 mod slow_disk;
+pub(crate) mod transform;
 pub mod ttl;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -75,10 +76,14 @@ pub(crate) struct StreamMeta {
 struct PendingAck {
     /// The store's write mark right after the change.
     mark: u64,
+    /// Empty: nothing to answer (a publish without a reply that only
+    /// waits to be republished).
     reply: String,
     body: Vec<u8>,
     /// For an API reply: its response type (the failure reply names it).
     api_type: Option<String>,
+    /// Republished copies, sent just before the reply once durable.
+    republish: Vec<transform::Republished>,
 }
 
 pub(crate) struct StreamInner {
@@ -100,6 +105,12 @@ pub(crate) struct StreamInner {
     /// Fast batches being received (see [`fast_batch`]); empty unless the
     /// stream has `allow_batched`.
     fast: fast_batch::Batches,
+    /// `subject_transform` and `republish`, compiled (`None` for a stream
+    /// with neither: one check on the publish path).
+    transforms: Option<Box<transform::Transforms>>,
+    /// Republished copies of what the last store call stored, taken by the
+    /// publish that called it.
+    republished: Vec<transform::Republished>,
 }
 
 /// A stream.
@@ -479,6 +490,8 @@ impl Stream {
             subjects: RwLock::new(config.subjects.clone()),
             retention: config.retention,
             inner: Mutex::new(StreamInner {
+                transforms: transform::compile(&config),
+                republished: Vec::new(),
                 config: Arc::new(config),
                 store,
                 dedup: HashMap::new(),
@@ -692,6 +705,7 @@ impl Stream {
         if !config.allow_batched {
             inner.fast.clear();
         }
+        inner.transforms = transform::compile(&config);
         inner.config = Arc::new(config);
         let _ = inner.enforce_limits(None);
         drop(inner);
@@ -729,9 +743,19 @@ impl Stream {
             Vec::new()
         };
         let mut inner = lock(&self.inner);
+        let transformed = match &inner.transforms {
+            None => None,
+            Some(t) => t.ingest(subject),
+        };
+        let subject = transformed.as_deref().unwrap_or(subject);
         let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
         let no_ack = inner.config.no_ack;
         let memory = self.storage == StorageType::Memory;
+        let republish = if inner.republished.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut inner.republished)
+        };
         match outcome {
             Err(err) => {
                 drop(inner);
@@ -755,28 +779,32 @@ impl Stream {
                         format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
                     }
                 };
-                match reply {
-                    Some(reply) if !no_ack => {
-                        // The mark covers the message (or, for a duplicate,
-                        // everything before it) and the removals the
-                        // publish caused (limits, rollups).
-                        let mark = inner.store.write_mark();
-                        if memory
-                            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
-                        {
-                            drop(inner);
+                let reply = reply.filter(|_| !no_ack);
+                if reply.is_some() || !republish.is_empty() {
+                    // The mark covers the message (or, for a duplicate,
+                    // everything before it) and the removals the
+                    // publish caused (limits, rollups).
+                    let mark = inner.store.write_mark();
+                    if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
+                    {
+                        drop(inner);
+                        // Republished copies go first (nats-server's order).
+                        send_republished(js, &republish);
+                        if let Some(reply) = reply {
                             js.send(reply, None, b"", body.as_bytes());
-                        } else {
-                            inner.pending_acks.push_back(PendingAck {
-                                mark,
-                                reply: reply.to_owned(),
-                                body: body.into_bytes(),
-                                api_type: None,
-                            });
-                            drop(inner);
                         }
+                    } else {
+                        inner.pending_acks.push_back(PendingAck {
+                            mark,
+                            reply: reply.unwrap_or_default().to_owned(),
+                            body: body.into_bytes(),
+                            api_type: None,
+                            republish,
+                        });
+                        drop(inner);
                     }
-                    _ => drop(inner),
+                } else {
+                    drop(inner);
                 }
                 if memory {
                     self.signal_consumers();
@@ -813,6 +841,12 @@ impl Stream {
         if id.is_empty() || id.len() > 64 {
             return refuse(ApiError::batch_id_invalid());
         }
+        // The subject it is stored under (before the batch lock: the
+        // stream lock is never taken inside it).
+        let transformed = lock(&self.inner)
+            .transforms
+            .as_ref()
+            .and_then(|t| t.ingest(subject));
         let mut batches = lock(&self.batches);
         let now = std::time::Instant::now();
         batches.retain(|_, b| now.duration_since(b.last_active) < BATCH_IDLE);
@@ -853,7 +887,7 @@ impl Stream {
         batch.last_active = now;
         if commit != Some("eob") {
             batch.msgs.push(StagedMsg {
-                subject: subject.to_owned(),
+                subject: transformed.unwrap_or_else(|| subject.to_owned()),
                 hdr: hdr.to_vec(),
                 data: data.to_vec(),
             });
@@ -886,6 +920,7 @@ impl Stream {
         let last = match inner.store_batch(&self.name, &staged, &interest) {
             Ok(last) => last,
             Err(err) => {
+                inner.republished.clear();
                 drop(inner);
                 return refuse(err);
             }
@@ -897,23 +932,28 @@ impl Stream {
             staged.len()
         );
         let memory = self.storage == StorageType::Memory;
-        match reply {
-            Some(reply) if !inner.config.no_ack => {
-                let mark = inner.store.write_mark();
-                if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty() {
-                    drop(inner);
+        let republish = std::mem::take(&mut inner.republished);
+        let reply = reply.filter(|_| !inner.config.no_ack);
+        if reply.is_some() || !republish.is_empty() {
+            let mark = inner.store.write_mark();
+            if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty() {
+                drop(inner);
+                send_republished(js, &republish);
+                if let Some(reply) = reply {
                     js.send(reply, None, b"", body.as_bytes());
-                } else {
-                    inner.pending_acks.push_back(PendingAck {
-                        mark,
-                        reply: reply.to_owned(),
-                        body: body.into_bytes(),
-                        api_type: None,
-                    });
-                    drop(inner);
                 }
+            } else {
+                inner.pending_acks.push_back(PendingAck {
+                    mark,
+                    reply: reply.unwrap_or_default().to_owned(),
+                    body: body.into_bytes(),
+                    api_type: None,
+                    republish,
+                });
+                drop(inner);
             }
-            _ => drop(inner),
+        } else {
+            drop(inner);
         }
         if memory {
             self.signal_consumers();
@@ -1057,6 +1097,7 @@ impl Stream {
             reply: reply.to_owned(),
             body,
             api_type: Some(api_type.to_owned()),
+            republish: Vec::new(),
         });
         drop(inner);
         self.sync_wake.notify_one();
@@ -1073,9 +1114,10 @@ impl Stream {
             while let Some(p) = inner.pending_acks.front() {
                 if p.mark <= durable {
                     if let Some(p) = inner.pending_acks.pop_front() {
-                        out.push((p.reply, p.body));
+                        out.push((p.reply, p.body, p.republish));
                     }
                 } else if let Some(reason) = &poisoned {
+                    // Not durable: not republished either.
                     if let Some(p) = inner.pending_acks.pop_front() {
                         let err = ApiError::store_failed(reason.clone());
                         let body = match &p.api_type {
@@ -1084,15 +1126,18 @@ impl Stream {
                             }
                             Some(t) => serde_json::json!({"type": t, "error": err}),
                         };
-                        out.push((p.reply, body.to_string().into_bytes()));
+                        out.push((p.reply, body.to_string().into_bytes(), Vec::new()));
                     }
                 } else {
                     break;
                 }
             }
         }
-        for (reply, body) in out {
-            js.send(&reply, None, b"", &body);
+        for (reply, body, republish) in out {
+            send_republished(js, &republish);
+            if !reply.is_empty() {
+                js.send(&reply, None, b"", &body);
+            }
         }
     }
 
@@ -1122,7 +1167,33 @@ impl Stream {
         } else {
             Vec::new()
         };
-        lock(&self.inner).expire_due(now, &interest);
+        let mut inner = lock(&self.inner);
+        inner.expire_due(now, &interest);
+        if inner.republished.is_empty() {
+            return;
+        }
+        // Markers to republish: once durable, as publishes are.
+        let republish = std::mem::take(&mut inner.republished);
+        let Some(js) = self.js.upgrade() else {
+            return;
+        };
+        let mark = inner.store.write_mark();
+        if self.storage == StorageType::Memory
+            || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty()
+        {
+            drop(inner);
+            send_republished(&js, &republish);
+        } else {
+            inner.pending_acks.push_back(PendingAck {
+                mark,
+                reply: String::new(),
+                body: Vec::new(),
+                api_type: None,
+                republish,
+            });
+            drop(inner);
+            self.sync_wake.notify_one();
+        }
     }
 
     fn rebuild_dedup(&self) {
@@ -1495,6 +1566,14 @@ impl StreamInner {
             hdr = std::borrow::Cow::Owned(raised);
         }
         let retention = cfg.retention;
+        // Republish: where to, and the subject's last sequence before this.
+        let republish_to = match &self.transforms {
+            None => None,
+            Some(t) => t.republish_to(subject).map(|to| {
+                let last = self.store.last_seq_of_subject(subject).unwrap_or(0);
+                (to, last)
+            }),
+        };
         let seq = self
             .store
             .append(subject, &hdr, data, now)
@@ -1528,10 +1607,17 @@ impl StreamInner {
             }
             None => {}
         }
+        let mut republish_to = republish_to;
         if retention == Retention::Interest && !interest.iter().any(|f| f.matches(subject)) {
             // Nobody to deliver to: nothing is kept (nats-server's behaviour;
-            // a work queue keeps it for a consumer yet to come).
+            // a work queue keeps it for a consumer yet to come), nor
+            // republished.
             let _ = self.store.remove(seq, false);
+            republish_to = None;
+        }
+        if let (Some((to, last)), Some(t)) = (republish_to, &self.transforms) {
+            let copy = t.republished(to, stream, subject, seq, now, last, &hdr, data);
+            self.republished.push(copy);
         }
         self.enforce_limits(Some(subject))
             .map_err(|e| ApiError::store_failed(e.to_string()))?;
@@ -1748,6 +1834,23 @@ impl StreamInner {
                     .map_or(&m.data[..], |(_, d)| &d[..]),
             })
             .collect();
+        // Republish: each message's destination and its subject's last
+        // sequence before it (an earlier message of the batch counts).
+        let mut republish_to: Vec<Option<(String, u64)>> = Vec::new();
+        if let Some(t) = &self.transforms {
+            let mut last_in_batch: HashMap<&str, u64> = HashMap::new();
+            for (i, m) in msgs.iter().enumerate() {
+                let to = t.republish_to(&m.subject).map(|to| {
+                    let last = match last_in_batch.get(m.subject.as_str()) {
+                        Some(seq) => *seq,
+                        None => self.store.last_seq_of_subject(&m.subject).unwrap_or(0),
+                    };
+                    (to, last)
+                });
+                last_in_batch.insert(&m.subject, st.last_seq + 1 + i as u64);
+                republish_to.push(to);
+            }
+        }
         let first = self
             .store
             .append_batch(&refs, now)
@@ -1767,6 +1870,12 @@ impl StreamInner {
             }
             if retention == Retention::Interest && !interest.iter().any(|f| f.matches(&m.subject)) {
                 let _ = self.store.remove(seq, false);
+            } else if let (Some(Some((to, last))), Some(t)) =
+                (republish_to.get_mut(i).map(Option::take), &self.transforms)
+            {
+                let r = &refs[i];
+                let copy = t.republished(to, stream, &m.subject, seq, now, last, r.hdr, r.data);
+                self.republished.push(copy);
             }
         }
         self.last_msg_id = last_id.map(str::to_owned);
@@ -1822,6 +1931,13 @@ impl StreamInner {
 }
 
 /// A JSON string literal.
+/// Routes republished copies, in their order.
+fn send_republished(js: &JetStream, msgs: &[transform::Republished]) {
+    for m in msgs {
+        js.send(&m.subject, None, &m.hdr, &m.data);
+    }
+}
+
 pub(crate) fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
@@ -2052,6 +2168,56 @@ mod tests {
         assert!(second.contains("10077"), "{second}");
         assert_eq!(stream.visible_seq(), 0, "consumers see nothing undurable");
         assert_eq!(js.health_problems().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_never_became_durable_is_not_republished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        let mut config = StreamConfig {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            republish: Some(crate::jetstream::types::RePublish {
+                src: "s.>".into(),
+                dest: "r.>".into(),
+                headers_only: false,
+            }),
+            ..StreamConfig::default()
+        };
+        config.normalize();
+        let store = FailingDisk {
+            inner: MemStore::new(),
+            durable: 0,
+            poisoned: None,
+        };
+        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
+        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+
+        // One without a reply (its copy waits for durability alone), then
+        // one with a reply, whose failure ends the wait.
+        stream.publish(&js, "s.a", None, b"", b"no reply");
+        stream.publish(&js, "s.b", Some("reply.1"), b"", b"one");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = router_msgs(&captured);
+            if got.iter().any(|(to, _)| to == "reply.1") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no reply: {got:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let got = router_msgs(&captured);
+        assert!(
+            got.iter().all(|(to, _)| !to.starts_with("r.")),
+            "nothing undurable is republished: {got:?}"
+        );
     }
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {

@@ -298,6 +298,15 @@ impl StreamInner {
         interest: &[SubjectFilter],
     ) {
         let hdr = marker_header(marker_secs);
+        // A marker is republished like any stored message (nats-server
+        // stores it through its publish path).
+        let republish_to = match &self.transforms {
+            None => None,
+            Some(t) => t.republish_to(subject).map(|to| {
+                let last = self.store.last_seq_of_subject(subject).unwrap_or(0);
+                (to, last)
+            }),
+        };
         let Ok(seq) = self.store.append(subject, &hdr, b"", now) else {
             return;
         };
@@ -318,6 +327,9 @@ impl StreamInner {
             && !interest.iter().any(|f| f.matches(subject))
         {
             let _ = self.store.remove(seq, false);
+        } else if let (Some((to, last)), Some(t)) = (republish_to, &self.transforms) {
+            let copy = t.republished(to, &self.config.name, subject, seq, now, last, &hdr, b"");
+            self.republished.push(copy);
         }
         let _ = self.enforce_limits(Some(subject));
     }

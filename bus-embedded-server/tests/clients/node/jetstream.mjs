@@ -14,7 +14,10 @@
 // with a TTL, the expiry seen by a watcher as a purge, the key created again),
 // atomic_batch (startBatch/add/commit: one PubAck with batch and count; a
 // stale expectation on the first message stores none of the batch; a stream
-// without allow_atomic refuses it).
+// without allow_atomic refuses it),
+// kv_republish (a bucket created with `republish`: a plain subscriber to the
+// republished subjects sees puts and deletes with the Nats-Stream/-Subject/
+// -Sequence/-Last-Sequence headers and the KV operation).
 //
 // Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
 // is `N passed, N failed` and the exit code is 0 only when every scenario
@@ -417,6 +420,48 @@ async function atomicBatch(c) {
   check(si.state.messages === 0, `stream without allow_atomic has ${si.state.messages}`);
 }
 
+async function kvRepublish(c) {
+  const nc = await c.connect("js");
+  const kvm = new Kvm(nc);
+  const b = await kvm.create("JSKVRP", {
+    history: 3,
+    republish: { src: "$KV.JSKVRP.>", dest: "mirror.JSKVRP.>" },
+  });
+  const status = await b.status();
+  check(status.republish?.dest === "mirror.JSKVRP.>", `status republish ${JSON.stringify(status.republish)}`);
+  const sub = nc.subscribe("mirror.JSKVRP.>");
+  const it = sub[Symbol.asyncIterator]();
+  await nc.flush();
+  await b.put("a", "one");
+  await b.put("a", "two");
+  await b.delete("a");
+  const got = [];
+  for (let i = 0; i < 3; i++) {
+    const m = await nextOf(it, `republished copy ${i}`);
+    const h = m.headers;
+    check(h && h.get("Nats-Time-Stamp"), `no Nats-Time-Stamp on ${m.subject}`);
+    got.push(
+      [
+        m.subject,
+        m.string(),
+        h.get("Nats-Stream"),
+        h.get("Nats-Subject"),
+        h.get("Nats-Sequence"),
+        h.get("Nats-Last-Sequence"),
+        h.get("KV-Operation"),
+      ].join("|"),
+    );
+  }
+  const want = [
+    "mirror.JSKVRP.a|one|KV_JSKVRP|$KV.JSKVRP.a|1|0|",
+    "mirror.JSKVRP.a|two|KV_JSKVRP|$KV.JSKVRP.a|2|1|",
+    "mirror.JSKVRP.a||KV_JSKVRP|$KV.JSKVRP.a|3|2|DEL",
+  ];
+  check(JSON.stringify(got) === JSON.stringify(want), `republished ${JSON.stringify(got)}`);
+  sub.unsubscribe();
+  check(await b.destroy(), "bucket destroyed");
+}
+
 const SCENARIOS = [
   ["publish_ack", publishAck],
   ["pull_fetch_ack", pullFetchAck],
@@ -426,6 +471,7 @@ const SCENARIOS = [
   ["kv", kv],
   ["kv_ttl", kvTtl],
   ["atomic_batch", atomicBatch],
+  ["kv_republish", kvRepublish],
 ];
 
 async function run(url) {

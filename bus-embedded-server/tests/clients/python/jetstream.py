@@ -13,7 +13,11 @@ history, keys, delete, purge, watch with live updates), kv_ttl (a bucket with
 limit markers: create with a TTL and purge with a TTL, the expiry seen by a
 watcher as a purge, the key created again), atomic_batch (ADR-50 headers on
 plain requests: one PubAck with batch and count; a stale expectation on the
-first message stores none of the batch; a stream without allow_atomic refuses).
+first message stores none of the batch; a stream without allow_atomic refuses),
+kv_republish (a bucket created
+with `republish`: a plain subscriber to the republished subjects sees puts,
+deletes and purges with the Nats-Stream/-Subject/-Sequence/-Last-Sequence
+headers, and headers_only copies carry Nats-Msg-Size and no payload).
 
 Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line is
 `N passed, N failed` and the exit code is 0 only when every scenario passed.
@@ -30,7 +34,7 @@ try:
     import nats
     import nats.errors
     import nats.js.errors
-    from nats.js.api import AckPolicy, ConsumerConfig
+    from nats.js.api import AckPolicy, ConsumerConfig, RePublish
 except ImportError as e:  # the Rust test looks for this marker
     print(
         f"nats-py is not installed ({e}); run `bash scripts/test.sh`, which installs "
@@ -359,6 +363,68 @@ async def atomic_batch(c):
     check(info.state.messages == 0, f"stream without allow_atomic has {info.state.messages}")
 
 
+async def kv_republish(c):
+    nc = await c.connect("js")
+    js = nc.jetstream(timeout=MSG_TIMEOUT)
+    kv = await js.create_key_value(
+        bucket="PYKVRP",
+        history=3,
+        republish=RePublish(src="$KV.PYKVRP.>", dest="mirror.PYKVRP.>"),
+    )
+    si = await js.stream_info("KV_PYKVRP")
+    check(
+        si.config.republish is not None and si.config.republish.dest == "mirror.PYKVRP.>",
+        f"stream republish {si.config.republish}",
+    )
+    sub = await nc.subscribe("mirror.PYKVRP.>")
+    await nc.flush()
+    await kv.put("a", b"one")
+    await kv.put("b", b"two")
+    await kv.put("a", b"three")
+    await kv.delete("b")
+    await kv.purge("a")
+    got = []
+    for _ in range(5):
+        m = await sub.next_msg(timeout=MSG_TIMEOUT)
+        h = m.headers or {}
+        got.append(
+            (
+                m.subject,
+                m.data,
+                h.get("Nats-Stream"),
+                h.get("Nats-Subject"),
+                h.get("Nats-Sequence"),
+                h.get("Nats-Last-Sequence"),
+                h.get("KV-Operation"),
+            )
+        )
+        check(h.get("Nats-Time-Stamp"), f"no Nats-Time-Stamp on {m.subject}")
+    want = [
+        ("mirror.PYKVRP.a", b"one", "KV_PYKVRP", "$KV.PYKVRP.a", "1", "0", None),
+        ("mirror.PYKVRP.b", b"two", "KV_PYKVRP", "$KV.PYKVRP.b", "2", "0", None),
+        ("mirror.PYKVRP.a", b"three", "KV_PYKVRP", "$KV.PYKVRP.a", "3", "1", None),
+        ("mirror.PYKVRP.b", b"", "KV_PYKVRP", "$KV.PYKVRP.b", "4", "2", "DEL"),
+        ("mirror.PYKVRP.a", b"", "KV_PYKVRP", "$KV.PYKVRP.a", "5", "3", "PURGE"),
+    ]
+    check(got == want, f"republished {got}")
+    await sub.unsubscribe()
+    await js.delete_key_value("PYKVRP")
+
+    # Headers only: the size instead of the value.
+    kv = await js.create_key_value(
+        bucket="PYKVRPH",
+        republish=RePublish(src=">", dest="sizes.>", headers_only=True),
+    )
+    sub = await nc.subscribe("sizes.>")
+    await nc.flush()
+    await kv.put("k", b"12345")
+    m = await sub.next_msg(timeout=MSG_TIMEOUT)
+    h = m.headers or {}
+    check(m.subject == "sizes.$KV.PYKVRPH.k", f"subject {m.subject}")
+    check(m.data == b"" and h.get("Nats-Msg-Size") == "5", f"headers only {m.data} {h}")
+    await js.delete_key_value("PYKVRPH")
+
+
 SCENARIOS = [
     ("publish_ack", publish_ack),
     ("pull_fetch_ack", pull_fetch_ack),
@@ -368,6 +434,7 @@ SCENARIOS = [
     ("kv", kv),
     ("kv_ttl", kv_ttl),
     ("atomic_batch", atomic_batch),
+    ("kv_republish", kv_republish),
 ]
 
 
