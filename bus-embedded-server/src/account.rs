@@ -845,13 +845,7 @@ mod tests {
             },
         ];
         let (_, accounts) = build(&configs, None, FxHashMap::default()).expect("accounts");
-        let find = |n: &str| {
-            accounts
-                .iter()
-                .find(|a| &*a.name == n)
-                .cloned()
-                .expect("account")
-        };
+        let find = |n: &str| accounts.get(n).expect("account");
         (find("A"), find("B"))
     }
 

@@ -113,6 +113,7 @@ pub fn watch(subject: &str) -> Step {
         headers: Vec::new(),
         body: Vec::new(),
         mode: Mode::Watch,
+        reply_tail: None,
     }
 }
 

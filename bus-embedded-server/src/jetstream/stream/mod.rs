@@ -1029,11 +1029,22 @@ impl Stream {
             inner.fast.after_store(&self.name, &req, &outcome, &mut out);
         }
         let memory = self.storage == StorageType::Memory;
+        // Republished copies of what was stored go out once it is durable,
+        // before the flow ack that covers it (as for a plain publish).
+        let mut republish = std::mem::take(&mut inner.republished);
         let mut ready = Vec::new();
-        if !out.durable.is_empty() {
+        if !out.durable.is_empty() || !republish.is_empty() {
             let mark = inner.store.write_mark();
             if memory || mark <= inner.store.durable_mark() && inner.pending_acks.is_empty() {
                 ready = out.durable;
+            } else if out.durable.is_empty() {
+                inner.pending_acks.push_back(PendingAck {
+                    mark,
+                    reply: String::new(),
+                    body: Vec::new(),
+                    api_type: None,
+                    republish: std::mem::take(&mut republish),
+                });
             } else {
                 for body in out.durable {
                     inner.pending_acks.push_back(PendingAck {
@@ -1041,12 +1052,17 @@ impl Stream {
                         reply: reply.to_owned(),
                         body,
                         api_type: None,
+                        republish: std::mem::take(&mut republish),
                     });
                 }
             }
         }
         drop(inner);
-        for body in out.now.iter().chain(&ready) {
+        for body in &out.now {
+            js.send(reply, None, b"", body);
+        }
+        send_republished(js, &republish);
+        for body in &ready {
             js.send(reply, None, b"", body);
         }
         if !memory {
