@@ -537,7 +537,7 @@ fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u32 {
 pub struct Rng(AtomicU64);
 
 impl Rng {
-    fn new() -> Rng {
+    pub(crate) fn new() -> Rng {
         let seed = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
         Rng(AtomicU64::new(seed))
     }
