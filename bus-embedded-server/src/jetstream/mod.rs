@@ -355,6 +355,11 @@ impl JetStream {
                 }
             }
         }
+        // A mirror or source recovered before its origin looked for it in
+        // vain: look again now that every stream is back.
+        for s in self.all_streams() {
+            s.wake_sourcing();
+        }
         Ok(())
     }
 

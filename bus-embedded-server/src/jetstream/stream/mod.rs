@@ -536,6 +536,13 @@ impl Stream {
         slot.clone()
     }
 
+    /// Wakes the task copying this stream's mirror or sources, if any.
+    pub(crate) fn wake_sourcing(&self) {
+        if let Some(s) = lock(&self.sourcing).as_ref() {
+            s.wake();
+        }
+    }
+
     fn stop_sourcing(&self) {
         if let Some(s) = lock(&self.sourcing).take() {
             s.stop();

@@ -206,6 +206,11 @@ impl Sourcing {
         tokio::spawn(run(Arc::downgrade(target), Arc::clone(self)));
     }
 
+    /// Makes the task run a round now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Stops the task (the stream is deleted, stopped or reconfigured).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
