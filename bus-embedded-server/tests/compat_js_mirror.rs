@@ -3,12 +3,15 @@
 //! (filtered, transformed) sync and report their lag, a source created
 //! before its origin picks it up, a stopped and restarted server resumes
 //! without copying twice, a KV bucket mirroring another reads its values,
-//! and `/jsz` shows mirror and source lag.
+//! `/jsz` shows mirror and source lag, and a mirror and a source in another
+//! account reach their origin through the account's imports (`external`),
+//! on ours and on nats-server.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
-use bus_embedded_server::{ServerConfig, ServerHandle, jetstream::JetStreamConfig, start};
+use bus_embedded_server::{ServerConfig, ServerHandle, conf, jetstream::JetStreamConfig, start};
+use nats_test_server::{NatsServer, ServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -373,4 +376,119 @@ async fn jsz_shows_mirror_and_source_lag() {
     assert_eq!(src["sources"][0]["lag"], 0);
     assert_eq!(src["sources"][0]["seq"], 1);
     assert!(by_name("O").get("mirror").is_none());
+}
+
+/// Account COPY reaches ORIG's JetStream API as `$JS.orig.API` and imports
+/// its deliveries (`deliver.>`); account LONE imports nothing.
+const ACCOUNTS: &str = r#"
+accounts {
+  ORIG: {
+    users: [ {user: o, password: o} ]
+    jetstream: enabled
+    exports: [ {service: "$JS.API.>"}, {stream: "deliver.>"} ]
+  }
+  COPY: {
+    users: [ {user: c, password: c} ]
+    jetstream: enabled
+    imports: [
+      {service: {account: ORIG, subject: "$JS.API.>"}, to: "$JS.orig.API.>"}
+      {stream: {account: ORIG, subject: "deliver.>"}}
+    ]
+  }
+}
+"#;
+
+async fn ours_with_accounts(store: &std::path::Path) -> ServerHandle {
+    let root =
+        conf::parse(ACCOUNTS, std::path::Path::new("test.conf"), &|_| None).expect("config parses");
+    let accounts =
+        conf::accounts_from_conf(root.get("accounts").expect("accounts")).expect("accounts");
+    let auth = conf::merge_users(None, &accounts).expect("users merge");
+    start(ServerConfig {
+        port: 0,
+        auth,
+        accounts,
+        jetstream: Some(JetStreamConfig {
+            store_dir: store.to_path_buf(),
+            ..JetStreamConfig::default()
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("start")
+}
+
+async fn external_scenario(url: &str) {
+    let login = |user: &'static str| async move {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    };
+    let orig = jetstream::new(login("o").await);
+    let copy = jetstream::new(login("c").await);
+    origin(&orig, "O", "o.>").await;
+    for i in 0..3 {
+        publish(&orig, "o.x", &format!("m{i}")).await;
+    }
+    let external = Some(stream::External {
+        api_prefix: "$JS.orig.API".into(),
+        delivery_prefix: Some("deliver".into()),
+    });
+    let src = stream::Source {
+        name: "O".into(),
+        external,
+        ..Default::default()
+    };
+    copy.create_stream(stream::Config {
+        name: "S".into(),
+        sources: Some(vec![src.clone()]),
+        ..Default::default()
+    })
+    .await
+    .expect("source in another account");
+    copy.create_stream(stream::Config {
+        name: "M".into(),
+        mirror: Some(src),
+        ..Default::default()
+    })
+    .await
+    .expect("mirror in another account");
+    wait_for(&copy, "M", 3).await;
+    let info = wait_for(&copy, "S", 3).await;
+    assert_eq!(info.sources[0].lag, 0);
+    publish(&orig, "o.x", "m3").await;
+    wait_for(&copy, "M", 4).await;
+    wait_for(&copy, "S", 4).await;
+    let s = copy.get_stream("S").await.expect("S");
+    let m = s.get_raw_message(4).await.expect("message");
+    assert_eq!(&m.payload[..], b"m3");
+    let hdr = m
+        .headers
+        .get("Nats-Stream-Source")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    // nats-server's index name of an external source: the name and the
+    // hashed API prefix.
+    assert!(hdr.starts_with("O:O98GVIHL 4 > > o.x "), "{hdr}");
+    assert!(orig.get_stream("S").await.is_err(), "S lives in COPY only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_and_a_source_in_another_account_reach_their_origin_through_imports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = ours_with_accounts(dir.path()).await;
+    external_scenario(&s.client_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_and_a_source_in_another_account_reach_their_origin_through_imports_on_nats_server()
+ {
+    let reference = NatsServer::start_with(ServerOptions {
+        jetstream: true,
+        extra_config: Some(ACCOUNTS.to_owned()),
+        ..ServerOptions::core()
+    })
+    .await;
+    external_scenario(&reference.url()).await;
 }

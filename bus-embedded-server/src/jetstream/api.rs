@@ -452,16 +452,6 @@ fn check_stream_config(
         }
     }
     super::stream::sourcing::config::check(cfg, &|name| js.stream(name).map(|s| s.config_ref()))?;
-    if cfg
-        .mirror
-        .iter()
-        .chain(cfg.sources.iter().flatten())
-        .any(|s| s.external.is_some())
-    {
-        return Err(ApiError::invalid_config(
-            "mirrors and sources through an external API prefix are not supported by this server",
-        ));
-    }
     if cfg.republish.is_some() || cfg.subject_transform.is_some() {
         return Err(ApiError::invalid_config(
             "republish and subject transforms are not supported by this server",

@@ -441,5 +441,8 @@ mod tests {
         );
         assert_eq!(identity(2_000_000_000), short_hash("1970-01-01T00:00:02Z"));
         assert_eq!(short_hash("x").len(), 8);
+        // nats-server 2.15.1 wrote `Nats-Stream-Source: O:O98GVIHL 1 > > o.x
+        // ...` for a source with external API prefix `$JS.orig.API`.
+        assert_eq!(short_hash("$JS.orig.API"), "O98GVIHL");
     }
 }

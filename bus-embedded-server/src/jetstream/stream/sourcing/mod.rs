@@ -1,5 +1,6 @@
 //! Mirrors and sources (nats-server's `mirror` / `sources`): a stream that
-//! copies another stream of the same account, read directly from its store
+//! copies other streams of its account, or of another account whose
+//! JetStream API it imports (`external`), read directly from their stores
 //! inside the server.
 //!
 //! One task per sourcing stream ([`Sourcing`]) reads each origin from its
@@ -104,7 +105,12 @@ impl Source {
     /// Stream info's `StreamSourceInfo` for this source.
     fn info(&self, js: Option<&JetStream>, mirror: bool) -> Value {
         let pos = self.pos.load(Ordering::Acquire);
-        let lag = match js.and_then(|js| js.stream(&self.cfg.name)) {
+        let origin = lock(&self.origin).upgrade().filter(|o| !o.is_closed());
+        let origin = match (&self.cfg.external, origin) {
+            (Some(_), o) => o,
+            (None, _) => js.and_then(|js| js.stream(&self.cfg.name)),
+        };
+        let lag = match origin {
             Some(origin) if self.ready.load(Ordering::Acquire) => {
                 let lag = origin.pending_from(pos + 1, &self.compiled.filter);
                 self.lag.store(lag, Ordering::Release);
@@ -283,10 +289,24 @@ fn step(js: &JetStream, t: &Arc<Stream>, sourcing: &Sourcing, src: &Source) -> b
     if sourcing.stop.load(Ordering::SeqCst) || t.is_closed() {
         return false;
     }
-    let Some(origin) = js.stream(&src.cfg.name) else {
-        let _ =
-            src.missing_since
-                .compare_exchange(0, now_nanos(), Ordering::AcqRel, Ordering::Acquire);
+    // An external origin lives in the account the API prefix leads to
+    // through this account's imports (nats-server goes over those imports;
+    // here the other account's streams are read directly).
+    let origin_js = match &src.cfg.external {
+        None => None,
+        Some(ext) => match js
+            .router()
+            .and_then(|r| r.external_jetstream(&ext.api, &ext.deliver))
+        {
+            Some(other) => Some(other),
+            // Nothing answers under that prefix: nats-server's consumer
+            // request times out and it reports nothing; neither do we.
+            None => return false,
+        },
+    };
+    let origin_js: &JetStream = origin_js.as_deref().unwrap_or(js);
+    let Some(origin) = origin_js.stream(&src.cfg.name) else {
+        note_missing(src);
         return false;
     };
     src.missing_since.store(0, Ordering::Release);
@@ -403,6 +423,13 @@ fn step(js: &JetStream, t: &Arc<Stream>, sourcing: &Sourcing, src: &Source) -> b
             stored.is_some()
         }
     }
+}
+
+/// The origin is not there (or not reachable through the imports).
+fn note_missing(src: &Source) {
+    let _ = src
+        .missing_since
+        .compare_exchange(0, now_nanos(), Ordering::AcqRel, Ordering::Acquire);
 }
 
 fn note_failure(t: &Stream, src: &Source, why: String) {
