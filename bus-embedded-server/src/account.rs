@@ -421,6 +421,34 @@ impl Router for Account {
     fn has_interest(&self, subject: &str) -> bool {
         !self.sublist.matches(subject).is_empty()
     }
+
+    fn external_jetstream(&self, api: &str, deliver: &str) -> Option<Arc<JetStream>> {
+        let routes = self.routes.get()?;
+        // The requests a sourcing stream sends under the prefix must reach
+        // the other account's JetStream API.
+        let probe = format!("{api}.STREAM.INFO.X");
+        let exporter = routes.services_in.iter().find_map(|r| {
+            (r.map(&probe).as_deref() == Some("$JS.API.STREAM.INFO.X"))
+                .then(|| r.target.upgrade())
+                .flatten()
+        })?;
+        let js = exporter.jetstream.clone()?;
+        if !deliver.is_empty() {
+            // Deliveries to `<deliver>.…` in the exporter must reach here.
+            let me = self.me.upgrade()?;
+            let sample = format!("{deliver}.x");
+            let imported = exporter.routes.get().is_some_and(|r| {
+                r.streams_out.iter().any(|s| {
+                    s.target.upgrade().is_some_and(|t| Arc::ptr_eq(&t, &me))
+                        && s.map(&sample).is_some()
+                })
+            });
+            if !imported {
+                return None;
+            }
+        }
+        Some(js)
+    }
 }
 
 /// The configured accounts by name (not `$G`), and what it takes to open

@@ -436,11 +436,7 @@ fn check_stream_config(
             ));
         }
     }
-    if cfg.mirror.is_some() || cfg.sources.is_some() {
-        return Err(ApiError::invalid_config(
-            "mirrors and sources are not supported by this server",
-        ));
-    }
+    super::stream::sourcing::config::check(cfg, &|name| js.stream(name).map(|s| s.config_ref()))?;
     super::stream::schedule::check_config(cfg)?;
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
@@ -586,6 +582,11 @@ fn stream_info_page(
         "state": state,
         "ts": rfc3339(now_nanos()),
     });
+    if let Some((key, info)) = stream.sourcing_info(stream.js().as_deref())
+        && let Value::Object(m) = &mut v
+    {
+        m.insert(key.into(), info);
+    }
     if total > 0
         && let Value::Object(m) = &mut v
     {
@@ -609,6 +610,7 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     }
     let ttl_asked = cfg.allow_msg_ttl;
     cfg.normalize();
+    mirror_direct_from_origin(js, &mut cfg);
     let _admin = lock(&js.admin);
     if let Some(existing) = js.stream(name) {
         if existing.config() == cfg {
@@ -621,6 +623,7 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         return Err(err(ApiError::stream_name_exist()));
     }
     check_stream_config(js, &cfg, None, ttl_asked).map_err(err)?;
+    super::stream::sourcing::config::check_at_create(&cfg).map_err(err)?;
     js.resources
         .reserve(&cfg, None, js.all_streams().len(), reserved(js, None))
         .map_err(err)?;
@@ -632,11 +635,28 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         }
     };
     write(&js.streams).insert(name.to_owned(), Arc::clone(&stream));
+    let sourcing = stream.install_sourcing();
     let mut v = stream_info_value(&stream, None, false);
     if let Value::Object(m) = &mut v {
         m.insert("did_create".into(), json!(true));
     }
+    // Sourcing starts after the answer is built: like nats-server's, it
+    // shows a mirror or source not yet in contact.
+    if let Some(s) = sourcing {
+        s.spawn(&stream);
+    }
     Ok(v)
+}
+
+/// A mirror of a stream of this account answers direct gets as its origin
+/// does: nats-server sets `mirror_direct` from the origin's `allow_direct`.
+fn mirror_direct_from_origin(js: &JetStream, cfg: &mut StreamConfig) {
+    if let Some(m) = &cfg.mirror
+        && m.external.is_none()
+        && let Some(origin) = js.stream(&m.name)
+    {
+        cfg.mirror_direct = origin.config_ref().allow_direct;
+    }
 }
 
 /// Parses a request whose empty body is a bad request (10003), as
@@ -660,6 +680,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     }
     let ttl_asked = cfg.allow_msg_ttl;
     cfg.normalize();
+    mirror_direct_from_origin(js, &mut cfg);
     let _admin = lock(&js.admin);
     let stream = js
         .stream(name)
@@ -711,6 +732,9 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
+    if cfg.mirror.is_some() && old.mirror != cfg.mirror {
+        return Err(err(ApiError::mirror_not_updatable()));
+    }
     // As nats-server 2.15.1: an update's empty republish destination, left
     // alone by the checks, then becomes `>` (the tokens after the source's
     // literal prefix).

@@ -29,6 +29,23 @@ macro_rules! api_errors {
 
 api_errors! {
     bad_request => 400, 10003, "bad request";
+    mirror_with_first_seq => 400, 10143, "stream mirrors can not have first sequence configured";
+    mirror_with_subjects => 400, 10034, "stream mirrors can not contain subjects";
+    mirror_with_sources => 400, 10031, "stream mirrors can not also contain other sources";
+    mirror_with_counters => 400, 10173, "stream mirrors can not also calculate counters";
+    mirror_with_atomic => 400, 10198, "stream mirrors can not also use atomic publishing";
+    mirror_with_schedules => 400, 10186, "stream mirrors can not also schedule messages";
+    mirror_multiple_filters => 400, 10150, "mirror with multiple subject transforms cannot also have a single subject filter";
+    mirror_overlapping_filters => 400, 10152, "mirror subject filters can not overlap";
+    mirror_invalid_name => 400, 10142, "mirrored stream name is invalid";
+    mirror_max_msg_size => 400, 10030, "stream mirror must have max message size >= source";
+    mirror_not_updatable => 400, 10055, "stream mirror configuration can not be updated";
+    source_with_schedules => 400, 10187, "stream source can not also schedule messages";
+    source_invalid_name => 400, 10141, "sourced stream name is invalid";
+    source_duplicate => 400, 10140, "duplicate source configuration detected";
+    source_multiple_filters => 400, 10144, "source with multiple subject transforms cannot also have a single subject filter";
+    source_overlapping_filters => 400, 10147, "source filters can not overlap";
+    source_max_msg_size => 400, 10046, "stream source must have max message size >= target";
     stream_not_found => 404, 10059, "stream not found";
     consumer_not_found => 404, 10014, "consumer not found";
     no_message_found => 404, 10037, "no message found";
@@ -184,6 +201,73 @@ impl ApiError {
             code: 400,
             err_code: 10156,
             description: format!("stream transform: {detail}"),
+        }
+    }
+
+    /// `mirror transform source: invalid subject <filter>` (10151).
+    pub fn mirror_invalid_filter(filter: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10151,
+            description: format!("mirror transform source: invalid subject {filter}"),
+        }
+    }
+
+    /// `mirror transform: <why>` (10154).
+    pub fn mirror_invalid_transform(e: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10154,
+            description: format!("mirror transform: {e}"),
+        }
+    }
+
+    /// `source transform source: invalid subject <filter>` (10145).
+    pub fn source_invalid_filter(filter: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10145,
+            description: format!("source transform source: invalid subject {filter}"),
+        }
+    }
+
+    /// `source transform: <why>` (10146).
+    pub fn source_invalid_transform(e: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10146,
+            description: format!("source transform: {e}"),
+        }
+    }
+
+    /// An external delivery prefix with wildcards (10024).
+    pub fn external_deliver_invalid(prefix: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10024,
+            description: format!(
+                "stream external delivery prefix {prefix} must not contain wildcards"
+            ),
+        }
+    }
+
+    /// An external API prefix overlapping `$JS.API` (10021).
+    pub fn external_api_overlap(prefix: &str) -> Self {
+        ApiError {
+            code: 400,
+            err_code: 10021,
+            description: format!(
+                "stream external api prefix {prefix} must not overlap with $JS.API"
+            ),
+        }
+    }
+
+    /// A stream creation failure (10049).
+    pub fn stream_create(text: impl Into<String>) -> Self {
+        ApiError {
+            code: 500,
+            err_code: 10049,
+            description: text.into(),
         }
     }
 

@@ -102,6 +102,11 @@ impl JetStream {
                     if opts.config {
                         d["config"] = json!(s.config());
                     }
+                    // A mirror's or sources' lag and last contact, as in
+                    // stream info (nats-server shows them here too).
+                    if let Some((key, info)) = s.sourcing_info(s.js().as_deref()) {
+                        d[key] = info;
+                    }
                     let corrupt: Vec<Value> = s
                         .corrupt_records()
                         .into_iter()

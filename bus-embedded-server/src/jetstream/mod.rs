@@ -65,6 +65,15 @@ pub trait Router: Send + Sync {
     ) -> usize;
     /// True when some subscription matches `subject`.
     fn has_interest(&self, subject: &str) -> bool;
+    /// The JetStream another account serves through this account's
+    /// imports under the API prefix `api` (a service import of that
+    /// account's `$JS.API.>`), and, when `deliver` is set, whose stream
+    /// export of `<deliver>.>` this account imports: the origin side of a
+    /// mirror or source with `external`. `None` when the imports do not
+    /// allow it.
+    fn external_jetstream(&self, _api: &str, _deliver: &str) -> Option<Arc<JetStream>> {
+        None
+    }
 }
 
 /// Errors opening JetStream.
@@ -354,6 +363,11 @@ impl JetStream {
                     });
                 }
             }
+        }
+        // A mirror or source recovered before its origin looked for it in
+        // vain: look again now that every stream is back.
+        for s in self.all_streams() {
+            s.wake_sourcing();
         }
         Ok(())
     }

@@ -98,7 +98,8 @@ pub struct StreamConfig {
     /// Free text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Subjects captured (wildcards allowed).
+    /// Subjects captured (wildcards allowed; none on a mirror).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
     /// Retention policy.
     pub retention: Retention,
@@ -126,13 +127,16 @@ pub struct StreamConfig {
     /// Don't acknowledge publishes.
     #[serde(skip_serializing_if = "is_false")]
     pub no_ack: bool,
-    /// Nats-Msg-Id dedup window, nanoseconds.
+    /// Nats-Msg-Id dedup window, nanoseconds (none by default on mirrors
+    /// and sourcing streams, as nats-server; then not shown).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub duplicate_window: i64,
     /// Compression (only "none" here).
     pub compression: String,
     /// DIRECT.GET answered.
     pub allow_direct: bool,
-    /// Mirror direct (mirrors are not supported; kept for shape).
+    /// Mirror direct: a mirror answering direct gets for its origin's
+    /// subjects (refused: not built here).
     pub mirror_direct: bool,
     /// No more changes.
     pub sealed: bool,
@@ -172,12 +176,12 @@ pub struct StreamConfig {
     /// Republish of every stored message whose subject matches `src`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub republish: Option<RePublish>,
-    /// Mirror (not supported).
+    /// The stream this one mirrors (see `stream::sourcing`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<serde_json::Value>,
-    /// Sources (not supported).
+    pub mirror: Option<StreamSource>,
+    /// The streams this one sources from (see `stream::sourcing`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sources: Option<serde_json::Value>,
+    pub sources: Option<Vec<StreamSource>>,
     /// Placement (ignored on one server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<serde_json::Value>,
@@ -283,7 +287,7 @@ impl StreamConfig {
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
         }
-        if self.duplicate_window == 0 {
+        if self.duplicate_window == 0 && self.mirror.is_none() && self.sources.is_none() {
             self.duplicate_window = if self.max_age > 0 && self.max_age < DEFAULT_DUPLICATE_WINDOW {
                 self.max_age
             } else {
@@ -322,10 +326,8 @@ impl StreamConfig {
                 rp.dest = st.dest.clone();
             }
         }
-        if matches!(&self.mirror, Some(serde_json::Value::Null)) {
-            self.mirror = None;
-        }
-        if matches!(&self.sources, Some(serde_json::Value::Null)) {
+        // nats-server shows an empty source list as none.
+        if self.sources.as_ref().is_some_and(Vec::is_empty) {
             self.sources = None;
         }
         if matches!(&self.placement, Some(serde_json::Value::Null)) {
@@ -712,4 +714,40 @@ pub struct PriorityGroupState {
     pub pinned_client_id: Option<String>,
     /// When it was pinned (Go's zero time when not).
     pub pinned_ts: String,
+}
+
+/// A mirror's or a source's configuration (nats-server's `StreamSource`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamSource {
+    /// The origin stream's name.
+    #[serde(default)]
+    pub name: String,
+    /// Start at this origin sequence (first sync only).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub opt_start_seq: u64,
+    /// Start at the first origin message stored at or after this time
+    /// (first sync only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_start_time: Option<String>,
+    /// Only origin messages on these subjects.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter_subject: String,
+    /// Filters with a subject transform each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_transforms: Vec<SubjectTransformConfig>,
+    /// The origin is reached through another API prefix (another account
+    /// or domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStream>,
+}
+
+/// Where an external origin's API lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExternalStream {
+    /// The API prefix (instead of `$JS.API`).
+    #[serde(default, rename = "api")]
+    pub api: String,
+    /// The delivery prefix.
+    #[serde(default, rename = "deliver")]
+    pub deliver: String,
 }

@@ -499,6 +499,18 @@ pub fn ack_layout(reply: &str) -> String {
         .join(".")
 }
 
+/// A sourced message's `Nats-Stream-Source` ends with the origin stream's
+/// identity, a hash of its creation time: masked.
+fn mask_source_identity(line: &str) -> String {
+    match line.strip_prefix("Nats-Stream-Source: ") {
+        Some(v) if v.split(' ').count() >= 6 => {
+            let kept: Vec<&str> = v.split(' ').take(5).collect();
+            format!("Nats-Stream-Source: {} <ident>", kept.join(" "))
+        }
+        _ => line.to_owned(),
+    }
+}
+
 /// Masks what legitimately differs between two servers.
 pub fn normalise(v: &mut Value) {
     match v {
@@ -547,11 +559,18 @@ pub fn normalise(v: &mut Value) {
                 && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(h)
             {
                 let text = String::from_utf8_lossy(&raw).into_owned();
-                let mut lines: Vec<&str> = text.split("\r\n").collect();
+                let mut lines: Vec<String> = text.split("\r\n").map(mask_source_identity).collect();
                 if lines.len() > 1 {
                     lines[1..].sort_unstable();
                 }
                 map.insert("hdrs".into(), json!(lines));
+            }
+            // A mirror's or source's last contact (stream info `active`,
+            // nanoseconds ago) is a time: only "never" (-1) compares.
+            if let Some(a) = map.get_mut("active")
+                && a.as_i64().is_some_and(|n| n >= 0)
+            {
+                *a = json!("<active>");
             }
             // Go's and serde's JSON parser errors read differently.
             if map.get("err_code") == Some(&json!(10025)) {

@@ -13,6 +13,7 @@ pub mod priority;
 pub mod schedule;
 #[cfg(test)]
 mod slow_disk;
+pub(crate) mod sourcing;
 pub(crate) mod transform;
 pub mod ttl;
 
@@ -135,6 +136,14 @@ pub struct Stream {
     storage: StorageType,
     /// Fixed at creation (updates may not change it).
     retention: Retention,
+    /// The task copying this stream's mirror or sources, if it has any.
+    sourcing: Mutex<Option<Arc<sourcing::Sourcing>>>,
+    /// Held by a sourcing round (one at a time, across config updates).
+    sourcing_round: Mutex<()>,
+    /// Sourcing tasks to wake when new messages are durable here; only
+    /// looked at when `watched` is set.
+    watchers: Mutex<Vec<Weak<Notify>>>,
+    watched: AtomicBool,
 }
 
 impl std::fmt::Debug for Stream {
@@ -512,6 +521,10 @@ impl Stream {
             batches: Mutex::new(HashMap::new()),
             read_errors: Mutex::new(BTreeMap::new()),
             storage,
+            sourcing: Mutex::new(None),
+            sourcing_round: Mutex::new(()),
+            watchers: Mutex::new(Vec::new()),
+            watched: AtomicBool::new(false),
         });
         stream.rebuild_dedup();
         tokio::spawn(flusher(
@@ -519,6 +532,168 @@ impl Stream {
             Arc::clone(&stream.sync_wake),
         ));
         stream
+    }
+
+    /// (Re)starts the task copying this stream's mirror or sources after
+    /// its configuration changed (sources that stay keep their position).
+    pub(crate) fn restart_sourcing(self: &Arc<Self>) {
+        if let Some(s) = self.install_sourcing() {
+            s.spawn(self);
+        }
+    }
+
+    /// Sets up (without starting) the copying of this stream's mirror or
+    /// sources, replacing (and stopping) what was there.
+    pub(crate) fn install_sourcing(&self) -> Option<Arc<sourcing::Sourcing>> {
+        let mut slot = lock(&self.sourcing);
+        let previous = slot.take();
+        if let Some(p) = &previous {
+            p.stop();
+        }
+        *slot = sourcing::Sourcing::new(self, previous.as_deref());
+        slot.clone()
+    }
+
+    /// Wakes the task copying this stream's mirror or sources, if any.
+    pub(crate) fn wake_sourcing(&self) {
+        if let Some(s) = lock(&self.sourcing).as_ref() {
+            s.wake();
+        }
+    }
+
+    fn stop_sourcing(&self) {
+        if let Some(s) = lock(&self.sourcing).take() {
+            s.stop();
+        }
+    }
+
+    /// Stream info's `mirror` or `sources`, if it has them.
+    pub(crate) fn sourcing_info(
+        &self,
+        js: Option<&JetStream>,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        let s = lock(&self.sourcing).clone()?;
+        Some(s.info(js))
+    }
+
+    /// Wakes `wake` whenever new messages of this stream are durable.
+    pub(crate) fn watch(&self, wake: &Arc<Notify>) {
+        let mut w = lock(&self.watchers);
+        w.retain(|n| n.strong_count() > 0);
+        w.push(Arc::downgrade(wake));
+        self.watched.store(true, Ordering::Release);
+    }
+
+    fn wake_watchers(&self) {
+        let mut w = lock(&self.watchers);
+        w.retain(|n| match n.upgrade() {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        });
+        if w.is_empty() {
+            self.watched.store(false, Ordering::Release);
+        }
+    }
+
+    /// Messages from `start` on passing `filter` (a source's lag).
+    pub(crate) fn pending_from(&self, start: u64, filter: &SubjectFilter) -> u64 {
+        lock(&self.inner).store.num_pending(start, filter)
+    }
+
+    /// The first message at or after `seq` passing `filter`.
+    pub(crate) fn next_matching(
+        &self,
+        seq: u64,
+        filter: &SubjectFilter,
+    ) -> Result<Option<StoredMsg>, super::store::StoreError> {
+        lock(&self.inner).store.next_from(seq, filter)
+    }
+
+    /// The newest message stored from the source with index name `iname`
+    /// (its `Nats-Stream-Source` header): the origin sequence and identity.
+    /// Scans back from the last message (once, when sourcing starts).
+    pub(crate) fn last_sourced(&self, iname: &str) -> Option<(u64, String)> {
+        let st = self.state();
+        let mut seq = st.last_seq;
+        while seq >= st.first_seq.max(1) {
+            if let Ok(Some(m)) = self.read_msg(seq)
+                && !m.hdr.is_empty()
+                && let Some(v) = headers::get(&m.hdr, sourcing::SOURCE_HEADER)
+                && let Some((name, origin_seq, ident)) = sourcing::parse_source_header(v)
+                && name == iname
+            {
+                return Some((origin_seq, ident));
+            }
+            seq -= 1;
+        }
+        None
+    }
+
+    /// Stores messages of a mirror's origin under their own sequences and
+    /// times. Returns the last sequence stored; on failure also what was
+    /// stored before it.
+    pub(crate) fn store_mirrored(
+        &self,
+        msgs: &[StoredMsg],
+    ) -> Result<Option<u64>, (Option<u64>, ApiError)> {
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        let mut inner = lock(&self.inner);
+        let mut last = None;
+        for m in msgs {
+            if let Err(e) = inner.store_mirrored(m, &interest) {
+                drop(inner);
+                self.stored_wake();
+                return Err((last, e));
+            }
+            last = Some(m.seq);
+        }
+        drop(inner);
+        self.stored_wake();
+        Ok(last)
+    }
+
+    /// Stores sourced messages (subject, header block with the source's
+    /// header, origin message) as new messages. Returns the origin sequence
+    /// of the last one stored; on failure also what was stored before it.
+    pub(crate) fn store_sourced(
+        &self,
+        msgs: &[(String, Vec<u8>, StoredMsg)],
+    ) -> Result<Option<u64>, (Option<u64>, ApiError)> {
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        let mut inner = lock(&self.inner);
+        let mut last = None;
+        for (subject, hdr, m) in msgs {
+            if let Err(e) = inner.store_msg(&self.name, subject, hdr, &m.data, &interest) {
+                drop(inner);
+                self.stored_wake();
+                return Err((last, e));
+            }
+            last = Some(m.seq);
+        }
+        drop(inner);
+        self.stored_wake();
+        Ok(last)
+    }
+
+    /// New messages were stored outside a publish: sync them and tell the
+    /// consumers, as a publish does.
+    fn stored_wake(&self) {
+        if self.storage == StorageType::Memory {
+            self.signal_consumers();
+        } else {
+            self.sync_wake.notify_one();
+        }
     }
 
     /// Reopens a stream from its directory; `Ok(None)` when the directory
@@ -557,6 +732,7 @@ impl Stream {
             }
         }
         stream.reapply_acks();
+        stream.restart_sourcing();
         Ok(Some(stream))
     }
 
@@ -596,6 +772,11 @@ impl Stream {
         drop(inner);
         tracing::info!(stream = %self.name, count = doomed.len(), "removed messages every interested consumer had acknowledged before the restart");
         self.sync_wake.notify_one();
+    }
+
+    /// The engine this stream belongs to.
+    pub(crate) fn js(&self) -> Option<Arc<JetStream>> {
+        self.js.upgrade()
     }
 
     /// True when this stream captures the literal `subject`.
@@ -689,7 +870,11 @@ impl Stream {
     }
 
     /// Applies a new configuration (validated by the API layer).
-    pub(crate) fn update_config(&self, config: StreamConfig) -> Result<(), ApiError> {
+    pub(crate) fn update_config(self: &Arc<Self>, config: StreamConfig) -> Result<(), ApiError> {
+        let resource = self.config_ref();
+        let sourcing_changed =
+            resource.mirror != config.mirror || resource.sources != config.sources;
+        drop(resource);
         if let Some(dir) = &self.dir {
             let meta = StreamMeta {
                 config: config.clone(),
@@ -711,6 +896,9 @@ impl Stream {
         drop(inner);
         for c in self.consumers() {
             c.refresh_filter(self);
+        }
+        if sourcing_changed {
+            self.restart_sourcing();
         }
         self.sync_wake.notify_one();
         Ok(())
@@ -1085,6 +1273,9 @@ impl Stream {
         for c in read(&self.consumers).values() {
             c.signal();
         }
+        if self.watched.load(Ordering::Acquire) {
+            self.wake_watchers();
+        }
     }
 
     /// Sends the reply to an API request that changed the store (message
@@ -1369,6 +1560,7 @@ impl Stream {
     /// Stops the stream (server shutdown): final sync, acks, consumer state.
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.stop_sourcing();
         for c in self.consumers() {
             c.shutdown();
         }
@@ -1384,6 +1576,7 @@ impl Stream {
     /// leaves the whole stream or none of it.
     pub(crate) fn destroy(&self) -> Result<(), ApiError> {
         self.closed.store(true, Ordering::SeqCst);
+        self.stop_sourcing();
         let mut inner = lock(&self.inner);
         // Failed publishes still waiting get nothing (as on nats-server).
         inner.pending_acks.clear();
@@ -1641,6 +1834,68 @@ impl StreamInner {
             Some(val) => Stored::Counter(seq, val),
             None => Stored::New(seq),
         })
+    }
+
+    /// Stores one message of a mirror's origin under its origin sequence
+    /// and time. Sequences between the last stored and it are skipped: a
+    /// floor when nothing is stored (one record), else a placeholder
+    /// removed at once (they read as deleted, as on nats-server).
+    fn store_mirrored(
+        &mut self,
+        m: &StoredMsg,
+        interest: &[SubjectFilter],
+    ) -> Result<(), ApiError> {
+        if let Some(reason) = self.store.poisoned() {
+            return Err(ApiError::store_failed(reason));
+        }
+        let st = self.store.state();
+        if m.seq <= st.last_seq {
+            return Ok(());
+        }
+        let failed = |e: super::store::StoreError| ApiError::store_failed(e.to_string());
+        if m.seq > st.last_seq + 1 {
+            if st.msgs == 0 {
+                self.store
+                    .purge(&Purge {
+                        filter: None,
+                        seq: Some(m.seq),
+                        keep: None,
+                    })
+                    .map_err(failed)?;
+            } else {
+                for _ in st.last_seq + 1..m.seq {
+                    let skipped = self
+                        .store
+                        .append(&m.subject, b"", b"", m.ts)
+                        .map_err(failed)?;
+                    self.store.remove(skipped, false).map_err(failed)?;
+                }
+            }
+        }
+        let cfg = Arc::clone(&self.config);
+        let size = match cfg.storage {
+            StorageType::File => {
+                super::store::file_msg_size(m.subject.len(), m.hdr.len(), m.data.len())
+            }
+            StorageType::Memory => {
+                super::store::msg_size(m.subject.len(), m.hdr.len(), m.data.len())
+            }
+        };
+        self.resources.check_publish(cfg.storage, size)?;
+        let seq = self
+            .store
+            .append(&m.subject, &m.hdr, &m.data, m.ts)
+            .map_err(failed)?;
+        if seq != m.seq {
+            return Err(ApiError::store_failed(format!(
+                "mirror stored origin sequence {} as {seq}",
+                m.seq
+            )));
+        }
+        if cfg.retention == Retention::Interest && !interest.iter().any(|f| f.matches(&m.subject)) {
+            let _ = self.store.remove(seq, false);
+        }
+        self.enforce_limits(Some(&m.subject)).map_err(failed)
     }
 
     /// `Nats-Expected-Last-Subject-Sequence`: the newest sequence on the

@@ -17,7 +17,9 @@
 // without allow_atomic refuses it),
 // kv_republish (a bucket created with `republish`: a plain subscriber to the
 // republished subjects sees puts and deletes with the Nats-Stream/-Subject/
-// -Sequence/-Last-Sequence headers and the KV operation).
+// -Sequence/-Last-Sequence headers and the KV operation),
+// mirror_sources (a mirror and a filtered and a transformed source catch up
+// and follow, with their lag and the Nats-Stream-Source header).
 //
 // Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line
 // is `N passed, N failed` and the exit code is 0 only when every scenario
@@ -462,6 +464,64 @@ async function kvRepublish(c) {
   check(await b.destroy(), "bucket destroyed");
 }
 
+async function waitMessages(jsm, name, n) {
+  let si;
+  for (let i = 0; i < 200; i++) {
+    si = await jsm.streams.info(name);
+    if (si.state.messages === n) {
+      return si;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new AssertionFailed(`${name} holds ${si.state.messages} messages, not ${n}`);
+}
+
+async function mirrorSources(c) {
+  const nc = await c.connect("js");
+  const jsm = await jetstreamManager(nc);
+  const client = jetstream(nc);
+  await jsm.streams.add({ name: "JS_ORIG", subjects: ["jsorig.>"] });
+  for (const [subject, body] of [["jsorig.a", "1"], ["jsorig.b", "2"], ["jsorig.a", "3"]]) {
+    await client.publish(subject, body);
+  }
+  await jsm.streams.add({ name: "JS_MIRROR", mirror: { name: "JS_ORIG" } });
+  await jsm.streams.add({
+    name: "JS_SRC",
+    sources: [
+      { name: "JS_ORIG", filter_subject: "jsorig.a" },
+      { name: "JS_ORIG", subject_transforms: [{ src: "jsorig.b", dest: "jst.b" }] },
+    ],
+  });
+  let si = await waitMessages(jsm, "JS_MIRROR", 3);
+  check(si.mirror && si.mirror.name === "JS_ORIG", `mirror info ${JSON.stringify(si.mirror)}`);
+  await waitMessages(jsm, "JS_SRC", 3);
+  await client.publish("jsorig.b", "4");
+  si = await waitMessages(jsm, "JS_MIRROR", 4);
+  check(si.mirror.lag === 0, `mirror lag ${si.mirror.lag}`);
+  const m = await jsm.streams.getMessage("JS_MIRROR", { seq: 4 });
+  check(m.subject === "jsorig.b" && m.string() === "4", `mirrored ${m.subject} ${m.string()}`);
+  si = await waitMessages(jsm, "JS_SRC", 4);
+  check(
+    si.sources.length === 2 && si.sources.every((s) => s.lag === 0),
+    `sources ${JSON.stringify(si.sources)}`,
+  );
+  const got = [];
+  for (let seq = 1; seq <= 4; seq++) {
+    const sm = await jsm.streams.getMessage("JS_SRC", { seq });
+    const src = sm.header.get("Nats-Stream-Source");
+    check(src.startsWith("JS_ORIG "), `source header ${src}`);
+    got.push(`${sm.subject}=${sm.string()}`);
+  }
+  got.sort();
+  check(
+    JSON.stringify(got) === JSON.stringify(["jsorig.a=1", "jsorig.a=3", "jst.b=2", "jst.b=4"]),
+    `sourced ${got}`,
+  );
+  for (const name of ["JS_SRC", "JS_MIRROR", "JS_ORIG"]) {
+    await jsm.streams.delete(name);
+  }
+}
+
 const SCENARIOS = [
   ["publish_ack", publishAck],
   ["pull_fetch_ack", pullFetchAck],
@@ -472,6 +532,7 @@ const SCENARIOS = [
   ["kv_ttl", kvTtl],
   ["atomic_batch", atomicBatch],
   ["kv_republish", kvRepublish],
+  ["mirror_sources", mirrorSources],
 ];
 
 async function run(url) {

@@ -17,7 +17,10 @@ first message stores none of the batch; a stream without allow_atomic refuses),
 kv_republish (a bucket created
 with `republish`: a plain subscriber to the republished subjects sees puts,
 deletes and purges with the Nats-Stream/-Subject/-Sequence/-Last-Sequence
-headers, and headers_only copies carry Nats-Msg-Size and no payload).
+headers, and headers_only copies carry Nats-Msg-Size and no payload),
+mirror_sources (a mirror and a
+filtered and a transformed source catch up and follow, with their lag and
+the Nats-Stream-Source header).
 
 Each scenario prints `ok <name>` or `FAIL <name>: <reason>`; the last line is
 `N passed, N failed` and the exit code is 0 only when every scenario passed.
@@ -425,6 +428,58 @@ async def kv_republish(c):
     await js.delete_key_value("PYKVRPH")
 
 
+async def wait_messages(js, name, n):
+    for _ in range(200):
+        info = await js.stream_info(name)
+        if info.state.messages == n:
+            return info
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} holds {info.state.messages} messages, not {n}")
+
+
+async def mirror_sources(c):
+    from nats.js.api import StreamSource, SubjectTransform
+
+    nc = await c.connect("js")
+    js = nc.jetstream(timeout=MSG_TIMEOUT)
+    await js.add_stream(name="PY_ORIG", subjects=["pyorig.>"])
+    for subject, body in (("pyorig.a", b"1"), ("pyorig.b", b"2"), ("pyorig.a", b"3")):
+        await js.publish(subject, body)
+    await js.add_stream(name="PY_MIRROR", mirror=StreamSource(name="PY_ORIG"))
+    await js.add_stream(
+        name="PY_SRC",
+        sources=[
+            StreamSource(name="PY_ORIG", filter_subject="pyorig.a"),
+            StreamSource(
+                name="PY_ORIG",
+                subject_transforms=[SubjectTransform(src="pyorig.b", dest="pyt.b")],
+            ),
+        ],
+    )
+    info = await wait_messages(js, "PY_MIRROR", 3)
+    check(info.mirror is not None and info.mirror.name == "PY_ORIG", f"mirror info {info.mirror}")
+    await wait_messages(js, "PY_SRC", 3)
+    await js.publish("pyorig.b", b"4")
+    info = await wait_messages(js, "PY_MIRROR", 4)
+    check(info.mirror.lag == 0, f"mirror lag {info.mirror.lag}")
+    m = await js.get_msg("PY_MIRROR", 4)
+    check((m.subject, m.data) == ("pyorig.b", b"4"), f"mirrored message {m.subject} {m.data}")
+    info = await wait_messages(js, "PY_SRC", 4)
+    check(len(info.sources) == 2 and all(s.lag == 0 for s in info.sources), f"sources {info.sources}")
+    got = []
+    for seq in range(1, 5):
+        m = await js.get_msg("PY_SRC", seq)
+        src = (m.headers or {}).get("Nats-Stream-Source", "")
+        check(src.startswith("PY_ORIG "), f"source header {src!r}")
+        got.append((m.subject, m.data))
+    check(
+        sorted(got) == [("pyorig.a", b"1"), ("pyorig.a", b"3"), ("pyt.b", b"2"), ("pyt.b", b"4")],
+        f"sourced messages {got}",
+    )
+    for name in ("PY_SRC", "PY_MIRROR", "PY_ORIG"):
+        await js.delete_stream(name)
+
+
 SCENARIOS = [
     ("publish_ack", publish_ack),
     ("pull_fetch_ack", pull_fetch_ack),
@@ -435,6 +490,7 @@ SCENARIOS = [
     ("kv_ttl", kv_ttl),
     ("atomic_batch", atomic_batch),
     ("kv_republish", kv_republish),
+    ("mirror_sources", mirror_sources),
 ]
 
 
