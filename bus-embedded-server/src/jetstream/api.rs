@@ -461,7 +461,6 @@ fn check_stream_config(
             "republish and subject transforms are not supported by this server",
         ));
     }
-    super::stream::schedule::check_config(cfg)?;
     if cfg.max_age < 0 {
         return Err(ApiError::invalid_config("max age can not be negative"));
     }
@@ -481,6 +480,7 @@ fn check_stream_config(
         ));
     }
     super::stream::features::check_config(cfg, ttl_asked)?;
+    super::stream::schedule::check_config(cfg)?;
     // Overlap checks in O(wildcards x subjects): literals only collide with
     // an equal literal (a hash lookup), so thousands of subjects stay cheap.
     let mut seen = SubjectSet::default();
@@ -719,6 +719,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         )));
     }
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
+    super::stream::schedule::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
     // New consumer limits must hold for the consumers there already.

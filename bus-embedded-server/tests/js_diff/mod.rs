@@ -337,7 +337,7 @@ pub fn describe(m: &Message, inbox: &str) -> Value {
             let vals: Vec<String> = vals
                 .iter()
                 .map(|x| {
-                    if name == "Nats-Time-Stamp" {
+                    if name == "Nats-Time-Stamp" || is_schedule_next_time(&name, x.as_str()) {
                         "<time>".to_owned()
                     } else if name == "Nats-Pin-Id" && !x.as_str().is_empty() {
                         // A pinned consumer's pin id is random.
@@ -446,6 +446,12 @@ pub fn ack_layout(reply: &str) -> String {
         .join(".")
 }
 
+/// A scheduled message's `Nats-Schedule-Next` holding a time (the next
+/// firing, from each server's own clock), not `purge`.
+pub fn is_schedule_next_time(name: &str, value: &str) -> bool {
+    name == "Nats-Schedule-Next" && value != "purge"
+}
+
 /// Masks what legitimately differs between two servers.
 pub fn normalise(v: &mut Value) {
     match v {
@@ -494,7 +500,13 @@ pub fn normalise(v: &mut Value) {
                 && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(h)
             {
                 let text = String::from_utf8_lossy(&raw).into_owned();
-                let mut lines: Vec<&str> = text.split("\r\n").collect();
+                let mut lines: Vec<&str> = text
+                    .split("\r\n")
+                    .map(|l| match l.split_once(": ") {
+                        Some((k, v)) if is_schedule_next_time(k, v) => "Nats-Schedule-Next: <time>",
+                        _ => l,
+                    })
+                    .collect();
                 if lines.len() > 1 {
                     lines[1..].sort_unstable();
                 }
