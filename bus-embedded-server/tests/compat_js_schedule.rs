@@ -417,3 +417,23 @@ async fn sigkill_right_after_firing_neither_duplicates_nor_loses() {
         .expect("the produced message is kept");
     assert_eq!(out.payload.as_ref(), b"x");
 }
+
+/// A cron expression in a time zone fires on that zone's wall clock and
+/// writes its next time with the zone's offset (Europe/Amsterdam is
+/// +01:00 or +02:00, never `Z`).
+async fn a_zoned_cron_writes_its_next_time_in_the_zone(url: &str) {
+    let js = js(url).await;
+    let stream = schedule_stream(&js).await;
+    let mut h = sched("* * * * * *", "sched.zoned");
+    h.insert("Nats-Schedule-Time-Zone", "Europe/Amsterdam");
+    publish(&js, "sched.tz", h, "tz").await;
+    let got = consume(&stream, "sched.zoned", 1, Duration::from_secs(4)).await;
+    let m = got.first().expect("fired within four seconds");
+    let next = header(m, "Nats-Schedule-Next").expect("a next time");
+    assert!(
+        next.ends_with("+01:00") || next.ends_with("+02:00"),
+        "in the zone's offset: {next}"
+    );
+    publish(&js, "sched.tz", HeaderMap::new(), "stop").await;
+}
+both!(a_zoned_cron_writes_its_next_time_in_the_zone);

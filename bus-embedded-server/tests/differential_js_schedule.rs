@@ -125,6 +125,16 @@ fn scenarios() -> Vec<Scenario> {
                 schedule("s.a", "@at 2099-01-01T00:00:00Z", "s.t")
                     .hdr("Nats-Schedule-Time-Zone", "UTC"),
                 schedule("s.z", "0 0 0 1 1 *", "s.t").hdr("Nats-Schedule-Time-Zone", "UTC"),
+                schedule("s.z", "0 0 9 * * *", "s.t")
+                    .hdr("Nats-Schedule-Time-Zone", "Europe/Amsterdam"),
+                schedule("s.z", "0 0 9 * * *", "s.t")
+                    .hdr("Nats-Schedule-Time-Zone", "America/New_York"),
+                schedule("s.z", "0 0 9 * * *", "s.t").hdr("Nats-Schedule-Time-Zone", "Nowhere/X"),
+                schedule("s.z", "0 0 9 * * *", "s.t").hdr("Nats-Schedule-Time-Zone", "utc"),
+                schedule("s.z", "@every 2s", "s.t")
+                    .hdr("Nats-Schedule-Time-Zone", "Europe/Amsterdam"),
+                raw("s.z2", "x").hdr("Nats-Schedule-Time-Zone", "Europe/Amsterdam"),
+                raw("s.z3", "x").hdr("Nats-Schedule-Time-Zone", "Nowhere/X"),
                 raw("s.a", "x").hdr("Nats-Scheduler", "s.b"),
                 raw("s.a", "x").hdr("Nats-Schedule-Next", "2099-01-01T00:00:00Z"),
                 raw("s.a", "x").hdr("Nats-Schedule-Next", "purge"),

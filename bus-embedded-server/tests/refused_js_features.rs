@@ -5,8 +5,8 @@
 //! they are kept, not dropped, across a restart, and that the pin (held in
 //! memory, as nats-server holds it) does not outlive the server. Message
 //! schedules used to be refused too; they are built (`stream::schedule`),
-//! and what of them is not (time zones other than UTC, schedules inside
-//! atomic batches) is refused here.
+//! and what of them is not (schedules inside atomic batches) is refused
+//! here.
 
 use std::time::Duration;
 
@@ -137,8 +137,8 @@ async fn priority_groups_are_honoured_kept_across_a_restart_and_the_pin_is_not()
 
 /// `allow_msg_schedules` is honoured and kept across a restart; the parts
 /// of schedules this server does not build are refused with an API error,
-/// never stored as a plain message: a time zone other than UTC (10223) and
-/// a schedule inside an atomic batch (10177).
+/// never stored as a plain message: a schedule inside an atomic batch
+/// (10177).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_are_honoured_and_their_unbuilt_parts_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,23 +152,6 @@ async fn schedules_are_honoured_and_their_unbuilt_parts_refused() {
     assert!(created.get("error").is_none(), "not refused: {created}");
     assert_eq!(created["config"]["allow_msg_schedules"], true);
     assert_eq!(created["config"]["allow_rollup_hdrs"], true, "{created}");
-
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Nats-Schedule", "0 0 9 * * *");
-    h.insert("Nats-Schedule-Target", "s.t");
-    h.insert("Nats-Schedule-Time-Zone", "Europe/Amsterdam");
-    let reply = c
-        .request_with_headers("s.zoned", h, "x".into())
-        .await
-        .expect("answered");
-    let v: Value = serde_json::from_slice(&reply.payload).expect("JSON");
-    assert_eq!(v["error"]["err_code"], 10223, "{v}");
-    assert!(
-        v["error"]["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("not supported")),
-        "{v}"
-    );
 
     let mut h = async_nats::HeaderMap::new();
     h.insert("Nats-Schedule", "@every 1s");

@@ -178,18 +178,6 @@ impl ApiError {
     }
 
     /// A header an atomic batch may not use (10177).
-    /// A `Nats-Schedule-Time-Zone` naming a zone other than UTC: this
-    /// server has no time zone database (nats-server's time zone error
-    /// code, saying why).
-    pub fn schedules_time_zone_unsupported() -> Self {
-        ApiError {
-            code: 400,
-            err_code: 10223,
-            description: "message schedules time zone is not supported by this server (only UTC)"
-                .to_owned(),
-        }
-    }
-
     pub fn batch_unsupported_header(header: &str) -> Self {
         ApiError {
             code: 400,

@@ -2,11 +2,11 @@
 //! has them.
 //!
 //! A schedule is a message: published on its own subject with
-//! `Nats-Schedule` (see [`pattern`]), `Nats-Schedule-Target` (a literal
+//! `Nats-Schedule` (see `pattern`), `Nats-Schedule-Target` (a literal
 //! subject of the stream, not the schedule's own) and optionally
 //! `Nats-Schedule-TTL`, `Nats-Schedule-Rollup: sub`, `Nats-Schedule-Source`
-//! and `Nats-Schedule-Time-Zone` (only `UTC` here: this server carries no
-//! time zone database, other zones are refused with err_code 10223). It is
+//! and `Nats-Schedule-Time-Zone` (for cron expressions: a zone of the
+//! system's database, as nats-server loads it). It is
 //! stored with `Nats-Rollup: sub` added, so a new schedule on a subject
 //! replaces the old one: one schedule per subject. Any message without
 //! `Nats-Scheduler` stored on a schedule's subject cancels it.
@@ -22,9 +22,9 @@
 //! message to cancel a schedule); one with a time moves the scheduler's
 //! next firing there.
 //!
-//! Durability and restarts: the timer set ([`Schedules`]) holds no state
+//! Durability and restarts: the timer set (`Schedules`) holds no state
 //! of its own. At open it is rebuilt by replaying the stream in order
-//! through the same rules as a live store ([`StreamInner::on_stored`]):
+//! through the same rules as a live store (`StreamInner::on_stored`):
 //! schedules add themselves, produced messages move their scheduler's next
 //! time or purge it. The produced message is appended before the purge or
 //! the move, so a crash in between leaves the produced message in the log
@@ -79,14 +79,17 @@ fn value<'a>(hdr: &'a [u8], name: &str) -> Option<&'a str> {
 /// The schedule a header block holds, read as at publish: `Ok(None)` when
 /// it holds none; errors for a bad time zone or pattern.
 fn schedule_of(hdr: &[u8]) -> Result<Option<Pattern>, ApiError> {
-    let zoned = match headers::get(hdr, "Nats-Schedule-Time-Zone") {
-        None => false,
-        Some("") => return Err(ApiError::schedules_time_zone_invalid()),
-        Some("UTC") => true,
-        Some(_) => return Err(ApiError::schedules_time_zone_unsupported()),
+    let zone = match headers::get(hdr, "Nats-Schedule-Time-Zone") {
+        None => None,
+        Some(name) => Some(
+            (!name.is_empty())
+                .then(|| pattern::Zone::load(name))
+                .flatten()
+                .ok_or_else(ApiError::schedules_time_zone_invalid)?,
+        ),
     };
     let p = headers::get(hdr, "Nats-Schedule").unwrap_or("");
-    match pattern::parse(p, zoned) {
+    match pattern::parse(p, zone.as_ref()) {
         None => Err(ApiError::schedules_pattern_invalid()),
         Some(Pattern::None) => Ok(None),
         Some(p) => Ok(Some(p)),
@@ -312,7 +315,7 @@ fn strip(hdr: &[u8], drop: impl Fn(&str) -> bool) -> Vec<u8> {
 fn produced_header(
     base: &[u8],
     scheduler: &str,
-    next: Option<i64>,
+    next: Option<&str>,
     ttl: Option<&str>,
     rollup: Option<&str>,
 ) -> Vec<u8> {
@@ -329,8 +332,7 @@ fn produced_header(
             || k == "Nats-Rollup"
     });
     h = headers::with_added(&h, "Nats-Scheduler", scheduler);
-    let next = next.map_or_else(|| "purge".to_owned(), pattern::format_rfc3339_nano);
-    h = headers::with_added(&h, "Nats-Schedule-Next", &next);
+    h = headers::with_added(&h, "Nats-Schedule-Next", next.unwrap_or("purge"));
     if let Some(ttl) = ttl {
         h = headers::with_added(&h, "Nats-TTL", ttl);
     }
@@ -423,6 +425,8 @@ impl StreamInner {
             match self.fire_one(stream, at, seq, &subj, now, interest) {
                 Ok(true) => {}
                 Ok(false) => self.schedules.forget(&subj, seq),
+                // A sealed stream stores nothing again.
+                Err(e) if e == ApiError::stream_sealed() => self.schedules.forget(&subj, seq),
                 Err(e) => {
                     tracing::warn!(stream, schedule = %subj, error = %e.description, "a scheduled message could not be stored; retrying");
                     self.schedules
@@ -478,7 +482,8 @@ impl StreamInner {
         } else {
             None
         };
-        let hdr = produced_header(base, subj, next, ttl, rollup);
+        let next = next.map(|t| p.format(t));
+        let hdr = produced_header(base, subj, next.as_deref(), ttl, rollup);
         let target = target.to_owned();
         self.store_msg_as(stream, &target, &hdr, data, interest, true)?;
         Ok(true)
@@ -500,7 +505,7 @@ mod tests {
             String::from_utf8_lossy(&h),
             "NATS/1.0\r\nFoo: bar\r\nNats-Scheduler: s.a\r\nNats-Schedule-Next: purge\r\nNats-TTL: 10s\r\nNats-Rollup: sub\r\n\r\n"
         );
-        let h = produced_header(b"", "s.a", Some(1_000_000_000), None, None);
+        let h = produced_header(b"", "s.a", Some("1970-01-01T00:00:01Z"), None, None);
         assert_eq!(
             String::from_utf8_lossy(&h),
             "NATS/1.0\r\nNats-Scheduler: s.a\r\nNats-Schedule-Next: 1970-01-01T00:00:01Z\r\n\r\n"
@@ -615,7 +620,8 @@ mod tests {
             .append("s.a", &sched_hdr("@every 1s"), b"p", now - 10 * NANOS)
             .expect("append");
         let next = now + 3600 * NANOS;
-        let fired = produced_header(&sched_hdr("@every 1s"), "s.a", Some(next), None, None);
+        let next_text = pattern::format_rfc3339_nano(next, 0);
+        let fired = produced_header(&sched_hdr("@every 1s"), "s.a", Some(&next_text), None, None);
         store.append("s.t", &fired, b"p", now).expect("append");
         let (_js, stream) = reopened(dir.path(), store);
         let due = crate::jetstream::lock(&stream.inner).schedules.next_due();

@@ -18,6 +18,13 @@
 //! - `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/`@midnight`,
 //!   `@hourly`: the cron expressions they stand for.
 //!
+//! - With `Nats-Schedule-Time-Zone` (an IANA name from the system's zone
+//!   database, as Go's `time.LoadLocation` reads it, or `UTC`/`Local`) a
+//!   cron expression matches wall-clock times in that zone (through
+//!   daylight saving changes as nats-server's walk does: hour, minute and
+//!   second steps are real time, day and month steps land on local
+//!   midnight); `@at` and `@every` take no time zone.
+//!
 //! A repeating schedule that missed firings (a slow timer, or a restart)
 //! fires once and then skips ahead: its next time is computed from now.
 
@@ -38,9 +45,75 @@ pub(crate) enum Pattern {
     Cron(Box<Cron>),
 }
 
-/// Parses a schedule pattern; `zoned`: a `Nats-Schedule-Time-Zone` was
-/// given (then only cron expressions are valid). `None`: invalid.
-pub(crate) fn parse(pattern: &str, zoned: bool) -> Option<Pattern> {
+/// A cron expression's time zone.
+#[derive(Debug, Clone)]
+pub(crate) enum Zone {
+    /// UTC (no `Nats-Schedule-Time-Zone`).
+    Utc,
+    /// A zone of the system's database.
+    Named(jiff::tz::TimeZone),
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        match (self, other) {
+            (Zone::Utc, Zone::Utc) => true,
+            (Zone::Named(a), Zone::Named(b)) => a.iana_name() == b.iana_name(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Zone {}
+
+impl Zone {
+    /// Loads a `Nats-Schedule-Time-Zone` (non-empty); `None`: unknown.
+    pub(crate) fn load(name: &str) -> Option<Zone> {
+        if name == "Local" {
+            return Some(Zone::Named(jiff::tz::TimeZone::system()));
+        }
+        // Go reads the zone's file by its name, so the name's case must
+        // be the database's (`utc` is no zone); jiff looks names up
+        // ignoring case.
+        jiff::tz::TimeZone::get(name)
+            .ok()
+            .filter(|tz| tz.iana_name() == Some(name))
+            .map(Zone::Named)
+    }
+
+    /// The zone's offset from UTC at Unix second `t`, in seconds.
+    fn offset(&self, t: i64) -> i64 {
+        match self {
+            Zone::Utc => 0,
+            Zone::Named(tz) => jiff::Timestamp::from_second(t)
+                .map(|ts| i64::from(tz.to_offset(ts).seconds()))
+                .unwrap_or(0),
+        }
+    }
+
+    /// The Unix second of local midnight starting `y-m-d` (a midnight a
+    /// daylight saving change skips: the first time after the gap).
+    fn midnight(&self, y: i64, m: u32, d: u32) -> Option<i64> {
+        match self {
+            Zone::Utc => Some(days_from_civil(y, m, d) * 86_400),
+            Zone::Named(tz) => {
+                let date = jiff::civil::Date::new(
+                    i16::try_from(y).ok()?,
+                    i8::try_from(m).ok()?,
+                    i8::try_from(d).ok()?,
+                )
+                .ok()?;
+                let ts = tz.to_timestamp(date.at(0, 0, 0, 0)).ok()?;
+                Some(ts.as_second())
+            }
+        }
+    }
+}
+
+/// Parses a schedule pattern; `zone`: the `Nats-Schedule-Time-Zone` given
+/// (then only cron expressions are valid). `None`: invalid.
+pub(crate) fn parse(pattern: &str, zone: Option<&Zone>) -> Option<Pattern> {
+    let zoned = zone.is_some();
     if pattern.is_empty() {
         return Some(Pattern::None);
     }
@@ -69,7 +142,7 @@ pub(crate) fn parse(pattern: &str, zoned: bool) -> Option<Pattern> {
         "@hourly" => "0 0 * * * *",
         other => other,
     };
-    Cron::parse(expr).map(|c| Pattern::Cron(Box::new(c)))
+    Cron::parse(expr, zone.cloned().unwrap_or(Zone::Utc)).map(|c| Pattern::Cron(Box::new(c)))
 }
 
 impl Pattern {
@@ -110,6 +183,16 @@ impl Pattern {
         }
     }
 
+    /// A firing time as nats-server writes it in `Nats-Schedule-Next`: in
+    /// the cron expression's zone (`Z` when its offset is zero).
+    pub(crate) fn format(&self, t: i64) -> String {
+        let offset = match self {
+            Pattern::Cron(c) => c.zone.offset(t.div_euclid(NANOS)),
+            _ => 0,
+        };
+        format_rfc3339_nano(t, offset)
+    }
+
     /// Whether a schedule published now is valid: it has a firing time
     /// (a cron expression may match nothing within five years).
     pub(crate) fn valid_at(&self, now: i64) -> bool {
@@ -137,7 +220,7 @@ fn round_sec(t: i64) -> i64 {
 
 /// A cron expression: one bit per allowed value in each field, bit 63 set
 /// when the field was `*`/`?` (unstepped), which decides how the two day
-/// fields combine.
+/// fields combine; and the zone its wall-clock times are in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cron {
     second: u64,
@@ -146,6 +229,7 @@ pub(crate) struct Cron {
     dom: u64,
     month: u64,
     dow: u64,
+    zone: Zone,
 }
 
 const STAR: u64 = 1 << 63;
@@ -162,7 +246,7 @@ const MONTHS: [&str; 12] = [
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Cron {
-    fn parse(expr: &str) -> Option<Cron> {
+    fn parse(expr: &str, zone: Zone) -> Option<Cron> {
         let f: Vec<&str> = expr.split_whitespace().collect();
         if f.len() != 6 {
             return None;
@@ -193,6 +277,7 @@ impl Cron {
                     names: &DAYS,
                 },
             )?,
+            zone,
         })
     }
 
@@ -207,31 +292,41 @@ impl Cron {
     }
 
     /// The first matching second strictly after `ts` (Unix nanoseconds),
-    /// within five years of it.
+    /// within five years of it (local years).
     pub(crate) fn next_after(&self, ts: i64) -> Option<i64> {
         let mut t = ts.div_euclid(NANOS).checked_add(1)?;
-        let limit = civil(t).0 + 5;
+        let limit = civil(t + self.zone.offset(t)).0 + 5;
         loop {
-            let (y, mo, d, h, mi, s) = civil(t);
+            // The wall clock in the zone.
+            let (y, mo, d, h, mi, s) = civil(t + self.zone.offset(t));
             if y > limit {
                 return None;
             }
-            let day_start = t - i64::from(h * 3600 + mi * 60 + s);
-            if self.month & (1 << mo) == 0 {
-                // First second of the next month.
+            let next = if self.month & (1 << mo) == 0 {
+                // Local midnight starting the next month.
                 let (ny, nm) = if mo == 12 { (y + 1, 1) } else { (y, mo + 1) };
-                t = days_from_civil(ny, nm, 1) * 86_400;
-            } else if !self.day_matches(d, weekday(day_start.div_euclid(86_400))) {
-                t = day_start + 86_400;
+                self.zone.midnight(ny, nm, 1)?
+            } else if !self.day_matches(d, weekday(days_from_civil(y, mo, d))) {
+                let (ny, nm, nd) = if d < days_in_month(y, mo) {
+                    (y, mo, d + 1)
+                } else if mo < 12 {
+                    (y, mo + 1, 1)
+                } else {
+                    (y + 1, 1, 1)
+                };
+                self.zone.midnight(ny, nm, nd)?
             } else if self.hour & (1 << h) == 0 {
-                t = day_start + i64::from(h + 1) * 3600;
+                // The next hour, in real time.
+                t - i64::from(mi * 60 + s) + 3600
             } else if self.minute & (1 << mi) == 0 {
-                t = t - i64::from(s) + 60;
+                t - i64::from(s) + 60
             } else if self.second & (1 << s) == 0 {
-                t += 1;
+                t + 1
             } else {
                 return t.checked_mul(NANOS);
-            }
+            };
+            // Always forward (a zone's midnight never lies behind).
+            t = next.max(t + 1);
         }
     }
 }
@@ -410,19 +505,26 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     Some((secs, nanos))
 }
 
-/// Go's `Format(time.RFC3339Nano)` of a UTC time: the fraction without
-/// trailing zeros, none when whole.
-pub(crate) fn format_rfc3339_nano(t: i64) -> String {
+/// Go's `Format(time.RFC3339Nano)` of a time at UTC offset `offset`
+/// (seconds): the fraction without trailing zeros, none when whole; `Z`
+/// for a zero offset.
+pub(crate) fn format_rfc3339_nano(t: i64, offset: i64) -> String {
     let secs = t.div_euclid(NANOS);
     let nanos = t.rem_euclid(NANOS);
-    let (y, mo, d, h, mi, s) = civil(secs);
+    let (y, mo, d, h, mi, s) = civil(secs + offset);
     let mut out = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
     if nanos != 0 {
         let frac = format!("{nanos:09}");
         out.push('.');
         out.push_str(frac.trim_end_matches('0'));
     }
-    out.push('Z');
+    if offset == 0 {
+        out.push('Z');
+    } else {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let o = offset.abs();
+        out.push_str(&format!("{sign}{:02}:{:02}", o / 3600, o / 60 % 60));
+    }
     out
 }
 
@@ -454,11 +556,11 @@ mod tests {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
         assert_eq!(
-            format_rfc3339_nano(at("2026-12-06T18:48:08Z")),
+            format_rfc3339_nano(at("2026-12-06T18:48:08Z"), 0),
             "2026-12-06T18:48:08Z"
         );
         assert_eq!(
-            format_rfc3339_nano(at("2026-12-06T18:48:08.120Z")),
+            format_rfc3339_nano(at("2026-12-06T18:48:08.120Z"), 0),
             "2026-12-06T18:48:08.12Z"
         );
     }
@@ -483,7 +585,7 @@ mod tests {
             "5/10 * * * * *",
         ] {
             assert!(
-                parse(ok, false).is_some_and(|p| p.valid_at(0)),
+                parse(ok, None).is_some_and(|p| p.valid_at(0)),
                 "{ok} refused"
             );
         }
@@ -501,28 +603,25 @@ mod tests {
             "1-2-3 * * * * *",
             "@reboot",
         ] {
-            assert!(parse(bad, false).is_none(), "{bad} accepted");
+            assert!(parse(bad, None).is_none(), "{bad} accepted");
         }
-        assert_eq!(parse("", false), Some(Pattern::None));
-        assert_eq!(
-            parse("@at 0001-01-01T00:00:00Z", false),
-            Some(Pattern::None)
-        );
+        assert_eq!(parse("", None), Some(Pattern::None));
+        assert_eq!(parse("@at 0001-01-01T00:00:00Z", None), Some(Pattern::None));
         // A time zone allows cron expressions only.
-        assert!(parse("@every 1s", true).is_none());
-        assert!(parse("@at 2030-01-01T00:00:00Z", true).is_none());
-        assert!(parse("@hourly", true).is_some());
+        assert!(parse("@every 1s", Some(&Zone::Utc)).is_none());
+        assert!(parse("@at 2030-01-01T00:00:00Z", Some(&Zone::Utc)).is_none());
+        assert!(parse("@hourly", Some(&Zone::Utc)).is_some());
         // Feb 30 never comes.
-        let never = parse("0 0 0 30 2 *", false).expect("parses");
+        let never = parse("0 0 0 30 2 *", None).expect("parses");
         assert!(!never.valid_at(0));
     }
 
     #[test]
     fn cron_and_every_fire_at_the_times_nats_server_computes() {
         let t = at("2026-12-06T18:47:54.951Z");
-        let hourly = parse("@hourly", false).expect("hourly");
+        let hourly = parse("@hourly", None).expect("hourly");
         assert_eq!(hourly.first(t), Some(at("2026-12-06T19:00:00Z")));
-        let every = parse("@every 3s", false).expect("every");
+        let every = parse("@every 3s", None).expect("every");
         assert_eq!(every.first(t), Some(at("2026-12-06T18:47:58Z")));
         // Fired late (after a restart): skips ahead from now.
         let now = at("2026-12-06T18:48:04.79Z");
@@ -530,33 +629,74 @@ mod tests {
             every.after(at("2026-12-06T18:47:58Z"), now),
             Some(at("2026-12-06T18:48:08Z"))
         );
-        let weekdays = parse("0 30 9 * * mon-fri", false).expect("cron");
+        let weekdays = parse("0 30 9 * * mon-fri", None).expect("cron");
         // 2026-12-05 is a Saturday: next is Monday the 7th.
         assert_eq!(
             weekdays.first(at("2026-12-05T10:00:00Z")),
             Some(at("2026-12-07T09:30:00Z"))
         );
         // Both day fields restricted: either matches.
-        let either = parse("0 0 0 1 * sun", false).expect("cron");
+        let either = parse("0 0 0 1 * sun", None).expect("cron");
         assert_eq!(
             either.first(at("2026-12-02T00:00:00Z")),
             Some(at("2026-12-06T00:00:00Z"))
         );
-        let leap = parse("0 0 12 29 2 *", false).expect("cron");
+        let leap = parse("0 0 12 29 2 *", None).expect("cron");
         assert_eq!(
             leap.first(at("2026-01-01T00:00:00Z")),
             Some(at("2028-02-29T12:00:00Z"))
         );
         assert_eq!(
-            parse("0 0 * * * *", false)
+            parse("0 0 * * * *", None)
                 .expect("cron")
                 .after(at("2026-12-06T19:00:00Z"), 0),
             Some(at("2026-12-06T20:00:00Z"))
         );
         assert!(
-            !parse("@at 2030-01-01T00:00:00Z", false)
+            !parse("@at 2030-01-01T00:00:00Z", None)
                 .expect("at")
                 .repeats()
         );
+    }
+
+    #[test]
+    fn a_zoned_cron_matches_local_wall_clock_through_daylight_saving() {
+        let Some(ams) = Zone::load("Europe/Amsterdam") else {
+            panic!("the system zone database has Europe/Amsterdam");
+        };
+        assert!(Zone::load("Nowhere/Else").is_none());
+        assert!(Zone::load("europe/amsterdam").is_none(), "names are exact");
+        let nine = parse("0 0 9 * * *", Some(&ams)).expect("cron");
+        // Winter: 09:00 CET is 08:00 UTC; summer: 09:00 CEST is 07:00 UTC.
+        assert_eq!(
+            nine.first(at("2026-12-06T12:00:00Z")),
+            Some(at("2026-12-07T08:00:00Z"))
+        );
+        assert_eq!(
+            nine.first(at("2026-07-01T12:00:00Z")),
+            Some(at("2026-07-02T07:00:00Z"))
+        );
+        // Across the spring change (2026-03-29, 02:00 CET -> 03:00 CEST).
+        assert_eq!(
+            nine.first(at("2026-03-28T12:00:00Z")),
+            Some(at("2026-03-29T07:00:00Z"))
+        );
+        // A time inside the skipped hour never comes that day.
+        let half_two = parse("0 30 2 * * *", Some(&ams)).expect("cron");
+        assert_eq!(
+            half_two.first(at("2026-03-28T12:00:00Z")),
+            Some(at("2026-03-30T00:30:00Z"))
+        );
+        assert_eq!(
+            nine.format(at("2026-12-07T08:00:00Z")),
+            "2026-12-07T09:00:00+01:00"
+        );
+        assert_eq!(
+            nine.format(at("2026-07-02T07:00:00Z")),
+            "2026-07-02T09:00:00+02:00"
+        );
+        let utc = Zone::load("UTC").expect("UTC");
+        let p = parse("0 0 9 * * *", Some(&utc)).expect("cron");
+        assert_eq!(p.format(at("2026-12-07T09:00:00Z")), "2026-12-07T09:00:00Z");
     }
 }
