@@ -377,12 +377,20 @@ impl StreamInner {
             return;
         };
         if next == "purge" {
-            // Everything on the scheduler's subject before this message.
-            let _ = self.store.purge(&Purge {
-                filter: Some(scheduler.to_owned()),
-                seq: Some(seq),
-                keep: None,
-            });
+            // Everything on the scheduler's subject before this message
+            // (at open, usually long gone: then nothing is written).
+            if self
+                .store
+                .subject_seqs(scheduler)
+                .first()
+                .is_some_and(|&first| first < seq)
+            {
+                let _ = self.store.purge(&Purge {
+                    filter: Some(scheduler.to_owned()),
+                    seq: Some(seq),
+                    keep: None,
+                });
+            }
             if self
                 .schedules
                 .by_subject
