@@ -259,60 +259,6 @@ async fn account_info_reports_an_api_level(url: &str) {
 both!(account_info_reports_an_api_level);
 
 // ---------------------------------------------------------------------------
-// Refused: message schedules
-// ---------------------------------------------------------------------------
-
-/// Message schedules are not built: asking for them is refused, never
-/// accepted and ignored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_schedules_are_refused_not_ignored() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ours = start(ServerConfig {
-        port: 0,
-        jetstream: Some(JetStreamConfig {
-            store_dir: dir.path().to_owned(),
-            ..Default::default()
-        }),
-        ..ServerConfig::default()
-    })
-    .await
-    .expect("our server starts");
-    let js = js(&ours.client_url()).await;
-    let err = js
-        .create_stream(stream::Config {
-            name: "SCHED".into(),
-            subjects: vec!["sched.>".into()],
-            allow_message_schedules: true,
-            ..Default::default()
-        })
-        .await
-        .expect_err("schedules refused");
-    assert!(
-        err.to_string()
-            .contains("message schedules are not supported by this server"),
-        "{err}"
-    );
-    js.create_stream(stream::Config {
-        name: "PLAIN".into(),
-        subjects: vec!["plain.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("plain stream");
-    let mut h = HeaderMap::new();
-    h.insert("Nats-Schedule", "@at 2099-01-01T00:00:00Z");
-    h.insert("Nats-Schedule-Target", "plain.t");
-    let err = js
-        .publish_with_headers("plain.s", h, "x".into())
-        .await
-        .expect("sent")
-        .await
-        .expect_err("a schedule on a stream without schedules");
-    assert!(err.to_string().contains("10188"), "{err}");
-    ours.shutdown(Duration::from_secs(2)).await;
-}
-
-// ---------------------------------------------------------------------------
 // Restarts: expiry times and counter totals live in the stored messages
 // ---------------------------------------------------------------------------
 

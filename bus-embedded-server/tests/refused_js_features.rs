@@ -6,7 +6,9 @@
 //! memory, as nats-server holds it) does not outlive the server. A
 //! stream's `subject_transform` and `republish` used to be refused
 //! (10052); they are built now (`stream::transform`), and kept across a
-//! restart.
+//! restart. Message schedules used to be refused too; they are built
+//! (`stream::schedule`), and what of them is not (schedules inside atomic
+//! batches) is refused here.
 
 use std::time::Duration;
 
@@ -179,5 +181,45 @@ async fn subject_transform_and_republish_are_honoured_and_kept_across_a_restart(
     assert_eq!(copy.subject.as_str(), "r.1");
     let stored = api(&c, "STREAM.MSG.GET.T", json!({"seq": 1})).await;
     assert_eq!(stored["message"]["subject"], json!("u.1"), "{stored}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `allow_msg_schedules` is honoured and kept across a restart; the parts
+/// of schedules this server does not build are refused with an API error,
+/// never stored as a plain message: a schedule inside an atomic batch
+/// (10177).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_honoured_and_their_unbuilt_parts_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, c) = our_server(dir.path()).await;
+    let created = api(
+        &c,
+        "STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "allow_msg_schedules": true, "allow_atomic": true}),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "not refused: {created}");
+    assert_eq!(created["config"]["allow_msg_schedules"], true);
+    assert_eq!(created["config"]["allow_rollup_hdrs"], true, "{created}");
+
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Schedule", "@every 1s");
+    h.insert("Nats-Schedule-Target", "s.t");
+    h.insert("Nats-Batch-Id", "b1");
+    h.insert("Nats-Batch-Sequence", "1");
+    h.insert("Nats-Batch-Commit", "1");
+    let reply = c
+        .request_with_headers("s.batched", h, "x".into())
+        .await
+        .expect("answered");
+    let v: Value = serde_json::from_slice(&reply.payload).expect("JSON");
+    assert_eq!(v["error"]["err_code"], 10177, "{v}");
+    let info = api(&c, "STREAM.INFO.S", json!({})).await;
+    assert_eq!(info["state"]["messages"], 0, "nothing stored: {info}");
+
+    server.shutdown(Duration::from_secs(2)).await;
+    let (server, c) = our_server(dir.path()).await;
+    let info = api(&c, "STREAM.INFO.S", json!({})).await;
+    assert_eq!(info["config"]["allow_msg_schedules"], true, "{info}");
     server.shutdown(Duration::from_secs(1)).await;
 }

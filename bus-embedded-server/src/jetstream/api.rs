@@ -457,6 +457,7 @@ fn check_stream_config(
         ));
     }
     super::stream::features::check_config(cfg, ttl_asked)?;
+    super::stream::schedule::check_config(cfg)?;
     // Overlap checks in O(wildcards x subjects): literals only collide with
     // an equal literal (a hash lookup), so thousands of subjects stay cheap.
     let mut seen = SubjectSet::default();
@@ -730,6 +731,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         cfg.allow_rollup_hdrs = false;
     }
     super::stream::features::check_update(&old, &cfg).map_err(err)?;
+    super::stream::schedule::check_update(&old, &cfg).map_err(err)?;
     // After the immutable fields, as nats-server orders its checks.
     check_stream_config(js, &cfg, Some(name), ttl_asked).map_err(err)?;
     if cfg.mirror.is_some() && old.mirror != cfg.mirror {

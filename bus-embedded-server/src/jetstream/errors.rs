@@ -110,6 +110,12 @@ api_errors! {
     msg_counter_broken => 400, 10172, "message counter is broken";
     required_api_level => 412, 10185, "JetStream minimum api level required";
     schedules_disabled => 400, 10188, "message schedules is disabled";
+    schedules_pattern_invalid => 400, 10189, "message schedules pattern is invalid";
+    schedules_target_invalid => 400, 10190, "message schedules target is invalid";
+    schedules_ttl_invalid => 400, 10191, "message schedules invalid per-message TTL";
+    schedules_rollup_invalid => 400, 10192, "message schedules invalid rollup";
+    schedules_source_invalid => 400, 10203, "message schedules source is invalid";
+    schedules_time_zone_invalid => 400, 10223, "message schedules time zone is invalid";
     expected_last_subject_seq_missing => 400, 10193, "missing sequence for expected last sequence per subject";
     schedules_scheduler_invalid => 400, 10212, "message schedules invalid scheduler";
     not_empty_request => 400, 10038, "expected an empty request payload";

@@ -157,7 +157,7 @@ pub struct StreamConfig {
     /// Counter stream (`Nats-Incr`, ADR-49).
     #[serde(skip_serializing_if = "is_false")]
     pub allow_msg_counter: bool,
-    /// Message schedules (`Nats-Schedule`, ADR-51): refused (not built).
+    /// Message schedules (`Nats-Schedule`, ADR-51; see `stream::schedule`).
     #[serde(skip_serializing_if = "is_false")]
     pub allow_msg_schedules: bool,
     /// Atomic batch publish (`Nats-Batch-*` headers) accepted.
@@ -302,6 +302,11 @@ impl StreamConfig {
                 self.allow_rollup_hdrs = true;
                 self.deny_purge = false;
             }
+        }
+        // So do message schedules (each schedule rolls up its subject).
+        if self.allow_msg_schedules && !self.allow_rollup_hdrs {
+            self.allow_rollup_hdrs = true;
+            self.deny_purge = false;
         }
         if self.compression.is_empty() {
             self.compression = "none".to_owned();

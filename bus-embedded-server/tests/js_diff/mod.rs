@@ -390,7 +390,7 @@ pub fn describe(m: &Message, inbox: &str) -> Value {
             let vals: Vec<String> = vals
                 .iter()
                 .map(|x| {
-                    if name == "Nats-Time-Stamp" {
+                    if name == "Nats-Time-Stamp" || is_schedule_next_time(&name, x.as_str()) {
                         "<time>".to_owned()
                     } else if name == "Nats-Pin-Id" && !x.as_str().is_empty() {
                         // A pinned consumer's pin id is random.
@@ -511,6 +511,12 @@ fn mask_source_identity(line: &str) -> String {
     }
 }
 
+/// A scheduled message's `Nats-Schedule-Next` holding a time (the next
+/// firing, from each server's own clock), not `purge`.
+pub fn is_schedule_next_time(name: &str, value: &str) -> bool {
+    name == "Nats-Schedule-Next" && value != "purge"
+}
+
 /// Masks what legitimately differs between two servers.
 pub fn normalise(v: &mut Value) {
     match v {
@@ -559,7 +565,15 @@ pub fn normalise(v: &mut Value) {
                 && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(h)
             {
                 let text = String::from_utf8_lossy(&raw).into_owned();
-                let mut lines: Vec<String> = text.split("\r\n").map(mask_source_identity).collect();
+                let mut lines: Vec<String> = text
+                    .split("\r\n")
+                    .map(|l| match l.split_once(": ") {
+                        Some((k, v)) if is_schedule_next_time(k, v) => {
+                            "Nats-Schedule-Next: <time>".to_owned()
+                        }
+                        _ => mask_source_identity(l),
+                    })
+                    .collect();
                 if lines.len() > 1 {
                     lines[1..].sort_unstable();
                 }

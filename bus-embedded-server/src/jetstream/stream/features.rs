@@ -1,5 +1,5 @@
 //! Stream configuration rules of the message features (TTLs, subject
-//! delete markers, counters; schedules are refused in [`super::schedule`]), with nats-server 2.15.1's texts,
+//! delete markers, counters; schedules have theirs in [`super::schedule`]), with nats-server 2.15.1's texts,
 //! in its order of checks.
 
 use crate::jetstream::errors::ApiError;
@@ -18,6 +18,11 @@ pub(crate) fn check_config(cfg: &StreamConfig, ttl_asked: bool) -> Result<(), Ap
         if ttl_asked {
             return Err(ApiError::invalid_config(
                 "counter stream cannot use message TTLs",
+            ));
+        }
+        if cfg.allow_msg_schedules {
+            return Err(ApiError::invalid_config(
+                "counter stream cannot use message schedules",
             ));
         }
         if cfg.retention != Retention::Limits {

@@ -112,6 +112,9 @@ pub(crate) struct StreamInner {
     /// Republished copies of what the last store call stored, taken by the
     /// publish that called it.
     republished: Vec<transform::Republished>,
+    /// Message schedules: when each fires (see [`schedule`]); empty on
+    /// streams without them.
+    schedules: schedule::Schedules,
 }
 
 /// A stream.
@@ -512,6 +515,7 @@ impl Stream {
                 resources: Arc::clone(&js.resources),
                 age_scan_from: 0,
                 fast: fast_batch::Batches::default(),
+                schedules: schedule::Schedules::default(),
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
@@ -1349,17 +1353,30 @@ impl Stream {
     }
 
     /// Whether an expiry round is due (at most every 100 ms, and only for
-    /// streams with a max_age or messages with a TTL); marks it done.
-    fn expiry_due(&self) -> bool {
+    /// streams with a max_age or messages with a TTL; marks it done), and
+    /// whether a message schedule is due.
+    fn timers_due(&self) -> (bool, bool) {
         let now = now_nanos();
         let mut inner = lock(&self.inner);
+        let fire = inner.schedules.next_due().is_some_and(|at| at <= now);
         if now - inner.last_expiry_check < 100_000_000
             || (inner.config.max_age <= 0 && inner.ttls.is_empty())
         {
-            return false;
+            return (false, fire);
         }
         inner.last_expiry_check = now;
-        true
+        (true, fire)
+    }
+
+    /// Fires the message schedules that are due (see [`schedule`]): reads
+    /// the schedule messages, so on a blocking thread for a file stream.
+    fn fire_schedules(&self) {
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        lock(&self.inner).fire_schedules(&self.name, now_nanos(), &interest);
     }
 
     /// Removes messages over max_age and past their TTL (see [`ttl`]).
@@ -1426,6 +1443,9 @@ impl Stream {
         }
         if allow_ttl {
             inner.rebuild_ttls();
+        }
+        if inner.config.allow_msg_schedules {
+            inner.rebuild_schedules();
         }
     }
 
@@ -1627,6 +1647,21 @@ impl StreamInner {
         data: &[u8],
         interest: &[SubjectFilter],
     ) -> Result<Stored, ApiError> {
+        self.store_msg_as(stream, subject, hdr, data, interest, false)
+    }
+
+    /// [`Self::store_msg`]; `produced`: a message a schedule fires (its
+    /// headers were checked when the schedule was published, as
+    /// nats-server skips those checks for it).
+    fn store_msg_as(
+        &mut self,
+        stream: &str,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+        interest: &[SubjectFilter],
+        produced: bool,
+    ) -> Result<Stored, ApiError> {
         let cfg = Arc::clone(&self.config);
         let cfg = &*cfg;
         if cfg.sealed {
@@ -1685,8 +1720,11 @@ impl StreamInner {
                     return Err(ApiError::wrong_last_sequence(last));
                 }
             }
-            if present.schedule {
-                schedule::check_publish(&hdr)?;
+            if present.schedule
+                && !produced
+                && let Some(h) = schedule::check_publish(cfg, subject, &hdr, &mut *self.store)?
+            {
+                hdr = std::borrow::Cow::Owned(h);
             }
             if let Some(id) = headers::get(&hdr, "Nats-Msg-Id").filter(|s| !s.is_empty()) {
                 self.prune_dedup(now);
@@ -1817,6 +1855,9 @@ impl StreamInner {
             None => {}
         }
         let mut republish_to = republish_to;
+        if cfg.allow_msg_schedules {
+            self.on_stored(seq, subject, &hdr, now);
+        }
         if retention == Retention::Interest && !interest.iter().any(|f| f.matches(subject)) {
             // Nobody to deliver to: nothing is kept (nats-server's behaviour;
             // a work queue keeps it for a consumer yet to come), nor
@@ -2042,6 +2083,9 @@ impl StreamInner {
                     }
                     self.check_last_on_subject(hdr, subject)?;
                 }
+                if features::scan(hdr).schedule {
+                    schedule::check_in_batch(cfg, subject, hdr, &mut *self.store)?;
+                }
                 if let Some(v) = headers::get(hdr, "Nats-Rollup") {
                     return Err(ApiError::rollup_failed(format!("batch rollup {v} invalid")));
                 }
@@ -2139,6 +2183,9 @@ impl StreamInner {
             if let Some(ttl) = ttl {
                 self.ttls.insert((now.saturating_add(ttl), seq), ());
             }
+            if cfg.allow_msg_schedules {
+                self.on_stored(seq, &m.subject, &m.hdr, now);
+            }
             if retention == Retention::Interest && !interest.iter().any(|f| f.matches(&m.subject)) {
                 let _ = self.store.remove(seq, false);
             } else if let (Some(Some((to, last))), Some(t)) =
@@ -2231,19 +2278,29 @@ async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
             s.release_acks(&js);
             return;
         }
-        if s.expiry_due() {
+        let (expire, fire) = s.timers_due();
+        if expire || fire {
+            let run = move |s: &Stream| {
+                if expire {
+                    s.expire();
+                }
+                if fire {
+                    s.fire_schedules();
+                }
+            };
             if s.storage == StorageType::File {
-                // Expiring reads messages from the segment files: never on
-                // the async workers (issue #12 item 9).
-                let expiring = Arc::clone(&s);
-                if tokio::task::spawn_blocking(move || expiring.expire())
+                // Expiring and firing schedules read messages from the
+                // segment files: never on the async workers (issue #12
+                // item 9).
+                let timed = Arc::clone(&s);
+                if tokio::task::spawn_blocking(move || run(&timed))
                     .await
                     .is_err()
                 {
                     return;
                 }
             } else {
-                s.expire();
+                run(&s);
             }
         }
         let job = lock(&s.inner).store.take_sync();
