@@ -19,8 +19,12 @@ use crate::config::ServerConfig;
 use crate::jetstream::JetStream;
 use crate::outbound::Client;
 
-/// The nats-server version whose client-visible core behaviour we implement.
-pub const VERSION: &str = "2.10.0";
+/// The nats-server version whose client-visible behaviour we implement:
+/// clients turn features on by it (nats.js's consumer reset needs 2.14,
+/// batched direct get and priority groups 2.11), so it names the newest
+/// release whose JetStream features this server has (see README for what
+/// of 2.14 is not built: message tracing, MQTT QoS 1/2).
+pub const VERSION: &str = "2.14.0";
 
 /// Server-wide counters. Traffic counters here hold closed connections'
 /// totals; [`crate::ServerHandle::traffic`] adds the open ones.
@@ -133,6 +137,7 @@ impl ServerState {
             "port": self.port,
             "headers": true,
             "max_payload": self.config.max_payload,
+            "api_lvl": crate::jetstream::headers::API_LEVEL,
             "client_id": client_id,
             "client_ip": addr.ip().to_string(),
         });

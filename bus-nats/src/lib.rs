@@ -238,10 +238,10 @@ impl NatsBus {
         let version = info.version;
         let url = nats.urls().join(",");
         // The bundled server (run by another process: `angzarr-bus server`,
-        // `angzarr-nats-server`) says `"go": "rust"` in its INFO and reports
-        // the core protocol version it implements, not its JetStream
-        // features; like our own bundled server it is asked for
-        // `allow_atomic` and has it when it says it back.
+        // `angzarr-nats-server`) says `"go": "rust"` in its INFO; older
+        // builds reported a version below their JetStream features, so it
+        // is asked for `allow_atomic` whatever its version, and has it when
+        // it says it back.
         let ours = bundled || info.go == BUNDLED_SERVER_GO;
         let ask_atomic = ours || server_at_least(&version, ATOMIC_APPEND_MIN_VERSION);
         let mut inner = Inner {

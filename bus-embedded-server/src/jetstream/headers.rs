@@ -74,10 +74,13 @@ pub fn without(hdr: &[u8], name: &str) -> Vec<u8> {
 }
 
 /// The JetStream API level this server implements (ADR-44), reported in
-/// `$JS.API.INFO` and checked against `Nats-Required-Api-Level`. Level 1
-/// is nats-server 2.11's: per-message TTLs and subject delete markers
-/// (what clients gate on it, e.g. KV limit markers).
-pub const API_LEVEL: i64 = 1;
+/// `$JS.API.INFO` and INFO's `api_lvl`, and checked against
+/// `Nats-Required-Api-Level`. Level 4 is nats-server 2.14's: per-message
+/// TTLs and subject delete markers (1), atomic batches, counters and
+/// message schedules (2), fast-ingest batches (4, the level nats-server
+/// 2.15.1 requires of a stream with `allow_batched`). nats-server 2.15
+/// reports 5.
+pub const API_LEVEL: i64 = 4;
 
 /// Whether a request's `Nats-Required-Api-Level` asks for more than
 /// [`API_LEVEL`] (or is not a number; empty asks for nothing).
