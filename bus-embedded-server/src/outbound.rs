@@ -8,10 +8,20 @@
 //! to the subscriber's buffer under a short lock; the writer sends
 //! everything accumulated in one write. A buffer over `max_pending`, or a
 //! write that misses `write_deadline`, closes that connection as a slow
-//! consumer and no other. A producer delivering to a connection over half
-//! its `max_pending` is asked to stall briefly (at most [`STALL_BUDGET`]
-//! per batch), so a slower-but-alive consumer is not cut off by a burst
-//! while a stuck one still reaches the limit.
+//! consumer and no other. A producer delivering to a connection with more
+//! than [`STALL_PENDING`] (at most half its `max_pending`) unwritten is
+//! asked to stall briefly (at most [`STALL_BUDGET`] per batch), so a
+//! slower-but-alive consumer is not cut off by a burst while a stuck one
+//! still reaches the limit.
+//!
+//! Memory: a connection holds what the socket needs, not the largest burst
+//! it ever saw. Producers are held back once [`STALL_PENDING`] bytes wait
+//! (not at half of `max_pending`, 32 MiB by default: under a 1:1 load the
+//! buffer sat there), the bytes being written count as pending (as in
+//! nats-server, so one connection holds at most `max_pending` in all), and
+//! a buffer whose allocation grew past [`SHRINK_ABOVE`] goes to the writer
+//! whole and is replaced by a small one, so the large allocation is freed
+//! once written.
 //!
 //! This module must not parse client input, look up subscriptions or know
 //! about accounts: it formats and queues bytes and applies the connection's
@@ -34,6 +44,21 @@ pub type Sub = Subscription<Client>;
 
 /// Longest a producer is held back per batch for slower consumers.
 pub(crate) const STALL_BUDGET: Duration = Duration::from_millis(10);
+
+/// Unwritten bytes of a connection over which producers delivering to it
+/// are asked to stall (half of `max_pending` when that is smaller). Small
+/// enough that a buffer under steady load stays below glibc's mmap
+/// threshold (`crate::memory::THRESHOLD`), large enough that a write moves
+/// many messages.
+pub(crate) const STALL_PENDING: usize = 256 * 1024;
+
+/// A connection's outbound buffer starts with this capacity.
+const INITIAL_CAPACITY: usize = 8 * 1024;
+
+/// An outbound buffer whose allocation reaches past this is handed to the
+/// writer whole (and freed after the write) rather than split, and the
+/// connection starts over with [`INITIAL_CAPACITY`].
+pub(crate) const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// Outcome of appending a message to a connection's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +109,28 @@ pub enum CloseReason {
 
 struct Outbound {
     buf: BytesMut,
+    /// Bytes handed to the writer and not yet written.
+    in_flight: usize,
     closed: bool,
+}
+
+impl Outbound {
+    /// Unwritten bytes: queued and being written.
+    fn pending(&self) -> usize {
+        self.buf.len() + self.in_flight
+    }
+
+    /// Takes everything queued for one write. A buffer that grew past
+    /// [`SHRINK_ABOVE`] goes whole, and a fresh small one takes its place.
+    fn take_for_write(&mut self) -> bytes::Bytes {
+        let chunk = if self.buf.capacity() > SHRINK_ABOVE {
+            std::mem::replace(&mut self.buf, BytesMut::with_capacity(INITIAL_CAPACITY))
+        } else {
+            self.buf.split()
+        };
+        self.in_flight = chunk.len();
+        chunk.freeze()
+    }
 }
 
 /// The part of a connection other tasks see.
@@ -100,6 +146,8 @@ pub struct Client {
     pub(crate) echo: AtomicBool,
     pub(crate) headers: AtomicBool,
     max_pending: usize,
+    /// Pending bytes over which producers are asked to stall.
+    stall_at: usize,
     pub(crate) in_msgs: AtomicU64,
     pub(crate) in_bytes: AtomicU64,
     pub(crate) out_msgs: AtomicU64,
@@ -139,7 +187,8 @@ impl Client {
         Client {
             id,
             out: Mutex::new(Outbound {
-                buf: BytesMut::with_capacity(8192),
+                buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                in_flight: 0,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -149,6 +198,7 @@ impl Client {
             echo: AtomicBool::new(true),
             headers: AtomicBool::new(false),
             max_pending,
+            stall_at: STALL_PENDING.min(max_pending / 2),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             out_msgs: AtomicU64::new(0),
@@ -165,9 +215,9 @@ impl Client {
         }
     }
 
-    /// Pending outbound bytes.
+    /// Pending outbound bytes (queued and being written).
     pub(crate) fn pending(&self) -> usize {
-        lock(&self.out).buf.len()
+        lock(&self.out).pending()
     }
 
     pub(crate) fn name_text(&self) -> String {
@@ -261,7 +311,7 @@ impl Client {
         buf.put_slice(b"\r\n");
         buf.put_slice(payload);
         buf.put_slice(b"\r\n");
-        let pending = buf.len();
+        let pending = out.pending();
         if pending > self.max_pending {
             out.closed = true;
             drop(out);
@@ -274,7 +324,7 @@ impl Client {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         // The caller wakes the writer once per batch (see [`Batch`]), so a
         // burst goes out in few writes.
-        if pending > self.max_pending / 2 {
+        if pending > self.stall_at {
             Delivered::Stall { wake: was_empty }
         } else {
             Delivered::Ok { wake: was_empty }
@@ -282,7 +332,7 @@ impl Client {
     }
 
     /// Waits (at most `limit`) until this client's pending output is back
-    /// under half of max_pending: how a fast producer is slowed down for a
+    /// under its stall threshold: how a fast producer is slowed down for a
     /// consumer that is keeping up, just more slowly.
     pub(crate) async fn wait_drained(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, async {
@@ -292,7 +342,7 @@ impl Client {
                 drained.as_mut().enable();
                 {
                     let out = lock(&self.out);
-                    if out.closed || out.buf.len() <= self.max_pending / 2 {
+                    if out.closed || out.pending() <= self.stall_at {
                         return;
                     }
                 }
@@ -349,7 +399,7 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
                 }
                 None
             } else {
-                Some(out.buf.split().freeze())
+                Some(out.take_for_write())
             }
         };
         let Some(chunk) = chunk else {
@@ -360,7 +410,10 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
             socket.write_all(&chunk).await?;
             socket.flush().await
         };
-        match tokio::time::timeout(deadline, write).await {
+        let written = tokio::time::timeout(deadline, write).await;
+        drop(chunk);
+        lock(&client.out).in_flight = 0;
+        match written {
             Ok(Ok(())) => client.drained.notify_waiters(),
             Ok(Err(_)) => {
                 client.mark_closing(CloseReason::WriteError);
@@ -541,6 +594,84 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_grown_past_the_shrink_threshold_starts_small_after_its_write() {
+        let c = client(64 << 20);
+        let payload = [b'x'; 1024];
+        while c.pending() <= 4 * SHRINK_ABOVE {
+            c.deliver(b"s", b"1", None, None, &payload);
+        }
+        let queued = c.pending();
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(chunk.len(), queued, "everything queued goes in one write");
+        let out = lock(&c.out);
+        assert!(out.buf.is_empty());
+        assert!(
+            out.buf.capacity() <= INITIAL_CAPACITY,
+            "the large allocation left with the chunk, capacity now {}",
+            out.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_small_buffer_is_split_and_keeps_its_allocation() {
+        let c = client(64 << 20);
+        c.deliver(b"s", b"1", None, None, b"hello");
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(&chunk[..], b"MSG s 1 5\r\nhello\r\n");
+        let out = lock(&c.out);
+        assert!(
+            out.buf.capacity() > 0,
+            "the rest of the allocation stays for the next messages"
+        );
+        assert!(out.buf.capacity() <= INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn bytes_being_written_count_as_pending_toward_max_pending() {
+        // 315 bytes a message framed; stall over 500, close over 1000.
+        let c = client(1000);
+        let payload = [b'x'; 300];
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Ok { .. }
+        ));
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(chunk.len(), 315);
+        assert_eq!(c.pending(), 315, "in flight is still pending");
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Stall { .. }
+        ));
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Stall { .. }
+        ));
+        assert_eq!(c.pending(), 945);
+        // Queued (945 after this one) plus in flight (315) is over
+        // max_pending: a slow consumer, although the buffer alone is not.
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Dropped
+        );
+        assert_eq!(c.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn producers_stall_once_the_socket_has_enough_to_write_not_at_half_max_pending() {
+        let c = client(64 << 20);
+        let payload = [b'x'; 1024];
+        let mut stalled_at = None;
+        for _ in 0..(STALL_PENDING / 1024 + 2) {
+            if let Delivered::Stall { .. } = c.deliver(b"s", b"1", None, None, &payload) {
+                stalled_at = Some(c.pending());
+                break;
+            }
+        }
+        let stalled_at = stalled_at.expect("a stall before 32 MiB");
+        assert!(stalled_at > STALL_PENDING && stalled_at <= STALL_PENDING + 1100);
+    }
+
+    #[test]
     fn the_first_close_reason_wins() {
         let c = client(100);
         c.mark_closing(CloseReason::StaleConnection);
@@ -615,6 +746,30 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(got, b"MSG s 1 3\r\none\r\nMSG s 1 3\r\ntwo\r\n");
+    }
+
+    #[tokio::test]
+    async fn after_a_large_write_the_writer_leaves_nothing_pending_and_a_small_buffer() {
+        let c = client(64 << 20);
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(writer(Arc::clone(&c), ours, Duration::from_secs(5)));
+        let payload = [b'x'; 1024];
+        let mut sent = 0;
+        while sent < 4 * SHRINK_ABOVE {
+            c.deliver(b"s", b"1", None, None, &payload);
+            sent += payload.len();
+        }
+        let queued = c.pending();
+        c.wake.notify_one();
+        let mut got = vec![0; queued];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
+            .await
+            .expect("read");
+        c.close_outbound();
+        task.await.expect("writer");
+        let out = lock(&c.out);
+        assert_eq!(out.pending(), 0);
+        assert!(out.buf.capacity() <= INITIAL_CAPACITY);
     }
 
     #[tokio::test]
