@@ -6,22 +6,25 @@
 //!
 //! Delivery never waits on a socket: a publisher appends `MSG`/`HMSG` bytes
 //! to the subscriber's buffer under a short lock; the writer sends
-//! everything accumulated in one write. A buffer over `max_pending`, or a
-//! write that misses `write_deadline`, closes that connection as a slow
-//! consumer and no other. A producer delivering to a connection with more
-//! than [`STALL_PENDING`] (at most half its `max_pending`) unwritten is
-//! asked to stall briefly (at most [`STALL_BUDGET`] per batch), so a
+//! everything accumulated in one write. Unwritten bytes (queued and being
+//! written) over `max_pending`, or a write that misses `write_deadline`,
+//! close that connection as a slow consumer and no other. A producer
+//! delivering to a connection with more than [`STALL_PENDING`] (at most
+//! half its `max_pending`) queued behind the current write is asked to
+//! stall briefly (at most [`STALL_BUDGET`] per batch), so a
 //! slower-but-alive consumer is not cut off by a burst while a stuck one
 //! still reaches the limit.
 //!
 //! Memory: a connection holds what the socket needs, not the largest burst
 //! it ever saw. Producers are held back once [`STALL_PENDING`] bytes wait
-//! (not at half of `max_pending`, 32 MiB by default: under a 1:1 load the
-//! buffer sat there), the bytes being written count as pending (as in
-//! nats-server, so one connection holds at most `max_pending` in all), and
-//! a buffer whose allocation grew past [`SHRINK_ABOVE`] goes to the writer
-//! whole and is replaced by a small one, so the large allocation is freed
-//! once written.
+//! behind the write in progress (not at half of `max_pending`, 32 MiB by
+//! default, where a 1:1 load used to keep the buffer), so under load a
+//! connection holds about two such buffers: one being written, one being
+//! filled. The bytes being written count toward `max_pending` (as in
+//! nats-server), so one connection holds at most that in all. A buffer
+//! whose allocation grew past [`SHRINK_ABOVE`] is kept while traffic goes
+//! on (no allocation per write) and replaced by a small one once the
+//! connection had nothing to write for [`SHRINK_IDLE`].
 //!
 //! This module must not parse client input, look up subscriptions or know
 //! about accounts: it formats and queues bytes and applies the connection's
@@ -45,8 +48,9 @@ pub type Sub = Subscription<Client>;
 /// Longest a producer is held back per batch for slower consumers.
 pub(crate) const STALL_BUDGET: Duration = Duration::from_millis(10);
 
-/// Unwritten bytes of a connection over which producers delivering to it
-/// are asked to stall (half of `max_pending` when that is smaller). Small
+/// Bytes queued behind a connection's write in progress over which
+/// producers delivering to it are asked to stall (half of `max_pending`
+/// when that is smaller). Small
 /// enough that a buffer under steady load stays below glibc's mmap
 /// threshold (`crate::memory::THRESHOLD`), large enough that a write moves
 /// many messages.
@@ -55,10 +59,15 @@ pub(crate) const STALL_PENDING: usize = 256 * 1024;
 /// A connection's outbound buffer starts with this capacity.
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
-/// An outbound buffer whose allocation reaches past this is handed to the
-/// writer whole (and freed after the write) rather than split, and the
-/// connection starts over with [`INITIAL_CAPACITY`].
+/// An outbound buffer whose allocation may have grown past this is
+/// replaced by a fresh [`INITIAL_CAPACITY`] one once the connection had
+/// nothing to write for [`SHRINK_IDLE`].
 pub(crate) const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// How long a grown outbound buffer is kept with nothing to write. Under
+/// load the next messages come sooner and reuse the allocation (no
+/// allocation per write); once the load ends, it is freed.
+pub(crate) const SHRINK_IDLE: Duration = Duration::from_millis(500);
 
 /// Outcome of appending a message to a connection's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +120,9 @@ struct Outbound {
     buf: BytesMut,
     /// Bytes handed to the writer and not yet written.
     in_flight: usize,
+    /// The largest write since the buffer was fresh: its allocation is at
+    /// most about twice that.
+    largest_write: usize,
     closed: bool,
 }
 
@@ -120,16 +132,31 @@ impl Outbound {
         self.buf.len() + self.in_flight
     }
 
-    /// Takes everything queued for one write. A buffer that grew past
-    /// [`SHRINK_ABOVE`] goes whole, and a fresh small one takes its place.
+    /// Takes everything queued for one write; the rest of the allocation
+    /// stays for the next messages (and is reclaimed whole once the chunk
+    /// is written and dropped).
     fn take_for_write(&mut self) -> bytes::Bytes {
-        let chunk = if self.buf.capacity() > SHRINK_ABOVE {
-            std::mem::replace(&mut self.buf, BytesMut::with_capacity(INITIAL_CAPACITY))
-        } else {
-            self.buf.split()
-        };
+        let chunk = self.buf.split();
         self.in_flight = chunk.len();
+        self.largest_write = self.largest_write.max(chunk.len());
         chunk.freeze()
+    }
+
+    /// Whether the buffer's allocation may have grown past [`SHRINK_ABOVE`].
+    fn grown(&self) -> bool {
+        self.largest_write > SHRINK_ABOVE / 2 || self.buf.capacity() > SHRINK_ABOVE
+    }
+
+    /// Replaces an empty buffer that grew by a fresh small one, freeing the
+    /// large allocation; true when it did.
+    fn shrink_if_idle(&mut self) -> bool {
+        if self.buf.is_empty() && self.in_flight == 0 && self.grown() {
+            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
+            self.largest_write = 0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -189,6 +216,7 @@ impl Client {
             out: Mutex::new(Outbound {
                 buf: BytesMut::with_capacity(INITIAL_CAPACITY),
                 in_flight: 0,
+                largest_write: 0,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -311,6 +339,7 @@ impl Client {
         buf.put_slice(b"\r\n");
         buf.put_slice(payload);
         buf.put_slice(b"\r\n");
+        let queued = buf.len();
         let pending = out.pending();
         if pending > self.max_pending {
             out.closed = true;
@@ -324,7 +353,7 @@ impl Client {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         // The caller wakes the writer once per batch (see [`Batch`]), so a
         // burst goes out in few writes.
-        if pending > self.stall_at {
+        if queued > self.stall_at {
             Delivered::Stall { wake: was_empty }
         } else {
             Delivered::Ok { wake: was_empty }
@@ -342,7 +371,7 @@ impl Client {
                 drained.as_mut().enable();
                 {
                     let out = lock(&self.out);
-                    if out.closed || out.pending() <= self.stall_at {
+                    if out.closed || out.buf.len() <= self.stall_at {
                         return;
                     }
                 }
@@ -391,21 +420,31 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
     deadline: Duration,
 ) {
     loop {
-        let chunk = {
+        let (chunk, grown) = {
             let mut out = lock(&client.out);
             if out.buf.is_empty() {
                 if out.closed {
                     break;
                 }
-                None
+                (None, out.grown())
             } else {
-                Some(out.take_for_write())
+                (Some(out.take_for_write()), false)
             }
         };
         let Some(chunk) = chunk else {
-            client.wake.notified().await;
+            if !grown {
+                client.wake.notified().await;
+            } else if tokio::time::timeout(SHRINK_IDLE, client.wake.notified())
+                .await
+                .is_err()
+            {
+                lock(&client.out).shrink_if_idle();
+            }
             continue;
         };
+        // Producers held back for this connection fill the next buffer
+        // while this one is written.
+        client.drained.notify_waiters();
         let write = async {
             socket.write_all(&chunk).await?;
             socket.flush().await
@@ -594,7 +633,7 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_grown_past_the_shrink_threshold_starts_small_after_its_write() {
+    fn a_grown_buffer_is_kept_while_busy_and_replaced_by_a_small_one_when_idle() {
         let c = client(64 << 20);
         let payload = [b'x'; 1024];
         while c.pending() <= 4 * SHRINK_ABOVE {
@@ -603,32 +642,47 @@ mod tests {
         let queued = c.pending();
         let chunk = lock(&c.out).take_for_write();
         assert_eq!(chunk.len(), queued, "everything queued goes in one write");
-        let out = lock(&c.out);
+        assert!(
+            !lock(&c.out).shrink_if_idle(),
+            "not while the chunk is being written"
+        );
+        drop(chunk);
+        lock(&c.out).in_flight = 0;
+        c.deliver(b"s", b"1", None, None, &payload);
+        assert!(!lock(&c.out).shrink_if_idle(), "not while messages wait");
+        drop(lock(&c.out).take_for_write());
+        lock(&c.out).in_flight = 0;
+        let mut out = lock(&c.out);
+        assert!(out.shrink_if_idle());
         assert!(out.buf.is_empty());
         assert!(
             out.buf.capacity() <= INITIAL_CAPACITY,
-            "the large allocation left with the chunk, capacity now {}",
+            "the large allocation is gone, capacity now {}",
             out.buf.capacity()
         );
+        assert!(!out.shrink_if_idle(), "a fresh buffer is not grown");
     }
 
     #[test]
-    fn a_small_buffer_is_split_and_keeps_its_allocation() {
+    fn a_small_buffer_is_split_and_kept() {
         let c = client(64 << 20);
         c.deliver(b"s", b"1", None, None, b"hello");
         let chunk = lock(&c.out).take_for_write();
         assert_eq!(&chunk[..], b"MSG s 1 5\r\nhello\r\n");
-        let out = lock(&c.out);
+        drop(chunk);
+        let mut out = lock(&c.out);
+        out.in_flight = 0;
         assert!(
             out.buf.capacity() > 0,
             "the rest of the allocation stays for the next messages"
         );
-        assert!(out.buf.capacity() <= INITIAL_CAPACITY);
+        assert!(!out.shrink_if_idle());
     }
 
     #[test]
     fn bytes_being_written_count_as_pending_toward_max_pending() {
-        // 315 bytes a message framed; stall over 500, close over 1000.
+        // 315 bytes a message framed; stall over 500 queued, close over
+        // 1000 unwritten (queued plus being written).
         let c = client(1000);
         let payload = [b'x'; 300];
         assert!(matches!(
@@ -638,9 +692,10 @@ mod tests {
         let chunk = lock(&c.out).take_for_write();
         assert_eq!(chunk.len(), 315);
         assert_eq!(c.pending(), 315, "in flight is still pending");
+        // The producer may fill the next buffer while one is written.
         assert!(matches!(
             c.deliver(b"s", b"1", None, None, &payload),
-            Delivered::Stall { .. }
+            Delivered::Ok { .. }
         ));
         assert!(matches!(
             c.deliver(b"s", b"1", None, None, &payload),
@@ -749,15 +804,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_a_large_write_the_writer_leaves_nothing_pending_and_a_small_buffer() {
+    async fn after_a_burst_the_idle_writer_gives_the_large_buffer_back() {
         let c = client(64 << 20);
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         let task = tokio::spawn(writer(Arc::clone(&c), ours, Duration::from_secs(5)));
         let payload = [b'x'; 1024];
-        let mut sent = 0;
-        while sent < 4 * SHRINK_ABOVE {
+        while c.pending() < 4 * SHRINK_ABOVE {
             c.deliver(b"s", b"1", None, None, &payload);
-            sent += payload.len();
         }
         let queued = c.pending();
         c.wake.notify_one();
@@ -765,11 +818,30 @@ mod tests {
         tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
             .await
             .expect("read");
+        // The writer frees it after SHRINK_IDLE with nothing to write;
+        // wait for that (bounded, so a writer that never does fails).
+        let mut shrunk = false;
+        for _ in 0..200 {
+            {
+                let out = lock(&c.out);
+                if out.pending() == 0 && out.buf.capacity() <= INITIAL_CAPACITY {
+                    shrunk = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(SHRINK_IDLE / 10).await;
+        }
+        assert!(shrunk, "the grown buffer was not replaced");
+        // And the connection still works.
+        c.deliver(b"s", b"1", None, None, b"after");
+        c.wake.notify_one();
+        let mut tail = [0; 18];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut tail)
+            .await
+            .expect("read");
+        assert_eq!(&tail, b"MSG s 1 5\r\nafter\r\n");
         c.close_outbound();
         task.await.expect("writer");
-        let out = lock(&c.out);
-        assert_eq!(out.pending(), 0);
-        assert!(out.buf.capacity() <= INITIAL_CAPACITY);
     }
 
     #[tokio::test]
