@@ -9,9 +9,13 @@
 //!   delivered (from `/proc`, around each run's measured phase). With a
 //!   JetStream workload (`--workload js-pub,...`) both servers get JetStream
 //!   on fresh store directories.
+//! * `nats-bench memory --ours-cmd "<server> -p {port}"` measures each
+//!   server's resident memory idle, at its peak under rounds of 1:1 and
+//!   queue-group load, and after the load (see [`memory`]).
 
 mod cpu;
 mod jetstream;
+mod memory;
 mod report;
 mod servers;
 mod workloads;
@@ -56,6 +60,43 @@ enum Command {
     Run(RunArgs),
     /// Start nats-server and our server, run the workloads against both, compare.
     Compare(CompareArgs),
+    /// Resident memory of nats-server and ours, each alone: idle, peak under
+    /// rounds of 1:1 then queue-group messages, and after the load with no
+    /// client connected.
+    Memory(MemoryArgs),
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    /// Command line that starts our server (as for `compare`). When it has
+    /// {store_dir}, the reference runs with JetStream enabled too.
+    #[arg(long)]
+    ours_cmd: String,
+    /// The reference nats-server binary (looked up on PATH).
+    #[arg(long, default_value = "nats-server")]
+    reference: String,
+    /// Where the servers' fresh store directories are created [default: the
+    /// system temporary directory].
+    #[arg(long)]
+    store_root: Option<PathBuf>,
+    /// Rounds of load.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Payload size in bytes (`k` suffix allowed).
+    #[arg(long, default_value = "256", value_parser = parse_size)]
+    size: usize,
+    /// Messages of each round's 1:1 run (one publisher, one subscriber).
+    #[arg(long, default_value_t = 3_000_000)]
+    msgs: u64,
+    /// Messages of each round's queue-group run (four members).
+    #[arg(long, default_value_t = 1_000_000)]
+    queue_msgs: u64,
+    /// Seconds without any client before the after-load figure.
+    #[arg(long, default_value_t = 5)]
+    after_secs: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -215,7 +256,34 @@ async fn execute(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Compare(args) => compare(args).await,
+        Command::Memory(args) => memory_after_load(args).await,
     }
+}
+
+async fn memory_after_load(args: MemoryArgs) -> Result<()> {
+    let ours = ServerCommand::parse(&args.ours_cmd)?;
+    let mode = reference_mode(ours.uses_store_dir(), ReferenceSync::Default);
+    let reference = ServerCommand::nats_server(&args.reference, mode)?;
+    let scratch_root = args.store_root.clone().unwrap_or_else(std::env::temp_dir);
+    let load = memory::Load {
+        rounds: args.rounds,
+        size: args.size,
+        msgs: args.msgs,
+        queue_msgs: args.queue_msgs,
+        after_secs: args.after_secs,
+    };
+    // One after the other: a server never shares the machine with the other.
+    let report = memory::MemoryReport {
+        load,
+        reference: memory::measure(NAMES[0], &reference, &scratch_root, load).await?,
+        ours: memory::measure(NAMES[1], &ours, &scratch_root, load).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", memory::text(&report));
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<()> {
@@ -557,7 +625,7 @@ mod tests {
             argv.extend_from_slice(extra);
             match Cli::try_parse_from(argv).map(|cli| cli.command) {
                 Ok(Command::Compare(args)) => Ok((args.reference_sync, args.store_root)),
-                Ok(Command::Run(_)) => panic!("expected compare"),
+                Ok(_) => panic!("expected compare"),
                 Err(err) => Err(err.kind()),
             }
         };
@@ -585,6 +653,29 @@ mod tests {
         assert_eq!(
             reference_mode(true, ReferenceSync::Always),
             ReferenceMode::JetStreamSyncAlways
+        );
+    }
+
+    #[test]
+    fn memory_defaults_are_the_issue_s_scenario() {
+        let cli = Cli::try_parse_from(["nats-bench", "memory", "--ours-cmd", "x -p {port}"])
+            .expect("parses");
+        let Command::Memory(args) = cli.command else {
+            panic!("expected memory");
+        };
+        assert_eq!(
+            (
+                args.rounds,
+                args.size,
+                args.msgs,
+                args.queue_msgs,
+                args.after_secs
+            ),
+            (6, 256, 3_000_000, 1_000_000, 5)
+        );
+        assert!(
+            Cli::try_parse_from(["nats-bench", "memory", "--ours-cmd", "x", "--rounds", "0"])
+                .is_err()
         );
     }
 

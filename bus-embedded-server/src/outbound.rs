@@ -6,12 +6,25 @@
 //!
 //! Delivery never waits on a socket: a publisher appends `MSG`/`HMSG` bytes
 //! to the subscriber's buffer under a short lock; the writer sends
-//! everything accumulated in one write. A buffer over `max_pending`, or a
-//! write that misses `write_deadline`, closes that connection as a slow
-//! consumer and no other. A producer delivering to a connection over half
-//! its `max_pending` is asked to stall briefly (at most [`STALL_BUDGET`]
-//! per batch), so a slower-but-alive consumer is not cut off by a burst
-//! while a stuck one still reaches the limit.
+//! everything accumulated in one write. Unwritten bytes (queued and being
+//! written) over `max_pending`, or a write that misses `write_deadline`,
+//! close that connection as a slow consumer and no other. A producer
+//! delivering to a connection with more than [`STALL_PENDING`] (at most
+//! half its `max_pending`) queued behind the current write is asked to
+//! stall briefly (at most [`STALL_BUDGET`] per batch), so a
+//! slower-but-alive consumer is not cut off by a burst while a stuck one
+//! still reaches the limit.
+//!
+//! Memory: a connection holds what the socket needs, not the largest burst
+//! it ever saw. Producers are held back once [`STALL_PENDING`] bytes wait
+//! behind the write in progress (not at half of `max_pending`, 32 MiB by
+//! default, where a 1:1 load used to keep the buffer), so under load a
+//! connection holds about two such buffers: one being written, one being
+//! filled. The bytes being written count toward `max_pending` (as in
+//! nats-server), so one connection holds at most that in all. A buffer
+//! whose allocation grew past [`SHRINK_ABOVE`] is kept while traffic goes
+//! on (no allocation per write) and replaced by a small one once the
+//! connection had nothing to write for [`SHRINK_IDLE`].
 //!
 //! This module must not parse client input, look up subscriptions or know
 //! about accounts: it formats and queues bytes and applies the connection's
@@ -34,6 +47,27 @@ pub type Sub = Subscription<Client>;
 
 /// Longest a producer is held back per batch for slower consumers.
 pub(crate) const STALL_BUDGET: Duration = Duration::from_millis(10);
+
+/// Bytes queued behind a connection's write in progress over which
+/// producers delivering to it are asked to stall (half of `max_pending`
+/// when that is smaller). Small
+/// enough that a buffer under steady load stays below glibc's mmap
+/// threshold (`crate::memory::THRESHOLD`), large enough that a write moves
+/// many messages.
+pub(crate) const STALL_PENDING: usize = 256 * 1024;
+
+/// A connection's outbound buffer starts with this capacity.
+const INITIAL_CAPACITY: usize = 8 * 1024;
+
+/// An outbound buffer whose allocation may have grown past this is
+/// replaced by a fresh [`INITIAL_CAPACITY`] one once the connection had
+/// nothing to write for [`SHRINK_IDLE`].
+pub(crate) const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// How long a grown outbound buffer is kept with nothing to write. Under
+/// load the next messages come sooner and reuse the allocation (no
+/// allocation per write); once the load ends, it is freed.
+pub(crate) const SHRINK_IDLE: Duration = Duration::from_millis(500);
 
 /// Outcome of appending a message to a connection's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +118,46 @@ pub enum CloseReason {
 
 struct Outbound {
     buf: BytesMut,
+    /// Bytes handed to the writer and not yet written.
+    in_flight: usize,
+    /// The largest write since the buffer was fresh: its allocation is at
+    /// most about twice that.
+    largest_write: usize,
     closed: bool,
+}
+
+impl Outbound {
+    /// Unwritten bytes: queued and being written.
+    fn pending(&self) -> usize {
+        self.buf.len() + self.in_flight
+    }
+
+    /// Takes everything queued for one write; the rest of the allocation
+    /// stays for the next messages (and is reclaimed whole once the chunk
+    /// is written and dropped).
+    fn take_for_write(&mut self) -> bytes::Bytes {
+        let chunk = self.buf.split();
+        self.in_flight = chunk.len();
+        self.largest_write = self.largest_write.max(chunk.len());
+        chunk.freeze()
+    }
+
+    /// Whether the buffer's allocation may have grown past [`SHRINK_ABOVE`].
+    fn grown(&self) -> bool {
+        self.largest_write > SHRINK_ABOVE / 2 || self.buf.capacity() > SHRINK_ABOVE
+    }
+
+    /// Replaces an empty buffer that grew by a fresh small one, freeing the
+    /// large allocation; true when it did.
+    fn shrink_if_idle(&mut self) -> bool {
+        if self.buf.is_empty() && self.in_flight == 0 && self.grown() {
+            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
+            self.largest_write = 0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The part of a connection other tasks see.
@@ -100,6 +173,8 @@ pub struct Client {
     pub(crate) echo: AtomicBool,
     pub(crate) headers: AtomicBool,
     max_pending: usize,
+    /// Pending bytes over which producers are asked to stall.
+    stall_at: usize,
     pub(crate) in_msgs: AtomicU64,
     pub(crate) in_bytes: AtomicU64,
     pub(crate) out_msgs: AtomicU64,
@@ -139,7 +214,9 @@ impl Client {
         Client {
             id,
             out: Mutex::new(Outbound {
-                buf: BytesMut::with_capacity(8192),
+                buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                in_flight: 0,
+                largest_write: 0,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -149,6 +226,7 @@ impl Client {
             echo: AtomicBool::new(true),
             headers: AtomicBool::new(false),
             max_pending,
+            stall_at: STALL_PENDING.min(max_pending / 2),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             out_msgs: AtomicU64::new(0),
@@ -165,9 +243,9 @@ impl Client {
         }
     }
 
-    /// Pending outbound bytes.
+    /// Pending outbound bytes (queued and being written).
     pub(crate) fn pending(&self) -> usize {
-        lock(&self.out).buf.len()
+        lock(&self.out).pending()
     }
 
     pub(crate) fn name_text(&self) -> String {
@@ -261,7 +339,8 @@ impl Client {
         buf.put_slice(b"\r\n");
         buf.put_slice(payload);
         buf.put_slice(b"\r\n");
-        let pending = buf.len();
+        let queued = buf.len();
+        let pending = out.pending();
         if pending > self.max_pending {
             out.closed = true;
             drop(out);
@@ -274,7 +353,7 @@ impl Client {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         // The caller wakes the writer once per batch (see [`Batch`]), so a
         // burst goes out in few writes.
-        if pending > self.max_pending / 2 {
+        if queued > self.stall_at {
             Delivered::Stall { wake: was_empty }
         } else {
             Delivered::Ok { wake: was_empty }
@@ -282,7 +361,7 @@ impl Client {
     }
 
     /// Waits (at most `limit`) until this client's pending output is back
-    /// under half of max_pending: how a fast producer is slowed down for a
+    /// under its stall threshold: how a fast producer is slowed down for a
     /// consumer that is keeping up, just more slowly.
     pub(crate) async fn wait_drained(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, async {
@@ -292,7 +371,7 @@ impl Client {
                 drained.as_mut().enable();
                 {
                     let out = lock(&self.out);
-                    if out.closed || out.buf.len() <= self.max_pending / 2 {
+                    if out.closed || out.buf.len() <= self.stall_at {
                         return;
                     }
                 }
@@ -341,26 +420,39 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
     deadline: Duration,
 ) {
     loop {
-        let chunk = {
+        let (chunk, grown) = {
             let mut out = lock(&client.out);
             if out.buf.is_empty() {
                 if out.closed {
                     break;
                 }
-                None
+                (None, out.grown())
             } else {
-                Some(out.buf.split().freeze())
+                (Some(out.take_for_write()), false)
             }
         };
         let Some(chunk) = chunk else {
-            client.wake.notified().await;
+            if !grown {
+                client.wake.notified().await;
+            } else if tokio::time::timeout(SHRINK_IDLE, client.wake.notified())
+                .await
+                .is_err()
+            {
+                lock(&client.out).shrink_if_idle();
+            }
             continue;
         };
+        // Producers held back for this connection fill the next buffer
+        // while this one is written.
+        client.drained.notify_waiters();
         let write = async {
             socket.write_all(&chunk).await?;
             socket.flush().await
         };
-        match tokio::time::timeout(deadline, write).await {
+        let written = tokio::time::timeout(deadline, write).await;
+        drop(chunk);
+        lock(&client.out).in_flight = 0;
+        match written {
             Ok(Ok(())) => client.drained.notify_waiters(),
             Ok(Err(_)) => {
                 client.mark_closing(CloseReason::WriteError);
@@ -541,6 +633,100 @@ mod tests {
     }
 
     #[test]
+    fn a_grown_buffer_is_kept_while_busy_and_replaced_by_a_small_one_when_idle() {
+        let c = client(64 << 20);
+        let payload = [b'x'; 1024];
+        while c.pending() <= 4 * SHRINK_ABOVE {
+            c.deliver(b"s", b"1", None, None, &payload);
+        }
+        let queued = c.pending();
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(chunk.len(), queued, "everything queued goes in one write");
+        assert!(
+            !lock(&c.out).shrink_if_idle(),
+            "not while the chunk is being written"
+        );
+        drop(chunk);
+        lock(&c.out).in_flight = 0;
+        c.deliver(b"s", b"1", None, None, &payload);
+        assert!(!lock(&c.out).shrink_if_idle(), "not while messages wait");
+        drop(lock(&c.out).take_for_write());
+        lock(&c.out).in_flight = 0;
+        let mut out = lock(&c.out);
+        assert!(out.shrink_if_idle());
+        assert!(out.buf.is_empty());
+        assert!(
+            out.buf.capacity() <= INITIAL_CAPACITY,
+            "the large allocation is gone, capacity now {}",
+            out.buf.capacity()
+        );
+        assert!(!out.shrink_if_idle(), "a fresh buffer is not grown");
+    }
+
+    #[test]
+    fn a_small_buffer_is_split_and_kept() {
+        let c = client(64 << 20);
+        c.deliver(b"s", b"1", None, None, b"hello");
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(&chunk[..], b"MSG s 1 5\r\nhello\r\n");
+        drop(chunk);
+        let mut out = lock(&c.out);
+        out.in_flight = 0;
+        assert!(
+            out.buf.capacity() > 0,
+            "the rest of the allocation stays for the next messages"
+        );
+        assert!(!out.shrink_if_idle());
+    }
+
+    #[test]
+    fn bytes_being_written_count_as_pending_toward_max_pending() {
+        // 315 bytes a message framed; stall over 500 queued, close over
+        // 1000 unwritten (queued plus being written).
+        let c = client(1000);
+        let payload = [b'x'; 300];
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Ok { .. }
+        ));
+        let chunk = lock(&c.out).take_for_write();
+        assert_eq!(chunk.len(), 315);
+        assert_eq!(c.pending(), 315, "in flight is still pending");
+        // The producer may fill the next buffer while one is written.
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Ok { .. }
+        ));
+        assert!(matches!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Stall { .. }
+        ));
+        assert_eq!(c.pending(), 945);
+        // Queued (945 after this one) plus in flight (315) is over
+        // max_pending: a slow consumer, although the buffer alone is not.
+        assert_eq!(
+            c.deliver(b"s", b"1", None, None, &payload),
+            Delivered::Dropped
+        );
+        assert_eq!(c.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn producers_stall_once_the_socket_has_enough_to_write_not_at_half_max_pending() {
+        let c = client(64 << 20);
+        let payload = [b'x'; 1024];
+        let mut stalled_at = None;
+        for _ in 0..(STALL_PENDING / 1024 + 2) {
+            if let Delivered::Stall { .. } = c.deliver(b"s", b"1", None, None, &payload) {
+                stalled_at = Some(c.pending());
+                break;
+            }
+        }
+        let stalled_at = stalled_at.expect("a stall before 32 MiB");
+        assert!(stalled_at > STALL_PENDING && stalled_at <= STALL_PENDING + 1100);
+    }
+
+    #[test]
     fn the_first_close_reason_wins() {
         let c = client(100);
         c.mark_closing(CloseReason::StaleConnection);
@@ -615,6 +801,47 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(got, b"MSG s 1 3\r\none\r\nMSG s 1 3\r\ntwo\r\n");
+    }
+
+    #[tokio::test]
+    async fn after_a_burst_the_idle_writer_gives_the_large_buffer_back() {
+        let c = client(64 << 20);
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(writer(Arc::clone(&c), ours, Duration::from_secs(5)));
+        let payload = [b'x'; 1024];
+        while c.pending() < 4 * SHRINK_ABOVE {
+            c.deliver(b"s", b"1", None, None, &payload);
+        }
+        let queued = c.pending();
+        c.wake.notify_one();
+        let mut got = vec![0; queued];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
+            .await
+            .expect("read");
+        // The writer frees it after SHRINK_IDLE with nothing to write;
+        // wait for that (bounded, so a writer that never does fails).
+        let mut shrunk = false;
+        for _ in 0..200 {
+            {
+                let out = lock(&c.out);
+                if out.pending() == 0 && out.buf.capacity() <= INITIAL_CAPACITY {
+                    shrunk = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(SHRINK_IDLE / 10).await;
+        }
+        assert!(shrunk, "the grown buffer was not replaced");
+        // And the connection still works.
+        c.deliver(b"s", b"1", None, None, b"after");
+        c.wake.notify_one();
+        let mut tail = [0; 18];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut tail)
+            .await
+            .expect("read");
+        assert_eq!(&tail, b"MSG s 1 5\r\nafter\r\n");
+        c.close_outbound();
+        task.await.expect("writer");
     }
 
     #[tokio::test]

@@ -296,6 +296,26 @@ const CACHE_MAX: usize = 4096;
 const PERM_CACHE_MAX: usize = 1024;
 /// When the first server PING goes out (nats-server: 2 s).
 const FIRST_PING: Duration = Duration::from_secs(2);
+/// A connection's read buffer: its usual capacity, and the spare room under
+/// which it is given that much more before a read.
+const READ_CAPACITY: usize = 64 * 1024;
+const READ_MIN_SPARE: usize = 4096;
+/// A read buffer that grew past this (for a payload larger than
+/// [`READ_CAPACITY`]) is replaced by a fresh one once everything in it was
+/// parsed, so one large message does not keep its size for the life of the
+/// connection.
+const READ_SHRINK_ABOVE: usize = 4 * READ_CAPACITY;
+
+/// Makes `buf` ready for the next read: back to [`READ_CAPACITY`] when it
+/// is empty and grew past [`READ_SHRINK_ABOVE`], else at least
+/// [`READ_MIN_SPARE`] bytes of room.
+fn fit_read_buffer(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > READ_SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(READ_CAPACITY);
+    } else if buf.capacity() - buf.len() < READ_MIN_SPARE {
+        buf.reserve(READ_CAPACITY);
+    }
+}
 
 impl Session {
     fn err(&self, text: &str) {
@@ -892,7 +912,7 @@ pub(crate) async fn run<R, W>(
             client.id
         );
     }
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_CAPACITY);
     let mut shutdown = shared.shutdown.subscribe();
     // Like nats-server: a first PING soon after connect (it measures the
     // round trip), then one per ping_interval unless the client was active.
@@ -904,9 +924,7 @@ pub(crate) async fn run<R, W>(
     let auth_deadline = tokio::time::Instant::now() + cfg.auth_timeout;
     let auth_required = cfg.auth.is_some();
     let reason = 'conn: loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
+        fit_read_buffer(&mut buf);
         tokio::select! {
             read = reader.read_buf(&mut buf) => {
                 match read {
@@ -992,6 +1010,28 @@ pub(crate) async fn run<R, W>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_buffer_grown_for_a_large_message_shrinks_once_parsed() {
+        let mut buf = BytesMut::with_capacity(2 << 20);
+        fit_read_buffer(&mut buf);
+        assert_eq!(buf.capacity(), READ_CAPACITY);
+        // Not while it holds a partial message.
+        let mut partial = BytesMut::with_capacity(2 << 20);
+        partial.extend_from_slice(b"PUB a 1000000\r\n");
+        fit_read_buffer(&mut partial);
+        assert!(partial.capacity() >= 2 << 20);
+        assert_eq!(&partial[..], b"PUB a 1000000\r\n");
+    }
+
+    #[test]
+    fn a_full_read_buffer_gets_room_for_the_next_read() {
+        let mut buf = BytesMut::with_capacity(READ_CAPACITY);
+        buf.extend_from_slice(&[b'x'; READ_CAPACITY - 10]);
+        fit_read_buffer(&mut buf);
+        assert!(buf.capacity() - buf.len() >= READ_MIN_SPARE);
+        assert_eq!(buf.len(), READ_CAPACITY - 10);
+    }
 
     #[test]
     fn connect_secrets_are_redacted_and_nothing_else_changes() {
