@@ -175,7 +175,9 @@ async fn measure(backend: Backend, o: &Options) -> Result<Figures, String> {
     };
     for i in 0..o.repeats {
         f.replay = f.replay.max(rate(replay(&bus, o.events).await?));
-        f.drain = f.drain.max(rate(drain(&bus, &format!("drain{i}"), o).await?));
+        f.drain = f
+            .drain
+            .max(rate(drain(&bus, &format!("drain{i}"), o).await?));
     }
     Ok(f)
 }
@@ -212,8 +214,16 @@ async fn main() {
         "events/s", rows[0].0, rows[1].0, "ratio"
     );
     for (what, ours, theirs) in [
-        ("bus.replay from the beginning", rows[0].1.replay, rows[1].1.replay),
-        ("durable drain, acks per batch", rows[0].1.drain, rows[1].1.drain),
+        (
+            "bus.replay from the beginning",
+            rows[0].1.replay,
+            rows[1].1.replay,
+        ),
+        (
+            "durable drain, acks per batch",
+            rows[0].1.drain,
+            rows[1].1.drain,
+        ),
     ] {
         println!(
             "  {:<34} {:>16.0} {:>20.0} {:>7.2}x",
