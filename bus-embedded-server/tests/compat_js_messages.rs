@@ -4,8 +4,6 @@
 //! server and, where it proves the scenario itself, against nats-server
 //! 2.15.1. The restart scenarios SIGKILL our binary (`crash.rs` style).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -14,7 +12,9 @@ use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
 use nats_test_server::{NatsServer, ServerOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+mod server_process;
+
+use server_process::start as spawn_server;
 /// Bound on any single wait for something that must happen.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -261,51 +261,6 @@ both!(account_info_reports_an_api_level);
 // ---------------------------------------------------------------------------
 // Restarts: expiry times and counter totals live in the stored messages
 // ---------------------------------------------------------------------------
-
-/// Our binary as a child process; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(store: &Path, log: &Path) -> Server {
-    let _ = std::fs::remove_file(log);
-    let mut child = Command::new(BIN)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store)
-        .arg("-l")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server binary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find_map(|l| l.split("Listening for client connections on ").nth(1))
-            && text.contains("Server is ready")
-        {
-            return Server {
-                child,
-                url: format!("nats://{}", addr.trim()),
-            };
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("the server exited ({status}); log:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "not ready; log:\n{text}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// SIGKILL right after the acknowledgements, down past the TTL: after the
 /// restart the expired message is replaced by its delete marker (the

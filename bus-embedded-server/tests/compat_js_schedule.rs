@@ -4,8 +4,6 @@
 //! scenario runs against our server and nats-server 2.15.1. The restart
 //! scenarios SIGKILL our binary (`crash.rs` style).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::HeaderMap;
@@ -14,7 +12,9 @@ use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
 use nats_test_server::{NatsServer, ServerOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+mod server_process;
+
+use server_process::start as spawn_server;
 
 /// Runs `scenario` against our (in-process) server and nats-server 2.15.1.
 macro_rules! both {
@@ -236,56 +236,6 @@ both!(bad_schedules_are_refused_with_their_codes);
 // Restarts: schedules are messages, the timer set is rebuilt at open
 // ---------------------------------------------------------------------------
 
-/// Our binary as a child process; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(store: &Path, log: &Path) -> Server {
-    let _ = std::fs::remove_file(log);
-    let mut child = Command::new(BIN)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store)
-        .arg("-l")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server binary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find_map(|l| l.split("Listening for client connections on ").nth(1))
-            && text.contains("Server is ready")
-        {
-            return Server {
-                child,
-                url: format!("nats://{}", addr.trim()),
-            };
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("the server exited ({status}); log:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "not ready; log:\n{text}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn kill(server: &mut Server) {
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("reap");
-}
-
 /// Schedules survive a SIGKILL: one due while the server was down (an
 /// `@at`, a repeating one) fires right after the start, one still ahead
 /// fires when due.
@@ -316,7 +266,7 @@ async fn schedules_survive_sigkill_and_fire_after_the_restart() {
         )
         .await;
     }
-    kill(&mut server);
+    server.sigkill();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let started = Instant::now();
     let server = spawn_server(&store, &log);
@@ -404,7 +354,7 @@ async fn sigkill_right_after_firing_neither_duplicates_nor_loses() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    kill(&mut server);
+    server.sigkill();
     let server = spawn_server(&store, &log);
     let js = js(&server.url).await;
     let stream = js.get_stream("SCHED").await.expect("stream after restart");

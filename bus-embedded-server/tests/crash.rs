@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +24,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+mod server_process;
+
+use server_process::{spawn, start};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -48,76 +49,6 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
-    }
-}
-
-/// A server child process; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// SIGKILL (`Child::kill` sends SIGKILL on unix) and reap.
-    fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Starts the binary on `store` without waiting for it; its log goes to `log`.
-fn spawn(store: &Path, log: &Path) -> Child {
-    let _ = std::fs::remove_file(log);
-    Command::new(BIN)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store)
-        .arg("-l")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server binary")
-}
-
-/// Starts the binary on `store` and waits for "Server is ready".
-fn start(store: &Path, log: &Path) -> Server {
-    let mut child = spawn(store, log);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("Server is ready") {
-            let addr = text
-                .lines()
-                .find_map(|l| l.split("Listening for client connections on ").nth(1))
-                .expect("listening line")
-                .trim()
-                .to_owned();
-            return Server {
-                child,
-                log: log.to_owned(),
-                url: format!("nats://{addr}"),
-            };
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("the server exited ({status}) before it was ready; log:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server was not ready in time; log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -8,8 +8,6 @@
 //! (which other work edits).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,54 +15,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+mod server_process;
 
-/// The server child; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(store: &Path, log: &PathBuf) -> Server {
-    let _ = std::fs::remove_file(log);
-    let mut child = Command::new(BIN)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store)
-        .arg("-l")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server binary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("Server is ready") {
-            let addr = text
-                .lines()
-                .find_map(|l| l.split("Listening for client connections on ").nth(1))
-                .expect("listening line")
-                .trim()
-                .to_owned();
-            return Server {
-                child,
-                url: format!("nats://{addr}"),
-            };
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("the server exited ({status}) before it was ready; log:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "not ready in time; log:\n{text}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use server_process::start;
 
 async fn api(c: &async_nats::Client, api: &str, body: Value) -> Value {
     let reply = c

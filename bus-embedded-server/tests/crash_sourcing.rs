@@ -5,71 +5,14 @@
 //! source every origin message exactly once, in order (nothing copied
 //! twice, nothing skipped). The harness is the style of `crash.rs`.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_angzarr-nats-server");
+mod server_process;
 
-/// A server child process; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-fn start(store: &Path, log: &Path) -> Server {
-    let _ = std::fs::remove_file(log);
-    let mut child = Command::new(BIN)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store)
-        .arg("-l")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server binary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("Server is ready") {
-            let addr = text
-                .lines()
-                .find_map(|l| l.split("Listening for client connections on ").nth(1))
-                .expect("listening line")
-                .trim()
-                .to_owned();
-            return Server {
-                child,
-                url: format!("nats://{addr}"),
-            };
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("the server exited ({status}) before it was ready; log:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server was not ready in time; log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use server_process::start;
 
 async fn context(url: &str) -> jetstream::Context {
     let client = async_nats::ConnectOptions::new()
