@@ -52,9 +52,10 @@ async fn exchange(addr: &str, input: &[u8], chunk: usize) -> String {
 /// The INFO JSON without what truly differs between the two servers:
 /// values that change with every process or connection (`server_id`,
 /// `server_name`, `port`, `client_id`, `nonce`), the implementation's own
-/// identity (`version`, `go`, `git_commit`), and the fields nats-server
-/// 2.15.1 sends that this server does not implement yet (`api_lvl`, the
-/// JetStream API level; `xkey`, auth callout's encryption key). Everything
+/// identity (`version`, `go`, `git_commit`), the JetStream API level
+/// (`api_lvl`: ours 4, nats-server 2.15.1's 5), and what nats-server sends
+/// that this server does not implement yet (`xkey`, auth callout's
+/// encryption key). Everything
 /// else (`proto`, `headers`, `max_payload`, `host`, `client_ip`, flags such
 /// as `auth_required`) must be equal. Keys come out sorted.
 fn info_fields(json: &str) -> String {

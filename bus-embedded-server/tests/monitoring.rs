@@ -155,8 +155,9 @@ async fn jsz_reports_streams_consumers_and_their_positions() {
     assert_eq!(v["streams"], 1);
     assert_eq!(v["consumers"], 1);
     assert_eq!(v["messages"], 10);
-    // The JetStream API level, as nats-server 2.11+ shows it.
-    assert_eq!(v["api"]["level"], 1);
+    // The JetStream API level, as nats-server 2.11+ shows it: 4, the level
+    // of nats-server 2.14 whose features this server has (2.15.1 says 5).
+    assert_eq!(v["api"]["level"], 4);
     let s = &v["account_details"][0]["stream_detail"][0];
     assert_eq!(s["name"], "ORDERS");
     assert_eq!(s["state"]["last_seq"], 10);
