@@ -19,12 +19,8 @@ use crate::config::ServerConfig;
 use crate::jetstream::JetStream;
 use crate::outbound::Client;
 
-/// The nats-server version whose client-visible behaviour we implement:
-/// clients turn features on by it (nats.js's consumer reset needs 2.14,
-/// batched direct get and priority groups 2.11), so it names the newest
-/// release whose JetStream features this server has (see README for what
-/// of 2.14 is not built: message tracing, MQTT QoS 1/2).
-pub const VERSION: &str = "2.14.0";
+/// The nats-server version we report (see [`crate::jetstream::versioning::VERSION`]).
+pub use crate::jetstream::versioning::VERSION;
 
 /// Server-wide counters. Traffic counters here hold closed connections'
 /// totals; [`crate::ServerHandle::traffic`] adds the open ones.

@@ -19,7 +19,7 @@ use super::types::{
     AckPolicy, ConsumerConfig, DeliverPolicy, Retention, StreamConfig, StreamStateJson, now_nanos,
     rfc3339,
 };
-use super::{JetStream, lock, write};
+use super::{JetStream, lock, versioning, write};
 use crate::subject;
 
 const API_PREFIX: &str = "io.nats.jetstream.api.v1.";
@@ -421,6 +421,7 @@ fn check_stream_config(
     if cfg.num_replicas < 0 {
         return Err(ApiError::replicas_negative());
     }
+    super::stream::persist::check_config(cfg)?;
     if cfg.num_replicas > 1 {
         return Err(ApiError::replicas_not_supported());
     }
@@ -612,10 +613,17 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     let ttl_asked = cfg.allow_msg_ttl;
     cfg.normalize();
     mirror_direct_from_origin(js, &mut cfg);
+    // Before the comparison: a request's own `_nats.*` keys do not make
+    // it differ (nats-server overwrites them too).
+    versioning::stamp_stream(&mut cfg);
     let _admin = lock(&js.admin);
     if let Some(existing) = js.stream(name) {
-        if existing.config() == cfg {
+        let stored = existing.config();
+        let mut asked = cfg.clone();
+        versioning::adopt_stored_level(&mut asked.metadata, stored.metadata.as_ref());
+        if stored == asked {
             let mut v = stream_info_value(&existing, None, false);
+            versioning::show_server_keys(&mut v);
             if let Value::Object(m) = &mut v {
                 m.insert("did_create".into(), json!(true));
             }
@@ -638,6 +646,7 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     write(&js.streams).insert(name.to_owned(), Arc::clone(&stream));
     let sourcing = stream.install_sourcing();
     let mut v = stream_info_value(&stream, None, false);
+    versioning::show_server_keys(&mut v);
     if let Value::Object(m) = &mut v {
         m.insert("did_create".into(), json!(true));
     }
@@ -721,6 +730,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
             "stream configuration update can not cancel deny purge",
         )));
     }
+    super::stream::persist::check_update(&old, &cfg).map_err(err)?;
     if cfg.sealed {
         // As nats-server: a sealed stream keeps everything and takes
         // nothing more.
@@ -759,6 +769,7 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
             violators.join(", ")
         ))));
     }
+    versioning::stamp_stream(&mut cfg);
     js.resources
         .reserve(&cfg, Some(&old), 0, reserved(js, Some(name)))
         .map_err(err)?;
@@ -768,7 +779,9 @@ fn stream_update(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         js.resources.restore(&old);
         return Err(err(e));
     }
-    Ok(stream_info_value(&stream, None, false))
+    let mut v = stream_info_value(&stream, None, false);
+    versioning::show_server_keys(&mut v);
+    Ok(v)
 }
 
 #[derive(Default, Deserialize)]
@@ -791,6 +804,7 @@ fn stream_info(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
         req.offset,
         req.deleted_details,
     );
+    versioning::show_server_keys(&mut v);
     if let Value::Object(m) = &mut v
         && !m.contains_key("total")
     {
@@ -1078,6 +1092,7 @@ fn consumer_create(
         )
         .map_err(err)?;
     cfg.normalize(durable);
+    versioning::stamp_consumer(&mut cfg);
 
     // From the existence check to the insert, one create, update or delete
     // at a time: the name, max_consumers and work-queue uniqueness checks
@@ -1085,15 +1100,23 @@ fn consumer_create(
     let _admin = lock(&js.admin);
     if let Some(existing) = stream.consumer(&name) {
         let old = existing.config();
-        if old == cfg {
-            return Ok(json!(existing.info()));
+        // As nats-server 2.15.1: only CONSUMER.PAUSE changes a consumer's
+        // pause; a create or update keeps the one it has.
+        if cfg.pause_until != old.pause_until {
+            cfg.pause_until.clone_from(&old.pause_until);
+            versioning::stamp_consumer(&mut cfg);
+        }
+        let mut asked = cfg.clone();
+        versioning::adopt_stored_level(&mut asked.metadata, old.metadata.as_ref());
+        if old == asked {
+            return Ok(consumer_info_value(&existing));
         }
         if req.action == "create" {
             return Err(err(ApiError::consumer_already_exists()));
         }
         check_update(&old, &cfg).map_err(err)?;
         existing.update_config(cfg).map_err(err)?;
-        return Ok(json!(existing.info()));
+        return Ok(consumer_info_value(&existing));
     }
     if req.action == "update" {
         return Err(err(ApiError::consumer_does_not_exist()));
@@ -1121,7 +1144,15 @@ fn consumer_create(
     }
     let consumer = Consumer::create(js, &stream, name, cfg, durable).map_err(err)?;
     stream.add_consumer(Arc::clone(&consumer));
-    Ok(json!(consumer.info()))
+    Ok(consumer_info_value(&consumer))
+}
+
+/// A consumer's info as create, update, info and reset answer it: with
+/// the server's `_nats.*` keys (lists show the stored metadata only).
+fn consumer_info_value(consumer: &Consumer) -> Value {
+    let mut v = json!(consumer.info());
+    versioning::show_server_keys(&mut v);
+    v
 }
 
 #[derive(Default, Deserialize)]
@@ -1153,6 +1184,7 @@ fn consumer_pause(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) ->
             "invalid pause_until {t:?}"
         ))));
     }
+    versioning::stamp_consumer(&mut cfg);
     consumer.update_config(cfg.clone()).map_err(err)?;
     let remaining = super::types::pause_remaining(cfg.pause_until.as_deref());
     let mut v = json!({
@@ -1212,7 +1244,7 @@ fn consumer_reset(js: &JetStream, stream_name: &str, name: &str, data: &[u8]) ->
     let start = consumer
         .reset((req.seq > 0).then_some(req.seq))
         .map_err(err)?;
-    let mut v = json!(consumer.info());
+    let mut v = consumer_info_value(&consumer);
     if let Value::Object(m) = &mut v {
         m.insert("reset_seq".into(), json!(start));
     }
@@ -1402,7 +1434,7 @@ fn consumer_info(js: &JetStream, stream: &str, name: &str) -> ApiResult {
     let c = s
         .consumer(name)
         .ok_or_else(|| err(ApiError::consumer_not_found()))?;
-    Ok(json!(c.info()))
+    Ok(consumer_info_value(&c))
 }
 
 fn consumer_delete(js: &JetStream, stream: &str, name: &str) -> ApiResult {

@@ -12,7 +12,8 @@
 //! - [`api`]: the `$JS.API.*` request handlers and their JSON.
 //! - [`types`], [`errors`], [`headers`]: JSON shapes, nats-server's error
 //!   codes, NATS header blocks; [`jsz`]: `/jsz`, health and Prometheus
-//!   figures.
+//!   figures; [`versioning`]: the `_nats.*` level and version stamps in
+//!   stream and consumer metadata.
 //!
 //! Subjects are compared by the crate's `subject` module; messages leave
 //! through the [`Router`] the account implements (its fan-out).
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod store;
 pub mod stream;
 pub mod types;
+pub mod versioning;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

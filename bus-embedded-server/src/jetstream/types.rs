@@ -89,6 +89,42 @@ pub enum DiscardPolicy {
     New,
 }
 
+/// When a file stream's appends reach stable storage (ADR-56,
+/// nats-server 2.12's `persist_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersistMode {
+    /// The server's sync policy (by default: fsynced before the ack).
+    #[default]
+    Default,
+    /// Acknowledged once written to the kernel; fsynced in the background
+    /// (R1 file streams only).
+    Async,
+}
+
+impl PersistMode {
+    /// Whether this is `default` (for `skip_serializing_if`: nats-server
+    /// does not show it).
+    pub fn is_default(&self) -> bool {
+        *self == PersistMode::Default
+    }
+}
+
+impl<'de> Deserialize<'de> for PersistMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // As nats-server: "default", "" or "async"; null and anything
+        // else are invalid JSON.
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "default" | "" => Ok(PersistMode::Default),
+            "async" => Ok(PersistMode::Async),
+            other => Err(serde::de::Error::custom(format!(
+                "can not unmarshal {other:?}"
+            ))),
+        }
+    }
+}
+
 /// A stream's configuration, as `STREAM.CREATE` takes and `STREAM.INFO` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -182,6 +218,9 @@ pub struct StreamConfig {
     /// The streams this one sources from (see `stream::sourcing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<StreamSource>>,
+    /// When appends reach stable storage (`async`: R1 file streams only).
+    #[serde(skip_serializing_if = "PersistMode::is_default")]
+    pub persist_mode: PersistMode,
     /// Placement (ignored on one server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<serde_json::Value>,
@@ -228,6 +267,7 @@ impl Default for StreamConfig {
             republish: None,
             mirror: None,
             sources: None,
+            persist_mode: PersistMode::Default,
             placement: None,
             metadata: None,
         }

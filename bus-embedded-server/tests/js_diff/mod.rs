@@ -528,12 +528,14 @@ pub fn normalise(v: &mut Value) {
             if let Some(Value::Object(api)) = map.get_mut("api") {
                 api.remove("level");
             }
-            // nats-server 2.11+ stamps its own `_nats.*` keys (server and
-            // API level) into stream and consumer metadata; 2.10 did not.
+            // The server's version and API level stamped into stream and
+            // consumer metadata (2.11+) differ by design: their values are
+            // masked, their presence and `_nats.req.level` are compared.
             if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-                meta.retain(|k, _| !k.starts_with("_nats."));
-                if meta.is_empty() {
-                    map.remove("metadata");
+                for key in ["_nats.ver", "_nats.level"] {
+                    if let Some(v) = meta.get_mut(key) {
+                        *v = json!("<server>");
+                    }
                 }
             }
             for key in ["created", "ts", "time", "last_active"] {

@@ -9,6 +9,7 @@ pub mod counter;
 pub(crate) mod direct;
 pub(crate) mod fast_batch;
 pub(crate) mod features;
+pub(crate) mod persist;
 pub mod priority;
 pub mod schedule;
 #[cfg(test)]
@@ -348,7 +349,7 @@ fn open_raw_store(
                 &dir.join("msgs"),
                 super::store::file::FileStoreConfig {
                     segment_bytes: js.config.segment_bytes,
-                    sync: js.config.sync,
+                    sync: persist::sync_policy(js.config.sync, config.persist_mode),
                 },
             )
             .map_err(|e| e.to_string())?;
@@ -2340,6 +2341,7 @@ mod tests {
         assert_eq!(DedupKey::of("m-1"), DedupKey::Short("m-1".into()));
     }
     use crate::jetstream::store::{CorruptRecord, Purge, StoreError, SyncJob};
+    use crate::jetstream::types::PersistMode;
     use crate::jetstream::{JetStreamConfig, Router};
 
     /// A memory store whose syncs fail like a disk that returns EIO.
@@ -3201,6 +3203,41 @@ mod tests {
             (2, 4, 5),
             "acknowledged work-queue messages came back"
         );
+        js.shutdown();
+    }
+    /// ADR-56 `persist_mode: async`: acknowledged before the fsync, but
+    /// only once written to the kernel, so what was acknowledged is in the
+    /// files at once (as a SIGKILL would leave them) and after a clean
+    /// restart; the mode is kept with the stream.
+    #[tokio::test]
+    async fn an_async_persist_stream_keeps_every_acknowledged_message_across_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (js, captured, _router) = file_js(dir.path());
+            js.on_publish(
+                "$JS.API.STREAM.CREATE.A",
+                Some("r.create"),
+                b"",
+                br#"{"name":"A","subjects":["a.>"],"persist_mode":"async"}"#,
+            );
+            let created = wait_reply(&captured, "r.create").await;
+            assert!(created.contains(r#""persist_mode":"async""#), "{created}");
+            for i in 1..=20u64 {
+                js.on_publish("a.x", Some(&format!("r.pub.{i}")), b"", b"m");
+                let ack = wait_reply(&captured, &format!("r.pub.{i}")).await;
+                assert!(ack.contains(&format!(r#""seq":{i}"#)), "{ack}");
+            }
+            assert_eq!(on_disk(&js, "A"), (1..=20).collect::<Vec<u64>>());
+            js.shutdown();
+        }
+        let (js, captured, _router) = file_js(dir.path());
+        let stream = js.stream("A").expect("stream A");
+        assert_eq!(stream.config().persist_mode, PersistMode::Async);
+        let st = stream.state();
+        assert_eq!((st.msgs, st.last_seq), (20, 20));
+        js.on_publish("a.x", Some("r.pub.after"), b"", b"m");
+        let ack = wait_reply(&captured, "r.pub.after").await;
+        assert!(ack.contains(r#""seq":21"#), "{ack}");
         js.shutdown();
     }
 }
