@@ -944,11 +944,7 @@ impl Stream {
         let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
         let no_ack = inner.config.no_ack;
         let memory = self.storage == StorageType::Memory;
-        let republish = if inner.republished.is_empty() {
-            Vec::new()
-        } else {
-            std::mem::take(&mut inner.republished)
-        };
+        let republish = std::mem::take(&mut inner.republished);
         match outcome {
             Err(err) => {
                 drop(inner);
