@@ -3038,28 +3038,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (js, captured, _router) = file_js(dir.path());
-            js.on_publish(
-                "$JS.API.STREAM.CREATE.W",
-                Some("r.create"),
-                b"",
-                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
-            );
-            assert!(
-                wait_reply(&captured, "r.create")
-                    .await
-                    .contains("did_create")
-            );
-            js.on_publish(
-                "$JS.API.CONSUMER.CREATE.W.wq",
-                Some("r.consumer"),
-                b"",
-                br#"{"stream_name":"W","config":{"durable_name":"wq","ack_policy":"explicit"}}"#,
-            );
-            wait_reply(&captured, "r.consumer").await;
-            for i in 1..=5 {
-                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
-                wait_reply(&captured, &format!("r.pub.{i}")).await;
-            }
+            work_queue_with_jobs(
+                &js,
+                &captured,
+                r#"{"durable_name":"wq","ack_policy":"explicit"}"#,
+                5,
+            )
+            .await;
             js.shutdown();
         }
         // The consumer's acks of 1..=3 are on disk; the stream's removals
@@ -3092,6 +3077,43 @@ mod tests {
         js.shutdown();
     }
 
+    /// A file work-queue stream `W` (subjects `w.>`) with one durable
+    /// consumer (`consumer`: its config JSON, with its `durable_name`) and
+    /// `jobs` messages on `w.job`, each acknowledged.
+    async fn work_queue_with_jobs(js: &JetStream, captured: &Captured, consumer: &str, jobs: u64) {
+        js.on_publish(
+            "$JS.API.STREAM.CREATE.W",
+            Some("r.create"),
+            b"",
+            br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
+        );
+        assert!(
+            wait_reply(captured, "r.create")
+                .await
+                .contains("did_create")
+        );
+        let name = serde_json::from_str::<serde_json::Value>(consumer).expect("consumer JSON")
+            ["durable_name"]
+            .as_str()
+            .expect("durable_name")
+            .to_owned();
+        js.on_publish(
+            &format!("$JS.API.CONSUMER.CREATE.W.{name}"),
+            Some("r.consumer"),
+            b"",
+            format!(r#"{{"stream_name":"W","config":{consumer}}}"#).as_bytes(),
+        );
+        let created = wait_reply(captured, "r.consumer").await;
+        assert!(
+            created.contains(&format!(r#""name":"{name}""#)),
+            "{created}"
+        );
+        for i in 1..=jobs {
+            js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
+            wait_reply(captured, &format!("r.pub.{i}")).await;
+        }
+    }
+
     /// Found by the consumer model test: a work-queue message its consumer
     /// gave up on after max_deliver attempts stays in the stream (as on
     /// nats-server 2.15.1), but the restart's reapplied acks counted it as
@@ -3101,28 +3123,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (js, captured, _router) = file_js(dir.path());
-            js.on_publish(
-                "$JS.API.STREAM.CREATE.W",
-                Some("r.create"),
-                b"",
-                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
-            );
-            assert!(
-                wait_reply(&captured, "r.create")
-                    .await
-                    .contains("did_create")
-            );
-            js.on_publish(
-                "$JS.API.CONSUMER.CREATE.W.C",
-                Some("r.consumer"),
-                b"",
-                br#"{"stream_name":"W","config":{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":50000000}}"#,
-            );
-            wait_reply(&captured, "r.consumer").await;
-            for i in 1..=2 {
-                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
-                wait_reply(&captured, &format!("r.pub.{i}")).await;
-            }
+            work_queue_with_jobs(
+                &js,
+                &captured,
+                r#"{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":50000000}"#,
+                2,
+            )
+            .await;
             js.on_publish(
                 "$JS.API.CONSUMER.MSG.NEXT.W.C",
                 Some("r.pull"),
@@ -3156,29 +3163,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (js, captured, _router) = file_js(dir.path());
-            js.on_publish(
-                "$JS.API.STREAM.CREATE.W",
-                Some("r.create"),
-                b"",
-                br#"{"name":"W","subjects":["w.>"],"storage":"file","retention":"workqueue"}"#,
-            );
-            assert!(
-                wait_reply(&captured, "r.create")
-                    .await
-                    .contains("did_create")
-            );
-            js.on_publish(
-                "$JS.API.CONSUMER.CREATE.W.wq",
-                Some("r.consumer"),
-                b"",
-                br#"{"stream_name":"W","config":{"durable_name":"wq","ack_policy":"explicit"}}"#,
-            );
-            let created = wait_reply(&captured, "r.consumer").await;
-            assert!(created.contains(r#""name":"wq""#), "{created}");
-            for i in 1..=5 {
-                js.on_publish("w.job", Some(&format!("r.pub.{i}")), b"", b"job");
-                wait_reply(&captured, &format!("r.pub.{i}")).await;
-            }
+            work_queue_with_jobs(
+                &js,
+                &captured,
+                r#"{"durable_name":"wq","ack_policy":"explicit"}"#,
+                5,
+            )
+            .await;
             js.shutdown();
         }
         // The consumer acknowledged 1..=3 and persisted that (its state file
