@@ -5,83 +5,17 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self, Context, kv,
+    self, kv,
     stream::{self, Republish, SubjectTransform},
 };
-use bus_embedded_server::{ServerConfig, ServerHandle, jetstream::JetStreamConfig, start};
+use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
-use nats_test_server::{NatsServer, ServerOptions};
+use js_target::{Target, scenario};
+
+mod js_target;
 
 /// Bound on any single wait for something that must happen.
 const WAIT: Duration = Duration::from_secs(10);
-
-enum Target {
-    Ours(ServerHandle, tempfile::TempDir),
-    Reference(NatsServer),
-}
-
-impl Target {
-    async fn ours() -> Self {
-        let dir = tempfile::tempdir().expect("temp store dir");
-        let handle = start(ServerConfig {
-            port: 0,
-            jetstream: Some(JetStreamConfig {
-                store_dir: dir.path().to_path_buf(),
-                ..Default::default()
-            }),
-            ..ServerConfig::default()
-        })
-        .await
-        .expect("our server starts with JetStream");
-        Target::Ours(handle, dir)
-    }
-
-    async fn reference() -> Self {
-        Target::Reference(
-            NatsServer::start_with(ServerOptions {
-                jetstream: true,
-                ..ServerOptions::default()
-            })
-            .await,
-        )
-    }
-
-    async fn js(&self) -> (async_nats::Client, Context) {
-        let url = match self {
-            Target::Ours(h, _) => h.client_url(),
-            Target::Reference(s) => s.url(),
-        };
-        let c = async_nats::connect(url).await.expect("connect");
-        (c.clone(), jetstream::new(c))
-    }
-
-    async fn stop(self) {
-        if let Target::Ours(h, dir) = self {
-            h.shutdown(Duration::from_secs(2)).await;
-            drop(dir);
-        }
-    }
-}
-
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_our_server() {
-                let t = super::Target::ours().await;
-                super::$name(&t).await;
-                t.stop().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_nats_server() {
-                let t = super::Target::reference().await;
-                super::$name(&t).await;
-                t.stop().await;
-            }
-        }
-    };
-}
 
 fn header(m: &async_nats::Message, name: &str) -> Option<String> {
     m.headers
