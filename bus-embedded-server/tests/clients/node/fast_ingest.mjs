@@ -16,6 +16,8 @@
 // passed. Every wait is bounded. Run by tests/compat_other_clients.rs against
 // our server and against the reference nats-server.
 
+import { AssertionFailed, check, within } from "./lib.mjs";
+
 let nats;
 let js;
 let jsInternal;
@@ -37,26 +39,6 @@ const { jetstreamManager } = js;
 const { startFastIngest } = jsInternal;
 
 const SCENARIO_TIMEOUT = 30000;
-
-class AssertionFailed extends Error {}
-
-function check(cond, msg) {
-  if (!cond) {
-    throw new AssertionFailed(msg);
-  }
-}
-
-async function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new AssertionFailed(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function fastStream(nc, name, subjects, allowBatched = true) {
   const jsm = await jetstreamManager(nc);

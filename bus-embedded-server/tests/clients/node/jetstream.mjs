@@ -26,6 +26,8 @@
 // passed. Every wait is bounded. Run by tests/compat_other_clients.rs against
 // our server and against the reference nats-server.
 
+import { MSG_TIMEOUT, AssertionFailed, check, within, nextOf, Conns } from "./lib.mjs";
+
 let nats;
 let js;
 let kvlib;
@@ -42,68 +44,10 @@ try {
   );
   process.exit(3);
 }
-const { connect } = nats;
 const { jetstream, jetstreamManager, AckPolicy, JetStreamApiError } = js;
 const { Kvm } = kvlib;
 
-const MSG_TIMEOUT = 5000;
 const SCENARIO_TIMEOUT = 30000;
-
-class AssertionFailed extends Error {}
-
-function check(cond, msg) {
-  if (!cond) {
-    throw new AssertionFailed(msg);
-  }
-}
-
-async function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new AssertionFailed(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The next value of an async iterator, bounded. */
-async function nextOf(it, what) {
-  const r = await within(MSG_TIMEOUT, it.next(), what);
-  check(!r.done, `${what}: iterator ended`);
-  return r.value;
-}
-
-class Conns {
-  constructor(url) {
-    this.url = url;
-    this.conns = [];
-    this.errors = [];
-  }
-
-  async connect(name) {
-    const nc = await connect({ servers: this.url, name, timeout: 5000, reconnect: false });
-    this.conns.push(nc);
-    (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "error" || s.type === "disconnect" || s.type === "slowConsumer") {
-          this.errors.push(`${name}: ${s.type}`);
-        }
-      }
-    })().catch((e) => this.errors.push(`${name}: status iterator: ${e}`));
-    return nc;
-  }
-
-  async close() {
-    for (const nc of this.conns) {
-      if (!nc.isClosed()) {
-        await within(5000, nc.close(), "close").catch(() => {});
-      }
-    }
-  }
-}
 
 async function expectApiError(promise, errCode, what) {
   try {

@@ -13,6 +13,8 @@
 // exit code 0 only when every scenario passed. Run by
 // tests/compat_other_clients.rs against our server and against nats-server.
 
+import { AssertionFailed, check, within } from "./lib.mjs";
+
 let nats;
 let js;
 let kvlib;
@@ -34,26 +36,6 @@ const { jetstreamManager } = js;
 const { Kvm } = kvlib;
 
 const SCENARIO_TIMEOUT = 30000;
-
-class AssertionFailed extends Error {}
-
-function check(cond, msg) {
-  if (!cond) {
-    throw new AssertionFailed(msg);
-  }
-}
-
-async function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new AssertionFailed(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function historyOps(b, key) {
   const ops = [];
