@@ -384,3 +384,49 @@ async fn trace_only_takes_nats_servers_values_only() {
     let got = check(traced("a", "plain", &[("Nats-Trace-Only", "TRUE")])).await;
     assert_eq!(got["delivered"], serde_json::json!([]));
 }
+
+/// Ours' refusal of a configuration (the file name taken out).
+fn our_refusal(config_text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("server.conf");
+    std::fs::write(&path, config_text).expect("write config");
+    let cli = cli::parse_args(vec!["-c".to_owned(), path.display().to_string()]).expect("flags");
+    match options::from_cli(&cli, ServerConfig::default()) {
+        Ok(_) => panic!("accepted:\n{config_text}"),
+        Err(e) => e
+            .to_string()
+            .replace(&path.display().to_string(), "server.conf"),
+    }
+}
+
+#[test]
+fn what_tracing_does_not_build_refuses_the_start_naming_the_key() {
+    // W3C `traceparent` tracing needs an account's `msg_trace`.
+    let e = our_refusal("accounts { A: { msg_trace: { dest: t, sampling: 50 } } }\n");
+    assert!(e.contains("msg_trace is not supported yet"), "{e}");
+    // Tracing on across an export/import (`allow_trace: true`).
+    let e = our_refusal(
+        "accounts {\n A: { exports: [{service: s, allow_trace: true}] }\n B: { imports: [{service: {account: A, subject: s}}] }\n}\n",
+    );
+    assert!(
+        e.contains("exports: allow_trace is not supported yet"),
+        "{e}"
+    );
+    let e = our_refusal(
+        "accounts {\n A: { exports: [{stream: s}] }\n B: { imports: [{stream: {account: A, subject: s}, allow_trace: true}] }\n}\n",
+    );
+    assert!(
+        e.contains("imports: allow_trace is not supported yet"),
+        "{e}"
+    );
+    // `allow_trace: false` is what this server does: accepted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("server.conf");
+    std::fs::write(
+        &path,
+        "accounts {\n A: { exports: [{service: s, allow_trace: false}] }\n B: { imports: [{service: {account: A, subject: s}}] }\n}\n",
+    )
+    .expect("write");
+    let cli = cli::parse_args(vec!["-c".to_owned(), path.display().to_string()]).expect("flags");
+    options::from_cli(&cli, ServerConfig::default()).expect("allow_trace: false accepted");
+}
