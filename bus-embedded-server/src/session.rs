@@ -759,6 +759,55 @@ impl Session {
         self.route(subject, text, malformed, reply, header_len, payload, None)
     }
 
+    /// An `HPUB` over `max_payload` (`buf` starts with its control line,
+    /// then whatever of its headers was read): when those headers ask for
+    /// a trace, the event with the ingress error nats-server records, sent
+    /// before the connection is closed.
+    fn trace_oversized(&mut self, buf: &[u8]) {
+        let Some(nl) = memchr::memchr(b'\n', buf) else {
+            return;
+        };
+        let line = &buf[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let fields: Vec<&[u8]> = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !(fields.len() == 4 || fields.len() == 5) || !fields[0].eq_ignore_ascii_case(b"HPUB") {
+            return;
+        }
+        let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        let (Some(h), Some(total), Ok(subject)) = (
+            number(fields[fields.len() - 2]),
+            number(fields[fields.len() - 1]),
+            std::str::from_utf8(fields[1]),
+        ) else {
+            return;
+        };
+        let rest = &buf[nl + 1..];
+        let hdr = &rest[..rest.len().min(usize::try_from(h).unwrap_or(usize::MAX))];
+        let Some(trace::Request::Trace { dest, headers, .. }) = trace::requested(hdr) else {
+            return;
+        };
+        if self.rules.is_some() && !self.may_publish(&Bytes::from(dest.clone()), &dest) {
+            return;
+        }
+        let tracer = Tracer::new(
+            dest,
+            false,
+            headers,
+            trace::Publisher {
+                cid: self.client.id,
+                name: self.client.name_text(),
+                account: &self.account.name,
+                subject,
+                size: usize::try_from(total).unwrap_or(usize::MAX),
+            },
+        );
+        tracer.ingress_error("maximum payload exceeded".to_owned());
+        self.send_trace(tracer);
+    }
+
     /// Publishes a finished trace event to its destination in this
     /// connection's account (as nats-server's internal messages: no reply,
     /// no headers).
@@ -1106,6 +1155,12 @@ pub(crate) async fn run<R, W>(
                             break;
                         }
                         Err(e) => {
+                            if e == crate::parser::ProtoError::MaxPayload && session.connected {
+                                // nats-server still sends the trace event
+                                // (ingress error) of an oversized HPUB.
+                                session.trace_oversized(&buf);
+                                session.batch.wake();
+                            }
                             if let Some(text) = e.err_text() {
                                 session.err(text);
                             }

@@ -430,3 +430,70 @@ fn what_tracing_does_not_build_refuses_the_start_naming_the_key() {
     let cli = cli::parse_args(vec!["-c".to_owned(), path.display().to_string()]).expect("flags");
     options::from_cli(&cli, ServerConfig::default()).expect("allow_trace: false accepted");
 }
+
+/// Raw protocol: a watcher on `tr`, then a publisher sending an `HPUB`
+/// declaring more than `max_payload` with a traced header; returns the
+/// publisher's answer and the masked event.
+async fn oversized(addr: &str) -> (String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn connect(addr: &str, name: &str) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let mut info = Vec::new();
+        while !info.ends_with(b"\r\n") {
+            s.read_exact(&mut byte).await.expect("INFO");
+            info.push(byte[0]);
+        }
+        s.write_all(format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"user\":\"a\",\"pass\":\"a\",\"name\":\"{name}\"}}\r\n").as_bytes())
+            .await
+            .expect("write");
+        s
+    }
+    async fn read_quiet(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+    let mut watcher = connect(addr, "w").await;
+    watcher
+        .write_all(b"SUB tr 1\r\nPING\r\n")
+        .await
+        .expect("sub");
+    let _ = read_quiet(&mut watcher).await;
+    let mut publisher = connect(addr, "big").await;
+    let hdr = b"NATS/1.0\r\nNats-Trace-Dest: tr\r\n\r\n";
+    let mut op = format!("HPUB foo {} {}\r\n", hdr.len(), 2 * 1024 * 1024).into_bytes();
+    op.extend_from_slice(hdr);
+    op.extend_from_slice(&[b'x'; 100]);
+    publisher.write_all(&op).await.expect("hpub");
+    let answer = String::from_utf8_lossy(&read_quiet(&mut publisher).await).into_owned();
+    let got = read_quiet(&mut watcher).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let json = text
+        .split("\r\n")
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no event: {text:?}"));
+    (
+        answer,
+        mask(serde_json::from_str(json).expect("event JSON")),
+    )
+}
+
+#[tokio::test]
+async fn an_oversized_traced_publish_sends_an_event_with_the_ingress_error() {
+    let theirs = reference().await;
+    let (our, _dir) = ours().await;
+    let want = oversized(&format!("127.0.0.1:{}", theirs.port())).await;
+    let got = oversized(&our.addr().to_string()).await;
+    assert_eq!(got, want, "ours vs nats-server");
+    assert_eq!(got.1["events"][0]["error"], "maximum payload exceeded");
+    assert!(got.0.contains("Maximum Payload Violation"), "{}", got.0);
+}
