@@ -35,6 +35,7 @@ use crate::outbound::{Batch, Client, Sub};
 use crate::replies::ReplyTable;
 use crate::subject;
 use crate::sublist::{Matches, Sublist};
+use crate::trace::{NotDelivered, Receiver, Tracer};
 
 /// Where a stream export delivers in an importing account.
 pub(crate) struct StreamRoute {
@@ -233,6 +234,9 @@ pub(crate) struct Message<'a> {
     pub(crate) header_len: Option<usize>,
     /// Headers and body.
     pub(crate) payload: &'a [u8],
+    /// The trace of a message published with `Nats-Trace-Dest`; `None` on
+    /// the ordinary path (which then pays one check per fan-out).
+    pub(crate) trace: Option<&'a Tracer>,
 }
 
 impl Account {
@@ -250,6 +254,9 @@ impl Account {
         skip: Option<u64>,
         batch: &mut Batch,
     ) -> u64 {
+        if let Some(t) = msg.trace {
+            return self.deliver_traced(matches, msg, skip, batch, t);
+        }
         let subject = msg.subject.as_bytes();
         let mut delivered = 0;
         for sub in &matches.plain {
@@ -283,6 +290,77 @@ impl Account {
             }
         }
         delivered
+    }
+
+    /// [`Self::deliver`] of a traced message: each subscription's egress
+    /// entry (delivered, or why not); trace only: recorded, not delivered.
+    fn deliver_traced(
+        &self,
+        matches: &Matches<Client>,
+        msg: &Message<'_>,
+        skip: Option<u64>,
+        batch: &mut Batch,
+        t: &Tracer,
+    ) -> u64 {
+        let mut delivered = 0;
+        for sub in &matches.plain {
+            if self.deliver_one_traced(sub, msg, skip, batch, t) {
+                delivered += 1;
+            }
+        }
+        for group in &matches.groups {
+            let start = self.next_queue_pick(group.len());
+            for i in 0..group.len() {
+                let sub = &group[(start + i) % group.len()];
+                if sub.exhausted() {
+                    continue;
+                }
+                if self.deliver_one_traced(sub, msg, skip, batch, t) {
+                    delivered += 1;
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// One subscription's delivery of a traced message, recorded; true when
+    /// it was delivered (or, trace only, would have been).
+    fn deliver_one_traced(
+        &self,
+        sub: &Arc<Sub>,
+        msg: &Message<'_>,
+        skip: Option<u64>,
+        batch: &mut Batch,
+        t: &Tracer,
+    ) -> bool {
+        let subject = msg.subject.as_bytes();
+        let receiver = Receiver {
+            cid: sub.client.id,
+            name: sub.client.name_text(),
+            account: sub.client.account_name(),
+            subscription: sub.subject.as_bytes(),
+            queue: sub.queue.as_deref().map(str::as_bytes),
+        };
+        let refused = if skip == Some(sub.client.id) {
+            Some(NotDelivered::NoEcho)
+        } else if sub.client.withholds(subject) {
+            Some(NotDelivered::SubscriptionDenied)
+        } else if t.only {
+            sub.exhausted()
+                .then_some(NotDelivered::AutoUnsubscribeExceeded)
+        } else if !sub.take_delivery() {
+            Some(NotDelivered::AutoUnsubscribeExceeded)
+        } else {
+            let outcome =
+                sub.client
+                    .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload);
+            let queued = batch.note(&sub.client, outcome);
+            self.expire_if_done(sub);
+            (!queued).then_some(NotDelivered::ClientClosed)
+        };
+        t.egress(receiver, refused);
+        refused.is_none()
     }
 
     /// The fan-out of a message published in this account, by a client or
@@ -330,9 +408,19 @@ impl Account {
         let mut delivered = 0;
         for route in &routes.streams_out {
             if let (Some(mapped), Some(target)) = (route.map(msg.subject), route.target.upgrade()) {
+                if let Some(t) = msg.trace {
+                    // Tracing stops at the import (nats-server without
+                    // `allow_trace`): trace only goes no further.
+                    t.stream_export(&target.name, &mapped);
+                    if t.only {
+                        delivered += 1;
+                        continue;
+                    }
+                }
                 delivered += target.deliver_subject(
                     &Message {
                         subject: &mapped,
+                        trace: None,
                         ..*msg
                     },
                     batch,
@@ -351,15 +439,41 @@ impl Account {
                 Some(to) => to,
                 None => mapped,
             };
+            // Tracing stops at the import (nats-server without
+            // `allow_trace`): trace only goes no further, a delivered
+            // message goes on with its trace header disabled.
+            let mut untraced = None;
+            if let Some(t) = msg.trace {
+                t.service_import(&exporter.name, msg.subject, &mapped);
+                if t.only {
+                    delivered += 1;
+                    break;
+                }
+                if let Some(h) = msg.header_len.filter(|h| *h <= msg.payload.len()) {
+                    let mut p = crate::trace::set_header(
+                        &msg.payload[..h],
+                        crate::trace::DEST,
+                        crate::trace::DISABLED,
+                    );
+                    let hl = p.len();
+                    p.extend_from_slice(&msg.payload[h..]);
+                    untraced = Some((hl, p));
+                }
+            }
+            let (header_len, payload) = match &untraced {
+                Some((hl, p)) => (Some(*hl), &p[..]),
+                None => (msg.header_len, msg.payload),
+            };
             let reply = msg.reply.map(|r| exporter.reply_for(self, r, route));
             let info = format!("Nats-Request-Info: {{\"acc\":\"{}\",\"rtt\":0}}", self.name);
-            let (header_len, body) = with_header(msg.header_len, msg.payload, &info);
+            let (header_len, body) = with_header(header_len, payload, &info);
             delivered += exporter.deliver_subject(
                 &Message {
                     subject: &mapped,
                     reply: reply.as_deref(),
                     header_len: Some(header_len),
                     payload: &body,
+                    trace: None,
                 },
                 batch,
             );
@@ -403,6 +517,7 @@ impl Router for Account {
             reply: reply.map(str::as_bytes),
             header_len,
             payload,
+            trace: None,
         };
         let matches = self.sublist.matches(to);
         let mut batch = Batch::default();
@@ -733,6 +848,7 @@ mod tests {
             reply: reply.map(str::as_bytes),
             header_len: None,
             payload: b"x",
+            trace: None,
         };
         let matches = account.sublist.matches(subject);
         let mut batch = Batch::default();

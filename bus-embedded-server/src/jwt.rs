@@ -267,6 +267,9 @@ pub struct AccountNats {
     pub tiered_limits: serde_json::Map<String, serde_json::Value>,
     /// External authorization (refused).
     pub authorization: serde_json::Value,
+    /// Message tracing of `traceparent` messages (`trace { dest,
+    /// sampling }`, refused: not built).
+    pub trace: serde_json::Value,
 }
 
 impl Typed for AccountNats {
@@ -508,6 +511,9 @@ pub fn account(token: &str, operators: &[Operator]) -> Result<AccountJwt, JwtErr
     }
     if !n.authorization.is_null() && n.authorization != serde_json::json!({}) {
         return refuse("external authorization (auth callout) in a JWT");
+    }
+    if !n.trace.is_null() && n.trace != serde_json::json!({}) {
+        return refuse("message tracing of traceparent messages (trace) in a JWT");
     }
     if n.limits.conn >= 0 {
         return refuse("the account connection limit (limits.conn)");
@@ -997,6 +1003,7 @@ mod tests {
             serde_json::json!({"type": "account", "exports": [{"subject": "x", "type": "stream"}]}),
             serde_json::json!({"type": "account", "limits": {"conn": 3}}),
             serde_json::json!({"type": "account", "tiered_limits": {"R1": {}}}),
+            serde_json::json!({"type": "account", "trace": {"dest": "t", "sampling": 50}}),
         ] {
             let t = sign(
                 serde_json::json!({"iss": op.public_key(), "sub": acc.public_key(), "nats": nats}),

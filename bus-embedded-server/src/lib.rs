@@ -77,6 +77,7 @@ pub mod subject;
 pub mod sublist;
 mod system;
 pub mod tls;
+mod trace;
 mod websocket;
 
 pub use auth::Credentials;

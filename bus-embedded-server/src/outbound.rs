@@ -286,6 +286,12 @@ impl Client {
         }
     }
 
+    /// True when this connection's permissions keep `subject` from it (a
+    /// wildcard subscription covering a denied subject).
+    pub(crate) fn withholds(&self, subject: &[u8]) -> bool {
+        self.rules.get().is_some_and(|r| r.withholds(subject))
+    }
+
     /// Appends a message for `sid`.
     pub(crate) fn deliver(
         &self,

@@ -25,6 +25,7 @@ use crate::outbound::{self, Batch, Client, CloseReason, Sub};
 use crate::parser::{ClientOp, Parser};
 use crate::state::ServerState;
 use crate::sublist::{Matches, Subscription};
+use crate::trace::{self, Tracer};
 use crate::{subject, tls};
 
 #[derive(Deserialize)]
@@ -635,6 +636,14 @@ impl Session {
             }
             malformed = subject::has_empty_token(text);
         }
+        // Message tracing: only a message with headers is looked at.
+        if let Some(h) = header_len.filter(|h| *h > 0 && *h <= payload.len())
+            && let Some(request) = trace::requested(&payload[..h])
+        {
+            return self.publish_traced(
+                request, &subject, text, malformed, reply, header_len, payload,
+            );
+        }
         // Subject mappings: one branch when the account has none. A mapped
         // publish goes on as if published on the destination (permissions
         // included, as nats-server checks them after mapping).
@@ -642,9 +651,182 @@ impl Session {
             && let Some(mappings) = &self.account.mappings
             && let Some(to) = mappings.map(text)
         {
-            return self.publish_mapped(Bytes::from(to), reply, header_len, payload);
+            return self.publish_mapped(Bytes::from(to), reply, header_len, payload, None);
         }
-        self.route(&subject, text, malformed, reply, header_len, payload)
+        self.route(&subject, text, malformed, reply, header_len, payload, None)
+    }
+
+    /// A publish with `Nats-Trace-Dest`: as nats-server, an unusable
+    /// destination leaves it untraced (dropped when trace only), one this
+    /// user may not publish to refuses it; otherwise it goes the usual way
+    /// with a [`Tracer`] collecting what happens, and the event is sent to
+    /// the destination at the end.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_traced(
+        &mut self,
+        request: trace::Request,
+        subject: &Bytes,
+        text: &str,
+        malformed: bool,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        let (dest, only, headers) = match request {
+            trace::Request::Untraced { only: true, .. } => return Ok(()),
+            trace::Request::Untraced {
+                only: false,
+                disable,
+            } => {
+                let payload = match header_len {
+                    Some(h) if disable => {
+                        let mut p = trace::set_header(&payload[..h], trace::DEST, trace::DISABLED);
+                        let hl = p.len();
+                        p.extend_from_slice(&payload[h..]);
+                        return self.publish_untraced(
+                            subject,
+                            text,
+                            malformed,
+                            reply,
+                            Some(hl),
+                            Bytes::from(p),
+                        );
+                    }
+                    _ => payload,
+                };
+                return self.publish_untraced(subject, text, malformed, reply, header_len, payload);
+            }
+            trace::Request::Trace {
+                dest,
+                only,
+                headers,
+            } => (dest, only, headers),
+        };
+        if self.rules.is_some() && !self.may_publish(&Bytes::from(dest.clone()), &dest) {
+            self.err(&format!("Permissions Violation for Publish to \"{dest}\""));
+            return Ok(());
+        }
+        let tracer = Tracer::new(
+            dest,
+            only,
+            headers,
+            trace::Publisher {
+                cid: self.client.id,
+                name: self.client.name_text(),
+                account: &self.account.name,
+                subject: text,
+                size: payload.len(),
+            },
+        );
+        let result = if !malformed
+            && let Some(mappings) = &self.account.mappings
+            && let Some(to) = mappings.map(text)
+        {
+            tracer.mapped(&to);
+            self.publish_mapped(Bytes::from(to), reply, header_len, payload, Some(&tracer))
+        } else {
+            self.route(
+                subject,
+                text,
+                malformed,
+                reply,
+                header_len,
+                payload,
+                Some(&tracer),
+            )
+        };
+        self.send_trace(tracer);
+        result
+    }
+
+    /// A publish whose trace header cannot be acted on: delivered as if it
+    /// had none.
+    fn publish_untraced(
+        &mut self,
+        subject: &Bytes,
+        text: &str,
+        malformed: bool,
+        reply: Option<Bytes>,
+        header_len: Option<usize>,
+        payload: Bytes,
+    ) -> Result<(), CloseReason> {
+        if !malformed
+            && let Some(mappings) = &self.account.mappings
+            && let Some(to) = mappings.map(text)
+        {
+            return self.publish_mapped(Bytes::from(to), reply, header_len, payload, None);
+        }
+        self.route(subject, text, malformed, reply, header_len, payload, None)
+    }
+
+    /// An `HPUB` over `max_payload` (`buf` starts with its control line,
+    /// then whatever of its headers was read): when those headers ask for
+    /// a trace, the event with the ingress error nats-server records, sent
+    /// before the connection is closed.
+    fn trace_oversized(&mut self, buf: &[u8]) {
+        let Some(nl) = memchr::memchr(b'\n', buf) else {
+            return;
+        };
+        let line = &buf[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let fields: Vec<&[u8]> = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !(fields.len() == 4 || fields.len() == 5) || !fields[0].eq_ignore_ascii_case(b"HPUB") {
+            return;
+        }
+        let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        let (Some(h), Some(total), Ok(subject)) = (
+            number(fields[fields.len() - 2]),
+            number(fields[fields.len() - 1]),
+            std::str::from_utf8(fields[1]),
+        ) else {
+            return;
+        };
+        let rest = &buf[nl + 1..];
+        let hdr = &rest[..rest.len().min(usize::try_from(h).unwrap_or(usize::MAX))];
+        let Some(trace::Request::Trace { dest, headers, .. }) = trace::requested(hdr) else {
+            return;
+        };
+        if self.rules.is_some() && !self.may_publish(&Bytes::from(dest.clone()), &dest) {
+            return;
+        }
+        let tracer = Tracer::new(
+            dest,
+            false,
+            headers,
+            trace::Publisher {
+                cid: self.client.id,
+                name: self.client.name_text(),
+                account: &self.account.name,
+                subject,
+                size: usize::try_from(total).unwrap_or(usize::MAX),
+            },
+        );
+        tracer.ingress_error("maximum payload exceeded".to_owned());
+        self.send_trace(tracer);
+    }
+
+    /// Publishes a finished trace event to its destination in this
+    /// connection's account (as nats-server's internal messages: no reply,
+    /// no headers).
+    fn send_trace(&mut self, tracer: Tracer) {
+        let dest = tracer.dest.clone();
+        let server = crate::system::server_info(&self.shared);
+        let body = tracer.finish(&server);
+        let msg = Message {
+            subject: &dest,
+            reply: None,
+            header_len: None,
+            payload: &body,
+            trace: None,
+        };
+        let matches = self.account.sublist.matches(&dest);
+        self.account.fan_out(&matches, &msg, None, &mut self.batch);
+        if let Some(js) = &self.account.jetstream {
+            js.on_publish(&dest, None, b"", &body);
+        }
     }
 
     /// A publish whose subject a mapping changed to `to`.
@@ -654,6 +836,7 @@ impl Session {
         reply: Option<Bytes>,
         header_len: Option<usize>,
         payload: Bytes,
+        trace: Option<&Tracer>,
     ) -> Result<(), CloseReason> {
         // Empty: the weights picked no destination; the message is dropped.
         let text = match std::str::from_utf8(&to) {
@@ -664,11 +847,12 @@ impl Session {
             }
         };
         let malformed = subject::has_empty_token(text);
-        self.route(&to, text, malformed, reply, header_len, payload)
+        self.route(&to, text, malformed, reply, header_len, payload, trace)
     }
 
     /// A publish on `subject` (`text`: the same, as text) past its form
     /// checks and mappings: permissions, fan-out, JetStream.
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         subject: &Bytes,
@@ -677,10 +861,15 @@ impl Session {
         reply: Option<Bytes>,
         header_len: Option<usize>,
         payload: Bytes,
+        trace: Option<&Tracer>,
     ) -> Result<(), CloseReason> {
         if self.rules.is_some() && !self.may_publish(subject, text) {
             // Dropped; the connection stays open (nats-server).
-            self.err(&format!("Permissions Violation for Publish to \"{text}\""));
+            let error = format!("Permissions Violation for Publish to \"{text}\"");
+            self.err(&error);
+            if let Some(t) = trace {
+                t.ingress_error(error);
+            }
             return Ok(());
         }
         if malformed {
@@ -701,6 +890,7 @@ impl Session {
             reply: reply.as_deref(),
             header_len,
             payload: &payload,
+            trace,
         };
         let skip = (!self.echo).then_some(self.client.id);
         let mut delivered = self.account.fan_out(&matches, &msg, skip, &mut self.batch);
@@ -712,9 +902,21 @@ impl Session {
             let reply_text = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok());
             // JetStream's replies go out through the router, which wakes
             // writers itself.
-            if js.on_publish(text, reply_text, hdr, data) {
+            let taken = match trace {
+                None => js.on_publish(text, reply_text, hdr, data),
+                Some(t) => {
+                    let (taken, report) = js.on_publish_traced(text, reply_text, hdr, data, t.only);
+                    if let Some(report) = report {
+                        t.jetstream(report);
+                    }
+                    taken
+                }
+            };
+            if taken {
                 delivered += 1;
             }
+        } else if trace.is_some_and(|t| t.only) {
+            // Trace only: nothing else acts on it.
         } else if self.account.jetstream_refused
             && let Some(api) = text.strip_prefix("$JS.API.")
         {
@@ -729,11 +931,13 @@ impl Session {
                     reply: None,
                     header_len: None,
                     payload: answer.as_bytes(),
+                    trace: None,
                 };
                 self.account.deliver_subject(&answer, &mut self.batch);
             }
         }
         if self.system
+            && !trace.is_some_and(|t| t.only)
             && let Some(req) = text.strip_prefix("$SYS.REQ.")
             && let Some(answer) = crate::system::answer(
                 &self.shared,
@@ -748,6 +952,7 @@ impl Session {
                     reply: None,
                     header_len: None,
                     payload: &answer,
+                    trace: None,
                 };
                 self.account.deliver_subject(&answer, &mut self.batch);
             }
@@ -950,6 +1155,12 @@ pub(crate) async fn run<R, W>(
                             break;
                         }
                         Err(e) => {
+                            if e == crate::parser::ProtoError::MaxPayload && session.connected {
+                                // nats-server still sends the trace event
+                                // (ingress error) of an oversized HPUB.
+                                session.trace_oversized(&buf);
+                                session.batch.wake();
+                            }
                             if let Some(text) = e.err_text() {
                                 session.err(text);
                             }

@@ -21,7 +21,7 @@ use crate::state::{ServerState, VERSION};
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The `server` object every system answer carries.
-fn server_info(s: &ServerState) -> Value {
+pub(crate) fn server_info(s: &ServerState) -> Value {
     json!({
         "name": s.server_name,
         "host": s.config.host,

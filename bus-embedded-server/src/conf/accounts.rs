@@ -283,6 +283,16 @@ fn export(item: &Located) -> Result<Export, BlockError> {
             "threshold" | "response_threshold" | "response_thresh" => {
                 response_threshold = duration(key, value)?;
             }
+            // Message tracing across accounts stops at the import (what
+            // nats-server does without it); going on is not built.
+            "allow_trace" if value.as_bool() == Some(false) => {}
+            "allow_trace" => {
+                return Err(BlockError::Unsupported {
+                    line: value.line,
+                    context: "exports: ".to_owned(),
+                    key: key.clone(),
+                });
+            }
             _ => {
                 return Err(invalid(
                     value.line,
@@ -369,6 +379,15 @@ fn import(item: &Located) -> Result<Import, BlockError> {
                 source = Some((kind, account, imported, value.line));
             }
             "to" | "local_subject" => to = Some(subject_of(key, value)?),
+            // As for exports: tracing stops at the import.
+            "allow_trace" if value.as_bool() == Some(false) => {}
+            "allow_trace" => {
+                return Err(BlockError::Unsupported {
+                    line: value.line,
+                    context: "imports: ".to_owned(),
+                    key: key.clone(),
+                });
+            }
             "prefix" => {
                 let p = value.as_str().ok_or_else(|| {
                     invalid(

@@ -273,6 +273,35 @@ impl JetStream {
         }
     }
 
+    /// A traced client publish (`Nats-Trace-Dest`): what [`Self::on_publish`]
+    /// does, plus the report of the stream that captured it, if any. With
+    /// `only` (trace only) a stream checks the message but stores nothing,
+    /// and the JetStream API, acks and flow-control subjects are not acted
+    /// on.
+    pub(crate) fn on_publish_traced(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+        only: bool,
+    ) -> (bool, Option<crate::trace::JetStreamReport>) {
+        if subject.starts_with("$JS.") {
+            if only {
+                return (false, None);
+            }
+            return (self.on_publish(subject, reply, hdr, data), None);
+        }
+        match self.stream_for_subject(subject) {
+            Some(stream) => {
+                let mut report = crate::trace::JetStreamReport::default();
+                stream.publish_traced(self, subject, reply, hdr, data, Some((only, &mut report)));
+                (true, Some(report))
+            }
+            None => (false, None),
+        }
+    }
+
     fn on_ack(&self, tokens: &str, reply: Option<&str>, data: &[u8]) -> bool {
         let parts: Vec<&str> = tokens.split('.').collect();
         // <stream>.<consumer>.<dc>.<sseq>.<dseq>.<ts>.<pending>, or the

@@ -34,6 +34,7 @@ use super::store::storage::{self, RealFs, Storage};
 use super::store::{BatchMsg, Purge, Store, StoreState, StoredMsg, SubjectFilter};
 use super::types::{DiscardPolicy, Retention, StorageType, StreamConfig, now_nanos};
 use super::{JetStream, atomic_write, lock, read, write};
+use crate::trace::JetStreamReport;
 use consumer::Consumer;
 
 /// Most interior deleted sequences STREAM.INFO lists (`deleted_details`).
@@ -182,6 +183,45 @@ enum Stored {
     Duplicate(u64),
     /// A counter increment: its sequence and the subject's new total.
     Counter(u64, String),
+    /// A trace-only publish passed every check; nothing was stored.
+    Checked,
+}
+
+/// The text nats-server puts in a trace event's `js` entry for a refused
+/// publish: its internal error where it differs from the API error's.
+fn trace_error_text(err: &ApiError, hdr: &[u8]) -> String {
+    let actual = || err.description.rsplit(' ').next().unwrap_or_default();
+    match err.err_code {
+        10071 => match (
+            headers::get(hdr, "Nats-Expected-Last-Subject-Sequence"),
+            headers::get(hdr, "Nats-Expected-Last-Sequence"),
+        ) {
+            (Some(want), _) => format!(
+                "last sequence by subject mismatch: {} vs {}",
+                want.trim(),
+                actual()
+            ),
+            (None, Some(want)) => {
+                format!("last sequence mismatch: {} vs {}", want.trim(), actual())
+            }
+            _ => err.description.clone(),
+        },
+        10070 => match headers::get(hdr, "Nats-Expected-Last-Msg-Id") {
+            Some(want) => format!(
+                "last msgid mismatch: {:?} vs {:?}",
+                want.trim(),
+                err.description
+                    .strip_prefix("wrong last msg ID: ")
+                    .unwrap_or_default()
+            ),
+            None => err.description.clone(),
+        },
+        _ if *err == ApiError::expected_stream_mismatch() => {
+            "expected stream does not match".to_owned()
+        }
+        _ if *err == ApiError::msg_ttl_disabled() => "message TTL disabled".to_owned(),
+        _ => err.description.clone(),
+    }
 }
 
 /// Creates a stream's directory crash-atomically: it is built under a
@@ -918,6 +958,42 @@ impl Stream {
         hdr: &[u8],
         data: &[u8],
     ) {
+        self.publish_traced(js, subject, reply, hdr, data, None);
+    }
+
+    /// [`Stream::publish`] of a traced message (`trace`: trace only, and
+    /// the report to fill): a trace-only message runs every check but is
+    /// not stored nor acknowledged; a delivered one is stored with its
+    /// `Nats-Trace-Dest` disabled (so its deliveries are not traced again).
+    pub(crate) fn publish_traced(
+        &self,
+        js: &JetStream,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+        mut trace: Option<(bool, &mut JetStreamReport)>,
+    ) {
+        if let Some((_, report)) = trace.as_mut() {
+            report.stream = self.name.clone();
+        }
+        let batched = reply.is_some_and(|r| r.ends_with(fast_batch::SUFFIX))
+            || (!hdr.is_empty() && headers::get(hdr, "Nats-Batch-Id").is_some());
+        if let (true, Some((only, report))) = (batched, trace.as_mut()) {
+            if *only {
+                // Not built: refused rather than stored.
+                report.error = "message tracing of batch publishes is not supported".to_owned();
+                if let Some(reply) = reply {
+                    let err = ApiError::stream_general(
+                        "message tracing of batch publishes is not supported",
+                    );
+                    let body = serde_json::json!({"error": err, "stream": self.name, "seq": 0});
+                    js.send(reply, None, b"", body.to_string().as_bytes());
+                }
+                return;
+            }
+            report.subject = subject.to_owned();
+        }
         if let Some(reply) = reply
             && reply.ends_with(fast_batch::SUFFIX)
         {
@@ -935,13 +1011,36 @@ impl Stream {
         } else {
             Vec::new()
         };
+        let only = matches!(trace, Some((true, _)));
+        // A stored traced message must not trigger traces when delivered.
+        let disabled;
+        let hdr = if trace.is_some() && !only {
+            disabled = crate::trace::set_header(hdr, crate::trace::DEST, crate::trace::DISABLED);
+            &disabled[..]
+        } else {
+            hdr
+        };
         let mut inner = lock(&self.inner);
         let transformed = match &inner.transforms {
             None => None,
             Some(t) => t.ingest(subject),
         };
         let subject = transformed.as_deref().unwrap_or(subject);
-        let outcome = inner.store_msg(&self.name, subject, hdr, data, &interest);
+        let outcome = inner.store_or_check(&self.name, subject, hdr, data, &interest, false, only);
+        if let Some((_, report)) = trace {
+            match &outcome {
+                Ok(Stored::Duplicate(_)) => report.error = "msgid is duplicate".to_owned(),
+                Ok(_) => {
+                    report.subject = subject.to_owned();
+                    report.no_interest = self.retention == Retention::Interest
+                        && !interest.iter().any(|f| f.matches(subject));
+                }
+                Err(err) => report.error = trace_error_text(err, hdr),
+            }
+        }
+        if let Ok(Stored::Checked) = outcome {
+            return;
+        }
         let no_ack = inner.config.no_ack;
         let memory = self.storage == StorageType::Memory;
         let republish = std::mem::take(&mut inner.republished);
@@ -967,6 +1066,7 @@ impl Stream {
                     Stored::New(seq) => {
                         format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
                     }
+                    Stored::Checked => String::new(),
                 };
                 let reply = reply.filter(|_| !no_ack);
                 if reply.is_some() || !republish.is_empty() {
@@ -1213,6 +1313,11 @@ impl Stream {
                     fast_batch::Outcome::Stored(seq)
                 }
                 Ok(Stored::Duplicate(seq)) => fast_batch::Outcome::Duplicate(seq),
+                // Only a dry run (trace only) answers this; `store_msg`
+                // never does one.
+                Ok(Stored::Checked) => {
+                    fast_batch::Outcome::Refused(ApiError::stream_general("not stored"))
+                }
                 Err(err) => fast_batch::Outcome::Refused(err),
             };
             inner.fast.after_store(&self.name, &req, &outcome, &mut out);
@@ -1659,6 +1764,22 @@ impl StreamInner {
         interest: &[SubjectFilter],
         produced: bool,
     ) -> Result<Stored, ApiError> {
+        self.store_or_check(stream, subject, hdr, data, interest, produced, false)
+    }
+
+    /// Every check of a publish, storing it unless `dry_run` (a trace-only
+    /// message: `Stored::Checked` when it would have been stored).
+    #[allow(clippy::too_many_arguments)]
+    fn store_or_check(
+        &mut self,
+        stream: &str,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+        interest: &[SubjectFilter],
+        produced: bool,
+        dry_run: bool,
+    ) -> Result<Stored, ApiError> {
         let cfg = Arc::clone(&self.config);
         let cfg = &*cfg;
         if cfg.sealed {
@@ -1818,6 +1939,9 @@ impl StreamInner {
                 (to, last)
             }),
         };
+        if dry_run {
+            return Ok(Stored::Checked);
+        }
         let seq = self
             .store
             .append(subject, &hdr, data, now)
