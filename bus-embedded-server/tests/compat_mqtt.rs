@@ -227,22 +227,11 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
     assert!(closed(&mut s).await);
 
-    // A will with QoS 1 (flags: clean, will, will QoS 1): CONNACK 3.
+    // A will with QoS 2 (flags: clean, will, will QoS 2): CONNACK 3.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
     s.write_all(&connect_packet(
-        "willq1",
-        0x02 | 0x04 | 0x08,
-        Some(("w", "m")),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
-
-    // A retained will: CONNACK 3.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
-    s.write_all(&connect_packet(
-        "willr",
-        0x02 | 0x04 | 0x20,
+        "willq2",
+        0x02 | 0x04 | 0x10,
         Some(("w", "m")),
     ))
     .await
@@ -259,19 +248,12 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     s.write_all(&packet(0x82, &body)).await.expect("send");
     assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 0x80, 0, 0x80]);
 
-    // QoS 1 PUBLISH: the connection is closed.
+    // QoS 2 PUBLISH: the connection is closed.
     let mut body = mqtt_str("t");
     body.extend_from_slice(&[0, 1]);
     body.extend_from_slice(b"x");
-    s.write_all(&packet(0x32, &body)).await.expect("send");
-    assert!(closed(&mut s).await, "QoS 1 publish must close");
-
-    // Retained QoS 0 PUBLISH: closed too.
-    let mut s = connected(port, "retain").await;
-    let mut body = mqtt_str("t");
-    body.extend_from_slice(b"x");
-    s.write_all(&packet(0x31, &body)).await.expect("send");
-    assert!(closed(&mut s).await, "retained publish must close");
+    s.write_all(&packet(0x34, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "QoS 2 publish must close");
 
     // Protocol level 3 (MQTT 3.1): CONNACK 1.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
@@ -280,6 +262,65 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     body.extend(mqtt_str("old"));
     s.write_all(&packet(0x10, &body)).await.expect("send");
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 1]);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A CONNECT with user `n` / password `p` (and a will when given, with
+/// its flag bits in `will_flags`).
+fn login_packet(client_id: &str, will_flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = mqtt_str("MQTT");
+    body.extend_from_slice(&[4, 0x02 | 0x80 | 0x40 | will_flags, 0, 30]);
+    body.extend(mqtt_str(client_id));
+    if let Some((t, m)) = will {
+        body.extend(mqtt_str(t));
+        body.extend(mqtt_str(m));
+    }
+    body.extend(mqtt_str("n"));
+    body.extend(mqtt_str("p"));
+    packet(0x10, &body)
+}
+
+#[tokio::test]
+async fn retained_messages_in_an_account_without_jetstream_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("server.conf");
+    let text = format!(
+        "server_name: nojs\nport: -1\njetstream {{ store_dir: {:?} }}\n\
+         accounts {{ NOJS {{ users: [ {{ user: n, password: p }} ] }} }}\n\
+         mqtt {{ host: 127.0.0.1, port: -1 }}\n",
+        dir.path().join("js").display().to_string()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let cli = Cli {
+        config: Some(path),
+        ..Cli::default()
+    };
+    let o = options::from_cli(&cli, ServerConfig::default()).expect("configuration accepted");
+    let server = start(o.config).await.expect("our server starts");
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+
+    // A retained will cannot be kept: CONNACK 3 once the account is known.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet("nojs-will", 0x04 | 0x20, Some(("w", "m"))))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+    assert!(closed(&mut s).await);
+
+    // QoS 1 needs no JetStream: acknowledged.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet("nojs", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    let mut body = mqtt_str("t");
+    body.extend_from_slice(&[0, 5]);
+    body.extend_from_slice(b"x");
+    s.write_all(&packet(0x32, &body)).await.expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x40, 2, 0, 5]);
+    // A retained PUBLISH: closed, nothing acknowledged.
+    s.write_all(&packet(0x33, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "retained publish must close");
     server.shutdown(Duration::from_secs(2)).await;
 }
 

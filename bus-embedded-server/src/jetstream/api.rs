@@ -649,6 +649,27 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     Ok(v)
 }
 
+/// The stream `name` of this account, created from the JSON `config`
+/// when missing: for the server's own users (the MQTT listener's
+/// `$MQTT_*` streams), which act with no client's permissions. An
+/// existing stream is used as it is (as nats-server does).
+pub(crate) fn ensure_stream(
+    js: &JetStream,
+    name: &str,
+    config: &[u8],
+) -> Result<Arc<Stream>, ApiError> {
+    if let Some(s) = js.stream(name) {
+        return Ok(s);
+    }
+    match stream_create(js, name, config) {
+        Ok(_) => js
+            .stream(name)
+            .ok_or_else(|| ApiError::invalid_config("stream vanished after its creation")),
+        // Created meanwhile by someone else: theirs is used.
+        Err((e, _)) => js.stream(name).ok_or(e),
+    }
+}
+
 /// A mirror of a stream of this account answers direct gets as its origin
 /// does: nats-server sets `mirror_direct` from the origin's `allow_direct`.
 fn mirror_direct_from_origin(js: &JetStream, cfg: &mut StreamConfig) {

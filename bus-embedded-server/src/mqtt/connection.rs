@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::Sessions;
 use super::codec::{self, Connect, Packet, Publish};
+use super::jsa::Jsa;
 use super::server_ops::{self, ServerOp};
 use super::topic;
 use crate::outbound::Client;
@@ -35,6 +36,10 @@ const SUBACK_FAILURE: u8 = 0x80;
 /// (`Nmqtt-Pub` with the QoS), so NATS subscribers of both servers see the
 /// same message.
 const QOS0_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:0\r\n\r\n";
+const QOS1_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:1\r\n\r\n";
+
+/// The text of the session's answer to a publish the permissions deny.
+const PUB_DENIED: &str = "Permissions Violation for Publish to \"";
 
 /// Bytes of the pipe between the bridge and its session.
 const PIPE: usize = 64 * 1024;
@@ -94,9 +99,13 @@ pub(super) async fn serve(
     }
     let will = match &connect.will {
         Some(w) => match topic::topic_to_subject(&w.topic) {
-            Ok(subject) if crate::subject::valid_literal(&subject) => {
-                Some((subject, w.message.clone()))
-            }
+            Ok(subject) if crate::subject::valid_literal(&subject) => Some(WillMsg {
+                subject,
+                topic: w.topic.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                payload: w.message.clone(),
+            }),
             _ => {
                 tracing::warn!("{peer} - mqtt: invalid will topic {:?}", w.topic);
                 return;
@@ -118,6 +127,7 @@ pub(super) async fn serve(
         .fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(Client::new(id, shared.config.max_pending, peer));
     shared.add_client(Arc::clone(&client));
+    let nats_client = Arc::clone(&client);
     let nonce = shared
         .config
         .auth
@@ -156,6 +166,9 @@ pub(super) async fn serve(
         max,
         keep_alive,
         will,
+        client: nats_client,
+        jsa: None,
+        jobs: VecDeque::new(),
         filters: HashMap::new(),
         sids: HashMap::new(),
         next_sid: 1,
@@ -201,19 +214,13 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
         ));
     }
     if let Some(w) = &c.will {
-        if w.qos > 0 {
+        if w.qos > 1 {
             return Err((
                 RC_SERVER_UNAVAILABLE,
                 format!(
                     "will messages with QoS {} are not supported yet by this server",
                     w.qos
                 ),
-            ));
-        }
-        if w.retain {
-            return Err((
-                RC_SERVER_UNAVAILABLE,
-                "retained will messages are not supported yet by this server".into(),
             ));
         }
         if w.topic.is_empty() {
@@ -279,10 +286,50 @@ async fn read_packet(
 enum Barrier {
     /// CONNECT: a PONG means authenticated.
     Connect,
+    /// A PUBLISH that needs more once routed: its PUBACK (QoS 1), its
+    /// retained copy stored (unless the permissions denied it).
+    Published {
+        subject: String,
+        puback: Option<u16>,
+        retained: Option<Retain>,
+        denied: bool,
+    },
     /// SUBSCRIBE `id`: per filter, its subjects and return code.
     SubAck(u16, Vec<(Vec<String>, u8)>),
     /// UNSUBSCRIBE `id`.
     UnsubAck(u16),
+}
+
+/// A retained PUBLISH to store once the session routed it.
+struct Retain {
+    topic: String,
+    qos: u8,
+    payload: bytes::Bytes,
+}
+
+/// The will a connection leaves.
+struct WillMsg {
+    subject: String,
+    topic: String,
+    qos: u8,
+    retain: bool,
+    payload: bytes::Bytes,
+}
+
+/// Work after a barrier that may block (JetStream), done in order so the
+/// client sees acknowledgements in the order of its packets (MQTT-4.6.0-2).
+enum Job {
+    /// Stores the retained message of `subject` (or removes it, for an
+    /// empty payload), then PUBACKs `puback`.
+    StoreRetained {
+        subject: String,
+        retain: Retain,
+        puback: Option<u16>,
+    },
+    PubAck(u16),
+    /// SUBACK, then the retained messages of the filters granted (their
+    /// NATS subjects).
+    SubAck(u16, Vec<u8>, Vec<Vec<String>>),
 }
 
 /// One MQTT subscription: its NATS subscriptions (the filter's subject,
@@ -306,6 +353,9 @@ enum End {
     TakenOver,
     /// Refused at CONNECT by authentication.
     NotAuthorized,
+    /// Refused at CONNECT after authentication: the will needs JetStream,
+    /// which the account lacks (CONNACK 3).
+    Unavailable,
 }
 
 struct Bridge {
@@ -327,8 +377,13 @@ struct Bridge {
     nats_out: Vec<u8>,
     max: usize,
     keep_alive: Option<Duration>,
-    /// The will's subject and payload.
-    will: Option<(String, bytes::Bytes)>,
+    will: Option<WillMsg>,
+    /// The NATS client that stands for this connection (its account).
+    client: Arc<Client>,
+    /// JetStream of the account, with the server's authority (retained
+    /// messages); `None` when the account has none.
+    jsa: Option<Jsa>,
+    jobs: VecDeque<Job>,
     filters: HashMap<String, Filter>,
     /// NATS subscription id to its NATS filter subject.
     sids: HashMap<u64, String>,
@@ -389,6 +444,9 @@ impl Bridge {
                             Ok(None) => break,
                             Err(server_ops::Garbled) => return End::Abnormal,
                         }
+                    }
+                    if let Some(end) = self.run_jobs().await {
+                        return end;
                     }
                 }
                 () = &mut sleep, if self.connected && self.keep_alive.is_some() => {
@@ -472,7 +530,7 @@ impl Bridge {
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
-        if p.qos > 0 {
+        if p.qos > 1 {
             tracing::warn!(
                 "{} - mqtt: PUBLISH with QoS {} is not supported yet by this server; closing",
                 self.peer,
@@ -480,9 +538,9 @@ impl Bridge {
             );
             return Some(End::Abnormal);
         }
-        if p.retain {
+        if p.retain && self.jsa.is_none() {
             tracing::warn!(
-                "{} - mqtt: retained PUBLISH is not supported yet by this server; closing",
+                "{} - mqtt: retained PUBLISH needs JetStream, which the account lacks; closing",
                 self.peer
             );
             return Some(End::Abnormal);
@@ -498,17 +556,102 @@ impl Bridge {
             tracing::warn!("{} - mqtt: maximum payload exceeded", self.peer);
             return Some(End::Abnormal);
         }
-        self.hpub(&subject, &p.payload);
+        self.hpub(&subject, p.qos, &p.payload);
+        let puback = if p.qos == 1 { p.packet_id } else { None };
+        if puback.is_some() || p.retain {
+            let retained = p.retain.then(|| Retain {
+                topic: p.topic.clone(),
+                qos: p.qos,
+                payload: p.payload.clone(),
+            });
+            self.ping_barrier(Barrier::Published {
+                subject,
+                puback,
+                retained,
+                denied: false,
+            });
+        }
         None
     }
 
-    fn hpub(&mut self, subject: &str, payload: &[u8]) {
-        let h = QOS0_HEADER.len();
+    /// A publish to the session, with the header that tells its QoS.
+    fn hpub(&mut self, subject: &str, qos: u8, payload: &[u8]) {
+        let hdr = if qos == 0 { QOS0_HEADER } else { QOS1_HEADER };
+        let h = hdr.len();
         self.nats_out
             .extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + payload.len()).as_bytes());
-        self.nats_out.extend_from_slice(QOS0_HEADER);
+        self.nats_out.extend_from_slice(hdr);
         self.nats_out.extend_from_slice(payload);
         self.nats_out.extend_from_slice(b"\r\n");
+    }
+
+    /// Runs the jobs due, in order; `Some` ends the connection.
+    async fn run_jobs(&mut self) -> Option<End> {
+        while let Some(job) = self.jobs.pop_front() {
+            match job {
+                Job::PubAck(id) => codec::puback(&mut self.out, id),
+                Job::StoreRetained {
+                    subject,
+                    retain,
+                    puback,
+                } => {
+                    let jsa = self.jsa.clone()?;
+                    let stored = tokio::task::spawn_blocking(move || {
+                        jsa.store_retained(&subject, &retain.topic, retain.qos, &retain.payload)
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: retained message not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                    if let Some(id) = puback {
+                        codec::puback(&mut self.out, id);
+                    }
+                }
+                Job::SubAck(id, codes, granted) => {
+                    codec::suback(&mut self.out, id, &codes);
+                    let Some(jsa) = self.jsa.clone() else {
+                        continue;
+                    };
+                    let found = tokio::task::spawn_blocking(move || {
+                        let mut all = Vec::new();
+                        for subjects in &granted {
+                            all.extend(jsa.retained_matching(subjects)?);
+                        }
+                        Ok::<_, super::jsa::JsaError>(all)
+                    })
+                    .await;
+                    let retained = match found {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => {
+                            tracing::warn!("{} - mqtt: retained messages not read: {e}", self.peer);
+                            continue;
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    };
+                    for r in retained {
+                        // Granted QoS 0 only, so every copy goes at QoS 0.
+                        if codec::publish(&mut self.out, &r.topic, 0, true, false, None, &r.payload)
+                            .is_none()
+                        {
+                            tracing::warn!(
+                                "{} - mqtt: retained message on {:?} cannot be sent as MQTT",
+                                self.peer,
+                                r.topic
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
@@ -566,15 +709,52 @@ impl Bridge {
             }
             ServerOp::Pong => match self.barriers.pop_front() {
                 Some(Barrier::Connect) => {
+                    self.jsa = Jsa::of_account(&self.shared, self.client.account_name());
+                    if self.jsa.is_none() && self.will.as_ref().is_some_and(|w| w.retain) {
+                        tracing::warn!(
+                            "{} - mqtt: CONNECT refused: a retained will needs JetStream, \
+                             which the account lacks",
+                            self.peer
+                        );
+                        return Some(End::Unavailable);
+                    }
                     self.connected = true;
                     self.sessions
                         .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
                     codec::connack(&mut self.out, false, RC_ACCEPTED);
                     None
                 }
+                Some(Barrier::Published {
+                    subject,
+                    puback,
+                    retained,
+                    denied,
+                }) => {
+                    // nats-server acknowledges a denied QoS 1 publish too,
+                    // and stores no retained copy of it.
+                    match retained {
+                        Some(retain) if !denied => self.jobs.push_back(Job::StoreRetained {
+                            subject,
+                            retain,
+                            puback,
+                        }),
+                        _ => {
+                            if let Some(id) = puback {
+                                self.jobs.push_back(Job::PubAck(id));
+                            }
+                        }
+                    }
+                    None
+                }
                 Some(Barrier::SubAck(id, entries)) => {
                     let codes: Vec<u8> = entries.iter().map(|(_, c)| *c).collect();
-                    codec::suback(&mut self.out, id, &codes);
+                    let granted = entries
+                        .into_iter()
+                        .filter(|(_, c)| *c != SUBACK_FAILURE)
+                        .map(|(subjects, _)| subjects)
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    self.jobs.push_back(Job::SubAck(id, codes, granted));
                     None
                 }
                 Some(Barrier::UnsubAck(id)) => {
@@ -662,6 +842,20 @@ impl Bridge {
             }
             return None;
         }
+        if let Some(denied) = text
+            .strip_prefix(PUB_DENIED)
+            .and_then(|rest| rest.split('"').next())
+        {
+            // The oldest publish waiting on this subject was the one denied.
+            if let Some(Barrier::Published { denied: d, .. }) =
+                self.barriers.iter_mut().find(|b| {
+                    matches!(b, Barrier::Published { subject, denied: false, .. } if subject == denied)
+                })
+            {
+                *d = true;
+            }
+            return None;
+        }
         // Publish permission errors drop the message (as nats-server does
         // for MQTT QoS 0); anything else closes the session, which the
         // read side then sees.
@@ -671,17 +865,77 @@ impl Bridge {
         None
     }
 
+    /// Lets the session answer every barrier still out, then stores the
+    /// retained messages they allow: a retained PUBLISH right before the
+    /// connection ends (DISCONNECT, a closed socket, its will) is kept,
+    /// as nats-server keeps it. Nothing more is sent to the client.
+    async fn settle_retained(&mut self) {
+        if self.flush().await.is_some() {
+            return;
+        }
+        let routed = async {
+            while !self.barriers.is_empty() {
+                match self.nats_rd.read_buf(&mut self.nats_in).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                while let Ok(Some(op)) = server_ops::next(&mut self.nats_in) {
+                    // Deliveries are dropped: the client is gone.
+                    if !matches!(op, ServerOp::Msg { .. }) {
+                        let _ = self.server_op(op);
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), routed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} - mqtt: the session did not answer in time; retained messages still \
+                 waiting are not stored",
+                self.peer
+            );
+            return;
+        }
+        self.jobs.retain(|j| matches!(j, Job::StoreRetained { .. }));
+        for job in &mut self.jobs {
+            if let Job::StoreRetained { puback, .. } = job {
+                *puback = None;
+            }
+        }
+        let _ = self.run_jobs().await;
+    }
+
     /// Ends the connection: the will (when due), CONNACK 5 for a refused
     /// login, then the session's input is closed.
     async fn finish(&mut self, end: End) {
         if end == End::NotAuthorized {
             codec::connack(&mut self.out, false, RC_NOT_AUTHORIZED);
         }
+        if end == End::Unavailable {
+            codec::connack(&mut self.out, false, RC_SERVER_UNAVAILABLE);
+        }
         if end == End::Abnormal
             && self.connected
-            && let Some((subject, payload)) = self.will.take()
+            && let Some(will) = self.will.take()
         {
-            self.hpub(&subject, &payload);
+            self.hpub(&will.subject, will.qos, &will.payload);
+            if will.retain {
+                self.ping_barrier(Barrier::Published {
+                    subject: will.subject,
+                    puback: None,
+                    retained: Some(Retain {
+                        topic: will.topic,
+                        qos: will.qos,
+                        payload: will.payload,
+                    }),
+                    denied: false,
+                });
+            }
+        }
+        if self.connected && end != End::Shutdown && self.jsa.is_some() {
+            self.settle_retained().await;
         }
         let _ = self.flush().await;
         let _ = self.wr.shutdown().await;
@@ -748,13 +1002,19 @@ mod tests {
         c.will = Some(codec::Will {
             topic: "t".into(),
             message: bytes::Bytes::new(),
-            qos: 1,
+            qos: 2,
             retain: false,
         });
         assert_eq!(
             check_connect(&c).map_err(|e| e.0),
             Err(RC_SERVER_UNAVAILABLE)
         );
+        // QoS 1 and retained wills are served.
+        if let Some(w) = c.will.as_mut() {
+            w.qos = 1;
+            w.retain = true;
+        }
+        assert_eq!(check_connect(&c), Ok(()));
     }
 
     #[test]
