@@ -3,6 +3,9 @@
 //! are there after the restart, and one removed (empty retained payload)
 //! stays removed. Run against our binary and against nats-server 2.15.1
 //! restarted on the same store directory, with the same raw MQTT packets.
+//! (nats-server 2.15.1 acknowledges the removal before it is durable: a
+//! removed retained message was seen to come back after its SIGKILL, so
+//! on it only the kept messages are asserted.)
 
 mod server_process;
 
@@ -162,6 +165,7 @@ async fn acknowledged_retained_messages_survive_sigkill_on_nats_server() {
     .await;
     before_crash(mqtt_port).await;
     server.restart().await;
-    let got = retained_for(mqtt_port, "crash/#").await;
+    let mut got = retained_for(mqtt_port, "crash/#").await;
+    got.retain(|(topic, _, _)| topic != "crash/gone");
     assert_eq!(got, expected());
 }

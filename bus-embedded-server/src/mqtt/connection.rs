@@ -171,6 +171,9 @@ pub(super) async fn serve(
         jobs: VecDeque::new(),
         filters: HashMap::new(),
         sids: HashMap::new(),
+        inflight: HashMap::new(),
+        inflight_seq: HashMap::new(),
+        next_packet_id: 0,
         next_sid: 1,
         barriers: VecDeque::from([Barrier::Connect]),
         connected: false,
@@ -259,6 +262,19 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     line
 }
 
+/// A JetStream ack subject's consumer part and stream sequence
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...`): the same
+/// message redelivered has the same key.
+fn ack_key(reply: &str) -> Option<(String, u64)> {
+    let mut t = reply.split('.');
+    let (Some("$JS"), Some("ACK"), Some(stream), Some(consumer), Some(_dc), Some(sseq)) =
+        (t.next(), t.next(), t.next(), t.next(), t.next(), t.next())
+    else {
+        return None;
+    };
+    Some((format!("{stream}.{consumer}"), sseq.parse().ok()?))
+}
+
 /// The largest MQTT packet taken: the payload limit plus room for the
 /// topic and the header nats-server adds.
 fn max_packet(shared: &ServerState) -> usize {
@@ -292,12 +308,34 @@ enum Barrier {
         subject: String,
         puback: Option<u16>,
         retained: Option<Retain>,
+        /// QoS 1: the payload, for the QoS 1 subscriptions' stream.
+        qos1: Option<bytes::Bytes>,
         denied: bool,
     },
-    /// SUBSCRIBE `id`: per filter, its subjects and return code.
-    SubAck(u16, Vec<(Vec<String>, u8)>),
-    /// UNSUBSCRIBE `id`.
-    UnsubAck(u16),
+    /// SUBSCRIBE `id`: per filter, what was asked and its return code.
+    SubAck(u16, Vec<SubEntry>),
+    /// UNSUBSCRIBE `id`, with the JetStream sides to end.
+    UnsubAck(u16, Vec<super::jsa::Qos1Sub>),
+}
+
+/// One filter of a SUBSCRIBE on its way to the SUBACK.
+struct SubEntry {
+    /// The filter, when this SUBSCRIBE made its subscription.
+    filter: Option<String>,
+    /// Its NATS subjects.
+    subjects: Vec<String>,
+    /// Granted QoS, or [`SUBACK_FAILURE`].
+    code: u8,
+}
+
+impl SubEntry {
+    fn failed() -> Self {
+        SubEntry {
+            filter: None,
+            subjects: Vec::new(),
+            code: SUBACK_FAILURE,
+        }
+    }
 }
 
 /// A retained PUBLISH to store once the session routed it.
@@ -320,22 +358,46 @@ struct WillMsg {
 /// client sees acknowledgements in the order of its packets (MQTT-4.6.0-2).
 enum Job {
     /// Stores the retained message of `subject` (or removes it, for an
-    /// empty payload), then PUBACKs `puback`.
-    StoreRetained {
+    /// empty payload) and the QoS 1 message for the QoS 1 subscriptions,
+    /// then PUBACKs `puback`.
+    Store {
         subject: String,
-        retain: Retain,
+        retain: Option<Retain>,
+        qos1: Option<bytes::Bytes>,
         puback: Option<u16>,
     },
     PubAck(u16),
-    /// SUBACK, then the retained messages of the filters granted (their
-    /// NATS subjects).
-    SubAck(u16, Vec<u8>, Vec<Vec<String>>),
+    /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
+    /// messages of the filters granted.
+    SubAck(u16, Vec<SubEntry>),
+    /// Ends JetStream sides, then UNSUBACK.
+    UnsubAck(u16, Vec<super::jsa::Qos1Sub>),
 }
 
 /// One MQTT subscription: its NATS subscriptions (the filter's subject,
 /// and for `a/#` also `a`).
 struct Filter {
     sids: Vec<u64>,
+    /// The QoS granted.
+    qos: u8,
+    /// QoS 1: the JetStream side of each of its subjects.
+    js: Vec<(u64, super::jsa::Qos1Sub)>,
+}
+
+/// What a NATS subscription id of the bridge stands for.
+struct SidInfo {
+    /// The MQTT filter's subject (deliveries are checked against it).
+    filter: String,
+    /// The filter was granted QoS 1.
+    qos1: bool,
+    /// A QoS 1 consumer's deliveries (subjects under `$MQTT.msgs.`).
+    js: bool,
+}
+
+/// A QoS 1 PUBLISH sent to the client and not yet acknowledged.
+struct InFlight {
+    /// The consumer's ack subject (`None` for a retained copy).
+    reply: Option<String>,
 }
 
 /// How the bridge ended.
@@ -386,7 +448,13 @@ struct Bridge {
     jobs: VecDeque<Job>,
     filters: HashMap<String, Filter>,
     /// NATS subscription id to its NATS filter subject.
-    sids: HashMap<u64, String>,
+    sids: HashMap<u64, SidInfo>,
+    /// QoS 1 deliveries awaiting the client's PUBACK, by packet id.
+    inflight: HashMap<u16, InFlight>,
+    /// The packet id of a stored message in flight, by (consumer ack
+    /// prefix, stream sequence): a redelivery reuses it with DUP set.
+    inflight_seq: HashMap<(String, u64), u16>,
+    next_packet_id: u16,
     next_sid: u64,
     barriers: VecDeque<Barrier>,
     connected: bool,
@@ -501,16 +569,13 @@ impl Bridge {
                 None
             }
             Packet::Unsubscribe(id, filters) => {
+                let mut ended = Vec::new();
                 for f in filters {
                     if let Some(old) = self.filters.remove(&f) {
-                        for sid in old.sids {
-                            self.sids.remove(&sid);
-                            self.nats_out
-                                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
-                        }
+                        ended.extend(self.drop_filter(old));
                     }
                 }
-                self.ping_barrier(Barrier::UnsubAck(id));
+                self.ping_barrier(Barrier::UnsubAck(id, ended));
                 None
             }
             Packet::PingReq => {
@@ -518,10 +583,25 @@ impl Bridge {
                 None
             }
             Packet::Disconnect => Some(End::Disconnected),
-            // Nothing is sent with QoS > 0, so there is nothing to ack.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+            Packet::PubAck(id) => {
+                // An unknown id (acknowledged twice, or after the
+                // subscription went) is ignored.
+                if let Some(f) = self.inflight.remove(&id)
+                    && let Some(reply) = f.reply
+                {
+                    if let Some((prefix, seq)) = ack_key(&reply) {
+                        self.inflight_seq.remove(&(prefix, seq));
+                    }
+                    if let Some(jsa) = &self.jsa {
+                        jsa.ack(&reply);
+                    }
+                }
+                None
+            }
+            // Nothing is sent with QoS 2, so there is nothing to ack.
+            Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
                 tracing::warn!(
-                    "{} - mqtt: acknowledgement for a QoS 1/2 delivery that was never sent",
+                    "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
                     self.peer
                 );
                 Some(End::Abnormal)
@@ -568,6 +648,7 @@ impl Bridge {
                 subject,
                 puback,
                 retained,
+                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| p.payload.clone()),
                 denied: false,
             });
         }
@@ -590,21 +671,28 @@ impl Bridge {
         while let Some(job) = self.jobs.pop_front() {
             match job {
                 Job::PubAck(id) => codec::puback(&mut self.out, id),
-                Job::StoreRetained {
+                Job::Store {
                     subject,
                     retain,
+                    qos1,
                     puback,
                 } => {
                     let jsa = self.jsa.clone()?;
                     let stored = tokio::task::spawn_blocking(move || {
-                        jsa.store_retained(&subject, &retain.topic, retain.qos, &retain.payload)
+                        if let Some(r) = &retain {
+                            jsa.store_retained(&subject, &r.topic, r.qos, &r.payload)?;
+                        }
+                        if let Some(payload) = &qos1 {
+                            jsa.store_qos1(&subject, payload)?;
+                        }
+                        Ok::<_, super::jsa::JsaError>(())
                     })
                     .await;
                     match stored {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(
-                                "{} - mqtt: retained message not stored: {e}; closing",
+                                "{} - mqtt: message not stored: {e}; closing",
                                 self.peer
                             );
                             return Some(End::Abnormal);
@@ -615,15 +703,30 @@ impl Bridge {
                         codec::puback(&mut self.out, id);
                     }
                 }
-                Job::SubAck(id, codes, granted) => {
+                Job::UnsubAck(id, ended) => {
+                    self.end_qos1(ended).await;
+                    codec::unsuback(&mut self.out, id);
+                }
+                Job::SubAck(id, mut entries) => {
+                    if let Some(end) = self.start_qos1(&mut entries).await {
+                        return Some(end);
+                    }
+                    let codes: Vec<u8> = entries.iter().map(|e| e.code).collect();
                     codec::suback(&mut self.out, id, &codes);
                     let Some(jsa) = self.jsa.clone() else {
                         continue;
                     };
+                    let granted: Vec<(Vec<String>, u8)> = entries
+                        .into_iter()
+                        .filter(|e| e.code != SUBACK_FAILURE && !e.subjects.is_empty())
+                        .map(|e| (e.subjects, e.code))
+                        .collect();
                     let found = tokio::task::spawn_blocking(move || {
                         let mut all = Vec::new();
-                        for subjects in &granted {
-                            all.extend(jsa.retained_matching(subjects)?);
+                        for (subjects, qos) in &granted {
+                            for r in jsa.retained_matching(subjects)? {
+                                all.push((r, *qos));
+                            }
                         }
                         Ok::<_, super::jsa::JsaError>(all)
                     })
@@ -636,9 +739,23 @@ impl Bridge {
                         }
                         Err(_) => return Some(End::Abnormal),
                     };
-                    for r in retained {
-                        // Granted QoS 0 only, so every copy goes at QoS 0.
-                        if codec::publish(&mut self.out, &r.topic, 0, true, false, None, &r.payload)
+                    for (r, granted) in retained {
+                        let qos = granted.min(r.qos);
+                        let id = if qos == 1 {
+                            let Some(id) = self.packet_id() else {
+                                tracing::warn!(
+                                    "{} - mqtt: no packet id free; retained message on {:?} not sent",
+                                    self.peer,
+                                    r.topic
+                                );
+                                continue;
+                            };
+                            self.inflight.insert(id, InFlight { reply: None });
+                            Some(id)
+                        } else {
+                            None
+                        };
+                        if codec::publish(&mut self.out, &r.topic, qos, true, false, id, &r.payload)
                             .is_none()
                         {
                             tracing::warn!(
@@ -654,29 +771,54 @@ impl Bridge {
         None
     }
 
+    /// Removes a filter's NATS subscriptions; returns its JetStream sides
+    /// for the caller to end (they block).
+    fn drop_filter(&mut self, f: Filter) -> Vec<super::jsa::Qos1Sub> {
+        for sid in f.sids {
+            self.sids.remove(&sid);
+            self.nats_out
+                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+        }
+        f.js.into_iter()
+            .map(|(sid, q)| {
+                self.sids.remove(&sid);
+                q
+            })
+            .collect()
+    }
+
     fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
         let mut entries = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
-            if qos > 0 {
+            if qos > 1 || (qos == 1 && self.jsa.is_none()) {
                 tracing::warn!(
-                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: only QoS 0 is \
-                     supported yet by this server",
-                    self.peer
+                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: {}",
+                    self.peer,
+                    if qos > 1 {
+                        "QoS 2 is not supported yet by this server"
+                    } else {
+                        "QoS 1 needs JetStream, which the account lacks"
+                    }
                 );
-                entries.push((Vec::new(), SUBACK_FAILURE));
+                entries.push(SubEntry::failed());
                 continue;
             }
             let subject = match topic::filter_to_subject(&filter) {
                 Ok(s) if crate::subject::valid_filter(&s) => s,
                 _ => {
                     tracing::warn!("{} - mqtt: invalid topic filter {filter:?}", self.peer);
-                    entries.push((Vec::new(), SUBACK_FAILURE));
+                    entries.push(SubEntry::failed());
                     continue;
                 }
             };
-            if self.filters.contains_key(&filter) {
-                // The same filter again replaces the subscription (same QoS 0).
-                entries.push((Vec::new(), 0));
+            if let Some(f) = self.filters.get(&filter) {
+                // The same filter again keeps the subscription (and the
+                // QoS it was granted).
+                entries.push(SubEntry {
+                    filter: None,
+                    subjects: Vec::new(),
+                    code: f.qos,
+                });
                 continue;
             }
             let mut subjects = vec![subject.clone()];
@@ -690,13 +832,122 @@ impl Bridge {
                 self.nats_out
                     .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
                 // Deliveries are filtered by the MQTT filter's subject.
-                self.sids.insert(sid, subject.clone());
+                self.sids.insert(
+                    sid,
+                    SidInfo {
+                        filter: subject.clone(),
+                        qos1: qos == 1,
+                        js: false,
+                    },
+                );
                 sids.push(sid);
             }
-            self.filters.insert(filter, Filter { sids });
-            entries.push((subjects, 0));
+            self.filters.insert(
+                filter.clone(),
+                Filter {
+                    sids,
+                    qos,
+                    js: Vec::new(),
+                },
+            );
+            entries.push(SubEntry {
+                filter: Some(filter),
+                subjects,
+                code: qos,
+            });
         }
         self.ping_barrier(Barrier::SubAck(id, entries));
+    }
+
+    /// A packet id not in flight (1..=65535).
+    fn packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_packet_id) {
+                return Some(self.next_packet_id);
+            }
+        }
+        None
+    }
+
+    /// Starts the JetStream side of the QoS 1 filters just granted; a
+    /// filter whose consumer cannot be made fails (0x80) and loses its
+    /// NATS subscriptions.
+    async fn start_qos1(&mut self, entries: &mut [SubEntry]) -> Option<End> {
+        let jsa = self.jsa.clone()?;
+        for e in entries.iter_mut() {
+            if e.code != 1 {
+                continue;
+            }
+            let Some(filter) = e.filter.clone() else {
+                continue;
+            };
+            let mut made = Vec::new();
+            let mut failed = None;
+            for subject in &e.subjects {
+                let sid = self.next_sid;
+                self.next_sid += 1;
+                let (jsa, client, subject2) =
+                    (jsa.clone(), Arc::clone(&self.client), subject.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    jsa.subscribe_qos1(&client, &subject2, sid)
+                })
+                .await;
+                match r {
+                    Ok(Ok(q)) => made.push((sid, q)),
+                    Ok(Err(err)) => {
+                        failed = Some(err.to_string());
+                        break;
+                    }
+                    Err(_) => return Some(End::Abnormal),
+                }
+                let filter_subject = e.subjects.first().cloned().unwrap_or_default();
+                self.sids.insert(
+                    sid,
+                    SidInfo {
+                        filter: filter_subject,
+                        qos1: true,
+                        js: true,
+                    },
+                );
+            }
+            if let Some(why) = failed {
+                tracing::warn!(
+                    "{} - mqtt: QoS 1 subscription to {filter:?} failed: {why}",
+                    self.peer
+                );
+                e.code = SUBACK_FAILURE;
+                if let Some(mut f) = self.filters.remove(&filter) {
+                    f.js.extend(made);
+                    let ended = self.drop_filter(f);
+                    self.end_qos1(ended).await;
+                }
+                continue;
+            }
+            if let Some(f) = self.filters.get_mut(&filter) {
+                f.js.extend(made);
+            }
+        }
+        None
+    }
+
+    /// Ends the JetStream sides of subscriptions (their consumers).
+    async fn end_qos1(&mut self, ended: Vec<super::jsa::Qos1Sub>) {
+        if ended.is_empty() {
+            return;
+        }
+        let Some(jsa) = self.jsa.clone() else {
+            return;
+        };
+        let peer = self.peer;
+        let _ = tokio::task::spawn_blocking(move || {
+            for q in &ended {
+                if let Err(e) = jsa.unsubscribe_qos1(q) {
+                    tracing::warn!("{peer} - mqtt: QoS 1 consumer not removed: {e}");
+                }
+            }
+        })
+        .await;
     }
 
     /// One operation from the session; `Some` ends the connection.
@@ -728,37 +979,29 @@ impl Bridge {
                     subject,
                     puback,
                     retained,
+                    qos1,
                     denied,
                 }) => {
                     // nats-server acknowledges a denied QoS 1 publish too,
-                    // and stores no retained copy of it.
-                    match retained {
-                        Some(retain) if !denied => self.jobs.push_back(Job::StoreRetained {
+                    // and stores nothing of it.
+                    if !denied && (retained.is_some() || qos1.is_some()) {
+                        self.jobs.push_back(Job::Store {
                             subject,
-                            retain,
+                            retain: retained,
+                            qos1,
                             puback,
-                        }),
-                        _ => {
-                            if let Some(id) = puback {
-                                self.jobs.push_back(Job::PubAck(id));
-                            }
-                        }
+                        });
+                    } else if let Some(id) = puback {
+                        self.jobs.push_back(Job::PubAck(id));
                     }
                     None
                 }
                 Some(Barrier::SubAck(id, entries)) => {
-                    let codes: Vec<u8> = entries.iter().map(|(_, c)| *c).collect();
-                    let granted = entries
-                        .into_iter()
-                        .filter(|(_, c)| *c != SUBACK_FAILURE)
-                        .map(|(subjects, _)| subjects)
-                        .filter(|s| !s.is_empty())
-                        .collect();
-                    self.jobs.push_back(Job::SubAck(id, codes, granted));
+                    self.jobs.push_back(Job::SubAck(id, entries));
                     None
                 }
-                Some(Barrier::UnsubAck(id)) => {
-                    codec::unsuback(&mut self.out, id);
+                Some(Barrier::UnsubAck(id, ended)) => {
+                    self.jobs.push_back(Job::UnsubAck(id, ended));
                     None
                 }
                 None => None,
@@ -767,26 +1010,80 @@ impl Bridge {
             ServerOp::Msg {
                 subject,
                 sid,
+                reply,
+                headers,
                 payload,
-                ..
             } => {
-                self.deliver(sid, &subject, &payload);
+                self.deliver(sid, &subject, reply, headers.as_deref(), &payload);
                 None
             }
         }
     }
 
-    /// A message for subscription `sid`, as a QoS 0 PUBLISH (unless the
-    /// subscription is gone, or MQTT-4.7.2-1 hides a `$` topic from it).
-    fn deliver(&mut self, sid: u64, subject: &str, payload: &[u8]) {
-        let Some(filter) = self.sids.get(&sid) else {
+    /// A message for subscription `sid`, as a PUBLISH (unless the
+    /// subscription is gone, or MQTT-4.7.2-1 hides a `$` topic from it):
+    /// QoS 1 with a packet id for a QoS 1 consumer's delivery, QoS 0
+    /// otherwise. A QoS 1 filter's plain NATS subscription skips what an
+    /// MQTT client published with QoS 1: that comes through its consumer.
+    fn deliver(
+        &mut self,
+        sid: u64,
+        subject: &str,
+        reply: Option<String>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let Some(info) = self.sids.get(&sid) else {
             return;
         };
-        if topic::wildcard_skips(filter, subject) {
+        let (subject, js) = if info.js {
+            match subject.strip_prefix(super::jsa::MSGS_PREFIX) {
+                Some(s) => (s, true),
+                None => return,
+            }
+        } else {
+            if info.qos1
+                && headers.is_some_and(|h| {
+                    crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim) == Some("1")
+                })
+            {
+                return;
+            }
+            (subject, false)
+        };
+        if topic::wildcard_skips(&info.filter, subject) {
+            // Never to be sent: acknowledged so it does not come back.
+            if let (true, Some(reply), Some(jsa)) = (js, &reply, &self.jsa) {
+                jsa.ack(reply);
+            }
             return;
         }
         let topic = topic::subject_to_topic(subject);
-        if codec::publish(&mut self.out, &topic, 0, false, false, None, payload).is_none() {
+        let mut qos = 0;
+        let mut id = None;
+        let mut dup = false;
+        if js && let Some(reply) = reply {
+            let key = ack_key(&reply);
+            let known = key.as_ref().and_then(|k| self.inflight_seq.get(k).copied());
+            let pid = match known {
+                Some(pid) => {
+                    dup = true;
+                    pid
+                }
+                None => match self.packet_id() {
+                    Some(pid) => pid,
+                    // Redelivered by the consumer later.
+                    None => return,
+                },
+            };
+            if let Some(k) = key {
+                self.inflight_seq.insert(k, pid);
+            }
+            self.inflight.insert(pid, InFlight { reply: Some(reply) });
+            qos = 1;
+            id = Some(pid);
+        }
+        if codec::publish(&mut self.out, &topic, qos, false, dup, id, payload).is_none() {
             tracing::warn!(
                 "{} - mqtt: message on {subject:?} cannot be sent as MQTT",
                 self.peer
@@ -812,10 +1109,10 @@ impl Bridge {
                 .iter_mut()
                 .find(|b| matches!(b, Barrier::SubAck(..)))
             {
-                for (subjects, code) in entries.iter_mut() {
-                    if *code != SUBACK_FAILURE && subjects.iter().any(|s| s == denied) {
-                        *code = SUBACK_FAILURE;
-                        undo.extend(subjects.iter().cloned());
+                for e in entries.iter_mut() {
+                    if e.code != SUBACK_FAILURE && e.subjects.iter().any(|s| s == denied) {
+                        e.code = SUBACK_FAILURE;
+                        undo.extend(e.subjects.iter().cloned());
                     }
                 }
             }
@@ -826,7 +1123,7 @@ impl Bridge {
                     .filter(|(_, f)| {
                         f.sids
                             .iter()
-                            .any(|sid| self.sids.get(sid).is_some_and(|s| undo.contains(s)))
+                            .any(|sid| self.sids.get(sid).is_some_and(|s| undo.contains(&s.filter)))
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -869,7 +1166,7 @@ impl Bridge {
     /// retained messages they allow: a retained PUBLISH right before the
     /// connection ends (DISCONNECT, a closed socket, its will) is kept,
     /// as nats-server keeps it. Nothing more is sent to the client.
-    async fn settle_retained(&mut self) {
+    async fn settle_stores(&mut self) {
         if self.flush().await.is_some() {
             return;
         }
@@ -898,9 +1195,9 @@ impl Bridge {
             );
             return;
         }
-        self.jobs.retain(|j| matches!(j, Job::StoreRetained { .. }));
+        self.jobs.retain(|j| matches!(j, Job::Store { .. }));
         for job in &mut self.jobs {
-            if let Job::StoreRetained { puback, .. } = job {
+            if let Job::Store { puback, .. } = job {
                 *puback = None;
             }
         }
@@ -921,11 +1218,12 @@ impl Bridge {
             && let Some(will) = self.will.take()
         {
             self.hpub(&will.subject, will.qos, &will.payload);
-            if will.retain {
+            if will.retain || (will.qos == 1 && self.jsa.is_some()) {
                 self.ping_barrier(Barrier::Published {
                     subject: will.subject,
                     puback: None,
-                    retained: Some(Retain {
+                    qos1: (will.qos == 1).then(|| will.payload.clone()),
+                    retained: will.retain.then(|| Retain {
                         topic: will.topic,
                         qos: will.qos,
                         payload: will.payload,
@@ -935,8 +1233,14 @@ impl Bridge {
             }
         }
         if self.connected && end != End::Shutdown && self.jsa.is_some() {
-            self.settle_retained().await;
+            self.settle_stores().await;
         }
+        // Clean sessions only: every QoS 1 consumer goes with the connection.
+        let ended: Vec<_> = std::mem::take(&mut self.filters)
+            .into_values()
+            .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
+            .collect();
+        self.end_qos1(ended).await;
         let _ = self.flush().await;
         let _ = self.wr.shutdown().await;
         let _ = self.nats_wr.shutdown().await;
@@ -1015,6 +1319,16 @@ mod tests {
             w.retain = true;
         }
         assert_eq!(check_connect(&c), Ok(()));
+    }
+
+    #[test]
+    fn a_redelivery_has_the_ack_key_of_its_first_delivery() {
+        let first = ack_key("$JS.ACK.$MQTT_msgs.mqtt_x.1.42.7.1700000000.0");
+        let again = ack_key("$JS.ACK.$MQTT_msgs.mqtt_x.2.42.9.1700000099.0");
+        assert_eq!(first, Some(("$MQTT_msgs.mqtt_x".to_string(), 42)));
+        assert_eq!(first, again);
+        assert_eq!(ack_key("_INBOX.abc"), None);
+        assert_eq!(ack_key("$JS.ACK.s.c.1.notanumber.1"), None);
     }
 
     #[test]

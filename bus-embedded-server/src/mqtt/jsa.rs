@@ -4,7 +4,11 @@
 //! authority, not the user's (whose permissions may not even allow
 //! `$JS.API.>`), as nats-server does.
 //!
-//! Only what this server serves is here: retained messages, one per
+//! QoS 1 subscriptions: the stream `$MQTT_msgs` (QoS 1 messages MQTT
+//! clients publish) and one durable consumer per subscribed subject,
+//! delivered to the connection through an internal subscription.
+//!
+//! Retained messages: one per
 //! topic, in the stream `$MQTT_rmsgs` (subjects `$MQTT.rmsgs.<subject>`,
 //! one message per subject, file storage, the configuration nats-server
 //! 2.15.1 gives it), created the first time a client of the account
@@ -22,12 +26,15 @@
 
 use std::sync::Arc;
 
+use crate::account::Account;
 use crate::jetstream::JetStream;
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers::{self, HeaderBuilder};
 use crate::jetstream::store::Purge;
 use crate::jetstream::stream::Stream;
+use crate::outbound::Client;
 use crate::state::ServerState;
+use crate::sublist::Subscription;
 
 use super::topic;
 
@@ -37,6 +44,27 @@ pub(crate) const RMSGS: &str = "$MQTT_rmsgs";
 const RMSGS_PREFIX: &str = "$MQTT.rmsgs.";
 /// nats-server 2.15.1's configuration of [`RMSGS`].
 const RMSGS_CONFIG: &str = r#"{"name":"$MQTT_rmsgs","subjects":["$MQTT.rmsgs.>"],"retention":"limits","max_msgs_per_subject":1,"storage":"file","num_replicas":1}"#;
+
+/// The stream of QoS 1 messages published by MQTT clients, read by one
+/// durable consumer per QoS 1 subscription (interest retention: a
+/// message goes once every subscription acknowledged it).
+pub(crate) const MSGS: &str = "$MQTT_msgs";
+/// The subject prefix of [`MSGS`].
+pub(crate) const MSGS_PREFIX: &str = "$MQTT.msgs.";
+/// nats-server 2.15.1's configuration of [`MSGS`].
+const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
+/// nats-server's defaults for the QoS 1 consumers (`ack_wait`,
+/// `max_ack_pending` of the `mqtt {}` block, not configurable here yet).
+const ACK_WAIT_NANOS: u64 = 30_000_000_000;
+const MAX_ACK_PENDING: u64 = 1024;
+
+/// A QoS 1 subscription's JetStream side: its durable consumer and the
+/// internal subscription that takes the consumer's deliveries into the
+/// connection's session (with the bridge's own subscription id).
+pub(crate) struct Qos1Sub {
+    consumer: String,
+    sub: Arc<Subscription<Client>>,
+}
 
 /// Why a JetStream step of the MQTT listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +103,7 @@ pub(crate) struct Retained {
 #[derive(Clone)]
 pub(crate) struct Jsa {
     js: Arc<JetStream>,
+    account: Arc<Account>,
 }
 
 impl Jsa {
@@ -85,7 +114,89 @@ impl Jsa {
         } else {
             shared.accounts.get(account)
         };
-        acc.and_then(|a| a.jetstream.clone()).map(|js| Jsa { js })
+        let account = acc?;
+        let js = account.jetstream.clone()?;
+        Some(Jsa { js, account })
+    }
+
+    /// Stores a QoS 1 message an MQTT client published (already routed to
+    /// NATS subscribers) for the QoS 1 subscriptions, durably. Nothing is
+    /// stored while the account has no `$MQTT_msgs` stream: no QoS 1
+    /// subscription was ever made, so no one would read it.
+    pub(crate) fn store_qos1(&self, subject: &str, payload: &[u8]) -> Result<(), JsaError> {
+        let Some(stream) = self.js.stream(MSGS) else {
+            return Ok(());
+        };
+        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", 1).build();
+        stream.store_internal(&format!("{MSGS_PREFIX}{subject}"), &hdr, payload)?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// Starts the JetStream side of a QoS 1 subscription to the NATS
+    /// filter `subject`: a durable consumer of `$MQTT_msgs` (deliver new,
+    /// explicit ack, nats-server's `ack_wait` and `max_ack_pending`)
+    /// pushing to a fresh `$MQTT.sub.<id>` subject, which `client`
+    /// receives as subscription `sid` whatever its permissions.
+    pub(crate) fn subscribe_qos1(
+        &self,
+        client: &Arc<Client>,
+        subject: &str,
+        sid: u64,
+    ) -> Result<Qos1Sub, JsaError> {
+        self.ensure_msgs()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let deliver = format!("$MQTT.sub.{id}");
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(client),
+            &deliver,
+            None,
+            bytes::Bytes::from(sid.to_string()),
+        ));
+        self.account.sublist.insert(Arc::clone(&sub));
+        let consumer = format!("mqtt_{id}");
+        let config = serde_json::json!({
+            "durable_name": consumer,
+            "deliver_policy": "new",
+            "ack_policy": "explicit",
+            "ack_wait": ACK_WAIT_NANOS,
+            "max_deliver": -1,
+            "filter_subject": format!("{MSGS_PREFIX}{subject}"),
+            "replay_policy": "instant",
+            "max_ack_pending": MAX_ACK_PENDING,
+            "deliver_subject": deliver,
+        });
+        if let Err(e) = crate::jetstream::api::ensure_consumer(
+            &self.js,
+            MSGS,
+            &consumer,
+            config.to_string().as_bytes(),
+        ) {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        Ok(Qos1Sub { consumer, sub })
+    }
+
+    /// Ends a QoS 1 subscription: its consumer (and so its interest in
+    /// the stored messages) and its internal subscription.
+    pub(crate) fn unsubscribe_qos1(&self, q: &Qos1Sub) -> Result<(), JsaError> {
+        self.account.sublist.remove(&q.sub);
+        crate::jetstream::api::remove_consumer(&self.js, MSGS, &q.consumer)?;
+        Ok(())
+    }
+
+    /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the
+    /// consumer's ack subject `reply`.
+    pub(crate) fn ack(&self, reply: &str) {
+        self.js.on_publish(reply, None, b"", b"+ACK");
+    }
+
+    fn ensure_msgs(&self) -> Result<Arc<Stream>, JsaError> {
+        Ok(crate::jetstream::api::ensure_stream(
+            &self.js,
+            MSGS,
+            MSGS_CONFIG.as_bytes(),
+        )?)
     }
 
     fn rmsgs(&self) -> Result<Arc<Stream>, JsaError> {
@@ -172,7 +283,10 @@ mod tests {
             ..JetStreamConfig::default()
         })
         .expect("open");
-        Jsa { js }
+        let account = Arc::new_cyclic(|me| {
+            Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
+        });
+        Jsa { js, account }
     }
 
     fn topics(found: &[Retained]) -> Vec<(&str, &[u8], u8)> {

@@ -33,6 +33,10 @@ Scenarios (each bounded by 20 s):
 - qos1_publish_with_dup_flag_is_acknowledged_again
 - denied_qos1_publish_is_acknowledged_and_not_retained
 - retained_qos1_will_is_published_and_stored_on_abrupt_close
+- qos1_subscription_gets_mqtt_qos1_at_qos1_and_the_rest_at_qos0
+- qos1_subscriber_gets_retained_qos1_message_at_qos1
+- qos1_unsubscribe_stops_delivery
+- raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber
 
 Prints `ok <name>` / `FAIL <name>: <why>` and `N passed, M failed` last;
 exits 3 when paho-mqtt or nats-py is missing.
@@ -111,8 +115,8 @@ class Client:
             assert not self.rc.is_failure, f"CONNACK {self.rc}"
         return self
 
-    def subscribe(self, filters):
-        rc, mid = self.c.subscribe([(f, 0) for f in filters])
+    def subscribe(self, filters, qos=0):
+        rc, mid = self.c.subscribe([(f, qos) for f in filters])
         assert rc == 0
         wait_for(lambda: mid in self.subacks, "SUBACK")
         return self.subacks[mid]
@@ -625,6 +629,90 @@ def retained_qos1_will_is_published_and_stored_on_abrupt_close():
     late.close()
 
 
+async def msgs_stream_messages():
+    nc = await nats.connect(NATS_URL, user="alice", password="secret")
+    r = await nc.request("$JS.API.STREAM.INFO.$MQTT_msgs", b"")
+    await nc.close()
+    import json
+
+    return json.loads(r.data)["state"]["messages"]
+
+
+def qos1_subscription_gets_mqtt_qos1_at_qos1_and_the_rest_at_qos0():
+    sub = Client().connect()
+    other = Client().connect()
+    assert sub.subscribe(["q1s/#"], qos=1) == [1]
+    assert other.subscribe(["q1s/+"], qos=1) == [1]
+    pub = Client().connect()
+    pub.publish("q1s/a", b"one", qos=1)
+    pub.publish("q1s/b", b"zero", qos=0)
+    run(nats_pub([("q1s.c", b"nats")]))
+    pub.publish("q1s/d", b"two", qos=1)
+    wait_for(lambda: len(sub.got()) >= 4 and len(other.got()) >= 4, "4 messages each")
+    settle()
+    for c in (sub, other):
+        assert sorted(c.got()) == [
+            ("q1s/a", b"one", 1, False),
+            ("q1s/b", b"zero", 0, False),
+            ("q1s/c", b"nats", 0, False),
+            ("q1s/d", b"two", 1, False),
+        ], c.got()
+    # Both subscriptions acknowledged (paho PUBACKs on its own): nothing
+    # stays in the interest-retention stream.
+    wait_for(lambda: run(msgs_stream_messages()) == 0, "$MQTT_msgs emptied")
+    for c in (sub, other, pub):
+        c.close()
+
+
+def qos1_subscriber_gets_retained_qos1_message_at_qos1():
+    pub = Client().connect()
+    pub.publish("ret6/a", b"r1", qos=1, retain=True)
+    pub.publish("ret6/b", b"r0", qos=0, retain=True)
+    pub.close()
+    sub = Client().connect()
+    assert sub.subscribe(["ret6/+"], qos=1) == [1]
+    wait_for(lambda: len(sub.got()) >= 2, "2 retained messages")
+    settle()
+    assert sorted(sub.got()) == [("ret6/a", b"r1", 1, True), ("ret6/b", b"r0", 0, True)], sub.got()
+    sub.close()
+
+
+def qos1_unsubscribe_stops_delivery():
+    sub = Client().connect()
+    assert sub.subscribe(["q1u/t"], qos=1) == [1]
+    pub = Client().connect()
+    pub.publish("q1u/t", b"1", qos=1)
+    wait_for(lambda: sub.got(), "first message")
+    sub.unsubscribe(["q1u/t"])
+    pub.publish("q1u/t", b"2", qos=1)
+    settle()
+    assert [p for _, p, _, _ in sub.got()] == [b"1"], sub.got()
+    sub.close()
+    pub.close()
+
+
+def raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber():
+    # A raw client subscribes at QoS 1 and never acknowledges; a paho
+    # subscriber beside it still receives and acknowledges its copy.
+    s = raw_connect("noack1", 30)
+    s.sendall(packet(0x82, struct.pack("!H", 3) + mqtt_str("q1n/t") + bytes([1])))
+    assert recv_exact(s, 5) == bytes([0x90, 3, 0, 3, 1])
+    paho = Client().connect()
+    assert paho.subscribe(["q1n/t"], qos=1) == [1]
+    pub = Client().connect()
+    pub.publish("q1n/t", b"m", qos=1)
+    head = recv_exact(s, 2)
+    assert head[0] == 0x32, head  # PUBLISH, QoS 1, no DUP, no retain
+    body = recv_exact(s, head[1])
+    assert body[:7] == mqtt_str("q1n/t") and body[9:] == b"m", body
+    assert struct.unpack("!H", body[7:9])[0] != 0
+    wait_for(lambda: paho.got(), "paho copy")
+    assert paho.got() == [("q1n/t", b"m", 1, False)], paho.got()
+    s.close()
+    paho.close()
+    pub.close()
+
+
 SCENARIOS = [
     qos0_publish_reaches_mqtt_subscriber,
     mqtt_topics_reach_nats_as_mapped_subjects,
@@ -651,6 +739,10 @@ SCENARIOS = [
     qos1_publish_with_dup_flag_is_acknowledged_again,
     denied_qos1_publish_is_acknowledged_and_not_retained,
     retained_qos1_will_is_published_and_stored_on_abrupt_close,
+    qos1_subscription_gets_mqtt_qos1_at_qos1_and_the_rest_at_qos0,
+    qos1_subscriber_gets_retained_qos1_message_at_qos1,
+    qos1_unsubscribe_stops_delivery,
+    raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber,
 ]
 
 
