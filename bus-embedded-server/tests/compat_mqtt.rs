@@ -31,6 +31,10 @@ authorization {
 no_auth_user: alice
 "#;
 
+/// The QoS 1 settings of the script's servers (its redelivery and
+/// flow-control scenarios count on them).
+const QOS1_KEYS: &str = "ack_wait: \"2s\", max_ack_pending: 2";
+
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn script() -> PathBuf {
@@ -56,7 +60,9 @@ async fn ours(dir: &Path, mqtt_block: &str) -> ServerHandle {
 
 async fn reference(mqtt_port: u16) -> NatsServer {
     NatsServer::start_with(ServerOptions {
-        extra_config: Some(format!("{AUTH}\nmqtt {{ port: {mqtt_port} }}\n")),
+        extra_config: Some(format!(
+            "{AUTH}\nmqtt {{ port: {mqtt_port}, {QOS1_KEYS} }}\n"
+        )),
         ..ServerOptions::default()
     })
     .await
@@ -133,7 +139,11 @@ async fn run_script(mqtt_port: u16, nats_url: String, server: &'static str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_mqtt_qos0_auth_will_keepalive_and_nats_interop_on_ours() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let server = ours(
+        dir.path(),
+        &format!("mqtt {{ host: 127.0.0.1, port: -1, {QOS1_KEYS} }}"),
+    )
+    .await;
     let port = server.mqtt_addr().expect("mqtt listener").port();
     run_script(port, server.client_url(), "ours").await;
     server.shutdown(Duration::from_secs(2)).await;
@@ -361,10 +371,7 @@ async fn a_connection_that_never_sends_connect_is_closed_after_the_auth_timeout(
 async fn mqtt_without_server_name_or_jetstream_refuses_to_start_as_nats_server() {
     let mut config = ServerConfig {
         port: 0,
-        mqtt: Some(bus_embedded_server::MqttConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        }),
+        mqtt: Some(bus_embedded_server::MqttConfig::new("127.0.0.1", 0)),
         ..ServerConfig::default()
     };
     let Err(err) = start(config.clone()).await else {
@@ -388,9 +395,9 @@ async fn mqtt_without_server_name_or_jetstream_refuses_to_start_as_nats_server()
 fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     for key in [
-        "ack_wait: \"30s\"",
-        "max_ack_pending: 10",
         "no_auth_user: alice",
+        "tls: { cert_file: a, key_file: b }",
+        "reject_qos2_publish: true",
     ] {
         let path = dir.path().join("server.conf");
         std::fs::write(&path, format!("mqtt {{ port: 1883, {key} }}\n")).expect("write");
@@ -407,6 +414,31 @@ fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
             "{key}: {err}"
         );
     }
+}
+
+#[test]
+fn mqtt_ack_wait_and_max_ack_pending_reach_the_config_and_zero_means_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let read = |keys: &str| {
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, format!("mqtt {{ port: 1883, {keys} }}\n")).expect("write");
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        options::from_cli(&cli, ServerConfig::default())
+            .map(|o| o.config.mqtt.expect("mqtt"))
+            .map_err(|e| e.to_string())
+    };
+    let m = read("ack_wait: \"5s\", max_ack_pending: 9").expect("accepted");
+    assert_eq!((m.ack_wait, m.max_ack_pending), (Duration::from_secs(5), 9));
+    let m = read("ack_wait: 0, max_ack_pending: 0").expect("accepted");
+    assert_eq!(
+        (m.ack_wait, m.max_ack_pending),
+        (Duration::from_secs(30), 1024)
+    );
+    let err = read("max_ack_pending: 65536").expect_err("refused");
+    assert!(err.contains("mqtt.max_ack_pending"), "{err}");
 }
 
 #[tokio::test]

@@ -53,10 +53,6 @@ pub(crate) const MSGS: &str = "$MQTT_msgs";
 pub(crate) const MSGS_PREFIX: &str = "$MQTT.msgs.";
 /// nats-server 2.15.1's configuration of [`MSGS`].
 const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
-/// nats-server's defaults for the QoS 1 consumers (`ack_wait`,
-/// `max_ack_pending` of the `mqtt {}` block, not configurable here yet).
-const ACK_WAIT_NANOS: u64 = 30_000_000_000;
-const MAX_ACK_PENDING: u64 = 1024;
 
 /// A QoS 1 subscription's JetStream side: its durable consumer and the
 /// internal subscription that takes the consumer's deliveries into the
@@ -104,6 +100,10 @@ pub(crate) struct Retained {
 pub(crate) struct Jsa {
     js: Arc<JetStream>,
     account: Arc<Account>,
+    /// The QoS 1 consumers' `ack_wait` (nanoseconds) and
+    /// `max_ack_pending`, from the `mqtt {}` block.
+    ack_wait_nanos: u64,
+    max_ack_pending: u16,
 }
 
 impl Jsa {
@@ -116,7 +116,19 @@ impl Jsa {
         };
         let account = acc?;
         let js = account.jetstream.clone()?;
-        Some(Jsa { js, account })
+        let (ack_wait, max_ack_pending) = shared.config.mqtt.as_ref().map_or(
+            (
+                crate::config::MqttConfig::DEFAULT_ACK_WAIT,
+                crate::config::MqttConfig::DEFAULT_MAX_ACK_PENDING,
+            ),
+            |m| (m.ack_wait, m.max_ack_pending),
+        );
+        Some(Jsa {
+            js,
+            account,
+            ack_wait_nanos: u64::try_from(ack_wait.as_nanos()).unwrap_or(u64::MAX),
+            max_ack_pending,
+        })
     }
 
     /// Stores a QoS 1 message an MQTT client published (already routed to
@@ -158,11 +170,11 @@ impl Jsa {
             "durable_name": consumer,
             "deliver_policy": "new",
             "ack_policy": "explicit",
-            "ack_wait": ACK_WAIT_NANOS,
+            "ack_wait": self.ack_wait_nanos,
             "max_deliver": -1,
             "filter_subject": format!("{MSGS_PREFIX}{subject}"),
             "replay_policy": "instant",
-            "max_ack_pending": MAX_ACK_PENDING,
+            "max_ack_pending": self.max_ack_pending,
             "deliver_subject": deliver,
         });
         if let Err(e) = crate::jetstream::api::ensure_consumer(
@@ -286,7 +298,12 @@ mod tests {
         let account = Arc::new_cyclic(|me| {
             Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
         });
-        Jsa { js, account }
+        Jsa {
+            js,
+            account,
+            ack_wait_nanos: 30_000_000_000,
+            max_ack_pending: 1024,
+        }
     }
 
     fn topics(found: &[Retained]) -> Vec<(&str, &[u8], u8)> {

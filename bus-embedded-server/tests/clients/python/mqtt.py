@@ -5,7 +5,8 @@ ours and nats-server 2.15.1 alike:
     python3 mqtt.py <mqtt port> <nats url>
 
 The server must have the users alice/secret (all permissions) and bob/pw2
-(publish and subscribe only on `allowed.>`), with `no_auth_user: alice`.
+(publish and subscribe only on `allowed.>`), with `no_auth_user: alice`,
+and `mqtt { ack_wait: "2s", max_ack_pending: 2 }`.
 
 Scenarios (each bounded by 20 s):
 - qos0_publish_reaches_mqtt_subscriber
@@ -37,6 +38,8 @@ Scenarios (each bounded by 20 s):
 - qos1_subscriber_gets_retained_qos1_message_at_qos1
 - qos1_unsubscribe_stops_delivery
 - raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber
+- unacknowledged_qos1_delivery_comes_again_with_dup_after_ack_wait
+- max_ack_pending_holds_back_deliveries_until_a_puback
 
 Prints `ok <name>` / `FAIL <name>: <why>` and `N passed, M failed` last;
 exits 3 when paho-mqtt or nats-py is missing.
@@ -713,6 +716,82 @@ def raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber():
     pub.close()
 
 
+def read_publish(s, timeout=5.0):
+    """One PUBLISH from a raw socket: (first byte, topic, packet id, payload)."""
+    s.settimeout(timeout)
+    first = recv_exact(s, 1)[0]
+    n, shift = 0, 0
+    while True:
+        b = recv_exact(s, 1)[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    body = recv_exact(s, n)
+    assert first & 0xF0 == 0x30, f"not a PUBLISH: {first:#x}"
+    tlen = struct.unpack("!H", body[:2])[0]
+    topic = body[2 : 2 + tlen].decode()
+    rest = body[2 + tlen :]
+    pid = None
+    if first & 0x06:
+        pid = struct.unpack("!H", rest[:2])[0]
+        rest = rest[2:]
+    return first, topic, pid, rest
+
+
+def raw_qos1_subscriber(cid, topic):
+    s = raw_connect(cid, 30)
+    s.sendall(packet(0x82, struct.pack("!H", 1) + mqtt_str(topic) + bytes([1])))
+    assert recv_exact(s, 5) == bytes([0x90, 3, 0, 1, 1])
+    return s
+
+
+def unacknowledged_qos1_delivery_comes_again_with_dup_after_ack_wait():
+    s = raw_qos1_subscriber("redeliver1", "q1r/t")
+    pub = Client().connect()
+    pub.publish("q1r/t", b"again", qos=1)
+    first, topic, pid, payload = read_publish(s)
+    assert (first, topic, payload) == (0x32, "q1r/t", b"again"), (first, topic, payload)
+    started = time.time()
+    # ack_wait is 2 s: the same message, same packet id, DUP set.
+    first2, topic2, pid2, payload2 = read_publish(s, timeout=6)
+    waited = time.time() - started
+    assert (first2, topic2, pid2, payload2) == (0x3A, "q1r/t", pid, b"again"), (first2, pid2, pid)
+    assert 1.5 <= waited <= 5, f"redelivered after {waited:.2f}s"
+    s.sendall(bytes([0x40, 2]) + struct.pack("!H", pid))
+    # Acknowledged: not sent again.
+    s.settimeout(3.5)
+    try:
+        extra = s.recv(1)
+    except socket.timeout:
+        extra = None
+    assert extra is None, f"sent again after PUBACK: {extra!r}"
+    s.close()
+    pub.close()
+
+
+def max_ack_pending_holds_back_deliveries_until_a_puback():
+    s = raw_qos1_subscriber("flow1", "q1f/t")
+    pub = Client().connect()
+    for i in range(3):
+        pub.publish("q1f/t", f"m{i}".encode(), qos=1)
+    got = [read_publish(s) for _ in range(2)]
+    assert [(f, p) for f, _, _, p in got] == [(0x32, b"m0"), (0x32, b"m1")], got
+    # max_ack_pending is 2: the third waits.
+    s.settimeout(0.8)
+    try:
+        extra = s.recv(1)
+    except socket.timeout:
+        extra = None
+    assert extra is None, "a third delivery beyond max_ack_pending"
+    s.sendall(bytes([0x40, 2]) + struct.pack("!H", got[0][2]))
+    first, _, pid, payload = read_publish(s)
+    assert (first, payload) == (0x32, b"m2"), (first, payload)
+    assert pid != got[1][2], "packet id of a message still in flight reused"
+    s.close()
+    pub.close()
+
+
 SCENARIOS = [
     qos0_publish_reaches_mqtt_subscriber,
     mqtt_topics_reach_nats_as_mapped_subjects,
@@ -743,6 +822,8 @@ SCENARIOS = [
     qos1_subscriber_gets_retained_qos1_message_at_qos1,
     qos1_unsubscribe_stops_delivery,
     raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber,
+    unacknowledged_qos1_delivery_comes_again_with_dup_after_ack_wait,
+    max_ack_pending_holds_back_deliveries_until_a_puback,
 ]
 
 
