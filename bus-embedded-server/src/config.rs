@@ -92,6 +92,29 @@ pub struct MqttConfig {
     pub host: String,
     /// Port; 0 picks a free one.
     pub port: u16,
+    /// How long a QoS 1 delivery waits for its PUBACK before it is sent
+    /// again (nats-server's default 30 s).
+    pub ack_wait: std::time::Duration,
+    /// QoS 1 deliveries in flight per subscription (nats-server's default
+    /// 1024).
+    pub max_ack_pending: u16,
+}
+
+impl MqttConfig {
+    /// nats-server's `ack_wait` default.
+    pub const DEFAULT_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// nats-server's `max_ack_pending` default.
+    pub const DEFAULT_MAX_ACK_PENDING: u16 = 1024;
+
+    /// A listener on `host:port` with nats-server's QoS 1 defaults.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        MqttConfig {
+            host: host.into(),
+            port,
+            ack_wait: Self::DEFAULT_ACK_WAIT,
+            max_ack_pending: Self::DEFAULT_MAX_ACK_PENDING,
+        }
+    }
 }
 
 /// The WebSocket listener (nats-server's `websocket { }` block): the same

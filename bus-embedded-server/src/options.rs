@@ -335,10 +335,18 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
         // As nats-server: no port (or 0) means no listener; the host
         // defaults to 0.0.0.0.
         if let Some(p) = m.port.filter(|p| *p != 0) {
-            options.config.mqtt = Some(MqttConfig {
-                host: m.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
-                port: port(p, "mqtt port")?,
-            });
+            let mut mqtt = MqttConfig::new(
+                m.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
+                port(p, "mqtt port")?,
+            );
+            // 0 means the default, as in nats-server.
+            if let Some(w) = m.ack_wait.filter(|w| !w.is_zero()) {
+                mqtt.ack_wait = w;
+            }
+            if let Some(n) = m.max_ack_pending.filter(|n| *n > 0) {
+                mqtt.max_ack_pending = n;
+            }
+            options.config.mqtt = Some(mqtt);
         }
     }
     Ok(())

@@ -31,6 +31,10 @@ authorization {
 no_auth_user: alice
 "#;
 
+/// The QoS 1 settings of the script's servers (its redelivery and
+/// flow-control scenarios count on them).
+const QOS1_KEYS: &str = "ack_wait: \"2s\", max_ack_pending: 2";
+
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn script() -> PathBuf {
@@ -56,7 +60,9 @@ async fn ours(dir: &Path, mqtt_block: &str) -> ServerHandle {
 
 async fn reference(mqtt_port: u16) -> NatsServer {
     NatsServer::start_with(ServerOptions {
-        extra_config: Some(format!("{AUTH}\nmqtt {{ port: {mqtt_port} }}\n")),
+        extra_config: Some(format!(
+            "{AUTH}\nmqtt {{ port: {mqtt_port}, {QOS1_KEYS} }}\n"
+        )),
         ..ServerOptions::default()
     })
     .await
@@ -133,7 +139,11 @@ async fn run_script(mqtt_port: u16, nats_url: String, server: &'static str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_mqtt_qos0_auth_will_keepalive_and_nats_interop_on_ours() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
+    let server = ours(
+        dir.path(),
+        &format!("mqtt {{ host: 127.0.0.1, port: -1, {QOS1_KEYS} }}"),
+    )
+    .await;
     let port = server.mqtt_addr().expect("mqtt listener").port();
     run_script(port, server.client_url(), "ours").await;
     server.shutdown(Duration::from_secs(2)).await;
@@ -227,29 +237,18 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
     assert!(closed(&mut s).await);
 
-    // A will with QoS 1 (flags: clean, will, will QoS 1): CONNACK 3.
+    // A will with QoS 2 (flags: clean, will, will QoS 2): CONNACK 3.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
     s.write_all(&connect_packet(
-        "willq1",
-        0x02 | 0x04 | 0x08,
+        "willq2",
+        0x02 | 0x04 | 0x10,
         Some(("w", "m")),
     ))
     .await
     .expect("send");
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
 
-    // A retained will: CONNACK 3.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
-    s.write_all(&connect_packet(
-        "willr",
-        0x02 | 0x04 | 0x20,
-        Some(("w", "m")),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
-
-    // QoS 1 and 2 subscriptions fail in the SUBACK; QoS 0 beside them works.
+    // QoS 2 subscriptions fail in the SUBACK; QoS 0 and 1 beside them work.
     let mut s = connected(port, "subq").await;
     let mut body = vec![0, 9];
     for (f, q) in [("a", 1u8), ("b", 0), ("c", 2)] {
@@ -257,21 +256,14 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
         body.push(q);
     }
     s.write_all(&packet(0x82, &body)).await.expect("send");
-    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 0x80, 0, 0x80]);
+    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 1, 0, 0x80]);
 
-    // QoS 1 PUBLISH: the connection is closed.
+    // QoS 2 PUBLISH: the connection is closed.
     let mut body = mqtt_str("t");
     body.extend_from_slice(&[0, 1]);
     body.extend_from_slice(b"x");
-    s.write_all(&packet(0x32, &body)).await.expect("send");
-    assert!(closed(&mut s).await, "QoS 1 publish must close");
-
-    // Retained QoS 0 PUBLISH: closed too.
-    let mut s = connected(port, "retain").await;
-    let mut body = mqtt_str("t");
-    body.extend_from_slice(b"x");
-    s.write_all(&packet(0x31, &body)).await.expect("send");
-    assert!(closed(&mut s).await, "retained publish must close");
+    s.write_all(&packet(0x34, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "QoS 2 publish must close");
 
     // Protocol level 3 (MQTT 3.1): CONNACK 1.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
@@ -280,6 +272,65 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     body.extend(mqtt_str("old"));
     s.write_all(&packet(0x10, &body)).await.expect("send");
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 1]);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A CONNECT with user `n` / password `p` (and a will when given, with
+/// its flag bits in `will_flags`).
+fn login_packet(client_id: &str, will_flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = mqtt_str("MQTT");
+    body.extend_from_slice(&[4, 0x02 | 0x80 | 0x40 | will_flags, 0, 30]);
+    body.extend(mqtt_str(client_id));
+    if let Some((t, m)) = will {
+        body.extend(mqtt_str(t));
+        body.extend(mqtt_str(m));
+    }
+    body.extend(mqtt_str("n"));
+    body.extend(mqtt_str("p"));
+    packet(0x10, &body)
+}
+
+#[tokio::test]
+async fn retained_messages_in_an_account_without_jetstream_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("server.conf");
+    let text = format!(
+        "server_name: nojs\nport: -1\njetstream {{ store_dir: {:?} }}\n\
+         accounts {{ NOJS {{ users: [ {{ user: n, password: p }} ] }} }}\n\
+         mqtt {{ host: 127.0.0.1, port: -1 }}\n",
+        dir.path().join("js").display().to_string()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let cli = Cli {
+        config: Some(path),
+        ..Cli::default()
+    };
+    let o = options::from_cli(&cli, ServerConfig::default()).expect("configuration accepted");
+    let server = start(o.config).await.expect("our server starts");
+    let port = server.mqtt_addr().expect("mqtt listener").port();
+
+    // A retained will cannot be kept: CONNACK 3 once the account is known.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet("nojs-will", 0x04 | 0x20, Some(("w", "m"))))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+    assert!(closed(&mut s).await);
+
+    // QoS 1 needs no JetStream: acknowledged.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet("nojs", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    let mut body = mqtt_str("t");
+    body.extend_from_slice(&[0, 5]);
+    body.extend_from_slice(b"x");
+    s.write_all(&packet(0x32, &body)).await.expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x40, 2, 0, 5]);
+    // A retained PUBLISH: closed, nothing acknowledged.
+    s.write_all(&packet(0x33, &body)).await.expect("send");
+    assert!(closed(&mut s).await, "retained publish must close");
     server.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -320,10 +371,7 @@ async fn a_connection_that_never_sends_connect_is_closed_after_the_auth_timeout(
 async fn mqtt_without_server_name_or_jetstream_refuses_to_start_as_nats_server() {
     let mut config = ServerConfig {
         port: 0,
-        mqtt: Some(bus_embedded_server::MqttConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        }),
+        mqtt: Some(bus_embedded_server::MqttConfig::new("127.0.0.1", 0)),
         ..ServerConfig::default()
     };
     let Err(err) = start(config.clone()).await else {
@@ -347,9 +395,9 @@ async fn mqtt_without_server_name_or_jetstream_refuses_to_start_as_nats_server()
 fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     for key in [
-        "ack_wait: \"30s\"",
-        "max_ack_pending: 10",
         "no_auth_user: alice",
+        "tls: { cert_file: a, key_file: b }",
+        "reject_qos2_publish: true",
     ] {
         let path = dir.path().join("server.conf");
         std::fs::write(&path, format!("mqtt {{ port: 1883, {key} }}\n")).expect("write");
@@ -366,6 +414,31 @@ fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
             "{key}: {err}"
         );
     }
+}
+
+#[test]
+fn mqtt_ack_wait_and_max_ack_pending_reach_the_config_and_zero_means_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let read = |keys: &str| {
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, format!("mqtt {{ port: 1883, {keys} }}\n")).expect("write");
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        options::from_cli(&cli, ServerConfig::default())
+            .map(|o| o.config.mqtt.expect("mqtt"))
+            .map_err(|e| e.to_string())
+    };
+    let m = read("ack_wait: \"5s\", max_ack_pending: 9").expect("accepted");
+    assert_eq!((m.ack_wait, m.max_ack_pending), (Duration::from_secs(5), 9));
+    let m = read("ack_wait: 0, max_ack_pending: 0").expect("accepted");
+    assert_eq!(
+        (m.ack_wait, m.max_ack_pending),
+        (Duration::from_secs(30), 1024)
+    );
+    let err = read("max_ack_pending: 65536").expect_err("refused");
+    assert!(err.contains("mqtt.max_ack_pending"), "{err}");
 }
 
 #[tokio::test]

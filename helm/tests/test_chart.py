@@ -1118,6 +1118,17 @@ def test_mqtt_opens_a_port_on_both_services_and_the_config_file():
     assert "websocket {" not in text and "authorization {" not in text, text
 
 
+def test_mqtt_qos1_settings_reach_the_config_file_only_when_set():
+    r = render({"server": {"mqtt": {"enabled": True}}})
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "ack_wait" not in text and "max_ack_pending" not in text, text
+    r = render({"server": {"mqtt": {"enabled": True, "ackWait": "10s", "maxAckPending": 50}}})
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert 'ack_wait: "10s"' in text and "max_ack_pending: 50" in text, text
+    msg = render_fails({"server": {"mqtt": {"enabled": True, "maxAckPending": 70000}}})
+    assert "maxAckPending" in msg, msg
+
+
 def test_mqtt_values_that_cannot_be_honoured_are_refused():
     msg = render_fails({"server": {"jetstream": False, "mqtt": {"enabled": True}}, "bus": {"nats": {"jetstream": False}}})
     assert "server.jetstream" in msg, msg

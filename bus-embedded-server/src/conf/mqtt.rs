@@ -19,6 +19,12 @@ pub struct MqttConf {
     pub port: Option<i32>,
     /// Line of the block.
     pub line: usize,
+    /// `ack_wait`: how long a QoS 1 delivery waits for its PUBACK before
+    /// it is sent again (unset or 0: nats-server's 30 s).
+    pub ack_wait: Option<std::time::Duration>,
+    /// `max_ack_pending`: QoS 1 deliveries in flight per subscription
+    /// (unset or 0: nats-server's 1024).
+    pub max_ack_pending: Option<u16>,
 }
 
 /// Keys nats-server knows inside `mqtt { }` that this server does not
@@ -28,13 +34,8 @@ const REFUSED_MQTT: &[&str] = &[
     "authorization",
     "authentication",
     "no_auth_user",
-    "ack_wait",
-    "ackwait",
     "js_api_timeout",
     "api_timeout",
-    "max_ack_pending",
-    "max_pending",
-    "max_inflight",
     "js_domain",
     "stream_replicas",
     "consumer_replicas",
@@ -75,6 +76,20 @@ impl Reader {
                 }
                 "port" => m.port = Some(self.port(&name, v)?),
                 "host" | "net" => m.host = Some(self.string(&name, v)?),
+                "ack_wait" | "ackwait" => m.ack_wait = Some(self.duration(&name, v)?),
+                "max_ack_pending" | "max_pending" | "max_inflight" => {
+                    let n = self.integer(&name, v)?;
+                    match u16::try_from(n) {
+                        Ok(n) => m.max_ack_pending = Some(n),
+                        Err(_) => {
+                            return self.invalid(
+                                &name,
+                                v,
+                                format!("invalid value {n}, should in [0..65535] range"),
+                            );
+                        }
+                    }
+                }
                 lower if REFUSED_MQTT.contains(&lower) => {
                     return self.invalid(
                         &name,
@@ -116,8 +131,6 @@ mod tests {
     #[test]
     fn mqtt_keys_not_served_yet_refuse_naming_the_key() {
         for key in [
-            "ack_wait: \"30s\"",
-            "max_ack_pending: 100",
             "no_auth_user: bob",
             "tls { cert_file: a, key_file: b }",
             "authorization { user: a, password: b }",
@@ -127,6 +140,20 @@ mod tests {
             let name = key.split([':', ' ']).next().unwrap();
             assert!(err.contains(&format!("mqtt.{name}")), "{key}: {err}");
             assert!(err.contains("not supported yet"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn ack_wait_and_max_ack_pending_are_read_and_checked_as_nats_server() {
+        let m = mqtt("mqtt { port: 1883, ack_wait: \"2s\", max_ack_pending: 7 }").unwrap();
+        assert_eq!(m.ack_wait, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(m.max_ack_pending, Some(7));
+        for bad in ["70000", "-1"] {
+            let err = mqtt(&format!("mqtt {{ port: 1883, max_ack_pending: {bad} }}")).unwrap_err();
+            assert!(
+                err.contains(&format!("invalid value {bad}, should in [0..65535] range")),
+                "{err}"
+            );
         }
     }
 

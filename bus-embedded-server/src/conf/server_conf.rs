@@ -248,7 +248,7 @@ impl Reader {
         }
     }
 
-    fn integer(&self, key: &str, value: &Located) -> Result<i64, ConfError> {
+    pub(super) fn integer(&self, key: &str, value: &Located) -> Result<i64, ConfError> {
         match value.value {
             Value::Integer(i) => Ok(i),
             _ => self.wrong_type(key, value, "an integer"),
@@ -279,7 +279,7 @@ impl Reader {
         i32::try_from(i).or_else(|_| self.invalid(key, value, format!("port {i} is out of range")))
     }
 
-    fn duration(&mut self, key: &str, value: &Located) -> Result<Duration, ConfError> {
+    pub(super) fn duration(&mut self, key: &str, value: &Located) -> Result<Duration, ConfError> {
         if let Value::Integer(i) = value.value {
             self.warn(
                 key.to_string(),

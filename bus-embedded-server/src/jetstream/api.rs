@@ -658,6 +658,57 @@ fn stream_create(js: &JetStream, name: &str, data: &[u8]) -> ApiResult {
     Ok(v)
 }
 
+/// The stream `name` of this account, created from the JSON `config`
+/// when missing: for the server's own users (the MQTT listener's
+/// `$MQTT_*` streams), which act with no client's permissions. An
+/// existing stream is used as it is (as nats-server does).
+pub(crate) fn ensure_stream(
+    js: &JetStream,
+    name: &str,
+    config: &[u8],
+) -> Result<Arc<Stream>, ApiError> {
+    if let Some(s) = js.stream(name) {
+        return Ok(s);
+    }
+    match stream_create(js, name, config) {
+        Ok(_) => js
+            .stream(name)
+            .ok_or_else(|| ApiError::invalid_config("stream vanished after its creation")),
+        // Created meanwhile by someone else: theirs is used.
+        Err((e, _)) => js.stream(name).ok_or(e),
+    }
+}
+
+/// Creates (or updates to `config`) the consumer `name` of `stream`, for
+/// the server's own users (the MQTT listener): `config` is the JSON of a
+/// consumer configuration.
+pub(crate) fn ensure_consumer(
+    js: &JetStream,
+    stream: &str,
+    name: &str,
+    config: &[u8],
+) -> Result<(), ApiError> {
+    let mut req = b"{\"stream_name\":".to_vec();
+    req.extend_from_slice(json!(stream).to_string().as_bytes());
+    req.extend_from_slice(b",\"config\":");
+    req.extend_from_slice(config);
+    req.push(b'}');
+    consumer_create(js, stream, Some(name), None, &req, false)
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+/// Deletes the consumer `name` of `stream` (the server's own, as
+/// [`ensure_consumer`]); a missing one is not an error.
+pub(crate) fn remove_consumer(js: &JetStream, stream: &str, name: &str) -> Result<(), ApiError> {
+    if js.stream(stream).and_then(|s| s.consumer(name)).is_none() {
+        return Ok(());
+    }
+    consumer_delete(js, stream, name)
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
 /// A mirror of a stream of this account answers direct gets as its origin
 /// does: nats-server sets `mirror_direct` from the origin's `allow_direct`.
 fn mirror_direct_from_origin(js: &JetStream, cfg: &mut StreamConfig) {

@@ -378,6 +378,12 @@ pub fn suback(out: &mut BytesMut, id: u16, codes: &[u8]) {
     out.put_slice(codes);
 }
 
+/// PUBACK for `id` (QoS 1).
+pub fn puback(out: &mut BytesMut, id: u16) {
+    out.put_slice(&[0x40, 2]);
+    out.put_u16(id);
+}
+
 /// UNSUBACK for `id`.
 pub fn unsuback(out: &mut BytesMut, id: u16) {
     out.put_slice(&[0xb0, 2]);

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::Sessions;
 use super::codec::{self, Connect, Packet, Publish};
+use super::jsa::Jsa;
 use super::server_ops::{self, ServerOp};
 use super::topic;
 use crate::outbound::Client;
@@ -35,6 +36,10 @@ const SUBACK_FAILURE: u8 = 0x80;
 /// (`Nmqtt-Pub` with the QoS), so NATS subscribers of both servers see the
 /// same message.
 const QOS0_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:0\r\n\r\n";
+const QOS1_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:1\r\n\r\n";
+
+/// The text of the session's answer to a publish the permissions deny.
+const PUB_DENIED: &str = "Permissions Violation for Publish to \"";
 
 /// Bytes of the pipe between the bridge and its session.
 const PIPE: usize = 64 * 1024;
@@ -94,9 +99,13 @@ pub(super) async fn serve(
     }
     let will = match &connect.will {
         Some(w) => match topic::topic_to_subject(&w.topic) {
-            Ok(subject) if crate::subject::valid_literal(&subject) => {
-                Some((subject, w.message.clone()))
-            }
+            Ok(subject) if crate::subject::valid_literal(&subject) => Some(WillMsg {
+                subject,
+                topic: w.topic.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                payload: w.message.clone(),
+            }),
             _ => {
                 tracing::warn!("{peer} - mqtt: invalid will topic {:?}", w.topic);
                 return;
@@ -118,6 +127,7 @@ pub(super) async fn serve(
         .fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(Client::new(id, shared.config.max_pending, peer));
     shared.add_client(Arc::clone(&client));
+    let nats_client = Arc::clone(&client);
     let nonce = shared
         .config
         .auth
@@ -156,8 +166,14 @@ pub(super) async fn serve(
         max,
         keep_alive,
         will,
+        client: nats_client,
+        jsa: None,
+        jobs: VecDeque::new(),
         filters: HashMap::new(),
         sids: HashMap::new(),
+        inflight: HashMap::new(),
+        inflight_seq: HashMap::new(),
+        next_packet_id: 0,
         next_sid: 1,
         barriers: VecDeque::from([Barrier::Connect]),
         connected: false,
@@ -201,19 +217,13 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
         ));
     }
     if let Some(w) = &c.will {
-        if w.qos > 0 {
+        if w.qos > 1 {
             return Err((
                 RC_SERVER_UNAVAILABLE,
                 format!(
                     "will messages with QoS {} are not supported yet by this server",
                     w.qos
                 ),
-            ));
-        }
-        if w.retain {
-            return Err((
-                RC_SERVER_UNAVAILABLE,
-                "retained will messages are not supported yet by this server".into(),
             ));
         }
         if w.topic.is_empty() {
@@ -252,6 +262,19 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     line
 }
 
+/// A JetStream ack subject's consumer part and stream sequence
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...`): the same
+/// message redelivered has the same key.
+fn ack_key(reply: &str) -> Option<(String, u64)> {
+    let mut t = reply.split('.');
+    let (Some("$JS"), Some("ACK"), Some(stream), Some(consumer), Some(_dc), Some(sseq)) =
+        (t.next(), t.next(), t.next(), t.next(), t.next(), t.next())
+    else {
+        return None;
+    };
+    Some((format!("{stream}.{consumer}"), sseq.parse().ok()?))
+}
+
 /// The largest MQTT packet taken: the payload limit plus room for the
 /// topic and the header nats-server adds.
 fn max_packet(shared: &ServerState) -> usize {
@@ -279,16 +302,102 @@ async fn read_packet(
 enum Barrier {
     /// CONNECT: a PONG means authenticated.
     Connect,
-    /// SUBSCRIBE `id`: per filter, its subjects and return code.
-    SubAck(u16, Vec<(Vec<String>, u8)>),
-    /// UNSUBSCRIBE `id`.
-    UnsubAck(u16),
+    /// A PUBLISH that needs more once routed: its PUBACK (QoS 1), its
+    /// retained copy stored (unless the permissions denied it).
+    Published {
+        subject: String,
+        puback: Option<u16>,
+        retained: Option<Retain>,
+        /// QoS 1: the payload, for the QoS 1 subscriptions' stream.
+        qos1: Option<bytes::Bytes>,
+        denied: bool,
+    },
+    /// SUBSCRIBE `id`: per filter, what was asked and its return code.
+    SubAck(u16, Vec<SubEntry>),
+    /// UNSUBSCRIBE `id`, with the JetStream sides to end.
+    UnsubAck(u16, Vec<super::jsa::Qos1Sub>),
+}
+
+/// One filter of a SUBSCRIBE on its way to the SUBACK.
+struct SubEntry {
+    /// The filter, when this SUBSCRIBE made its subscription.
+    filter: Option<String>,
+    /// Its NATS subjects.
+    subjects: Vec<String>,
+    /// Granted QoS, or [`SUBACK_FAILURE`].
+    code: u8,
+}
+
+impl SubEntry {
+    fn failed() -> Self {
+        SubEntry {
+            filter: None,
+            subjects: Vec::new(),
+            code: SUBACK_FAILURE,
+        }
+    }
+}
+
+/// A retained PUBLISH to store once the session routed it.
+struct Retain {
+    topic: String,
+    qos: u8,
+    payload: bytes::Bytes,
+}
+
+/// The will a connection leaves.
+struct WillMsg {
+    subject: String,
+    topic: String,
+    qos: u8,
+    retain: bool,
+    payload: bytes::Bytes,
+}
+
+/// Work after a barrier that may block (JetStream), done in order so the
+/// client sees acknowledgements in the order of its packets (MQTT-4.6.0-2).
+enum Job {
+    /// Stores the retained message of `subject` (or removes it, for an
+    /// empty payload) and the QoS 1 message for the QoS 1 subscriptions,
+    /// then PUBACKs `puback`.
+    Store {
+        subject: String,
+        retain: Option<Retain>,
+        qos1: Option<bytes::Bytes>,
+        puback: Option<u16>,
+    },
+    PubAck(u16),
+    /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
+    /// messages of the filters granted.
+    SubAck(u16, Vec<SubEntry>),
+    /// Ends JetStream sides, then UNSUBACK.
+    UnsubAck(u16, Vec<super::jsa::Qos1Sub>),
 }
 
 /// One MQTT subscription: its NATS subscriptions (the filter's subject,
 /// and for `a/#` also `a`).
 struct Filter {
     sids: Vec<u64>,
+    /// The QoS granted.
+    qos: u8,
+    /// QoS 1: the JetStream side of each of its subjects.
+    js: Vec<(u64, super::jsa::Qos1Sub)>,
+}
+
+/// What a NATS subscription id of the bridge stands for.
+struct SidInfo {
+    /// The MQTT filter's subject (deliveries are checked against it).
+    filter: String,
+    /// The filter was granted QoS 1.
+    qos1: bool,
+    /// A QoS 1 consumer's deliveries (subjects under `$MQTT.msgs.`).
+    js: bool,
+}
+
+/// A QoS 1 PUBLISH sent to the client and not yet acknowledged.
+struct InFlight {
+    /// The consumer's ack subject (`None` for a retained copy).
+    reply: Option<String>,
 }
 
 /// How the bridge ended.
@@ -306,6 +415,9 @@ enum End {
     TakenOver,
     /// Refused at CONNECT by authentication.
     NotAuthorized,
+    /// Refused at CONNECT after authentication: the will needs JetStream,
+    /// which the account lacks (CONNACK 3).
+    Unavailable,
 }
 
 struct Bridge {
@@ -327,11 +439,22 @@ struct Bridge {
     nats_out: Vec<u8>,
     max: usize,
     keep_alive: Option<Duration>,
-    /// The will's subject and payload.
-    will: Option<(String, bytes::Bytes)>,
+    will: Option<WillMsg>,
+    /// The NATS client that stands for this connection (its account).
+    client: Arc<Client>,
+    /// JetStream of the account, with the server's authority (retained
+    /// messages); `None` when the account has none.
+    jsa: Option<Jsa>,
+    jobs: VecDeque<Job>,
     filters: HashMap<String, Filter>,
     /// NATS subscription id to its NATS filter subject.
-    sids: HashMap<u64, String>,
+    sids: HashMap<u64, SidInfo>,
+    /// QoS 1 deliveries awaiting the client's PUBACK, by packet id.
+    inflight: HashMap<u16, InFlight>,
+    /// The packet id of a stored message in flight, by (consumer ack
+    /// prefix, stream sequence): a redelivery reuses it with DUP set.
+    inflight_seq: HashMap<(String, u64), u16>,
+    next_packet_id: u16,
     next_sid: u64,
     barriers: VecDeque<Barrier>,
     connected: bool,
@@ -390,6 +513,9 @@ impl Bridge {
                             Err(server_ops::Garbled) => return End::Abnormal,
                         }
                     }
+                    if let Some(end) = self.run_jobs().await {
+                        return end;
+                    }
                 }
                 () = &mut sleep, if self.connected && self.keep_alive.is_some() => {
                     if self.shared.config.debug {
@@ -443,16 +569,13 @@ impl Bridge {
                 None
             }
             Packet::Unsubscribe(id, filters) => {
+                let mut ended = Vec::new();
                 for f in filters {
                     if let Some(old) = self.filters.remove(&f) {
-                        for sid in old.sids {
-                            self.sids.remove(&sid);
-                            self.nats_out
-                                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
-                        }
+                        ended.extend(self.drop_filter(old));
                     }
                 }
-                self.ping_barrier(Barrier::UnsubAck(id));
+                self.ping_barrier(Barrier::UnsubAck(id, ended));
                 None
             }
             Packet::PingReq => {
@@ -460,10 +583,25 @@ impl Bridge {
                 None
             }
             Packet::Disconnect => Some(End::Disconnected),
-            // Nothing is sent with QoS > 0, so there is nothing to ack.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+            Packet::PubAck(id) => {
+                // An unknown id (acknowledged twice, or after the
+                // subscription went) is ignored.
+                if let Some(f) = self.inflight.remove(&id)
+                    && let Some(reply) = f.reply
+                {
+                    if let Some((prefix, seq)) = ack_key(&reply) {
+                        self.inflight_seq.remove(&(prefix, seq));
+                    }
+                    if let Some(jsa) = &self.jsa {
+                        jsa.ack(&reply);
+                    }
+                }
+                None
+            }
+            // Nothing is sent with QoS 2, so there is nothing to ack.
+            Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
                 tracing::warn!(
-                    "{} - mqtt: acknowledgement for a QoS 1/2 delivery that was never sent",
+                    "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
                     self.peer
                 );
                 Some(End::Abnormal)
@@ -472,7 +610,7 @@ impl Bridge {
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
-        if p.qos > 0 {
+        if p.qos > 1 {
             tracing::warn!(
                 "{} - mqtt: PUBLISH with QoS {} is not supported yet by this server; closing",
                 self.peer,
@@ -480,9 +618,9 @@ impl Bridge {
             );
             return Some(End::Abnormal);
         }
-        if p.retain {
+        if p.retain && self.jsa.is_none() {
             tracing::warn!(
-                "{} - mqtt: retained PUBLISH is not supported yet by this server; closing",
+                "{} - mqtt: retained PUBLISH needs JetStream, which the account lacks; closing",
                 self.peer
             );
             return Some(End::Abnormal);
@@ -498,42 +636,189 @@ impl Bridge {
             tracing::warn!("{} - mqtt: maximum payload exceeded", self.peer);
             return Some(End::Abnormal);
         }
-        self.hpub(&subject, &p.payload);
+        self.hpub(&subject, p.qos, &p.payload);
+        let puback = if p.qos == 1 { p.packet_id } else { None };
+        if puback.is_some() || p.retain {
+            let retained = p.retain.then(|| Retain {
+                topic: p.topic.clone(),
+                qos: p.qos,
+                payload: p.payload.clone(),
+            });
+            self.ping_barrier(Barrier::Published {
+                subject,
+                puback,
+                retained,
+                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| p.payload.clone()),
+                denied: false,
+            });
+        }
         None
     }
 
-    fn hpub(&mut self, subject: &str, payload: &[u8]) {
-        let h = QOS0_HEADER.len();
+    /// A publish to the session, with the header that tells its QoS.
+    fn hpub(&mut self, subject: &str, qos: u8, payload: &[u8]) {
+        let hdr = if qos == 0 { QOS0_HEADER } else { QOS1_HEADER };
+        let h = hdr.len();
         self.nats_out
             .extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + payload.len()).as_bytes());
-        self.nats_out.extend_from_slice(QOS0_HEADER);
+        self.nats_out.extend_from_slice(hdr);
         self.nats_out.extend_from_slice(payload);
         self.nats_out.extend_from_slice(b"\r\n");
+    }
+
+    /// Runs the jobs due, in order; `Some` ends the connection.
+    async fn run_jobs(&mut self) -> Option<End> {
+        while let Some(job) = self.jobs.pop_front() {
+            match job {
+                Job::PubAck(id) => codec::puback(&mut self.out, id),
+                Job::Store {
+                    subject,
+                    retain,
+                    qos1,
+                    puback,
+                } => {
+                    let jsa = self.jsa.clone()?;
+                    let stored = tokio::task::spawn_blocking(move || {
+                        if let Some(r) = &retain {
+                            jsa.store_retained(&subject, &r.topic, r.qos, &r.payload)?;
+                        }
+                        if let Some(payload) = &qos1 {
+                            jsa.store_qos1(&subject, payload)?;
+                        }
+                        Ok::<_, super::jsa::JsaError>(())
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: message not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                    if let Some(id) = puback {
+                        codec::puback(&mut self.out, id);
+                    }
+                }
+                Job::UnsubAck(id, ended) => {
+                    self.end_qos1(ended).await;
+                    codec::unsuback(&mut self.out, id);
+                }
+                Job::SubAck(id, mut entries) => {
+                    if let Some(end) = self.start_qos1(&mut entries).await {
+                        return Some(end);
+                    }
+                    let codes: Vec<u8> = entries.iter().map(|e| e.code).collect();
+                    codec::suback(&mut self.out, id, &codes);
+                    let Some(jsa) = self.jsa.clone() else {
+                        continue;
+                    };
+                    let granted: Vec<(Vec<String>, u8)> = entries
+                        .into_iter()
+                        .filter(|e| e.code != SUBACK_FAILURE && !e.subjects.is_empty())
+                        .map(|e| (e.subjects, e.code))
+                        .collect();
+                    let found = tokio::task::spawn_blocking(move || {
+                        let mut all = Vec::new();
+                        for (subjects, qos) in &granted {
+                            for r in jsa.retained_matching(subjects)? {
+                                all.push((r, *qos));
+                            }
+                        }
+                        Ok::<_, super::jsa::JsaError>(all)
+                    })
+                    .await;
+                    let retained = match found {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => {
+                            tracing::warn!("{} - mqtt: retained messages not read: {e}", self.peer);
+                            continue;
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    };
+                    for (r, granted) in retained {
+                        let qos = granted.min(r.qos);
+                        let id = if qos == 1 {
+                            let Some(id) = self.packet_id() else {
+                                tracing::warn!(
+                                    "{} - mqtt: no packet id free; retained message on {:?} not sent",
+                                    self.peer,
+                                    r.topic
+                                );
+                                continue;
+                            };
+                            self.inflight.insert(id, InFlight { reply: None });
+                            Some(id)
+                        } else {
+                            None
+                        };
+                        if codec::publish(&mut self.out, &r.topic, qos, true, false, id, &r.payload)
+                            .is_none()
+                        {
+                            tracing::warn!(
+                                "{} - mqtt: retained message on {:?} cannot be sent as MQTT",
+                                self.peer,
+                                r.topic
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Removes a filter's NATS subscriptions; returns its JetStream sides
+    /// for the caller to end (they block).
+    fn drop_filter(&mut self, f: Filter) -> Vec<super::jsa::Qos1Sub> {
+        for sid in f.sids {
+            self.sids.remove(&sid);
+            self.nats_out
+                .extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+        }
+        f.js.into_iter()
+            .map(|(sid, q)| {
+                self.sids.remove(&sid);
+                q
+            })
+            .collect()
     }
 
     fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
         let mut entries = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
-            if qos > 0 {
+            if qos > 1 || (qos == 1 && self.jsa.is_none()) {
                 tracing::warn!(
-                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: only QoS 0 is \
-                     supported yet by this server",
-                    self.peer
+                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: {}",
+                    self.peer,
+                    if qos > 1 {
+                        "QoS 2 is not supported yet by this server"
+                    } else {
+                        "QoS 1 needs JetStream, which the account lacks"
+                    }
                 );
-                entries.push((Vec::new(), SUBACK_FAILURE));
+                entries.push(SubEntry::failed());
                 continue;
             }
             let subject = match topic::filter_to_subject(&filter) {
                 Ok(s) if crate::subject::valid_filter(&s) => s,
                 _ => {
                     tracing::warn!("{} - mqtt: invalid topic filter {filter:?}", self.peer);
-                    entries.push((Vec::new(), SUBACK_FAILURE));
+                    entries.push(SubEntry::failed());
                     continue;
                 }
             };
-            if self.filters.contains_key(&filter) {
-                // The same filter again replaces the subscription (same QoS 0).
-                entries.push((Vec::new(), 0));
+            if let Some(f) = self.filters.get(&filter) {
+                // The same filter again keeps the subscription (and the
+                // QoS it was granted).
+                entries.push(SubEntry {
+                    filter: None,
+                    subjects: Vec::new(),
+                    code: f.qos,
+                });
                 continue;
             }
             let mut subjects = vec![subject.clone()];
@@ -547,13 +832,122 @@ impl Bridge {
                 self.nats_out
                     .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
                 // Deliveries are filtered by the MQTT filter's subject.
-                self.sids.insert(sid, subject.clone());
+                self.sids.insert(
+                    sid,
+                    SidInfo {
+                        filter: subject.clone(),
+                        qos1: qos == 1,
+                        js: false,
+                    },
+                );
                 sids.push(sid);
             }
-            self.filters.insert(filter, Filter { sids });
-            entries.push((subjects, 0));
+            self.filters.insert(
+                filter.clone(),
+                Filter {
+                    sids,
+                    qos,
+                    js: Vec::new(),
+                },
+            );
+            entries.push(SubEntry {
+                filter: Some(filter),
+                subjects,
+                code: qos,
+            });
         }
         self.ping_barrier(Barrier::SubAck(id, entries));
+    }
+
+    /// A packet id not in flight (1..=65535).
+    fn packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_packet_id) {
+                return Some(self.next_packet_id);
+            }
+        }
+        None
+    }
+
+    /// Starts the JetStream side of the QoS 1 filters just granted; a
+    /// filter whose consumer cannot be made fails (0x80) and loses its
+    /// NATS subscriptions.
+    async fn start_qos1(&mut self, entries: &mut [SubEntry]) -> Option<End> {
+        let jsa = self.jsa.clone()?;
+        for e in entries.iter_mut() {
+            if e.code != 1 {
+                continue;
+            }
+            let Some(filter) = e.filter.clone() else {
+                continue;
+            };
+            let mut made = Vec::new();
+            let mut failed = None;
+            for subject in &e.subjects {
+                let sid = self.next_sid;
+                self.next_sid += 1;
+                let (jsa, client, subject2) =
+                    (jsa.clone(), Arc::clone(&self.client), subject.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    jsa.subscribe_qos1(&client, &subject2, sid)
+                })
+                .await;
+                match r {
+                    Ok(Ok(q)) => made.push((sid, q)),
+                    Ok(Err(err)) => {
+                        failed = Some(err.to_string());
+                        break;
+                    }
+                    Err(_) => return Some(End::Abnormal),
+                }
+                let filter_subject = e.subjects.first().cloned().unwrap_or_default();
+                self.sids.insert(
+                    sid,
+                    SidInfo {
+                        filter: filter_subject,
+                        qos1: true,
+                        js: true,
+                    },
+                );
+            }
+            if let Some(why) = failed {
+                tracing::warn!(
+                    "{} - mqtt: QoS 1 subscription to {filter:?} failed: {why}",
+                    self.peer
+                );
+                e.code = SUBACK_FAILURE;
+                if let Some(mut f) = self.filters.remove(&filter) {
+                    f.js.extend(made);
+                    let ended = self.drop_filter(f);
+                    self.end_qos1(ended).await;
+                }
+                continue;
+            }
+            if let Some(f) = self.filters.get_mut(&filter) {
+                f.js.extend(made);
+            }
+        }
+        None
+    }
+
+    /// Ends the JetStream sides of subscriptions (their consumers).
+    async fn end_qos1(&mut self, ended: Vec<super::jsa::Qos1Sub>) {
+        if ended.is_empty() {
+            return;
+        }
+        let Some(jsa) = self.jsa.clone() else {
+            return;
+        };
+        let peer = self.peer;
+        let _ = tokio::task::spawn_blocking(move || {
+            for q in &ended {
+                if let Err(e) = jsa.unsubscribe_qos1(q) {
+                    tracing::warn!("{peer} - mqtt: QoS 1 consumer not removed: {e}");
+                }
+            }
+        })
+        .await;
     }
 
     /// One operation from the session; `Some` ends the connection.
@@ -566,19 +960,48 @@ impl Bridge {
             }
             ServerOp::Pong => match self.barriers.pop_front() {
                 Some(Barrier::Connect) => {
+                    self.jsa = Jsa::of_account(&self.shared, self.client.account_name());
+                    if self.jsa.is_none() && self.will.as_ref().is_some_and(|w| w.retain) {
+                        tracing::warn!(
+                            "{} - mqtt: CONNECT refused: a retained will needs JetStream, \
+                             which the account lacks",
+                            self.peer
+                        );
+                        return Some(End::Unavailable);
+                    }
                     self.connected = true;
                     self.sessions
                         .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
                     codec::connack(&mut self.out, false, RC_ACCEPTED);
                     None
                 }
-                Some(Barrier::SubAck(id, entries)) => {
-                    let codes: Vec<u8> = entries.iter().map(|(_, c)| *c).collect();
-                    codec::suback(&mut self.out, id, &codes);
+                Some(Barrier::Published {
+                    subject,
+                    puback,
+                    retained,
+                    qos1,
+                    denied,
+                }) => {
+                    // nats-server acknowledges a denied QoS 1 publish too,
+                    // and stores nothing of it.
+                    if !denied && (retained.is_some() || qos1.is_some()) {
+                        self.jobs.push_back(Job::Store {
+                            subject,
+                            retain: retained,
+                            qos1,
+                            puback,
+                        });
+                    } else if let Some(id) = puback {
+                        self.jobs.push_back(Job::PubAck(id));
+                    }
                     None
                 }
-                Some(Barrier::UnsubAck(id)) => {
-                    codec::unsuback(&mut self.out, id);
+                Some(Barrier::SubAck(id, entries)) => {
+                    self.jobs.push_back(Job::SubAck(id, entries));
+                    None
+                }
+                Some(Barrier::UnsubAck(id, ended)) => {
+                    self.jobs.push_back(Job::UnsubAck(id, ended));
                     None
                 }
                 None => None,
@@ -587,26 +1010,80 @@ impl Bridge {
             ServerOp::Msg {
                 subject,
                 sid,
+                reply,
+                headers,
                 payload,
-                ..
             } => {
-                self.deliver(sid, &subject, &payload);
+                self.deliver(sid, &subject, reply, headers.as_deref(), &payload);
                 None
             }
         }
     }
 
-    /// A message for subscription `sid`, as a QoS 0 PUBLISH (unless the
-    /// subscription is gone, or MQTT-4.7.2-1 hides a `$` topic from it).
-    fn deliver(&mut self, sid: u64, subject: &str, payload: &[u8]) {
-        let Some(filter) = self.sids.get(&sid) else {
+    /// A message for subscription `sid`, as a PUBLISH (unless the
+    /// subscription is gone, or MQTT-4.7.2-1 hides a `$` topic from it):
+    /// QoS 1 with a packet id for a QoS 1 consumer's delivery, QoS 0
+    /// otherwise. A QoS 1 filter's plain NATS subscription skips what an
+    /// MQTT client published with QoS 1: that comes through its consumer.
+    fn deliver(
+        &mut self,
+        sid: u64,
+        subject: &str,
+        reply: Option<String>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let Some(info) = self.sids.get(&sid) else {
             return;
         };
-        if topic::wildcard_skips(filter, subject) {
+        let (subject, js) = if info.js {
+            match subject.strip_prefix(super::jsa::MSGS_PREFIX) {
+                Some(s) => (s, true),
+                None => return,
+            }
+        } else {
+            if info.qos1
+                && headers.is_some_and(|h| {
+                    crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim) == Some("1")
+                })
+            {
+                return;
+            }
+            (subject, false)
+        };
+        if topic::wildcard_skips(&info.filter, subject) {
+            // Never to be sent: acknowledged so it does not come back.
+            if let (true, Some(reply), Some(jsa)) = (js, &reply, &self.jsa) {
+                jsa.ack(reply);
+            }
             return;
         }
         let topic = topic::subject_to_topic(subject);
-        if codec::publish(&mut self.out, &topic, 0, false, false, None, payload).is_none() {
+        let mut qos = 0;
+        let mut id = None;
+        let mut dup = false;
+        if js && let Some(reply) = reply {
+            let key = ack_key(&reply);
+            let known = key.as_ref().and_then(|k| self.inflight_seq.get(k).copied());
+            let pid = match known {
+                Some(pid) => {
+                    dup = true;
+                    pid
+                }
+                None => match self.packet_id() {
+                    Some(pid) => pid,
+                    // Redelivered by the consumer later.
+                    None => return,
+                },
+            };
+            if let Some(k) = key {
+                self.inflight_seq.insert(k, pid);
+            }
+            self.inflight.insert(pid, InFlight { reply: Some(reply) });
+            qos = 1;
+            id = Some(pid);
+        }
+        if codec::publish(&mut self.out, &topic, qos, false, dup, id, payload).is_none() {
             tracing::warn!(
                 "{} - mqtt: message on {subject:?} cannot be sent as MQTT",
                 self.peer
@@ -632,10 +1109,10 @@ impl Bridge {
                 .iter_mut()
                 .find(|b| matches!(b, Barrier::SubAck(..)))
             {
-                for (subjects, code) in entries.iter_mut() {
-                    if *code != SUBACK_FAILURE && subjects.iter().any(|s| s == denied) {
-                        *code = SUBACK_FAILURE;
-                        undo.extend(subjects.iter().cloned());
+                for e in entries.iter_mut() {
+                    if e.code != SUBACK_FAILURE && e.subjects.iter().any(|s| s == denied) {
+                        e.code = SUBACK_FAILURE;
+                        undo.extend(e.subjects.iter().cloned());
                     }
                 }
             }
@@ -646,7 +1123,7 @@ impl Bridge {
                     .filter(|(_, f)| {
                         f.sids
                             .iter()
-                            .any(|sid| self.sids.get(sid).is_some_and(|s| undo.contains(s)))
+                            .any(|sid| self.sids.get(sid).is_some_and(|s| undo.contains(&s.filter)))
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -662,6 +1139,20 @@ impl Bridge {
             }
             return None;
         }
+        if let Some(denied) = text
+            .strip_prefix(PUB_DENIED)
+            .and_then(|rest| rest.split('"').next())
+        {
+            // The oldest publish waiting on this subject was the one denied.
+            if let Some(Barrier::Published { denied: d, .. }) =
+                self.barriers.iter_mut().find(|b| {
+                    matches!(b, Barrier::Published { subject, denied: false, .. } if subject == denied)
+                })
+            {
+                *d = true;
+            }
+            return None;
+        }
         // Publish permission errors drop the message (as nats-server does
         // for MQTT QoS 0); anything else closes the session, which the
         // read side then sees.
@@ -671,18 +1162,85 @@ impl Bridge {
         None
     }
 
+    /// Lets the session answer every barrier still out, then stores the
+    /// retained messages they allow: a retained PUBLISH right before the
+    /// connection ends (DISCONNECT, a closed socket, its will) is kept,
+    /// as nats-server keeps it. Nothing more is sent to the client.
+    async fn settle_stores(&mut self) {
+        if self.flush().await.is_some() {
+            return;
+        }
+        let routed = async {
+            while !self.barriers.is_empty() {
+                match self.nats_rd.read_buf(&mut self.nats_in).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                while let Ok(Some(op)) = server_ops::next(&mut self.nats_in) {
+                    // Deliveries are dropped: the client is gone.
+                    if !matches!(op, ServerOp::Msg { .. }) {
+                        let _ = self.server_op(op);
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), routed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} - mqtt: the session did not answer in time; retained messages still \
+                 waiting are not stored",
+                self.peer
+            );
+            return;
+        }
+        self.jobs.retain(|j| matches!(j, Job::Store { .. }));
+        for job in &mut self.jobs {
+            if let Job::Store { puback, .. } = job {
+                *puback = None;
+            }
+        }
+        let _ = self.run_jobs().await;
+    }
+
     /// Ends the connection: the will (when due), CONNACK 5 for a refused
     /// login, then the session's input is closed.
     async fn finish(&mut self, end: End) {
         if end == End::NotAuthorized {
             codec::connack(&mut self.out, false, RC_NOT_AUTHORIZED);
         }
+        if end == End::Unavailable {
+            codec::connack(&mut self.out, false, RC_SERVER_UNAVAILABLE);
+        }
         if end == End::Abnormal
             && self.connected
-            && let Some((subject, payload)) = self.will.take()
+            && let Some(will) = self.will.take()
         {
-            self.hpub(&subject, &payload);
+            self.hpub(&will.subject, will.qos, &will.payload);
+            if will.retain || (will.qos == 1 && self.jsa.is_some()) {
+                self.ping_barrier(Barrier::Published {
+                    subject: will.subject,
+                    puback: None,
+                    qos1: (will.qos == 1).then(|| will.payload.clone()),
+                    retained: will.retain.then(|| Retain {
+                        topic: will.topic,
+                        qos: will.qos,
+                        payload: will.payload,
+                    }),
+                    denied: false,
+                });
+            }
         }
+        if self.connected && end != End::Shutdown && self.jsa.is_some() {
+            self.settle_stores().await;
+        }
+        // Clean sessions only: every QoS 1 consumer goes with the connection.
+        let ended: Vec<_> = std::mem::take(&mut self.filters)
+            .into_values()
+            .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
+            .collect();
+        self.end_qos1(ended).await;
         let _ = self.flush().await;
         let _ = self.wr.shutdown().await;
         let _ = self.nats_wr.shutdown().await;
@@ -748,13 +1306,29 @@ mod tests {
         c.will = Some(codec::Will {
             topic: "t".into(),
             message: bytes::Bytes::new(),
-            qos: 1,
+            qos: 2,
             retain: false,
         });
         assert_eq!(
             check_connect(&c).map_err(|e| e.0),
             Err(RC_SERVER_UNAVAILABLE)
         );
+        // QoS 1 and retained wills are served.
+        if let Some(w) = c.will.as_mut() {
+            w.qos = 1;
+            w.retain = true;
+        }
+        assert_eq!(check_connect(&c), Ok(()));
+    }
+
+    #[test]
+    fn a_redelivery_has_the_ack_key_of_its_first_delivery() {
+        let first = ack_key("$JS.ACK.$MQTT_msgs.mqtt_x.1.42.7.1700000000.0");
+        let again = ack_key("$JS.ACK.$MQTT_msgs.mqtt_x.2.42.9.1700000099.0");
+        assert_eq!(first, Some(("$MQTT_msgs.mqtt_x".to_string(), 42)));
+        assert_eq!(first, again);
+        assert_eq!(ack_key("_INBOX.abc"), None);
+        assert_eq!(ack_key("$JS.ACK.s.c.1.notanumber.1"), None);
     }
 
     #[test]

@@ -9,21 +9,27 @@
 //! lines, deliveries (`MSG`/`HMSG`) become MQTT PUBLISH packets, with topic
 //! names mapped as nats-server maps them ([`topic`]).
 //!
-//! Served: CONNECT with clean sessions, QoS 0 publish and subscribe,
+//! Served: CONNECT with clean sessions, QoS 0 and 1 publish and
+//! subscribe (QoS 1 deliveries through durable consumers of the
+//! account's `$MQTT_msgs` stream), retained messages (kept in the account's `$MQTT_rmsgs`
+//! stream through [`jsa`], the listener's privileged path to JetStream),
 //! PINGREQ, UNSUBSCRIBE, DISCONNECT, keep-alive (1.5 × the client's
-//! value, in whole seconds), QoS 0 will messages, session takeover (a
-//! second connection with the same client ID closes the first, without
-//! its will, as nats-server). Refused, each with the MQTT answer
-//! that says so: persistent sessions and wills with QoS > 0 or retain
-//! (CONNACK return code 3, server unavailable), QoS 1 and 2 subscriptions
-//! (SUBACK failure 0x80), QoS 1/2 and retained PUBLISH (the connection is
-//! closed, MQTT 3.1.1's only answer to a packet the server will not take).
+//! value, in whole seconds), wills with QoS 0/1 and retain, session
+//! takeover (a second connection with the same client ID closes the
+//! first, without its will, as nats-server). Refused, each with the MQTT
+//! answer that says so: persistent sessions and QoS 2 wills (CONNACK
+//! return code 3, server unavailable), QoS 2 subscriptions (SUBACK
+//! failure 0x80), QoS 2 PUBLISH (the connection is closed, MQTT 3.1.1's
+//! only answer to a packet the server will not take).
 //!
-//! Must not: touch accounts or JetStream directly (everything goes through
-//! the session), or block the accept loop on one connection.
+//! Must not: touch accounts or subscriptions directly (everything a
+//! client does goes through the session; only [`jsa`] reaches JetStream,
+//! and only the `$MQTT_*` streams), or block the accept loop on one
+//! connection.
 
 pub mod codec;
 mod connection;
+mod jsa;
 mod server_ops;
 pub mod topic;
 

@@ -19,6 +19,8 @@ pub(crate) enum ServerOp {
     Msg {
         subject: String,
         sid: u64,
+        /// The reply subject (a JetStream delivery's ack subject).
+        reply: Option<String>,
         headers: Option<Bytes>,
         payload: Bytes,
     },
@@ -52,16 +54,26 @@ pub(crate) fn next(buf: &mut BytesMut) -> Result<Option<ServerOp>, Garbled> {
         return Ok(Some(op));
     }
     let args: Vec<&str> = words.collect();
-    let (subject, sid, hlen, total) = match (op.as_str(), args.as_slice()) {
-        ("MSG", [s, sid, len] | [s, sid, _, len]) => (*s, *sid, None, *len),
-        ("HMSG", [s, sid, h, len] | [s, sid, _, h, len]) => (
+    let (subject, sid, reply, hlen, total) = match (op.as_str(), args.as_slice()) {
+        ("MSG", [s, sid, len]) => (*s, *sid, None, None, *len),
+        ("MSG", [s, sid, r, len]) => (*s, *sid, Some(*r), None, *len),
+        ("HMSG", [s, sid, h, len]) => (
             *s,
             *sid,
+            None,
+            Some(h.parse::<usize>().map_err(|_| Garbled)?),
+            *len,
+        ),
+        ("HMSG", [s, sid, r, h, len]) => (
+            *s,
+            *sid,
+            Some(*r),
             Some(h.parse::<usize>().map_err(|_| Garbled)?),
             *len,
         ),
         _ => return Err(Garbled),
     };
+    let reply = reply.map(str::to_owned);
     let sid: u64 = sid.parse().map_err(|_| Garbled)?;
     let total: usize = total.parse().map_err(|_| Garbled)?;
     let subject = subject.to_owned();
@@ -78,6 +90,7 @@ pub(crate) fn next(buf: &mut BytesMut) -> Result<Option<ServerOp>, Garbled> {
     Ok(Some(ServerOp::Msg {
         subject,
         sid,
+        reply,
         headers,
         payload: body,
     }))
@@ -105,6 +118,7 @@ mod tests {
             Ok(Some(ServerOp::Msg {
                 subject: "a.b".into(),
                 sid: 7,
+                reply: None,
                 headers: None,
                 payload: Bytes::from_static(b"hello"),
             }))
@@ -114,6 +128,7 @@ mod tests {
             Ok(Some(ServerOp::Msg {
                 subject: "c".into(),
                 sid: 8,
+                reply: Some("_INBOX.1".into()),
                 headers: Some(Bytes::from_static(b"NATS/1.0\r\n\r\n")),
                 payload: Bytes::from_static(b"hi"),
             }))

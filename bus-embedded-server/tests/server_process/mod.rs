@@ -40,8 +40,14 @@ impl Server {
 
 /// Starts the binary on `store` without waiting for it; its log goes to `log`.
 pub fn spawn(store: &Path, log: &Path) -> Child {
+    spawn_with(store, log, &[])
+}
+
+/// [`spawn`] with more command-line arguments (e.g. `-c <config>`).
+pub fn spawn_with(store: &Path, log: &Path, extra: &[&str]) -> Child {
     let _ = std::fs::remove_file(log);
     Command::new(BIN)
+        .args(extra)
         .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
         .arg(store)
         .arg("-l")
@@ -54,7 +60,12 @@ pub fn spawn(store: &Path, log: &Path) -> Child {
 
 /// Starts the binary on `store` and waits for "Server is ready".
 pub fn start(store: &Path, log: &Path) -> Server {
-    let mut child = spawn(store, log);
+    start_with(store, log, &[])
+}
+
+/// [`start`] with more command-line arguments (e.g. `-c <config>`).
+pub fn start_with(store: &Path, log: &Path, extra: &[&str]) -> Server {
+    let mut child = spawn_with(store, log, extra);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();

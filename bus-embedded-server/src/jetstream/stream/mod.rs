@@ -731,6 +731,28 @@ impl Stream {
         Ok(last)
     }
 
+    /// Stores one message for the server itself (the MQTT listener's
+    /// retained messages): the publish checks and limits apply, nothing
+    /// is answered. Returns the sequence; durable once [`Self::wait_durable`]
+    /// returns.
+    pub(crate) fn store_internal(
+        &self,
+        subject: &str,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> Result<u64, ApiError> {
+        let interest = if self.retention == Retention::Interest {
+            self.interest_checker()
+        } else {
+            Vec::new()
+        };
+        let stored = lock(&self.inner).store_msg(&self.name, subject, hdr, data, &interest);
+        self.stored_wake();
+        match stored? {
+            Stored::New(seq) | Stored::Duplicate(seq) | Stored::Counter(seq, _) => Ok(seq),
+        }
+    }
+
     /// New messages were stored outside a publish: sync them and tell the
     /// consumers, as a publish does.
     fn stored_wake(&self) {

@@ -1,0 +1,406 @@
+//! The MQTT listener's own, privileged path to JetStream in the
+//! connection's account (nats-server's internal "JSA" client): the
+//! `$MQTT_*` streams are created and written here with the server's
+//! authority, not the user's (whose permissions may not even allow
+//! `$JS.API.>`), as nats-server does.
+//!
+//! QoS 1 subscriptions: the stream `$MQTT_msgs` (QoS 1 messages MQTT
+//! clients publish) and one durable consumer per subscribed subject,
+//! delivered to the connection through an internal subscription.
+//!
+//! Retained messages: one per
+//! topic, in the stream `$MQTT_rmsgs` (subjects `$MQTT.rmsgs.<subject>`,
+//! one message per subject, file storage, the configuration nats-server
+//! 2.15.1 gives it), created the first time a client of the account
+//! publishes or looks up a retained message. Each stored message carries
+//! the MQTT topic (`Nmqtt-RTopic`) and its flags (`Nmqtt-RFlags`: QoS << 1
+//! | retain), as nats-server's do, so retained messages read the same on
+//! both servers' stores.
+//!
+//! Every function here blocks (stream creation, fsync, store reads that
+//! may go to disk): callers run them on a blocking thread.
+//!
+//! Must not: apply a client's permissions (the bridge does that through
+//! the session before it calls here), or touch streams other than the
+//! `$MQTT_*` ones.
+
+use std::sync::Arc;
+
+use crate::account::Account;
+use crate::jetstream::JetStream;
+use crate::jetstream::errors::ApiError;
+use crate::jetstream::headers::{self, HeaderBuilder};
+use crate::jetstream::store::Purge;
+use crate::jetstream::stream::Stream;
+use crate::outbound::Client;
+use crate::state::ServerState;
+use crate::sublist::Subscription;
+
+use super::topic;
+
+/// The retained messages' stream.
+pub(crate) const RMSGS: &str = "$MQTT_rmsgs";
+/// The subject prefix of [`RMSGS`].
+const RMSGS_PREFIX: &str = "$MQTT.rmsgs.";
+/// nats-server 2.15.1's configuration of [`RMSGS`].
+const RMSGS_CONFIG: &str = r#"{"name":"$MQTT_rmsgs","subjects":["$MQTT.rmsgs.>"],"retention":"limits","max_msgs_per_subject":1,"storage":"file","num_replicas":1}"#;
+
+/// The stream of QoS 1 messages published by MQTT clients, read by one
+/// durable consumer per QoS 1 subscription (interest retention: a
+/// message goes once every subscription acknowledged it).
+pub(crate) const MSGS: &str = "$MQTT_msgs";
+/// The subject prefix of [`MSGS`].
+pub(crate) const MSGS_PREFIX: &str = "$MQTT.msgs.";
+/// nats-server 2.15.1's configuration of [`MSGS`].
+const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
+
+/// A QoS 1 subscription's JetStream side: its durable consumer and the
+/// internal subscription that takes the consumer's deliveries into the
+/// connection's session (with the bridge's own subscription id).
+pub(crate) struct Qos1Sub {
+    consumer: String,
+    sub: Arc<Subscription<Client>>,
+}
+
+/// Why a JetStream step of the MQTT listener failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JsaError {
+    /// JetStream refused (stream creation, limits, store): nats-server's
+    /// error code and text.
+    #[error("JetStream error {err_code}: {description}")]
+    Api { err_code: u32, description: String },
+    /// The store did not make the change durable.
+    #[error("not durable: {0}")]
+    NotDurable(String),
+}
+
+impl From<ApiError> for JsaError {
+    fn from(e: ApiError) -> Self {
+        JsaError::Api {
+            err_code: e.err_code,
+            description: e.description,
+        }
+    }
+}
+
+/// A retained message, as a new subscription receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retained {
+    /// The NATS subject it was published on.
+    pub subject: String,
+    /// The MQTT topic it was published with.
+    pub topic: String,
+    /// The QoS it was published with.
+    pub qos: u8,
+    pub payload: bytes::Bytes,
+}
+
+/// The JetStream of one connection's account, with the server's authority.
+#[derive(Clone)]
+pub(crate) struct Jsa {
+    js: Arc<JetStream>,
+    account: Arc<Account>,
+    /// The QoS 1 consumers' `ack_wait` (nanoseconds) and
+    /// `max_ack_pending`, from the `mqtt {}` block.
+    ack_wait_nanos: u64,
+    max_ack_pending: u16,
+}
+
+impl Jsa {
+    /// The JetStream of the account named `account`; `None` without one.
+    pub(crate) fn of_account(shared: &ServerState, account: &str) -> Option<Jsa> {
+        let acc = if account == crate::config::GLOBAL_ACCOUNT {
+            Some(Arc::clone(&shared.global))
+        } else {
+            shared.accounts.get(account)
+        };
+        let account = acc?;
+        let js = account.jetstream.clone()?;
+        let (ack_wait, max_ack_pending) = shared.config.mqtt.as_ref().map_or(
+            (
+                crate::config::MqttConfig::DEFAULT_ACK_WAIT,
+                crate::config::MqttConfig::DEFAULT_MAX_ACK_PENDING,
+            ),
+            |m| (m.ack_wait, m.max_ack_pending),
+        );
+        Some(Jsa {
+            js,
+            account,
+            ack_wait_nanos: u64::try_from(ack_wait.as_nanos()).unwrap_or(u64::MAX),
+            max_ack_pending,
+        })
+    }
+
+    /// Stores a QoS 1 message an MQTT client published (already routed to
+    /// NATS subscribers) for the QoS 1 subscriptions, durably. Nothing is
+    /// stored while the account has no `$MQTT_msgs` stream: no QoS 1
+    /// subscription was ever made, so no one would read it.
+    pub(crate) fn store_qos1(&self, subject: &str, payload: &[u8]) -> Result<(), JsaError> {
+        let Some(stream) = self.js.stream(MSGS) else {
+            return Ok(());
+        };
+        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", 1).build();
+        stream.store_internal(&format!("{MSGS_PREFIX}{subject}"), &hdr, payload)?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// Starts the JetStream side of a QoS 1 subscription to the NATS
+    /// filter `subject`: a durable consumer of `$MQTT_msgs` (deliver new,
+    /// explicit ack, nats-server's `ack_wait` and `max_ack_pending`)
+    /// pushing to a fresh `$MQTT.sub.<id>` subject, which `client`
+    /// receives as subscription `sid` whatever its permissions.
+    pub(crate) fn subscribe_qos1(
+        &self,
+        client: &Arc<Client>,
+        subject: &str,
+        sid: u64,
+    ) -> Result<Qos1Sub, JsaError> {
+        self.ensure_msgs()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let deliver = format!("$MQTT.sub.{id}");
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(client),
+            &deliver,
+            None,
+            bytes::Bytes::from(sid.to_string()),
+        ));
+        self.account.sublist.insert(Arc::clone(&sub));
+        let consumer = format!("mqtt_{id}");
+        let config = serde_json::json!({
+            "durable_name": consumer,
+            "deliver_policy": "new",
+            "ack_policy": "explicit",
+            "ack_wait": self.ack_wait_nanos,
+            "max_deliver": -1,
+            "filter_subject": format!("{MSGS_PREFIX}{subject}"),
+            "replay_policy": "instant",
+            "max_ack_pending": self.max_ack_pending,
+            "deliver_subject": deliver,
+        });
+        if let Err(e) = crate::jetstream::api::ensure_consumer(
+            &self.js,
+            MSGS,
+            &consumer,
+            config.to_string().as_bytes(),
+        ) {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        Ok(Qos1Sub { consumer, sub })
+    }
+
+    /// Ends a QoS 1 subscription: its consumer (and so its interest in
+    /// the stored messages) and its internal subscription.
+    pub(crate) fn unsubscribe_qos1(&self, q: &Qos1Sub) -> Result<(), JsaError> {
+        self.account.sublist.remove(&q.sub);
+        crate::jetstream::api::remove_consumer(&self.js, MSGS, &q.consumer)?;
+        Ok(())
+    }
+
+    /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the
+    /// consumer's ack subject `reply`.
+    pub(crate) fn ack(&self, reply: &str) {
+        self.js.on_publish(reply, None, b"", b"+ACK");
+    }
+
+    fn ensure_msgs(&self) -> Result<Arc<Stream>, JsaError> {
+        Ok(crate::jetstream::api::ensure_stream(
+            &self.js,
+            MSGS,
+            MSGS_CONFIG.as_bytes(),
+        )?)
+    }
+
+    fn rmsgs(&self) -> Result<Arc<Stream>, JsaError> {
+        Ok(crate::jetstream::api::ensure_stream(
+            &self.js,
+            RMSGS,
+            RMSGS_CONFIG.as_bytes(),
+        )?)
+    }
+
+    /// Stores (or, with an empty payload, removes) the retained message of
+    /// `subject`, durably.
+    pub(crate) fn store_retained(
+        &self,
+        subject: &str,
+        topic: &str,
+        qos: u8,
+        payload: &[u8],
+    ) -> Result<(), JsaError> {
+        let stream = self.rmsgs()?;
+        let key = format!("{RMSGS_PREFIX}{subject}");
+        if payload.is_empty() {
+            stream.purge(&Purge {
+                filter: Some(key),
+                seq: None,
+                keep: None,
+            })?;
+        } else {
+            let hdr = HeaderBuilder::new()
+                .add("Nmqtt-RTopic", topic)
+                .add("Nmqtt-RFlags", (qos << 1) | 1)
+                .build();
+            stream.store_internal(&key, &hdr, payload)?;
+        }
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// The retained messages a subscription to the NATS filter subjects
+    /// `filters` receives (MQTT-4.7.2-1: not `$` topics for a filter that
+    /// starts with a wildcard).
+    pub(crate) fn retained_matching(&self, filters: &[String]) -> Result<Vec<Retained>, JsaError> {
+        let Some(stream) = self.js.stream(RMSGS) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for filter in filters {
+            for (key, _) in stream.subjects(&format!("{RMSGS_PREFIX}{filter}")) {
+                let Some(subject) = key.strip_prefix(RMSGS_PREFIX) else {
+                    continue;
+                };
+                if topic::wildcard_skips(filter, subject)
+                    || out.iter().any(|r: &Retained| r.subject == subject)
+                {
+                    continue;
+                }
+                let Some(m) = stream.last_by_subject(&key)? else {
+                    continue;
+                };
+                let topic = headers::get(&m.hdr, "Nmqtt-RTopic")
+                    .map_or_else(|| topic::subject_to_topic(subject), str::to_owned);
+                let qos = headers::get(&m.hdr, "Nmqtt-RFlags")
+                    .and_then(|f| f.trim().parse::<u8>().ok())
+                    .map_or(0, |f| (f >> 1) & 3);
+                out.push(Retained {
+                    subject: subject.to_owned(),
+                    topic,
+                    qos,
+                    payload: m.data,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JetStreamConfig;
+
+    fn open(dir: &std::path::Path) -> Jsa {
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let account = Arc::new_cyclic(|me| {
+            Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
+        });
+        Jsa {
+            js,
+            account,
+            ack_wait_nanos: 30_000_000_000,
+            max_ack_pending: 1024,
+        }
+    }
+
+    fn topics(found: &[Retained]) -> Vec<(&str, &[u8], u8)> {
+        let mut v: Vec<_> = found
+            .iter()
+            .map(|r| (r.topic.as_str(), &r.payload[..], r.qos))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retained_messages_are_one_per_subject_and_an_empty_payload_removes() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(
+            retained_messages_are_one_per_subject_and_an_empty_payload_removes_body,
+        )
+        .await
+        .expect("no panic");
+    }
+
+    fn retained_messages_are_one_per_subject_and_an_empty_payload_removes_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = open(dir.path());
+        // No stream yet: nothing retained, and nothing is created by a lookup.
+        assert!(jsa.retained_matching(&["a.>".into()]).unwrap().is_empty());
+        assert!(jsa.js.stream(RMSGS).is_none());
+        jsa.store_retained("a.b", "a/b", 0, b"one").unwrap();
+        jsa.store_retained("a.b", "a/b", 1, b"two").unwrap();
+        jsa.store_retained("a", "a", 0, b"parent").unwrap();
+        jsa.store_retained("$x.y", "$x/y", 0, b"dollar").unwrap();
+        let cfg = jsa.js.stream(RMSGS).unwrap().config();
+        assert_eq!(cfg.max_msgs_per_subject, 1);
+        assert_eq!(cfg.subjects, vec!["$MQTT.rmsgs.>".to_string()]);
+        let found = jsa.retained_matching(&["a.>".into(), "a".into()]).unwrap();
+        assert_eq!(
+            topics(&found),
+            vec![("a", &b"parent"[..], 0), ("a/b", &b"two"[..], 1)]
+        );
+        // A filter starting with a wildcard skips `$` topics; a literal
+        // `$` filter finds them.
+        assert_eq!(
+            topics(&jsa.retained_matching(&[">".into()]).unwrap()).len(),
+            2
+        );
+        assert_eq!(
+            topics(&jsa.retained_matching(&["$x.*".into()]).unwrap()),
+            vec![("$x/y", &b"dollar"[..], 0)]
+        );
+        jsa.store_retained("a.b", "a/b", 0, b"").unwrap();
+        assert_eq!(
+            topics(&jsa.retained_matching(&["a.>".into(), "a".into()]).unwrap()),
+            vec![("a", &b"parent"[..], 0)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retained_messages_survive_a_reopen_of_the_store() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(retained_messages_survive_a_reopen_of_the_store_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn retained_messages_survive_a_reopen_of_the_store_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let jsa = open(dir.path());
+            jsa.store_retained("k.v", "k/v", 1, b"kept").unwrap();
+            jsa.js.shutdown();
+        }
+        let jsa = open(dir.path());
+        assert_eq!(
+            topics(&jsa.retained_matching(&["k.v".into()]).unwrap()),
+            vec![("k/v", &b"kept"[..], 1)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_stream_of_that_name_is_used_as_it_is() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(an_existing_stream_of_that_name_is_used_as_it_is_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn an_existing_stream_of_that_name_is_used_as_it_is_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = open(dir.path());
+        let mine = br#"{"name":"$MQTT_rmsgs","subjects":["$MQTT.rmsgs.>"],"storage":"memory"}"#;
+        crate::jetstream::api::ensure_stream(&jsa.js, RMSGS, mine).unwrap();
+        jsa.store_retained("t", "t", 0, b"x").unwrap();
+        let s = jsa.js.stream(RMSGS).unwrap();
+        assert_eq!(
+            s.config().storage,
+            crate::jetstream::types::StorageType::Memory
+        );
+        assert_eq!(s.state().msgs, 1);
+    }
+}
