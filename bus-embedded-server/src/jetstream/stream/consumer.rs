@@ -183,14 +183,15 @@ impl PullRequest {
 }
 
 /// The waiting pull requests, oldest first, with what makes the per-request
-/// work O(1): the set of their reply subjects (a new request on the same
-/// reply replaces the old one) and how many end when idle. Callers may
-/// change a request's counters through `front_mut`/`iter_mut`, never its
-/// `reply`, `no_wait` or `expires`.
+/// work O(1): how many end when idle. Requests on the same reply subject
+/// are separate requests, each served in full (as nats-server does:
+/// async-nats's `messages()` asks for the next batch on the same inbox
+/// before the current one is drained). Callers may change a request's
+/// counters through `front_mut`/`iter_mut`, never its `no_wait` or
+/// `expires`.
 #[derive(Default)]
 struct WaitQueue {
     queue: VecDeque<PullRequest>,
-    replies: rustc_hash::FxHashSet<String>,
     ends_when_idle: usize,
 }
 
@@ -220,7 +221,6 @@ impl WaitQueue {
     }
 
     fn forget(&mut self, req: &PullRequest) {
-        self.replies.remove(&req.reply);
         if req.ends_when_idle() {
             self.ends_when_idle -= 1;
         }
@@ -232,16 +232,7 @@ impl WaitQueue {
         Some(req)
     }
 
-    /// Drops the waiting request on `reply`, if any.
-    fn remove_reply(&mut self, reply: &str) {
-        if self.replies.contains(reply) {
-            self.retain(|w| w.reply != reply);
-        }
-    }
-
     fn push_back(&mut self, req: PullRequest) {
-        self.remove_reply(&req.reply);
-        self.replies.insert(req.reply.clone());
         if req.ends_when_idle() {
             self.ends_when_idle += 1;
         }
@@ -290,11 +281,10 @@ impl WaitQueue {
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&PullRequest) -> bool) {
-        let (replies, idle) = (&mut self.replies, &mut self.ends_when_idle);
+        let idle = &mut self.ends_when_idle;
         self.queue.retain(|w| {
             let kept = keep(w);
             if !kept {
-                replies.remove(&w.reply);
                 if w.ends_when_idle() {
                     *idle -= 1;
                 }
@@ -318,15 +308,11 @@ impl WaitQueue {
             }
         }
         self.queue = kept;
-        for req in &taken {
-            self.replies.remove(&req.reply);
-        }
         self.ends_when_idle = 0;
         taken
     }
 
     fn drain_all(&mut self) -> Vec<PullRequest> {
-        self.replies.clear();
         self.ends_when_idle = 0;
         self.queue.drain(..).collect()
     }
@@ -795,8 +781,6 @@ impl Consumer {
         let max_waiting = usize::try_from(st.config.max_waiting)
             .unwrap_or(512)
             .clamp(1, MAX_WAITING_CEILING);
-        // A request on the same reply subject replaces the old one.
-        st.waiting.remove_reply(reply);
         if st.waiting.len() >= max_waiting {
             drop(st);
             status(js, reply, 409, "Exceeded MaxWaiting");
