@@ -3,6 +3,7 @@
 //! flow control and heartbeats, and its persisted state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -983,6 +984,11 @@ impl Consumer {
                 return acked;
             }
         }
+        // One run of deliveries for the round: the writers are woken once
+        // at its end, so a batch leaves in few writes.
+        let router = js.router();
+        let mut out = router.as_deref().map(|r| r.deliveries());
+        let mut ack_reply = String::new();
         let mut remaining: Option<u64> = None;
         let mut exhausted = false;
         let mut unreadable = false;
@@ -1057,7 +1063,9 @@ impl Consumer {
                     }
                 }
             }
-            let ack_reply = format!(
+            ack_reply.clear();
+            let _ = write!(
+                ack_reply,
                 "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
                 self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
             );
@@ -1103,14 +1111,14 @@ impl Consumer {
                 hdr
             };
             let target = if push {
-                deliver_subject.clone()
+                deliver_subject.as_str()
             } else {
-                st.waiting
-                    .front()
-                    .map(|r| r.reply.clone())
-                    .unwrap_or_default()
+                st.waiting.front().map_or("", |r| r.reply.as_str())
             };
-            let received = js.deliver(&target, &msg.subject, Some(&ack_reply), &hdr, data);
+            let received = match out.as_mut() {
+                Some(out) => out.route_as(target, &msg.subject, Some(&ack_reply), &hdr, data),
+                None => 0,
+            };
             if !push && received == 0 {
                 // Nobody listens on this request's inbox any more (its
                 // client went away): drop the request, as nats-server
