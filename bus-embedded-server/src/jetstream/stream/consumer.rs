@@ -835,8 +835,12 @@ impl Consumer {
         };
         let mut acked = Vec::new();
         let mut next_pull = None;
-        {
+        let wake = {
             let mut st = lock(&self.state);
+            let was_dirty = st.dirty;
+            let was_full = st.config.ack_policy != AckPolicy::None
+                && st.config.max_ack_pending > 0
+                && st.pending.len() >= st.config.max_ack_pending as usize;
             st.apply_ack(kind, rest, sseq, &mut acked);
             if kind == "+NXT" {
                 next_pull = reply.map(|r| (r.to_owned(), rest.to_owned()));
@@ -847,12 +851,25 @@ impl Consumer {
             {
                 js.send(r, None, b"", b"");
             }
-        }
+            // The consumer's task has something new to do only when this
+            // ack is not a plain one (timers, redeliveries), freed a slot
+            // deliveries were held back for (max_ack_pending), queued a
+            // confirmation, or made a clean state dirty (a dirty state
+            // already has its write scheduled: whoever made it dirty woke
+            // the task, which arms the write's timer). Waking it for every
+            // plain ack cost a task round per message.
+            !matches!(kind, "" | "+ACK")
+                || was_full
+                || !was_dirty
+                || !st.ack_replies.is_empty()
+        };
         stream.on_acked(&acked);
         if let Some((reply, body)) = next_pull {
             self.pull(js, &reply, body.as_bytes());
         }
-        self.signal();
+        if wake {
+            self.signal();
+        }
     }
 
     /// The client answered a flow-control request.
