@@ -858,10 +858,7 @@ impl Consumer {
             // already has its write scheduled: whoever made it dirty woke
             // the task, which arms the write's timer). Waking it for every
             // plain ack cost a task round per message.
-            !matches!(kind, "" | "+ACK")
-                || was_full
-                || !was_dirty
-                || !st.ack_replies.is_empty()
+            !matches!(kind, "" | "+ACK") || was_full || !was_dirty || !st.ack_replies.is_empty()
         };
         stream.on_acked(&acked);
         if let Some((reply, body)) = next_pull {
