@@ -82,7 +82,7 @@ pub async fn run(
         Workload::JsPubSync => js_pub_sync(&js, &name, &subject, &payload, count, marks)
             .await
             .map(Outcome::Latency),
-        Workload::JsFetch | Workload::JsFetchAck | Workload::JsOrdered => {
+        Workload::JsFetch | Workload::JsFetchAck | Workload::JsOrdered | Workload::JsPush => {
             js_consume(&js, workload, &name, &subject, &payload, count, marks)
                 .await
                 .map(Outcome::Throughput)
@@ -311,7 +311,7 @@ async fn js_pub_sync(
     })
 }
 
-/// js-fetch, js-fetch-ack and js-ordered: publish `msgs` messages (untimed),
+/// js-fetch, js-fetch-ack, js-ordered and js-push: publish `msgs` messages (untimed),
 /// create the consumer (untimed), then time from starting to consume until
 /// the last message has been received (and, for js-fetch-ack, its ack sent).
 async fn js_consume(
@@ -333,6 +333,22 @@ async fn js_consume(
         let consumer = timed(stream.create_consumer(consumer::pull::OrderedConfig::default()))
             .await
             .map_err(|err| format!("creating ordered consumer: {err}"))?;
+        marks.start();
+        let start = Instant::now();
+        let mut messages = timed(consumer.messages()).await?;
+        let consumed = consume(&mut messages, msgs, false).await;
+        let elapsed = start.elapsed();
+        marks.end();
+        (consumed, elapsed, 0)
+    } else if workload == Workload::JsPush {
+        let deliver_subject = js.client().new_inbox();
+        let consumer = timed(stream.create_consumer(consumer::push::Config {
+            deliver_subject,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|err| format!("creating push consumer: {err}"))?;
         marks.start();
         let start = Instant::now();
         let mut messages = timed(consumer.messages()).await?;

@@ -288,9 +288,13 @@ async fn memory_after_load(args: MemoryArgs) -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     let mut outcomes = Vec::new();
+    let mut perf = std::env::var_os("NATS_BENCH_PERF_CTL").map(cpu::PerfControl::new);
     for (workload, size) in args.workloads.plan() {
         let count = args.workloads.count(workload, size);
-        let outcome = run_once(&args.url, "", workload, size, count, &mut ()).await;
+        let outcome = match perf.as_mut() {
+            Some(perf) => run_once(&args.url, "", workload, size, count, perf).await,
+            None => run_once(&args.url, "", workload, size, count, &mut ()).await,
+        };
         outcomes.push(outcome);
     }
     if args.workloads.json {

@@ -64,6 +64,8 @@ pub enum Workload {
     JsFetchAck,
     /// Ordered consumer replaying pre-published messages.
     JsOrdered,
+    /// Push consumer (ack policy none) delivering pre-published messages.
+    JsPush,
     /// Key-value puts, many in flight.
     KvPut,
     /// Key-value get latency, one get at a time.
@@ -83,6 +85,7 @@ impl Workload {
             Workload::JsFetch => "js-fetch",
             Workload::JsFetchAck => "js-fetch-ack",
             Workload::JsOrdered => "js-ordered",
+            Workload::JsPush => "js-push",
             Workload::KvPut => "kv-put",
             Workload::KvGet => "kv-get",
         }
@@ -133,7 +136,7 @@ impl Workload {
             Workload::Reqrep => "requests answered (request + reply = 1; warm-up not counted)",
             Workload::JsPub => "publishes acknowledged (and found in the stream)",
             Workload::JsPubSync => "publishes acknowledged (warm-up not counted)",
-            Workload::JsFetch | Workload::JsOrdered => {
+            Workload::JsFetch | Workload::JsOrdered | Workload::JsPush => {
                 "messages consumed (untimed pre-publishing not counted)"
             }
             Workload::JsFetchAck => {

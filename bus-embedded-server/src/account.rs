@@ -29,7 +29,7 @@ use crate::config::{
     AccountConfig, AccountJetStreamLimits, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType,
 };
 use crate::jetstream::limits::{AccountResources, ServerResources};
-use crate::jetstream::{JetStream, JetStreamError, Router};
+use crate::jetstream::{Deliveries, JetStream, JetStreamError, Router};
 use crate::mapping::Mappings;
 use crate::outbound::{Batch, Client, Sub};
 use crate::replies::ReplyTable;
@@ -483,11 +483,94 @@ impl Account {
         delivered
     }
 
+    /// A stored message that shows `subject` delivered to the
+    /// subscriptions `matches` of `to` (JetStream's deliveries).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_as(
+        &self,
+        matches: &Matches<Client>,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+        batch: &mut Batch,
+    ) -> usize {
+        let joined: Vec<u8>;
+        let (header_len, payload): (Option<usize>, &[u8]) = if hdr.is_empty() {
+            (None, data)
+        } else {
+            joined = [hdr, data].concat();
+            (Some(hdr.len()), &joined[..])
+        };
+        let msg = Message {
+            subject,
+            reply: reply.map(str::as_bytes),
+            header_len,
+            payload,
+            trace: None,
+        };
+        // A push consumer's delivery to its deliver subject shows the
+        // stored subject: it stays in this account (as before imports
+        // were routed for JetStream); everything else fans out.
+        let delivered = if to == subject {
+            self.fan_out(matches, &msg, None, batch)
+        } else {
+            self.deliver(matches, &msg, None, batch)
+        };
+        usize::try_from(delivered).unwrap_or(usize::MAX)
+    }
+
     /// Removes a subscription that reached its `UNSUB` max.
     pub(crate) fn expire_if_done(&self, sub: &Arc<Sub>) {
         if sub.exhausted() && self.sublist.remove(sub) {
             sub.client.subs.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// One JetStream delivery round through an account: the subscriptions of
+/// the last target are kept while the sublist's generation says they are
+/// current (a round delivers mostly to one inbox or deliver subject), and
+/// the writers are woken once, when the round ends.
+struct AccountDeliveries<'a> {
+    account: &'a Account,
+    batch: Batch,
+    /// Target, sublist generation, its subscriptions.
+    last: Option<(String, u64, Matches<Client>)>,
+}
+
+impl Deliveries for AccountDeliveries<'_> {
+    fn route_as(
+        &mut self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        let generation = self.account.sublist.generation();
+        let current = self
+            .last
+            .as_ref()
+            .is_some_and(|(t, g, _)| *g == generation && t == to);
+        if !current {
+            // Read the generation before the lookup: a change in between
+            // makes the next delivery look up again.
+            let matches = self.account.sublist.matches(to);
+            self.last = Some((to.to_owned(), generation, matches));
+        }
+        let Some((_, _, matches)) = &self.last else {
+            return 0;
+        };
+        self.account
+            .deliver_as(matches, to, subject, reply, hdr, data, &mut self.batch)
+    }
+}
+
+impl Drop for AccountDeliveries<'_> {
+    fn drop(&mut self) {
+        self.batch.wake();
     }
 }
 
@@ -505,32 +588,19 @@ impl Router for Account {
         hdr: &[u8],
         data: &[u8],
     ) -> usize {
-        let joined: Vec<u8>;
-        let (header_len, payload): (Option<usize>, &[u8]) = if hdr.is_empty() {
-            (None, data)
-        } else {
-            joined = [hdr, data].concat();
-            (Some(hdr.len()), &joined[..])
-        };
-        let msg = Message {
-            subject,
-            reply: reply.map(str::as_bytes),
-            header_len,
-            payload,
-            trace: None,
-        };
         let matches = self.sublist.matches(to);
         let mut batch = Batch::default();
-        // A push consumer's delivery to its deliver subject shows the
-        // stored subject: it stays in this account (as before imports
-        // were routed for JetStream); everything else fans out.
-        let delivered = if to == subject {
-            self.fan_out(&matches, &msg, None, &mut batch)
-        } else {
-            self.deliver(&matches, &msg, None, &mut batch)
-        };
+        let delivered = self.deliver_as(&matches, to, subject, reply, hdr, data, &mut batch);
         batch.finish();
-        usize::try_from(delivered).unwrap_or(usize::MAX)
+        delivered
+    }
+
+    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
+        Box::new(AccountDeliveries {
+            account: self,
+            batch: Batch::default(),
+            last: None,
+        })
     }
 
     fn has_interest(&self, subject: &str) -> bool {

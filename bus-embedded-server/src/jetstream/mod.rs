@@ -67,6 +67,15 @@ pub trait Router: Send + Sync {
     ) -> usize;
     /// True when some subscription matches `subject`.
     fn has_interest(&self, subject: &str) -> bool;
+    /// A run of [`route_as`](Router::route_as) deliveries by one producer
+    /// (a consumer's delivery round): an implementation may look up the
+    /// subscriptions of a target once for consecutive deliveries to it and
+    /// wake each connection's writer once, when the run is dropped, so
+    /// that a batch leaves in few writes. The default routes each delivery
+    /// on its own.
+    fn deliveries(&self) -> Box<dyn Deliveries + '_> {
+        Box::new(OneByOne(self))
+    }
     /// The JetStream another account serves through this account's
     /// imports under the API prefix `api` (a service import of that
     /// account's `$JS.API.>`), and, when `deliver` is set, whose stream
@@ -75,6 +84,38 @@ pub trait Router: Send + Sync {
     /// allow it.
     fn external_jetstream(&self, _api: &str, _deliver: &str) -> Option<Arc<JetStream>> {
         None
+    }
+}
+
+/// Deliveries of one producer, finished when dropped (see
+/// [`Router::deliveries`]).
+pub trait Deliveries {
+    /// As [`Router::route_as`]; the message is queued for its subscribers
+    /// when this returns, their writers may be woken only at the end of
+    /// the run.
+    fn route_as(
+        &mut self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize;
+}
+
+/// [`Router::deliveries`]' default: every delivery routed on its own.
+struct OneByOne<'a, R: ?Sized>(&'a R);
+
+impl<R: Router + ?Sized> Deliveries for OneByOne<'_, R> {
+    fn route_as(
+        &mut self,
+        to: &str,
+        subject: &str,
+        reply: Option<&str>,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> usize {
+        self.0.route_as(to, subject, reply, hdr, data)
     }
 }
 
@@ -190,21 +231,6 @@ impl JetStream {
     ) -> usize {
         match self.router() {
             Some(r) => r.route(subject, reply, hdr, data),
-            None => 0,
-        }
-    }
-
-    /// Delivers a stored message (showing its own subject) to `to`.
-    pub(crate) fn deliver(
-        &self,
-        to: &str,
-        subject: &str,
-        reply: Option<&str>,
-        hdr: &[u8],
-        data: &[u8],
-    ) -> usize {
-        match self.router() {
-            Some(r) => r.route_as(to, subject, reply, hdr, data),
             None => 0,
         }
     }

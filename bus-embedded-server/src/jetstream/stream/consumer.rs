@@ -3,6 +3,7 @@
 //! flow control and heartbeats, and its persisted state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -183,14 +184,15 @@ impl PullRequest {
 }
 
 /// The waiting pull requests, oldest first, with what makes the per-request
-/// work O(1): the set of their reply subjects (a new request on the same
-/// reply replaces the old one) and how many end when idle. Callers may
-/// change a request's counters through `front_mut`/`iter_mut`, never its
-/// `reply`, `no_wait` or `expires`.
+/// work O(1): how many end when idle. Requests on the same reply subject
+/// are separate requests, each served in full (as nats-server does:
+/// async-nats's `messages()` asks for the next batch on the same inbox
+/// before the current one is drained). Callers may change a request's
+/// counters through `front_mut`/`iter_mut`, never its `no_wait` or
+/// `expires`.
 #[derive(Default)]
 struct WaitQueue {
     queue: VecDeque<PullRequest>,
-    replies: rustc_hash::FxHashSet<String>,
     ends_when_idle: usize,
 }
 
@@ -220,7 +222,6 @@ impl WaitQueue {
     }
 
     fn forget(&mut self, req: &PullRequest) {
-        self.replies.remove(&req.reply);
         if req.ends_when_idle() {
             self.ends_when_idle -= 1;
         }
@@ -232,16 +233,7 @@ impl WaitQueue {
         Some(req)
     }
 
-    /// Drops the waiting request on `reply`, if any.
-    fn remove_reply(&mut self, reply: &str) {
-        if self.replies.contains(reply) {
-            self.retain(|w| w.reply != reply);
-        }
-    }
-
     fn push_back(&mut self, req: PullRequest) {
-        self.remove_reply(&req.reply);
-        self.replies.insert(req.reply.clone());
         if req.ends_when_idle() {
             self.ends_when_idle += 1;
         }
@@ -290,11 +282,10 @@ impl WaitQueue {
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&PullRequest) -> bool) {
-        let (replies, idle) = (&mut self.replies, &mut self.ends_when_idle);
+        let idle = &mut self.ends_when_idle;
         self.queue.retain(|w| {
             let kept = keep(w);
             if !kept {
-                replies.remove(&w.reply);
                 if w.ends_when_idle() {
                     *idle -= 1;
                 }
@@ -318,15 +309,11 @@ impl WaitQueue {
             }
         }
         self.queue = kept;
-        for req in &taken {
-            self.replies.remove(&req.reply);
-        }
         self.ends_when_idle = 0;
         taken
     }
 
     fn drain_all(&mut self) -> Vec<PullRequest> {
-        self.replies.clear();
         self.ends_when_idle = 0;
         self.queue.drain(..).collect()
     }
@@ -795,8 +782,6 @@ impl Consumer {
         let max_waiting = usize::try_from(st.config.max_waiting)
             .unwrap_or(512)
             .clamp(1, MAX_WAITING_CEILING);
-        // A request on the same reply subject replaces the old one.
-        st.waiting.remove_reply(reply);
         if st.waiting.len() >= max_waiting {
             drop(st);
             status(js, reply, 409, "Exceeded MaxWaiting");
@@ -850,8 +835,12 @@ impl Consumer {
         };
         let mut acked = Vec::new();
         let mut next_pull = None;
-        {
+        let wake = {
             let mut st = lock(&self.state);
+            let was_dirty = st.dirty;
+            let was_full = st.config.ack_policy != AckPolicy::None
+                && st.config.max_ack_pending > 0
+                && st.pending.len() >= st.config.max_ack_pending as usize;
             st.apply_ack(kind, rest, sseq, &mut acked);
             if kind == "+NXT" {
                 next_pull = reply.map(|r| (r.to_owned(), rest.to_owned()));
@@ -862,12 +851,22 @@ impl Consumer {
             {
                 js.send(r, None, b"", b"");
             }
-        }
+            // The consumer's task has something new to do only when this
+            // ack is not a plain one (timers, redeliveries), freed a slot
+            // deliveries were held back for (max_ack_pending), queued a
+            // confirmation, or made a clean state dirty (a dirty state
+            // already has its write scheduled: whoever made it dirty woke
+            // the task, which arms the write's timer). Waking it for every
+            // plain ack cost a task round per message.
+            !matches!(kind, "" | "+ACK") || was_full || !was_dirty || !st.ack_replies.is_empty()
+        };
         stream.on_acked(&acked);
         if let Some((reply, body)) = next_pull {
             self.pull(js, &reply, body.as_bytes());
         }
-        self.signal();
+        if wake {
+            self.signal();
+        }
     }
 
     /// The client answered a flow-control request.
@@ -999,6 +998,11 @@ impl Consumer {
                 return acked;
             }
         }
+        // One run of deliveries for the round: the writers are woken once
+        // at its end, so a batch leaves in few writes.
+        let router = js.router();
+        let mut out = router.as_deref().map(|r| r.deliveries());
+        let mut ack_reply = String::new();
         let mut remaining: Option<u64> = None;
         let mut exhausted = false;
         let mut unreadable = false;
@@ -1073,7 +1077,9 @@ impl Consumer {
                     }
                 }
             }
-            let ack_reply = format!(
+            ack_reply.clear();
+            let _ = write!(
+                ack_reply,
                 "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
                 self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
             );
@@ -1119,14 +1125,14 @@ impl Consumer {
                 hdr
             };
             let target = if push {
-                deliver_subject.clone()
+                deliver_subject.as_str()
             } else {
-                st.waiting
-                    .front()
-                    .map(|r| r.reply.clone())
-                    .unwrap_or_default()
+                st.waiting.front().map_or("", |r| r.reply.as_str())
             };
-            let received = js.deliver(&target, &msg.subject, Some(&ack_reply), &hdr, data);
+            let received = match out.as_mut() {
+                Some(out) => out.route_as(target, &msg.subject, Some(&ack_reply), &hdr, data),
+                None => 0,
+            };
             if !push && received == 0 {
                 // Nobody listens on this request's inbox any more (its
                 // client went away): drop the request, as nats-server

@@ -750,6 +750,8 @@ impl Stream {
         self.stored_wake();
         match stored? {
             Stored::New(seq) | Stored::Duplicate(seq) | Stored::Counter(seq, _) => Ok(seq),
+            // `store_msg` never does a dry run.
+            Stored::Checked => Err(ApiError::stream_general("not stored")),
         }
     }
 
