@@ -193,6 +193,42 @@ impl Marks for CpuWindow {
     }
 }
 
+/// `nats-bench run` with `NATS_BENCH_PERF_CTL=<fifo>`: writes `enable` and
+/// `disable` to a `perf record --control fifo:<fifo> -D -1` control FIFO at
+/// the measured phase's marks, so that a profile covers only that phase
+/// (not the connecting, stream creation or untimed pre-publishing).
+pub struct PerfControl {
+    fifo: std::ffi::OsString,
+}
+
+impl PerfControl {
+    /// Control through the FIFO at `fifo`.
+    pub fn new(fifo: std::ffi::OsString) -> Self {
+        PerfControl { fifo }
+    }
+
+    fn send(&self, command: &str) {
+        use std::io::Write;
+        let sent = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .and_then(|mut f| f.write_all(command.as_bytes()));
+        if let Err(err) = sent {
+            eprintln!("warning: perf control {command:?}: {err}");
+        }
+    }
+}
+
+impl Marks for PerfControl {
+    fn start(&mut self) {
+        self.send("enable\n");
+    }
+
+    fn end(&mut self) {
+        self.send("disable\n");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,41 +313,5 @@ mod tests {
         assert_eq!(window.note(), ", server CPU 250 ms");
         window.end = Some(5);
         assert_eq!(window.ticks(), None);
-    }
-}
-
-/// `nats-bench run` with `NATS_BENCH_PERF_CTL=<fifo>`: writes `enable` and
-/// `disable` to a `perf record --control fifo:<fifo> -D -1` control FIFO at
-/// the measured phase's marks, so that a profile covers only that phase
-/// (not the connecting, stream creation or untimed pre-publishing).
-pub struct PerfControl {
-    fifo: std::ffi::OsString,
-}
-
-impl PerfControl {
-    /// Control through the FIFO at `fifo`.
-    pub fn new(fifo: std::ffi::OsString) -> Self {
-        PerfControl { fifo }
-    }
-
-    fn send(&self, command: &str) {
-        use std::io::Write;
-        let sent = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.fifo)
-            .and_then(|mut f| f.write_all(command.as_bytes()));
-        if let Err(err) = sent {
-            eprintln!("warning: perf control {command:?}: {err}");
-        }
-    }
-}
-
-impl Marks for PerfControl {
-    fn start(&mut self) {
-        self.send("enable\n");
-    }
-
-    fn end(&mut self) {
-        self.send("disable\n");
     }
 }

@@ -285,10 +285,8 @@ impl WaitQueue {
         let idle = &mut self.ends_when_idle;
         self.queue.retain(|w| {
             let kept = keep(w);
-            if !kept {
-                if w.ends_when_idle() {
-                    *idle -= 1;
-                }
+            if !kept && w.ends_when_idle() {
+                *idle -= 1;
             }
             kept
         });
