@@ -12,11 +12,16 @@
 //! * `nats-bench memory --ours-cmd "<server> -p {port}"` measures each
 //!   server's resident memory idle, at its peak under rounds of 1:1 and
 //!   queue-group load, and after the load (see [`memory`]).
+//! * `nats-bench scale --ours-cmd "<server> -js -sd {store_dir} -p {port}"`
+//!   fills one file stream with N messages on each server, restarts it and
+//!   measures the time until STREAM.INFO answers and the resident memory
+//!   after it (see [`scale`]).
 
 mod cpu;
 mod jetstream;
 mod memory;
 mod report;
+mod scale;
 mod servers;
 mod workloads;
 
@@ -64,6 +69,44 @@ enum Command {
     /// rounds of 1:1 then queue-group messages, and after the load with no
     /// client connected.
     Memory(MemoryArgs),
+    /// Open time and resident memory after a restart of each server with
+    /// one file stream of N messages: time until STREAM.INFO answers, RSS
+    /// then, and RSS after a direct get of the first and the last message.
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// Command line that starts our server; must have {store_dir} and
+    /// {port} (the same directory is used again for the restart).
+    #[arg(long)]
+    ours_cmd: String,
+    /// The reference nats-server binary (looked up on PATH).
+    #[arg(long, default_value = "nats-server")]
+    reference: String,
+    /// JetStream fsync policy of the reference while filling.
+    #[arg(long, value_enum, default_value = "default")]
+    reference_sync: ReferenceSync,
+    /// Where the servers' store directories are created; needs room for
+    /// both stores one after the other [default: the system temporary
+    /// directory].
+    #[arg(long)]
+    store_root: Option<PathBuf>,
+    /// Messages stored.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    msgs: u64,
+    /// Payload size in bytes (`k` suffix allowed).
+    #[arg(long, default_value = "128", value_parser = parse_size)]
+    size: usize,
+    /// Distinct subjects, published round robin.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    subjects: u64,
+    /// Measure only ours (skip the reference).
+    #[arg(long)]
+    ours_only: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -257,7 +300,42 @@ async fn execute(command: Command) -> Result<()> {
         Command::Run(args) => run(args).await,
         Command::Compare(args) => compare(args).await,
         Command::Memory(args) => memory_after_load(args).await,
+        Command::Scale(args) => scale_after_restart(args).await,
     }
+}
+
+async fn scale_after_restart(args: ScaleArgs) -> Result<()> {
+    let ours = ServerCommand::parse(&args.ours_cmd)?;
+    if !ours.uses_store_dir() {
+        return Err(format!("--ours-cmd needs {STORE_DIR_PLACEHOLDER} for `scale`").into());
+    }
+    let reference =
+        ServerCommand::nats_server(&args.reference, reference_mode(true, args.reference_sync))?;
+    let scratch_root = args.store_root.clone().unwrap_or_else(std::env::temp_dir);
+    let fill = scale::Fill {
+        msgs: args.msgs,
+        size: args.size,
+        subjects: args.subjects,
+    };
+    // One after the other: a server never shares the machine with the other.
+    let ours_side = scale::measure(NAMES[1], &ours, &scratch_root, fill).await?;
+    if args.ours_only {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&ours_side)?);
+        }
+        return Ok(());
+    }
+    let report = scale::ScaleReport {
+        fill,
+        reference: scale::measure(NAMES[0], &reference, &scratch_root, fill).await?,
+        ours: ours_side,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", scale::text(&report));
+    }
+    Ok(())
 }
 
 async fn memory_after_load(args: MemoryArgs) -> Result<()> {
@@ -681,6 +759,29 @@ mod tests {
             Cli::try_parse_from(["nats-bench", "memory", "--ours-cmd", "x", "--rounds", "0"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn scale_defaults_are_the_issue_s_scenario() {
+        let cli = Cli::try_parse_from([
+            "nats-bench",
+            "scale",
+            "--ours-cmd",
+            "x -sd {store_dir} -p {port}",
+        ])
+        .expect("parses");
+        let Command::Scale(args) = cli.command else {
+            panic!("expected scale");
+        };
+        assert_eq!(
+            (args.msgs, args.size, args.subjects, args.ours_only),
+            (2_000_000, 128, 1, false)
+        );
+        for bad in [["--msgs", "0"], ["--subjects", "0"], ["--size", "2M"]] {
+            let mut argv = vec!["nats-bench", "scale", "--ours-cmd", "x -p {port}"];
+            argv.extend_from_slice(&bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

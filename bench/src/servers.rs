@@ -227,6 +227,8 @@ pub struct Server {
     spawned: Instant,
     log: PathBuf,
     scratch: PathBuf,
+    /// Leave the scratch directory in place on drop (see [`Server::stop`]).
+    keep_scratch: bool,
 }
 
 impl Server {
@@ -243,7 +245,11 @@ impl Server {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            let mut server = Server::spawn(name, command, port, scratch_root)?;
+            let scratch =
+                scratch_root.join(format!("nats-bench-{}-{name}-{port}", std::process::id()));
+            // A leftover from a killed run must not be reused.
+            let _ = std::fs::remove_dir_all(&scratch);
+            let mut server = Server::spawn(name, command, port, scratch)?;
             match server.wait_ready().await {
                 Ok(ready) => return Ok((server, ready)),
                 // An exit may mean the port was taken meanwhile: try another
@@ -256,19 +262,55 @@ impl Server {
         Err(last_error.unwrap_or_else(|| "server did not start".into()))
     }
 
-    fn spawn(
+    /// Starts `command` again on the scratch directory a [`Server::stop`]
+    /// left (its store kept), on a fresh port; the time is from spawn to
+    /// accepting TCP connections. The directory is removed when the new
+    /// server is dropped.
+    pub async fn restart_in(
         name: &str,
         command: &ServerCommand,
-        port: u16,
-        scratch_root: &Path,
-    ) -> Result<Server> {
+        scratch: PathBuf,
+    ) -> Result<(Server, Duration)> {
+        let port = free_port()?;
+        let mut server = Server::spawn(name, command, port, scratch)?;
+        let ready = server.wait_ready().await?;
+        Ok((server, ready))
+    }
+
+    /// Stops the server with SIGTERM (a clean shutdown: both servers flush
+    /// their stores), waiting up to `grace` before SIGKILL, and keeps its
+    /// scratch directory for [`Server::restart_in`], returning it.
+    pub async fn stop(mut self, grace: Duration) -> Result<PathBuf> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdin(Stdio::null())
+            .status();
+        let asked = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    eprintln!("[{}] exited with {status} after SIGTERM", self.name);
+                }
+                break;
+            }
+            if asked.elapsed() >= grace {
+                eprintln!(
+                    "[{}] still running {grace:?} after SIGTERM: killed",
+                    self.name
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.keep_scratch = true;
+        Ok(self.scratch.clone())
+    }
+
+    fn spawn(name: &str, command: &ServerCommand, port: u16, scratch: PathBuf) -> Result<Server> {
         let log = std::env::temp_dir().join(format!(
             "nats-bench-{}-{name}-{port}.log",
             std::process::id()
         ));
-        let scratch = scratch_root.join(format!("nats-bench-{}-{name}-{port}", std::process::id()));
-        // A leftover from a killed run must not be reused.
-        let _ = std::fs::remove_dir_all(&scratch);
         let places = Places {
             port,
             store_dir: scratch.join("store"),
@@ -300,6 +342,7 @@ impl Server {
             spawned,
             log,
             scratch,
+            keep_scratch: false,
         })
     }
 
@@ -328,6 +371,11 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// When the process was spawned.
+    pub fn spawned(&self) -> Instant {
+        self.spawned
     }
 
     /// The server's process id, which is also its process group id (see
@@ -376,7 +424,9 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        if !self.keep_scratch {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - segments whose messages are all gone are unlinked after the tombstones
 //!   that justify it are on disk.
 
+mod index;
 #[cfg(test)]
 mod model;
 mod record;
@@ -38,6 +39,7 @@ use super::{
     BatchMsg, CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg,
     SubjectFilter, SyncJob, file_msg_size,
 };
+use index::MsgIndex;
 
 /// An atomic batch recovery has seen the start of and not all the
 /// messages of yet.
@@ -161,7 +163,7 @@ pub struct FileStore<S: Storage = RealFs> {
     dir: PathBuf,
     config: FileStoreConfig,
     segments: BTreeMap<u64, Segment<S::File>>,
-    index: BTreeMap<u64, Entry>,
+    index: MsgIndex,
     by_subject: super::subjects::SubjectIndex,
     bytes: u64,
     last_seq: u64,
@@ -343,7 +345,7 @@ impl<S: Storage> FileStore<S> {
             dir: dir.to_path_buf(),
             config,
             segments: BTreeMap::new(),
-            index: BTreeMap::new(),
+            index: MsgIndex::default(),
             by_subject: super::subjects::SubjectIndex::default(),
             bytes: 0,
             last_seq: 0,
@@ -411,7 +413,7 @@ impl<S: Storage> FileStore<S> {
             store.fs.sync_dir(parent)?;
         }
         store.dir_dirty = false;
-        report.msgs = store.index.len() as u64;
+        report.msgs = store.index.len();
         report.corrupt = store.corrupt.clone();
         if let SyncPolicy::Interval(every) = config.sync {
             tracing::warn!(
@@ -757,15 +759,16 @@ impl<S: Storage> FileStore<S> {
         }
         let dead: Vec<u64> = self
             .index
-            .range(..self.dead_below)
-            .map(|(s, _)| *s)
+            .iter_from(0)
+            .map(|(s, _, _)| s)
+            .take_while(|s| *s < self.dead_below)
             .collect();
         for seq in dead {
             self.unindex(seq);
         }
-        for e in self.index.values() {
-            if let Some(seg) = self.segments.get_mut(&e.seg) {
-                seg.live += 1;
+        for (base, live) in self.index.live_per_segment() {
+            if let Some(seg) = self.segments.get_mut(&base) {
+                seg.live += live;
             }
         }
         self.durable = self.last_seq;
@@ -839,12 +842,12 @@ impl<S: Storage> FileStore<S> {
             .entry(Arc::clone(&e.subject))
             .or_default()
             .insert(seq);
-        self.index.insert(seq, e);
+        self.index.insert(seq, &e);
     }
 
     /// Drops a message from the index (not from segment live counts).
     fn unindex(&mut self, seq: u64) -> Option<Entry> {
-        let e = self.index.remove(&seq)?;
+        let e = self.index.remove(seq)?;
         self.bytes = self.bytes.saturating_sub(e.size);
         if let Some(set) = self.by_subject.get_mut(&e.subject) {
             set.remove(&seq);
@@ -976,12 +979,7 @@ impl<S: Storage> FileStore<S> {
         before: (u64, u64),
         touched: Vec<u64>,
     ) -> Result<(), StoreError> {
-        let first_live = self
-            .index
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.last_seq + 1);
+        let first_live = self.index.first().map_or(self.last_seq + 1, |(s, _)| s);
         self.dead_below = self.dead_below.max(first_live);
         for &v in victims {
             if v >= self.dead_below {
@@ -1064,7 +1062,7 @@ impl<S: Storage> FileStore<S> {
     }
 
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
-        let Some(e) = self.index.get(&seq) else {
+        let Some(e) = self.index.get(seq) else {
             return Ok(None);
         };
         let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
@@ -1358,7 +1356,7 @@ impl<S: Storage> Store for FileStore<S> {
         filter: &SubjectFilter,
     ) -> Result<Option<StoredMsg>, StoreError> {
         let best = match filter {
-            SubjectFilter::All => self.index.range(start..).next().map(|(s, _)| *s),
+            SubjectFilter::All => self.index.next_from(start),
             SubjectFilter::Any(_) => self.by_subject.first_from(start, filter),
         };
         match best {
@@ -1368,7 +1366,7 @@ impl<S: Storage> Store for FileStore<S> {
     }
 
     fn subject_of(&mut self, seq: u64) -> Result<Option<Arc<str>>, StoreError> {
-        Ok(self.index.get(&seq).map(|e| Arc::clone(&e.subject)))
+        Ok(self.index.get(seq).map(|e| e.subject))
     }
 
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
@@ -1384,16 +1382,16 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
-            SubjectFilter::All => super::count_from(&self.index, start),
+            SubjectFilter::All => self.index.count_from(start),
             SubjectFilter::Any(_) => self.by_subject.pending_from(start, filter),
         }
     }
 
     fn seq_for_time(&self, ts: i64) -> u64 {
         self.index
-            .iter()
-            .find(|(_, e)| e.ts >= ts)
-            .map_or(self.last_seq + 1, |(s, _)| *s)
+            .iter_from(0)
+            .find(|(_, _, t)| *t >= ts)
+            .map_or(self.last_seq + 1, |(s, _, _)| s)
     }
 
     fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
@@ -1401,9 +1399,9 @@ impl<S: Storage> Store for FileStore<S> {
         let before = (self.floor, self.dead_below);
         // Whatever can fail comes before the message leaves the index: a
         // refused remove changes nothing.
-        let erased = match self.index.get(&seq) {
+        let erased = match self.index.get(seq) {
             None => return Ok(false),
-            Some(e) if erase => Some(self.erased_record(e)?),
+            Some(e) if erase => Some(self.erased_record(&e)?),
             Some(_) => None,
         };
         let Some(e) = self.drop_msg(seq) else {
@@ -1421,7 +1419,7 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError> {
         self.writable()?;
-        let victims = purge.victims(self.index.keys().copied(), &self.by_subject);
+        let victims = purge.victims(self.index.iter_from(0).map(|(s, _, _)| s), &self.by_subject);
         let before = (self.floor, self.dead_below);
         let mut touched = Vec::new();
         let mut n = 0;
@@ -1442,20 +1440,18 @@ impl<S: Storage> Store for FileStore<S> {
     }
 
     fn state(&self) -> StoreState {
-        let first_seq = self
-            .index
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.last_seq + 1)
-            .max(self.floor);
-        let msgs = self.index.len() as u64;
+        let first = self.index.first();
+        let first_seq = first.map_or(self.last_seq + 1, |(s, _)| s).max(self.floor);
+        let msgs = self.index.len();
         let span = (self.last_seq + 1).saturating_sub(first_seq);
         StoreState {
             msgs,
             bytes: self.bytes,
             first_seq,
-            first_ts: self.index.get(&first_seq).map_or(0, |e| e.ts),
+            first_ts: match first {
+                Some((s, ts)) if s == first_seq => ts,
+                _ => self.index.get(first_seq).map_or(0, |e| e.ts),
+            },
             last_seq: self.last_seq,
             last_ts: self.last_ts,
             num_deleted: span.saturating_sub(msgs),
@@ -1464,7 +1460,8 @@ impl<S: Storage> Store for FileStore<S> {
     }
 
     fn deleted_up_to(&self, limit: usize) -> Vec<u64> {
-        super::gaps(&self.index, self.state().first_seq, self.last_seq, limit)
+        self.index
+            .gaps(self.state().first_seq, self.last_seq, limit)
     }
 
     fn corrupt_records(&self) -> Vec<CorruptRecord> {
@@ -1755,7 +1752,9 @@ mod tests {
         }
         check_msg(&mut s, 16);
         // Its messages share one segment.
-        let segs: BTreeSet<u64> = (4..16).map(|q| s.index[&q].seg).collect();
+        let segs: BTreeSet<u64> = (4..16)
+            .map(|q| s.index.get(q).expect("indexed").seg)
+            .collect();
         assert_eq!(segs.len(), 1, "{segs:?}");
     }
 
