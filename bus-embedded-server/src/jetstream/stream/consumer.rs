@@ -25,6 +25,9 @@ use crate::jetstream::types::{
 };
 use crate::jetstream::{JetStream, atomic_write, lock, nanos, read, write};
 
+mod state_log;
+use state_log::StateLog;
+
 /// Persisted consumer definition (`obs/<name>/meta.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ConsumerMeta {
@@ -97,6 +100,7 @@ pub(crate) fn read_consumer_dir<S: Storage>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConsumerStateFile::default(),
         Err(e) => return Err(format!("{}: {e}", state_path.display())),
     };
+    let saved = state_log::newest_state(fs, dir, &meta.name, saved)?;
     Ok(Some((meta, saved)))
 }
 
@@ -135,9 +139,20 @@ pub(crate) struct ConsumerStateFile {
     /// keeps them). Absent in files of older versions and when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     given_up: Vec<u64>,
+    /// Which write of the consumer's state this is (`state_log`): at
+    /// recovery the highest version among `state.json` and the records of
+    /// `state.log` wins. Absent (0) in files of older versions.
+    #[serde(default)]
+    version: u64,
 }
 
 impl ConsumerStateFile {
+    /// This state stamped as the `version`th write.
+    fn with_version(mut self, version: u64) -> ConsumerStateFile {
+        self.version = version;
+        self
+    }
+
     /// A new consumer's state: nothing delivered, to start at stream
     /// sequence `next_sseq` (after the last-per-subject sequences `lps`).
     fn starting(next_sseq: u64, lps: VecDeque<u64>) -> ConsumerStateFile {
@@ -427,10 +442,11 @@ pub struct Consumer {
     filter: RwLock<SubjectFilter>,
     wake: Arc<Notify>,
     closed: AtomicBool,
-    /// Held while the state file is written (snapshot included), so that
-    /// writers never share the temp file and the last write is the newest
-    /// state: the consumer task and a shutdown may both write.
-    persisting: Mutex<()>,
+    /// The state's writer (`state_log`), held while the state is written
+    /// (snapshot included), so that writers never share the temp file or
+    /// the log's end and the last write is the newest state: the consumer
+    /// task, a reset and a shutdown may all write. `None` without files.
+    persisting: Mutex<Option<StateLog<RealFs>>>,
     dir: Option<PathBuf>,
     stream: Weak<Stream>,
     js: Weak<JetStream>,
@@ -501,6 +517,9 @@ impl Consumer {
         saved: ConsumerStateFile,
     ) -> Arc<Consumer> {
         let filter = effective_filter(stream, &config);
+        let log = dir
+            .as_ref()
+            .map(|d| StateLog::new(d.clone(), saved.version));
         let c = Arc::new(Consumer {
             name,
             stream_name: stream.name.clone(),
@@ -510,7 +529,7 @@ impl Consumer {
             filter: RwLock::new(filter),
             wake: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
-            persisting: Mutex::new(()),
+            persisting: Mutex::new(log),
             dir,
             stream: Arc::downgrade(stream),
             js: js.weak(),
@@ -625,10 +644,9 @@ impl Consumer {
             st.redeliver.clear();
             st.dirty = true;
         }
-        if let Some(dir) = &self.dir {
-            let _writing = lock(&self.persisting);
+        if let Some(log) = lock(&self.persisting).as_mut() {
             let snapshot = self.snapshot();
-            write_consumer_state(&RealFs, dir, &snapshot)
+            log.write(&RealFs, snapshot)
                 .map_err(|e| ApiError::consumer_create(format!("consumer state: {e}")))?;
         }
         self.signal();
@@ -942,7 +960,11 @@ impl Consumer {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        let _no_confirmations = lock(&self.persisting);
+        let mut no_confirmations = lock(&self.persisting);
+        if let Some(log) = no_confirmations.as_mut() {
+            // Nothing is confirmed through the open log from now on.
+            log.forget_file();
+        }
         if stream.retention != Retention::Limits {
             stream
                 .wait_durable()
@@ -951,9 +973,14 @@ impl Consumer {
         remove_consumer_dir(&RealFs, dir).map_err(|e| e.to_string())
     }
 
-    /// Server shutdown: persists the state.
+    /// Server shutdown: persists the state (compacted into `state.json`).
     pub(crate) fn shutdown(&self) {
-        let _ = self.persist_now();
+        if let Some(log) = lock(&self.persisting).as_mut() {
+            let snapshot = self.snapshot();
+            if let Err(e) = log.compact(&RealFs, snapshot) {
+                tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
+            }
+        }
         self.stop(false);
     }
 
@@ -963,12 +990,12 @@ impl Consumer {
 
     /// Writes the state file; false when it could not be written.
     fn persist_now(&self) -> bool {
-        let Some(dir) = &self.dir else {
+        let mut one_writer = lock(&self.persisting);
+        let Some(log) = one_writer.as_mut() else {
             return true;
         };
-        let _one_writer = lock(&self.persisting);
         let snap = self.snapshot();
-        match write_consumer_state(&RealFs, dir, &snap) {
+        match log.write(&RealFs, snap) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
@@ -1521,6 +1548,7 @@ impl CState {
                 .collect(),
             lps: self.lps.iter().copied().collect(),
             given_up: self.given_up.iter().copied().collect(),
+            version: 0,
         }
     }
 
@@ -2094,10 +2122,19 @@ mod tests {
             .collect();
         let failed: usize = writers.into_iter().map(|w| w.join().expect("writer")).sum();
         assert_eq!(failed, 0, "every state write succeeds");
-        let path = dir.path().join("jetstream/$G/streams/S/obs/C/state.json");
-        let text = std::fs::read_to_string(&path).expect("state file");
-        let saved: super::ConsumerStateFile =
+        let consumer_dir = dir.path().join("jetstream/$G/streams/S/obs/C");
+        let text = std::fs::read_to_string(consumer_dir.join("state.json")).expect("state file");
+        let _: super::ConsumerStateFile =
             serde_json::from_str(&text).expect("a whole state, not a torn one");
+        // What a restart reads: state.json or a newer record of state.log.
+        let saved = match super::read_consumer_dir(&super::RealFs, &consumer_dir) {
+            Ok(Some((_, saved))) => saved,
+            other => panic!("the consumer's directory does not read back: {other:?}"),
+        };
+        assert!(
+            saved.version >= 800,
+            "every write took a version: {saved:?}"
+        );
         assert_eq!(
             saved.delivered_consumer_seq,
             super::lock(&consumer.state).dseq,

@@ -18,7 +18,8 @@
 //! instead of by the runtime:
 //! - directories and files: `create_stream_dir`, `read_stream_dir`,
 //!   `consumer_dirs`, `create_consumer_dir`, `remove_consumer_dir`,
-//!   `write_consumer_state`, `read_consumer_dir` and the file store, all
+//!   the state writer `StateLog` (appends to `state.log`, compactions into
+//!   `state.json`), `read_consumer_dir` and the file store, all
 //!   generic over [`Storage`] and used here on `SimFs`;
 //! - the consumer's state transitions are the real `CState` methods
 //!   (`CState::new` from the saved state, `apply_ack` with the ack's text,
@@ -84,8 +85,8 @@ use super::super::{
     delivered_per_subject, durable_step, read_stream_dir,
 };
 use super::{
-    CState, ConsumerMeta, ConsumerStateFile, create_consumer_dir, read_consumer_dir,
-    remove_consumer_dir, start_in, write_consumer_state,
+    CState, ConsumerMeta, ConsumerStateFile, StateLog, create_consumer_dir, read_consumer_dir,
+    remove_consumer_dir, start_in,
 };
 use crate::jetstream::store::file::{FileStore, FileStoreConfig, SyncPolicy};
 use crate::jetstream::store::sim::{PowerLoss, Rng, SimFs};
@@ -135,6 +136,8 @@ struct Track {
 struct Live {
     dir: PathBuf,
     st: CState,
+    /// Its state writer (`state_log`: appends, compactions).
+    log: StateLog<SimFs>,
 }
 
 /// A reply waiting for the state write: the consumer, the stream sequence
@@ -397,7 +400,8 @@ impl Run {
                 self.stats.creates += 1;
                 self.track(&name).created = true;
                 let st = CState::new(config, filter, saved, Instant::now());
-                self.live.insert(name.clone(), Live { dir, st });
+                let log = StateLog::new(dir.clone(), 0);
+                self.live.insert(name.clone(), Live { dir, st, log });
                 self.log(format!("create {name} ({deliver_policy:?}) at {next}"));
             }
             Err(e) => {
@@ -414,6 +418,11 @@ impl Run {
         };
         let dir = self.live[&name].dir.clone();
         self.track(&name).delete_issued = true;
+        // `Consumer::remove_files` (under the writer's lock): nothing is
+        // confirmed through the open log from here on.
+        if let Some(live) = self.live.get_mut(&name) {
+            live.log.forget_file();
+        }
         // `Consumer::remove_files`: on a work-queue stream, the removals
         // its acks made are made durable first (`Stream::wait_durable`).
         if self.work_queue
@@ -652,8 +661,7 @@ impl Run {
         }
         let replies = live.st.take_for_persist(Instant::now());
         let snap = live.st.snapshot();
-        let dir = live.dir.clone();
-        match write_consumer_state(&self.sim, &dir, &snap) {
+        match live.log.write(&self.sim, snap.clone()) {
             Ok(()) => {
                 self.stats.writes += 1;
                 let track = self.track(name);
@@ -735,8 +743,7 @@ impl Run {
         for name in names {
             if let Some(live) = self.live.get_mut(&name) {
                 let snap = live.st.snapshot();
-                let dir = live.dir.clone();
-                let written = write_consumer_state(&self.sim, &dir, &snap);
+                let written = live.log.compact(&self.sim, snap.clone());
                 if written.is_ok() {
                     let track = self.track(&name);
                     track.written_dseq = track.written_dseq.max(snap.delivered_consumer_seq);
@@ -763,8 +770,9 @@ impl Run {
         for d in consumer_dirs(&self.sim, &self.obs()).map_err(|e| e.to_string())? {
             if let Some((meta, saved)) = read_consumer_dir(&self.sim, &d)? {
                 let filter = SubjectFilter::from_filters(meta.config.filters());
+                let log = StateLog::new(d.clone(), saved.version);
                 let st = CState::new(meta.config, filter, saved, Instant::now());
-                live.insert(meta.name, Live { dir: d, st });
+                live.insert(meta.name, Live { dir: d, st, log });
             }
         }
         if self.work_queue {
