@@ -936,6 +936,37 @@ mod tests {
         global
     }
 
+    /// A JetStream delivery run keeps the target's subscriptions only while
+    /// the sublist is unchanged: a subscription removed (by UNSUB or by
+    /// reaching its max) or added during the run is seen by the next
+    /// delivery, and every delivery is queued before the run ends.
+    #[test]
+    fn a_delivery_run_looks_the_target_up_again_when_subscriptions_change() {
+        let account = global();
+        let (a, b) = (client(1), client(2));
+        let sub_a = subscribe(&account, &a, "_INBOX.x", None);
+        let mut run = account.deliveries();
+        let ack = Some("$JS.ACK.S.C.1.1.1.0.0");
+        assert_eq!(run.route_as("_INBOX.x", "s.one", ack, b"", b"m1"), 1);
+        assert_eq!(run.route_as("_INBOX.x", "s.two", ack, b"", b"m2"), 1);
+        assert!(account.sublist.remove(&sub_a));
+        assert_eq!(run.route_as("_INBOX.x", "s.three", ack, b"", b"m3"), 0);
+        let sub_b = subscribe(&account, &b, "_INBOX.x", None);
+        sub_b.max.store(1, Ordering::Relaxed);
+        assert_eq!(run.route_as("_INBOX.x", "s.four", ack, b"", b"m4"), 1);
+        // b reached its max: removed, and the next delivery sees it.
+        assert_eq!(run.route_as("_INBOX.x", "s.five", ack, b"", b"m5"), 0);
+        drop(run);
+        let (ta, tb) = (text(&a), text(&b));
+        assert_eq!(ta.matches("MSG ").count(), 2, "{ta}");
+        assert!(
+            ta.contains("MSG s.one 1 $JS.ACK.S.C.1.1.1.0.0 2\r\nm1\r\n"),
+            "{ta}"
+        );
+        assert!(ta.contains("m2") && !ta.contains("m3"), "{ta}");
+        assert_eq!(tb, "MSG s.four 2 $JS.ACK.S.C.1.1.1.0.0 2\r\nm4\r\n");
+    }
+
     #[test]
     fn every_plain_subscription_and_one_member_per_queue_group_get_a_message() {
         let account = global();
