@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
-use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
-use nats_test_server::{NatsServer, ServerOptions};
-
+mod js_target;
 mod server_process;
 
+use js_target::both;
 use server_process::start as spawn_server;
 /// Bound on any single wait for something that must happen.
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,40 +21,6 @@ async fn within<F: std::future::IntoFuture>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(WAIT, f.into_future())
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"))
-}
-
-/// Runs `scenario` against our (in-process) server and nats-server 2.15.1.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_our_server() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let ours = super::start(super::ServerConfig {
-                    port: 0,
-                    jetstream: Some(super::JetStreamConfig {
-                        store_dir: dir.path().to_owned(),
-                        ..Default::default()
-                    }),
-                    ..super::ServerConfig::default()
-                })
-                .await
-                .expect("our server starts");
-                super::$name(&ours.client_url()).await;
-                ours.shutdown(std::time::Duration::from_secs(2)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_nats_server() {
-                let reference = super::NatsServer::start_with(super::ServerOptions {
-                    jetstream: true,
-                    ..super::ServerOptions::default()
-                })
-                .await;
-                super::$name(&reference.url()).await;
-            }
-        }
-    };
 }
 
 async fn js(url: &str) -> jetstream::Context {

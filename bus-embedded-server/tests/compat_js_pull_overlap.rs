@@ -10,46 +10,12 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
-use nats_test_server::{NatsServer, ServerOptions};
+mod js_target;
+use js_target::both;
 
 /// Bound on any single wait for something that must happen.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Runs `scenario` against our (in-process) server and nats-server 2.15.1.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_our_server() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let ours = super::start(super::ServerConfig {
-                    port: 0,
-                    jetstream: Some(super::JetStreamConfig {
-                        store_dir: dir.path().to_owned(),
-                        ..Default::default()
-                    }),
-                    ..super::ServerConfig::default()
-                })
-                .await
-                .expect("our server starts");
-                super::$name(&ours.client_url()).await;
-                ours.shutdown(std::time::Duration::from_secs(2)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_nats_server() {
-                let reference = super::NatsServer::start_with(super::ServerOptions {
-                    jetstream: true,
-                    ..super::ServerOptions::default()
-                })
-                .await;
-                super::$name(&reference.url()).await;
-            }
-        }
-    };
-}
 
 /// A stream `OV` on `ov.>` and a durable pull consumer `C` (ack none).
 async fn stream_and_consumer(url: &str) -> (async_nats::Client, jetstream::Context) {

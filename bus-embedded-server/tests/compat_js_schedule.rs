@@ -8,46 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
-use bus_embedded_server::{ServerConfig, jetstream::JetStreamConfig, start};
 use futures::StreamExt;
-use nats_test_server::{NatsServer, ServerOptions};
-
+mod js_target;
 mod server_process;
 
+use js_target::both;
 use server_process::start as spawn_server;
-
-/// Runs `scenario` against our (in-process) server and nats-server 2.15.1.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_our_server() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let ours = super::start(super::ServerConfig {
-                    port: 0,
-                    jetstream: Some(super::JetStreamConfig {
-                        store_dir: dir.path().to_owned(),
-                        ..Default::default()
-                    }),
-                    ..super::ServerConfig::default()
-                })
-                .await
-                .expect("our server starts");
-                super::$name(&format!("nats://{}", ours.addr())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn against_nats_server() {
-                let reference = super::NatsServer::start_with(super::ServerOptions {
-                    jetstream: true,
-                    ..super::ServerOptions::default()
-                })
-                .await;
-                super::$name(&reference.url()).await;
-            }
-        }
-    };
-}
 
 async fn js(url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(url).await.expect("connect"))

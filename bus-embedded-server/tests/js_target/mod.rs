@@ -1,10 +1,13 @@
 //! Where an async-nats JetStream scenario runs: our server in-process
 //! (JetStream in a temporary store) or nats-server 2.15.1, and the
 //! `scenario!` macro that runs one scenario function against both, to
-//! prove the scenario on the reference. Used by `compat_js_priority.rs`
-//! and `compat_js_republish.rs` (`mod js_target; use js_target::Target;`).
+//! prove the scenario on the reference (`both!` for scenarios that take
+//! the server's URL and make their own connections). Used by
+//! `compat_js_priority.rs`, `compat_js_republish.rs` (`scenario!`) and
+//! `compat_js_messages.rs`, `compat_js_schedule.rs`,
+//! `compat_js_pull_overlap.rs` (`both!`).
 // Each test file uses a part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::time::Duration;
 
@@ -48,13 +51,17 @@ impl Target {
         )
     }
 
-    /// A new client connection and its JetStream context.
-    pub async fn js(&self) -> (async_nats::Client, Context) {
-        let url = match self {
+    /// The URL clients connect to.
+    pub fn url(&self) -> String {
+        match self {
             Target::Ours(h, _) => h.client_url(),
             Target::Reference(s) => s.url(),
-        };
-        let c = async_nats::connect(url).await.expect("connect");
+        }
+    }
+
+    /// A new client connection and its JetStream context.
+    pub async fn js(&self) -> (async_nats::Client, Context) {
+        let c = async_nats::connect(self.url()).await.expect("connect");
         (c.clone(), jetstream::new(c))
     }
 
@@ -90,3 +97,26 @@ macro_rules! scenario {
     };
 }
 pub(crate) use scenario;
+
+/// `both!(f)`: tests `f::against_our_server` and `f::against_nats_server`
+/// running `async fn f(url: &str)`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn against_our_server() {
+                let t = super::js_target::Target::ours().await;
+                super::$name(&t.url()).await;
+                t.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn against_nats_server() {
+                let t = super::js_target::Target::reference().await;
+                super::$name(&t.url()).await;
+                t.stop().await;
+            }
+        }
+    };
+}
+pub(crate) use both;
