@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 use bus_embedded_server::cli::Cli;
 use bus_embedded_server::{ServerConfig, ServerHandle, options, start};
 use nats_test_server::{NatsServer, ServerOptions, free_port};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+mod mqtt_raw;
+use mqtt_raw::{closed, connect_packet, mqtt_str, packet, read_n};
 
 /// The same users on both servers (see the script's header).
 const AUTH: &str = r#"
@@ -157,62 +160,6 @@ async fn paho_mqtt_qos0_auth_will_keepalive_and_nats_interop_on_nats_server() {
 }
 
 // ------------------------------------------------------ raw MQTT, ours only
-
-fn mqtt_str(s: &str) -> Vec<u8> {
-    let mut v = u16::try_from(s.len())
-        .expect("short")
-        .to_be_bytes()
-        .to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn connect_packet(client_id: &str, flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
-    let mut body = mqtt_str("MQTT");
-    body.extend_from_slice(&[4, flags, 0, 30]);
-    body.extend(mqtt_str(client_id));
-    if let Some((t, m)) = will {
-        body.extend(mqtt_str(t));
-        body.extend(mqtt_str(m));
-    }
-    packet(0x10, &body)
-}
-
-async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("answer");
-    buf
-}
-
-/// True when the server closes the connection (EOF) within 5 s.
-async fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 16];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
 
 async fn connected(port: u16, client_id: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");

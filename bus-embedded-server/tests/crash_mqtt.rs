@@ -7,6 +7,7 @@
 //! removed retained message was seen to come back after its SIGKILL, so
 //! on it only the kept messages are asserted.)
 
+mod mqtt_raw;
 mod server_process;
 
 use std::time::Duration;
@@ -15,50 +16,15 @@ use nats_test_server::{NatsServer, ServerOptions, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn mqtt_str(s: &str) -> Vec<u8> {
-    let mut v = u16::try_from(s.len())
-        .expect("short")
-        .to_be_bytes()
-        .to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("answer");
-    buf
-}
+use mqtt_raw::{connect_packet, mqtt_str, packet, read_n};
 
 /// Connects (clean session), retrying while the listener comes up.
 async fn connected(port: u16, client_id: &str) -> TcpStream {
-    let mut body = mqtt_str("MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 30]);
-    body.extend(mqtt_str(client_id));
     for _ in 0..100 {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            s.write_all(&packet(0x10, &body)).await.expect("send");
+            s.write_all(&connect_packet(client_id, 0x02, None))
+                .await
+                .expect("send");
             assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0], "CONNACK");
             return s;
         }
