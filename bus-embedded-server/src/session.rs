@@ -593,6 +593,9 @@ impl Session {
         self.account.sublist.insert(Arc::clone(&sub));
         self.client.subs.fetch_add(1, Ordering::Relaxed);
         self.subs.insert(sid, sub);
+        if let Some(js) = &self.account.jetstream {
+            js.subscribed(text);
+        }
         self.ok();
     }
 

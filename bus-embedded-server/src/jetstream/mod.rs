@@ -41,7 +41,7 @@ pub mod versioning;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -162,6 +162,10 @@ pub struct JetStream {
     pub(crate) account: String,
     /// The account's JetStream limits and usage, tied to the server's.
     pub(crate) resources: Arc<limits::AccountResources>,
+    /// How many push consumers found no subscriber on their deliver
+    /// subject at their last round: while it is 0, a new subscription
+    /// costs nothing here (see [`JetStream::subscribed`]).
+    pub(crate) unbound_push: AtomicUsize,
 }
 
 impl std::fmt::Debug for JetStream {
@@ -206,10 +210,30 @@ impl JetStream {
             self_ref: OnceLock::new(),
             account: account.to_owned(),
             resources,
+            unbound_push: AtomicUsize::new(0),
         });
         let _ = js.self_ref.set(Arc::downgrade(&js));
         js.recover()?;
         Ok(js)
+    }
+
+    /// A client subscribed to `subject` in this account: a push consumer
+    /// waiting for a subscriber on a deliver subject it matches starts
+    /// delivering now rather than at its next periodic round (nats-server
+    /// is told of new interest at once too).
+    pub(crate) fn subscribed(&self, subject: &str) {
+        if self.unbound_push.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let streams: Vec<Arc<Stream>> = match self.streams.read() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        for stream in streams {
+            for consumer in stream.consumers() {
+                consumer.wake_if_subscriber(subject);
+            }
+        }
     }
 
     /// Connects the engine to the server's router (once).

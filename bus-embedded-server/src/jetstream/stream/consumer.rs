@@ -420,6 +420,9 @@ struct CState {
     since_fc_bytes: u64,
     last_push: Instant,
     push_bound: bool,
+    /// Counted in the engine's `unbound_push` (a push consumer whose last
+    /// round found no subscriber).
+    counted_unbound: bool,
     no_interest_since: Option<Instant>,
     /// Unix nanoseconds of the last delivery and ack (0 = none yet).
     last_delivered: i64,
@@ -917,9 +920,35 @@ impl Consumer {
         self.signal();
     }
 
+    /// A subscription on `subject` appeared: wakes a push consumer whose
+    /// last round found no subscriber on a deliver subject it matches.
+    pub(crate) fn wake_if_subscriber(&self, subject: &str) {
+        let wake = {
+            let st = lock(&self.state);
+            !st.push_bound
+                && st
+                    .config
+                    .deliver_subject
+                    .as_deref()
+                    .is_some_and(|d| crate::subject::matches(subject, d))
+        };
+        if wake {
+            self.signal();
+        }
+    }
+
     /// Stops the consumer; with `deleted`, tells waiting pulls and removes its files.
     pub(crate) fn stop(&self, deleted: bool) {
         self.closed.store(true, Ordering::SeqCst);
+        {
+            let mut st = lock(&self.state);
+            if st.counted_unbound {
+                st.counted_unbound = false;
+                if let Some(js) = self.js.upgrade() {
+                    js.unbound_push.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
         if deleted {
             let waiting: Vec<String> = lock(&self.state)
                 .waiting
@@ -1019,6 +1048,14 @@ impl Consumer {
                 .router()
                 .is_some_and(|r| r.has_interest(&deliver_subject));
             st.push_bound = bound;
+            if st.counted_unbound == bound {
+                st.counted_unbound = !bound;
+                if bound {
+                    js.unbound_push.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    js.unbound_push.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if !bound {
                 return acked;
             }
@@ -1526,6 +1563,7 @@ impl CState {
             since_fc_bytes: 0,
             last_push: now,
             push_bound: false,
+            counted_unbound: false,
             no_interest_since: None,
             last_delivered: 0,
             last_acked: 0,

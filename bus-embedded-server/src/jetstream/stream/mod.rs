@@ -3375,4 +3375,97 @@ mod tests {
         assert!(ack.contains(r#""seq":21"#), "{ack}");
         js.shutdown();
     }
+
+    /// A router whose interest in `push.in` the test switches (a client
+    /// subscribing or leaving); every other subject has interest.
+    #[derive(Default)]
+    struct Gated {
+        open: std::sync::atomic::AtomicBool,
+        inner: Captured,
+    }
+
+    impl Router for Gated {
+        fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
+            self.inner.route(subject, reply, hdr, data)
+        }
+        fn route_as(&self, to: &str, s: &str, r: Option<&str>, h: &[u8], d: &[u8]) -> usize {
+            self.inner.route_as(to, s, r, h, d)
+        }
+        fn has_interest(&self, subject: &str) -> bool {
+            subject != "push.in" || self.open.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// A push consumer whose deliver subject has no subscriber is counted
+    /// as waiting (so a subscription in the account looks for it), delivers
+    /// once a subscription on a filter matching its deliver subject is
+    /// announced, and leaves the count when bound or deleted.
+    #[tokio::test]
+    async fn a_push_consumer_waiting_for_its_subscriber_is_counted_and_served_when_one_arrives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let gated = Arc::new(Gated::default());
+        let router: Arc<dyn Router> = Arc::clone(&gated) as _;
+        js.set_router(Arc::downgrade(&router));
+        let api = |api: &str, reply: &str, body: &[u8]| {
+            assert!(crate::jetstream::api::handle(
+                &js,
+                api,
+                Some(reply),
+                b"",
+                body
+            ));
+        };
+        api(
+            "STREAM.CREATE.P",
+            "r.s",
+            br#"{"name":"P","subjects":["p.>"]}"#,
+        );
+        wait_reply(&gated.inner, "r.s").await;
+        js.on_publish("p.1", Some("r.p1"), b"", b"one");
+        wait_reply(&gated.inner, "r.p1").await;
+        api(
+            "CONSUMER.CREATE.P.C",
+            "r.c",
+            br#"{"stream_name":"P","config":{"durable_name":"C","deliver_subject":"push.in","ack_policy":"none"}}"#,
+        );
+        let created = wait_reply(&gated.inner, "r.c").await;
+        assert!(created.contains(r#""name":"C""#), "{created}");
+        let unbound = || js.unbound_push.load(Ordering::SeqCst);
+        wait_until("the unbound push consumer is counted", || unbound() == 1).await;
+        assert!(reply_to(&gated.inner, "push.in").is_none());
+
+        // A subscription in another subject space wakes nothing and
+        // changes nothing; one on `push.*` serves the consumer.
+        js.subscribed("other.>");
+        gated.open.store(true, Ordering::SeqCst);
+        js.subscribed("push.*");
+        let got = wait_reply(&gated.inner, "push.in").await;
+        assert_eq!(got, "one");
+        wait_until("a bound push consumer is not counted", || unbound() == 0).await;
+
+        // Its subscriber leaves: counted again at its next round (a new
+        // message); deleted while waiting: not counted any more.
+        gated.open.store(false, Ordering::SeqCst);
+        js.on_publish("p.2", Some("r.p2"), b"", b"two");
+        wait_reply(&gated.inner, "r.p2").await;
+        wait_until("unbound again after its subscriber left", || unbound() == 1).await;
+        api("CONSUMER.DELETE.P.C", "r.d", b"");
+        let deleted = wait_reply(&gated.inner, "r.d").await;
+        assert!(deleted.contains(r#""success":true"#), "{deleted}");
+        assert_eq!(unbound(), 0, "a deleted consumer leaves the count");
+        js.shutdown();
+    }
 }
