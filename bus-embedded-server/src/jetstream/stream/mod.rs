@@ -2904,15 +2904,21 @@ mod tests {
     }
 
     fn file_js(dir: &Path) -> (Arc<JetStream>, Arc<Captured>, Arc<dyn Router>) {
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        (js_routed_to(dir, &router), captured, router)
+    }
+
+    /// JetStream on `dir` delivering through `router` (the caller keeps it
+    /// alive: the engine holds it weakly).
+    fn js_routed_to(dir: &Path, router: &Arc<dyn Router>) -> Arc<JetStream> {
         let js = JetStream::open(JetStreamConfig {
             store_dir: dir.to_owned(),
             ..JetStreamConfig::default()
         })
         .expect("open");
-        let captured = Arc::new(Captured::default());
-        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
-        js.set_router(Arc::downgrade(&router));
-        (js, captured, router)
+        js.set_router(Arc::downgrade(router));
+        js
     }
 
     /// What a restart would find in the stream's files right now (the
@@ -3411,14 +3417,9 @@ mod tests {
     #[tokio::test]
     async fn a_push_consumer_waiting_for_its_subscriber_is_counted_and_served_when_one_arrives() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.path().to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
         let gated = Arc::new(Gated::default());
         let router: Arc<dyn Router> = Arc::clone(&gated) as _;
-        js.set_router(Arc::downgrade(&router));
+        let js = js_routed_to(dir.path(), &router);
         let api = |api: &str, reply: &str, body: &[u8]| {
             assert!(crate::jetstream::api::handle(
                 &js,
