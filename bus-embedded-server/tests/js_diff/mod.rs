@@ -158,18 +158,47 @@ pub fn concat(parts: Vec<Vec<Step>>) -> Vec<Step> {
 
 /// Deletes every stream (not compared).
 pub async fn reset(client: &Client) {
+    let mut deleted_any = false;
+    // Stream deletes on nats-server finish in the background (its store
+    // directory and the stream's internal send queue): wait until the names
+    // list is empty, so that the next scenario neither meets a half-removed
+    // store (10049 "error creating store for stream") nor a late republish.
+    for _ in 0..100 {
+        let names = stream_names(client).await;
+        if names.is_empty() {
+            break;
+        }
+        deleted_any = true;
+        for name in names {
+            client
+                .request(format!("$JS.API.STREAM.DELETE.{name}"), "".into())
+                .await
+                .expect("stream delete");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if deleted_any {
+        // Messages the deleted streams had already handed to the server's
+        // internal queues (republish, sourcing) are let through before the
+        // next scenario's watchers subscribe.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.flush().await.expect("flush");
+    }
+}
+
+async fn stream_names(client: &Client) -> Vec<String> {
     let reply = client
         .request("$JS.API.STREAM.NAMES", "".into())
         .await
         .expect("stream names");
     let v: Value = serde_json::from_slice(&reply.payload).expect("names json");
-    for name in v["streams"].as_array().cloned().unwrap_or_default() {
-        let name = name.as_str().expect("name").to_owned();
-        client
-            .request(format!("$JS.API.STREAM.DELETE.{name}"), "".into())
-            .await
-            .expect("stream delete");
-    }
+    v["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Runs the steps; returns one value per step (what came back, normalised).
