@@ -1,7 +1,7 @@
 //! One MQTT connection: CONNECT and its checks, then the bridge between
 //! the client's MQTT packets and the NATS session that stands for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,7 @@ use super::Sessions;
 use super::codec::{self, Connect, Packet, Publish};
 use super::jsa::Jsa;
 use super::server_ops::{self, ServerOp};
+use super::session::{self, Record, SessionError};
 use super::topic;
 use crate::outbound::Client;
 use crate::state::ServerState;
@@ -146,12 +147,17 @@ pub(super) async fn serve(
         Some(info),
     ));
     let (nats_rd, nats_wr) = tokio::io::split(ours);
+    let hash = session::client_hash(&client_id);
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_secs(u64::from(connect.keep_alive) * 3 / 2));
     let mut bridge = Bridge {
         shared: Arc::clone(&shared),
         peer,
         client_id,
+        hash,
+        clean: connect.clean_session,
+        registered: false,
+        session_lock: None,
         conn: id,
         sessions,
         kick: Arc::new(Notify::new()),
@@ -209,13 +215,6 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
             format!("invalid character in client ID {:?}", c.client_id),
         ));
     }
-    if !c.clean_session {
-        return Err((
-            RC_SERVER_UNAVAILABLE,
-            "persistent sessions (clean session flag 0) are not supported yet by this server"
-                .into(),
-        ));
-    }
     if let Some(w) = &c.will {
         if w.qos > 1 {
             return Err((
@@ -260,6 +259,17 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     line.extend_from_slice(o.to_string().as_bytes());
     line.extend_from_slice(b"\r\n");
     line
+}
+
+/// The key of a QoS 1 filter's consumer in a session record, as
+/// nats-server keys it: the filter's subject (`i` 0), `<parent> fwc` for
+/// the parent level a `#` filter also takes (`i` 1).
+fn qos1_key(subject: &str, i: usize) -> String {
+    if i == 0 {
+        subject.to_owned()
+    } else {
+        format!("{subject} fwc")
+    }
 }
 
 /// A JetStream ack subject's consumer part and stream sequence
@@ -357,6 +367,9 @@ struct WillMsg {
 /// Work after a barrier that may block (JetStream), done in order so the
 /// client sees acknowledgements in the order of its packets (MQTT-4.6.0-2).
 enum Job {
+    /// Takes the client ID over, finds its stored session (resumed, or
+    /// wiped for a clean session), then CONNACK.
+    Connect,
     /// Stores the retained message of `subject` (or removes it, for an
     /// empty payload) and the QoS 1 message for the QoS 1 subscriptions,
     /// then PUBACKs `puback`.
@@ -415,15 +428,26 @@ enum End {
     TakenOver,
     /// Refused at CONNECT by authentication.
     NotAuthorized,
-    /// Refused at CONNECT after authentication: the will needs JetStream,
-    /// which the account lacks (CONNACK 3).
-    Unavailable,
+    /// Refused at CONNECT after authentication, with this CONNACK return
+    /// code (a retained will or a persistent session without JetStream in
+    /// the account, a session record of another client ID, a store error).
+    Refused(u8),
 }
 
 struct Bridge {
     shared: Arc<ServerState>,
     peer: SocketAddr,
     client_id: String,
+    /// nats-server's hash of the client ID (its consumers' name prefix).
+    hash: String,
+    /// The clean session flag: a persistent session (`false`) keeps its
+    /// record in `$MQTT_sess` and its consumers past the connection.
+    clean: bool,
+    /// Registered in [`Sessions`] under the client ID (released at the end).
+    registered: bool,
+    /// Held from CONNECT to the end: no other connection of this client
+    /// ID uses its session meanwhile.
+    session_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     conn: u64,
     sessions: Arc<Sessions>,
     kick: Arc<Notify>,
@@ -571,7 +595,10 @@ impl Bridge {
             Packet::Unsubscribe(id, filters) => {
                 let mut ended = Vec::new();
                 for f in filters {
-                    if let Some(old) = self.filters.remove(&f) {
+                    let Ok(subject) = topic::filter_to_subject(&f) else {
+                        continue;
+                    };
+                    if let Some(old) = self.filters.remove(&subject) {
                         ended.extend(self.drop_filter(old));
                     }
                 }
@@ -670,6 +697,11 @@ impl Bridge {
     async fn run_jobs(&mut self) -> Option<End> {
         while let Some(job) = self.jobs.pop_front() {
             match job {
+                Job::Connect => {
+                    if let Some(end) = self.connect_session().await {
+                        return Some(end);
+                    }
+                }
                 Job::PubAck(id) => codec::puback(&mut self.out, id),
                 Job::Store {
                     subject,
@@ -705,10 +737,18 @@ impl Bridge {
                 }
                 Job::UnsubAck(id, ended) => {
                     self.end_qos1(ended).await;
+                    // Stored before the UNSUBACK that says it is gone.
+                    if let Some(end) = self.save_session().await {
+                        return Some(end);
+                    }
                     codec::unsuback(&mut self.out, id);
                 }
                 Job::SubAck(id, mut entries) => {
-                    if let Some(end) = self.start_qos1(&mut entries).await {
+                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new()).await {
+                        return Some(end);
+                    }
+                    // Stored before the SUBACK that promises it.
+                    if let Some(end) = self.save_session().await {
                         return Some(end);
                     }
                     let codes: Vec<u8> = entries.iter().map(|e| e.code).collect();
@@ -811,7 +851,7 @@ impl Bridge {
                     continue;
                 }
             };
-            if let Some(f) = self.filters.get(&filter) {
+            if let Some(f) = self.filters.get(&subject) {
                 // The same filter again keeps the subscription (and the
                 // QoS it was granted).
                 entries.push(SubEntry {
@@ -821,42 +861,195 @@ impl Bridge {
                 });
                 continue;
             }
-            let mut subjects = vec![subject.clone()];
-            if let Some(parent) = topic::level_up_subject(&subject) {
-                subjects.push(parent.to_owned());
-            }
-            let mut sids = Vec::new();
-            for s in &subjects {
-                let sid = self.next_sid;
-                self.next_sid += 1;
-                self.nats_out
-                    .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
-                // Deliveries are filtered by the MQTT filter's subject.
-                self.sids.insert(
-                    sid,
-                    SidInfo {
-                        filter: subject.clone(),
-                        qos1: qos == 1,
-                        js: false,
-                    },
-                );
-                sids.push(sid);
-            }
-            self.filters.insert(
-                filter.clone(),
-                Filter {
-                    sids,
-                    qos,
-                    js: Vec::new(),
-                },
-            );
+            let subjects = self.add_filter(&subject, qos);
             entries.push(SubEntry {
-                filter: Some(filter),
+                filter: Some(subject),
                 subjects,
                 code: qos,
             });
         }
         self.ping_barrier(Barrier::SubAck(id, entries));
+    }
+
+    /// The NATS subscriptions of the filter with NATS subject `subject`
+    /// (its subject, and for `a/#` also `a`), registered as a filter
+    /// granted `qos`; returns the subjects.
+    fn add_filter(&mut self, subject: &str, qos: u8) -> Vec<String> {
+        let mut subjects = vec![subject.to_owned()];
+        if let Some(parent) = topic::level_up_subject(subject) {
+            subjects.push(parent.to_owned());
+        }
+        let mut sids = Vec::new();
+        for s in &subjects {
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            self.nats_out
+                .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
+            // Deliveries are filtered by the MQTT filter's subject.
+            self.sids.insert(
+                sid,
+                SidInfo {
+                    filter: subject.to_owned(),
+                    qos1: qos == 1,
+                    js: false,
+                },
+            );
+            sids.push(sid);
+        }
+        self.filters.insert(
+            subject.to_owned(),
+            Filter {
+                sids,
+                qos,
+                js: Vec::new(),
+            },
+        );
+        subjects
+    }
+
+    /// CONNECT's session step, once authenticated: takes the client ID
+    /// over (and waits until the connection it took it from has ended),
+    /// sweeps the account's leftovers of a previous run (once), then finds
+    /// the stored session. A clean session wipes it; a persistent one
+    /// resumes it (session present) or stores a new, empty one, before
+    /// the CONNACK.
+    async fn connect_session(&mut self) -> Option<End> {
+        self.sessions
+            .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
+        self.registered = true;
+        let lock = self.sessions.registry.lock(&self.client_id);
+        match tokio::time::timeout(Duration::from_secs(10), lock).await {
+            Ok(g) => self.session_lock = Some(g),
+            Err(_) => {
+                tracing::warn!(
+                    "{} - mqtt: CONNECT refused: the previous connection of client ID {:?} \
+                     did not end in time",
+                    self.peer,
+                    self.client_id
+                );
+                return Some(End::Refused(RC_SERVER_UNAVAILABLE));
+            }
+        }
+        let mut present = false;
+        let mut resumed = None;
+        if let Some(jsa) = self.jsa.clone() {
+            let account = self.client.account_name().to_owned();
+            if let Err(e) = self.sessions.registry.swept(&account, &jsa).await {
+                tracing::warn!("{} - mqtt: leftover sessions not swept: {e}", self.peer);
+            }
+            let (cid, clean) = (self.client_id.clone(), self.clean);
+            let found = tokio::task::spawn_blocking(move || {
+                match session::load(&jsa, &cid)? {
+                    // MQTT-3.1.2-6: a clean session discards the old one.
+                    Some(rec) if clean || rec.clean => session::wipe(&jsa, &rec)?,
+                    Some(rec) => return Ok(Some(rec)),
+                    None => {}
+                }
+                if !clean {
+                    session::save(
+                        &jsa,
+                        &Record {
+                            id: cid,
+                            ..Record::default()
+                        },
+                    )?;
+                }
+                Ok::<_, SessionError>(None)
+            })
+            .await;
+            match found {
+                Ok(Ok(rec)) => {
+                    present = rec.is_some();
+                    resumed = rec;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("{} - mqtt: CONNECT refused: {e}", self.peer);
+                    let code = if matches!(e, SessionError::Collision { .. }) {
+                        RC_IDENTIFIER_REJECTED
+                    } else {
+                        RC_SERVER_UNAVAILABLE
+                    };
+                    return Some(End::Refused(code));
+                }
+                Err(_) => return Some(End::Abnormal),
+            }
+        }
+        self.connected = true;
+        codec::connack(&mut self.out, present, RC_ACCEPTED);
+        match resumed {
+            Some(rec) => self.resume(rec).await,
+            None => None,
+        }
+    }
+
+    /// Subscribes again to what a resumed session's record holds, without
+    /// retained messages (as nats-server), binding QoS 1 subscriptions to
+    /// their consumers; the record is rewritten if that changed anything
+    /// (a consumer made again).
+    async fn resume(&mut self, rec: Record) -> Option<End> {
+        let mut entries = Vec::new();
+        for (subject, qos) in &rec.subs {
+            if !crate::subject::valid_filter(subject) {
+                tracing::warn!(
+                    "{} - mqtt: stored subscription {subject:?} is not a filter; dropped",
+                    self.peer
+                );
+                continue;
+            }
+            // QoS 2 (a record nats-server wrote) is served as QoS 1.
+            let qos = (*qos).min(1);
+            let subjects = self.add_filter(subject, qos);
+            entries.push(SubEntry {
+                filter: Some(subject.clone()),
+                subjects,
+                code: qos,
+            });
+        }
+        if let Some(end) = self.start_qos1(&mut entries, &rec.cons).await {
+            return Some(end);
+        }
+        if self.record() != rec {
+            return self.save_session().await;
+        }
+        None
+    }
+
+    /// The session as its record stores it.
+    fn record(&self) -> Record {
+        Record {
+            id: self.client_id.clone(),
+            clean: false,
+            subs: self
+                .filters
+                .iter()
+                .map(|(subject, f)| (subject.clone(), f.qos))
+                .collect(),
+            cons: self
+                .filters
+                .values()
+                .flat_map(|f| f.js.iter())
+                .map(|(_, q)| (q.key().to_owned(), q.config().clone()))
+                .collect(),
+        }
+    }
+
+    /// Stores a persistent session's record as it is now (nothing for a
+    /// clean session); a record that cannot be stored ends the connection
+    /// before the acknowledgement that would promise it.
+    async fn save_session(&mut self) -> Option<End> {
+        if self.clean {
+            return None;
+        }
+        let jsa = self.jsa.clone()?;
+        let rec = self.record();
+        match tokio::task::spawn_blocking(move || session::save(&jsa, &rec)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::warn!("{} - mqtt: session not stored: {e}; closing", self.peer);
+                Some(End::Abnormal)
+            }
+            Err(_) => Some(End::Abnormal),
+        }
     }
 
     /// A packet id not in flight (1..=65535).
@@ -870,10 +1063,15 @@ impl Bridge {
         None
     }
 
-    /// Starts the JetStream side of the QoS 1 filters just granted; a
-    /// filter whose consumer cannot be made fails (0x80) and loses its
-    /// NATS subscriptions.
-    async fn start_qos1(&mut self, entries: &mut [SubEntry]) -> Option<End> {
+    /// Starts the JetStream side of the QoS 1 filters just granted (bound
+    /// to the consumer `known` holds under its key, for a resumed session;
+    /// else a new one); a filter whose consumer cannot be made fails
+    /// (0x80) and loses its NATS subscriptions.
+    async fn start_qos1(
+        &mut self,
+        entries: &mut [SubEntry],
+        known: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<End> {
         let jsa = self.jsa.clone()?;
         for e in entries.iter_mut() {
             if e.code != 1 {
@@ -884,13 +1082,20 @@ impl Bridge {
             };
             let mut made = Vec::new();
             let mut failed = None;
-            for subject in &e.subjects {
+            for (i, subject) in e.subjects.iter().enumerate() {
                 let sid = self.next_sid;
                 self.next_sid += 1;
-                let (jsa, client, subject2) =
-                    (jsa.clone(), Arc::clone(&self.client), subject.clone());
-                let r = tokio::task::spawn_blocking(move || {
-                    jsa.subscribe_qos1(&client, &subject2, sid)
+                let key = qos1_key(subject, i);
+                let stored = known.get(&key).cloned();
+                let (jsa, client, subject2, hash) = (
+                    jsa.clone(),
+                    Arc::clone(&self.client),
+                    subject.clone(),
+                    self.hash.clone(),
+                );
+                let r = tokio::task::spawn_blocking(move || match stored {
+                    Some(config) => jsa.resume_qos1(&client, &key, &config, sid),
+                    None => jsa.subscribe_qos1(&client, &subject2, sid, &hash, &key),
                 })
                 .await;
                 match r {
@@ -967,12 +1172,17 @@ impl Bridge {
                              which the account lacks",
                             self.peer
                         );
-                        return Some(End::Unavailable);
+                        return Some(End::Refused(RC_SERVER_UNAVAILABLE));
                     }
-                    self.connected = true;
-                    self.sessions
-                        .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
-                    codec::connack(&mut self.out, false, RC_ACCEPTED);
+                    if self.jsa.is_none() && !self.clean {
+                        tracing::warn!(
+                            "{} - mqtt: CONNECT refused: a persistent session needs JetStream, \
+                             which the account lacks",
+                            self.peer
+                        );
+                        return Some(End::Refused(RC_SERVER_UNAVAILABLE));
+                    }
+                    self.jobs.push_back(Job::Connect);
                     None
                 }
                 Some(Barrier::Published {
@@ -1210,8 +1420,8 @@ impl Bridge {
         if end == End::NotAuthorized {
             codec::connack(&mut self.out, false, RC_NOT_AUTHORIZED);
         }
-        if end == End::Unavailable {
-            codec::connack(&mut self.out, false, RC_SERVER_UNAVAILABLE);
+        if let End::Refused(code) = end {
+            codec::connack(&mut self.out, false, code);
         }
         if end == End::Abnormal
             && self.connected
@@ -1235,16 +1445,23 @@ impl Bridge {
         if self.connected && end != End::Shutdown && self.jsa.is_some() {
             self.settle_stores().await;
         }
-        // Clean sessions only: every QoS 1 consumer goes with the connection.
         let ended: Vec<_> = std::mem::take(&mut self.filters)
             .into_values()
             .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
             .collect();
-        self.end_qos1(ended).await;
+        if self.clean {
+            // Every QoS 1 consumer of a clean session goes with it.
+            self.end_qos1(ended).await;
+        } else if let Some(jsa) = &self.jsa {
+            // A persistent session's consumers stay, for its next connection.
+            for q in &ended {
+                jsa.detach_qos1(q);
+            }
+        }
         let _ = self.flush().await;
         let _ = self.wr.shutdown().await;
         let _ = self.nats_wr.shutdown().await;
-        if self.connected {
+        if self.registered {
             self.sessions.release(&self.client_id, self.conn);
         }
         // Read what the session still says until it closes its side, so its
@@ -1260,6 +1477,8 @@ impl Bridge {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        // The next connection of this client ID may go on.
+        self.session_lock = None;
     }
 }
 
@@ -1298,10 +1517,8 @@ mod tests {
 
     #[test]
     fn unsupported_connect_features_are_refused_not_ignored() {
-        assert_eq!(
-            check_connect(&connect(false, "persist")).map_err(|e| e.0),
-            Err(RC_SERVER_UNAVAILABLE)
-        );
+        // Persistent sessions are served.
+        assert_eq!(check_connect(&connect(false, "persist")), Ok(()));
         let mut c = connect(true, "w");
         c.will = Some(codec::Will {
             topic: "t".into(),

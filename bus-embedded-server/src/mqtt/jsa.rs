@@ -51,6 +51,8 @@ const RMSGS_CONFIG: &str = r#"{"name":"$MQTT_rmsgs","subjects":["$MQTT.rmsgs.>"]
 pub(crate) const MSGS: &str = "$MQTT_msgs";
 /// The subject prefix of [`MSGS`].
 pub(crate) const MSGS_PREFIX: &str = "$MQTT.msgs.";
+/// The deliver subject prefix of the QoS 1 consumers.
+pub(crate) const SUB_PREFIX: &str = "$MQTT.sub.";
 /// nats-server 2.15.1's configuration of [`MSGS`].
 const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
 
@@ -60,6 +62,22 @@ const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"r
 pub(crate) struct Qos1Sub {
     consumer: String,
     sub: Arc<Subscription<Client>>,
+    /// Its key in a session record (the `mqtt::session` module doc).
+    key: String,
+    /// The consumer's configuration, as a session record keeps it.
+    config: serde_json::Value,
+}
+
+impl Qos1Sub {
+    /// Its key in a session record.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The consumer's configuration, for a session record.
+    pub(crate) fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
 }
 
 /// Why a JetStream step of the MQTT listener failed.
@@ -144,28 +162,31 @@ impl Jsa {
         stream.wait_durable().map_err(JsaError::NotDurable)
     }
 
+    /// The account's JetStream engine (for the session records).
+    pub(super) fn engine(&self) -> &Arc<JetStream> {
+        &self.js
+    }
+
     /// Starts the JetStream side of a QoS 1 subscription to the NATS
-    /// filter `subject`: a durable consumer of `$MQTT_msgs` (deliver new,
-    /// explicit ack, nats-server's `ack_wait` and `max_ack_pending`)
-    /// pushing to a fresh `$MQTT.sub.<id>` subject, which `client`
-    /// receives as subscription `sid` whatever its permissions.
+    /// filter `subject`: a durable consumer of `$MQTT_msgs` named
+    /// `<hash>_<id>` (`hash`: the client ID's, as nats-server names them;
+    /// deliver new, explicit ack, nats-server's `ack_wait` and
+    /// `max_ack_pending`) pushing to a fresh `$MQTT.sub.<id>` subject,
+    /// which `client` receives as subscription `sid` whatever its
+    /// permissions. `key` names it in a session record.
     pub(crate) fn subscribe_qos1(
         &self,
         client: &Arc<Client>,
         subject: &str,
         sid: u64,
+        hash: &str,
+        key: &str,
     ) -> Result<Qos1Sub, JsaError> {
         self.ensure_msgs()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let deliver = format!("$MQTT.sub.{id}");
-        let sub = Arc::new(Subscription::new(
-            Arc::clone(client),
-            &deliver,
-            None,
-            bytes::Bytes::from(sid.to_string()),
-        ));
-        self.account.sublist.insert(Arc::clone(&sub));
-        let consumer = format!("mqtt_{id}");
+        let deliver = format!("{SUB_PREFIX}{id}");
+        let sub = self.bind(client, &deliver, sid);
+        let consumer = format!("{hash}_{id}");
         let config = serde_json::json!({
             "durable_name": consumer,
             "deliver_policy": "new",
@@ -186,7 +207,71 @@ impl Jsa {
             self.account.sublist.remove(&sub);
             return Err(e.into());
         }
-        Ok(Qos1Sub { consumer, sub })
+        Ok(Qos1Sub {
+            consumer,
+            sub,
+            key: key.to_owned(),
+            config,
+        })
+    }
+
+    /// The internal subscription on `deliver` that hands a consumer's
+    /// deliveries to `client` as subscription `sid`.
+    fn bind(&self, client: &Arc<Client>, deliver: &str, sid: u64) -> Arc<Subscription<Client>> {
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(client),
+            deliver,
+            None,
+            bytes::Bytes::from(sid.to_string()),
+        ));
+        self.account.sublist.insert(Arc::clone(&sub));
+        sub
+    }
+
+    /// Binds a resumed session's QoS 1 subscription again to its durable
+    /// consumer (`config`, from the session record), which kept its place
+    /// in `$MQTT_msgs` while the client was away; a consumer gone from the
+    /// store is made again from its configuration.
+    pub(crate) fn resume_qos1(
+        &self,
+        client: &Arc<Client>,
+        key: &str,
+        config: &serde_json::Value,
+        sid: u64,
+    ) -> Result<Qos1Sub, JsaError> {
+        let field = |name: &str| {
+            config
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| JsaError::Api {
+                    err_code: 0,
+                    description: format!("session record: consumer without {name}"),
+                })
+        };
+        let consumer = field("durable_name")?;
+        let deliver = field("deliver_subject")?;
+        let stream = self.ensure_msgs()?;
+        let sub = self.bind(client, &deliver, sid);
+        if stream.consumer(&consumer).is_none()
+            && let Err(e) = crate::jetstream::api::ensure_consumer(
+                &self.js,
+                MSGS,
+                &consumer,
+                config.to_string().as_bytes(),
+            )
+        {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        // The consumer waits for a subscriber: wake it now.
+        self.js.subscribed(&deliver);
+        Ok(Qos1Sub {
+            consumer,
+            sub,
+            key: key.to_owned(),
+            config: config.clone(),
+        })
     }
 
     /// Ends a QoS 1 subscription: its consumer (and so its interest in
@@ -195,6 +280,13 @@ impl Jsa {
         self.account.sublist.remove(&q.sub);
         crate::jetstream::api::remove_consumer(&self.js, MSGS, &q.consumer)?;
         Ok(())
+    }
+
+    /// Unbinds a persistent session's QoS 1 subscription from its
+    /// connection: the consumer stays, and stops delivering until the
+    /// session is resumed.
+    pub(crate) fn detach_qos1(&self, q: &Qos1Sub) {
+        self.account.sublist.remove(&q.sub);
     }
 
     /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the
