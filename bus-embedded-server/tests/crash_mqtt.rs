@@ -9,7 +9,8 @@
 //! session's QoS 1 subscription gets every message acknowledged while it
 //! was away, across the SIGKILL, with session-present 1 (both servers);
 //! and on ours a clean session's consumer left by the SIGKILL is swept
-//! at the account's first connection after the restart.
+//! at the account's first connection after the restart; a QoS 2 message
+//! PUBRECed before the SIGKILL is published by its PUBREL after it (both).
 
 mod mqtt_raw;
 mod server_process;
@@ -360,4 +361,67 @@ fn short_hash(id: &str) -> String {
         .iter()
         .map(|b| DIGITS[usize::from(*b) % 62] as char)
         .collect()
+}
+
+/// A QoS 2 PUBLISH answered with PUBREC before the SIGKILL is released
+/// by its PUBREL after the restart: PUBCOMP, and a persistent QoS 1
+/// subscriber gets it.
+async fn qos2_released_after_restart(port: u16, restart: impl std::future::Future<Output = ()>) {
+    let (mut sub, _) = connect_with(port, "q2-reader", 0x00).await;
+    subscribe_qos1(&mut sub, "q2crash/t").await;
+    sub.write_all(&[0xe0, 0]).await.expect("DISCONNECT");
+    drop(sub);
+    let (mut p, _) = connect_with(port, "q2-writer", 0x00).await;
+    let mut body = mqtt_str("q2crash/t");
+    body.extend_from_slice(&[0, 9]);
+    body.extend_from_slice(b"exactly once");
+    p.write_all(&packet(0x34, &body)).await.expect("send");
+    assert_eq!(read_n(&mut p, 4).await, [0x50, 2, 0, 9], "PUBREC");
+    restart.await;
+    drop(p);
+    let (mut p, present) = connect_with(port, "q2-writer", 0x00).await;
+    assert!(present);
+    p.write_all(&[0x62, 2, 0, 9]).await.expect("PUBREL");
+    assert_eq!(read_n(&mut p, 4).await, [0x70, 2, 0, 9], "PUBCOMP");
+    let (mut sub, present) = connect_with(port, "q2-reader", 0x00).await;
+    assert!(present);
+    let got = qos1_received(&mut sub, 1).await;
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        vec![b"exactly once".to_vec()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_on_ours() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqtt_port = free_port();
+    let config = dir.path().join("server.conf");
+    std::fs::write(
+        &config,
+        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let store = dir.path().join("store");
+    let log = dir.path().join("server.log");
+    let mut server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+    let restart = async {
+        if let Some(mut s) = server.take() {
+            s.sigkill();
+        }
+        server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+    };
+    qos2_released_after_restart(mqtt_port, restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_on_nats_server() {
+    let mqtt_port = free_port();
+    let mut server = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!("mqtt {{ port: {mqtt_port} }}\n")),
+        ..ServerOptions::default()
+    })
+    .await;
+    qos2_released_after_restart(mqtt_port, server.restart()).await;
 }

@@ -38,6 +38,7 @@ const SUBACK_FAILURE: u8 = 0x80;
 /// same message.
 const QOS0_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:0\r\n\r\n";
 const QOS1_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:1\r\n\r\n";
+const QOS2_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:2\r\n\r\n";
 
 /// The text of the session's answer to a publish the permissions deny.
 const PUB_DENIED: &str = "Permissions Violation for Publish to \"";
@@ -216,15 +217,6 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
         ));
     }
     if let Some(w) = &c.will {
-        if w.qos > 1 {
-            return Err((
-                RC_SERVER_UNAVAILABLE,
-                format!(
-                    "will messages with QoS {} are not supported yet by this server",
-                    w.qos
-                ),
-            ));
-        }
         if w.topic.is_empty() {
             return Err((RC_SERVER_UNAVAILABLE, "empty will topic".into()));
         }
@@ -318,10 +310,18 @@ enum Barrier {
         subject: String,
         puback: Option<u16>,
         retained: Option<Retain>,
-        /// QoS 1: the payload, for the QoS 1 subscriptions' stream.
-        qos1: Option<bytes::Bytes>,
+        /// QoS 1 or 2: its QoS and payload, for the QoS 1 subscriptions'
+        /// stream.
+        qos1: Option<(u8, bytes::Bytes)>,
+        /// A released QoS 2 message: the PUBCOMP to send once it is
+        /// stored (and forgotten in `$MQTT_qos2in`).
+        pubcomp: Option<u16>,
         denied: bool,
     },
+    /// A QoS 2 PUBLISH to store until its PUBREL, then PUBREC.
+    Qos2Received(u16, super::jsa::Qos2In),
+    /// A PUBREL: the stored QoS 2 message to publish.
+    PubRel(u16),
     /// SUBSCRIBE `id`: per filter, what was asked and its return code.
     SubAck(u16, Vec<SubEntry>),
     /// UNSUBSCRIBE `id`, with the JetStream sides to end.
@@ -376,10 +376,16 @@ enum Job {
     Store {
         subject: String,
         retain: Option<Retain>,
-        qos1: Option<bytes::Bytes>,
+        qos1: Option<(u8, bytes::Bytes)>,
         puback: Option<u16>,
+        pubcomp: Option<u16>,
     },
     PubAck(u16),
+    /// Stores a QoS 2 message until its PUBREL, then PUBREC.
+    Qos2Store(u16, super::jsa::Qos2In),
+    /// Publishes the QoS 2 message released by a PUBREL (PUBCOMP once
+    /// stored; at once when there is none).
+    PubRel(u16),
     /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
     /// messages of the filters granted.
     SubAck(u16, Vec<SubEntry>),
@@ -625,8 +631,17 @@ impl Bridge {
                 }
                 None
             }
+            Packet::PubRel(id) => {
+                if self.jsa.is_some() {
+                    self.ping_barrier(Barrier::PubRel(id));
+                } else {
+                    // Nothing can have been stored.
+                    codec::pubcomp(&mut self.out, id);
+                }
+                None
+            }
             // Nothing is sent with QoS 2, so there is nothing to ack.
-            Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+            Packet::PubRec(_) | Packet::PubComp(_) => {
                 tracing::warn!(
                     "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
                     self.peer
@@ -637,9 +652,9 @@ impl Bridge {
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
-        if p.qos > 1 {
+        if p.qos > 1 && self.jsa.is_none() {
             tracing::warn!(
-                "{} - mqtt: PUBLISH with QoS {} is not supported yet by this server; closing",
+                "{} - mqtt: PUBLISH with QoS {} needs JetStream, which the account lacks; closing",
                 self.peer,
                 p.qos
             );
@@ -663,6 +678,22 @@ impl Bridge {
             tracing::warn!("{} - mqtt: maximum payload exceeded", self.peer);
             return Some(End::Abnormal);
         }
+        if p.qos == 2 {
+            // Stored until its PUBREL, which publishes it (once).
+            let Some(id) = p.packet_id else {
+                return Some(End::Abnormal);
+            };
+            self.ping_barrier(Barrier::Qos2Received(
+                id,
+                super::jsa::Qos2In {
+                    subject,
+                    topic: p.topic,
+                    retain: p.retain,
+                    payload: p.payload,
+                },
+            ));
+            return None;
+        }
         self.hpub(&subject, p.qos, &p.payload);
         let puback = if p.qos == 1 { p.packet_id } else { None };
         if puback.is_some() || p.retain {
@@ -675,7 +706,8 @@ impl Bridge {
                 subject,
                 puback,
                 retained,
-                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| p.payload.clone()),
+                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| (1, p.payload.clone())),
+                pubcomp: None,
                 denied: false,
             });
         }
@@ -684,7 +716,11 @@ impl Bridge {
 
     /// A publish to the session, with the header that tells its QoS.
     fn hpub(&mut self, subject: &str, qos: u8, payload: &[u8]) {
-        let hdr = if qos == 0 { QOS0_HEADER } else { QOS1_HEADER };
+        let hdr = match qos {
+            0 => QOS0_HEADER,
+            1 => QOS1_HEADER,
+            _ => QOS2_HEADER,
+        };
         let h = hdr.len();
         self.nats_out
             .extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + payload.len()).as_bytes());
@@ -703,19 +739,72 @@ impl Bridge {
                     }
                 }
                 Job::PubAck(id) => codec::puback(&mut self.out, id),
+                Job::Qos2Store(id, m) => {
+                    let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
+                    match tokio::task::spawn_blocking(move || jsa.store_qos2_in(&cid, id, &m)).await
+                    {
+                        Ok(Ok(())) => codec::pubrec(&mut self.out, id),
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: QoS 2 message not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
+                Job::PubRel(id) => {
+                    let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
+                    match tokio::task::spawn_blocking(move || jsa.qos2_in(&cid, id)).await {
+                        Ok(Ok(Some(m))) => {
+                            self.hpub(&m.subject, 2, &m.payload);
+                            self.ping_barrier(Barrier::Published {
+                                subject: m.subject,
+                                puback: None,
+                                retained: m.retain.then(|| Retain {
+                                    topic: m.topic,
+                                    qos: 2,
+                                    payload: m.payload.clone(),
+                                }),
+                                qos1: Some((2, m.payload)),
+                                pubcomp: Some(id),
+                                denied: false,
+                            });
+                        }
+                        // Released already (a PUBREL sent again) or never
+                        // received: the exchange is over all the same.
+                        Ok(Ok(None)) => codec::pubcomp(&mut self.out, id),
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: QoS 2 message not read: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
                 Job::Store {
                     subject,
                     retain,
                     qos1,
                     puback,
+                    pubcomp,
                 } => {
                     let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
                     let stored = tokio::task::spawn_blocking(move || {
                         if let Some(r) = &retain {
                             jsa.store_retained(&subject, &r.topic, r.qos, &r.payload)?;
                         }
-                        if let Some(payload) = &qos1 {
-                            jsa.store_qos1(&subject, payload)?;
+                        if let Some((qos, payload)) = &qos1 {
+                            jsa.store_qos1(&subject, *qos, payload)?;
+                        }
+                        if let Some(id) = pubcomp {
+                            jsa.forget_qos2_in(&cid, Some(id))?;
                         }
                         Ok::<_, super::jsa::JsaError>(())
                     })
@@ -733,6 +822,9 @@ impl Bridge {
                     }
                     if let Some(id) = puback {
                         codec::puback(&mut self.out, id);
+                    }
+                    if let Some(id) = pubcomp {
+                        codec::pubcomp(&mut self.out, id);
                     }
                 }
                 Job::UnsubAck(id, ended) => {
@@ -939,6 +1031,11 @@ impl Bridge {
             }
             let (cid, clean) = (self.client_id.clone(), self.clean);
             let found = tokio::task::spawn_blocking(move || {
+                if clean {
+                    // A clean session starts without QoS 2 messages left
+                    // unreleased by an earlier connection.
+                    jsa.forget_qos2_in(&cid, None)?;
+                }
                 match session::load(&jsa, &cid)? {
                     // MQTT-3.1.2-6: a clean session discards the old one.
                     Some(rec) if clean || rec.clean => session::wipe(&jsa, &rec)?,
@@ -1190,20 +1287,39 @@ impl Bridge {
                     puback,
                     retained,
                     qos1,
+                    pubcomp,
                     denied,
                 }) => {
                     // nats-server acknowledges a denied QoS 1 publish too,
-                    // and stores nothing of it.
-                    if !denied && (retained.is_some() || qos1.is_some()) {
+                    // and stores nothing of it (a denied QoS 2 one is
+                    // forgotten and completed).
+                    if denied && pubcomp.is_some() {
+                        self.jobs.push_back(Job::Store {
+                            subject,
+                            retain: None,
+                            qos1: None,
+                            puback,
+                            pubcomp,
+                        });
+                    } else if !denied && (retained.is_some() || qos1.is_some()) {
                         self.jobs.push_back(Job::Store {
                             subject,
                             retain: retained,
                             qos1,
                             puback,
+                            pubcomp,
                         });
                     } else if let Some(id) = puback {
                         self.jobs.push_back(Job::PubAck(id));
                     }
+                    None
+                }
+                Some(Barrier::Qos2Received(id, m)) => {
+                    self.jobs.push_back(Job::Qos2Store(id, m));
+                    None
+                }
+                Some(Barrier::PubRel(id)) => {
+                    self.jobs.push_back(Job::PubRel(id));
                     None
                 }
                 Some(Barrier::SubAck(id, entries)) => {
@@ -1254,7 +1370,10 @@ impl Bridge {
         } else {
             if info.qos1
                 && headers.is_some_and(|h| {
-                    crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim) == Some("1")
+                    matches!(
+                        crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim),
+                        Some("1" | "2")
+                    )
                 })
             {
                 return;
@@ -1407,6 +1526,8 @@ impl Bridge {
         }
         self.jobs.retain(|j| matches!(j, Job::Store { .. }));
         for job in &mut self.jobs {
+            // A released QoS 2 message is still forgotten (its PUBCOMP
+            // goes nowhere).
             if let Job::Store { puback, .. } = job {
                 *puback = None;
             }
@@ -1428,11 +1549,12 @@ impl Bridge {
             && let Some(will) = self.will.take()
         {
             self.hpub(&will.subject, will.qos, &will.payload);
-            if will.retain || (will.qos == 1 && self.jsa.is_some()) {
+            if will.retain || (will.qos >= 1 && self.jsa.is_some()) {
                 self.ping_barrier(Barrier::Published {
                     subject: will.subject,
                     puback: None,
-                    qos1: (will.qos == 1).then(|| will.payload.clone()),
+                    qos1: (will.qos >= 1).then(|| (will.qos, will.payload.clone())),
+                    pubcomp: None,
                     retained: will.retain.then(|| Retain {
                         topic: will.topic,
                         qos: will.qos,
@@ -1521,21 +1643,25 @@ mod tests {
         assert_eq!(check_connect(&connect(false, "persist")), Ok(()));
         let mut c = connect(true, "w");
         c.will = Some(codec::Will {
-            topic: "t".into(),
+            topic: String::new(),
             message: bytes::Bytes::new(),
             qos: 2,
             retain: false,
         });
         assert_eq!(
             check_connect(&c).map_err(|e| e.0),
-            Err(RC_SERVER_UNAVAILABLE)
+            Err(RC_SERVER_UNAVAILABLE),
+            "an empty will topic"
         );
-        // QoS 1 and retained wills are served.
-        if let Some(w) = c.will.as_mut() {
-            w.qos = 1;
-            w.retain = true;
+        // QoS 1, QoS 2 and retained wills are served.
+        for qos in [1, 2] {
+            if let Some(w) = c.will.as_mut() {
+                w.topic = "t".into();
+                w.qos = qos;
+                w.retain = true;
+            }
+            assert_eq!(check_connect(&c), Ok(()));
         }
-        assert_eq!(check_connect(&c), Ok(()));
     }
 
     #[test]

@@ -56,6 +56,26 @@ pub(crate) const SUB_PREFIX: &str = "$MQTT.sub.";
 /// nats-server 2.15.1's configuration of [`MSGS`].
 const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
 
+/// The QoS 2 messages received from MQTT clients and not yet released
+/// (PUBREL): one per client ID and packet id, the first one kept, as
+/// nats-server 2.15.1 keeps them.
+pub(crate) const QOS2IN: &str = "$MQTT_qos2in";
+/// The subject prefix of [`QOS2IN`] (`<prefix><client id>.<packet id>`).
+const QOS2IN_PREFIX: &str = "$MQTT.qos2.in.";
+/// nats-server 2.15.1's configuration of [`QOS2IN`].
+const QOS2IN_CONFIG: &str = r#"{"name":"$MQTT_qos2in","subjects":["$MQTT.qos2.in.>"],"retention":"limits","discard":"new","max_msgs_per_subject":1,"discard_new_per_subject":true,"storage":"file","num_replicas":1}"#;
+
+/// A QoS 2 message received and stored, waiting for its PUBREL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Qos2In {
+    /// The NATS subject it goes to.
+    pub subject: String,
+    /// The MQTT topic it was published with.
+    pub topic: String,
+    pub retain: bool,
+    pub payload: bytes::Bytes,
+}
+
 /// A QoS 1 subscription's JetStream side: its durable consumer and the
 /// internal subscription that takes the consumer's deliveries into the
 /// connection's session (with the bridge's own subscription id).
@@ -153,11 +173,17 @@ impl Jsa {
     /// NATS subscribers) for the QoS 1 subscriptions, durably. Nothing is
     /// stored while the account has no `$MQTT_msgs` stream: no QoS 1
     /// subscription was ever made, so no one would read it.
-    pub(crate) fn store_qos1(&self, subject: &str, payload: &[u8]) -> Result<(), JsaError> {
+    /// `qos` (1 or 2) is the one it was published with (its `Nmqtt-Pub`).
+    pub(crate) fn store_qos1(
+        &self,
+        subject: &str,
+        qos: u8,
+        payload: &[u8],
+    ) -> Result<(), JsaError> {
         let Some(stream) = self.js.stream(MSGS) else {
             return Ok(());
         };
-        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", 1).build();
+        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", qos).build();
         stream.store_internal(&format!("{MSGS_PREFIX}{subject}"), &hdr, payload)?;
         stream.wait_durable().map_err(JsaError::NotDurable)
     }
@@ -287,6 +313,76 @@ impl Jsa {
     /// session is resumed.
     pub(crate) fn detach_qos1(&self, q: &Qos1Sub) {
         self.account.sublist.remove(&q.sub);
+    }
+
+    /// Stores a QoS 2 PUBLISH of client `client_id` with packet id `pi`
+    /// until its PUBREL, durably (before the PUBREC). A resend of the same
+    /// packet id before the PUBREL keeps the first one.
+    pub(crate) fn store_qos2_in(
+        &self,
+        client_id: &str,
+        pi: u16,
+        m: &Qos2In,
+    ) -> Result<(), JsaError> {
+        let stream =
+            crate::jetstream::api::ensure_stream(&self.js, QOS2IN, QOS2IN_CONFIG.as_bytes())?;
+        let key = format!("{QOS2IN_PREFIX}{client_id}.{pi}");
+        if stream.last_by_subject(&key)?.is_some() {
+            return Ok(());
+        }
+        let hdr = HeaderBuilder::new()
+            .add("Nmqtt-Pub", 2)
+            .add("Nmqtt-Subject", &m.subject)
+            .add("Nmqtt-RTopic", &m.topic)
+            .add("Nmqtt-RFlags", (2 << 1) | u8::from(m.retain))
+            .build();
+        stream.store_internal(&key, &hdr, &m.payload)?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// The QoS 2 message of client `client_id` with packet id `pi` waiting
+    /// for its PUBREL, if any.
+    pub(crate) fn qos2_in(&self, client_id: &str, pi: u16) -> Result<Option<Qos2In>, JsaError> {
+        let Some(stream) = self.js.stream(QOS2IN) else {
+            return Ok(None);
+        };
+        let Some(m) = stream.last_by_subject(&format!("{QOS2IN_PREFIX}{client_id}.{pi}"))? else {
+            return Ok(None);
+        };
+        let (Some(subject), Some(topic)) = (
+            headers::get(&m.hdr, "Nmqtt-Subject"),
+            headers::get(&m.hdr, "Nmqtt-RTopic"),
+        ) else {
+            return Ok(None);
+        };
+        let retain = headers::get(&m.hdr, "Nmqtt-RFlags")
+            .and_then(|f| f.trim().parse::<u8>().ok())
+            .is_some_and(|f| f & 1 == 1);
+        Ok(Some(Qos2In {
+            subject: subject.trim().to_owned(),
+            topic: topic.to_owned(),
+            retain,
+            payload: m.data,
+        }))
+    }
+
+    /// Forgets the QoS 2 message of `client_id` with packet id `pi` (all
+    /// of the client's with `None`: a clean session starts without them),
+    /// durably.
+    pub(crate) fn forget_qos2_in(&self, client_id: &str, pi: Option<u16>) -> Result<(), JsaError> {
+        let Some(stream) = self.js.stream(QOS2IN) else {
+            return Ok(());
+        };
+        let filter = match pi {
+            Some(pi) => format!("{QOS2IN_PREFIX}{client_id}.{pi}"),
+            None => format!("{QOS2IN_PREFIX}{client_id}.*"),
+        };
+        stream.purge(&Purge {
+            filter: Some(filter),
+            seq: None,
+            keep: None,
+        })?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
     }
 
     /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the

@@ -47,6 +47,11 @@ Scenarios (each bounded by 20 s):
 - unsubscribe_in_persistent_session_is_remembered
 - persistent_session_record_is_stored_in_mqtt_sess
 - persistent_session_taken_over_while_connected_is_present
+- qos2_publish_is_delivered_once_after_pubrel
+- qos2_publish_resent_before_pubrel_is_delivered_once
+- pubrel_for_an_unknown_packet_id_gets_pubcomp
+- paho_qos2_publish_completes_and_reaches_nats_with_its_qos
+- qos2_will_is_published_on_abrupt_close
 
 Prints `ok <name>` / `FAIL <name>: <why>` and `N passed, M failed` last;
 exits 3 when paho-mqtt or nats-py is missing.
@@ -987,6 +992,99 @@ def persistent_session_taken_over_while_connected_is_present():
     wipe(cid)
 
 
+# ------------------------------------------------------------- QoS 2 in
+
+
+def qos2_publish_is_delivered_once_after_pubrel():
+    s0 = Client().connect()
+    s1 = Client().connect()
+    assert s0.subscribe(["q2a/t"], qos=0) == [0]
+    assert s1.subscribe(["q2a/t"], qos=1) == [1]
+    s = raw_connect("q2a" + uuid.uuid4().hex[:6], 30)
+    s.sendall(packet(0x34, mqtt_str("q2a/t") + struct.pack("!H", 7) + b"hello"))
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 7]), "PUBREC"
+    settle()
+    assert s0.got() == [] and s1.got() == [], "nothing before the PUBREL"
+    s.sendall(bytes([0x62, 2, 0, 7]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 7]), "PUBCOMP"
+    wait_for(lambda: s0.got() and s1.got(), "delivery after the PUBREL")
+    settle()
+    assert s0.got() == [("q2a/t", b"hello", 0, False)], s0.got()
+    assert s1.got() == [("q2a/t", b"hello", 1, False)], s1.got()
+    s.close()
+    s0.close()
+    s1.close()
+
+
+def qos2_publish_resent_before_pubrel_is_delivered_once():
+    sub = Client().connect()
+    assert sub.subscribe(["q2b/t"], qos=1) == [1]
+    s = raw_connect("q2b" + uuid.uuid4().hex[:6], 30)
+    body = mqtt_str("q2b/t") + struct.pack("!H", 8) + b"once"
+    s.sendall(packet(0x34, body))
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 8])
+    s.sendall(packet(0x3C, body))  # DUP
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 8])
+    s.sendall(bytes([0x62, 2, 0, 8]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 8])
+    # A PUBREL sent again completes again and publishes nothing.
+    s.sendall(bytes([0x62, 2, 0, 8]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 8])
+    wait_for(lambda: sub.got(), "delivery")
+    settle()
+    assert sub.got() == [("q2b/t", b"once", 1, False)], sub.got()
+    s.close()
+    sub.close()
+
+
+def pubrel_for_an_unknown_packet_id_gets_pubcomp():
+    s = raw_connect("q2c" + uuid.uuid4().hex[:6], 30)
+    s.sendall(bytes([0x62, 2, 0, 99]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 99])
+    s.close()
+
+
+def paho_qos2_publish_completes_and_reaches_nats_with_its_qos():
+    got = []
+
+    async def go():
+        nc = await nats.connect(NATS_URL, user="alice", password="secret")
+
+        async def cb(m):
+            got.append((m.subject, m.data, (m.headers or {}).get("Nmqtt-Pub")))
+
+        await nc.subscribe("q2d.>", cb=cb)
+        await nc.flush()
+        pub = Client().connect()
+        pub.publish("q2d/t", b"two", qos=2)
+        pub.publish("q2d/r", b"kept", qos=2, retain=True)
+        await asyncio.sleep(0.5)
+        pub.close()
+        await nc.close()
+
+    run(go())
+    assert sorted(got) == [("q2d.r", b"kept", "2"), ("q2d.t", b"two", "2")], got
+    late = Client().connect()
+    assert late.subscribe(["q2d/r"], qos=1) == [1]
+    wait_for(lambda: late.got(), "the retained QoS 2 message")
+    assert late.got() == [("q2d/r", b"kept", 1, True)], late.got()
+    late.close()
+    wipe_retained = Client().connect()
+    wipe_retained.publish("q2d/r", b"", qos=1, retain=True)
+    wipe_retained.close()
+
+
+def qos2_will_is_published_on_abrupt_close():
+    watcher = Client().connect()
+    assert watcher.subscribe(["q2w/+"], qos=1) == [1]
+    s = raw_connect("q2w" + uuid.uuid4().hex[:6], 30, will=("q2w/gone", "bye"), will_qos=2)
+    s.close()
+    wait_for(lambda: watcher.got(), "the QoS 2 will")
+    settle()
+    assert watcher.got() == [("q2w/gone", b"bye", 1, False)], watcher.got()
+    watcher.close()
+
+
 SCENARIOS = [
     qos0_publish_reaches_mqtt_subscriber,
     mqtt_topics_reach_nats_as_mapped_subjects,
@@ -1026,6 +1124,11 @@ SCENARIOS = [
     unsubscribe_in_persistent_session_is_remembered,
     persistent_session_record_is_stored_in_mqtt_sess,
     persistent_session_taken_over_while_connected_is_present,
+    qos2_publish_is_delivered_once_after_pubrel,
+    qos2_publish_resent_before_pubrel_is_delivered_once,
+    pubrel_for_an_unknown_packet_id_gets_pubcomp,
+    paho_qos2_publish_completes_and_reaches_nats_with_its_qos,
+    qos2_will_is_published_on_abrupt_close,
 ]
 
 
