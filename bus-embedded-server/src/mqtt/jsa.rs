@@ -377,6 +377,10 @@ impl Jsa {
             Some(pi) => format!("{QOS2IN_PREFIX}{client_id}.{pi}"),
             None => format!("{QOS2IN_PREFIX}{client_id}.*"),
         };
+        // Most connections have none: no purge, no fsync.
+        if stream.subjects(&filter).is_empty() {
+            return Ok(());
+        }
         stream.purge(&Purge {
             filter: Some(filter),
             seq: None,
@@ -472,26 +476,65 @@ impl Jsa {
     }
 }
 
+/// A [`Jsa`] on a JetStream of its own in `dir`, for unit tests.
+#[cfg(test)]
+pub(super) fn open_for_tests(dir: &std::path::Path) -> Jsa {
+    let js = JetStream::open(crate::config::JetStreamConfig {
+        store_dir: dir.to_owned(),
+        ..crate::config::JetStreamConfig::default()
+    })
+    .expect("open");
+    let account = Arc::new_cyclic(|me| {
+        Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
+    });
+    Jsa {
+        js,
+        account,
+        ack_wait_nanos: 30_000_000_000,
+        max_ack_pending: 1024,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JetStreamConfig;
 
     fn open(dir: &std::path::Path) -> Jsa {
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
-        let account = Arc::new_cyclic(|me| {
-            Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
-        });
-        Jsa {
-            js,
-            account,
-            ack_wait_nanos: 30_000_000_000,
-            max_ack_pending: 1024,
-        }
+        open_for_tests(dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_qos2_message_is_kept_once_until_forgotten() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(a_qos2_message_is_kept_once_until_forgotten_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn a_qos2_message_is_kept_once_until_forgotten_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = open(dir.path());
+        let m = |payload: &'static [u8]| Qos2In {
+            subject: "a.b".into(),
+            topic: "a/b".into(),
+            retain: true,
+            payload: bytes::Bytes::from_static(payload),
+        };
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), None);
+        jsa.store_qos2_in("c", 7, &m(b"first")).unwrap();
+        // A resend before the PUBREL keeps the first.
+        jsa.store_qos2_in("c", 7, &m(b"resent")).unwrap();
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), Some(m(b"first")));
+        assert_eq!(jsa.qos2_in("other", 7).unwrap(), None);
+        jsa.forget_qos2_in("c", Some(7)).unwrap();
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), None);
+        jsa.store_qos2_in("c", 8, &m(b"x")).unwrap();
+        jsa.store_qos2_in("c", 9, &m(b"y")).unwrap();
+        jsa.store_qos2_in("d", 8, &m(b"z")).unwrap();
+        jsa.forget_qos2_in("c", None).unwrap();
+        assert_eq!(jsa.qos2_in("c", 8).unwrap(), None);
+        assert_eq!(jsa.qos2_in("c", 9).unwrap(), None);
+        assert_eq!(jsa.qos2_in("d", 8).unwrap(), Some(m(b"z")));
     }
 
     fn topics(found: &[Retained]) -> Vec<(&str, &[u8], u8)> {

@@ -256,6 +256,123 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn consumer(jsa: &Jsa, name: &str, deliver: &str) -> serde_json::Value {
+        let config = serde_json::json!({
+            "durable_name": name,
+            "deliver_subject": deliver,
+            "ack_policy": "explicit",
+            "filter_subject": format!("$MQTT.msgs.{name}"),
+        });
+        crate::jetstream::api::ensure_stream(
+            jsa.engine(),
+            MSGS,
+            br#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest"}"#,
+        )
+        .unwrap();
+        crate::jetstream::api::ensure_consumer(
+            jsa.engine(),
+            MSGS,
+            name,
+            config.to_string().as_bytes(),
+        )
+        .unwrap();
+        config
+    }
+
+    fn names(jsa: &Jsa) -> Vec<String> {
+        let mut v: Vec<String> = jsa
+            .engine()
+            .stream(MSGS)
+            .unwrap()
+            .consumers()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sweep_removes_clean_sessions_and_unnamed_mqtt_consumers_only() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(sweep_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn sweep_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = super::super::jsa::open_for_tests(dir.path());
+        let kept = consumer(&jsa, "K_1", "$MQTT.sub.1");
+        let clean = consumer(&jsa, "C_2", "$MQTT.sub.2");
+        consumer(&jsa, "O_3", "$MQTT.sub.3");
+        consumer(&jsa, "user", "not.mqtt");
+        let persistent = Record {
+            id: "p".into(),
+            subs: [("k".to_string(), 1)].into(),
+            cons: [("k".to_string(), kept)].into(),
+            ..Record::default()
+        };
+        save(&jsa, &persistent).unwrap();
+        save(
+            &jsa,
+            &Record {
+                id: "c".into(),
+                clean: true,
+                cons: [("c".to_string(), clean)].into(),
+                ..Record::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            sweep(&jsa).unwrap(),
+            Swept {
+                records: 1,
+                consumers: 1
+            }
+        );
+        assert_eq!(names(&jsa), vec!["K_1".to_string(), "user".to_string()]);
+        assert_eq!(load(&jsa, "p").unwrap(), Some(persistent));
+        assert_eq!(load(&jsa, "c").unwrap(), None);
+        // Nothing more the second time.
+        assert_eq!(sweep(&jsa).unwrap(), Swept::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_of_another_client_id_is_a_collision_and_wipe_removes_all() {
+        tokio::task::spawn_blocking(collision_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn collision_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = super::super::jsa::open_for_tests(dir.path());
+        let cfg = consumer(&jsa, "W_1", "$MQTT.sub.w");
+        let rec = Record {
+            id: "mine".into(),
+            cons: [("w".to_string(), cfg)].into(),
+            ..Record::default()
+        };
+        save(&jsa, &rec).unwrap();
+        // Someone else's record under this ID's subject.
+        let stream = jsa.engine().stream(SESS).unwrap();
+        stream
+            .store_internal(
+                &subject_of(&client_hash("theirs")),
+                &[],
+                br#"{"id":"mine"}"#,
+            )
+            .unwrap();
+        assert!(matches!(
+            load(&jsa, "theirs"),
+            Err(SessionError::Collision { .. })
+        ));
+        wipe(&jsa, &rec).unwrap();
+        assert_eq!(load(&jsa, "mine").unwrap(), None);
+        assert!(names(&jsa).is_empty());
+    }
+
     #[test]
     fn client_hash_is_nats_servers() {
         // As nats-server 2.15.1 names `$MQTT.sess.<hash>` for this ID.
