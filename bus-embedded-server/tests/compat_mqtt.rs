@@ -176,25 +176,6 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
     let port = server.mqtt_addr().expect("mqtt listener").port();
 
-    // Persistent session (clean session 0): CONNACK 3, server unavailable.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
-    s.write_all(&connect_packet("persist", 0x00, None))
-        .await
-        .expect("send");
-    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
-    assert!(closed(&mut s).await);
-
-    // A will with QoS 2 (flags: clean, will, will QoS 2): CONNACK 3.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
-    s.write_all(&connect_packet(
-        "willq2",
-        0x02 | 0x04 | 0x10,
-        Some(("w", "m")),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
-
     // QoS 2 subscriptions fail in the SUBACK; QoS 0 and 1 beside them work.
     let mut s = connected(port, "subq").await;
     let mut body = vec![0, 9];
@@ -204,13 +185,6 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     }
     s.write_all(&packet(0x82, &body)).await.expect("send");
     assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 1, 0, 0x80]);
-
-    // QoS 2 PUBLISH: the connection is closed.
-    let mut body = mqtt_str("t");
-    body.extend_from_slice(&[0, 1]);
-    body.extend_from_slice(b"x");
-    s.write_all(&packet(0x34, &body)).await.expect("send");
-    assert!(closed(&mut s).await, "QoS 2 publish must close");
 
     // Protocol level 3 (MQTT 3.1): CONNACK 1.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
@@ -225,8 +199,14 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
 /// A CONNECT with user `n` / password `p` (and a will when given, with
 /// its flag bits in `will_flags`).
 fn login_packet(client_id: &str, will_flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
+    login_packet_flags(client_id, 0x02 | will_flags, will)
+}
+
+/// [`login_packet`] with all the session and will flags in `flags` (0:
+/// a persistent session, no will).
+fn login_packet_flags(client_id: &str, flags: u8, will: Option<(&str, &str)>) -> Vec<u8> {
     let mut body = mqtt_str("MQTT");
-    body.extend_from_slice(&[4, 0x02 | 0x80 | 0x40 | will_flags, 0, 30]);
+    body.extend_from_slice(&[4, 0x80 | 0x40 | flags, 0, 30]);
     body.extend(mqtt_str(client_id));
     if let Some((t, m)) = will {
         body.extend(mqtt_str(t));
@@ -264,6 +244,14 @@ async fn retained_messages_in_an_account_without_jetstream_are_refused() {
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
     assert!(closed(&mut s).await);
 
+    // A persistent session cannot be kept: CONNACK 3.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet_flags("nojs-persist", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 3]);
+    assert!(closed(&mut s).await);
+
     // QoS 1 needs no JetStream: acknowledged.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
     s.write_all(&login_packet("nojs", 0, None))
@@ -278,6 +266,18 @@ async fn retained_messages_in_an_account_without_jetstream_are_refused() {
     // A retained PUBLISH: closed, nothing acknowledged.
     s.write_all(&packet(0x33, &body)).await.expect("send");
     assert!(closed(&mut s).await, "retained publish must close");
+
+    // A QoS 2 PUBLISH cannot be stored until its PUBREL: closed, no PUBREC.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    s.write_all(&login_packet("nojs-q2", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    s.write_all(&packet(0x34, &body)).await.expect("send");
+    assert!(
+        closed(&mut s).await,
+        "QoS 2 publish without JetStream must close"
+    );
     server.shutdown(Duration::from_secs(2)).await;
 }
 

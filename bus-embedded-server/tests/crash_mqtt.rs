@@ -5,7 +5,12 @@
 //! restarted on the same store directory, with the same raw MQTT packets.
 //! (nats-server 2.15.1 acknowledges the removal before it is durable: a
 //! removed retained message was seen to come back after its SIGKILL, so
-//! on it only the kept messages are asserted.)
+//! on it only the kept messages are asserted.) Also: a persistent
+//! session's QoS 1 subscription gets every message acknowledged while it
+//! was away, across the SIGKILL, with session-present 1 (both servers);
+//! and on ours a clean session's consumer left by the SIGKILL is swept
+//! at the account's first connection after the restart; a QoS 2 message
+//! PUBRECed before the SIGKILL is published by its PUBREL after it (both).
 
 mod mqtt_raw;
 mod server_process;
@@ -143,4 +148,280 @@ async fn acknowledged_retained_messages_survive_sigkill_on_nats_server() {
         got.iter().all(|m| expected.contains(m)),
         "nats-server kept something never acknowledged: {got:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Persistent sessions: what a QoS 1 subscriber with clean session 0 was
+// promised survives a SIGKILL of the server.
+
+/// CONNECT with `flags` (0 = persistent session), retrying while the
+/// listener comes up; returns the connection and the session-present flag.
+async fn connect_with(port: u16, client_id: &str, flags: u8) -> (TcpStream, bool) {
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
+            s.write_all(&connect_packet(client_id, flags, None))
+                .await
+                .expect("send");
+            let ack = read_n(&mut s, 4).await;
+            assert_eq!((ack[0], ack[1], ack[3]), (0x20, 2, 0), "CONNACK {ack:?}");
+            return (s, ack[2] & 1 == 1);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no MQTT listener on {port}");
+}
+
+/// SUBSCRIBE to `filter` at QoS 1, granted QoS 1.
+async fn subscribe_qos1(s: &mut TcpStream, filter: &str) {
+    let mut body = vec![0, 7];
+    body.extend(mqtt_str(filter));
+    body.push(1);
+    s.write_all(&packet(0x82, &body)).await.expect("send");
+    assert_eq!(read_n(s, 5).await, [0x90, 3, 0, 7, 1], "SUBACK");
+}
+
+/// A QoS 1 PUBLISH, returning once it is acknowledged.
+async fn publish_qos1(s: &mut TcpStream, topic: &str, id: u16, payload: &[u8]) {
+    let mut body = mqtt_str(topic);
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload);
+    s.write_all(&packet(0x32, &body)).await.expect("send");
+    let mut ack = vec![0x40, 2];
+    ack.extend_from_slice(&id.to_be_bytes());
+    assert_eq!(read_n(s, 4).await, ack, "PUBACK for {topic}");
+}
+
+/// The payloads of the QoS 1 PUBLISHes that arrive (each acknowledged)
+/// until `want` distinct ones came or nothing came for 3 s.
+async fn qos1_received(s: &mut TcpStream, want: usize) -> std::collections::BTreeSet<Vec<u8>> {
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < want {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut first)).await {
+            Err(_) => break,
+            Ok(r) => {
+                r.expect("read");
+            }
+        }
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = read_n(s, 1).await[0];
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let rest = read_n(s, len).await;
+        assert_eq!(first[0] & 0xf0, 0x30, "a PUBLISH");
+        assert_eq!(first[0] & 0x06, 2, "QoS 1");
+        let tlen = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let id = [rest[2 + tlen], rest[3 + tlen]];
+        s.write_all(&[0x40, 2, id[0], id[1]]).await.expect("PUBACK");
+        got.insert(rest[4 + tlen..].to_vec());
+    }
+    got
+}
+
+const AWAY: usize = 20;
+
+fn away_payload(i: usize) -> Vec<u8> {
+    format!("away-{i}").into_bytes()
+}
+
+/// Before the crash: a persistent QoS 1 subscriber leaves (DISCONNECT),
+/// then [`AWAY`] QoS 1 messages are published and acknowledged.
+async fn persistent_before_crash(port: u16) {
+    let (mut s, present) = connect_with(port, "keeper", 0x00).await;
+    assert!(!present, "a new session is not present");
+    subscribe_qos1(&mut s, "away/t").await;
+    s.write_all(&[0xe0, 0]).await.expect("DISCONNECT");
+    drop(s);
+    let mut p = connected(port, "away-writer").await;
+    for i in 0..AWAY {
+        let id = u16::try_from(i + 1).expect("small");
+        publish_qos1(&mut p, "away/t", id, &away_payload(i)).await;
+    }
+}
+
+/// After the restart: the session is present and every acknowledged
+/// message arrives without a new SUBSCRIBE.
+async fn persistent_after_restart(port: u16) -> (bool, std::collections::BTreeSet<Vec<u8>>) {
+    let (mut s, present) = connect_with(port, "keeper", 0x00).await;
+    let got = qos1_received(&mut s, AWAY).await;
+    (present, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_qos1_session_gets_every_acknowledged_message_after_sigkill_on_ours() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqtt_port = free_port();
+    let config = dir.path().join("server.conf");
+    std::fs::write(
+        &config,
+        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let store = dir.path().join("store");
+    let log = dir.path().join("server.log");
+    let mut server = server_process::start_with(&store, &log, &["-c", &config]);
+    persistent_before_crash(mqtt_port).await;
+    server.sigkill();
+    let server = server_process::start_with(&store, &log, &["-c", &config]);
+    let (present, got) = persistent_after_restart(mqtt_port).await;
+    assert!(present, "session present after the restart");
+    let want: std::collections::BTreeSet<_> = (0..AWAY).map(away_payload).collect();
+    assert_eq!(got, want, "log:\n{}", server.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_qos1_session_gets_every_acknowledged_message_after_sigkill_on_nats_server() {
+    let mqtt_port = free_port();
+    let mut server = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!("mqtt {{ port: {mqtt_port} }}\n")),
+        ..ServerOptions::default()
+    })
+    .await;
+    persistent_before_crash(mqtt_port).await;
+    server.restart().await;
+    let (present, got) = persistent_after_restart(mqtt_port).await;
+    assert!(present, "session present after the restart");
+    let want: std::collections::BTreeSet<_> = (0..AWAY).map(away_payload).collect();
+    assert_eq!(got, want);
+}
+
+/// The names of the consumers of `$MQTT_msgs`.
+async fn msgs_consumers(url: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let nc = async_nats::connect(url).await.expect("nats connect");
+    let js = async_nats::jetstream::new(nc);
+    let stream = js.get_stream("$MQTT_msgs").await.expect("$MQTT_msgs");
+    let mut names: Vec<String> = stream
+        .consumer_names()
+        .map(|n| n.expect("consumer name"))
+        .collect()
+        .await;
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_sessions_qos1_consumer_left_by_sigkill_is_removed_after_restart_on_ours() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqtt_port = free_port();
+    let config = dir.path().join("server.conf");
+    std::fs::write(
+        &config,
+        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let store = dir.path().join("store");
+    let log = dir.path().join("server.log");
+    let mut server = server_process::start_with(&store, &log, &["-c", &config]);
+    // A persistent session's consumer (must stay) and a clean session's,
+    // connected when the server dies (must go).
+    let (mut keeper, _) = connect_with(mqtt_port, "kept", 0x00).await;
+    subscribe_qos1(&mut keeper, "kept/t").await;
+    keeper.write_all(&[0xe0, 0]).await.expect("DISCONNECT");
+    drop(keeper);
+    let (mut clean, _) = connect_with(mqtt_port, "orphan", 0x02).await;
+    subscribe_qos1(&mut clean, "orphan/t").await;
+    let before = msgs_consumers(&server.url).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    server.sigkill();
+    drop(clean);
+    let server = server_process::start_with(&store, &log, &["-c", &config]);
+    // The first MQTT connection of the account sweeps.
+    let (_poke, present) = connect_with(mqtt_port, "poke", 0x02).await;
+    assert!(!present);
+    let after = msgs_consumers(&server.url).await;
+    let kept_prefix = format!("{}_", short_hash("kept"));
+    assert_eq!(after.len(), 1, "{after:?}\nlog:\n{}", server.log_text());
+    assert!(after[0].starts_with(&kept_prefix), "{after:?}");
+    // And the persistent session is still served from it.
+    let (mut keeper, present) = connect_with(mqtt_port, "kept", 0x00).await;
+    assert!(present);
+    let mut p = connected(mqtt_port, "kept-writer").await;
+    publish_qos1(&mut p, "kept/t", 1, b"still here").await;
+    let got = qos1_received(&mut keeper, 1).await;
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        vec![b"still here".to_vec()]
+    );
+}
+
+/// nats-server's 8-character hash of a client ID (its consumers' prefix).
+fn short_hash(id: &str) -> String {
+    use sha2::Digest;
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    sha2::Sha256::digest(id.as_bytes())[..8]
+        .iter()
+        .map(|b| DIGITS[usize::from(*b) % 62] as char)
+        .collect()
+}
+
+/// A QoS 2 PUBLISH answered with PUBREC before the SIGKILL is released
+/// by its PUBREL after the restart: PUBCOMP, and a persistent QoS 1
+/// subscriber gets it.
+async fn qos2_released_after_restart(port: u16, restart: impl std::future::Future<Output = ()>) {
+    let (mut sub, _) = connect_with(port, "q2-reader", 0x00).await;
+    subscribe_qos1(&mut sub, "q2crash/t").await;
+    sub.write_all(&[0xe0, 0]).await.expect("DISCONNECT");
+    drop(sub);
+    let (mut p, _) = connect_with(port, "q2-writer", 0x00).await;
+    let mut body = mqtt_str("q2crash/t");
+    body.extend_from_slice(&[0, 9]);
+    body.extend_from_slice(b"exactly once");
+    p.write_all(&packet(0x34, &body)).await.expect("send");
+    assert_eq!(read_n(&mut p, 4).await, [0x50, 2, 0, 9], "PUBREC");
+    restart.await;
+    drop(p);
+    let (mut p, present) = connect_with(port, "q2-writer", 0x00).await;
+    assert!(present);
+    p.write_all(&[0x62, 2, 0, 9]).await.expect("PUBREL");
+    assert_eq!(read_n(&mut p, 4).await, [0x70, 2, 0, 9], "PUBCOMP");
+    let (mut sub, present) = connect_with(port, "q2-reader", 0x00).await;
+    assert!(present);
+    let got = qos1_received(&mut sub, 1).await;
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        vec![b"exactly once".to_vec()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_on_ours() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqtt_port = free_port();
+    let config = dir.path().join("server.conf");
+    std::fs::write(
+        &config,
+        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let store = dir.path().join("store");
+    let log = dir.path().join("server.log");
+    let mut server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+    let restart = async {
+        if let Some(mut s) = server.take() {
+            s.sigkill();
+        }
+        server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+    };
+    qos2_released_after_restart(mqtt_port, restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_on_nats_server() {
+    let mqtt_port = free_port();
+    let mut server = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!("mqtt {{ port: {mqtt_port} }}\n")),
+        ..ServerOptions::default()
+    })
+    .await;
+    qos2_released_after_restart(mqtt_port, server.restart()).await;
 }

@@ -384,6 +384,18 @@ pub fn puback(out: &mut BytesMut, id: u16) {
     out.put_u16(id);
 }
 
+/// PUBREC for `id` (QoS 2, first answer: the message is stored).
+pub fn pubrec(out: &mut BytesMut, id: u16) {
+    out.put_slice(&[0x50, 2]);
+    out.put_u16(id);
+}
+
+/// PUBCOMP for `id` (QoS 2, answer to PUBREL: the exchange is over).
+pub fn pubcomp(out: &mut BytesMut, id: u16) {
+    out.put_slice(&[0x70, 2]);
+    out.put_u16(id);
+}
+
 /// UNSUBACK for `id`.
 pub fn unsuback(out: &mut BytesMut, id: u16) {
     out.put_slice(&[0xb0, 2]);

@@ -1,7 +1,7 @@
 //! One MQTT connection: CONNECT and its checks, then the bridge between
 //! the client's MQTT packets and the NATS session that stands for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,7 @@ use super::Sessions;
 use super::codec::{self, Connect, Packet, Publish};
 use super::jsa::Jsa;
 use super::server_ops::{self, ServerOp};
+use super::session::{self, Record, SessionError};
 use super::topic;
 use crate::outbound::Client;
 use crate::state::ServerState;
@@ -37,6 +38,7 @@ const SUBACK_FAILURE: u8 = 0x80;
 /// same message.
 const QOS0_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:0\r\n\r\n";
 const QOS1_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:1\r\n\r\n";
+const QOS2_HEADER: &[u8] = b"NATS/1.0\r\nNmqtt-Pub:2\r\n\r\n";
 
 /// The text of the session's answer to a publish the permissions deny.
 const PUB_DENIED: &str = "Permissions Violation for Publish to \"";
@@ -146,12 +148,17 @@ pub(super) async fn serve(
         Some(info),
     ));
     let (nats_rd, nats_wr) = tokio::io::split(ours);
+    let hash = session::client_hash(&client_id);
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_secs(u64::from(connect.keep_alive) * 3 / 2));
     let mut bridge = Bridge {
         shared: Arc::clone(&shared),
         peer,
         client_id,
+        hash,
+        clean: connect.clean_session,
+        registered: false,
+        session_lock: None,
         conn: id,
         sessions,
         kick: Arc::new(Notify::new()),
@@ -209,23 +216,7 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
             format!("invalid character in client ID {:?}", c.client_id),
         ));
     }
-    if !c.clean_session {
-        return Err((
-            RC_SERVER_UNAVAILABLE,
-            "persistent sessions (clean session flag 0) are not supported yet by this server"
-                .into(),
-        ));
-    }
     if let Some(w) = &c.will {
-        if w.qos > 1 {
-            return Err((
-                RC_SERVER_UNAVAILABLE,
-                format!(
-                    "will messages with QoS {} are not supported yet by this server",
-                    w.qos
-                ),
-            ));
-        }
         if w.topic.is_empty() {
             return Err((RC_SERVER_UNAVAILABLE, "empty will topic".into()));
         }
@@ -260,6 +251,17 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     line.extend_from_slice(o.to_string().as_bytes());
     line.extend_from_slice(b"\r\n");
     line
+}
+
+/// The key of a QoS 1 filter's consumer in a session record, as
+/// nats-server keys it: the filter's subject (`i` 0), `<parent> fwc` for
+/// the parent level a `#` filter also takes (`i` 1).
+fn qos1_key(subject: &str, i: usize) -> String {
+    if i == 0 {
+        subject.to_owned()
+    } else {
+        format!("{subject} fwc")
+    }
 }
 
 /// A JetStream ack subject's consumer part and stream sequence
@@ -308,10 +310,18 @@ enum Barrier {
         subject: String,
         puback: Option<u16>,
         retained: Option<Retain>,
-        /// QoS 1: the payload, for the QoS 1 subscriptions' stream.
-        qos1: Option<bytes::Bytes>,
+        /// QoS 1 or 2: its QoS and payload, for the QoS 1 subscriptions'
+        /// stream.
+        qos1: Option<(u8, bytes::Bytes)>,
+        /// A released QoS 2 message: the PUBCOMP to send once it is
+        /// stored (and forgotten in `$MQTT_qos2in`).
+        pubcomp: Option<u16>,
         denied: bool,
     },
+    /// A QoS 2 PUBLISH to store until its PUBREL, then PUBREC.
+    Qos2Received(u16, super::jsa::Qos2In),
+    /// A PUBREL: the stored QoS 2 message to publish.
+    PubRel(u16),
     /// SUBSCRIBE `id`: per filter, what was asked and its return code.
     SubAck(u16, Vec<SubEntry>),
     /// UNSUBSCRIBE `id`, with the JetStream sides to end.
@@ -357,16 +367,25 @@ struct WillMsg {
 /// Work after a barrier that may block (JetStream), done in order so the
 /// client sees acknowledgements in the order of its packets (MQTT-4.6.0-2).
 enum Job {
+    /// Takes the client ID over, finds its stored session (resumed, or
+    /// wiped for a clean session), then CONNACK.
+    Connect,
     /// Stores the retained message of `subject` (or removes it, for an
     /// empty payload) and the QoS 1 message for the QoS 1 subscriptions,
     /// then PUBACKs `puback`.
     Store {
         subject: String,
         retain: Option<Retain>,
-        qos1: Option<bytes::Bytes>,
+        qos1: Option<(u8, bytes::Bytes)>,
         puback: Option<u16>,
+        pubcomp: Option<u16>,
     },
     PubAck(u16),
+    /// Stores a QoS 2 message until its PUBREL, then PUBREC.
+    Qos2Store(u16, super::jsa::Qos2In),
+    /// Publishes the QoS 2 message released by a PUBREL (PUBCOMP once
+    /// stored; at once when there is none).
+    PubRel(u16),
     /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
     /// messages of the filters granted.
     SubAck(u16, Vec<SubEntry>),
@@ -415,15 +434,26 @@ enum End {
     TakenOver,
     /// Refused at CONNECT by authentication.
     NotAuthorized,
-    /// Refused at CONNECT after authentication: the will needs JetStream,
-    /// which the account lacks (CONNACK 3).
-    Unavailable,
+    /// Refused at CONNECT after authentication, with this CONNACK return
+    /// code (a retained will or a persistent session without JetStream in
+    /// the account, a session record of another client ID, a store error).
+    Refused(u8),
 }
 
 struct Bridge {
     shared: Arc<ServerState>,
     peer: SocketAddr,
     client_id: String,
+    /// nats-server's hash of the client ID (its consumers' name prefix).
+    hash: String,
+    /// The clean session flag: a persistent session (`false`) keeps its
+    /// record in `$MQTT_sess` and its consumers past the connection.
+    clean: bool,
+    /// Registered in [`Sessions`] under the client ID (released at the end).
+    registered: bool,
+    /// Held from CONNECT to the end: no other connection of this client
+    /// ID uses its session meanwhile.
+    session_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     conn: u64,
     sessions: Arc<Sessions>,
     kick: Arc<Notify>,
@@ -571,7 +601,10 @@ impl Bridge {
             Packet::Unsubscribe(id, filters) => {
                 let mut ended = Vec::new();
                 for f in filters {
-                    if let Some(old) = self.filters.remove(&f) {
+                    let Ok(subject) = topic::filter_to_subject(&f) else {
+                        continue;
+                    };
+                    if let Some(old) = self.filters.remove(&subject) {
                         ended.extend(self.drop_filter(old));
                     }
                 }
@@ -598,8 +631,17 @@ impl Bridge {
                 }
                 None
             }
+            Packet::PubRel(id) => {
+                if self.jsa.is_some() {
+                    self.ping_barrier(Barrier::PubRel(id));
+                } else {
+                    // Nothing can have been stored.
+                    codec::pubcomp(&mut self.out, id);
+                }
+                None
+            }
             // Nothing is sent with QoS 2, so there is nothing to ack.
-            Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+            Packet::PubRec(_) | Packet::PubComp(_) => {
                 tracing::warn!(
                     "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
                     self.peer
@@ -610,9 +652,9 @@ impl Bridge {
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
-        if p.qos > 1 {
+        if p.qos > 1 && self.jsa.is_none() {
             tracing::warn!(
-                "{} - mqtt: PUBLISH with QoS {} is not supported yet by this server; closing",
+                "{} - mqtt: PUBLISH with QoS {} needs JetStream, which the account lacks; closing",
                 self.peer,
                 p.qos
             );
@@ -636,6 +678,22 @@ impl Bridge {
             tracing::warn!("{} - mqtt: maximum payload exceeded", self.peer);
             return Some(End::Abnormal);
         }
+        if p.qos == 2 {
+            // Stored until its PUBREL, which publishes it (once).
+            let Some(id) = p.packet_id else {
+                return Some(End::Abnormal);
+            };
+            self.ping_barrier(Barrier::Qos2Received(
+                id,
+                super::jsa::Qos2In {
+                    subject,
+                    topic: p.topic,
+                    retain: p.retain,
+                    payload: p.payload,
+                },
+            ));
+            return None;
+        }
         self.hpub(&subject, p.qos, &p.payload);
         let puback = if p.qos == 1 { p.packet_id } else { None };
         if puback.is_some() || p.retain {
@@ -648,7 +706,8 @@ impl Bridge {
                 subject,
                 puback,
                 retained,
-                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| p.payload.clone()),
+                qos1: (p.qos == 1 && self.jsa.is_some()).then(|| (1, p.payload.clone())),
+                pubcomp: None,
                 denied: false,
             });
         }
@@ -657,7 +716,11 @@ impl Bridge {
 
     /// A publish to the session, with the header that tells its QoS.
     fn hpub(&mut self, subject: &str, qos: u8, payload: &[u8]) {
-        let hdr = if qos == 0 { QOS0_HEADER } else { QOS1_HEADER };
+        let hdr = match qos {
+            0 => QOS0_HEADER,
+            1 => QOS1_HEADER,
+            _ => QOS2_HEADER,
+        };
         let h = hdr.len();
         self.nats_out
             .extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + payload.len()).as_bytes());
@@ -670,20 +733,78 @@ impl Bridge {
     async fn run_jobs(&mut self) -> Option<End> {
         while let Some(job) = self.jobs.pop_front() {
             match job {
+                Job::Connect => {
+                    if let Some(end) = self.connect_session().await {
+                        return Some(end);
+                    }
+                }
                 Job::PubAck(id) => codec::puback(&mut self.out, id),
+                Job::Qos2Store(id, m) => {
+                    let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
+                    match tokio::task::spawn_blocking(move || jsa.store_qos2_in(&cid, id, &m)).await
+                    {
+                        Ok(Ok(())) => codec::pubrec(&mut self.out, id),
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: QoS 2 message not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
+                Job::PubRel(id) => {
+                    let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
+                    match tokio::task::spawn_blocking(move || jsa.qos2_in(&cid, id)).await {
+                        Ok(Ok(Some(m))) => {
+                            self.hpub(&m.subject, 2, &m.payload);
+                            self.ping_barrier(Barrier::Published {
+                                subject: m.subject,
+                                puback: None,
+                                retained: m.retain.then(|| Retain {
+                                    topic: m.topic,
+                                    qos: 2,
+                                    payload: m.payload.clone(),
+                                }),
+                                qos1: Some((2, m.payload)),
+                                pubcomp: Some(id),
+                                denied: false,
+                            });
+                        }
+                        // Released already (a PUBREL sent again) or never
+                        // received: the exchange is over all the same.
+                        Ok(Ok(None)) => codec::pubcomp(&mut self.out, id),
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: QoS 2 message not read: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
                 Job::Store {
                     subject,
                     retain,
                     qos1,
                     puback,
+                    pubcomp,
                 } => {
                     let jsa = self.jsa.clone()?;
+                    let cid = self.client_id.clone();
                     let stored = tokio::task::spawn_blocking(move || {
                         if let Some(r) = &retain {
                             jsa.store_retained(&subject, &r.topic, r.qos, &r.payload)?;
                         }
-                        if let Some(payload) = &qos1 {
-                            jsa.store_qos1(&subject, payload)?;
+                        if let Some((qos, payload)) = &qos1 {
+                            jsa.store_qos1(&subject, *qos, payload)?;
+                        }
+                        if let Some(id) = pubcomp {
+                            jsa.forget_qos2_in(&cid, Some(id))?;
                         }
                         Ok::<_, super::jsa::JsaError>(())
                     })
@@ -702,13 +823,24 @@ impl Bridge {
                     if let Some(id) = puback {
                         codec::puback(&mut self.out, id);
                     }
+                    if let Some(id) = pubcomp {
+                        codec::pubcomp(&mut self.out, id);
+                    }
                 }
                 Job::UnsubAck(id, ended) => {
                     self.end_qos1(ended).await;
+                    // Stored before the UNSUBACK that says it is gone.
+                    if let Some(end) = self.save_session().await {
+                        return Some(end);
+                    }
                     codec::unsuback(&mut self.out, id);
                 }
                 Job::SubAck(id, mut entries) => {
-                    if let Some(end) = self.start_qos1(&mut entries).await {
+                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new()).await {
+                        return Some(end);
+                    }
+                    // Stored before the SUBACK that promises it.
+                    if let Some(end) = self.save_session().await {
                         return Some(end);
                     }
                     let codes: Vec<u8> = entries.iter().map(|e| e.code).collect();
@@ -811,7 +943,7 @@ impl Bridge {
                     continue;
                 }
             };
-            if let Some(f) = self.filters.get(&filter) {
+            if let Some(f) = self.filters.get(&subject) {
                 // The same filter again keeps the subscription (and the
                 // QoS it was granted).
                 entries.push(SubEntry {
@@ -821,42 +953,200 @@ impl Bridge {
                 });
                 continue;
             }
-            let mut subjects = vec![subject.clone()];
-            if let Some(parent) = topic::level_up_subject(&subject) {
-                subjects.push(parent.to_owned());
-            }
-            let mut sids = Vec::new();
-            for s in &subjects {
-                let sid = self.next_sid;
-                self.next_sid += 1;
-                self.nats_out
-                    .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
-                // Deliveries are filtered by the MQTT filter's subject.
-                self.sids.insert(
-                    sid,
-                    SidInfo {
-                        filter: subject.clone(),
-                        qos1: qos == 1,
-                        js: false,
-                    },
-                );
-                sids.push(sid);
-            }
-            self.filters.insert(
-                filter.clone(),
-                Filter {
-                    sids,
-                    qos,
-                    js: Vec::new(),
-                },
-            );
+            let subjects = self.add_filter(&subject, qos);
             entries.push(SubEntry {
-                filter: Some(filter),
+                filter: Some(subject),
                 subjects,
                 code: qos,
             });
         }
         self.ping_barrier(Barrier::SubAck(id, entries));
+    }
+
+    /// The NATS subscriptions of the filter with NATS subject `subject`
+    /// (its subject, and for `a/#` also `a`), registered as a filter
+    /// granted `qos`; returns the subjects.
+    fn add_filter(&mut self, subject: &str, qos: u8) -> Vec<String> {
+        let mut subjects = vec![subject.to_owned()];
+        if let Some(parent) = topic::level_up_subject(subject) {
+            subjects.push(parent.to_owned());
+        }
+        let mut sids = Vec::new();
+        for s in &subjects {
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            self.nats_out
+                .extend_from_slice(format!("SUB {s} {sid}\r\n").as_bytes());
+            // Deliveries are filtered by the MQTT filter's subject.
+            self.sids.insert(
+                sid,
+                SidInfo {
+                    filter: subject.to_owned(),
+                    qos1: qos == 1,
+                    js: false,
+                },
+            );
+            sids.push(sid);
+        }
+        self.filters.insert(
+            subject.to_owned(),
+            Filter {
+                sids,
+                qos,
+                js: Vec::new(),
+            },
+        );
+        subjects
+    }
+
+    /// CONNECT's session step, once authenticated: takes the client ID
+    /// over (and waits until the connection it took it from has ended),
+    /// sweeps the account's leftovers of a previous run (once), then finds
+    /// the stored session. A clean session wipes it; a persistent one
+    /// resumes it (session present) or stores a new, empty one, before
+    /// the CONNACK.
+    async fn connect_session(&mut self) -> Option<End> {
+        self.sessions
+            .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
+        self.registered = true;
+        let lock = self.sessions.registry.lock(&self.client_id);
+        match tokio::time::timeout(Duration::from_secs(10), lock).await {
+            Ok(g) => self.session_lock = Some(g),
+            Err(_) => {
+                tracing::warn!(
+                    "{} - mqtt: CONNECT refused: the previous connection of client ID {:?} \
+                     did not end in time",
+                    self.peer,
+                    self.client_id
+                );
+                return Some(End::Refused(RC_SERVER_UNAVAILABLE));
+            }
+        }
+        let mut present = false;
+        let mut resumed = None;
+        if let Some(jsa) = self.jsa.clone() {
+            let account = self.client.account_name().to_owned();
+            if let Err(e) = self.sessions.registry.swept(&account, &jsa).await {
+                tracing::warn!("{} - mqtt: leftover sessions not swept: {e}", self.peer);
+            }
+            let (cid, clean) = (self.client_id.clone(), self.clean);
+            let found = tokio::task::spawn_blocking(move || {
+                if clean {
+                    // A clean session starts without QoS 2 messages left
+                    // unreleased by an earlier connection.
+                    jsa.forget_qos2_in(&cid, None)?;
+                }
+                match session::load(&jsa, &cid)? {
+                    // MQTT-3.1.2-6: a clean session discards the old one.
+                    Some(rec) if clean || rec.clean => session::wipe(&jsa, &rec)?,
+                    Some(rec) => return Ok(Some(rec)),
+                    None => {}
+                }
+                if !clean {
+                    session::save(
+                        &jsa,
+                        &Record {
+                            id: cid,
+                            ..Record::default()
+                        },
+                    )?;
+                }
+                Ok::<_, SessionError>(None)
+            })
+            .await;
+            match found {
+                Ok(Ok(rec)) => {
+                    present = rec.is_some();
+                    resumed = rec;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("{} - mqtt: CONNECT refused: {e}", self.peer);
+                    let code = if matches!(e, SessionError::Collision { .. }) {
+                        RC_IDENTIFIER_REJECTED
+                    } else {
+                        RC_SERVER_UNAVAILABLE
+                    };
+                    return Some(End::Refused(code));
+                }
+                Err(_) => return Some(End::Abnormal),
+            }
+        }
+        self.connected = true;
+        codec::connack(&mut self.out, present, RC_ACCEPTED);
+        match resumed {
+            Some(rec) => self.resume(rec).await,
+            None => None,
+        }
+    }
+
+    /// Subscribes again to what a resumed session's record holds, without
+    /// retained messages (as nats-server), binding QoS 1 subscriptions to
+    /// their consumers; the record is rewritten if that changed anything
+    /// (a consumer made again).
+    async fn resume(&mut self, rec: Record) -> Option<End> {
+        let mut entries = Vec::new();
+        for (subject, qos) in &rec.subs {
+            if !crate::subject::valid_filter(subject) {
+                tracing::warn!(
+                    "{} - mqtt: stored subscription {subject:?} is not a filter; dropped",
+                    self.peer
+                );
+                continue;
+            }
+            // QoS 2 (a record nats-server wrote) is served as QoS 1.
+            let qos = (*qos).min(1);
+            let subjects = self.add_filter(subject, qos);
+            entries.push(SubEntry {
+                filter: Some(subject.clone()),
+                subjects,
+                code: qos,
+            });
+        }
+        if let Some(end) = self.start_qos1(&mut entries, &rec.cons).await {
+            return Some(end);
+        }
+        if self.record() != rec {
+            return self.save_session().await;
+        }
+        None
+    }
+
+    /// The session as its record stores it.
+    fn record(&self) -> Record {
+        Record {
+            id: self.client_id.clone(),
+            clean: false,
+            subs: self
+                .filters
+                .iter()
+                .map(|(subject, f)| (subject.clone(), f.qos))
+                .collect(),
+            cons: self
+                .filters
+                .values()
+                .flat_map(|f| f.js.iter())
+                .map(|(_, q)| (q.key().to_owned(), q.config().clone()))
+                .collect(),
+        }
+    }
+
+    /// Stores a persistent session's record as it is now (nothing for a
+    /// clean session); a record that cannot be stored ends the connection
+    /// before the acknowledgement that would promise it.
+    async fn save_session(&mut self) -> Option<End> {
+        if self.clean {
+            return None;
+        }
+        let jsa = self.jsa.clone()?;
+        let rec = self.record();
+        match tokio::task::spawn_blocking(move || session::save(&jsa, &rec)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::warn!("{} - mqtt: session not stored: {e}; closing", self.peer);
+                Some(End::Abnormal)
+            }
+            Err(_) => Some(End::Abnormal),
+        }
     }
 
     /// A packet id not in flight (1..=65535).
@@ -870,10 +1160,15 @@ impl Bridge {
         None
     }
 
-    /// Starts the JetStream side of the QoS 1 filters just granted; a
-    /// filter whose consumer cannot be made fails (0x80) and loses its
-    /// NATS subscriptions.
-    async fn start_qos1(&mut self, entries: &mut [SubEntry]) -> Option<End> {
+    /// Starts the JetStream side of the QoS 1 filters just granted (bound
+    /// to the consumer `known` holds under its key, for a resumed session;
+    /// else a new one); a filter whose consumer cannot be made fails
+    /// (0x80) and loses its NATS subscriptions.
+    async fn start_qos1(
+        &mut self,
+        entries: &mut [SubEntry],
+        known: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<End> {
         let jsa = self.jsa.clone()?;
         for e in entries.iter_mut() {
             if e.code != 1 {
@@ -884,13 +1179,20 @@ impl Bridge {
             };
             let mut made = Vec::new();
             let mut failed = None;
-            for subject in &e.subjects {
+            for (i, subject) in e.subjects.iter().enumerate() {
                 let sid = self.next_sid;
                 self.next_sid += 1;
-                let (jsa, client, subject2) =
-                    (jsa.clone(), Arc::clone(&self.client), subject.clone());
-                let r = tokio::task::spawn_blocking(move || {
-                    jsa.subscribe_qos1(&client, &subject2, sid)
+                let key = qos1_key(subject, i);
+                let stored = known.get(&key).cloned();
+                let (jsa, client, subject2, hash) = (
+                    jsa.clone(),
+                    Arc::clone(&self.client),
+                    subject.clone(),
+                    self.hash.clone(),
+                );
+                let r = tokio::task::spawn_blocking(move || match stored {
+                    Some(config) => jsa.resume_qos1(&client, &key, &config, sid),
+                    None => jsa.subscribe_qos1(&client, &subject2, sid, &hash, &key),
                 })
                 .await;
                 match r {
@@ -967,12 +1269,17 @@ impl Bridge {
                              which the account lacks",
                             self.peer
                         );
-                        return Some(End::Unavailable);
+                        return Some(End::Refused(RC_SERVER_UNAVAILABLE));
                     }
-                    self.connected = true;
-                    self.sessions
-                        .take_over(&self.client_id, self.conn, Arc::clone(&self.kick));
-                    codec::connack(&mut self.out, false, RC_ACCEPTED);
+                    if self.jsa.is_none() && !self.clean {
+                        tracing::warn!(
+                            "{} - mqtt: CONNECT refused: a persistent session needs JetStream, \
+                             which the account lacks",
+                            self.peer
+                        );
+                        return Some(End::Refused(RC_SERVER_UNAVAILABLE));
+                    }
+                    self.jobs.push_back(Job::Connect);
                     None
                 }
                 Some(Barrier::Published {
@@ -980,20 +1287,39 @@ impl Bridge {
                     puback,
                     retained,
                     qos1,
+                    pubcomp,
                     denied,
                 }) => {
                     // nats-server acknowledges a denied QoS 1 publish too,
-                    // and stores nothing of it.
-                    if !denied && (retained.is_some() || qos1.is_some()) {
+                    // and stores nothing of it (a denied QoS 2 one is
+                    // forgotten and completed).
+                    if denied && pubcomp.is_some() {
+                        self.jobs.push_back(Job::Store {
+                            subject,
+                            retain: None,
+                            qos1: None,
+                            puback,
+                            pubcomp,
+                        });
+                    } else if !denied && (retained.is_some() || qos1.is_some()) {
                         self.jobs.push_back(Job::Store {
                             subject,
                             retain: retained,
                             qos1,
                             puback,
+                            pubcomp,
                         });
                     } else if let Some(id) = puback {
                         self.jobs.push_back(Job::PubAck(id));
                     }
+                    None
+                }
+                Some(Barrier::Qos2Received(id, m)) => {
+                    self.jobs.push_back(Job::Qos2Store(id, m));
+                    None
+                }
+                Some(Barrier::PubRel(id)) => {
+                    self.jobs.push_back(Job::PubRel(id));
                     None
                 }
                 Some(Barrier::SubAck(id, entries)) => {
@@ -1044,7 +1370,10 @@ impl Bridge {
         } else {
             if info.qos1
                 && headers.is_some_and(|h| {
-                    crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim) == Some("1")
+                    matches!(
+                        crate::jetstream::headers::get(h, "Nmqtt-Pub").map(str::trim),
+                        Some("1" | "2")
+                    )
                 })
             {
                 return;
@@ -1197,6 +1526,8 @@ impl Bridge {
         }
         self.jobs.retain(|j| matches!(j, Job::Store { .. }));
         for job in &mut self.jobs {
+            // A released QoS 2 message is still forgotten (its PUBCOMP
+            // goes nowhere).
             if let Job::Store { puback, .. } = job {
                 *puback = None;
             }
@@ -1210,19 +1541,20 @@ impl Bridge {
         if end == End::NotAuthorized {
             codec::connack(&mut self.out, false, RC_NOT_AUTHORIZED);
         }
-        if end == End::Unavailable {
-            codec::connack(&mut self.out, false, RC_SERVER_UNAVAILABLE);
+        if let End::Refused(code) = end {
+            codec::connack(&mut self.out, false, code);
         }
         if end == End::Abnormal
             && self.connected
             && let Some(will) = self.will.take()
         {
             self.hpub(&will.subject, will.qos, &will.payload);
-            if will.retain || (will.qos == 1 && self.jsa.is_some()) {
+            if will.retain || (will.qos >= 1 && self.jsa.is_some()) {
                 self.ping_barrier(Barrier::Published {
                     subject: will.subject,
                     puback: None,
-                    qos1: (will.qos == 1).then(|| will.payload.clone()),
+                    qos1: (will.qos >= 1).then(|| (will.qos, will.payload.clone())),
+                    pubcomp: None,
                     retained: will.retain.then(|| Retain {
                         topic: will.topic,
                         qos: will.qos,
@@ -1235,16 +1567,23 @@ impl Bridge {
         if self.connected && end != End::Shutdown && self.jsa.is_some() {
             self.settle_stores().await;
         }
-        // Clean sessions only: every QoS 1 consumer goes with the connection.
         let ended: Vec<_> = std::mem::take(&mut self.filters)
             .into_values()
             .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
             .collect();
-        self.end_qos1(ended).await;
+        if self.clean {
+            // Every QoS 1 consumer of a clean session goes with it.
+            self.end_qos1(ended).await;
+        } else if let Some(jsa) = &self.jsa {
+            // A persistent session's consumers stay, for its next connection.
+            for q in &ended {
+                jsa.detach_qos1(q);
+            }
+        }
         let _ = self.flush().await;
         let _ = self.wr.shutdown().await;
         let _ = self.nats_wr.shutdown().await;
-        if self.connected {
+        if self.registered {
             self.sessions.release(&self.client_id, self.conn);
         }
         // Read what the session still says until it closes its side, so its
@@ -1260,6 +1599,8 @@ impl Bridge {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        // The next connection of this client ID may go on.
+        self.session_lock = None;
     }
 }
 
@@ -1298,27 +1639,29 @@ mod tests {
 
     #[test]
     fn unsupported_connect_features_are_refused_not_ignored() {
-        assert_eq!(
-            check_connect(&connect(false, "persist")).map_err(|e| e.0),
-            Err(RC_SERVER_UNAVAILABLE)
-        );
+        // Persistent sessions are served.
+        assert_eq!(check_connect(&connect(false, "persist")), Ok(()));
         let mut c = connect(true, "w");
         c.will = Some(codec::Will {
-            topic: "t".into(),
+            topic: String::new(),
             message: bytes::Bytes::new(),
             qos: 2,
             retain: false,
         });
         assert_eq!(
             check_connect(&c).map_err(|e| e.0),
-            Err(RC_SERVER_UNAVAILABLE)
+            Err(RC_SERVER_UNAVAILABLE),
+            "an empty will topic"
         );
-        // QoS 1 and retained wills are served.
-        if let Some(w) = c.will.as_mut() {
-            w.qos = 1;
-            w.retain = true;
+        // QoS 1, QoS 2 and retained wills are served.
+        for qos in [1, 2] {
+            if let Some(w) = c.will.as_mut() {
+                w.topic = "t".into();
+                w.qos = qos;
+                w.retain = true;
+            }
+            assert_eq!(check_connect(&c), Ok(()));
         }
-        assert_eq!(check_connect(&c), Ok(()));
     }
 
     #[test]

@@ -51,8 +51,30 @@ const RMSGS_CONFIG: &str = r#"{"name":"$MQTT_rmsgs","subjects":["$MQTT.rmsgs.>"]
 pub(crate) const MSGS: &str = "$MQTT_msgs";
 /// The subject prefix of [`MSGS`].
 pub(crate) const MSGS_PREFIX: &str = "$MQTT.msgs.";
+/// The deliver subject prefix of the QoS 1 consumers.
+pub(crate) const SUB_PREFIX: &str = "$MQTT.sub.";
 /// nats-server 2.15.1's configuration of [`MSGS`].
 const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
+
+/// The QoS 2 messages received from MQTT clients and not yet released
+/// (PUBREL): one per client ID and packet id, the first one kept, as
+/// nats-server 2.15.1 keeps them.
+pub(crate) const QOS2IN: &str = "$MQTT_qos2in";
+/// The subject prefix of [`QOS2IN`] (`<prefix><client id>.<packet id>`).
+const QOS2IN_PREFIX: &str = "$MQTT.qos2.in.";
+/// nats-server 2.15.1's configuration of [`QOS2IN`].
+const QOS2IN_CONFIG: &str = r#"{"name":"$MQTT_qos2in","subjects":["$MQTT.qos2.in.>"],"retention":"limits","discard":"new","max_msgs_per_subject":1,"discard_new_per_subject":true,"storage":"file","num_replicas":1}"#;
+
+/// A QoS 2 message received and stored, waiting for its PUBREL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Qos2In {
+    /// The NATS subject it goes to.
+    pub subject: String,
+    /// The MQTT topic it was published with.
+    pub topic: String,
+    pub retain: bool,
+    pub payload: bytes::Bytes,
+}
 
 /// A QoS 1 subscription's JetStream side: its durable consumer and the
 /// internal subscription that takes the consumer's deliveries into the
@@ -60,6 +82,22 @@ const MSGS_CONFIG: &str = r#"{"name":"$MQTT_msgs","subjects":["$MQTT.msgs.>"],"r
 pub(crate) struct Qos1Sub {
     consumer: String,
     sub: Arc<Subscription<Client>>,
+    /// Its key in a session record (the `mqtt::session` module doc).
+    key: String,
+    /// The consumer's configuration, as a session record keeps it.
+    config: serde_json::Value,
+}
+
+impl Qos1Sub {
+    /// Its key in a session record.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The consumer's configuration, for a session record.
+    pub(crate) fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
 }
 
 /// Why a JetStream step of the MQTT listener failed.
@@ -135,37 +173,46 @@ impl Jsa {
     /// NATS subscribers) for the QoS 1 subscriptions, durably. Nothing is
     /// stored while the account has no `$MQTT_msgs` stream: no QoS 1
     /// subscription was ever made, so no one would read it.
-    pub(crate) fn store_qos1(&self, subject: &str, payload: &[u8]) -> Result<(), JsaError> {
+    /// `qos` (1 or 2) is the one it was published with (its `Nmqtt-Pub`).
+    pub(crate) fn store_qos1(
+        &self,
+        subject: &str,
+        qos: u8,
+        payload: &[u8],
+    ) -> Result<(), JsaError> {
         let Some(stream) = self.js.stream(MSGS) else {
             return Ok(());
         };
-        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", 1).build();
+        let hdr = HeaderBuilder::new().add("Nmqtt-Pub", qos).build();
         stream.store_internal(&format!("{MSGS_PREFIX}{subject}"), &hdr, payload)?;
         stream.wait_durable().map_err(JsaError::NotDurable)
     }
 
+    /// The account's JetStream engine (for the session records).
+    pub(super) fn engine(&self) -> &Arc<JetStream> {
+        &self.js
+    }
+
     /// Starts the JetStream side of a QoS 1 subscription to the NATS
-    /// filter `subject`: a durable consumer of `$MQTT_msgs` (deliver new,
-    /// explicit ack, nats-server's `ack_wait` and `max_ack_pending`)
-    /// pushing to a fresh `$MQTT.sub.<id>` subject, which `client`
-    /// receives as subscription `sid` whatever its permissions.
+    /// filter `subject`: a durable consumer of `$MQTT_msgs` named
+    /// `<hash>_<id>` (`hash`: the client ID's, as nats-server names them;
+    /// deliver new, explicit ack, nats-server's `ack_wait` and
+    /// `max_ack_pending`) pushing to a fresh `$MQTT.sub.<id>` subject,
+    /// which `client` receives as subscription `sid` whatever its
+    /// permissions. `key` names it in a session record.
     pub(crate) fn subscribe_qos1(
         &self,
         client: &Arc<Client>,
         subject: &str,
         sid: u64,
+        hash: &str,
+        key: &str,
     ) -> Result<Qos1Sub, JsaError> {
         self.ensure_msgs()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let deliver = format!("$MQTT.sub.{id}");
-        let sub = Arc::new(Subscription::new(
-            Arc::clone(client),
-            &deliver,
-            None,
-            bytes::Bytes::from(sid.to_string()),
-        ));
-        self.account.sublist.insert(Arc::clone(&sub));
-        let consumer = format!("mqtt_{id}");
+        let deliver = format!("{SUB_PREFIX}{id}");
+        let sub = self.bind(client, &deliver, sid);
+        let consumer = format!("{hash}_{id}");
         let config = serde_json::json!({
             "durable_name": consumer,
             "deliver_policy": "new",
@@ -186,7 +233,71 @@ impl Jsa {
             self.account.sublist.remove(&sub);
             return Err(e.into());
         }
-        Ok(Qos1Sub { consumer, sub })
+        Ok(Qos1Sub {
+            consumer,
+            sub,
+            key: key.to_owned(),
+            config,
+        })
+    }
+
+    /// The internal subscription on `deliver` that hands a consumer's
+    /// deliveries to `client` as subscription `sid`.
+    fn bind(&self, client: &Arc<Client>, deliver: &str, sid: u64) -> Arc<Subscription<Client>> {
+        let sub = Arc::new(Subscription::new(
+            Arc::clone(client),
+            deliver,
+            None,
+            bytes::Bytes::from(sid.to_string()),
+        ));
+        self.account.sublist.insert(Arc::clone(&sub));
+        sub
+    }
+
+    /// Binds a resumed session's QoS 1 subscription again to its durable
+    /// consumer (`config`, from the session record), which kept its place
+    /// in `$MQTT_msgs` while the client was away; a consumer gone from the
+    /// store is made again from its configuration.
+    pub(crate) fn resume_qos1(
+        &self,
+        client: &Arc<Client>,
+        key: &str,
+        config: &serde_json::Value,
+        sid: u64,
+    ) -> Result<Qos1Sub, JsaError> {
+        let field = |name: &str| {
+            config
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| JsaError::Api {
+                    err_code: 0,
+                    description: format!("session record: consumer without {name}"),
+                })
+        };
+        let consumer = field("durable_name")?;
+        let deliver = field("deliver_subject")?;
+        let stream = self.ensure_msgs()?;
+        let sub = self.bind(client, &deliver, sid);
+        if stream.consumer(&consumer).is_none()
+            && let Err(e) = crate::jetstream::api::ensure_consumer(
+                &self.js,
+                MSGS,
+                &consumer,
+                config.to_string().as_bytes(),
+            )
+        {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        // The consumer waits for a subscriber: wake it now.
+        self.js.subscribed(&deliver);
+        Ok(Qos1Sub {
+            consumer,
+            sub,
+            key: key.to_owned(),
+            config: config.clone(),
+        })
     }
 
     /// Ends a QoS 1 subscription: its consumer (and so its interest in
@@ -195,6 +306,87 @@ impl Jsa {
         self.account.sublist.remove(&q.sub);
         crate::jetstream::api::remove_consumer(&self.js, MSGS, &q.consumer)?;
         Ok(())
+    }
+
+    /// Unbinds a persistent session's QoS 1 subscription from its
+    /// connection: the consumer stays, and stops delivering until the
+    /// session is resumed.
+    pub(crate) fn detach_qos1(&self, q: &Qos1Sub) {
+        self.account.sublist.remove(&q.sub);
+    }
+
+    /// Stores a QoS 2 PUBLISH of client `client_id` with packet id `pi`
+    /// until its PUBREL, durably (before the PUBREC). A resend of the same
+    /// packet id before the PUBREL keeps the first one.
+    pub(crate) fn store_qos2_in(
+        &self,
+        client_id: &str,
+        pi: u16,
+        m: &Qos2In,
+    ) -> Result<(), JsaError> {
+        let stream =
+            crate::jetstream::api::ensure_stream(&self.js, QOS2IN, QOS2IN_CONFIG.as_bytes())?;
+        let key = format!("{QOS2IN_PREFIX}{client_id}.{pi}");
+        if stream.last_by_subject(&key)?.is_some() {
+            return Ok(());
+        }
+        let hdr = HeaderBuilder::new()
+            .add("Nmqtt-Pub", 2)
+            .add("Nmqtt-Subject", &m.subject)
+            .add("Nmqtt-RTopic", &m.topic)
+            .add("Nmqtt-RFlags", (2 << 1) | u8::from(m.retain))
+            .build();
+        stream.store_internal(&key, &hdr, &m.payload)?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// The QoS 2 message of client `client_id` with packet id `pi` waiting
+    /// for its PUBREL, if any.
+    pub(crate) fn qos2_in(&self, client_id: &str, pi: u16) -> Result<Option<Qos2In>, JsaError> {
+        let Some(stream) = self.js.stream(QOS2IN) else {
+            return Ok(None);
+        };
+        let Some(m) = stream.last_by_subject(&format!("{QOS2IN_PREFIX}{client_id}.{pi}"))? else {
+            return Ok(None);
+        };
+        let (Some(subject), Some(topic)) = (
+            headers::get(&m.hdr, "Nmqtt-Subject"),
+            headers::get(&m.hdr, "Nmqtt-RTopic"),
+        ) else {
+            return Ok(None);
+        };
+        let retain = headers::get(&m.hdr, "Nmqtt-RFlags")
+            .and_then(|f| f.trim().parse::<u8>().ok())
+            .is_some_and(|f| f & 1 == 1);
+        Ok(Some(Qos2In {
+            subject: subject.trim().to_owned(),
+            topic: topic.to_owned(),
+            retain,
+            payload: m.data,
+        }))
+    }
+
+    /// Forgets the QoS 2 message of `client_id` with packet id `pi` (all
+    /// of the client's with `None`: a clean session starts without them),
+    /// durably.
+    pub(crate) fn forget_qos2_in(&self, client_id: &str, pi: Option<u16>) -> Result<(), JsaError> {
+        let Some(stream) = self.js.stream(QOS2IN) else {
+            return Ok(());
+        };
+        let filter = match pi {
+            Some(pi) => format!("{QOS2IN_PREFIX}{client_id}.{pi}"),
+            None => format!("{QOS2IN_PREFIX}{client_id}.*"),
+        };
+        // Most connections have none: no purge, no fsync.
+        if stream.subjects(&filter).is_empty() {
+            return Ok(());
+        }
+        stream.purge(&Purge {
+            filter: Some(filter),
+            seq: None,
+            keep: None,
+        })?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
     }
 
     /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the
@@ -284,26 +476,65 @@ impl Jsa {
     }
 }
 
+/// A [`Jsa`] on a JetStream of its own in `dir`, for unit tests.
+#[cfg(test)]
+pub(super) fn open_for_tests(dir: &std::path::Path) -> Jsa {
+    let js = JetStream::open(crate::config::JetStreamConfig {
+        store_dir: dir.to_owned(),
+        ..crate::config::JetStreamConfig::default()
+    })
+    .expect("open");
+    let account = Arc::new_cyclic(|me| {
+        Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
+    });
+    Jsa {
+        js,
+        account,
+        ack_wait_nanos: 30_000_000_000,
+        max_ack_pending: 1024,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JetStreamConfig;
 
     fn open(dir: &std::path::Path) -> Jsa {
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
-        let account = Arc::new_cyclic(|me| {
-            Account::new(me.clone(), "$G", Some(Arc::clone(&js)), false, false, None)
-        });
-        Jsa {
-            js,
-            account,
-            ack_wait_nanos: 30_000_000_000,
-            max_ack_pending: 1024,
-        }
+        open_for_tests(dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_qos2_message_is_kept_once_until_forgotten() {
+        // The store's flusher runs on the runtime; these calls block.
+        tokio::task::spawn_blocking(a_qos2_message_is_kept_once_until_forgotten_body)
+            .await
+            .expect("no panic");
+    }
+
+    fn a_qos2_message_is_kept_once_until_forgotten_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jsa = open(dir.path());
+        let m = |payload: &'static [u8]| Qos2In {
+            subject: "a.b".into(),
+            topic: "a/b".into(),
+            retain: true,
+            payload: bytes::Bytes::from_static(payload),
+        };
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), None);
+        jsa.store_qos2_in("c", 7, &m(b"first")).unwrap();
+        // A resend before the PUBREL keeps the first.
+        jsa.store_qos2_in("c", 7, &m(b"resent")).unwrap();
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), Some(m(b"first")));
+        assert_eq!(jsa.qos2_in("other", 7).unwrap(), None);
+        jsa.forget_qos2_in("c", Some(7)).unwrap();
+        assert_eq!(jsa.qos2_in("c", 7).unwrap(), None);
+        jsa.store_qos2_in("c", 8, &m(b"x")).unwrap();
+        jsa.store_qos2_in("c", 9, &m(b"y")).unwrap();
+        jsa.store_qos2_in("d", 8, &m(b"z")).unwrap();
+        jsa.forget_qos2_in("c", None).unwrap();
+        assert_eq!(jsa.qos2_in("c", 8).unwrap(), None);
+        assert_eq!(jsa.qos2_in("c", 9).unwrap(), None);
+        assert_eq!(jsa.qos2_in("d", 8).unwrap(), Some(m(b"z")));
     }
 
     fn topics(found: &[Retained]) -> Vec<(&str, &[u8], u8)> {

@@ -9,21 +9,24 @@
 //! lines, deliveries (`MSG`/`HMSG`) become MQTT PUBLISH packets, with topic
 //! names mapped as nats-server maps them ([`topic`]).
 //!
-//! Served: CONNECT with clean sessions, QoS 0 and 1 publish and
+//! Served: CONNECT with clean and persistent sessions (a persistent
+//! session's record and consumers kept in JetStream by [`session`]), QoS 0, 1
+//! and 2 publish (QoS 2 kept in `$MQTT_qos2in` until its PUBREL), QoS 0 and 1
 //! subscribe (QoS 1 deliveries through durable consumers of the
 //! account's `$MQTT_msgs` stream), retained messages (kept in the account's `$MQTT_rmsgs`
 //! stream through [`jsa`], the listener's privileged path to JetStream),
 //! PINGREQ, UNSUBSCRIBE, DISCONNECT, keep-alive (1.5 × the client's
-//! value, in whole seconds), wills with QoS 0/1 and retain, session
+//! value, in whole seconds), wills with QoS 0/1/2 and retain, session
 //! takeover (a second connection with the same client ID closes the
 //! first, without its will, as nats-server). Refused, each with the MQTT
-//! answer that says so: persistent sessions and QoS 2 wills (CONNACK
-//! return code 3, server unavailable), QoS 2 subscriptions (SUBACK
-//! failure 0x80), QoS 2 PUBLISH (the connection is closed, MQTT 3.1.1's
-//! only answer to a packet the server will not take).
+//! answer that says so: persistent sessions without JetStream in the
+//! account (CONNACK return code 3, server unavailable), QoS 2
+//! subscriptions (SUBACK failure 0x80), QoS 2 PUBLISH without JetStream
+//! in the account (the connection is closed, MQTT 3.1.1's only answer to
+//! a packet the server will not take).
 //!
 //! Must not: touch accounts or subscriptions directly (everything a
-//! client does goes through the session; only [`jsa`] reaches JetStream,
+//! client does goes through the session; only [`jsa`] and [`session`] reach JetStream,
 //! and only the `$MQTT_*` streams), or block the accept loop on one
 //! connection.
 
@@ -31,6 +34,7 @@ pub mod codec;
 mod connection;
 mod jsa;
 mod server_ops;
+mod session;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -49,6 +53,8 @@ use crate::state::ServerState;
 #[derive(Default)]
 pub(crate) struct Sessions {
     by_client_id: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    /// Stored sessions: per-client-ID locks, the sweep after a start.
+    registry: session::Registry,
 }
 
 impl Sessions {

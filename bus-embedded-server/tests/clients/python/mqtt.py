@@ -40,6 +40,18 @@ Scenarios (each bounded by 20 s):
 - raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber
 - unacknowledged_qos1_delivery_comes_again_with_dup_after_ack_wait
 - max_ack_pending_holds_back_deliveries_until_a_puback
+- persistent_session_reports_session_present_on_reconnect
+- persistent_session_resumes_subscriptions_without_resubscribe
+- qos1_messages_published_while_away_arrive_on_resume
+- clean_session_after_persistent_one_wipes_it
+- unsubscribe_in_persistent_session_is_remembered
+- persistent_session_record_is_stored_in_mqtt_sess
+- persistent_session_taken_over_while_connected_is_present
+- qos2_publish_is_delivered_once_after_pubrel
+- qos2_publish_resent_before_pubrel_is_delivered_once
+- pubrel_for_an_unknown_packet_id_gets_pubcomp
+- paho_qos2_publish_completes_and_reaches_nats_with_its_qos
+- qos2_will_is_published_on_abrupt_close
 
 Prints `ok <name>` / `FAIL <name>: <why>` and `N passed, M failed` last;
 exits 3 when paho-mqtt or nats-py is missing.
@@ -70,12 +82,12 @@ HOST = "127.0.0.1"
 class Client:
     """A paho client with its events collected."""
 
-    def __init__(self, cid=None, user=None, pw=None, will=None, keepalive=30):
+    def __init__(self, cid=None, user=None, pw=None, will=None, keepalive=30, clean=True):
         self.cid = cid if cid is not None else "c" + uuid.uuid4().hex[:10]
         self.c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.cid,
-            clean_session=True,
+            clean_session=clean,
             protocol=mqtt.MQTTv311,
         )
         if user is not None:
@@ -84,6 +96,7 @@ class Client:
             self.c.will_set(will[0], will[1], qos=0, retain=False)
         self.connack = threading.Event()
         self.rc = None
+        self.session_present = None
         self.disconnected = threading.Event()
         self.subacks = {}
         self.unsubacks = set()
@@ -98,6 +111,7 @@ class Client:
 
     def _on_connect(self, cl, u, flags, rc, props):
         self.rc = rc
+        self.session_present = flags.session_present
         self.connack.set()
 
     def _on_disconnect(self, cl, u, flags, rc, props):
@@ -792,6 +806,285 @@ def max_ack_pending_holds_back_deliveries_until_a_puback():
     pub.close()
 
 
+# ------------------------------------------------- persistent sessions
+
+
+def session_hash(cid):
+    """nats-server's 8-character hash of a client ID (the subject token of
+    its session record and the prefix of its consumers' names)."""
+    import hashlib
+
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "".join(digits[b % 62] for b in hashlib.sha256(cid.encode()).digest()[:8])
+
+
+def persistent(cid):
+    return Client(cid=cid, clean=False).connect()
+
+
+def wipe(cid):
+    """A clean connection ends the scenario's stored session."""
+    c = Client(cid=cid).connect()
+    c.close()
+
+
+def persistent_session_reports_session_present_on_reconnect():
+    cid = "ps1" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    assert c.session_present is False, "a new session is not present"
+    c.close()
+    c = persistent(cid)
+    assert c.session_present is True, "the stored session is present"
+    c.close()
+    c = Client(cid=cid).connect()
+    assert c.session_present is False, "clean session: never present"
+    c.close()
+    c = persistent(cid)
+    assert c.session_present is False, "the clean connection wiped the session"
+    c.close()
+    wipe(cid)
+
+
+def persistent_session_resumes_subscriptions_without_resubscribe():
+    cid = "ps2" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    assert c.subscribe(["ps2/zero"], qos=0) == [0]
+    assert c.subscribe(["ps2/one/#"], qos=1) == [1]
+    c.close()
+    c = persistent(cid)
+    assert c.session_present is True
+    settle()
+    pub = Client().connect()
+    pub.publish("ps2/zero", b"z", qos=0)
+    pub.publish("ps2/one/x", b"o", qos=1)
+    pub.publish("ps2/one", b"parent", qos=1)
+    wait_for(lambda: len(c.got()) >= 3, "3 messages on resumed subscriptions")
+    settle()
+    assert sorted(c.got()) == [
+        ("ps2/one", b"parent", 1, False),
+        ("ps2/one/x", b"o", 1, False),
+        ("ps2/zero", b"z", 0, False),
+    ], c.got()
+    c.close()
+    pub.close()
+    wipe(cid)
+
+
+def qos1_messages_published_while_away_arrive_on_resume():
+    cid = "ps3" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    assert c.subscribe(["ps3/t"], qos=1) == [1]
+    c.close()
+    pub = Client().connect()
+    for i in range(3):
+        pub.publish("ps3/t", b"away%d" % i, qos=1)
+    # QoS 0 is not kept for an absent session.
+    pub.publish("ps3/t", b"lost", qos=0)
+    pub.close()
+    c = persistent(cid)
+    assert c.session_present is True
+    wait_for(lambda: len(c.got()) >= 3, "the 3 QoS 1 messages sent while away")
+    settle()
+    assert c.got() == [("ps3/t", b"away%d" % i, 1, False) for i in range(3)], c.got()
+    c.close()
+    wipe(cid)
+
+
+def clean_session_after_persistent_one_wipes_it():
+    cid = "ps4" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    assert c.subscribe(["ps4/t"], qos=1) == [1]
+    c.close()
+    c = Client(cid=cid).connect()
+    assert c.session_present is False
+    c.close()
+    pub = Client().connect()
+    pub.publish("ps4/t", b"nobody", qos=1)
+    pub.close()
+    c = persistent(cid)
+    assert c.session_present is False
+    settle()
+    settle()
+    assert c.got() == [], c.got()
+    c.close()
+    wipe(cid)
+
+
+def unsubscribe_in_persistent_session_is_remembered():
+    cid = "ps5" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    assert c.subscribe(["ps5/a", "ps5/b"], qos=1) == [1, 1]
+    c.unsubscribe(["ps5/a"])
+    c.close()
+    pub = Client().connect()
+    pub.publish("ps5/a", b"gone", qos=1)
+    pub.publish("ps5/b", b"kept", qos=1)
+    pub.close()
+    c = persistent(cid)
+    wait_for(lambda: c.got(), "the message of the remaining subscription")
+    settle()
+    assert c.got() == [("ps5/b", b"kept", 1, False)], c.got()
+    c.close()
+    wipe(cid)
+
+
+async def session_record(cid):
+    import json
+
+    nc = await nats.connect(NATS_URL, user="alice", password="secret")
+    try:
+        r = await nc.request(
+            "$JS.API.STREAM.MSG.GET.$MQTT_sess",
+            json.dumps({"last_by_subj": "$MQTT.sess." + session_hash(cid)}).encode(),
+        )
+        body = json.loads(r.data)
+        if "error" in body:
+            return None
+        import base64
+
+        return json.loads(base64.b64decode(body["message"]["data"]))
+    finally:
+        await nc.close()
+
+
+def persistent_session_record_is_stored_in_mqtt_sess():
+    cid = "ps6" + uuid.uuid4().hex[:8]
+    c = persistent(cid)
+    rec = run(session_record(cid))
+    assert rec is not None and rec.get("id") == cid, rec
+    assert not rec.get("clean"), rec
+    assert c.subscribe(["ps6/t"], qos=1) == [1]
+    assert c.subscribe(["ps6/z"], qos=0) == [0]
+    # Stored before the SUBACK that promised it.
+    rec = run(session_record(cid))
+    # Keyed by the filters' NATS subjects, as nats-server keys them.
+    assert rec["subs"] == {"ps6.t": 1, "ps6.z": 0}, rec
+    cons = list(rec["cons"].values())
+    assert len(cons) == 1, rec
+    assert cons[0]["durable_name"].startswith(session_hash(cid) + "_"), cons
+    assert cons[0]["deliver_subject"].startswith("$MQTT.sub."), cons
+    assert cons[0]["filter_subject"] == "$MQTT.msgs.ps6.t", cons
+    c.unsubscribe(["ps6/t"])
+    rec = run(session_record(cid))
+    assert rec["subs"] == {"ps6.z": 0}, rec
+    assert not rec.get("cons"), rec
+    c.close()
+    wipe(cid)
+    assert run(session_record(cid)) is None, "a clean connection removes the record"
+
+
+def persistent_session_taken_over_while_connected_is_present():
+    cid = "ps7" + uuid.uuid4().hex[:8]
+    first = persistent(cid)
+    assert first.subscribe(["ps7/t"], qos=1) == [1]
+    second = persistent(cid)
+    assert second.session_present is True
+    wait_for(first.disconnected.is_set, "the first connection closed")
+    settle()
+    pub = Client().connect()
+    pub.publish("ps7/t", b"to the new one", qos=1)
+    wait_for(lambda: second.got(), "delivery to the new connection")
+    settle()
+    assert second.got() == [("ps7/t", b"to the new one", 1, False)], second.got()
+    first.c.loop_stop()
+    second.close()
+    pub.close()
+    wipe(cid)
+
+
+# ------------------------------------------------------------- QoS 2 in
+
+
+def qos2_publish_is_delivered_once_after_pubrel():
+    s0 = Client().connect()
+    s1 = Client().connect()
+    assert s0.subscribe(["q2a/t"], qos=0) == [0]
+    assert s1.subscribe(["q2a/t"], qos=1) == [1]
+    s = raw_connect("q2a" + uuid.uuid4().hex[:6], 30)
+    s.sendall(packet(0x34, mqtt_str("q2a/t") + struct.pack("!H", 7) + b"hello"))
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 7]), "PUBREC"
+    settle()
+    assert s0.got() == [] and s1.got() == [], "nothing before the PUBREL"
+    s.sendall(bytes([0x62, 2, 0, 7]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 7]), "PUBCOMP"
+    wait_for(lambda: s0.got() and s1.got(), "delivery after the PUBREL")
+    settle()
+    assert s0.got() == [("q2a/t", b"hello", 0, False)], s0.got()
+    assert s1.got() == [("q2a/t", b"hello", 1, False)], s1.got()
+    s.close()
+    s0.close()
+    s1.close()
+
+
+def qos2_publish_resent_before_pubrel_is_delivered_once():
+    sub = Client().connect()
+    assert sub.subscribe(["q2b/t"], qos=1) == [1]
+    s = raw_connect("q2b" + uuid.uuid4().hex[:6], 30)
+    body = mqtt_str("q2b/t") + struct.pack("!H", 8) + b"once"
+    s.sendall(packet(0x34, body))
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 8])
+    s.sendall(packet(0x3C, body))  # DUP
+    assert recv_exact(s, 4) == bytes([0x50, 2, 0, 8])
+    s.sendall(bytes([0x62, 2, 0, 8]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 8])
+    # A PUBREL sent again completes again and publishes nothing.
+    s.sendall(bytes([0x62, 2, 0, 8]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 8])
+    wait_for(lambda: sub.got(), "delivery")
+    settle()
+    assert sub.got() == [("q2b/t", b"once", 1, False)], sub.got()
+    s.close()
+    sub.close()
+
+
+def pubrel_for_an_unknown_packet_id_gets_pubcomp():
+    s = raw_connect("q2c" + uuid.uuid4().hex[:6], 30)
+    s.sendall(bytes([0x62, 2, 0, 99]))
+    assert recv_exact(s, 4) == bytes([0x70, 2, 0, 99])
+    s.close()
+
+
+def paho_qos2_publish_completes_and_reaches_nats_with_its_qos():
+    got = []
+
+    async def go():
+        nc = await nats.connect(NATS_URL, user="alice", password="secret")
+
+        async def cb(m):
+            got.append((m.subject, m.data, (m.headers or {}).get("Nmqtt-Pub")))
+
+        await nc.subscribe("q2d.>", cb=cb)
+        await nc.flush()
+        pub = Client().connect()
+        pub.publish("q2d/t", b"two", qos=2)
+        pub.publish("q2d/r", b"kept", qos=2, retain=True)
+        await asyncio.sleep(0.5)
+        pub.close()
+        await nc.close()
+
+    run(go())
+    assert sorted(got) == [("q2d.r", b"kept", "2"), ("q2d.t", b"two", "2")], got
+    late = Client().connect()
+    assert late.subscribe(["q2d/r"], qos=1) == [1]
+    wait_for(lambda: late.got(), "the retained QoS 2 message")
+    assert late.got() == [("q2d/r", b"kept", 1, True)], late.got()
+    late.close()
+    wipe_retained = Client().connect()
+    wipe_retained.publish("q2d/r", b"", qos=1, retain=True)
+    wipe_retained.close()
+
+
+def qos2_will_is_published_on_abrupt_close():
+    watcher = Client().connect()
+    assert watcher.subscribe(["q2w/+"], qos=1) == [1]
+    s = raw_connect("q2w" + uuid.uuid4().hex[:6], 30, will=("q2w/gone", "bye"), will_qos=2)
+    s.close()
+    wait_for(lambda: watcher.got(), "the QoS 2 will")
+    settle()
+    assert watcher.got() == [("q2w/gone", b"bye", 1, False)], watcher.got()
+    watcher.close()
+
+
 SCENARIOS = [
     qos0_publish_reaches_mqtt_subscriber,
     mqtt_topics_reach_nats_as_mapped_subjects,
@@ -824,6 +1117,18 @@ SCENARIOS = [
     raw_publish_qos1_not_acked_is_not_lost_to_the_other_subscriber,
     unacknowledged_qos1_delivery_comes_again_with_dup_after_ack_wait,
     max_ack_pending_holds_back_deliveries_until_a_puback,
+    persistent_session_reports_session_present_on_reconnect,
+    persistent_session_resumes_subscriptions_without_resubscribe,
+    qos1_messages_published_while_away_arrive_on_resume,
+    clean_session_after_persistent_one_wipes_it,
+    unsubscribe_in_persistent_session_is_remembered,
+    persistent_session_record_is_stored_in_mqtt_sess,
+    persistent_session_taken_over_while_connected_is_present,
+    qos2_publish_is_delivered_once_after_pubrel,
+    qos2_publish_resent_before_pubrel_is_delivered_once,
+    pubrel_for_an_unknown_packet_id_gets_pubcomp,
+    paho_qos2_publish_completes_and_reaches_nats_with_its_qos,
+    qos2_will_is_published_on_abrupt_close,
 ]
 
 
