@@ -195,6 +195,9 @@ pub struct FileStore<S: Storage = RealFs> {
     /// `open` wrote an index file for a sealed segment that had no valid
     /// one.
     index_rebuilt: bool,
+    /// `open` uses (and writes) index files; `false` only in tests that
+    /// want a full scan.
+    use_index: bool,
     /// Chunks handed to the sync job in flight (kept for reads).
     inflight: Option<Arc<Vec<Chunk<S::File>>>>,
     job_out: bool,
@@ -467,6 +470,7 @@ impl<S: Storage> FileStore<S> {
             pending_seals: Vec::new(),
             indexed_segments: 0,
             index_rebuilt: false,
+            use_index,
             inflight: None,
             job_out: false,
             unsynced: BTreeMap::new(),
@@ -489,15 +493,7 @@ impl<S: Storage> FileStore<S> {
         let mut report = RecoveryReport::default();
         let count = opened.len();
         for (i, (base, path, file)) in opened.into_iter().enumerate() {
-            store.recover_segment(
-                base,
-                path,
-                file,
-                i + 1 == count,
-                known_salt,
-                use_index,
-                &mut report,
-            )?;
+            store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
         store.finish_recovery();
         if store.segments.is_empty() {
@@ -622,9 +618,9 @@ impl<S: Storage> FileStore<S> {
         file: S::File,
         newest: bool,
         known_salt: Option<u64>,
-        use_index: bool,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
+        let use_index = self.use_index;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
