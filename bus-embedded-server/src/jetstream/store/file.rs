@@ -15,10 +15,13 @@
 
 mod index;
 #[cfg(test)]
+mod index_file_tests;
+#[cfg(test)]
 mod model;
 mod record;
 #[cfg(test)]
 pub(crate) mod scenarios;
+mod seg_index;
 
 pub use record::{
     BATCH_BODY_LEN, DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind,
@@ -40,6 +43,7 @@ use super::{
     SubjectFilter, SyncJob, file_msg_size,
 };
 use index::MsgIndex;
+use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
 
 /// An atomic batch recovery has seen the start of and not all the
 /// messages of yet.
@@ -142,6 +146,15 @@ struct Erase<F> {
     bytes: Vec<u8>,
 }
 
+/// A segment that takes no more records: its index file is written by the
+/// next sync job that fsyncs.
+#[derive(Debug)]
+struct Seal<F> {
+    base: u64,
+    file: Arc<F>,
+    salt: u64,
+}
+
 /// Where a message's record is.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -175,6 +188,16 @@ pub struct FileStore<S: Storage = RealFs> {
     pending: Vec<Chunk<S::File>>,
     pending_erases: Vec<Erase<S::File>>,
     pending_unlinks: Vec<PathBuf>,
+    /// Sealed segments whose index file is still to be written.
+    pending_seals: Vec<Seal<S::File>>,
+    /// Segments `open` replayed from their index file.
+    indexed_segments: usize,
+    /// `open` wrote an index file for a sealed segment that had no valid
+    /// one.
+    index_rebuilt: bool,
+    /// `open` uses (and writes) index files; `false` only in tests that
+    /// want a full scan.
+    use_index: bool,
     /// Chunks handed to the sync job in flight (kept for reads).
     inflight: Option<Arc<Vec<Chunk<S::File>>>>,
     job_out: bool,
@@ -206,6 +229,58 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The index file of segment `base` (see `seg_index`).
+fn index_name(base: u64) -> String {
+    format!("{base:0width$}{IDX_SUFFIX}", width = SEGMENT_DIGITS)
+}
+
+fn parse_index_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(IDX_SUFFIX)?;
+    if digits.len() != SEGMENT_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// What identifies a segment's current content for its index file: its
+/// length and last 4 bytes (its last record's checksum).
+fn segment_id<F: StorageFile>(base: u64, file: &F) -> io::Result<SegmentId> {
+    let len = file.file_len()?;
+    let mut tail = [0u8; 4];
+    if len >= 4 {
+        file.read_exact_at(&mut tail, len - 4)?;
+    }
+    Ok(SegmentId { base, len, tail })
+}
+
+/// Writes the index file of the sealed segment `base` from its scan, once
+/// the segment is on stable storage. The file is a cache, verified when
+/// read: it is not fsynced, and a failure here only costs a scan later.
+fn write_index<S: Storage>(
+    fs: &S,
+    dir: &Path,
+    base: u64,
+    file: &S::File,
+    scan: &Scan,
+) -> io::Result<()> {
+    file.sync_data()?;
+    let id = segment_id(base, file)?;
+    let bytes = seg_index::encode(scan, id);
+    let out = fs.create_truncate(&dir.join(index_name(base)))?;
+    out.write_all_at(&bytes, 0)
+}
+
+/// Reads and scans the sealed segment `base` and writes its index file
+/// (in a sync job, after the fsync that made the segment stable).
+fn seal_segment<S: Storage>(fs: &S, dir: &Path, seal: &Seal<S::File>) -> io::Result<()> {
+    let buf = seal.file.read_all()?;
+    if decode_segment_header(&buf) != Some(seal.salt) {
+        return Ok(());
+    }
+    let scan = seg_index::scan(&buf, Format::salted(seal.salt), SEGMENT_HEADER_LEN);
+    write_index(fs, dir, seal.base, &seal.file, &scan)
 }
 
 fn too_large(_: TooLarge) -> StoreError {
@@ -290,6 +365,26 @@ impl<S: Storage> FileStore<S> {
         dir: &Path,
         config: FileStoreConfig,
     ) -> Result<(FileStore<S>, RecoveryReport), StoreError> {
+        FileStore::open_with(fs, dir, config, true)
+    }
+
+    /// Tests: opens by scanning every segment, ignoring (and not writing)
+    /// index files: the state a full scan of the log gives.
+    #[cfg(test)]
+    pub(crate) fn open_scanning(
+        fs: S,
+        dir: &Path,
+        config: FileStoreConfig,
+    ) -> Result<(FileStore<S>, RecoveryReport), StoreError> {
+        FileStore::open_with(fs, dir, config, false)
+    }
+
+    fn open_with(
+        fs: S,
+        dir: &Path,
+        config: FileStoreConfig,
+        use_index: bool,
+    ) -> Result<(FileStore<S>, RecoveryReport), StoreError> {
         let existed = match fs.kind(dir)? {
             None => false,
             Some(EntryKind::Dir) => true,
@@ -308,6 +403,7 @@ impl<S: Storage> FileStore<S> {
             fs.sync_dir(parent)?;
         }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let mut indexes: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs.list_dir(dir)? {
             let Some(name) = entry.name.to_str() else {
                 continue;
@@ -321,6 +417,11 @@ impl<S: Storage> FileStore<S> {
                         path.display()
                     )));
                 }
+                None if entry.kind == EntryKind::File && parse_index_name(name).is_some() => {
+                    if let Some(base) = parse_index_name(name) {
+                        indexes.push((base, path));
+                    }
+                }
                 None if name.ends_with(SEGMENT_SUFFIX) => {
                     tracing::warn!(file = %path.display(), "file store: ignoring a .log file that is not named like a segment");
                 }
@@ -328,6 +429,17 @@ impl<S: Storage> FileStore<S> {
             }
         }
         found.sort();
+        if use_index {
+            // An index file whose segment is gone (its unlink came first):
+            // removed, best effort (a wrong one would not verify anyway).
+            for (base, path) in indexes {
+                if found.binary_search_by_key(&base, |(b, _)| *b).is_err()
+                    && let Err(e) = fs.remove_file(&path)
+                {
+                    tracing::debug!(file = %path.display(), error = %e, "file store: could not remove a stale index file");
+                }
+            }
+        }
         // The store's salt: from the newest segment whose header verifies.
         let mut opened = Vec::with_capacity(found.len());
         let mut salt = None;
@@ -355,6 +467,10 @@ impl<S: Storage> FileStore<S> {
             pending: Vec::new(),
             pending_erases: Vec::new(),
             pending_unlinks: Vec::new(),
+            pending_seals: Vec::new(),
+            indexed_segments: 0,
+            index_rebuilt: false,
+            use_index,
             inflight: None,
             job_out: false,
             unsynced: BTreeMap::new(),
@@ -415,6 +531,7 @@ impl<S: Storage> FileStore<S> {
         store.dir_dirty = false;
         report.msgs = store.index.len();
         report.corrupt = store.corrupt.clone();
+        report.index_rebuilt = store.index_rebuilt;
         if let SyncPolicy::Interval(every) = config.sync {
             tracing::warn!(
                 dir = %dir.display(),
@@ -481,6 +598,19 @@ impl<S: Storage> FileStore<S> {
         Ok(Some((Format::V1, 0)))
     }
 
+    /// The scan of a sealed segment from its index file, if that file is
+    /// there, verifies and describes this segment as it is now (length and
+    /// last record); else `None` (the segment is read and scanned).
+    fn indexed_scan(&self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let n = read_up_to(file, &mut head).ok()?;
+        let salt = head.get(..n).and_then(decode_segment_header)?;
+        let id = segment_id(base, file).ok()?;
+        let bytes = self.fs.read_file(&self.dir.join(index_name(base))).ok()?;
+        let scan = seg_index::decode(&bytes, id)?;
+        (scan.start == SEGMENT_HEADER_LEN as u64).then_some((scan, Format::salted(salt)))
+    }
+
     fn recover_segment(
         &mut self,
         base: u64,
@@ -490,11 +620,32 @@ impl<S: Storage> FileStore<S> {
         known_salt: Option<u64>,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
-        let buf = file.read_all()?;
+        let use_index = self.use_index;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // A sealed segment with a valid index file is not read: its scan
+        // is replayed from the index. The newest segment is always read
+        // (its tail may be torn, and it still grows).
+        if use_index
+            && !newest
+            && let Some((scan, format)) = self.indexed_scan(base, &file)
+        {
+            let size = file.file_len()?;
+            let mut seg = Segment {
+                path,
+                file: Arc::new(file),
+                format,
+                size,
+                live: 0,
+                max_msg_seq: 0,
+                tombs: Vec::new(),
+            };
+            self.indexed_segments += 1;
+            return self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+        }
+        let buf = file.read_all()?;
         let layout = self.segment_layout(&buf, &name, known_salt)?;
         let mut seg = Segment {
             path,
@@ -520,122 +671,117 @@ impl<S: Storage> FileStore<S> {
             }
             return Ok(());
         };
-        let mut pos = start;
-        let mut batch: Option<OpenBatch> = None;
-        while let Some(rest) = buf.get(pos..) {
-            if rest.is_empty() {
-                break;
+        let scan = seg_index::scan(&buf, format, start);
+        if use_index && !newest && format.version() != VERSION_1 {
+            // A sealed segment without a valid index file (an older store,
+            // or the file was lost or damaged): write it now, after the
+            // segment is on stable storage. A failure only costs the next
+            // open a scan.
+            self.index_rebuilt = true;
+            if let Err(e) = write_index(&self.fs, &self.dir, base, &seg.file, &scan) {
+                tracing::debug!(segment = %name, error = %e, "file store: could not write an index file");
             }
-            let (reason, next) = match decode_record(rest, format) {
-                Ok(Some((rec, n))) => {
-                    match rec.kind {
-                        RecordKind::Batch => {
-                            if let Some(open) = batch.take() {
-                                // A batch without its end: never whole.
-                                self.drop_batch(&open, &name, pos, "another batch began");
-                            }
-                            batch = rec.batch_count().map(|count| OpenBatch {
-                                pos,
-                                first: rec.seq,
-                                count,
-                                seen: 0,
-                            });
-                        }
-                        RecordKind::BatchEnd => {
-                            // Written after every message of the batch:
-                            // it is whole (what is missing of it was
-                            // damaged since, and reported where found).
-                            match batch.take() {
-                                Some(open) if open.first == rec.seq => {}
-                                Some(open) => {
-                                    self.drop_batch(&open, &name, pos, "another batch ended");
-                                }
-                                None => {}
-                            }
-                        }
-                        _ => {
-                            if let Some(open) = batch.as_mut() {
-                                let member =
-                                    matches!(rec.kind, RecordKind::Msg | RecordKind::Erased)
-                                        && rec.seq >= open.first + open.seen
-                                        && rec.seq < open.first + open.count;
-                                if member {
-                                    open.seen = rec.seq - open.first + 1;
-                                } else if let Some(open) = batch.take() {
-                                    self.drop_batch(&open, &name, pos, "its end is missing");
-                                }
-                            }
-                            self.apply_recovered(base, &mut seg, &rec, pos as u64, n);
-                        }
-                    }
-                    pos += n;
+        }
+        self.replay_scan(base, &mut seg, &scan, &name, newest, Some(&buf), report)
+    }
+
+    /// Applies a segment's scan (read from its bytes, or from its index
+    /// file) and files the segment. `buf` (the segment's bytes) is given
+    /// when it was read; a damaged tail of the `newest` is cut.
+    #[allow(clippy::too_many_arguments)]
+    fn replay_scan(
+        &mut self,
+        base: u64,
+        seg: &mut Segment<S::File>,
+        scan: &Scan,
+        name: &str,
+        newest: bool,
+        buf: Option<&[u8]>,
+        report: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        let subjects: Vec<Arc<str>> = scan.subjects.iter().map(|s| self.intern(s)).collect();
+        let empty: Arc<str> = Arc::from("");
+        let mut pos = usize::try_from(scan.start).unwrap_or(usize::MAX);
+        let mut batch: Option<OpenBatch> = None;
+        let seg_len = usize::try_from(seg.size).unwrap_or(usize::MAX);
+        for ev in &scan.events {
+            let rec = match ev {
+                Event::Rec(rec) => rec,
+                Event::Damage { len, reason } => {
+                    let len = usize::try_from(*len).unwrap_or(usize::MAX);
+                    self.note_corrupt(name, pos, len, reason.clone());
+                    pos = pos.saturating_add(len);
                     continue;
                 }
-                Ok(None) => ("incomplete record".to_owned(), None),
-                Err(e) => {
-                    let next = match e.skip_len() {
-                        Some(n) if pos + n < buf.len() => find_next_record(&buf, pos + n, format),
-                        Some(_) => None,
-                        None => find_next_record(&buf, pos + 1, format),
-                    };
-                    (e.to_string(), next)
+                Event::Tail { reason } => {
+                    if newest && let Some(buf) = buf {
+                        return self.cut_tail(
+                            base,
+                            seg,
+                            buf,
+                            pos,
+                            batch.take(),
+                            name,
+                            reason,
+                            report,
+                        );
+                    }
+                    self.note_corrupt(name, pos, seg_len.saturating_sub(pos), reason.clone());
+                    break;
                 }
             };
-            match next {
-                Some(q) => {
-                    self.note_corrupt(&name, pos, q - pos, reason);
-                    pos = q;
-                }
-                None if newest => {
-                    let mut hw = cut_tail_high_water(
-                        buf.get(pos..).unwrap_or_default(),
-                        self.last_seq,
-                        format,
-                    );
-                    // A batch cut short goes whole: its messages read so
-                    // far too, and none of its sequences is used again.
-                    let mut dropped_batch = false;
+            let n = rec.len as usize;
+            match rec.kind {
+                RecordKind::Batch => {
                     if let Some(open) = batch.take() {
-                        self.forget_batch(&open);
-                        hw = hw.max(open.first + open.count.saturating_sub(1));
-                        pos = open.pos;
-                        dropped_batch = true;
+                        // A batch without its end: never whole.
+                        self.drop_batch(&open, name, pos, "another batch began");
                     }
-                    let cut = buf.len() - pos;
-                    tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
-                    // The dropped batch's sequences were noted while it was
-                    // read: a state record must keep them from being
-                    // assigned again.
-                    let raised = hw > self.last_seq || dropped_batch;
-                    if hw > self.last_seq {
-                        tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
-                        report.seqs_skipped += hw - self.last_seq;
-                        self.last_seq = hw;
-                    }
-                    seg.file.set_len(pos as u64)?;
-                    seg.file.sync_all()?;
-                    seg.size = pos as u64;
-                    report.truncated_bytes += cut as u64;
-                    if raised {
-                        // A state record carries the raised last sequence
-                        // (written by `open` before it returns).
-                        self.segments.insert(base, seg);
-                        return self.push_state();
-                    }
-                    break;
+                    batch = rec.values.map(|(count, _)| OpenBatch {
+                        pos,
+                        first: rec.seq,
+                        count,
+                        seen: 0,
+                    });
                 }
-                None => {
-                    self.note_corrupt(&name, pos, buf.len() - pos, reason);
-                    break;
+                RecordKind::BatchEnd => {
+                    // Written after every message of the batch: it is whole
+                    // (what is missing of it was damaged since, and reported
+                    // where found).
+                    match batch.take() {
+                        Some(open) if open.first == rec.seq => {}
+                        Some(open) => {
+                            self.drop_batch(&open, name, pos, "another batch ended");
+                        }
+                        None => {}
+                    }
+                }
+                _ => {
+                    if let Some(open) = batch.as_mut() {
+                        let member = matches!(rec.kind, RecordKind::Msg | RecordKind::Erased)
+                            && rec.seq >= open.first + open.seen
+                            && rec.seq < open.first + open.count;
+                        if member {
+                            open.seen = rec.seq - open.first + 1;
+                        } else if let Some(open) = batch.take() {
+                            self.drop_batch(&open, name, pos, "its end is missing");
+                        }
+                    }
+                    let subject = match rec.subject.checked_sub(1) {
+                        Some(i) => subjects.get(i as usize).unwrap_or(&empty),
+                        None => &empty,
+                    };
+                    self.apply_recovered(base, seg, rec, subject, pos as u64);
                 }
             }
+            pos += n;
         }
         if let Some(open) = batch.take() {
             // The segment ends inside a batch: it was never written whole.
             let hw = open.first + open.count.saturating_sub(1);
             if newest {
                 self.forget_batch(&open);
-                let cut = buf.len() - open.pos;
+                let cut = seg_len - open.pos;
                 tracing::warn!(segment = %name, offset = open.pos, bytes = cut, first = open.first, count = open.count, "file store: truncating an atomic batch that was not written whole");
                 seg.file.set_len(open.pos as u64)?;
                 seg.file.sync_all()?;
@@ -645,13 +791,79 @@ impl<S: Storage> FileStore<S> {
                     report.seqs_skipped += hw - self.last_seq;
                     self.last_seq = hw;
                 }
-                self.segments.insert(base, seg);
+                self.file_segment(base, seg);
                 return self.push_state();
             }
-            self.drop_batch(&open, &name, buf.len(), "the segment ends before it");
+            self.drop_batch(&open, name, seg_len, "the segment ends before it");
             self.last_seq = self.last_seq.max(hw);
         }
+        self.file_segment(base, seg);
+        Ok(())
+    }
+
+    /// Files a recovered segment in the store.
+    fn file_segment(&mut self, base: u64, seg: &mut Segment<S::File>) {
+        let seg = Segment {
+            path: std::mem::take(&mut seg.path),
+            file: Arc::clone(&seg.file),
+            format: seg.format,
+            size: seg.size,
+            live: seg.live,
+            max_msg_seq: seg.max_msg_seq,
+            tombs: std::mem::take(&mut seg.tombs),
+        };
         self.segments.insert(base, seg);
+    }
+
+    /// The newest segment holds nothing valid from `pos` on: a torn tail.
+    /// Cuts it (with the atomic batch it was in, if any) and makes sure the
+    /// sequences the cut bytes may have held are never assigned again.
+    #[allow(clippy::too_many_arguments)]
+    fn cut_tail(
+        &mut self,
+        base: u64,
+        seg: &mut Segment<S::File>,
+        buf: &[u8],
+        mut pos: usize,
+        batch: Option<OpenBatch>,
+        name: &str,
+        reason: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        let mut hw = cut_tail_high_water(
+            buf.get(pos..).unwrap_or_default(),
+            self.last_seq,
+            seg.format,
+        );
+        // A batch cut short goes whole: its messages read so far too, and
+        // none of its sequences is used again.
+        let mut dropped_batch = false;
+        if let Some(open) = batch {
+            self.forget_batch(&open);
+            hw = hw.max(open.first + open.count.saturating_sub(1));
+            pos = open.pos;
+            dropped_batch = true;
+        }
+        let cut = buf.len() - pos;
+        tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
+        // The dropped batch's sequences were noted while it was read: a
+        // state record must keep them from being assigned again.
+        let raised = hw > self.last_seq || dropped_batch;
+        if hw > self.last_seq {
+            tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are never assigned again");
+            report.seqs_skipped += hw - self.last_seq;
+            self.last_seq = hw;
+        }
+        seg.file.set_len(pos as u64)?;
+        seg.file.sync_all()?;
+        seg.size = pos as u64;
+        report.truncated_bytes += cut as u64;
+        self.file_segment(base, seg);
+        if raised {
+            // A state record carries the raised last sequence (written by
+            // `open` before it returns).
+            return self.push_state();
+        }
         Ok(())
     }
 
@@ -692,9 +904,9 @@ impl<S: Storage> FileStore<S> {
         &mut self,
         base: u64,
         seg: &mut Segment<S::File>,
-        rec: &Record<'_>,
+        rec: &RecInfo,
+        subject: &Arc<str>,
         off: u64,
-        n: usize,
     ) {
         match rec.kind {
             RecordKind::Msg => {
@@ -704,16 +916,16 @@ impl<S: Storage> FileStore<S> {
                         "file store: a message record appears twice; keeping the later one"
                     );
                 }
-                let subject = self.intern(rec.subject);
-                let size = file_msg_size(rec.subject.len(), rec.hdr.len(), rec.data.len());
+                let size =
+                    file_msg_size(subject.len(), rec.hdr_len as usize, rec.data_len as usize);
                 self.insert_entry(
                     rec.seq,
                     Entry {
                         seg: base,
                         off,
-                        len: n as u32,
+                        len: rec.len,
                         ts: rec.ts,
-                        subject,
+                        subject: Arc::clone(subject),
                         size,
                     },
                 );
@@ -735,7 +947,7 @@ impl<S: Storage> FileStore<S> {
             // Handled by the segment scan, which brackets the messages.
             RecordKind::Batch | RecordKind::BatchEnd => {}
             RecordKind::State => {
-                if let Some((floor, dead)) = rec.state_values() {
+                if let Some((floor, dead)) = rec.values {
                     self.note_seq(rec.seq, rec.ts);
                     self.floor = floor;
                     self.dead_below = self.dead_below.max(dead);
@@ -772,6 +984,21 @@ impl<S: Storage> FileStore<S> {
             }
         }
         self.durable = self.last_seq;
+    }
+
+    /// The segment `base` takes no more records (a newer one was started):
+    /// queues the writing of its index file, unless it is gone or of the
+    /// first format (those are always scanned).
+    fn seal(&mut self, base: u64) {
+        if let Some(seg) = self.segments.get(&base)
+            && seg.format.version() != VERSION_1
+        {
+            self.pending_seals.push(Seal {
+                base,
+                file: Arc::clone(&seg.file),
+                salt: self.salt,
+            });
+        }
     }
 
     fn create_segment(&mut self, base: u64) -> Result<(), StoreError> {
@@ -1149,6 +1376,13 @@ impl<S: Storage> FileStore<S> {
         let chunks = Arc::new(std::mem::take(&mut self.pending));
         let erases = std::mem::take(&mut self.pending_erases);
         let unlinks = std::mem::take(&mut self.pending_unlinks);
+        // Index files are written once their segment is fsynced: by a job
+        // that fsyncs.
+        let seals = if fsync || !erases.is_empty() || !unlinks.is_empty() {
+            std::mem::take(&mut self.pending_seals)
+        } else {
+            Vec::new()
+        };
         // Ordering: tombstones must be stable before an erase overwrites a
         // record or a segment is unlinked.
         let fsync = fsync || !erases.is_empty() || !unlinks.is_empty();
@@ -1181,7 +1415,33 @@ impl<S: Storage> FileStore<S> {
             if dir_sync {
                 fs.sync_dir(&dir)?;
             }
+            for seal in &seals {
+                // A cache: a failure costs the next open a scan, nothing
+                // else.
+                if let Err(e) = seal_segment(&fs, &dir, seal) {
+                    tracing::debug!(segment = seal.base, error = %e, "file store: could not write an index file");
+                }
+            }
             if !erases.is_empty() {
+                // An erase changes a sealed segment in place: its index
+                // file goes first, durably, so the next open scans the
+                // segment (and reports a torn rewrite as a scan would).
+                let mut seen = BTreeSet::new();
+                let mut removed = false;
+                for e in &erases {
+                    if seen.insert(e.seg) {
+                        match fs.remove_file(&dir.join(index_name(e.seg))) {
+                            Ok(()) => removed = true,
+                            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                            // Left in place it would hide a torn rewrite:
+                            // the job fails before the rewrite.
+                            Err(err) => return Err(err),
+                        }
+                    }
+                }
+                if removed {
+                    fs.sync_dir(&dir)?;
+                }
                 for e in &erases {
                     e.file.write_all_at(&e.bytes, e.off)?;
                 }
@@ -1208,6 +1468,18 @@ impl<S: Storage> FileStore<S> {
                             err.kind(),
                             format!("removing the emptied segment {}: {err}", p.display()),
                         ));
+                    }
+                }
+            }
+            for p in &unlinks {
+                // Its index file after it (one left without its segment is
+                // removed at open, never used).
+                let idx = p.with_extension(&IDX_SUFFIX[1..]);
+                match fs.remove_file(&idx) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        tracing::debug!(file = %idx.display(), error = %err, "file store: could not remove an index file")
                     }
                 }
             }
@@ -1245,6 +1517,7 @@ impl<S: Storage> Store for FileStore<S> {
             self.create_segment(seq)?;
             self.push_state()?;
             self.reclaim(vec![active])?;
+            self.seal(active);
         }
         self.put_msg(seq, subject, hdr, data, ts)?;
         Ok(seq)
@@ -1277,6 +1550,7 @@ impl<S: Storage> Store for FileStore<S> {
             self.create_segment(first)?;
             self.push_state()?;
             self.reclaim(vec![active])?;
+            self.seal(active);
         }
         let count = msgs.len() as u64;
         self.push_record(RecordKind::Batch, first, ts, b"", b"", &count.to_le_bytes())?;
@@ -1493,6 +1767,7 @@ impl<S: Storage> Store for FileStore<S> {
         self.pending.clear();
         self.pending_erases.clear();
         self.pending_unlinks.clear();
+        self.pending_seals.clear();
         self.inflight = None;
         self.unsynced.clear();
         self.segments.clear();

@@ -123,6 +123,8 @@ struct State {
     pages_dropped: u64,
     /// One-shot failures of named operations.
     fail_next: Vec<SimOp>,
+    /// Bytes read per file (node), for tests that count reads.
+    bytes_read: BTreeMap<usize, u64>,
 }
 
 const ROOT: usize = 0;
@@ -389,6 +391,7 @@ impl SimFs {
                 faults_injected: 0,
                 pages_dropped: 0,
                 fail_next: Vec::new(),
+                bytes_read: BTreeMap::new(),
             })),
         }
     }
@@ -501,6 +504,15 @@ impl SimFs {
         }
     }
 
+    /// Bytes read so far from the file at `path` (through handles).
+    pub fn bytes_read(&self, path: &Path) -> u64 {
+        let st = self.lock();
+        match st.lookup(path) {
+            Ok(Some(n)) => st.bytes_read.get(&n).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Test access, without faults: whether anything is at `path`.
     pub fn exists(&self, path: &Path) -> bool {
         matches!(self.lock().lookup(path), Ok(Some(_)))
@@ -528,14 +540,16 @@ impl SimFile {
 
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        self.with(Op::Read, |data, _, _, _| {
+        let n = self.with(Op::Read, |data, _, _, _| {
             let Some(src) = usize::try_from(off).ok().and_then(|o| data.get(o..)) else {
                 return Ok(0);
             };
             let n = src.len().min(buf.len());
             buf[..n].copy_from_slice(&src[..n]);
             Ok(n)
-        })
+        })?;
+        *self.fs.lock().bytes_read.entry(self.node).or_insert(0) += n as u64;
+        Ok(n)
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize> {

@@ -1,0 +1,309 @@
+//! Tests of the per-segment index files (`seg_index`) through the store:
+//! a store with valid index files does not read its sealed segments at
+//! open, and an index file that is lost, damaged, truncated, stale or never
+//! written (power loss) gives the same store as a full scan of the log.
+
+use std::path::{Path, PathBuf};
+
+use super::super::sim::{PowerLoss, SimFs};
+use super::super::storage::Storage;
+use super::super::{Purge, Store, SubjectFilter};
+use super::scenarios::sync;
+use super::{FileStore, FileStoreConfig, SEGMENT_HEADER_LEN, index_name, segment_name};
+
+const DIR: &str = "/s/msgs";
+const SEG: u64 = 400;
+
+fn dir() -> &'static Path {
+    Path::new(DIR)
+}
+
+fn cfg() -> FileStoreConfig {
+    FileStoreConfig {
+        segment_bytes: SEG,
+        ..FileStoreConfig::default()
+    }
+}
+
+fn open(sim: &SimFs) -> (FileStore<SimFs>, super::super::RecoveryReport) {
+    match FileStore::open_in(sim.clone(), dir(), cfg()) {
+        Ok(x) => x,
+        Err(e) => panic!("open: {e}"),
+    }
+}
+
+/// A store of many segments with interior deletes, an erase, a filtered
+/// purge and a prefix purge, closed cleanly.
+fn populated(seed: u64) -> SimFs {
+    let sim = SimFs::new(seed);
+    assert!(
+        sim.create_dir_all(Path::new("/s"))
+            .and_then(|()| sim.sync_dir(Path::new("/")))
+            .is_ok()
+    );
+    let (mut s, _) = open(&sim);
+    for i in 1..=120u64 {
+        let subj = format!("s.{}", i % 5);
+        let hdr: &[u8] = if i % 4 == 0 {
+            b"NATS/1.0\r\nA: b\r\n\r\n"
+        } else {
+            b""
+        };
+        assert_eq!(
+            s.append(&subj, hdr, format!("m{i}").as_bytes(), i as i64)
+                .ok(),
+            Some(i)
+        );
+        if i % 17 == 0 {
+            sync(&mut s);
+        }
+    }
+    sync(&mut s);
+    for seq in [7, 30, 31, 64] {
+        assert_eq!(s.remove(seq, false).ok(), Some(true));
+    }
+    assert_eq!(s.remove(50, true).ok(), Some(true));
+    let filtered = Purge {
+        filter: Some("s.3".into()),
+        seq: Some(90),
+        ..Purge::default()
+    };
+    assert!(s.purge(&filtered).is_ok());
+    let prefix = Purge {
+        seq: Some(5),
+        ..Purge::default()
+    };
+    assert!(s.purge(&prefix).is_ok());
+    sync(&mut s);
+    assert!(s.close().is_ok());
+    drop(s);
+    sim.crash();
+    sim
+}
+
+fn segments(sim: &SimFs) -> Vec<u64> {
+    sim.names(dir())
+        .iter()
+        .filter_map(|n| super::parse_segment_name(n))
+        .collect()
+}
+
+fn idx_path(base: u64) -> PathBuf {
+    dir().join(index_name(base))
+}
+
+/// The store opened with its index files answers exactly as a full scan of
+/// the same log.
+fn same_as_full_scan(sim: &SimFs) -> super::super::RecoveryReport {
+    let (mut scanned, _) = match FileStore::open_scanning(sim.fork(), dir(), cfg()) {
+        Ok(x) => x,
+        Err(e) => panic!("scan: {e}"),
+    };
+    let (mut s, report) = open(sim);
+    assert_eq!(s.state(), scanned.state());
+    assert_eq!(s.deleted_up_to(1000), scanned.deleted_up_to(1000));
+    assert_eq!(s.corrupt_records(), scanned.corrupt_records());
+    let mut at = 0;
+    loop {
+        let a = s.next_from(at, &SubjectFilter::All).ok().flatten();
+        let b = scanned.next_from(at, &SubjectFilter::All).ok().flatten();
+        assert_eq!(a, b);
+        match a {
+            Some(m) => at = m.seq + 1,
+            None => break,
+        }
+    }
+    for i in 0..5 {
+        let subj = format!("s.{i}");
+        assert_eq!(s.subject_seqs(&subj), scanned.subject_seqs(&subj));
+    }
+    drop(s);
+    sim.crash();
+    report
+}
+
+#[test]
+fn sealed_segments_get_index_files_and_open_reads_only_their_headers() {
+    let sim = populated(1);
+    let segs = segments(&sim);
+    assert!(segs.len() > 10, "{} segments", segs.len());
+    let (newest, sealed) = segs.split_last().expect("segments");
+    // Message 50 was erased: its segment's index file went (the next open
+    // scans it and writes it again).
+    let erased = segs.iter().copied().filter(|b| *b <= 50).max();
+    for base in sealed {
+        assert_eq!(
+            sim.exists(&idx_path(*base)),
+            Some(*base) != erased,
+            "index file of {base}"
+        );
+    }
+    assert!(
+        !sim.exists(&idx_path(*newest)),
+        "the newest segment is not sealed"
+    );
+    let (s, report) = open(&sim);
+    assert!(report.index_rebuilt, "the erased segment's index file");
+    assert_eq!(s.indexed_segments, sealed.len() - 1);
+    drop(s);
+    sim.crash();
+    // Now every sealed segment has its index file.
+    let before: Vec<u64> = segs
+        .iter()
+        .map(|b| sim.bytes_read(&dir().join(segment_name(*b))))
+        .collect();
+    let (s, report) = open(&sim);
+    assert!(!report.index_rebuilt);
+    assert_eq!(s.indexed_segments, sealed.len());
+    for (base, was) in segs.iter().zip(&before) {
+        let read = sim.bytes_read(&dir().join(segment_name(*base))) - was;
+        if base == newest {
+            assert!(
+                read > SEGMENT_HEADER_LEN as u64,
+                "the newest segment is scanned"
+            );
+        } else {
+            // Its header (twice: salt, then format) and its last 4 bytes.
+            assert!(
+                read <= 2 * SEGMENT_HEADER_LEN as u64 + 4,
+                "segment {base}: {read} bytes read at open"
+            );
+        }
+    }
+    drop(s);
+    sim.crash();
+    same_as_full_scan(&sim);
+}
+
+#[test]
+fn a_lost_corrupt_truncated_or_stale_index_file_is_rebuilt_from_its_segment() {
+    for damage in ["lost", "bit flip", "truncated", "stale", "empty"] {
+        let sim = populated(2);
+        let segs = segments(&sim);
+        let victim = segs[segs.len() / 2];
+        let path = idx_path(victim);
+        let bytes = sim.peek(&path).expect("index file");
+        match damage {
+            "lost" => assert!(sim.remove_file(&path).is_ok()),
+            "bit flip" => {
+                for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+                    let mut b = bytes.clone();
+                    b[at] ^= 0x10;
+                    assert!(sim.poke(&path, &b));
+                    let report = same_as_full_scan(&sim);
+                    assert!(report.index_rebuilt, "{damage} at {at}");
+                }
+                continue;
+            }
+            "truncated" => assert!(sim.poke(&path, &bytes[..bytes.len() - 5])),
+            "empty" => assert!(sim.poke(&path, b"")),
+            _ => {
+                // The segment is longer than its index says (garbage
+                // appended behind the index's back): scanned, the garbage
+                // reported as a damaged record.
+                let seg = dir().join(segment_name(victim));
+                let mut b = sim.peek(&seg).expect("segment");
+                b.extend_from_slice(&[0xB5, 0x1E, 0, 0, 0, 0]);
+                assert!(sim.poke(&seg, &b));
+            }
+        }
+        let report = same_as_full_scan(&sim);
+        assert!(report.index_rebuilt, "{damage}");
+        if damage == "stale" {
+            assert_eq!(report.corrupt.len(), 1, "{damage}: {:?}", report.corrupt);
+        }
+        // Rebuilt: the next open uses it.
+        let (s, report) = open(&sim);
+        assert!(!report.index_rebuilt, "{damage}: rebuilt again");
+        assert_eq!(s.indexed_segments, segments(&sim).len() - 1, "{damage}");
+    }
+}
+
+#[test]
+fn a_power_loss_between_a_segment_fsync_and_its_index_write_costs_only_a_scan() {
+    for (seed, mode) in (0..24u64).map(|i| {
+        (
+            100 + i,
+            if i % 2 == 0 {
+                PowerLoss::Strict
+            } else {
+                PowerLoss::Torn
+            },
+        )
+    }) {
+        let sim = SimFs::new(seed);
+        assert!(
+            sim.create_dir_all(Path::new("/s"))
+                .and_then(|()| sim.sync_dir(Path::new("/")))
+                .is_ok()
+        );
+        let (mut s, _) = open(&sim);
+        // Every sync job seals a segment and writes its index file, never
+        // fsynced: the power loss takes some or all of them.
+        for i in 1..=60u64 {
+            assert!(
+                s.append(&format!("s.{}", i % 3), b"", b"0123456789", i as i64)
+                    .is_ok()
+            );
+            if i % 5 == 0 {
+                sync(&mut s);
+            }
+        }
+        sync(&mut s);
+        let want = s.state();
+        drop(s);
+        sim.power_loss(mode);
+        same_as_full_scan(&sim);
+        let (s, _) = open(&sim);
+        // Everything acknowledged (fsynced) is there.
+        assert_eq!(s.state(), want, "seed {seed}");
+    }
+}
+
+#[test]
+fn an_old_store_without_index_files_opens_as_before_and_gains_them() {
+    let sim = populated(3);
+    for base in segments(&sim) {
+        let _ = sim.remove_file(&idx_path(base));
+    }
+    let report = same_as_full_scan(&sim);
+    assert!(report.index_rebuilt);
+    let segs = segments(&sim);
+    for base in &segs[..segs.len() - 1] {
+        assert!(sim.exists(&idx_path(*base)), "{base} gained no index file");
+    }
+    let (s, _) = open(&sim);
+    assert_eq!(s.indexed_segments, segs.len() - 1);
+}
+
+#[test]
+fn an_erase_in_a_sealed_segment_drops_its_index_file_and_a_reopen_scans_it() {
+    let sim = populated(4);
+    let (mut s, _) = open(&sim);
+    let seq = 100;
+    let seg = s.index.get(seq).expect("indexed").seg;
+    assert!(sim.exists(&idx_path(seg)));
+    assert_eq!(s.remove(seq, true).ok(), Some(true));
+    sync(&mut s);
+    assert!(
+        !sim.exists(&idx_path(seg)),
+        "the erased segment kept its index file"
+    );
+    drop(s);
+    sim.crash();
+    let report = same_as_full_scan(&sim);
+    assert!(report.index_rebuilt);
+}
+
+#[test]
+fn an_index_file_whose_segment_is_gone_is_removed_at_open() {
+    let sim = populated(5);
+    let orphan = idx_path(999_999);
+    let segs = segments(&sim);
+    let some = sim.peek(&idx_path(segs[0])).expect("index file");
+    let made = sim.create_truncate(&orphan);
+    assert!(made.is_ok());
+    assert!(sim.poke(&orphan, &some));
+    let (_s, _) = open(&sim);
+    assert!(!sim.exists(&orphan));
+}
