@@ -1095,7 +1095,12 @@ impl<S: Storage> FileStore<S> {
     /// Like [`FileStore::read_bytes`] for a read that walks the segment
     /// (a consumer's next message): served from a block read once for
     /// many records when the walk goes on (`readahead`), as a slice of it.
-    fn read_walking(&mut self, seg: u64, off: u64, len: u32) -> Result<(Bytes, Format), StoreError> {
+    fn read_walking(
+        &mut self,
+        seg: u64,
+        off: u64,
+        len: u32,
+    ) -> Result<(Bytes, Format), StoreError> {
         let n = len as usize;
         if let Some(b) = self.buffered(seg, off, n) {
             let format = self.segment_for_read(seg)?.format;
@@ -1117,7 +1122,9 @@ impl<S: Storage> FileStore<S> {
         let format = s.format;
         if let Some(b) = self
             .readahead
-            .get(seg, &s.file, off, n, limit, |f, buf, at| read_record(f, buf, at))
+            .get(seg, &s.file, off, n, limit, |f, buf, at| {
+                read_record(f, buf, at)
+            })
         {
             return Ok((b, format));
         }
@@ -1127,7 +1134,9 @@ impl<S: Storage> FileStore<S> {
     }
 
     fn segment_for_read(&self, seg: u64) -> Result<&Segment<S::File>, StoreError> {
-        self.segments.get(&seg).ok_or_else(|| self.segment_gone(seg))
+        self.segments
+            .get(&seg)
+            .ok_or_else(|| self.segment_gone(seg))
     }
 
     fn segment_gone(&self, seg: u64) -> StoreError {

@@ -2117,7 +2117,10 @@ mod tests {
         ] {
             super::write_ack_reply(&mut out, "ORDERS", "c-1", counts, ts, pending);
             let [d, s, c] = counts;
-            assert_eq!(out, format!("$JS.ACK.ORDERS.c-1.{d}.{s}.{c}.{ts}.{pending}"));
+            assert_eq!(
+                out,
+                format!("$JS.ACK.ORDERS.c-1.{d}.{s}.{c}.{ts}.{pending}")
+            );
         }
     }
 

@@ -116,7 +116,10 @@ impl<F> ReadAhead<F> {
             return Some(b.bytes.slice(rel..rel + len));
         }
         let end = off.checked_add(len as u64)?;
-        let continues = self.slots.iter().position(|b| b.continued_by(seg, file, off));
+        let continues = self
+            .slots
+            .iter()
+            .position(|b| b.continued_by(seg, file, off));
         let walking = continues.is_some() || self.walk == Some((seg, off));
         if !walking || end > limit {
             self.walk = Some((seg, end));

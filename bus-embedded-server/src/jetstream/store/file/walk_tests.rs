@@ -157,10 +157,7 @@ fn walks_match_the_mem_store_under_appends_removals_erasures_purges_and_reclaims
                 40..=47 => {
                     let seq = rnd(last + 2);
                     let erase = rnd(2) == 0;
-                    assert_eq!(
-                        m.remove(seq, erase).unwrap(),
-                        f.remove(seq, erase).unwrap()
-                    );
+                    assert_eq!(m.remove(seq, erase).unwrap(), f.remove(seq, erase).unwrap());
                 }
                 48..=49 => {
                     let p = Purge {
