@@ -18,10 +18,13 @@ mod index;
 mod index_file_tests;
 #[cfg(test)]
 mod model;
+mod readahead;
 mod record;
 #[cfg(test)]
 pub(crate) mod scenarios;
 mod seg_index;
+#[cfg(test)]
+mod walk_tests;
 
 pub use record::{
     BATCH_BODY_LEN, DecodeError, Format, HEADER_LEN, Header, MAGIC, Record, RecordKind,
@@ -44,6 +47,7 @@ use super::{
 };
 use index::MsgIndex;
 use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
+use readahead::ReadAhead;
 
 /// An atomic batch recovery has seen the start of and not all the
 /// messages of yet.
@@ -217,6 +221,8 @@ pub struct FileStore<S: Storage = RealFs> {
     job_mark: u64,
     /// The highest write mark known durable.
     durable_mark: u64,
+    /// Blocks read for sequential walks (consumers): `readahead`.
+    readahead: ReadAhead<S::File>,
 }
 
 fn segment_name(base: u64) -> String {
@@ -345,6 +351,52 @@ fn find_next_record(buf: &[u8], from: usize, format: Format) -> Option<usize> {
         at = p + 1;
     }
     None
+}
+
+/// Fills `buf` from `file` at `off`: from the page cache only while the
+/// thread is marked "no wait" (`nowait`), else from the page cache or, on a
+/// miss, with a read that may wait without stalling an async worker.
+fn read_record<F: StorageFile>(file: &F, buf: &mut [u8], off: u64) -> io::Result<()> {
+    if super::nowait::active() {
+        // The caller redoes the work elsewhere on "would block".
+        return file.read_exact_at_nowait(buf, off);
+    }
+    match file.read_exact_at_nowait(buf, off) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            super::nowait::wait_in_place(|| file.read_exact_at(buf, off))
+        }
+        other => other,
+    }
+}
+
+/// The message `seq` (indexed as `e`) from its record's bytes `raw`,
+/// checked: checksum, kind and sequence. Header and payload are slices of
+/// `raw`.
+fn msg_of(seq: u64, e: &Entry, raw: Bytes, format: Format) -> Result<StoredMsg, StoreError> {
+    let (sl, hl, dl, ts) = match decode_record(&raw, format) {
+        Ok(Some((r, _))) if r.kind == RecordKind::Msg && r.seq == seq => {
+            (r.subject.len(), r.hdr.len(), r.data.len(), r.ts)
+        }
+        other => {
+            let why = match other {
+                Err(err) => err.to_string(),
+                _ => "not the expected record".to_owned(),
+            };
+            return Err(StoreError::Corrupt(format!(
+                "message {seq} in segment {} at offset {} does not read back: {why}",
+                segment_name(e.seg),
+                e.off
+            )));
+        }
+    };
+    let h0 = HEADER_LEN + sl;
+    Ok(StoredMsg {
+        seq,
+        subject: Arc::clone(&e.subject),
+        hdr: raw.slice(h0..h0 + hl),
+        data: raw.slice(h0 + hl..h0 + hl + dl),
+        ts,
+    })
 }
 
 impl FileStore<RealFs> {
@@ -484,6 +536,7 @@ impl<S: Storage> FileStore<S> {
             mark: 0,
             job_mark: 0,
             durable_mark: 0,
+            readahead: ReadAhead::default(),
         };
         store.salt = match salt {
             Some(s) => s,
@@ -1237,6 +1290,7 @@ impl<S: Storage> FileStore<S> {
             let Some(seg) = self.segments.remove(&base) else {
                 continue;
             };
+            self.readahead.forget_segment(base);
             for &t in &seg.tombs {
                 if t >= self.dead_below && self.owner(t).is_some_and(|o| o < base) {
                     self.push_delete(t)?;
@@ -1255,37 +1309,77 @@ impl<S: Storage> FileStore<S> {
     /// Bytes of the record at `off..off+len` of segment `seg`, and the
     /// segment's record format.
     fn read_bytes(&self, seg: u64, off: u64, len: u32) -> Result<(Vec<u8>, Format), StoreError> {
-        let Some(s) = self.segments.get(&seg) else {
-            return Err(StoreError::Corrupt(format!(
-                "segment {} is gone but the index points at it",
-                segment_name(seg)
-            )));
-        };
+        let s = self.segment_for_read(seg)?;
         let n = len as usize;
-        let buffered = self
-            .pending
-            .iter()
-            .chain(self.inflight.iter().flat_map(|c| c.iter()));
-        for c in buffered {
-            if let Some(b) = c.slice(seg, off, n) {
-                return Ok((b.to_vec(), s.format));
-            }
+        if let Some(b) = self.buffered(seg, off, n) {
+            return Ok((b.to_vec(), s.format));
         }
         let mut buf = vec![0u8; n];
-        if super::nowait::active() {
-            // The caller redoes the work elsewhere on "would block".
-            s.file.read_exact_at_nowait(&mut buf, off)?;
-        } else {
-            // From the page cache if it holds the record; else a read that
-            // may wait, without stalling an async worker's other tasks.
-            match s.file.read_exact_at_nowait(&mut buf, off) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    super::nowait::wait_in_place(|| s.file.read_exact_at(&mut buf, off))?;
-                }
-                other => other?,
-            }
-        }
+        read_record(&*s.file, &mut buf, off)?;
         Ok((buf, s.format))
+    }
+
+    /// Like [`FileStore::read_bytes`] for a read that walks the segment
+    /// (a consumer's next message): served from a block read once for
+    /// many records when the walk goes on (`readahead`), as a slice of it.
+    fn read_walking(
+        &mut self,
+        seg: u64,
+        off: u64,
+        len: u32,
+    ) -> Result<(Bytes, Format), StoreError> {
+        let n = len as usize;
+        if let Some(b) = self.buffered(seg, off, n) {
+            let format = self.segment_for_read(seg)?.format;
+            return Ok((Bytes::copy_from_slice(b), format));
+        }
+        // Fields, not methods: the segment is borrowed beside `readahead`.
+        let Some(s) = self.segments.get(&seg) else {
+            return Err(self.segment_gone(seg));
+        };
+        // The segment's bytes before its first buffered chunk are written.
+        let limit = self
+            .pending
+            .iter()
+            .chain(self.inflight.iter().flat_map(|c| c.iter()))
+            .filter(|c| c.seg == seg)
+            .map(|c| c.start)
+            .min()
+            .unwrap_or(s.size);
+        let format = s.format;
+        if let Some(b) = self
+            .readahead
+            .get(seg, &s.file, off, n, limit, |f, buf, at| {
+                read_record(f, buf, at)
+            })
+        {
+            return Ok((b, format));
+        }
+        let mut buf = vec![0u8; n];
+        read_record(&*s.file, &mut buf, off)?;
+        Ok((Bytes::from(buf), format))
+    }
+
+    fn segment_for_read(&self, seg: u64) -> Result<&Segment<S::File>, StoreError> {
+        self.segments
+            .get(&seg)
+            .ok_or_else(|| self.segment_gone(seg))
+    }
+
+    fn segment_gone(&self, seg: u64) -> StoreError {
+        StoreError::Corrupt(format!(
+            "segment {} is gone but the index points at it",
+            segment_name(seg)
+        ))
+    }
+
+    /// The record at `off..off+n` of segment `seg` if it is still buffered
+    /// (not written, or being written by the job in flight).
+    fn buffered(&self, seg: u64, off: u64, n: usize) -> Option<&[u8]> {
+        self.pending
+            .iter()
+            .chain(self.inflight.iter().flat_map(|c| c.iter()))
+            .find_map(|c| c.slice(seg, off, n))
     }
 
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
@@ -1293,31 +1387,17 @@ impl<S: Storage> FileStore<S> {
             return Ok(None);
         };
         let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
-        let (sl, hl, dl, ts) = match decode_record(&raw, format) {
-            Ok(Some((r, _))) if r.kind == RecordKind::Msg && r.seq == seq => {
-                (r.subject.len(), r.hdr.len(), r.data.len(), r.ts)
-            }
-            other => {
-                let why = match other {
-                    Err(err) => err.to_string(),
-                    _ => "not the expected record".to_owned(),
-                };
-                return Err(StoreError::Corrupt(format!(
-                    "message {seq} in segment {} at offset {} does not read back: {why}",
-                    segment_name(e.seg),
-                    e.off
-                )));
-            }
+        msg_of(seq, &e, Bytes::from(raw), format).map(Some)
+    }
+
+    /// [`FileStore::load`] for the next message of a walk (see
+    /// [`FileStore::read_walking`]).
+    fn load_walking(&mut self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
+        let Some(e) = self.index.get(seq) else {
+            return Ok(None);
         };
-        let raw = Bytes::from(raw);
-        let h0 = HEADER_LEN + sl;
-        Ok(Some(StoredMsg {
-            seq,
-            subject: Arc::clone(&e.subject),
-            hdr: raw.slice(h0..h0 + hl),
-            data: raw.slice(h0 + hl..h0 + hl + dl),
-            ts,
-        }))
+        let (raw, format) = self.read_walking(e.seg, e.off, e.len)?;
+        msg_of(seq, &e, raw, format).map(Some)
     }
 
     /// The bytes that replace a message's record when it is erased: headers
@@ -1634,7 +1714,7 @@ impl<S: Storage> Store for FileStore<S> {
             SubjectFilter::Any(_) => self.by_subject.first_from(start, filter),
         };
         match best {
-            Some(s) => self.load(s),
+            Some(s) => self.load_walking(s),
             None => Ok(None),
         }
     }
@@ -1751,6 +1831,7 @@ impl<S: Storage> Store for FileStore<S> {
         for (base, s) in &self.segments {
             self.unsynced.insert(*base, Arc::clone(&s.file));
         }
+        self.readahead.clear();
         let job = self.build_job(true);
         let upto = job.upto;
         let result = (job.run)();
@@ -1770,6 +1851,7 @@ impl<S: Storage> Store for FileStore<S> {
         self.pending_seals.clear();
         self.inflight = None;
         self.unsynced.clear();
+        self.readahead.clear();
         self.segments.clear();
         self.index.clear();
         self.by_subject.clear();

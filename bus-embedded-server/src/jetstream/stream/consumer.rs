@@ -3,7 +3,6 @@
 //! flow control and heartbeats, and its persisted state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -1139,11 +1138,13 @@ impl Consumer {
                     }
                 }
             }
-            ack_reply.clear();
-            let _ = write!(
-                ack_reply,
-                "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
-                self.stream_name, self.name, deliveries, msg.seq, dseq, msg.ts, pending_after
+            write_ack_reply(
+                &mut ack_reply,
+                &self.stream_name,
+                &self.name,
+                [deliveries, msg.seq, dseq],
+                msg.ts,
+                pending_after,
             );
             // A pull's max_bytes counts what goes out: subject, reply,
             // headers and payload (as nats-server counts it).
@@ -1905,6 +1906,33 @@ fn effective_filter(stream: &Stream, config: &ConsumerConfig) -> SubjectFilter {
     filter
 }
 
+/// `$JS.ACK.<stream>.<consumer>.<deliveries>.<stream seq>.<consumer
+/// seq>.<timestamp>.<pending>` into `out` (cleared first): the reply
+/// subject of every delivery, written without the formatting machinery.
+fn write_ack_reply(
+    out: &mut String,
+    stream: &str,
+    consumer: &str,
+    counts: [u64; 3],
+    ts: i64,
+    pending: u64,
+) {
+    let mut num = itoa::Buffer::new();
+    out.clear();
+    out.push_str("$JS.ACK.");
+    out.push_str(stream);
+    out.push('.');
+    out.push_str(consumer);
+    for n in counts {
+        out.push('.');
+        out.push_str(num.format(n));
+    }
+    out.push('.');
+    out.push_str(num.format(ts));
+    out.push('.');
+    out.push_str(num.format(pending));
+}
+
 /// Messages still to deliver.
 fn pending_count(stream: &Stream, st: &CState) -> u64 {
     let inner = lock(&stream.inner);
@@ -2078,6 +2106,23 @@ mod model;
 #[cfg(test)]
 mod tests {
     use crate::jetstream::{JetStream, JetStreamConfig};
+
+    #[test]
+    fn the_ack_reply_subject_reads_as_nats_server_writes_it() {
+        let mut out = String::from("left over");
+        for (counts, ts, pending) in [
+            ([1, 1, 1], 1_700_000_000_123_456_789i64, 0),
+            ([3, u64::MAX, 42], -5, u64::MAX),
+            ([0, 0, 0], 0, 7),
+        ] {
+            super::write_ack_reply(&mut out, "ORDERS", "c-1", counts, ts, pending);
+            let [d, s, c] = counts;
+            assert_eq!(
+                out,
+                format!("$JS.ACK.ORDERS.c-1.{d}.{s}.{c}.{ts}.{pending}")
+            );
+        }
+    }
 
     /// Found by the consumer model test: a message dropped from pending
     /// because the stream deleted it left the state clean, so an ack or
