@@ -685,7 +685,9 @@ mod tests {
     fn a_message_framed_once_is_what_each_subscriber_would_get_framed_alone() {
         let hdr = b"NATS/1.0\r\nK: v\r\n\r\n";
         let with_hdr = [&hdr[..], b"body"].concat();
-        let cases: [(&[u8], Option<&[u8]>, Option<usize>, &[u8]); 5] = [
+        /// Subject, reply, header length, payload.
+        type Case<'a> = (&'a [u8], Option<&'a [u8]>, Option<usize>, &'a [u8]);
+        let cases: [Case<'_>; 5] = [
             (b"a.b", None, None, b"hello"),
             (b"a.b", Some(b"_INBOX.r.1"), None, b""),
             (b"x", None, Some(hdr.len()), &with_hdr),
