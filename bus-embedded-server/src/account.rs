@@ -31,7 +31,7 @@ use crate::config::{
 use crate::jetstream::limits::{AccountResources, ServerResources};
 use crate::jetstream::{Deliveries, JetStream, JetStreamError, Router};
 use crate::mapping::Mappings;
-use crate::outbound::{Batch, Client, Sub};
+use crate::outbound::{Batch, Client, Delivered, Frame, Sub};
 use crate::replies::ReplyTable;
 use crate::subject;
 use crate::sublist::{Matches, Sublist};
@@ -258,15 +258,44 @@ impl Account {
             return self.deliver_traced(matches, msg, skip, batch, t);
         }
         let subject = msg.subject.as_bytes();
+        if matches.plain.len() + matches.groups.len() < 2 {
+            // One receiver: formatting its line directly is cheapest.
+            return self.deliver_each(matches, skip, batch, |sub| {
+                sub.client
+                    .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload)
+            });
+        }
+        // Several: the line is built once, each delivery copies it.
+        let mut scratch = std::mem::take(&mut batch.scratch);
+        let frame = Frame::build(
+            &mut scratch,
+            subject,
+            msg.reply,
+            msg.header_len,
+            msg.payload,
+        );
+        let delivered = self.deliver_each(matches, skip, batch, |sub| {
+            sub.client.deliver_frame(&frame, &sub.sid)
+        });
+        batch.scratch = scratch;
+        delivered
+    }
+
+    /// [`Self::deliver`]'s walk: `deliver` queues the message for one
+    /// subscription.
+    fn deliver_each(
+        &self,
+        matches: &Matches<Client>,
+        skip: Option<u64>,
+        batch: &mut Batch,
+        deliver: impl Fn(&Arc<Sub>) -> Delivered,
+    ) -> u64 {
         let mut delivered = 0;
         for sub in &matches.plain {
             if skip == Some(sub.client.id) || !sub.take_delivery() {
                 continue;
             }
-            let outcome =
-                sub.client
-                    .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload);
-            if batch.note(&sub.client, outcome) {
+            if batch.note(&sub.client, deliver(sub)) {
                 delivered += 1;
             }
             self.expire_if_done(sub);
@@ -278,10 +307,7 @@ impl Account {
                 if sub.exhausted() || skip == Some(sub.client.id) || !sub.take_delivery() {
                     continue;
                 }
-                let outcome =
-                    sub.client
-                        .deliver(subject, &sub.sid, msg.reply, msg.header_len, msg.payload);
-                let queued = batch.note(&sub.client, outcome);
+                let queued = batch.note(&sub.client, deliver(sub));
                 self.expire_if_done(sub);
                 if queued {
                     delivered += 1;

@@ -87,6 +87,63 @@ pub(crate) enum Delivered {
     Dropped,
 }
 
+/// A message's `MSG`/`HMSG` line, built once for all its subscribers
+/// (see [`Frame::build`]): everything but the sid, so a delivery copies
+/// four pieces (line start, sid, line end, payload) instead of formatting
+/// the line again for each subscriber.
+pub(crate) struct Frame<'a> {
+    /// `MSG <subject> ` or `HMSG <subject> `, then ` [reply ][hdr ]size\r\n`.
+    line: &'a [u8],
+    /// Where the sid goes in `line`.
+    sid_at: usize,
+    subject: &'a [u8],
+    reply: Option<&'a [u8]>,
+    header_len: Option<usize>,
+    payload: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Writes the line parts of a message into `scratch` (reused from
+    /// message to message) and returns the frame that refers to them.
+    pub(crate) fn build(
+        scratch: &'a mut Vec<u8>,
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        header_len: Option<usize>,
+        payload: &'a [u8],
+    ) -> Self {
+        scratch.clear();
+        scratch.extend_from_slice(if header_len.is_some() {
+            b"HMSG "
+        } else {
+            b"MSG "
+        });
+        scratch.extend_from_slice(subject);
+        scratch.push(b' ');
+        let sid_at = scratch.len();
+        scratch.push(b' ');
+        let mut num = itoa::Buffer::new();
+        if let Some(r) = reply {
+            scratch.extend_from_slice(r);
+            scratch.push(b' ');
+        }
+        if let Some(h) = header_len {
+            scratch.extend_from_slice(num.format(h).as_bytes());
+            scratch.push(b' ');
+        }
+        scratch.extend_from_slice(num.format(payload.len()).as_bytes());
+        scratch.extend_from_slice(b"\r\n");
+        Frame {
+            line: scratch,
+            sid_at,
+            subject,
+            reply,
+            header_len,
+            payload,
+        }
+    }
+}
+
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -345,7 +402,54 @@ impl Client {
         buf.put_slice(b"\r\n");
         buf.put_slice(payload);
         buf.put_slice(b"\r\n");
-        let queued = buf.len();
+        self.queued(out, was_empty, payload.len())
+    }
+
+    /// [`Self::deliver`] of a message framed once for all its subscribers.
+    pub(crate) fn deliver_frame(&self, frame: &Frame<'_>, sid: &[u8]) -> Delivered {
+        if frame.header_len.is_some() && !self.headers.load(Ordering::Relaxed) {
+            // This client gets a different line (MSG, body only).
+            return self.deliver(
+                frame.subject,
+                sid,
+                frame.reply,
+                frame.header_len,
+                frame.payload,
+            );
+        }
+        if let Some(rules) = self.rules.get() {
+            if rules.withholds(frame.subject) {
+                return Delivered::Dropped;
+            }
+            if let (Some(responses), Some(reply)) = (&rules.responses, frame.reply) {
+                responses.track(reply);
+            }
+        }
+        let (head, tail) = frame.line.split_at(frame.sid_at);
+        let mut out = lock(&self.out);
+        if out.closed {
+            return Delivered::Dropped;
+        }
+        let was_empty = out.buf.is_empty();
+        let buf = &mut out.buf;
+        buf.reserve(frame.line.len() + sid.len() + frame.payload.len() + 2);
+        buf.put_slice(head);
+        buf.put_slice(sid);
+        buf.put_slice(tail);
+        buf.put_slice(frame.payload);
+        buf.put_slice(b"\r\n");
+        self.queued(out, was_empty, frame.payload.len())
+    }
+
+    /// The end of a delivery: the slow-consumer check, counters, and
+    /// whether the producer should stall.
+    fn queued(
+        &self,
+        mut out: std::sync::MutexGuard<'_, Outbound>,
+        was_empty: bool,
+        payload_len: usize,
+    ) -> Delivered {
+        let queued = out.buf.len();
         let pending = out.pending();
         if pending > self.max_pending {
             out.closed = true;
@@ -356,7 +460,7 @@ impl Client {
         drop(out);
         self.out_msgs.fetch_add(1, Ordering::Relaxed);
         self.out_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            .fetch_add(payload_len as u64, Ordering::Relaxed);
         // The caller wakes the writer once per batch (see [`Batch`]), so a
         // burst goes out in few writes.
         if queued > self.stall_at {
@@ -482,6 +586,8 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
 pub(crate) struct Batch {
     wakes: Vec<Arc<Client>>,
     stalls: Vec<Arc<Client>>,
+    /// Reused for each message's [`Frame`].
+    pub(crate) scratch: Vec<u8>,
 }
 
 impl Batch {
@@ -573,6 +679,69 @@ mod tests {
         );
         assert_eq!(c.out_msgs.load(Ordering::Relaxed), 2);
         assert_eq!(c.out_bytes.load(Ordering::Relaxed), 5 + 20);
+    }
+
+    #[test]
+    fn a_message_framed_once_is_what_each_subscriber_would_get_framed_alone() {
+        let hdr = b"NATS/1.0\r\nK: v\r\n\r\n";
+        let with_hdr = [&hdr[..], b"body"].concat();
+        /// Subject, reply, header length, payload.
+        type Case<'a> = (&'a [u8], Option<&'a [u8]>, Option<usize>, &'a [u8]);
+        let cases: [Case<'_>; 5] = [
+            (b"a.b", None, None, b"hello"),
+            (b"a.b", Some(b"_INBOX.r.1"), None, b""),
+            (b"x", None, Some(hdr.len()), &with_hdr),
+            (b"x.y.z", Some(b"r"), Some(hdr.len()), &with_hdr),
+            (b"big", None, None, &[b'p'; 5000]),
+        ];
+        let mut scratch = Vec::new();
+        for (subject, reply, header_len, payload) in cases {
+            for headers in [true, false] {
+                for sid in [&b"1"[..], b"123456789012"] {
+                    let alone = client(1 << 20);
+                    let framed = client(1 << 20);
+                    alone.headers.store(headers, Ordering::Relaxed);
+                    framed.headers.store(headers, Ordering::Relaxed);
+                    let frame = Frame::build(&mut scratch, subject, reply, header_len, payload);
+                    assert_eq!(
+                        framed.deliver_frame(&frame, sid),
+                        alone.deliver(subject, sid, reply, header_len, payload)
+                    );
+                    assert_eq!(
+                        take(&framed),
+                        take(&alone),
+                        "subject {:?} reply {reply:?} hdr {header_len:?} headers {headers}",
+                        String::from_utf8_lossy(subject)
+                    );
+                    assert_eq!(
+                        framed.out_bytes.load(Ordering::Relaxed),
+                        alone.out_bytes.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_framed_delivery_honours_the_slow_consumer_limit_and_permissions() {
+        let mut scratch = Vec::new();
+        let c = client(100);
+        let frame = Frame::build(&mut scratch, b"s", None, None, &[b'x'; 120]);
+        assert_eq!(c.deliver_frame(&frame, b"1"), Delivered::Dropped);
+        assert_eq!(c.close_reason(), Some(CloseReason::SlowConsumer));
+        let c = client(1 << 20);
+        let rules = Arc::new(Rules::new(&Permissions {
+            subscribe: Some(SubjectPermission {
+                allow: None,
+                deny: Some(vec!["secret.>".into()]),
+            }),
+            ..Permissions::default()
+        }));
+        assert!(rules.may_subscribe(">", None));
+        let _ = c.rules.set(rules);
+        let frame = Frame::build(&mut scratch, b"secret.x", None, None, b"no");
+        assert_eq!(c.deliver_frame(&frame, b"1"), Delivered::Dropped);
+        assert!(take(&c).is_empty());
     }
 
     #[test]

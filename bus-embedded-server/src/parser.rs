@@ -83,13 +83,20 @@ impl ProtoError {
     }
 }
 
-/// A size a message declared before its payload arrived.
-#[derive(Debug, Clone)]
+/// A PUB/HPUB control line, read once: where its fields are, and the
+/// size it declared, kept while its payload arrives.
+#[derive(Debug, Clone, Copy)]
 struct Awaiting {
     /// Bytes of the control line including its line ending.
     line_len: usize,
     /// Payload bytes expected (headers + body).
     size: usize,
+    /// The subject's start and end in the control line.
+    subject: (usize, usize),
+    /// The reply subject's, if any.
+    reply: Option<(usize, usize)>,
+    /// HPUB: the header size.
+    header_len: Option<usize>,
 }
 
 /// Parser state for one connection.
@@ -162,14 +169,12 @@ impl Parser {
     /// The next complete op in `buf`, consuming it; `Ok(None)` when more
     /// input is needed.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtoError> {
-        if let Some(a) = &self.awaiting {
-            let need = a.line_len + a.size + 2;
-            if buf.len() < need {
+        if let Some(a) = self.awaiting {
+            if buf.len() < a.line_len + a.size + 2 {
                 return Ok(None);
             }
-            let a = a.clone();
             self.awaiting = None;
-            return self.finish_message(buf, &a).map(Some);
+            return finish_message(buf, &a).map(Some);
         }
         let Some(nl) = memchr::memchr(b'\n', buf) else {
             // A trailing '\r' may be the first half of the line ending, which
@@ -201,13 +206,13 @@ impl Parser {
             let args = &line[args_start..];
             let (f, n) = fields::<4>(args);
             let size_field = |i: usize| &args[f[i].0..f[i].1];
-            // The total size (HPUB: headers + body, checked to hold the
-            // headers); `finish_message` re-reads the fields once the
-            // payload is there.
+            let at = |i: usize| (args_start + f[i].0, args_start + f[i].1);
             if n == 0 {
                 return Err(ProtoError::Unknown);
             }
-            let size = if headers {
+            // The total size (HPUB: headers + body, checked to hold the
+            // headers).
+            let (size, header_len, reply) = if headers {
                 if !(n == 3 || n == 4) {
                     return Err(ProtoError::Malformed);
                 }
@@ -216,25 +221,30 @@ impl Parser {
                 if h > t {
                     return Err(ProtoError::Malformed);
                 }
-                t
+                (t, Some(h), (n == 4).then(|| at(1)))
             } else {
                 if !(n == 2 || n == 3) {
                     return Err(ProtoError::Malformed);
                 }
-                number(size_field(n - 1)).ok_or(ProtoError::Malformed)?
+                let t = number(size_field(n - 1)).ok_or(ProtoError::Malformed)?;
+                (t, None, (n == 3).then(|| at(1)))
             };
             if size > self.max_payload as u64 {
                 return Err(ProtoError::MaxPayload);
             }
+            // Both at most max_payload (a usize) here.
             let awaiting = Awaiting {
                 line_len: nl + 1,
                 size: size as usize,
+                subject: at(0),
+                reply,
+                header_len: header_len.map(|h| h as usize),
             };
             if buf.len() < awaiting.line_len + awaiting.size + 2 {
                 self.awaiting = Some(awaiting);
                 return Ok(None);
             }
-            return self.finish_message(buf, &awaiting).map(Some);
+            return finish_message(buf, &awaiting).map(Some);
         }
         let result = if eq_ignore_case(op, b"PING") {
             ClientOp::Ping
@@ -293,45 +303,22 @@ impl Parser {
         let _ = buf.split_to(nl + 1);
         Ok(Some(result))
     }
+}
 
-    /// Cuts a PUB/HPUB whose line and payload are all buffered.
-    fn finish_message(&mut self, buf: &mut BytesMut, a: &Awaiting) -> Result<ClientOp, ProtoError> {
-        let chunk = buf.split_to(a.line_len + a.size + 2).freeze();
-        if &chunk[a.line_len + a.size..] != b"\r\n" {
-            return Err(ProtoError::Unknown);
-        }
-        let line_len = if a.line_len >= 2 && chunk[a.line_len - 2] == b'\r' {
-            a.line_len - 2
-        } else {
-            a.line_len - 1
-        };
-        let line = &chunk[..line_len];
-        let op_end = line
-            .iter()
-            .position(|&b| b == b' ' || b == b'\t')
-            .unwrap_or(line.len());
-        let headers = op_end == 4;
-        let args = &line[op_end..];
-        let (f, n) = fields::<4>(args);
-        let at = |i: usize| chunk.slice(op_end + f[i].0..op_end + f[i].1);
-        let payload = chunk.slice(a.line_len..a.line_len + a.size);
-        if headers {
-            let header_len = number(&at(n - 2)).ok_or(ProtoError::Malformed)? as usize;
-            Ok(ClientOp::Pub {
-                subject: at(0),
-                reply: (n == 4).then(|| at(1)),
-                header_len: Some(header_len),
-                payload,
-            })
-        } else {
-            Ok(ClientOp::Pub {
-                subject: at(0),
-                reply: (n == 3).then(|| at(1)),
-                header_len: None,
-                payload,
-            })
-        }
+/// Cuts a PUB/HPUB whose line and payload are all buffered: slices of one
+/// frozen chunk at the places the control line's first reading found.
+fn finish_message(buf: &mut BytesMut, a: &Awaiting) -> Result<ClientOp, ProtoError> {
+    let end = a.line_len + a.size;
+    if buf.get(end..end + 2) != Some(&b"\r\n"[..]) {
+        return Err(ProtoError::Unknown);
     }
+    let chunk = buf.split_to(end + 2).freeze();
+    Ok(ClientOp::Pub {
+        subject: chunk.slice(a.subject.0..a.subject.1),
+        reply: a.reply.map(|(s, e)| chunk.slice(s..e)),
+        header_len: a.header_len,
+        payload: chunk.slice(a.line_len..end),
+    })
 }
 
 #[cfg(test)]
@@ -493,6 +480,65 @@ HPUB h.2 r.2 12 12\r\nNATS/1.0\r\n\r\n\r\nUNSUB 1\r\nunsub 22 10\r\nPUB bin 4\r\
         assert_eq!(p.parse(&mut buf), Err(ProtoError::Malformed));
         let mut buf = BytesMut::from(&b"HPUB foo 10 18446744073709551615\r\n"[..]);
         assert_eq!(p.parse(&mut buf), Err(ProtoError::Malformed));
+    }
+
+    #[test]
+    fn a_payload_of_exactly_max_payload_is_accepted_and_one_byte_more_refused() {
+        let mut p = Parser::new(4096, 8);
+        let mut buf = BytesMut::from(&b"HPUB s r 4 8\r\nNATS1234\r\n"[..]);
+        assert_eq!(
+            p.parse(&mut buf),
+            Ok(Some(ClientOp::Pub {
+                subject: Bytes::from_static(b"s"),
+                reply: Some(Bytes::from_static(b"r")),
+                header_len: Some(4),
+                payload: Bytes::from_static(b"NATS1234"),
+            }))
+        );
+        assert!(buf.is_empty());
+        let mut buf = BytesMut::from(&b"PUB s 9\r\n"[..]);
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::MaxPayload));
+    }
+
+    #[test]
+    fn a_message_split_inside_its_subject_and_across_many_payload_reads_keeps_its_fields() {
+        // Control line cut inside the subject and the reply; a 3,000-byte
+        // payload holding protocol-looking text arriving in 7-byte reads;
+        // the trailing CRLF split; then the next op in the same read.
+        let body: Vec<u8> = b"PUB x 1\r\n\r\nMSG "
+            .iter()
+            .copied()
+            .cycle()
+            .take(3000)
+            .collect();
+        let mut input = b"PUB orders.eu.new _INBOX.abc 3000\r\n".to_vec();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"\r\nPING\r\n");
+        let mut splits = vec![7, 20];
+        splits.extend((40..input.len() - 7).step_by(7));
+        splits.push(input.len() - 7);
+        splits.push(input.len() - 6);
+        assert_eq!(
+            parse_all(&input, &splits).unwrap(),
+            vec![
+                ClientOp::Pub {
+                    subject: Bytes::from_static(b"orders.eu.new"),
+                    reply: Some(Bytes::from_static(b"_INBOX.abc")),
+                    header_len: None,
+                    payload: Bytes::from(body),
+                },
+                ClientOp::Ping,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_payload_not_followed_by_crlf_is_refused_even_when_it_arrives_late() {
+        let mut p = Parser::new(4096, 1024);
+        let mut buf = BytesMut::from(&b"PUB s 3\r\nab"[..]);
+        assert_eq!(p.parse(&mut buf), Ok(None));
+        buf.extend_from_slice(b"cX\n");
+        assert_eq!(p.parse(&mut buf), Err(ProtoError::Unknown));
     }
 
     #[test]
