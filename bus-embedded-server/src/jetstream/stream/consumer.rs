@@ -1128,6 +1128,13 @@ impl Consumer {
                 exhausted = true;
                 break;
             }
+            // Counted before the message is taken, so that the count the
+            // previous round left (for this position) serves while the
+            // stream is unchanged; what remains after it follows from it.
+            let before = match remaining {
+                Some(r) => r,
+                None => pending_memo(stream, st),
+            };
             let (msg, source) = match st.next_msg(stream, visible) {
                 Next::Msg(msg, source) => (msg, source),
                 Next::Nothing => {
@@ -1150,13 +1157,9 @@ impl Consumer {
             let next_remaining = if matches!(source, Source::Redeliver) {
                 // A redelivery leaves the undelivered count as it is
                 // (nats-server reports it in the ack reply, not 0).
-                Some(remaining.unwrap_or_else(|| pending_memo(stream, st)))
+                Some(before)
             } else {
-                Some(match remaining {
-                    Some(r) => r.saturating_sub(1),
-                    // Counted after `msg` was taken: what remains after it.
-                    None => pending_memo(stream, st),
-                })
+                Some(before.saturating_sub(1))
             };
             let pending_after = next_remaining.unwrap_or(0);
             // A priority policy picks which waiting request gets it.
