@@ -20,8 +20,13 @@
 //! ```
 //!
 //! Options: `--events <n>` (200000), `--batch <fetch size>` (500),
-//! `--repeats <n>` (2: each figure is the best of n runs on the same data).
+//! `--repeats <n>` (2: each figure is the best of n runs on the same data),
+//! `--ours-process <path to angzarr-nats-server>`: a third column, the same
+//! bus code on our server started as its own process (as nats-server is),
+//! to tell the server's speed from its placement in the bench's process.
+//! The headline figure stays the embedded default, as users run it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +37,7 @@ struct Options {
     events: usize,
     batch: usize,
     repeats: usize,
+    ours_process: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
@@ -39,6 +45,7 @@ fn options() -> Result<Options, String> {
         events: 200_000,
         batch: 500,
         repeats: 2,
+        ours_process: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -52,6 +59,14 @@ fn options() -> Result<Options, String> {
             "--events" => o.events = value("--events")?,
             "--batch" => o.batch = value("--batch")?,
             "--repeats" => o.repeats = value("--repeats")?,
+            "--ours-process" => {
+                let path = args
+                    .next()
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_file())
+                    .ok_or("--ours-process needs the path of an angzarr-nats-server binary")?;
+                o.ours_process = Some(path);
+            }
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown option {other}")),
@@ -148,24 +163,80 @@ async fn drain(bus: &Arc<dyn Bus>, name: &str, o: &Options) -> Result<Duration, 
     Ok(took)
 }
 
-async fn measure(backend: Backend, o: &Options) -> Result<Figures, String> {
+/// Where the bus's server runs.
+enum Target {
+    /// The embedded default: our server inside this process.
+    Embedded,
+    /// nats-server 2.15.1, its own process.
+    NatsServer,
+    /// Our server binary as its own process (`--ours-process`).
+    OursProcess(PathBuf),
+}
+
+/// Our server binary running as its own process; killed on drop.
+struct OwnProcess(std::process::Child);
+
+impl Drop for OwnProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bin` on a free loopback port with JetStream in `dir`; returns
+/// once it accepts connections.
+async fn start_own_process(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<(OwnProcess, String), String> {
+    let port = nats_test_server::free_port();
+    let child = std::process::Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let process = OwnProcess(child);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok((process, format!("nats://127.0.0.1:{port}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "{} did not accept connections on port {port}",
+        bin.display()
+    ))
+}
+
+async fn measure(target: &Target, o: &Options) -> Result<Figures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut config = BusConfig {
-        backend,
-        ..BusConfig::default()
-    };
-    let _server = match backend {
-        Backend::Nats => {
+    let mut config = BusConfig::default();
+    let mut _server = None;
+    let mut _process = None;
+    match target {
+        Target::NatsServer => {
+            config.backend = Backend::Nats;
             let s = nats_test_server::NatsServer::start().await;
             config.nats.url = s.url();
-            Some(s)
+            _server = Some(s);
         }
-        _ => {
+        Target::OursProcess(bin) => {
+            config.backend = Backend::Nats;
+            let (p, url) = start_own_process(bin, dir.path()).await?;
+            config.nats.url = url;
+            _process = Some(p);
+        }
+        Target::Embedded => {
+            config.backend = Backend::Embedded;
             config.embedded.port = 0;
             config.embedded.data_dir = dir.path().join("data");
-            None
         }
-    };
+    }
     let bus = bus::open(&config).await.map_err(|e| e.to_string())?;
     fill(&bus, o.events).await?;
     let rate = |d: Duration| o.events as f64 / d.as_secs_f64().max(1e-9);
@@ -196,12 +267,16 @@ async fn main() {
          per batch, best of {} runs",
         o.events, o.batch, o.repeats
     );
+    let mut targets = vec![
+        ("embedded (ours)", Target::Embedded),
+        ("nats-server 2.15.1", Target::NatsServer),
+    ];
+    if let Some(bin) = &o.ours_process {
+        targets.push(("ours, own process", Target::OursProcess(bin.clone())));
+    }
     let mut rows = Vec::new();
-    for (label, backend) in [
-        ("embedded (ours)", Backend::Embedded),
-        ("nats-server 2.15.1", Backend::Nats),
-    ] {
-        match measure(backend, &o).await {
+    for (label, target) in targets {
+        match measure(&target, &o).await {
             Ok(f) => rows.push((label, f)),
             Err(e) => {
                 eprintln!("replay_drain: {label}: {e}");
@@ -209,24 +284,28 @@ async fn main() {
             }
         }
     }
+    let third = rows.get(2).map(|r| r.0);
     println!(
-        "\n  {:<34} {:>16} {:>20} {:>8}",
-        "events/s", rows[0].0, rows[1].0, "ratio"
+        "\n  {:<34} {:>16} {:>20} {:>8}{}",
+        "events/s",
+        rows[0].0,
+        rows[1].0,
+        "ratio",
+        third.map_or(String::new(), |t| format!(" {t:>20} {:>8}", "ratio"))
     );
-    for (what, ours, theirs) in [
-        (
-            "bus.replay from the beginning",
-            rows[0].1.replay,
-            rows[1].1.replay,
-        ),
-        (
-            "durable drain, acks per batch",
-            rows[0].1.drain,
-            rows[1].1.drain,
-        ),
-    ] {
+    type Pick = fn(&Figures) -> f64;
+    let paths: [(&str, Pick); 2] = [
+        ("bus.replay from the beginning", |f| f.replay),
+        ("durable drain, acks per batch", |f| f.drain),
+    ];
+    for (what, pick) in paths {
+        let (ours, theirs) = (pick(&rows[0].1), pick(&rows[1].1));
+        let own = rows.get(2).map_or(String::new(), |r| {
+            let v = pick(&r.1);
+            format!(" {:>20.0} {:>7.2}x", v, v / theirs.max(1e-9))
+        });
         println!(
-            "  {:<34} {:>16.0} {:>20.0} {:>7.2}x",
+            "  {:<34} {:>16.0} {:>20.0} {:>7.2}x{own}",
             what,
             ours,
             theirs,

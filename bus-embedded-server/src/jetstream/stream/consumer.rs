@@ -428,6 +428,21 @@ struct CState {
     last_acked: i64,
     /// The current pin (`pinned_client` consumers).
     pin: Option<Pin>,
+    /// The last count of messages still to deliver and what it was
+    /// counted for (see `pending_memo`).
+    pending_memo: Option<(PendingKey, u64)>,
+}
+
+/// What a count of messages still to deliver depends on: the stream's
+/// contents (every store or removal changes its last sequence or its
+/// message count) and the consumer's position. The filter is not in it: a
+/// filter change forgets the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingKey {
+    last_seq: u64,
+    msgs: u64,
+    next_sseq: u64,
+    lps: usize,
 }
 
 /// A consumer.
@@ -567,7 +582,9 @@ impl Consumer {
         let config = self.config();
         let filter = effective_filter(stream, &config);
         *write(&self.filter) = filter.clone();
-        lock(&self.state).filter = filter;
+        let mut st = lock(&self.state);
+        st.filter = filter;
+        st.pending_memo = None;
     }
 
     /// The consumer's subject filter.
@@ -611,6 +628,7 @@ impl Consumer {
         let mut st = lock(&self.state);
         st.config = config;
         st.filter = filter;
+        st.pending_memo = None;
         drop(st);
         self.signal();
         Ok(())
@@ -644,6 +662,7 @@ impl Consumer {
             st.given_up.clear();
             st.timers.clear();
             st.redeliver.clear();
+            st.pending_memo = None;
             st.dirty = true;
         }
         if let Some(log) = lock(&self.persisting).as_mut() {
@@ -1016,18 +1035,29 @@ impl Consumer {
         lock(&self.state).snapshot()
     }
 
-    /// Writes the state file; false when it could not be written.
-    fn persist_now(&self) -> bool {
+    /// Writes the state. The ack confirmations queued until the moment of
+    /// the snapshot are taken with it, under the state's lock, so one write
+    /// confirms every ack it holds (acks that arrived while the consumer's
+    /// task was on its way here included); they are returned to be sent
+    /// now that the state is on disk. `None`: not written; none of them
+    /// may be sent (the clients' ack requests time out), and the state
+    /// stays dirty to be written again.
+    fn persist_now(&self) -> Option<Vec<String>> {
         let mut one_writer = lock(&self.persisting);
-        let Some(log) = one_writer.as_mut() else {
-            return true;
+        let (snap, replies) = {
+            let mut st = lock(&self.state);
+            let replies = st.take_for_persist(Instant::now());
+            (st.snapshot(), replies)
         };
-        let snap = self.snapshot();
+        let Some(log) = one_writer.as_mut() else {
+            return Some(replies);
+        };
         match log.write(&RealFs, snap) {
-            Ok(()) => true,
+            Ok(()) => Some(replies),
             Err(e) => {
                 tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
-                false
+                lock(&self.state).dirty = true;
+                None
             }
         }
     }
@@ -1097,6 +1127,13 @@ impl Consumer {
                 exhausted = true;
                 break;
             }
+            // Counted before the message is taken, so that the count the
+            // previous round left (for this position) serves while the
+            // stream is unchanged; what remains after it follows from it.
+            let before = match remaining {
+                Some(r) => r,
+                None => pending_memo(stream, st),
+            };
             let (msg, source) = match st.next_msg(stream, visible) {
                 Next::Msg(msg, source) => (msg, source),
                 Next::Nothing => {
@@ -1119,12 +1156,9 @@ impl Consumer {
             let next_remaining = if matches!(source, Source::Redeliver) {
                 // A redelivery leaves the undelivered count as it is
                 // (nats-server reports it in the ack reply, not 0).
-                Some(remaining.unwrap_or_else(|| pending_count(stream, st)))
+                Some(before)
             } else {
-                Some(match remaining {
-                    Some(r) => r.saturating_sub(1),
-                    None => pending_count_after(stream, st, &msg),
-                })
+                Some(before.saturating_sub(1))
             };
             let pending_after = next_remaining.unwrap_or(0);
             // A priority policy picks which waiting request gets it.
@@ -1239,6 +1273,14 @@ impl Consumer {
                     st.waiting.cycle();
                 }
             }
+        }
+        // What the round left to deliver is the next round's count, as
+        // long as the stream does not change meanwhile (the key's stream
+        // part is still the one the count started from).
+        if let (Some(r), Some((key, count))) = (remaining, st.pending_memo.as_mut()) {
+            key.next_sseq = st.next_sseq;
+            key.lps = st.lps.len();
+            *count = r;
         }
         if push
             && st.config.flow_control
@@ -1381,7 +1423,7 @@ impl Consumer {
 
     /// Timers: ack timeouts, expired pulls, heartbeats, inactivity.
     /// Returns the next time something is due and whether to delete the consumer.
-    fn tick(&self, js: &JetStream, stream: &Arc<Stream>) -> (Instant, bool, Option<Vec<String>>) {
+    fn tick(&self, js: &JetStream, stream: &Arc<Stream>) -> (Instant, bool, bool) {
         let now = Instant::now();
         let mut st = lock(&self.state);
         let mut advisories = Vec::new();
@@ -1483,17 +1525,12 @@ impl Consumer {
             && st.dirty
             && (!st.ack_replies.is_empty()
                 || now.duration_since(st.last_persist) >= Duration::from_millis(20));
-        let replies = if persist {
-            st.take_for_persist(now)
-        } else {
-            if st.dirty && self.dir.is_some() {
-                next = next.min(st.last_persist + Duration::from_millis(20));
-            }
-            Vec::new()
-        };
+        if !persist && st.dirty && self.dir.is_some() {
+            next = next.min(st.last_persist + Duration::from_millis(20));
+        }
         drop(st);
-        // The state file is written by the caller off the async workers.
-        let persist = persist.then_some(replies);
+        // The state is written by the caller off the async workers
+        // (`persist_now`, which takes the confirmations with its snapshot).
         stream.on_acked(&acked);
         for (seq, deliveries) in advisories {
             let subject = format!(
@@ -1569,6 +1606,7 @@ impl CState {
             last_delivered: 0,
             last_acked: 0,
             pin: None,
+            pending_memo: None,
         }
     }
 
@@ -1939,9 +1977,28 @@ fn pending_count(stream: &Stream, st: &CState) -> u64 {
     inner.store.num_pending(st.next_sseq, &st.filter) + st.lps.len() as u64
 }
 
-/// Messages still to deliver after `msg` (just taken).
-fn pending_count_after(stream: &Stream, st: &CState, _msg: &StoredMsg) -> u64 {
-    pending_count(stream, st)
+/// Messages still to deliver, as `pending_count`, counted again only when
+/// the stream or the consumer's position changed since the last count (a
+/// round leaves its count for the next one). For a filter on some of the
+/// stream's subjects a count walks every sequence left on them, so counting
+/// once per delivery round made a replay quadratic in the stream's length.
+fn pending_memo(stream: &Stream, st: &mut CState) -> u64 {
+    let inner = lock(&stream.inner);
+    let state = inner.store.state();
+    let key = PendingKey {
+        last_seq: state.last_seq,
+        msgs: state.msgs,
+        next_sseq: st.next_sseq,
+        lps: st.lps.len(),
+    };
+    if let Some((k, n)) = st.pending_memo
+        && k == key
+    {
+        return n;
+    }
+    let n = inner.store.num_pending(st.next_sseq, &st.filter) + st.lps.len() as u64;
+    st.pending_memo = Some((key, n));
+    n
 }
 
 /// Where a consumer with `config` starts: the next stream sequence to
@@ -2057,13 +2114,7 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
                 Ok((again_at, again_delete, again_persist)) => {
                     at = again_at;
                     delete |= again_delete;
-                    persist = match (persist, again_persist) {
-                        (Some(mut first), Some(second)) => {
-                            first.extend(second);
-                            Some(first)
-                        }
-                        (first, second) => first.or(second),
-                    };
+                    persist |= again_persist;
                 }
                 Err(e) => {
                     // Cancelled at runtime shutdown, or a bug that panicked.
@@ -2072,14 +2123,16 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
                 }
             }
         }
-        if let Some(replies) = persist {
+        if persist {
             // fsync on a blocking thread: never stall the connections'
-            // tasks that share this worker.
+            // tasks that share this worker. The acks that arrive until the
+            // write takes its snapshot are confirmed by it too.
             let writer = Arc::clone(&c);
             let written = tokio::task::spawn_blocking(move || writer.persist_now())
                 .await
-                .unwrap_or(false);
-            if written {
+                .ok()
+                .flatten();
+            if let Some(replies) = written {
                 for r in replies {
                     js.send(&r, None, b"", b"");
                 }
@@ -2166,6 +2219,69 @@ mod tests {
         );
     }
 
+    /// A state write confirms every ack queued until its snapshot (also
+    /// those that arrived after the consumer's task decided to write), and
+    /// a write that fails confirms none of its round: they are dropped (the
+    /// clients' ack requests time out), the state stays dirty, and no later
+    /// write sends them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_write_confirms_the_acks_queued_before_its_snapshot_and_a_failed_one_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_path_buf(),
+            ..JetStreamConfig::default()
+        })
+        .expect("jetstream");
+        let api = |subject: &str, body: &str| {
+            crate::jetstream::api::handle(&js, subject, None, b"", body.as_bytes());
+        };
+        api("STREAM.CREATE.S", r#"{"name":"S","subjects":["s.>"]}"#);
+        api(
+            "CONSUMER.DURABLE.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        );
+        let consumer = js
+            .stream("S")
+            .and_then(|s| s.consumer("C"))
+            .expect("consumer");
+        let queue = |replies: &[&str]| {
+            let mut st = super::lock(&consumer.state);
+            st.dirty = true;
+            for r in replies {
+                assert!(!st.confirm_or_queue(true, r), "{r} waits for a write");
+            }
+        };
+        queue(&["r1", "r2"]);
+        assert_eq!(
+            consumer.persist_now(),
+            Some(vec!["r1".to_owned(), "r2".to_owned()]),
+            "one write confirms both"
+        );
+        assert!(!super::lock(&consumer.state).dirty);
+
+        // The next write fails: its directory is gone (and the log forgot
+        // its open file, so the write is a compaction into the directory).
+        let consumer_dir = dir.path().join("jetstream/$G/streams/S/obs/C");
+        if let Some(log) = super::lock(&consumer.persisting).as_mut() {
+            log.forget_file();
+        }
+        std::fs::remove_dir_all(&consumer_dir).expect("remove the consumer's directory");
+        queue(&["r3"]);
+        assert_eq!(consumer.persist_now(), None, "nothing to confirm");
+        assert!(
+            super::lock(&consumer.state).dirty,
+            "the state is written again"
+        );
+
+        std::fs::create_dir_all(&consumer_dir).expect("directory back");
+        assert_eq!(
+            consumer.persist_now(),
+            Some(Vec::new()),
+            "the failed round's ack is never confirmed"
+        );
+        js.shutdown();
+    }
+
     /// The consumer task and a shutdown may write the state file at the
     /// same moment (issue #12 item 8): every write must succeed and the
     /// file must always be one whole state, the newest.
@@ -2196,7 +2312,7 @@ mod tests {
                     (0..100)
                         .map(|n| {
                             super::lock(&c.state).dseq = i * 1000 + n;
-                            c.persist_now()
+                            c.persist_now().is_some()
                         })
                         .filter(|ok| !ok)
                         .count()
