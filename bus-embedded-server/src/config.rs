@@ -112,8 +112,8 @@ pub struct MqttConfig {
     pub auth_timeout: Option<Duration>,
 }
 
-/// A listener's own authentication (an `mqtt { }` block's
-/// `authorization {}` and `no_auth_user`), used for that listener's
+/// A listener's own authentication (an `mqtt { }` or `websocket { }`
+/// block's `authorization {}` and `no_auth_user`), used for that listener's
 /// clients instead of the server's single user, token and
 /// `no_auth_user`, as nats-server's "auth override". The server's `users`
 /// (of `authorization {}` and `accounts {}`) still log in with their own
@@ -175,6 +175,13 @@ pub struct WebSocketConfig {
     /// Longest the TLS handshake and the HTTP upgrade request may take;
     /// `None` = no limit (nats-server's default too).
     pub handshake_timeout: Option<Duration>,
+    /// The block's own `authorization {}` / `no_auth_user`, which replace
+    /// the server's for WebSocket clients (nats-server's auth override);
+    /// `None` = they log in as TCP clients do.
+    pub auth: Option<ListenerAuth>,
+    /// The block's `authorization { timeout }`: how long a client has to
+    /// send CONNECT; `None` = the server's `auth_timeout`.
+    pub auth_timeout: Option<Duration>,
 }
 
 impl WebSocketConfig {
@@ -187,6 +194,8 @@ impl WebSocketConfig {
             same_origin: false,
             allowed_origins: Vec::new(),
             handshake_timeout: None,
+            auth: None,
+            auth_timeout: None,
         }
     }
 }

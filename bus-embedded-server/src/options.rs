@@ -125,14 +125,15 @@ pub enum OptionsError {
         /// What is wrong.
         message: String,
     },
-    /// The `mqtt { }` block's `authorization {}` / `no_auth_user` cannot
-    /// be served with the server's other authentication.
+    /// A listener block's (`mqtt`, `websocket`) `authorization {}` /
+    /// `no_auth_user` cannot be served with the server's other
+    /// authentication.
     #[error("{}: {source}", file.display())]
-    MqttAuth {
+    ListenerAuth {
         /// The configuration file.
         file: PathBuf,
         /// What is wrong.
-        source: MqttAuthError,
+        source: ListenerAuthError,
     },
     /// `--user`/`--pass`/`--auth` with operator mode in the file.
     #[error("--user, --pass and --auth cannot be combined with operator mode (JWT authentication)")]
@@ -142,26 +143,27 @@ pub enum OptionsError {
     AuthFlags,
 }
 
-/// Why an `mqtt { }` block's own authentication refuses the start
-/// (nats-server's messages where it has one).
+/// Why a listener block's (`mqtt`, `websocket`) own authentication
+/// refuses the start (nats-server's messages where it has one); each
+/// names the block.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MqttAuthError {
+pub enum ListenerAuthError {
     /// `authorization { user }` beside `users`.
-    #[error("mqtt authentication username not compatible with presence of users/nkeys")]
-    UserWithUsers,
+    #[error("{0} authentication username not compatible with presence of users/nkeys")]
+    UserWithUsers(&'static str),
     /// `authorization { token }` beside `users`.
-    #[error("mqtt authentication token not compatible with presence of users/nkeys")]
-    TokenWithUsers,
+    #[error("{0} authentication token not compatible with presence of users/nkeys")]
+    TokenWithUsers(&'static str),
     /// `no_auth_user` in operator mode.
     #[error("no_auth_user not compatible with Trusted Operator")]
     NoAuthUserWithOperator,
     /// `authorization { user | token }` in operator mode, where every
     /// client must present a user JWT.
     #[error(
-        "mqtt authorization user/token cannot be used in operator mode (clients must present a \
+        "{0} authorization user/token cannot be used in operator mode (clients must present a \
          user JWT); refusing to start"
     )]
-    CredentialsWithOperator,
+    CredentialsWithOperator(&'static str),
 }
 
 fn port(value: i32, what: &'static str) -> Result<u16, OptionsError> {
@@ -339,7 +341,7 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
                 w.message
             ));
         }
-        options.config.websocket = websocket_from_file(&w, path)?;
+        options.config.websocket = websocket_from_file(&w, (&listed, operator.is_some()), path)?;
     }
     if let Some(block) = &c.mqtt {
         let (m, warnings) = conf::mqtt_from_conf(block)?;
@@ -370,7 +372,13 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
                 mqtt.tls = Some(tls_from_file(t, path)?);
             }
             let operator_mode = operator.is_some();
-            (mqtt.auth, mqtt.auth_timeout) = mqtt_auth(&m, &listed, operator_mode, path)?;
+            (mqtt.auth, mqtt.auth_timeout) = listener_auth(
+                "mqtt",
+                m.authorization.as_ref(),
+                m.no_auth_user.as_deref(),
+                (&listed, operator_mode),
+                path,
+            )?;
             options.config.mqtt = Some(mqtt);
         }
     }
@@ -500,42 +508,44 @@ fn check_no_auth_user(listed: &[String], name: &str, path: &Path) -> Result<(), 
     Ok(())
 }
 
-/// The `mqtt { }` block's own authentication and its timeout, checked as
-/// nats-server checks them: `no_auth_user` names one of the `users`
-/// (`listed`) and is refused in operator mode; a `user` or `token` is
-/// refused when there are `users` (those log in with their own passwords
-/// on every listener). In operator mode a `user` or `token` could never
-/// be presented (MQTT clients would need a JWT), so it refuses the start.
-fn mqtt_auth(
-    m: &conf::MqttConf,
-    listed: &[String],
-    operator_mode: bool,
+/// A listener block's (`what`: `mqtt`, `websocket`) own authentication
+/// and its timeout, checked as nats-server checks them: `no_auth_user`
+/// names one of the `users` (`listed`) and is refused in operator mode; a
+/// `user` or `token` is refused when there are `users` (those log in with
+/// their own passwords on every listener). In operator mode a `user` or
+/// `token` could never be presented (clients need a JWT), so it refuses
+/// the start.
+fn listener_auth(
+    what: &'static str,
+    authorization: Option<&conf::ListenerAuthConf>,
+    no_auth_user: Option<&str>,
+    (listed, operator_mode): (&[String], bool),
     path: &Path,
 ) -> Result<(Option<ListenerAuth>, Option<std::time::Duration>), OptionsError> {
-    let a = m.authorization.clone().unwrap_or_default();
+    let a = authorization.cloned().unwrap_or_default();
     let user = a.user.filter(|u| !u.is_empty());
     let token = a.token.filter(|t| !t.is_empty());
-    let no_auth_user = m.no_auth_user.clone().filter(|n| !n.is_empty());
-    let refuse = |e: MqttAuthError| OptionsError::MqttAuth {
+    let no_auth_user = no_auth_user.filter(|n| !n.is_empty()).map(str::to_owned);
+    let refuse = |e: ListenerAuthError| OptionsError::ListenerAuth {
         file: path.to_path_buf(),
         source: e,
     };
     if let Some(name) = &no_auth_user {
         if operator_mode {
-            return Err(refuse(MqttAuthError::NoAuthUserWithOperator));
+            return Err(refuse(ListenerAuthError::NoAuthUserWithOperator));
         }
         check_no_auth_user(listed, name, path)?;
     }
     if !listed.is_empty() {
         if user.is_some() {
-            return Err(refuse(MqttAuthError::UserWithUsers));
+            return Err(refuse(ListenerAuthError::UserWithUsers(what)));
         }
         if token.is_some() {
-            return Err(refuse(MqttAuthError::TokenWithUsers));
+            return Err(refuse(ListenerAuthError::TokenWithUsers(what)));
         }
     }
     if operator_mode && (user.is_some() || token.is_some()) {
-        return Err(refuse(MqttAuthError::CredentialsWithOperator));
+        return Err(refuse(ListenerAuthError::CredentialsWithOperator(what)));
     }
     // 0 means the server's, as in nats-server.
     let timeout = a.timeout.filter(|t| !t.is_zero());
@@ -558,6 +568,7 @@ fn mqtt_auth(
 /// as in nats-server (whatever the client listener's host).
 fn websocket_from_file(
     w: &WebSocketConf,
+    users: (&[String], bool),
     path: &Path,
 ) -> Result<Option<WebSocketConfig>, OptionsError> {
     let Some(p) = w.port.filter(|p| *p != 0) else {
@@ -573,7 +584,16 @@ fn websocket_from_file(
             });
         }
     };
+    let (auth, auth_timeout) = listener_auth(
+        "websocket",
+        w.authorization.as_ref(),
+        w.no_auth_user.as_deref(),
+        users,
+        path,
+    )?;
     Ok(Some(WebSocketConfig {
+        auth,
+        auth_timeout,
         host: w.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
         port: port(p, "websocket port")?,
         tls,

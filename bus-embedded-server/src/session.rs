@@ -125,8 +125,11 @@ fn parse_connect(json: &[u8]) -> Result<Connect, CloseReason> {
 /// applies to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
-    /// The client port or WebSocket: the server's authentication.
+    /// The client port: the server's authentication.
     Nats,
+    /// The WebSocket listener: its block's own authentication when it has
+    /// one (`WebSocketConfig::auth`), else the server's.
+    WebSocket,
     /// The MQTT listener: its block's own authentication when it has one
     /// (`MqttConfig::auth`), else the server's.
     Mqtt,
@@ -137,7 +140,17 @@ impl Listener {
     fn own_auth(self, state: &ServerState) -> Option<&crate::config::ListenerAuth> {
         match self {
             Listener::Nats => None,
+            Listener::WebSocket => state.config.websocket.as_ref()?.auth.as_ref(),
             Listener::Mqtt => state.config.mqtt.as_ref()?.auth.as_ref(),
+        }
+    }
+
+    /// The listener's own `authorization { timeout }`.
+    fn auth_timeout(self, state: &ServerState) -> Option<std::time::Duration> {
+        match self {
+            Listener::Nats => None,
+            Listener::WebSocket => state.config.websocket.as_ref()?.auth_timeout,
+            Listener::Mqtt => state.config.mqtt.as_ref()?.auth_timeout,
         }
     }
 }
@@ -1195,8 +1208,9 @@ pub(crate) async fn run_via<R, W>(
         tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
     let mut rtt_measured = false;
     let mut last_in = tokio::time::Instant::now();
-    let auth_deadline = tokio::time::Instant::now() + cfg.auth_timeout;
-    let auth_required = cfg.auth.is_some();
+    let auth_deadline =
+        tokio::time::Instant::now() + via.auth_timeout(&shared).unwrap_or(cfg.auth_timeout);
+    let auth_required = cfg.auth.is_some() || via.own_auth(&shared).is_some();
     let reason = 'conn: loop {
         fit_read_buffer(&mut buf);
         tokio::select! {

@@ -7,9 +7,8 @@
 //! errors, as in nats-server. Whether the authorization fits the server's
 //! users is checked by `options`.
 
-use std::time::Duration;
-
 use super::error::ConfError;
+use super::listener_auth::ListenerAuthConf;
 use super::server_conf::{Reader, TlsConf, Warning};
 use super::syntax::{Located, Value};
 
@@ -32,23 +31,9 @@ pub struct MqttConf {
     /// The `tls { }` block inside.
     pub tls: Option<TlsConf>,
     /// `authorization { }` (or `authentication { }`) inside.
-    pub authorization: Option<MqttAuthConf>,
+    pub authorization: Option<ListenerAuthConf>,
     /// `no_auth_user` inside.
     pub no_auth_user: Option<String>,
-}
-
-/// The `mqtt { authorization { } }` block as written (nats-server reads
-/// only these keys there; `users` and the rest are unknown fields).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MqttAuthConf {
-    /// `user` / `username`.
-    pub user: Option<String>,
-    /// `password` / `pass`.
-    pub password: Option<String>,
-    /// `token`.
-    pub token: Option<String>,
-    /// `timeout`: seconds (integer or fractional).
-    pub timeout: Option<Duration>,
 }
 
 /// Keys nats-server knows inside `mqtt { }` that this server does not
@@ -112,7 +97,7 @@ impl Reader {
                 }
                 "tls" => m.tls = Some(self.tls(v)?),
                 "authorization" | "authentication" => {
-                    m.authorization = Some(self.mqtt_authorization(&name, v)?);
+                    m.authorization = Some(self.listener_authorization(&name, v)?);
                 }
                 "no_auth_user" => m.no_auth_user = Some(self.string(&name, v)?),
                 lower if REFUSED_MQTT.contains(&lower) => {
@@ -127,44 +112,6 @@ impl Reader {
             }
         }
         Ok(m)
-    }
-
-    /// `authorization { user, password | token, timeout }`.
-    fn mqtt_authorization(&mut self, at: &str, value: &Located) -> Result<MqttAuthConf, ConfError> {
-        let Value::Map(entries) = &value.value else {
-            return self.wrong_type(at, value, "a map");
-        };
-        let mut a = MqttAuthConf::default();
-        for (k, v) in entries {
-            let name = format!("{at}.{k}");
-            match k.to_ascii_lowercase().as_str() {
-                "user" | "username" => a.user = Some(self.string(&name, v)?),
-                "pass" | "password" => a.password = Some(self.string(&name, v)?),
-                "token" => a.token = Some(self.string(&name, v)?),
-                "timeout" => {
-                    // Seconds, as nats-server reads it here (a string
-                    // would silently be 1 s there: refused instead).
-                    let secs = match v.value {
-                        Value::Integer(i) => i as f64,
-                        Value::Float(f) => f,
-                        _ => return self.wrong_type(&name, v, "a number of seconds"),
-                    };
-                    match Duration::try_from_secs_f64(secs) {
-                        Ok(d) => a.timeout = Some(d),
-                        Err(_) => {
-                            return self.invalid(
-                                &name,
-                                v,
-                                format!("invalid timeout {secs}: must be a number of seconds >= 0"),
-                            );
-                        }
-                    }
-                }
-                _ if v.used_as_variable => {}
-                _ => return self.invalid(&name, v, format!("unknown field \"{k}\"")),
-            }
-        }
-        Ok(a)
     }
 }
 
@@ -224,13 +171,13 @@ mod tests {
         assert_eq!(m.no_auth_user.as_deref(), Some("bob"));
         let tls = m.tls.unwrap();
         assert!(tls.verify && tls.ca_file.is_some() && tls.cert_file.is_some());
-        assert_eq!(tls.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(tls.timeout, Some(std::time::Duration::from_secs(3)));
         let a = m.authorization.unwrap();
         assert_eq!(
             (a.user.as_deref(), a.password.as_deref(), a.token.as_deref()),
             (Some("u"), Some("p"), Some("t"))
         );
-        assert_eq!(a.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(a.timeout, Some(std::time::Duration::from_millis(1500)));
     }
 
     #[test]
