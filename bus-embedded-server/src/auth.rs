@@ -163,6 +163,53 @@ impl Auth {
     }
 }
 
+impl crate::config::ListenerAuth {
+    /// Judges a CONNECT that came through the listener whose own
+    /// authentication this is, as nats-server's auth override does:
+    ///
+    /// * with a `user` or `token` (only allowed when the server has no
+    ///   `users`), the CONNECT must carry that token, or that user name
+    ///   and password; the server's single user or token does not apply;
+    /// * otherwise (`no_auth_user` only), a CONNECT without a user name
+    ///   (and without an nkey) is that user of `auth`, without checking a
+    ///   secret, and any other is judged by `auth`'s users.
+    ///
+    /// `auth` is the server's (`None`: none configured). On success, the
+    /// user's permissions and account, as [`Auth::authenticate_account`].
+    pub fn authenticate<'a>(
+        &self,
+        auth: Option<&'a Auth>,
+        creds: &Credentials<'_>,
+        nonce: Option<&str>,
+    ) -> Option<(Option<&'a Permissions>, Option<&'a str>)> {
+        if let Some(token) = &self.token {
+            return creds
+                .token
+                .is_some_and(|t| secret_matches(t, token))
+                .then_some((None, None));
+        }
+        if let Some(user) = &self.user {
+            let ok = creds.user == Some(user.name.as_str())
+                && creds
+                    .pass
+                    .is_some_and(|p| secret_matches(p, &user.password));
+            return ok.then_some((None, None));
+        }
+        let auth = auth?;
+        let anonymous =
+            creds.user.is_none_or(str::is_empty) && creds.nkey.is_none_or(str::is_empty);
+        match &self.no_auth_user {
+            Some(name) if anonymous => auth.no_auth_identity(name),
+            _ => auth.authenticate_account(creds, nonce),
+        }
+    }
+
+    /// True when checking a password costs a bcrypt verification.
+    pub fn bcrypt(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| is_bcrypt(&u.password))
+    }
+}
+
 impl Auth {
     /// For an unknown user: spends what checking a known one's password
     /// would (one bcrypt verification against a configured hash, result
@@ -492,6 +539,103 @@ impl Rules {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn creds<'a>(user: Option<&'a str>, pass: Option<&'a str>) -> Credentials<'a> {
+        // An MQTT client's password is also its token, as the bridge sends it.
+        Credentials {
+            user,
+            pass,
+            token: pass,
+            ..Credentials::default()
+        }
+    }
+
+    #[test]
+    fn listener_user_or_token_alone_decides_as_nats_servers_auth_override() {
+        use crate::config::ListenerAuth;
+        let server_token = Auth::Token("natstok".into());
+        let own = ListenerAuth {
+            user: Some(User {
+                name: "mq".into(),
+                password: "mqpw".into(),
+            }),
+            ..ListenerAuth::default()
+        };
+        assert!(
+            own.authenticate(None, &creds(Some("mq"), Some("mqpw")), None)
+                .is_some()
+        );
+        for (u, p) in [
+            (Some("mq"), Some("x")),
+            (Some("other"), Some("mqpw")),
+            (None, None),
+        ] {
+            assert!(
+                own.authenticate(None, &creds(u, p), None).is_none(),
+                "{u:?} {p:?}"
+            );
+        }
+        let own = ListenerAuth {
+            token: Some("mqtok".into()),
+            ..ListenerAuth::default()
+        };
+        let auth = Some(&server_token);
+        assert!(
+            own.authenticate(auth, &creds(Some("any"), Some("mqtok")), None)
+                .is_some()
+        );
+        assert!(
+            own.authenticate(auth, &creds(Some("any"), Some("natstok")), None)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn listener_no_auth_user_takes_clients_without_a_user_name() {
+        use crate::config::{Identity, ListenerAuth};
+        let perms = Permissions {
+            publish: Some(SubjectPermission {
+                allow: Some(vec!["allowed.>".into()]),
+                deny: None,
+            }),
+            ..Permissions::default()
+        };
+        let auth = Auth::Identities(vec![
+            Identity {
+                login: Login::Password(User {
+                    name: "alice".into(),
+                    password: "secret".into(),
+                }),
+                permissions: None,
+                account: None,
+            },
+            Identity {
+                login: Login::Password(User {
+                    name: "bob".into(),
+                    password: "pw2".into(),
+                }),
+                permissions: Some(perms.clone()),
+                account: Some("B".into()),
+            },
+        ]);
+        let own = ListenerAuth {
+            no_auth_user: Some("bob".into()),
+            ..ListenerAuth::default()
+        };
+        let bob = own.authenticate(Some(&auth), &creds(None, None), None);
+        assert_eq!(bob, Some((Some(&perms), Some("B"))));
+        // A password without a user name is still the no_auth_user.
+        assert!(
+            own.authenticate(Some(&auth), &creds(None, Some("zz")), None)
+                .is_some()
+        );
+        let alice = own.authenticate(Some(&auth), &creds(Some("alice"), Some("secret")), None);
+        assert_eq!(alice, Some((None, None)));
+        assert!(
+            own.authenticate(Some(&auth), &creds(Some("alice"), Some("no")), None)
+                .is_none()
+        );
+    }
 
     #[test]
     fn entries_match_subjects_literally_and_never_malformed_ones() {

@@ -98,6 +98,37 @@ pub struct MqttConfig {
     /// QoS 1 deliveries in flight per subscription (nats-server's default
     /// 1024).
     pub max_ack_pending: u16,
+    /// TLS from the first byte (`tls {}` inside the block); `None` = plain
+    /// TCP. The certificate, key, CA, `verify` and the handshake
+    /// `timeout` apply (MQTT has no INFO to send first, so
+    /// `handshake_first` changes nothing).
+    pub tls: Option<TlsConfig>,
+    /// The block's own `authorization {}` / `no_auth_user`, which replace
+    /// the server's for MQTT clients (nats-server's auth override); `None`
+    /// = MQTT clients log in as NATS clients do.
+    pub auth: Option<ListenerAuth>,
+    /// The block's `authorization { timeout }`: how long a client has to
+    /// send its CONNECT; `None` = the server's `auth_timeout`.
+    pub auth_timeout: Option<Duration>,
+}
+
+/// A listener's own authentication (an `mqtt { }` or `websocket { }`
+/// block's `authorization {}` and `no_auth_user`), used for that listener's
+/// clients instead of the server's single user, token and
+/// `no_auth_user`, as nats-server's "auth override". The server's `users`
+/// (of `authorization {}` and `accounts {}`) still log in with their own
+/// passwords; `user`/`token` are only allowed when there are none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListenerAuth {
+    /// `authorization { user, password }`: the one user and password
+    /// (plain or bcrypt) the listener's clients present.
+    pub user: Option<User>,
+    /// `authorization { token }`: the token (an MQTT client sends it as
+    /// its password).
+    pub token: Option<String>,
+    /// `no_auth_user`: a client without a user name logs in as this user
+    /// of the server's `users` (its account and permissions).
+    pub no_auth_user: Option<String>,
 }
 
 impl MqttConfig {
@@ -113,6 +144,9 @@ impl MqttConfig {
             port,
             ack_wait: Self::DEFAULT_ACK_WAIT,
             max_ack_pending: Self::DEFAULT_MAX_ACK_PENDING,
+            tls: None,
+            auth: None,
+            auth_timeout: None,
         }
     }
 }
@@ -141,6 +175,13 @@ pub struct WebSocketConfig {
     /// Longest the TLS handshake and the HTTP upgrade request may take;
     /// `None` = no limit (nats-server's default too).
     pub handshake_timeout: Option<Duration>,
+    /// The block's own `authorization {}` / `no_auth_user`, which replace
+    /// the server's for WebSocket clients (nats-server's auth override);
+    /// `None` = they log in as TCP clients do.
+    pub auth: Option<ListenerAuth>,
+    /// The block's `authorization { timeout }`: how long a client has to
+    /// send CONNECT; `None` = the server's `auth_timeout`.
+    pub auth_timeout: Option<Duration>,
 }
 
 impl WebSocketConfig {
@@ -153,6 +194,8 @@ impl WebSocketConfig {
             same_origin: false,
             allowed_origins: Vec::new(),
             handshake_timeout: None,
+            auth: None,
+            auth_timeout: None,
         }
     }
 }

@@ -83,7 +83,7 @@ mod websocket;
 pub use auth::Credentials;
 pub use config::{
     AccountConfig, Auth, Export, ExportKind, GLOBAL_ACCOUNT, HttpHandler, HttpMount, HttpRequest,
-    HttpResponse, Identity, Import, JetStreamConfig, Login, MqttConfig, Permissions,
+    HttpResponse, Identity, Import, JetStreamConfig, ListenerAuth, Login, MqttConfig, Permissions,
     ResponsePermission, ResponseType, ServerConfig, SubjectPermission, SyncPolicy, TlsConfig, User,
     WebSocketConfig,
 };

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cli::Cli;
 use crate::conf::{self, BlockError, ConfError, ServerConf, SyncInterval, TlsConf, WebSocketConf};
 use crate::config::{
-    Auth, JetStreamConfig, Login, MqttConfig, ServerConfig, SyncPolicy, TlsConfig, User,
-    WebSocketConfig,
+    Auth, JetStreamConfig, ListenerAuth, Login, MqttConfig, ServerConfig, SyncPolicy, TlsConfig,
+    User, WebSocketConfig,
 };
 
 /// What the command line and configuration file ask for.
@@ -125,12 +125,45 @@ pub enum OptionsError {
         /// What is wrong.
         message: String,
     },
+    /// A listener block's (`mqtt`, `websocket`) `authorization {}` /
+    /// `no_auth_user` cannot be served with the server's other
+    /// authentication.
+    #[error("{}: {source}", file.display())]
+    ListenerAuth {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong.
+        source: ListenerAuthError,
+    },
     /// `--user`/`--pass`/`--auth` with operator mode in the file.
     #[error("--user, --pass and --auth cannot be combined with operator mode (JWT authentication)")]
     AuthFlagsInOperatorMode,
     /// `--user` without `--pass` (or the reverse), or with `--auth`.
     #[error("use either --user with --pass, or --auth (a token)")]
     AuthFlags,
+}
+
+/// Why a listener block's (`mqtt`, `websocket`) own authentication
+/// refuses the start (nats-server's messages where it has one); each
+/// names the block.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ListenerAuthError {
+    /// `authorization { user }` beside `users`.
+    #[error("{0} authentication username not compatible with presence of users/nkeys")]
+    UserWithUsers(&'static str),
+    /// `authorization { token }` beside `users`.
+    #[error("{0} authentication token not compatible with presence of users/nkeys")]
+    TokenWithUsers(&'static str),
+    /// `no_auth_user` in operator mode.
+    #[error("no_auth_user not compatible with Trusted Operator")]
+    NoAuthUserWithOperator,
+    /// `authorization { user | token }` in operator mode, where every
+    /// client must present a user JWT.
+    #[error(
+        "{0} authorization user/token cannot be used in operator mode (clients must present a \
+         user JWT); refusing to start"
+    )]
+    CredentialsWithOperator(&'static str),
 }
 
 fn port(value: i32, what: &'static str) -> Result<u16, OptionsError> {
@@ -269,32 +302,21 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
                 source,
             })?;
     }
+    // The `users` (of `authorization {}` and of the accounts), by user
+    // name or nkey: the users nats-server lets `no_auth_user` name.
+    let mut listed = c
+        .authorization
+        .as_ref()
+        .map(conf::authorization::listed_users)
+        .unwrap_or_default();
+    for a in &config.accounts {
+        listed.extend(a.users.iter().map(|u| match &u.login {
+            Login::Password(p) => p.name.clone(),
+            Login::Nkey(k) => k.clone(),
+        }));
+    }
     if let Some(name) = c.no_auth_user {
-        // As nats-server: the name must be one of the `users` (of
-        // `authorization {}` or of an account), by user name or nkey.
-        let mut users = c
-            .authorization
-            .as_ref()
-            .map(conf::authorization::listed_users)
-            .unwrap_or_default();
-        for a in &config.accounts {
-            users.extend(a.users.iter().map(|u| match &u.login {
-                Login::Password(p) => p.name.clone(),
-                Login::Nkey(k) => k.clone(),
-            }));
-        }
-        if users.is_empty() {
-            return Err(OptionsError::NoAuthUserWithoutUsers {
-                file: path.to_path_buf(),
-                name,
-            });
-        }
-        if !users.contains(&name) {
-            return Err(OptionsError::NoAuthUserUnknown {
-                file: path.to_path_buf(),
-                name,
-            });
-        }
+        check_no_auth_user(&listed, &name, path)?;
         config.no_auth_user = Some(name);
     }
     match &operator {
@@ -319,7 +341,7 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
                 w.message
             ));
         }
-        options.config.websocket = websocket_from_file(&w, path)?;
+        options.config.websocket = websocket_from_file(&w, (&listed, operator.is_some()), path)?;
     }
     if let Some(block) = &c.mqtt {
         let (m, warnings) = conf::mqtt_from_conf(block)?;
@@ -346,6 +368,17 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
             if let Some(n) = m.max_ack_pending.filter(|n| *n > 0) {
                 mqtt.max_ack_pending = n;
             }
+            if let Some(t) = &m.tls {
+                mqtt.tls = Some(tls_from_file(t, path)?);
+            }
+            let operator_mode = operator.is_some();
+            (mqtt.auth, mqtt.auth_timeout) = listener_auth(
+                "mqtt",
+                m.authorization.as_ref(),
+                m.no_auth_user.as_deref(),
+                (&listed, operator_mode),
+                path,
+            )?;
             options.config.mqtt = Some(mqtt);
         }
     }
@@ -457,11 +490,85 @@ fn operator_mode(
     Ok(())
 }
 
+/// `no_auth_user` (top-level or a listener's) must name one of the
+/// `users`, as in nats-server.
+fn check_no_auth_user(listed: &[String], name: &str, path: &Path) -> Result<(), OptionsError> {
+    if listed.is_empty() {
+        return Err(OptionsError::NoAuthUserWithoutUsers {
+            file: path.to_path_buf(),
+            name: name.to_owned(),
+        });
+    }
+    if !listed.iter().any(|u| u == name) {
+        return Err(OptionsError::NoAuthUserUnknown {
+            file: path.to_path_buf(),
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A listener block's (`what`: `mqtt`, `websocket`) own authentication
+/// and its timeout, checked as nats-server checks them: `no_auth_user`
+/// names one of the `users` (`listed`) and is refused in operator mode; a
+/// `user` or `token` is refused when there are `users` (those log in with
+/// their own passwords on every listener). In operator mode a `user` or
+/// `token` could never be presented (clients need a JWT), so it refuses
+/// the start.
+fn listener_auth(
+    what: &'static str,
+    authorization: Option<&conf::ListenerAuthConf>,
+    no_auth_user: Option<&str>,
+    (listed, operator_mode): (&[String], bool),
+    path: &Path,
+) -> Result<(Option<ListenerAuth>, Option<std::time::Duration>), OptionsError> {
+    let a = authorization.cloned().unwrap_or_default();
+    let user = a.user.filter(|u| !u.is_empty());
+    let token = a.token.filter(|t| !t.is_empty());
+    let no_auth_user = no_auth_user.filter(|n| !n.is_empty()).map(str::to_owned);
+    let refuse = |e: ListenerAuthError| OptionsError::ListenerAuth {
+        file: path.to_path_buf(),
+        source: e,
+    };
+    if let Some(name) = &no_auth_user {
+        if operator_mode {
+            return Err(refuse(ListenerAuthError::NoAuthUserWithOperator));
+        }
+        check_no_auth_user(listed, name, path)?;
+    }
+    if !listed.is_empty() {
+        if user.is_some() {
+            return Err(refuse(ListenerAuthError::UserWithUsers(what)));
+        }
+        if token.is_some() {
+            return Err(refuse(ListenerAuthError::TokenWithUsers(what)));
+        }
+    }
+    if operator_mode && (user.is_some() || token.is_some()) {
+        return Err(refuse(ListenerAuthError::CredentialsWithOperator(what)));
+    }
+    // 0 means the server's, as in nats-server.
+    let timeout = a.timeout.filter(|t| !t.is_zero());
+    if user.is_none() && token.is_none() && no_auth_user.is_none() {
+        return Ok((None, timeout));
+    }
+    let auth = ListenerAuth {
+        user: user.map(|name| User {
+            name,
+            password: a.password.unwrap_or_default(),
+        }),
+        token,
+        no_auth_user,
+    };
+    Ok((Some(auth), timeout))
+}
+
 /// The configuration file's `websocket { }` block; `None` when it has no
 /// port (nats-server ignores such a block). The host defaults to 0.0.0.0,
 /// as in nats-server (whatever the client listener's host).
 fn websocket_from_file(
     w: &WebSocketConf,
+    users: (&[String], bool),
     path: &Path,
 ) -> Result<Option<WebSocketConfig>, OptionsError> {
     let Some(p) = w.port.filter(|p| *p != 0) else {
@@ -477,7 +584,16 @@ fn websocket_from_file(
             });
         }
     };
+    let (auth, auth_timeout) = listener_auth(
+        "websocket",
+        w.authorization.as_ref(),
+        w.no_auth_user.as_deref(),
+        users,
+        path,
+    )?;
     Ok(Some(WebSocketConfig {
+        auth,
+        auth_timeout,
         host: w.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
         port: port(p, "websocket port")?,
         tls,
@@ -747,6 +863,30 @@ mod tests {
             err,
             "server.conf: authorization: line 4: publish: Expected subject permissions to be a subject, or array of subjects, got integer"
         );
+    }
+
+    #[test]
+    fn mqtt_block_tls_and_own_authorization_become_the_listener_config() {
+        let o = build_with(
+            "server_name: s\nmqtt {\n  port: 1883\n  tls { cert_file: c.pem, key_file: k.pem, timeout: 3 }\n  authorization { user: mq, password: pw, timeout: 0.5 }\n}\n",
+        )
+        .expect("accepted");
+        let m = o.config.mqtt.expect("mqtt on");
+        let tls = m.tls.expect("tls");
+        assert_eq!(tls.cert_file, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.timeout, std::time::Duration::from_secs(3));
+        let auth = m.auth.expect("own auth");
+        assert_eq!(
+            auth.user.map(|u| (u.name, u.password)),
+            Some(("mq".into(), "pw".into()))
+        );
+        assert_eq!(m.auth_timeout, Some(std::time::Duration::from_millis(500)));
+        // A timeout alone changes the timeout, not who may log in.
+        let o = build_with("mqtt {\n  port: 1883\n  authorization { timeout: 4 }\n}\n")
+            .expect("accepted");
+        let m = o.config.mqtt.expect("mqtt on");
+        assert!(m.auth.is_none());
+        assert_eq!(m.auth_timeout, Some(std::time::Duration::from_secs(4)));
     }
 
     #[test]

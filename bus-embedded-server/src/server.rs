@@ -53,6 +53,9 @@ pub enum ServerError {
     /// loaded.
     #[error("websocket TLS: {0}")]
     WebSocketTls(crate::tls::TlsSetupError),
+    /// The MQTT listener's TLS certificate, key or CA could not be used.
+    #[error("mqtt TLS: {0}")]
+    MqttTls(crate::tls::TlsSetupError),
     /// The MQTT listener needs an explicit `server_name`, as in nats-server.
     #[error("mqtt requires server name to be explicitly set")]
     MqttServerNameMustBeSet,
@@ -223,6 +226,10 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             return Err(ServerError::MqttNeedsJetStream);
         }
     }
+    let mqtt_tls = match config.mqtt.as_ref().and_then(|m| m.tls.as_ref()) {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(ServerError::MqttTls)?),
+        None => None,
+    };
     let mqtt_listener = match &config.mqtt {
         Some(m) => Some(bind(&m.host, m.port).await?),
         None => None,
@@ -279,7 +286,7 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         _ => None,
     };
     let mqtt = mqtt_listener.map(|(listener, mqtt_addr)| {
-        let task = crate::mqtt::accept_loop(Arc::clone(&shared), listener);
+        let task = crate::mqtt::accept_loop(Arc::clone(&shared), listener, mqtt_tls);
         (mqtt_addr, tokio::spawn(task))
     });
     Ok(ServerHandle {

@@ -121,15 +121,44 @@ fn parse_connect(json: &[u8]) -> Result<Connect, CloseReason> {
     serde_json::from_slice(json).map_err(|_| CloseReason::ProtocolError)
 }
 
-/// Checks a CONNECT's credentials against the server's (`nonce`: the one
-/// sent in INFO). May take a bcrypt verification.
-fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
-    let Some(auth) = &state.config.auth else {
-        return Login::Open;
-    };
-    if let crate::config::Auth::Operator(trust) = auth {
-        return jwt_login(trust, c, nonce);
+/// The listener a connection came through, for the authentication that
+/// applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The client port: the server's authentication.
+    Nats,
+    /// The WebSocket listener: its block's own authentication when it has
+    /// one (`WebSocketConfig::auth`), else the server's.
+    WebSocket,
+    /// The MQTT listener: its block's own authentication when it has one
+    /// (`MqttConfig::auth`), else the server's.
+    Mqtt,
+}
+
+impl Listener {
+    /// The listener's own authentication, replacing the server's.
+    fn own_auth(self, state: &ServerState) -> Option<&crate::config::ListenerAuth> {
+        match self {
+            Listener::Nats => None,
+            Listener::WebSocket => state.config.websocket.as_ref()?.auth.as_ref(),
+            Listener::Mqtt => state.config.mqtt.as_ref()?.auth.as_ref(),
+        }
     }
+
+    /// The listener's own `authorization { timeout }`.
+    fn auth_timeout(self, state: &ServerState) -> Option<std::time::Duration> {
+        match self {
+            Listener::Nats => None,
+            Listener::WebSocket => state.config.websocket.as_ref()?.auth_timeout,
+            Listener::Mqtt => state.config.mqtt.as_ref()?.auth_timeout,
+        }
+    }
+}
+
+/// Checks a CONNECT's credentials against the server's, or the
+/// listener's own (`nonce`: the one sent in INFO). May take a bcrypt
+/// verification.
+fn login(state: &ServerState, c: &Connect, nonce: Option<&str>, via: Listener) -> Login {
     let creds = Credentials {
         user: c.user.as_deref(),
         pass: c.pass.as_deref(),
@@ -137,6 +166,22 @@ fn login(state: &ServerState, c: &Connect, nonce: Option<&str>) -> Login {
         nkey: c.nkey.as_deref(),
         sig: c.sig.as_deref(),
     };
+    if let Some(own) = via.own_auth(state) {
+        return match own.authenticate(state.config.auth.as_ref(), &creds, nonce) {
+            Some((permissions, account)) => Login::User {
+                permissions: permissions.cloned(),
+                account: account.map(str::to_owned),
+                jwt: None,
+            },
+            None => Login::Refused,
+        };
+    }
+    let Some(auth) = &state.config.auth else {
+        return Login::Open;
+    };
+    if let crate::config::Auth::Operator(trust) = auth {
+        return jwt_login(trust, c, nonce);
+    }
     let found = match &state.config.no_auth_user {
         Some(name) if creds.is_empty() => auth.no_auth_identity(name),
         _ => auth.authenticate_account(&creds, nonce),
@@ -166,6 +211,8 @@ struct Session {
     no_responders: bool,
     echo: bool,
     pings_out: u32,
+    /// The listener the connection came through.
+    via: Listener,
     /// This read's deliveries: writers to wake at its end, slower
     /// consumers to wait for.
     batch: Batch,
@@ -403,7 +450,7 @@ impl Session {
 
     fn connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
         let c = parse_connect(json)?;
-        let login = login(&self.shared, &c, self.nonce.as_deref());
+        let login = login(&self.shared, &c, self.nonce.as_deref(), self.via);
         self.finish_connect(c, login)
     }
 
@@ -415,6 +462,10 @@ impl Session {
             .auth
             .as_ref()
             .is_some_and(|a| a.bcrypt_hash().is_some())
+            || self
+                .via
+                .own_auth(&self.shared)
+                .is_some_and(crate::config::ListenerAuth::bcrypt)
     }
 
     /// CONNECT when authentication is slow (bcrypt): the check runs on a
@@ -431,8 +482,9 @@ impl Session {
         let c = parse_connect(&json)?;
         let shared = Arc::clone(&self.shared);
         let nonce = self.nonce.clone();
+        let via = self.via;
         let (c, login) = tokio::task::spawn_blocking(move || {
-            let login = login(&shared, &c, nonce.as_deref());
+            let login = login(&shared, &c, nonce.as_deref(), via);
             (c, login)
         })
         .await
@@ -1072,6 +1124,32 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
 pub(crate) async fn run<R, W>(
     shared: Arc<ServerState>,
     client: Arc<Client>,
+    reader: R,
+    writer_half: W,
+    nonce: Option<String>,
+    info: Option<Vec<u8>>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    run_via(
+        Listener::Nats,
+        shared,
+        client,
+        reader,
+        writer_half,
+        nonce,
+        info,
+    )
+    .await;
+}
+
+/// [`run`] for a connection that came through `via` (whose own
+/// authentication, if any, judges its CONNECT).
+pub(crate) async fn run_via<R, W>(
+    via: Listener,
+    shared: Arc<ServerState>,
+    client: Arc<Client>,
     mut reader: R,
     writer_half: W,
     nonce: Option<String>,
@@ -1111,6 +1189,7 @@ pub(crate) async fn run<R, W>(
         subs_forbidden: false,
         system: false,
         close_at: None,
+        via,
     };
     // (With TLS, logged before the handshake.)
     if cfg.debug && shared.tls.is_none() {
@@ -1129,8 +1208,9 @@ pub(crate) async fn run<R, W>(
         tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
     let mut rtt_measured = false;
     let mut last_in = tokio::time::Instant::now();
-    let auth_deadline = tokio::time::Instant::now() + cfg.auth_timeout;
-    let auth_required = cfg.auth.is_some();
+    let auth_deadline =
+        tokio::time::Instant::now() + via.auth_timeout(&shared).unwrap_or(cfg.auth_timeout);
+    let auth_required = cfg.auth.is_some() || via.own_auth(&shared).is_some();
     let reason = 'conn: loop {
         fit_read_buffer(&mut buf);
         tokio::select! {

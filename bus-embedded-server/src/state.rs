@@ -110,6 +110,10 @@ impl ServerState {
         };
         map.remove("tls_required");
         map.remove("tls_available");
+        // The block's own authorization makes it required there too.
+        if ws.is_some_and(|w| w.auth.is_some()) {
+            map.insert("auth_required".into(), serde_json::Value::Bool(true));
+        }
         if ws.is_some_and(|w| w.tls.is_some()) {
             map.insert("tls_required".into(), serde_json::Value::Bool(true));
             map.insert("tls_available".into(), serde_json::Value::Bool(true));

@@ -184,6 +184,30 @@ pub(crate) fn is_client_cert_error(e: &std::io::Error) -> bool {
 /// The content type of a TLS handshake record (a ClientHello starts with it).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// The server side of a TLS handshake on `stream` (no time limit: the
+/// caller bounds it). Like Go's TLS stack, it gives up without a reply (no
+/// TLS alert) when the first record is not a handshake: a plain-text
+/// client (its CONNECT) just sees the connection closed, as with
+/// nats-server. Every listener with TLS (client port, MQTT) goes through
+/// here.
+pub(crate) async fn accept(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "tls: first record does not look like a TLS handshake",
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    acceptor.accept(stream).await
+}
+
 /// A finished TLS handshake.
 pub(crate) struct Upgraded {
     pub stream: TlsStream<TcpStream>,
@@ -238,23 +262,7 @@ pub(crate) async fn handshake(
     if debug {
         tracing::debug!("{addr} - cid:{cid} - Starting TLS client connection handshake");
     }
-    let handshake = async {
-        // Like Go's TLS stack, give up without a reply (no TLS alert) when
-        // the first record is not a handshake: a plain-text client (its
-        // CONNECT) just sees the connection closed, as with nats-server.
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "tls: first record does not look like a TLS handshake",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-        acceptor.accept(stream).await
-    };
+    let handshake = accept(acceptor, stream);
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline, handshake) => r,
         _ = shutdown.changed() => return None,

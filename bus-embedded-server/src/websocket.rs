@@ -630,7 +630,16 @@ where
     }
     shared.add_client(Arc::clone(&client));
     let (reader, writer) = tokio::io::split(bytes);
-    session::run(shared, client, reader, writer, nonce, Some(info)).await;
+    session::run_via(
+        session::Listener::WebSocket,
+        shared,
+        client,
+        reader,
+        writer,
+        nonce,
+        Some(info),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -1129,6 +1129,20 @@ def test_mqtt_qos1_settings_reach_the_config_file_only_when_set():
     assert "maxAckPending" in msg, msg
 
 
+def test_mqtt_tls_uses_the_server_certificate_secret():
+    r = render({"server": {"mqtt": {"enabled": True}}})
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    assert "tls {" not in text, text
+    r = render({"server": {"mqtt": {"enabled": True, "tls": True}}, "bus": {"nats": {"tls": {"existingSecret": "srv-tls"}}}})
+    text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
+    mqtt = text[text.index("mqtt {"):]
+    assert 'cert_file: "/etc/nats-tls/tls.crt"' in mqtt and 'key_file: "/etc/nats-tls/tls.key"' in mqtt, text
+    c = r.server_container()
+    assert {"name": "nats-tls", "mountPath": "/etc/nats-tls", "readOnly": True} in c["volumeMounts"], c["volumeMounts"]
+    msg = render_fails({"server": {"mqtt": {"enabled": True, "tls": True}}})
+    assert "server.mqtt.tls" in msg and "bus.nats.tls.existingSecret" in msg, msg
+
+
 def test_mqtt_values_that_cannot_be_honoured_are_refused():
     msg = render_fails({"server": {"jetstream": False, "mqtt": {"enabled": True}}, "bus": {"nats": {"jetstream": False}}})
     assert "server.jetstream" in msg, msg

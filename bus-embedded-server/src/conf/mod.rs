@@ -22,6 +22,7 @@
 pub mod accounts;
 pub mod authorization;
 pub mod error;
+pub mod listener_auth;
 pub mod mappings;
 pub mod mqtt;
 pub mod operator;
@@ -32,6 +33,7 @@ pub mod websocket;
 pub use accounts::{accounts_from_conf, merge_users};
 pub use authorization::{authorization_from_conf, permissions_from_conf};
 pub use error::{BlockError, ConfError, Loc};
+pub use listener_auth::ListenerAuthConf;
 pub use mappings::mappings_from_conf;
 pub use mqtt::{MqttConf, mqtt_from_conf};
 pub use operator::{OperatorConf, ResolverConf, operator_from_conf};

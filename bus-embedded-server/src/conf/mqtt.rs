@@ -1,12 +1,15 @@
-//! The `mqtt { }` block: the MQTT listener's address, into an
-//! [`MqttConf`]. Every other key nats-server knows there (TLS,
-//! MQTT-only authentication, the QoS 1 and JetStream settings, the QoS 2
+//! The `mqtt { }` block: the MQTT listener's address, its `tls {}`, its
+//! own `authorization { user, password | token, timeout }` and
+//! `no_auth_user`, and the QoS 1 settings, into an [`MqttConf`]. Every
+//! other key nats-server knows there (the JetStream settings, the QoS 2
 //! switches) changes how clients are served, and this server does not
 //! implement it yet: it refuses the start naming the key. Unknown keys are
-//! errors, as in nats-server.
+//! errors, as in nats-server. Whether the authorization fits the server's
+//! users is checked by `options`.
 
 use super::error::ConfError;
-use super::server_conf::{Reader, Warning};
+use super::listener_auth::ListenerAuthConf;
+use super::server_conf::{Reader, TlsConf, Warning};
 use super::syntax::{Located, Value};
 
 /// The `mqtt { }` block as written; `None` when unset.
@@ -25,15 +28,17 @@ pub struct MqttConf {
     /// `max_ack_pending`: QoS 1 deliveries in flight per subscription
     /// (unset or 0: nats-server's 1024).
     pub max_ack_pending: Option<u16>,
+    /// The `tls { }` block inside.
+    pub tls: Option<TlsConf>,
+    /// `authorization { }` (or `authentication { }`) inside.
+    pub authorization: Option<ListenerAuthConf>,
+    /// `no_auth_user` inside.
+    pub no_auth_user: Option<String>,
 }
 
 /// Keys nats-server knows inside `mqtt { }` that this server does not
 /// implement yet (see the README's MQTT section).
 const REFUSED_MQTT: &[&str] = &[
-    "tls",
-    "authorization",
-    "authentication",
-    "no_auth_user",
     "js_api_timeout",
     "api_timeout",
     "js_domain",
@@ -90,6 +95,11 @@ impl Reader {
                         }
                     }
                 }
+                "tls" => m.tls = Some(self.tls(v)?),
+                "authorization" | "authentication" => {
+                    m.authorization = Some(self.listener_authorization(&name, v)?);
+                }
+                "no_auth_user" => m.no_auth_user = Some(self.string(&name, v)?),
                 lower if REFUSED_MQTT.contains(&lower) => {
                     return self.invalid(
                         &name,
@@ -130,12 +140,7 @@ mod tests {
 
     #[test]
     fn mqtt_keys_not_served_yet_refuse_naming_the_key() {
-        for key in [
-            "no_auth_user: bob",
-            "tls { cert_file: a, key_file: b }",
-            "authorization { user: a, password: b }",
-            "reject_qos2_publish: true",
-        ] {
+        for key in ["reject_qos2_publish: true", "js_domain: x"] {
             let err = mqtt(&format!("mqtt {{ port: 1883, {key} }}")).unwrap_err();
             let name = key.split([':', ' ']).next().unwrap();
             assert!(err.contains(&format!("mqtt.{name}")), "{key}: {err}");
@@ -155,6 +160,38 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn mqtt_tls_authorization_and_no_auth_user_are_read() {
+        let m = mqtt(
+            "mqtt { port: 1883, no_auth_user: bob, tls { cert_file: c.pem, key_file: k.pem, verify: true, ca_file: ca.pem, timeout: 3 }, authorization { username: u, pass: p, token: t, timeout: 1.5 } }",
+        )
+        .unwrap();
+        assert_eq!(m.no_auth_user.as_deref(), Some("bob"));
+        let tls = m.tls.unwrap();
+        assert!(tls.verify && tls.ca_file.is_some() && tls.cert_file.is_some());
+        assert_eq!(tls.timeout, Some(std::time::Duration::from_secs(3)));
+        let a = m.authorization.unwrap();
+        assert_eq!(
+            (a.user.as_deref(), a.password.as_deref(), a.token.as_deref()),
+            (Some("u"), Some("p"), Some("t"))
+        );
+        assert_eq!(a.timeout, Some(std::time::Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn mqtt_authorization_refuses_users_and_string_timeouts() {
+        let err = mqtt("mqtt { port: 1883, authorization { users: [{user: a, password: b}] } }")
+            .unwrap_err();
+        assert!(err.contains("mqtt.authorization.users"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+        let err = mqtt("mqtt { port: 1883, authorization { timeout: \"2s\" } }").unwrap_err();
+        assert!(err.contains("mqtt.authorization.timeout"), "{err}");
+        let err =
+            mqtt("mqtt { port: 1883, tls { cert_file: c, key_file: k, min_version: \"1.3\" } }")
+                .unwrap_err();
+        assert!(err.contains("min_version"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `websocket { }` (or `ws { }`) block: the WebSocket listener's
-//! address, TLS, origin checks and handshake timeout, into a
+//! address, TLS, origin checks, handshake timeout and its own
+//! `authorization {}` / `no_auth_user`, into a
 //! [`WebSocketConf`]. Keys nats-server knows that this server cannot honour
-//! (compression, websocket-only authentication, cookies, extra headers)
+//! (compression, cookies, extra headers)
 //! refuse the start naming the key; unknown keys are errors, as in
 //! nats-server. Whether the block is complete (a port, TLS or `no_tls`) is
 //! checked by `options`, which builds the listener's configuration.
@@ -9,6 +10,7 @@
 use std::time::Duration;
 
 use super::error::ConfError;
+use super::listener_auth::ListenerAuthConf;
 use super::server_conf::{Reader, TlsConf, Warning};
 use super::syntax::{Located, Value, duration_of};
 
@@ -31,6 +33,10 @@ pub struct WebSocketConf {
     pub allowed_origins: Vec<String>,
     /// `handshake_timeout`: seconds or a duration string.
     pub handshake_timeout: Option<Duration>,
+    /// `authorization { }` (or `authentication { }`) inside.
+    pub authorization: Option<ListenerAuthConf>,
+    /// `no_auth_user` inside.
+    pub no_auth_user: Option<String>,
     /// Line of the block (for errors about the block as a whole).
     pub line: usize,
 }
@@ -39,9 +45,6 @@ pub struct WebSocketConf {
 /// implement: each changes who may connect or what goes on the wire, so
 /// ignoring one would run the listener differently than configured.
 const REFUSED_WEBSOCKET: &[&str] = &[
-    "authorization",
-    "authentication",
-    "no_auth_user",
     "jwt_cookie",
     "user_cookie",
     "pass_cookie",
@@ -84,6 +87,10 @@ impl Reader {
                 "host" | "net" => w.host = Some(self.string(&name, v)?),
                 "no_tls" => w.no_tls = self.boolean(&name, v)?,
                 "tls" => w.tls = Some(self.tls(v)?),
+                "authorization" | "authentication" => {
+                    w.authorization = Some(self.listener_authorization(&name, v)?);
+                }
+                "no_auth_user" => w.no_auth_user = Some(self.string(&name, v)?),
                 "same_origin" => w.same_origin = self.boolean(&name, v)?,
                 "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin"
                 | "origins" | "origin" => {
@@ -196,13 +203,7 @@ mod tests {
 
     #[test]
     fn websocket_auth_and_cookies_refuse_the_start() {
-        for key in [
-            "no_auth_user: a",
-            "authorization { token: x }",
-            "jwt_cookie: c",
-            "headers { a: b }",
-            "ping_interval: \"1s\"",
-        ] {
+        for key in ["jwt_cookie: c", "headers { a: b }", "ping_interval: \"1s\""] {
             let e = ws(&format!("websocket {{ port: 8080, no_tls: true, {key} }}"))
                 .err()
                 .unwrap_or_default();

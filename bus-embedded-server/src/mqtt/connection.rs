@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -20,6 +18,7 @@ use super::jsa::Jsa;
 use super::server_ops::{self, ServerOp};
 use super::session::{self, Record, SessionError};
 use super::topic;
+use super::transport::MqttStream;
 use crate::outbound::Client;
 use crate::state::ServerState;
 
@@ -49,21 +48,23 @@ const PIPE: usize = 64 * 1024;
 /// Runs one MQTT connection to its end.
 pub(super) async fn serve(
     shared: Arc<ServerState>,
-    stream: TcpStream,
+    stream: MqttStream,
     peer: SocketAddr,
     sessions: Arc<Sessions>,
 ) {
-    let _ = stream.set_nodelay(true);
     let debug = shared.config.debug;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut inbuf = BytesMut::with_capacity(4096);
     let max = max_packet(&shared);
-    // The first packet must be CONNECT, within the auth timeout.
-    let first = tokio::time::timeout(
-        shared.config.auth_timeout,
-        read_packet(&mut rd, &mut inbuf, max),
-    )
-    .await;
+    // The first packet must be CONNECT, within the auth timeout (the
+    // block's own `authorization { timeout }` when set).
+    let auth_timeout = shared
+        .config
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.auth_timeout)
+        .unwrap_or(shared.config.auth_timeout);
+    let first = tokio::time::timeout(auth_timeout, read_packet(&mut rd, &mut inbuf, max)).await;
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) => c,
         Ok(Ok(Some(_))) => {
@@ -139,7 +140,8 @@ pub(super) async fn serve(
     let info = shared.info_with_nonce(id, peer, nonce.as_deref());
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (session_rd, session_wr) = tokio::io::split(theirs);
-    let session = tokio::spawn(crate::session::run(
+    let session = tokio::spawn(crate::session::run_via(
+        crate::session::Listener::Mqtt,
         Arc::clone(&shared),
         client,
         session_rd,
@@ -284,7 +286,7 @@ fn max_packet(shared: &ServerState) -> usize {
 }
 
 async fn read_packet(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf<MqttStream>,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Packet>, codec::CodecError> {
@@ -457,8 +459,8 @@ struct Bridge {
     conn: u64,
     sessions: Arc<Sessions>,
     kick: Arc<Notify>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf<MqttStream>,
+    wr: WriteHalf<MqttStream>,
     inbuf: BytesMut,
     /// MQTT bytes to write to the client.
     out: BytesMut,

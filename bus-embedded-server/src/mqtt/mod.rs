@@ -7,7 +7,10 @@
 //! imports and exports, monitoring and slow-consumer rules are the ones
 //! NATS clients get. MQTT packets become `CONNECT`/`HPUB`/`SUB`/`UNSUB`
 //! lines, deliveries (`MSG`/`HMSG`) become MQTT PUBLISH packets, with topic
-//! names mapped as nats-server maps them ([`topic`]).
+//! names mapped as nats-server maps them ([`topic`]). With the block's
+//! `tls {}` the connection is TLS from the first byte (`transport`); the
+//! block's own `authorization {}` / `no_auth_user` are applied by the
+//! session the connection runs with (`session::Listener::Mqtt`).
 //!
 //! Served: CONNECT with clean and persistent sessions (a persistent
 //! session's record and consumers kept in JetStream by [`session`]), QoS 0, 1
@@ -36,6 +39,7 @@ mod jsa;
 mod server_ops;
 mod session;
 pub mod topic;
+mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,7 +88,17 @@ impl Sessions {
 
 /// Accepts MQTT connections until shutdown (or lame duck, which closes the
 /// listener), then waits for the connections to end.
-pub(crate) async fn accept_loop(shared: Arc<ServerState>, listener: TcpListener) {
+pub(crate) async fn accept_loop(
+    shared: Arc<ServerState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let tls_timeout = shared
+        .config
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.tls.as_ref())
+        .map_or(crate::config::DEFAULT_TLS_TIMEOUT, |t| t.timeout);
     let sessions = Arc::new(Sessions::default());
     let mut shutdown = shared.shutdown.subscribe();
     let mut accepting = shared.accepting.subscribe();
@@ -112,12 +126,22 @@ pub(crate) async fn accept_loop(shared: Arc<ServerState>, listener: TcpListener)
                         continue;
                     }
                 };
-                connections.spawn(connection::serve(
-                    Arc::clone(&shared),
-                    stream,
-                    peer,
-                    Arc::clone(&sessions),
-                ));
+                let shared = Arc::clone(&shared);
+                let sessions = Arc::clone(&sessions);
+                let tls = tls.clone();
+                connections.spawn(async move {
+                    let stream = transport::MqttStream::accept(
+                        stream,
+                        tls.as_ref().map(|a| (a, tls_timeout)),
+                        shared.shutdown.subscribe(),
+                        peer,
+                        shared.config.debug,
+                    )
+                    .await;
+                    if let Some(stream) = stream {
+                        connection::serve(shared, stream, peer, sessions).await;
+                    }
+                });
             }
             _ = shutdown.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

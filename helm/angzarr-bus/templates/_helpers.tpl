@@ -160,6 +160,9 @@ ConfigMap, which every release renders.
 {{- if and $server .Values.server.mqtt.enabled (not .Values.server.jetstream) -}}
 {{- fail "server.mqtt.enabled needs server.jetstream=true (the server, like nats-server, refuses an MQTT listener without JetStream)" -}}
 {{- end -}}
+{{- if and $server .Values.server.mqtt.enabled .Values.server.mqtt.tls (not (include "angzarr-bus.tls.enabled" .)) -}}
+{{- fail "server.mqtt.tls needs the server certificate (bus.nats.tls.existingSecret): set it, or server.mqtt.tls=false for plain MQTT" -}}
+{{- end -}}
 {{- if and $server .Values.server.mqtt.enabled (or (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.clientPort)) (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.monitorPort)) (and .Values.server.websocket.enabled (eq (int64 .Values.server.mqtt.port) (int64 .Values.server.websocket.port)))) -}}
 {{- fail "server.mqtt.port is the same as server.clientPort, server.monitorPort or server.websocket.port: give the MQTT listener its own port" -}}
 {{- end -}}
