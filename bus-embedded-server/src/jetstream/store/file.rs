@@ -46,8 +46,8 @@ use super::{
     SubjectFilter, SyncJob, file_msg_size,
 };
 use index::MsgIndex;
-use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
 use readahead::ReadAhead;
+use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
 
 /// An atomic batch recovery has seen the start of and not all the
 /// messages of yet.
