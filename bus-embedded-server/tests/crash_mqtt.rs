@@ -23,6 +23,37 @@ use tokio::net::TcpStream;
 
 use mqtt_raw::{connect_packet, mqtt_str, packet, read_n};
 
+/// Our binary with an MQTT listener, started (and restarted) on one store
+/// directory.
+struct Ours {
+    dir: tempfile::TempDir,
+    port: u16,
+    config: String,
+}
+
+impl Ours {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("server.conf");
+        std::fs::write(
+            &config,
+            format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {port} }}\n"),
+        )
+        .expect("write config");
+        let config = config.display().to_string();
+        Ours { dir, port, config }
+    }
+
+    fn start(&self) -> server_process::Server {
+        server_process::start_with(
+            &self.dir.path().join("store"),
+            &self.dir.path().join("server.log"),
+            &["-c", &self.config],
+        )
+    }
+}
+
 /// Connects (clean session), retrying while the listener comes up.
 async fn connected(port: u16, client_id: &str) -> TcpStream {
     for _ in 0..100 {
@@ -107,21 +138,12 @@ fn expected() -> Vec<(String, Vec<u8>, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_retained_messages_survive_sigkill_on_ours() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mqtt_port = free_port();
-    let config = dir.path().join("server.conf");
-    std::fs::write(
-        &config,
-        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
-    )
-    .expect("write config");
-    let config = config.display().to_string();
-    let store = dir.path().join("store");
-    let log = dir.path().join("server.log");
-    let mut server = server_process::start_with(&store, &log, &["-c", &config]);
+    let ours = Ours::new();
+    let mqtt_port = ours.port;
+    let mut server = ours.start();
     before_crash(mqtt_port).await;
     server.sigkill();
-    let server = server_process::start_with(&store, &log, &["-c", &config]);
+    let server = ours.start();
     let got = retained_for(mqtt_port, "crash/#").await;
     assert_eq!(got, expected(), "log:\n{}", server.log_text());
 }
@@ -255,21 +277,12 @@ async fn persistent_after_restart(port: u16) -> (bool, std::collections::BTreeSe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_qos1_session_gets_every_acknowledged_message_after_sigkill_on_ours() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mqtt_port = free_port();
-    let config = dir.path().join("server.conf");
-    std::fs::write(
-        &config,
-        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
-    )
-    .expect("write config");
-    let config = config.display().to_string();
-    let store = dir.path().join("store");
-    let log = dir.path().join("server.log");
-    let mut server = server_process::start_with(&store, &log, &["-c", &config]);
+    let ours = Ours::new();
+    let mqtt_port = ours.port;
+    let mut server = ours.start();
     persistent_before_crash(mqtt_port).await;
     server.sigkill();
-    let server = server_process::start_with(&store, &log, &["-c", &config]);
+    let server = ours.start();
     let (present, got) = persistent_after_restart(mqtt_port).await;
     assert!(present, "session present after the restart");
     let want: std::collections::BTreeSet<_> = (0..AWAY).map(away_payload).collect();
@@ -309,18 +322,9 @@ async fn msgs_consumers(url: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_sessions_qos1_consumer_left_by_sigkill_is_removed_after_restart_on_ours() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mqtt_port = free_port();
-    let config = dir.path().join("server.conf");
-    std::fs::write(
-        &config,
-        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
-    )
-    .expect("write config");
-    let config = config.display().to_string();
-    let store = dir.path().join("store");
-    let log = dir.path().join("server.log");
-    let mut server = server_process::start_with(&store, &log, &["-c", &config]);
+    let ours = Ours::new();
+    let mqtt_port = ours.port;
+    let mut server = ours.start();
     // A persistent session's consumer (must stay) and a clean session's,
     // connected when the server dies (must go).
     let (mut keeper, _) = connect_with(mqtt_port, "kept", 0x00).await;
@@ -333,7 +337,7 @@ async fn clean_sessions_qos1_consumer_left_by_sigkill_is_removed_after_restart_o
     assert_eq!(before.len(), 2, "{before:?}");
     server.sigkill();
     drop(clean);
-    let server = server_process::start_with(&store, &log, &["-c", &config]);
+    let server = ours.start();
     // The first MQTT connection of the account sweeps.
     let (_poke, present) = connect_with(mqtt_port, "poke", 0x02).await;
     assert!(!present);
@@ -394,23 +398,14 @@ async fn qos2_released_after_restart(port: u16, restart: impl std::future::Futur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_on_ours() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mqtt_port = free_port();
-    let config = dir.path().join("server.conf");
-    std::fs::write(
-        &config,
-        format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {mqtt_port} }}\n"),
-    )
-    .expect("write config");
-    let config = config.display().to_string();
-    let store = dir.path().join("store");
-    let log = dir.path().join("server.log");
-    let mut server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+    let ours = Ours::new();
+    let mqtt_port = ours.port;
+    let mut server = Some(ours.start());
     let restart = async {
         if let Some(mut s) = server.take() {
             s.sigkill();
         }
-        server = Some(server_process::start_with(&store, &log, &["-c", &config]));
+        server = Some(ours.start());
     };
     qos2_released_after_restart(mqtt_port, restart).await;
 }
