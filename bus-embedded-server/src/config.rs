@@ -179,6 +179,14 @@ pub struct WebSocketConfig {
     /// the server's for WebSocket clients (nats-server's auth override);
     /// `None` = they log in as TCP clients do.
     pub auth: Option<ListenerAuth>,
+    /// permessage-deflate for clients that offer it (`compression`).
+    pub compression: bool,
+    /// Extra header lines of the 101 response (`headers { }`), in order;
+    /// names nats-server forbids refuse the start.
+    pub headers: Vec<(String, String)>,
+    /// PING interval for this listener's clients (`ping_interval`);
+    /// `None` = the server's.
+    pub ping_interval: Option<Duration>,
     /// The block's `authorization { timeout }`: how long a client has to
     /// send CONNECT; `None` = the server's `auth_timeout`.
     pub auth_timeout: Option<Duration>,
@@ -195,6 +203,9 @@ impl WebSocketConfig {
             allowed_origins: Vec::new(),
             handshake_timeout: None,
             auth: None,
+            compression: false,
+            headers: Vec::new(),
+            ping_interval: None,
             auth_timeout: None,
         }
     }

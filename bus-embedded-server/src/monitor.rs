@@ -352,6 +352,9 @@ fn websocket_varz(w: &crate::config::WebSocketConfig, port: u16) -> Value {
     if !w.allowed_origins.is_empty() {
         ws["allowed_origins"] = json!(w.allowed_origins);
     }
+    if w.compression {
+        ws["compression"] = json!(true);
+    }
     ws
 }
 

@@ -600,6 +600,9 @@ fn websocket_from_file(
         same_origin: w.same_origin,
         allowed_origins: w.allowed_origins.clone(),
         handshake_timeout: w.handshake_timeout,
+        compression: w.compression,
+        headers: w.headers.clone(),
+        ping_interval: w.ping_interval,
     }))
 }
 
@@ -922,9 +925,6 @@ mod tests {
                 .as_deref(),
             Some("server.conf: line 2: websocket requires TLS configuration")
         );
-        let err = build_with("websocket {\n  port: 8080\n  no_tls: true\n  compression: true\n}\n")
-            .expect_err("refused");
-        assert!(err.contains("websocket.compression"), "{err}");
         assert!(
             build_with("websocket { port: 8080, tls { cert_file: c.pem } }").is_err(),
             "a TLS block without a key is refused"

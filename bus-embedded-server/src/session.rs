@@ -145,6 +145,14 @@ impl Listener {
         }
     }
 
+    /// The listener's own `ping_interval`.
+    fn ping_interval(self, state: &ServerState) -> Option<std::time::Duration> {
+        match self {
+            Listener::WebSocket => state.config.websocket.as_ref()?.ping_interval,
+            Listener::Nats | Listener::Mqtt => None,
+        }
+    }
+
     /// The listener's own `authorization { timeout }`.
     fn auth_timeout(self, state: &ServerState) -> Option<std::time::Duration> {
         match self {
@@ -1203,9 +1211,10 @@ pub(crate) async fn run_via<R, W>(
     let mut shutdown = shared.shutdown.subscribe();
     // Like nats-server: a first PING soon after connect (it measures the
     // round trip), then one per ping_interval unless the client was active.
-    let first_ping = cfg.ping_interval.min(FIRST_PING);
+    let ping_interval = via.ping_interval(&shared).unwrap_or(cfg.ping_interval);
+    let first_ping = ping_interval.min(FIRST_PING);
     let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + first_ping, cfg.ping_interval);
+        tokio::time::interval_at(tokio::time::Instant::now() + first_ping, ping_interval);
     let mut rtt_measured = false;
     let mut last_in = tokio::time::Instant::now();
     let auth_deadline =
@@ -1253,7 +1262,7 @@ pub(crate) async fn run_via<R, W>(
                 }
             }
             _ = ping.tick() => {
-                if !session.connected || (rtt_measured && last_in.elapsed() < cfg.ping_interval) {
+                if !session.connected || (rtt_measured && last_in.elapsed() < ping_interval) {
                     continue;
                 }
                 if session.pings_out >= cfg.ping_max {

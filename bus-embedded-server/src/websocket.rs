@@ -11,9 +11,10 @@
 //! Framing (masking, fragmentation, control frames, close handshake) is
 //! tokio-websockets'; this module owns only the upgrade and the adapter.
 //! It must not parse protocol ops or touch subscriptions: the session does.
-//! Compression (permessage-deflate) is not offered: the configuration
-//! refuses `compression: true`, and a client asking for it gets an
-//! uncompressed connection, as from nats-server without compression.
+//! With `compression: true`, a client offering permessage-deflate gets
+//! it (the 101 says so) and its connection is framed by ratchet with the
+//! [`deflate`] extension instead; the others, and every client of a
+//! listener without compression, stay on tokio-websockets unchanged.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ use crate::outbound::{Client, CloseReason};
 use crate::session;
 use crate::state::ServerState;
 
+mod deflate;
+
 /// Longest upgrade request read (nats-server's HTTP server allows 1 MB of
 /// headers; an upgrade request is a few hundred bytes).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -51,6 +54,48 @@ pub enum WebSocketSetupError {
     /// An `allowed_origins` entry is not `scheme://host[:port]`.
     #[error("unable to parse allowed origin: {0:?}")]
     AllowedOrigin(String),
+    /// A `headers` name the upgrade itself sets (nats-server's text).
+    #[error("websocket: invalid header {0:?} not allowed")]
+    ReservedHeader(String),
+    /// A `headers` name starting `Sec-WebSocket-` (nats-server's text).
+    #[error("websocket: invalid header {0:?}, \"Sec-WebSocket-\" prefix not allowed")]
+    SecWebSocketHeader(String),
+    /// A `headers` name or value that would break the response (a line
+    /// break, or a name that is not an HTTP token).
+    #[error("websocket: invalid header {0:?}: not a valid header line")]
+    MalformedHeader(String),
+}
+
+/// `headers { }` as the 101's extra lines, checked as nats-server checks
+/// the names (and, beyond it, that each makes one well-formed line).
+fn header_lines(headers: &[(String, String)]) -> Result<String, WebSocketSetupError> {
+    let mut lines = String::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if [
+            "host",
+            "content-length",
+            "connection",
+            "upgrade",
+            "nats-no-masking",
+        ]
+        .contains(&lower.as_str())
+        {
+            return Err(WebSocketSetupError::ReservedHeader(name.clone()));
+        }
+        if lower.starts_with("sec-websocket-") {
+            return Err(WebSocketSetupError::SecWebSocketHeader(name.clone()));
+        }
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty()
+            || !name.bytes().all(token)
+            || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            return Err(WebSocketSetupError::MalformedHeader(name.clone()));
+        }
+        lines.push_str(&format!("{name}: {value}\r\n"));
+    }
+    Ok(lines)
 }
 
 /// An origin reduced to what nats-server compares: scheme, lower-case
@@ -102,12 +147,16 @@ fn parse_origin(text: &str) -> Option<Origin> {
     })
 }
 
-/// The origin rules of one listener.
+/// The origin rules of one listener (and whether it grants
+/// compression, the other per-listener answer of the upgrade).
 #[derive(Debug, Default)]
 pub(crate) struct OriginRules {
     same_origin: bool,
     allowed: Vec<Origin>,
     tls: bool,
+    compression: bool,
+    /// `headers { }`, ready to append to the 101.
+    headers: String,
 }
 
 impl OriginRules {
@@ -123,6 +172,8 @@ impl OriginRules {
             same_origin: config.same_origin,
             allowed,
             tls: config.tls.is_some(),
+            compression: config.compression,
+            headers: header_lines(&config.headers)?,
         })
     }
 
@@ -237,6 +288,9 @@ fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> Option<&'h str
 #[derive(Debug, PartialEq, Eq)]
 struct Upgrade {
     key: String,
+    /// permessage-deflate granted (the listener compresses and the
+    /// client offered it).
+    deflate: bool,
 }
 
 /// Checks a complete request head (`head`, `extra`: bytes that followed
@@ -277,7 +331,8 @@ fn check_request(head: &[u8], extra: bool, rules: &OriginRules) -> Result<Upgrad
     if extra {
         return Err(Refusal::EarlyData);
     }
-    Ok(Upgrade { key })
+    let deflate = rules.compression && deflate::offered(headers);
+    Ok(Upgrade { key, deflate })
 }
 
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 section 4.2.2).
@@ -314,8 +369,14 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(up) => {
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_key(&up.key)
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{}{}\r\n",
+                accept_key(&up.key),
+                if up.deflate {
+                    deflate::RESPONSE_HEADER
+                } else {
+                    ""
+                },
+                rules.headers,
             );
             stream.write_all(response.as_bytes()).await?;
             stream.flush().await?;
@@ -532,10 +593,15 @@ async fn connection(
                 up = within(timeout, upgrade(&mut stream, &rules)) => up,
                 _ = shutdown.changed() => None,
             };
-            if up.is_some() {
-                serve(shared, stream, peer).await;
-            } else if debug {
-                tracing::debug!("{peer} - websocket handshake not completed");
+            match up {
+                Some(Upgrade { deflate: true, .. }) => {
+                    deflate::serve_compressed(shared, stream, peer).await;
+                }
+                Some(_) => serve(shared, stream, peer).await,
+                None if debug => {
+                    tracing::debug!("{peer} - websocket handshake not completed");
+                }
+                None => {}
             }
         }
         Some(acceptor) => {
@@ -548,8 +614,12 @@ async fn connection(
                 done = within(timeout, handshake) => done,
                 _ = shutdown.changed() => None,
             };
-            if let Some((tls, _)) = done {
-                serve(shared, tls, peer).await;
+            if let Some((tls, up)) = done {
+                if up.deflate {
+                    deflate::serve_compressed(shared, tls, peer).await;
+                } else {
+                    serve(shared, tls, peer).await;
+                }
             } else if debug {
                 tracing::debug!("{peer} - websocket TLS handshake or upgrade not completed");
             }
@@ -684,6 +754,7 @@ mod tests {
             up,
             Ok(Upgrade {
                 key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                deflate: false,
             })
         );
     }
@@ -742,6 +813,41 @@ mod tests {
         assert!(!list.allows(Some("http://b.example"), "x"));
         assert!(!list.allows(Some("http://c.example:8000"), "x"));
         assert!(!list.allows(Some("http://[::1]:80"), "x"));
+    }
+
+    #[test]
+    fn headers_become_lines_and_reserved_names_refuse_the_start() {
+        let h = |pairs: &[(&str, &str)]| {
+            header_lines(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            h(&[("X-A", "1"), ("Strict-Transport-Security", "max-age=1")]).ok(),
+            Some("X-A: 1\r\nStrict-Transport-Security: max-age=1\r\n".to_owned())
+        );
+        assert_eq!(
+            h(&[("Content-Length", "1")]).map_err(|e| e.to_string()),
+            Err("websocket: invalid header \"Content-Length\" not allowed".to_owned())
+        );
+        assert_eq!(
+            h(&[("sec-websocket-protocol", "x")]).map_err(|e| e.to_string()),
+            Err(
+                "websocket: invalid header \"sec-websocket-protocol\", \"Sec-WebSocket-\" prefix not allowed"
+                    .to_owned()
+            )
+        );
+        assert!(matches!(
+            h(&[("X-A", "1\r\nX-B: 2")]),
+            Err(WebSocketSetupError::MalformedHeader(_))
+        ));
+        assert!(matches!(
+            h(&[("X A", "1")]),
+            Err(WebSocketSetupError::MalformedHeader(_))
+        ));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `compat_async_nats.rs` (`compat.py`, `compat.mjs`) and the JetStream + KV
 //! scenarios of `compat_jetstream.rs` (`jetstream.py`, `jetstream.mjs`), and
 //! nats.js over WebSocket (`websocket.mjs`: `wsconnect` against the
-//! `websocket {}` listener, beside a TCP client), nats.js fast-ingest
+//! `websocket {}` listener, beside a TCP client; again with
+//! `compression: true`, asserting permessage-deflate was negotiated and
+//! moving 1 MiB of text each way), nats.js fast-ingest
 //! batch publishing (`fast_ingest.mjs`) and KV purge of delete markers
 //! older than a threshold (`kv_purge_deletes.py`, `kv_purge_deletes.mjs`),
 //! run by the scripts in
@@ -52,6 +54,7 @@ impl Client {
     /// Runs `script` of this client with `urls` as its arguments.
     fn command(self, script: Script, urls: &[String]) -> Command {
         let dir = clients_dir();
+        let compression = matches!(script, Script::WebSocketDeflate);
         let script = script.file_stem();
         let mut cmd = match self {
             Client::Python => {
@@ -68,6 +71,9 @@ impl Client {
             }
         };
         cmd.args(urls).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if compression {
+            cmd.env("NATS_WS_COMPRESSION", "on");
+        }
         cmd
     }
 
@@ -176,6 +182,9 @@ enum Script {
     Core,
     JetStream,
     WebSocket,
+    /// `websocket.mjs` against a listener with `compression: true` (and
+    /// `max_payload` 4 MB, for its 1 MiB messages).
+    WebSocketDeflate,
     FastIngest,
     KvPurgeDeletes,
 }
@@ -185,7 +194,7 @@ impl Script {
         match self {
             Script::Core => "compat",
             Script::JetStream => "jetstream",
-            Script::WebSocket => "websocket",
+            Script::WebSocket | Script::WebSocketDeflate => "websocket",
             Script::FastIngest => "fast_ingest",
             Script::KvPurgeDeletes => "kv_purge_deletes",
         }
@@ -275,20 +284,32 @@ async fn against_our_server(client: Client, script: Script) {
     let store = tempfile::tempdir().expect("JetStream store dir");
     let jetstream = match script {
         Script::Core => None,
-        Script::JetStream | Script::WebSocket | Script::FastIngest | Script::KvPurgeDeletes => {
-            Some(JetStreamConfig {
-                store_dir: store.path().to_path_buf(),
-                ..JetStreamConfig::default()
-            })
-        }
+        Script::JetStream
+        | Script::WebSocket
+        | Script::WebSocketDeflate
+        | Script::FastIngest
+        | Script::KvPurgeDeletes => Some(JetStreamConfig {
+            store_dir: store.path().to_path_buf(),
+            ..JetStreamConfig::default()
+        }),
     };
-    let websocket = matches!(script, Script::WebSocket)
-        .then(|| bus_embedded_server::WebSocketConfig::plain("127.0.0.1", 0));
+    let deflate = matches!(script, Script::WebSocketDeflate);
+    let websocket = matches!(script, Script::WebSocket | Script::WebSocketDeflate).then(|| {
+        let mut ws = bus_embedded_server::WebSocketConfig::plain("127.0.0.1", 0);
+        ws.compression = deflate;
+        ws
+    });
+    let defaults = ServerConfig::default();
     let server = start(ServerConfig {
         port: 0,
         jetstream,
         websocket,
-        ..ServerConfig::default()
+        max_payload: if deflate {
+            4 * 1024 * 1024
+        } else {
+            defaults.max_payload
+        },
+        ..defaults
     })
     .await
     .expect("our server starts");
@@ -304,14 +325,22 @@ async fn against_our_server(client: Client, script: Script) {
 async fn against_nats_server(client: Client, script: Script) {
     let mut options = match script {
         Script::Core => ServerOptions::core(),
-        Script::JetStream | Script::WebSocket | Script::FastIngest | Script::KvPurgeDeletes => {
-            ServerOptions::default()
-        }
+        Script::JetStream
+        | Script::WebSocket
+        | Script::WebSocketDeflate
+        | Script::FastIngest
+        | Script::KvPurgeDeletes => ServerOptions::default(),
     };
     let mut urls = Vec::new();
-    if let Script::WebSocket = script {
+    if let Script::WebSocket | Script::WebSocketDeflate = script {
         let port = nats_test_server::free_port();
-        options.extra_config = Some(format!("websocket {{ port: {port}, no_tls: true }}"));
+        options.extra_config = Some(if matches!(script, Script::WebSocketDeflate) {
+            format!(
+                "max_payload: 4MB\nwebsocket {{ port: {port}, no_tls: true, compression: true }}"
+            )
+        } else {
+            format!("websocket {{ port: {port}, no_tls: true }}")
+        });
         urls.push(format!("ws://127.0.0.1:{port}"));
     }
     let reference = NatsServer::start_with(options).await;
@@ -367,6 +396,16 @@ async fn nats_js_over_websocket_scenarios_pass_against_our_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_js_over_websocket_scenarios_pass_against_nats_server() {
     against_nats_server(Client::Node, Script::WebSocket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_over_compressed_websocket_scenarios_pass_against_our_server() {
+    against_our_server(Client::Node, Script::WebSocketDeflate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_over_compressed_websocket_scenarios_pass_against_nats_server() {
+    against_nats_server(Client::Node, Script::WebSocketDeflate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1029,6 +1029,7 @@ def test_websocket_plain_opens_a_port_on_both_services_and_the_config_file():
                     "sameOrigin": True,
                     "allowedOrigins": ["https://app.example.com", "http://localhost:3000"],
                     "handshakeTimeout": "5s",
+                    "compression": True,
                 }
             }
         }
@@ -1054,6 +1055,7 @@ def test_websocket_plain_opens_a_port_on_both_services_and_the_config_file():
         "same_origin: true",
         'allowed_origins: ["https://app.example.com", "http://localhost:3000"]',
         'handshake_timeout: "5s"',
+        "compression: true",
     ):
         assert line in text, (line, text)
     assert "tls {" not in text, text
@@ -1069,6 +1071,7 @@ def test_websocket_with_tls_and_auth_share_the_config_file():
     text = r.one("ConfigMap", "-server-config")["data"]["server.conf"]
     assert "authorization {" in text and "user: $NATS_USER" in text, text
     assert "port: 8080" in text and "no_tls" not in text, text
+    assert "compression" not in text, text
     assert 'cert_file: "/etc/nats-tls/tls.crt"' in text and 'key_file: "/etc/nats-tls/tls.key"' in text, text
     c = r.server_container()
     assert mounts_of(c)["nats-tls"]["mountPath"] == "/etc/nats-tls"

@@ -1,9 +1,9 @@
 //! The `websocket { }` (or `ws { }`) block: the WebSocket listener's
 //! address, TLS, origin checks, handshake timeout and its own
 //! `authorization {}` / `no_auth_user`, into a
-//! [`WebSocketConf`]. Keys nats-server knows that this server cannot honour
-//! (compression, cookies, extra headers)
-//! refuse the start naming the key; unknown keys are errors, as in
+//! [`WebSocketConf`], with `compression`, `headers` and `ping_interval`.
+//! Keys nats-server knows that this server cannot honour (the credential
+//! cookies) refuse the start naming the key; unknown keys are errors, as in
 //! nats-server. Whether the block is complete (a port, TLS or `no_tls`) is
 //! checked by `options`, which builds the listener's configuration.
 
@@ -37,6 +37,14 @@ pub struct WebSocketConf {
     pub authorization: Option<ListenerAuthConf>,
     /// `no_auth_user` inside.
     pub no_auth_user: Option<String>,
+    /// `compression` (or `compress`): permessage-deflate for clients that
+    /// offer it.
+    pub compression: bool,
+    /// `headers { }`: extra lines of the 101 response, in file order.
+    pub headers: Vec<(String, String)>,
+    /// `ping_interval`: the server's PING interval for this listener's
+    /// clients (the server's `ping_interval` when unset).
+    pub ping_interval: Option<Duration>,
     /// Line of the block (for errors about the block as a whole).
     pub line: usize,
 }
@@ -44,14 +52,7 @@ pub struct WebSocketConf {
 /// Keys nats-server knows inside `websocket { }` that this server does not
 /// implement: each changes who may connect or what goes on the wire, so
 /// ignoring one would run the listener differently than configured.
-const REFUSED_WEBSOCKET: &[&str] = &[
-    "jwt_cookie",
-    "user_cookie",
-    "pass_cookie",
-    "token_cookie",
-    "headers",
-    "ping_interval",
-];
+const REFUSED_WEBSOCKET: &[&str] = &["jwt_cookie", "user_cookie", "pass_cookie", "token_cookie"];
 
 /// Reads a `websocket { }` block (kept raw by `server_conf`), with
 /// [`Warning`]s for keys read but without effect.
@@ -109,15 +110,32 @@ impl Reader {
                         _ => duration_of(&name, v)?,
                     });
                 }
-                "compress" | "compression" => {
-                    if self.boolean(&name, v)? {
+                "compress" | "compression" => w.compression = self.boolean(&name, v)?,
+                "headers" => {
+                    let Value::Map(headers) = &v.value else {
                         return self.invalid(
                             &name,
                             v,
-                            "permessage-deflate compression is not supported yet by this \
-                             server; refusing to start (set it to false or remove it)",
+                            "error parsing headers: unsupported type (expected a map)",
                         );
+                    };
+                    w.headers.clear();
+                    for (hk, hv) in headers {
+                        let Value::String(value) = &hv.value else {
+                            return self.invalid(
+                                &name,
+                                hv,
+                                format!("error parsing header key {hk}: unsupported type"),
+                            );
+                        };
+                        w.headers.push((hk.clone(), value.clone()));
                     }
+                }
+                "ping_interval" => {
+                    w.ping_interval = Some(match v.value {
+                        Value::Integer(i) if i > 0 => Duration::from_secs(i.unsigned_abs()),
+                        _ => duration_of(&name, v)?,
+                    });
                 }
                 "advertise" => {
                     // nats-server only passes it to the other servers of a
@@ -169,9 +187,10 @@ mod tests {
                 same_origin: true
                 allowed_origins: ["https://a.example", "http://b.example:8000"]
                 handshake_timeout: "3s"
-                compression: false
+                compression: true
             }"#)
         .unwrap_or_default();
+        assert!(w.compression);
         assert_eq!(w.host.as_deref(), Some("0.0.0.0"));
         assert_eq!(w.port, Some(8080));
         assert!(w.no_tls && w.same_origin);
@@ -193,17 +212,45 @@ mod tests {
     }
 
     #[test]
-    fn compression_true_refuses_the_start_naming_the_key() {
-        let e = ws("websocket { port: 8080, no_tls: true, compression: true }")
+    fn compress_alias_and_a_non_boolean_compression() {
+        let w = ws("websocket { port: 8080, no_tls: true, compress: true }").unwrap_or_default();
+        assert!(w.compression);
+        let e = ws("websocket { port: 8080, no_tls: true, compression: \"yes\" }")
             .err()
             .unwrap_or_default();
         assert!(e.contains("websocket.compression"), "{e}");
-        assert!(e.contains("permessage-deflate"), "{e}");
     }
 
     #[test]
-    fn websocket_auth_and_cookies_refuse_the_start() {
-        for key in ["jwt_cookie: c", "headers { a: b }", "ping_interval: \"1s\""] {
+    fn headers_and_ping_interval_are_read() {
+        let w = ws("websocket { port: 8080, no_tls: true, headers { X-A: \"1\", X-B: two }, ping_interval: \"250ms\" }")
+            .unwrap_or_default();
+        assert_eq!(
+            w.headers,
+            vec![
+                ("X-A".to_owned(), "1".to_owned()),
+                ("X-B".to_owned(), "two".to_owned())
+            ]
+        );
+        assert_eq!(w.ping_interval, Some(Duration::from_millis(250)));
+        let w = ws("websocket { port: 8080, no_tls: true, ping_interval: 3 }").unwrap_or_default();
+        assert_eq!(w.ping_interval, Some(Duration::from_secs(3)));
+        for bad in ["headers: 1", "headers { X-A: 1 }"] {
+            let e = ws(&format!("websocket {{ port: 8080, no_tls: true, {bad} }}"))
+                .err()
+                .unwrap_or_default();
+            assert!(e.contains("websocket.headers"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn websocket_cookies_refuse_the_start() {
+        for key in [
+            "jwt_cookie: c",
+            "user_cookie: u",
+            "pass_cookie: p",
+            "token_cookie: t",
+        ] {
             let e = ws(&format!("websocket {{ port: 8080, no_tls: true, {key} }}"))
                 .err()
                 .unwrap_or_default();

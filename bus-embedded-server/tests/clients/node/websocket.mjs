@@ -4,6 +4,13 @@
 //
 // Usage: node websocket.mjs ws://127.0.0.1:WSPORT nats://127.0.0.1:PORT
 //
+// With NATS_WS_COMPRESSION=on (the server's `websocket { compression: true }`)
+// every WebSocket must have negotiated permessage-deflate (the `ws`
+// package offers it; its `extensions` property names what the server
+// granted, with the parameters on the extension), and a big_text scenario moves 1 MiB of compressible text each
+// way (the server needs `max_payload` above 1 MiB: a compressed message
+// may not inflate beyond it). Without it, no WebSocket may have it.
+//
 // Scenarios: pub_sub (WebSocket subscriber and publisher, a TCP client on
 // the same subjects both ways, a 200 KB payload, headers), request_reply
 // (WebSocket requester, TCP responder, and the reverse; no responders),
@@ -15,6 +22,8 @@
 // passed. Every wait is bounded. Run by tests/compat_other_clients.rs against
 // our server and against the reference nats-server.
 
+const SOCKETS = [];
+const COMPRESSION = process.env.NATS_WS_COMPRESSION === "on";
 let core;
 let tcp;
 let js;
@@ -22,9 +31,15 @@ try {
   core = await import("@nats-io/nats-core");
   tcp = await import("@nats-io/transport-node");
   js = await import("@nats-io/jetstream");
-  if (typeof globalThis.WebSocket === "undefined") {
-    globalThis.WebSocket = (await import("ws")).WebSocket;
-  }
+  // Always the `ws` package (Node 22's own WebSocket hides the
+  // negotiated extensions), recording each socket to check them.
+  const Ws = (await import("ws")).WebSocket;
+  globalThis.WebSocket = class RecordedWebSocket extends Ws {
+    constructor(...args) {
+      super(...args);
+      SOCKETS.push(this);
+    }
+  };
 } catch (e) {
   // The Rust test looks for this marker.
   console.error(
@@ -214,11 +229,52 @@ async function jetStream(c) {
   check(ci.num_pending === 0, `pending ${ci.num_pending}`);
 }
 
+/** 1 MiB of compressible text, WebSocket to TCP and TCP to WebSocket. */
+async function bigText(c) {
+  const ws = await c.ws("ws-big");
+  const nc = await c.tcp("tcp-big");
+  const line = "the quick brown fox jumps over the lazy dog 0123456789\n";
+  const text = line.repeat(Math.ceil((1024 * 1024) / line.length)).slice(0, 1024 * 1024);
+  const wsIt = ws.subscribe("wsjs.text.to-ws")[Symbol.asyncIterator]();
+  const tcpIt = nc.subscribe("wsjs.text.to-tcp")[Symbol.asyncIterator]();
+  await ws.flush();
+  await nc.flush();
+  ws.publish("wsjs.text.to-tcp", text);
+  const a = await nextOf(tcpIt, "1 MiB from ws");
+  check(a.string() === text, `tcp got ${a.data.length} bytes, not the text`);
+  nc.publish("wsjs.text.to-ws", text);
+  const b = await nextOf(wsIt, "1 MiB to ws");
+  check(b.string() === text, `ws got ${b.data.length} bytes, not the text`);
+}
+
 const SCENARIOS = [
   ["pub_sub", pubSub],
   ["request_reply", requestReply],
   ["jetstream", jetStream],
+  ...(COMPRESSION ? [["big_text", bigText]] : []),
 ];
+
+/** Every WebSocket opened so far negotiated compression, or none did. */
+function checkExtensions() {
+  check(SOCKETS.length > 0, "no WebSocket was opened");
+  for (const s of SOCKETS) {
+    const ext = s.extensions;
+    if (COMPRESSION) {
+      // `extensions` names them; the accepted parameters are the
+      // extension's own (ws keeps them on it).
+      const params = s._extensions?.["permessage-deflate"]?.params ?? {};
+      check(
+        ext === "permessage-deflate" &&
+          params.server_no_context_takeover === true &&
+          params.client_no_context_takeover === true,
+        `negotiated ${JSON.stringify(ext)} ${JSON.stringify(params)}, wanted ` +
+          "permessage-deflate without context takeover",
+      );
+    } else {
+      check(ext === "", `negotiated extensions ${JSON.stringify(ext)} without compression`);
+    }
+  }
+}
 
 async function run(wsUrl, natsUrl) {
   let passed = 0;
@@ -227,6 +283,7 @@ async function run(wsUrl, natsUrl) {
     const c = new Conns(wsUrl, natsUrl);
     try {
       await within(SCENARIO_TIMEOUT, scenario(c), "scenario");
+      checkExtensions();
       check(c.errors.length === 0, `asynchronous errors: ${c.errors.join("; ")}`);
       passed++;
       console.log(`ok ${name}`);
