@@ -8,7 +8,9 @@
 //! compresses what it sends only above [`THRESHOLD`] bytes and takes
 //! compressed and plain messages alike; a compressed message may not
 //! inflate beyond the connection's `max_payload` (nats-server's limit),
-//! nor arrive larger than eight times that (at most 64 MiB).
+//! and no message on such a connection may arrive larger than eight
+//! times that (at most 64 MiB; nats-server bounds only compressed ones
+//! so, and refuses an oversized PUB in a plain one anyway).
 //!
 //! Such a connection is framed by ratchet (tokio-websockets refuses
 //! frames with RSV1 set): [`Deflate`] is its extension, and
