@@ -343,7 +343,7 @@ fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     // (`tls`, `authorization` and `no_auth_user` are served:
     // compat_mqtt_tls_auth.rs.)
-    for key in ["js_domain: x", "reject_qos2_publish: true"] {
+    for key in ["js_domain: x", "consumer_replicas: 1"] {
         let path = dir.path().join("server.conf");
         std::fs::write(&path, format!("mqtt {{ port: 1883, {key} }}\n")).expect("write");
         let cli = Cli {

@@ -28,6 +28,9 @@ const RC_BAD_PROTOCOL: u8 = 1;
 const RC_IDENTIFIER_REJECTED: u8 = 2;
 const RC_SERVER_UNAVAILABLE: u8 = 3;
 const RC_NOT_AUTHORIZED: u8 = 5;
+/// nats-server's CONNACK code (outside MQTT 3.1.1's) for a QoS 2 will
+/// under `reject_qos2_publish`.
+const RC_QOS2_WILL_REJECTED: u8 = 0x10;
 
 /// SUBACK's failure code.
 const SUBACK_FAILURE: u8 = 0x80;
@@ -87,7 +90,12 @@ pub(super) async fn serve(
         codec::connack(&mut out, false, code);
         out
     };
-    let answer = match check_connect(&connect) {
+    let reject_qos2 = shared
+        .config
+        .mqtt
+        .as_ref()
+        .is_some_and(|m| m.reject_qos2_publish);
+    let answer = match check_connect(&connect, reject_qos2) {
         Ok(()) => None,
         Err((code, why)) => Some(refused(code, &why)),
     };
@@ -196,8 +204,9 @@ pub(super) async fn serve(
 }
 
 /// The CONNECT checks nats-server makes before authentication, and the
-/// features this server refuses, as a return code and the reason logged.
-fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
+/// features this server refuses, as a return code and the reason logged
+/// (`reject_qos2`: the block's `reject_qos2_publish`).
+fn check_connect(c: &Connect, reject_qos2: bool) -> Result<(), (u8, String)> {
     if c.level != 4 {
         return Err((
             RC_BAD_PROTOCOL,
@@ -222,6 +231,12 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
         if w.topic.is_empty() {
             return Err((RC_SERVER_UNAVAILABLE, "empty will topic".into()));
         }
+        if reject_qos2 && w.qos == 2 {
+            return Err((
+                RC_QOS2_WILL_REJECTED,
+                "QoS 2 wills are rejected (reject_qos2_publish)".into(),
+            ));
+        }
     }
     if c.username.as_deref() == Some("") {
         return Err((4, "empty user name".into()));
@@ -230,7 +245,9 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
 }
 
 /// The NATS CONNECT for an MQTT CONNECT: the credentials (the password
-/// also as a token, as nats-server takes it), headers on, no verbose.
+/// also as a token and as a user JWT, as nats-server takes it: in operator
+/// mode an MQTT client logs in with a bearer user JWT as its password, the
+/// user name being anything but empty), headers on, no verbose.
 fn nats_connect(c: &Connect) -> Vec<u8> {
     let mut o = serde_json::json!({
         "verbose": false,
@@ -247,7 +264,8 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     if let Some(pass) = &c.password {
         let pass = String::from_utf8_lossy(pass).into_owned();
         o["pass"] = serde_json::Value::String(pass.clone());
-        o["auth_token"] = serde_json::Value::String(pass);
+        o["auth_token"] = serde_json::Value::String(pass.clone());
+        o["jwt"] = serde_json::Value::String(pass);
     }
     let mut line = b"CONNECT ".to_vec();
     line.extend_from_slice(o.to_string().as_bytes());
@@ -277,6 +295,18 @@ fn ack_key(reply: &str) -> Option<(String, u64)> {
         return None;
     };
     Some((format!("{stream}.{consumer}"), sseq.parse().ok()?))
+}
+
+/// Whether a JetStream ack subject says the message was delivered before
+/// (its delivery count above 1): nats-server sets DUP then, so a resumed
+/// session's first redelivery of a message sent before the reconnection
+/// carries it.
+fn redelivered(reply: &str) -> bool {
+    reply
+        .split('.')
+        .nth(4)
+        .and_then(|dc| dc.parse::<u64>().ok())
+        .is_some_and(|dc| dc > 1)
 }
 
 /// The largest MQTT packet taken: the payload limit plus room for the
@@ -654,6 +684,13 @@ impl Bridge {
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
+        if p.qos == 2 && self.qos2_rejected() {
+            tracing::warn!(
+                "{} - mqtt: QoS 2 PUBLISH refused (reject_qos2_publish); closing",
+                self.peer
+            );
+            return Some(End::Abnormal);
+        }
         if p.qos > 1 && self.jsa.is_none() {
             tracing::warn!(
                 "{} - mqtt: PUBLISH with QoS {} needs JetStream, which the account lacks; closing",
@@ -714,6 +751,15 @@ impl Bridge {
             });
         }
         None
+    }
+
+    /// The block's `reject_qos2_publish`.
+    fn qos2_rejected(&self) -> bool {
+        self.shared
+            .config
+            .mqtt
+            .as_ref()
+            .is_some_and(|m| m.reject_qos2_publish)
     }
 
     /// A publish to the session, with the header that tells its QoS.
@@ -923,7 +969,23 @@ impl Bridge {
 
     fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
         let mut entries = Vec::with_capacity(filters.len());
+        let downgrade = self
+            .shared
+            .config
+            .mqtt
+            .as_ref()
+            .is_some_and(|m| m.downgrade_qos2_subscribe);
         for (filter, qos) in filters {
+            let qos = if qos == 2 && downgrade {
+                tracing::warn!(
+                    "{} - mqtt: QoS 2 SUBSCRIBE to {filter:?} granted QoS 1 \
+                     (downgrade_qos2_subscribe)",
+                    self.peer
+                );
+                1
+            } else {
+                qos
+            };
             if qos > 1 || (qos == 1 && self.jsa.is_none()) {
                 tracing::warn!(
                     "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: {}",
@@ -1394,6 +1456,7 @@ impl Bridge {
         let mut id = None;
         let mut dup = false;
         if js && let Some(reply) = reply {
+            dup = redelivered(&reply);
             let key = ack_key(&reply);
             let known = key.as_ref().and_then(|k| self.inflight_seq.get(k).copied());
             let pid = match known {
@@ -1622,27 +1685,54 @@ mod tests {
         }
     }
 
+    fn check_connect_plain(c: &Connect) -> Result<(), (u8, String)> {
+        check_connect(c, false)
+    }
+
+    #[test]
+    fn reject_qos2_publish_refuses_a_qos2_will_with_nats_servers_code() {
+        let mut c = connect(true, "w");
+        c.will = Some(codec::Will {
+            topic: "t".into(),
+            message: bytes::Bytes::new(),
+            qos: 2,
+            retain: false,
+        });
+        assert_eq!(check_connect(&c, false), Ok(()));
+        assert_eq!(
+            check_connect(&c, true).map_err(|e| e.0),
+            Err(RC_QOS2_WILL_REJECTED)
+        );
+        if let Some(w) = c.will.as_mut() {
+            w.qos = 1;
+        }
+        assert_eq!(check_connect(&c, true), Ok(()));
+    }
+
     #[test]
     fn connect_checks_give_nats_servers_return_codes() {
-        assert_eq!(check_connect(&connect(true, "ok")), Ok(()));
-        assert_eq!(check_connect(&connect(true, "")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(true, "ok")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(true, "")), Ok(()));
         assert_eq!(
-            check_connect(&connect(false, "")).map_err(|e| e.0),
+            check_connect_plain(&connect(false, "")).map_err(|e| e.0),
             Err(RC_IDENTIFIER_REJECTED)
         );
         assert_eq!(
-            check_connect(&connect(true, "a.b")).map_err(|e| e.0),
+            check_connect_plain(&connect(true, "a.b")).map_err(|e| e.0),
             Err(RC_IDENTIFIER_REJECTED)
         );
         let mut old = connect(true, "x");
         old.level = 3;
-        assert_eq!(check_connect(&old).map_err(|e| e.0), Err(RC_BAD_PROTOCOL));
+        assert_eq!(
+            check_connect_plain(&old).map_err(|e| e.0),
+            Err(RC_BAD_PROTOCOL)
+        );
     }
 
     #[test]
     fn unsupported_connect_features_are_refused_not_ignored() {
         // Persistent sessions are served.
-        assert_eq!(check_connect(&connect(false, "persist")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(false, "persist")), Ok(()));
         let mut c = connect(true, "w");
         c.will = Some(codec::Will {
             topic: String::new(),
@@ -1651,7 +1741,7 @@ mod tests {
             retain: false,
         });
         assert_eq!(
-            check_connect(&c).map_err(|e| e.0),
+            check_connect_plain(&c).map_err(|e| e.0),
             Err(RC_SERVER_UNAVAILABLE),
             "an empty will topic"
         );
@@ -1662,7 +1752,7 @@ mod tests {
                 w.qos = qos;
                 w.retain = true;
             }
-            assert_eq!(check_connect(&c), Ok(()));
+            assert_eq!(check_connect_plain(&c), Ok(()));
         }
     }
 
@@ -1673,6 +1763,11 @@ mod tests {
         assert_eq!(first, Some(("$MQTT_msgs.mqtt_x".to_string(), 42)));
         assert_eq!(first, again);
         assert_eq!(ack_key("_INBOX.abc"), None);
+        assert!(!redelivered(
+            "$JS.ACK.$MQTT_msgs.mqtt_x.1.42.7.1700000000.0"
+        ));
+        assert!(redelivered("$JS.ACK.$MQTT_msgs.mqtt_x.2.42.9.1700000099.0"));
+        assert!(!redelivered("_INBOX.abc"));
         assert_eq!(ack_key("$JS.ACK.s.c.1.notanumber.1"), None);
     }
 
@@ -1686,6 +1781,10 @@ mod tests {
             serde_json::from_str(line.trim_start_matches("CONNECT ").trim_end()).unwrap();
         assert_eq!(json["user"], "u\"q");
         assert_eq!(json["pass"], "p");
+        assert_eq!(
+            json["jwt"], "p",
+            "operator mode reads the password as a user JWT"
+        );
         assert_eq!(json["name"], "cid");
         assert_eq!(json["headers"], true);
     }
