@@ -98,6 +98,16 @@ async fn on_nats_server(mode: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_subscriptions_deliver_exactly_once_with_pubrec_pubrel_pubcomp_on_ours() {
+    on_ours("qos2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_subscriptions_deliver_exactly_once_with_pubrec_pubrel_pubcomp_on_nats_server() {
+    on_nats_server("qos2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_qos2_publish_and_downgrade_qos2_subscribe_on_ours() {
     on_ours("switches").await;
 }

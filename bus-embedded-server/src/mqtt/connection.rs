@@ -190,6 +190,8 @@ pub(super) async fn serve(
         sids: HashMap::new(),
         inflight: HashMap::new(),
         inflight_seq: HashMap::new(),
+        pending_pubrel: HashMap::new(),
+        pubrel: None,
         next_packet_id: 0,
         next_sid: 1,
         barriers: VecDeque::from([Barrier::Connect]),
@@ -354,6 +356,9 @@ enum Barrier {
     Qos2Received(u16, super::jsa::Qos2In),
     /// A PUBREL: the stored QoS 2 message to publish.
     PubRel(u16),
+    /// The client's PUBREC for QoS 2 delivery `id` (the message's ack
+    /// subject, `None` for a retained copy).
+    PubRec(u16, Option<String>),
     /// SUBSCRIBE `id`: per filter, what was asked and its return code.
     SubAck(u16, Vec<SubEntry>),
     /// UNSUBSCRIBE `id`, with the JetStream sides to end.
@@ -418,6 +423,9 @@ enum Job {
     /// Publishes the QoS 2 message released by a PUBREL (PUBCOMP once
     /// stored; at once when there is none).
     PubRel(u16),
+    /// Stores the PUBREL owed for a PUBRECed QoS 2 delivery, then
+    /// acknowledges the delivery (its consumer then sends the PUBREL).
+    PubRec(u16, Option<String>),
     /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
     /// messages of the filters granted.
     SubAck(u16, Vec<SubEntry>),
@@ -431,7 +439,7 @@ struct Filter {
     sids: Vec<u64>,
     /// The QoS granted.
     qos: u8,
-    /// QoS 1: the JetStream side of each of its subjects.
+    /// QoS 1 or 2: the JetStream side of each of its subjects.
     js: Vec<(u64, super::jsa::Qos1Sub)>,
 }
 
@@ -439,13 +447,17 @@ struct Filter {
 struct SidInfo {
     /// The MQTT filter's subject (deliveries are checked against it).
     filter: String,
-    /// The filter was granted QoS 1.
+    /// The filter was granted QoS 1 or 2 (its QoS 1 and 2 messages come
+    /// through its consumers).
     qos1: bool,
+    /// The QoS the filter was granted.
+    qos: u8,
     /// A QoS 1 consumer's deliveries (subjects under `$MQTT.msgs.`).
     js: bool,
 }
 
-/// A QoS 1 PUBLISH sent to the client and not yet acknowledged.
+/// A QoS 1 or 2 PUBLISH sent to the client and not yet acknowledged
+/// (PUBACK, or PUBREC for QoS 2).
 struct InFlight {
     /// The consumer's ack subject (`None` for a retained copy).
     reply: Option<String>,
@@ -516,6 +528,13 @@ struct Bridge {
     /// The packet id of a stored message in flight, by (consumer ack
     /// prefix, stream sequence): a redelivery reuses it with DUP set.
     inflight_seq: HashMap<(String, u64), u16>,
+    /// QoS 2 deliveries PUBRECed and not yet PUBCOMPed, by packet id: the
+    /// ack subject of the stored PUBREL's delivery (`None` until its
+    /// consumer delivered it).
+    pending_pubrel: HashMap<u16, Option<String>>,
+    /// The session's PUBREL consumer (from its first QoS 2 subscription),
+    /// with its subscription id.
+    pubrel: Option<(u64, super::jsa::Qos1Sub)>,
     next_packet_id: u16,
     next_sid: u64,
     barriers: VecDeque<Barrier>,
@@ -672,13 +691,37 @@ impl Bridge {
                 }
                 None
             }
-            // Nothing is sent with QoS 2, so there is nothing to ack.
-            Packet::PubRec(_) | Packet::PubComp(_) => {
-                tracing::warn!(
-                    "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
-                    self.peer
-                );
-                Some(End::Abnormal)
+            Packet::PubRec(id) => {
+                // As nats-server: the PUBREL is owed (stored) even for a
+                // packet id not in flight; the delivery is acknowledged.
+                let reply = self.inflight.remove(&id).and_then(|f| f.reply);
+                if let Some((prefix, seq)) = reply.as_deref().and_then(ack_key) {
+                    self.inflight_seq.remove(&(prefix, seq));
+                }
+                if self.pubrel.is_none() {
+                    // No QoS 2 subscription ever: nothing was sent with
+                    // QoS 2, so no PUBREL is owed.
+                    tracing::warn!(
+                        "{} - mqtt: PUBREC for packet id {id} without a QoS 2 subscription",
+                        self.peer
+                    );
+                    if let (Some(reply), Some(jsa)) = (&reply, &self.jsa) {
+                        jsa.ack(reply);
+                    }
+                    return None;
+                }
+                self.pending_pubrel.entry(id).or_insert(None);
+                self.ping_barrier(Barrier::PubRec(id, reply));
+                None
+            }
+            Packet::PubComp(id) => {
+                // An unknown id (completed twice) is ignored.
+                if let Some(Some(reply)) = self.pending_pubrel.remove(&id)
+                    && let Some(jsa) = &self.jsa
+                {
+                    jsa.ack(&reply);
+                }
+                None
             }
         }
     }
@@ -835,6 +878,29 @@ impl Bridge {
                         Err(_) => return Some(End::Abnormal),
                     }
                 }
+                Job::PubRec(id, reply) => {
+                    let jsa = self.jsa.clone()?;
+                    let hash = self.hash.clone();
+                    let stored = tokio::task::spawn_blocking(move || {
+                        jsa.store_pubrel(&hash, id)?;
+                        if let Some(reply) = &reply {
+                            jsa.ack(reply);
+                        }
+                        Ok::<_, super::jsa::JsaError>(())
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: PUBREL for packet id {id} not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
                 Job::Store {
                     subject,
                     retain,
@@ -884,7 +950,7 @@ impl Bridge {
                     codec::unsuback(&mut self.out, id);
                 }
                 Job::SubAck(id, mut entries) => {
-                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new()).await {
+                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new(), None).await {
                         return Some(end);
                     }
                     // Stored before the SUBACK that promises it.
@@ -921,7 +987,17 @@ impl Bridge {
                     };
                     for (r, granted) in retained {
                         let qos = granted.min(r.qos);
-                        let id = if qos == 1 {
+                        if qos == 2 && self.qos2_rejected() {
+                            // As nats-server under reject_qos2_publish.
+                            tracing::warn!(
+                                "{} - mqtt: retained QoS 2 message on {:?} not sent \
+                                 (reject_qos2_publish)",
+                                self.peer,
+                                r.topic
+                            );
+                            continue;
+                        }
+                        let id = if qos >= 1 {
                             let Some(id) = self.packet_id() else {
                                 tracing::warn!(
                                     "{} - mqtt: no packet id free; retained message on {:?} not sent",
@@ -986,15 +1062,11 @@ impl Bridge {
             } else {
                 qos
             };
-            if qos > 1 || (qos == 1 && self.jsa.is_none()) {
+            if qos >= 1 && self.jsa.is_none() {
                 tracing::warn!(
-                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: {}",
+                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: QoS {qos} \
+                     needs JetStream, which the account lacks",
                     self.peer,
-                    if qos > 1 {
-                        "QoS 2 is not supported yet by this server"
-                    } else {
-                        "QoS 1 needs JetStream, which the account lacks"
-                    }
                 );
                 entries.push(SubEntry::failed());
                 continue;
@@ -1046,7 +1118,8 @@ impl Bridge {
                 sid,
                 SidInfo {
                     filter: subject.to_owned(),
-                    qos1: qos == 1,
+                    qos1: qos >= 1,
+                    qos,
                     js: false,
                 },
             );
@@ -1093,12 +1166,13 @@ impl Bridge {
             if let Err(e) = self.sessions.registry.swept(&account, &jsa).await {
                 tracing::warn!("{} - mqtt: leftover sessions not swept: {e}", self.peer);
             }
-            let (cid, clean) = (self.client_id.clone(), self.clean);
+            let (cid, clean, hash) = (self.client_id.clone(), self.clean, self.hash.clone());
             let found = tokio::task::spawn_blocking(move || {
                 if clean {
                     // A clean session starts without QoS 2 messages left
-                    // unreleased by an earlier connection.
+                    // unreleased by an earlier connection, nor PUBRELs owed.
                     jsa.forget_qos2_in(&cid, None)?;
+                    jsa.remove_pubrel(&hash)?;
                 }
                 match session::load(&jsa, &cid)? {
                     // MQTT-3.1.2-6: a clean session discards the old one.
@@ -1157,8 +1231,7 @@ impl Bridge {
                 );
                 continue;
             }
-            // QoS 2 (a record nats-server wrote) is served as QoS 1.
-            let qos = (*qos).min(1);
+            let qos = (*qos).min(2);
             let subjects = self.add_filter(subject, qos);
             entries.push(SubEntry {
                 filter: Some(subject.clone()),
@@ -1166,7 +1239,10 @@ impl Bridge {
                 code: qos,
             });
         }
-        if let Some(end) = self.start_qos1(&mut entries, &rec.cons).await {
+        if let Some(end) = self
+            .start_qos1(&mut entries, &rec.cons, rec.pubrel.as_ref())
+            .await
+        {
             return Some(end);
         }
         if self.record() != rec {
@@ -1191,6 +1267,7 @@ impl Bridge {
                 .flat_map(|f| f.js.iter())
                 .map(|(_, q)| (q.key().to_owned(), q.config().clone()))
                 .collect(),
+            pubrel: self.pubrel.as_ref().map(|(_, q)| q.config().clone()),
         }
     }
 
@@ -1217,7 +1294,9 @@ impl Bridge {
     fn packet_id(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
             self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_packet_id) {
+            if !self.inflight.contains_key(&self.next_packet_id)
+                && !self.pending_pubrel.contains_key(&self.next_packet_id)
+            {
                 return Some(self.next_packet_id);
             }
         }
@@ -1232,10 +1311,45 @@ impl Bridge {
         &mut self,
         entries: &mut [SubEntry],
         known: &BTreeMap<String, serde_json::Value>,
+        pubrel: Option<&serde_json::Value>,
     ) -> Option<End> {
         let jsa = self.jsa.clone()?;
+        if self.pubrel.is_none() && (pubrel.is_some() || entries.iter().any(|e| e.code == 2)) {
+            // The session's PUBREL consumer, before its first QoS 2
+            // delivery (a resumed session's, to send the PUBRELs it owes).
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            let (jsa2, client, hash, stored) = (
+                jsa.clone(),
+                Arc::clone(&self.client),
+                self.hash.clone(),
+                pubrel.cloned(),
+            );
+            let r = tokio::task::spawn_blocking(move || {
+                jsa2.subscribe_pubrel(&client, &hash, sid, stored.as_ref())
+            })
+            .await;
+            match r {
+                Ok(Ok(q)) => self.pubrel = Some((sid, q)),
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        "{} - mqtt: QoS 2 subscriptions failed: PUBREL consumer not made: {e}",
+                        self.peer
+                    );
+                    let mut ended = Vec::new();
+                    for e in entries.iter_mut().filter(|e| e.code == 2) {
+                        e.code = SUBACK_FAILURE;
+                        if let Some(f) = e.filter.as_ref().and_then(|f| self.filters.remove(f)) {
+                            ended.extend(self.drop_filter(f));
+                        }
+                    }
+                    self.end_qos1(ended).await;
+                }
+                Err(_) => return Some(End::Abnormal),
+            }
+        }
         for e in entries.iter_mut() {
-            if e.code != 1 {
+            if !(1..=2).contains(&e.code) {
                 continue;
             }
             let Some(filter) = e.filter.clone() else {
@@ -1273,6 +1387,7 @@ impl Bridge {
                     SidInfo {
                         filter: filter_subject,
                         qos1: true,
+                        qos: e.code,
                         js: true,
                     },
                 );
@@ -1386,6 +1501,10 @@ impl Bridge {
                     self.jobs.push_back(Job::PubRel(id));
                     None
                 }
+                Some(Barrier::PubRec(id, reply)) => {
+                    self.jobs.push_back(Job::PubRec(id, reply));
+                    None
+                }
                 Some(Barrier::SubAck(id, entries)) => {
                     self.jobs.push_back(Job::SubAck(id, entries));
                     None
@@ -1423,9 +1542,18 @@ impl Bridge {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) {
+        if self.pubrel.as_ref().is_some_and(|(s, _)| *s == sid) {
+            // A PUBREL owed to the client (stored at its PUBREC).
+            if let (Some(reply), Some(pi)) = (reply, headers.and_then(super::jsa::pubrel_id)) {
+                self.pending_pubrel.insert(pi, Some(reply));
+                codec::pubrel(&mut self.out, pi);
+            }
+            return;
+        }
         let Some(info) = self.sids.get(&sid) else {
             return;
         };
+        let granted = info.qos;
         let (subject, js) = if info.js {
             match subject.strip_prefix(super::jsa::MSGS_PREFIX) {
                 Some(s) => (s, true),
@@ -1456,9 +1584,19 @@ impl Bridge {
         let mut id = None;
         let mut dup = false;
         if js && let Some(reply) = reply {
+            // The QoS it was published with, at most the granted one.
+            let published = headers
+                .and_then(|h| crate::jetstream::headers::get(h, "Nmqtt-Pub"))
+                .and_then(|q| q.trim().parse::<u8>().ok())
+                .unwrap_or(1);
+            qos = published.min(granted).clamp(1, 2);
             dup = redelivered(&reply);
             let key = ack_key(&reply);
             let known = key.as_ref().and_then(|k| self.inflight_seq.get(k).copied());
+            if known.is_some_and(|pid| self.pending_pubrel.contains_key(&pid)) {
+                // PUBRECed already: its PUBREL is on the way instead.
+                return;
+            }
             let pid = match known {
                 Some(pid) => {
                     dup = true;
@@ -1474,7 +1612,6 @@ impl Bridge {
                 self.inflight_seq.insert(k, pid);
             }
             self.inflight.insert(pid, InFlight { reply: Some(reply) });
-            qos = 1;
             id = Some(pid);
         }
         if codec::publish(&mut self.out, &topic, qos, false, dup, id, payload).is_none() {
@@ -1636,8 +1773,13 @@ impl Bridge {
             .into_values()
             .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
             .collect();
+        let mut ended = ended;
+        if let Some((_, q)) = self.pubrel.take() {
+            ended.push(q);
+        }
         if self.clean {
-            // Every QoS 1 consumer of a clean session goes with it.
+            // Every consumer of a clean session goes with it (its PUBREL
+            // consumer with the PUBRELs it owes).
             self.end_qos1(ended).await;
         } else if let Some(jsa) = &self.jsa {
             // A persistent session's consumers stay, for its next connection.
