@@ -4,7 +4,8 @@
 //! }` switches: raw MQTT packets and paho-mqtt against ours and nats-server
 //! 2.15.1 with the same configuration and the same script
 //! (`tests/clients/python/mqtt_qos2.py`; its header lists the scenarios of
-//! each mode).
+//! each mode), and a clean session's `$MQTT_sess` record (kept only
+//! while it is connected, as nats-server keeps it).
 //!
 //! paho-mqtt is installed by `scripts/test.sh`; when it is missing the
 //! script exits 3 and the test fails, it never skips.
@@ -45,11 +46,12 @@ async fn ours(dir: &Path, mqtt_keys: &str) -> ServerHandle {
     start(o.config).await.expect("our server starts")
 }
 
-async fn run_script(mode: &str, mqtt_port: u16, server: &str) {
+async fn run_script(mode: &str, mqtt_port: u16, nats_url: &str, server: &str) {
     let mut cmd = Command::new("python3");
     cmd.arg(script())
         .arg(mode)
         .arg(mqtt_port.to_string())
+        .arg(nats_url)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null());
@@ -83,18 +85,18 @@ async fn on_ours(mode: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ours(dir.path(), keys(mode)).await;
     let port = server.mqtt_addr().expect("mqtt listener").port();
-    run_script(mode, port, "ours").await;
+    run_script(mode, port, &server.client_url(), "ours").await;
     server.shutdown(Duration::from_secs(2)).await;
 }
 
 async fn on_nats_server(mode: &str) {
     let port = free_port();
-    let _server = NatsServer::start_with(ServerOptions {
+    let server = NatsServer::start_with(ServerOptions {
         extra_config: Some(format!("mqtt {{ port: {port}, {} }}\n", keys(mode))),
         ..ServerOptions::default()
     })
     .await;
-    run_script(mode, port, "nats-server").await;
+    run_script(mode, port, &server.url(), "nats-server").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

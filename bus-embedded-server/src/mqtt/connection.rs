@@ -1180,15 +1180,16 @@ impl Bridge {
                     Some(rec) => return Ok(Some(rec)),
                     None => {}
                 }
-                if !clean {
-                    session::save(
-                        &jsa,
-                        &Record {
-                            id: cid,
-                            ..Record::default()
-                        },
-                    )?;
-                }
+                // A clean session has its record too while it is
+                // connected (`"clean": true`), as nats-server writes it.
+                session::save(
+                    &jsa,
+                    &Record {
+                        id: cid,
+                        clean,
+                        ..Record::default()
+                    },
+                )?;
                 Ok::<_, SessionError>(None)
             })
             .await;
@@ -1255,7 +1256,7 @@ impl Bridge {
     fn record(&self) -> Record {
         Record {
             id: self.client_id.clone(),
-            clean: false,
+            clean: self.clean,
             subs: self
                 .filters
                 .iter()
@@ -1271,13 +1272,11 @@ impl Bridge {
         }
     }
 
-    /// Stores a persistent session's record as it is now (nothing for a
-    /// clean session); a record that cannot be stored ends the connection
-    /// before the acknowledgement that would promise it.
+    /// Stores the session's record as it is now (a clean session's too,
+    /// marked clean, as nats-server keeps it while connected); a record
+    /// that cannot be stored ends the connection before the
+    /// acknowledgement that would promise it.
     async fn save_session(&mut self) -> Option<End> {
-        if self.clean {
-            return None;
-        }
         let jsa = self.jsa.clone()?;
         let rec = self.record();
         match tokio::task::spawn_blocking(move || session::save(&jsa, &rec)).await {
@@ -1779,8 +1778,19 @@ impl Bridge {
         }
         if self.clean {
             // Every consumer of a clean session goes with it (its PUBREL
-            // consumer with the PUBRELs it owes).
+            // consumer with the PUBRELs it owes), then its record.
             self.end_qos1(ended).await;
+            if self.connected
+                && let Some(jsa) = self.jsa.clone()
+            {
+                let (peer, cid) = (self.peer, self.client_id.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = session::forget_client(&jsa, &cid) {
+                        tracing::warn!("{peer} - mqtt: clean session record not removed: {e}");
+                    }
+                })
+                .await;
+            }
         } else if let Some(jsa) = &self.jsa {
             // A persistent session's consumers stay, for its next connection.
             for q in &ended {

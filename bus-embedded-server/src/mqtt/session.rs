@@ -54,8 +54,8 @@ pub(crate) struct Record {
     /// collision: refused).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
-    /// A clean session's record (nats-server writes them; this server does
-    /// not, but sweeps those a store holds).
+    /// A clean session's record (kept while it is connected, as
+    /// nats-server keeps it; a killed server's are swept).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clean: bool,
     /// NATS subject of each filter → the QoS granted.
@@ -138,6 +138,12 @@ pub(crate) fn wipe(jsa: &Jsa, rec: &Record) -> Result<(), JsaError> {
     }
     jsa.remove_pubrel(&client_hash(&rec.id))?;
     forget(jsa, &client_hash(&rec.id))
+}
+
+/// Deletes the record of `client_id` (a clean session's, at its end),
+/// durably.
+pub(crate) fn forget_client(jsa: &Jsa, client_id: &str) -> Result<(), JsaError> {
+    forget(jsa, &client_hash(client_id))
 }
 
 /// Deletes the record stored under `hash`, durably.

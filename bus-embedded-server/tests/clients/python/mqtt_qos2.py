@@ -4,7 +4,7 @@ switches: raw MQTT 3.1.1 packets and paho-mqtt against an `mqtt {}`
 listener. Run by tests/compat_mqtt_qos2.rs against ours and nats-server
 2.15.1 with the same configuration:
 
-    python3 mqtt_qos2.py <mode> <mqtt port>
+    python3 mqtt_qos2.py <mode> <mqtt port> <nats url>
 
 Modes:
 
@@ -14,7 +14,9 @@ Modes:
   unacknowledged_qos2_delivery_comes_again_with_dup,
   pubrel_owed_before_a_reconnection_is_sent_again,
   resumed_session_redelivers_with_dup (QoS 1 and 2),
-  clean_session_forgets_the_pubrels_it_owed
+  clean_session_forgets_the_pubrels_it_owed,
+  clean_session_has_a_record_only_while_connected (read with nats-py
+  from `$MQTT_sess`)
 - switches: `mqtt { reject_qos2_publish: true,
   downgrade_qos2_subscribe: true }`.
   Scenarios: qos2_subscribe_is_granted_qos1,
@@ -42,6 +44,7 @@ except ImportError as e:  # pragma: no cover
 
 MODE = sys.argv[1]
 PORT = int(sys.argv[2])
+NATS_URL = sys.argv[3]
 HOST = "127.0.0.1"
 
 
@@ -330,6 +333,48 @@ def clean_session_forgets_the_pubrels_it_owed():
     pub.close()
 
 
+def session_records(client_id):
+    """The `$MQTT_sess` records of `client_id` (decoded JSON)."""
+    import asyncio
+    import json
+
+    import nats
+
+    async def read():
+        nc = await nats.connect(NATS_URL)
+        js = nc.jsm()
+        found = []
+        try:
+            info = await js.stream_info("$MQTT_sess")
+        except nats.js.errors.NotFoundError:
+            await nc.close()
+            return found
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                m = await js.get_msg("$MQTT_sess", seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            rec = json.loads(m.data)
+            if rec.get("id") == client_id:
+                found.append(rec)
+        await nc.close()
+        return found
+
+    return asyncio.run(read())
+
+
+def clean_session_has_a_record_only_while_connected():
+    c = cid("cleanrec")
+    s, _ = raw_connect(c, clean=True)
+    assert subscribe(s, "q2/cleanrec", 1) == bytes([1])
+    recs = session_records(c)
+    assert len(recs) == 1, recs
+    assert recs[0].get("clean") is True and recs[0].get("subs") == {"q2.cleanrec": 1}, recs
+    s.sendall(bytes([0xE0, 0]))
+    s.close()
+    wait_for(lambda: session_records(c) == [], "the record to go")
+
+
 # -------------------------------------------------------------- switches
 
 
@@ -380,6 +425,7 @@ SCENARIOS = {
         pubrel_owed_before_a_reconnection_is_sent_again,
         resumed_session_redelivers_with_dup,
         clean_session_forgets_the_pubrels_it_owed,
+        clean_session_has_a_record_only_while_connected,
     ],
     "switches": [
         qos2_subscribe_is_granted_qos1,
@@ -392,7 +438,7 @@ SCENARIOS = {
 
 def main():
     passed = failed = 0
-    only = sys.argv[3:]
+    only = sys.argv[4:]
     for scenario in SCENARIOS[MODE]:
         if only and scenario.__name__ not in only:
             continue
