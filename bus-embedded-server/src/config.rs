@@ -110,6 +110,11 @@ pub struct MqttConfig {
     /// The block's `authorization { timeout }`: how long a client has to
     /// send its CONNECT; `None` = the server's `auth_timeout`.
     pub auth_timeout: Option<Duration>,
+    /// `reject_qos2_publish`: a QoS 2 PUBLISH closes the connection and a
+    /// QoS 2 will refuses the CONNECT (CONNACK 0x10), as in nats-server.
+    pub reject_qos2_publish: bool,
+    /// `downgrade_qos2_subscribe`: QoS 2 subscriptions are granted QoS 1.
+    pub downgrade_qos2_subscribe: bool,
 }
 
 /// A listener's own authentication (an `mqtt { }` or `websocket { }`
@@ -147,6 +152,8 @@ impl MqttConfig {
             tls: None,
             auth: None,
             auth_timeout: None,
+            reject_qos2_publish: false,
+            downgrade_qos2_subscribe: false,
         }
     }
 }

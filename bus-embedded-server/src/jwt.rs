@@ -596,6 +596,57 @@ pub enum UserRefused {
     /// A bearer token where the account refuses them.
     #[error("bearer tokens are not allowed by the account")]
     Bearer,
+    /// The JWT's `allowed_connection_types` leave this connection's out.
+    #[error("connection type {} not allowed by the user JWT", .0.name())]
+    ConnectionType(ConnectionType),
+}
+
+/// The kind of connection a user logs in through, as a user JWT's
+/// `allowed_connection_types` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionType {
+    /// The client port.
+    Standard,
+    /// The WebSocket listener.
+    WebSocket,
+    /// The MQTT listener.
+    Mqtt,
+}
+
+impl ConnectionType {
+    /// The name in `allowed_connection_types`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionType::Standard => "STANDARD",
+            ConnectionType::WebSocket => "WEBSOCKET",
+            ConnectionType::Mqtt => "MQTT",
+        }
+    }
+
+    /// Whether `allowed` (a user JWT's list) lets this type in, as
+    /// nats-server judges it: an empty list allows every type; names are
+    /// compared without case; names nats-server does not know are left
+    /// out, and a list of nothing but those allows no type (its author
+    /// meant some type this server does not serve).
+    pub fn allowed_by(self, allowed: &[String]) -> bool {
+        const KNOWN: [&str; 7] = [
+            "STANDARD",
+            "WEBSOCKET",
+            "LEAFNODE",
+            "LEAFNODE_WS",
+            "MQTT",
+            "MQTT_WS",
+            "IN_PROCESS",
+        ];
+        if allowed.is_empty() {
+            return true;
+        }
+        allowed
+            .iter()
+            .map(|t| t.to_ascii_uppercase())
+            .filter(|t| KNOWN.contains(&t.as_str()))
+            .any(|t| t == self.name())
+    }
 }
 
 /// CONNECT's `sig` (base64url without padding, or standard base64) over
@@ -720,12 +771,25 @@ impl Trust {
         map.insert(account.key.clone(), Arc::new(account));
     }
 
-    /// Judges a CONNECT's `jwt` and `sig` (over `nonce`).
+    /// Judges a CONNECT's `jwt` and `sig` (over `nonce`) on the client
+    /// port.
     pub fn authenticate(
         &self,
         jwt: Option<&str>,
         sig: Option<&str>,
         nonce: Option<&str>,
+    ) -> Result<JwtUser, UserRefused> {
+        self.authenticate_via(jwt, sig, nonce, ConnectionType::Standard)
+    }
+
+    /// Judges a CONNECT's `jwt` and `sig` (over `nonce`) for a connection
+    /// of type `via` (the JWT's `allowed_connection_types`).
+    pub fn authenticate_via(
+        &self,
+        jwt: Option<&str>,
+        sig: Option<&str>,
+        nonce: Option<&str>,
+        via: ConnectionType,
     ) -> Result<JwtUser, UserRefused> {
         let jwt = jwt.filter(|j| !j.is_empty()).ok_or(UserRefused::Missing)?;
         let c: Claims<UserNats> = decode(jwt)?;
@@ -762,8 +826,8 @@ impl Trust {
         if !granted.times.is_null() && granted.times != serde_json::json!([]) {
             return Err(JwtError::Unsupported("connect time limits (times)".into()).into());
         }
-        if !granted.allowed_connection_types.is_empty() {
-            return Err(JwtError::Unsupported("allowed_connection_types".into()).into());
+        if !via.allowed_by(&granted.allowed_connection_types) {
+            return Err(UserRefused::ConnectionType(via));
         }
         if granted.bearer_token {
             if account.disallow_bearer {
@@ -950,6 +1014,49 @@ mod tests {
             w.trust
                 .authenticate(Some(&early), Some(&sig(&u, "n")), Some("n")),
             Err(UserRefused::Jwt(JwtError::NotYetValid))
+        );
+    }
+
+    #[test]
+    fn allowed_connection_types_let_in_only_the_types_they_name() {
+        let w = world(serde_json::json!({"type": "account"}));
+        let u = KeyPair::new_user();
+        let judged = |types: serde_json::Value, via: ConnectionType| {
+            let jwt = user_jwt(
+                &w.acc,
+                &u,
+                serde_json::json!({"type": "user", "bearer_token": true,
+                                   "allowed_connection_types": types}),
+                now(),
+            );
+            w.trust.authenticate_via(Some(&jwt), None, None, via)
+        };
+        assert!(judged(serde_json::json!([]), ConnectionType::Mqtt).is_ok());
+        assert!(judged(serde_json::json!(["MQTT"]), ConnectionType::Mqtt).is_ok());
+        assert!(judged(serde_json::json!(["mqtt"]), ConnectionType::Mqtt).is_ok());
+        assert!(
+            judged(
+                serde_json::json!(["STANDARD", "MQTT"]),
+                ConnectionType::Standard
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            judged(serde_json::json!(["MQTT"]), ConnectionType::Standard).err(),
+            Some(UserRefused::ConnectionType(ConnectionType::Standard))
+        );
+        assert_eq!(
+            judged(serde_json::json!(["STANDARD"]), ConnectionType::WebSocket).err(),
+            Some(UserRefused::ConnectionType(ConnectionType::WebSocket))
+        );
+        // Only names nats-server does not know: no type is let in.
+        assert!(judged(serde_json::json!(["CARRIER_PIGEON"]), ConnectionType::Mqtt).is_err());
+        assert!(
+            judged(
+                serde_json::json!(["CARRIER_PIGEON", "MQTT"]),
+                ConnectionType::Mqtt
+            )
+            .is_ok()
         );
     }
 

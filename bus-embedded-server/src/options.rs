@@ -368,6 +368,8 @@ fn apply_file(options: &mut Options, c: ServerConf, path: &Path) -> Result<(), O
             if let Some(n) = m.max_ack_pending.filter(|n| *n > 0) {
                 mqtt.max_ack_pending = n;
             }
+            mqtt.reject_qos2_publish = m.reject_qos2_publish;
+            mqtt.downgrade_qos2_subscribe = m.downgrade_qos2_subscribe;
             if let Some(t) = &m.tls {
                 mqtt.tls = Some(tls_from_file(t, path)?);
             }

@@ -96,9 +96,15 @@ struct JwtLimits {
     expires: Option<i64>,
 }
 
-/// Operator mode: the CONNECT's `jwt`, signed nonce and the account.
-fn jwt_login(trust: &crate::jwt::Trust, c: &Connect, nonce: Option<&str>) -> Login {
-    match trust.authenticate(c.jwt.as_deref(), c.sig.as_deref(), nonce) {
+/// Operator mode: the CONNECT's `jwt`, signed nonce and the account, for
+/// a connection through `via`.
+fn jwt_login(trust: &crate::jwt::Trust, c: &Connect, nonce: Option<&str>, via: Listener) -> Login {
+    match trust.authenticate_via(
+        c.jwt.as_deref(),
+        c.sig.as_deref(),
+        nonce,
+        via.connection_type(),
+    ) {
         Ok(user) => Login::User {
             permissions: crate::auth::jwt_permissions(&user.permissions),
             account: Some(user.account),
@@ -153,6 +159,15 @@ impl Listener {
         }
     }
 
+    /// The connection type a user JWT's `allowed_connection_types` names.
+    fn connection_type(self) -> crate::jwt::ConnectionType {
+        match self {
+            Listener::Nats => crate::jwt::ConnectionType::Standard,
+            Listener::WebSocket => crate::jwt::ConnectionType::WebSocket,
+            Listener::Mqtt => crate::jwt::ConnectionType::Mqtt,
+        }
+    }
+
     /// The listener's own `authorization { timeout }`.
     fn auth_timeout(self, state: &ServerState) -> Option<std::time::Duration> {
         match self {
@@ -188,7 +203,7 @@ fn login(state: &ServerState, c: &Connect, nonce: Option<&str>, via: Listener) -
         return Login::Open;
     };
     if let crate::config::Auth::Operator(trust) = auth {
-        return jwt_login(trust, c, nonce);
+        return jwt_login(trust, c, nonce, via);
     }
     let found = match &state.config.no_auth_user {
         Some(name) if creds.is_empty() => auth.no_auth_identity(name),

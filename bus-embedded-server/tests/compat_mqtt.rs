@@ -176,7 +176,8 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
     let server = ours(dir.path(), "mqtt { host: 127.0.0.1, port: -1 }").await;
     let port = server.mqtt_addr().expect("mqtt listener").port();
 
-    // QoS 2 subscriptions fail in the SUBACK; QoS 0 and 1 beside them work.
+    // QoS 0, 1 and 2 side by side are granted (QoS 2 deliveries:
+    // compat_mqtt_qos2.rs).
     let mut s = connected(port, "subq").await;
     let mut body = vec![0, 9];
     for (f, q) in [("a", 1u8), ("b", 0), ("c", 2)] {
@@ -184,7 +185,7 @@ async fn features_not_served_yet_are_refused_with_mqtt_answers() {
         body.push(q);
     }
     s.write_all(&packet(0x82, &body)).await.expect("send");
-    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 1, 0, 0x80]);
+    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 9, 1, 0, 2]);
 
     // Protocol level 3 (MQTT 3.1): CONNACK 1.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
@@ -273,6 +274,14 @@ async fn retained_messages_in_an_account_without_jetstream_are_refused() {
         .await
         .expect("send");
     assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    // QoS 1 and 2 subscriptions need the account's JetStream: 0x80 each.
+    let mut sub = vec![0, 3];
+    for (f, q) in [("a", 2u8), ("b", 1), ("c", 0)] {
+        sub.extend(mqtt_str(f));
+        sub.push(q);
+    }
+    s.write_all(&packet(0x82, &sub)).await.expect("send");
+    assert_eq!(read_n(&mut s, 7).await, [0x90, 5, 0, 3, 0x80, 0x80, 0]);
     s.write_all(&packet(0x34, &body)).await.expect("send");
     assert!(
         closed(&mut s).await,
@@ -343,7 +352,7 @@ fn mqtt_options_not_served_yet_refuse_the_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     // (`tls`, `authorization` and `no_auth_user` are served:
     // compat_mqtt_tls_auth.rs.)
-    for key in ["js_domain: x", "reject_qos2_publish: true"] {
+    for key in ["js_domain: x", "consumer_replicas: 1"] {
         let path = dir.path().join("server.conf");
         std::fs::write(&path, format!("mqtt {{ port: 1883, {key} }}\n")).expect("write");
         let cli = Cli {

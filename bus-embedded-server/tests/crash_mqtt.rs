@@ -10,7 +10,9 @@
 //! was away, across the SIGKILL, with session-present 1 (both servers);
 //! and on ours a clean session's consumer left by the SIGKILL is swept
 //! at the account's first connection after the restart; a QoS 2 message
-//! PUBRECed before the SIGKILL is published by its PUBREL after it (both).
+//! PUBRECed before the SIGKILL is published by its PUBREL after it (both);
+//! a QoS 2 delivery PUBRECed before the SIGKILL gets its PUBREL again, not
+//! the message, and one not PUBRECed comes again (both).
 
 mod mqtt_raw;
 mod server_process;
@@ -33,12 +35,17 @@ struct Ours {
 
 impl Ours {
     fn new() -> Self {
+        Self::with_keys("")
+    }
+
+    /// With more `mqtt { }` keys (`, key: value`...).
+    fn with_keys(keys: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("server.conf");
         std::fs::write(
             &config,
-            format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {port} }}\n"),
+            format!("server_name: crashmq\nmqtt {{ host: 127.0.0.1, port: {port}{keys} }}\n"),
         )
         .expect("write config");
         let config = config.display().to_string();
@@ -419,4 +426,129 @@ async fn qos2_message_received_before_sigkill_is_published_by_its_pubrel_after_o
     })
     .await;
     qos2_released_after_restart(mqtt_port, server.restart()).await;
+}
+
+/// One packet from a raw socket: (first byte, body); `None` when nothing
+/// comes for `quiet`.
+async fn next_packet(s: &mut TcpStream, quiet: Duration) -> Option<(u8, Vec<u8>)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(quiet, s.read_exact(&mut first)).await {
+        Err(_) => return None,
+        Ok(r) => {
+            r.expect("read");
+        }
+    }
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = read_n(s, 1).await[0];
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    Some((first[0], read_n(s, len).await))
+}
+
+/// A QoS 2 PUBLISH's packet id and payload (`body` after the fixed header).
+fn qos2_publish(first: u8, body: &[u8]) -> (u16, Vec<u8>) {
+    assert_eq!(first & 0xf6, 0x34, "a QoS 2 PUBLISH: {first:#x}");
+    let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let id = u16::from_be_bytes([body[2 + tlen], body[3 + tlen]]);
+    (id, body[4 + tlen..].to_vec())
+}
+
+/// A QoS 2 PUBLISH from an MQTT client, completed.
+async fn publish_qos2(port: u16, payload: &[u8], id: u8) {
+    let mut p = connected(port, "q2out-writer").await;
+    let mut body = mqtt_str("q2out/t");
+    body.extend_from_slice(&[0, id]);
+    body.extend_from_slice(payload);
+    p.write_all(&packet(0x34, &body)).await.expect("send");
+    assert_eq!(read_n(&mut p, 4).await, [0x50, 2, 0, id], "PUBREC");
+    p.write_all(&[0x62, 2, 0, id]).await.expect("PUBREL");
+    assert_eq!(read_n(&mut p, 4).await, [0x70, 2, 0, id], "PUBCOMP");
+}
+
+/// A persistent session's QoS 2 subscription across a SIGKILL: the
+/// delivery PUBRECed before it gets its PUBREL again after the restart
+/// (never the message again), the one not PUBRECed comes again; each
+/// completes once and nothing more comes.
+async fn qos2_delivery_across_restart(port: u16, restart: impl std::future::Future<Output = ()>) {
+    let (mut sub, _) = connect_with(port, "q2out-reader", 0x00).await;
+    let mut body = vec![0, 7];
+    body.extend(mqtt_str("q2out/t"));
+    body.push(2);
+    sub.write_all(&packet(0x82, &body)).await.expect("send");
+    assert_eq!(read_n(&mut sub, 5).await, [0x90, 3, 0, 7, 2], "SUBACK");
+    publish_qos2(port, b"released", 1).await;
+    let (first, body) = next_packet(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("the first delivery");
+    let (released, payload) = qos2_publish(first, &body);
+    assert_eq!(payload, b"released");
+    let [hi, lo] = released.to_be_bytes();
+    sub.write_all(&[0x50, 2, hi, lo]).await.expect("PUBREC");
+    assert_eq!(read_n(&mut sub, 4).await, [0x62, 2, hi, lo], "PUBREL");
+    publish_qos2(port, b"pending", 2).await;
+    let (first, body) = next_packet(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("the second delivery");
+    assert_eq!(qos2_publish(first, &body).1, b"pending");
+    restart.await;
+    drop(sub);
+    let (mut sub, present) = connect_with(port, "q2out-reader", 0x00).await;
+    assert!(present, "session present after the restart");
+    let mut pubrels = Vec::new();
+    let mut messages = Vec::new();
+    while let Some((first, body)) = next_packet(&mut sub, Duration::from_secs(3)).await {
+        if first == 0x62 {
+            pubrels.push(body.clone());
+            sub.write_all(&[0x70, 2, body[0], body[1]])
+                .await
+                .expect("PUBCOMP");
+            continue;
+        }
+        let (id, payload) = qos2_publish(first, &body);
+        let [hi, lo] = id.to_be_bytes();
+        messages.push(payload);
+        sub.write_all(&[0x50, 2, hi, lo]).await.expect("PUBREC");
+    }
+    assert_eq!(
+        messages,
+        vec![b"pending".to_vec()],
+        "messages after the restart"
+    );
+    assert_eq!(
+        pubrels.len(),
+        2,
+        "the PUBREL owed and the new one: {pubrels:?}"
+    );
+    assert!(pubrels.contains(&released.to_be_bytes().to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_delivery_pubreced_before_sigkill_gets_its_pubrel_not_the_message_on_ours() {
+    let ours = Ours::with_keys(", ack_wait: \"1s\"");
+    let mqtt_port = ours.port;
+    let mut server = Some(ours.start());
+    let restart = async {
+        if let Some(mut s) = server.take() {
+            s.sigkill();
+        }
+        server = Some(ours.start());
+    };
+    qos2_delivery_across_restart(mqtt_port, restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_delivery_pubreced_before_sigkill_gets_its_pubrel_not_the_message_on_nats_server() {
+    let mqtt_port = free_port();
+    let mut server = NatsServer::start_with(ServerOptions {
+        extra_config: Some(format!("mqtt {{ port: {mqtt_port}, ack_wait: \"1s\" }}\n")),
+        ..ServerOptions::default()
+    })
+    .await;
+    qos2_delivery_across_restart(mqtt_port, server.restart()).await;
 }

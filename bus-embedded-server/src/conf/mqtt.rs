@@ -1,8 +1,8 @@
 //! The `mqtt { }` block: the MQTT listener's address, its `tls {}`, its
 //! own `authorization { user, password | token, timeout }` and
-//! `no_auth_user`, and the QoS 1 settings, into an [`MqttConf`]. Every
-//! other key nats-server knows there (the JetStream settings, the QoS 2
-//! switches) changes how clients are served, and this server does not
+//! `no_auth_user`, the QoS 1 settings and the QoS 2 switches, into an
+//! [`MqttConf`]. Every other key nats-server knows there (the JetStream
+//! settings) changes how clients are served, and this server does not
 //! implement it yet: it refuses the start naming the key. Unknown keys are
 //! errors, as in nats-server. Whether the authorization fits the server's
 //! users is checked by `options`.
@@ -34,6 +34,11 @@ pub struct MqttConf {
     pub authorization: Option<ListenerAuthConf>,
     /// `no_auth_user` inside.
     pub no_auth_user: Option<String>,
+    /// `reject_qos2_publish`: a QoS 2 PUBLISH closes the connection, a
+    /// CONNECT with a QoS 2 will gets CONNACK 0x10 (nats-server's code).
+    pub reject_qos2_publish: bool,
+    /// `downgrade_qos2_subscribe`: a QoS 2 SUBSCRIBE is granted QoS 1.
+    pub downgrade_qos2_subscribe: bool,
 }
 
 /// Keys nats-server knows inside `mqtt { }` that this server does not
@@ -47,8 +52,6 @@ const REFUSED_MQTT: &[&str] = &[
     "consumer_memory_storage",
     "consumer_inactive_threshold",
     "consumer_auto_cleanup",
-    "reject_qos2_publish",
-    "downgrade_qos2_subscribe",
 ];
 
 /// Reads an `mqtt { }` block (kept raw by `server_conf`).
@@ -100,6 +103,10 @@ impl Reader {
                     m.authorization = Some(self.listener_authorization(&name, v)?);
                 }
                 "no_auth_user" => m.no_auth_user = Some(self.string(&name, v)?),
+                "reject_qos2_publish" => m.reject_qos2_publish = self.boolean(&name, v)?,
+                "downgrade_qos2_subscribe" => {
+                    m.downgrade_qos2_subscribe = self.boolean(&name, v)?;
+                }
                 lower if REFUSED_MQTT.contains(&lower) => {
                     return self.invalid(
                         &name,
@@ -140,12 +147,23 @@ mod tests {
 
     #[test]
     fn mqtt_keys_not_served_yet_refuse_naming_the_key() {
-        for key in ["reject_qos2_publish: true", "js_domain: x"] {
+        for key in ["consumer_replicas: 1", "js_domain: x"] {
             let err = mqtt(&format!("mqtt {{ port: 1883, {key} }}")).unwrap_err();
             let name = key.split([':', ' ']).next().unwrap();
             assert!(err.contains(&format!("mqtt.{name}")), "{key}: {err}");
             assert!(err.contains("not supported yet"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn qos2_switches_are_read() {
+        let m = mqtt("mqtt { port: 1883 }").unwrap();
+        assert!(!m.reject_qos2_publish && !m.downgrade_qos2_subscribe);
+        let m =
+            mqtt("mqtt { port: 1883, reject_qos2_publish: true, downgrade_qos2_subscribe: true }")
+                .unwrap();
+        assert!(m.reject_qos2_publish && m.downgrade_qos2_subscribe);
+        assert!(mqtt("mqtt { port: 1883, reject_qos2_publish: 3 }").is_err());
     }
 
     #[test]

@@ -390,6 +390,13 @@ pub fn pubrec(out: &mut BytesMut, id: u16) {
     out.put_u16(id);
 }
 
+/// PUBREL for `id` (QoS 2 delivery, answer to the client's PUBREC; its
+/// fixed header flags are 0010, MQTT-3.6.1-1).
+pub fn pubrel(out: &mut BytesMut, id: u16) {
+    out.put_slice(&[0x62, 2]);
+    out.put_u16(id);
+}
+
 /// PUBCOMP for `id` (QoS 2, answer to PUBREL: the exchange is over).
 pub fn pubcomp(out: &mut BytesMut, id: u16) {
     out.put_slice(&[0x70, 2]);
@@ -655,5 +662,9 @@ mod tests {
         let mut out = BytesMut::new();
         connack(&mut out, true, 0);
         assert_eq!(&out[..], &[0x20, 2, 1, 0]);
+        // PUBREL's fixed header flags are 0010 (MQTT-3.6.1-1).
+        let mut out = BytesMut::new();
+        pubrel(&mut out, 0x1234);
+        assert_eq!(&out[..], &[0x62, 2, 0x12, 0x34]);
     }
 }

@@ -28,6 +28,9 @@ const RC_BAD_PROTOCOL: u8 = 1;
 const RC_IDENTIFIER_REJECTED: u8 = 2;
 const RC_SERVER_UNAVAILABLE: u8 = 3;
 const RC_NOT_AUTHORIZED: u8 = 5;
+/// nats-server's CONNACK code (outside MQTT 3.1.1's) for a QoS 2 will
+/// under `reject_qos2_publish`.
+const RC_QOS2_WILL_REJECTED: u8 = 0x10;
 
 /// SUBACK's failure code.
 const SUBACK_FAILURE: u8 = 0x80;
@@ -87,7 +90,12 @@ pub(super) async fn serve(
         codec::connack(&mut out, false, code);
         out
     };
-    let answer = match check_connect(&connect) {
+    let reject_qos2 = shared
+        .config
+        .mqtt
+        .as_ref()
+        .is_some_and(|m| m.reject_qos2_publish);
+    let answer = match check_connect(&connect, reject_qos2) {
         Ok(()) => None,
         Err((code, why)) => Some(refused(code, &why)),
     };
@@ -182,6 +190,8 @@ pub(super) async fn serve(
         sids: HashMap::new(),
         inflight: HashMap::new(),
         inflight_seq: HashMap::new(),
+        pending_pubrel: HashMap::new(),
+        pubrel: None,
         next_packet_id: 0,
         next_sid: 1,
         barriers: VecDeque::from([Barrier::Connect]),
@@ -196,8 +206,9 @@ pub(super) async fn serve(
 }
 
 /// The CONNECT checks nats-server makes before authentication, and the
-/// features this server refuses, as a return code and the reason logged.
-fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
+/// features this server refuses, as a return code and the reason logged
+/// (`reject_qos2`: the block's `reject_qos2_publish`).
+fn check_connect(c: &Connect, reject_qos2: bool) -> Result<(), (u8, String)> {
     if c.level != 4 {
         return Err((
             RC_BAD_PROTOCOL,
@@ -222,6 +233,12 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
         if w.topic.is_empty() {
             return Err((RC_SERVER_UNAVAILABLE, "empty will topic".into()));
         }
+        if reject_qos2 && w.qos == 2 {
+            return Err((
+                RC_QOS2_WILL_REJECTED,
+                "QoS 2 wills are rejected (reject_qos2_publish)".into(),
+            ));
+        }
     }
     if c.username.as_deref() == Some("") {
         return Err((4, "empty user name".into()));
@@ -230,7 +247,9 @@ fn check_connect(c: &Connect) -> Result<(), (u8, String)> {
 }
 
 /// The NATS CONNECT for an MQTT CONNECT: the credentials (the password
-/// also as a token, as nats-server takes it), headers on, no verbose.
+/// also as a token and as a user JWT, as nats-server takes it: in operator
+/// mode an MQTT client logs in with a bearer user JWT as its password, the
+/// user name being anything but empty), headers on, no verbose.
 fn nats_connect(c: &Connect) -> Vec<u8> {
     let mut o = serde_json::json!({
         "verbose": false,
@@ -247,7 +266,8 @@ fn nats_connect(c: &Connect) -> Vec<u8> {
     if let Some(pass) = &c.password {
         let pass = String::from_utf8_lossy(pass).into_owned();
         o["pass"] = serde_json::Value::String(pass.clone());
-        o["auth_token"] = serde_json::Value::String(pass);
+        o["auth_token"] = serde_json::Value::String(pass.clone());
+        o["jwt"] = serde_json::Value::String(pass);
     }
     let mut line = b"CONNECT ".to_vec();
     line.extend_from_slice(o.to_string().as_bytes());
@@ -277,6 +297,18 @@ fn ack_key(reply: &str) -> Option<(String, u64)> {
         return None;
     };
     Some((format!("{stream}.{consumer}"), sseq.parse().ok()?))
+}
+
+/// Whether a JetStream ack subject says the message was delivered before
+/// (its delivery count above 1): nats-server sets DUP then, so a resumed
+/// session's first redelivery of a message sent before the reconnection
+/// carries it.
+fn redelivered(reply: &str) -> bool {
+    reply
+        .split('.')
+        .nth(4)
+        .and_then(|dc| dc.parse::<u64>().ok())
+        .is_some_and(|dc| dc > 1)
 }
 
 /// The largest MQTT packet taken: the payload limit plus room for the
@@ -324,6 +356,9 @@ enum Barrier {
     Qos2Received(u16, super::jsa::Qos2In),
     /// A PUBREL: the stored QoS 2 message to publish.
     PubRel(u16),
+    /// The client's PUBREC for QoS 2 delivery `id` (the message's ack
+    /// subject, `None` for a retained copy).
+    PubRec(u16, Option<String>),
     /// SUBSCRIBE `id`: per filter, what was asked and its return code.
     SubAck(u16, Vec<SubEntry>),
     /// UNSUBSCRIBE `id`, with the JetStream sides to end.
@@ -388,6 +423,9 @@ enum Job {
     /// Publishes the QoS 2 message released by a PUBREL (PUBCOMP once
     /// stored; at once when there is none).
     PubRel(u16),
+    /// Stores the PUBREL owed for a PUBRECed QoS 2 delivery, then
+    /// acknowledges the delivery (its consumer then sends the PUBREL).
+    PubRec(u16, Option<String>),
     /// The JetStream side of the QoS 1 filters, SUBACK, then the retained
     /// messages of the filters granted.
     SubAck(u16, Vec<SubEntry>),
@@ -401,7 +439,7 @@ struct Filter {
     sids: Vec<u64>,
     /// The QoS granted.
     qos: u8,
-    /// QoS 1: the JetStream side of each of its subjects.
+    /// QoS 1 or 2: the JetStream side of each of its subjects.
     js: Vec<(u64, super::jsa::Qos1Sub)>,
 }
 
@@ -409,13 +447,17 @@ struct Filter {
 struct SidInfo {
     /// The MQTT filter's subject (deliveries are checked against it).
     filter: String,
-    /// The filter was granted QoS 1.
+    /// The filter was granted QoS 1 or 2 (its QoS 1 and 2 messages come
+    /// through its consumers).
     qos1: bool,
+    /// The QoS the filter was granted.
+    qos: u8,
     /// A QoS 1 consumer's deliveries (subjects under `$MQTT.msgs.`).
     js: bool,
 }
 
-/// A QoS 1 PUBLISH sent to the client and not yet acknowledged.
+/// A QoS 1 or 2 PUBLISH sent to the client and not yet acknowledged
+/// (PUBACK, or PUBREC for QoS 2).
 struct InFlight {
     /// The consumer's ack subject (`None` for a retained copy).
     reply: Option<String>,
@@ -486,6 +528,13 @@ struct Bridge {
     /// The packet id of a stored message in flight, by (consumer ack
     /// prefix, stream sequence): a redelivery reuses it with DUP set.
     inflight_seq: HashMap<(String, u64), u16>,
+    /// QoS 2 deliveries PUBRECed and not yet PUBCOMPed, by packet id: the
+    /// ack subject of the stored PUBREL's delivery (`None` until its
+    /// consumer delivered it).
+    pending_pubrel: HashMap<u16, Option<String>>,
+    /// The session's PUBREL consumer (from its first QoS 2 subscription),
+    /// with its subscription id.
+    pubrel: Option<(u64, super::jsa::Qos1Sub)>,
     next_packet_id: u16,
     next_sid: u64,
     barriers: VecDeque<Barrier>,
@@ -642,18 +691,49 @@ impl Bridge {
                 }
                 None
             }
-            // Nothing is sent with QoS 2, so there is nothing to ack.
-            Packet::PubRec(_) | Packet::PubComp(_) => {
-                tracing::warn!(
-                    "{} - mqtt: acknowledgement for a QoS 2 delivery that was never sent",
-                    self.peer
-                );
-                Some(End::Abnormal)
+            Packet::PubRec(id) => {
+                // As nats-server: the PUBREL is owed (stored) even for a
+                // packet id not in flight; the delivery is acknowledged.
+                let reply = self.inflight.remove(&id).and_then(|f| f.reply);
+                if let Some((prefix, seq)) = reply.as_deref().and_then(ack_key) {
+                    self.inflight_seq.remove(&(prefix, seq));
+                }
+                if self.pubrel.is_none() {
+                    // No QoS 2 subscription ever: nothing was sent with
+                    // QoS 2, so no PUBREL is owed.
+                    tracing::warn!(
+                        "{} - mqtt: PUBREC for packet id {id} without a QoS 2 subscription",
+                        self.peer
+                    );
+                    if let (Some(reply), Some(jsa)) = (&reply, &self.jsa) {
+                        jsa.ack(reply);
+                    }
+                    return None;
+                }
+                self.pending_pubrel.entry(id).or_insert(None);
+                self.ping_barrier(Barrier::PubRec(id, reply));
+                None
+            }
+            Packet::PubComp(id) => {
+                // An unknown id (completed twice) is ignored.
+                if let Some(Some(reply)) = self.pending_pubrel.remove(&id)
+                    && let Some(jsa) = &self.jsa
+                {
+                    jsa.ack(&reply);
+                }
+                None
             }
         }
     }
 
     fn publish(&mut self, p: Publish) -> Option<End> {
+        if p.qos == 2 && self.qos2_rejected() {
+            tracing::warn!(
+                "{} - mqtt: QoS 2 PUBLISH refused (reject_qos2_publish); closing",
+                self.peer
+            );
+            return Some(End::Abnormal);
+        }
         if p.qos > 1 && self.jsa.is_none() {
             tracing::warn!(
                 "{} - mqtt: PUBLISH with QoS {} needs JetStream, which the account lacks; closing",
@@ -714,6 +794,15 @@ impl Bridge {
             });
         }
         None
+    }
+
+    /// The block's `reject_qos2_publish`.
+    fn qos2_rejected(&self) -> bool {
+        self.shared
+            .config
+            .mqtt
+            .as_ref()
+            .is_some_and(|m| m.reject_qos2_publish)
     }
 
     /// A publish to the session, with the header that tells its QoS.
@@ -789,6 +878,29 @@ impl Bridge {
                         Err(_) => return Some(End::Abnormal),
                     }
                 }
+                Job::PubRec(id, reply) => {
+                    let jsa = self.jsa.clone()?;
+                    let hash = self.hash.clone();
+                    let stored = tokio::task::spawn_blocking(move || {
+                        jsa.store_pubrel(&hash, id)?;
+                        if let Some(reply) = &reply {
+                            jsa.ack(reply);
+                        }
+                        Ok::<_, super::jsa::JsaError>(())
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                "{} - mqtt: PUBREL for packet id {id} not stored: {e}; closing",
+                                self.peer
+                            );
+                            return Some(End::Abnormal);
+                        }
+                        Err(_) => return Some(End::Abnormal),
+                    }
+                }
                 Job::Store {
                     subject,
                     retain,
@@ -838,7 +950,7 @@ impl Bridge {
                     codec::unsuback(&mut self.out, id);
                 }
                 Job::SubAck(id, mut entries) => {
-                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new()).await {
+                    if let Some(end) = self.start_qos1(&mut entries, &BTreeMap::new(), None).await {
                         return Some(end);
                     }
                     // Stored before the SUBACK that promises it.
@@ -875,7 +987,17 @@ impl Bridge {
                     };
                     for (r, granted) in retained {
                         let qos = granted.min(r.qos);
-                        let id = if qos == 1 {
+                        if qos == 2 && self.qos2_rejected() {
+                            // As nats-server under reject_qos2_publish.
+                            tracing::warn!(
+                                "{} - mqtt: retained QoS 2 message on {:?} not sent \
+                                 (reject_qos2_publish)",
+                                self.peer,
+                                r.topic
+                            );
+                            continue;
+                        }
+                        let id = if qos >= 1 {
                             let Some(id) = self.packet_id() else {
                                 tracing::warn!(
                                     "{} - mqtt: no packet id free; retained message on {:?} not sent",
@@ -923,16 +1045,28 @@ impl Bridge {
 
     fn subscribe(&mut self, id: u16, filters: Vec<(String, u8)>) {
         let mut entries = Vec::with_capacity(filters.len());
+        let downgrade = self
+            .shared
+            .config
+            .mqtt
+            .as_ref()
+            .is_some_and(|m| m.downgrade_qos2_subscribe);
         for (filter, qos) in filters {
-            if qos > 1 || (qos == 1 && self.jsa.is_none()) {
+            let qos = if qos == 2 && downgrade {
                 tracing::warn!(
-                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: {}",
+                    "{} - mqtt: QoS 2 SUBSCRIBE to {filter:?} granted QoS 1 \
+                     (downgrade_qos2_subscribe)",
+                    self.peer
+                );
+                1
+            } else {
+                qos
+            };
+            if qos >= 1 && self.jsa.is_none() {
+                tracing::warn!(
+                    "{} - mqtt: SUBSCRIBE to {filter:?} with QoS {qos} refused: QoS {qos} \
+                     needs JetStream, which the account lacks",
                     self.peer,
-                    if qos > 1 {
-                        "QoS 2 is not supported yet by this server"
-                    } else {
-                        "QoS 1 needs JetStream, which the account lacks"
-                    }
                 );
                 entries.push(SubEntry::failed());
                 continue;
@@ -984,7 +1118,8 @@ impl Bridge {
                 sid,
                 SidInfo {
                     filter: subject.to_owned(),
-                    qos1: qos == 1,
+                    qos1: qos >= 1,
+                    qos,
                     js: false,
                 },
             );
@@ -1031,12 +1166,13 @@ impl Bridge {
             if let Err(e) = self.sessions.registry.swept(&account, &jsa).await {
                 tracing::warn!("{} - mqtt: leftover sessions not swept: {e}", self.peer);
             }
-            let (cid, clean) = (self.client_id.clone(), self.clean);
+            let (cid, clean, hash) = (self.client_id.clone(), self.clean, self.hash.clone());
             let found = tokio::task::spawn_blocking(move || {
                 if clean {
                     // A clean session starts without QoS 2 messages left
-                    // unreleased by an earlier connection.
+                    // unreleased by an earlier connection, nor PUBRELs owed.
                     jsa.forget_qos2_in(&cid, None)?;
+                    jsa.remove_pubrel(&hash)?;
                 }
                 match session::load(&jsa, &cid)? {
                     // MQTT-3.1.2-6: a clean session discards the old one.
@@ -1044,15 +1180,16 @@ impl Bridge {
                     Some(rec) => return Ok(Some(rec)),
                     None => {}
                 }
-                if !clean {
-                    session::save(
-                        &jsa,
-                        &Record {
-                            id: cid,
-                            ..Record::default()
-                        },
-                    )?;
-                }
+                // A clean session has its record too while it is
+                // connected (`"clean": true`), as nats-server writes it.
+                session::save(
+                    &jsa,
+                    &Record {
+                        id: cid,
+                        clean,
+                        ..Record::default()
+                    },
+                )?;
                 Ok::<_, SessionError>(None)
             })
             .await;
@@ -1095,8 +1232,7 @@ impl Bridge {
                 );
                 continue;
             }
-            // QoS 2 (a record nats-server wrote) is served as QoS 1.
-            let qos = (*qos).min(1);
+            let qos = (*qos).min(2);
             let subjects = self.add_filter(subject, qos);
             entries.push(SubEntry {
                 filter: Some(subject.clone()),
@@ -1104,7 +1240,10 @@ impl Bridge {
                 code: qos,
             });
         }
-        if let Some(end) = self.start_qos1(&mut entries, &rec.cons).await {
+        if let Some(end) = self
+            .start_qos1(&mut entries, &rec.cons, rec.pubrel.as_ref())
+            .await
+        {
             return Some(end);
         }
         if self.record() != rec {
@@ -1117,7 +1256,7 @@ impl Bridge {
     fn record(&self) -> Record {
         Record {
             id: self.client_id.clone(),
-            clean: false,
+            clean: self.clean,
             subs: self
                 .filters
                 .iter()
@@ -1129,16 +1268,15 @@ impl Bridge {
                 .flat_map(|f| f.js.iter())
                 .map(|(_, q)| (q.key().to_owned(), q.config().clone()))
                 .collect(),
+            pubrel: self.pubrel.as_ref().map(|(_, q)| q.config().clone()),
         }
     }
 
-    /// Stores a persistent session's record as it is now (nothing for a
-    /// clean session); a record that cannot be stored ends the connection
-    /// before the acknowledgement that would promise it.
+    /// Stores the session's record as it is now (a clean session's too,
+    /// marked clean, as nats-server keeps it while connected); a record
+    /// that cannot be stored ends the connection before the
+    /// acknowledgement that would promise it.
     async fn save_session(&mut self) -> Option<End> {
-        if self.clean {
-            return None;
-        }
         let jsa = self.jsa.clone()?;
         let rec = self.record();
         match tokio::task::spawn_blocking(move || session::save(&jsa, &rec)).await {
@@ -1155,7 +1293,9 @@ impl Bridge {
     fn packet_id(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
             self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_packet_id) {
+            if !self.inflight.contains_key(&self.next_packet_id)
+                && !self.pending_pubrel.contains_key(&self.next_packet_id)
+            {
                 return Some(self.next_packet_id);
             }
         }
@@ -1170,10 +1310,45 @@ impl Bridge {
         &mut self,
         entries: &mut [SubEntry],
         known: &BTreeMap<String, serde_json::Value>,
+        pubrel: Option<&serde_json::Value>,
     ) -> Option<End> {
         let jsa = self.jsa.clone()?;
+        if self.pubrel.is_none() && (pubrel.is_some() || entries.iter().any(|e| e.code == 2)) {
+            // The session's PUBREL consumer, before its first QoS 2
+            // delivery (a resumed session's, to send the PUBRELs it owes).
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            let (jsa2, client, hash, stored) = (
+                jsa.clone(),
+                Arc::clone(&self.client),
+                self.hash.clone(),
+                pubrel.cloned(),
+            );
+            let r = tokio::task::spawn_blocking(move || {
+                jsa2.subscribe_pubrel(&client, &hash, sid, stored.as_ref())
+            })
+            .await;
+            match r {
+                Ok(Ok(q)) => self.pubrel = Some((sid, q)),
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        "{} - mqtt: QoS 2 subscriptions failed: PUBREL consumer not made: {e}",
+                        self.peer
+                    );
+                    let mut ended = Vec::new();
+                    for e in entries.iter_mut().filter(|e| e.code == 2) {
+                        e.code = SUBACK_FAILURE;
+                        if let Some(f) = e.filter.as_ref().and_then(|f| self.filters.remove(f)) {
+                            ended.extend(self.drop_filter(f));
+                        }
+                    }
+                    self.end_qos1(ended).await;
+                }
+                Err(_) => return Some(End::Abnormal),
+            }
+        }
         for e in entries.iter_mut() {
-            if e.code != 1 {
+            if !(1..=2).contains(&e.code) {
                 continue;
             }
             let Some(filter) = e.filter.clone() else {
@@ -1211,6 +1386,7 @@ impl Bridge {
                     SidInfo {
                         filter: filter_subject,
                         qos1: true,
+                        qos: e.code,
                         js: true,
                     },
                 );
@@ -1324,6 +1500,10 @@ impl Bridge {
                     self.jobs.push_back(Job::PubRel(id));
                     None
                 }
+                Some(Barrier::PubRec(id, reply)) => {
+                    self.jobs.push_back(Job::PubRec(id, reply));
+                    None
+                }
                 Some(Barrier::SubAck(id, entries)) => {
                     self.jobs.push_back(Job::SubAck(id, entries));
                     None
@@ -1361,9 +1541,18 @@ impl Bridge {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) {
+        if self.pubrel.as_ref().is_some_and(|(s, _)| *s == sid) {
+            // A PUBREL owed to the client (stored at its PUBREC).
+            if let (Some(reply), Some(pi)) = (reply, headers.and_then(super::jsa::pubrel_id)) {
+                self.pending_pubrel.insert(pi, Some(reply));
+                codec::pubrel(&mut self.out, pi);
+            }
+            return;
+        }
         let Some(info) = self.sids.get(&sid) else {
             return;
         };
+        let granted = info.qos;
         let (subject, js) = if info.js {
             match subject.strip_prefix(super::jsa::MSGS_PREFIX) {
                 Some(s) => (s, true),
@@ -1394,8 +1583,19 @@ impl Bridge {
         let mut id = None;
         let mut dup = false;
         if js && let Some(reply) = reply {
+            // The QoS it was published with, at most the granted one.
+            let published = headers
+                .and_then(|h| crate::jetstream::headers::get(h, "Nmqtt-Pub"))
+                .and_then(|q| q.trim().parse::<u8>().ok())
+                .unwrap_or(1);
+            qos = published.min(granted).clamp(1, 2);
+            dup = redelivered(&reply);
             let key = ack_key(&reply);
             let known = key.as_ref().and_then(|k| self.inflight_seq.get(k).copied());
+            if known.is_some_and(|pid| self.pending_pubrel.contains_key(&pid)) {
+                // PUBRECed already: its PUBREL is on the way instead.
+                return;
+            }
             let pid = match known {
                 Some(pid) => {
                     dup = true;
@@ -1411,7 +1611,6 @@ impl Bridge {
                 self.inflight_seq.insert(k, pid);
             }
             self.inflight.insert(pid, InFlight { reply: Some(reply) });
-            qos = 1;
             id = Some(pid);
         }
         if codec::publish(&mut self.out, &topic, qos, false, dup, id, payload).is_none() {
@@ -1573,9 +1772,25 @@ impl Bridge {
             .into_values()
             .flat_map(|f| f.js.into_iter().map(|(_, q)| q))
             .collect();
+        let mut ended = ended;
+        if let Some((_, q)) = self.pubrel.take() {
+            ended.push(q);
+        }
         if self.clean {
-            // Every QoS 1 consumer of a clean session goes with it.
+            // Every consumer of a clean session goes with it (its PUBREL
+            // consumer with the PUBRELs it owes), then its record.
             self.end_qos1(ended).await;
+            if self.connected
+                && let Some(jsa) = self.jsa.clone()
+            {
+                let (peer, cid) = (self.peer, self.client_id.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = session::forget_client(&jsa, &cid) {
+                        tracing::warn!("{peer} - mqtt: clean session record not removed: {e}");
+                    }
+                })
+                .await;
+            }
         } else if let Some(jsa) = &self.jsa {
             // A persistent session's consumers stay, for its next connection.
             for q in &ended {
@@ -1622,27 +1837,54 @@ mod tests {
         }
     }
 
+    fn check_connect_plain(c: &Connect) -> Result<(), (u8, String)> {
+        check_connect(c, false)
+    }
+
+    #[test]
+    fn reject_qos2_publish_refuses_a_qos2_will_with_nats_servers_code() {
+        let mut c = connect(true, "w");
+        c.will = Some(codec::Will {
+            topic: "t".into(),
+            message: bytes::Bytes::new(),
+            qos: 2,
+            retain: false,
+        });
+        assert_eq!(check_connect(&c, false), Ok(()));
+        assert_eq!(
+            check_connect(&c, true).map_err(|e| e.0),
+            Err(RC_QOS2_WILL_REJECTED)
+        );
+        if let Some(w) = c.will.as_mut() {
+            w.qos = 1;
+        }
+        assert_eq!(check_connect(&c, true), Ok(()));
+    }
+
     #[test]
     fn connect_checks_give_nats_servers_return_codes() {
-        assert_eq!(check_connect(&connect(true, "ok")), Ok(()));
-        assert_eq!(check_connect(&connect(true, "")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(true, "ok")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(true, "")), Ok(()));
         assert_eq!(
-            check_connect(&connect(false, "")).map_err(|e| e.0),
+            check_connect_plain(&connect(false, "")).map_err(|e| e.0),
             Err(RC_IDENTIFIER_REJECTED)
         );
         assert_eq!(
-            check_connect(&connect(true, "a.b")).map_err(|e| e.0),
+            check_connect_plain(&connect(true, "a.b")).map_err(|e| e.0),
             Err(RC_IDENTIFIER_REJECTED)
         );
         let mut old = connect(true, "x");
         old.level = 3;
-        assert_eq!(check_connect(&old).map_err(|e| e.0), Err(RC_BAD_PROTOCOL));
+        assert_eq!(
+            check_connect_plain(&old).map_err(|e| e.0),
+            Err(RC_BAD_PROTOCOL)
+        );
     }
 
     #[test]
     fn unsupported_connect_features_are_refused_not_ignored() {
         // Persistent sessions are served.
-        assert_eq!(check_connect(&connect(false, "persist")), Ok(()));
+        assert_eq!(check_connect_plain(&connect(false, "persist")), Ok(()));
         let mut c = connect(true, "w");
         c.will = Some(codec::Will {
             topic: String::new(),
@@ -1651,7 +1893,7 @@ mod tests {
             retain: false,
         });
         assert_eq!(
-            check_connect(&c).map_err(|e| e.0),
+            check_connect_plain(&c).map_err(|e| e.0),
             Err(RC_SERVER_UNAVAILABLE),
             "an empty will topic"
         );
@@ -1662,7 +1904,7 @@ mod tests {
                 w.qos = qos;
                 w.retain = true;
             }
-            assert_eq!(check_connect(&c), Ok(()));
+            assert_eq!(check_connect_plain(&c), Ok(()));
         }
     }
 
@@ -1673,6 +1915,11 @@ mod tests {
         assert_eq!(first, Some(("$MQTT_msgs.mqtt_x".to_string(), 42)));
         assert_eq!(first, again);
         assert_eq!(ack_key("_INBOX.abc"), None);
+        assert!(!redelivered(
+            "$JS.ACK.$MQTT_msgs.mqtt_x.1.42.7.1700000000.0"
+        ));
+        assert!(redelivered("$JS.ACK.$MQTT_msgs.mqtt_x.2.42.9.1700000099.0"));
+        assert!(!redelivered("_INBOX.abc"));
         assert_eq!(ack_key("$JS.ACK.s.c.1.notanumber.1"), None);
     }
 
@@ -1686,6 +1933,10 @@ mod tests {
             serde_json::from_str(line.trim_start_matches("CONNECT ").trim_end()).unwrap();
         assert_eq!(json["user"], "u\"q");
         assert_eq!(json["pass"], "p");
+        assert_eq!(
+            json["jwt"], "p",
+            "operator mode reads the password as a user JWT"
+        );
         assert_eq!(json["name"], "cid");
         assert_eq!(json["headers"], true);
     }

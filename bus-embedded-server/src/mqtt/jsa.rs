@@ -8,6 +8,14 @@
 //! clients publish) and one durable consumer per subscribed subject,
 //! delivered to the connection through an internal subscription.
 //!
+//! QoS 2 subscriptions: deliveries through the same `$MQTT_msgs`
+//! consumers, and, per session, the stream `$MQTT_out` (nats-server's
+//! configuration: interest retention) where a PUBREL owed to the client is
+//! stored (subject `$MQTT.out.pubrel.<client hash>`, header
+//! `Nmqtt-PubRel: <packet id>`) from the client's PUBREC until its PUBCOMP,
+//! read by the durable consumer `$MQTT_PUBREL_<client hash>` pushing to
+//! `$MQTT.deliver.pubrel.<client hash>`, as nats-server does.
+//!
 //! Retained messages: one per
 //! topic, in the stream `$MQTT_rmsgs` (subjects `$MQTT.rmsgs.<subject>`,
 //! one message per subject, file storage, the configuration nats-server
@@ -65,6 +73,29 @@ const QOS2IN_PREFIX: &str = "$MQTT.qos2.in.";
 /// nats-server 2.15.1's configuration of [`QOS2IN`].
 const QOS2IN_CONFIG: &str = r#"{"name":"$MQTT_qos2in","subjects":["$MQTT.qos2.in.>"],"retention":"limits","discard":"new","max_msgs_per_subject":1,"discard_new_per_subject":true,"storage":"file","num_replicas":1}"#;
 
+/// The stream of PUBRELs owed to clients (QoS 2 deliveries PUBRECed and
+/// not yet PUBCOMPed).
+pub(crate) const OUT: &str = "$MQTT_out";
+/// The subject prefix of a session's PUBRELs in [`OUT`] (`<prefix><client
+/// hash>`).
+const PUBREL_PREFIX: &str = "$MQTT.out.pubrel.";
+/// The deliver subject prefix of a session's PUBREL consumer.
+const PUBREL_DELIVER_PREFIX: &str = "$MQTT.deliver.pubrel.";
+/// The durable name prefix of a session's PUBREL consumer.
+pub(crate) const PUBREL_DURABLE_PREFIX: &str = "$MQTT_PUBREL_";
+/// nats-server 2.15.1's configuration of [`OUT`].
+const OUT_CONFIG: &str = r#"{"name":"$MQTT_out","subjects":["$MQTT.out.>"],"retention":"interest","storage":"file","num_replicas":1}"#;
+/// The header of a stored PUBREL: its packet id.
+const PUBREL_HEADER: &str = "Nmqtt-PubRel";
+
+/// The packet id a stored PUBREL (a delivery of a PUBREL consumer)
+/// carries; `None` when absent, garbled or 0.
+pub(crate) fn pubrel_id(hdr: &[u8]) -> Option<u16> {
+    headers::get(hdr, PUBREL_HEADER)
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|pi| *pi != 0)
+}
+
 /// A QoS 2 message received and stored, waiting for its PUBREL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Qos2In {
@@ -80,6 +111,9 @@ pub(crate) struct Qos2In {
 /// internal subscription that takes the consumer's deliveries into the
 /// connection's session (with the bridge's own subscription id).
 pub(crate) struct Qos1Sub {
+    /// The stream of its consumer ([`MSGS`], or [`OUT`] for a session's
+    /// PUBREL consumer).
+    stream: &'static str,
     consumer: String,
     sub: Arc<Subscription<Client>>,
     /// Its key in a session record (the `mqtt::session` module doc).
@@ -234,6 +268,7 @@ impl Jsa {
             return Err(e.into());
         }
         Ok(Qos1Sub {
+            stream: MSGS,
             consumer,
             sub,
             key: key.to_owned(),
@@ -293,6 +328,7 @@ impl Jsa {
         // The consumer waits for a subscriber: wake it now.
         self.js.subscribed(&deliver);
         Ok(Qos1Sub {
+            stream: MSGS,
             consumer,
             sub,
             key: key.to_owned(),
@@ -300,11 +336,77 @@ impl Jsa {
         })
     }
 
+    /// Starts (or, with the configuration a session record kept, binds
+    /// again) the session's PUBREL consumer on [`OUT`], named and pushing
+    /// as nats-server names them after the client ID's `hash`; `client`
+    /// receives its deliveries as subscription `sid`. Unacknowledged
+    /// PUBRELs (a reconnection, a restart) come again after `ack_wait`.
+    pub(crate) fn subscribe_pubrel(
+        &self,
+        client: &Arc<Client>,
+        hash: &str,
+        sid: u64,
+        stored: Option<&serde_json::Value>,
+    ) -> Result<Qos1Sub, JsaError> {
+        let stream = crate::jetstream::api::ensure_stream(&self.js, OUT, OUT_CONFIG.as_bytes())?;
+        let consumer = format!("{PUBREL_DURABLE_PREFIX}{hash}");
+        let deliver = format!("{PUBREL_DELIVER_PREFIX}{hash}");
+        let config = match stored {
+            Some(c) => c.clone(),
+            None => serde_json::json!({
+                "durable_name": consumer,
+                "deliver_policy": "new",
+                "ack_policy": "explicit",
+                "ack_wait": self.ack_wait_nanos,
+                "max_deliver": -1,
+                "filter_subject": format!("{PUBREL_PREFIX}{hash}"),
+                "replay_policy": "instant",
+                "max_ack_pending": self.max_ack_pending,
+                "deliver_subject": deliver,
+            }),
+        };
+        let deliver = config
+            .get("deliver_subject")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&deliver)
+            .to_owned();
+        let sub = self.bind(client, &deliver, sid);
+        if stream.consumer(&consumer).is_none()
+            && let Err(e) = crate::jetstream::api::ensure_consumer(
+                &self.js,
+                OUT,
+                &consumer,
+                config.to_string().as_bytes(),
+            )
+        {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        self.js.subscribed(&deliver);
+        Ok(Qos1Sub {
+            stream: OUT,
+            consumer,
+            sub,
+            key: String::new(),
+            config,
+        })
+    }
+
+    /// Stores the PUBREL owed for packet id `pi` of the session whose
+    /// client ID hashes to `hash` (the client PUBRECed a QoS 2 delivery),
+    /// durably; its consumer then delivers it to the connection.
+    pub(crate) fn store_pubrel(&self, hash: &str, pi: u16) -> Result<(), JsaError> {
+        let stream = crate::jetstream::api::ensure_stream(&self.js, OUT, OUT_CONFIG.as_bytes())?;
+        let hdr = HeaderBuilder::new().add(PUBREL_HEADER, pi).build();
+        stream.store_internal(&format!("{PUBREL_PREFIX}{hash}"), &hdr, b"")?;
+        stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
     /// Ends a QoS 1 subscription: its consumer (and so its interest in
     /// the stored messages) and its internal subscription.
     pub(crate) fn unsubscribe_qos1(&self, q: &Qos1Sub) -> Result<(), JsaError> {
         self.account.sublist.remove(&q.sub);
-        crate::jetstream::api::remove_consumer(&self.js, MSGS, &q.consumer)?;
+        crate::jetstream::api::remove_consumer(&self.js, q.stream, &q.consumer)?;
         Ok(())
     }
 
@@ -387,6 +489,21 @@ impl Jsa {
             keep: None,
         })?;
         stream.wait_durable().map_err(JsaError::NotDurable)
+    }
+
+    /// Removes the PUBREL consumer of the session whose client ID hashes
+    /// to `hash`, if any (and so, by interest retention, its stored
+    /// PUBRELs): a clean session starts and ends without them.
+    pub(crate) fn remove_pubrel(&self, hash: &str) -> Result<(), JsaError> {
+        let Some(stream) = self.js.stream(OUT) else {
+            return Ok(());
+        };
+        let consumer = format!("{PUBREL_DURABLE_PREFIX}{hash}");
+        if stream.consumer(&consumer).is_none() {
+            return Ok(());
+        }
+        crate::jetstream::api::remove_consumer(&self.js, OUT, &consumer)?;
+        Ok(())
     }
 
     /// Acknowledges a QoS 1 delivery (the client's PUBACK) through the
@@ -501,6 +618,18 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Jsa {
         open_for_tests(dir)
+    }
+
+    #[test]
+    fn a_stored_pubrel_names_its_packet_id() {
+        let hdr = HeaderBuilder::new().add(PUBREL_HEADER, 513).build();
+        assert_eq!(pubrel_id(&hdr), Some(513));
+        let zero = HeaderBuilder::new().add(PUBREL_HEADER, 0).build();
+        assert_eq!(pubrel_id(&zero), None);
+        let other = HeaderBuilder::new().add("Nmqtt-Pub", 2).build();
+        assert_eq!(pubrel_id(&other), None);
+        let big = HeaderBuilder::new().add(PUBREL_HEADER, 70000).build();
+        assert_eq!(pubrel_id(&big), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,17 +14,19 @@
 //!
 //! Served: CONNECT with clean and persistent sessions (a persistent
 //! session's record and consumers kept in JetStream by [`session`]), QoS 0, 1
-//! and 2 publish (QoS 2 kept in `$MQTT_qos2in` until its PUBREL), QoS 0 and 1
-//! subscribe (QoS 1 deliveries through durable consumers of the
-//! account's `$MQTT_msgs` stream), retained messages (kept in the account's `$MQTT_rmsgs`
+//! and 2 publish (QoS 2 kept in `$MQTT_qos2in` until its PUBREL), QoS 0, 1
+//! and 2 subscribe (QoS 1 and 2 deliveries through durable consumers of
+//! the account's `$MQTT_msgs` stream; the PUBRELs a session owes for QoS 2
+//! deliveries kept in `$MQTT_out` until their PUBCOMP), retained messages (kept in the account's `$MQTT_rmsgs`
 //! stream through [`jsa`], the listener's privileged path to JetStream),
 //! PINGREQ, UNSUBSCRIBE, DISCONNECT, keep-alive (1.5 × the client's
 //! value, in whole seconds), wills with QoS 0/1/2 and retain, session
 //! takeover (a second connection with the same client ID closes the
 //! first, without its will, as nats-server). Refused, each with the MQTT
 //! answer that says so: persistent sessions without JetStream in the
-//! account (CONNACK return code 3, server unavailable), QoS 2
-//! subscriptions (SUBACK failure 0x80), QoS 2 PUBLISH without JetStream
+//! account (CONNACK return code 3, server unavailable), QoS 1 and 2
+//! subscriptions without JetStream (SUBACK failure 0x80), QoS 2 PUBLISH
+//! without JetStream
 //! in the account (the connection is closed, MQTT 3.1.1's only answer to
 //! a packet the server will not take).
 //!

@@ -6,7 +6,8 @@
 //! granted QoS) and the durable `$MQTT_msgs` consumer of each QoS 1
 //! subscription (keyed as nats-server keys them: the filter's subject, and
 //! `<parent> fwc` for the parent level a `#` filter also takes), with the
-//! configuration it was made with. The consumers are named
+//! configuration it was made with, and (`pubrel`) the configuration of
+//! its PUBREL consumer once it had a QoS 2 subscription. The consumers are named
 //! `<hash>_<unique>` and push to `$MQTT.sub.<unique>`; a resumed session
 //! binds to them again, so they keep their place in the stream while the
 //! client is away.
@@ -22,8 +23,8 @@
 //! run them on a blocking thread.
 //!
 //! Must not: decide MQTT semantics (present flag, what a clean session
-//! wipes: the connection does), or touch streams other than `$MQTT_sess`
-//! and `$MQTT_msgs`.
+//! wipes: the connection does), or touch streams other than `$MQTT_sess`,
+//! `$MQTT_msgs` and (through [`Jsa`]) `$MQTT_out`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,8 +54,8 @@ pub(crate) struct Record {
     /// collision: refused).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
-    /// A clean session's record (nats-server writes them; this server does
-    /// not, but sweeps those a store holds).
+    /// A clean session's record (kept while it is connected, as
+    /// nats-server keeps it; a killed server's are swept).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clean: bool,
     /// NATS subject of each filter → the QoS granted.
@@ -64,6 +65,10 @@ pub(crate) struct Record {
     /// consumer's configuration.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cons: BTreeMap<String, serde_json::Value>,
+    /// The session's PUBREL consumer on `$MQTT_out` (made at its first
+    /// QoS 2 subscription): its configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubrel: Option<serde_json::Value>,
 }
 
 impl Record {
@@ -125,12 +130,20 @@ pub(crate) fn save(jsa: &Jsa, rec: &Record) -> Result<(), JsaError> {
     stream.wait_durable().map_err(JsaError::NotDurable)
 }
 
-/// Deletes the session of `rec.id`: its consumers, then its record.
+/// Deletes the session of `rec.id`: its consumers (with its PUBREL
+/// consumer its owed PUBRELs go), then its record.
 pub(crate) fn wipe(jsa: &Jsa, rec: &Record) -> Result<(), JsaError> {
     for name in rec.consumer_names() {
         crate::jetstream::api::remove_consumer(jsa.engine(), MSGS, name)?;
     }
+    jsa.remove_pubrel(&client_hash(&rec.id))?;
     forget(jsa, &client_hash(&rec.id))
+}
+
+/// Deletes the record of `client_id` (a clean session's, at its end),
+/// durably.
+pub(crate) fn forget_client(jsa: &Jsa, client_id: &str) -> Result<(), JsaError> {
+    forget(jsa, &client_hash(client_id))
 }
 
 /// Deletes the record stored under `hash`, durably.
@@ -396,5 +409,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(empty, serde_json::json!({"id": "e"}));
+    }
+
+    #[test]
+    fn record_keeps_the_pubrel_consumer_under_nats_servers_name() {
+        let theirs = br#"{"id":"c2","subs":{"q":2},"pubrel":{"durable_name":"$MQTT_PUBREL_H","deliver_subject":"$MQTT.deliver.pubrel.H"}}"#;
+        let rec: Record = serde_json::from_slice(theirs).unwrap();
+        assert_eq!(rec.subs.get("q"), Some(&2));
+        let pubrel = rec.pubrel.as_ref().expect("pubrel consumer");
+        assert_eq!(pubrel["durable_name"], "$MQTT_PUBREL_H");
+        let ours = serde_json::to_value(&rec).unwrap();
+        assert_eq!(ours["pubrel"]["deliver_subject"], "$MQTT.deliver.pubrel.H");
     }
 }
