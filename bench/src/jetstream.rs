@@ -93,9 +93,15 @@ pub async fn run(
         Workload::KvGet => kv_get(&js, &name, &payload, count, marks)
             .await
             .map(Outcome::Latency),
+        Workload::KvPutSync => kv_put_sync(&js, &name, &payload, count, marks)
+            .await
+            .map(Outcome::Latency),
         _ => Err(format!("{} is not a JetStream workload", workload.name()).into()),
     };
-    let deleted = if matches!(workload, Workload::KvPut | Workload::KvGet) {
+    let deleted = if matches!(
+        workload,
+        Workload::KvPut | Workload::KvPutSync | Workload::KvGet
+    ) {
         timed(js.delete_key_value(&name))
             .await
             .map(|_| ())
@@ -538,6 +544,62 @@ async fn kv_put(
         published.acked,
         elapsed,
     ))
+}
+
+/// kv-put-sync: 100 warm-up puts, then `requests` puts one at a time (keys
+/// round robin over [`KV_KEYS`]), each awaiting its acknowledgement.
+async fn kv_put_sync(
+    js: &Context,
+    name: &str,
+    payload: &Bytes,
+    requests: u64,
+    marks: MarksMut<'_>,
+) -> Result<Latency> {
+    let store = create_bucket(js, name).await?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)?;
+    let mut completed = 0;
+    let mut first_error = None;
+    let deadline = Instant::now() + REQREP_DEADLINE;
+    for i in 0..REQREP_WARMUP + requests {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if i == REQREP_WARMUP {
+            marks.start();
+        }
+        let start = Instant::now();
+        let result = store.put(key(i), payload.clone()).await;
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if i < REQREP_WARMUP {
+            continue;
+        }
+        match result {
+            Ok(_) => {
+                histogram.saturating_record(nanos.max(1));
+                completed += 1;
+            }
+            Err(err) => {
+                first_error.get_or_insert_with(|| err.to_string());
+            }
+        }
+    }
+    marks.end();
+    if completed < requests {
+        eprintln!(
+            "warning: kv-put-sync: {completed} of {requests} acknowledged{}",
+            first_error
+                .map(|err| format!(", first error: {err}"))
+                .unwrap_or_else(|| format!(", the rest not done within {REQREP_DEADLINE:?}"))
+        );
+    }
+    Ok(Latency {
+        workload: Workload::KvPutSync,
+        size: payload.len(),
+        requests,
+        completed,
+        failed: requests - completed,
+        percentiles: summarize(&histogram),
+    })
 }
 
 /// kv-get: [`KV_KEYS`] keys put (untimed), then `requests` gets one at a

@@ -162,8 +162,8 @@ struct WorkloadArgs {
     /// KiB, 20k for <= 16 KiB, else 5k].
     #[arg(long)]
     msgs: Option<u64>,
-    /// Operations per latency run (reqrep, js-pub-sync, kv-get) [default:
-    /// 5000, js-pub-sync 2000].
+    /// Operations per latency run (reqrep, js-pub-sync, kv-put-sync, kv-get) [default:
+    /// 5000, js-pub-sync and kv-put-sync 2000].
     #[arg(long)]
     requests: Option<u64>,
     /// Print JSON instead of tables.
@@ -638,7 +638,7 @@ mod tests {
             "nats-bench",
             "run",
             "--workload",
-            "js-pub,js-pub-sync,js-fetch,js-fetch-ack,js-ordered,kv-put,kv-get,pub",
+            "js-pub,js-pub-sync,js-fetch,js-fetch-ack,js-ordered,kv-put,kv-put-sync,kv-get,pub",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -655,6 +655,7 @@ mod tests {
                 (Workload::JsFetchAck, 128),
                 (Workload::JsOrdered, 128),
                 (Workload::KvPut, 128),
+                (Workload::KvPutSync, 128),
                 (Workload::KvGet, 128),
                 (Workload::Pub, 16),
                 (Workload::Pub, 1024),
@@ -665,6 +666,8 @@ mod tests {
         assert_eq!(args.count(Workload::JsPubSync, 128), 2_000);
         assert_eq!(args.count(Workload::KvGet, 128), 5_000);
         assert_eq!(args.count(Workload::KvPut, 128), 50_000);
+        assert_eq!(args.count(Workload::KvPutSync, 128), 2_000);
+        assert!(Workload::KvPutSync.is_latency() && Workload::KvPutSync.is_jetstream());
         assert_eq!(args.count(Workload::Pub, 16), 200_000);
     }
 

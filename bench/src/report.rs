@@ -36,7 +36,7 @@ pub struct ThroughputRow {
     pub ours_lost: u64,
 }
 
-/// A latency workload (reqrep, js-pub-sync, kv-get) on both servers
+/// A latency workload (reqrep, js-pub-sync, kv-put-sync, kv-get) on both servers
 /// (per-percentile medians).
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyRow {
@@ -595,7 +595,7 @@ pub fn cpu_text(rows: &[CpuRow], repeats: usize, clk_tck: u64) -> String {
         out.push_str(&format!(
             "~ = some run used under {} clock ticks ({:.0} ms) of server CPU: /proc counts in \
              {tick_ms:.0} ms ticks, so the figure is coarse; make runs longer with --msgs \
-             (throughput workloads) or --requests (reqrep, js-pub-sync, kv-get)\n",
+             (throughput workloads) or --requests (reqrep, js-pub-sync, kv-put-sync, kv-get)\n",
             cpu::COARSE_TICKS,
             cpu::ticks_ms(cpu::COARSE_TICKS, clk_tck),
         ));
@@ -732,7 +732,7 @@ reqrep    1 KiB    5,000/4,000    60,000    ~30,000     ~0.50              300/1
 delivered/run counts, per run:
   fanout: messages received, summed over the 4 subscribers (4 per message published)
   reqrep: requests answered (request + reply = 1; warm-up not counted)
-~ = some run used under 20 clock ticks (200 ms) of server CPU: /proc counts in 10 ms ticks, so the figure is coarse; make runs longer with --msgs (throughput workloads) or --requests (reqrep, js-pub-sync, kv-get)
+~ = some run used under 20 clock ticks (200 ms) of server CPU: /proc counts in 10 ms ticks, so the figure is coarse; make runs longer with --msgs (throughput workloads) or --requests (reqrep, js-pub-sync, kv-put-sync, kv-get)
 ";
         assert_eq!(text, expected);
         // Without a coarse figure there is no footnote.

@@ -68,6 +68,8 @@ pub enum Workload {
     JsPush,
     /// Key-value puts, many in flight.
     KvPut,
+    /// Key-value put latency, one put awaited at a time.
+    KvPutSync,
     /// Key-value get latency, one get at a time.
     KvGet,
 }
@@ -87,6 +89,7 @@ impl Workload {
             Workload::JsOrdered => "js-ordered",
             Workload::JsPush => "js-push",
             Workload::KvPut => "kv-put",
+            Workload::KvPutSync => "kv-put-sync",
             Workload::KvGet => "kv-get",
         }
     }
@@ -108,7 +111,7 @@ impl Workload {
     pub fn is_latency(self) -> bool {
         matches!(
             self,
-            Workload::Reqrep | Workload::JsPubSync | Workload::KvGet
+            Workload::Reqrep | Workload::JsPubSync | Workload::KvPutSync | Workload::KvGet
         )
     }
 
@@ -117,7 +120,7 @@ impl Workload {
     pub fn default_count(self, size: usize) -> u64 {
         match self {
             Workload::Reqrep | Workload::KvGet => 5_000,
-            Workload::JsPubSync => 2_000,
+            Workload::JsPubSync | Workload::KvPutSync => 2_000,
             w if w.is_jetstream() => js_default_msgs(size),
             _ => default_msgs(size),
         }
@@ -143,6 +146,7 @@ impl Workload {
                 "messages consumed and acked, acks registered by the server (pre-publishing not counted)"
             }
             Workload::KvPut => "puts acknowledged",
+            Workload::KvPutSync => "puts acknowledged (warm-up not counted)",
             Workload::KvGet => "gets answered (untimed key puts and warm-up not counted)",
         }
     }

@@ -29,7 +29,7 @@ use crate::config::{
     AccountConfig, AccountJetStreamLimits, ExportKind, GLOBAL_ACCOUNT as GLOBAL, ResponseType,
 };
 use crate::jetstream::limits::{AccountResources, ServerResources};
-use crate::jetstream::{Deliveries, JetStream, JetStreamError, Router};
+use crate::jetstream::{Deliveries, DrainWait, JetStream, JetStreamError, Router};
 use crate::mapping::Mappings;
 use crate::outbound::{Batch, Client, Delivered, Frame, Sub};
 use crate::replies::ReplyTable;
@@ -591,6 +591,18 @@ impl Deliveries for AccountDeliveries<'_> {
         };
         self.account
             .deliver_as(matches, to, subject, reply, hdr, data, &mut self.batch)
+    }
+
+    fn backlogged(&self) -> bool {
+        self.batch.stalled()
+    }
+
+    fn drained(&mut self, limit: Duration) -> Option<DrainWait> {
+        let stalls = self.batch.take_stalls();
+        if stalls.is_empty() {
+            return None;
+        }
+        Some(Box::pin(crate::outbound::wait_drained(stalls, limit)))
     }
 }
 

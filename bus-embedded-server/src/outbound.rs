@@ -579,6 +579,19 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
     let _ = socket.shutdown().await;
 }
 
+/// Waits until each of `clients` has its pending output back under its
+/// stall threshold (or is closed), `limit` at most in all.
+pub(crate) async fn wait_drained(clients: Vec<Arc<Client>>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    for client in clients {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        client.wait_drained(left).await;
+    }
+}
+
 /// What one producer's deliveries ask of it: the writers to wake once it
 /// is done (so a burst leaves in few writes), and the consumers over half
 /// their `max_pending` it should wait for before producing more.
@@ -626,14 +639,18 @@ impl Batch {
         if self.stalls.is_empty() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + STALL_BUDGET;
-        for client in std::mem::take(&mut self.stalls) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            client.wait_drained(left).await;
-        }
+        wait_drained(std::mem::take(&mut self.stalls), STALL_BUDGET).await;
+    }
+
+    /// Whether a delivery of this batch asked the producer to stall.
+    pub(crate) fn stalled(&self) -> bool {
+        !self.stalls.is_empty()
+    }
+
+    /// The connections a delivery of this batch asked the producer to wait
+    /// for (forgotten by the batch).
+    pub(crate) fn take_stalls(&mut self) -> Vec<Arc<Client>> {
+        std::mem::take(&mut self.stalls)
     }
 
     /// For producers that do not wait (the JetStream engine): wakes the

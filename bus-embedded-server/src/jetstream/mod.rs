@@ -101,7 +101,24 @@ pub trait Deliveries {
         hdr: &[u8],
         data: &[u8],
     ) -> usize;
+    /// Whether a subscriber delivered to in this run has more output
+    /// queued than it should take before writing some (the stall threshold
+    /// of `outbound`): a producer that can wait should end its run and go
+    /// on once [`Deliveries::drained`] completes.
+    fn backlogged(&self) -> bool {
+        false
+    }
+    /// Completes once the backlogged subscribers of this run have written
+    /// their output down to the threshold (or closed), or after `limit`;
+    /// `None` when none is backlogged.
+    fn drained(&mut self, _limit: Duration) -> Option<DrainWait> {
+        None
+    }
 }
+
+/// What [`Deliveries::drained`] hands out: owned, so a consumer's task can
+/// wait on it after the run has ended.
+pub type DrainWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// [`Router::deliveries`]' default: every delivery routed on its own.
 struct OneByOne<'a, R: ?Sized>(&'a R);

@@ -428,6 +428,10 @@ struct CState {
     last_acked: i64,
     /// The current pin (`pinned_client` consumers).
     pin: Option<Pin>,
+    /// The last push round stopped because the deliver subject's
+    /// subscriber had a full buffer's worth queued: the task runs the next
+    /// round once this completes (see `pump`).
+    backlog: Option<crate::jetstream::DrainWait>,
     /// The last count of messages still to deliver and what it was
     /// counted for (see `pending_memo`).
     pending_memo: Option<(PendingKey, u64)>,
@@ -485,6 +489,10 @@ const FC_MSGS: u64 = 1024;
 const FC_BYTES: u64 = 1024 * 1024;
 /// ...and no more than twice that in flight without a reply.
 const FC_STALL_FACTOR: u64 = 2;
+/// Longest a push consumer waits for a backlogged subscriber to write
+/// before it tries another round (which stops again after one message
+/// while the subscriber is still behind).
+const BACKLOG_WAIT: Duration = Duration::from_millis(100);
 
 impl Consumer {
     /// Creates a consumer (config validated and normalised) positioned per
@@ -994,6 +1002,11 @@ impl Consumer {
         std::mem::take(&mut lock(&self.state).read_blocked)
     }
 
+    /// What the last push round left to wait for (see `CState::backlog`).
+    fn take_backlog(&self) -> Option<crate::jetstream::DrainWait> {
+        lock(&self.state).backlog.take()
+    }
+
     /// Deletes the consumer's directory crash-safely (durable when `Ok`:
     /// the consumer does not come back after a restart). Nothing to do for
     /// a consumer without files.
@@ -1252,6 +1265,18 @@ impl Consumer {
                     && (st.since_fc_msgs >= FC_MSGS || st.since_fc_bytes >= FC_BYTES)
                 {
                     self.send_flow_control(js, st, &deliver_subject);
+                }
+                // A subscriber with a buffer's worth queued: end the round
+                // (its writer is woken when `out` is dropped) and go on
+                // once it has written, instead of queueing the whole
+                // backlog at once. The client sees the same messages; they
+                // leave while later ones are read, and a long backlog does
+                // not end the connection as a slow consumer.
+                if let Some(o) = out.as_mut()
+                    && o.backlogged()
+                {
+                    st.backlog = o.drained(BACKLOG_WAIT);
+                    break;
                 }
             } else if let Some(req) = st.waiting.front_mut() {
                 req.batch -= 1;
@@ -1606,6 +1631,7 @@ impl CState {
             last_delivered: 0,
             last_acked: 0,
             pin: None,
+            backlog: None,
             pending_memo: None,
         }
     }
@@ -2087,10 +2113,16 @@ fn go_duration(d: Duration) -> String {
 /// The consumer's task: timers and deliveries of new messages.
 async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
     let mut next = Instant::now();
+    let mut backlog: Option<crate::jetstream::DrainWait> = None;
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep_until(next) => {}
+            _ = async {
+                if let Some(b) = backlog.as_mut() {
+                    b.await;
+                }
+            }, if backlog.is_some() => {}
         }
         let Some(c) = consumer.upgrade() else {
             return;
@@ -2149,6 +2181,7 @@ async fn run(consumer: Weak<Consumer>, wake: Arc<Notify>) {
             c.stop(true);
             return;
         }
+        backlog = c.take_backlog();
         next = at;
     }
 }
