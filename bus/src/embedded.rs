@@ -79,7 +79,7 @@ impl bus_embedded_server::HttpHandler for ConsoleMount {
 /// A [`NatsBus`](bus_nats::NatsBus) on a server this process runs.
 pub struct EmbeddedBus {
     inner: bus_nats::NatsBus,
-    server: Mutex<Option<ServerHandle>>,
+    server: Mutex<Option<Running>>,
     url: String,
     monitor_port: Option<u16>,
 }
@@ -111,17 +111,33 @@ impl EmbeddedBus {
             auth: auth_config(e),
             ..ServerConfig::default()
         };
-        let server = bus_embedded_server::start(server_config)
+        let runtime = server_runtime()?;
+        let started = match runtime
+            .spawn(bus_embedded_server::start(server_config))
             .await
-            .map_err(|err| {
-                BusError::Unavailable(format!(
+        {
+            Ok(started) => started,
+            Err(err) => {
+                runtime.shutdown_background();
+                return Err(BusError::Unavailable(format!(
+                    "the embedded server could not start: {err}"
+                )));
+            }
+        };
+        let handle = match started {
+            Ok(handle) => handle,
+            Err(err) => {
+                runtime.shutdown_background();
+                return Err(BusError::Unavailable(format!(
                     "the embedded server could not start ({err}); if another process already runs \
                  it on this port, configure backend = \"nats\" with its URL, or set \
                  [bus.embedded] port = 0 for a free port"
-                ))
-            })?;
-        let url = server.client_url();
-        let monitor_port = server.monitor_port();
+                )));
+            }
+        };
+        let server = Running { handle, runtime };
+        let url = server.handle.client_url();
+        let monitor_port = server.handle.monitor_port();
         let mut nats_config = config.clone();
         nats_config.nats.url = url.clone();
         nats_config.nats.jetstream = true;
@@ -218,12 +234,59 @@ fn tls_config(e: &bus_core::config::EmbeddedConfig) -> Option<TlsConfig> {
     Some(tls)
 }
 
+/// The bundled server on its own threads: a multi-threaded tokio runtime
+/// with a worker per core (as nats-server runs a thread per core), not the
+/// application's. Sharing the application's workers, every round trip of
+/// the bus's own requests (pulls of a replay, acks of a consumer) waited
+/// for the application's tasks on the same threads, and the server's
+/// connection, consumer and writer tasks for the bus client's; its own
+/// threads also keep an application that blocks its workers from stalling
+/// the server (docs/benchmarks.md, "The Bus read paths").
+struct Running {
+    handle: ServerHandle,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn server_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bus-embedded-server")
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            BusError::Unavailable(format!(
+                "the embedded server's threads could not start: {err}"
+            ))
+        })
+}
+
+impl Running {
+    /// Stops the server (on its threads) and then its runtime.
+    async fn shutdown(self, grace: Duration) {
+        let Running { handle, runtime } = self;
+        let _ = runtime.spawn(handle.shutdown(grace)).await;
+        // Not a blocking drop: this may run on an async worker.
+        runtime.shutdown_background();
+    }
+
+    /// The same from a `Drop`: on a thread of its own, which may block.
+    fn shutdown_detached(self, grace: Duration) {
+        let Running { handle, runtime } = self;
+        let stopping = std::thread::Builder::new()
+            .name("bus-embedded-server-stop".to_owned())
+            .spawn(move || {
+                runtime.block_on(handle.shutdown(grace));
+                drop(runtime);
+            });
+        if let Err(e) = stopping {
+            tracing::warn!("the embedded server could not be stopped cleanly: {e}");
+        }
+    }
+}
+
 impl Drop for EmbeddedBus {
     fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(server.shutdown(Duration::from_secs(2)));
+        if let Some(server) = self.server.get_mut().take() {
+            server.shutdown_detached(Duration::from_secs(2));
         }
     }
 }

@@ -120,3 +120,67 @@ async fn a_second_process_shares_the_embedded_server_through_the_nats_backend() 
     guest.close().await.expect("close guest");
     owner.close().await.expect("close owner");
 }
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The bundled server runs on threads of its own, not the application's:
+/// it answers a client while the application's runtime is blocked (here
+/// the test's only thread, waiting for that client).
+#[tokio::test(flavor = "current_thread")]
+async fn the_embedded_server_answers_while_the_applications_only_worker_is_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut config = BusConfig::default();
+    config.embedded.port = port;
+    config.embedded.data_dir = dir.path().join("data");
+    let bus = bus::open(&config).await.expect("embedded opens");
+    let answered = std::thread::spawn(move || -> std::io::Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        writer.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        Ok(line)
+    })
+    .join()
+    .expect("the client thread");
+    assert_eq!(
+        answered.expect("the server answered in time").trim_end(),
+        "PONG"
+    );
+    bus.close().await.expect("close");
+}
+
+/// Dropping the bus without `close()` (inside a runtime, where a runtime
+/// must not be dropped in place: that would panic) stops the server.
+#[tokio::test]
+async fn dropping_the_embedded_bus_stops_its_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut config = BusConfig::default();
+    config.embedded.port = port;
+    config.embedded.data_dir = dir.path().join("data");
+    let bus = bus::open(&config).await.expect("embedded opens");
+    bus.publish(bus_core::testkit::deposit("p1", 1))
+        .await
+        .expect("publish");
+    drop(bus);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the server still accepts connections 5 s after the bus was dropped");
+}
