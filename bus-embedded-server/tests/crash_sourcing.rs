@@ -113,17 +113,6 @@ async fn mirror_and_source_catching_up_survive_sigkill_without_duplicates_or_gap
         i += 500;
     }
     js.create_stream(stream::Config {
-        name: "M".into(),
-        storage: stream::StorageType::File,
-        mirror: Some(stream::Source {
-            name: "O".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("mirror");
-    js.create_stream(stream::Config {
         name: "F".into(),
         storage: stream::StorageType::File,
         mirror: Some(stream::Source {
@@ -146,6 +135,19 @@ async fn mirror_and_source_catching_up_survive_sigkill_without_duplicates_or_gap
     })
     .await
     .expect("source");
+    // The plain mirror last: it copies fastest, and the kills below must
+    // find at least one mirror still catching up.
+    js.create_stream(stream::Config {
+        name: "M".into(),
+        storage: stream::StorageType::File,
+        mirror: Some(stream::Source {
+            name: "O".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("mirror");
     // Kill while catching up, several times, restarting on the same store;
     // an origin message published after each restart must be copied too.
     let mut total = N;

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::storage::{EntryKind, RealFs, Storage, StorageFile};
+use super::subjects::SubjectQueries;
 use super::{
     BatchMsg, CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg,
     SubjectFilter, SyncJob, file_msg_size,
@@ -181,7 +182,6 @@ pub struct FileStore<S: Storage = RealFs> {
     config: FileStoreConfig,
     segments: BTreeMap<u64, Segment<S::File>>,
     index: MsgIndex,
-    by_subject: super::subjects::SubjectIndex,
     bytes: u64,
     last_seq: u64,
     last_ts: i64,
@@ -510,7 +510,6 @@ impl<S: Storage> FileStore<S> {
             config,
             segments: BTreeMap::new(),
             index: MsgIndex::default(),
-            by_subject: super::subjects::SubjectIndex::default(),
             bytes: 0,
             last_seq: 0,
             last_ts: 0,
@@ -1110,18 +1109,11 @@ impl<S: Storage> FileStore<S> {
     }
 
     fn intern(&self, subject: &str) -> Arc<str> {
-        match self.by_subject.get_key_value(subject) {
-            Some((k, _)) => Arc::clone(k),
-            None => subject.into(),
-        }
+        self.index.intern(subject).unwrap_or_else(|| subject.into())
     }
 
     fn insert_entry(&mut self, seq: u64, e: Entry) {
         self.bytes += e.size;
-        self.by_subject
-            .entry(Arc::clone(&e.subject))
-            .or_default()
-            .insert(seq);
         self.index.insert(seq, &e);
     }
 
@@ -1129,12 +1121,6 @@ impl<S: Storage> FileStore<S> {
     fn unindex(&mut self, seq: u64) -> Option<Entry> {
         let e = self.index.remove(seq)?;
         self.bytes = self.bytes.saturating_sub(e.size);
-        if let Some(set) = self.by_subject.get_mut(&e.subject) {
-            set.remove(&seq);
-            if set.is_empty() {
-                self.by_subject.remove(&e.subject);
-            }
-        }
         Some(e)
     }
 
@@ -1711,7 +1697,7 @@ impl<S: Storage> Store for FileStore<S> {
     ) -> Result<Option<StoredMsg>, StoreError> {
         let best = match filter {
             SubjectFilter::All => self.index.next_from(start),
-            SubjectFilter::Any(_) => self.by_subject.first_from(start, filter),
+            SubjectFilter::Any(_) => self.index.first_from(start, filter),
         };
         match best {
             Some(s) => self.load_walking(s),
@@ -1724,20 +1710,20 @@ impl<S: Storage> Store for FileStore<S> {
     }
 
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
-        match self.by_subject.last_matching(filter) {
+        match self.index.last_matching(filter) {
             Some(s) => self.load(s),
             None => Ok(None),
         }
     }
 
-    fn subject_index(&self) -> &super::subjects::SubjectIndex {
-        &self.by_subject
+    fn subject_index(&self) -> &dyn SubjectQueries {
+        &self.index
     }
 
     fn num_pending(&self, start: u64, filter: &SubjectFilter) -> u64 {
         match filter {
             SubjectFilter::All => self.index.count_from(start),
-            SubjectFilter::Any(_) => self.by_subject.pending_from(start, filter),
+            SubjectFilter::Any(_) => self.index.pending_from(start, filter),
         }
     }
 
@@ -1773,7 +1759,7 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError> {
         self.writable()?;
-        let victims = purge.victims(self.index.iter_from(0).map(|(s, _, _)| s), &self.by_subject);
+        let victims = purge.victims(self.index.iter_from(0).map(|(s, _, _)| s), &self.index);
         let before = (self.floor, self.dead_below);
         let mut touched = Vec::new();
         let mut n = 0;
@@ -1809,7 +1795,7 @@ impl<S: Storage> Store for FileStore<S> {
             last_seq: self.last_seq,
             last_ts: self.last_ts,
             num_deleted: span.saturating_sub(msgs),
-            num_subjects: self.by_subject.len() as u64,
+            num_subjects: self.index.num_subjects(),
         }
     }
 
@@ -1854,7 +1840,6 @@ impl<S: Storage> Store for FileStore<S> {
         self.readahead.clear();
         self.segments.clear();
         self.index.clear();
-        self.by_subject.clear();
         self.bytes = 0;
         match self.fs.remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
@@ -2796,6 +2781,14 @@ mod tests {
             s.subject_seqs("k.2"),
             s.seq_for_time(st.last_ts - 3),
         );
+        for subject in ["k.1", "k.2", "k.3", "j", "other.x"] {
+            out += &format!(
+                "{subject}: first {:?} last {:?} count {}\n",
+                s.first_seq_of_subject(subject),
+                s.last_seq_of_subject(subject),
+                s.subject_count(subject),
+            );
+        }
         for seq in st.first_seq.saturating_sub(1)..=st.last_seq + 1 {
             // subject_of answers from the file store's index, from the
             // message itself in the memory store: they must agree.

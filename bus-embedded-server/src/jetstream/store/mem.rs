@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::subjects::SubjectQueries;
 use super::{Purge, Store, StoreError, StoreState, StoredMsg, SubjectFilter, SyncJob};
 
 /// In-memory message storage.
@@ -121,7 +122,7 @@ impl Store for MemStore {
             .and_then(|s| self.msgs.get(&s).cloned()))
     }
 
-    fn subject_index(&self) -> &super::subjects::SubjectIndex {
+    fn subject_index(&self) -> &dyn super::subjects::SubjectQueries {
         &self.by_subject
     }
 

@@ -150,7 +150,7 @@ impl Store for Metered {
         self.inner.last_by_subject(filter)
     }
 
-    fn subject_index(&self) -> &subjects::SubjectIndex {
+    fn subject_index(&self) -> &dyn subjects::SubjectQueries {
         self.inner.subject_index()
     }
 
@@ -160,6 +160,10 @@ impl Store for Metered {
 
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
         self.inner.last_seq_of_subject(subject)
+    }
+
+    fn first_seq_of_subject(&self, subject: &str) -> Option<u64> {
+        self.inner.first_seq_of_subject(subject)
     }
 
     fn subject_count(&self, subject: &str) -> u64 {

@@ -1,7 +1,7 @@
 //! Message storage for one stream: the [`Store`] trait and its two
 //! implementations, [`mem::MemStore`] (storage `memory`) and
 //! [`file::FileStore`] (storage `file`, the crash-safe segmented log), which
-//! share [`subjects::SubjectIndex`] for their per-subject queries.
+//! answer the per-subject queries of [`subjects::SubjectQueries`].
 //!
 //! A store only stores: sequence numbers, subjects, headers, payloads and
 //! timestamps. Stream semantics (limits policy, dedup, expected-sequence
@@ -199,19 +199,11 @@ impl Purge {
     pub fn victims(
         &self,
         all: impl Iterator<Item = u64>,
-        by_subject: &subjects::SubjectIndex,
+        by_subject: &dyn subjects::SubjectQueries,
     ) -> Vec<u64> {
         let mut victims: Vec<u64> = match self.subject_filter() {
             None => all.collect(),
-            Some(f) => {
-                let mut v: Vec<u64> = by_subject
-                    .iter()
-                    .filter(|(s, _)| subject::matches(f, s))
-                    .flat_map(|(_, seqs)| seqs.iter().copied())
-                    .collect();
-                v.sort_unstable();
-                v
-            }
+            Some(f) => by_subject.seqs_matching(f),
         };
         if let Some(below) = self.seq {
             victims.retain(|s| *s < below);
@@ -398,7 +390,7 @@ pub trait Store: Send {
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError>;
 
     /// The per-subject index the subject queries below are answered from.
-    fn subject_index(&self) -> &subjects::SubjectIndex;
+    fn subject_index(&self) -> &dyn subjects::SubjectQueries;
 
     /// The subject of message `seq`, if stored. Stores that keep subjects
     /// in memory answer without reading the message (acks of interest and
@@ -410,6 +402,11 @@ pub trait Store: Send {
     /// Sequence of the newest message on this literal subject.
     fn last_seq_of_subject(&self, subject: &str) -> Option<u64> {
         self.subject_index().last_of(subject)
+    }
+
+    /// Sequence of the oldest message on this literal subject.
+    fn first_seq_of_subject(&self, subject: &str) -> Option<u64> {
+        self.subject_index().first_of(subject)
     }
 
     /// Number of messages on this literal subject.

@@ -461,19 +461,10 @@ pub(crate) struct AckView<'a> {
 /// per subject: what recovery considers for removal (see
 /// `Stream::reapply_acks`).
 pub(crate) fn delivered_per_subject(
-    index: &super::store::subjects::SubjectIndex,
+    index: &dyn super::store::subjects::SubjectQueries,
     bound: u64,
 ) -> Vec<(Arc<str>, Vec<u64>)> {
-    index
-        .iter()
-        .map(|(subject, seqs)| {
-            (
-                Arc::clone(subject),
-                seqs.range(..=bound).copied().collect::<Vec<u64>>(),
-            )
-        })
-        .filter(|(_, seqs)| !seqs.is_empty())
-        .collect()
+    index.up_to_per_subject(bound)
 }
 
 /// Among `candidates` (from [`delivered_per_subject`]), the messages of an
@@ -2367,12 +2358,15 @@ impl StreamInner {
         if cfg.max_msgs_per_subject > 0
             && let Some(subject) = subject
         {
+            // The oldest go, one by one: the store knows each subject's
+            // first sequence and count without listing its sequences.
             let limit = cfg.max_msgs_per_subject as u64;
-            let seqs = self.store.subject_seqs(subject);
-            if seqs.len() as u64 > limit {
-                let excess = seqs.len() - limit as usize;
-                for seq in &seqs[..excess] {
-                    self.store.remove(*seq, false)?;
+            while self.store.subject_count(subject) > limit {
+                let Some(seq) = self.store.first_seq_of_subject(subject) else {
+                    break;
+                };
+                if !self.store.remove(seq, false)? {
+                    break;
                 }
             }
         }
@@ -2540,7 +2534,7 @@ mod tests {
         fn last_by_subject(&mut self, f: &str) -> Result<Option<StoredMsg>, StoreError> {
             self.inner.last_by_subject(f)
         }
-        fn subject_index(&self) -> &crate::jetstream::store::subjects::SubjectIndex {
+        fn subject_index(&self) -> &dyn crate::jetstream::store::subjects::SubjectQueries {
             self.inner.subject_index()
         }
         fn num_pending(&self, s: u64, f: &SubjectFilter) -> u64 {

@@ -19,7 +19,7 @@ use super::Stream;
 use super::consumer::Consumer;
 use crate::jetstream::store::mem::MemStore;
 use crate::jetstream::store::nowait;
-use crate::jetstream::store::subjects::SubjectIndex;
+use crate::jetstream::store::subjects::SubjectQueries;
 use crate::jetstream::store::{
     CorruptRecord, Purge, Store, StoreError, StoreState, StoredMsg, SubjectFilter, SyncJob,
 };
@@ -113,7 +113,7 @@ impl Store for SlowDisk {
         self.gate.pass()?;
         self.inner.last_by_subject(f)
     }
-    fn subject_index(&self) -> &SubjectIndex {
+    fn subject_index(&self) -> &dyn SubjectQueries {
         self.inner.subject_index()
     }
     fn num_pending(&self, s: u64, f: &SubjectFilter) -> u64 {

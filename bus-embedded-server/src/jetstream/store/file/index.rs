@@ -17,13 +17,25 @@
 //! size), and lookups are a B-tree search over runs (about one per
 //! segment) plus an array index.
 //!
+//! Per subject it keeps no sequence set: each subject has its count and
+//! its first and last sequence (nats-server's "psim"), and each run a
+//! summary of the subjects in it (per subject: count and the slot span
+//! that holds them). The queries that need a subject's sequences in
+//! between (the next one from a consumer's position, the pending count
+//! from it, a filtered purge, the first after the first was removed) walk
+//! the runs, skip those whose summary lacks the subject, and scan only the
+//! summarised span of the others. A last-by-subject is a map lookup.
+//!
 //! Must not do I/O: it only answers where things are.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::super::SubjectFilter;
+use super::super::subjects::SubjectQueries;
 use super::Entry;
+use crate::subject;
 
 /// Set in [`Slot::subj`] when the message has a header block.
 const HAS_HDR: u32 = 1 << 31;
@@ -49,6 +61,41 @@ const EMPTY: Slot = Slot {
     subj: 0,
 };
 
+/// A run's summary of one subject: how many of its slots hold it, all of
+/// them within the slot indexes `first..=last`. Removals narrow the span
+/// only when they take its end slot, so it may be wider than the slots
+/// that still hold the subject, never narrower.
+#[derive(Debug, Clone, Copy)]
+struct Sum {
+    first: u32,
+    last: u32,
+    count: u32,
+}
+
+/// Hashes the store's own subject ids (small integers it hands out, not
+/// input): one multiplication instead of SipHash on every append.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by subject id.
+type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Consecutive sequences of one segment.
 #[derive(Debug)]
 struct Run {
@@ -58,27 +105,101 @@ struct Run {
     /// Non-empty slots.
     live: usize,
     slots: Vec<Slot>,
+    /// Subject id -> where in this run it is.
+    subjs: IdMap<Sum>,
 }
 
 impl Run {
     fn dense(&self) -> bool {
         self.live == self.slots.len() - self.head
     }
+
+    fn add_subject(&mut self, id: u32, i: usize) {
+        let i = i as u32;
+        self.subjs
+            .entry(id)
+            .and_modify(|s| {
+                s.first = s.first.min(i);
+                s.last = s.last.max(i);
+                s.count += 1;
+            })
+            .or_insert(Sum {
+                first: i,
+                last: i,
+                count: 1,
+            });
+    }
+
+    fn drop_subject(&mut self, id: u32, i: usize) {
+        let i = i as u32;
+        let Some(s) = self.subjs.get_mut(&id) else {
+            return;
+        };
+        s.count = s.count.saturating_sub(1);
+        if s.count == 0 {
+            self.subjs.remove(&id);
+            return;
+        }
+        if s.first == i {
+            s.first += 1;
+        }
+        if s.last == i {
+            s.last = s.last.saturating_sub(1);
+        }
+    }
+
+    /// The slot indexes of this run that may hold `id`, from `from` on
+    /// (empty when the run holds none).
+    fn span_of(&self, id: u32, from: usize) -> std::ops::Range<usize> {
+        match self.subjs.get(&id) {
+            Some(s) => {
+                let lo = (s.first as usize).max(from).max(self.head);
+                let hi = (s.last as usize + 1).min(self.slots.len());
+                lo..hi.max(lo)
+            }
+            None => 0..0,
+        }
+    }
+
+    fn holds_any(&self, set: &[bool]) -> bool {
+        self.subjs.keys().any(|id| in_set(set, *id))
+    }
 }
 
-/// Subject -> id, with how many indexed messages use it.
+fn in_set(set: &[bool], id: u32) -> bool {
+    set.get(id as usize).copied().unwrap_or(false)
+}
+
+fn slot_id(slot: &Slot) -> u32 {
+    slot.subj & !HAS_HDR
+}
+
+/// Per subject (nats-server's psim): its id, how many indexed messages
+/// use it, and its oldest and newest sequence.
+#[derive(Debug, Clone, Copy)]
+struct Psi {
+    id: u32,
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+/// Subject -> id and [`Psi`].
 #[derive(Debug, Default)]
 struct Subjects {
-    ids: HashMap<Arc<str>, (u32, u64)>,
+    ids: HashMap<Arc<str>, Psi>,
     names: Vec<Option<Arc<str>>>,
     free: Vec<u32>,
 }
 
 impl Subjects {
-    fn acquire(&mut self, subject: &Arc<str>) -> u32 {
-        if let Some((id, n)) = self.ids.get_mut(subject) {
-            *n += 1;
-            return *id;
+    /// The id of `subject`, counting one more message on it at `seq`.
+    fn acquire(&mut self, subject: &Arc<str>, seq: u64) -> u32 {
+        if let Some(p) = self.ids.get_mut(subject) {
+            p.count += 1;
+            p.first = p.first.min(seq);
+            p.last = p.last.max(seq);
+            return p.id;
         }
         let id = match self.free.pop() {
             Some(id) => {
@@ -90,8 +211,29 @@ impl Subjects {
                 (self.names.len() - 1) as u32
             }
         };
-        self.ids.insert(Arc::clone(subject), (id, 1));
+        self.ids.insert(
+            Arc::clone(subject),
+            Psi {
+                id,
+                count: 1,
+                first: seq,
+                last: seq,
+            },
+        );
         id
+    }
+
+    fn psi(&self, id: u32) -> Option<Psi> {
+        let name = self.names.get(id as usize)?.as_ref()?;
+        self.ids.get(name).copied()
+    }
+
+    fn set_psi(&mut self, p: Psi) {
+        if let Some(Some(name)) = self.names.get(p.id as usize)
+            && let Some(m) = self.ids.get_mut(name)
+        {
+            *m = p;
+        }
     }
 
     fn name(&self, id: u32) -> Arc<str> {
@@ -103,24 +245,35 @@ impl Subjects {
         }
     }
 
-    fn release(&mut self, id: u32) {
+    /// Forgets `id` (its last message is gone).
+    fn forget(&mut self, id: u32) {
         let Some(Some(name)) = self.names.get(id as usize) else {
             return;
         };
-        let gone = match self.ids.get_mut(name) {
-            Some((_, n)) => {
-                *n -= 1;
-                *n == 0
+        self.ids.remove(&Arc::clone(name));
+        self.names[id as usize] = None;
+        self.free.push(id);
+    }
+
+    /// A membership table by id of the subjects `pred` accepts, and their
+    /// [`Psi`]s.
+    fn matching(&self, pred: impl Fn(&str) -> bool) -> (Vec<bool>, Vec<Psi>) {
+        let mut set = vec![false; self.names.len()];
+        let mut out = Vec::new();
+        for (name, p) in &self.ids {
+            if pred(name) {
+                set[p.id as usize] = true;
+                out.push(*p);
             }
-            None => false,
-        };
-        if gone {
-            self.ids.remove(&Arc::clone(name));
-            self.names[id as usize] = None;
-            self.free.push(id);
         }
+        (set, out)
     }
 }
+
+/// Above this many subjects whose sequences straddle the start of a
+/// query, one walk over the runs answers for all of them instead of one
+/// walk per subject.
+const PER_SUBJECT_WALKS: usize = 8;
 
 /// The index: sequence -> [`Entry`]. See the module docs.
 #[derive(Debug, Default)]
@@ -160,19 +313,35 @@ impl MsgIndex {
         }
     }
 
+    /// The interned copy of `subject`, if a message uses it.
+    pub(super) fn intern(&self, subject: &str) -> Option<Arc<str>> {
+        self.subjects
+            .ids
+            .get_key_value(subject)
+            .map(|(k, _)| Arc::clone(k))
+    }
+
     /// Indexes `seq` (replacing what was indexed under it).
     pub(super) fn insert(&mut self, seq: u64, e: &Entry) {
-        self.remove(seq);
+        // An append (past the newest run) replaces nothing: no lookup.
+        let past_end = self
+            .runs
+            .last_key_value()
+            .is_none_or(|(&k, r)| seq >= k + r.slots.len() as u64);
+        if !past_end {
+            self.remove(seq);
+        }
         let hdr = if e.size + 10 == u64::from(e.len) {
             HAS_HDR
         } else {
             0
         };
+        let id = self.subjects.acquire(&e.subject, seq);
         let slot = Slot {
             off: e.off,
             ts: e.ts,
             len: e.len.max(1),
-            subj: self.subjects.acquire(&e.subject) | hdr,
+            subj: id | hdr,
         };
         self.len += 1;
         if let Some((&first, run)) = self.runs.range_mut(..=seq).next_back() {
@@ -181,11 +350,13 @@ impl MsgIndex {
                 run.slots[i] = slot;
                 run.live += 1;
                 run.head = run.head.min(i);
+                run.add_subject(id, i);
                 return;
             }
             if i == run.slots.len() && run.seg == e.seg {
                 run.slots.push(slot);
                 run.live += 1;
+                run.add_subject(id, i);
                 return;
             }
         }
@@ -195,6 +366,15 @@ impl MsgIndex {
             // Sealed: it grows no more.
             prev.slots.shrink_to_fit();
         }
+        let mut subjs = IdMap::default();
+        subjs.insert(
+            id,
+            Sum {
+                first: 0,
+                last: 0,
+                count: 1,
+            },
+        );
         self.runs.insert(
             seq,
             Run {
@@ -202,6 +382,7 @@ impl MsgIndex {
                 head: 0,
                 live: 1,
                 slots: vec![slot],
+                subjs,
             },
         );
     }
@@ -232,6 +413,8 @@ impl MsgIndex {
         }
         run.slots[i] = EMPTY;
         run.live -= 1;
+        let id = slot_id(&slot);
+        run.drop_subject(id, i);
         let seg = run.seg;
         if run.live == 0 {
             self.runs.remove(&first);
@@ -245,14 +428,191 @@ impl MsgIndex {
                     run.slots.drain(..cut);
                     run.slots.shrink_to_fit();
                     run.head = 0;
+                    let c = cut as u32;
+                    for s in run.subjs.values_mut() {
+                        s.first = s.first.saturating_sub(c);
+                        s.last = s.last.saturating_sub(c);
+                    }
                     self.runs.insert(first + cut as u64, run);
                 }
             }
         }
         self.len -= 1;
         let e = self.entry(seg, &slot);
-        self.subjects.release(slot.subj & !HAS_HDR);
+        self.release(id, seq);
         Some(e)
+    }
+
+    /// One message of subject `id`, at `seq`, has left the index: its
+    /// count drops and, when it was the first or the last, the next one
+    /// in is found.
+    fn release(&mut self, id: u32, seq: u64) {
+        let Some(mut p) = self.subjects.psi(id) else {
+            return;
+        };
+        if p.count <= 1 {
+            self.subjects.forget(id);
+            return;
+        }
+        p.count -= 1;
+        if p.count == 1 {
+            if seq == p.first {
+                p.first = p.last;
+            } else if seq == p.last {
+                p.last = p.first;
+            }
+        } else {
+            if seq == p.first {
+                p.first = self.next_of(id, seq + 1, u64::MAX).unwrap_or(p.last);
+            }
+            if seq == p.last {
+                p.last = self.prev_of(id, seq - 1).unwrap_or(p.first);
+            }
+        }
+        self.subjects.set_psi(p);
+    }
+
+    /// The run holding `from` (if any) and every later run, with their
+    /// first sequence.
+    fn runs_from(&self, from: u64) -> impl Iterator<Item = (u64, &Run)> + '_ {
+        let before = self
+            .runs
+            .range(..=from)
+            .next_back()
+            .filter(|(first, run)| **first + run.slots.len() as u64 > from);
+        let after = self.runs.range((Bound::Excluded(from), Bound::Unbounded));
+        before.into_iter().chain(after).map(|(&k, run)| (k, run))
+    }
+
+    /// The lowest sequence of subject `id` in `from..=limit`.
+    fn next_of(&self, id: u32, from: u64, limit: u64) -> Option<u64> {
+        for (first, run) in self.runs_from(from) {
+            if first > limit {
+                break;
+            }
+            let span = run.span_of(id, from.saturating_sub(first) as usize);
+            let lo = span.start;
+            if let Some(i) = run.slots[span]
+                .iter()
+                .position(|s| s.len != 0 && slot_id(s) == id)
+            {
+                let seq = first + (lo + i) as u64;
+                return (seq <= limit).then_some(seq);
+            }
+        }
+        None
+    }
+
+    /// The highest sequence of subject `id` that is `<= upto`.
+    fn prev_of(&self, id: u32, upto: u64) -> Option<u64> {
+        for (&first, run) in self.runs.range(..=upto).rev() {
+            let mut span = run.span_of(id, 0);
+            span.end = span.end.min((upto - first) as usize + 1);
+            if span.start >= span.end {
+                continue;
+            }
+            let lo = span.start;
+            if let Some(i) = run.slots[span]
+                .iter()
+                .rposition(|s| s.len != 0 && slot_id(s) == id)
+            {
+                return Some(first + (lo + i) as u64);
+            }
+        }
+        None
+    }
+
+    /// Messages of subject `p` from `start` on.
+    fn count_of_from(&self, p: &Psi, start: u64) -> u64 {
+        if start <= p.first {
+            return p.count;
+        }
+        if start > p.last {
+            return 0;
+        }
+        let mut n = 0;
+        for (first, run) in self.runs_from(start) {
+            if first > p.last {
+                break;
+            }
+            if first >= start {
+                n += run.subjs.get(&p.id).map_or(0, |s| u64::from(s.count));
+                continue;
+            }
+            let span = run.span_of(p.id, (start - first) as usize);
+            n += run.slots[span]
+                .iter()
+                .filter(|s| s.len != 0 && slot_id(s) == p.id)
+                .count() as u64;
+        }
+        n
+    }
+
+    /// The lowest sequence in `start..=limit` on a subject in `set`.
+    fn first_in_set_from(&self, start: u64, limit: u64, set: &[bool]) -> Option<u64> {
+        for (first, run) in self.runs_from(start) {
+            if first > limit {
+                break;
+            }
+            if !run.holds_any(set) {
+                continue;
+            }
+            let lo = (start.saturating_sub(first) as usize).max(run.head);
+            if let Some(i) = run.slots[lo..]
+                .iter()
+                .position(|s| s.len != 0 && in_set(set, slot_id(s)))
+            {
+                let seq = first + (lo + i) as u64;
+                return (seq <= limit).then_some(seq);
+            }
+        }
+        None
+    }
+
+    /// Messages from `start` on whose subject is in `set`.
+    fn count_in_set_from(&self, start: u64, set: &[bool]) -> u64 {
+        let mut n = 0;
+        for (first, run) in self.runs_from(start) {
+            if first >= start {
+                n += run
+                    .subjs
+                    .iter()
+                    .filter(|(id, _)| in_set(set, **id))
+                    .map(|(_, s)| u64::from(s.count))
+                    .sum::<u64>();
+                continue;
+            }
+            let lo = (start - first) as usize;
+            n += run.slots[lo.max(run.head)..]
+                .iter()
+                .filter(|s| s.len != 0 && in_set(set, slot_id(s)))
+                .count() as u64;
+        }
+        n
+    }
+
+    /// Every sequence on a subject in `set`, ascending, from `from` to
+    /// `to`.
+    fn seqs_in_set(&self, set: &[bool], from: u64, to: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (first, run) in self.runs_from(from) {
+            if first > to {
+                break;
+            }
+            if !run.holds_any(set) {
+                continue;
+            }
+            let lo = (from.saturating_sub(first) as usize).max(run.head);
+            out.extend(
+                run.slots[lo..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.len != 0 && in_set(set, slot_id(s)))
+                    .map(|(i, _)| first + (lo + i) as u64)
+                    .take_while(|seq| *seq <= to),
+            );
+        }
+        out
     }
 
     /// The lowest indexed sequence and its timestamp.
@@ -387,8 +747,151 @@ impl MsgIndex {
     }
 }
 
+impl SubjectQueries for MsgIndex {
+    fn first_from(&self, start: u64, filter: &SubjectFilter) -> Option<u64> {
+        let mut best: Option<u64> = None;
+        let mut straddle = Vec::new();
+        for (name, p) in &self.subjects.ids {
+            if p.last < start || !filter.matches(name) {
+                continue;
+            }
+            if p.first >= start {
+                best = Some(best.map_or(p.first, |b| b.min(p.first)));
+            } else {
+                straddle.push(p.id);
+            }
+        }
+        if straddle.len() <= PER_SUBJECT_WALKS {
+            for id in straddle {
+                if let Some(seq) = self.next_of(id, start, best.unwrap_or(u64::MAX)) {
+                    best = Some(best.map_or(seq, |b| b.min(seq)));
+                }
+            }
+        } else {
+            let mut set = vec![false; self.subjects.names.len()];
+            for id in straddle {
+                set[id as usize] = true;
+            }
+            if let Some(seq) = self.first_in_set_from(start, best.unwrap_or(u64::MAX), &set) {
+                best = Some(best.map_or(seq, |b| b.min(seq)));
+            }
+        }
+        best
+    }
+
+    fn last_of(&self, subject: &str) -> Option<u64> {
+        self.subjects.ids.get(subject).map(|p| p.last)
+    }
+
+    fn first_of(&self, subject: &str) -> Option<u64> {
+        self.subjects.ids.get(subject).map(|p| p.first)
+    }
+
+    fn count(&self, subject: &str) -> u64 {
+        self.subjects.ids.get(subject).map_or(0, |p| p.count)
+    }
+
+    fn seqs(&self, subject: &str) -> Vec<u64> {
+        let Some(p) = self.subjects.ids.get(subject) else {
+            return Vec::new();
+        };
+        let mut set = vec![false; self.subjects.names.len()];
+        set[p.id as usize] = true;
+        self.seqs_in_set(&set, p.first, p.last)
+    }
+
+    fn counts(&self, filter: &str) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .subjects
+            .ids
+            .iter()
+            .filter(|(s, _)| filter.is_empty() || subject::matches(filter, s))
+            .map(|(s, p)| (s.to_string(), p.count))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn last_per_subject(&self, filter: &SubjectFilter) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .subjects
+            .ids
+            .iter()
+            .filter(|(s, _)| filter.matches(s))
+            .map(|(_, p)| p.last)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn pending_from(&self, start: u64, filter: &SubjectFilter) -> u64 {
+        let mut n = 0;
+        let mut straddle = Vec::new();
+        for (name, p) in &self.subjects.ids {
+            if p.last < start || !filter.matches(name) {
+                continue;
+            }
+            if p.first >= start {
+                n += p.count;
+            } else {
+                straddle.push(*p);
+            }
+        }
+        if straddle.len() <= PER_SUBJECT_WALKS {
+            n + straddle
+                .iter()
+                .map(|p| self.count_of_from(p, start))
+                .sum::<u64>()
+        } else {
+            let mut set = vec![false; self.subjects.names.len()];
+            for p in straddle {
+                set[p.id as usize] = true;
+            }
+            n + self.count_in_set_from(start, &set)
+        }
+    }
+
+    fn num_subjects(&self) -> u64 {
+        self.subjects.ids.len() as u64
+    }
+
+    fn seqs_matching(&self, filter: &str) -> Vec<u64> {
+        let (set, found) = self.subjects.matching(|s| subject::matches(filter, s));
+        let (Some(from), Some(to)) = (
+            found.iter().map(|p| p.first).min(),
+            found.iter().map(|p| p.last).max(),
+        ) else {
+            return Vec::new();
+        };
+        self.seqs_in_set(&set, from, to)
+    }
+
+    fn up_to_per_subject(&self, bound: u64) -> Vec<(Arc<str>, Vec<u64>)> {
+        let mut by_id: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (first, run) in self.runs_from(0) {
+            if first > bound {
+                break;
+            }
+            for (i, s) in run.slots.iter().enumerate().skip(run.head) {
+                let seq = first + i as u64;
+                if seq > bound {
+                    break;
+                }
+                if s.len != 0 {
+                    by_id.entry(slot_id(s)).or_default().push(seq);
+                }
+            }
+        }
+        by_id
+            .into_iter()
+            .map(|(id, seqs)| (self.subjects.name(id), seqs))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::super::subjects::SubjectIndex;
     use super::*;
 
     fn entry(seg: u64, seq: u64, subject: &Arc<str>, hdr: bool) -> Entry {
@@ -410,10 +913,25 @@ mod tests {
 
     /// Random inserts (mostly appends, sometimes gaps, new segments and
     /// re-inserts) and removals, checked against a plain map after every
-    /// step: every query the store asks agrees.
+    /// step: every query the store asks agrees, the per-subject ones (first,
+    /// last, count, next from a position, pending, purge sets) with the
+    /// memory store's per-subject sequence sets.
     #[test]
     fn the_compact_index_answers_as_a_map_would() {
-        let subjects: Vec<Arc<str>> = ["a", "b.c", "dd"].iter().map(|s| Arc::from(*s)).collect();
+        let subjects: Vec<Arc<str>> = [
+            "a", "b.c", "dd", "b.e", "f.g.h", "k.1", "k.2", "k.3", "k.4", "k.5", "k.6", "k.7",
+            "k.8", "k.9", "k.10",
+        ]
+        .iter()
+        .map(|s| Arc::from(*s))
+        .collect();
+        let filters: Vec<SubjectFilter> = vec![
+            SubjectFilter::All,
+            SubjectFilter::Any(vec!["a".into()]),
+            SubjectFilter::Any(vec!["b.*".into()]),
+            SubjectFilter::Any(vec!["k.*".into(), "dd".into()]),
+            SubjectFilter::Any(vec![">".into()]),
+        ];
         for seed in 0..40u64 {
             let mut rng = seed
                 .wrapping_mul(6364136223846793005)
@@ -426,6 +944,8 @@ mod tests {
             };
             let mut idx = MsgIndex::default();
             let mut map: BTreeMap<u64, Entry> = BTreeMap::new();
+            let mut sets = SubjectIndex::default();
+            let n_subj = 1 + (seed % subjects.len() as u64);
             let mut seq = 1u64;
             let mut seg = 1u64;
             for _ in 0..3_000 {
@@ -436,8 +956,14 @@ mod tests {
                             1 => seg = seq,
                             _ => {}
                         }
-                        let e = entry(seg, seq, &subjects[(next() % 3) as usize], next() % 2 == 0);
+                        let e = entry(
+                            seg,
+                            seq,
+                            &subjects[(next() % n_subj) as usize],
+                            next() % 2 == 0,
+                        );
                         idx.insert(seq, &e);
+                        sets.entry(Arc::clone(&e.subject)).or_default().insert(seq);
                         map.insert(seq, e);
                         seq += 1;
                     }
@@ -450,6 +976,7 @@ mod tests {
                             keys[(next() % keys.len() as u64) as usize]
                         };
                         let got = idx.remove(victim).expect("present");
+                        unset(&mut sets, &got.subject, victim);
                         assert!(same(&got, &map.remove(&victim).expect("in map")));
                         assert!(idx.remove(victim).is_none());
                     }
@@ -459,6 +986,8 @@ mod tests {
                         let k = keys[(next() % keys.len() as u64) as usize];
                         let e = entry(map[&k].seg, k, &subjects[0], false);
                         idx.insert(k, &e);
+                        unset(&mut sets, &map[&k].subject, k);
+                        sets.entry(Arc::clone(&e.subject)).or_default().insert(k);
                         map.insert(k, e);
                     }
                     _ => {}
@@ -482,7 +1011,18 @@ mod tests {
                     idx.gaps(first, seq, 64),
                     crate::jetstream::store::gaps(&map, first, seq, 64)
                 );
+                if next() % 64 == 0 {
+                    same_subject_answers(&idx, &sets, probe, &subjects, &filters);
+                }
             }
+            for probe in [0, seq / 3, seq / 2, seq] {
+                same_subject_answers(&idx, &sets, probe, &subjects, &filters);
+            }
+            let mut a = idx.up_to_per_subject(seq / 2);
+            let mut b = sets.up_to_per_subject(seq / 2);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
             let listed: Vec<(u64, u64, i64)> = idx.iter_from(0).collect();
             let want: Vec<(u64, u64, i64)> = map.iter().map(|(k, e)| (*k, e.seg, e.ts)).collect();
             assert_eq!(listed, want);
@@ -491,6 +1031,50 @@ mod tests {
                 *per_seg.entry(e.seg).or_insert(0u64) += 1;
             }
             assert_eq!(idx.live_per_segment(), per_seg);
+        }
+    }
+
+    fn unset(sets: &mut SubjectIndex, subject: &Arc<str>, seq: u64) {
+        if let Some(s) = sets.get_mut(subject) {
+            s.remove(&seq);
+            if s.is_empty() {
+                sets.remove(subject);
+            }
+        }
+    }
+
+    fn same_subject_answers(
+        idx: &MsgIndex,
+        sets: &SubjectIndex,
+        probe: u64,
+        subjects: &[Arc<str>],
+        filters: &[SubjectFilter],
+    ) {
+        assert_eq!(idx.num_subjects(), sets.num_subjects());
+        for s in subjects {
+            assert_eq!(idx.first_of(s), sets.first_of(s), "first of {s}");
+            assert_eq!(idx.last_of(s), sets.last_of(s), "last of {s}");
+            assert_eq!(idx.count(s), sets.count(s), "count of {s}");
+        }
+        let s = &subjects[(probe % subjects.len() as u64) as usize];
+        assert_eq!(idx.seqs(s), sets.seqs(s), "seqs of {s}");
+        for f in filters {
+            assert_eq!(
+                idx.first_from(probe, f),
+                sets.first_from(probe, f),
+                "{f:?} from {probe}"
+            );
+            assert_eq!(
+                idx.pending_from(probe, f),
+                sets.pending_from(probe, f),
+                "{f:?} from {probe}"
+            );
+            assert_eq!(idx.last_per_subject(f), sets.last_per_subject(f));
+        }
+        for f in ["b.*", "k.*", "a", ">", "nothing"] {
+            assert_eq!(idx.seqs_matching(f), sets.seqs_matching(f), "{f}");
+            assert_eq!(idx.last_matching(f), sets.last_matching(f), "{f}");
+            assert_eq!(idx.counts(f), sets.counts(f), "{f}");
         }
     }
 
@@ -522,6 +1106,16 @@ mod tests {
         let run = idx.runs.values().next().expect("one run");
         assert!(run.slots.len() < 5_000, "{} slots kept", run.slots.len());
         assert_eq!(idx.first().map(|(s, _)| s), Some(9_001));
+        assert_eq!(
+            idx.first_of("a"),
+            Some(9_001),
+            "the subject's first moved with the cut"
+        );
+        assert_eq!(
+            idx.pending_from(9_500, &SubjectFilter::Any(vec!["a".into()])),
+            501
+        );
+        assert_eq!(idx.seqs("a").len(), 1_000);
         assert_eq!(idx.count_from(0), 1_000);
         assert!(idx.gaps(9_001, 10_000, 10).is_empty());
     }

@@ -381,9 +381,8 @@ impl StreamInner {
             // (at open, usually long gone: then nothing is written).
             if self
                 .store
-                .subject_seqs(scheduler)
-                .first()
-                .is_some_and(|&first| first < seq)
+                .first_seq_of_subject(scheduler)
+                .is_some_and(|first| first < seq)
             {
                 let _ = self.store.purge(&Purge {
                     filter: Some(scheduler.to_owned()),
