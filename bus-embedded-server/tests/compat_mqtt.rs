@@ -9,9 +9,8 @@
 //! `tests/clients/python/requirements.txt`); when they are missing the
 //! script exits 3 and the test fails, it never skips.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod py_scenarios;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bus_embedded_server::cli::Cli;
@@ -37,12 +36,6 @@ no_auth_user: alice
 /// The QoS 1 settings of the script's servers (its redelivery and
 /// flow-control scenarios count on them).
 const QOS1_KEYS: &str = "ack_wait: \"2s\", max_ack_pending: 2";
-
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/mqtt.py")
-}
 
 /// Ours from a configuration file (as the binary reads it), with a
 /// JetStream store in `dir`.
@@ -74,69 +67,13 @@ async fn reference(mqtt_port: u16) -> NatsServer {
 /// Runs the paho script against `mqtt_port` / `nats_url` and asserts every
 /// scenario passed.
 async fn run_script(mqtt_port: u16, nats_url: String, server: &'static str) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script())
-        .arg(mqtt_port.to_string())
-        .arg(&nats_url)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("spawn python3 (install Python 3)");
-        let mut out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
-        let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break Some(s);
-            }
-            if started.elapsed() > SCRIPT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        (
-            status,
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
-    })
-    .await
-    .expect("script runner");
-    let (status, stdout, stderr) = run;
-    let report = format!(
-        "paho-mqtt against {server} (mqtt port {mqtt_port}, {nats_url})\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}"
-    );
-    let status = status.unwrap_or_else(|| panic!("timed out and was killed\n{report}"));
-    assert_ne!(
-        status.code(),
-        Some(3),
-        "paho-mqtt or nats-py is not installed: run `bash scripts/test.sh` \
-         (pip install -r tests/clients/python/requirements.txt)\n{report}"
-    );
-    assert!(status.success(), "exited with {status}\n{report}");
-    assert!(
-        stdout
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .ends_with(" 0 failed"),
-        "{report}"
-    );
+    py_scenarios::run(
+        py_scenarios::script("mqtt.py"),
+        vec![mqtt_port.to_string(), nats_url.clone()],
+        vec![],
+        format!("(paho-mqtt) against {server} (mqtt port {mqtt_port}, {nats_url})"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@
 
 mod operator_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod py_scenarios;
+use std::path::Path;
 use std::time::Duration;
 
 use bus_embedded_server::cli::Cli;
@@ -21,10 +21,6 @@ use nats_test_server::{NatsServer, ServerOptions, free_port};
 use nkeys::KeyPair;
 use operator_support::{Operator, now, open_limits, user, user_with_key};
 use serde_json::json;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/mqtt_operator.py")
-}
 
 /// The operator-mode configuration (one account with JetStream) and the
 /// user JWTs the script's `operator` mode names.
@@ -107,38 +103,13 @@ async fn ours(dir: &Path, top: &str) -> ServerHandle {
 }
 
 async fn run_script(mode: &str, mqtt_port: u16, jwts: &serde_json::Value, server: &str) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script())
-        .arg(mode)
-        .arg(mqtt_port.to_string())
-        .env("MQTT_JWTS", jwts.to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("script runner")
-        .expect("spawn python3 (install Python 3)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = format!(
-        "mode {mode} against {server} (mqtt port {mqtt_port})\n--- stdout ---\n{stdout}--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(3),
-        "paho-mqtt is not installed: run `bash scripts/test.sh`\n{report}"
-    );
-    assert!(out.status.success(), "exited with {}\n{report}", out.status);
-    assert!(
-        stdout
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .ends_with(" 0 failed")
-            && !stdout.starts_with("0 passed"),
-        "{report}"
-    );
+    py_scenarios::run(
+        py_scenarios::script("mqtt_operator.py"),
+        vec![mode.to_string(), mqtt_port.to_string()],
+        vec![("MQTT_JWTS", jwts.to_string())],
+        format!("mode {mode} against {server} (mqtt port {mqtt_port})"),
+    )
+    .await;
 }
 
 async fn on_ours(mode: &str) {

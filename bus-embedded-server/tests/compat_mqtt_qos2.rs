@@ -10,17 +10,13 @@
 //! paho-mqtt is installed by `scripts/test.sh`; when it is missing the
 //! script exits 3 and the test fails, it never skips.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod py_scenarios;
+use std::path::Path;
 use std::time::Duration;
 
 use bus_embedded_server::cli::Cli;
 use bus_embedded_server::{ServerConfig, ServerHandle, options, start};
 use nats_test_server::{NatsServer, ServerOptions, free_port};
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/mqtt_qos2.py")
-}
 
 /// The `mqtt { }` keys (besides the port) of a script mode.
 fn keys(mode: &str) -> &'static str {
@@ -47,38 +43,17 @@ async fn ours(dir: &Path, mqtt_keys: &str) -> ServerHandle {
 }
 
 async fn run_script(mode: &str, mqtt_port: u16, nats_url: &str, server: &str) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script())
-        .arg(mode)
-        .arg(mqtt_port.to_string())
-        .arg(nats_url)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("script runner")
-        .expect("spawn python3 (install Python 3)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = format!(
-        "mode {mode} against {server} (mqtt port {mqtt_port})\n--- stdout ---\n{stdout}--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(3),
-        "paho-mqtt is not installed: run `bash scripts/test.sh`\n{report}"
-    );
-    assert!(out.status.success(), "exited with {}\n{report}", out.status);
-    assert!(
-        stdout
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .ends_with(" 0 failed")
-            && !stdout.starts_with("0 passed"),
-        "{report}"
-    );
+    py_scenarios::run(
+        py_scenarios::script("mqtt_qos2.py"),
+        vec![
+            mode.to_string(),
+            mqtt_port.to_string(),
+            nats_url.to_string(),
+        ],
+        vec![],
+        format!("mode {mode} against {server} (mqtt port {mqtt_port})"),
+    )
+    .await;
 }
 
 async fn on_ours(mode: &str) {

@@ -9,7 +9,8 @@
 //! paho-mqtt and nats-py are installed by `scripts/test.sh`; when they
 //! are missing the script exits 3 and the test fails, it never skips.
 
-use std::path::{Path, PathBuf};
+mod py_scenarios;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,10 +18,6 @@ use bus_embedded_server::cli::Cli;
 use bus_embedded_server::{ServerConfig, ServerHandle, options, start};
 use nats_test_server::tls::TestPki;
 use nats_test_server::{NatsServer, ServerOptions, free_port};
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/mqtt_tls_auth.py")
-}
 
 /// The users of the `noauth` mode (see the script's header).
 const USERS: &str = r#"
@@ -92,39 +89,18 @@ async fn reference(top: &str, mqtt_port: u16, mqtt_keys: &str) -> NatsServer {
 /// Runs the script's `mode` against `mqtt_port` / `nats_url` and asserts
 /// every scenario passed.
 async fn run_script(mode: &str, mqtt_port: u16, nats_url: String, pki: &Path, server: &str) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script())
-        .arg(mode)
-        .arg(mqtt_port.to_string())
-        .arg(&nats_url)
-        .arg(pki)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("script runner")
-        .expect("spawn python3 (install Python 3)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = format!(
-        "mode {mode} against {server} (mqtt port {mqtt_port}, {nats_url})\n--- stdout ---\n{stdout}--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(3),
-        "paho-mqtt or nats-py is not installed: run `bash scripts/test.sh`\n{report}"
-    );
-    assert!(out.status.success(), "exited with {}\n{report}", out.status);
-    assert!(
-        stdout
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .ends_with(" 0 failed")
-            && !stdout.starts_with("0 passed"),
-        "{report}"
-    );
+    py_scenarios::run(
+        py_scenarios::script("mqtt_tls_auth.py"),
+        vec![
+            mode.to_string(),
+            mqtt_port.to_string(),
+            nats_url.clone(),
+            pki.display().to_string(),
+        ],
+        vec![],
+        format!("mode {mode} against {server} (mqtt port {mqtt_port}, {nats_url})"),
+    )
+    .await;
 }
 
 async fn on_ours(mode: &str) {

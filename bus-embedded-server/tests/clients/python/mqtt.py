@@ -63,8 +63,8 @@ import struct
 import sys
 import threading
 import time
-import traceback
 import uuid
+from mqtt_support import mqtt_str, packet, recv_exact, run_scenarios, wait_for
 
 try:
     import paho.mqtt.client as mqtt
@@ -157,35 +157,11 @@ class Client:
         self.c.loop_stop()
 
 
-def wait_for(cond, what, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def settle():
     time.sleep(0.3)
 
 
 # Raw MQTT packets for the scenarios paho hides (abrupt closes, silence).
-def mqtt_str(s):
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def packet(first, body):
-    n, enc = len(body), b""
-    while True:
-        d, n = n % 128, n // 128
-        enc += bytes([d | (0x80 if n else 0)])
-        if not n:
-            break
-    return bytes([first]) + enc + body
-
-
 def raw_connect(cid, keepalive, will=None, user=None, pw=None, will_qos=0, will_retain=False):
     flags = 0x02
     payload = mqtt_str(cid)
@@ -204,16 +180,6 @@ def raw_connect(cid, keepalive, will=None, user=None, pw=None, will_qos=0, will_
     ack = recv_exact(s, 4)
     assert ack[0] == 0x20 and ack[3] == 0, f"CONNACK {ack!r}"
     return s
-
-
-def recv_exact(s, n):
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise AssertionError(f"connection closed after {out!r}")
-        out += chunk
-    return out
 
 
 async def nats_sub(subject):
@@ -1134,30 +1100,7 @@ SCENARIOS = [
 
 def main():
     only = sys.argv[3] if len(sys.argv) > 3 else ""
-    passed = failed = 0
-    for scenario in SCENARIOS:
-        if only and only not in scenario.__name__:
-            continue
-        result = {}
-
-        def body():
-            try:
-                scenario()
-                result["ok"] = True
-            except BaseException as e:  # noqa: BLE001
-                result["err"] = f"{e!r}\n{traceback.format_exc()}"
-
-        t = threading.Thread(target=body, daemon=True)
-        t.start()
-        t.join(20)
-        if result.get("ok"):
-            passed += 1
-            print(f"ok {scenario.__name__}")
-        else:
-            failed += 1
-            print(f"FAIL {scenario.__name__}: {result.get('err', 'timed out')}")
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(0 if failed == 0 else 1)
+    run_scenarios(SCENARIOS, lambda name: only in name, timeout=20)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ import socket
 import sys
 import threading
 import time
-import traceback
 import uuid
+from mqtt_support import run_scenarios, wait_for
 
 try:
     import paho.mqtt.client as mqtt
@@ -114,15 +114,6 @@ class Client:
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def wait_for(cond, what, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def raw_connect(user, pw):
@@ -344,28 +335,7 @@ SCENARIOS = {
 
 
 def main():
-    passed = failed = 0
-    for scenario in SCENARIOS[MODE]:
-        result = {}
-
-        def body():
-            try:
-                scenario()
-                result["ok"] = True
-            except BaseException as e:  # noqa: BLE001
-                result["err"] = f"{e!r}\n{traceback.format_exc()}"
-
-        t = threading.Thread(target=body, daemon=True)
-        t.start()
-        t.join(20)
-        if result.get("ok"):
-            passed += 1
-            print(f"ok {scenario.__name__}")
-        else:
-            failed += 1
-            print(f"FAIL {scenario.__name__}: {result.get('err', 'timed out')}")
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(0 if failed == 0 else 1)
+    run_scenarios(SCENARIOS[MODE], timeout=20)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ import struct
 import sys
 import threading
 import time
-import traceback
 import uuid
+from mqtt_support import mqtt_str, packet, recv_exact, run_scenarios, wait_for
 
 try:
     import paho.mqtt.client as mqtt
@@ -46,31 +46,6 @@ MODE = sys.argv[1]
 PORT = int(sys.argv[2])
 NATS_URL = sys.argv[3]
 HOST = "127.0.0.1"
-
-
-def mqtt_str(s):
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def packet(first, body):
-    n, enc = len(body), b""
-    while True:
-        d, n = n % 128, n // 128
-        enc += bytes([d | (0x80 if n else 0)])
-        if not n:
-            break
-    return bytes([first]) + enc + body
-
-
-def recv_exact(s, n):
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise AssertionError(f"connection closed after {out!r}")
-        out += chunk
-    return out
 
 
 def raw_connect(cid, clean=True, will=None, will_qos=0, expect=0):
@@ -190,15 +165,6 @@ class Client:
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def wait_for(cond, what, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cid(prefix):
@@ -437,31 +403,8 @@ SCENARIOS = {
 
 
 def main():
-    passed = failed = 0
     only = sys.argv[4:]
-    for scenario in SCENARIOS[MODE]:
-        if only and scenario.__name__ not in only:
-            continue
-        result = {}
-
-        def body():
-            try:
-                scenario()
-                result["ok"] = True
-            except BaseException as e:  # noqa: BLE001
-                result["err"] = f"{e!r}\n{traceback.format_exc()}"
-
-        t = threading.Thread(target=body, daemon=True)
-        t.start()
-        t.join(30)
-        if result.get("ok"):
-            passed += 1
-            print(f"ok {scenario.__name__}")
-        else:
-            failed += 1
-            print(f"FAIL {scenario.__name__}: {result.get('err', 'timed out')}")
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(0 if failed == 0 else 1)
+    run_scenarios(SCENARIOS[MODE], lambda name: not only or name in only)
 
 
 if __name__ == "__main__":
