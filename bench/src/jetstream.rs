@@ -256,16 +256,22 @@ async fn js_pub(
     ))
 }
 
-/// js-pub-sync: each publish waits for its acknowledgement before the next.
-async fn js_pub_sync(
-    js: &Context,
-    name: &str,
-    subject: &str,
-    payload: &Bytes,
+/// The latency workloads' loop: [`REQREP_WARMUP`] untimed rounds of
+/// `op(i)`, then `requests` timed ones, one at a time (each awaits the
+/// last), until [`REQREP_DEADLINE`]; a round counts when `op` returns
+/// `Ok`. `what` is the verb of the shortfall warning ("acknowledged").
+async fn one_at_a_time<F, Fut>(
+    workload: Workload,
+    size: usize,
     requests: u64,
     marks: MarksMut<'_>,
-) -> Result<Latency> {
-    create_stream(js, name, subject).await?;
+    what: &str,
+    mut op: F,
+) -> Result<Latency>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = std::result::Result<(), String>>,
+{
     let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)?;
     let mut completed = 0;
     let mut first_error = None;
@@ -278,12 +284,7 @@ async fn js_pub_sync(
             marks.start();
         }
         let start = Instant::now();
-        let result = async {
-            let ack = js.publish(subject.to_string(), payload.clone()).await?;
-            ack.await?;
-            Ok::<_, crate::Error>(())
-        }
-        .await;
+        let result = op(i).await;
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if i < REQREP_WARMUP {
             continue;
@@ -294,27 +295,55 @@ async fn js_pub_sync(
                 completed += 1;
             }
             Err(err) => {
-                first_error.get_or_insert_with(|| err.to_string());
+                first_error.get_or_insert(err);
             }
         }
     }
     marks.end();
     if completed < requests {
         eprintln!(
-            "warning: js-pub-sync: {completed} of {requests} acknowledged{}",
+            "warning: {}: {completed} of {requests} {what}{}",
+            workload.name(),
             first_error
                 .map(|err| format!(", first error: {err}"))
                 .unwrap_or_else(|| format!(", the rest not done within {REQREP_DEADLINE:?}"))
         );
     }
     Ok(Latency {
-        workload: Workload::JsPubSync,
-        size: payload.len(),
+        workload,
+        size,
         requests,
         completed,
         failed: requests - completed,
         percentiles: summarize(&histogram),
     })
+}
+
+/// js-pub-sync: each publish waits for its acknowledgement before the next.
+async fn js_pub_sync(
+    js: &Context,
+    name: &str,
+    subject: &str,
+    payload: &Bytes,
+    requests: u64,
+    marks: MarksMut<'_>,
+) -> Result<Latency> {
+    create_stream(js, name, subject).await?;
+    one_at_a_time(
+        Workload::JsPubSync,
+        payload.len(),
+        requests,
+        marks,
+        "acknowledged",
+        |_| async {
+            let ack = js
+                .publish(subject.to_string(), payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map(|_| ()).map_err(|e| e.to_string())
+        },
+    )
+    .await
 }
 
 /// js-fetch, js-fetch-ack, js-ordered and js-push: publish `msgs` messages (untimed),
@@ -556,50 +585,18 @@ async fn kv_put_sync(
     marks: MarksMut<'_>,
 ) -> Result<Latency> {
     let store = create_bucket(js, name).await?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)?;
-    let mut completed = 0;
-    let mut first_error = None;
-    let deadline = Instant::now() + REQREP_DEADLINE;
-    for i in 0..REQREP_WARMUP + requests {
-        if Instant::now() >= deadline {
-            break;
-        }
-        if i == REQREP_WARMUP {
-            marks.start();
-        }
-        let start = Instant::now();
-        let result = store.put(key(i), payload.clone()).await;
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if i < REQREP_WARMUP {
-            continue;
-        }
-        match result {
-            Ok(_) => {
-                histogram.saturating_record(nanos.max(1));
-                completed += 1;
-            }
-            Err(err) => {
-                first_error.get_or_insert_with(|| err.to_string());
-            }
-        }
-    }
-    marks.end();
-    if completed < requests {
-        eprintln!(
-            "warning: kv-put-sync: {completed} of {requests} acknowledged{}",
-            first_error
-                .map(|err| format!(", first error: {err}"))
-                .unwrap_or_else(|| format!(", the rest not done within {REQREP_DEADLINE:?}"))
-        );
-    }
-    Ok(Latency {
-        workload: Workload::KvPutSync,
-        size: payload.len(),
+    one_at_a_time(
+        Workload::KvPutSync,
+        payload.len(),
         requests,
-        completed,
-        failed: requests - completed,
-        percentiles: summarize(&histogram),
-    })
+        marks,
+        "acknowledged",
+        |i| {
+            let put = store.put(key(i), payload.clone());
+            async move { put.await.map(|_| ()).map_err(|e| e.to_string()) }
+        },
+    )
+    .await
 }
 
 /// kv-get: [`KV_KEYS`] keys put (untimed), then `requests` gets one at a
@@ -616,58 +613,29 @@ async fn kv_get(
     if let Some(why) = published.shortfall(KV_KEYS) {
         return Err(format!("putting the keys: {why}").into());
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)?;
-    let mut completed = 0;
-    let mut first_error = None;
-    let deadline = Instant::now() + REQREP_DEADLINE;
-    for i in 0..REQREP_WARMUP + requests {
-        if Instant::now() >= deadline {
-            break;
-        }
-        if i == REQREP_WARMUP {
-            marks.start();
-        }
-        let start = Instant::now();
-        let result = store.get(key(i)).await;
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if i < REQREP_WARMUP {
-            continue;
-        }
-        match result {
-            Ok(Some(value)) if value.len() == payload.len() => {
-                histogram.saturating_record(nanos.max(1));
-                completed += 1;
-            }
-            Ok(Some(value)) => {
-                first_error.get_or_insert_with(|| {
-                    format!("{} bytes instead of {}", value.len(), payload.len())
-                });
-            }
-            Ok(None) => {
-                first_error.get_or_insert_with(|| format!("key {} not found", key(i)));
-            }
-            Err(err) => {
-                first_error.get_or_insert_with(|| err.to_string());
-            }
-        }
-    }
-    marks.end();
-    if completed < requests {
-        eprintln!(
-            "warning: kv-get: {completed} of {requests} succeeded{}",
-            first_error
-                .map(|err| format!(", first error: {err}"))
-                .unwrap_or_else(|| format!(", the rest not done within {REQREP_DEADLINE:?}"))
-        );
-    }
-    Ok(Latency {
-        workload: Workload::KvGet,
-        size: payload.len(),
+    one_at_a_time(
+        Workload::KvGet,
+        payload.len(),
         requests,
-        completed,
-        failed: requests - completed,
-        percentiles: summarize(&histogram),
-    })
+        marks,
+        "succeeded",
+        |i| {
+            let get = store.get(key(i));
+            async move {
+                match get.await {
+                    Ok(Some(value)) if value.len() == payload.len() => Ok(()),
+                    Ok(Some(value)) => Err(format!(
+                        "{} bytes instead of {}",
+                        value.len(),
+                        payload.len()
+                    )),
+                    Ok(None) => Err(format!("key {} not found", key(i))),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -289,6 +289,35 @@ impl Jsa {
         sub
     }
 
+    /// Subscribes `client` (as `sid`) to `deliver`, makes the durable
+    /// `consumer` of `stream` from `config` if the store no longer has it
+    /// (the subscription is taken back if that fails), and wakes the
+    /// consumer, which waits for a subscriber.
+    fn bind_consumer(
+        &self,
+        client: &Arc<Client>,
+        (stream, stream_name): (&Arc<Stream>, &str),
+        consumer: &str,
+        deliver: &str,
+        sid: u64,
+        config: &serde_json::Value,
+    ) -> Result<Arc<Subscription<Client>>, JsaError> {
+        let sub = self.bind(client, deliver, sid);
+        if stream.consumer(consumer).is_none()
+            && let Err(e) = crate::jetstream::api::ensure_consumer(
+                &self.js,
+                stream_name,
+                consumer,
+                config.to_string().as_bytes(),
+            )
+        {
+            self.account.sublist.remove(&sub);
+            return Err(e.into());
+        }
+        self.js.subscribed(deliver);
+        Ok(sub)
+    }
+
     /// Binds a resumed session's QoS 1 subscription again to its durable
     /// consumer (`config`, from the session record), which kept its place
     /// in `$MQTT_msgs` while the client was away; a consumer gone from the
@@ -313,20 +342,7 @@ impl Jsa {
         let consumer = field("durable_name")?;
         let deliver = field("deliver_subject")?;
         let stream = self.ensure_msgs()?;
-        let sub = self.bind(client, &deliver, sid);
-        if stream.consumer(&consumer).is_none()
-            && let Err(e) = crate::jetstream::api::ensure_consumer(
-                &self.js,
-                MSGS,
-                &consumer,
-                config.to_string().as_bytes(),
-            )
-        {
-            self.account.sublist.remove(&sub);
-            return Err(e.into());
-        }
-        // The consumer waits for a subscriber: wake it now.
-        self.js.subscribed(&deliver);
+        let sub = self.bind_consumer(client, (&stream, MSGS), &consumer, &deliver, sid, config)?;
         Ok(Qos1Sub {
             stream: MSGS,
             consumer,
@@ -370,19 +386,7 @@ impl Jsa {
             .and_then(serde_json::Value::as_str)
             .unwrap_or(&deliver)
             .to_owned();
-        let sub = self.bind(client, &deliver, sid);
-        if stream.consumer(&consumer).is_none()
-            && let Err(e) = crate::jetstream::api::ensure_consumer(
-                &self.js,
-                OUT,
-                &consumer,
-                config.to_string().as_bytes(),
-            )
-        {
-            self.account.sublist.remove(&sub);
-            return Err(e.into());
-        }
-        self.js.subscribed(&deliver);
+        let sub = self.bind_consumer(client, (&stream, OUT), &consumer, &deliver, sid, &config)?;
         Ok(Qos1Sub {
             stream: OUT,
             consumer,
