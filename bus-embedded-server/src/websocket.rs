@@ -661,12 +661,11 @@ impl<T> IntoOption<T> for io::Result<Option<T>> {
     }
 }
 
-/// The upgraded connection as a client: registered, INFO (WebSocket's),
-/// then the ordinary session over [`WsBytes`].
-async fn serve<S>(shared: Arc<ServerState>, stream: S, addr: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// A new WebSocket connection's client (numbered, counted in the server's
+/// statistics, not yet registered), the nonce it must sign when the
+/// server's authentication needs one, and the INFO that greets it; shared
+/// by the plain and the compressed ([`deflate::serve_compressed`]) paths.
+fn admit(shared: &ServerState, addr: SocketAddr) -> (Arc<Client>, Option<String>, Vec<u8>) {
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
     shared
         .stats
@@ -680,6 +679,16 @@ where
         .is_some_and(crate::config::Auth::needs_nonce)
         .then(crate::auth::new_nonce);
     let info = shared.ws_info_with_nonce(id, addr, nonce.as_deref());
+    (client, nonce, info)
+}
+
+/// The upgraded connection as a client: registered, INFO (WebSocket's),
+/// then the ordinary session over [`WsBytes`].
+async fn serve<S>(shared: Arc<ServerState>, stream: S, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, nonce, info) = admit(&shared, addr);
     let ws = tokio_websockets::ServerBuilder::new().serve(stream);
     let mut bytes = WsBytes {
         ws,

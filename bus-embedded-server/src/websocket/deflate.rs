@@ -20,7 +20,6 @@
 //! the session does.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -31,7 +30,6 @@ use ratchet_rs::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::outbound::Client;
 use crate::session;
 use crate::state::ServerState;
 
@@ -311,19 +309,7 @@ pub(crate) async fn serve_compressed<S: WebSocketStream>(
     let Ok((mut sender, mut receiver)) = ws.split() else {
         return;
     };
-    let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    shared
-        .stats
-        .total_connections
-        .fetch_add(1, Ordering::Relaxed);
-    let client = Arc::new(Client::new(id, shared.config.max_pending, addr));
-    let nonce = shared
-        .config
-        .auth
-        .as_ref()
-        .is_some_and(crate::config::Auth::needs_nonce)
-        .then(crate::auth::new_nonce);
-    let info = shared.ws_info_with_nonce(id, addr, nonce.as_deref());
+    let (client, nonce, info) = super::admit(&shared, addr);
     if shared.client_count() >= shared.config.max_connections {
         // As nats-server: INFO, the error, then a close frame.
         let _ = sender.write(&info, PayloadType::Binary).await;
