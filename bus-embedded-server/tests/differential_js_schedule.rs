@@ -170,11 +170,19 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
-            "schedules: @every 1s fires repeatedly and stays",
+            "schedules: @every 2s fires repeatedly and stays",
             vec![
                 create("S", SCHED),
-                schedule("s.rep", "@every 1s", "s.t"),
-                sleep(2600),
+                // Both servers round the schedule's time to the nearest
+                // second and fire every 2 s from there (plus up to 250 ms
+                // of timer lag): stored 50 ms past a whole second, it fires
+                // 1.95 s, 3.95 s and 5.95 s later, so at 4.9 s it has fired
+                // twice on either server, with about a second of margin on
+                // each side (an unaligned `@every 1s` fired twice or three
+                // times in 2.6 s depending on the phase).
+                align_to_second(50),
+                schedule("s.rep", "@every 2s", "s.t"),
+                sleep(4900),
                 last("S", "s.t"),
                 last("S", "s.rep"),
                 // A plain message on the schedule's subject cancels it.

@@ -40,6 +40,9 @@ pub enum Mode {
     NoReply,
     /// Only wait.
     Sleep(Duration),
+    /// Wait until the wall clock is this far past a whole second (for
+    /// scenarios whose outcome depends on where whole-second timers fall).
+    AlignToSecond(Duration),
     /// Subscribe to the step's subject until the scenario ends; what
     /// arrives there is reported, in order, on this step as `"watched"`.
     Watch,
@@ -123,6 +126,18 @@ pub fn sleep(ms: u64) -> Step {
         headers: Vec::new(),
         body: Vec::new(),
         mode: Mode::Sleep(Duration::from_millis(ms)),
+        reply_tail: None,
+    }
+}
+
+/// Wait until the wall clock is `ms` milliseconds past a whole second, so
+/// the next step happens at the same phase of the second on both servers.
+pub fn align_to_second(ms: u64) -> Step {
+    Step {
+        subject: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        mode: Mode::AlignToSecond(Duration::from_millis(ms.min(999))),
         reply_tail: None,
     }
 }
@@ -234,6 +249,19 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
         match step.mode {
             Mode::Sleep(d) => {
                 tokio::time::sleep(d).await;
+                continue;
+            }
+            Mode::AlignToSecond(at) => {
+                let since_epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let into_second = Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+                let wait = if into_second <= at {
+                    at - into_second
+                } else {
+                    Duration::from_secs(1) - into_second + at
+                };
+                tokio::time::sleep(wait).await;
                 continue;
             }
             Mode::NoReply => {
