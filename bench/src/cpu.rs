@@ -101,6 +101,15 @@ pub fn group_ticks(pgid: u32) -> Result<u64> {
     Ok(ticks)
 }
 
+/// CPU ticks used so far by this process (the bench: its client
+/// connections and tasks, all threads).
+pub fn own_ticks() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|err| format!("reading /proc/self/stat: {err}"))?;
+    let stat = parse_stat(&text).ok_or("cannot parse /proc/self/stat")?;
+    Ok(stat.utime + stat.stime)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`, asked once; 100 if that fails).
 pub fn clock_ticks_per_sec() -> u64 {
     static CLK_TCK: OnceLock<u64> = OnceLock::new();
@@ -135,12 +144,18 @@ pub fn ms_per_million(ticks: u64, clk_tck: u64, delivered: u64) -> Option<f64> {
 }
 
 /// The server's CPU ticks at the start and end of a run's measured phase
-/// (see [`Marks`]).
+/// (see [`Marks`]), and the bench's own (the client's) and the wall time
+/// between the same marks, which tell whether the client or the server
+/// was the busier side.
 pub struct CpuWindow {
     pgid: u32,
     clk_tck: u64,
     start: Option<u64>,
     end: Option<u64>,
+    client_start: Option<u64>,
+    client_end: Option<u64>,
+    wall_start: Option<std::time::Instant>,
+    wall: Option<std::time::Duration>,
     error: Option<String>,
 }
 
@@ -152,6 +167,10 @@ impl CpuWindow {
             clk_tck,
             start: None,
             end: None,
+            client_start: None,
+            client_end: None,
+            wall_start: None,
+            wall: None,
             error: None,
         }
     }
@@ -166,20 +185,46 @@ impl CpuWindow {
         }
     }
 
+    fn read_own(&mut self) -> Option<u64> {
+        match own_ticks() {
+            Ok(ticks) => Some(ticks),
+            Err(err) => {
+                self.error.get_or_insert_with(|| err.to_string());
+                None
+            }
+        }
+    }
+
     /// Ticks between the two marks; `None` if either is missing or unread.
     pub fn ticks(&self) -> Option<u64> {
         self.end?.checked_sub(self.start?)
+    }
+
+    /// The bench process's own ticks between the two marks.
+    pub fn client_ticks(&self) -> Option<u64> {
+        self.client_end?.checked_sub(self.client_start?)
+    }
+
+    /// Wall time between the two marks, in milliseconds.
+    pub fn wall_ms(&self) -> Option<f64> {
+        self.wall.map(|d| d.as_secs_f64() * 1000.0)
     }
 }
 
 impl Marks for CpuWindow {
     fn start(&mut self) {
         self.start = self.read();
+        self.client_start = self.read_own();
         self.end = None;
+        self.client_end = None;
+        self.wall = None;
+        self.wall_start = Some(std::time::Instant::now());
     }
 
     fn end(&mut self) {
+        self.wall = self.wall_start.map(|at| at.elapsed());
         self.end = self.read();
+        self.client_end = self.read_own();
     }
 
     fn note(&self) -> String {

@@ -522,6 +522,8 @@ async fn compare(args: CompareArgs) -> Result<()> {
                     run_once(&urls[side], &label, workload, size, count, &mut window).await;
                 cpu_runs[side].push(CpuRun {
                     ticks: window.ticks(),
+                    client_ticks: window.client_ticks(),
+                    wall_ms: window.wall_ms(),
                     delivered: outcome.delivered(),
                 });
                 outcomes[side].push(outcome);

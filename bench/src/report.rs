@@ -59,8 +59,26 @@ pub struct LatencyRow {
 pub struct CpuRun {
     /// User + system clock ticks between the marks; `None` if unread.
     pub ticks: Option<u64>,
+    /// The bench process's own (the client's) ticks between the same marks.
+    pub client_ticks: Option<u64>,
+    /// Wall time between the marks, in milliseconds.
+    pub wall_ms: Option<f64>,
     /// Messages delivered in the run ([`Outcome::delivered`]).
     pub delivered: u64,
+}
+
+impl CpuRun {
+    /// Cores kept busy during the measured phase by the client and by the
+    /// server (CPU time over wall time): a side near 1.0 per thread it can
+    /// use is the limit; both well under it means the run waited (round
+    /// trips, the disk).
+    pub fn busy_cores(&self, clk_tck: u64) -> Option<(f64, f64)> {
+        let wall = self.wall_ms.filter(|&ms| ms > 0.0)?;
+        Some((
+            cpu::ticks_ms(self.client_ticks?, clk_tck) / wall,
+            cpu::ticks_ms(self.ticks?, clk_tck) / wall,
+        ))
+    }
 }
 
 /// One server's CPU time for one workload over the repeats.
@@ -81,6 +99,11 @@ pub struct CpuSide {
     pub coarse: bool,
     /// `VmRSS` right after the workload's last run.
     pub rss_after_mib: Option<f64>,
+    /// The client's (bench process's) CPU ms per million messages, median.
+    pub client_ms_per_million: f64,
+    /// Median cores kept busy by the client and by the server in a run.
+    pub client_cores: f64,
+    pub server_cores: f64,
 }
 
 impl CpuSide {
@@ -98,7 +121,25 @@ impl CpuSide {
             .filter_map(|run| Some(cpu::ticks_ms(run.ticks?, clk_tck)))
             .collect();
         let delivered: Vec<f64> = runs.iter().map(|run| run.delivered as f64).collect();
+        let client_per_million: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| cpu::ms_per_million(run.client_ticks?, clk_tck, run.delivered))
+            .collect();
+        let busy: Vec<(f64, f64)> = measured
+            .iter()
+            .filter_map(|run| run.busy_cores(clk_tck))
+            .collect();
+        let median_or_nan = |values: &[f64]| {
+            if values.is_empty() {
+                f64::NAN
+            } else {
+                median(values)
+            }
+        };
         CpuSide {
+            client_ms_per_million: median_or_nan(&client_per_million),
+            client_cores: median_or_nan(&busy.iter().map(|b| b.0).collect::<Vec<_>>()),
+            server_cores: median_or_nan(&busy.iter().map(|b| b.1).collect::<Vec<_>>()),
             runs: runs.to_vec(),
             ms_per_million: if per_million.is_empty() {
                 f64::NAN
@@ -520,6 +561,15 @@ fn fmt_coarse(text: String, coarse: bool) -> String {
     }
 }
 
+/// Busy cores of the client and the server, `-` when unknown.
+fn fmt_cores(client: f64, server: f64) -> String {
+    if client.is_nan() || server.is_nan() {
+        "-".to_string()
+    } else {
+        format!("{client:.2}/{server:.2}")
+    }
+}
+
 fn fmt_mib(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |mib| format!("{mib:.1}"))
 }
@@ -561,6 +611,16 @@ pub fn cpu_text(rows: &[CpuRow], repeats: usize, clk_tck: u64) -> String {
                     fmt_mib(reference.rss_after_mib),
                     fmt_mib(ours.rss_after_mib)
                 ),
+                format!(
+                    "{}/{}",
+                    fmt_count(reference.client_ms_per_million),
+                    fmt_count(ours.client_ms_per_million)
+                ),
+                format!(
+                    "{} | {}",
+                    fmt_cores(reference.client_cores, reference.server_cores),
+                    fmt_cores(ours.client_cores, ours.server_cores)
+                ),
             ]
         })
         .collect();
@@ -575,6 +635,8 @@ pub fn cpu_text(rows: &[CpuRow], repeats: usize, clk_tck: u64) -> String {
             "CPU ms/run ref/ours",
             "spread ref/ours",
             "RSS after MiB ref/ours",
+            "client ms/M ref/ours",
+            "busy cores client/server: ref | ours",
         ],
         &table,
     ));
@@ -590,6 +652,11 @@ pub fn cpu_text(rows: &[CpuRow], repeats: usize, clk_tck: u64) -> String {
             ));
         }
     }
+    out.push_str(
+        "client ms/M: the bench process's own CPU (its client connections) per million \
+         messages; busy cores: CPU time over the measured phase's wall time, client/server \
+         (a side near its thread count is the limit; both low means the run waited)\n",
+    );
     if rows.iter().any(CpuRow::coarse) {
         let tick_ms = cpu::ticks_ms(1, clk_tck);
         out.push_str(&format!(
@@ -659,7 +726,12 @@ mod tests {
     fn runs(ticks: &[Option<u64>], delivered: u64) -> Vec<CpuRun> {
         ticks
             .iter()
-            .map(|&ticks| CpuRun { ticks, delivered })
+            .map(|&ticks| CpuRun {
+                ticks,
+                client_ticks: None,
+                wall_ms: None,
+                delivered,
+            })
             .collect()
     }
 
@@ -684,6 +756,8 @@ mod tests {
         let mut all = runs(&[Some(100), None, Some(300)], 1_000_000);
         all.push(CpuRun {
             ticks: Some(5),
+            client_ticks: None,
+            wall_ms: None,
             delivered: 0,
         });
         let side = CpuSide::new(&all, 100, None);
@@ -694,6 +768,29 @@ mod tests {
         let none = CpuSide::new(&runs(&[None, None], 10), 100, None);
         assert!(none.ms_per_million.is_nan());
         assert!(none.cpu_ms.is_nan());
+    }
+
+    #[test]
+    fn busy_cores_are_cpu_time_over_wall_time_for_each_side() {
+        // A 500 ms phase: the client ran 45 ticks (450 ms), the server 20.
+        let run = CpuRun {
+            ticks: Some(20),
+            client_ticks: Some(45),
+            wall_ms: Some(500.0),
+            delivered: 100_000,
+        };
+        assert_eq!(run.busy_cores(100), Some((0.9, 0.4)));
+        let side = CpuSide::new(&[run], 100, None);
+        assert_eq!(side.client_ms_per_million, 4_500.0);
+        assert_eq!((side.client_cores, side.server_cores), (0.9, 0.4));
+        assert_eq!(fmt_cores(side.client_cores, side.server_cores), "0.90/0.40");
+        // No wall time (or an empty phase): unknown, not infinite.
+        let unknown = CpuRun {
+            wall_ms: Some(0.0),
+            ..run
+        };
+        assert_eq!(unknown.busy_cores(100), None);
+        assert_eq!(fmt_cores(f64::NAN, 0.4), "-");
     }
 
     #[test]
@@ -725,13 +822,14 @@ mod tests {
         let text = cpu_text(&[fanout.clone(), reqrep], 2, 100);
         let expected = "\
 server CPU per million messages delivered (user + system ms from /proc, median of 2 runs; lower is better: ours/ref < 1 = ours uses less CPU)
-workload   size  delivered/run  ref ms/M  ours ms/M  ours/ref  CPU ms/run ref/ours  spread ref/ours  RSS after MiB ref/ours
----------------------------------------------------------------------------------------------------------------------------
-fanout     16 B        800,000     2,500      1,250      0.50          2,000/1,000          40%/40%                  14.0/-
-reqrep    1 KiB    5,000/4,000    60,000    ~30,000     ~0.50              300/120            0%/0%                15.0/7.3
+workload   size  delivered/run  ref ms/M  ours ms/M  ours/ref  CPU ms/run ref/ours  spread ref/ours  RSS after MiB ref/ours  client ms/M ref/ours  busy cores client/server: ref | ours
+---------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------
+fanout     16 B        800,000     2,500      1,250      0.50          2,000/1,000          40%/40%                  14.0/-                   -/-                                 - | -
+reqrep    1 KiB    5,000/4,000    60,000    ~30,000     ~0.50              300/120            0%/0%                15.0/7.3                   -/-                                 - | -
 delivered/run counts, per run:
   fanout: messages received, summed over the 4 subscribers (4 per message published)
   reqrep: requests answered (request + reply = 1; warm-up not counted)
+client ms/M: the bench process's own CPU (its client connections) per million messages; busy cores: CPU time over the measured phase's wall time, client/server (a side near its thread count is the limit; both low means the run waited)
 ~ = some run used under 20 clock ticks (200 ms) of server CPU: /proc counts in 10 ms ticks, so the figure is coarse; make runs longer with --msgs (throughput workloads) or --requests (reqrep, js-pub-sync, kv-put-sync, kv-get)
 ";
         assert_eq!(text, expected);
