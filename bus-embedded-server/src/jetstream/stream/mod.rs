@@ -97,6 +97,9 @@ pub(crate) struct StreamInner {
     dedup_order: VecDeque<(i64, DedupKey)>,
     last_msg_id: Option<String>,
     pending_acks: VecDeque<PendingAck>,
+    /// A blocking thread is running `Stream::drive_syncs`: it takes the
+    /// next sync job itself when its job is done (see `Stream::sync_soon`).
+    driving: bool,
     /// Per-message TTL expiries: (expiry time, seq).
     ttls: BTreeMap<(i64, u64), ()>,
     last_expiry_check: i64,
@@ -129,6 +132,8 @@ pub struct Stream {
     consumers: RwLock<BTreeMap<String, Arc<Consumer>>>,
     subjects: RwLock<Vec<String>>,
     sync_wake: Arc<Notify>,
+    /// This stream, for the blocking thread `sync_soon` starts.
+    me: Weak<Stream>,
     pub(crate) dir: Option<PathBuf>,
     js: Weak<JetStream>,
     closed: AtomicBool,
@@ -528,7 +533,8 @@ impl Stream {
         dir: Option<PathBuf>,
     ) -> Arc<Stream> {
         let storage = config.storage;
-        let stream = Arc::new(Stream {
+        let stream = Arc::new_cyclic(|me| Stream {
+            me: me.clone(),
             name: config.name.clone(),
             created,
             subjects: RwLock::new(config.subjects.clone()),
@@ -542,6 +548,7 @@ impl Stream {
                 dedup_order: VecDeque::new(),
                 last_msg_id: None,
                 pending_acks: VecDeque::new(),
+                driving: false,
                 ttls: BTreeMap::new(),
                 last_expiry_check: 0,
                 resources: Arc::clone(&js.resources),
@@ -752,7 +759,82 @@ impl Stream {
         if self.storage == StorageType::Memory {
             self.signal_consumers();
         } else {
-            self.sync_wake.notify_one();
+            self.sync_soon();
+        }
+    }
+
+    /// Starts making what was just written durable. When no sync job is
+    /// out, the job is taken here and run on a blocking thread, which
+    /// then sends the confirmations it made due and takes the next job
+    /// itself while there is one ([`Stream::drive_syncs`]): a publish to an
+    /// idle stream costs one hand-off to the thread that writes and
+    /// fsyncs, which also acknowledges, instead of going through the
+    /// flusher task before and after it. Under load the thread's loop is
+    /// the group commit: publishes arriving while a job is out join the
+    /// next one. Never waits on the disk (only the stream's lock); outside
+    /// a runtime, or when another caller's job is out, the flusher is woken
+    /// as before.
+    fn sync_soon(&self) {
+        if let (Ok(rt), Some(me)) = (tokio::runtime::Handle::try_current(), self.me.upgrade()) {
+            let mut inner = lock(&self.inner);
+            if inner.driving {
+                return;
+            }
+            if !self.is_closed() {
+                if let Some(job) = inner.store.take_sync() {
+                    inner.driving = true;
+                    drop(inner);
+                    rt.spawn_blocking(move || me.drive_syncs(job));
+                    return;
+                }
+            }
+        }
+        self.sync_wake.notify_one();
+    }
+
+    /// Runs `job` and every sync job after it until none is left (on a
+    /// blocking thread: it waits on the disk), sending after each the
+    /// confirmations it made due and waking the consumers. Started with
+    /// `driving` set; clears it, under the stream's lock, when it finds no
+    /// next job, so a writer that saw it set can rely on this loop to take
+    /// its writes.
+    fn drive_syncs(self: Arc<Self>, mut job: super::store::SyncJob) {
+        loop {
+            let upto = job.upto;
+            // A panic must not leave `driving` set (nothing would sync
+            // again): it fails the job like an I/O error.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job.run))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync job panicked")));
+            if let Err(e) = &result {
+                tracing::error!(stream = %self.name, "write or fsync failed; the stream stops acknowledging: {e}");
+            }
+            let next = {
+                let mut inner = lock(&self.inner);
+                inner.store.synced(upto, result);
+                let next = if self.is_closed() {
+                    None
+                } else {
+                    inner.store.take_sync()
+                };
+                inner.driving = next.is_some();
+                next
+            };
+            match self.js.upgrade() {
+                Some(js) => self.release_acks(&js),
+                None => return,
+            }
+            self.signal_consumers();
+            match next {
+                Some(j) => job = j,
+                None => {
+                    if self.is_closed() {
+                        // The flusher ends at its next round; what a
+                        // close left waiting is answered there.
+                        self.sync_wake.notify_one();
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -1113,7 +1195,7 @@ impl Stream {
                 if memory {
                     self.signal_consumers();
                 } else {
-                    self.sync_wake.notify_one();
+                    self.sync_soon();
                 }
             }
         }
@@ -1262,7 +1344,7 @@ impl Stream {
         if memory {
             self.signal_consumers();
         } else {
-            self.sync_wake.notify_one();
+            self.sync_soon();
         }
     }
 
@@ -1377,7 +1459,7 @@ impl Stream {
         if !memory {
             // The group commit makes the message durable and sends what
             // waits for that.
-            self.sync_wake.notify_one();
+            self.sync_soon();
         } else if stored_any {
             self.signal_consumers();
         }
@@ -2442,17 +2524,24 @@ async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
                 run(&s);
             }
         }
-        let job = lock(&s.inner).store.take_sync();
-        if let Some(job) = job {
-            let upto = job.upto;
-            let result = match tokio::task::spawn_blocking(job.run).await {
-                Ok(r) => r,
-                Err(e) => Err(std::io::Error::other(e.to_string())),
+        let job = {
+            let mut inner = lock(&s.inner);
+            let job = if inner.driving {
+                None
+            } else {
+                inner.store.take_sync()
             };
-            if let Err(e) = &result {
-                tracing::error!(stream = %s.name, "write or fsync failed; the stream stops acknowledging: {e}");
+            if job.is_some() {
+                inner.driving = true;
             }
-            lock(&s.inner).store.synced(upto, result);
+            job
+        };
+        if let Some(job) = job {
+            // Run as `sync_soon` runs it. Not awaited: under steady load
+            // that thread never runs out of jobs, and this task must still
+            // expire messages and fire schedules.
+            let driven = Arc::clone(&s);
+            tokio::task::spawn_blocking(move || driven.drive_syncs(job));
         }
         s.release_acks(&js);
         s.signal_consumers();
@@ -2482,14 +2571,36 @@ mod tests {
     use crate::jetstream::types::PersistMode;
     use crate::jetstream::{JetStreamConfig, Router};
 
-    /// A memory store whose syncs fail like a disk that returns EIO.
-    struct FailingDisk {
+    /// A memory store whose sync jobs run `sync` (one job out at a time, as
+    /// the file store's): by default they fail like a disk that returns
+    /// EIO.
+    struct ScriptedDisk {
         inner: MemStore,
         durable: u64,
         poisoned: Option<String>,
+        job_out: bool,
+        sync: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
     }
 
-    impl Store for FailingDisk {
+    impl ScriptedDisk {
+        fn eio() -> ScriptedDisk {
+            ScriptedDisk::syncing(Arc::new(|| {
+                Err(std::io::Error::other("fsync: input/output error"))
+            }))
+        }
+
+        fn syncing(sync: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>) -> ScriptedDisk {
+            ScriptedDisk {
+                inner: MemStore::new(),
+                durable: 0,
+                poisoned: None,
+                job_out: false,
+                sync,
+            }
+        }
+    }
+
+    impl Store for ScriptedDisk {
         fn append(&mut self, s: &str, h: &[u8], d: &[u8], ts: i64) -> Result<u64, StoreError> {
             if let Some(p) = &self.poisoned {
                 return Err(StoreError::Poisoned(p.clone()));
@@ -2498,12 +2609,18 @@ mod tests {
         }
         fn take_sync(&mut self) -> Option<SyncJob> {
             let upto = self.inner.state().last_seq;
-            (upto > self.durable && self.poisoned.is_none()).then(|| SyncJob {
+            if self.job_out || upto <= self.durable || self.poisoned.is_some() {
+                return None;
+            }
+            self.job_out = true;
+            let sync = Arc::clone(&self.sync);
+            Some(SyncJob {
                 upto,
-                run: Box::new(|| Err(std::io::Error::other("fsync: input/output error"))),
+                run: Box::new(move || sync()),
             })
         }
         fn synced(&mut self, upto: u64, result: std::io::Result<()>) {
+            self.job_out = false;
             match result {
                 Ok(()) => self.durable = upto,
                 Err(e) => self.poisoned = Some(e.to_string()),
@@ -2601,11 +2718,7 @@ mod tests {
             ..StreamConfig::default()
         };
         config.normalize();
-        let store = FailingDisk {
-            inner: MemStore::new(),
-            durable: 0,
-            poisoned: None,
-        };
+        let store = ScriptedDisk::eio();
         let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
         write(&js.streams).insert("S".into(), Arc::clone(&stream));
 
@@ -2660,11 +2773,7 @@ mod tests {
             ..StreamConfig::default()
         };
         config.normalize();
-        let store = FailingDisk {
-            inner: MemStore::new(),
-            durable: 0,
-            poisoned: None,
-        };
+        let store = ScriptedDisk::eio();
         let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
         write(&js.streams).insert("S".into(), Arc::clone(&stream));
 
@@ -2686,6 +2795,95 @@ mod tests {
             got.iter().all(|(to, _)| !to.starts_with("r.")),
             "nothing undurable is republished: {got:?}"
         );
+    }
+
+    /// Sync jobs that wait for a permit each; counts the jobs that ran.
+    #[derive(Default)]
+    struct Gate {
+        state: StdMutex<(u32, u32)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn permit(&self) {
+            if let Ok(mut s) = self.state.lock() {
+                s.0 += 1;
+            }
+            self.changed.notify_all();
+        }
+
+        fn pass(&self) -> std::io::Result<()> {
+            let mut s = self
+                .state
+                .lock()
+                .map_err(|_| std::io::Error::other("gate"))?;
+            while s.0 == 0 {
+                s = self
+                    .changed
+                    .wait(s)
+                    .map_err(|_| std::io::Error::other("gate"))?;
+            }
+            s.0 -= 1;
+            s.1 += 1;
+            Ok(())
+        }
+
+        fn jobs(&self) -> u32 {
+            self.state.lock().map(|s| s.1).unwrap_or_default()
+        }
+    }
+
+    /// The publish path hands its write to a blocking thread that syncs
+    /// and acknowledges: no ack goes out before its job has run, and
+    /// publishes arriving while a job is out are made durable together by
+    /// the next one (group commit), which that thread takes itself.
+    #[tokio::test]
+    async fn publishes_during_a_sync_job_are_acknowledged_by_the_next_job_never_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        js.set_router(Arc::downgrade(&router));
+        let mut config = StreamConfig {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            ..StreamConfig::default()
+        };
+        config.normalize();
+        let gate = Arc::new(Gate::default());
+        let passing = Arc::clone(&gate);
+        let store = ScriptedDisk::syncing(Arc::new(move || passing.pass()));
+        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
+        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+
+        stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
+        stream.publish(&js, "s.a", Some("reply.2"), b"", b"two");
+        stream.publish(&js, "s.a", Some("reply.3"), b"", b"three");
+        assert!(
+            router_msgs(&captured).is_empty(),
+            "nothing is acknowledged before its job ran"
+        );
+
+        gate.permit();
+        let first = wait_reply(&captured, "reply.1").await;
+        assert!(first.contains("\"seq\":1"), "{first}");
+        let got = router_msgs(&captured);
+        assert!(
+            got.iter().all(|(to, _)| to == "reply.1"),
+            "2 and 3 wait for the next job: {got:?}"
+        );
+
+        gate.permit();
+        let second = wait_reply(&captured, "reply.2").await;
+        let third = wait_reply(&captured, "reply.3").await;
+        assert!(second.contains("\"seq\":2"), "{second}");
+        assert!(third.contains("\"seq\":3"), "{third}");
+        assert_eq!(gate.jobs(), 2, "2 and 3 shared one job");
+        assert_eq!(stream.visible_seq(), 3);
     }
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
