@@ -198,6 +198,9 @@ pub struct FileStore<S: Storage = RealFs> {
     indexed_segments: usize,
     /// Of those, the ones indexed at once (`replay_plain`).
     bulk_segments: usize,
+    /// `open`'s buffers for one segment's events and messages, kept from
+    /// one segment to the next (freed when `open` is done).
+    recycled: (Vec<Event>, Vec<BulkMsg>),
     /// `open` wrote an index file for a sealed segment that had no valid
     /// one.
     index_rebuilt: bool,
@@ -523,6 +526,7 @@ impl<S: Storage> FileStore<S> {
             pending_seals: Vec::new(),
             indexed_segments: 0,
             bulk_segments: 0,
+            recycled: (Vec::new(), Vec::new()),
             index_rebuilt: false,
             use_index,
             inflight: None,
@@ -550,6 +554,7 @@ impl<S: Storage> FileStore<S> {
         for (i, (base, path, file)) in opened.into_iter().enumerate() {
             store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
+        store.recycled = (Vec::new(), Vec::new());
         store.finish_recovery();
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
@@ -656,13 +661,13 @@ impl<S: Storage> FileStore<S> {
     /// The scan of a sealed segment from its index file, if that file is
     /// there, verifies and describes this segment as it is now (length and
     /// last record); else `None` (the segment is read and scanned).
-    fn indexed_scan(&self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
+    fn indexed_scan(&mut self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
         let mut head = [0u8; SEGMENT_HEADER_LEN];
         let n = read_up_to(file, &mut head).ok()?;
         let salt = head.get(..n).and_then(decode_segment_header)?;
         let id = segment_id(base, file).ok()?;
         let bytes = self.fs.read_file(&self.dir.join(index_name(base))).ok()?;
-        let scan = seg_index::decode(&bytes, id)?;
+        let scan = seg_index::decode_reusing(&bytes, id, std::mem::take(&mut self.recycled.0))?;
         (scan.start == SEGMENT_HEADER_LEN as u64).then_some((scan, Format::salted(salt)))
     }
 
@@ -698,7 +703,9 @@ impl<S: Storage> FileStore<S> {
                 tombs: Vec::new(),
             };
             self.indexed_segments += 1;
-            return self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+            let done = self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+            self.recycled.0 = scan.events;
+            return done;
         }
         let buf = file.read_all()?;
         let layout = self.segment_layout(&buf, &name, known_salt)?;
@@ -897,7 +904,9 @@ impl<S: Storage> FileStore<S> {
         let mut subjects: Vec<Arc<str>> = Vec::with_capacity(scan.subjects.len() + 1);
         subjects.push(Arc::from(""));
         subjects.extend(scan.subjects.iter().map(|s| self.intern(s)));
-        let mut msgs = Vec::with_capacity(scan.events.len());
+        let mut msgs = std::mem::take(&mut self.recycled.1);
+        msgs.clear();
+        msgs.reserve(scan.events.len());
         let mut pos = scan.start;
         for ev in &scan.events {
             let Event::Rec(rec) = ev else {
@@ -927,6 +936,7 @@ impl<S: Storage> FileStore<S> {
             pos += u64::from(rec.len);
         }
         self.index.append_run(base, first, &msgs, &subjects);
+        self.recycled.1 = msgs;
         self.bulk_segments += 1;
         self.file_segment(base, seg);
         true
