@@ -46,7 +46,7 @@ use super::{
     BatchMsg, CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg,
     SubjectFilter, SyncJob, file_msg_size,
 };
-use index::MsgIndex;
+use index::{BulkMsg, MsgIndex};
 use readahead::ReadAhead;
 use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
 
@@ -196,6 +196,11 @@ pub struct FileStore<S: Storage = RealFs> {
     pending_seals: Vec<Seal<S::File>>,
     /// Segments `open` replayed from their index file.
     indexed_segments: usize,
+    /// Of those, the ones indexed at once (`replay_plain`).
+    bulk_segments: usize,
+    /// `open`'s buffers for one segment's events and messages, kept from
+    /// one segment to the next (freed when `open` is done).
+    recycled: (Vec<Event>, Vec<BulkMsg>),
     /// `open` wrote an index file for a sealed segment that had no valid
     /// one.
     index_rebuilt: bool,
@@ -520,6 +525,8 @@ impl<S: Storage> FileStore<S> {
             pending_unlinks: Vec::new(),
             pending_seals: Vec::new(),
             indexed_segments: 0,
+            bulk_segments: 0,
+            recycled: (Vec::new(), Vec::new()),
             index_rebuilt: false,
             use_index,
             inflight: None,
@@ -547,6 +554,7 @@ impl<S: Storage> FileStore<S> {
         for (i, (base, path, file)) in opened.into_iter().enumerate() {
             store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
+        store.recycled = (Vec::new(), Vec::new());
         store.finish_recovery();
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
@@ -653,13 +661,13 @@ impl<S: Storage> FileStore<S> {
     /// The scan of a sealed segment from its index file, if that file is
     /// there, verifies and describes this segment as it is now (length and
     /// last record); else `None` (the segment is read and scanned).
-    fn indexed_scan(&self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
+    fn indexed_scan(&mut self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
         let mut head = [0u8; SEGMENT_HEADER_LEN];
         let n = read_up_to(file, &mut head).ok()?;
         let salt = head.get(..n).and_then(decode_segment_header)?;
         let id = segment_id(base, file).ok()?;
         let bytes = self.fs.read_file(&self.dir.join(index_name(base))).ok()?;
-        let scan = seg_index::decode(&bytes, id)?;
+        let scan = seg_index::decode_reusing(&bytes, id, std::mem::take(&mut self.recycled.0))?;
         (scan.start == SEGMENT_HEADER_LEN as u64).then_some((scan, Format::salted(salt)))
     }
 
@@ -695,7 +703,9 @@ impl<S: Storage> FileStore<S> {
                 tombs: Vec::new(),
             };
             self.indexed_segments += 1;
-            return self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+            let done = self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+            self.recycled.0 = scan.events;
+            return done;
         }
         let buf = file.read_all()?;
         let layout = self.segment_layout(&buf, &name, known_salt)?;
@@ -751,6 +761,9 @@ impl<S: Storage> FileStore<S> {
         buf: Option<&[u8]>,
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
+        if buf.is_none() && !newest && self.replay_plain(base, seg, scan) {
+            return Ok(());
+        }
         let subjects: Vec<Arc<str>> = scan.subjects.iter().map(|s| self.intern(s)).collect();
         let empty: Arc<str> = Arc::from("");
         let mut pos = usize::try_from(scan.start).unwrap_or(usize::MAX);
@@ -851,6 +864,82 @@ impl<S: Storage> FileStore<S> {
         }
         self.file_segment(base, seg);
         Ok(())
+    }
+
+    /// The common case of a sealed segment replayed from its index file:
+    /// nothing but messages of consecutive sequences, all past everything
+    /// indexed so far, and state records (no damage, batch, tombstone or
+    /// erased record). Its messages are indexed at once
+    /// ([`MsgIndex::append_run`]: one run, each subject looked up once);
+    /// everything else is applied in order as [`FileStore::replay_scan`]
+    /// does, so the store ends up exactly as after that. Returns `false`
+    /// (nothing done) for any other scan.
+    fn replay_plain(&mut self, base: u64, seg: &mut Segment<S::File>, scan: &Scan) -> bool {
+        let mut first = None;
+        let mut next = 0u64;
+        for ev in &scan.events {
+            let Event::Rec(rec) = ev else {
+                return false;
+            };
+            match rec.kind {
+                RecordKind::State => {}
+                RecordKind::Msg => {
+                    if first.is_none() {
+                        first = Some(rec.seq);
+                    } else if rec.seq != next {
+                        return false;
+                    }
+                    next = rec.seq.saturating_add(1);
+                }
+                _ => return false,
+            }
+        }
+        let Some(first) = first else {
+            return false;
+        };
+        if first < self.index.end() {
+            // Some may replace indexed messages: the general replay logs it.
+            return false;
+        }
+        let mut subjects: Vec<Arc<str>> = Vec::with_capacity(scan.subjects.len() + 1);
+        subjects.push(Arc::from(""));
+        subjects.extend(scan.subjects.iter().map(|s| self.intern(s)));
+        let mut msgs = std::mem::take(&mut self.recycled.1);
+        msgs.clear();
+        msgs.reserve(scan.events.len());
+        let mut pos = scan.start;
+        for ev in &scan.events {
+            let Event::Rec(rec) = ev else {
+                continue;
+            };
+            if rec.kind == RecordKind::Msg {
+                let subject = subjects.get(rec.subject as usize).map_or(0, |s| s.len());
+                let size = file_msg_size(subject, rec.hdr_len as usize, rec.data_len as usize);
+                self.bytes += size;
+                msgs.push(BulkMsg {
+                    off: pos,
+                    ts: rec.ts,
+                    len: rec.len,
+                    subject: if (rec.subject as usize) < subjects.len() {
+                        rec.subject
+                    } else {
+                        0
+                    },
+                    // As MsgIndex::insert derives it from the size.
+                    hdr: size + 10 == u64::from(rec.len),
+                });
+                self.note_seq(rec.seq, rec.ts);
+                seg.max_msg_seq = seg.max_msg_seq.max(rec.seq);
+            } else {
+                self.apply_recovered(base, seg, rec, &subjects[0], pos);
+            }
+            pos += u64::from(rec.len);
+        }
+        self.index.append_run(base, first, &msgs, &subjects);
+        self.recycled.1 = msgs;
+        self.bulk_segments += 1;
+        self.file_segment(base, seg);
+        true
     }
 
     /// Files a recovered segment in the store.

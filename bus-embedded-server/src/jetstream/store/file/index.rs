@@ -223,6 +223,18 @@ impl Subjects {
         id
     }
 
+    /// The id of `subject`, counting `count` more messages on it, the
+    /// lowest at `first` and the highest at `last` (a bulk
+    /// [`Subjects::acquire`]).
+    fn acquire_many(&mut self, subject: &Arc<str>, count: u64, first: u64, last: u64) -> u32 {
+        let id = self.acquire(subject, first);
+        if let Some(p) = self.ids.get_mut(subject) {
+            p.count += count.saturating_sub(1);
+            p.last = p.last.max(last);
+        }
+        id
+    }
+
     fn psi(&self, id: u32) -> Option<Psi> {
         let name = self.names.get(id as usize)?.as_ref()?;
         self.ids.get(name).copied()
@@ -268,6 +280,19 @@ impl Subjects {
         }
         (set, out)
     }
+}
+
+/// One message for [`MsgIndex::append_run`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BulkMsg {
+    pub(super) off: u64,
+    pub(super) ts: i64,
+    /// Record length.
+    pub(super) len: u32,
+    /// Index into the segment's subject table (out of range: its entry 0).
+    pub(super) subject: u32,
+    /// It has a header block.
+    pub(super) hdr: bool,
 }
 
 /// Above this many subjects whose sequences straddle the start of a
@@ -382,6 +407,129 @@ impl MsgIndex {
                 head: 0,
                 live: 1,
                 slots: vec![slot],
+                subjs,
+            },
+        );
+    }
+
+    /// One past the highest sequence any run covers (0: empty): every
+    /// sequence from here on can be appended without replacing anything.
+    pub(super) fn end(&self) -> u64 {
+        self.runs
+            .last_key_value()
+            .map_or(0, |(&k, r)| k + r.slots.len() as u64)
+    }
+
+    /// Indexes `msgs` as the consecutive sequences `first..` of segment
+    /// `seg` at once (a sealed segment replayed from its index file): one
+    /// run built with its final size, each subject looked up once, instead
+    /// of an [`MsgIndex::insert`] per message. `subjects` is the segment's
+    /// subject table, [`BulkMsg::subject`] an index into it. The result is
+    /// what inserting them one by one gives (which it falls back to when
+    /// `first` is below [`MsgIndex::end`]).
+    pub(super) fn append_run(
+        &mut self,
+        seg: u64,
+        first: u64,
+        msgs: &[BulkMsg],
+        subjects: &[Arc<str>],
+    ) {
+        if msgs.is_empty() {
+            return;
+        }
+        let empty: Arc<str> = Arc::from("");
+        let name = |i: u32| {
+            subjects
+                .get(i as usize)
+                .or(subjects.first())
+                .unwrap_or(&empty)
+        };
+        if first < self.end() {
+            for (i, m) in msgs.iter().enumerate() {
+                let subject = name(m.subject);
+                // insert() reads the header flag back from the size.
+                let size = u64::from(m.len).saturating_sub(if m.hdr { 10 } else { 14 });
+                self.insert(
+                    first + i as u64,
+                    &Entry {
+                        seg,
+                        off: m.off,
+                        len: m.len,
+                        ts: m.ts,
+                        subject: Arc::clone(subject),
+                        size,
+                    },
+                );
+            }
+            return;
+        }
+        // Per local subject: where in the run it is.
+        let mut sums: Vec<Option<Sum>> = vec![None; subjects.len().max(1)];
+        for (i, m) in msgs.iter().enumerate() {
+            let local = if (m.subject as usize) < sums.len() {
+                m.subject as usize
+            } else {
+                0
+            };
+            let i = i as u32;
+            match &mut sums[local] {
+                Some(s) => {
+                    s.last = i;
+                    s.count += 1;
+                }
+                slot @ None => {
+                    *slot = Some(Sum {
+                        first: i,
+                        last: i,
+                        count: 1,
+                    });
+                }
+            }
+        }
+        let mut ids = vec![0u32; sums.len()];
+        let mut subjs = IdMap::default();
+        for (local, sum) in sums.iter().enumerate() {
+            let Some(s) = sum else {
+                continue;
+            };
+            let id = self.subjects.acquire_many(
+                name(local as u32),
+                u64::from(s.count),
+                first + u64::from(s.first),
+                first + u64::from(s.last),
+            );
+            ids[local] = id;
+            subjs
+                .entry(id)
+                .and_modify(|t: &mut Sum| {
+                    t.first = t.first.min(s.first);
+                    t.last = t.last.max(s.last);
+                    t.count += s.count;
+                })
+                .or_insert(*s);
+        }
+        let slots: Vec<Slot> = msgs
+            .iter()
+            .map(|m| Slot {
+                off: m.off,
+                ts: m.ts,
+                len: m.len.max(1),
+                subj: ids.get(m.subject as usize).copied().unwrap_or(ids[0])
+                    | if m.hdr { HAS_HDR } else { 0 },
+            })
+            .collect();
+        if let Some(mut prev) = self.runs.last_entry() {
+            // Sealed: it grows no more.
+            prev.get_mut().slots.shrink_to_fit();
+        }
+        self.len += slots.len() as u64;
+        self.runs.insert(
+            first,
+            Run {
+                seg,
+                head: 0,
+                live: slots.len(),
+                slots,
                 subjs,
             },
         );
@@ -1075,6 +1223,108 @@ mod tests {
             assert_eq!(idx.seqs_matching(f), sets.seqs_matching(f), "{f}");
             assert_eq!(idx.last_matching(f), sets.last_matching(f), "{f}");
             assert_eq!(idx.counts(f), sets.counts(f), "{f}");
+        }
+    }
+
+    /// A sealed segment's messages indexed at once (`append_run`, what
+    /// `open` does with a plain segment's index file) answer every query
+    /// as the same messages inserted one by one, also after removals and
+    /// with later appends, and when the run does not start past the end
+    /// (the fallback).
+    #[test]
+    fn a_run_appended_at_once_answers_as_one_by_one_inserts() {
+        let table: Vec<Arc<str>> = ["", "a", "b.c", "k.1", "k.2"]
+            .iter()
+            .map(|s| Arc::from(*s))
+            .collect();
+        let filters: Vec<SubjectFilter> = vec![
+            SubjectFilter::All,
+            SubjectFilter::Any(vec!["a".into()]),
+            SubjectFilter::Any(vec!["k.*".into(), "b.c".into()]),
+        ];
+        for seed in 0..20u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut bulk = MsgIndex::default();
+            let mut one = MsgIndex::default();
+            let mut sets = SubjectIndex::default();
+            let mut seq = 1 + next() % 5;
+            for seg in 0..6u64 {
+                // Every fifth seed: the last segment overlaps the one
+                // before (recovery's duplicates), which append_run leaves
+                // to one-by-one inserts.
+                let first = if seed % 5 == 0 && seg == 5 {
+                    seq.saturating_sub(2).max(1)
+                } else {
+                    seq
+                };
+                let n = 1 + next() % 300;
+                let mut msgs = Vec::new();
+                for i in 0..n {
+                    // Index 9 is out of the table: read as entry 0 ("").
+                    let local = match next() % 11 {
+                        10 => 9,
+                        k => 1 + (k % 4) as u32,
+                    };
+                    let hdr = next() % 3 == 0;
+                    let name = table.get(local as usize).unwrap_or(&table[0]);
+                    let e = entry(seg, first + i, name, hdr);
+                    msgs.push(BulkMsg {
+                        off: e.off,
+                        ts: e.ts,
+                        len: e.len,
+                        subject: local,
+                        hdr,
+                    });
+                    if let Some(old) = one.get(first + i) {
+                        unset(&mut sets, &old.subject, first + i);
+                    }
+                    one.insert(first + i, &e);
+                    sets.entry(Arc::clone(name)).or_default().insert(first + i);
+                }
+                bulk.append_run(seg, first, &msgs, &table);
+                seq = first + n + next() % 3;
+            }
+            // Removals (oldest and random), then appends to a new segment.
+            for _ in 0..200 {
+                let Some(victim) = one.next_from(next() % seq) else {
+                    continue;
+                };
+                let a = one.remove(victim).expect("present");
+                let b = bulk.remove(victim).expect("present in bulk");
+                assert!(same(&a, &b), "seq {victim}");
+                unset(&mut sets, &a.subject, victim);
+            }
+            for i in 0..50 {
+                let e = entry(99, seq + i, &table[1 + (i % 4) as usize], false);
+                one.insert(seq + i, &e);
+                bulk.insert(seq + i, &e);
+                sets.entry(Arc::clone(&e.subject))
+                    .or_default()
+                    .insert(seq + i);
+            }
+            let end = seq + 50;
+            assert_eq!(bulk.len(), one.len());
+            assert_eq!(bulk.first(), one.first());
+            assert_eq!(bulk.end(), one.end());
+            for probe in 0..=end + 1 {
+                match (bulk.get(probe), one.get(probe)) {
+                    (Some(a), Some(b)) => assert!(same(&a, &b), "seq {probe}"),
+                    (None, None) => {}
+                    (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
+                }
+                assert_eq!(bulk.count_from(probe), one.count_from(probe));
+                if probe % 17 == 0 {
+                    same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
+                }
+            }
+            assert_eq!(bulk.live_per_segment(), one.live_per_segment());
+            assert_eq!(bulk.gaps(1, end, 1000), one.gaps(1, end, 1000));
         }
     }
 

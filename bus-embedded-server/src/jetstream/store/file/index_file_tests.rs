@@ -155,6 +155,14 @@ fn sealed_segments_get_index_files_and_open_reads_only_their_headers() {
     let (s, report) = open(&sim);
     assert!(!report.index_rebuilt);
     assert_eq!(s.indexed_segments, sealed.len());
+    // Segments holding only consecutive messages (and state records) are
+    // indexed at once; those with tombstones or gaps message by message.
+    assert!(
+        s.bulk_segments > 0 && s.bulk_segments < sealed.len(),
+        "{} of {} sealed segments indexed at once",
+        s.bulk_segments,
+        sealed.len()
+    );
     for (base, was) in segs.iter().zip(&before) {
         let read = sim.bytes_read(&dir().join(segment_name(*base))) - was;
         if base == newest {

@@ -257,10 +257,18 @@ pub(super) fn encode(scan: &Scan, id: SegmentId) -> Vec<u8> {
     out
 }
 
+/// Tests: [`decode_reusing`] into a new vector.
+#[cfg(test)]
+pub(super) fn decode(bytes: &[u8], id: SegmentId) -> Option<Scan> {
+    decode_reusing(bytes, id, Vec::new())
+}
+
 /// The scan an index file holds, if it verifies and describes exactly the
 /// segment `id` (`None`: ignore it and scan the segment). Never panics,
-/// whatever the bytes.
-pub(super) fn decode(bytes: &[u8], id: SegmentId) -> Option<Scan> {
+/// whatever the bytes. Its events go into `events` (cleared first): `open`
+/// hands back the vector of the previous segment, so it is not allocated
+/// (and its pages not faulted in) again for every segment.
+pub(super) fn decode_reusing(bytes: &[u8], id: SegmentId, mut events: Vec<Event>) -> Option<Scan> {
     let crc_at = bytes.len().checked_sub(4)?;
     let want = u32::from_le_bytes(bytes.get(crc_at..)?.try_into().ok()?);
     let covered = bytes.get(..crc_at)?;
@@ -298,7 +306,8 @@ pub(super) fn decode(bytes: &[u8], id: SegmentId) -> Option<Scan> {
     if nev > body.len() as u64 {
         return None;
     }
-    let mut events = Vec::with_capacity(nev as usize);
+    events.clear();
+    events.reserve(nev as usize);
     let (mut seq, mut ts) = (0u64, 0i64);
     // The events must cover the segment exactly, as its scan did.
     let mut pos = start;
