@@ -26,6 +26,9 @@
 //! to tell the server's speed from its placement in the bench's process.
 //! `--ack-each`: the drain awaits each delivery's `ack()` (together) instead
 //! of `Delivery::ack_all`, as it did before the batch acknowledgement.
+//! `--full-batches`: the drain fetches until it holds a whole batch before
+//! acknowledging it (a `fetch` returns what has arrived, often a part of
+//! the pull), so each confirmation covers `--batch` deliveries.
 //! The headline figure stays the embedded default, as users run it.
 
 use std::path::PathBuf;
@@ -43,6 +46,9 @@ struct Options {
     /// Each delivery's `ack()` awaited (together) instead of
     /// `Delivery::ack_all`: the drain as it was before the batch ack.
     ack_each: bool,
+    /// Fetch until a whole batch is in hand (or the rest of the events)
+    /// before acknowledging it: one confirmation per `--batch` deliveries.
+    full_batches: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -52,6 +58,7 @@ fn options() -> Result<Options, String> {
         repeats: 2,
         ours_process: None,
         ack_each: false,
+        full_batches: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,6 +81,7 @@ fn options() -> Result<Options, String> {
                 o.ours_process = Some(path);
             }
             "--ack-each" => o.ack_each = true,
+            "--full-batches" => o.full_batches = true,
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown option {other}")),
@@ -150,12 +158,23 @@ async fn drain(bus: &Arc<dyn Bus>, name: &str, o: &Options) -> Result<Duration, 
         .map_err(|e| format!("consumer: {e}"))?;
     let mut count = 0;
     while count < o.events {
-        let batch = consumer
+        let mut batch = consumer
             .fetch(o.batch, Duration::from_secs(5))
             .await
             .map_err(|e| format!("fetch: {e}"))?;
         if batch.is_empty() {
             return Err(format!("drain stalled at {count} of {}", o.events));
+        }
+        let want = o.batch.min(o.events - count);
+        while o.full_batches && batch.len() < want {
+            let more = consumer
+                .fetch(want - batch.len(), Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("fetch: {e}"))?;
+            if more.is_empty() {
+                return Err(format!("drain stalled at {count} of {}", o.events));
+            }
+            batch.extend(more);
         }
         count += batch.len();
         if o.ack_each {
@@ -280,10 +299,11 @@ async fn main() {
          per batch ({}), best of {} runs",
         o.events,
         o.batch,
-        if o.ack_each {
-            "each ack() awaited"
-        } else {
-            "Delivery::ack_all"
+        match (o.ack_each, o.full_batches) {
+            (true, false) => "each ack() awaited",
+            (true, true) => "each ack() awaited, whole batches",
+            (false, false) => "Delivery::ack_all",
+            (false, true) => "Delivery::ack_all, whole batches",
         },
         o.repeats
     );
