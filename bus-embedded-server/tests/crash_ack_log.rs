@@ -226,3 +226,169 @@ async fn confirmed_acks_in_the_state_log_are_never_redelivered_after_repeated_si
         "too few confirmations to prove anything"
     );
 }
+
+/// A batch acknowledgement as the bus sends it (`Delivery::ack_all` on a
+/// NATS backend): every ack of a fetched batch but the last sent without
+/// waiting, the last as a double ack whose confirmation stands for the
+/// whole batch (ARCHITECTURE.md, "Batch acknowledgement"). SIGKILLed over
+/// several cycles with batches in flight: no message of a batch whose last
+/// ack was confirmed is delivered again, and every message never handed to
+/// the acker still comes after the last restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_batch_ack_is_never_redelivered_after_repeated_sigkills() {
+    const BATCH: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let confirmed: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut attempted = BTreeSet::new();
+    let mut batches_confirmed = 0usize;
+    for cycle in 0..CYCLES {
+        let mut server = start(&store, &dir.path().join(format!("batch{cycle}.log")));
+        let (client, js) = connect(&server.url).await;
+        if cycle == 0 {
+            js.create_stream(stream::Config {
+                name: "A".to_owned(),
+                subjects: vec!["a.>".to_owned()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+            let mut acks = Vec::new();
+            for i in 0..MESSAGES {
+                acks.push(
+                    js.publish("a.x", i.to_string().into())
+                        .await
+                        .expect("publish"),
+                );
+            }
+            for a in acks {
+                a.await.expect("puback");
+            }
+            js.get_stream("A")
+                .await
+                .expect("stream")
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some("dur".to_owned()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(1),
+                    max_ack_pending: -1,
+                    ..Default::default()
+                })
+                .await
+                .expect("create durable consumer");
+        }
+        let c = durable(&js).await;
+        let got = fetch(&c, 400).await;
+        let again: Vec<u64> = {
+            let done = confirmed.lock().expect("confirmed");
+            got.iter()
+                .map(index_of)
+                .filter(|i| done.contains(i))
+                .collect()
+        };
+        assert!(
+            again.is_empty(),
+            "cycle {cycle}: messages of a confirmed batch ack were delivered again: {again:?}"
+        );
+        assert!(got.len() > BATCH, "cycle {cycle}: too little delivered");
+        attempted.extend(got.iter().map(index_of));
+        // Batches acked one after another by two tasks (so a batch's
+        // plain acks interleave with another's double ack); SIGKILL after
+        // a number of confirmed batches that differs per cycle.
+        let kill_after = [1usize, 4, 2][cycle as usize % 3];
+        let batches_now: Arc<Mutex<usize>> = Arc::default();
+        let mut chunks: Vec<Vec<jetstream::Message>> = Vec::new();
+        let mut rest = got;
+        while !rest.is_empty() {
+            let tail = rest.split_off(BATCH.min(rest.len()));
+            chunks.push(std::mem::replace(&mut rest, tail));
+        }
+        let ackers: Vec<_> = (0..2)
+            .map(|k| {
+                let mine: Vec<Vec<jetstream::Message>> = chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == k)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                let confirmed = Arc::clone(&confirmed);
+                let batches_now = Arc::clone(&batches_now);
+                tokio::spawn(async move {
+                    for batch in mine {
+                        let Some((last, before)) = batch.split_last() else {
+                            continue;
+                        };
+                        for m in before {
+                            if m.ack().await.is_err() {
+                                return;
+                            }
+                        }
+                        if last.double_ack().await.is_err() {
+                            return;
+                        }
+                        confirmed
+                            .lock()
+                            .expect("confirmed")
+                            .extend(batch.iter().map(index_of));
+                        *batches_now.lock().expect("count") += 1;
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while *batches_now.lock().expect("count") < kill_after {
+            assert!(Instant::now() < deadline, "batch acks are not confirmed");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        server.sigkill();
+        for a in ackers {
+            a.abort();
+            let _ = a.await;
+        }
+        batches_confirmed += *batches_now.lock().expect("count");
+        drop(chunks);
+        drop(js);
+        drop(client);
+    }
+    let server = start(&store, &dir.path().join("batch-last.log"));
+    let (_client, js) = connect(&server.url).await;
+    let c = durable(&js).await;
+    let confirmed = confirmed.lock().expect("confirmed").clone();
+    let must: BTreeSet<u64> = (0..MESSAGES).filter(|i| !attempted.contains(i)).collect();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = Instant::now();
+    loop {
+        let got = fetch(&c, 500).await;
+        if !got.is_empty() {
+            quiet_since = Instant::now();
+        }
+        for m in got {
+            let i = index_of(&m);
+            assert!(
+                !confirmed.contains(&i),
+                "message {i}: its batch ack was confirmed, yet it was delivered after the restart"
+            );
+            seen.insert(i);
+            m.ack().await.expect("ack");
+        }
+        if must.is_subset(&seen) && quiet_since.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "messages never acked did not come: {:?}",
+            must.difference(&seen).collect::<Vec<_>>()
+        );
+    }
+    eprintln!(
+        "{batches_confirmed} batch acks ({} messages) confirmed over {CYCLES} SIGKILLs, {} delivered after the last restart",
+        confirmed.len(),
+        seen.len()
+    );
+    assert!(
+        batches_confirmed >= 1 + 4 + 2,
+        "too few confirmed batches to prove anything"
+    );
+}

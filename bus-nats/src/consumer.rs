@@ -858,6 +858,38 @@ impl Acker for NatsAcker {
             .await
     }
 
+    /// The consumer's ack subjects on this bus's connection: a server
+    /// applies one connection's acks for one consumer in the order sent and
+    /// confirms an ack only once those before it are applied (nats-server)
+    /// or on disk (ours); ARCHITECTURE.md, "Batch acknowledgement". A
+    /// redriven dead letter has none: its ack deletes the dead letter first.
+    fn ordered_acks(&self) -> Option<String> {
+        if self.redrive_of.is_some() {
+            return None;
+        }
+        ack_channel(&self.reply)
+            .map(|consumer| format!("{:p} {consumer}", Arc::as_ptr(&self.inner)))
+    }
+
+    async fn ack_unconfirmed(&self) -> Result<()> {
+        if self.redrive_of.is_some() {
+            return self.ack().await;
+        }
+        self.inner
+            .client
+            .publish(self.reply.clone(), Bytes::from_static(b"+ACK"))
+            .await
+            .map_err(|e| {
+                errors::classify(
+                    &format!(
+                        "acknowledging position {} for consumer {}",
+                        self.position, self.settings.name
+                    ),
+                    e,
+                )
+            })
+    }
+
     async fn nak(&self, delay: Option<Duration>, reason: Option<String>) -> Result<()> {
         if self.attempt >= self.settings.max_deliver {
             let reason = reason.unwrap_or_else(|| {
@@ -900,5 +932,41 @@ impl Acker for NatsAcker {
             return Ok(());
         }
         self.send(Bytes::from_static(b"+WPI"), "extending").await
+    }
+}
+
+/// The stream and consumer part of an ack subject
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+/// seq>.<timestamp>.<pending>`, or with `<domain>.<account hash>` in front
+/// and possibly a token after), or `None` for a subject of another form.
+fn ack_channel(reply: &str) -> Option<&str> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let keep = match rest.split('.').count() {
+        7 => 2,
+        9 | 10 => 4,
+        _ => return None,
+    };
+    let end = rest.match_indices('.').nth(keep - 1).map(|(i, _)| i)?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod ack_channel_tests {
+    use super::ack_channel;
+
+    #[test]
+    fn acks_of_one_consumer_share_a_channel_and_other_consumers_do_not() {
+        let a = ack_channel("$JS.ACK.EVENTS.drain.1.10.10.1700000000.5");
+        let b = ack_channel("$JS.ACK.EVENTS.drain.2.11.12.1700000001.4");
+        let c = ack_channel("$JS.ACK.EVENTS.other.1.10.10.1700000000.5");
+        assert_eq!(a, Some("EVENTS.drain"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            ack_channel("$JS.ACK.hub.ABC.EVENTS.drain.1.10.10.1700000000.5.x"),
+            Some("hub.ABC.EVENTS.drain")
+        );
+        assert_eq!(ack_channel("_INBOX.abc"), None);
+        assert_eq!(ack_channel("$JS.ACK.EVENTS.drain.1"), None);
     }
 }

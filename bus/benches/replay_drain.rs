@@ -3,9 +3,9 @@
 //! nats-server 2.15.1 (started here), side by side in one run:
 //!
 //! - `bus.replay` of every event from the beginning (a projection rebuild);
-//! - a durable consumer draining them: `fetch` of a batch, every delivery of
-//!   the batch acknowledged and each ack confirmed (awaited together) before
-//!   the next fetch.
+//! - a durable consumer draining them: `fetch` of a batch, the batch
+//!   acknowledged with `Delivery::ack_all` (every ack confirmed) before the
+//!   next fetch.
 //!
 //! Both servers get the same events (filled untimed, with
 //! `publish_batch(100)` from 8 tasks). The figures are events/s on this
@@ -24,13 +24,18 @@
 //! `--ours-process <path to angzarr-nats-server>`: a third column, the same
 //! bus code on our server started as its own process (as nats-server is),
 //! to tell the server's speed from its placement in the bench's process.
+//! `--ack-each`: the drain awaits each delivery's `ack()` (together) instead
+//! of `Delivery::ack_all`, as it did before the batch acknowledgement.
+//! `--full-batches`: the drain fetches until it holds a whole batch before
+//! acknowledging it (a `fetch` returns what has arrived, often a part of
+//! the pull), so each confirmation covers `--batch` deliveries.
 //! The headline figure stays the embedded default, as users run it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus::{Backend, Bus, BusConfig, ConsumerConfig, StartPosition};
+use bus::{Backend, Bus, BusConfig, ConsumerConfig, Delivery, StartPosition};
 use bus_core::testkit::{deposit, filter};
 
 struct Options {
@@ -38,6 +43,12 @@ struct Options {
     batch: usize,
     repeats: usize,
     ours_process: Option<PathBuf>,
+    /// Each delivery's `ack()` awaited (together) instead of
+    /// `Delivery::ack_all`: the drain as it was before the batch ack.
+    ack_each: bool,
+    /// Fetch until a whole batch is in hand (or the rest of the events)
+    /// before acknowledging it: one confirmation per `--batch` deliveries.
+    full_batches: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -46,6 +57,8 @@ fn options() -> Result<Options, String> {
         batch: 500,
         repeats: 2,
         ours_process: None,
+        ack_each: false,
+        full_batches: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +80,8 @@ fn options() -> Result<Options, String> {
                     .ok_or("--ours-process needs the path of an angzarr-nats-server binary")?;
                 o.ours_process = Some(path);
             }
+            "--ack-each" => o.ack_each = true,
+            "--full-batches" => o.full_batches = true,
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown option {other}")),
@@ -143,17 +158,34 @@ async fn drain(bus: &Arc<dyn Bus>, name: &str, o: &Options) -> Result<Duration, 
         .map_err(|e| format!("consumer: {e}"))?;
     let mut count = 0;
     while count < o.events {
-        let batch = consumer
+        let mut batch = consumer
             .fetch(o.batch, Duration::from_secs(5))
             .await
             .map_err(|e| format!("fetch: {e}"))?;
         if batch.is_empty() {
             return Err(format!("drain stalled at {count} of {}", o.events));
         }
+        let want = o.batch.min(o.events - count);
+        while o.full_batches && batch.len() < want {
+            let more = consumer
+                .fetch(want - batch.len(), Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("fetch: {e}"))?;
+            if more.is_empty() {
+                return Err(format!("drain stalled at {count} of {}", o.events));
+            }
+            batch.extend(more);
+        }
         count += batch.len();
-        let acks = batch.iter().map(|d| d.ack());
-        for r in futures::future::join_all(acks).await {
-            r.map_err(|e| format!("ack: {e}"))?;
+        if o.ack_each {
+            let acks = batch.iter().map(|d| d.ack());
+            for r in futures::future::join_all(acks).await {
+                r.map_err(|e| format!("ack: {e}"))?;
+            }
+        } else {
+            Delivery::ack_all(&batch)
+                .await
+                .map_err(|e| format!("ack: {e}"))?;
         }
     }
     let took = start.elapsed();
@@ -264,8 +296,16 @@ async fn main() {
     };
     println!(
         "bus read paths: {} events of ~120 bytes, durable drain fetching {} and confirming every ack \
-         per batch, best of {} runs",
-        o.events, o.batch, o.repeats
+         per batch ({}), best of {} runs",
+        o.events,
+        o.batch,
+        match (o.ack_each, o.full_batches) {
+            (true, false) => "each ack() awaited",
+            (true, true) => "each ack() awaited, whole batches",
+            (false, false) => "Delivery::ack_all",
+            (false, true) => "Delivery::ack_all, whole batches",
+        },
+        o.repeats
     );
     let mut targets = vec![
         ("embedded (ours)", Target::Embedded),

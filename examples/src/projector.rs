@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::{Bus, BusError, Consumer, EventEnvelope, Filter, StartPosition};
+use bus::{Bus, BusError, Consumer, Delivery, EventEnvelope, Filter, StartPosition};
 use tokio::sync::watch;
 
 use crate::domain::Event;
@@ -129,8 +129,8 @@ pub async fn run<P: Projection>(
     // back at once anything that reached it unreturned.
     while !*stop.borrow_and_update() {
         let batch = consumer.fetch(256, Duration::from_millis(100)).await?;
-        // Apply in delivery order; then confirm the batch's acks together
-        // (one round trip for the batch instead of one per event).
+        // Apply in delivery order; then acknowledge the batch with one
+        // confirmation (one round trip for the batch instead of one per event).
         let mut applied_ok = Vec::with_capacity(batch.len());
         for delivery in &batch {
             let applied = match model.lock() {
@@ -147,9 +147,7 @@ pub async fn run<P: Projection>(
             }
             handled += 1;
         }
-        for ack in futures::future::join_all(applied_ok.iter().map(|d| d.ack())).await {
-            ack?;
-        }
+        Delivery::ack_all(applied_ok).await?;
     }
     consumer.close().await?;
     Ok(handled)

@@ -854,6 +854,69 @@ pub async fn ack_is_idempotent(h: &impl Harness) {
     assert_quiet(&mut c, t.ack_wait + t.quiet).await;
 }
 
+/// `Delivery::ack_all` acknowledges exactly the deliveries it is given:
+/// once it returns, every one of them is acknowledged (the consumer's info
+/// says so at once: confirmed means applied), the ones left out stay
+/// pending and come back on a nak, deliveries of another consumer in the
+/// same call are acknowledged too, and nothing acknowledged comes again.
+pub async fn ack_all_acknowledges_exactly_the_deliveries_it_is_given(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    let positions = publish_all(&*bus, &deposits("p", 200)).await;
+    let long_wait = Duration::from_secs(30);
+    let mut c = open_consumer(&*bus, config("batch", long_wait)).await;
+    let mut other = open_consumer(&*bus, config("batch-other", long_wait)).await;
+    let got = take(&mut c, 200, t.patience).await;
+    assert_eq!(
+        got.iter().map(|d| d.event.position).collect::<Vec<_>>(),
+        positions
+    );
+    let others = take(&mut other, 3, t.patience).await;
+    crate::Delivery::ack_all(std::iter::empty())
+        .await
+        .expect("acknowledging nothing");
+    // Left out: one in the middle and the last one delivered.
+    let left_out = [57, 199];
+    let acked = got
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !left_out.contains(i))
+        .map(|(_, d)| d);
+    crate::Delivery::ack_all(acked.chain(&others))
+        .await
+        .expect("ack_all");
+    let info = bus.consumer_info("batch").await.expect("info");
+    assert_eq!(
+        (info.num_ack_pending, info.ack_floor, info.num_pending),
+        (2, positions[56], 0),
+        "after ack_all returned: only the two left out are unacknowledged"
+    );
+    let info = bus.consumer_info("batch-other").await.expect("info");
+    assert_eq!(
+        (info.num_ack_pending, info.ack_floor),
+        (0, positions[2]),
+        "the other consumer's deliveries in the same call"
+    );
+    for i in left_out {
+        got[i].nak().await.expect("nak");
+    }
+    let again = take(&mut c, 2, t.patience).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|d| (d.event.position, d.attempt))
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([(positions[57], 2), (positions[199], 2)]),
+        "only the deliveries left out come back"
+    );
+    crate::Delivery::ack_all(&again).await.expect("ack_all");
+    let info = bus.consumer_info("batch").await.expect("info");
+    assert_eq!((info.num_ack_pending, info.ack_floor), (0, positions[199]));
+    // Acknowledging a batch again is harmless.
+    crate::Delivery::ack_all(&got).await.expect("ack_all again");
+    assert_quiet(&mut c, t.quiet).await;
+}
+
 // ---------------------------------------------------------------- dedup
 
 /// The same event id twice inside the window: stored once, receipt flags the
@@ -1652,6 +1715,34 @@ pub async fn consumer_position_survives_a_restart(h: &impl Harness) {
         positions[4..]
     );
     // Nothing acked comes back, before or after the restart.
+    assert_quiet(&mut c, t.ack_wait + t.quiet).await;
+}
+
+/// Acks confirmed by `Delivery::ack_all` survive a restart: after it, the
+/// consumer delivers only what the batch left out.
+pub async fn acks_confirmed_by_ack_all_survive_a_restart(h: &impl Harness) {
+    let t = h.timing();
+    let bus = h.open(settings()).await;
+    let positions = publish_all(&*bus, &deposits("p", 50)).await;
+    {
+        let mut c = open_consumer(&*bus, config("batch", t.ack_wait)).await;
+        let got = take(&mut c, 50, t.patience).await;
+        crate::Delivery::ack_all(&got[..40]).await.expect("ack_all");
+    }
+    drop(bus);
+    let bus = h.reopen().await;
+    let mut c = open_consumer(&*bus, config("batch", t.ack_wait)).await;
+    let mut after: Vec<u64> = take_and_ack(&mut c, 10, t.patience)
+        .await
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    after.sort_unstable();
+    assert_eq!(
+        after,
+        positions[40..],
+        "only the unacknowledged ten come back"
+    );
     assert_quiet(&mut c, t.ack_wait + t.quiet).await;
 }
 

@@ -113,6 +113,27 @@ pub async fn assert_quiet(consumer: &mut Consumer, quiet: Duration) {
     }
 }
 
+/// Receives `n` deliveries (in batches), failing the test when one does not
+/// come within `patience`; none is acknowledged.
+pub async fn take(consumer: &mut Consumer, n: usize, patience: Duration) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let got = consumer
+            .fetch(n - out.len(), patience)
+            .await
+            .unwrap_or_else(|e| panic!("consumer {}: fetch failed: {e}", consumer.name()));
+        if got.is_empty() {
+            panic!(
+                "consumer {}: {} of {n} deliveries within {patience:?}",
+                consumer.name(),
+                out.len()
+            );
+        }
+        out.extend(got);
+    }
+    out
+}
+
 /// Receives and acks `n` deliveries, returning the events in delivery order.
 pub async fn take_and_ack(
     consumer: &mut Consumer,

@@ -410,6 +410,11 @@ struct CState {
     dirty: bool,
     last_persist: Instant,
     ack_replies: Vec<String>,
+    /// A state write took its snapshot and is not on disk yet.
+    writing: bool,
+    /// Confirmations of acks that changed nothing, asked for while a write
+    /// was in flight: they wait for that write (see `confirm_or_queue`).
+    after_write: Vec<String>,
     fc_outstanding: Option<String>,
     fc_counter: u64,
     /// The last delivery round stopped at a read that would have waited on
@@ -1057,22 +1062,27 @@ impl Consumer {
     /// stays dirty to be written again.
     fn persist_now(&self) -> Option<Vec<String>> {
         let mut one_writer = lock(&self.persisting);
-        let (snap, replies) = {
+        let (snap, mut replies) = {
             let mut st = lock(&self.state);
             let replies = st.take_for_persist(Instant::now());
             (st.snapshot(), replies)
         };
-        let Some(log) = one_writer.as_mut() else {
-            return Some(replies);
+        let written = match one_writer.as_mut() {
+            None => true,
+            Some(log) => match log.write(&RealFs, snap) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
+                    false
+                }
+            },
         };
-        match log.write(&RealFs, snap) {
-            Ok(()) => Some(replies),
-            Err(e) => {
-                tracing::error!(consumer = %self.name, "persisting consumer state failed: {e}");
-                lock(&self.state).dirty = true;
-                None
-            }
+        let waited = lock(&self.state).write_done(written);
+        if !written {
+            return None;
         }
+        replies.extend(waited);
+        Some(replies)
     }
 
     /// Delivers whatever can be delivered now. Returns sequences that count
@@ -1619,6 +1629,8 @@ impl CState {
             dirty: false,
             last_persist: now,
             ack_replies: Vec::new(),
+            writing: false,
+            after_write: Vec::new(),
             fc_outstanding: None,
             fc_counter: 0,
             read_blocked: false,
@@ -1698,9 +1710,19 @@ impl CState {
     /// An ack asked for a confirmation on `reply`: true when it can be sent
     /// now; false when it was queued until the state is on disk (a durable
     /// consumer whose state changed: `persisted`).
+    ///
+    /// A clean state with a write in flight is not on disk yet: that write
+    /// may hold acks applied before this one (acks sent earlier on the same
+    /// connection without a confirmation: a batch acknowledgement confirms
+    /// them all with its last ack, ARCHITECTURE.md "Batch
+    /// acknowledgement"), so an ack that changed nothing waits for that
+    /// write to land, not for a new one.
     fn confirm_or_queue(&mut self, persisted: bool, reply: &str) -> bool {
         if persisted && self.dirty {
             self.ack_replies.push(reply.to_owned());
+            false
+        } else if persisted && self.writing {
+            self.after_write.push(reply.to_owned());
             false
         } else {
             true
@@ -1790,8 +1812,25 @@ impl CState {
     /// ack confirmations queued so far go out once the write succeeded.
     fn take_for_persist(&mut self, now: Instant) -> Vec<String> {
         self.dirty = false;
+        self.writing = true;
         self.last_persist = now;
         std::mem::take(&mut self.ack_replies)
+    }
+
+    /// The write `take_for_persist` began is over (`written`: on disk).
+    /// Returns the confirmations that waited for it (`confirm_or_queue`),
+    /// to be sent with the write's own; none when it failed (the state is
+    /// dirty again, and those clients' ack requests time out, as the
+    /// write's own do).
+    fn write_done(&mut self, written: bool) -> Vec<String> {
+        self.writing = false;
+        let waited = std::mem::take(&mut self.after_write);
+        if written {
+            waited
+        } else {
+            self.dirty = true;
+            Vec::new()
+        }
     }
 
     fn ack_wait_for(&self, deliveries: u64) -> Duration {
@@ -2250,6 +2289,55 @@ mod tests {
             st.take_for_persist(tokio::time::Instant::now()),
             vec!["reply"]
         );
+    }
+
+    /// A batch acknowledgement sends plain acks and confirms only the last:
+    /// its confirmation must mean the earlier ones are on disk. When the
+    /// confirmed one leaves the state clean (an in-progress of a message
+    /// acked already; an `+ACK` always marks the state dirty today, so it
+    /// waits for a new write anyway) while a write holding the earlier
+    /// acks is in flight, the state is clean but not on disk: the
+    /// confirmation waits for that write, and a failed write sends it not
+    /// at all.
+    #[test]
+    fn an_ack_changing_nothing_waits_for_the_write_in_flight_that_holds_earlier_acks() {
+        use super::{CState, ConsumerStateFile};
+        use crate::jetstream::store::SubjectFilter;
+        use crate::jetstream::types::{AckPolicy, ConsumerConfig};
+        let config = ConsumerConfig {
+            ack_policy: AckPolicy::Explicit,
+            ..ConsumerConfig::default()
+        };
+        let saved = ConsumerStateFile {
+            delivered_consumer_seq: 2,
+            delivered_stream_seq: 2,
+            ack_floor_stream_seq: 0,
+            next_sseq: 3,
+            pending: vec![(1, 1, 0, 1), (2, 2, 0, 1)],
+            ..ConsumerStateFile::default()
+        };
+        let now = tokio::time::Instant::now();
+        for (written, expect) in [(true, vec!["last".to_owned()]), (false, Vec::new())] {
+            let mut st = CState::new(config.clone(), SubjectFilter::All, saved.clone(), now);
+            let mut acked = Vec::new();
+            st.apply_ack("+ACK", "", 2, &mut acked); // acked before the batch
+            st.take_for_persist(now);
+            assert!(st.write_done(true).is_empty());
+            st.apply_ack("+ACK", "", 1, &mut acked); // a plain ack of the batch
+            assert!(st.dirty);
+            assert!(st.take_for_persist(now).is_empty());
+            st.apply_ack("+WPI", "", 2, &mut acked); // confirmed, changes nothing
+            assert!(
+                !st.dirty,
+                "the in-progress of an acked message changed the state"
+            );
+            assert!(
+                !st.confirm_or_queue(true, "last"),
+                "confirmed while the write holding the ack of 1 was in flight"
+            );
+            assert_eq!(st.write_done(written), expect);
+            assert_eq!(st.dirty, !written, "a failed write leaves the state dirty");
+        }
     }
 
     /// A state write confirms every ack queued until its snapshot (also

@@ -661,7 +661,10 @@ impl Run {
         }
         let replies = live.st.take_for_persist(Instant::now());
         let snap = live.st.snapshot();
-        match live.log.write(&self.sim, snap.clone()) {
+        let written = live.log.write(&self.sim, snap.clone());
+        let waited = live.st.write_done(written.is_ok());
+        let replies: Vec<String> = replies.into_iter().chain(waited).collect();
+        match written {
             Ok(()) => {
                 self.stats.writes += 1;
                 let track = self.track(name);
