@@ -40,6 +40,12 @@ const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often a handle looks at the redrive queue while it finds nothing
 /// there (it looks again at once after finding an item).
 const REDRIVE_POLL: Duration = Duration::from_secs(1);
+/// How long `fetch` waits for the rest of a pull that the server said has
+/// more to send (the last delivery's pending count was not zero) once the
+/// messages already received are handed out: a pull's messages arrive back
+/// to back, so a gap this long means the server is holding them (e.g. the
+/// consumer reached max_ack_pending) and the call returns what it has.
+const BATCH_GAP: Duration = Duration::from_millis(20);
 
 fn stream_handle_error(inner: &Inner, e: impl std::fmt::Display) -> BusError {
     errors::classify(&format!("using stream {}", inner.config.stream_name), e)
@@ -208,6 +214,7 @@ pub async fn open(inner: Arc<Inner>, cfg: ConsumerConfig) -> Result<Consumer> {
         sub,
         buffer: VecDeque::new(),
         pull: None,
+        more_pending: false,
     };
     Ok(Consumer::new(name, Box::new(handle)))
 }
@@ -311,6 +318,9 @@ struct NatsConsumer {
     sub: Subscriber,
     buffer: VecDeque<async_nats::Message>,
     pull: Option<Pull>,
+    /// The last delivery received said messages remain for this consumer
+    /// after it (the pending count of its ack subject).
+    more_pending: bool,
     redrive: RedriveSource,
 }
 
@@ -383,6 +393,11 @@ impl NatsConsumer {
     async fn absorb(&mut self, m: async_nats::Message) -> Result<()> {
         match m.status {
             None | Some(StatusCode::OK) => {
+                self.more_pending = m
+                    .reply
+                    .as_deref()
+                    .and_then(ack_subject_pending)
+                    .is_some_and(|pending| pending > 0);
                 if let Some(p) = self.pull.as_mut() {
                     p.remaining = p.remaining.saturating_sub(1);
                     if p.remaining == 0 {
@@ -641,8 +656,22 @@ impl ConsumerBackend for NatsConsumer {
                     None => break,
                 }
             }
-            if out.len() == max || (!out.is_empty() && self.buffer.is_empty()) {
+            if out.len() == max {
                 return Ok(out);
+            }
+            if !out.is_empty() && self.buffer.is_empty() {
+                // The rest of this pull is on its way when the server said
+                // messages remain: take them too (briefly), so one call
+                // returns a whole batch rather than what the socket held,
+                // and a batch acknowledgement confirms once per batch.
+                if self.pull.is_none() || !self.more_pending {
+                    return Ok(out);
+                }
+                let until = (Instant::now() + BATCH_GAP).min(deadline);
+                if !self.receive(until).await? {
+                    return Ok(out);
+                }
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -950,9 +979,48 @@ fn ack_channel(reply: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// The pending count of an ack subject of the forms [`ack_channel`]
+/// reads: how many messages the consumer still had to deliver after this
+/// one; `None` for a subject of another form.
+fn ack_subject_pending(reply: &str) -> Option<u64> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let at = match rest.split('.').count() {
+        7 => 6,
+        9 | 10 => 8,
+        _ => return None,
+    };
+    rest.split('.').nth(at)?.parse().ok()
+}
+
 #[cfg(test)]
 mod ack_channel_tests {
-    use super::ack_channel;
+    use super::{ack_channel, ack_subject_pending};
+
+    #[test]
+    fn the_pending_count_is_read_from_both_ack_subject_forms() {
+        assert_eq!(
+            ack_subject_pending("$JS.ACK.EVENTS.drain.1.10.10.1700000000.5"),
+            Some(5)
+        );
+        assert_eq!(
+            ack_subject_pending("$JS.ACK.EVENTS.drain.1.10.10.1700000000.0"),
+            Some(0)
+        );
+        assert_eq!(
+            ack_subject_pending("$JS.ACK.hub.ABC.EVENTS.drain.1.10.10.1700000000.7.x"),
+            Some(7)
+        );
+        assert_eq!(
+            ack_subject_pending("$JS.ACK.hub.ABC.EVENTS.drain.1.10.10.1700000000.7"),
+            Some(7)
+        );
+        assert_eq!(ack_subject_pending("_INBOX.abc"), None);
+        assert_eq!(ack_subject_pending("$JS.ACK.EVENTS.drain.1"), None);
+        assert_eq!(
+            ack_subject_pending("$JS.ACK.EVENTS.drain.1.10.10.1700000000.x"),
+            None
+        );
+    }
 
     #[test]
     fn acks_of_one_consumer_share_a_channel_and_other_consumers_do_not() {
