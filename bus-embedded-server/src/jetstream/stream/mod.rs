@@ -126,6 +126,9 @@ pub(crate) struct StreamInner {
 pub struct Stream {
     /// Name.
     pub name: String,
+    /// The name as a JSON string (quoted, escaped): every publish
+    /// acknowledgement carries it.
+    name_json: String,
     /// Creation time, Unix nanoseconds.
     pub created: i64,
     pub(crate) inner: Mutex<StreamInner>,
@@ -536,6 +539,7 @@ impl Stream {
         let stream = Arc::new_cyclic(|me| Stream {
             me: me.clone(),
             name: config.name.clone(),
+            name_json: json_str(&config.name),
             created,
             subjects: RwLock::new(config.subjects.clone()),
             retention: config.retention,
@@ -1153,15 +1157,15 @@ impl Stream {
                 let body = match stored {
                     Stored::Duplicate(seq) => format!(
                         "{{\"stream\":{},\"seq\":{seq},\"duplicate\":true}}",
-                        json_str(&self.name)
+                        self.name_json
                     ),
                     Stored::Counter(seq, val) => format!(
                         "{{\"stream\":{},\"seq\":{seq},\"val\":{}}}",
-                        json_str(&self.name),
+                        self.name_json,
                         json_str(&val)
                     ),
                     Stored::New(seq) => {
-                        format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
+                        format!("{{\"stream\":{},\"seq\":{seq}}}", self.name_json)
                     }
                     Stored::Checked => String::new(),
                 };
@@ -1543,10 +1547,26 @@ impl Stream {
                 }
             }
         }
+        if out.is_empty() {
+            return;
+        }
+        let Some(router) = js.router() else {
+            return;
+        };
+        // One delivery run for the whole release: each connection's writer
+        // is woken once, when the run ends, instead of once per
+        // confirmation. Called from the blocking thread that fsyncs, a wake
+        // per confirmation was a cross-thread wake-up of a runtime worker
+        // per publish, and the writer sent the confirmations in many small
+        // writes as they trickled in.
+        let mut run = router.deliveries();
         for (reply, body, republish) in out {
-            send_republished(js, &republish);
+            // Republished copies go first (nats-server's order).
+            for m in &republish {
+                run.route_as(&m.subject, &m.subject, None, &m.hdr, &m.data);
+            }
             if !reply.is_empty() {
-                js.send(&reply, None, b"", &body);
+                run.route_as(&reply, &reply, None, b"", &body);
             }
         }
     }
