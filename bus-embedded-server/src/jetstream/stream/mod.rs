@@ -126,6 +126,9 @@ pub(crate) struct StreamInner {
 pub struct Stream {
     /// Name.
     pub name: String,
+    /// The name as a JSON string (quoted, escaped): every publish
+    /// acknowledgement carries it.
+    name_json: String,
     /// Creation time, Unix nanoseconds.
     pub created: i64,
     pub(crate) inner: Mutex<StreamInner>,
@@ -536,6 +539,7 @@ impl Stream {
         let stream = Arc::new_cyclic(|me| Stream {
             me: me.clone(),
             name: config.name.clone(),
+            name_json: json_str(&config.name),
             created,
             subjects: RwLock::new(config.subjects.clone()),
             retention: config.retention,
@@ -1153,15 +1157,15 @@ impl Stream {
                 let body = match stored {
                     Stored::Duplicate(seq) => format!(
                         "{{\"stream\":{},\"seq\":{seq},\"duplicate\":true}}",
-                        json_str(&self.name)
+                        self.name_json
                     ),
                     Stored::Counter(seq, val) => format!(
                         "{{\"stream\":{},\"seq\":{seq},\"val\":{}}}",
-                        json_str(&self.name),
+                        self.name_json,
                         json_str(&val)
                     ),
                     Stored::New(seq) => {
-                        format!("{{\"stream\":{},\"seq\":{seq}}}", json_str(&self.name))
+                        format!("{{\"stream\":{},\"seq\":{seq}}}", self.name_json)
                     }
                     Stored::Checked => String::new(),
                 };
@@ -1543,10 +1547,26 @@ impl Stream {
                 }
             }
         }
+        if out.is_empty() {
+            return;
+        }
+        let Some(router) = js.router() else {
+            return;
+        };
+        // One delivery run for the whole release: each connection's writer
+        // is woken once, when the run ends, instead of once per
+        // confirmation. Called from the blocking thread that fsyncs, a wake
+        // per confirmation was a cross-thread wake-up of a runtime worker
+        // per publish, and the writer sent the confirmations in many small
+        // writes as they trickled in.
+        let mut run = router.deliveries();
         for (reply, body, republish) in out {
-            send_republished(js, &republish);
+            // Republished copies go first (nats-server's order).
+            for m in &republish {
+                run.route_as(&m.subject, &m.subject, None, &m.hdr, &m.data);
+            }
             if !reply.is_empty() {
-                js.send(&reply, None, b"", &body);
+                run.route_as(&reply, &reply, None, b"", &body);
             }
         }
     }
@@ -2888,6 +2908,126 @@ mod tests {
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
         router.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A router that records, per delivery run, the targets delivered to
+    /// (in order); deliveries outside a run are recorded as runs of one.
+    #[derive(Default)]
+    struct Runs(Arc<StdMutex<Vec<Vec<String>>>>);
+
+    struct RunRecorder {
+        runs: Arc<StdMutex<Vec<Vec<String>>>>,
+        run: Vec<String>,
+    }
+
+    impl crate::jetstream::Deliveries for RunRecorder {
+        fn route_as(&mut self, to: &str, _: &str, _: Option<&str>, _: &[u8], _: &[u8]) -> usize {
+            self.run.push(to.to_owned());
+            1
+        }
+    }
+
+    impl Drop for RunRecorder {
+        fn drop(&mut self) {
+            if let Ok(mut v) = self.runs.lock() {
+                v.push(std::mem::take(&mut self.run));
+            }
+        }
+    }
+
+    impl Router for Runs {
+        fn route(&self, subject: &str, reply: Option<&str>, hdr: &[u8], data: &[u8]) -> usize {
+            self.route_as(subject, subject, reply, hdr, data)
+        }
+        fn route_as(&self, to: &str, _: &str, _: Option<&str>, _: &[u8], _: &[u8]) -> usize {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(vec![to.to_owned()]);
+            }
+            1
+        }
+        fn has_interest(&self, _: &str) -> bool {
+            true
+        }
+        fn deliveries(&self) -> Box<dyn crate::jetstream::Deliveries + '_> {
+            Box::new(RunRecorder {
+                runs: Arc::clone(&self.0),
+                run: Vec::new(),
+            })
+        }
+    }
+
+    /// The confirmations one sync job made due leave in one delivery run
+    /// (each connection's writer is woken once for all of them, not once
+    /// per confirmation), in publish order, each after its republished
+    /// copy.
+    #[tokio::test]
+    async fn confirmations_made_due_by_one_sync_job_leave_in_one_delivery_run_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let js = JetStream::open(JetStreamConfig {
+            store_dir: dir.path().to_owned(),
+            ..JetStreamConfig::default()
+        })
+        .expect("open");
+        let runs = Arc::new(Runs::default());
+        let router: Arc<dyn Router> = Arc::clone(&runs) as _;
+        js.set_router(Arc::downgrade(&router));
+        let mut config = StreamConfig {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            republish: Some(crate::jetstream::types::RePublish {
+                src: "s.>".into(),
+                dest: "r.>".into(),
+                headers_only: false,
+            }),
+            ..StreamConfig::default()
+        };
+        config.normalize();
+        let gate = Arc::new(Gate::default());
+        let passing = Arc::clone(&gate);
+        let store = ScriptedDisk::syncing(Arc::new(move || passing.pass()));
+        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
+        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+
+        stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
+        stream.publish(&js, "s.b", Some("reply.2"), b"", b"two");
+        stream.publish(&js, "s.c", Some("reply.3"), b"", b"three");
+        stream.publish(&js, "s.d", Some("reply.4"), b"", b"four");
+        gate.permit();
+        gate.permit();
+        let seen = |runs: &Runs| {
+            runs.0
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !seen(&runs).iter().flatten().any(|to| to == "reply.4") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply: {:?}",
+                seen(&runs)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            seen(&runs),
+            vec![
+                vec!["r.a".to_owned(), "reply.1".to_owned()],
+                vec![
+                    "r.b".to_owned(),
+                    "reply.2".to_owned(),
+                    "r.c".to_owned(),
+                    "reply.3".to_owned(),
+                    "r.d".to_owned(),
+                    "reply.4".to_owned(),
+                ],
+            ],
+            "one run per sync job, copies before their confirmation"
+        );
+        assert_eq!(gate.jobs(), 2);
     }
 
     mod dirs {
