@@ -1914,9 +1914,8 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn seq_for_time(&self, ts: i64) -> u64 {
         self.index
-            .iter_from(0)
-            .find(|(_, _, t)| *t >= ts)
-            .map_or(self.last_seq + 1, |(s, _, _)| s)
+            .first_at_or_after(ts)
+            .unwrap_or(self.last_seq + 1)
     }
 
     fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {

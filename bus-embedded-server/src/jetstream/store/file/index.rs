@@ -26,7 +26,15 @@
 //! the runs, skip those whose summary lacks the subject, and scan only the
 //! summarised span of the others. A last-by-subject is a map lookup.
 //!
-//! Must not do I/O: it only answers where things are.
+//! Sealed runs built at open ([`MsgIndex::append_run`] with a loader set)
+//! are *unloaded*: every slot live, only their length and subject summary
+//! kept. The queries that need no slot (counts and next sequence over
+//! dense runs, gaps, runs skipped by their summary) answer without them;
+//! the others read the slots back through the [`RunLoader`] the file store
+//! gives (its only I/O, done on the caller's thread under the store's
+//! lock) into a cache bounded in slots (least recently used runs evicted;
+//! `&self` queries load through a mutex). A run that is about to change
+//! (a removal, a replacement) is loaded for good first ("pinned").
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -114,6 +122,9 @@ struct Run {
     /// Non-empty slots.
     live: usize,
     body: Body,
+    /// No message of the run has a later timestamp (an upper bound:
+    /// removals leave it), so a search by time skips the run unread.
+    max_ts: i64,
     /// Subject id -> where in this run it is.
     subjs: IdMap<Sum>,
 }
@@ -340,10 +351,11 @@ pub(super) struct LoadedRun {
 /// when neither can be read.
 pub(super) type RunLoader = dyn Fn(u64) -> Option<LoadedRun> + Send + Sync;
 
-/// Slots of unloaded runs the cache keeps loaded (64 MiB of slots), past
-/// the run being read. Tests keep one slot, so every load evicts.
+/// Slots of unloaded runs the cache keeps loaded (32 MiB of slots, about
+/// 1.4 M messages), past the run being read. Tests keep one slot, so every
+/// load evicts.
 #[cfg(not(test))]
-const CACHE_SLOTS: usize = (64 << 20) / std::mem::size_of::<Slot>();
+const CACHE_SLOTS: usize = (32 << 20) / std::mem::size_of::<Slot>();
 #[cfg(test)]
 const CACHE_SLOTS: usize = 1;
 
@@ -680,6 +692,7 @@ impl MsgIndex {
             if let Some(slots) = run.vec_mut() {
                 if i < slots.len() {
                     slots[i] = slot;
+                    run.max_ts = run.max_ts.max(slot.ts);
                     run.live += 1;
                     run.head = run.head.min(i);
                     run.add_subject(id, i);
@@ -687,6 +700,7 @@ impl MsgIndex {
                 }
                 if i == slots.len() && seg == e.seg {
                     slots.push(slot);
+                    run.max_ts = run.max_ts.max(slot.ts);
                     run.live += 1;
                     run.add_subject(id, i);
                     return;
@@ -717,6 +731,7 @@ impl MsgIndex {
                 head: 0,
                 live: 1,
                 body: Body::Loaded(vec![slot]),
+                max_ts: slot.ts,
                 subjs,
             },
         );
@@ -849,6 +864,7 @@ impl MsgIndex {
                 head: 0,
                 live: msgs.len(),
                 body,
+                max_ts: msgs.iter().map(|m| m.ts).max().unwrap_or(i64::MIN),
                 subjs,
             },
         );
@@ -1141,6 +1157,24 @@ impl MsgIndex {
                     (s.len != 0).then_some((first + i as u64, seg, s.ts))
                 })
             })
+    }
+
+    /// The lowest indexed sequence whose timestamp is `>= ts`: runs whose
+    /// newest timestamp is older are skipped without reading their slots.
+    pub(super) fn first_at_or_after(&self, ts: i64) -> Option<u64> {
+        for (&first, run) in &self.runs {
+            if run.max_ts < ts {
+                continue;
+            }
+            let slots = self.slots(first, run);
+            if let Some(i) = slots[run.head..]
+                .iter()
+                .position(|s| s.len != 0 && s.ts >= ts)
+            {
+                return Some(first + (run.head + i) as u64);
+            }
+        }
+        None
     }
 
     /// The lowest indexed sequence `>= start` (a dense run answers without
@@ -1716,6 +1750,14 @@ mod tests {
                 }
                 assert_eq!(bulk.next_from(probe), one.next_from(probe));
                 assert_eq!(bulk.count_from(probe), one.count_from(probe));
+                let t = probe as i64 * 10 - 5;
+                assert_eq!(
+                    bulk.first_at_or_after(t),
+                    one.iter_from(0)
+                        .find(|(_, _, ts)| *ts >= t)
+                        .map(|(s, _, _)| s),
+                    "time {t}"
+                );
                 if probe % 13 == 0 {
                     same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
                 }
@@ -1756,6 +1798,14 @@ mod tests {
                     (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
                 }
                 assert_eq!(bulk.count_from(probe), one.count_from(probe));
+                let t = probe as i64 * 10 - 5;
+                assert_eq!(
+                    bulk.first_at_or_after(t),
+                    one.iter_from(0)
+                        .find(|(_, _, ts)| *ts >= t)
+                        .map(|(s, _, _)| s),
+                    "time {t} after removals"
+                );
                 if probe % 17 == 0 {
                     same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
                 }
