@@ -536,17 +536,21 @@ impl MsgIndex {
         let loaded = self.lazy.loader.as_ref().and_then(|l| l(seg));
         let mut found = 0usize;
         if let Some(run) = &loaded {
-            let empty: Arc<str> = Arc::from("");
+            // The segment's subject table -> ids, each looked up once.
+            let ids: Vec<u32> = run
+                .subjects
+                .iter()
+                .map(|name| self.subjects.ids.get(&**name).map_or(0, |p| p.id))
+                .collect();
             for (seq, m) in &run.msgs {
                 let Some(i) = seq.checked_sub(first).filter(|i| *i < n as u64) else {
                     continue;
                 };
-                let name = run
-                    .subjects
+                let id = ids
                     .get(m.subject as usize)
-                    .or(run.subjects.first())
-                    .unwrap_or(&empty);
-                let id = self.subjects.ids.get(&**name).map_or(0, |p| p.id);
+                    .or(ids.first())
+                    .copied()
+                    .unwrap_or(0);
                 let slot = &mut slots[i as usize];
                 if slot.len == 0 {
                     found += 1;
