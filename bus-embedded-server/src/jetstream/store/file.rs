@@ -294,8 +294,9 @@ fn seal_segment<S: Storage>(fs: &S, dir: &Path, seal: &Seal<S::File>) -> io::Res
     write_index(fs, dir, seal.base, &seal.file, &scan)
 }
 
-/// The index entry of a message record at `pos` (`subjects`: the length
-/// of each entry of its segment's subject table, entry 0 the empty one).
+/// The index entry of a message record at `pos` (`subject_len`: the
+/// length of an entry of its segment's subject table, entry 0 the empty
+/// one; `None` when out of the table, read as entry 0).
 fn bulk_msg(rec: &RecInfo, pos: u64, subject_len: impl Fn(u32) -> Option<usize>) -> BulkMsg {
     let len = subject_len(rec.subject);
     let size = file_msg_size(
