@@ -46,7 +46,7 @@ use super::{
     BatchMsg, CorruptRecord, Purge, RecoveryReport, Store, StoreError, StoreState, StoredMsg,
     SubjectFilter, SyncJob, file_msg_size,
 };
-use index::{BulkMsg, MsgIndex};
+use index::{BulkMsg, LoadedRun, MsgIndex};
 use readahead::ReadAhead;
 use seg_index::{Event, IDX_SUFFIX, RecInfo, Scan, SegmentId};
 
@@ -292,6 +292,79 @@ fn seal_segment<S: Storage>(fs: &S, dir: &Path, seal: &Seal<S::File>) -> io::Res
     }
     let scan = seg_index::scan(&buf, Format::salted(seal.salt), SEGMENT_HEADER_LEN);
     write_index(fs, dir, seal.base, &seal.file, &scan)
+}
+
+/// The index entry of a message record at `pos` (`subject_len`: the
+/// length of an entry of its segment's subject table, entry 0 the empty
+/// one; `None` when out of the table, read as entry 0).
+fn bulk_msg(rec: &RecInfo, pos: u64, subject_len: impl Fn(u32) -> Option<usize>) -> BulkMsg {
+    let len = subject_len(rec.subject);
+    let size = file_msg_size(
+        len.unwrap_or(0),
+        rec.hdr_len as usize,
+        rec.data_len as usize,
+    );
+    BulkMsg {
+        off: pos,
+        ts: rec.ts,
+        len: rec.len,
+        subject: if len.is_some() { rec.subject } else { 0 },
+        // As MsgIndex::insert derives it from the size.
+        hdr: size + 10 == u64::from(rec.len),
+    }
+}
+
+/// The index's loader of unloaded runs: the messages of sealed segment
+/// `base`, from its index file when that verifies against the segment as
+/// it is now, else from a scan of the segment (whose index file is then
+/// written again, as at open). `None` when the segment cannot be read.
+fn load_segment_msgs<S: Storage>(fs: &S, dir: &Path, base: u64) -> Option<LoadedRun> {
+    let file = fs.open_rw(&dir.join(segment_name(base))).ok()?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let n = read_up_to(&file, &mut head).ok()?;
+    let salt = head.get(..n).and_then(decode_segment_header)?;
+    let indexed = segment_id(base, &file)
+        .ok()
+        .and_then(|id| Some((id, fs.read_file(&dir.join(index_name(base))).ok()?)))
+        .and_then(|(id, bytes)| seg_index::decode_reusing(&bytes, id, Vec::new()))
+        .filter(|scan| scan.start == SEGMENT_HEADER_LEN as u64);
+    let scan = match indexed {
+        Some(scan) => scan,
+        None => {
+            let buf = file.read_all().ok()?;
+            if decode_segment_header(&buf) != Some(salt) {
+                return None;
+            }
+            let scan = seg_index::scan(&buf, Format::salted(salt), SEGMENT_HEADER_LEN);
+            tracing::warn!(
+                segment = base,
+                "file store: the index file of a sealed segment failed its checks when its messages were read back; rebuilt from the segment"
+            );
+            if let Err(e) = write_index(fs, dir, base, &file, &scan) {
+                tracing::debug!(segment = base, error = %e, "file store: could not write an index file");
+            }
+            scan
+        }
+    };
+    let mut subjects: Vec<Arc<str>> = Vec::with_capacity(scan.subjects.len() + 1);
+    subjects.push(Arc::from(""));
+    subjects.extend(scan.subjects.iter().map(|s| Arc::from(s.as_str())));
+    let mut msgs = Vec::with_capacity(scan.events.len());
+    let mut pos = scan.start;
+    for ev in &scan.events {
+        match ev {
+            Event::Rec(rec) => {
+                if rec.kind == RecordKind::Msg {
+                    let m = bulk_msg(rec, pos, |i| subjects.get(i as usize).map(|s| s.len()));
+                    msgs.push((rec.seq, m));
+                }
+                pos += u64::from(rec.len);
+            }
+            Event::Damage { len, .. } => pos += *len,
+            Event::Tail { .. } => break,
+        }
+    }
+    Some(LoadedRun { subjects, msgs })
 }
 
 fn too_large(_: TooLarge) -> StoreError {
@@ -544,6 +617,14 @@ impl<S: Storage> FileStore<S> {
             durable_mark: 0,
             readahead: ReadAhead::default(),
         };
+        if use_index {
+            // Sealed segments replayed from their index files leave their
+            // slots on disk: read back through this when a query needs them.
+            let (fs, dir) = (store.fs.clone(), store.dir.clone());
+            store
+                .index
+                .set_loader(Arc::new(move |base| load_segment_msgs(&fs, &dir, base)));
+        }
         store.salt = match salt {
             Some(s) => s,
             None => store.fs.random_u64(),
@@ -556,6 +637,9 @@ impl<S: Storage> FileStore<S> {
         }
         store.recycled = (Vec::new(), Vec::new());
         store.finish_recovery();
+        // Removals recovered from later segments read their runs back:
+        // one that could not be read would leave its message in.
+        store.index_read_back()?;
         if store.segments.is_empty() {
             let base = store.last_seq + 1;
             store.create_segment(base)?;
@@ -914,20 +998,10 @@ impl<S: Storage> FileStore<S> {
             };
             if rec.kind == RecordKind::Msg {
                 let subject = subjects.get(rec.subject as usize).map_or(0, |s| s.len());
-                let size = file_msg_size(subject, rec.hdr_len as usize, rec.data_len as usize);
-                self.bytes += size;
-                msgs.push(BulkMsg {
-                    off: pos,
-                    ts: rec.ts,
-                    len: rec.len,
-                    subject: if (rec.subject as usize) < subjects.len() {
-                        rec.subject
-                    } else {
-                        0
-                    },
-                    // As MsgIndex::insert derives it from the size.
-                    hdr: size + 10 == u64::from(rec.len),
-                });
+                self.bytes += file_msg_size(subject, rec.hdr_len as usize, rec.data_len as usize);
+                msgs.push(bulk_msg(rec, pos, |i| {
+                    subjects.get(i as usize).map(|s| s.len())
+                }));
                 self.note_seq(rec.seq, rec.ts);
                 seg.max_msg_seq = seg.max_msg_seq.max(rec.seq);
             } else {
@@ -1110,14 +1184,15 @@ impl<S: Storage> FileStore<S> {
         if let Some(&newest) = self.segments.keys().next_back() {
             self.last_seq = self.last_seq.max(newest.saturating_sub(1));
         }
-        let dead: Vec<u64> = self
-            .index
-            .iter_from(0)
-            .map(|(s, _, _)| s)
-            .take_while(|s| *s < self.dead_below)
-            .collect();
-        for seq in dead {
-            self.unindex(seq);
+        // (next_from answers from an unloaded run's bounds: nothing is
+        // read back unless something is dropped.)
+        while let Some(seq) = self.index.next_from(0)
+            && seq < self.dead_below
+        {
+            if self.unindex(seq).is_none() {
+                // A run that could not be read back (logged): stop.
+                break;
+            }
         }
         for (base, live) in self.index.live_per_segment() {
             if let Some(seg) = self.segments.get_mut(&base) {
@@ -1457,8 +1532,22 @@ impl<S: Storage> FileStore<S> {
             .find_map(|c| c.slice(seg, off, n))
     }
 
+    /// An error if the index could not read a sealed run back since the
+    /// last check (what it answered meanwhile may have missed messages).
+    fn index_read_back(&self) -> Result<(), StoreError> {
+        if self.index.take_failure() {
+            return Err(StoreError::Io(io::Error::other(
+                "could not read back the index of a sealed segment",
+            )));
+        }
+        Ok(())
+    }
+
     fn load(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
-        let Some(e) = self.index.get(seq) else {
+        self.index.take_failure();
+        let got = self.index.get(seq);
+        self.index_read_back()?;
+        let Some(e) = got else {
             return Ok(None);
         };
         let (raw, format) = self.read_bytes(e.seg, e.off, e.len)?;
@@ -1468,7 +1557,10 @@ impl<S: Storage> FileStore<S> {
     /// [`FileStore::load`] for the next message of a walk (see
     /// [`FileStore::read_walking`]).
     fn load_walking(&mut self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
-        let Some(e) = self.index.get(seq) else {
+        self.index.take_failure();
+        let got = self.index.get(seq);
+        self.index_read_back()?;
+        let Some(e) = got else {
             return Ok(None);
         };
         let (raw, format) = self.read_walking(e.seg, e.off, e.len)?;
@@ -1784,10 +1876,12 @@ impl<S: Storage> Store for FileStore<S> {
         start: u64,
         filter: &SubjectFilter,
     ) -> Result<Option<StoredMsg>, StoreError> {
+        self.index.take_failure();
         let best = match filter {
             SubjectFilter::All => self.index.next_from(start),
             SubjectFilter::Any(_) => self.index.first_from(start, filter),
         };
+        self.index_read_back()?;
         match best {
             Some(s) => self.load_walking(s),
             None => Ok(None),
@@ -1795,7 +1889,10 @@ impl<S: Storage> Store for FileStore<S> {
     }
 
     fn subject_of(&mut self, seq: u64) -> Result<Option<Arc<str>>, StoreError> {
-        Ok(self.index.get(seq).map(|e| e.subject))
+        self.index.take_failure();
+        let got = self.index.get(seq);
+        self.index_read_back()?;
+        Ok(got.map(|e| e.subject))
     }
 
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
@@ -1818,9 +1915,8 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn seq_for_time(&self, ts: i64) -> u64 {
         self.index
-            .iter_from(0)
-            .find(|(_, _, t)| *t >= ts)
-            .map_or(self.last_seq + 1, |(s, _, _)| s)
+            .first_at_or_after(ts)
+            .unwrap_or(self.last_seq + 1)
     }
 
     fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
@@ -1828,7 +1924,13 @@ impl<S: Storage> Store for FileStore<S> {
         let before = (self.floor, self.dead_below);
         // Whatever can fail comes before the message leaves the index: a
         // refused remove changes nothing.
-        let erased = match self.index.get(seq) {
+        self.index.take_failure();
+        let got = self.index.get(seq);
+        self.index_read_back()?;
+        if got.is_some() && !self.index.pin_all(&[seq]) {
+            self.index_read_back()?;
+        }
+        let erased = match got {
             None => return Ok(false),
             Some(e) if erase => Some(self.erased_record(&e)?),
             Some(_) => None,
@@ -1848,7 +1950,12 @@ impl<S: Storage> Store for FileStore<S> {
 
     fn purge(&mut self, purge: &Purge) -> Result<u64, StoreError> {
         self.writable()?;
+        self.index.take_failure();
         let victims = purge.victims(self.index.iter_from(0).map(|(s, _, _)| s), &self.index);
+        self.index_read_back()?;
+        if !self.index.pin_all(&victims) {
+            self.index_read_back()?;
+        }
         let before = (self.floor, self.dead_below);
         let mut touched = Vec::new();
         let mut n = 0;

@@ -26,7 +26,15 @@
 //! the runs, skip those whose summary lacks the subject, and scan only the
 //! summarised span of the others. A last-by-subject is a map lookup.
 //!
-//! Must not do I/O: it only answers where things are.
+//! Sealed runs built at open ([`MsgIndex::append_run`] with a loader set)
+//! are *unloaded*: every slot live, only their length and subject summary
+//! kept. The queries that need no slot (counts and next sequence over
+//! dense runs, gaps, runs skipped by their summary) answer without them;
+//! the others read the slots back through the [`RunLoader`] the file store
+//! gives (its only I/O, done on the caller's thread under the store's
+//! lock) into a cache bounded in slots (least recently used runs evicted;
+//! `&self` queries load through a mutex). A run that is about to change
+//! (a removal, a replacement) is loaded for good first ("pinned").
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -96,6 +104,15 @@ impl std::hash::Hasher for IdHasher {
 /// A map keyed by subject id.
 type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// A run's slots: in memory, or left on disk (a sealed run whose every
+/// slot is live, built at open by [`MsgIndex::append_run`]) with only its
+/// length kept; [`MsgIndex::slots`] loads those into the bounded cache.
+#[derive(Debug)]
+enum Body {
+    Loaded(Vec<Slot>),
+    Unloaded(usize),
+}
+
 /// Consecutive sequences of one segment.
 #[derive(Debug)]
 struct Run {
@@ -104,14 +121,32 @@ struct Run {
     head: usize,
     /// Non-empty slots.
     live: usize,
-    slots: Vec<Slot>,
+    body: Body,
+    /// No message of the run has a later timestamp (an upper bound:
+    /// removals leave it), so a search by time skips the run unread.
+    max_ts: i64,
     /// Subject id -> where in this run it is.
     subjs: IdMap<Sum>,
 }
 
 impl Run {
+    /// Slots (sequences `first..first + len`).
+    fn len(&self) -> usize {
+        match &self.body {
+            Body::Loaded(v) => v.len(),
+            Body::Unloaded(n) => *n,
+        }
+    }
+
     fn dense(&self) -> bool {
-        self.live == self.slots.len() - self.head
+        self.live == self.len() - self.head
+    }
+
+    fn vec_mut(&mut self) -> Option<&mut Vec<Slot>> {
+        match &mut self.body {
+            Body::Loaded(v) => Some(v),
+            Body::Unloaded(_) => None,
+        }
     }
 
     fn add_subject(&mut self, id: u32, i: usize) {
@@ -130,14 +165,14 @@ impl Run {
             });
     }
 
-    fn drop_subject(&mut self, id: u32, i: usize) {
+    fn drop_subject(subjs: &mut IdMap<Sum>, id: u32, i: usize) {
         let i = i as u32;
-        let Some(s) = self.subjs.get_mut(&id) else {
+        let Some(s) = subjs.get_mut(&id) else {
             return;
         };
         s.count = s.count.saturating_sub(1);
         if s.count == 0 {
-            self.subjs.remove(&id);
+            subjs.remove(&id);
             return;
         }
         if s.first == i {
@@ -154,7 +189,7 @@ impl Run {
         match self.subjs.get(&id) {
             Some(s) => {
                 let lo = (s.first as usize).max(from).max(self.head);
-                let hi = (s.last as usize + 1).min(self.slots.len());
+                let hi = (s.last as usize + 1).min(self.len());
                 lo..hi.max(lo)
             }
             None => 0..0,
@@ -300,6 +335,102 @@ pub(super) struct BulkMsg {
 /// walk per subject.
 const PER_SUBJECT_WALKS: usize = 8;
 
+/// What a [`RunLoader`] gives for a segment: its messages, as
+/// [`MsgIndex::append_run`] takes them, with their sequences.
+#[derive(Debug, Default)]
+pub(super) struct LoadedRun {
+    /// The segment's subject table ([`BulkMsg::subject`] indexes it; out of
+    /// range: entry 0).
+    pub(super) subjects: Vec<Arc<str>>,
+    /// Every message found in the segment, ascending.
+    pub(super) msgs: Vec<(u64, BulkMsg)>,
+}
+
+/// Reads the messages of segment `seg` back (the file store's: its index
+/// file, or a scan of the segment when that fails its checks); `None`
+/// when neither can be read.
+pub(super) type RunLoader = dyn Fn(u64) -> Option<LoadedRun> + Send + Sync;
+
+/// Slots of unloaded runs the cache keeps loaded (32 MiB of slots, about
+/// 1.4 M messages), past the run being read. Tests keep one slot, so every
+/// load evicts.
+#[cfg(not(test))]
+const CACHE_SLOTS: usize = (32 << 20) / std::mem::size_of::<Slot>();
+#[cfg(test)]
+const CACHE_SLOTS: usize = 1;
+
+/// Loaded slots of unloaded runs, least recently used evicted first.
+#[derive(Debug)]
+struct Cache {
+    /// Most slots kept (the run just loaded is kept even when larger).
+    budget: usize,
+    /// Slots held.
+    held: usize,
+    tick: u64,
+    /// Run (first sequence) -> its slots and when they were last used.
+    runs: HashMap<u64, (Arc<[Slot]>, u64)>,
+    /// Loads so far (tests and stats).
+    loads: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            budget: CACHE_SLOTS,
+            held: 0,
+            tick: 0,
+            runs: HashMap::new(),
+            loads: 0,
+        }
+    }
+}
+
+impl Cache {
+    fn take(&mut self, first: u64) -> Option<Arc<[Slot]>> {
+        let (slots, _) = self.runs.remove(&first)?;
+        self.held -= slots.len();
+        Some(slots)
+    }
+}
+
+/// The loader and the cache of unloaded runs' slots. Queries on `&self`
+/// load through the mutex (interior mutability): the index stays behind
+/// the store's lock, so the mutex is never contended.
+#[derive(Default)]
+struct Lazy {
+    loader: Option<Arc<RunLoader>>,
+    cache: std::sync::Mutex<Cache>,
+    /// A run could not be read back since [`MsgIndex::take_failure`]: the
+    /// answers given meanwhile may have missed its messages.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lazy")
+            .field("loader", &self.loader.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run's slots for reading: borrowed from a loaded run, or shared with
+/// the cache (kept alive while read even if evicted meanwhile).
+enum Slots<'a> {
+    Ref(&'a [Slot]),
+    Shared(Arc<[Slot]>),
+}
+
+impl std::ops::Deref for Slots<'_> {
+    type Target = [Slot];
+
+    fn deref(&self) -> &[Slot] {
+        match self {
+            Slots::Ref(s) => s,
+            Slots::Shared(s) => s,
+        }
+    }
+}
+
 /// The index: sequence -> [`Entry`]. See the module docs.
 #[derive(Debug, Default)]
 pub(super) struct MsgIndex {
@@ -307,6 +438,7 @@ pub(super) struct MsgIndex {
     runs: BTreeMap<u64, Run>,
     len: u64,
     subjects: Subjects,
+    lazy: Lazy,
 }
 
 impl MsgIndex {
@@ -320,7 +452,192 @@ impl MsgIndex {
     }
 
     pub(super) fn clear(&mut self) {
+        let loader = self.lazy.loader.take();
         *self = MsgIndex::default();
+        self.lazy.loader = loader;
+    }
+
+    /// From now on [`MsgIndex::append_run`] leaves the runs it builds
+    /// unloaded (their summary kept), and `loader` reads their slots back
+    /// when a query needs them.
+    pub(super) fn set_loader(&mut self, loader: Arc<RunLoader>) {
+        self.lazy.loader = Some(loader);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A panic while it was held left nothing half-done that matters:
+        // the cache only holds copies.
+        self.lazy
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads so far and slots held by the cache of unloaded runs.
+    #[cfg(test)]
+    pub(super) fn cache_stats(&self) -> (u64, usize) {
+        let c = self.cache();
+        (c.loads, c.held)
+    }
+
+    /// Runs whose slots are not in memory (outside the cache).
+    #[cfg(test)]
+    pub(super) fn unloaded_runs(&self) -> usize {
+        self.runs
+            .values()
+            .filter(|r| matches!(r.body, Body::Unloaded(_)))
+            .count()
+    }
+
+    /// The slots of the run at `first`, loading them into the cache if it
+    /// is unloaded (evicting the least recently used others past the
+    /// budget).
+    fn slots<'a>(&'a self, first: u64, run: &'a Run) -> Slots<'a> {
+        let n = match &run.body {
+            Body::Loaded(v) => return Slots::Ref(v),
+            Body::Unloaded(n) => *n,
+        };
+        let mut cache = self.cache();
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((slots, used)) = cache.runs.get_mut(&first) {
+            *used = tick;
+            return Slots::Shared(Arc::clone(slots));
+        }
+        let Some(loaded) = self.load(first, run.seg, n) else {
+            // Not kept: the next query tries again.
+            return Slots::Shared(vec![EMPTY; n].into());
+        };
+        let slots: Arc<[Slot]> = loaded.into();
+        cache.loads += 1;
+        cache.held += n;
+        cache.runs.insert(first, (Arc::clone(&slots), tick));
+        while cache.held > cache.budget {
+            let Some(oldest) = cache
+                .runs
+                .iter()
+                .filter(|(k, _)| **k != first)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            cache.take(oldest);
+        }
+        Slots::Shared(slots)
+    }
+
+    /// Reads the slots of the unloaded run `first..first + n` of segment
+    /// `seg` through the loader; `None` (logged, and noted for
+    /// [`MsgIndex::take_failure`]) when the segment cannot be read or no
+    /// longer holds every message of the run.
+    fn load(&self, first: u64, seg: u64, n: usize) -> Option<Vec<Slot>> {
+        let mut slots = vec![EMPTY; n];
+        let loaded = self.lazy.loader.as_ref().and_then(|l| l(seg));
+        let mut found = 0usize;
+        if let Some(run) = &loaded {
+            // The segment's subject table -> ids, each looked up once.
+            let ids: Vec<u32> = run
+                .subjects
+                .iter()
+                .map(|name| self.subjects.ids.get(&**name).map_or(0, |p| p.id))
+                .collect();
+            for (seq, m) in &run.msgs {
+                let Some(i) = seq.checked_sub(first).filter(|i| *i < n as u64) else {
+                    continue;
+                };
+                let id = ids
+                    .get(m.subject as usize)
+                    .or(ids.first())
+                    .copied()
+                    .unwrap_or(0);
+                let slot = &mut slots[i as usize];
+                if slot.len == 0 {
+                    found += 1;
+                }
+                *slot = Slot {
+                    off: m.off,
+                    ts: m.ts,
+                    len: m.len.max(1),
+                    subj: id | if m.hdr { HAS_HDR } else { 0 },
+                };
+            }
+        }
+        if found != n {
+            tracing::error!(
+                segment = seg,
+                first,
+                expected = n,
+                found,
+                "file store: could not read back every message of a sealed segment"
+            );
+            self.lazy
+                .failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        Some(slots)
+    }
+
+    /// Whether a run could not be read back since the last call (the
+    /// answers given meanwhile may have missed its messages; the store
+    /// reports an I/O error instead).
+    pub(super) fn take_failure(&self) -> bool {
+        self.lazy
+            .failed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes the run at `first` loaded for good (it is about to change);
+    /// false if it could not be read back (it stays unloaded).
+    fn pin(&mut self, first: u64) -> bool {
+        let Some(run) = self.runs.get(&first) else {
+            return true;
+        };
+        let Body::Unloaded(n) = run.body else {
+            return true;
+        };
+        let seg = run.seg;
+        let cached = self.cache().take(first);
+        let slots = match cached {
+            Some(s) => s.to_vec(),
+            None => match self.load(first, seg, n) {
+                Some(slots) => slots,
+                None => return false,
+            },
+        };
+        if let Some(run) = self.runs.get_mut(&first) {
+            run.body = Body::Loaded(slots);
+        }
+        true
+    }
+
+    /// Pins the run holding `seq`, if any; false if it could not be read
+    /// back.
+    fn pin_at(&mut self, seq: u64) -> bool {
+        match self.runs.range(..=seq).next_back() {
+            Some((&first, run)) if matches!(run.body, Body::Unloaded(_)) => self.pin(first),
+            _ => true,
+        }
+    }
+
+    /// Pins every run holding one of `seqs` (ascending), before they are
+    /// removed: false (nothing removed yet) if one could not be read back.
+    pub(super) fn pin_all(&mut self, seqs: &[u64]) -> bool {
+        let mut last_run = None;
+        for &seq in seqs {
+            let Some((&first, _)) = self.runs.range(..=seq).next_back() else {
+                continue;
+            };
+            if last_run == Some(first) {
+                continue;
+            }
+            last_run = Some(first);
+            if !self.pin(first) {
+                return false;
+            }
+        }
+        true
     }
 
     fn entry(&self, seg: u64, slot: &Slot) -> Entry {
@@ -352,10 +669,14 @@ impl MsgIndex {
         let past_end = self
             .runs
             .last_key_value()
-            .is_none_or(|(&k, r)| seq >= k + r.slots.len() as u64);
+            .is_none_or(|(&k, r)| seq >= k + r.len() as u64);
         if !past_end {
             self.remove(seq);
         }
+        // The run it goes into (or is appended to) changes: in memory. (It
+        // is never an unloaded one: those are sealed, and a message that
+        // replaces one of theirs removed it first, pinning the run.)
+        self.pin_at(seq);
         let hdr = if e.size + 10 == u64::from(e.len) {
             HAS_HDR
         } else {
@@ -371,25 +692,32 @@ impl MsgIndex {
         self.len += 1;
         if let Some((&first, run)) = self.runs.range_mut(..=seq).next_back() {
             let i = (seq - first) as usize;
-            if i < run.slots.len() {
-                run.slots[i] = slot;
-                run.live += 1;
-                run.head = run.head.min(i);
-                run.add_subject(id, i);
-                return;
-            }
-            if i == run.slots.len() && run.seg == e.seg {
-                run.slots.push(slot);
-                run.live += 1;
-                run.add_subject(id, i);
-                return;
+            let seg = run.seg;
+            if let Some(slots) = run.vec_mut() {
+                if i < slots.len() {
+                    slots[i] = slot;
+                    run.max_ts = run.max_ts.max(slot.ts);
+                    run.live += 1;
+                    run.head = run.head.min(i);
+                    run.add_subject(id, i);
+                    return;
+                }
+                if i == slots.len() && seg == e.seg {
+                    slots.push(slot);
+                    run.max_ts = run.max_ts.max(slot.ts);
+                    run.live += 1;
+                    run.add_subject(id, i);
+                    return;
+                }
             }
         }
         let newest = self.runs.last_key_value().is_none_or(|(&k, _)| k < seq);
-        if newest && let Some(mut prev) = self.runs.last_entry() {
-            let prev = prev.get_mut();
+        if newest
+            && let Some(mut prev) = self.runs.last_entry()
+            && let Some(slots) = prev.get_mut().vec_mut()
+        {
             // Sealed: it grows no more.
-            prev.slots.shrink_to_fit();
+            slots.shrink_to_fit();
         }
         let mut subjs = IdMap::default();
         subjs.insert(
@@ -406,7 +734,8 @@ impl MsgIndex {
                 seg: e.seg,
                 head: 0,
                 live: 1,
-                slots: vec![slot],
+                body: Body::Loaded(vec![slot]),
+                max_ts: slot.ts,
                 subjs,
             },
         );
@@ -417,7 +746,7 @@ impl MsgIndex {
     pub(super) fn end(&self) -> u64 {
         self.runs
             .last_key_value()
-            .map_or(0, |(&k, r)| k + r.slots.len() as u64)
+            .map_or(0, |(&k, r)| k + r.len() as u64)
     }
 
     /// Indexes `msgs` as the consecutive sequences `first..` of segment
@@ -508,28 +837,38 @@ impl MsgIndex {
                 })
                 .or_insert(*s);
         }
-        let slots: Vec<Slot> = msgs
-            .iter()
-            .map(|m| Slot {
-                off: m.off,
-                ts: m.ts,
-                len: m.len.max(1),
-                subj: ids.get(m.subject as usize).copied().unwrap_or(ids[0])
-                    | if m.hdr { HAS_HDR } else { 0 },
-            })
-            .collect();
-        if let Some(mut prev) = self.runs.last_entry() {
+        // With a loader the slots stay on disk (the run's summary answers
+        // what needs no slot; the loader reads them back when needed).
+        let body = if self.lazy.loader.is_some() {
+            Body::Unloaded(msgs.len())
+        } else {
+            Body::Loaded(
+                msgs.iter()
+                    .map(|m| Slot {
+                        off: m.off,
+                        ts: m.ts,
+                        len: m.len.max(1),
+                        subj: ids.get(m.subject as usize).copied().unwrap_or(ids[0])
+                            | if m.hdr { HAS_HDR } else { 0 },
+                    })
+                    .collect(),
+            )
+        };
+        if let Some(mut prev) = self.runs.last_entry()
+            && let Some(slots) = prev.get_mut().vec_mut()
+        {
             // Sealed: it grows no more.
-            prev.get_mut().slots.shrink_to_fit();
+            slots.shrink_to_fit();
         }
-        self.len += slots.len() as u64;
+        self.len += msgs.len() as u64;
         self.runs.insert(
             first,
             Run {
                 seg,
                 head: 0,
-                live: slots.len(),
-                slots,
+                live: msgs.len(),
+                body,
+                max_ts: msgs.iter().map(|m| m.ts).max().unwrap_or(i64::MIN),
                 subjs,
             },
         );
@@ -538,7 +877,12 @@ impl MsgIndex {
     /// The entry of `seq`, if indexed.
     pub(super) fn get(&self, seq: u64) -> Option<Entry> {
         let (&first, run) = self.runs.range(..=seq).next_back()?;
-        let slot = run.slots.get((seq - first) as usize)?;
+        let i = (seq - first) as usize;
+        if i >= run.len() {
+            return None;
+        }
+        let slots = self.slots(first, run);
+        let slot = slots.get(i)?;
         (slot.len != 0).then(|| self.entry(run.seg, slot))
     }
 
@@ -547,34 +891,52 @@ impl MsgIndex {
         self.runs
             .range(..=seq)
             .next_back()
-            .and_then(|(&first, run)| run.slots.get((seq - first) as usize))
-            .is_some_and(|s| s.len != 0)
+            .is_some_and(|(&first, run)| {
+                self.slots(first, run)
+                    .get((seq - first) as usize)
+                    .is_some_and(|s| s.len != 0)
+            })
     }
 
     /// Un-indexes `seq`, returning its entry.
     pub(super) fn remove(&mut self, seq: u64) -> Option<Entry> {
+        {
+            let (&first, run) = self.runs.range(..=seq).next_back()?;
+            if seq - first >= run.len() as u64 {
+                return None;
+            }
+        }
+        // A run that loses a message stays in memory from then on.
+        if !self.pin_at(seq) {
+            return None;
+        }
         let (&first, run) = self.runs.range_mut(..=seq).next_back()?;
         let i = (seq - first) as usize;
-        let slot = *run.slots.get(i)?;
+        let Body::Loaded(slots) = &mut run.body else {
+            return None;
+        };
+        let slot = *slots.get(i)?;
         if slot.len == 0 {
             return None;
         }
-        run.slots[i] = EMPTY;
+        slots[i] = EMPTY;
         run.live -= 1;
         let id = slot_id(&slot);
-        run.drop_subject(id, i);
+        Run::drop_subject(&mut run.subjs, id, i);
         let seg = run.seg;
         if run.live == 0 {
             self.runs.remove(&first);
         } else if i == run.head {
-            while run.slots[run.head].len == 0 {
+            while slots[run.head].len == 0 {
                 run.head += 1;
             }
-            if run.head >= TRIM_FRONT && run.head * 2 > run.slots.len() {
+            if run.head >= TRIM_FRONT && run.head * 2 > slots.len() {
                 if let Some(mut run) = self.runs.remove(&first) {
                     let cut = run.head;
-                    run.slots.drain(..cut);
-                    run.slots.shrink_to_fit();
+                    if let Some(slots) = run.vec_mut() {
+                        slots.drain(..cut);
+                        slots.shrink_to_fit();
+                    }
                     run.head = 0;
                     let c = cut as u32;
                     for s in run.subjs.values_mut() {
@@ -627,7 +989,7 @@ impl MsgIndex {
             .runs
             .range(..=from)
             .next_back()
-            .filter(|(first, run)| **first + run.slots.len() as u64 > from);
+            .filter(|(first, run)| **first + run.len() as u64 > from);
         let after = self.runs.range((Bound::Excluded(from), Bound::Unbounded));
         before.into_iter().chain(after).map(|(&k, run)| (k, run))
     }
@@ -639,8 +1001,11 @@ impl MsgIndex {
                 break;
             }
             let span = run.span_of(id, from.saturating_sub(first) as usize);
+            if span.is_empty() {
+                continue;
+            }
             let lo = span.start;
-            if let Some(i) = run.slots[span]
+            if let Some(i) = self.slots(first, run)[span]
                 .iter()
                 .position(|s| s.len != 0 && slot_id(s) == id)
             {
@@ -660,7 +1025,7 @@ impl MsgIndex {
                 continue;
             }
             let lo = span.start;
-            if let Some(i) = run.slots[span]
+            if let Some(i) = self.slots(first, run)[span]
                 .iter()
                 .rposition(|s| s.len != 0 && slot_id(s) == id)
             {
@@ -688,7 +1053,10 @@ impl MsgIndex {
                 continue;
             }
             let span = run.span_of(p.id, (start - first) as usize);
-            n += run.slots[span]
+            if span.is_empty() {
+                continue;
+            }
+            n += self.slots(first, run)[span]
                 .iter()
                 .filter(|s| s.len != 0 && slot_id(s) == p.id)
                 .count() as u64;
@@ -706,7 +1074,7 @@ impl MsgIndex {
                 continue;
             }
             let lo = (start.saturating_sub(first) as usize).max(run.head);
-            if let Some(i) = run.slots[lo..]
+            if let Some(i) = self.slots(first, run)[lo..]
                 .iter()
                 .position(|s| s.len != 0 && in_set(set, slot_id(s)))
             {
@@ -731,7 +1099,7 @@ impl MsgIndex {
                 continue;
             }
             let lo = (start - first) as usize;
-            n += run.slots[lo.max(run.head)..]
+            n += self.slots(first, run)[lo.max(run.head)..]
                 .iter()
                 .filter(|s| s.len != 0 && in_set(set, slot_id(s)))
                 .count() as u64;
@@ -752,7 +1120,7 @@ impl MsgIndex {
             }
             let lo = (from.saturating_sub(first) as usize).max(run.head);
             out.extend(
-                run.slots[lo..]
+                self.slots(first, run)[lo..]
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| s.len != 0 && in_set(set, slot_id(s)))
@@ -766,7 +1134,7 @@ impl MsgIndex {
     /// The lowest indexed sequence and its timestamp.
     pub(super) fn first(&self) -> Option<(u64, i64)> {
         let (&first, run) = self.runs.first_key_value()?;
-        let slot = run.slots.get(run.head)?;
+        let slot = *self.slots(first, run).get(run.head)?;
         Some((first + run.head as u64, slot.ts))
     }
 
@@ -777,37 +1145,76 @@ impl MsgIndex {
             .runs
             .range(..=start)
             .next_back()
-            .filter(|(first, run)| **first + run.slots.len() as u64 > start);
+            .filter(|(first, run)| **first + run.len() as u64 > start);
         let after = self.runs.range((Bound::Excluded(start), Bound::Unbounded));
         before
             .into_iter()
             .chain(after)
             .flat_map(move |(&first, run)| {
-                let from = (start.max(first) - first) as usize;
-                run.slots[from.max(run.head)..]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.len != 0)
-                    .map(move |(i, s)| (first + (from.max(run.head) + i) as u64, run.seg, s.ts))
+                let from = ((start.max(first) - first) as usize).max(run.head);
+                let seg = run.seg;
+                // Owns the slots while walking them (an unloaded run's stay
+                // readable even if the cache evicts them meanwhile).
+                let slots = self.slots(first, run);
+                (from..slots.len()).filter_map(move |i| {
+                    let s = slots[i];
+                    (s.len != 0).then_some((first + i as u64, seg, s.ts))
+                })
             })
     }
 
-    /// The lowest indexed sequence `>= start`.
+    /// The lowest indexed sequence whose timestamp is `>= ts`: runs whose
+    /// newest timestamp is older are skipped without reading their slots.
+    pub(super) fn first_at_or_after(&self, ts: i64) -> Option<u64> {
+        for (&first, run) in &self.runs {
+            if run.max_ts < ts {
+                continue;
+            }
+            let slots = self.slots(first, run);
+            if let Some(i) = slots[run.head..]
+                .iter()
+                .position(|s| s.len != 0 && s.ts >= ts)
+            {
+                return Some(first + (run.head + i) as u64);
+            }
+        }
+        None
+    }
+
+    /// The lowest indexed sequence `>= start` (a dense run answers without
+    /// its slots).
     pub(super) fn next_from(&self, start: u64) -> Option<u64> {
-        self.iter_from(start).next().map(|(seq, _, _)| seq)
+        for (first, run) in self.runs_from(start) {
+            let lo = start.max(first + run.head as u64);
+            let end = first + run.len() as u64;
+            if lo >= end {
+                continue;
+            }
+            if run.dense() {
+                return Some(lo);
+            }
+            let slots = self.slots(first, run);
+            if let Some(i) = slots[(lo - first) as usize..]
+                .iter()
+                .position(|s| s.len != 0)
+            {
+                return Some(lo + i as u64);
+            }
+        }
+        None
     }
 
     /// Indexed sequences `>= start`.
     pub(super) fn count_from(&self, start: u64) -> u64 {
         let mut n = 0;
         if let Some((&first, run)) = self.runs.range(..=start).next_back() {
-            let end = first + run.slots.len() as u64;
+            let end = first + run.len() as u64;
             if start < end {
                 let from = start.max(first + run.head as u64);
                 n += if run.dense() {
-                    end - from
+                    end.saturating_sub(from)
                 } else {
-                    run.slots[(from - first) as usize..]
+                    self.slots(first, run)[(from - first) as usize..]
                         .iter()
                         .filter(|s| s.len != 0)
                         .count() as u64
@@ -871,25 +1278,24 @@ impl MsgIndex {
             .runs
             .range(..=start)
             .next_back()
-            .filter(|(first, run)| **first + run.slots.len() as u64 > start);
+            .filter(|(first, run)| **first + run.len() as u64 > start);
         let after = self.runs.range((Bound::Excluded(start), Bound::Unbounded));
         before.into_iter().chain(after).flat_map(
             move |(&first, run)| -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
                 let lo = start.max(first + run.head as u64);
-                let end = first + run.slots.len() as u64;
+                let end = first + run.len() as u64;
                 if lo >= end {
                     return Box::new(std::iter::empty());
                 }
                 if run.dense() {
                     return Box::new(std::iter::once((lo, end - 1)));
                 }
-                Box::new(
-                    run.slots[(lo - first) as usize..]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| s.len != 0)
-                        .map(move |(i, _)| (lo + i as u64, lo + i as u64)),
-                )
+                let slots = self.slots(first, run);
+                let from = (lo - first) as usize;
+                Box::new((from..slots.len()).filter_map(move |i| {
+                    let seq = first + i as u64;
+                    (slots[i].len != 0).then_some((seq, seq))
+                }))
             },
         )
     }
@@ -1020,7 +1426,7 @@ impl SubjectQueries for MsgIndex {
             if first > bound {
                 break;
             }
-            for (i, s) in run.slots.iter().enumerate().skip(run.head) {
+            for (i, s) in self.slots(first, run).iter().enumerate().skip(run.head) {
                 let seq = first + i as u64;
                 if seq > bound {
                     break;
@@ -1230,9 +1636,32 @@ mod tests {
     /// `open` does with a plain segment's index file) answer every query
     /// as the same messages inserted one by one, also after removals and
     /// with later appends, and when the run does not start past the end
-    /// (the fallback).
+    /// (the fallback). With a loader (as the file store opens) the runs
+    /// are left unloaded and read back on demand through a cache of one
+    /// slot (tests), so every load evicts the others: the answers are the
+    /// same before any removal (all unloaded), after removals (those runs
+    /// pinned), and for a walk during which other runs are loaded.
     #[test]
     fn a_run_appended_at_once_answers_as_one_by_one_inserts() {
+        for lazy in [false, true] {
+            runs_appended_at_once_answer_as_one_by_one_inserts(lazy);
+        }
+    }
+
+    type Segs = Arc<std::sync::Mutex<HashMap<u64, Vec<(u64, BulkMsg)>>>>;
+
+    fn loader_of(segs: &Segs, table: &[Arc<str>]) -> Arc<RunLoader> {
+        let (segs, table) = (Arc::clone(segs), table.to_vec());
+        Arc::new(move |seg| {
+            let msgs = segs.lock().ok()?.get(&seg)?.clone();
+            Some(LoadedRun {
+                subjects: table.clone(),
+                msgs,
+            })
+        })
+    }
+
+    fn runs_appended_at_once_answer_as_one_by_one_inserts(lazy: bool) {
         let table: Vec<Arc<str>> = ["", "a", "b.c", "k.1", "k.2"]
             .iter()
             .map(|s| Arc::from(*s))
@@ -1251,6 +1680,10 @@ mod tests {
                 rng
             };
             let mut bulk = MsgIndex::default();
+            let segs: Segs = Arc::default();
+            if lazy {
+                bulk.set_loader(loader_of(&segs, &table));
+            }
             let mut one = MsgIndex::default();
             let mut sets = SubjectIndex::default();
             let mut seq = 1 + next() % 5;
@@ -1287,8 +1720,58 @@ mod tests {
                     one.insert(first + i, &e);
                     sets.entry(Arc::clone(name)).or_default().insert(first + i);
                 }
+                if let Ok(mut segs) = segs.lock() {
+                    segs.insert(
+                        seg,
+                        msgs.iter()
+                            .enumerate()
+                            .map(|(i, m)| (first + i as u64, *m))
+                            .collect(),
+                    );
+                }
                 bulk.append_run(seg, first, &msgs, &table);
                 seq = first + n + next() % 3;
+            }
+            if lazy {
+                // (An overlapping last segment pins the one before.)
+                assert!(bulk.unloaded_runs() >= 4, "seed {seed}");
+            }
+            // Before any removal (every run unloaded when lazy).
+            let walked: Vec<(u64, u64, i64)> = bulk
+                .iter_from(0)
+                .inspect(|(s, _, _)| {
+                    // Loads (and evicts) other runs during the walk.
+                    let _ = bulk.get(seq.saturating_sub(1 + s % 7));
+                    let _ = bulk.get(s / 2);
+                })
+                .collect();
+            assert_eq!(walked, one.iter_from(0).collect::<Vec<_>>());
+            for probe in 0..=seq {
+                match (bulk.get(probe), one.get(probe)) {
+                    (Some(a), Some(b)) => assert!(same(&a, &b), "seq {probe}"),
+                    (None, None) => {}
+                    (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
+                }
+                assert_eq!(bulk.next_from(probe), one.next_from(probe));
+                assert_eq!(bulk.count_from(probe), one.count_from(probe));
+                let t = probe as i64 * 10 - 5;
+                assert_eq!(
+                    bulk.first_at_or_after(t),
+                    one.iter_from(0)
+                        .find(|(_, _, ts)| *ts >= t)
+                        .map(|(s, _, _)| s),
+                    "time {t}"
+                );
+                if probe % 13 == 0 {
+                    same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
+                }
+            }
+            assert_eq!(bulk.gaps(1, seq, 1000), one.gaps(1, seq, 1000));
+            assert_eq!(bulk.first(), one.first());
+            if lazy {
+                let (loads, held) = bulk.cache_stats();
+                assert!(loads > 6, "seed {seed}: {loads} loads");
+                assert!(held <= 300, "seed {seed}: the cache holds {held} slots");
             }
             // Removals (oldest and random), then appends to a new segment.
             for _ in 0..200 {
@@ -1319,6 +1802,14 @@ mod tests {
                     (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
                 }
                 assert_eq!(bulk.count_from(probe), one.count_from(probe));
+                let t = probe as i64 * 10 - 5;
+                assert_eq!(
+                    bulk.first_at_or_after(t),
+                    one.iter_from(0)
+                        .find(|(_, _, ts)| *ts >= t)
+                        .map(|(s, _, _)| s),
+                    "time {t} after removals"
+                );
                 if probe % 17 == 0 {
                     same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
                 }
@@ -1354,7 +1845,7 @@ mod tests {
             assert!(idx.remove(seq).is_some());
         }
         let run = idx.runs.values().next().expect("one run");
-        assert!(run.slots.len() < 5_000, "{} slots kept", run.slots.len());
+        assert!(run.len() < 5_000, "{} slots kept", run.len());
         assert_eq!(idx.first().map(|(s, _)| s), Some(9_001));
         assert_eq!(
             idx.first_of("a"),
