@@ -77,6 +77,51 @@ async fn fetch(c: &consumer::PullConsumer, want: usize) -> Vec<jetstream::Messag
     out
 }
 
+/// Stream `A` with [`MESSAGES`] messages and the durable pull consumer
+/// `dur` (explicit acks, 1 s ack wait) on it.
+async fn fill_stream_and_create_durable(js: &jetstream::Context) {
+    js.create_stream(stream::Config {
+        name: "A".to_owned(),
+        subjects: vec!["a.>".to_owned()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    let mut acks = Vec::new();
+    for i in 0..MESSAGES {
+        acks.push(
+            js.publish("a.x", i.to_string().into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for a in acks {
+        a.await.expect("puback");
+    }
+    js.get_stream("A")
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("dur".to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .expect("create durable consumer");
+}
+
+/// The messages of `got` whose ack was already confirmed.
+fn already_confirmed(got: &[jetstream::Message], confirmed: &Mutex<BTreeSet<u64>>) -> Vec<u64> {
+    let done = confirmed.lock().expect("confirmed");
+    got.iter()
+        .map(index_of)
+        .filter(|i| done.contains(i))
+        .collect()
+}
+
 fn state_log(store: &Path) -> std::path::PathBuf {
     store.join("jetstream/$G/streams/A/obs/dur/state.log")
 }
@@ -93,47 +138,11 @@ async fn confirmed_acks_in_the_state_log_are_never_redelivered_after_repeated_si
         let mut server = start(&store, &dir.path().join(format!("{cycle}.log")));
         let (client, js) = connect(&server.url).await;
         if cycle == 0 {
-            js.create_stream(stream::Config {
-                name: "A".to_owned(),
-                subjects: vec!["a.>".to_owned()],
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .expect("create stream");
-            let mut acks = Vec::new();
-            for i in 0..MESSAGES {
-                acks.push(
-                    js.publish("a.x", i.to_string().into())
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for a in acks {
-                a.await.expect("puback");
-            }
-            js.get_stream("A")
-                .await
-                .expect("stream")
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some("dur".to_owned()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(1),
-                    max_ack_pending: -1,
-                    ..Default::default()
-                })
-                .await
-                .expect("create durable consumer");
+            fill_stream_and_create_durable(&js).await;
         }
         let c = durable(&js).await;
         let got = fetch(&c, 450).await;
-        let again: Vec<u64> = {
-            let done = confirmed.lock().expect("confirmed");
-            got.iter()
-                .map(index_of)
-                .filter(|i| done.contains(i))
-                .collect()
-        };
+        let again = already_confirmed(&got, &confirmed);
         assert!(
             again.is_empty(),
             "cycle {cycle}: messages whose ack was confirmed were delivered again: {again:?}"
@@ -246,47 +255,11 @@ async fn a_confirmed_batch_ack_is_never_redelivered_after_repeated_sigkills() {
         let mut server = start(&store, &dir.path().join(format!("batch{cycle}.log")));
         let (client, js) = connect(&server.url).await;
         if cycle == 0 {
-            js.create_stream(stream::Config {
-                name: "A".to_owned(),
-                subjects: vec!["a.>".to_owned()],
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .expect("create stream");
-            let mut acks = Vec::new();
-            for i in 0..MESSAGES {
-                acks.push(
-                    js.publish("a.x", i.to_string().into())
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for a in acks {
-                a.await.expect("puback");
-            }
-            js.get_stream("A")
-                .await
-                .expect("stream")
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some("dur".to_owned()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(1),
-                    max_ack_pending: -1,
-                    ..Default::default()
-                })
-                .await
-                .expect("create durable consumer");
+            fill_stream_and_create_durable(&js).await;
         }
         let c = durable(&js).await;
         let got = fetch(&c, 400).await;
-        let again: Vec<u64> = {
-            let done = confirmed.lock().expect("confirmed");
-            got.iter()
-                .map(index_of)
-                .filter(|i| done.contains(i))
-                .collect()
-        };
+        let again = already_confirmed(&got, &confirmed);
         assert!(
             again.is_empty(),
             "cycle {cycle}: messages of a confirmed batch ack were delivered again: {again:?}"

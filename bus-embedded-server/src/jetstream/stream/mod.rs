@@ -2721,26 +2721,43 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_fsync_poisons_the_stream_instead_of_acknowledging() {
+    /// A JetStream on a fresh directory delivering to `router`, and on it
+    /// stream `S` (subjects `s.>`, republished to `r.>` when `republish`)
+    /// over `store`. The directory lives as long as the returned guard.
+    fn scripted_stream(
+        router: &Arc<dyn Router>,
+        republish: bool,
+        store: ScriptedDisk,
+    ) -> (tempfile::TempDir, Arc<JetStream>, Arc<Stream>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let js = JetStream::open(JetStreamConfig {
             store_dir: dir.path().to_owned(),
             ..JetStreamConfig::default()
         })
         .expect("open");
-        let captured = Arc::new(Captured::default());
-        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
-        js.set_router(Arc::downgrade(&router));
+        js.set_router(Arc::downgrade(router));
         let mut config = StreamConfig {
             name: "S".into(),
             subjects: vec!["s.>".into()],
+            republish: republish.then(|| crate::jetstream::types::RePublish {
+                src: "s.>".into(),
+                dest: "r.>".into(),
+                headers_only: false,
+            }),
             ..StreamConfig::default()
         };
         config.normalize();
-        let store = ScriptedDisk::eio();
         let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
         write(&js.streams).insert("S".into(), Arc::clone(&stream));
+        (dir, js, stream)
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_poisons_the_stream_instead_of_acknowledging() {
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        let store = ScriptedDisk::eio();
+        let (_dir, js, stream) = scripted_stream(&router, false, store);
 
         stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -2773,29 +2790,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_that_never_became_durable_is_not_republished() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.path().to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
         let captured = Arc::new(Captured::default());
         let router: Arc<dyn Router> = Arc::clone(&captured) as _;
-        js.set_router(Arc::downgrade(&router));
-        let mut config = StreamConfig {
-            name: "S".into(),
-            subjects: vec!["s.>".into()],
-            republish: Some(crate::jetstream::types::RePublish {
-                src: "s.>".into(),
-                dest: "r.>".into(),
-                headers_only: false,
-            }),
-            ..StreamConfig::default()
-        };
-        config.normalize();
         let store = ScriptedDisk::eio();
-        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
-        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+        let (_dir, js, stream) = scripted_stream(&router, true, store);
 
         // One without a reply (its copy waits for durability alone), then
         // one with a reply, whose failure ends the wait.
@@ -2859,26 +2857,12 @@ mod tests {
     /// the next one (group commit), which that thread takes itself.
     #[tokio::test]
     async fn publishes_during_a_sync_job_are_acknowledged_by_the_next_job_never_before() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.path().to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
         let captured = Arc::new(Captured::default());
         let router: Arc<dyn Router> = Arc::clone(&captured) as _;
-        js.set_router(Arc::downgrade(&router));
-        let mut config = StreamConfig {
-            name: "S".into(),
-            subjects: vec!["s.>".into()],
-            ..StreamConfig::default()
-        };
-        config.normalize();
         let gate = Arc::new(Gate::default());
         let passing = Arc::clone(&gate);
         let store = ScriptedDisk::syncing(Arc::new(move || passing.pass()));
-        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
-        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+        let (_dir, js, stream) = scripted_stream(&router, false, store);
 
         stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
         stream.publish(&js, "s.a", Some("reply.2"), b"", b"two");
@@ -2962,31 +2946,12 @@ mod tests {
     /// copy.
     #[tokio::test]
     async fn confirmations_made_due_by_one_sync_job_leave_in_one_delivery_run_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let js = JetStream::open(JetStreamConfig {
-            store_dir: dir.path().to_owned(),
-            ..JetStreamConfig::default()
-        })
-        .expect("open");
         let runs = Arc::new(Runs::default());
         let router: Arc<dyn Router> = Arc::clone(&runs) as _;
-        js.set_router(Arc::downgrade(&router));
-        let mut config = StreamConfig {
-            name: "S".into(),
-            subjects: vec!["s.>".into()],
-            republish: Some(crate::jetstream::types::RePublish {
-                src: "s.>".into(),
-                dest: "r.>".into(),
-                headers_only: false,
-            }),
-            ..StreamConfig::default()
-        };
-        config.normalize();
         let gate = Arc::new(Gate::default());
         let passing = Arc::clone(&gate);
         let store = ScriptedDisk::syncing(Arc::new(move || passing.pass()));
-        let stream = Stream::assemble(&js, config, now_nanos(), Box::new(store), None);
-        write(&js.streams).insert("S".into(), Arc::clone(&stream));
+        let (_dir, js, stream) = scripted_stream(&router, true, store);
 
         stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
         stream.publish(&js, "s.b", Some("reply.2"), b"", b"two");
