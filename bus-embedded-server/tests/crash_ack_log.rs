@@ -122,6 +122,45 @@ fn already_confirmed(got: &[jetstream::Message], confirmed: &Mutex<BTreeSet<u64>
         .collect()
 }
 
+/// After the last start: reads and acks until every message never handed
+/// to the acker (not in `attempted`) came and nothing more comes for longer
+/// than the ack wait (pending ones had their redelivery), asserting that
+/// none whose ack was confirmed comes again; returns what came.
+async fn drain_after_the_last_start(
+    c: &consumer::PullConsumer,
+    confirmed: &BTreeSet<u64>,
+    attempted: &BTreeSet<u64>,
+) -> BTreeSet<u64> {
+    let must: BTreeSet<u64> = (0..MESSAGES).filter(|i| !attempted.contains(i)).collect();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = Instant::now();
+    loop {
+        let got = fetch(c, 500).await;
+        if !got.is_empty() {
+            quiet_since = Instant::now();
+        }
+        for m in got {
+            let i = index_of(&m);
+            assert!(
+                !confirmed.contains(&i),
+                "message {i}: its ack was confirmed, yet it was delivered after the restart"
+            );
+            seen.insert(i);
+            m.ack().await.expect("ack");
+        }
+        if must.is_subset(&seen) && quiet_since.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "messages never acked did not come: {:?}",
+            must.difference(&seen).collect::<Vec<_>>()
+        );
+    }
+    seen
+}
+
 fn state_log(store: &Path) -> std::path::PathBuf {
     store.join("jetstream/$G/streams/A/obs/dur/state.log")
 }
@@ -197,34 +236,7 @@ async fn confirmed_acks_in_the_state_log_are_never_redelivered_after_repeated_si
     let (_client, js) = connect(&server.url).await;
     let c = durable(&js).await;
     let confirmed = confirmed.lock().expect("confirmed").clone();
-    let must: BTreeSet<u64> = (0..MESSAGES).filter(|i| !attempted.contains(i)).collect();
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    loop {
-        let got = fetch(&c, 500).await;
-        if !got.is_empty() {
-            quiet_since = Instant::now();
-        }
-        for m in got {
-            let i = index_of(&m);
-            assert!(
-                !confirmed.contains(&i),
-                "message {i}: its ack was confirmed, yet it was delivered after the restart"
-            );
-            seen.insert(i);
-            m.ack().await.expect("ack");
-        }
-        // Longer than the ack wait: pending ones had their redelivery.
-        if must.is_subset(&seen) && quiet_since.elapsed() > Duration::from_millis(2500) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "messages never acked did not come: {:?}",
-            must.difference(&seen).collect::<Vec<_>>()
-        );
-    }
+    let seen = drain_after_the_last_start(&c, &confirmed, &attempted).await;
     eprintln!(
         "{} acks confirmed over {CYCLES} SIGKILLs, {} messages delivered after the last restart",
         confirmed.len(),
@@ -328,33 +340,7 @@ async fn a_confirmed_batch_ack_is_never_redelivered_after_repeated_sigkills() {
     let (_client, js) = connect(&server.url).await;
     let c = durable(&js).await;
     let confirmed = confirmed.lock().expect("confirmed").clone();
-    let must: BTreeSet<u64> = (0..MESSAGES).filter(|i| !attempted.contains(i)).collect();
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    loop {
-        let got = fetch(&c, 500).await;
-        if !got.is_empty() {
-            quiet_since = Instant::now();
-        }
-        for m in got {
-            let i = index_of(&m);
-            assert!(
-                !confirmed.contains(&i),
-                "message {i}: its batch ack was confirmed, yet it was delivered after the restart"
-            );
-            seen.insert(i);
-            m.ack().await.expect("ack");
-        }
-        if must.is_subset(&seen) && quiet_since.elapsed() > Duration::from_millis(2500) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "messages never acked did not come: {:?}",
-            must.difference(&seen).collect::<Vec<_>>()
-        );
-    }
+    let seen = drain_after_the_last_start(&c, &confirmed, &attempted).await;
     eprintln!(
         "{batches_confirmed} batch acks ({} messages) confirmed over {CYCLES} SIGKILLs, {} delivered after the last restart",
         confirmed.len(),
