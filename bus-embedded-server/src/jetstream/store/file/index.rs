@@ -1597,6 +1597,26 @@ mod tests {
         }
     }
 
+    /// `bulk` and `one` hold the same message at `probe` (or neither does),
+    /// count the same from it, and find the same first message at or after
+    /// the time just before it (`label` tells the phase in a failure).
+    fn same_at(bulk: &MsgIndex, one: &MsgIndex, probe: u64, label: &str) {
+        match (bulk.get(probe), one.get(probe)) {
+            (Some(a), Some(b)) => assert!(same(&a, &b), "seq {probe}{label}"),
+            (None, None) => {}
+            (a, b) => panic!("seq {probe}{label}: {a:?} vs {b:?}"),
+        }
+        assert_eq!(bulk.count_from(probe), one.count_from(probe));
+        let t = probe as i64 * 10 - 5;
+        assert_eq!(
+            bulk.first_at_or_after(t),
+            one.iter_from(0)
+                .find(|(_, _, ts)| *ts >= t)
+                .map(|(s, _, _)| s),
+            "time {t}{label}"
+        );
+    }
+
     fn same_subject_answers(
         idx: &MsgIndex,
         sets: &SubjectIndex,
@@ -1747,21 +1767,8 @@ mod tests {
                 .collect();
             assert_eq!(walked, one.iter_from(0).collect::<Vec<_>>());
             for probe in 0..=seq {
-                match (bulk.get(probe), one.get(probe)) {
-                    (Some(a), Some(b)) => assert!(same(&a, &b), "seq {probe}"),
-                    (None, None) => {}
-                    (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
-                }
+                same_at(&bulk, &one, probe, "");
                 assert_eq!(bulk.next_from(probe), one.next_from(probe));
-                assert_eq!(bulk.count_from(probe), one.count_from(probe));
-                let t = probe as i64 * 10 - 5;
-                assert_eq!(
-                    bulk.first_at_or_after(t),
-                    one.iter_from(0)
-                        .find(|(_, _, ts)| *ts >= t)
-                        .map(|(s, _, _)| s),
-                    "time {t}"
-                );
                 if probe % 13 == 0 {
                     same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
                 }
@@ -1796,20 +1803,7 @@ mod tests {
             assert_eq!(bulk.first(), one.first());
             assert_eq!(bulk.end(), one.end());
             for probe in 0..=end + 1 {
-                match (bulk.get(probe), one.get(probe)) {
-                    (Some(a), Some(b)) => assert!(same(&a, &b), "seq {probe}"),
-                    (None, None) => {}
-                    (a, b) => panic!("seq {probe}: {a:?} vs {b:?}"),
-                }
-                assert_eq!(bulk.count_from(probe), one.count_from(probe));
-                let t = probe as i64 * 10 - 5;
-                assert_eq!(
-                    bulk.first_at_or_after(t),
-                    one.iter_from(0)
-                        .find(|(_, _, ts)| *ts >= t)
-                        .map(|(s, _, _)| s),
-                    "time {t} after removals"
-                );
+                same_at(&bulk, &one, probe, " after removals");
                 if probe % 17 == 0 {
                     same_subject_answers(&bulk, &sets, probe, &table[1..], &filters);
                 }
