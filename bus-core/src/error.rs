@@ -47,11 +47,12 @@ pub enum BusError {
     Unauthorized(String),
 
     /// An operation did not complete in time.
-    #[error("timed out after {after:?} while {operation}")]
+    #[error("timed out{} while {operation}", waited(*after))]
     Timeout {
         /// What was being done, e.g. "waiting for the publish acknowledgement".
         operation: String,
-        /// How long we waited.
+        /// How long we waited; zero when the backend did not say (its own
+        /// request timeout ran out).
         after: Duration,
     },
 
@@ -146,6 +147,16 @@ pub enum BusError {
     Backend(String),
 }
 
+/// " after <d>" for a known wait, nothing for an unknown (zero) one, so a
+/// timeout never reads "timed out after 0ns".
+fn waited(after: Duration) -> String {
+    if after.is_zero() {
+        String::new()
+    } else {
+        format!(" after {after:?}")
+    }
+}
+
 impl BusError {
     /// True for failures that may succeed when retried (unavailable, timeout).
     pub fn is_transient(&self) -> bool {
@@ -233,5 +244,27 @@ fn expected_suffix(expected: &str) -> String {
         String::new()
     } else {
         format!(" (expected one of {expected})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_names_its_wait_only_when_it_is_known() {
+        let known = BusError::Timeout {
+            operation: "waiting for the acknowledgement".into(),
+            after: Duration::from_secs(3),
+        };
+        assert_eq!(
+            known.to_string(),
+            "timed out after 3s while waiting for the acknowledgement"
+        );
+        let unknown = BusError::Timeout {
+            operation: "creating stream s".into(),
+            after: Duration::ZERO,
+        };
+        assert_eq!(unknown.to_string(), "timed out while creating stream s");
     }
 }

@@ -23,11 +23,7 @@ async fn killing_a_node_mid_publish_loses_no_acknowledged_event() {
     config.nats.request_timeout = Duration::from_secs(3);
     config.nats.publish_retries = 3;
     config.stream.replicas = 3;
-    let bus: Arc<dyn Bus> = Arc::new(
-        NatsBus::connect(&config)
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}")),
-    );
+    let bus: Arc<dyn Bus> = Arc::new(connect_while_the_stream_forms(&config).await);
     let consumer_config = ConsumerConfig::new("cluster-projector", filter("angzarr.events.>"))
         .start(StartPosition::Beginning)
         .ack_wait(Duration::from_secs(5));
@@ -113,6 +109,26 @@ async fn killing_a_node_mid_publish_loses_no_acknowledged_event() {
     );
     let info = bus.stream_info().await.expect("stream info");
     assert_eq!(info.messages as usize, total, "each event stored once");
+}
+
+/// Connects the bus, retrying transient failures for up to a minute: on a
+/// fresh cluster the meta leader is elected (the fixture waits for that),
+/// but creating the 3-replica stream also waits for the stream's own group
+/// to elect a leader, which can outlast one 3 s request on a loaded
+/// machine. A retry finds the stream created by the timed-out request, or
+/// creates it.
+async fn connect_while_the_stream_forms(config: &BusConfig) -> NatsBus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match NatsBus::connect(config).await {
+            Ok(bus) => return bus,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                eprintln!("connect failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
 }
 
 /// Index of the node leading the event stream, asked of the cluster itself.
