@@ -656,7 +656,7 @@ impl<S: Storage> FileStore<S> {
             store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
         store.recycled = (Vec::new(), Vec::new());
-        store.finish_recovery();
+        store.finish_recovery()?;
         // Removals recovered from later segments read their runs back:
         // one that could not be read would leave its message in.
         store.index_read_back()?;
@@ -1218,11 +1218,29 @@ impl<S: Storage> FileStore<S> {
         }
     }
 
-    fn finish_recovery(&mut self) {
+    fn finish_recovery(&mut self) -> Result<(), StoreError> {
         // A segment is created when its first message is appended, so its
         // name proves every sequence below it was assigned.
-        if let Some(&newest) = self.segments.keys().next_back() {
-            self.last_seq = self.last_seq.max(newest.saturating_sub(1));
+        if let Some((&newest, seg)) = self.segments.iter().next_back() {
+            // The file is created at once, its records are written by the
+            // next sync job after the previous segment's last ones: a crash
+            // in between leaves it without a record while sequences below
+            // its name are lost. A mirror's store (`Refill`) drops it so
+            // that the mirror copies those origin messages again.
+            let refill = self.config.cut_tail == CutTail::Refill
+                && self.segments.len() > 1
+                && seg.size <= SEGMENT_HEADER_LEN as u64
+                && newest > self.last_seq + 1;
+            if refill {
+                let path = seg.path.clone();
+                tracing::warn!(segment = %path.display(), from = self.last_seq + 1, to = newest - 1, "file store: dropping an empty newest segment created past the last record kept; these sequences are filled again (the stream copies its origin's sequences)");
+                self.segments.remove(&newest);
+                self.pending.retain(|c| c.seg != newest);
+                self.fs.remove_file(&path)?;
+                self.dir_dirty = true;
+            } else {
+                self.last_seq = self.last_seq.max(newest.saturating_sub(1));
+            }
         }
         // (next_from answers from an unloaded run's bounds: nothing is
         // read back unless something is dropped.)
@@ -1240,6 +1258,7 @@ impl<S: Storage> FileStore<S> {
             }
         }
         self.durable = self.last_seq;
+        Ok(())
     }
 
     /// The segment `base` takes no more records (a newer one was started):
@@ -2422,6 +2441,68 @@ mod tests {
             assert_eq!(st.last_seq, want, "cut {cut}");
             for seq in 4..=10 {
                 assert_eq!(s.get(seq).unwrap(), None, "cut {cut}: {seq}");
+            }
+        }
+    }
+
+    /// A SIGKILL after a segment roll created the new file (at once) but
+    /// before the previous segment's last record was written: a mirror's
+    /// store drops the empty new segment and gives the lost sequence again;
+    /// any other store keeps it skipped (the name proves it was assigned).
+    #[test]
+    fn an_empty_newest_segment_past_a_lost_tail_is_dropped_by_a_refill_store() {
+        for cut_tail in [CutTail::Refill, CutTail::NeverReuse] {
+            let config = FileStoreConfig {
+                cut_tail,
+                ..cfg(250)
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
+            fill(&mut s, 20);
+            s.close().unwrap();
+            let mut files = segment_files(tmp.path());
+            let newest = files.pop().unwrap();
+            let prev = files.pop().unwrap();
+            let newest_base =
+                parse_segment_name(&newest.file_name().unwrap().to_string_lossy()).unwrap();
+            fs::write(&newest, b"").unwrap();
+            let _ = fs::remove_file(prev.with_extension("idx"));
+            // The previous segment loses its last message record.
+            let full = fs::read(&prev).unwrap();
+            let (format, mut pos) = layout_of(&full);
+            let mut last_start = pos;
+            while let Ok(Some((_, n))) = decode_record(&full[pos..], format) {
+                last_start = pos;
+                pos += n;
+            }
+            let (rec, _) = decode_record(&full[last_start..], format).unwrap().unwrap();
+            assert_eq!(rec.kind, RecordKind::Msg);
+            let lost = rec.seq;
+            assert_eq!(lost, newest_base - 1);
+            fs::write(&prev, &full[..last_start]).unwrap();
+            let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
+            assert_eq!(s.get(lost).unwrap(), None);
+            for seq in 1..lost {
+                check_msg(&mut s, seq);
+            }
+            if cut_tail == CutTail::Refill {
+                assert_eq!(s.state().last_seq, lost - 1);
+                assert!(!newest.exists(), "the empty newest segment is gone");
+                assert_eq!(
+                    s.append(&format!("s.{}", lost % 3), b"", &payload(lost), lost as i64)
+                        .unwrap(),
+                    lost
+                );
+                s.close().unwrap();
+                let (mut s, report) = FileStore::open(tmp.path(), config).unwrap();
+                assert!(report.corrupt.is_empty(), "{report:?}");
+                for seq in 1..=lost {
+                    check_msg(&mut s, seq);
+                }
+                assert_eq!(s.state().last_seq, lost);
+            } else {
+                assert_eq!(s.state().last_seq, lost);
+                assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), lost + 1);
             }
         }
     }
