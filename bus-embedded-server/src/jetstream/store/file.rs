@@ -89,6 +89,8 @@ pub struct FileStoreConfig {
     pub segment_bytes: u64,
     /// Fsync policy.
     pub sync: SyncPolicy,
+    /// What a torn tail's sequences become (see [`CutTail`]).
+    pub cut_tail: CutTail,
 }
 
 impl Default for FileStoreConfig {
@@ -96,8 +98,26 @@ impl Default for FileStoreConfig {
         FileStoreConfig {
             segment_bytes: 8 * 1024 * 1024,
             sync: SyncPolicy::Always,
+            cut_tail: CutTail::NeverReuse,
         }
     }
+}
+
+/// What open does with the sequences a torn tail of the newest segment
+/// (or an atomic batch not written whole) may have held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CutTail {
+    /// They are skipped for good (a state record raises the last
+    /// sequence over them): a message there may have been acknowledged
+    /// and delivered, so a sequence is never given to another message.
+    #[default]
+    NeverReuse,
+    /// The last sequence stays the last one kept, so the next append takes
+    /// the first cut sequence again. For a mirror, whose sequences are its
+    /// origin's: the message it copies again there is the same one, and
+    /// skipping the sequence would lose it for good (the mirror resumes
+    /// after its last sequence).
+    Refill,
 }
 
 /// One segment file.
@@ -636,7 +656,7 @@ impl<S: Storage> FileStore<S> {
             store.recover_segment(base, path, file, i + 1 == count, known_salt, &mut report)?;
         }
         store.recycled = (Vec::new(), Vec::new());
-        store.finish_recovery();
+        store.finish_recovery()?;
         // Removals recovered from later segments read their runs back:
         // one that could not be read would leave its message in.
         store.index_read_back()?;
@@ -936,6 +956,11 @@ impl<S: Storage> FileStore<S> {
                 seg.file.sync_all()?;
                 seg.size = open.pos as u64;
                 report.truncated_bytes += cut as u64;
+                if self.config.cut_tail == CutTail::Refill {
+                    self.last_seq = self.last_seq.min(open.first.saturating_sub(1));
+                    self.file_segment(base, seg);
+                    return Ok(());
+                }
                 if hw > self.last_seq {
                     report.seqs_skipped += hw - self.last_seq;
                     self.last_seq = hw;
@@ -1058,9 +1083,24 @@ impl<S: Storage> FileStore<S> {
             hw = hw.max(open.first + open.count.saturating_sub(1));
             pos = open.pos;
             dropped_batch = true;
+            if self.config.cut_tail == CutTail::Refill {
+                // Its first sequence followed the last one kept.
+                self.last_seq = self.last_seq.min(open.first.saturating_sub(1));
+            }
         }
         let cut = buf.len() - pos;
         tracing::warn!(segment = %name, offset = pos, bytes = cut, %reason, "file store: truncating a torn tail");
+        if self.config.cut_tail == CutTail::Refill {
+            if hw > self.last_seq {
+                tracing::warn!(segment = %name, from = self.last_seq + 1, to = hw, "file store: the cut bytes may have held these sequences; they are filled again (the stream copies its origin's sequences)");
+            }
+            seg.file.set_len(pos as u64)?;
+            seg.file.sync_all()?;
+            seg.size = pos as u64;
+            report.truncated_bytes += cut as u64;
+            self.file_segment(base, seg);
+            return Ok(());
+        }
         // The dropped batch's sequences were noted while it was read: a
         // state record must keep them from being assigned again.
         let raised = hw > self.last_seq || dropped_batch;
@@ -1178,11 +1218,29 @@ impl<S: Storage> FileStore<S> {
         }
     }
 
-    fn finish_recovery(&mut self) {
+    fn finish_recovery(&mut self) -> Result<(), StoreError> {
         // A segment is created when its first message is appended, so its
         // name proves every sequence below it was assigned.
-        if let Some(&newest) = self.segments.keys().next_back() {
-            self.last_seq = self.last_seq.max(newest.saturating_sub(1));
+        if let Some((&newest, seg)) = self.segments.iter().next_back() {
+            // The file is created at once, its records are written by the
+            // next sync job after the previous segment's last ones: a crash
+            // in between leaves it without a record while sequences below
+            // its name are lost. A mirror's store (`Refill`) drops it so
+            // that the mirror copies those origin messages again.
+            let refill = self.config.cut_tail == CutTail::Refill
+                && self.segments.len() > 1
+                && seg.size <= SEGMENT_HEADER_LEN as u64
+                && newest > self.last_seq + 1;
+            if refill {
+                let path = seg.path.clone();
+                tracing::warn!(segment = %path.display(), from = self.last_seq + 1, to = newest - 1, "file store: dropping an empty newest segment created past the last record kept; these sequences are filled again (the stream copies its origin's sequences)");
+                self.segments.remove(&newest);
+                self.pending.retain(|c| c.seg != newest);
+                self.fs.remove_file(&path)?;
+                self.dir_dirty = true;
+            } else {
+                self.last_seq = self.last_seq.max(newest.saturating_sub(1));
+            }
         }
         // (next_from answers from an unloaded run's bounds: nothing is
         // read back unless something is dropped.)
@@ -1200,6 +1258,7 @@ impl<S: Storage> FileStore<S> {
             }
         }
         self.durable = self.last_seq;
+        Ok(())
     }
 
     /// The segment `base` takes no more records (a newer one was started):
@@ -1815,6 +1874,17 @@ impl<S: Storage> Store for FileStore<S> {
         Ok(first)
     }
 
+    /// One state record carrying the raised last sequence: recovery reads
+    /// it whole or not at all.
+    fn skip_to(&mut self, seq: u64, _ts: i64) -> Result<(), StoreError> {
+        if seq <= self.last_seq + 1 {
+            return Ok(());
+        }
+        self.writable()?;
+        self.last_seq = seq - 1;
+        self.push_state()
+    }
+
     fn take_sync(&mut self) -> Option<SyncJob> {
         if self.job_out || self.poisoned.is_some() || self.destroyed {
             return None;
@@ -2254,6 +2324,189 @@ mod tests {
         }
     }
 
+    /// A mirror's store (`CutTail::Refill`): the torn last record's
+    /// sequence is the next one appended, after a reopen too, so a mirror
+    /// resuming after its last sequence copies that origin message again.
+    #[test]
+    fn a_refill_store_gives_a_torn_tail_sequence_to_the_next_append() {
+        let refill = |segment_bytes| FileStoreConfig {
+            cut_tail: CutTail::Refill,
+            ..cfg(segment_bytes)
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = FileStore::open(tmp.path(), refill(250)).unwrap();
+        fill(&mut s, 20);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        let last = files.last().unwrap().clone();
+        let full = fs::read(&last).unwrap();
+        let (format, mut start) = layout_of(&full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
+            if rec.seq == 20 && rec.kind == RecordKind::Msg {
+                break;
+            }
+            start += n;
+        }
+        assert!(start < full.len());
+        for cut in start..full.len() {
+            let case = tempfile::tempdir().unwrap();
+            for f in &files {
+                fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
+            }
+            let torn = case.path().join(last.file_name().unwrap());
+            fs::write(&torn, &full[..cut]).unwrap();
+            let (mut s, report) = FileStore::open(case.path(), refill(250)).unwrap();
+            assert_eq!(report.truncated_bytes, (cut - start) as u64, "cut {cut}");
+            assert_eq!(report.seqs_skipped, 0, "cut {cut}");
+            assert_eq!(s.state().last_seq, 19, "cut {cut}");
+            for seq in 1..=19 {
+                check_msg(&mut s, seq);
+            }
+            // Reopened before anything new: still 19 (nothing raised it).
+            s.close().unwrap();
+            let (mut s, _) = FileStore::open(case.path(), refill(250)).unwrap();
+            assert_eq!(s.state().last_seq, 19, "cut {cut}: after a reopen");
+            assert_eq!(
+                s.append("s.2", b"", &payload(20), 20).unwrap(),
+                20,
+                "cut {cut}"
+            );
+            s.close().unwrap();
+            let (mut s, report) = FileStore::open(case.path(), refill(250)).unwrap();
+            assert!(report.corrupt.is_empty(), "cut {cut}: {report:?}");
+            for seq in 1..=20 {
+                check_msg(&mut s, seq);
+            }
+        }
+        // An atomic batch cut short goes whole, and its first sequence is
+        // the next one appended.
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = FileStore::open(tmp.path(), refill(1 << 20)).unwrap();
+        fill(&mut s, 5);
+        assert_eq!(append_batch_of(&mut s, &batch_of(6, 4)), 6);
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let full = fs::read(&seg).unwrap();
+        fs::write(&seg, &full[..full.len() - 3]).unwrap();
+        let (mut s, report) = FileStore::open(tmp.path(), refill(1 << 20)).unwrap();
+        assert_eq!(report.msgs, 5);
+        assert_eq!(s.state().last_seq, 5);
+        assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), 6);
+    }
+
+    /// A mirror skipping origin sequences: one state record, so a crash
+    /// anywhere in it or in the message after it leaves either all of them
+    /// skipped or none, and never a message in their place.
+    #[test]
+    fn a_skip_is_one_record_whole_or_absent_after_a_torn_tail() {
+        let refill = FileStoreConfig {
+            cut_tail: CutTail::Refill,
+            ..cfg(1 << 20)
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = FileStore::open(tmp.path(), refill).unwrap();
+        fill(&mut s, 3);
+        s.skip_to(10, 9).unwrap();
+        assert_eq!(s.state().last_seq, 9);
+        assert_eq!(s.append("s.1", b"", &payload(10), 10).unwrap(), 10);
+        let st = s.state();
+        assert_eq!((st.msgs, st.num_deleted, st.last_seq), (4, 6, 10));
+        // Skipping backwards or to the next sequence changes nothing.
+        s.skip_to(5, 0).unwrap();
+        s.skip_to(11, 0).unwrap();
+        assert_eq!(s.state().last_seq, 10);
+        s.close().unwrap();
+        let (mut s, _) = FileStore::open(tmp.path(), refill).unwrap();
+        assert_eq!(s.state().last_seq, 10);
+        assert_eq!(s.deleted(), (4..=9).collect::<Vec<_>>());
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let full = fs::read(&seg).unwrap();
+        let (format, mut start) = layout_of(&full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
+            if rec.kind == RecordKind::State {
+                break;
+            }
+            start += n;
+        }
+        assert!(start < full.len(), "a state record was written");
+        let state_len = record_len(0, 0, 16).unwrap();
+        for cut in start..full.len() {
+            let case = tempfile::tempdir().unwrap();
+            fs::write(case.path().join(seg.file_name().unwrap()), &full[..cut]).unwrap();
+            let (mut s, _) = FileStore::open(case.path(), refill).unwrap();
+            let st = s.state();
+            assert_eq!(st.msgs, 3, "cut {cut}");
+            let want = if cut >= start + state_len { 9 } else { 3 };
+            assert_eq!(st.last_seq, want, "cut {cut}");
+            for seq in 4..=10 {
+                assert_eq!(s.get(seq).unwrap(), None, "cut {cut}: {seq}");
+            }
+        }
+    }
+
+    /// A SIGKILL after a segment roll created the new file (at once) but
+    /// before the previous segment's last record was written: a mirror's
+    /// store drops the empty new segment and gives the lost sequence again;
+    /// any other store keeps it skipped (the name proves it was assigned).
+    #[test]
+    fn an_empty_newest_segment_past_a_lost_tail_is_dropped_by_a_refill_store() {
+        for cut_tail in [CutTail::Refill, CutTail::NeverReuse] {
+            let config = FileStoreConfig {
+                cut_tail,
+                ..cfg(250)
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
+            fill(&mut s, 20);
+            s.close().unwrap();
+            let mut files = segment_files(tmp.path());
+            let newest = files.pop().unwrap();
+            let prev = files.pop().unwrap();
+            let newest_base =
+                parse_segment_name(&newest.file_name().unwrap().to_string_lossy()).unwrap();
+            fs::write(&newest, b"").unwrap();
+            let _ = fs::remove_file(prev.with_extension("idx"));
+            // The previous segment loses its last message record.
+            let full = fs::read(&prev).unwrap();
+            let (format, mut pos) = layout_of(&full);
+            let mut last_start = pos;
+            while let Ok(Some((_, n))) = decode_record(&full[pos..], format) {
+                last_start = pos;
+                pos += n;
+            }
+            let (rec, _) = decode_record(&full[last_start..], format).unwrap().unwrap();
+            assert_eq!(rec.kind, RecordKind::Msg);
+            let lost = rec.seq;
+            assert_eq!(lost, newest_base - 1);
+            fs::write(&prev, &full[..last_start]).unwrap();
+            let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
+            assert_eq!(s.get(lost).unwrap(), None);
+            for seq in 1..lost {
+                check_msg(&mut s, seq);
+            }
+            if cut_tail == CutTail::Refill {
+                assert_eq!(s.state().last_seq, lost - 1);
+                assert!(!newest.exists(), "the empty newest segment is gone");
+                assert_eq!(
+                    s.append(&format!("s.{}", lost % 3), b"", &payload(lost), lost as i64)
+                        .unwrap(),
+                    lost
+                );
+                s.close().unwrap();
+                let (mut s, report) = FileStore::open(tmp.path(), config).unwrap();
+                assert!(report.corrupt.is_empty(), "{report:?}");
+                for seq in 1..=lost {
+                    check_msg(&mut s, seq);
+                }
+                assert_eq!(s.state().last_seq, lost);
+            } else {
+                assert_eq!(s.state().last_seq, lost);
+                assert_eq!(s.append("s.0", b"", b"new", 1).unwrap(), lost + 1);
+            }
+        }
+    }
+
     fn batch_of(first: u64, n: u64) -> Vec<(String, Vec<u8>)> {
         (first..first + n)
             .map(|seq| (format!("b.{}", seq % 2), payload(seq)))
@@ -2659,6 +2912,7 @@ mod tests {
         let config = FileStoreConfig {
             segment_bytes: 1 << 20,
             sync: SyncPolicy::Interval(Duration::from_secs(3600)),
+            ..FileStoreConfig::default()
         };
         let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
         fill(&mut s, 4);

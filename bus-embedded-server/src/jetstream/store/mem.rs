@@ -83,6 +83,11 @@ impl Store for MemStore {
         Ok(seq)
     }
 
+    fn skip_to(&mut self, seq: u64, _ts: i64) -> Result<(), StoreError> {
+        self.last_seq = self.last_seq.max(seq.saturating_sub(1));
+        Ok(())
+    }
+
     fn take_sync(&mut self) -> Option<SyncJob> {
         None
     }

@@ -110,6 +110,12 @@ impl Store for Metered {
         r
     }
 
+    fn skip_to(&mut self, seq: u64, ts: i64) -> Result<(), StoreError> {
+        let r = self.inner.skip_to(seq, ts);
+        self.recharge();
+        r
+    }
+
     fn take_sync(&mut self) -> Option<SyncJob> {
         self.inner.take_sync()
     }

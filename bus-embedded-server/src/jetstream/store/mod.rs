@@ -349,6 +349,20 @@ pub trait Store: Send {
         Ok(first)
     }
 
+    /// Makes `seq` the next sequence appended; the sequences skipped read
+    /// as deleted (a mirror skipping what its origin no longer has). A
+    /// store with crash recovery skips them in one record, so a crash
+    /// leaves all of them skipped or none (never a placeholder message).
+    /// This fallback, for stores without crash recovery, appends and
+    /// removes a placeholder per sequence.
+    fn skip_to(&mut self, seq: u64, ts: i64) -> Result<(), StoreError> {
+        while self.state().last_seq + 1 < seq {
+            let skipped = self.append("", b"", b"", ts)?;
+            self.remove(skipped, false)?;
+        }
+        Ok(())
+    }
+
     /// Hands out the work to make everything appended so far durable, or
     /// `None` when there is nothing to sync (or the store needs no sync).
     fn take_sync(&mut self) -> Option<SyncJob>;

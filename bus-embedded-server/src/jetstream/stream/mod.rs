@@ -398,6 +398,13 @@ fn open_raw_store(
                 super::store::file::FileStoreConfig {
                     segment_bytes: js.config.segment_bytes,
                     sync: persist::sync_policy(js.config.sync, config.persist_mode),
+                    // A mirror's sequences are its origin's: what a torn
+                    // tail held is copied again under the same sequences.
+                    cut_tail: if config.mirror.is_some() {
+                        super::store::file::CutTail::Refill
+                    } else {
+                        super::store::file::CutTail::NeverReuse
+                    },
                 },
             )
             .map_err(|e| e.to_string())?;
@@ -2117,8 +2124,9 @@ impl StreamInner {
 
     /// Stores one message of a mirror's origin under its origin sequence
     /// and time. Sequences between the last stored and it are skipped: a
-    /// floor when nothing is stored (one record), else a placeholder
-    /// removed at once (they read as deleted, as on nats-server).
+    /// floor when nothing is stored, else the store's skip (they read as
+    /// deleted, as on nats-server); either is one record, so a crash never
+    /// leaves a placeholder behind as a message.
     fn store_mirrored(
         &mut self,
         m: &StoredMsg,
@@ -2142,13 +2150,7 @@ impl StreamInner {
                     })
                     .map_err(failed)?;
             } else {
-                for _ in st.last_seq + 1..m.seq {
-                    let skipped = self
-                        .store
-                        .append(&m.subject, b"", b"", m.ts)
-                        .map_err(failed)?;
-                    self.store.remove(skipped, false).map_err(failed)?;
-                }
+                self.store.skip_to(m.seq, m.ts).map_err(failed)?;
             }
         }
         let cfg = Arc::clone(&self.config);

@@ -256,6 +256,7 @@ impl Run {
         let config = FileStoreConfig {
             segment_bytes,
             sync,
+            ..FileStoreConfig::default()
         };
         let mut run = Run {
             seed,

@@ -210,6 +210,7 @@ fn config() -> FileStoreConfig {
     FileStoreConfig {
         segment_bytes: 600,
         sync: SyncPolicy::Always,
+        ..FileStoreConfig::default()
     }
 }
 

@@ -8,8 +8,8 @@
 //! in the sourcing stream:
 //! - a mirror keeps the origin's sequences and timestamps (sequences the
 //!   origin no longer has are skipped: a floor when the mirror is empty,
-//!   else a removed placeholder), so its position is its own last
-//!   sequence;
+//!   else one record raising its last sequence), so its position is its
+//!   own last sequence;
 //! - a source stores each message as a new one with a `Nats-Stream-Source`
 //!   header (origin name, origin sequence, filters, destinations, original
 //!   subject, origin identity, nats-server's layout), so its position is in
@@ -18,7 +18,9 @@
 //! After a restart (or a crash) the mirror resumes after its last stored
 //! sequence and each source after the newest stored message carrying its
 //! index name: nothing is copied twice and nothing skipped, since both are
-//! read back from what the store kept.
+//! read back from what the store kept. A mirror's store gives a torn last
+//! record's sequence back (`CutTail::Refill`), so the mirror copies that
+//! origin message again; a source copies it again under a new sequence.
 //!
 //! The task is woken by the origin when it has new durable messages (see
 //! [`Stream::watch`]; a stream nobody sources pays one relaxed load), and
