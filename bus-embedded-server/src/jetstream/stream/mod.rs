@@ -1560,6 +1560,12 @@ impl Stream {
         // per publish, and the writer sent the confirmations in many small
         // writes as they trickled in.
         let mut run = router.deliveries();
+        // Mostly run by the thread that fsynced (outside the runtime's
+        // workers): the confirmations go straight to the sockets of idle
+        // connections (one non-blocking send each) rather than through a
+        // wake-up of each connection's writer task, which would first have
+        // to wake a worker. Also right from the flusher task.
+        run.write_through();
         for (reply, body, republish) in out {
             // Republished copies go first (nats-server's order).
             for m in &republish {
