@@ -564,6 +564,8 @@ struct AccountDeliveries<'a> {
     batch: Batch,
     /// Target, sublist generation, its subscriptions.
     last: Option<(String, u64, Matches<Client>)>,
+    /// Write to idle sockets directly at the end ([`Deliveries::write_through`]).
+    write_through: bool,
 }
 
 impl Deliveries for AccountDeliveries<'_> {
@@ -593,6 +595,10 @@ impl Deliveries for AccountDeliveries<'_> {
             .deliver_as(matches, to, subject, reply, hdr, data, &mut self.batch)
     }
 
+    fn write_through(&mut self) {
+        self.write_through = true;
+    }
+
     fn backlogged(&self) -> bool {
         self.batch.stalled()
     }
@@ -608,7 +614,11 @@ impl Deliveries for AccountDeliveries<'_> {
 
 impl Drop for AccountDeliveries<'_> {
     fn drop(&mut self) {
-        self.batch.wake();
+        if self.write_through {
+            self.batch.write_through();
+        } else {
+            self.batch.wake();
+        }
     }
 }
 
@@ -638,6 +648,7 @@ impl Router for Account {
             account: self,
             batch: Batch::default(),
             last: None,
+            write_through: false,
         })
     }
 

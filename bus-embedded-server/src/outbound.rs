@@ -181,6 +181,12 @@ struct Outbound {
     /// most about twice that.
     largest_write: usize,
     closed: bool,
+    /// A second handle on a plain TCP connection's socket (a duplicated
+    /// descriptor, non-blocking like the writer's), for
+    /// [`Client::write_through`]: `None` for TLS and WebSocket connections,
+    /// and dropped once the connection closes so the socket does not
+    /// outlive it.
+    direct: Option<std::net::TcpStream>,
 }
 
 impl Outbound {
@@ -275,6 +281,7 @@ impl Client {
                 in_flight: 0,
                 largest_write: 0,
                 closed: false,
+                direct: None,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -341,6 +348,52 @@ impl Client {
         if was_empty {
             self.wake.notify_one();
         }
+    }
+
+    /// Lets [`Self::write_through`] write to `socket` (a duplicate of the
+    /// plain TCP socket whose write half the writer task owns).
+    pub(crate) fn set_direct(&self, socket: std::net::TcpStream) {
+        let mut out = lock(&self.out);
+        if !out.closed {
+            out.direct = Some(socket);
+        }
+    }
+
+    /// Sends what is queued straight from the calling thread when the
+    /// writer has nothing in flight, instead of waking the writer task:
+    /// one non-blocking `send` under the buffer's lock (so nothing can
+    /// overtake or interleave with it: the writer only writes what it took
+    /// under the same lock, and none of that is in flight). What the socket
+    /// does not take at once (a full socket buffer, an error) is left to the
+    /// writer, which is then woken as usual. For a thread outside the
+    /// runtime that finished a batch of deliveries (the stream's fsync
+    /// thread sending PubAcks): waking the writer would cost a cross-thread
+    /// wake-up of a runtime worker (the I/O driver's eventfd and an
+    /// `epoll_wait` return) before the bytes leave.
+    pub(crate) fn write_through(&self) {
+        use std::io::Write;
+        let mut out = lock(&self.out);
+        if !out.closed && out.in_flight == 0 && !out.buf.is_empty() {
+            let sent = match &out.direct {
+                Some(socket) => {
+                    let mut socket: &std::net::TcpStream = socket;
+                    socket.write(&out.buf).ok()
+                }
+                None => None,
+            };
+            match sent {
+                Some(n) if n >= out.buf.len() => {
+                    out.buf.clear();
+                    drop(out);
+                    self.drained.notify_waiters();
+                    return;
+                }
+                Some(n) => bytes::Buf::advance(&mut out.buf, n),
+                None => {}
+            }
+        }
+        drop(out);
+        self.wake.notify_one();
     }
 
     /// True when this connection's permissions keep `subject` from it (a
@@ -516,7 +569,11 @@ impl Client {
 
     /// Stops accepting output; the writer flushes what is there and exits.
     pub(crate) fn close_outbound(&self) {
-        lock(&self.out).closed = true;
+        {
+            let mut out = lock(&self.out);
+            out.closed = true;
+            out.direct = None;
+        }
         self.wake.notify_one();
     }
 }
@@ -534,6 +591,7 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
             let mut out = lock(&client.out);
             if out.buf.is_empty() {
                 if out.closed {
+                    out.direct = None;
                     break;
                 }
                 (None, out.grown())
@@ -566,12 +624,12 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(
             Ok(Ok(())) => client.drained.notify_waiters(),
             Ok(Err(_)) => {
                 client.mark_closing(CloseReason::WriteError);
-                lock(&client.out).closed = true;
+                client.close_outbound();
                 return;
             }
             Err(_) => {
                 client.mark_closing(CloseReason::SlowConsumer);
-                lock(&client.out).closed = true;
+                client.close_outbound();
                 return;
             }
         }
@@ -630,6 +688,15 @@ impl Batch {
     pub(crate) fn wake(&mut self) {
         for client in self.wakes.drain(..) {
             client.wake.notify_one();
+        }
+    }
+
+    /// [`Self::wake`] for a producer outside the runtime: each connection
+    /// delivered to is written to directly when its writer is idle
+    /// ([`Client::write_through`]), its writer woken otherwise.
+    pub(crate) fn write_through(&mut self) {
+        for client in self.wakes.drain(..) {
+            client.write_through();
         }
     }
 
@@ -769,6 +836,76 @@ mod tests {
         let body = [&hdr[..], b"xy"].concat();
         c.deliver(b"s", b"1", None, Some(hdr.len()), &body);
         assert_eq!(take(&c), b"MSG s 1 2\r\nxy\r\n");
+    }
+
+    /// A connected pair of plain TCP sockets: the server side's duplicate
+    /// handed to the client as its direct socket, and the peer.
+    fn direct_pair(c: &Client) -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        server_side.set_nonblocking(true).expect("nonblocking");
+        c.set_direct(server_side.try_clone().expect("dup"));
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        (server_side, peer)
+    }
+
+    fn read_exactly(peer: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = vec![0; n];
+        peer.read_exact(&mut got).expect("read");
+        got
+    }
+
+    #[test]
+    fn write_through_sends_queued_output_itself_when_the_writer_is_idle() {
+        let c = client(1 << 20);
+        let (_server_side, mut peer) = direct_pair(&c);
+        c.deliver(b"a", b"1", None, None, b"x");
+        c.deliver(b"b", b"2", None, None, b"yz");
+        c.write_through();
+        let want = b"MSG a 1 1\r\nx\r\nMSG b 2 2\r\nyz\r\n";
+        assert_eq!(read_exactly(&mut peer, want.len()), want);
+        assert_eq!(c.pending(), 0);
+        // Nothing was left for the writer: the next delivery finds the
+        // buffer empty again.
+        assert_eq!(
+            c.deliver(b"c", b"3", None, None, b"!"),
+            Delivered::Ok { wake: true }
+        );
+    }
+
+    #[test]
+    fn write_through_leaves_output_to_the_writer_while_a_write_is_in_flight() {
+        let c = client(1 << 20);
+        let (_server_side, _peer) = direct_pair(&c);
+        c.deliver(b"a", b"1", None, None, b"first");
+        // The writer took the first message and is writing it.
+        let taken = lock(&c.out).take_for_write();
+        c.deliver(b"b", b"2", None, None, b"second");
+        c.write_through();
+        // Sending "second" now could overtake "first": it stays queued.
+        assert_eq!(&taken[..], b"MSG a 1 5\r\nfirst\r\n");
+        assert_eq!(take(&c), b"MSG b 2 6\r\nsecond\r\n");
+    }
+
+    #[test]
+    fn a_closed_connection_drops_its_direct_socket_and_writes_nothing_through_it() {
+        use std::io::Read;
+        let c = client(1 << 20);
+        let (server_side, mut peer) = direct_pair(&c);
+        // The test's own handle goes: only the client's duplicate is left.
+        drop(server_side);
+        c.deliver(b"a", b"1", None, None, b"late");
+        c.close_outbound();
+        c.write_through();
+        // The last descriptor of the socket was the client's: the peer
+        // sees the connection end, with none of the queued output.
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).expect("read to end");
+        assert!(rest.is_empty(), "got {rest:?}");
     }
 
     #[test]

@@ -1110,7 +1110,12 @@ pub(crate) async fn serve(shared: Arc<ServerState>, client: Arc<Client>, stream:
         .then(crate::auth::new_nonce);
     let (Some(acceptor), Some(tls_config)) = (shared.tls.clone(), shared.config.tls.as_ref())
     else {
-        // Plain TCP: owned halves, no lock between reader and writer.
+        // Plain TCP: owned halves, no lock between reader and writer. A
+        // duplicate of the socket lets a thread outside the runtime write
+        // to it while the writer is idle (`Client::write_through`).
+        if let Ok(fd) = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() {
+            client.set_direct(std::net::TcpStream::from(fd));
+        }
         let (reader, writer_half) = stream.into_split();
         let info = shared.info_with_nonce(client.id, client.addr, nonce.as_deref());
         return run(shared, client, reader, writer_half, nonce, Some(info)).await;

@@ -101,6 +101,12 @@ pub trait Deliveries {
         hdr: &[u8],
         data: &[u8],
     ) -> usize;
+    /// Asks that the run, when it ends, write its output straight to the
+    /// sockets of connections whose writers are idle instead of waking
+    /// them: for a producer on a thread outside the runtime (the fsync
+    /// thread sending confirmations), whose wake-up of a writer would be a
+    /// cross-thread wake of a runtime worker. The default does nothing.
+    fn write_through(&mut self) {}
     /// Whether a subscriber delivered to in this run has more output
     /// queued than it should take before writing some (the stall threshold
     /// of `outbound`): a producer that can wait should end its run and go

@@ -89,6 +89,23 @@ struct PendingAck {
     republish: Vec<transform::Republished>,
 }
 
+/// How long the thread that ran a stream's last sync job waits for the
+/// next one before going back to the blocking pool (see `Stream::linger`).
+const SYNC_LINGER: Duration = Duration::from_millis(5);
+
+/// What [`Stream::start_syncs`] did.
+enum SyncStart {
+    /// A sync loop runs: it takes the writes.
+    Running,
+    /// The job was handed to this idle sync thread: unpark it (after
+    /// releasing the stream's lock).
+    Handed(std::thread::Thread),
+    /// Nothing to write.
+    Nothing,
+    /// A job for a new loop ([`Stream::drive_syncs`] on a blocking thread).
+    Spawn(super::store::SyncJob),
+}
+
 pub(crate) struct StreamInner {
     /// Shared so the publish path reads it without copying.
     pub config: Arc<StreamConfig>,
@@ -100,6 +117,13 @@ pub(crate) struct StreamInner {
     /// A blocking thread is running `Stream::drive_syncs`: it takes the
     /// next sync job itself when its job is done (see `Stream::sync_soon`).
     driving: bool,
+    /// The thread that ran the last sync jobs, waiting (at most
+    /// [`SYNC_LINGER`]) for the next one instead of returning to the pool:
+    /// a writer that finds it here hands it the job in `handed` and
+    /// unparks it (see `Stream::start_syncs`).
+    idle_driver: Option<std::thread::Thread>,
+    /// A sync job handed to `idle_driver` (with `driving` set for it).
+    handed: Option<super::store::SyncJob>,
     /// Per-message TTL expiries: (expiry time, seq).
     ttls: BTreeMap<(i64, u64), ()>,
     last_expiry_check: i64,
@@ -135,6 +159,10 @@ pub struct Stream {
     consumers: RwLock<BTreeMap<String, Arc<Consumer>>>,
     subjects: RwLock<Vec<String>>,
     sync_wake: Arc<Notify>,
+    /// How long the sync thread waits for the next job ([`SYNC_LINGER`];
+    /// tests make it long so that what they hand it does not depend on
+    /// timing), nanoseconds.
+    sync_linger: std::sync::atomic::AtomicU64,
     /// This stream, for the blocking thread `sync_soon` starts.
     me: Weak<Stream>,
     pub(crate) dir: Option<PathBuf>,
@@ -560,6 +588,8 @@ impl Stream {
                 last_msg_id: None,
                 pending_acks: VecDeque::new(),
                 driving: false,
+                idle_driver: None,
+                handed: None,
                 ttls: BTreeMap::new(),
                 last_expiry_check: 0,
                 resources: Arc::clone(&js.resources),
@@ -569,6 +599,9 @@ impl Stream {
             }),
             consumers: RwLock::new(BTreeMap::new()),
             sync_wake: Arc::new(Notify::new()),
+            sync_linger: std::sync::atomic::AtomicU64::new(
+                u64::try_from(SYNC_LINGER.as_nanos()).unwrap_or(u64::MAX),
+            ),
             dir,
             js: js.weak(),
             closed: AtomicBool::new(false),
@@ -792,15 +825,96 @@ impl Stream {
                 return;
             }
             if !self.is_closed() {
-                if let Some(job) = inner.store.take_sync() {
-                    inner.driving = true;
-                    drop(inner);
-                    rt.spawn_blocking(move || me.drive_syncs(job));
-                    return;
+                match Self::start_syncs(&mut inner) {
+                    SyncStart::Running => return,
+                    SyncStart::Handed(driver) => {
+                        // Unparked after the lock is released, or it would
+                        // wake only to wait for the lock.
+                        drop(inner);
+                        driver.unpark();
+                        return;
+                    }
+                    SyncStart::Spawn(job) => {
+                        drop(inner);
+                        rt.spawn_blocking(move || me.drive_syncs(job));
+                        return;
+                    }
+                    SyncStart::Nothing => {}
                 }
             }
         }
         self.sync_wake.notify_one();
+    }
+
+    /// Takes the next sync job, under the stream's lock, unless a sync
+    /// loop is running: hands it to the thread idling in
+    /// [`Stream::linger`] when there is one (the caller unparks it once
+    /// the lock is released: the job runs on the thread that ran the
+    /// previous ones, with no trip through the blocking pool's queue and
+    /// its lock), else returns it for a new loop.
+    fn start_syncs(inner: &mut StreamInner) -> SyncStart {
+        if inner.driving {
+            return SyncStart::Running;
+        }
+        let Some(job) = inner.store.take_sync() else {
+            return SyncStart::Nothing;
+        };
+        inner.driving = true;
+        match inner.idle_driver.take() {
+            Some(driver) => {
+                inner.handed = Some(job);
+                SyncStart::Handed(driver)
+            }
+            None => SyncStart::Spawn(job),
+        }
+    }
+
+    /// After the last sync job: waits at most [`SYNC_LINGER`] for a writer
+    /// to hand this thread the next one ([`Stream::start_syncs`]).
+    /// `None` when none came (or the stream closed): the loop ends and the
+    /// thread goes back to the pool. A sequential publisher's next publish
+    /// comes one round trip after its ack, well within the wait.
+    fn linger(&self) -> Option<super::store::SyncJob> {
+        let me = std::thread::current();
+        let wait = Duration::from_nanos(self.sync_linger.load(Ordering::Relaxed));
+        let deadline = std::time::Instant::now() + wait;
+        {
+            let mut inner = lock(&self.inner);
+            if inner.driving || inner.idle_driver.is_some() || self.is_closed() {
+                return None;
+            }
+            inner.idle_driver = Some(me.clone());
+        }
+        loop {
+            std::thread::park_timeout(
+                deadline.saturating_duration_since(std::time::Instant::now()),
+            );
+            let mut inner = lock(&self.inner);
+            if let Some(job) = inner.handed.take() {
+                // `driving` was set for this thread by whoever handed it.
+                return Some(job);
+            }
+            let still_idle = inner
+                .idle_driver
+                .as_ref()
+                .is_some_and(|t| t.id() == me.id());
+            if !still_idle {
+                // Sent away by a close.
+                return None;
+            }
+            if std::time::Instant::now() >= deadline || self.is_closed() {
+                inner.idle_driver = None;
+                return None;
+            }
+        }
+    }
+
+    /// Sends the thread idling in [`Stream::linger`] away (a close).
+    fn dismiss_idle_driver(inner: &mut StreamInner) {
+        if let Some(driver) = inner.idle_driver.take() {
+            // Under the lock (a close is rare): it leaves once it has it.
+            driver.unpark();
+        }
     }
 
     /// Runs `job` and every sync job after it until none is left (on a
@@ -842,8 +956,12 @@ impl Stream {
                         // The flusher ends at its next round; what a
                         // close left waiting is answered there.
                         self.sync_wake.notify_one();
+                        return;
                     }
-                    return;
+                    match self.linger() {
+                        Some(j) => job = j,
+                        None => return,
+                    }
                 }
             }
         }
@@ -1567,6 +1685,12 @@ impl Stream {
         // per publish, and the writer sent the confirmations in many small
         // writes as they trickled in.
         let mut run = router.deliveries();
+        // Mostly run by the thread that fsynced (outside the runtime's
+        // workers): the confirmations go straight to the sockets of idle
+        // connections (one non-blocking send each) rather than through a
+        // wake-up of each connection's writer task, which would first have
+        // to wake a worker. Also right from the flusher task.
+        run.write_through();
         for (reply, body, republish) in out {
             // Republished copies go first (nats-server's order).
             for m in &republish {
@@ -1811,6 +1935,7 @@ impl Stream {
             c.shutdown();
         }
         let mut inner = lock(&self.inner);
+        Self::dismiss_idle_driver(&mut inner);
         if let Err(e) = inner.store.close() {
             tracing::error!(stream = %self.name, "closing the store failed: {e}");
         }
@@ -1824,6 +1949,7 @@ impl Stream {
         self.closed.store(true, Ordering::SeqCst);
         self.stop_sourcing();
         let mut inner = lock(&self.inner);
+        Self::dismiss_idle_driver(&mut inner);
         // Failed publishes still waiting get nothing (as on nats-server).
         inner.pending_acks.clear();
         let deleted = match &self.dir {
@@ -2546,19 +2672,11 @@ async fn flusher(stream: Weak<Stream>, wake: Arc<Notify>) {
                 run(&s);
             }
         }
-        let job = {
-            let mut inner = lock(&s.inner);
-            let job = if inner.driving {
-                None
-            } else {
-                inner.store.take_sync()
-            };
-            if job.is_some() {
-                inner.driving = true;
-            }
-            job
-        };
-        if let Some(job) = job {
+        let start = Stream::start_syncs(&mut lock(&s.inner));
+        if let SyncStart::Handed(driver) = &start {
+            driver.unpark();
+        }
+        if let SyncStart::Spawn(job) = start {
             // Run as `sync_soon` runs it. Not awaited: under steady load
             // that thread never runs out of jobs, and this task must still
             // expire messages and fire schedules.
@@ -2890,6 +3008,62 @@ mod tests {
         assert!(third.contains("\"seq\":3"), "{third}");
         assert_eq!(gate.jobs(), 2, "2 and 3 shared one job");
         assert_eq!(stream.visible_seq(), 3);
+    }
+
+    /// The thread that ran a sync job waits for the next one: a publish
+    /// arriving then is handed to it (the same thread runs its job, no new
+    /// loop through the blocking pool), is still acknowledged only after
+    /// that job ran, and a close sends the waiting thread away.
+    #[tokio::test]
+    async fn a_publish_while_the_sync_thread_waits_is_handed_to_it_and_acknowledged_after_its_job()
+    {
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        let gate = Arc::new(Gate::default());
+        let passing = Arc::clone(&gate);
+        let threads = Arc::new(StdMutex::new(Vec::new()));
+        let seen = Arc::clone(&threads);
+        let store = ScriptedDisk::syncing(Arc::new(move || {
+            if let Ok(mut t) = seen.lock() {
+                t.push(std::thread::current().id());
+            }
+            passing.pass()
+        }));
+        let (_dir, js, stream) = scripted_stream(&router, false, store);
+        // Long enough that the hand-off below cannot miss it.
+        stream.sync_linger.store(600_000_000_000, Ordering::Relaxed);
+        let idle = |s: &Stream| lock(&s.inner).idle_driver.is_some();
+
+        stream.publish(&js, "s.a", Some("reply.1"), b"", b"one");
+        gate.permit();
+        wait_reply(&captured, "reply.1").await;
+        wait_until("the sync thread waits for the next job", || idle(&stream)).await;
+
+        stream.publish(&js, "s.a", Some("reply.2"), b"", b"two");
+        assert!(!idle(&stream), "the publish took the waiting thread");
+        assert!(
+            reply_to(&captured, "reply.2").is_none(),
+            "nothing is acknowledged before its job ran"
+        );
+        gate.permit();
+        let second = wait_reply(&captured, "reply.2").await;
+        assert!(second.contains("\"seq\":2"), "{second}");
+        let ran_on = threads.lock().map(|t| t.clone()).unwrap_or_default();
+        assert_eq!(ran_on.len(), 2);
+        assert_eq!(
+            ran_on[0], ran_on[1],
+            "the second job ran on the waiting thread"
+        );
+
+        // It waits again; a close sends it away (it holds the stream).
+        wait_until("the sync thread waits again", || idle(&stream)).await;
+        let held = Arc::strong_count(&stream);
+        stream.shutdown();
+        assert!(!idle(&stream));
+        wait_until("the dismissed thread let go of the stream", || {
+            Arc::strong_count(&stream) == held - 1
+        })
+        .await;
     }
 
     fn router_msgs(router: &Captured) -> Vec<(String, String)> {
