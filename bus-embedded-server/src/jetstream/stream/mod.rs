@@ -1646,7 +1646,9 @@ impl Stream {
         let from = inner.store.seq_for_time(now - window);
         let mut seq = from;
         let allow_ttl = inner.config.allow_msg_ttl;
-        while let Ok(Some(m)) = inner.store.next_from(seq, &SubjectFilter::All) {
+        // Only messages with headers can carry an id: the store skips the
+        // others (the file store without reading them).
+        while let Ok(Some(m)) = inner.store.next_with_headers_from(seq) {
             seq = m.seq + 1;
             if !m.hdr.is_empty()
                 && let Some(id) = headers::get(&m.hdr, "Nats-Msg-Id")
