@@ -938,7 +938,7 @@ impl<S: Storage> FileStore<S> {
     ) -> Result<(), StoreError> {
         let use_index = self.use_index;
         let buf = file.read_all()?;
-        let layout = self.segment_layout(&buf, &name, known_salt)?;
+        let layout = self.segment_layout(&buf, name, known_salt)?;
         let mut seg = Segment {
             path,
             file,
@@ -974,7 +974,7 @@ impl<S: Storage> FileStore<S> {
                 tracing::debug!(segment = %name, error = %e, "file store: could not write an index file");
             }
         }
-        self.replay_scan(base, &mut seg, &scan, &name, newest, Some(&buf), report)
+        self.replay_scan(base, &mut seg, &scan, name, newest, Some(&buf), report)
     }
 
     /// Applies a segment's scan (read from its bytes, or from its index
