@@ -332,7 +332,10 @@ fn encode_summary(out: &mut Vec<u8>, summary: &Summary) {
     }
 }
 
-fn decode_summary_body(buf: &[u8]) -> Option<Summary> {
+/// `seg_len`: the segment's length, which bounds the message count (every
+/// record takes at least [`MIN_RECORD`] bytes), so a summary that verifies
+/// but does not add up never makes the loader allocate for more.
+fn decode_summary_body(buf: &[u8], seg_len: u64) -> Option<Summary> {
     let mut r = Reader { buf, at: 0 };
     let start = r.var()?;
     let plain = match r.byte()? {
@@ -376,7 +379,11 @@ fn decode_summary_body(buf: &[u8]) -> Option<Summary> {
                 });
             }
             let last_seq = first.checked_add(count.checked_sub(1)?)?;
-            if total != count || hdrs > count || noted.0 < last_seq {
+            if total != count
+                || hdrs > count
+                || noted.0 < last_seq
+                || count > seg_len / MIN_RECORD as u64
+            {
                 return None;
             }
             Some(Plain {
@@ -577,7 +584,7 @@ pub(super) fn decode_summary(bytes: &[u8], id: SegmentId) -> Option<Summary> {
     if crc32c::crc32c(section.get(..crc_at)?) != want {
         return None;
     }
-    decode_summary_body(section.get(IDX_HEADER_LEN..crc_at)?)
+    decode_summary_body(section.get(IDX_HEADER_LEN..crc_at)?, id.len)
 }
 
 /// Tests: [`decode_reusing`] into a new vector.
@@ -934,6 +941,58 @@ mod tests {
         b[last] ^= 0x08;
         assert!(decode_summary(&b, id).is_some());
         assert!(decode(&b, id).is_none());
+    }
+
+    #[test]
+    fn a_summary_section_of_garbage_with_a_valid_checksum_is_refused_without_panic() {
+        // Random bodies, and a valid summary with random bytes changed,
+        // each sealed with a correct checksum: decoding never panics, and
+        // what it accepts adds up (its subjects' counts are the run's, each
+        // span inside the run).
+        let (buf, format) = plain_segment();
+        let id = id_of(&buf);
+        let good = encode(&scan(&buf, format, 40), id);
+        let (_, end) = head(&good, id).expect("head");
+        let body = good[IDX_HEADER_LEN..end - 4].to_vec();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut accepted = 0;
+        for n in 0..4_000usize {
+            let mut summary = if n % 2 == 0 {
+                (0..n % 80).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                let mut b = body.clone();
+                for _ in 0..1 + n % 3 {
+                    let at = next() as usize % b.len();
+                    b[at] = next() as u8;
+                }
+                b
+            };
+            if n % 7 == 0 {
+                summary.truncate(next() as usize % (summary.len() + 1));
+            }
+            let mut out = good[..28].to_vec();
+            out.extend_from_slice(&(summary.len() as u64).to_le_bytes());
+            out.extend_from_slice(&summary);
+            let crc = crc32c::crc32c(&out);
+            out.extend_from_slice(&crc.to_le_bytes());
+            if let Some(Summary { plain: Some(p), .. }) = decode_summary(&out, id) {
+                accepted += 1;
+                let total: u64 = p.subjects.iter().map(|s| u64::from(s.count)).sum();
+                assert_eq!(total, p.count);
+                assert!(p.subjects.iter().all(|s| s.first <= s.last
+                    && u64::from(s.last) < p.count
+                    && s.count <= s.last - s.first + 1));
+                assert!(p.noted.0 >= p.first + (p.count - 1));
+            }
+        }
+        // Some changes (a timestamp, the bytes) leave a summary that adds up.
+        assert!(accepted > 0);
     }
 
     #[test]
