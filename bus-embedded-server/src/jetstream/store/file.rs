@@ -216,6 +216,9 @@ pub struct FileStore<S: Storage = RealFs> {
     pending_seals: Vec<Seal<S::File>>,
     /// Segments `open` replayed from their index file.
     indexed_segments: usize,
+    /// Of those, the ones applied from their summary alone
+    /// (`replay_summary`: no event decoded).
+    summarized_segments: usize,
     /// Of those, the ones indexed at once (`replay_plain`).
     bulk_segments: usize,
     /// `open`'s buffers for one segment's events and messages, kept from
@@ -618,6 +621,7 @@ impl<S: Storage> FileStore<S> {
             pending_unlinks: Vec::new(),
             pending_seals: Vec::new(),
             indexed_segments: 0,
+            summarized_segments: 0,
             bulk_segments: 0,
             recycled: (Vec::new(), Vec::new()),
             index_rebuilt: false,
@@ -765,14 +769,91 @@ impl<S: Storage> FileStore<S> {
     /// The scan of a sealed segment from its index file, if that file is
     /// there, verifies and describes this segment as it is now (length and
     /// last record); else `None` (the segment is read and scanned).
-    fn indexed_scan(&mut self, base: u64, file: &S::File) -> Option<(Scan, Format)> {
+    fn indexed_scan(&mut self, base: u64, file: &S::File) -> Option<(Scan, Format, u8)> {
         let mut head = [0u8; SEGMENT_HEADER_LEN];
         let n = read_up_to(file, &mut head).ok()?;
         let salt = head.get(..n).and_then(decode_segment_header)?;
         let id = segment_id(base, file).ok()?;
         let bytes = self.fs.read_file(&self.dir.join(index_name(base))).ok()?;
+        let version = seg_index::head(&bytes, id)?.0;
         let scan = seg_index::decode_reusing(&bytes, id, std::mem::take(&mut self.recycled.0))?;
-        (scan.start == SEGMENT_HEADER_LEN as u64).then_some((scan, Format::salted(salt)))
+        (scan.start == SEGMENT_HEADER_LEN as u64).then_some((scan, Format::salted(salt), version))
+    }
+
+    /// The summary of a plain sealed segment from the summary section of
+    /// its index file (version 2), read alone (one `pread` of its first
+    /// bytes, a second for a summary longer than that), if the section
+    /// verifies and describes this segment as it is now (length and last
+    /// record). `None`: no such summary, or the segment is not plain.
+    fn summarized(&self, base: u64, file: &S::File) -> Option<(seg_index::Plain, Format)> {
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let n = read_up_to(file, &mut head).ok()?;
+        let salt = head.get(..n).and_then(decode_segment_header)?;
+        let id = segment_id(base, file).ok()?;
+        let idx = self.fs.open_rw(&self.dir.join(index_name(base))).ok()?;
+        let len = usize::try_from(idx.file_len().ok()?).ok()?;
+        let mut bytes = vec![0u8; len.min(seg_index::IDX_SUMMARY_PROBE)];
+        idx.read_exact_at(&mut bytes, 0).ok()?;
+        let (_, end) = seg_index::head(&bytes, id)?;
+        if end > bytes.len() {
+            if end > len {
+                return None;
+            }
+            let at = bytes.len();
+            bytes.resize(end, 0);
+            idx.read_exact_at(&mut bytes[at..], at as u64).ok()?;
+        }
+        let summary = seg_index::decode_summary(&bytes, id)?;
+        if summary.start != SEGMENT_HEADER_LEN as u64 {
+            return None;
+        }
+        Some((summary.plain?, Format::salted(salt)))
+    }
+
+    /// Applies the summary of a plain sealed segment: what
+    /// [`FileStore::replay_plain`] does with its events (one unloaded run,
+    /// the bytes, the last sequence and time, the state records' floor and
+    /// dead mark), without them. `false` (nothing done) when the index
+    /// cannot take the run that way (its first sequence is not past
+    /// everything indexed).
+    fn replay_summary(
+        &mut self,
+        base: u64,
+        seg: &mut Segment<S::File>,
+        plain: &seg_index::Plain,
+    ) -> bool {
+        let Ok(count) = usize::try_from(plain.count) else {
+            return false;
+        };
+        let subjects: Vec<(Arc<str>, u32, u32, u32)> = plain
+            .subjects
+            .iter()
+            .map(|s| (self.intern(&s.name), s.first, s.last, s.count))
+            .collect();
+        if !self.index.append_summary(
+            base,
+            plain.first,
+            count,
+            plain.max_ts,
+            plain.hdrs,
+            &subjects,
+        ) {
+            return false;
+        }
+        self.bytes += plain.bytes;
+        // As note_seq over every sequence met: the highest, with the time
+        // of the last record that carried it.
+        self.note_seq(plain.noted.0, plain.noted.1);
+        if let Some(floor) = plain.floor {
+            self.floor = floor;
+        }
+        if let Some(dead) = plain.dead {
+            self.dead_below = self.dead_below.max(dead);
+        }
+        seg.max_msg_seq = seg.max_msg_seq.max(plain.first + (plain.count - 1));
+        self.bulk_segments += 1;
+        self.file_segment(base, seg);
+        true
     }
 
     fn recover_segment(
@@ -789,17 +870,65 @@ impl<S: Storage> FileStore<S> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // A sealed segment with a valid index file is not read: its scan
-        // is replayed from the index. The newest segment is always read
-        // (its tail may be torn, and it still grows).
+        let file = Arc::new(file);
+        // A sealed segment with a valid index file is not read: a plain
+        // one is applied from the summary section alone, any other has its
+        // scan replayed from the index's events. The newest segment is
+        // always read (its tail may be torn, and it still grows).
         if use_index
             && !newest
-            && let Some((scan, format)) = self.indexed_scan(base, &file)
+            && let Some((plain, format)) = self.summarized(base, &file)
+            && plain.first >= self.index.end()
         {
             let size = file.file_len()?;
             let mut seg = Segment {
+                path: path.clone(),
+                file: Arc::clone(&file),
+                format,
+                size,
+                live: 0,
+                max_msg_seq: 0,
+                tombs: Vec::new(),
+            };
+            if self.replay_summary(base, &mut seg, &plain) {
+                self.indexed_segments += 1;
+                self.summarized_segments += 1;
+                return Ok(());
+            }
+            // Not taken (cannot happen past the index's end with its
+            // loader set): read on as if there were no summary.
+            return self.recover_segment_indexed(base, path, file, &name, known_salt, report);
+        }
+        if use_index && !newest {
+            return self.recover_segment_indexed(base, path, file, &name, known_salt, report);
+        }
+        self.recover_segment_read(base, path, file, newest, &name, known_salt, report)
+    }
+
+    /// A sealed segment (index files in use) without a usable summary:
+    /// replayed from its index file's events if those verify, else read.
+    fn recover_segment_indexed(
+        &mut self,
+        base: u64,
+        path: PathBuf,
+        file: Arc<S::File>,
+        name: &str,
+        known_salt: Option<u64>,
+        report: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        if let Some((scan, format, version)) = self.indexed_scan(base, &file) {
+            if version != seg_index::IDX_VERSION {
+                // An index file of the previous format (no summary): it
+                // verified, so its events are the scan; written again in
+                // this format, so the next open reads only its summary.
+                if let Err(e) = write_index(&self.fs, &self.dir, base, &file, &scan) {
+                    tracing::debug!(segment = %name, error = %e, "file store: could not rewrite an index file");
+                }
+            }
+            let size = file.file_len()?;
+            let mut seg = Segment {
                 path,
-                file: Arc::new(file),
+                file,
                 format,
                 size,
                 live: 0,
@@ -807,15 +936,32 @@ impl<S: Storage> FileStore<S> {
                 tombs: Vec::new(),
             };
             self.indexed_segments += 1;
-            let done = self.replay_scan(base, &mut seg, &scan, &name, false, None, report);
+            let done = self.replay_scan(base, &mut seg, &scan, name, false, None, report);
             self.recycled.0 = scan.events;
             return done;
         }
+        self.recover_segment_read(base, path, file, false, name, known_salt, report)
+    }
+
+    /// Reads and scans a segment (the newest, or one whose index file is
+    /// missing or does not verify: written again).
+    #[allow(clippy::too_many_arguments)]
+    fn recover_segment_read(
+        &mut self,
+        base: u64,
+        path: PathBuf,
+        file: Arc<S::File>,
+        newest: bool,
+        name: &str,
+        known_salt: Option<u64>,
+        report: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        let use_index = self.use_index;
         let buf = file.read_all()?;
-        let layout = self.segment_layout(&buf, &name, known_salt)?;
+        let layout = self.segment_layout(&buf, name, known_salt)?;
         let mut seg = Segment {
             path,
-            file: Arc::new(file),
+            file,
             format: layout.map_or(Format::salted(self.salt), |(f, _)| f),
             size: buf.len() as u64,
             live: 0,
@@ -848,7 +994,7 @@ impl<S: Storage> FileStore<S> {
                 tracing::debug!(segment = %name, error = %e, "file store: could not write an index file");
             }
         }
-        self.replay_scan(base, &mut seg, &scan, &name, newest, Some(&buf), report)
+        self.replay_scan(base, &mut seg, &scan, name, newest, Some(&buf), report)
     }
 
     /// Applies a segment's scan (read from its bytes, or from its index
@@ -1955,6 +2101,22 @@ impl<S: Storage> Store for FileStore<S> {
         match best {
             Some(s) => self.load_walking(s),
             None => Ok(None),
+        }
+    }
+
+    fn next_with_headers_from(&mut self, start: u64) -> Result<Option<StoredMsg>, StoreError> {
+        let mut at = start;
+        loop {
+            self.index.take_failure();
+            let best = self.index.next_with_headers(at);
+            self.index_read_back()?;
+            let Some(seq) = best else {
+                return Ok(None);
+            };
+            if let Some(m) = self.load_walking(seq)? {
+                return Ok(Some(m));
+            }
+            at = seq + 1;
         }
     }
 

@@ -152,6 +152,10 @@ impl Store for Metered {
         self.inner.next_from(start, filter)
     }
 
+    fn next_with_headers_from(&mut self, start: u64) -> Result<Option<StoredMsg>, StoreError> {
+        self.inner.next_with_headers_from(start)
+    }
+
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError> {
         self.inner.last_by_subject(filter)
     }

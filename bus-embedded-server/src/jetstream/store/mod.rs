@@ -400,6 +400,21 @@ pub trait Store: Send {
         filter: &SubjectFilter,
     ) -> Result<Option<StoredMsg>, StoreError>;
 
+    /// The first message with sequence `>= start` that has a header block
+    /// (the only ones that can carry a message id: the duplicate table is
+    /// rebuilt from these). Stores that know which messages have headers
+    /// answer without reading the others.
+    fn next_with_headers_from(&mut self, start: u64) -> Result<Option<StoredMsg>, StoreError> {
+        let mut at = start;
+        while let Some(m) = self.next_from(at, &SubjectFilter::All)? {
+            if !m.hdr.is_empty() {
+                return Ok(Some(m));
+            }
+            at = m.seq + 1;
+        }
+        Ok(None)
+    }
+
     /// The newest message whose subject matches `filter` (may have wildcards).
     fn last_by_subject(&mut self, filter: &str) -> Result<Option<StoredMsg>, StoreError>;
 

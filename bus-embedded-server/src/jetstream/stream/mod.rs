@@ -1777,7 +1777,9 @@ impl Stream {
         let from = inner.store.seq_for_time(now - window);
         let mut seq = from;
         let allow_ttl = inner.config.allow_msg_ttl;
-        while let Ok(Some(m)) = inner.store.next_from(seq, &SubjectFilter::All) {
+        // Only messages with headers can carry an id: the store skips the
+        // others (the file store without reading them).
+        while let Ok(Some(m)) = inner.store.next_with_headers_from(seq) {
             seq = m.seq + 1;
             if !m.hdr.is_empty()
                 && let Some(id) = headers::get(&m.hdr, "Nats-Msg-Id")
@@ -3392,6 +3394,78 @@ mod tests {
         .expect("open");
         js.set_router(Arc::downgrade(router));
         js
+    }
+
+    /// The duplicate table is rebuilt at open from the messages with
+    /// headers only (the file store skips runs holding none unread): ids
+    /// among many messages without headers, spread over sealed segments,
+    /// are still duplicates after a restart, and a message without headers
+    /// is never one.
+    #[tokio::test]
+    async fn message_ids_among_messages_without_headers_are_still_duplicates_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let captured = Arc::new(Captured::default());
+        let router: Arc<dyn Router> = Arc::clone(&captured) as _;
+        let open = || {
+            let js = JetStream::open(JetStreamConfig {
+                store_dir: dir.path().to_owned(),
+                segment_bytes: 2048,
+                ..JetStreamConfig::default()
+            })
+            .expect("open");
+            js.set_router(Arc::downgrade(&router));
+            js
+        };
+        let with_id = |i: u32| format!("NATS/1.0\r\nNats-Msg-Id: id-{i}\r\n\r\n");
+        // A PubAck's sequence and duplicate flag.
+        let seq_dup = |ack: &str| {
+            let v: serde_json::Value = serde_json::from_str(ack).unwrap_or_default();
+            (
+                v["seq"].as_u64().unwrap_or(0),
+                v["duplicate"].as_bool().unwrap_or(false),
+            )
+        };
+        let js = open();
+        js.on_publish(
+            "$JS.API.STREAM.CREATE.D",
+            Some("r.create"),
+            b"",
+            br#"{"name":"D","subjects":["d.>"],"storage":"file"}"#,
+        );
+        assert!(
+            wait_reply(&captured, "r.create")
+                .await
+                .contains("did_create")
+        );
+        // Ids only in a few segments: most sealed runs hold no header.
+        for i in 1..=400u32 {
+            let hdr = if i % 97 == 0 {
+                with_id(i)
+            } else {
+                String::new()
+            };
+            js.on_publish(
+                "d.x",
+                Some(&format!("r.pub.{i}")),
+                hdr.as_bytes(),
+                b"0123456789",
+            );
+            let ack = wait_reply(&captured, &format!("r.pub.{i}")).await;
+            assert_eq!(seq_dup(&ack), (u64::from(i), false), "{ack}");
+        }
+        js.shutdown();
+        drop(js);
+        let js = open();
+        for i in [97u32, 194, 291, 388] {
+            let reply = format!("r.again.{i}");
+            js.on_publish("d.x", Some(&reply), with_id(i).as_bytes(), b"again");
+            let ack = wait_reply(&captured, &reply).await;
+            assert_eq!(seq_dup(&ack), (u64::from(i), true), "id-{i}: {ack}");
+        }
+        js.on_publish("d.x", Some("r.plain"), b"", b"plain");
+        let ack = wait_reply(&captured, "r.plain").await;
+        assert_eq!(seq_dup(&ack), (401, false), "{ack}");
+        js.shutdown();
     }
 
     /// What a restart would find in the stream's files right now (the

@@ -338,7 +338,8 @@ impl StreamInner {
     pub(super) fn rebuild_ttls(&mut self) {
         self.ttls.clear();
         let mut seq = 0;
-        while let Ok(Some(m)) = self.store.next_from(seq, &SubjectFilter::All) {
+        // A TTL is a header: the store skips messages without any.
+        while let Ok(Some(m)) = self.store.next_with_headers_from(seq) {
             seq = m.seq + 1;
             if m.hdr.is_empty() {
                 continue;

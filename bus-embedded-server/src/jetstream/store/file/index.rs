@@ -125,6 +125,9 @@ struct Run {
     /// No message of the run has a later timestamp (an upper bound:
     /// removals leave it), so a search by time skips the run unread.
     max_ts: i64,
+    /// Messages with a header block put in this run (an upper bound:
+    /// removals leave it), so a search for those skips the run unread.
+    hdrs: u64,
     /// Subject id -> where in this run it is.
     subjs: IdMap<Sum>,
 }
@@ -696,6 +699,7 @@ impl MsgIndex {
             if let Some(slots) = run.vec_mut() {
                 if i < slots.len() {
                     slots[i] = slot;
+                    run.hdrs += u64::from(hdr != 0);
                     run.max_ts = run.max_ts.max(slot.ts);
                     run.live += 1;
                     run.head = run.head.min(i);
@@ -704,6 +708,7 @@ impl MsgIndex {
                 }
                 if i == slots.len() && seg == e.seg {
                     slots.push(slot);
+                    run.hdrs += u64::from(hdr != 0);
                     run.max_ts = run.max_ts.max(slot.ts);
                     run.live += 1;
                     run.add_subject(id, i);
@@ -736,6 +741,7 @@ impl MsgIndex {
                 live: 1,
                 body: Body::Loaded(vec![slot]),
                 max_ts: slot.ts,
+                hdrs: u64::from(hdr != 0),
                 subjs,
             },
         );
@@ -869,9 +875,96 @@ impl MsgIndex {
                 live: msgs.len(),
                 body,
                 max_ts: msgs.iter().map(|m| m.ts).max().unwrap_or(i64::MIN),
+                hdrs: msgs.iter().filter(|m| m.hdr).count() as u64,
                 subjs,
             },
         );
+    }
+
+    /// Indexes the messages of a plain sealed segment from its summary
+    /// (`seg_index::Plain`: `count` consecutive sequences from `first`, the
+    /// newest timestamp `max_ts`, `hdrs` of them with headers, and per
+    /// subject its slot span and count, in the order of the segment's
+    /// subject table) as an unloaded run, exactly as
+    /// [`MsgIndex::append_run`] builds it from the messages. Only with a
+    /// loader (the slots are read back through it) and past
+    /// [`MsgIndex::end`]; returns `false` (nothing done) otherwise.
+    pub(super) fn append_summary(
+        &mut self,
+        seg: u64,
+        first: u64,
+        count: usize,
+        max_ts: i64,
+        hdrs: u64,
+        subjects: &[(Arc<str>, u32, u32, u32)],
+    ) -> bool {
+        if self.lazy.loader.is_none() || count == 0 || first < self.end() {
+            return false;
+        }
+        let mut subjs = IdMap::default();
+        for (name, lo, hi, n) in subjects {
+            let s = Sum {
+                first: *lo,
+                last: *hi,
+                count: *n,
+            };
+            let id = self.subjects.acquire_many(
+                name,
+                u64::from(s.count),
+                first + u64::from(s.first),
+                first + u64::from(s.last),
+            );
+            subjs
+                .entry(id)
+                .and_modify(|t: &mut Sum| {
+                    t.first = t.first.min(s.first);
+                    t.last = t.last.max(s.last);
+                    t.count += s.count;
+                })
+                .or_insert(s);
+        }
+        if let Some(mut prev) = self.runs.last_entry()
+            && let Some(slots) = prev.get_mut().vec_mut()
+        {
+            // Sealed: it grows no more.
+            slots.shrink_to_fit();
+        }
+        self.len += count as u64;
+        self.runs.insert(
+            first,
+            Run {
+                seg,
+                head: 0,
+                live: count,
+                body: Body::Unloaded(count),
+                max_ts,
+                hdrs,
+                subjs,
+            },
+        );
+        true
+    }
+
+    /// The first indexed sequence at or after `start` whose message has a
+    /// header block. Runs that never held one are skipped unread.
+    pub(super) fn next_with_headers(&self, start: u64) -> Option<u64> {
+        for (first, run) in self.runs_from(start) {
+            if run.hdrs == 0 || run.live == 0 {
+                continue;
+            }
+            let from = start.saturating_sub(first) as usize;
+            let slots = self.slots(first, run);
+            let lo = from.max(run.head);
+            if let Some(i) = slots
+                .get(lo..)
+                .unwrap_or_default()
+                .iter()
+                .position(|s| s.len != 0 && s.subj & HAS_HDR != 0)
+            {
+                return Some(first + (lo + i) as u64);
+            }
+        }
+        None
     }
 
     /// The entry of `seq`, if indexed.

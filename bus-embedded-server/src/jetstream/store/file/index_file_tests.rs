@@ -196,12 +196,19 @@ fn a_lost_corrupt_truncated_or_stale_index_file_is_rebuilt_from_its_segment() {
         match damage {
             "lost" => assert!(sim.remove_file(&path).is_ok()),
             "bit flip" => {
-                for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+                for at in [0, 9, 40, bytes.len() / 2, bytes.len() - 1] {
                     let mut b = bytes.clone();
                     b[at] ^= 0x10;
                     assert!(sim.poke(&path, &b));
                     let report = same_as_full_scan(&sim);
-                    assert!(report.index_rebuilt, "{damage} at {at}");
+                    // A flip in the header or summary section is seen at
+                    // open; one in the events of a segment applied from its
+                    // summary when its run is read back (the full walk
+                    // above): either way the file is written again.
+                    if at <= 40 {
+                        assert!(report.index_rebuilt, "{damage} at {at}");
+                    }
+                    assert_eq!(sim.peek(&path), Some(bytes.clone()), "{damage} at {at}");
                 }
                 continue;
             }
@@ -478,4 +485,142 @@ fn an_index_file_lost_or_damaged_after_open_is_rebuilt_from_its_segment_when_rea
     // The rebuilt files are used by the next open.
     let (_s, report) = open(&sim);
     assert!(!report.index_rebuilt);
+}
+
+/// The version byte of an index file.
+fn idx_version(sim: &SimFs, base: u64) -> Option<u8> {
+    sim.peek(&idx_path(base)).and_then(|b| b.get(4).copied())
+}
+
+#[test]
+fn open_applies_plain_segments_from_their_summary_reading_only_that_section() {
+    let sim = appended(9, 150);
+    let segs = segments(&sim);
+    let (_, sealed) = segs.split_last().expect("segments");
+    let before: Vec<u64> = sealed
+        .iter()
+        .map(|b| sim.bytes_read(&idx_path(*b)))
+        .collect();
+    let (mut s, report) = open(&sim);
+    assert!(!report.index_rebuilt);
+    assert_eq!(s.indexed_segments, sealed.len());
+    assert_eq!(
+        s.summarized_segments,
+        sealed.len(),
+        "every segment is plain"
+    );
+    assert_eq!(s.index.cache_stats(), (0, 0), "open read no run back");
+    for (base, was) in sealed.iter().zip(&before) {
+        let size = sim.peek(&idx_path(*base)).map_or(0, |b| b.len() as u64);
+        let read = sim.bytes_read(&idx_path(*base)) - was;
+        // The probe (shortened in tests) and the rest of the summary
+        // section: not the events.
+        assert!(read < size, "index file of {base}: {read} of {size} bytes");
+    }
+    let mut full = open_full(&sim);
+    same_answers(&mut s, &mut full, 150);
+    drop((s, full));
+    sim.crash();
+    same_as_full_scan(&sim);
+}
+
+#[test]
+fn a_damaged_summary_section_is_rebuilt_and_damaged_events_behind_a_good_summary_are_rebuilt_when_read()
+ {
+    let sim = appended(10, 150);
+    let segs = segments(&sim);
+    let victim = segs[segs.len() / 2];
+    let path = idx_path(victim);
+    let good = sim.peek(&path).expect("index file");
+    // Where the summary section ends (its checksum included).
+    let summary_end =
+        36 + u64::from_le_bytes(good[28..36].try_into().expect("8 bytes")) as usize + 4;
+    for at in [30, 38, summary_end - 2, summary_end + 3, good.len() - 6] {
+        let mut b = good.clone();
+        b[at] ^= 0x10;
+        assert!(sim.poke(&path, &b));
+        let (s, report) = open(&sim);
+        let in_summary = at < summary_end;
+        assert_eq!(report.index_rebuilt, in_summary, "flip at {at}");
+        assert_eq!(
+            s.summarized_segments,
+            segs.len() - 1 - usize::from(in_summary),
+            "flip at {at}"
+        );
+        drop(s);
+        sim.crash();
+        // Same as a full scan, whose walk reads every run back: a file
+        // whose events were damaged is rewritten then.
+        same_as_full_scan(&sim);
+        assert_eq!(sim.peek(&path), Some(good.clone()), "flip at {at}: rebuilt");
+    }
+}
+
+#[test]
+fn a_store_with_version_1_index_files_opens_from_them_and_rewrites_them_with_a_summary() {
+    for sim in [populated(11), appended(12, 150)] {
+        let segs = segments(&sim);
+        let (_, sealed) = segs.split_last().expect("segments");
+        // What the previous version wrote: the same events, no summary.
+        let mut v1 = 0;
+        for base in sealed {
+            let Some(bytes) = sim.peek(&idx_path(*base)) else {
+                continue;
+            };
+            let seg = sim.peek(&dir().join(segment_name(*base))).expect("segment");
+            let mut tail = [0u8; 4];
+            tail.copy_from_slice(&seg[seg.len() - 4..]);
+            let id = super::seg_index::SegmentId {
+                base: *base,
+                len: seg.len() as u64,
+                tail,
+            };
+            let scan = super::seg_index::decode(&bytes, id).expect("a valid index file");
+            assert!(sim.poke(&idx_path(*base), &super::seg_index::encode_v1(&scan, id)));
+            assert_eq!(idx_version(&sim, *base), Some(1));
+            v1 += 1;
+        }
+        assert!(v1 > 10, "{v1} index files");
+        let (s, _) = open(&sim);
+        assert_eq!(s.summarized_segments, 0, "no summary in version 1");
+        assert_eq!(s.indexed_segments, v1, "every version-1 file was used");
+        drop(s);
+        sim.crash();
+        for base in sealed {
+            assert_eq!(idx_version(&sim, *base), Some(2), "{base} rewritten");
+        }
+        same_as_full_scan(&sim);
+        let (s, report) = open(&sim);
+        assert!(!report.index_rebuilt);
+        assert_eq!(s.indexed_segments, sealed.len());
+        assert!(s.summarized_segments > 0);
+    }
+}
+
+#[test]
+fn the_search_for_messages_with_headers_skips_runs_without_and_answers_as_a_walk() {
+    let sim = appended(13, 150);
+    let (mut s, _) = open(&sim);
+    let mut full = open_full(&sim);
+    for seq in [33, 34, 35, 36, 77, 120] {
+        assert_eq!(s.remove(seq, false).ok(), Some(true));
+        assert_eq!(full.remove(seq, false).ok(), Some(true));
+    }
+    for start in 0..=152u64 {
+        let got = s
+            .next_with_headers_from(start)
+            .ok()
+            .flatten()
+            .map(|m| m.seq);
+        let mut want = None;
+        let mut at = start;
+        while let Ok(Some(m)) = full.next_from(at, &SubjectFilter::All) {
+            if !m.hdr.is_empty() {
+                want = Some(m.seq);
+                break;
+            }
+            at = m.seq + 1;
+        }
+        assert_eq!(got, want, "from {start}");
+    }
 }
