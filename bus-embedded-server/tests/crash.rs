@@ -26,7 +26,7 @@ use futures::StreamExt;
 
 mod server_process;
 
-use server_process::{spawn, start};
+use server_process::{segments, spawn, start, stream_dir};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -133,31 +133,6 @@ async fn read_all(js: &jetstream::Context, name: &str) -> Vec<(u64, Vec<u8>)> {
         );
     }
     out
-}
-
-fn segments(store: &Path, stream: &str) -> Vec<PathBuf> {
-    let dir = store
-        .join("jetstream")
-        .join("$G")
-        .join("streams")
-        .join(stream)
-        .join("msgs");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn stream_dir(store: &Path, stream: &str) -> PathBuf {
-    store
-        .join("jetstream")
-        .join("$G")
-        .join("streams")
-        .join(stream)
 }
 
 // ---------------------------------------------------------------------------

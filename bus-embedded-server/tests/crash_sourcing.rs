@@ -309,21 +309,9 @@ async fn mirror_and_source_catching_up_survive_sigkill_without_duplicates_or_gap
 
 /// The newest segment file of stream `name`.
 fn newest_segment(store: &Path, name: &str) -> PathBuf {
-    let dir = store
-        .join("jetstream")
-        .join("$G")
-        .join("streams")
-        .join(name)
-        .join("msgs");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    v.sort();
-    v.pop()
-        .unwrap_or_else(|| panic!("{}: no segment", dir.display()))
+    server_process::segments(store, name)
+        .pop()
+        .unwrap_or_else(|| panic!("stream {name}: no segment"))
 }
 
 /// What a SIGKILL in the middle of a copy's write leaves (the kernel stops

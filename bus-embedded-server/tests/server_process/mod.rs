@@ -90,3 +90,25 @@ pub fn start_with(store: &Path, log: &Path, extra: &[&str]) -> Server {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The segment files of `stream` (account `$G`), oldest first.
+pub fn segments(store: &Path, stream: &str) -> Vec<PathBuf> {
+    let dir = stream_dir(store, stream).join("msgs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The directory of `stream` (account `$G`) in a store.
+pub fn stream_dir(store: &Path, stream: &str) -> PathBuf {
+    store
+        .join("jetstream")
+        .join("$G")
+        .join("streams")
+        .join(stream)
+}

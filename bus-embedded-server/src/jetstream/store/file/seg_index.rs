@@ -705,27 +705,58 @@ mod tests {
     use super::super::record::encode_record;
     use super::*;
 
+    /// Appends a message record of `seq` bytes of `fill`, with an empty
+    /// header block when `with_header`.
+    fn push_msg(
+        buf: &mut Vec<u8>,
+        format: Format,
+        seq: u64,
+        ts: i64,
+        subj: &str,
+        with_header: bool,
+        fill: u8,
+    ) {
+        let hdr: &[u8] = if with_header {
+            b"NATS/1.0\r\n\r\n"
+        } else {
+            b""
+        };
+        let payload = vec![fill; seq as usize];
+        encode_record(
+            buf,
+            format,
+            RecordKind::Msg,
+            seq,
+            ts,
+            subj.as_bytes(),
+            hdr,
+            &payload,
+        )
+        .expect("small");
+    }
+
+    /// Appends a state record (floor, dead mark).
+    fn push_state(buf: &mut Vec<u8>, format: Format, seq: u64, ts: i64, floor: u64, dead: u64) {
+        let mut state = [0u8; 16];
+        state[..8].copy_from_slice(&floor.to_le_bytes());
+        state[8..].copy_from_slice(&dead.to_le_bytes());
+        encode_record(buf, format, RecordKind::State, seq, ts, b"", b"", &state).expect("small");
+    }
+
     fn segment() -> (Vec<u8>, Format) {
         let format = Format::salted(0x1234_5678_9ABC_DEF0);
         let mut buf = vec![0u8; 40];
         for seq in 1..=50u64 {
             let subj = format!("s.{}", seq % 4);
-            let hdr: &[u8] = if seq % 3 == 0 {
-                b"NATS/1.0\r\n\r\n"
-            } else {
-                b""
-            };
-            encode_record(
+            push_msg(
                 &mut buf,
                 format,
-                RecordKind::Msg,
                 seq,
                 seq as i64 * 1_000_003,
-                subj.as_bytes(),
-                hdr,
-                &vec![7u8; seq as usize],
-            )
-            .expect("small");
+                &subj,
+                seq % 3 == 0,
+                7,
+            );
             if seq % 10 == 0 {
                 encode_record(
                     &mut buf,
@@ -740,10 +771,7 @@ mod tests {
                 .expect("small");
             }
         }
-        let mut state = [0u8; 16];
-        state[..8].copy_from_slice(&3u64.to_le_bytes());
-        state[8..].copy_from_slice(&4u64.to_le_bytes());
-        encode_record(&mut buf, format, RecordKind::State, 50, 9, b"", b"", &state).expect("small");
+        push_state(&mut buf, format, 50, 9, 3, 4);
         (buf, format)
     }
 
@@ -826,42 +854,20 @@ mod tests {
     fn plain_segment() -> (Vec<u8>, Format) {
         let format = Format::salted(0x0F0F_1234_5678_9ABC);
         let mut buf = vec![0u8; 40];
-        let mut state = [0u8; 16];
-        state[..8].copy_from_slice(&2u64.to_le_bytes());
-        state[8..].copy_from_slice(&3u64.to_le_bytes());
-        encode_record(&mut buf, format, RecordKind::State, 9, 5, b"", b"", &state).expect("small");
+        push_state(&mut buf, format, 9, 5, 2, 3);
         for seq in 10..=40u64 {
             let subj = format!("p.{}", seq % 3);
-            let hdr: &[u8] = if seq % 7 == 0 {
-                b"NATS/1.0\r\n\r\n"
-            } else {
-                b""
-            };
-            encode_record(
+            push_msg(
                 &mut buf,
                 format,
-                RecordKind::Msg,
                 seq,
                 1_000 - seq as i64,
-                subj.as_bytes(),
-                hdr,
-                &vec![1u8; seq as usize],
-            )
-            .expect("small");
+                &subj,
+                seq % 7 == 0,
+                1,
+            );
         }
-        state[..8].copy_from_slice(&4u64.to_le_bytes());
-        state[8..].copy_from_slice(&1u64.to_le_bytes());
-        encode_record(
-            &mut buf,
-            format,
-            RecordKind::State,
-            40,
-            77,
-            b"",
-            b"",
-            &state,
-        )
-        .expect("small");
+        push_state(&mut buf, format, 40, 77, 4, 1);
         (buf, format)
     }
 
