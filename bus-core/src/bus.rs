@@ -583,7 +583,9 @@ pub trait Bus: Send + Sync {
     /// Publishes an ordered batch of events of one aggregate; one receipt per event.
     async fn publish_batch(&self, events: Vec<EventEnvelope>) -> Result<Vec<Receipt>>;
 
-    /// Subscribes to live events matching `filter` (at-most-once).
+    /// Subscribes to live events matching `filter` (at-most-once per
+    /// publish: on NATS a publish the bus retried after its acknowledgement
+    /// timed out can arrive twice, with the same event id).
     async fn subscribe(&self, filter: &Filter) -> Result<Subscription>;
 
     /// Creates the durable consumer, or binds to it when it exists.
