@@ -3514,6 +3514,206 @@ mod tests {
     }
 
     #[test]
+    fn the_active_segment_is_extended_and_a_zero_tail_after_its_last_record_is_free_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        // Extended to segment_bytes ahead of the records (sparse).
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
+        let logical = read_logical(&seg).len();
+        assert!(logical < 1 << 20);
+        // Even more zeros (as if extended further) change nothing.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(3 << 20)
+            .unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(
+            (report.truncated_bytes, report.seqs_skipped, report.msgs),
+            (0, 0, 5),
+            "{report:?}"
+        );
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        for seq in 1..=5 {
+            check_msg(&mut s, seq);
+        }
+        // The next record goes right after the last one, no sequence
+        // skipped.
+        assert_eq!(s.append("s.0", b"", &payload(6), 6).unwrap(), 6);
+        s.close().unwrap();
+        assert!(read_logical(&seg).len() > logical);
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!((report.seqs_skipped, report.msgs), (0, 6));
+        check_msg(&mut s, 6);
+    }
+
+    #[test]
+    fn a_torn_record_followed_by_zeros_is_a_torn_tail_and_its_sequence_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let bytes = read_logical(&seg);
+        let (at, n) = record_offset(&bytes, 5);
+        // Part of record 5 reached the disk, then unwritten space.
+        let mut torn = bytes[..at + n / 2].to_vec();
+        torn.resize(1 << 20, 0);
+        fs::write(&seg, &torn).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.msgs, 4);
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        assert_eq!(report.truncated_bytes, torn_bytes(&bytes[..at + n / 2], at));
+        assert!(report.truncated_bytes > 0);
+        assert!(report.seqs_skipped >= 1, "{report:?}");
+        let next = s.append("x", b"", b"after", 9).unwrap();
+        assert!(next > 5, "sequence {next} given again");
+        assert_eq!(s.get(5).unwrap(), None);
+        // Only the magic's first byte written: still a torn record.
+        let mut torn = bytes[..at + 1].to_vec();
+        torn.resize(1 << 20, 0);
+        fs::write(&seg, &torn).unwrap();
+        drop(s);
+        let (_, report) = open(tmp.path(), 1 << 20);
+        assert_eq!((report.truncated_bytes, report.seqs_skipped), (1, 1));
+    }
+
+    #[test]
+    fn an_older_segment_left_extended_by_a_crash_mid_roll_opens_clean_and_is_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 300);
+        fill(&mut s, 30);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        assert!(files.len() > 3);
+        // Sealed segments were cut back to their last record.
+        for f in &files[..files.len() - 1] {
+            assert_eq!(
+                fs::metadata(f).unwrap().len(),
+                read_logical(f).len() as u64,
+                "{f:?}"
+            );
+        }
+        // A crash between the roll and the cut: an older segment still
+        // extended (its index file, if any, no longer matches it).
+        let old = &files[1];
+        let len = fs::metadata(old).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(old)
+            .unwrap()
+            .set_len(len + 5000)
+            .unwrap();
+        for scanning in [false, true] {
+            let (mut s, report) = if scanning {
+                let (s, r) = FileStore::open_scanning(RealFs, tmp.path(), cfg(300)).unwrap();
+                (s, r)
+            } else {
+                open(tmp.path(), 300)
+            };
+            assert!(report.corrupt.is_empty(), "{report:?}");
+            assert_eq!(
+                (report.truncated_bytes, report.seqs_skipped, report.msgs),
+                (0, 0, 30)
+            );
+            for seq in 1..=30 {
+                check_msg(&mut s, seq);
+            }
+            assert_eq!(fs::metadata(old).unwrap().len(), len, "cut at open");
+            s.close().unwrap();
+            // Extended again for the scanning open.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(old)
+                .unwrap()
+                .set_len(len + 5000)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_extension_extends_the_segment_further() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 4096);
+        let big = vec![7u8; 10_000];
+        assert_eq!(s.append("big", b"", &big, 1).unwrap(), 1);
+        // Tombstones and state records never roll: they extend too.
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        let logical = read_logical(&seg).len() as u64;
+        assert!(
+            logical > 10_000 && len >= logical && len % 4096 == 0,
+            "{len} {logical}"
+        );
+        let (mut s, report) = open(tmp.path(), 4096);
+        assert_eq!((report.msgs, report.seqs_skipped), (1, 0));
+        assert_eq!(s.get(1).unwrap().unwrap().data, big);
+        // The next message rolls: the big segment is sealed and cut.
+        assert_eq!(s.append("small", b"", b"x", 2).unwrap(), 2);
+        s.close().unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), logical);
+        let (mut s, report) = open(tmp.path(), 4096);
+        assert_eq!((report.msgs, report.seqs_skipped), (2, 0));
+        assert_eq!(s.get(1).unwrap().unwrap().data, big);
+    }
+
+    #[test]
+    fn close_and_reopen_of_a_store_whose_active_segment_is_extended_keep_every_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 10);
+        for round in 0..3u64 {
+            let (mut t, report) = reopen(&mut s, 1 << 20);
+            assert_eq!(report.msgs, 10 + 5 * round, "round {round}");
+            assert_eq!(
+                (report.truncated_bytes, report.seqs_skipped),
+                (0, 0),
+                "round {round}"
+            );
+            assert!(report.corrupt.is_empty());
+            for seq in 1..=10 + 5 * round {
+                check_msg(&mut t, seq);
+            }
+            fill(&mut t, 5);
+            s = t;
+        }
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_power_loss_keeps_the_extension_once_fsynced_and_recovers_clean() {
+        let sim = SimFs::new(11);
+        let mut s = sim_store(&sim, 4096);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        let seg = Path::new("/s/msgs").join(segment_name(1));
+        assert_eq!(sim.peek(&seg).map(|b| b.len()), Some(4096));
+        // Written, not fsynced: lost with the power; the extension stays.
+        fill_any(&mut s, 2);
+        let job = s.take_sync().unwrap();
+        drop(job);
+        sim.power_loss(PowerLoss::Strict);
+        assert_eq!(sim.peek(&seg).map(|b| b.len()), Some(4096));
+        let (mut s, report) =
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(4096)).unwrap();
+        assert_eq!(
+            (report.msgs, report.seqs_skipped, report.truncated_bytes),
+            (3, 0, 0)
+        );
+        for seq in 1..=3 {
+            check_msg_any(&mut s, seq);
+        }
+        assert_eq!(s.append("s.1", b"", &payload(4), 4).unwrap(), 4);
+    }
+
+    #[test]
     fn crash_without_close_keeps_everything_synced() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = open(tmp.path(), 400);
