@@ -456,8 +456,21 @@ fn cut_tail_high_water(tail: &[u8], last: u64, format: Format) -> u64 {
 }
 
 /// The end of the last non-zero byte of `buf` (0 if it is all zeros).
+/// Runs over the newest segment's unwritten space (megabytes of zeros) at
+/// every open: blocks are tested whole (an OR without early exit, which
+/// the compiler vectorises), the last non-zero one byte by byte.
 fn last_nonzero_end(buf: &[u8]) -> usize {
-    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    let mut end = buf.len();
+    for block in buf.rchunks(256) {
+        let start = end - block.len();
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0
+            && let Some(i) = block.iter().rposition(|&b| b != 0)
+        {
+            return start + i + 1;
+        }
+        end = start;
+    }
+    0
 }
 
 /// Where a scan's events end: the position of its `Tail`, if it has one.
@@ -3511,6 +3524,21 @@ mod tests {
         s.destroy().unwrap();
         assert!(!dir.exists());
         assert!(s.append("a", b"", b"", 1).is_err());
+    }
+
+    #[test]
+    fn the_end_of_the_last_non_zero_byte_is_found_at_every_position() {
+        assert_eq!(last_nonzero_end(&[]), 0);
+        assert_eq!(last_nonzero_end(&[0; 1000]), 0);
+        for len in [1usize, 255, 256, 257, 1000, 4096] {
+            for at in (0..len).step_by(7).chain([len - 1]) {
+                let mut buf = vec![0u8; len];
+                buf[at] = 0x80;
+                assert_eq!(last_nonzero_end(&buf), at + 1, "len {len} at {at}");
+                buf[0] = 1;
+                assert_eq!(last_nonzero_end(&buf), at + 1, "len {len} at {at}");
+            }
+        }
     }
 
     #[test]
