@@ -1012,8 +1012,13 @@ impl<S: Storage> FileStore<S> {
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
         let use_index = self.use_index;
-        let whole = file.read_all()?;
-        let file_len = whole.len() as u64;
+        // The bytes up to the end of the file's data: past it the file is
+        // a hole (the unwritten part of the extension), zeros not worth
+        // reading at every open.
+        let file_len = file.file_len()?;
+        let data_end = file.data_end()?.min(file_len);
+        let mut whole = vec![0u8; usize::try_from(data_end).map_err(io::Error::other)?];
+        file.read_exact_at(&mut whole, 0)?;
         // Zeros at the end may be unwritten space (the active segment is
         // extended ahead of its writes): the header is judged on the bytes
         // up to the last non-zero one unless it verifies as it is.
@@ -1074,11 +1079,11 @@ impl<S: Storage> FileStore<S> {
         }
         let buf = &whole[..logical];
         seg.size = logical as u64;
-        if logical < whole.len() && !newest {
+        if (logical as u64) < file_len && !newest {
             // An older segment left extended (a crash between a roll and
             // the cut of the segment it sealed): cut, durably, before its
             // index file is written.
-            tracing::info!(segment = %name, offset = logical, bytes = whole.len() - logical, "file store: cutting the unwritten space after the records of a sealed segment");
+            tracing::info!(segment = %name, offset = logical, bytes = file_len - logical as u64, "file store: cutting the unwritten space after the records of a sealed segment");
             seg.file.set_len(logical as u64)?;
             seg.file.sync_all()?;
             seg.extent = logical as u64;
