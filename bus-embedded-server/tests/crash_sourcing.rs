@@ -335,13 +335,18 @@ async fn copies_whose_last_record_was_torn_by_sigkill_copy_that_message_again() 
     wait_caught_up(&js, BEFORE).await;
     server.sigkill();
     for name in ["M", "F", "S"] {
+        use std::os::unix::fs::FileExt;
         let seg = newest_segment(&store, name);
-        let len = std::fs::metadata(&seg).expect("segment metadata").len();
+        // The active segment is extended ahead of its writes (zeros after
+        // its last record): the bytes the write did not reach read as
+        // zeros, the file keeps its length.
+        let bytes = std::fs::read(&seg).expect("read segment");
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
         std::fs::OpenOptions::new()
             .write(true)
             .open(&seg)
             .expect("open segment")
-            .set_len(len - 3)
+            .write_all_at(&[0u8; 3], end - 3)
             .expect("tear the last record");
     }
     let server = start(&store, &log);

@@ -127,8 +127,13 @@ struct Segment<F> {
     file: Arc<F>,
     /// How its records are checksummed (version 2: salted).
     format: Format,
-    /// Logical length, including bytes still buffered.
+    /// Logical length (the end of its last record), including bytes
+    /// still buffered.
     size: u64,
+    /// The file's length once the queued extensions and cuts are done:
+    /// the active segment is extended ahead of its writes (sparse, see
+    /// `FileStore::reserve`), a sealed one is cut back to `size`.
+    extent: u64,
     /// Messages present in it.
     live: u64,
     /// Highest message sequence ever written to it (0: none).
@@ -169,6 +174,15 @@ struct Erase<F> {
     file: Arc<F>,
     off: u64,
     bytes: Vec<u8>,
+}
+
+/// A change of a segment file's length by the sync job: an extension of
+/// the active segment (before the job's writes) or the cut of a sealed one
+/// back to its logical end (after them).
+#[derive(Debug)]
+struct SetLen<F> {
+    file: Arc<F>,
+    len: u64,
 }
 
 /// A segment that takes no more records: its index file is written by the
@@ -212,6 +226,10 @@ pub struct FileStore<S: Storage = RealFs> {
     pending: Vec<Chunk<S::File>>,
     pending_erases: Vec<Erase<S::File>>,
     pending_unlinks: Vec<PathBuf>,
+    /// Extensions of the active segment, done before the next job's writes.
+    pending_extends: Vec<SetLen<S::File>>,
+    /// Cuts of sealed segments to their logical end, after the writes.
+    pending_cuts: Vec<SetLen<S::File>>,
     /// Sealed segments whose index file is still to be written.
     pending_seals: Vec<Seal<S::File>>,
     /// Segments `open` replayed from their index file.
@@ -437,6 +455,39 @@ fn cut_tail_high_water(tail: &[u8], last: u64, format: Format) -> u64 {
     hw.saturating_add(unread.div_ceil(MIN_RECORD as u64))
 }
 
+/// The end of the last non-zero byte of `buf` (0 if it is all zeros).
+/// Runs over the newest segment's unwritten space (megabytes of zeros) at
+/// every open: blocks are tested whole (an OR without early exit, which
+/// the compiler vectorises), the last non-zero one byte by byte.
+fn last_nonzero_end(buf: &[u8]) -> usize {
+    let mut end = buf.len();
+    for block in buf.rchunks(256) {
+        let start = end - block.len();
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0
+            && let Some(i) = block.iter().rposition(|&b| b != 0)
+        {
+            return start + i + 1;
+        }
+        end = start;
+    }
+    0
+}
+
+/// Where a scan's events end: the position of its `Tail`, if it has one.
+fn scan_end(scan: &Scan) -> usize {
+    let mut pos = usize::try_from(scan.start).unwrap_or(usize::MAX);
+    for ev in &scan.events {
+        match ev {
+            Event::Rec(rec) => pos = pos.saturating_add(rec.len as usize),
+            Event::Damage { len, .. } => {
+                pos = pos.saturating_add(usize::try_from(*len).unwrap_or(usize::MAX));
+            }
+            Event::Tail { .. } => break,
+        }
+    }
+    pos
+}
+
 /// The first valid record at or after `from` (a record whose header and
 /// checksum verify in `format`), if any.
 fn find_next_record(buf: &[u8], from: usize, format: Format) -> Option<usize> {
@@ -619,6 +670,8 @@ impl<S: Storage> FileStore<S> {
             pending: Vec::new(),
             pending_erases: Vec::new(),
             pending_unlinks: Vec::new(),
+            pending_extends: Vec::new(),
+            pending_cuts: Vec::new(),
             pending_seals: Vec::new(),
             indexed_segments: 0,
             summarized_segments: 0,
@@ -886,6 +939,7 @@ impl<S: Storage> FileStore<S> {
                 file: Arc::clone(&file),
                 format,
                 size,
+                extent: size,
                 live: 0,
                 max_msg_seq: 0,
                 tombs: Vec::new(),
@@ -931,6 +985,7 @@ impl<S: Storage> FileStore<S> {
                 file,
                 format,
                 size,
+                extent: size,
                 live: 0,
                 max_msg_seq: 0,
                 tombs: Vec::new(),
@@ -957,13 +1012,29 @@ impl<S: Storage> FileStore<S> {
         report: &mut RecoveryReport,
     ) -> Result<(), StoreError> {
         let use_index = self.use_index;
-        let buf = file.read_all()?;
-        let layout = self.segment_layout(&buf, name, known_salt)?;
+        // The bytes up to the end of the file's data: past it the file is
+        // a hole (the unwritten part of the extension), zeros not worth
+        // reading at every open.
+        let file_len = file.file_len()?;
+        let data_end = file.data_end()?.min(file_len);
+        let mut whole = vec![0u8; usize::try_from(data_end).map_err(io::Error::other)?];
+        file.read_exact_at(&mut whole, 0)?;
+        // Zeros at the end may be unwritten space (the active segment is
+        // extended ahead of its writes): the header is judged on the bytes
+        // up to the last non-zero one unless it verifies as it is.
+        let nonzero = last_nonzero_end(&whole);
+        let head_len = if nonzero >= SEGMENT_HEADER_LEN || decode_segment_header(&whole).is_some() {
+            whole.len()
+        } else {
+            nonzero
+        };
+        let layout = self.segment_layout(&whole[..head_len], name, known_salt)?;
         let mut seg = Segment {
             path,
             file,
             format: layout.map_or(Format::salted(self.salt), |(f, _)| f),
-            size: buf.len() as u64,
+            size: file_len,
+            extent: file_len,
             live: 0,
             max_msg_seq: 0,
             tombs: Vec::new(),
@@ -972,10 +1043,11 @@ impl<S: Storage> FileStore<S> {
             // Created, but not even its header was written (it is empty or
             // holds part of the header): no record was ever in it.
             if newest {
-                tracing::warn!(segment = %name, bytes = buf.len(), "file store: rewriting the header of a segment whose creation was torn");
+                tracing::warn!(segment = %name, bytes = head_len, "file store: rewriting the header of a segment whose creation was torn");
                 seg.file.set_len(0)?;
                 seg.size = 0;
-                report.truncated_bytes += buf.len() as u64;
+                seg.extent = 0;
+                report.truncated_bytes += head_len as u64;
                 self.segments.insert(base, seg);
                 self.push_segment_header(base)?;
             } else {
@@ -983,7 +1055,39 @@ impl<S: Storage> FileStore<S> {
             }
             return Ok(());
         };
-        let scan = seg_index::scan(&buf, format, start);
+        let mut scan = seg_index::scan(&whole, format, start);
+        // Past the last complete record: zeros alone are unwritten space
+        // (no torn tail); otherwise the damaged tail ends at the last
+        // non-zero byte.
+        let logical = match scan.events.last() {
+            Some(Event::Tail { .. }) => {
+                let tail = scan_end(&scan);
+                if tail >= nonzero {
+                    scan.events.pop();
+                    tail
+                } else {
+                    nonzero
+                }
+            }
+            _ => whole.len(),
+        };
+        if logical < whole.len() && matches!(scan.events.last(), Some(Event::Tail { .. })) {
+            // Damaged bytes before the zeros: scanned again without the
+            // zeros, as the file reads once they are cut (the tail's
+            // reason may change), so this open and the next agree.
+            scan = seg_index::scan(&whole[..logical], format, start);
+        }
+        let buf = &whole[..logical];
+        seg.size = logical as u64;
+        if (logical as u64) < file_len && !newest {
+            // An older segment left extended (a crash between a roll and
+            // the cut of the segment it sealed): cut, durably, before its
+            // index file is written.
+            tracing::info!(segment = %name, offset = logical, bytes = file_len - logical as u64, "file store: cutting the unwritten space after the records of a sealed segment");
+            seg.file.set_len(logical as u64)?;
+            seg.file.sync_all()?;
+            seg.extent = logical as u64;
+        }
         if use_index && !newest && format.version() != VERSION_1 {
             // A sealed segment without a valid index file (an older store,
             // or the file was lost or damaged): write it now, after the
@@ -994,7 +1098,7 @@ impl<S: Storage> FileStore<S> {
                 tracing::debug!(segment = %name, error = %e, "file store: could not write an index file");
             }
         }
-        self.replay_scan(base, &mut seg, &scan, name, newest, Some(&buf), report)
+        self.replay_scan(base, &mut seg, &scan, name, newest, Some(buf), report)
     }
 
     /// Applies a segment's scan (read from its bytes, or from its index
@@ -1101,6 +1205,7 @@ impl<S: Storage> FileStore<S> {
                 seg.file.set_len(open.pos as u64)?;
                 seg.file.sync_all()?;
                 seg.size = open.pos as u64;
+                seg.extent = seg.size;
                 report.truncated_bytes += cut as u64;
                 if self.config.cut_tail == CutTail::Refill {
                     self.last_seq = self.last_seq.min(open.first.saturating_sub(1));
@@ -1194,6 +1299,7 @@ impl<S: Storage> FileStore<S> {
             file: Arc::clone(&seg.file),
             format: seg.format,
             size: seg.size,
+            extent: seg.extent,
             live: seg.live,
             max_msg_seq: seg.max_msg_seq,
             tombs: std::mem::take(&mut seg.tombs),
@@ -1243,6 +1349,7 @@ impl<S: Storage> FileStore<S> {
             seg.file.set_len(pos as u64)?;
             seg.file.sync_all()?;
             seg.size = pos as u64;
+            seg.extent = seg.size;
             report.truncated_bytes += cut as u64;
             self.file_segment(base, seg);
             return Ok(());
@@ -1258,6 +1365,7 @@ impl<S: Storage> FileStore<S> {
         seg.file.set_len(pos as u64)?;
         seg.file.sync_all()?;
         seg.size = pos as u64;
+        seg.extent = seg.size;
         report.truncated_bytes += cut as u64;
         self.file_segment(base, seg);
         if raised {
@@ -1411,6 +1519,7 @@ impl<S: Storage> FileStore<S> {
     /// queues the writing of its index file, unless it is gone or of the
     /// first format (those are always scanned).
     fn seal(&mut self, base: u64) {
+        self.cut_extension(base);
         if let Some(seg) = self.segments.get(&base)
             && seg.format.version() != VERSION_1
         {
@@ -1432,6 +1541,7 @@ impl<S: Storage> FileStore<S> {
                 file: Arc::new(file),
                 format: Format::salted(self.salt),
                 size: 0,
+                extent: 0,
                 live: 0,
                 max_msg_seq: 0,
                 tombs: Vec::new(),
@@ -1456,7 +1566,54 @@ impl<S: Storage> FileStore<S> {
             start: 0,
             bytes: encode_segment_header(self.salt).to_vec(),
         });
+        self.reserve(base);
         Ok(())
+    }
+
+    /// Extends segment `base` (the active one) ahead of its writes when its
+    /// logical end has gone past its extension: to `segment_bytes`, or by
+    /// steps of `segment_bytes` past that. The extension is sparse
+    /// (`set_len`, nothing written) and done by the next sync job before
+    /// its writes; that job's fsync makes the size durable, and the appends
+    /// after it write inside the file, so their `fdatasync` commits no
+    /// change of size.
+    fn reserve(&mut self, base: u64) {
+        let step = self.config.segment_bytes.max(1);
+        let Some(seg) = self.segments.get_mut(&base) else {
+            return;
+        };
+        if seg.size <= seg.extent {
+            return;
+        }
+        let mut extent = seg.extent.max(step);
+        while extent < seg.size {
+            extent = extent.saturating_add(step);
+        }
+        seg.extent = extent;
+        self.pending_extends.push(SetLen {
+            file: Arc::clone(&seg.file),
+            len: extent,
+        });
+        self.unsynced.insert(base, Arc::clone(&seg.file));
+    }
+
+    /// Cuts the segment `base`, which takes no more records, back to its
+    /// logical end (by the next sync job, after its writes and before its
+    /// fsync), so that a sealed segment's length is the end of its last
+    /// record, as its index file records it.
+    fn cut_extension(&mut self, base: u64) {
+        let Some(seg) = self.segments.get_mut(&base) else {
+            return;
+        };
+        if seg.extent == seg.size {
+            return;
+        }
+        seg.extent = seg.size;
+        self.pending_cuts.push(SetLen {
+            file: Arc::clone(&seg.file),
+            len: seg.size,
+        });
+        self.unsynced.insert(base, Arc::clone(&seg.file));
     }
 
     fn active_base(&self) -> Result<u64, StoreError> {
@@ -1535,6 +1692,7 @@ impl<S: Storage> FileStore<S> {
         if let Some(s) = self.segments.get_mut(&base) {
             s.size += len as u64;
         }
+        self.reserve(base);
         Ok((base, off, len as u32))
     }
 
@@ -1828,6 +1986,8 @@ impl<S: Storage> FileStore<S> {
         let chunks = Arc::new(std::mem::take(&mut self.pending));
         let erases = std::mem::take(&mut self.pending_erases);
         let unlinks = std::mem::take(&mut self.pending_unlinks);
+        let extends = std::mem::take(&mut self.pending_extends);
+        let cuts = std::mem::take(&mut self.pending_cuts);
         // Index files are written once their segment is fsynced: by a job
         // that fsyncs.
         let seals = if fsync || !erases.is_empty() || !unlinks.is_empty() {
@@ -1858,8 +2018,16 @@ impl<S: Storage> FileStore<S> {
         let dir = self.dir.clone();
         let fs = self.fs.clone();
         let run = move || -> io::Result<()> {
+            for x in &extends {
+                x.file.set_len(x.len)?;
+            }
             for c in chunks.iter() {
                 c.file.write_all_at(&c.bytes, c.start)?;
+            }
+            // After the sealed segments' last writes, before their fsync
+            // (and so before their index files are written).
+            for x in &cuts {
+                x.file.set_len(x.len)?;
             }
             for f in &to_sync {
                 f.sync_data()?;
@@ -2040,6 +2208,8 @@ impl<S: Storage> Store for FileStore<S> {
             SyncPolicy::Interval(every) => self.last_fsync.elapsed() >= every,
         };
         let writes = !self.pending.is_empty()
+            || !self.pending_extends.is_empty()
+            || !self.pending_cuts.is_empty()
             || !self.pending_erases.is_empty()
             || !self.pending_unlinks.is_empty();
         let unsynced = !self.unsynced.is_empty() || self.dir_dirty;
@@ -2262,6 +2432,8 @@ impl<S: Storage> Store for FileStore<S> {
         self.pending.clear();
         self.pending_erases.clear();
         self.pending_unlinks.clear();
+        self.pending_extends.clear();
+        self.pending_cuts.clear();
         self.pending_seals.clear();
         self.inflight = None;
         self.unsynced.clear();
@@ -2318,6 +2490,25 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A segment file's bytes up to the end of its last complete record
+    /// (the active segment is extended ahead of its writes with zeros).
+    fn read_logical(path: &Path) -> Vec<u8> {
+        let mut bytes = fs::read(path).unwrap();
+        let (format, mut end) = layout_of(&bytes);
+        while let Ok(Some((_, n))) = decode_record(&bytes[end..], format) {
+            end += n;
+        }
+        bytes.truncate(end);
+        bytes
+    }
+
+    /// What a torn tail from `start` to the end of `prefix` counts as cut:
+    /// its bytes up to the last non-zero one (zeros after it are unwritten
+    /// space).
+    fn torn_bytes(prefix: &[u8], start: usize) -> u64 {
+        (last_nonzero_end(prefix).max(start) - start) as u64
     }
 
     fn fill(s: &mut FileStore, n: u64) {
@@ -2448,7 +2639,7 @@ mod tests {
         s.close().unwrap();
         let files = segment_files(tmp.path());
         let last = files.last().unwrap().clone();
-        let full = fs::read(&last).unwrap();
+        let full = read_logical(&last);
         // The last record is message 20.
         let (format, mut start) = layout_of(&full);
         while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
@@ -2466,7 +2657,11 @@ mod tests {
             let torn = case.path().join(last.file_name().unwrap());
             fs::write(&torn, &full[..cut]).unwrap();
             let (mut s, report) = open(case.path(), 250);
-            assert_eq!(report.truncated_bytes, (cut - start) as u64, "cut {cut}");
+            assert_eq!(
+                report.truncated_bytes,
+                torn_bytes(&full[..cut], start),
+                "cut {cut}"
+            );
             assert!(report.corrupt.is_empty(), "cut {cut}");
             assert_eq!(report.msgs, 19);
             for seq in 1..=19 {
@@ -2501,7 +2696,7 @@ mod tests {
         s.close().unwrap();
         let files = segment_files(tmp.path());
         let last = files.last().unwrap().clone();
-        let full = fs::read(&last).unwrap();
+        let full = read_logical(&last);
         let (format, mut start) = layout_of(&full);
         while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
             if rec.seq == 20 && rec.kind == RecordKind::Msg {
@@ -2518,7 +2713,11 @@ mod tests {
             let torn = case.path().join(last.file_name().unwrap());
             fs::write(&torn, &full[..cut]).unwrap();
             let (mut s, report) = FileStore::open(case.path(), refill(250)).unwrap();
-            assert_eq!(report.truncated_bytes, (cut - start) as u64, "cut {cut}");
+            assert_eq!(
+                report.truncated_bytes,
+                torn_bytes(&full[..cut], start),
+                "cut {cut}"
+            );
             assert_eq!(report.seqs_skipped, 0, "cut {cut}");
             assert_eq!(s.state().last_seq, 19, "cut {cut}");
             for seq in 1..=19 {
@@ -2548,7 +2747,7 @@ mod tests {
         assert_eq!(append_batch_of(&mut s, &batch_of(6, 4)), 6);
         s.close().unwrap();
         let seg = segment_files(tmp.path()).pop().unwrap();
-        let full = fs::read(&seg).unwrap();
+        let full = read_logical(&seg);
         fs::write(&seg, &full[..full.len() - 3]).unwrap();
         let (mut s, report) = FileStore::open(tmp.path(), refill(1 << 20)).unwrap();
         assert_eq!(report.msgs, 5);
@@ -2583,7 +2782,7 @@ mod tests {
         assert_eq!(s.deleted(), (4..=9).collect::<Vec<_>>());
         s.close().unwrap();
         let seg = segment_files(tmp.path()).pop().unwrap();
-        let full = fs::read(&seg).unwrap();
+        let full = read_logical(&seg);
         let (format, mut start) = layout_of(&full);
         while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
             if rec.kind == RecordKind::State {
@@ -2721,7 +2920,7 @@ mod tests {
         s.close().unwrap();
         let files = segment_files(tmp.path());
         let last = files.last().unwrap().clone();
-        let full = fs::read(&last).unwrap();
+        let full = read_logical(&last);
         let (format, mut start) = layout_of(&full);
         while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
             if rec.kind == RecordKind::Batch {
@@ -2775,7 +2974,7 @@ mod tests {
         fill(&mut s, 5);
         s.close().unwrap();
         let f = segment_files(tmp.path()).pop().unwrap();
-        let mut bytes = fs::read(&f).unwrap();
+        let mut bytes = read_logical(&f);
         let n = bytes.len();
         bytes[n - 6] ^= 0x10;
         fs::write(&f, &bytes).unwrap();
@@ -3025,11 +3224,12 @@ mod tests {
         // One job at a time.
         fill(&mut s, 1);
         assert!(s.take_sync().is_none());
-        // Nothing written yet but the segment header; reads come from the
-        // in-flight buffer.
+        // Nothing written yet but the segment header (the rest is the
+        // extension, unwritten); reads come from the in-flight buffer.
         assert_eq!(
-            fs::metadata(&segment_files(tmp.path())[0]).unwrap().len(),
-            SEGMENT_HEADER_LEN as u64
+            last_nonzero_end(&fs::read(&segment_files(tmp.path())[0]).unwrap())
+                .max(SEGMENT_HEADER_LEN),
+            SEGMENT_HEADER_LEN
         );
         check_msg(&mut s, 7);
         check_msg(&mut s, 51);
@@ -3329,6 +3529,221 @@ mod tests {
         s.destroy().unwrap();
         assert!(!dir.exists());
         assert!(s.append("a", b"", b"", 1).is_err());
+    }
+
+    #[test]
+    fn the_end_of_the_last_non_zero_byte_is_found_at_every_position() {
+        assert_eq!(last_nonzero_end(&[]), 0);
+        assert_eq!(last_nonzero_end(&[0; 1000]), 0);
+        for len in [1usize, 255, 256, 257, 1000, 4096] {
+            for at in (0..len).step_by(7).chain([len - 1]) {
+                let mut buf = vec![0u8; len];
+                buf[at] = 0x80;
+                assert_eq!(last_nonzero_end(&buf), at + 1, "len {len} at {at}");
+                buf[0] = 1;
+                assert_eq!(last_nonzero_end(&buf), at + 1, "len {len} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_active_segment_is_extended_and_a_zero_tail_after_its_last_record_is_free_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        // Extended to segment_bytes ahead of the records (sparse).
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
+        let logical = read_logical(&seg).len();
+        assert!(logical < 1 << 20);
+        // Even more zeros (as if extended further) change nothing.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(3 << 20)
+            .unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(
+            (report.truncated_bytes, report.seqs_skipped, report.msgs),
+            (0, 0, 5),
+            "{report:?}"
+        );
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        for seq in 1..=5 {
+            check_msg(&mut s, seq);
+        }
+        // The next record goes right after the last one, no sequence
+        // skipped.
+        assert_eq!(s.append("s.0", b"", &payload(6), 6).unwrap(), 6);
+        s.close().unwrap();
+        assert!(read_logical(&seg).len() > logical);
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!((report.seqs_skipped, report.msgs), (0, 6));
+        check_msg(&mut s, 6);
+    }
+
+    #[test]
+    fn a_torn_record_followed_by_zeros_is_a_torn_tail_and_its_sequence_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 5);
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let bytes = read_logical(&seg);
+        let (at, n) = record_offset(&bytes, 5);
+        // Part of record 5 reached the disk, then unwritten space.
+        let mut torn = bytes[..at + n / 2].to_vec();
+        torn.resize(1 << 20, 0);
+        fs::write(&seg, &torn).unwrap();
+        let (mut s, report) = open(tmp.path(), 1 << 20);
+        assert_eq!(report.msgs, 4);
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        assert_eq!(report.truncated_bytes, torn_bytes(&bytes[..at + n / 2], at));
+        assert!(report.truncated_bytes > 0);
+        assert!(report.seqs_skipped >= 1, "{report:?}");
+        let next = s.append("x", b"", b"after", 9).unwrap();
+        assert!(next > 5, "sequence {next} given again");
+        assert_eq!(s.get(5).unwrap(), None);
+        // Only the magic's first byte written: still a torn record.
+        let mut torn = bytes[..at + 1].to_vec();
+        torn.resize(1 << 20, 0);
+        fs::write(&seg, &torn).unwrap();
+        drop(s);
+        let (_, report) = open(tmp.path(), 1 << 20);
+        assert_eq!((report.truncated_bytes, report.seqs_skipped), (1, 1));
+    }
+
+    #[test]
+    fn an_older_segment_left_extended_by_a_crash_mid_roll_opens_clean_and_is_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 300);
+        fill(&mut s, 30);
+        s.close().unwrap();
+        let files = segment_files(tmp.path());
+        assert!(files.len() > 3);
+        // Sealed segments were cut back to their last record.
+        for f in &files[..files.len() - 1] {
+            assert_eq!(
+                fs::metadata(f).unwrap().len(),
+                read_logical(f).len() as u64,
+                "{f:?}"
+            );
+        }
+        // A crash between the roll and the cut: an older segment still
+        // extended (its index file, if any, no longer matches it).
+        let old = &files[1];
+        let len = fs::metadata(old).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(old)
+            .unwrap()
+            .set_len(len + 5000)
+            .unwrap();
+        for scanning in [false, true] {
+            let (mut s, report) = if scanning {
+                let (s, r) = FileStore::open_scanning(RealFs, tmp.path(), cfg(300)).unwrap();
+                (s, r)
+            } else {
+                open(tmp.path(), 300)
+            };
+            assert!(report.corrupt.is_empty(), "{report:?}");
+            assert_eq!(
+                (report.truncated_bytes, report.seqs_skipped, report.msgs),
+                (0, 0, 30)
+            );
+            for seq in 1..=30 {
+                check_msg(&mut s, seq);
+            }
+            assert_eq!(fs::metadata(old).unwrap().len(), len, "cut at open");
+            s.close().unwrap();
+            // Extended again for the scanning open.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(old)
+                .unwrap()
+                .set_len(len + 5000)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_extension_extends_the_segment_further() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 4096);
+        let big = vec![7u8; 10_000];
+        assert_eq!(s.append("big", b"", &big, 1).unwrap(), 1);
+        // Tombstones and state records never roll: they extend too.
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        let logical = read_logical(&seg).len() as u64;
+        assert!(
+            logical > 10_000 && len >= logical && len % 4096 == 0,
+            "{len} {logical}"
+        );
+        let (mut s, report) = open(tmp.path(), 4096);
+        assert_eq!((report.msgs, report.seqs_skipped), (1, 0));
+        assert_eq!(s.get(1).unwrap().unwrap().data, big);
+        // The next message rolls: the big segment is sealed and cut.
+        assert_eq!(s.append("small", b"", b"x", 2).unwrap(), 2);
+        s.close().unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), logical);
+        let (mut s, report) = open(tmp.path(), 4096);
+        assert_eq!((report.msgs, report.seqs_skipped), (2, 0));
+        assert_eq!(s.get(1).unwrap().unwrap().data, big);
+    }
+
+    #[test]
+    fn close_and_reopen_of_a_store_whose_active_segment_is_extended_keep_every_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = open(tmp.path(), 1 << 20);
+        fill(&mut s, 10);
+        for round in 0..3u64 {
+            let (mut t, report) = reopen(&mut s, 1 << 20);
+            assert_eq!(report.msgs, 10 + 5 * round, "round {round}");
+            assert_eq!(
+                (report.truncated_bytes, report.seqs_skipped),
+                (0, 0),
+                "round {round}"
+            );
+            assert!(report.corrupt.is_empty());
+            for seq in 1..=10 + 5 * round {
+                check_msg(&mut t, seq);
+            }
+            fill(&mut t, 5);
+            s = t;
+        }
+        s.close().unwrap();
+        let seg = segment_files(tmp.path()).pop().unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_power_loss_keeps_the_extension_once_fsynced_and_recovers_clean() {
+        let sim = SimFs::new(11);
+        let mut s = sim_store(&sim, 4096);
+        fill_any(&mut s, 3);
+        sync(&mut s);
+        let seg = Path::new("/s/msgs").join(segment_name(1));
+        assert_eq!(sim.peek(&seg).map(|b| b.len()), Some(4096));
+        // Written, not fsynced: lost with the power; the extension stays.
+        fill_any(&mut s, 2);
+        let job = s.take_sync().unwrap();
+        drop(job);
+        sim.power_loss(PowerLoss::Strict);
+        assert_eq!(sim.peek(&seg).map(|b| b.len()), Some(4096));
+        let (mut s, report) =
+            FileStore::open_in(sim.clone(), Path::new("/s/msgs"), cfg(4096)).unwrap();
+        assert_eq!(
+            (report.msgs, report.seqs_skipped, report.truncated_bytes),
+            (3, 0, 0)
+        );
+        for seq in 1..=3 {
+            check_msg_any(&mut s, seq);
+        }
+        assert_eq!(s.append("s.1", b"", &payload(4), 4).unwrap(), 4);
     }
 
     #[test]

@@ -876,6 +876,36 @@ mod tests {
     }
 
     #[test]
+    fn an_extension_by_set_len_reads_as_zeros_and_is_lost_unless_fsynced() {
+        let fs = SimFs::new(3);
+        fs.create_dir_all(p("/d")).unwrap();
+        fs.sync_dir(p("/")).unwrap();
+        let f = fs.create_new(p("/d/x")).unwrap();
+        fs.sync_dir(p("/d")).unwrap();
+        f.write_all_at(b"abc", 0).unwrap();
+        f.sync_data().unwrap();
+        // Extended, not fsynced: inside the size, nothing written reads
+        // as zeros; a power loss takes the size back.
+        f.set_len(16).unwrap();
+        f.write_all_at(b"de", 3).unwrap();
+        let mut buf = [9u8; 16];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"abcde\0\0\0\0\0\0\0\0\0\0\0");
+        let lost = fs.fork();
+        lost.power_loss(PowerLoss::Strict);
+        assert_eq!(lost.peek(p("/d/x")).unwrap(), b"abc");
+        // Fsynced: the size is durable, and so are the zeros after the
+        // writes; a later write inside the size leaves the size alone.
+        f.sync_data().unwrap();
+        f.write_all_at(b"f", 5).unwrap();
+        fs.power_loss(PowerLoss::Strict);
+        let after = fs.peek(p("/d/x")).unwrap();
+        assert_eq!(after.len(), 16);
+        assert_eq!(&after[..6], b"abcde\0");
+        assert!(after[5..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn renames_and_removes_need_a_directory_sync() {
         let fs = SimFs::new(2);
         fs.create_dir(p("/d")).unwrap();

@@ -50,6 +50,12 @@ pub trait StorageFile: Debug + Send + Sync + 'static {
     fn file_len(&self) -> io::Result<u64>;
     /// Truncates or extends to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Where the file's last region of data ends: every byte past it (up
+    /// to the length) is a hole, read as zeros. The default, for files
+    /// that cannot tell, is the length (all of it may be data).
+    fn data_end(&self) -> io::Result<u64> {
+        self.file_len()
+    }
     /// Makes the file's bytes (and its length) durable.
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's bytes and metadata durable.
@@ -189,6 +195,51 @@ impl StorageFile for File {
     fn read_exact_at_nowait(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         read_cached(self, buf, off)
     }
+    fn data_end(&self) -> io::Result<u64> {
+        data_end(self)
+    }
+}
+
+/// `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` over the whole file: the end of
+/// its last data region. Dirty pages not yet allocated on disk count as
+/// data (the filesystems' delayed allocation is reported as data), so
+/// nothing written is ever taken for a hole. A filesystem that cannot say
+/// (`EINVAL`, `EOPNOTSUPP`) gives the length: all of it is read. Moves the
+/// file offset, which positional reads and writes never use.
+#[cfg(target_os = "linux")]
+fn data_end(file: &File) -> io::Result<u64> {
+    use rustix::fs::{SeekFrom, seek};
+    use rustix::io::Errno;
+    let len = file.metadata()?.len();
+    let mut end = 0;
+    let mut at = 0;
+    while at < len {
+        let data = match seek(file, SeekFrom::Data(at)) {
+            Ok(d) => d,
+            // No data at or after `at`.
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(len),
+            Err(e) => return Err(e.into()),
+        };
+        let hole = match seek(file, SeekFrom::Hole(data)) {
+            Ok(h) => h,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(len),
+            Err(e) => return Err(e.into()),
+        };
+        if hole <= data || data < at {
+            // Not what the call promises: read everything.
+            return Ok(len);
+        }
+        end = hole.min(len);
+        at = hole;
+    }
+    Ok(end)
+}
+
+/// Elsewhere: the whole file may be data.
+#[cfg(not(target_os = "linux"))]
+fn data_end(file: &File) -> io::Result<u64> {
+    Ok(file.metadata()?.len())
 }
 
 /// `preadv2(RWF_NOWAIT)`: the bytes only if the page cache holds all of
@@ -468,6 +519,25 @@ mod tests {
             .read_exact_at_nowait(&mut past, 8150)
             .expect_err("a short read is not a read");
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn the_data_end_of_an_extended_file_covers_every_written_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = RealFs.create_new(&dir.path().join("seg")).expect("create");
+        assert_eq!(StorageFile::data_end(&file).expect("empty"), 0);
+        StorageFile::set_len(&file, 8 << 20).expect("extend");
+        StorageFile::write_all_at(&file, &[1u8; 5000], 0).expect("write");
+        // Written after a hole (as a lost write before it would leave).
+        StorageFile::write_all_at(&file, &[2u8; 10], 3 << 20).expect("write");
+        let end = StorageFile::data_end(&file).expect("data end");
+        assert!(((3 << 20) + 10..=8 << 20).contains(&end), "{end}");
+        let mut past = vec![9u8; usize::try_from((8 << 20) - end).expect("fits")];
+        StorageFile::read_exact_at(&file, &mut past, end).expect("read");
+        assert!(past.iter().all(|&b| b == 0));
+        // Fsynced or not, written bytes are data.
+        StorageFile::sync_data(&file).expect("fsync");
+        assert_eq!(StorageFile::data_end(&file).expect("again"), end);
     }
 
     #[test]
