@@ -2631,15 +2631,18 @@ mod tests {
         assert_eq!(s.state().last_seq, 31);
     }
 
-    #[test]
-    fn torn_tail_at_every_offset_of_the_last_record_recovers_earlier_records() {
+    /// A store of 20 messages written with `config` and closed: its
+    /// directory, its segment files (oldest first), the newest one's bytes
+    /// up to its last record, and where message 20's record starts in them.
+    fn twenty_messages_closed(
+        config: FileStoreConfig,
+    ) -> (tempfile::TempDir, Vec<PathBuf>, Vec<u8>, usize) {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut s, _) = open(tmp.path(), 250);
+        let (mut s, _) = FileStore::open(tmp.path(), config).unwrap();
         fill(&mut s, 20);
         s.close().unwrap();
         let files = segment_files(tmp.path());
-        let last = files.last().unwrap().clone();
-        let full = read_logical(&last);
+        let full = read_logical(files.last().unwrap());
         // The last record is message 20.
         let (format, mut start) = layout_of(&full);
         while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
@@ -2649,13 +2652,26 @@ mod tests {
             start += n;
         }
         assert!(start < full.len());
+        (tmp, files, full, start)
+    }
+
+    /// A copy of the segment `files` in a new directory, the newest one
+    /// holding only the first `cut` bytes of `full`; and its path.
+    fn torn_copy(files: &[PathBuf], full: &[u8], cut: usize) -> (tempfile::TempDir, PathBuf) {
+        let case = tempfile::tempdir().unwrap();
+        for f in files {
+            fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let torn = case.path().join(files.last().unwrap().file_name().unwrap());
+        fs::write(&torn, &full[..cut]).unwrap();
+        (case, torn)
+    }
+
+    #[test]
+    fn torn_tail_at_every_offset_of_the_last_record_recovers_earlier_records() {
+        let (_tmp, files, full, start) = twenty_messages_closed(cfg(250));
         for cut in start..full.len() {
-            let case = tempfile::tempdir().unwrap();
-            for f in &files {
-                fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
-            }
-            let torn = case.path().join(last.file_name().unwrap());
-            fs::write(&torn, &full[..cut]).unwrap();
+            let (case, torn) = torn_copy(&files, &full, cut);
             let (mut s, report) = open(case.path(), 250);
             assert_eq!(
                 report.truncated_bytes,
@@ -2690,28 +2706,9 @@ mod tests {
             cut_tail: CutTail::Refill,
             ..cfg(segment_bytes)
         };
-        let tmp = tempfile::tempdir().unwrap();
-        let (mut s, _) = FileStore::open(tmp.path(), refill(250)).unwrap();
-        fill(&mut s, 20);
-        s.close().unwrap();
-        let files = segment_files(tmp.path());
-        let last = files.last().unwrap().clone();
-        let full = read_logical(&last);
-        let (format, mut start) = layout_of(&full);
-        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
-            if rec.seq == 20 && rec.kind == RecordKind::Msg {
-                break;
-            }
-            start += n;
-        }
-        assert!(start < full.len());
+        let (_tmp, files, full, start) = twenty_messages_closed(refill(250));
         for cut in start..full.len() {
-            let case = tempfile::tempdir().unwrap();
-            for f in &files {
-                fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
-            }
-            let torn = case.path().join(last.file_name().unwrap());
-            fs::write(&torn, &full[..cut]).unwrap();
+            let (case, _) = torn_copy(&files, &full, cut);
             let (mut s, report) = FileStore::open(case.path(), refill(250)).unwrap();
             assert_eq!(
                 report.truncated_bytes,
