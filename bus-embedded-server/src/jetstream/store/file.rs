@@ -2631,6 +2631,19 @@ mod tests {
         assert_eq!(s.state().last_seq, 31);
     }
 
+    /// Where the first record of a segment's bytes `full` that `is` picks
+    /// starts (`full.len()` when none does).
+    fn record_start(full: &[u8], is: impl Fn(&Record<'_>) -> bool) -> usize {
+        let (format, mut start) = layout_of(full);
+        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
+            if is(&rec) {
+                break;
+            }
+            start += n;
+        }
+        start
+    }
+
     /// A store of 20 messages written with `config` and closed: its
     /// directory, its segment files (oldest first), the newest one's bytes
     /// up to its last record, and where message 20's record starts in them.
@@ -2644,13 +2657,7 @@ mod tests {
         let files = segment_files(tmp.path());
         let full = read_logical(files.last().unwrap());
         // The last record is message 20.
-        let (format, mut start) = layout_of(&full);
-        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
-            if rec.seq == 20 && rec.kind == RecordKind::Msg {
-                break;
-            }
-            start += n;
-        }
+        let start = record_start(&full, |rec| rec.seq == 20 && rec.kind == RecordKind::Msg);
         assert!(start < full.len());
         (tmp, files, full, start)
     }
@@ -2780,13 +2787,7 @@ mod tests {
         s.close().unwrap();
         let seg = segment_files(tmp.path()).pop().unwrap();
         let full = read_logical(&seg);
-        let (format, mut start) = layout_of(&full);
-        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
-            if rec.kind == RecordKind::State {
-                break;
-            }
-            start += n;
-        }
+        let start = record_start(&full, |rec| rec.kind == RecordKind::State);
         assert!(start < full.len(), "a state record was written");
         let state_len = record_len(0, 0, 16).unwrap();
         for cut in start..full.len() {
@@ -2918,21 +2919,11 @@ mod tests {
         let files = segment_files(tmp.path());
         let last = files.last().unwrap().clone();
         let full = read_logical(&last);
-        let (format, mut start) = layout_of(&full);
-        while let Ok(Some((rec, n))) = decode_record(&full[start..], format) {
-            if rec.kind == RecordKind::Batch {
-                break;
-            }
-            start += n;
-        }
+        let (format, _) = layout_of(&full);
+        let start = record_start(&full, |rec| rec.kind == RecordKind::Batch);
         assert!(start < full.len(), "a batch record was written");
         for cut in start..full.len() {
-            let case = tempfile::tempdir().unwrap();
-            for f in &files {
-                fs::copy(f, case.path().join(f.file_name().unwrap())).unwrap();
-            }
-            let torn = case.path().join(last.file_name().unwrap());
-            fs::write(&torn, &full[..cut]).unwrap();
+            let (case, torn) = torn_copy(&files, &full, cut);
             let (mut s, report) = open(case.path(), 1 << 20);
             assert_eq!(report.msgs, 5, "cut {cut}: none of the batch");
             for seq in 1..=5 {

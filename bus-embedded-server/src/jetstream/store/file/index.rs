@@ -827,21 +827,7 @@ impl MsgIndex {
             let Some(s) = sum else {
                 continue;
             };
-            let id = self.subjects.acquire_many(
-                name(local as u32),
-                u64::from(s.count),
-                first + u64::from(s.first),
-                first + u64::from(s.last),
-            );
-            ids[local] = id;
-            subjs
-                .entry(id)
-                .and_modify(|t: &mut Sum| {
-                    t.first = t.first.min(s.first);
-                    t.last = t.last.max(s.last);
-                    t.count += s.count;
-                })
-                .or_insert(*s);
+            ids[local] = self.add_run_subject(&mut subjs, name(local as u32), first, *s);
         }
         // With a loader the slots stay on disk (the run's summary answers
         // what needs no slot; the loader reads them back when needed).
@@ -881,6 +867,33 @@ impl MsgIndex {
         );
     }
 
+    /// Counts `s`, a new run's messages of subject `name` (offsets from
+    /// the run's `first` sequence), in the subject table and merges it into
+    /// the run's per-subject summary `subjs`; returns the subject's id.
+    fn add_run_subject(
+        &mut self,
+        subjs: &mut IdMap<Sum>,
+        name: &Arc<str>,
+        first: u64,
+        s: Sum,
+    ) -> u32 {
+        let id = self.subjects.acquire_many(
+            name,
+            u64::from(s.count),
+            first + u64::from(s.first),
+            first + u64::from(s.last),
+        );
+        subjs
+            .entry(id)
+            .and_modify(|t: &mut Sum| {
+                t.first = t.first.min(s.first);
+                t.last = t.last.max(s.last);
+                t.count += s.count;
+            })
+            .or_insert(s);
+        id
+    }
+
     /// Indexes the messages of a plain sealed segment from its summary
     /// (`seg_index::Plain`: `count` consecutive sequences from `first`, the
     /// newest timestamp `max_ts`, `hdrs` of them with headers, and per
@@ -908,20 +921,7 @@ impl MsgIndex {
                 last: *hi,
                 count: *n,
             };
-            let id = self.subjects.acquire_many(
-                name,
-                u64::from(s.count),
-                first + u64::from(s.first),
-                first + u64::from(s.last),
-            );
-            subjs
-                .entry(id)
-                .and_modify(|t: &mut Sum| {
-                    t.first = t.first.min(s.first);
-                    t.last = t.last.max(s.last);
-                    t.count += s.count;
-                })
-                .or_insert(s);
+            self.add_run_subject(&mut subjs, name, first, s);
         }
         if let Some(mut prev) = self.runs.last_entry()
             && let Some(slots) = prev.get_mut().vec_mut()
