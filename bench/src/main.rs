@@ -20,6 +20,7 @@
 mod cpu;
 mod jetstream;
 mod memory;
+mod raw;
 mod report;
 mod scale;
 mod servers;
@@ -166,9 +167,33 @@ struct WorkloadArgs {
     /// 5000, js-pub-sync and kv-put-sync 2000].
     #[arg(long)]
     requests: Option<u64>,
+    /// The client the core workloads run with: `async-nats` (what users
+    /// run), or `raw`, a lean blocking client (pre-encoded publish batches,
+    /// in-place parsing, one thread per connection) that costs far less CPU
+    /// per message, so that the server rather than the client sets the pace
+    /// on a machine they share. The JetStream workloads always use
+    /// async-nats.
+    #[arg(long, value_enum, default_value = "async-nats")]
+    client: ClientKind,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+/// Which client library drives the core workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClientKind {
+    AsyncNats,
+    Raw,
+}
+
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::AsyncNats => "async-nats",
+            ClientKind::Raw => "raw",
+        }
+    }
 }
 
 impl WorkloadArgs {
@@ -179,6 +204,21 @@ impl WorkloadArgs {
             self.msgs
         };
         given.unwrap_or_else(|| workload.default_count(size))
+    }
+
+    /// Refuses a combination that cannot run as asked.
+    fn check(&self) -> Result<()> {
+        if self.client == ClientKind::Raw {
+            if let Some(js) = self.workload.iter().find(|w| w.is_jetstream()) {
+                return Err(format!(
+                    "--client raw runs only the core workloads (pub, pubsub, fanout, queue, \
+                     reqrep), not {}",
+                    js.name()
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// Whether any workload needs JetStream.
@@ -365,13 +405,15 @@ async fn memory_after_load(args: MemoryArgs) -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    args.workloads.check()?;
+    let client = args.workloads.client;
     let mut outcomes = Vec::new();
     let mut perf = std::env::var_os("NATS_BENCH_PERF_CTL").map(cpu::PerfControl::new);
     for (workload, size) in args.workloads.plan() {
         let count = args.workloads.count(workload, size);
         let outcome = match perf.as_mut() {
-            Some(perf) => run_once(&args.url, "", workload, size, count, perf).await,
-            None => run_once(&args.url, "", workload, size, count, &mut ()).await,
+            Some(perf) => run_once(&args.url, "", client, workload, size, count, perf).await,
+            None => run_once(&args.url, "", client, workload, size, count, &mut ()).await,
         };
         outcomes.push(outcome);
     }
@@ -388,6 +430,7 @@ async fn run(args: RunArgs) -> Result<()> {
 async fn run_once(
     url: &str,
     label: &str,
+    client: ClientKind,
     workload: Workload,
     size: usize,
     count: u64,
@@ -395,6 +438,10 @@ async fn run_once(
 ) -> Outcome {
     let ran = if workload.is_jetstream() {
         jetstream::run(url, workload, size, count, &mut *marks).await
+    } else if client == ClientKind::Raw {
+        // Blocking sockets and threads: keep the runtime's other tasks (the
+        // servers' output readers) running on the remaining workers.
+        tokio::task::block_in_place(|| raw::run(url, workload, size, count, &mut *marks))
     } else {
         workloads::run(url, workload, size, count, &mut *marks).await
     };
@@ -456,6 +503,8 @@ fn reference_mode(jetstream: bool, sync: ReferenceSync) -> ReferenceMode {
 }
 
 async fn compare(args: CompareArgs) -> Result<()> {
+    args.workloads.check()?;
+    let client = args.workloads.client;
     let began = Instant::now();
     let jetstream = args.workloads.jetstream() || args.reference_sync == ReferenceSync::Always;
     let mode = reference_mode(jetstream, args.reference_sync);
@@ -497,6 +546,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
             run_once(
                 &urls[side],
                 &label,
+                ClientKind::AsyncNats,
                 Workload::JsPub,
                 jetstream::DEFAULT_SIZE,
                 JS_WARMUP_MSGS,
@@ -518,8 +568,16 @@ async fn compare(args: CompareArgs) -> Result<()> {
             for side in order(round) {
                 let label = format!("[{}] ", NAMES[side]);
                 let mut window = CpuWindow::new(servers[side].pid(), clk_tck);
-                let outcome =
-                    run_once(&urls[side], &label, workload, size, count, &mut window).await;
+                let outcome = run_once(
+                    &urls[side],
+                    &label,
+                    client,
+                    workload,
+                    size,
+                    count,
+                    &mut window,
+                )
+                .await;
                 cpu_runs[side].push(CpuRun {
                     ticks: window.ticks(),
                     client_ticks: window.client_ticks(),
@@ -569,6 +627,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
     };
     let comparison = Comparison {
         repeats: usize::try_from(args.repeats)?,
+        client: client.name().to_string(),
         reference: summary(0)?,
         ours: summary(1)?,
         throughput,

@@ -193,6 +193,8 @@ impl CpuRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub repeats: usize,
+    /// The client the core workloads ran with (`async-nats` or `raw`).
+    pub client: String,
     pub reference: ServerSummary,
     pub ours: ServerSummary,
     pub throughput: Vec<ThroughputRow>,
@@ -433,8 +435,8 @@ pub fn compare_text(comparison: &Comparison) -> String {
     let reference = &comparison.reference;
     let ours = &comparison.ours;
     let mut out = format!(
-        "reference: {}\nours:      {}\n\n",
-        reference.command, ours.command
+        "reference: {}\nours:      {}\nclient:    {} (core workloads)\n\n",
+        reference.command, ours.command, comparison.client
     );
     out.push_str(&render_table(
         &[

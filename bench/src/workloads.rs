@@ -322,7 +322,7 @@ pub async fn run(
     Ok(outcome)
 }
 
-fn unique_subject(workload: Workload) -> Subject {
+pub fn unique_subject(workload: Workload) -> Subject {
     static RUN: AtomicU64 = AtomicU64::new(0);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     Subject::from(format!(
