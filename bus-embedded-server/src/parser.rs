@@ -8,7 +8,7 @@
 //! at once, whatever the rest of the input.
 //! Zero-copy: subjects, sids and payloads are slices of the read buffer.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// One operation sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +251,7 @@ impl Parser {
         } else if eq_ignore_case(op, b"PONG") {
             ClientOp::Pong
         } else if eq_ignore_case(op, b"SUB") {
-            let line = buf.split_to(nl + 1).freeze();
+            let line = detach_line(buf, nl + 1);
             let args = &line[args_start..line_end];
             let (f, n) = fields::<3>(args);
             let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
@@ -270,7 +270,7 @@ impl Parser {
                 _ => Err(ProtoError::Malformed),
             };
         } else if eq_ignore_case(op, b"UNSUB") {
-            let line = buf.split_to(nl + 1).freeze();
+            let line = detach_line(buf, nl + 1);
             let args = &line[args_start..line_end];
             let (f, n) = fields::<2>(args);
             let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
@@ -288,7 +288,7 @@ impl Parser {
                 _ => Err(ProtoError::Malformed),
             };
         } else if eq_ignore_case(op, b"CONNECT") {
-            let line = buf.split_to(nl + 1).freeze();
+            let line = detach_line(buf, nl + 1);
             let json = line.slice(args_start..line_end);
             let trimmed_start = json
                 .iter()
@@ -303,6 +303,17 @@ impl Parser {
         let _ = buf.split_to(nl + 1);
         Ok(Some(result))
     }
+}
+
+/// Takes a control line (SUB, UNSUB, CONNECT) off the front of `buf` as a
+/// copy of its own. What is parsed from it lives as long as the subscription
+/// or connection does; a slice of the read buffer would keep that whole
+/// allocation (64 KiB, or the size of the largest message read into it)
+/// alive just as long.
+fn detach_line(buf: &mut BytesMut, len: usize) -> Bytes {
+    let line = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
+    line
 }
 
 /// Cuts a PUB/HPUB whose line and payload are all buffered: slices of one
@@ -343,6 +354,42 @@ mod tests {
             String::from_utf8_lossy(&buf)
         );
         Ok(out)
+    }
+
+    /// Subscriptions keep their subject and sid for as long as they live: a
+    /// slice of the read buffer would pin the whole buffer, which may have
+    /// grown to the largest message the connection sent.
+    #[test]
+    fn a_subscription_parsed_from_a_large_read_buffer_does_not_point_into_it() {
+        let mut p = Parser::new(4096, 1 << 20);
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.extend_from_slice(b"SUB foo.bar q 1\r\nUNSUB 1 5\r\nCONNECT {}\r\n");
+        let start = buf.as_ptr() as usize;
+        let inside = |b: &Bytes| (start..start + (1 << 20)).contains(&(b.as_ptr() as usize));
+        let Some(ClientOp::Sub {
+            subject,
+            queue: Some(queue),
+            sid,
+        }) = p.parse(&mut buf).unwrap()
+        else {
+            panic!("expected SUB with a queue");
+        };
+        assert_eq!(
+            (&subject[..], &queue[..], &sid[..]),
+            (&b"foo.bar"[..], &b"q"[..], &b"1"[..])
+        );
+        assert!(!inside(&subject) && !inside(&queue) && !inside(&sid));
+        let Some(ClientOp::Unsub { sid, max }) = p.parse(&mut buf).unwrap() else {
+            panic!("expected UNSUB");
+        };
+        assert_eq!((&sid[..], max), (&b"1"[..], Some(5)));
+        assert!(!inside(&sid));
+        let Some(ClientOp::Connect(json)) = p.parse(&mut buf).unwrap() else {
+            panic!("expected CONNECT");
+        };
+        assert_eq!(&json[..], b"{}");
+        assert!(!inside(&json));
+        assert!(buf.is_empty());
     }
 
     const SAMPLE: &[u8] =
