@@ -33,7 +33,8 @@ use hdrhistogram::Histogram;
 use crate::Result;
 use crate::workloads::{
     FANOUT_SUBSCRIBERS, IDLE_TIMEOUT, Latency, MAX_LATENCY_NS, MarksMut, Outcome, REQREP_DEADLINE,
-    REQREP_WARMUP, REQUEST_TIMEOUT, Throughput, Workload, summarize, throughput,
+    REQREP_WARMUP, REQUEST_TIMEOUT, Received, Throughput, WAIT_STEP, Wait, Workload, summarize,
+    throughput,
 };
 
 /// How long connecting and the `CONNECT`/`PING` handshake may take.
@@ -358,15 +359,26 @@ impl Conn {
     /// The next frame before `deadline`, answering `PING`s on the way.
     fn frame_before(&mut self, deadline: Instant) -> Result<Frame> {
         loop {
-            match self.reader.next()? {
-                Some(Frame::Ping) => self.writer.write_all(b"PONG\r\n")?,
-                Some(Frame::Err(text)) => return Err(format!("server error: {text}").into()),
+            match self.next_delivery()? {
                 Some(frame) => return Ok(frame),
                 None if Instant::now() >= deadline => {
                     return Err("the server did not answer in time".into());
                 }
                 None => {}
             }
+        }
+    }
+
+    /// The next frame that is not a `PING` (answered here) or `-ERR` (an
+    /// error), or `None` if none arrived within [`READ_TICK`].
+    fn next_delivery(&mut self) -> io::Result<Option<Frame>> {
+        match self.reader.next()? {
+            Some(Frame::Ping) => {
+                self.writer.write_all(b"PONG\r\n")?;
+                Ok(None)
+            }
+            Some(Frame::Err(text)) => Err(io::Error::other(format!("server error: {text}"))),
+            other => Ok(other),
         }
     }
 
@@ -446,14 +458,6 @@ fn publish_only(
     ))
 }
 
-/// What one subscriber received.
-#[derive(Default)]
-struct Received {
-    count: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
-}
-
 /// Counts `MSG` frames until `stop` is set, adding to `progress` whenever
 /// the read buffer is drained.
 fn count_deliveries(
@@ -464,19 +468,9 @@ fn count_deliveries(
     let mut got = Received::default();
     let mut unreported = 0;
     while !stop.load(Ordering::Relaxed) {
-        match conn.reader.next()? {
-            Some(Frame::Msg { .. }) => {
-                let now = Instant::now();
-                got.first.get_or_insert(now);
-                got.last = Some(now);
-                got.count += 1;
-                unreported += 1;
-            }
-            Some(Frame::Ping) => conn.writer.write_all(b"PONG\r\n")?,
-            Some(Frame::Err(text)) => {
-                return Err(io::Error::other(format!("server error: {text}")));
-            }
-            Some(_) | None => {}
+        if let Some(Frame::Msg { .. }) = conn.next_delivery()? {
+            got.record(Instant::now());
+            unreported += 1;
         }
         if unreported > 0 && conn.reader.drained() {
             progress.fetch_add(unreported, Ordering::Relaxed);
@@ -488,17 +482,9 @@ fn count_deliveries(
 
 /// Waits until `progress` reaches `expected`, or stops moving for `idle`.
 fn wait_for(progress: &AtomicU64, expected: u64, idle: Duration) {
-    let mut seen = progress.load(Ordering::Relaxed);
-    let mut moved = Instant::now();
-    while seen < expected {
-        thread::sleep(Duration::from_millis(2));
-        let now = progress.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            moved = Instant::now();
-        } else if moved.elapsed() >= idle {
-            break;
-        }
+    let mut wait = Wait::new(progress);
+    while wait.goes_on(progress, expected, idle) {
+        thread::sleep(WAIT_STEP);
     }
 }
 
@@ -541,23 +527,11 @@ fn fan(
     marks.end();
     stop.store(true, Ordering::Relaxed);
 
-    let mut received = 0;
-    let mut first: Option<Instant> = None;
-    let mut last: Option<Instant> = None;
+    let mut all = Received::default();
     let mut failure = None;
     for subscriber in subscribers {
         match subscriber.join() {
-            Ok(Ok(got)) => {
-                received += got.count;
-                first = match (first, got.first) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                last = match (last, got.last) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-            }
+            Ok(Ok(got)) => all.merge(&got),
             Ok(Err(err)) => failure = Some(err.to_string()),
             Err(_) => failure = Some("a subscriber thread panicked".to_string()),
         }
@@ -565,17 +539,13 @@ fn fan(
     if let Some(failure) = failure {
         return Err(format!("subscriber: {failure}").into());
     }
-    let elapsed = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first),
-        _ => Duration::ZERO,
-    };
     Ok(throughput(
         workload,
         payload.len(),
         sent,
         fanned(msgs),
-        received,
-        elapsed,
+        all.count,
+        all.span(),
     ))
 }
 
@@ -583,25 +553,19 @@ fn fan(
 fn respond(mut conn: Conn, stop: &AtomicBool) -> io::Result<()> {
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        match conn.reader.next()? {
-            Some(Frame::Msg {
-                reply: Some(reply),
-                payload,
-                ..
-            }) => {
-                out.clear();
-                out.extend_from_slice(b"PUB ");
-                out.extend_from_slice(conn.reader.bytes(reply));
-                out.extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
-                out.extend_from_slice(conn.reader.bytes(payload));
-                out.extend_from_slice(b"\r\n");
-                conn.writer.write_all(&out)?;
-            }
-            Some(Frame::Ping) => conn.writer.write_all(b"PONG\r\n")?,
-            Some(Frame::Err(text)) => {
-                return Err(io::Error::other(format!("server error: {text}")));
-            }
-            Some(_) | None => {}
+        if let Some(Frame::Msg {
+            reply: Some(reply),
+            payload,
+            ..
+        }) = conn.next_delivery()?
+        {
+            out.clear();
+            out.extend_from_slice(b"PUB ");
+            out.extend_from_slice(conn.reader.bytes(reply));
+            out.extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
+            out.extend_from_slice(conn.reader.bytes(payload));
+            out.extend_from_slice(b"\r\n");
+            conn.writer.write_all(&out)?;
         }
     }
     Ok(())
@@ -646,21 +610,11 @@ fn request_reply(
             break;
         }
         let answered = loop {
-            match requester.reader.next() {
+            match requester.next_delivery() {
                 Ok(Some(Frame::Msg { subject, .. }))
                     if requester.reader.bytes(subject.clone()) == reply.as_bytes() =>
                 {
                     break true;
-                }
-                Ok(Some(Frame::Ping)) => {
-                    if let Err(err) = requester.writer.write_all(b"PONG\r\n") {
-                        failure = Some(err.to_string());
-                        break false;
-                    }
-                }
-                Ok(Some(Frame::Err(text))) => {
-                    failure = Some(format!("server error: {text}"));
-                    break false;
                 }
                 Ok(_) if start.elapsed() >= REQUEST_TIMEOUT => break false,
                 Ok(_) => {}

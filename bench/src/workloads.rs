@@ -422,10 +422,40 @@ enum Group {
 
 /// What one subscriber received.
 #[derive(Default)]
-struct Received {
-    count: u64,
+pub struct Received {
+    pub count: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+}
+
+impl Received {
+    /// One message received at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.count += 1;
+    }
+
+    /// Adds what another subscriber received.
+    pub fn merge(&mut self, other: &Received) {
+        self.count += other.count;
+        self.first = match (self.first, other.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = match (self.last, other.last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// From the first message received to the last.
+    pub fn span(&self) -> Duration {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => last.duration_since(first),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 async fn fan(
@@ -487,42 +517,19 @@ async fn fan(
     marks.end();
     let _ = stop_tx.send(true);
 
-    let mut received = 0;
-    let mut first: Option<Instant> = None;
-    let mut last: Option<Instant> = None;
+    let mut all = Received::default();
     for task in tasks {
-        let got = task.await?;
-        received += got.count;
-        first = earliest(first, got.first);
-        last = latest(last, got.last);
+        all.merge(&task.await?);
     }
-    let elapsed = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first),
-        _ => Duration::ZERO,
-    };
     drop(clients);
     Ok(throughput(
         workload,
         payload.len(),
         sent,
         expected,
-        received,
-        elapsed,
+        all.count,
+        all.span(),
     ))
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn latest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Receives until told to stop (or the subscription ends).
@@ -540,10 +547,7 @@ async fn consume(
                 if msg.is_none() {
                     break;
                 }
-                let now = Instant::now();
-                got.first.get_or_insert(now);
-                got.last = Some(now);
-                got.count += 1;
+                got.record(Instant::now());
                 progress.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -553,17 +557,39 @@ async fn consume(
 
 /// Waits until `progress` reaches `expected`, or stops moving for `idle`.
 async fn wait_for(progress: &AtomicU64, expected: u64, idle: Duration) {
-    let mut seen = progress.load(Ordering::Relaxed);
-    let mut moved = Instant::now();
-    while seen < expected {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let now = progress.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            moved = Instant::now();
-        } else if moved.elapsed() >= idle {
-            break;
+    let mut wait = Wait::new(progress);
+    while wait.goes_on(progress, expected, idle) {
+        tokio::time::sleep(WAIT_STEP).await;
+    }
+}
+
+/// How often a wait for deliveries looks at their count.
+pub const WAIT_STEP: Duration = Duration::from_millis(2);
+
+/// A wait for a delivery count: over once it is reached, or once it has not
+/// moved for a while.
+pub struct Wait {
+    seen: u64,
+    moved: Instant,
+}
+
+impl Wait {
+    pub fn new(progress: &AtomicU64) -> Wait {
+        Wait {
+            seen: progress.load(Ordering::Relaxed),
+            moved: Instant::now(),
         }
+    }
+
+    /// Whether to look again after [`WAIT_STEP`]: `expected` not reached
+    /// and the count moved within the last `idle`.
+    pub fn goes_on(&mut self, progress: &AtomicU64, expected: u64, idle: Duration) -> bool {
+        let now = progress.load(Ordering::Relaxed);
+        if now != self.seen {
+            self.seen = now;
+            self.moved = Instant::now();
+        }
+        self.seen < expected && self.moved.elapsed() < idle
     }
 }
 
