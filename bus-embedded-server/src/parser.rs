@@ -169,12 +169,25 @@ impl Parser {
     /// The next complete op in `buf`, consuming it; `Ok(None)` when more
     /// input is needed.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtoError> {
+        Ok(match self.parse_in_place(buf)? {
+            None => None,
+            Some(Parsed::Op(op)) => Some(op),
+            Some(Parsed::Pub(at)) => Some(at.take(buf)),
+        })
+    }
+
+    /// Like [`Parser::parse`], but a complete PUB or HPUB is left in `buf`
+    /// and described by a [`PubAt`]: the caller reads it from
+    /// `&buf[..at.len]` and then advances `buf` by `at.len`. The publish
+    /// path then takes no reference-counted slices of the read buffer
+    /// (about a tenth of the server's CPU per 16 B publish).
+    pub fn parse_in_place(&mut self, buf: &mut BytesMut) -> Result<Option<Parsed>, ProtoError> {
         if let Some(a) = self.awaiting {
             if buf.len() < a.line_len + a.size + 2 {
                 return Ok(None);
             }
             self.awaiting = None;
-            return finish_message(buf, &a).map(Some);
+            return complete(buf, &a).map(|at| Some(Parsed::Pub(at)));
         }
         let Some(nl) = memchr::memchr(b'\n', buf) else {
             // A trailing '\r' may be the first half of the line ending, which
@@ -244,65 +257,79 @@ impl Parser {
                 self.awaiting = Some(awaiting);
                 return Ok(None);
             }
-            return finish_message(buf, &awaiting).map(Some);
+            return complete(buf, &awaiting).map(|at| Some(Parsed::Pub(at)));
         }
-        let result = if eq_ignore_case(op, b"PING") {
-            ClientOp::Ping
-        } else if eq_ignore_case(op, b"PONG") {
-            ClientOp::Pong
-        } else if eq_ignore_case(op, b"SUB") {
-            let line = detach_line(buf, nl + 1);
-            let args = &line[args_start..line_end];
-            let (f, n) = fields::<3>(args);
-            let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
-            return match n {
-                0 => Err(ProtoError::Unknown),
-                2 => Ok(Some(ClientOp::Sub {
-                    subject: at(0),
-                    queue: None,
-                    sid: at(1),
-                })),
-                3 => Ok(Some(ClientOp::Sub {
-                    subject: at(0),
-                    queue: Some(at(1)),
-                    sid: at(2),
-                })),
-                _ => Err(ProtoError::Malformed),
-            };
-        } else if eq_ignore_case(op, b"UNSUB") {
-            let line = detach_line(buf, nl + 1);
-            let args = &line[args_start..line_end];
-            let (f, n) = fields::<2>(args);
-            let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
-            return match n {
-                0 => Err(ProtoError::Unknown),
-                1 => Ok(Some(ClientOp::Unsub {
-                    sid: at(0),
-                    max: None,
-                })),
-                // nats-server ignores a max that is not a number.
-                2 => Ok(Some(ClientOp::Unsub {
-                    sid: at(0),
-                    max: number(&at(1)),
-                })),
-                _ => Err(ProtoError::Malformed),
-            };
-        } else if eq_ignore_case(op, b"CONNECT") {
-            let line = detach_line(buf, nl + 1);
-            let json = line.slice(args_start..line_end);
-            let trimmed_start = json
-                .iter()
-                .position(|b| *b != b' ' && *b != b'\t')
-                .unwrap_or(json.len());
-            return Ok(Some(ClientOp::Connect(json.slice(trimmed_start..))));
-        } else if eq_ignore_case(op, b"INFO") {
-            ClientOp::Info
-        } else {
-            return Err(ProtoError::Unknown);
-        };
-        let _ = buf.split_to(nl + 1);
-        Ok(Some(result))
+        control(buf, nl, line_end, op_end).map(|op| op.map(Parsed::Op))
     }
+}
+
+/// A control line other than PUB/HPUB, complete in `buf` (`nl`: its
+/// newline, `line_end`: where the line ends before `\r\n`, `op_end`: where
+/// the verb ends), taken off `buf`.
+fn control(
+    buf: &mut BytesMut,
+    nl: usize,
+    line_end: usize,
+    op_end: usize,
+) -> Result<Option<ClientOp>, ProtoError> {
+    let args_start = op_end;
+    let op = &buf[..op_end];
+    let result = if eq_ignore_case(op, b"PING") {
+        ClientOp::Ping
+    } else if eq_ignore_case(op, b"PONG") {
+        ClientOp::Pong
+    } else if eq_ignore_case(op, b"SUB") {
+        let line = detach_line(buf, nl + 1);
+        let args = &line[args_start..line_end];
+        let (f, n) = fields::<3>(args);
+        let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
+        return match n {
+            0 => Err(ProtoError::Unknown),
+            2 => Ok(Some(ClientOp::Sub {
+                subject: at(0),
+                queue: None,
+                sid: at(1),
+            })),
+            3 => Ok(Some(ClientOp::Sub {
+                subject: at(0),
+                queue: Some(at(1)),
+                sid: at(2),
+            })),
+            _ => Err(ProtoError::Malformed),
+        };
+    } else if eq_ignore_case(op, b"UNSUB") {
+        let line = detach_line(buf, nl + 1);
+        let args = &line[args_start..line_end];
+        let (f, n) = fields::<2>(args);
+        let at = |i: usize| line.slice(args_start + f[i].0..args_start + f[i].1);
+        return match n {
+            0 => Err(ProtoError::Unknown),
+            1 => Ok(Some(ClientOp::Unsub {
+                sid: at(0),
+                max: None,
+            })),
+            // nats-server ignores a max that is not a number.
+            2 => Ok(Some(ClientOp::Unsub {
+                sid: at(0),
+                max: number(&at(1)),
+            })),
+            _ => Err(ProtoError::Malformed),
+        };
+    } else if eq_ignore_case(op, b"CONNECT") {
+        let line = detach_line(buf, nl + 1);
+        let json = line.slice(args_start..line_end);
+        let trimmed_start = json
+            .iter()
+            .position(|b| *b != b' ' && *b != b'\t')
+            .unwrap_or(json.len());
+        return Ok(Some(ClientOp::Connect(json.slice(trimmed_start..))));
+    } else if eq_ignore_case(op, b"INFO") {
+        ClientOp::Info
+    } else {
+        return Err(ProtoError::Unknown);
+    };
+    let _ = buf.split_to(nl + 1);
+    Ok(Some(result))
 }
 
 /// Takes a control line (SUB, UNSUB, CONNECT) off the front of `buf` as a
@@ -316,19 +343,70 @@ fn detach_line(buf: &mut BytesMut, len: usize) -> Bytes {
     line
 }
 
-/// Cuts a PUB/HPUB whose line and payload are all buffered: slices of one
-/// frozen chunk at the places the control line's first reading found.
-fn finish_message(buf: &mut BytesMut, a: &Awaiting) -> Result<ClientOp, ProtoError> {
+/// A PUB or HPUB whose control line and payload are all buffered, still in
+/// the buffer: where its parts are, as offsets from the buffer's front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubAt {
+    subject: (usize, usize),
+    reply: Option<(usize, usize)>,
+    /// HPUB: the header size (headers come first in the payload).
+    pub header_len: Option<usize>,
+    payload: (usize, usize),
+    /// Bytes of the whole frame (line, payload and its `\r\n`).
+    pub len: usize,
+}
+
+/// What [`Parser::parse_in_place`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An op already taken off the buffer.
+    Op(ClientOp),
+    /// A publish left in the buffer.
+    Pub(PubAt),
+}
+
+impl PubAt {
+    /// The subject, from the buffer the frame was parsed in.
+    pub fn subject<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.subject.0..self.subject.1]
+    }
+
+    /// The reply subject, if the publish has one.
+    pub fn reply<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.reply.map(|(s, e)| &buf[s..e])
+    }
+
+    /// The payload (headers included for an HPUB).
+    pub fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.payload.0..self.payload.1]
+    }
+
+    /// Takes the frame off `buf` as an op of its own: slices of one shared
+    /// chunk.
+    pub fn take(self, buf: &mut BytesMut) -> ClientOp {
+        let chunk = buf.split_to(self.len).freeze();
+        ClientOp::Pub {
+            subject: chunk.slice(self.subject.0..self.subject.1),
+            reply: self.reply.map(|(s, e)| chunk.slice(s..e)),
+            header_len: self.header_len,
+            payload: chunk.slice(self.payload.0..self.payload.1),
+        }
+    }
+}
+
+/// The publish `a` announced, once all of it is in `buf`: its payload must
+/// end with `\r\n`.
+fn complete(buf: &BytesMut, a: &Awaiting) -> Result<PubAt, ProtoError> {
     let end = a.line_len + a.size;
     if buf.get(end..end + 2) != Some(&b"\r\n"[..]) {
         return Err(ProtoError::Unknown);
     }
-    let chunk = buf.split_to(end + 2).freeze();
-    Ok(ClientOp::Pub {
-        subject: chunk.slice(a.subject.0..a.subject.1),
-        reply: a.reply.map(|(s, e)| chunk.slice(s..e)),
+    Ok(PubAt {
+        subject: a.subject,
+        reply: a.reply,
         header_len: a.header_len,
-        payload: chunk.slice(a.line_len..end),
+        payload: (a.line_len, end),
+        len: end + 2,
     })
 }
 
@@ -354,6 +432,60 @@ mod tests {
             String::from_utf8_lossy(&buf)
         );
         Ok(out)
+    }
+
+    /// The publish path reads a PUB where it lies in the read buffer: the
+    /// frame stays until the caller advances past it, the parts are the
+    /// ones `parse` cuts out, and a frame that arrives in pieces is found
+    /// the same way once complete.
+    #[test]
+    fn a_publish_parsed_in_place_stays_in_the_buffer_until_advanced() {
+        let mut p = Parser::new(4096, 1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"PUB a.b _R.1 5\r\nhel");
+        assert_eq!(p.parse_in_place(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"lo\r\nHPUB h r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n");
+        let Some(Parsed::Pub(at)) = p.parse_in_place(&mut buf).unwrap() else {
+            panic!("expected a publish");
+        };
+        assert_eq!(at.len, b"PUB a.b _R.1 5\r\nhello\r\n".len());
+        assert_eq!(at.subject(&buf), b"a.b");
+        assert_eq!(at.reply(&buf), Some(&b"_R.1"[..]));
+        assert_eq!(at.payload(&buf), b"hello");
+        assert_eq!(at.header_len, None);
+        assert!(buf.starts_with(b"PUB a.b"), "left in place");
+        buf.advance(at.len);
+        let Some(Parsed::Pub(at)) = p.parse_in_place(&mut buf).unwrap() else {
+            panic!("expected an HPUB");
+        };
+        assert_eq!(at.header_len, Some(12));
+        assert_eq!(at.payload(&buf), b"NATS/1.0\r\n\r\nhi");
+        let ClientOp::Pub {
+            subject,
+            reply,
+            header_len,
+            payload,
+        } = at.take(&mut buf)
+        else {
+            panic!("expected ClientOp::Pub");
+        };
+        assert_eq!(
+            (&subject[..], reply.as_deref(), header_len, &payload[..]),
+            (
+                &b"h"[..],
+                Some(&b"r"[..]),
+                Some(12),
+                &b"NATS/1.0\r\n\r\nhi"[..]
+            )
+        );
+        assert_eq!(
+            p.parse_in_place(&mut buf).unwrap(),
+            Some(Parsed::Op(ClientOp::Ping))
+        );
+        assert!(buf.is_empty());
+        // A payload not followed by CRLF is still refused.
+        let mut bad = BytesMut::from(&b"PUB a 2\r\nxyz\r\n"[..]);
+        assert_eq!(p.parse_in_place(&mut bad), Err(ProtoError::Unknown));
     }
 
     /// Subscriptions keep their subject and sid for as long as they live: a

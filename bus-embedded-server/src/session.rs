@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use crate::account::{Account, Message};
 use crate::auth::{Credentials, Rules};
 use crate::outbound::{self, Batch, Client, CloseReason, Sub};
-use crate::parser::{ClientOp, Parser};
+use crate::parser::{ClientOp, Parsed, Parser, PubAt};
 use crate::state::ServerState;
 use crate::sublist::{Matches, Subscription};
 use crate::trace::{self, Tracer};
@@ -369,7 +369,7 @@ const CACHE_MAX: usize = 4096;
 /// [`CACHE_MAX`] keys would pin the buffer it was read into (64 KiB, or the
 /// size of the largest message read into it): 2,000 publishes of 1 MB to
 /// distinct subjects held 2.2 GiB (`bench/scripts/retained-by-subjects.py`).
-fn detached(subject: &Bytes) -> Bytes {
+fn detached(subject: &[u8]) -> Bytes {
     Bytes::copy_from_slice(subject)
 }
 /// Most publish permission decisions remembered per connection.
@@ -412,7 +412,7 @@ impl Session {
         }
     }
 
-    fn matches(&mut self, subject: &Bytes, text: &str) -> Arc<Matches<Client>> {
+    fn matches(&mut self, subject: &[u8], text: &str) -> Arc<Matches<Client>> {
         let generation = self.account.sublist.generation();
         if let Some((g, m)) = self.cache.get(subject) {
             if *g == generation {
@@ -426,6 +426,39 @@ impl Session {
         self.cache
             .insert(detached(subject), (generation, Arc::clone(&m)));
         m
+    }
+
+    /// Handles a publish left in the read buffer (`buf` starts with it):
+    /// what [`Session::handle`] does for a [`ClientOp::Pub`], without the
+    /// op's reference-counted slices. Not for a traced connection, whose
+    /// trace line wants the op.
+    fn handle_pub_at(&mut self, buf: &[u8], at: PubAt) -> Result<(), CloseReason> {
+        if self.shared.config.auth.is_some() && !self.connected {
+            // With auth, the first op must be CONNECT (nats-server).
+            self.err("Authorization Violation");
+            return Err(CloseReason::AuthorizationViolation);
+        }
+        self.publish_checked(
+            at.subject(buf),
+            at.reply(buf),
+            at.header_len,
+            at.payload(buf),
+        )
+    }
+
+    /// A publish as received: HPUB needs headers negotiated.
+    fn publish_checked(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload: &[u8],
+    ) -> Result<(), CloseReason> {
+        if header_len.is_some() && !self.client.headers.load(Ordering::Relaxed) {
+            // HPUB without headers negotiated: nats-server closes.
+            return Err(CloseReason::ProtocolError);
+        }
+        self.publish(subject, reply, header_len, payload)
     }
 
     /// Handles one op; `Err` ends the connection.
@@ -447,13 +480,7 @@ impl Session {
                 reply,
                 header_len,
                 payload,
-            } => {
-                if header_len.is_some() && !self.client.headers.load(Ordering::Relaxed) {
-                    // HPUB without headers negotiated: nats-server closes.
-                    return Err(CloseReason::ProtocolError);
-                }
-                self.publish(subject, reply, header_len, payload)
-            }
+            } => self.publish_checked(&subject, reply.as_deref(), header_len, &payload),
             ClientOp::Sub {
                 subject,
                 queue,
@@ -702,12 +729,12 @@ impl Session {
 
     fn publish(
         &mut self,
-        subject: Bytes,
-        reply: Option<Bytes>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
         header_len: Option<usize>,
-        payload: Bytes,
+        payload: &[u8],
     ) -> Result<(), CloseReason> {
-        let Ok(text) = std::str::from_utf8(&subject) else {
+        let Ok(text) = std::str::from_utf8(subject) else {
             self.err("Invalid Publish Subject");
             return Ok(());
         };
@@ -728,7 +755,7 @@ impl Session {
             && let Some(request) = trace::requested(&payload[..h])
         {
             return self.publish_traced(
-                request, &subject, text, malformed, reply, header_len, payload,
+                request, subject, text, malformed, reply, header_len, payload,
             );
         }
         // Subject mappings: one branch when the account has none. A mapped
@@ -738,9 +765,9 @@ impl Session {
             && let Some(mappings) = &self.account.mappings
             && let Some(to) = mappings.map(text)
         {
-            return self.publish_mapped(Bytes::from(to), reply, header_len, payload, None);
+            return self.publish_mapped(to.as_bytes(), reply, header_len, payload, None);
         }
-        self.route(&subject, text, malformed, reply, header_len, payload, None)
+        self.route(subject, text, malformed, reply, header_len, payload, None)
     }
 
     /// A publish with `Nats-Trace-Dest`: as nats-server, an unusable
@@ -752,12 +779,12 @@ impl Session {
     fn publish_traced(
         &mut self,
         request: trace::Request,
-        subject: &Bytes,
+        subject: &[u8],
         text: &str,
         malformed: bool,
-        reply: Option<Bytes>,
+        reply: Option<&[u8]>,
         header_len: Option<usize>,
-        payload: Bytes,
+        payload: &[u8],
     ) -> Result<(), CloseReason> {
         let (dest, only, headers) = match request {
             trace::Request::Untraced { only: true, .. } => return Ok(()),
@@ -776,7 +803,7 @@ impl Session {
                             malformed,
                             reply,
                             Some(hl),
-                            Bytes::from(p),
+                            &p,
                         );
                     }
                     _ => payload,
@@ -810,7 +837,7 @@ impl Session {
             && let Some(to) = mappings.map(text)
         {
             tracer.mapped(&to);
-            self.publish_mapped(Bytes::from(to), reply, header_len, payload, Some(&tracer))
+            self.publish_mapped(to.as_bytes(), reply, header_len, payload, Some(&tracer))
         } else {
             self.route(
                 subject,
@@ -830,18 +857,18 @@ impl Session {
     /// had none.
     fn publish_untraced(
         &mut self,
-        subject: &Bytes,
+        subject: &[u8],
         text: &str,
         malformed: bool,
-        reply: Option<Bytes>,
+        reply: Option<&[u8]>,
         header_len: Option<usize>,
-        payload: Bytes,
+        payload: &[u8],
     ) -> Result<(), CloseReason> {
         if !malformed
             && let Some(mappings) = &self.account.mappings
             && let Some(to) = mappings.map(text)
         {
-            return self.publish_mapped(Bytes::from(to), reply, header_len, payload, None);
+            return self.publish_mapped(to.as_bytes(), reply, header_len, payload, None);
         }
         self.route(subject, text, malformed, reply, header_len, payload, None)
     }
@@ -919,14 +946,14 @@ impl Session {
     /// A publish whose subject a mapping changed to `to`.
     fn publish_mapped(
         &mut self,
-        to: Bytes,
-        reply: Option<Bytes>,
+        to: &[u8],
+        reply: Option<&[u8]>,
         header_len: Option<usize>,
-        payload: Bytes,
+        payload: &[u8],
         trace: Option<&Tracer>,
     ) -> Result<(), CloseReason> {
         // Empty: the weights picked no destination; the message is dropped.
-        let text = match std::str::from_utf8(&to) {
+        let text = match std::str::from_utf8(to) {
             Ok(t) if !t.is_empty() => t,
             _ => {
                 self.ok();
@@ -934,7 +961,7 @@ impl Session {
             }
         };
         let malformed = subject::has_empty_token(text);
-        self.route(&to, text, malformed, reply, header_len, payload, trace)
+        self.route(to, text, malformed, reply, header_len, payload, trace)
     }
 
     /// A publish on `subject` (`text`: the same, as text) past its form
@@ -942,12 +969,12 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
-        subject: &Bytes,
+        subject: &[u8],
         text: &str,
         malformed: bool,
-        reply: Option<Bytes>,
+        reply: Option<&[u8]>,
         header_len: Option<usize>,
-        payload: Bytes,
+        payload: &[u8],
         trace: Option<&Tracer>,
     ) -> Result<(), CloseReason> {
         if self.rules.is_some() && !self.may_publish(subject, text) {
@@ -974,9 +1001,9 @@ impl Session {
         let matches = self.matches(subject, text);
         let msg = Message {
             subject: text,
-            reply: reply.as_deref(),
+            reply,
             header_len,
-            payload: &payload,
+            payload,
             trace,
         };
         let skip = (!self.echo).then_some(self.client.id);
@@ -984,9 +1011,9 @@ impl Session {
         if let Some(js) = &self.account.jetstream {
             let (hdr, data) = match header_len {
                 Some(h) if h <= payload.len() => (&payload[..h], &payload[h..]),
-                _ => (&b""[..], &payload[..]),
+                _ => (&b""[..], payload),
             };
-            let reply_text = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok());
+            let reply_text = reply.and_then(|r| std::str::from_utf8(r).ok());
             // JetStream's replies go out through the router, which wakes
             // writers itself.
             let taken = match trace {
@@ -1010,7 +1037,7 @@ impl Session {
             // nats-server's `$JS.API.>` responder takes every request here,
             // answering the APIs it knows.
             delivered += 1;
-            if let Some(reply) = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok())
+            if let Some(reply) = reply.and_then(|r| std::str::from_utf8(r).ok())
                 && let Some(answer) = crate::jetstream::api::not_enabled_for_account(api)
             {
                 let answer = Message {
@@ -1033,7 +1060,7 @@ impl Session {
             )
         {
             delivered += 1;
-            if let Some(reply) = reply.as_deref().and_then(|r| std::str::from_utf8(r).ok()) {
+            if let Some(reply) = reply.and_then(|r| std::str::from_utf8(r).ok()) {
                 let answer = Message {
                     subject: reply,
                     reply: None,
@@ -1046,7 +1073,7 @@ impl Session {
         }
         if delivered == 0
             && self.no_responders
-            && let Some(reply) = &reply
+            && let Some(reply) = reply
         {
             self.no_responders_status(subject, reply);
         }
@@ -1055,7 +1082,7 @@ impl Session {
 
     /// The publish permission check, cached per subject; a subject the
     /// lists refuse may still be a reply this user may answer.
-    fn may_publish(&mut self, subject: &Bytes, text: &str) -> bool {
+    fn may_publish(&mut self, subject: &[u8], text: &str) -> bool {
         let Some(rules) = &self.rules else {
             return true;
         };
@@ -1078,7 +1105,7 @@ impl Session {
 
     /// Tells the publisher no one is listening: an HMSG with status 503 on the
     /// reply subject, to this connection's subscriptions matching it.
-    fn no_responders_status(&mut self, subject: &[u8], reply: &Bytes) {
+    fn no_responders_status(&mut self, subject: &[u8], reply: &[u8]) {
         let Ok(text) = std::str::from_utf8(reply) else {
             return;
         };
@@ -1258,13 +1285,19 @@ pub(crate) async fn run_via<R, W>(
                     Ok(_) => last_in = tokio::time::Instant::now(),
                 }
                 loop {
-                    match session.parser.parse(&mut buf) {
-                        Ok(Some(op)) => {
-                            let handled = match op {
-                                ClientOp::Connect(json) if session.slow_auth() => {
+                    match session.parser.parse_in_place(&mut buf) {
+                        Ok(Some(parsed)) => {
+                            let handled = match parsed {
+                                Parsed::Pub(at) if !session.trace => {
+                                    let handled = session.handle_pub_at(&buf, at);
+                                    bytes::Buf::advance(&mut buf, at.len);
+                                    handled
+                                }
+                                Parsed::Pub(at) => session.handle(at.take(&mut buf)),
+                                Parsed::Op(ClientOp::Connect(json)) if session.slow_auth() => {
                                     session.connect_off_workers(json).await
                                 }
-                                op => session.handle(op),
+                                Parsed::Op(op) => session.handle(op),
                             };
                             if let Err(reason) = handled {
                                 break 'conn reason;
