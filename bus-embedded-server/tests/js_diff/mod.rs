@@ -812,10 +812,15 @@ pub async fn check(scenarios: Vec<Scenario>) {
     })
     .await
     .expect("ours starts");
-    let theirs = async_nats::connect(reference.url())
+    // The requests of `reset` (stream names and deletes, which fsync) get
+    // SETTLE, not the client's default 10 s, before they fail the test.
+    let options = || async_nats::ConnectOptions::new().request_timeout(Some(SETTLE));
+    let theirs = options()
+        .connect(reference.url())
         .await
         .expect("connect reference");
-    let mine = async_nats::connect(format!("nats://{}", ours.addr()))
+    let mine = options()
+        .connect(format!("nats://{}", ours.addr()))
         .await
         .expect("connect ours");
     let only = std::env::var("SCENARIO").ok();
