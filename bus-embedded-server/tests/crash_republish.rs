@@ -19,6 +19,12 @@ mod server_process;
 
 use server_process::start;
 
+/// How long a request, the first copy or the collector's end may take: it
+/// only bounds a hang. A stream create and the reads after a restart
+/// wait for fsyncs, which take seconds on a loaded machine (the 5 s
+/// request timeout this replaces could fail the test there).
+const HANG: Duration = Duration::from_secs(60);
+
 async fn api(c: &async_nats::Client, api: &str, body: Value) -> Value {
     let reply = c
         .request(format!("$JS.API.{api}"), body.to_string().into())
@@ -38,7 +44,7 @@ async fn every_republished_copy_seen_before_sigkill_is_still_stored_after_restar
         let mut server = start(&store, &log);
         let c = async_nats::ConnectOptions::new()
             .max_reconnects(1)
-            .request_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(HANG))
             .connect(&server.url)
             .await
             .expect("connect");
@@ -104,7 +110,7 @@ async fn every_republished_copy_seen_before_sigkill_is_still_stored_after_restar
         });
         // Kill only once copies are flowing (fsyncs can be slow on a busy
         // machine), at a different moment each cycle.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + HANG;
         while count.load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < deadline,
@@ -118,7 +124,7 @@ async fn every_republished_copy_seen_before_sigkill_is_still_stored_after_restar
         server.child.wait().expect("reap");
         killed.store(true, Ordering::SeqCst);
         pubs.abort();
-        tokio::time::timeout(Duration::from_secs(10), collector)
+        tokio::time::timeout(HANG, collector)
             .await
             .expect("the collector ends once the server is gone")
             .expect("collector");
@@ -127,7 +133,7 @@ async fn every_republished_copy_seen_before_sigkill_is_still_stored_after_restar
 
     let server = start(&store, &log);
     let c = async_nats::ConnectOptions::new()
-        .request_timeout(Some(Duration::from_secs(5)))
+        .request_timeout(Some(HANG))
         .connect(&server.url)
         .await
         .expect("connect");

@@ -5,6 +5,7 @@
 mod js_diff;
 
 use js_diff::*;
+use serde_json::json;
 
 const SEC: i64 = 1_000_000_000;
 
@@ -89,31 +90,45 @@ fn scenarios() -> Vec<Scenario> {
                 raw("t.a", "x").hdr("Nats-TTL", ""),
                 raw("t.a", "x").hdr("Nats-TTL", " 5s"),
                 raw("t.a", "x").hdr("Nats-TTL", "00"),
-                api("STREAM.INFO.T", ""),
+                // Ten stored, the 1s and 1.5s ones expired (the next
+                // expiry, " 5s", is seconds away).
+                until(
+                    api("STREAM.INFO.T", ""),
+                    &[
+                        ("/state/last_seq", json!(10)),
+                        ("/state/messages", json!(8)),
+                    ],
+                ),
                 api("STREAM.MSG.GET.T", r#"{"seq":1}"#),
                 api("STREAM.MSG.GET.T", r#"{"seq":5}"#),
                 api("STREAM.MSG.GET.T", r#"{"seq":6}"#),
             ],
         ),
         (
+            // The 1s TTL ends at 1, max_age at 4: the state between is
+            // waited for, then the one after.
             "ttl: messages expire, never outlives max_age, others stay",
             vec![
                 create(
                     "T",
                     &format!(
                         r#""subjects":["t.>"],"allow_msg_ttl":true,"max_age":{}"#,
-                        2 * SEC
+                        4 * SEC
                     ),
                 ),
                 raw("t.a", "short").hdr("Nats-TTL", "1s"),
                 raw("t.b", "never").hdr("Nats-TTL", "never"),
                 raw("t.c", "plain"),
                 raw("t.d", "long").hdr("Nats-TTL", "1m"),
-                sleep(1600),
-                api("STREAM.INFO.T", ""),
+                until(
+                    api("STREAM.INFO.T", ""),
+                    &[
+                        ("/state/first_seq", json!(2)),
+                        ("/state/messages", json!(3)),
+                    ],
+                ),
                 api("STREAM.MSG.GET.T", r#"{"seq":1}"#),
-                sleep(1400),
-                api("STREAM.INFO.T", ""),
+                until(api("STREAM.INFO.T", ""), &[("/state/messages", json!(1))]),
                 api("STREAM.MSG.GET.T", r#"{"seq":2}"#),
                 api("STREAM.MSG.GET.T", r#"{"seq":3}"#),
                 api("STREAM.MSG.GET.T", r#"{"seq":4}"#),
@@ -121,8 +136,8 @@ fn scenarios() -> Vec<Scenario> {
         ),
         (
             // Timeline (seconds): TTL markers at 2 (living to 4), max_age
-            // markers at 4 (living to 6); looked at 3, 5 and 6.6, away
-            // from every edge (our expiry runs on a 250 ms tick).
+            // markers at 4 (living to 6), m.never kept: each of the three
+            // states is waited for (it lasts two seconds), then looked at.
             "ttl: delete markers on max_age and TTL expiry, raised TTLs",
             vec![
                 create(
@@ -141,23 +156,38 @@ fn scenarios() -> Vec<Scenario> {
                 raw("m.never", "x").hdr("Nats-TTL", "never"),
                 api("STREAM.MSG.GET.M", r#"{"seq":4}"#),
                 api("STREAM.MSG.GET.M", r#"{"seq":5}"#),
-                sleep(2700),
-                api("STREAM.INFO.M", ""),
+                until(
+                    api("STREAM.INFO.M", ""),
+                    &[("/state/last_seq", json!(8)), ("/state/messages", json!(6))],
+                ),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.raised"}"#),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.ttl"}"#),
-                sleep(1800),
-                api("STREAM.INFO.M", ""),
+                until(
+                    api("STREAM.INFO.M", ""),
+                    &[
+                        ("/state/first_seq", json!(6)),
+                        ("/state/last_seq", json!(10)),
+                        ("/state/messages", json!(3)),
+                    ],
+                ),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.aged"}"#),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.two"}"#),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.ttl"}"#),
-                sleep(1400),
-                api("STREAM.INFO.M", ""),
+                until(
+                    api("STREAM.INFO.M", ""),
+                    &[
+                        ("/state/last_seq", json!(10)),
+                        ("/state/messages", json!(1)),
+                    ],
+                ),
                 api("STREAM.MSG.GET.M", r#"{"last_by_subj":"m.never"}"#),
             ],
         ),
         (
             // A marker TTL shorter than max_age on a stream keeping one
-            // message per subject: the TTL is not raised.
+            // message per subject: the TTL is not raised. The marker is
+            // waited for; the clock stream C (max_age 4s, below the 5s a
+            // raised TTL would give) must still hold its message then.
             "ttl: a TTL is not raised where one message per subject is kept",
             vec![
                 create(
@@ -167,18 +197,28 @@ fn scenarios() -> Vec<Scenario> {
                         5 * SEC
                     ),
                 ),
+                create("C", &format!(r#""subjects":["c.>"],"max_age":{}"#, 4 * SEC)),
                 raw("k.a", "x").hdr("Nats-TTL", "1s"),
+                raw("c.x", "clock"),
                 api("STREAM.MSG.GET.K", r#"{"seq":1}"#),
-                sleep(1700),
-                api("STREAM.MSG.GET.K", r#"{"last_by_subj":"k.a"}"#),
+                until(
+                    api("STREAM.MSG.GET.K", r#"{"last_by_subj":"k.a"}"#),
+                    &[("/message/seq", json!(2))],
+                ),
+                api("STREAM.INFO.C", ""),
             ],
         ),
         (
+            // m.ttl's 1s is raised to the 2s marker TTL: its marker lives
+            // from 2 to 4 and is waited for.
             "ttl: markers are not left for deletes and purges; a consumer sees them",
             vec![
                 create(
                     "M",
-                    &format!(r#""subjects":["m.>"],"subject_delete_marker_ttl":{}"#, SEC),
+                    &format!(
+                        r#""subjects":["m.>"],"subject_delete_marker_ttl":{}"#,
+                        2 * SEC
+                    ),
                 ),
                 api(
                     "CONSUMER.CREATE.M.C",
@@ -189,14 +229,20 @@ fn scenarios() -> Vec<Scenario> {
                 raw("m.ttl", "x").hdr("Nats-TTL", "1s"),
                 api("STREAM.MSG.DELETE.M", r#"{"seq":1}"#),
                 api("STREAM.PURGE.M", r#"{"filter":"m.purge"}"#),
-                sleep(1600),
-                api("STREAM.INFO.M", ""),
-                pull("M", "C", r#"{"batch":10,"no_wait":true}"#),
+                until(
+                    api("STREAM.INFO.M", ""),
+                    &[("/state/last_seq", json!(4)), ("/state/messages", json!(1))],
+                ),
+                pull("M", "C", r#"{"batch":10,"no_wait":true}"#).replies(2),
             ],
         ),
         (
+            // The key's and the purge's 1s TTLs are not raised: the state
+            // after both is waited for, and the clock stream C (max_age 4s)
+            // must still hold its message then.
             "ttl: KV limit markers, per-key TTL on create and purge with TTL",
             vec![
+                create("C", &format!(r#""subjects":["c.>"],"max_age":{}"#, 4 * SEC)),
                 create(
                     "KV_b",
                     &format!(
@@ -212,14 +258,20 @@ fn scenarios() -> Vec<Scenario> {
                     .hdr("KV-Operation", "PURGE")
                     .hdr("Nats-Rollup", "sub")
                     .hdr("Nats-TTL", "1s"),
-                sleep(1700),
-                api("STREAM.INFO.KV_b", ""),
+                raw("c.x", "clock"),
+                until(
+                    api("STREAM.INFO.KV_b", ""),
+                    &[("/state/last_seq", json!(4)), ("/state/messages", json!(1))],
+                ),
+                api("STREAM.INFO.C", ""),
                 api("STREAM.MSG.GET.KV_b", r#"{"last_by_subj":"$KV.b.k"}"#),
                 api("STREAM.MSG.GET.KV_b", r#"{"last_by_subj":"$KV.b.p"}"#),
                 raw("$KV.b.k", "v2").hdr("Nats-Expected-Last-Subject-Sequence", "4"),
             ],
         ),
         (
+            // B's TTL raised to 2s and MEM's 1s are waited for; WQ's,
+            // raised to 6s, are looked at before.
             "ttl: in atomic batches, in memory streams, in work queues, added by an update",
             vec![
                 create(
@@ -245,7 +297,7 @@ fn scenarios() -> Vec<Scenario> {
                     "WQ",
                     &format!(
                         r#""subjects":["wq.>"],"retention":"workqueue","subject_delete_marker_ttl":{}"#,
-                        3 * SEC
+                        6 * SEC
                     ),
                 ),
                 api(
@@ -262,17 +314,29 @@ fn scenarios() -> Vec<Scenario> {
                         2 * SEC
                     ),
                 ),
-                sleep(1700),
-                api("STREAM.INFO.B", ""),
-                api("STREAM.INFO.MEM", ""),
+                until(
+                    api("STREAM.INFO.B", ""),
+                    &[
+                        ("/state/first_seq", json!(2)),
+                        ("/state/last_seq", json!(3)),
+                        ("/state/messages", json!(2)),
+                    ],
+                ),
+                until(
+                    api("STREAM.INFO.MEM", ""),
+                    &[
+                        ("/state/first_seq", json!(2)),
+                        ("/state/messages", json!(1)),
+                    ],
+                ),
                 api("STREAM.INFO.WQ", ""),
                 api("STREAM.MSG.GET.WQ", r#"{"last_by_subj":"wq.a"}"#),
-                pull("WQ", "C", r#"{"batch":5,"no_wait":true}"#),
+                pull("WQ", "C", r#"{"batch":5,"no_wait":true}"#).replies(2),
             ],
         ),
         (
-            // The 1 s TTLs are raised to the 2 s marker TTL: markers at 2,
-            // looked at 2.8.
+            // The 1 s TTLs are raised to the 2 s marker TTL: the marker
+            // kept (at 2, living to 4) is waited for.
             "ttl: markers in an interest stream are kept for the consumers interested",
             vec![
                 create(
@@ -289,9 +353,15 @@ fn scenarios() -> Vec<Scenario> {
                 raw("i.a", "x").hdr("Nats-TTL", "1s"),
                 raw("i.b", "x").hdr("Nats-TTL", "1s"),
                 api("STREAM.MSG.GET.I", r#"{"seq":1}"#),
-                sleep(2700),
-                api("STREAM.INFO.I", ""),
-                pull("I", "C", r#"{"batch":5,"no_wait":true}"#),
+                until(
+                    api("STREAM.INFO.I", ""),
+                    &[
+                        ("/state/first_seq", json!(3)),
+                        ("/state/last_seq", json!(3)),
+                        ("/state/messages", json!(1)),
+                    ],
+                ),
+                pull("I", "C", r#"{"batch":5,"no_wait":true}"#).replies(2),
             ],
         ),
         (
@@ -314,5 +384,5 @@ fn scenarios() -> Vec<Scenario> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_ttl_and_delete_markers_match_nats_server() {
-    check(scenarios()).await;
+    check(answered(scenarios())).await;
 }

@@ -9,7 +9,8 @@
 //! compared structurally (after [`normalise`]), status messages by code,
 //! description and headers, deliveries by subject, headers and the layout
 //! of their `$JS.ACK` reply. [`check`] runs a list of scenarios on both
-//! servers (`SCENARIO=<part of a name>` runs only the matching ones).
+//! servers (`SCENARIO=<part of a name>` runs only the matching ones;
+//! `JS_DIFF_DUMP=1` prints nats-server's outputs, with `--nocapture`).
 #![allow(dead_code)]
 
 use base64::Engine as _;
@@ -29,6 +30,12 @@ pub const FIRST: Duration = Duration::from_millis(1000);
 pub const QUIET: Duration = Duration::from_millis(60);
 /// After the last step, how long to wait for late replies to any step.
 pub const LATE: Duration = Duration::from_millis(300);
+/// How long a step waits for replies it is known to get ([`Step::replies`])
+/// or for a state it polls for ([`until`]): it only bounds a hang, a
+/// loaded machine may take seconds for what takes milliseconds alone.
+pub const SETTLE: Duration = Duration::from_secs(60);
+/// Between two polls of an [`until`] step.
+pub const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub enum Mode {
@@ -46,6 +53,16 @@ pub enum Mode {
     /// Subscribe to the step's subject until the scenario ends; what
     /// arrives there is reported, in order, on this step as `"watched"`.
     Watch,
+    /// Wait for this many replies (or [`SETTLE`]), then until quiet: for
+    /// a step whose replies do not all go out at once (a notice, then an
+    /// ack sent once the message is durable).
+    Replies(usize),
+    /// Send the request again (every [`POLL`], for at most [`SETTLE`])
+    /// until the body of its first reply has these values at these JSON
+    /// pointers (after [`normalise`]); the reply that has them is the
+    /// step's. For states reached by the clock (expiry): the state is
+    /// observed, not raced.
+    Until(Vec<(&'static str, Value)>),
 }
 
 #[derive(Clone)]
@@ -71,6 +88,11 @@ impl Step {
     }
     pub fn no_reply(mut self) -> Self {
         self.mode = Mode::NoReply;
+        self
+    }
+    /// Waits for `n` replies, not for a pause between them ([`Mode::Replies`]).
+    pub fn replies(mut self, n: usize) -> Self {
+        self.mode = Mode::Replies(n);
         self
     }
     pub fn reply_tail(mut self, tail: impl Into<String>) -> Self {
@@ -120,6 +142,15 @@ pub fn watch(subject: &str) -> Step {
     }
 }
 
+/// `step` (a request) sent again until its reply's body holds `values`
+/// (JSON pointer, value) all at once; see [`Mode::Until`].
+pub fn until(step: Step, values: &[(&'static str, Value)]) -> Step {
+    Step {
+        mode: Mode::Until(values.to_vec()),
+        ..step
+    }
+}
+
 pub fn sleep(ms: u64) -> Step {
     Step {
         subject: String::new(),
@@ -162,6 +193,27 @@ pub fn pull(stream: &str, consumer: &str, body: &str) -> Step {
 }
 
 pub type Scenario = (&'static str, Vec<Step>);
+
+/// For scenarios whose every [`Mode::Reply`] step is answered (on
+/// nats-server too): each waits for its first reply for up to [`SETTLE`]
+/// instead of [`FIRST`], since an answer that needs an fsync (a stream
+/// create, a pub ack) can take longer than [`FIRST`] on a loaded machine;
+/// cut off there, it was reported as late and the next steps ran too soon.
+pub fn answered(scenarios: Vec<Scenario>) -> Vec<Scenario> {
+    scenarios
+        .into_iter()
+        .map(|(name, steps)| {
+            let steps = steps
+                .into_iter()
+                .map(|s| match s.mode {
+                    Mode::Reply => s.replies(1),
+                    _ => s,
+                })
+                .collect();
+            (name, steps)
+        })
+        .collect()
+}
 
 pub fn concat(parts: Vec<Vec<Step>>) -> Vec<Step> {
     parts.into_iter().flatten().collect()
@@ -234,6 +286,20 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
             out.push(json!({"step": i, "subject": step.subject}));
             continue;
         }
+        if let Mode::Until(values) = &step.mode {
+            let (reached, inbox, sub, got) = poll_until(client, step, values).await;
+            let mut replies: Vec<Value> = got.iter().map(|m| describe(m, &inbox)).collect();
+            for r in &mut replies {
+                mask_ephemerals(r, &ephemerals);
+            }
+            let mut v = json!({"step": i, "subject": step.subject, "replies": replies});
+            if !reached {
+                v["until"] = json!(format!("not reached in {SETTLE:?}"));
+            }
+            open_inboxes.push((out.len(), inbox, sub));
+            out.push(v);
+            continue;
+        }
         let inbox = format!("_INBOX.diff.{}", client.new_inbox().replace("_INBOX.", ""));
         let (listen, reply_to) = match &step.reply_tail {
             Some(tail) => (format!("{inbox}.>"), format!("{inbox}.{tail}")),
@@ -295,6 +361,17 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
             Mode::Collect(d) => {
                 let until = tokio::time::Instant::now() + d;
                 while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+                    got.push(m);
+                }
+            }
+            Mode::Replies(n) => {
+                let until = tokio::time::Instant::now() + SETTLE;
+                while got.len() < n
+                    && let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await
+                {
+                    got.push(m);
+                }
+                while let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
                     got.push(m);
                 }
             }
@@ -360,6 +437,62 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
         }
     }
     out
+}
+
+/// Sends `step` (with a fresh inbox each time) until the first reply's
+/// body holds `values`, for at most [`SETTLE`]. Returns whether it did,
+/// and the inbox, its (still open) subscription and the replies of the
+/// last request sent.
+async fn poll_until(
+    client: &Client,
+    step: &Step,
+    values: &[(&'static str, Value)],
+) -> (bool, String, async_nats::Subscriber, Vec<Message>) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let inbox = format!("_INBOX.diff.{}", client.new_inbox().replace("_INBOX.", ""));
+        let mut sub = client.subscribe(inbox.clone()).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        let payload = step.body.clone().into();
+        if step.headers.is_empty() {
+            client
+                .publish_with_reply(step.subject.clone(), inbox.clone(), payload)
+                .await
+        } else {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &step.headers {
+                headers.insert(*k, v.as_str());
+            }
+            client
+                .publish_with_reply_and_headers(
+                    step.subject.clone(),
+                    inbox.clone(),
+                    headers,
+                    payload,
+                )
+                .await
+        }
+        .expect("publish");
+        client.flush().await.expect("flush");
+        let mut got = Vec::new();
+        if let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
+            got.push(m);
+            while let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
+                got.push(m);
+            }
+        }
+        let holds = got.first().is_some_and(|m| {
+            let body = &describe(m, &inbox)["body"];
+            values
+                .iter()
+                .all(|(at, want)| body.pointer(at) == Some(want))
+        });
+        if holds || tokio::time::Instant::now() >= deadline {
+            return (holds, inbox, sub, got);
+        }
+        let _ = sub.unsubscribe().await;
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Idle heartbeats arrive on a timer: a run of identical ones becomes one
@@ -679,10 +812,15 @@ pub async fn check(scenarios: Vec<Scenario>) {
     })
     .await
     .expect("ours starts");
-    let theirs = async_nats::connect(reference.url())
+    // The requests of `reset` (stream names and deletes, which fsync) get
+    // SETTLE, not the client's default 10 s, before they fail the test.
+    let options = || async_nats::ConnectOptions::new().request_timeout(Some(SETTLE));
+    let theirs = options()
+        .connect(reference.url())
         .await
         .expect("connect reference");
-    let mine = async_nats::connect(format!("nats://{}", ours.addr()))
+    let mine = options()
+        .connect(format!("nats://{}", ours.addr()))
         .await
         .expect("connect ours");
     let only = std::env::var("SCENARIO").ok();
@@ -694,6 +832,11 @@ pub async fn check(scenarios: Vec<Scenario>) {
         }
         ran += 1;
         let (want, got) = tokio::join!(run(&theirs, &steps), run(&mine, &steps));
+        if std::env::var("JS_DIFF_DUMP").is_ok() {
+            for w in &want {
+                eprintln!("DUMP [{name}] {w}");
+            }
+        }
         for (w, g) in want.iter().zip(&got) {
             if !same_replies(w, g) {
                 differences.push(format!(

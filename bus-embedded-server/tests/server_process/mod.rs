@@ -66,7 +66,9 @@ pub fn start(store: &Path, log: &Path) -> Server {
 /// [`start`] with more command-line arguments (e.g. `-c <config>`).
 pub fn start_with(store: &Path, log: &Path, extra: &[&str]) -> Server {
     let mut child = spawn_with(store, log, extra);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Only bounds a hang: a loaded machine can take many seconds to start
+    // the binary and recover its store.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.contains("Server is ready")
