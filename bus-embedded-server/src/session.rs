@@ -376,50 +376,24 @@ fn detached(subject: &[u8]) -> Bytes {
 const PERM_CACHE_MAX: usize = 1024;
 /// When the first server PING goes out (nats-server: 2 s).
 const FIRST_PING: Duration = Duration::from_secs(2);
-/// A connection's read buffer: the room it starts with and keeps while
-/// reads come in below it, and the spare room under which it is given more
-/// before a read.
+/// A connection's read buffer: its usual capacity, and the spare room under
+/// which it is given that much more before a read.
 const READ_CAPACITY: usize = 64 * 1024;
 const READ_MIN_SPARE: usize = 4096;
-/// The most room a read is given while every read fills what it was given
-/// (a client sending faster than the server parses): fewer and larger
-/// reads, and so fewer and larger writes to the subscribers they feed
-/// (1 KiB fan-out: 25 -> 10 context switches per 1,000 messages).
-const READ_CAPACITY_MAX: usize = 256 * 1024;
+/// A read buffer that grew past this (for a payload larger than
+/// [`READ_CAPACITY`]) is replaced by a fresh one once everything in it was
+/// parsed, so one large message does not keep its size for the life of the
+/// connection.
+const READ_SHRINK_ABOVE: usize = 4 * READ_CAPACITY;
 
-/// How much room the next read of a connection gets: doubled (up to
-/// [`READ_CAPACITY_MAX`]) after a read that filled all the room it had,
-/// back to [`READ_CAPACITY`] after a read of less than an eighth of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReadRoom(usize);
-
-impl ReadRoom {
-    fn new() -> ReadRoom {
-        ReadRoom(READ_CAPACITY)
-    }
-
-    /// After a read of `got` bytes into `room` bytes of spare capacity.
-    fn after_read(&mut self, got: usize, room: usize) {
-        if got >= room {
-            self.0 = (self.0 * 2).min(READ_CAPACITY_MAX);
-        } else if got < self.0 / 8 {
-            self.0 = READ_CAPACITY;
-        }
-    }
-}
-
-/// Makes `buf` ready for the next read with about `room` bytes of room:
-/// replaced by a fresh buffer of that size when it is empty and more than
-/// twice as large (grown for a large message, or for a burst that ended),
-/// so that a connection does not keep its largest size; else given
-/// more room when it has less than [`READ_MIN_SPARE`], or less than `room`
-/// while empty.
-fn fit_read_buffer(buf: &mut BytesMut, room: ReadRoom) {
-    let spare = buf.capacity() - buf.len();
-    if buf.is_empty() && buf.capacity() > 2 * room.0 {
-        *buf = BytesMut::with_capacity(room.0);
-    } else if spare < READ_MIN_SPARE || (buf.is_empty() && spare < room.0) {
-        buf.reserve(room.0);
+/// Makes `buf` ready for the next read: back to [`READ_CAPACITY`] when it
+/// is empty and grew past [`READ_SHRINK_ABOVE`], else at least
+/// [`READ_MIN_SPARE`] bytes of room.
+fn fit_read_buffer(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > READ_SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(READ_CAPACITY);
+    } else if buf.capacity() - buf.len() < READ_MIN_SPARE {
+        buf.reserve(READ_CAPACITY);
     }
 }
 
@@ -1302,18 +1276,13 @@ pub(crate) async fn run_via<R, W>(
     let auth_deadline =
         tokio::time::Instant::now() + via.auth_timeout(&shared).unwrap_or(cfg.auth_timeout);
     let auth_required = cfg.auth.is_some() || via.own_auth(&shared).is_some();
-    let mut room = ReadRoom::new();
     let reason = 'conn: loop {
-        fit_read_buffer(&mut buf, room);
-        let spare = buf.capacity() - buf.len();
+        fit_read_buffer(&mut buf);
         tokio::select! {
             read = reader.read_buf(&mut buf) => {
                 match read {
                     Ok(0) | Err(_) => break CloseReason::ClientClosed,
-                    Ok(got) => {
-                        last_in = tokio::time::Instant::now();
-                        room.after_read(got, spare);
-                    }
+                    Ok(_) => last_in = tokio::time::Instant::now(),
                 }
                 loop {
                     match session.parser.parse_in_place(&mut buf) {
@@ -1410,36 +1379,14 @@ mod tests {
     #[test]
     fn a_read_buffer_grown_for_a_large_message_shrinks_once_parsed() {
         let mut buf = BytesMut::with_capacity(2 << 20);
-        fit_read_buffer(&mut buf, ReadRoom::new());
+        fit_read_buffer(&mut buf);
         assert_eq!(buf.capacity(), READ_CAPACITY);
         // Not while it holds a partial message.
         let mut partial = BytesMut::with_capacity(2 << 20);
         partial.extend_from_slice(b"PUB a 1000000\r\n");
-        fit_read_buffer(&mut partial, ReadRoom::new());
+        fit_read_buffer(&mut partial);
         assert!(partial.capacity() >= 2 << 20);
         assert_eq!(&partial[..], b"PUB a 1000000\r\n");
-    }
-
-    #[test]
-    fn reads_that_fill_their_room_grow_it_to_the_cap_and_a_short_read_resets_it() {
-        let mut room = ReadRoom::new();
-        room.after_read(READ_CAPACITY / 2, READ_CAPACITY);
-        assert_eq!(room, ReadRoom::new(), "a read below its room keeps it");
-        for _ in 0..10 {
-            room.after_read(room.0, room.0);
-        }
-        assert_eq!(room.0, READ_CAPACITY_MAX);
-        // A burst-sized buffer is kept while the burst lasts...
-        let mut buf = BytesMut::with_capacity(READ_CAPACITY);
-        fit_read_buffer(&mut buf, room);
-        assert!(buf.capacity() >= READ_CAPACITY_MAX);
-        room.after_read(READ_CAPACITY_MAX / 2, buf.capacity());
-        assert_eq!(room.0, READ_CAPACITY_MAX);
-        // ...and given back once reads are small again.
-        room.after_read(100, buf.capacity());
-        assert_eq!(room, ReadRoom::new());
-        fit_read_buffer(&mut buf, room);
-        assert_eq!(buf.capacity(), READ_CAPACITY);
     }
 
     #[test]
@@ -1456,7 +1403,7 @@ mod tests {
     fn a_full_read_buffer_gets_room_for_the_next_read() {
         let mut buf = BytesMut::with_capacity(READ_CAPACITY);
         buf.extend_from_slice(&[b'x'; READ_CAPACITY - 10]);
-        fit_read_buffer(&mut buf, ReadRoom::new());
+        fit_read_buffer(&mut buf);
         assert!(buf.capacity() - buf.len() >= READ_MIN_SPARE);
         assert_eq!(buf.len(), READ_CAPACITY - 10);
     }
