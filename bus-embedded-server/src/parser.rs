@@ -6,7 +6,11 @@
 //! Limits are checked before anything is allocated: a control line longer
 //! than `max_control_line` or a declared size over `max_payload` is an error
 //! at once, whatever the rest of the input.
-//! Zero-copy: subjects, sids and payloads are slices of the read buffer.
+//! Publishes without copying: [`Parser::parse_in_place`] leaves a whole
+//! PUB/HPUB in the read buffer and says where its parts are ([`PubAt`]);
+//! [`Parser::parse`] cuts it into slices of the buffer. Control lines that
+//! outlive the read (SUB, UNSUB, CONNECT) are copied out, so they do not
+//! pin the buffer.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -328,7 +332,7 @@ fn control(
     } else {
         return Err(ProtoError::Unknown);
     };
-    let _ = buf.split_to(nl + 1);
+    buf.advance(nl + 1);
     Ok(Some(result))
 }
 

@@ -372,6 +372,7 @@ const CACHE_MAX: usize = 4096;
 fn detached(subject: &[u8]) -> Bytes {
     Bytes::copy_from_slice(subject)
 }
+
 /// Most publish permission decisions remembered per connection.
 const PERM_CACHE_MAX: usize = 1024;
 /// When the first server PING goes out (nats-server: 2 s).
@@ -816,7 +817,7 @@ impl Session {
                 headers,
             } => (dest, only, headers),
         };
-        if self.rules.is_some() && !self.may_publish(&Bytes::from(dest.clone()), &dest) {
+        if self.rules.is_some() && !self.may_publish(dest.as_bytes(), &dest) {
             self.err(&format!("Permissions Violation for Publish to \"{dest}\""));
             return Ok(());
         }
@@ -903,7 +904,7 @@ impl Session {
         let Some(trace::Request::Trace { dest, headers, .. }) = trace::requested(hdr) else {
             return;
         };
-        if self.rules.is_some() && !self.may_publish(&Bytes::from(dest.clone()), &dest) {
+        if self.rules.is_some() && !self.may_publish(dest.as_bytes(), &dest) {
             return;
         }
         let tracer = Tracer::new(
