@@ -720,11 +720,13 @@ impl Stream {
     }
 
     /// Stores messages of a mirror's origin under their own sequences and
-    /// times. Returns the last sequence stored; on failure also what was
-    /// stored before it.
+    /// times. `progress` gets each origin sequence once it is stored, while
+    /// the stream's lock is still held. Returns the last sequence stored; on
+    /// failure also what was stored before it.
     pub(crate) fn store_mirrored(
         &self,
         msgs: &[StoredMsg],
+        progress: impl Fn(u64),
     ) -> Result<Option<u64>, (Option<u64>, ApiError)> {
         let interest = if self.retention == Retention::Interest {
             self.interest_checker()
@@ -739,6 +741,7 @@ impl Stream {
                 self.stored_wake();
                 return Err((last, e));
             }
+            progress(m.seq);
             last = Some(m.seq);
         }
         drop(inner);
@@ -747,11 +750,13 @@ impl Stream {
     }
 
     /// Stores sourced messages (subject, header block with the source's
-    /// header, origin message) as new messages. Returns the origin sequence
+    /// header, origin message) as new messages. `progress` gets each origin
+    /// sequence once it is stored, under the stream's lock. Returns the origin sequence
     /// of the last one stored; on failure also what was stored before it.
     pub(crate) fn store_sourced(
         &self,
         msgs: &[(String, Vec<u8>, StoredMsg)],
+        progress: impl Fn(u64),
     ) -> Result<Option<u64>, (Option<u64>, ApiError)> {
         let interest = if self.retention == Retention::Interest {
             self.interest_checker()
@@ -766,6 +771,7 @@ impl Stream {
                 self.stored_wake();
                 return Err((last, e));
             }
+            progress(m.seq);
             last = Some(m.seq);
         }
         drop(inner);

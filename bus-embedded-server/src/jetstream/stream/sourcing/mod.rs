@@ -364,6 +364,10 @@ fn step(js: &JetStream, t: &Arc<Stream>, sourcing: &Sourcing, src: &Source) -> b
         return false;
     }
     let rng = &src.rng;
+    // The position moves under the stream's lock, with each message: stream
+    // info reads the state under that lock and the lag after it, so it never
+    // shows a message stored and still counted as lag.
+    let progress = |seq: u64| src.pos.store(seq, Ordering::Release);
     let result = if sourcing.mirror {
         let batch: Vec<StoredMsg> = msgs
             .into_iter()
@@ -374,7 +378,7 @@ fn step(js: &JetStream, t: &Arc<Stream>, sourcing: &Sourcing, src: &Source) -> b
                 m
             })
             .collect();
-        t.store_mirrored(&batch)
+        t.store_mirrored(&batch, progress)
     } else {
         let ident = lock(&src.ident).clone();
         let batch: Vec<(String, Vec<u8>, StoredMsg)> = msgs
@@ -400,7 +404,7 @@ fn step(js: &JetStream, t: &Arc<Stream>, sourcing: &Sourcing, src: &Source) -> b
                 (subject, hdr, m)
             })
             .collect();
-        t.store_sourced(&batch)
+        t.store_sourced(&batch, progress)
     };
     let (stored, failure) = match result {
         Ok(last) => (last, None),
