@@ -39,7 +39,8 @@ pub const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub enum Mode {
-    /// Wait for a first reply (or [`FIRST`]), then until quiet.
+    /// Wait for a first reply (or [`FIRST`], or [`SETTLE`] when the other
+    /// server answered the step: see [`Answers`]), then until quiet.
     Reply,
     /// Collect whatever arrives during this long.
     Collect(Duration),
@@ -269,7 +270,58 @@ async fn stream_names(client: &Client) -> Vec<String> {
 }
 
 /// Runs the steps; returns one value per step (what came back, normalised).
-pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
+/// What each side's [`Mode::Reply`] steps got within [`FIRST`]: `Some(true)`
+/// once a step was answered, `Some(false)` when [`FIRST`] passed without an
+/// answer. The two servers run a scenario side by side and each tells the
+/// other, so that a step one of them answered is not cut off at [`FIRST`]
+/// on the other: on a loaded machine a reply that waits for an fsync can
+/// take longer, and a cut-off reply shows up as a difference (`late`).
+pub struct Answers {
+    mine: tokio::sync::watch::Sender<Vec<Option<bool>>>,
+    theirs: tokio::sync::watch::Receiver<Vec<Option<bool>>>,
+}
+
+impl Answers {
+    /// Two linked halves, one for each server's run of `steps` steps.
+    pub fn pair(steps: usize) -> (Answers, Answers) {
+        let (a_tx, a_rx) = tokio::sync::watch::channel(vec![None; steps]);
+        let (b_tx, b_rx) = tokio::sync::watch::channel(vec![None; steps]);
+        (
+            Answers {
+                mine: a_tx,
+                theirs: b_rx,
+            },
+            Answers {
+                mine: b_tx,
+                theirs: a_rx,
+            },
+        )
+    }
+
+    fn tell(&self, step: usize, answered: bool) {
+        self.mine.send_modify(|v| {
+            if let Some(slot) = v.get_mut(step) {
+                *slot = Some(answered);
+            }
+        });
+    }
+
+    /// Whether the other server answered `step` within [`FIRST`]; waits for
+    /// it to get there (bounded by [`SETTLE`]).
+    async fn other_answered(&mut self, step: usize) -> bool {
+        let got = tokio::time::timeout(
+            SETTLE,
+            self.theirs
+                .wait_for(|v| v.get(step).is_none_or(|a| a.is_some())),
+        )
+        .await;
+        matches!(got, Ok(Ok(v)) if v.get(step).copied().flatten() == Some(true))
+    }
+}
+
+/// Runs `steps` on one server; `answers` links it to the other server's
+/// run of the same steps.
+async fn run(client: &Client, steps: &[Step], mut answers: Answers) -> Vec<Value> {
     reset(client).await;
     let mut ephemerals: Vec<String> = Vec::new();
     let mut out = Vec::new();
@@ -376,7 +428,15 @@ pub async fn run(client: &Client, steps: &[Step]) -> Vec<Value> {
                 }
             }
             _ => {
-                if let Ok(Some(m)) = tokio::time::timeout(FIRST, sub.next()).await {
+                let mut first = tokio::time::timeout(FIRST, sub.next()).await.ok().flatten();
+                answers.tell(i, first.is_some());
+                if first.is_none() && answers.other_answered(i).await {
+                    first = tokio::time::timeout(SETTLE, sub.next())
+                        .await
+                        .ok()
+                        .flatten();
+                }
+                if let Some(m) = first {
                     got.push(m);
                     while let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
                         got.push(m);
@@ -831,7 +891,8 @@ pub async fn check(scenarios: Vec<Scenario>) {
             continue;
         }
         ran += 1;
-        let (want, got) = tokio::join!(run(&theirs, &steps), run(&mine, &steps));
+        let (a, b) = Answers::pair(steps.len());
+        let (want, got) = tokio::join!(run(&theirs, &steps, a), run(&mine, &steps, b));
         if std::env::var("JS_DIFF_DUMP").is_ok() {
             for w in &want {
                 eprintln!("DUMP [{name}] {w}");
