@@ -45,6 +45,20 @@ async fn origin(js: &jetstream::Context, name: &str, subject: &str) {
     .expect("origin stream");
 }
 
+/// Creates `name`, a mirror of `origin`.
+async fn mirror(js: &jetstream::Context, name: &str, origin: &str) {
+    js.create_stream(stream::Config {
+        name: name.into(),
+        mirror: Some(stream::Source {
+            name: origin.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("mirror");
+}
+
 async fn publish(js: &jetstream::Context, subject: &str, body: &str) {
     js.publish(subject.to_owned(), body.to_owned().into())
         .await
@@ -89,16 +103,7 @@ async fn mirror_and_filtered_and_transformed_sources_sync_and_report_lag() {
     for (subject, body) in [("o.a", "1"), ("o.b", "2"), ("o.a", "3")] {
         publish(&js, subject, body).await;
     }
-    js.create_stream(stream::Config {
-        name: "M".into(),
-        mirror: Some(stream::Source {
-            name: "O".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("mirror");
+    mirror(&js, "M", "O").await;
     js.create_stream(stream::Config {
         name: "S".into(),
         subjects: vec!["s.>".into()],
@@ -201,16 +206,7 @@ async fn stream_info_never_counts_a_mirrored_message_as_stored_and_as_lag() {
     for ack in acks.drain(..) {
         ack.await.expect("ack");
     }
-    js.create_stream(stream::Config {
-        name: "M".into(),
-        mirror: Some(stream::Source {
-            name: "O".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("mirror");
+    mirror(&js, "M", "O").await;
     js.create_stream(stream::Config {
         name: "S".into(),
         sources: Some(vec![stream::Source {
