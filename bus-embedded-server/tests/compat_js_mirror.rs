@@ -179,10 +179,13 @@ async fn mirror_and_filtered_and_transformed_sources_sync_and_report_lag() {
 }
 
 /// Stream info read while a mirror and a source catch up never counts a
-/// message both as stored and as lag: stored + lag is always the origin's
-/// size. (The position used to move only after the batch was stored and
-/// synced, so an info read in between reported a lag for a mirror that
-/// already held everything; nats.js's mirror scenario saw `lag 1`.)
+/// message both as stored and as lag: stored + lag never exceeds the
+/// origin's size, and a copy that holds everything has no lag. (The
+/// position used to move only after the batch was stored and synced, so an
+/// info read in between reported a lag for a mirror that already held
+/// everything; nats.js's mirror scenario saw `lag 1`.) The sum may fall
+/// short while copying: the state is read before the lag, and the copy
+/// may move on in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_info_never_counts_a_mirrored_message_as_stored_and_as_lag() {
     const N: u64 = 3000;
@@ -227,23 +230,23 @@ async fn stream_info_never_counts_a_mirrored_message_as_stored_and_as_lag() {
         let mut m = js.get_stream("M").await.expect("get mirror");
         let info = m.info().await.expect("mirror info").clone();
         let lag = info.mirror.as_ref().map(|m| m.lag).expect("mirror info");
-        assert_eq!(
-            info.state.messages + lag,
-            N,
+        assert!(
+            info.state.messages + lag <= N,
             "mirror holds {} with lag {lag}",
             info.state.messages
         );
         mirror_done = info.state.messages == N;
+        assert!(!mirror_done || lag == 0, "full mirror with lag {lag}");
         let mut src = js.get_stream("S").await.expect("get source");
         let info = src.info().await.expect("source info").clone();
         let lag = info.sources.first().map(|s| s.lag).expect("source info");
-        assert_eq!(
-            info.state.messages + lag,
-            N,
+        assert!(
+            info.state.messages + lag <= N,
             "sourcing stream holds {} with lag {lag}",
             info.state.messages
         );
         source_done = info.state.messages == N;
+        assert!(!source_done || lag == 0, "full source with lag {lag}");
         reads += 1;
     }
 }
