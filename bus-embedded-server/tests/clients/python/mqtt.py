@@ -846,6 +846,10 @@ def qos1_messages_published_while_away_arrive_on_resume():
         pub.publish("ps3/t", b"away%d" % i, qos=1)
     # QoS 0 is not kept for an absent session.
     pub.publish("ps3/t", b"lost", qos=0)
+    # A QoS 1 publish on the same connection, acknowledged, shows the server
+    # handled the QoS 0 one before the session comes back (on a loaded
+    # machine it could still be in flight, and reach the resumed session).
+    pub.publish("ps3/fence", b"fence", qos=1)
     pub.close()
     c = persistent(cid)
     assert c.session_present is True
