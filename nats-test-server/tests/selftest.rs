@@ -5,7 +5,7 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, ToServerAddrs};
 use futures::StreamExt;
 use nats_test_server::{NatsCluster, NatsServer, ServerOptions, http_get};
@@ -198,7 +198,24 @@ async fn cluster_of_three_elects_a_meta_leader_and_replicates() {
     )
     .await
     .unwrap_or_else(|err| panic!("create R3 stream: {err}\n{}", cluster.logs()));
-    publish_acked(&js, "repl.a", 0, 5).await;
+    // The create is answered before the new stream's leader has made its
+    // subjects' interest known to every node: on a loaded machine a publish
+    // right after it meets no responder ("no stream found"). Wait for one.
+    within(15, "the R3 stream takes publishes", async {
+        loop {
+            match js.publish("repl.a", "m0".into()).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => return,
+                    Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {}
+                    Err(e) => panic!("ack of m0: {e}"),
+                },
+                Err(e) => panic!("publish m0: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    publish_acked(&js, "repl.a", 1, 4).await;
 
     // Kill a node that leads neither the meta group nor the stream, so the
     // test does not wait for elections (the fixture is under test here).
