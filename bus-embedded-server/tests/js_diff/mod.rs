@@ -269,7 +269,6 @@ async fn stream_names(client: &Client) -> Vec<String> {
         .collect()
 }
 
-/// Runs the steps; returns one value per step (what came back, normalised).
 /// What each side's [`Mode::Reply`] steps got within [`FIRST`]: `Some(true)`
 /// once a step was answered, `Some(false)` when [`FIRST`] passed without an
 /// answer. The two servers run a scenario side by side and each tells the
@@ -319,8 +318,9 @@ impl Answers {
     }
 }
 
-/// Runs `steps` on one server; `answers` links it to the other server's
-/// run of the same steps.
+/// Runs `steps` on one server; returns one value per step (what came back,
+/// normalised). `answers` links it to the other server's run of the same
+/// steps.
 async fn run(client: &Client, steps: &[Step], mut answers: Answers) -> Vec<Value> {
     reset(client).await;
     let mut ephemerals: Vec<String> = Vec::new();

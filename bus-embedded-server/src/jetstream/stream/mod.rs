@@ -751,8 +751,9 @@ impl Stream {
 
     /// Stores sourced messages (subject, header block with the source's
     /// header, origin message) as new messages. `progress` gets each origin
-    /// sequence once it is stored, under the stream's lock. Returns the origin sequence
-    /// of the last one stored; on failure also what was stored before it.
+    /// sequence once it is stored, under the stream's lock. Returns the
+    /// origin sequence of the last one stored; on failure also what was
+    /// stored before it.
     pub(crate) fn store_sourced(
         &self,
         msgs: &[(String, Vec<u8>, StoredMsg)],
