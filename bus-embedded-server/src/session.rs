@@ -434,11 +434,7 @@ impl Session {
     /// op's reference-counted slices. Not for a traced connection, whose
     /// trace line wants the op.
     fn handle_pub_at(&mut self, buf: &[u8], at: PubAt) -> Result<(), CloseReason> {
-        if self.shared.config.auth.is_some() && !self.connected {
-            // With auth, the first op must be CONNECT (nats-server).
-            self.err("Authorization Violation");
-            return Err(CloseReason::AuthorizationViolation);
-        }
+        self.connect_first(false)?;
         self.publish_checked(
             at.subject(buf),
             at.reply(buf),
@@ -462,19 +458,22 @@ impl Session {
         self.publish(subject, reply, header_len, payload)
     }
 
+    /// With auth, the first op must be CONNECT (nats-server): any other op
+    /// (`is_connect` false) before it ends the connection.
+    fn connect_first(&mut self, is_connect: bool) -> Result<(), CloseReason> {
+        if self.shared.config.auth.is_some() && !self.connected && !is_connect {
+            self.err("Authorization Violation");
+            return Err(CloseReason::AuthorizationViolation);
+        }
+        Ok(())
+    }
+
     /// Handles one op; `Err` ends the connection.
     fn handle(&mut self, op: ClientOp) -> Result<(), CloseReason> {
         if self.trace {
             trace_op(self.client.id, self.client.addr, &op);
         }
-        if self.shared.config.auth.is_some()
-            && !self.connected
-            && !matches!(op, ClientOp::Connect(_))
-        {
-            // With auth, the first op must be CONNECT (nats-server).
-            self.err("Authorization Violation");
-            return Err(CloseReason::AuthorizationViolation);
-        }
+        self.connect_first(matches!(op, ClientOp::Connect(_)))?;
         match op {
             ClientOp::Pub {
                 subject,
